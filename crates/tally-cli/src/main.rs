@@ -1,1 +1,36 @@
-fn main() {}
+//! `tally`: the collector, the SDK's command-line front end, and the tools.
+
+use clap::{Parser, Subcommand};
+
+mod emit;
+mod inspect;
+mod serve;
+
+/// Offline-first product analytics: every event counted exactly once, or
+/// its absence explained.
+#[derive(Debug, Parser)]
+#[command(name = "tally", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the collector (SQLite in --data-dir by default, or PostgreSQL).
+    Serve(serve::ServeArgs),
+    /// Track events through the real SDK and sync them to a collector.
+    Emit(emit::EmitArgs),
+    /// Look inside local state (the SDK's durable log).
+    #[command(subcommand)]
+    Inspect(inspect::InspectCommand),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => serve::run(args),
+        Command::Emit(args) => emit::run(args),
+        Command::Inspect(cmd) => inspect::run(cmd),
+    }
+}

@@ -1,0 +1,206 @@
+//! The store: where accepted events, dead letters, identities, tombstones
+//! and completeness live. One trait, two implementations: SQLite (the
+//! embedded default) and PostgreSQL (shared by several collectors).
+//!
+//! # Contract
+//!
+//! - [`Store::write_batch`] writes one request's events and dead letters in
+//!   **one transaction** and returns only after it committed. The HTTP layer
+//!   answers `accepted` only after that, so a crash at any moment loses no
+//!   event that was answered `accepted`.
+//! - Dedup is exact and has no time window: `message_id` is unique forever;
+//!   a non-empty `dedup_key` is unique forever too. First writer wins; a
+//!   later event with either key already stored is a [`WriteOutcome::Duplicate`]
+//!   (also within the same batch), counted, and not stored again. Across
+//!   several collectors on one PostgreSQL the unique constraints decide.
+//! - An event whose person (user id, or an anonymous id linked to a user)
+//!   has a deletion tombstone is not stored: [`WriteOutcome::DeletedUser`],
+//!   and it is written to the dead letters with reason `deleted_user`.
+//! - Counters (`accepted`, `duplicate`, `rejected`) are kept in the store,
+//!   in the same transaction as the rows, so [`Store::stats`] is exact across
+//!   restarts and across collectors.
+//! - Every method blocks; the HTTP layer calls them on the blocking pool
+//!   with its own bound on in-flight work.
+
+use tally_proto::{MessageType, Priority, RejectReason};
+
+/// One validated message, clock-corrected, ready to store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    /// The exact dedup key.
+    pub message_id: String,
+    /// One of the six known types.
+    pub kind: MessageType,
+    /// `event` of a track, `name` of a page or screen.
+    pub event: Option<String>,
+    /// Non-empty `userId`.
+    pub user_id: Option<String>,
+    /// Non-empty `anonymousId`.
+    pub anonymous_id: Option<String>,
+    /// `groupId` of a group call.
+    pub group_id: Option<String>,
+    /// `previousId` of an alias call.
+    pub previous_id: Option<String>,
+    /// `context.tally.install_id`.
+    pub install_id: Option<String>,
+    /// `context.tally.seq`.
+    pub seq: Option<u64>,
+    /// `context.tally.session_id`.
+    pub session_id: Option<String>,
+    /// `context.tally.session_index`.
+    pub session_index: Option<u64>,
+    /// `context.tally.dedup_key`, non-empty.
+    pub dedup_key: Option<String>,
+    /// `context.tally.priority`.
+    pub priority: Priority,
+    /// Device clock at capture, Unix ms (absent for some third-party
+    /// messages).
+    pub timestamp: Option<i64>,
+    /// Device clock at send, Unix ms (the message's, else the batch's).
+    pub sent_at: Option<i64>,
+    /// Collector clock at receipt, Unix ms.
+    pub received_at: i64,
+    /// Capture time on the collector's clock, Unix ms.
+    pub ts_corrected: i64,
+    /// `ts_corrected` was clamped (the device claimed a time too far ahead).
+    pub clamped: bool,
+    /// Seq ranges the device reports it dropped by policy (from a
+    /// `tally.dropped` event; empty otherwise). Kept per install so a gap
+    /// by policy is told apart from a gap in transit.
+    pub drops: Vec<DroppedRange>,
+    /// The message JSON as received (properties, context, unknown fields).
+    pub raw: String,
+}
+
+/// Sequence numbers `from..=to` of one install, dropped on the device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DroppedRange {
+    /// First dropped seq.
+    pub from: u64,
+    /// Last dropped seq (inclusive).
+    pub to: u64,
+    /// The SDK's drop reason code (`queue_full`, `too_old`, ...).
+    pub reason: String,
+}
+
+/// A rejected message, kept with its reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// The `messageId`, if one could be read.
+    pub message_id: Option<String>,
+    /// Why it was rejected.
+    pub reason: RejectReason,
+    /// Which rule, in words.
+    pub detail: &'static str,
+    /// Collector clock at receipt, Unix ms.
+    pub received_at: i64,
+    /// The message JSON as received.
+    pub raw: String,
+}
+
+/// What the store did with one [`NewEvent`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteOutcome {
+    /// Stored, counted once.
+    Accepted,
+    /// Its `message_id` or `dedup_key` was already stored.
+    Duplicate,
+    /// Its person was deleted; stored as a dead letter (`deleted_user`).
+    DeletedUser,
+}
+
+/// Totals from the store (`GET /v1/stats`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub struct Stats {
+    /// Messages ever accepted (identify and the other types included).
+    pub accepted: u64,
+    /// Duplicates ever suppressed.
+    pub duplicate: u64,
+    /// Messages ever rejected (dead letters, `deleted_user` included).
+    pub rejected: u64,
+    /// Messages stored now (accepted minus deleted and expired).
+    pub events: u64,
+}
+
+/// `GET /v1/events/count`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub struct EventCount {
+    /// Events with that name in the window.
+    pub count: u64,
+    /// Distinct people among them: the user if known (after stitching),
+    /// else the install, else the anonymous id.
+    pub users: u64,
+}
+
+/// Completeness of one install (`GET /v1/installs/{id}`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
+pub struct InstallReport {
+    /// Highest seq seen (stored or reported dropped).
+    pub max_seq: u64,
+    /// Seq ranges in `1..=max_seq` neither stored nor reported dropped,
+    /// as inclusive `[from, to]` pairs, ascending.
+    pub missing: Vec<[u64; 2]>,
+    /// Events the device reported dropped by policy.
+    pub dropped: u64,
+    /// The same, by reason.
+    pub dropped_by_reason: std::collections::BTreeMap<String, u64>,
+}
+
+/// The result of a deletion request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub struct DeletionReport {
+    /// Stored events removed.
+    pub deleted_events: u64,
+}
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The store is saturated or temporarily unreachable (SQLite busy,
+    /// PostgreSQL pool exhausted or connection lost): retry later (503).
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// Migrations failed or the schema is newer than this binary.
+    #[error("store migration failed: {0}")]
+    Migration(String),
+    /// Any other database or I/O failure (500).
+    #[error("store failure: {0}")]
+    Backend(String),
+}
+
+/// The operations the collector needs from a store.
+pub trait Store: Send + Sync + 'static {
+    /// Writes events and dead letters of one request in one transaction
+    /// and returns one outcome per event, in order.
+    fn write_batch(
+        &self,
+        events: &[NewEvent],
+        dead_letters: &[DeadLetter],
+    ) -> Result<Vec<WriteOutcome>, StoreError>;
+
+    /// Totals.
+    fn stats(&self) -> Result<Stats, StoreError>;
+
+    /// Count and distinct people for one event name, `from <= ts_corrected
+    /// < to` (Unix ms), either bound optional.
+    fn count_events(
+        &self,
+        event: &str,
+        from: Option<i64>,
+        to: Option<i64>,
+    ) -> Result<EventCount, StoreError>;
+
+    /// Completeness of one install; `None` if the store never saw it.
+    fn install(&self, install_id: &str) -> Result<Option<InstallReport>, StoreError>;
+
+    /// Deletes the user's events (their own and those stitched to them)
+    /// and writes a tombstone so later events for them are refused.
+    fn delete_user(&self, user_id: &str, requested_at: i64) -> Result<DeletionReport, StoreError>;
+
+    /// Whether `user_id` has a tombstone.
+    fn is_deleted(&self, user_id: &str) -> Result<bool, StoreError>;
+
+    /// A cheap round trip, for `/healthz`.
+    fn ping(&self) -> Result<(), StoreError>;
+}

@@ -1,0 +1,1 @@
+//! The durable event log (design comment to come with the implementation).
