@@ -37,17 +37,29 @@ pub struct MessageResult {
 impl MessageResult {
     /// An accepted message.
     pub fn accepted(id: Option<String>) -> Self {
-        Self { id, status: Status::Accepted, reason: None }
+        Self {
+            id,
+            status: Status::Accepted,
+            reason: None,
+        }
     }
 
     /// A duplicate message.
     pub fn duplicate(id: Option<String>) -> Self {
-        Self { id, status: Status::Duplicate, reason: None }
+        Self {
+            id,
+            status: Status::Duplicate,
+            reason: None,
+        }
     }
 
     /// A rejected message.
     pub fn rejected(id: Option<String>, reason: RejectReason) -> Self {
-        Self { id, status: Status::Rejected, reason: Some(reason) }
+        Self {
+            id,
+            status: Status::Rejected,
+            reason: Some(reason),
+        }
     }
 }
 
@@ -119,6 +131,10 @@ pub enum ErrorCode {
     Unavailable,
     /// 404: no such path or resource.
     NotFound,
+    /// 405: the path exists, but not for this method.
+    MethodNotAllowed,
+    /// 400: a query parameter or an admin request body is malformed.
+    BadRequest,
     /// 500: an internal failure; details are in the collector's log.
     Internal,
 }
@@ -136,6 +152,8 @@ impl ErrorCode {
             Self::RateLimited => "rate_limited",
             Self::Unavailable => "unavailable",
             Self::NotFound => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::BadRequest => "bad_request",
             Self::Internal => "internal",
         }
     }
@@ -161,5 +179,31 @@ mod tests {
             r#"{"server_time":"2024-01-01T00:00:00.000Z","accepted":1,"duplicate":1,"rejected":1,"results":[{"id":"a","status":"accepted"},{"id":"b","status":"duplicate"},{"status":"rejected","reason":"seq_zero"}]}"#
         );
         assert_eq!(serde_json::from_str::<BatchResponse>(&json).unwrap(), r);
+    }
+
+    #[test]
+    fn error_codes_are_distinct_snake_case() {
+        use ErrorCode as E;
+        let all = [
+            E::Unauthorized,
+            E::Forbidden,
+            E::Undecodable,
+            E::DigestMismatch,
+            E::UnsupportedEncoding,
+            E::PayloadTooLarge,
+            E::RateLimited,
+            E::Unavailable,
+            E::NotFound,
+            E::MethodNotAllowed,
+            E::BadRequest,
+            E::Internal,
+        ];
+        let codes: std::collections::HashSet<_> = all.iter().map(|c| c.as_str()).collect();
+        assert_eq!(codes.len(), all.len());
+        assert!(codes
+            .iter()
+            .all(|c| c.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')));
+        assert_eq!(E::MethodNotAllowed.as_str(), "method_not_allowed");
+        assert_eq!(E::BadRequest.as_str(), "bad_request");
     }
 }

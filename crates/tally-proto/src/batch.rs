@@ -164,7 +164,10 @@ pub fn decompress(
 }
 
 /// Decodes a JSON body: `{"batch": [...], ...}` or one message object.
-pub fn decode_json<'a>(json: &'a [u8], limits: &DecodeLimits) -> Result<DecodedBody<'a>, BodyError> {
+pub fn decode_json<'a>(
+    json: &'a [u8],
+    limits: &DecodeLimits,
+) -> Result<DecodedBody<'a>, BodyError> {
     let json = std::str::from_utf8(json).map_err(|_| BodyError::InvalidUtf8)?;
     let top: Top<'a> = serde_json::from_str(json).map_err(|e| {
         if e.is_data() {
@@ -205,7 +208,9 @@ fn decode_message(raw: &str) -> DecodedMessage<'_> {
         },
         Err(_) => DecodedMessage {
             raw,
-            message_id: serde_json::from_str::<IdOnly>(raw).ok().and_then(|m| m.message_id),
+            message_id: serde_json::from_str::<IdOnly>(raw)
+                .ok()
+                .and_then(|m| m.message_id),
             parsed: Err(Rejection {
                 reason: RejectReason::MalformedMessage,
                 detail: "not an object, or a member has the wrong JSON type",
@@ -282,7 +287,10 @@ mod tests {
         assert_eq!(body.messages.len(), 4);
         assert!(body.messages[0].parsed.is_ok());
         let bad = &body.messages[1];
-        assert_eq!(bad.parsed.as_ref().unwrap_err().reason, RejectReason::MalformedMessage);
+        assert_eq!(
+            bad.parsed.as_ref().unwrap_err().reason,
+            RejectReason::MalformedMessage
+        );
         assert_eq!(bad.message_id.as_deref(), Some("b"));
         assert_eq!(bad.raw, r#"{"messageId":"b","userId":7}"#);
         assert_eq!(body.messages[2].message_id, None);
@@ -299,36 +307,68 @@ mod tests {
         assert!(body.single);
         assert_eq!(body.messages.len(), 1);
         assert_eq!(body.messages[0].message_id.as_deref(), Some("a"));
-        assert_eq!(body.messages[0].raw, r#"{"type":"track","messageId":"a","event":"E","userId":"u"}"#);
+        assert_eq!(
+            body.messages[0].raw,
+            r#"{"type":"track","messageId":"a","event":"E","userId":"u"}"#
+        );
     }
 
     #[test]
     fn whole_body_errors() {
         let l = DecodeLimits::default();
-        assert!(matches!(decode_json(b"[1,2]", &l), Err(BodyError::NotAnObject)));
-        assert!(matches!(decode_json(b"\"x\"", &l), Err(BodyError::NotAnObject)));
-        assert!(matches!(decode_json(br#"{"batch":{}}"#, &l), Err(BodyError::NotAnObject)));
-        assert!(matches!(decode_json(b"{\"batch\":[", &l), Err(BodyError::NotJson(_))));
+        assert!(matches!(
+            decode_json(b"[1,2]", &l),
+            Err(BodyError::NotAnObject)
+        ));
+        assert!(matches!(
+            decode_json(b"\"x\"", &l),
+            Err(BodyError::NotAnObject)
+        ));
+        assert!(matches!(
+            decode_json(br#"{"batch":{}}"#, &l),
+            Err(BodyError::NotAnObject)
+        ));
+        assert!(matches!(
+            decode_json(b"{\"batch\":[", &l),
+            Err(BodyError::NotJson(_))
+        ));
         assert!(matches!(decode_json(b"", &l), Err(BodyError::NotJson(_))));
-        assert!(matches!(decode_json(b"{\"a\":\"\xff\"}", &l), Err(BodyError::InvalidUtf8)));
-        let small = DecodeLimits { max_batch_messages: 2, ..l };
+        assert!(matches!(
+            decode_json(b"{\"a\":\"\xff\"}", &l),
+            Err(BodyError::InvalidUtf8)
+        ));
+        let small = DecodeLimits {
+            max_batch_messages: 2,
+            ..l
+        };
         let err = decode_json(br#"{"batch":[{},{},{}]}"#, &small).unwrap_err();
-        assert!(matches!(err, BodyError::TooManyMessages { count: 3, limit: 2 }));
+        assert!(matches!(
+            err,
+            BodyError::TooManyMessages { count: 3, limit: 2 }
+        ));
         assert!(err.is_too_large());
     }
 
     #[test]
     fn unreadable_envelope_strings_are_absent() {
-        let body = decode_json(br#"{"batch":[],"sentAt":5,"writeKey":""}"#, &DecodeLimits::default()).unwrap();
+        let body = decode_json(
+            br#"{"batch":[],"sentAt":5,"writeKey":""}"#,
+            &DecodeLimits::default(),
+        )
+        .unwrap();
         assert_eq!(body.sent_at, None);
         assert_eq!(body.write_key, None);
-        let body = decode_json(br#"{"batch":[],"sentAt":"soon"}"#, &DecodeLimits::default()).unwrap();
+        let body =
+            decode_json(br#"{"batch":[],"sentAt":"soon"}"#, &DecodeLimits::default()).unwrap();
         assert_eq!(body.sent_at_ms(), None);
     }
 
     #[test]
     fn encode_digests_the_compressed_body() {
-        let batch = Batch::new(vec![Message::track("m", "2024-01-01T00:00:00Z", "E")], "2024-01-01T00:00:01Z");
+        let batch = Batch::new(
+            vec![Message::track("m", "2024-01-01T00:00:00Z", "E")],
+            "2024-01-01T00:00:01Z",
+        );
         let enc = batch.encode(ContentEncoding::Zstd);
         assert_eq!(enc.digest, content_digest(&enc.body));
         assert_eq!(enc.json_len, batch.to_json().len());

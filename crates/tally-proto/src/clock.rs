@@ -93,7 +93,11 @@ mod tests {
         let c = correct(received + 2 * HOUR, None, received, TOL);
         assert_eq!(
             c,
-            Correction { ts_corrected: received, offset: 0, clamped: true }
+            Correction {
+                ts_corrected: received,
+                offset: 0,
+                clamped: true
+            }
         );
         let within = correct(received + TOL, None, received, TOL);
         assert!(!within.clamped);
@@ -105,7 +109,10 @@ mod tests {
         let c = correct(i64::MAX, Some(i64::MIN), 0, TOL);
         assert!(c.clamped);
         assert_eq!(c.ts_corrected, 0);
-        assert_eq!(correct(i64::MIN, Some(i64::MAX), 0, TOL).ts_corrected, i64::MIN);
+        assert_eq!(
+            correct(i64::MIN, Some(i64::MAX), 0, TOL).ts_corrected,
+            i64::MIN
+        );
     }
 
     #[test]

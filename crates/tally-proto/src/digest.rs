@@ -33,14 +33,19 @@ pub fn content_digest(body: &[u8]) -> String {
 pub fn verify_digest(header: &str, body: &[u8]) -> Result<(), DigestError> {
     let mut checked = 0;
     for member in header.split(',') {
-        let (key, value) = member.trim().split_once('=').ok_or(DigestError::Malformed)?;
+        let (key, value) = member
+            .trim()
+            .split_once('=')
+            .ok_or(DigestError::Malformed)?;
         // Parameters (`;p=1`) are allowed by the grammar and carry nothing here.
         let value = value.split(';').next().unwrap_or_default().trim();
         let encoded = value
             .strip_prefix(':')
             .and_then(|v| v.strip_suffix(':'))
             .ok_or(DigestError::Malformed)?;
-        let claimed = STANDARD.decode(encoded).map_err(|_| DigestError::Malformed)?;
+        let claimed = STANDARD
+            .decode(encoded)
+            .map_err(|_| DigestError::Malformed)?;
         let actual: Vec<u8> = match key.trim() {
             "sha-256" => Sha256::digest(body).to_vec(),
             "sha-512" => Sha512::digest(body).to_vec(),
@@ -79,10 +84,22 @@ mod tests {
         let body = b"payload";
         let header = content_digest(body);
         assert_eq!(verify_digest(&header, body), Ok(()));
-        assert_eq!(verify_digest(&header, b"payloaD"), Err(DigestError::Mismatch));
-        assert_eq!(verify_digest("sha-256=abc", body), Err(DigestError::Malformed));
-        assert_eq!(verify_digest("sha-256=:!!:", body), Err(DigestError::Malformed));
-        assert_eq!(verify_digest("md5=:AAAA:", body), Err(DigestError::Unsupported));
+        assert_eq!(
+            verify_digest(&header, b"payloaD"),
+            Err(DigestError::Mismatch)
+        );
+        assert_eq!(
+            verify_digest("sha-256=abc", body),
+            Err(DigestError::Malformed)
+        );
+        assert_eq!(
+            verify_digest("sha-256=:!!:", body),
+            Err(DigestError::Malformed)
+        );
+        assert_eq!(
+            verify_digest("md5=:AAAA:", body),
+            Err(DigestError::Unsupported)
+        );
         assert_eq!(verify_digest("", body), Err(DigestError::Malformed));
     }
 

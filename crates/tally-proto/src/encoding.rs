@@ -144,9 +144,12 @@ pub fn decode(
             }
             Ok(body.to_vec())
         }
-        ContentEncoding::Gzip => {
-            bounded_read(flate2::read::MultiGzDecoder::new(body), body.len(), "gzip", limits)
-        }
+        ContentEncoding::Gzip => bounded_read(
+            flate2::read::MultiGzDecoder::new(body),
+            body.len(),
+            "gzip",
+            limits,
+        ),
         ContentEncoding::Zstd => {
             let mut decoder = zstd::stream::read::Decoder::with_buffer(body).map_err(|source| {
                 EncodingError::Corrupt {
@@ -191,9 +194,7 @@ fn bounded_read<R: Read>(
             });
         }
         out.extend_from_slice(&chunk[..n]);
-        if out.len() > limits.ratio_floor_bytes
-            && out.len() / input_len.max(1) > limits.max_ratio
-        {
+        if out.len() > limits.ratio_floor_bytes && out.len() / input_len.max(1) > limits.max_ratio {
             return Err(EncodingError::RatioTooHigh {
                 limit: limits.max_ratio,
             });
@@ -213,7 +214,10 @@ mod tests {
         assert_eq!(E::from_header(Some(" GZIP ")).unwrap(), E::Gzip);
         assert_eq!(E::from_header(Some("x-gzip")).unwrap(), E::Gzip);
         assert_eq!(E::from_header(Some("zstd")).unwrap(), E::Zstd);
-        assert!(matches!(E::from_header(Some("br")), Err(EncodingError::Unsupported)));
+        assert!(matches!(
+            E::from_header(Some("br")),
+            Err(EncodingError::Unsupported)
+        ));
         assert!(matches!(
             E::from_header(Some("gzip, zstd")),
             Err(EncodingError::Unsupported)
@@ -223,9 +227,17 @@ mod tests {
     #[test]
     fn every_encoding_round_trips() {
         let json = br#"{"batch":[{"type":"track","event":"x"}]}"#.repeat(50);
-        for enc in [ContentEncoding::Identity, ContentEncoding::Gzip, ContentEncoding::Zstd] {
+        for enc in [
+            ContentEncoding::Identity,
+            ContentEncoding::Gzip,
+            ContentEncoding::Zstd,
+        ] {
             let body = encode(&json, enc);
-            assert_eq!(decode(&body, enc, &DecodeLimits::default()).unwrap(), json, "{enc:?}");
+            assert_eq!(
+                decode(&body, enc, &DecodeLimits::default()).unwrap(),
+                json,
+                "{enc:?}"
+            );
         }
     }
 
@@ -235,7 +247,10 @@ mod tests {
         for enc in [ContentEncoding::Gzip, ContentEncoding::Zstd] {
             let body = encode(&json, enc);
             let err = decode(&body[..body.len() / 2], enc, &DecodeLimits::default()).unwrap_err();
-            assert!(matches!(err, EncodingError::Corrupt { .. }), "{enc:?}: {err}");
+            assert!(
+                matches!(err, EncodingError::Corrupt { .. }),
+                "{enc:?}: {err}"
+            );
             assert!(!err.is_too_large());
         }
     }
@@ -252,7 +267,12 @@ mod tests {
         let err = decode(&[b' '; 51], ContentEncoding::Identity, &limits).unwrap_err();
         assert!(matches!(err, EncodingError::DecodedTooLarge { limit: 50 }));
         assert!(err.is_too_large());
-        assert_eq!(decode(&[b' '; 50], ContentEncoding::Identity, &limits).unwrap().len(), 50);
+        assert_eq!(
+            decode(&[b' '; 50], ContentEncoding::Identity, &limits)
+                .unwrap()
+                .len(),
+            50
+        );
     }
 
     #[test]
@@ -264,6 +284,9 @@ mod tests {
             ..DecodeLimits::default()
         };
         let err = decode(&bomb, ContentEncoding::Gzip, &limits).unwrap_err();
-        assert!(matches!(err, EncodingError::RatioTooHigh { limit: 100 }), "{err}");
+        assert!(
+            matches!(err, EncodingError::RatioTooHigh { limit: 100 }),
+            "{err}"
+        );
     }
 }

@@ -76,7 +76,9 @@ pub use digest::{content_digest, verify_digest, DigestError};
 pub use encoding::{ContentEncoding, EncodingError};
 pub use json::{json_depth, Extra, RawJson};
 pub use limits::DecodeLimits;
-pub use message::{App, Context, Device, Library, Message, MessageType, Os, Priority, TallyContext};
+pub use message::{
+    App, Context, Device, Library, Message, MessageType, Os, Priority, TallyContext,
+};
 pub use reason::RejectReason;
 pub use timestamp::{format_timestamp, parse_timestamp};
 pub use validate::{validate, Checked, Rejection};

@@ -232,7 +232,11 @@ json_object! {
 }
 
 impl Message {
-    fn of_kind(kind: MessageType, message_id: impl Into<String>, timestamp: impl Into<String>) -> Self {
+    fn of_kind(
+        kind: MessageType,
+        message_id: impl Into<String>,
+        timestamp: impl Into<String>,
+    ) -> Self {
         Self {
             kind: Some(kind),
             message_id: Some(message_id.into()),
@@ -362,7 +366,10 @@ mod tests {
         let ctx = msg.context.as_ref().unwrap();
         assert_eq!(ctx.extra.get("ip").unwrap().get(), r#""1.2.3.4""#);
         assert_eq!(msg.tally().unwrap().seq, Some(3));
-        assert_eq!(msg.tally().unwrap().extra.get("future").unwrap().get(), "true");
+        assert_eq!(
+            msg.tally().unwrap().extra.get("future").unwrap().get(),
+            "true"
+        );
         let again: Message = serde_json::from_str(&msg.to_json()).unwrap();
         assert_eq!(again, msg);
         assert_eq!(

@@ -125,7 +125,10 @@ mod tests {
         for r in RejectReason::ALL {
             let code = r.as_str();
             assert!(seen.insert(code), "{code} twice");
-            assert!(code.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'), "{code}");
+            assert!(
+                code.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+                "{code}"
+            );
             assert_eq!(code.parse::<RejectReason>(), Ok(*r));
             let json = serde_json::to_string(r).unwrap();
             assert_eq!(json, format!("\"{code}\""));

@@ -13,7 +13,8 @@ pub fn parse_timestamp(text: &str) -> Option<i64> {
     let parsed = OffsetDateTime::parse(text, &Rfc3339)
         .or_else(|_| OffsetDateTime::parse(text, &Iso8601::DEFAULT))
         .or_else(|_| {
-            PrimitiveDateTime::parse(text, &Iso8601::DEFAULT).map(|t| t.assume_offset(UtcOffset::UTC))
+            PrimitiveDateTime::parse(text, &Iso8601::DEFAULT)
+                .map(|t| t.assume_offset(UtcOffset::UTC))
         })
         .ok()?;
     i64::try_from(parsed.unix_timestamp_nanos() / 1_000_000).ok()
@@ -52,18 +53,30 @@ mod tests {
         let base = 1_424_730_535_111; // 2015-02-23T22:28:55.111Z
         assert_eq!(parse_timestamp("2015-02-23T22:28:55.111Z"), Some(base));
         assert_eq!(parse_timestamp("2015-02-23T22:28:55.111+00:00"), Some(base));
-        assert_eq!(parse_timestamp("2015-02-23T22:28:55.111456+00:00"), Some(base));
+        assert_eq!(
+            parse_timestamp("2015-02-23T22:28:55.111456+00:00"),
+            Some(base)
+        );
         assert_eq!(parse_timestamp("2015-02-23T14:28:55.111-08:00"), Some(base));
         assert_eq!(parse_timestamp("2015-02-23T22:28:55.111"), Some(base));
         assert_eq!(parse_timestamp("2015-02-23T22:28:55Z"), Some(base - 111));
-        for bad in ["", "yesterday", "2015-02-30T00:00:00Z", "1424730535111", "2015-02-23"] {
+        for bad in [
+            "",
+            "yesterday",
+            "2015-02-30T00:00:00Z",
+            "1424730535111",
+            "2015-02-23",
+        ] {
             assert_eq!(parse_timestamp(bad), None, "{bad}");
         }
     }
 
     #[test]
     fn formats_with_millis_in_utc() {
-        assert_eq!(format_timestamp(1_424_730_535_111), "2015-02-23T22:28:55.111Z");
+        assert_eq!(
+            format_timestamp(1_424_730_535_111),
+            "2015-02-23T22:28:55.111Z"
+        );
         assert_eq!(format_timestamp(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(format_timestamp(i64::MAX), "9999-12-31T23:59:59.999Z");
     }

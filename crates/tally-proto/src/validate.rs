@@ -50,7 +50,10 @@ pub fn validate(msg: &Message, raw: &str) -> Result<Checked, Rejection> {
     let kind = match &msg.kind {
         None => return Err(Rejection::new(R::MissingType, "no type")),
         Some(MessageType::Other(_)) => {
-            return Err(Rejection::new(R::UnknownType, "type is not one of the Spec's six"))
+            return Err(Rejection::new(
+                R::UnknownType,
+                "type is not one of the Spec's six",
+            ))
         }
         Some(kind) => kind.clone(),
     };
@@ -65,10 +68,21 @@ pub fn validate(msg: &Message, raw: &str) -> Result<Checked, Rejection> {
     let user_id = Message::non_empty(&msg.user_id);
     let anonymous_id = Message::non_empty(&msg.anonymous_id);
     if user_id.is_none() && anonymous_id.is_none() {
-        return Err(Rejection::new(R::MissingIdentity, "neither userId nor anonymousId"));
+        return Err(Rejection::new(
+            R::MissingIdentity,
+            "neither userId nor anonymousId",
+        ));
     }
-    let ids = [&msg.user_id, &msg.anonymous_id, &msg.group_id, &msg.previous_id];
-    if ids.iter().any(|id| id.as_ref().is_some_and(|s| s.len() > MAX_ID_BYTES)) {
+    let ids = [
+        &msg.user_id,
+        &msg.anonymous_id,
+        &msg.group_id,
+        &msg.previous_id,
+    ];
+    if ids
+        .iter()
+        .any(|id| id.as_ref().is_some_and(|s| s.len() > MAX_ID_BYTES))
+    {
         return Err(Rejection::new(R::IdTooLong, "an id is too long"));
     }
 
@@ -80,16 +94,25 @@ pub fn validate(msg: &Message, raw: &str) -> Result<Checked, Rejection> {
             }
             Some(_) => {}
         },
-        MessageType::Page | MessageType::Screen => {
-            if msg.name.as_ref().is_some_and(|n| n.len() > MAX_EVENT_NAME_BYTES) {
-                return Err(Rejection::new(R::EventNameTooLong, "page or screen name too long"));
-            }
+        MessageType::Page | MessageType::Screen
+            if msg
+                .name
+                .as_ref()
+                .is_some_and(|n| n.len() > MAX_EVENT_NAME_BYTES) =>
+        {
+            return Err(Rejection::new(
+                R::EventNameTooLong,
+                "page or screen name too long",
+            ));
         }
         MessageType::Group if Message::non_empty(&msg.group_id).is_none() => {
             return Err(Rejection::new(R::MissingGroupId, "group without groupId"));
         }
         MessageType::Alias if Message::non_empty(&msg.previous_id).is_none() => {
-            return Err(Rejection::new(R::MissingPreviousId, "alias without previousId"));
+            return Err(Rejection::new(
+                R::MissingPreviousId,
+                "alias without previousId",
+            ));
         }
         _ => {}
     }
@@ -98,10 +121,16 @@ pub fn validate(msg: &Message, raw: &str) -> Result<Checked, Rejection> {
         check_bag(bag)?;
     }
     if raw.len() > MAX_MESSAGE_BYTES {
-        return Err(Rejection::new(R::MessageTooLarge, "message larger than 32 KiB"));
+        return Err(Rejection::new(
+            R::MessageTooLarge,
+            "message larger than 32 KiB",
+        ));
     }
     if json_depth(raw) > MAX_JSON_DEPTH {
-        return Err(Rejection::new(R::NestingTooDeep, "nested deeper than 32 levels"));
+        return Err(Rejection::new(
+            R::NestingTooDeep,
+            "nested deeper than 32 levels",
+        ));
     }
 
     let timestamp = match msg.capture_timestamp() {
@@ -114,13 +143,17 @@ pub fn validate(msg: &Message, raw: &str) -> Result<Checked, Rejection> {
     let sent_at = match Message::non_empty(&msg.sent_at) {
         None => None,
         Some(text) => Some(
-            parse_timestamp(text).ok_or(Rejection::new(R::BadTimestamp, "sentAt is not RFC 3339"))?,
+            parse_timestamp(text)
+                .ok_or(Rejection::new(R::BadTimestamp, "sentAt is not RFC 3339"))?,
         ),
     };
 
     if let Some(tally) = msg.tally() {
         if tally.schema == Some(0) {
-            return Err(Rejection::new(R::UnsupportedSchema, "schema 0 does not exist"));
+            return Err(Rejection::new(
+                R::UnsupportedSchema,
+                "schema 0 does not exist",
+            ));
         }
         if tally.seq == Some(0) {
             return Err(Rejection::new(R::SeqZero, "seq starts at 1"));
@@ -136,8 +169,14 @@ pub fn validate(msg: &Message, raw: &str) -> Result<Checked, Rejection> {
             _ => {}
         }
         let tally_ids = [&tally.session_id, &tally.dedup_key];
-        if tally_ids.iter().any(|id| id.as_ref().is_some_and(|s| s.len() > MAX_ID_BYTES)) {
-            return Err(Rejection::new(R::IdTooLong, "session_id or dedup_key too long"));
+        if tally_ids
+            .iter()
+            .any(|id| id.as_ref().is_some_and(|s| s.len() > MAX_ID_BYTES))
+        {
+            return Err(Rejection::new(
+                R::IdTooLong,
+                "session_id or dedup_key too long",
+            ));
         }
     }
 
@@ -207,7 +246,10 @@ mod tests {
 
     #[test]
     fn missing_type() {
-        assert_eq!(check(r#"{"messageId":"m","userId":"u"}"#), Err(R::MissingType));
+        assert_eq!(
+            check(r#"{"messageId":"m","userId":"u"}"#),
+            Err(R::MissingType)
+        );
     }
 
     #[test]
@@ -220,7 +262,10 @@ mod tests {
 
     #[test]
     fn missing_message_id_absent_or_empty() {
-        assert_eq!(check(r#"{"type":"identify","userId":"u"}"#), Err(R::MissingMessageId));
+        assert_eq!(
+            check(r#"{"type":"identify","userId":"u"}"#),
+            Err(R::MissingMessageId)
+        );
         assert_eq!(
             check(r#"{"type":"identify","messageId":"","userId":"u"}"#),
             Err(R::MissingMessageId)
@@ -243,7 +288,10 @@ mod tests {
             check(r#"{"type":"track","messageId":"m","event":"E","userId":null,"anonymousId":""}"#),
             Err(R::MissingIdentity)
         );
-        assert!(check(r#"{"type":"track","messageId":"m","event":"E","userId":null,"anonymousId":"a"}"#).is_ok());
+        assert!(check(
+            r#"{"type":"track","messageId":"m","event":"E","userId":null,"anonymousId":"a"}"#
+        )
+        .is_ok());
     }
 
     #[test]
@@ -288,7 +336,10 @@ mod tests {
 
     #[test]
     fn properties_not_object() {
-        assert_eq!(check(&track_with(r#","properties":[1,2]"#)), Err(R::PropertiesNotObject));
+        assert_eq!(
+            check(&track_with(r#","properties":[1,2]"#)),
+            Err(R::PropertiesNotObject)
+        );
         assert_eq!(
             check(r#"{"type":"identify","messageId":"m","userId":"u","traits":"pro"}"#),
             Err(R::PropertiesNotObject)
@@ -315,12 +366,20 @@ mod tests {
 
     #[test]
     fn nesting_too_deep() {
-        let deep = format!("{}1{}", "[".repeat(MAX_JSON_DEPTH), "]".repeat(MAX_JSON_DEPTH));
+        let deep = format!(
+            "{}1{}",
+            "[".repeat(MAX_JSON_DEPTH),
+            "]".repeat(MAX_JSON_DEPTH)
+        );
         assert_eq!(
             check(&track_with(&format!(r#","properties":{{"k":{deep}}}"#))),
             Err(R::NestingTooDeep)
         );
-        let ok = format!("{}1{}", "[".repeat(MAX_JSON_DEPTH - 2), "]".repeat(MAX_JSON_DEPTH - 2));
+        let ok = format!(
+            "{}1{}",
+            "[".repeat(MAX_JSON_DEPTH - 2),
+            "]".repeat(MAX_JSON_DEPTH - 2)
+        );
         assert!(check(&track_with(&format!(r#","properties":{{"k":{ok}}}"#))).is_ok());
     }
 
@@ -330,7 +389,10 @@ mod tests {
             check(r#"{"type":"identify","messageId":"m","userId":"u","timestamp":"soon"}"#),
             Err(R::BadTimestamp)
         );
-        assert_eq!(check(&track_with(r#","sentAt":"later""#)), Err(R::BadTimestamp));
+        assert_eq!(
+            check(&track_with(r#","sentAt":"later""#)),
+            Err(R::BadTimestamp)
+        );
     }
 
     #[test]
@@ -347,7 +409,9 @@ mod tests {
     #[test]
     fn seq_zero() {
         assert_eq!(
-            check(&track_with(r#","context":{"tally":{"install_id":"i","seq":0}}"#)),
+            check(&track_with(
+                r#","context":{"tally":{"install_id":"i","seq":0}}"#
+            )),
             Err(R::SeqZero)
         );
     }
@@ -359,7 +423,9 @@ mod tests {
             Err(R::BadInstallId)
         );
         assert_eq!(
-            check(&track_with(r#","context":{"tally":{"install_id":"","seq":4}}"#)),
+            check(&track_with(
+                r#","context":{"tally":{"install_id":"","seq":4}}"#
+            )),
             Err(R::BadInstallId)
         );
     }
@@ -367,17 +433,24 @@ mod tests {
     #[test]
     fn unsupported_schema() {
         assert_eq!(
-            check(&track_with(r#","context":{"tally":{"install_id":"i","seq":1,"schema":0}}"#)),
+            check(&track_with(
+                r#","context":{"tally":{"install_id":"i","seq":1,"schema":0}}"#
+            )),
             Err(R::UnsupportedSchema)
         );
-        assert!(check(&track_with(r#","context":{"tally":{"install_id":"i","seq":1,"schema":7}}"#)).is_ok());
+        assert!(check(&track_with(
+            r#","context":{"tally":{"install_id":"i","seq":1,"schema":7}}"#
+        ))
+        .is_ok());
     }
 
     #[test]
     fn tally_ids_too_long() {
         let long = "d".repeat(MAX_ID_BYTES + 1);
         assert_eq!(
-            check(&track_with(&format!(r#","context":{{"tally":{{"dedup_key":"{long}"}}}}"#))),
+            check(&track_with(&format!(
+                r#","context":{{"tally":{{"dedup_key":"{long}"}}}}"#
+            ))),
             Err(R::IdTooLong)
         );
     }
