@@ -3,5 +3,25 @@
 //! The collector behind `tally serve`: the HTTP ingest path, exact dedup,
 //! the stores (SQLite embedded by default, PostgreSQL shared), queries and
 //! metrics.
+//!
+//! | module | holds |
+//! |---|---|
+//! | [`app`] | the [`Router`](axum::Router) ([`app::app`]), its state, CORS |
+//! | [`ingest`] | the ingest path, one module per stage (design in its doc) |
+//! | [`query`] | admin endpoints: stats, counts, installs, deletions |
+//! | [`error`] | every error answer, `{code, message}` |
+//! | [`metrics`] | Prometheus metrics |
+//! | [`config`] | settings from flags, env, `tally.toml`, defaults |
+//! | [`server`] | the accept loop, TLS, graceful shutdown |
+//! | [`tls`] | loading the certificate and key |
+//! | [`store`] | the store trait and its SQLite and PostgreSQL implementations |
 
+pub mod app;
+pub mod config;
+pub mod error;
+pub mod ingest;
+pub mod metrics;
+pub mod query;
+pub mod server;
 pub mod store;
+pub mod tls;

@@ -1,0 +1,188 @@
+//! The HTTP application: state, routes, CORS and the status metric.
+//! [`app`] builds the [`Router`]; serving it (plain or TLS, graceful
+//! shutdown) is [`crate::server`].
+//!
+//! | path | method | auth | does |
+//! |---|---|---|---|
+//! | `/v1/batch`, `/v1/b`, `/beacon/v1/batch` | POST | write key | ingest a batch (or one message) |
+//! | `/v1/{track,identify,page,screen,group,alias}`, `/v1/{t,i,p,s,g,a}` | POST | write key | ingest one message; the path gives a missing `type` |
+//! | `/v1/m` | POST | none | client telemetry: answered 200 and dropped |
+//! | `/v1/time` | GET | none | `{"server_time"}` |
+//! | `/healthz` | GET | none | 200 when the store answers, else 503 |
+//! | `/metrics` | GET | none | Prometheus text |
+//! | `/v1/stats`, `/v1/events/count`, `/v1/installs/{id}` | GET | admin | queries |
+//! | `/v1/deletions` | POST | admin | delete a user, 202 |
+//!
+//! Every answer carries CORS headers for the requesting origin, and a
+//! preflight is answered with the headers it asks for (browsers' Segment and
+//! RudderStack libraries send `Authorization`, which `*` does not cover).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, Method};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use tally_proto::{format_timestamp, DecodeLimits, MessageType};
+use tokio::sync::Semaphore;
+use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
+
+use crate::error::ApiError;
+use crate::ingest::{self, auth::Keys};
+use crate::metrics::Metrics;
+use crate::query;
+use crate::store::Store;
+
+/// Ingest requests allowed to hold a slot at once by default.
+///
+/// Each slot may hold a 20 MiB body and a 16 MiB decoded copy, so 64 slots
+/// bound ingest memory near 2.3 GiB in the worst case, and far more than
+/// the store can commit concurrently (SQLite has one writer; a PostgreSQL
+/// pool a few connections), so real load queues in the store, not here.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 64;
+
+/// How long browsers may cache a preflight answer: one day, the longest
+/// Firefox honours (Chromium caps at two hours anyway).
+const PREFLIGHT_MAX_AGE: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Shared state of every handler.
+#[derive(Clone)]
+pub struct AppState {
+    /// Where events go.
+    pub store: Arc<dyn Store>,
+    /// Write keys and the admin token.
+    pub keys: Arc<Keys>,
+    /// Body and decode limits.
+    pub limits: DecodeLimits,
+    /// Ingest slots (see [`DEFAULT_MAX_IN_FLIGHT`]).
+    pub ingest_slots: Arc<Semaphore>,
+    /// Prometheus metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("keys", &self.keys)
+            .field("limits", &self.limits)
+            .field("ingest_slots", &self.ingest_slots.available_permits())
+            .finish_non_exhaustive()
+    }
+}
+
+impl AppState {
+    /// State over `store` with default limits.
+    pub fn new(store: Arc<dyn Store>, keys: Keys) -> Self {
+        Self {
+            store,
+            keys: Arc::new(keys),
+            limits: DecodeLimits::default(),
+            ingest_slots: Arc::new(Semaphore::new(DEFAULT_MAX_IN_FLIGHT)),
+            metrics: Arc::new(Metrics::new()),
+        }
+    }
+
+    /// The same state with other decode limits.
+    pub fn with_limits(mut self, limits: DecodeLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The same state with `max_in_flight` ingest slots (at least 1).
+    pub fn with_max_in_flight(mut self, max_in_flight: usize) -> Self {
+        self.ingest_slots = Arc::new(Semaphore::new(max_in_flight.max(1)));
+        self
+    }
+}
+
+/// The router of the collector.
+pub fn app(state: AppState) -> Router {
+    let mut router = Router::new();
+    for (paths, kind) in [
+        (&["/v1/batch", "/v1/b", "/beacon/v1/batch"][..], None),
+        (&["/v1/track", "/v1/t"][..], Some(MessageType::Track)),
+        (&["/v1/identify", "/v1/i"][..], Some(MessageType::Identify)),
+        (&["/v1/page", "/v1/p"][..], Some(MessageType::Page)),
+        (&["/v1/screen", "/v1/s"][..], Some(MessageType::Screen)),
+        (&["/v1/group", "/v1/g"][..], Some(MessageType::Group)),
+        (&["/v1/alias", "/v1/a"][..], Some(MessageType::Alias)),
+    ] {
+        for path in paths {
+            let kind = kind.clone();
+            router = router.route(
+                path,
+                post(move |State(state): State<AppState>, request: Request| {
+                    ingest::handle(state, kind, request)
+                }),
+            );
+        }
+    }
+    router
+        .route("/v1/m", post(client_telemetry))
+        .route("/v1/time", get(time))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics_text))
+        .route("/v1/stats", get(query::stats))
+        .route("/v1/events/count", get(query::count_events))
+        .route("/v1/installs/{install_id}", get(query::install))
+        .route("/v1/deletions", post(query::delete_user))
+        .fallback(|| async { ApiError::NotFound("no such path") })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(middleware::from_fn_with_state(state.clone(), count_status))
+        .layer(cors())
+        .with_state(state)
+}
+
+fn cors() -> CorsLayer {
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::mirror_request())
+        .allow_headers(AllowHeaders::mirror_request())
+        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+        .allow_credentials(true)
+        .expose_headers([header::RETRY_AFTER])
+        .max_age(PREFLIGHT_MAX_AGE)
+}
+
+async fn count_status(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    state.metrics.request(response.status().as_u16());
+    response
+}
+
+/// `/v1/m`: Segment's browser library posts its own telemetry here; it is
+/// not analytics data, so it is acknowledged and dropped unread.
+async fn client_telemetry() -> Response {
+    Json(serde_json::json!({})).into_response()
+}
+
+async fn time() -> Response {
+    let server_time = format_timestamp(ingest::clock::now_ms());
+    let mut response = Json(serde_json::json!({ "server_time": server_time })).into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+async fn healthz(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let store = state.store.clone();
+    tokio::task::spawn_blocking(move || store.ping())
+        .await
+        .map_err(|_| ApiError::Internal)??;
+    Ok(Json(serde_json::json!({ "status": "ok" })).into_response())
+}
+
+async fn metrics_text(State(state): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            // prometheus-client writes the OpenMetrics text format.
+            HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        )],
+        state.metrics.encode(),
+    )
+        .into_response()
+}

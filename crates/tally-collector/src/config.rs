@@ -1,0 +1,300 @@
+//! The collector's settings and where they come from.
+//!
+//! Each setting is taken from the first of these that has it:
+//!
+//! 1. a command-line flag (`--listen`, `--write-key`, ...);
+//! 2. an environment variable (`TALLY_LISTEN`, `TALLY_WRITE_KEYS`, ...);
+//! 3. the `tally.toml` named by `--config` / `TALLY_CONFIG`;
+//! 4. the default.
+//!
+//! Flags and variables are read by the CLI (clap gives a flag precedence
+//! over its variable) into one [`Settings`]; [`Settings::or`] lays it over
+//! the file's, and [`Settings::resolve`] fills defaults and checks the
+//! result.
+//!
+//! | flag | variable | `tally.toml` key | default |
+//! |---|---|---|---|
+//! | `--listen` | `TALLY_LISTEN` | `listen` | `127.0.0.1:8080` |
+//! | `--data-dir` | `TALLY_DATA_DIR` | `data_dir` | `./tally-data` |
+//! | `--database-url` | `TALLY_DATABASE_URL` | `database_url` | none: SQLite in the data dir |
+//! | `--write-key` (repeatable) | `TALLY_WRITE_KEYS` (comma-separated) | `write_keys` (array) | none: at least one is required |
+//! | `--admin-token` | `TALLY_ADMIN_TOKEN` | `admin_token` | none: admin paths answer 401 |
+//! | `--tls-cert`, `--tls-key` | `TALLY_TLS_CERT`, `TALLY_TLS_KEY` | `tls_cert`, `tls_key` | none: plain HTTP |
+//! | `--max-in-flight` | `TALLY_MAX_IN_FLIGHT` | `max_in_flight` | 64 |
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::app::DEFAULT_MAX_IN_FLIGHT;
+
+/// Default listen address: loopback only, so a first run exposes nothing.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
+/// Default data directory (the SQLite store), relative to the working
+/// directory.
+pub const DEFAULT_DATA_DIR: &str = "./tally-data";
+
+/// Why the settings could not be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML, has an unknown key or a value of
+    /// the wrong type.
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message.
+        message: String,
+    },
+    /// The listen address is not `IP:PORT`.
+    #[error("invalid listen address {0:?} (expected IP:PORT)")]
+    Listen(String),
+    /// Only one of the TLS certificate and key was given.
+    #[error("TLS needs both a certificate and a key")]
+    TlsIncomplete,
+    /// No write key anywhere: the collector would refuse every event.
+    #[error("no write key: give --write-key, TALLY_WRITE_KEYS or write_keys in the config file")]
+    NoWriteKey,
+    /// `max_in_flight` is 0.
+    #[error("max_in_flight must be at least 1")]
+    NoSlots,
+}
+
+/// Settings from one source; every member optional.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// `IP:PORT` to listen on.
+    pub listen: Option<String>,
+    /// The data directory (SQLite store).
+    pub data_dir: Option<PathBuf>,
+    /// A PostgreSQL URL: use PostgreSQL instead of SQLite.
+    pub database_url: Option<String>,
+    /// Accepted write keys.
+    pub write_keys: Option<Vec<String>>,
+    /// The admin token.
+    pub admin_token: Option<String>,
+    /// PEM certificate chain.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key.
+    pub tls_key: Option<PathBuf>,
+    /// Ingest requests in flight at most.
+    pub max_in_flight: Option<usize>,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("listen", &self.listen)
+            .field("data_dir", &self.data_dir)
+            .field("database_url", &self.database_url.as_ref().map(|_| "<set>"))
+            .field("write_keys", &self.write_keys.as_ref().map(Vec::len))
+            .field("admin_token", &self.admin_token.as_ref().map(|_| "<set>"))
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &self.tls_key)
+            .field("max_in_flight", &self.max_in_flight)
+            .finish()
+    }
+}
+
+/// The settings in force.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// The data directory.
+    pub data_dir: PathBuf,
+    /// PostgreSQL instead of SQLite, when set.
+    pub database_url: Option<String>,
+    /// Accepted write keys (at least one, none empty).
+    pub write_keys: Vec<String>,
+    /// The admin token, if any.
+    pub admin_token: Option<String>,
+    /// Certificate and key, when serving TLS.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Ingest requests in flight at most.
+    pub max_in_flight: usize,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Secrets (keys, token, a URL that may hold a password) never print.
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("data_dir", &self.data_dir)
+            .field(
+                "database",
+                &if self.database_url.is_some() {
+                    "postgres"
+                } else {
+                    "sqlite"
+                },
+            )
+            .field("write_keys", &self.write_keys.len())
+            .field("admin_token", &self.admin_token.is_some())
+            .field("tls", &self.tls)
+            .field("max_in_flight", &self.max_in_flight)
+            .finish()
+    }
+}
+
+impl Settings {
+    /// Reads a `tally.toml`.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.message().to_owned(),
+        })
+    }
+
+    /// These settings, with each missing one taken from `lower`.
+    pub fn or(self, lower: Settings) -> Settings {
+        Settings {
+            listen: self.listen.or(lower.listen),
+            data_dir: self.data_dir.or(lower.data_dir),
+            database_url: self.database_url.or(lower.database_url),
+            write_keys: self.write_keys.or(lower.write_keys),
+            admin_token: self.admin_token.or(lower.admin_token),
+            tls_cert: self.tls_cert.or(lower.tls_cert),
+            tls_key: self.tls_key.or(lower.tls_key),
+            max_in_flight: self.max_in_flight.or(lower.max_in_flight),
+        }
+    }
+
+    /// Fills defaults and checks the result. Empty strings count as unset
+    /// (an empty `TALLY_ADMIN_TOKEN` does not make an empty token).
+    pub fn resolve(self) -> Result<Config, ConfigError> {
+        let non_empty = |s: Option<String>| s.filter(|s| !s.is_empty());
+        let listen_text = non_empty(self.listen).unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+        let listen = listen_text
+            .parse::<SocketAddr>()
+            .map_err(|_| ConfigError::Listen(listen_text.clone()))?;
+        let write_keys: Vec<String> = self
+            .write_keys
+            .unwrap_or_default()
+            .into_iter()
+            .map(|k| k.trim().to_owned())
+            .filter(|k| !k.is_empty())
+            .collect();
+        if write_keys.is_empty() {
+            return Err(ConfigError::NoWriteKey);
+        }
+        let tls = match (self.tls_cert, self.tls_key) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            _ => return Err(ConfigError::TlsIncomplete),
+        };
+        let max_in_flight = self.max_in_flight.unwrap_or(DEFAULT_MAX_IN_FLIGHT);
+        if max_in_flight == 0 {
+            return Err(ConfigError::NoSlots);
+        }
+        Ok(Config {
+            listen,
+            data_dir: self
+                .data_dir
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            database_url: non_empty(self.database_url),
+            write_keys,
+            admin_token: non_empty(self.admin_token),
+            tls,
+            max_in_flight,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_over_file_over_defaults() {
+        let dir = std::env::temp_dir().join(format!("tally-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("tally.toml");
+        std::fs::write(
+            &file,
+            "listen = \"0.0.0.0:9000\"\nwrite_keys = [\"from-file\"]\nadmin_token = \"file-admin\"\nmax_in_flight = 8\n",
+        )
+        .unwrap();
+        let from_file = Settings::from_file(&file).unwrap();
+        let flags = Settings {
+            write_keys: Some(vec!["from-flag".into(), " ".into()]),
+            ..Settings::default()
+        };
+        let config = flags.or(from_file).resolve().unwrap();
+        assert_eq!(config.listen, "0.0.0.0:9000".parse().unwrap());
+        assert_eq!(config.write_keys, ["from-flag"]);
+        assert_eq!(config.admin_token.as_deref(), Some("file-admin"));
+        assert_eq!(config.max_in_flight, 8);
+        assert_eq!(config.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+        assert_eq!(config.database_url, None);
+        assert!(!format!("{config:?}").contains("file-admin"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn defaults_and_refusals() {
+        let keys = || Settings {
+            write_keys: Some(vec!["k".into()]),
+            ..Settings::default()
+        };
+        let config = keys().resolve().unwrap();
+        assert_eq!(config.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(config.max_in_flight, DEFAULT_MAX_IN_FLIGHT);
+        assert!(matches!(
+            Settings::default().resolve(),
+            Err(ConfigError::NoWriteKey)
+        ));
+        let bad_listen = Settings {
+            listen: Some("localhost".into()),
+            ..keys()
+        };
+        assert!(matches!(bad_listen.resolve(), Err(ConfigError::Listen(_))));
+        let half_tls = Settings {
+            tls_cert: Some("c.pem".into()),
+            ..keys()
+        };
+        assert!(matches!(
+            half_tls.resolve(),
+            Err(ConfigError::TlsIncomplete)
+        ));
+        let empty_token = Settings {
+            admin_token: Some(String::new()),
+            ..keys()
+        };
+        assert_eq!(empty_token.resolve().unwrap().admin_token, None);
+    }
+
+    #[test]
+    fn unknown_keys_in_the_file_are_refused() {
+        let dir = std::env::temp_dir().join(format!("tally-config-bad-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("tally.toml");
+        std::fs::write(&file, "listn = \"x\"\n").unwrap();
+        assert!(matches!(
+            Settings::from_file(&file),
+            Err(ConfigError::Parse { .. })
+        ));
+        assert!(matches!(
+            Settings::from_file(&dir.join("missing.toml")),
+            Err(ConfigError::Read { .. })
+        ));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,271 @@
+//! Authentication: write keys for ingest, the admin token for queries.
+//!
+//! A write key may arrive in five places (what Segment's and RudderStack's
+//! libraries send); the first present wins, in this order:
+//!
+//! 1. the `Authorization` header: HTTP Basic with the key as user name
+//!    (password ignored), or `Bearer <key>`;
+//! 2. the batch envelope's `writeKey`;
+//! 3. a message's `writeKey` (the first message carrying one);
+//! 4. the `writeKey` query parameter (browser beacons).
+//!
+//! A key that is present but unknown is refused (401) even if a later place
+//! holds a good one: the precedence is the client's statement of which key
+//! it means. Keys are compared in constant time against every configured
+//! key. A write key is never an admin token, and the admin token is never
+//! a write key.
+
+use axum::http::{header, HeaderMap};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use subtle::{Choice, ConstantTimeEq};
+
+use crate::error::ApiError;
+
+/// The configured secrets.
+#[derive(Clone)]
+pub struct Keys {
+    write: Vec<Box<[u8]>>,
+    admin: Option<Box<[u8]>>,
+}
+
+impl std::fmt::Debug for Keys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the secrets themselves.
+        f.debug_struct("Keys")
+            .field("write_keys", &self.write.len())
+            .field("admin_token", &self.admin.is_some())
+            .finish()
+    }
+}
+
+/// What the `Authorization` header carried.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credential {
+    /// HTTP Basic: the user name (Segment's convention: the write key).
+    Basic(String),
+    /// A bearer token.
+    Bearer(String),
+}
+
+impl Credential {
+    /// The secret, whatever the scheme.
+    pub fn secret(&self) -> &str {
+        match self {
+            Self::Basic(s) | Self::Bearer(s) => s,
+        }
+    }
+}
+
+impl Keys {
+    /// Keys from configuration; empty strings are ignored (an empty key
+    /// would match a client that sends none).
+    pub fn new(write_keys: impl IntoIterator<Item = String>, admin_token: Option<String>) -> Self {
+        Self {
+            write: write_keys
+                .into_iter()
+                .filter(|k| !k.is_empty())
+                .map(|k| k.into_bytes().into_boxed_slice())
+                .collect(),
+            admin: admin_token
+                .filter(|t| !t.is_empty())
+                .map(|t| t.into_bytes().into_boxed_slice()),
+        }
+    }
+
+    /// Whether `key` is one of the write keys. Every configured key is
+    /// compared, so the time taken does not tell which one matched.
+    pub fn is_write_key(&self, key: &str) -> bool {
+        let mut found = Choice::from(0);
+        for k in &self.write {
+            found |= k.as_ref().ct_eq(key.as_bytes());
+        }
+        found.into()
+    }
+
+    /// Whether `token` is the admin token.
+    pub fn is_admin_token(&self, token: &str) -> bool {
+        self.admin
+            .as_ref()
+            .is_some_and(|a| bool::from(a.as_ref().ct_eq(token.as_bytes())))
+    }
+
+    /// Whether any write key is configured.
+    pub fn has_write_keys(&self) -> bool {
+        !self.write.is_empty()
+    }
+
+    /// Whether an admin token is configured.
+    pub fn has_admin_token(&self) -> bool {
+        self.admin.is_some()
+    }
+
+    /// Checks the write key of an ingest request, given each place it may
+    /// be in (see the module doc for the order).
+    pub fn authorize_ingest(
+        &self,
+        header: Option<&Credential>,
+        body: Option<&str>,
+        message: Option<&str>,
+        query: Option<&str>,
+    ) -> Result<(), ApiError> {
+        let key = header
+            .map(Credential::secret)
+            .or(body)
+            .or(message)
+            .or(query)
+            .filter(|k| !k.is_empty())
+            .ok_or(ApiError::Unauthorized("missing write key"))?;
+        if self.is_write_key(key) {
+            Ok(())
+        } else {
+            Err(ApiError::Unauthorized("unknown write key"))
+        }
+    }
+
+    /// Checks the admin token of a query or admin request: `Bearer`
+    /// (Basic with the token as user name is taken too, for curl users).
+    pub fn authorize_admin(&self, header: Option<&Credential>) -> Result<(), ApiError> {
+        let token = header
+            .map(Credential::secret)
+            .filter(|t| !t.is_empty())
+            .ok_or(ApiError::Unauthorized("missing admin token"))?;
+        if self.is_admin_token(token) {
+            Ok(())
+        } else if self.is_write_key(token) {
+            Err(ApiError::Forbidden)
+        } else {
+            Err(ApiError::Unauthorized("unknown admin token"))
+        }
+    }
+}
+
+/// Reads the `Authorization` header. Absent → `Ok(None)`; present but not
+/// Basic or Bearer, or not readable → 401 (a client that sends a header
+/// means it, so it is not silently ignored).
+pub fn credential(headers: &HeaderMap) -> Result<Option<Credential>, ApiError> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let malformed = ApiError::Unauthorized("malformed Authorization header");
+    let value = value.to_str().map_err(|_| malformed)?.trim();
+    let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
+    let rest = rest.trim();
+    if scheme.eq_ignore_ascii_case("bearer") {
+        return Ok(Some(Credential::Bearer(rest.to_owned())));
+    }
+    if scheme.eq_ignore_ascii_case("basic") {
+        let decoded = STANDARD
+            .decode(rest)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .ok_or(ApiError::Unauthorized("malformed Authorization header"))?;
+        let user = decoded.split_once(':').map_or(decoded.as_str(), |(u, _)| u);
+        return Ok(Some(Credential::Basic(user.to_owned())));
+    }
+    Err(ApiError::Unauthorized("unsupported Authorization scheme"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn keys() -> Keys {
+        Keys::new(
+            ["wk1".to_owned(), "wk2".to_owned(), String::new()],
+            Some("admin".into()),
+        )
+    }
+
+    fn header(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, HeaderValue::from_str(v).unwrap());
+        h
+    }
+
+    #[test]
+    fn reads_basic_and_bearer() {
+        let basic = format!("Basic {}", STANDARD.encode("wk1:"));
+        assert_eq!(
+            credential(&header(&basic)).unwrap(),
+            Some(Credential::Basic("wk1".into()))
+        );
+        let with_pw = format!("basic {}", STANDARD.encode("wk2:secret"));
+        assert_eq!(
+            credential(&header(&with_pw)).unwrap(),
+            Some(Credential::Basic("wk2".into()))
+        );
+        let no_colon = format!("Basic {}", STANDARD.encode("wk1"));
+        assert_eq!(
+            credential(&header(&no_colon)).unwrap(),
+            Some(Credential::Basic("wk1".into()))
+        );
+        assert_eq!(
+            credential(&header("Bearer  t ")).unwrap(),
+            Some(Credential::Bearer("t".into()))
+        );
+        assert_eq!(credential(&HeaderMap::new()).unwrap(), None);
+        assert!(credential(&header("Basic !!!")).is_err());
+        assert!(credential(&header("Digest x")).is_err());
+    }
+
+    #[test]
+    fn ingest_precedence_header_body_message_query() {
+        let k = keys();
+        let good = Credential::Basic("wk1".into());
+        let bad = Credential::Bearer("nope".into());
+        assert!(k
+            .authorize_ingest(Some(&good), Some("nope"), None, None)
+            .is_ok());
+        assert!(k
+            .authorize_ingest(Some(&bad), Some("wk1"), Some("wk1"), Some("wk1"))
+            .is_err());
+        assert!(k
+            .authorize_ingest(None, Some("wk2"), Some("nope"), None)
+            .is_ok());
+        assert!(k
+            .authorize_ingest(None, Some("nope"), Some("wk2"), None)
+            .is_err());
+        assert!(k
+            .authorize_ingest(None, None, Some("wk2"), Some("nope"))
+            .is_ok());
+        assert!(k.authorize_ingest(None, None, None, Some("wk1")).is_ok());
+        let missing = k.authorize_ingest(None, None, None, None).unwrap_err();
+        assert!(matches!(
+            missing,
+            ApiError::Unauthorized("missing write key")
+        ));
+        // The empty configured key never matches an empty or absent key.
+        assert!(k.authorize_ingest(None, Some(""), None, None).is_err());
+        // The admin token is not a write key.
+        assert!(k.authorize_ingest(None, None, None, Some("admin")).is_err());
+    }
+
+    #[test]
+    fn admin_needs_the_admin_token_and_a_write_key_is_forbidden() {
+        let k = keys();
+        assert!(k
+            .authorize_admin(Some(&Credential::Bearer("admin".into())))
+            .is_ok());
+        assert!(matches!(
+            k.authorize_admin(Some(&Credential::Bearer("wk1".into()))),
+            Err(ApiError::Forbidden)
+        ));
+        assert!(matches!(
+            k.authorize_admin(Some(&Credential::Bearer("other".into()))),
+            Err(ApiError::Unauthorized(_))
+        ));
+        assert!(matches!(
+            k.authorize_admin(None),
+            Err(ApiError::Unauthorized(_))
+        ));
+        let no_admin = Keys::new(["wk1".to_owned()], None);
+        assert!(no_admin
+            .authorize_admin(Some(&Credential::Bearer(String::new())))
+            .is_err());
+        assert!(!no_admin.has_admin_token());
+        assert!(format!("{no_admin:?}").contains("write_keys: 1"));
+        assert!(!format!("{k:?}").contains("wk1"));
+    }
+}

@@ -1,0 +1,242 @@
+//! The ingest path: one stage per module, run in this order for every
+//! `POST /v1/batch` (and the single-message and beacon paths).
+//!
+//! | stage | module | refuses with |
+//! |---|---|---|
+//! | authenticate (header) | [`auth`] | 401 |
+//! | take an ingest slot | here | 429 + `Retry-After` |
+//! | bound the body as sent | [`body`] | 413 |
+//! | verify `Content-Digest`, decompress under limits | [`decode`] | 400, 413, 415 |
+//! | decode the JSON (per-message isolation) | `tally_proto::decode_json` | 400, 413 |
+//! | authenticate (body, message, query) | [`auth`] | 401 |
+//! | validate each message | `tally_proto::validate` | per message: `rejected` + reason |
+//! | correct the clock | [`clock`] | never |
+//! | build events and dead letters | [`events`] | — |
+//! | dedup and store, one transaction | [`crate::store::Store::write_batch`] | 503 (+ `Retry-After`), 500 |
+//! | answer | [`answer`] | — |
+//!
+//! # Invariants
+//!
+//! - **Durability**: `accepted` is answered only after `write_batch`
+//!   returned, i.e. after the transaction committed. A client that gets no
+//!   answer resends; the store's unique keys turn the resend into
+//!   `duplicate`, never a second count.
+//! - **Isolation**: a bad message is rejected alone and kept as a dead
+//!   letter; it never fails its neighbours. Only a body that cannot be read
+//!   at all fails as a whole, and then nothing of it is stored.
+//! - **Bounded work**: at most `max_in_flight` ingest requests hold a slot
+//!   (body buffer, decoding, store transaction); the next one is answered
+//!   429 at once instead of queueing. Each slot holds at most
+//!   [`tally_proto::limits::MAX_BODY_BYTES`] as sent and
+//!   [`tally_proto::limits::MAX_DECODED_BYTES`] decoded.
+//! - Dedup itself is the store's (unique `message_id` and `dedup_key`,
+//!   within a batch too), so it is exact across restarts and collectors.
+//!
+//! The CPU stages and the store call run together on the blocking pool, so
+//! the async workers only move bytes. A request whose client goes away
+//! mid-transaction still completes, and its slot is held until it does.
+
+pub mod answer;
+pub mod auth;
+pub mod body;
+pub mod clock;
+pub mod decode;
+pub mod events;
+
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::Request;
+use axum::http::{header, HeaderMap};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use tally_proto::{decode_json, validate, BatchResponse, Message, MessageType};
+
+use crate::app::AppState;
+use crate::error::ApiError;
+use answer::Slot;
+
+/// Handles one ingest request. `implied` is the type a single-message path
+/// (`/v1/track`, `/v1/t`, ...) gives a message that has no `type`.
+pub async fn handle(
+    state: AppState,
+    implied: Option<MessageType>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let (parts, body) = request.into_parts();
+    let header_credential = auth::credential(&parts.headers)?;
+    if let Some(credential) = &header_credential {
+        // Most clients send the key in a header: refuse them before
+        // reading a byte of the body.
+        state
+            .keys
+            .authorize_ingest(Some(credential), None, None, None)?;
+    }
+    let slot = state
+        .ingest_slots
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| ApiError::RateLimited)?;
+    let in_flight = state.metrics.in_flight().clone();
+    in_flight.inc();
+    let content_length = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let read = body::read_bounded(body, content_length, state.limits.max_body_bytes).await;
+    let result = match read {
+        Ok(bytes) => {
+            let query_key = query_write_key(parts.uri.query());
+            let header_authorized = header_credential.is_some();
+            let worker = state.clone();
+            tokio::task::spawn_blocking(move || {
+                let _slot = slot;
+                process(
+                    &worker,
+                    &parts.headers,
+                    &bytes,
+                    implied,
+                    header_authorized,
+                    query_key.as_deref(),
+                )
+            })
+            .await
+            .unwrap_or_else(|e| {
+                tracing::error!(error = %e, "ingest task failed");
+                Err(ApiError::Internal)
+            })
+        }
+        Err(e) => Err(e),
+    };
+    in_flight.dec();
+    state.metrics.batch_latency(started.elapsed());
+    result.map(|answer| Json(answer).into_response())
+}
+
+/// Everything after the body was read: decode, authenticate from the body
+/// if the header did not, validate, correct, store, answer.
+fn process(
+    state: &AppState,
+    headers: &HeaderMap,
+    bytes: &Bytes,
+    implied: Option<MessageType>,
+    header_authorized: bool,
+    query_key: Option<&str>,
+) -> Result<BatchResponse, ApiError> {
+    let json = decode::decode_body(bytes, headers, &state.limits)?;
+    let body = decode_json(&json, &state.limits).map_err(decode::body_error)?;
+    if !header_authorized {
+        let message_key = body.messages.iter().find_map(|m| {
+            m.parsed
+                .as_ref()
+                .ok()
+                .and_then(|p| Message::non_empty(&p.write_key))
+        });
+        state
+            .keys
+            .authorize_ingest(None, body.write_key.as_deref(), message_key, query_key)?;
+    }
+
+    let received_at = clock::now_ms();
+    let batch_sent_at = clock::batch_sent_at(&body, headers);
+    let count = body.messages.len();
+    let mut slots = Vec::with_capacity(count);
+    let mut new_events = Vec::with_capacity(count);
+    let mut dead_letters = Vec::new();
+    for decoded in body.messages {
+        let mut msg = match decoded.parsed {
+            Ok(msg) => msg,
+            Err(rejection) => {
+                let id = decoded.message_id.filter(|id| !id.is_empty());
+                dead_letters.push(events::dead_letter(
+                    id.as_deref(),
+                    rejection,
+                    received_at,
+                    decoded.raw,
+                ));
+                slots.push(Slot::Rejected {
+                    id,
+                    reason: rejection.reason,
+                });
+                continue;
+            }
+        };
+        if msg.kind.is_none() {
+            msg.kind.clone_from(&implied);
+        }
+        match validate(&msg, decoded.raw) {
+            Ok(checked) => {
+                let times = clock::message_times(&checked, batch_sent_at, received_at);
+                slots.push(Slot::Event(new_events.len()));
+                new_events.push(events::new_event(
+                    &msg,
+                    checked,
+                    times,
+                    received_at,
+                    decoded.raw,
+                ));
+            }
+            Err(rejection) => {
+                let id = Message::non_empty(&msg.message_id).map(str::to_owned);
+                dead_letters.push(events::dead_letter(
+                    id.as_deref(),
+                    rejection,
+                    received_at,
+                    decoded.raw,
+                ));
+                slots.push(Slot::Rejected {
+                    id,
+                    reason: rejection.reason,
+                });
+            }
+        }
+    }
+
+    let outcomes = if new_events.is_empty() && dead_letters.is_empty() {
+        Vec::new()
+    } else {
+        let commit_started = Instant::now();
+        let outcomes = state.store.write_batch(&new_events, &dead_letters)?;
+        state.metrics.commit_latency(commit_started.elapsed());
+        outcomes
+    };
+    if outcomes.len() != new_events.len() {
+        tracing::error!(
+            events = new_events.len(),
+            outcomes = outcomes.len(),
+            "store returned the wrong number of outcomes"
+        );
+        return Err(ApiError::Internal);
+    }
+    let response = answer::build(slots, &new_events, &outcomes, clock::now_ms());
+    state
+        .metrics
+        .outcomes(response.accepted, response.duplicate, response.rejected);
+    Ok(response)
+}
+
+/// The `writeKey` query parameter (browser beacons send it there).
+fn query_write_key(query: Option<&str>) -> Option<String> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query?).ok()?;
+    pairs
+        .into_iter()
+        .find(|(k, v)| k == "writeKey" && !v.is_empty())
+        .map(|(_, v)| v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_key_from_the_query() {
+        assert_eq!(
+            query_write_key(Some("a=1&writeKey=k%2B1")).as_deref(),
+            Some("k+1")
+        );
+        assert_eq!(query_write_key(Some("writeKey=")), None);
+        assert_eq!(query_write_key(None), None);
+    }
+}
