@@ -1,0 +1,387 @@
+//! [`Log`]: the handle the tracker and the uploader share.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::crypto::Cipher;
+use super::record::{self, MAX_PAYLOAD_BYTES, OVERHEAD_BYTES};
+use super::segment::Lane;
+use super::state::{now_ms, Counts, State};
+use super::writer::{Queue, QueuedMeta, Writer};
+use super::{
+    AppendError, Disposition, DroppedRange, Entry, FullPolicy, LogConfig, LogError, LogStats,
+    OpenError, Record, RecordId, REASON_BACKLOG, REASON_LOG_FULL,
+};
+
+/// Longest `append` waits for the writer when it is more than
+/// `max_inflight_bytes` behind: a healthy disk drains 4 MiB in milliseconds,
+/// so two seconds means the disk is stalled or full and the caller should
+/// not hang with it.
+const BACKLOG_WAIT: Duration = Duration::from_secs(2);
+
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub config: LogConfig,
+    pub queue: Mutex<Queue>,
+    /// Wakes the writer.
+    pub work: Condvar,
+    /// Wakes flush, purge and close waiters, and appends waiting for room.
+    pub done: Condvar,
+    pub state: Mutex<State>,
+    pub cipher: RwLock<Arc<Cipher>>,
+    pub counts: Arc<Counts>,
+}
+
+/// The durable event log. `Send + Sync`: share it in an `Arc`. See the
+/// [module documentation](super) for the design.
+#[derive(Debug)]
+pub struct Log {
+    shared: Arc<Shared>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Log {
+    /// Opens (creating if needed) the log in `config.dir`, recovering what
+    /// is on disk, and starts the writer thread.
+    pub fn open(config: LogConfig) -> Result<Log, OpenError> {
+        if config.max_bytes == 0 || config.max_events == 0 {
+            return Err(OpenError::Config(
+                "max_bytes and max_events must be positive",
+            ));
+        }
+        if config.segment_bytes < 1024 || config.segment_bytes > u64::from(u32::MAX) / 2 {
+            return Err(OpenError::Config(
+                "segment_bytes must be between 1 KiB and 2 GiB",
+            ));
+        }
+        let counts = Arc::new(Counts::default());
+        let (mut state, _) = State::recover(
+            &config.dir,
+            config.fs.clone(),
+            config.key_provider.clone(),
+            counts.clone(),
+            true,
+        )?;
+        let (id, key) = config.key_provider.current()?;
+        let cipher = Arc::new(Cipher::new(id, &key)?);
+        state.set_current_key(id, cipher.clone());
+        state.collect_keys();
+        let shared = Arc::new(Shared {
+            config,
+            queue: Mutex::new(Queue::default()),
+            work: Condvar::new(),
+            done: Condvar::new(),
+            state: Mutex::new(state),
+            cipher: RwLock::new(cipher),
+            counts,
+        });
+        let writer = Writer::new(shared.clone());
+        let handle = std::thread::Builder::new()
+            .name("tally-log-writer".into())
+            .spawn(move || writer.run())?;
+        Ok(Log {
+            shared,
+            writer: Mutex::new(Some(handle)),
+        })
+    }
+
+    fn queue(&self) -> MutexGuard<'_, Queue> {
+        self.shared.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.shared.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn over_bounds(&self, len: u64) -> bool {
+        let c = &self.shared.counts;
+        c.events.load(Ordering::Acquire) >= self.shared.config.max_events
+            || c.bytes.load(Ordering::Acquire) + len > self.shared.config.max_bytes
+    }
+
+    fn refuse(&self, mut q: MutexGuard<'_, Queue>, seq: u64, reason: &'static str) {
+        q.refused.push((seq, reason));
+        if q.writer_waiting {
+            self.shared.work.notify_one();
+        }
+    }
+
+    /// Hands `entry` to the writer. Seals the payload on this thread and
+    /// never waits for the disk, except under [`FullPolicy::Block`] or when
+    /// the writer is more than `max_inflight_bytes` behind.
+    pub fn append(&self, entry: Entry) -> Result<(), AppendError> {
+        let Entry {
+            seq,
+            priority,
+            mut payload,
+        } = entry;
+        if self.shared.counts.poisoned.load(Ordering::Acquire) {
+            return Err(AppendError::Poisoned);
+        }
+        if payload.len() > MAX_PAYLOAD_BYTES {
+            return Err(AppendError::TooLarge(payload.len()));
+        }
+        let len = payload.len() + OVERHEAD_BYTES;
+        if self.over_bounds(len as u64) {
+            match self.shared.config.full_policy {
+                FullPolicy::DropOldest => {}
+                FullPolicy::RejectNew => {
+                    self.refuse(self.queue(), seq, REASON_LOG_FULL);
+                    return Err(AppendError::Full);
+                }
+                FullPolicy::Block { timeout } => {
+                    let deadline = Instant::now() + timeout;
+                    let mut q = self.queue();
+                    while self.over_bounds(len as u64) {
+                        let now = Instant::now();
+                        if now >= deadline || q.closing {
+                            self.refuse(q, seq, REASON_LOG_FULL);
+                            return Err(AppendError::Full);
+                        }
+                        q = self
+                            .shared
+                            .done
+                            .wait_timeout(q, deadline - now)
+                            .unwrap_or_else(|p| p.into_inner())
+                            .0;
+                    }
+                }
+            }
+        }
+        let cipher = self.shared.cipher.read().unwrap_or_else(|p| p.into_inner());
+        let appended_at_ms = now_ms();
+        let Some((head, tag)) = record::seal(&cipher, seq, appended_at_ms, priority, &mut payload)
+        else {
+            return Err(AppendError::Seal);
+        };
+        let key = cipher.id;
+        let mut q = self.queue();
+        if q.closing {
+            return Err(AppendError::Closed);
+        }
+        if q.bytes + len > self.shared.config.max_inflight_bytes {
+            let deadline = Instant::now() + BACKLOG_WAIT;
+            while q.bytes > 0 && q.bytes + len > self.shared.config.max_inflight_bytes {
+                let now = Instant::now();
+                if now >= deadline
+                    || q.closing
+                    || self.shared.counts.poisoned.load(Ordering::Acquire)
+                {
+                    drop(cipher);
+                    self.refuse(q, seq, REASON_BACKLOG);
+                    return Err(AppendError::Backlog);
+                }
+                if q.writer_waiting {
+                    self.shared.work.notify_one();
+                }
+                q = self
+                    .shared
+                    .done
+                    .wait_timeout(q, deadline - now)
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
+            }
+        }
+        let lane = &mut q.lanes[Lane::of(priority).index()];
+        lane.bytes.extend_from_slice(&head);
+        lane.bytes.extend_from_slice(&payload);
+        lane.bytes.extend_from_slice(&tag);
+        lane.metas.push(QueuedMeta {
+            seq,
+            appended_at_ms,
+            len: len as u32,
+            key,
+        });
+        q.bytes += len;
+        self.shared.counts.events.fetch_add(1, Ordering::AcqRel);
+        self.shared
+            .counts
+            .bytes
+            .fetch_add(len as u64, Ordering::AcqRel);
+        if q.writer_waiting {
+            q.writer_waiting = false;
+            self.shared.work.notify_one();
+        }
+        drop(q);
+        drop(cipher);
+        Ok(())
+    }
+
+    /// The durability barrier: when it returns `Ok`, every entry appended
+    /// before the call is on disk.
+    pub fn flush(&self) -> Result<(), LogError> {
+        if self.shared.counts.poisoned.load(Ordering::Acquire) {
+            return Err(LogError::Poisoned);
+        }
+        let mut q = self.queue();
+        if q.stopped || q.closing {
+            return Err(LogError::Closed);
+        }
+        q.flush_requested += 1;
+        let gen = q.flush_requested;
+        self.shared.work.notify_one();
+        while q.flush_done < gen {
+            if q.stopped {
+                return Err(LogError::Closed);
+            }
+            q = self.shared.done.wait(q).unwrap_or_else(|p| p.into_inner());
+        }
+        match &q.flush_result {
+            Some(e) => Err(e.clone()),
+            None => Ok(()),
+        }
+    }
+
+    /// Unacknowledged records, critical lane first, then normal, each lane
+    /// in append order, decrypted. Returns the same records again until
+    /// they are acknowledged. At least one record is returned when any is
+    /// pending, even if it is larger than `max_bytes`.
+    pub fn read_pending(
+        &self,
+        max_records: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<Record>, LogError> {
+        if max_records == 0 {
+            return Ok(Vec::new());
+        }
+        self.state().read_pending(max_records, max_bytes)
+    }
+
+    /// Marks records done, in any order; synced before it returns. Unknown
+    /// or already acknowledged ids are ignored.
+    pub fn ack(&self, acks: &[(RecordId, Disposition)]) -> Result<(), LogError> {
+        let result = self.state().ack(acks);
+        let _q = self.queue();
+        self.shared.done.notify_all();
+        result
+    }
+
+    /// Health counters.
+    pub fn stats(&self) -> LogStats {
+        let mut state = self.state();
+        let now = now_ms();
+        let oldest = state.oldest_pending_ms();
+        LogStats {
+            pending_events: self.shared.counts.events.load(Ordering::Acquire),
+            pending_bytes: self.shared.counts.bytes.load(Ordering::Acquire),
+            acknowledged: state.counters.delivered,
+            rejected: state.counters.rejected.clone(),
+            oldest_pending_age: oldest.map(|t| Duration::from_millis(now.saturating_sub(t))),
+            corrupt: state.counters.corrupt,
+            dropped: state.counters.dropped.clone(),
+            persistence_errors: state.persistence_errors,
+            last_error: state.last_error.clone(),
+            poisoned: self.shared.counts.poisoned.load(Ordering::Acquire),
+            segments: state.segs.len() as u64,
+        }
+    }
+
+    /// Seq ranges dropped on the device, with their reason (persisted).
+    pub fn drop_ledger(&self) -> Vec<DroppedRange> {
+        self.state().counters.ranges.clone()
+    }
+
+    /// Crypto-shreds the log for consent withdrawal: deletes the keys,
+    /// then every segment and the ledger, including what is still queued.
+    /// The log is empty and usable afterwards, under a new key.
+    pub fn purge(&self) -> Result<(), LogError> {
+        // Holding the cipher lock keeps appends from sealing under the key
+        // being shredded while the writer deletes it.
+        let mut cipher = self
+            .shared
+            .cipher
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        let mut q = self.queue();
+        if q.stopped || q.closing {
+            return Err(LogError::Closed);
+        }
+        q.purge_requested += 1;
+        let gen = q.purge_requested;
+        self.shared.work.notify_one();
+        while q.purge_done < gen {
+            if q.stopped {
+                return Err(LogError::Closed);
+            }
+            q = self.shared.done.wait(q).unwrap_or_else(|p| p.into_inner());
+        }
+        if let Some(e) = q.purge_result.clone() {
+            return Err(e);
+        }
+        drop(q);
+        let (id, key) = self.shared.config.key_provider.current()?;
+        let fresh = Arc::new(Cipher::new(id, &key)?);
+        self.state().set_current_key(id, fresh.clone());
+        *cipher = fresh;
+        Ok(())
+    }
+
+    /// Starts sealing new records under a new key. Records under older keys
+    /// stay readable until acknowledged; then the old key is deleted.
+    pub fn rotate_key(&self) -> Result<(), LogError> {
+        let id =
+            {
+                let mut cipher = self
+                    .shared
+                    .cipher
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner());
+                let id = self.shared.config.key_provider.rotate()?;
+                let key =
+                    self.shared.config.key_provider.get(id)?.ok_or_else(|| {
+                        LogError::Key(format!("key {id} vanished after rotation"))
+                    })?;
+                *cipher = Arc::new(Cipher::new(id, &key)?);
+                id
+            };
+        // Everything sealed under the old key was appended before the swap;
+        // once the writer has indexed it, the old key's use count is exact
+        // and it can be collected when it reaches zero.
+        self.flush()?;
+        let cipher = self
+            .shared
+            .cipher
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let mut state = self.state();
+        state.set_current_key(id, cipher);
+        state.collect_keys();
+        Ok(())
+    }
+
+    fn shutdown(&self) -> Result<(), LogError> {
+        let handle = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let Some(handle) = handle else {
+            return Ok(());
+        };
+        {
+            let mut q = self.queue();
+            q.closing = true;
+            q.flush_requested += 1;
+            self.shared.work.notify_one();
+        }
+        let joined = handle.join();
+        let q = self.queue();
+        if joined.is_err() {
+            return Err(LogError::Closed);
+        }
+        match &q.flush_result {
+            Some(e) if q.flush_done == q.flush_requested => Err(e.clone()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Flushes and stops the writer thread. `Drop` does the same, ignoring errors.
+    pub fn close(self) -> Result<(), LogError> {
+        self.shutdown()
+    }
+}
+
+impl Drop for Log {
+    fn drop(&mut self) {
+        let _ = self.shutdown();
+    }
+}

@@ -1,0 +1,792 @@
+//! The in-memory index of segments and records, and everything that
+//! changes it under the state lock: recovery, registering written groups,
+//! reading pending records, acks, bounds, key and segment collection.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::crypto::{Cipher, KeyId, KeyProvider};
+use super::fs::{FileHandle, Filesystem};
+use super::ledger::{self, Counters, Disposition, Entry};
+use super::record::{self, Parsed};
+use super::segment::{self, Header, Lane};
+use super::{LogError, OpenError, Record, RecordId, REASON_EXPIRED, REASON_LOG_FULL};
+
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Counters shared with `append`, which must not take the state lock.
+#[derive(Debug, Default)]
+pub(crate) struct Counts {
+    /// Pending events, queued ones included.
+    pub events: AtomicU64,
+    /// Pending bytes as stored, queued ones included.
+    pub bytes: AtomicU64,
+    /// Set after a failed fsync; never cleared.
+    pub poisoned: AtomicBool,
+}
+
+impl Counts {
+    pub(crate) fn release(&self, events: u64, bytes: u64) {
+        self.events.fetch_sub(events, Ordering::AcqRel);
+        self.bytes.fetch_sub(bytes, Ordering::AcqRel);
+    }
+}
+
+/// One record of a segment, as the index keeps it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Meta {
+    pub offset: u32,
+    pub len: u32,
+    pub seq: u64,
+    pub appended_at_ms: u64,
+    pub key: KeyId,
+    pub done: bool,
+}
+
+#[derive(Debug)]
+pub(crate) struct Seg {
+    pub id: u64,
+    pub lane: Lane,
+    pub path: PathBuf,
+    pub records: Vec<Meta>,
+    pub pending: usize,
+    /// Every record before this index is done.
+    pub first_pending: usize,
+    /// The writer no longer appends to it: it may be deleted once done.
+    pub sealed: bool,
+    /// Corrupt stretches found in it (they keep no record).
+    pub corrupt: BTreeSet<u32>,
+    reader: Option<Box<dyn FileHandle>>,
+}
+
+impl Seg {
+    pub(crate) fn new(id: u64, lane: Lane, path: PathBuf, sealed: bool) -> Seg {
+        Seg {
+            id,
+            lane,
+            path,
+            records: Vec::new(),
+            pending: 0,
+            first_pending: 0,
+            sealed,
+            corrupt: BTreeSet::new(),
+            reader: None,
+        }
+    }
+
+    fn advance(&mut self) {
+        while self.first_pending < self.records.len() && self.records[self.first_pending].done {
+            self.first_pending += 1;
+        }
+    }
+
+    fn oldest_pending(&mut self) -> Option<usize> {
+        self.advance();
+        (self.first_pending < self.records.len()).then_some(self.first_pending)
+    }
+}
+
+/// A record the writer has written, to be indexed.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Written {
+    pub segment: u64,
+    pub offset: u32,
+    pub len: u32,
+    pub seq: u64,
+    pub appended_at_ms: u64,
+    pub key: KeyId,
+}
+
+#[derive(Debug)]
+pub(crate) struct State {
+    pub dir: PathBuf,
+    fs: Arc<dyn Filesystem>,
+    keys: Arc<dyn KeyProvider>,
+    pub segs: BTreeMap<u64, Seg>,
+    ciphers: BTreeMap<KeyId, Arc<Cipher>>,
+    key_refs: BTreeMap<KeyId, u64>,
+    pub current_key: KeyId,
+    pub counters: Counters,
+    ledger: Option<Box<dyn FileHandle>>,
+    ledger_len: u64,
+    pub next_segment: u64,
+    pub persistence_errors: u64,
+    pub last_error: Option<String>,
+    counts: Arc<Counts>,
+    writable: bool,
+}
+
+/// What recovery found, for the open path and `inspect`.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Recovered {
+    pub disk_bytes: u64,
+    pub records: u64,
+    pub torn_bytes: u64,
+}
+
+fn is_not_found(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::NotFound
+}
+
+impl State {
+    /// Rebuilds the index from the directory. With `writable`, torn tails
+    /// are truncated, newly found corruption is written to the ledger and
+    /// fully acknowledged segments are deleted; without, nothing is written.
+    pub(crate) fn recover(
+        dir: &Path,
+        fs: Arc<dyn Filesystem>,
+        keys: Arc<dyn KeyProvider>,
+        counts: Arc<Counts>,
+        writable: bool,
+    ) -> Result<(State, Recovered), OpenError> {
+        if writable {
+            fs.create_dir_all(dir)?;
+        }
+        let names = match fs.list(dir) {
+            Ok(n) => n,
+            Err(e) if !writable && is_not_found(&e) => Vec::new(),
+            Err(e) => return Err(e.into()),
+        };
+        let ledger_path = dir.join(ledger::FILE_NAME);
+        let ledger_bytes = match fs.read(&ledger_path) {
+            Ok(b) => b,
+            Err(e) if is_not_found(&e) => Vec::new(),
+            Err(e) => return Err(e.into()),
+        };
+        let replay = ledger::replay(&ledger_bytes);
+        let mut ledger_file = None;
+        if writable && !ledger_bytes.is_empty() {
+            let mut f = fs.open(&ledger_path)?;
+            if replay.valid_len < ledger_bytes.len() {
+                f.set_len(replay.valid_len as u64)?;
+                f.sync_data()?;
+            }
+            ledger_file = Some(f);
+        }
+        let mut state = State {
+            dir: dir.to_path_buf(),
+            fs: fs.clone(),
+            keys: keys.clone(),
+            segs: BTreeMap::new(),
+            ciphers: BTreeMap::new(),
+            key_refs: BTreeMap::new(),
+            current_key: 0,
+            counters: replay.counters.clone(),
+            ledger: ledger_file,
+            ledger_len: replay.valid_len as u64,
+            next_segment: replay.max_segment + 1,
+            persistence_errors: 0,
+            last_error: None,
+            counts,
+            writable,
+        };
+        let known_keys: BTreeSet<KeyId> = keys.list().unwrap_or_default().into_iter().collect();
+        let plausible = |k: KeyId| known_keys.is_empty() || known_keys.contains(&k);
+        let mut found = Recovered::default();
+        let mut new_entries = Vec::new();
+        let mut segments: Vec<(u64, Lane, &String)> = names
+            .iter()
+            .filter_map(|n| segment::parse_name(n).map(|(id, lane)| (id, lane, n)))
+            .collect();
+        segments.sort();
+        let mut removed_any = false;
+        for (id, lane, name) in segments {
+            state.next_segment = state.next_segment.max(id + 1);
+            let path = dir.join(name);
+            let bytes = match fs.read(&path) {
+                Ok(b) => b,
+                Err(e) if is_not_found(&e) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            found.disk_bytes += bytes.len() as u64;
+            let mut seg = Seg::new(id, lane, path.clone(), true);
+            match segment::check_header(&bytes) {
+                Header::Valid => {}
+                Header::Torn => {
+                    // Created but never synced past its header: nothing in
+                    // it was ever flushed.
+                    found.torn_bytes += bytes.len() as u64;
+                    if writable {
+                        fs.remove(&path)?;
+                        removed_any = true;
+                    }
+                    continue;
+                }
+                Header::Newer(version) => {
+                    return Err(OpenError::UnsupportedVersion {
+                        segment: name.clone(),
+                        version,
+                    })
+                }
+                Header::Corrupt => {
+                    seg.corrupt.insert(0);
+                    if !replay.corrupt.contains(&(id, 0)) {
+                        new_entries.push(Entry::Corrupt {
+                            segment: id,
+                            offset: 0,
+                        });
+                    }
+                }
+            }
+            let scan = segment::scan(&bytes, &plausible);
+            for &off in &scan.corrupt {
+                let off = off as u32;
+                seg.corrupt.insert(off);
+                if !replay.corrupt.contains(&(id, off)) {
+                    new_entries.push(Entry::Corrupt {
+                        segment: id,
+                        offset: off,
+                    });
+                }
+            }
+            if scan.valid_len < bytes.len() {
+                found.torn_bytes += (bytes.len() - scan.valid_len) as u64;
+                if writable {
+                    let mut f = fs.open(&path)?;
+                    f.set_len(scan.valid_len as u64)?;
+                    f.sync_data()?;
+                }
+            }
+            for r in &scan.records {
+                found.records += 1;
+                let offset = r.offset as u32;
+                let done =
+                    replay.done.contains(&(id, offset)) || replay.corrupt.contains(&(id, offset));
+                let mut meta = Meta {
+                    offset,
+                    len: r.len as u32,
+                    seq: r.seq,
+                    appended_at_ms: r.appended_at_ms,
+                    key: r.key_id,
+                    done,
+                };
+                if !done && writable {
+                    // Pending records must open: a wrong or deleted key
+                    // makes the record corrupt now, not at send time.
+                    let opens = state.cipher(r.key_id).ok().flatten().is_some_and(|c| {
+                        matches!(record::parse(&bytes[r.offset..]), Parsed::Frame(f) if f.open(&c).is_some())
+                    });
+                    if !opens {
+                        meta.done = true;
+                        seg.corrupt.insert(offset);
+                        new_entries.push(Entry::Corrupt {
+                            segment: id,
+                            offset,
+                        });
+                    }
+                }
+                if !meta.done {
+                    seg.pending += 1;
+                    *state.key_refs.entry(meta.key).or_default() += 1;
+                    state.counts.events.fetch_add(1, Ordering::AcqRel);
+                    state
+                        .counts
+                        .bytes
+                        .fetch_add(u64::from(meta.len), Ordering::AcqRel);
+                }
+                seg.records.push(meta);
+            }
+            state.segs.insert(id, seg);
+        }
+        if removed_any {
+            fs.sync_dir(dir)?;
+        }
+        if writable {
+            let mut bytes = Vec::new();
+            for e in &new_entries {
+                state.counters.apply(e);
+                ledger::encode(e, &mut bytes);
+            }
+            state.append_ledger(&bytes).map_err(|e| match e {
+                LogError::Io(m) => OpenError::Io(io::Error::other(m)),
+                other => OpenError::Io(io::Error::other(other.to_string())),
+            })?;
+            state.reap();
+        } else {
+            for e in &new_entries {
+                state.counters.apply(e);
+            }
+        }
+        Ok((state, found))
+    }
+
+    /// The cipher for a key id, loaded from the provider on first use.
+    pub(crate) fn cipher(&mut self, id: KeyId) -> Result<Option<Arc<Cipher>>, LogError> {
+        if let Some(c) = self.ciphers.get(&id) {
+            return Ok(Some(c.clone()));
+        }
+        let Some(key) = self.keys.get(id)? else {
+            return Ok(None);
+        };
+        let c = Arc::new(Cipher::new(id, &key)?);
+        self.ciphers.insert(id, c.clone());
+        Ok(Some(c))
+    }
+
+    pub(crate) fn note_error(&mut self, e: &LogError) {
+        self.persistence_errors += 1;
+        self.last_error = Some(e.to_string());
+    }
+
+    /// Appends encoded entries to the ledger and syncs them. A failed sync
+    /// poisons the log.
+    fn append_ledger(&mut self, bytes: &[u8]) -> Result<(), LogError> {
+        if bytes.is_empty() || !self.writable {
+            return Ok(());
+        }
+        let result = self.try_append_ledger(bytes);
+        if let Err(e) = &result {
+            self.note_error(e);
+        }
+        if result.is_ok() && self.ledger_len > ledger::COMPACT_BYTES {
+            if let Err(e) = self.compact_ledger() {
+                self.note_error(&e);
+            }
+        }
+        result
+    }
+
+    fn try_append_ledger(&mut self, bytes: &[u8]) -> Result<(), LogError> {
+        let path = self.dir.join(ledger::FILE_NAME);
+        if self.ledger.is_none() {
+            let file = match self.fs.open(&path) {
+                Ok(f) => f,
+                Err(e) if is_not_found(&e) => {
+                    let f = self.fs.create(&path)?;
+                    self.fs.sync_dir(&self.dir).inspect_err(|_| self.poison())?;
+                    f
+                }
+                Err(e) => return Err(e.into()),
+            };
+            self.ledger_len = file.size()?;
+            self.ledger = Some(file);
+        }
+        let Some(file) = self.ledger.as_mut() else {
+            return Err(LogError::Closed);
+        };
+        if let Err(e) = file.append_all(bytes) {
+            // Undo a partial entry so the next append starts on a boundary.
+            let len = self.ledger_len;
+            if file.set_len(len).is_err() {
+                self.poison();
+            }
+            return Err(e.into());
+        }
+        if let Err(e) = file.sync_data() {
+            self.poison();
+            return Err(e.into());
+        }
+        self.ledger_len += bytes.len() as u64;
+        Ok(())
+    }
+
+    fn poison(&self) {
+        self.counts.poisoned.store(true, Ordering::Release);
+    }
+
+    /// Rewrites the ledger as the counters plus the entries that still
+    /// refer to segments on disk.
+    fn compact_ledger(&mut self) -> Result<(), LogError> {
+        let mut bytes = Vec::new();
+        ledger::encode(&Entry::Base(self.counters.clone()), &mut bytes);
+        for seg in self.segs.values() {
+            for m in seg
+                .records
+                .iter()
+                .filter(|m| m.done && !seg.corrupt.contains(&m.offset))
+            {
+                ledger::encode_settled(seg.id, m.offset, false, &mut bytes);
+            }
+            for &off in &seg.corrupt {
+                ledger::encode_settled(seg.id, off, true, &mut bytes);
+            }
+        }
+        let path = self.dir.join(ledger::FILE_NAME);
+        self.ledger = None;
+        self.fs
+            .write_private_atomic(&path, &bytes)
+            .inspect_err(|_| self.poison())?;
+        let file = self.fs.open(&path)?;
+        self.ledger_len = file.size()?;
+        self.ledger = Some(file);
+        Ok(())
+    }
+
+    /// Indexes records the writer wrote.
+    pub(crate) fn register(&mut self, written: &[Written]) {
+        for w in written {
+            let Some(seg) = self.segs.get_mut(&w.segment) else {
+                continue;
+            };
+            seg.records.push(Meta {
+                offset: w.offset,
+                len: w.len,
+                seq: w.seq,
+                appended_at_ms: w.appended_at_ms,
+                key: w.key,
+                done: false,
+            });
+            seg.pending += 1;
+            *self.key_refs.entry(w.key).or_default() += 1;
+        }
+    }
+
+    /// Marks a record done with `disposition`; returns its ledger entry, or
+    /// None if it is unknown or already done.
+    fn settle(&mut self, id: RecordId, disposition: Disposition) -> Option<Entry> {
+        let seg = self.segs.get_mut(&id.segment)?;
+        let i = seg
+            .records
+            .binary_search_by_key(&id.offset, |m| m.offset)
+            .ok()?;
+        let m = &mut seg.records[i];
+        if m.done {
+            return None;
+        }
+        m.done = true;
+        seg.pending -= 1;
+        let (seq, key, len) = (m.seq, m.key, m.len);
+        if let Some(r) = self.key_refs.get_mut(&key) {
+            *r = r.saturating_sub(1);
+        }
+        self.counts.release(1, u64::from(len));
+        let entry = Entry::Ack {
+            segment: id.segment,
+            offset: id.offset,
+            seq,
+            disposition,
+        };
+        self.counters.apply(&entry);
+        Some(entry)
+    }
+
+    /// Marks a record corrupt (found when reading it back).
+    fn settle_corrupt(&mut self, id: RecordId) -> Option<Entry> {
+        let seg = self.segs.get_mut(&id.segment)?;
+        let i = seg
+            .records
+            .binary_search_by_key(&id.offset, |m| m.offset)
+            .ok()?;
+        let m = &mut seg.records[i];
+        if m.done {
+            return None;
+        }
+        m.done = true;
+        seg.pending -= 1;
+        seg.corrupt.insert(id.offset);
+        let (key, len) = (m.key, m.len);
+        if let Some(r) = self.key_refs.get_mut(&key) {
+            *r = r.saturating_sub(1);
+        }
+        self.counts.release(1, u64::from(len));
+        let entry = Entry::Corrupt {
+            segment: id.segment,
+            offset: id.offset,
+        };
+        self.counters.apply(&entry);
+        Some(entry)
+    }
+
+    pub(crate) fn ack(&mut self, acks: &[(RecordId, Disposition)]) -> Result<(), LogError> {
+        let mut bytes = Vec::new();
+        for (id, d) in acks {
+            if let Some(e) = self.settle(*id, d.clone()) {
+                ledger::encode(&e, &mut bytes);
+            }
+        }
+        self.append_ledger(&bytes)?;
+        self.reap();
+        self.collect_keys();
+        Ok(())
+    }
+
+    /// Records drops of entries that never became records (refused at append).
+    pub(crate) fn record_refused(
+        &mut self,
+        refused: &[(u64, &'static str)],
+    ) -> Result<(), LogError> {
+        let mut bytes = Vec::new();
+        for &(seq, reason) in refused {
+            let e = Entry::Drop {
+                first_seq: seq,
+                last_seq: seq,
+                reason: reason.to_owned(),
+            };
+            self.counters.apply(&e);
+            ledger::encode(&e, &mut bytes);
+        }
+        self.append_ledger(&bytes)
+    }
+
+    /// Applies the age bound, then the bytes and events bounds by dropping
+    /// the oldest normal records first (critical ones only when no normal
+    /// one is left).
+    pub(crate) fn enforce_bounds(
+        &mut self,
+        now_ms: u64,
+        max_age: Duration,
+        max_events: u64,
+        max_bytes: u64,
+        drop_oldest: bool,
+    ) -> Result<(), LogError> {
+        let mut bytes = Vec::new();
+        let cutoff = now_ms.saturating_sub(max_age.as_millis() as u64);
+        for lane in Lane::ALL {
+            while let Some(id) = self.oldest(lane) {
+                let expired = self.meta(id).is_some_and(|m| m.appended_at_ms < cutoff);
+                if !expired {
+                    break;
+                }
+                if let Some(e) = self.settle(id, Disposition::Dropped(REASON_EXPIRED.into())) {
+                    ledger::encode(&e, &mut bytes);
+                }
+            }
+        }
+        if drop_oldest {
+            while self.counts.events.load(Ordering::Acquire) > max_events
+                || self.counts.bytes.load(Ordering::Acquire) > max_bytes
+            {
+                let Some(id) = self
+                    .oldest(Lane::Normal)
+                    .or_else(|| self.oldest(Lane::Critical))
+                else {
+                    break;
+                };
+                if let Some(e) = self.settle(id, Disposition::Dropped(REASON_LOG_FULL.into())) {
+                    ledger::encode(&e, &mut bytes);
+                }
+            }
+        }
+        self.append_ledger(&bytes)
+    }
+
+    fn meta(&self, id: RecordId) -> Option<&Meta> {
+        let seg = self.segs.get(&id.segment)?;
+        let i = seg
+            .records
+            .binary_search_by_key(&id.offset, |m| m.offset)
+            .ok()?;
+        seg.records.get(i)
+    }
+
+    fn oldest(&mut self, lane: Lane) -> Option<RecordId> {
+        self.segs
+            .values_mut()
+            .filter(|s| s.lane == lane && s.pending > 0)
+            .find_map(|s| {
+                let i = s.oldest_pending()?;
+                Some(RecordId {
+                    segment: s.id,
+                    offset: s.records[i].offset,
+                })
+            })
+    }
+
+    /// When the oldest pending record was appended.
+    pub(crate) fn oldest_pending_ms(&mut self) -> Option<u64> {
+        let ids: Vec<RecordId> = Lane::ALL
+            .into_iter()
+            .filter_map(|lane| self.oldest(lane))
+            .collect();
+        ids.into_iter()
+            .filter_map(|id| self.meta(id).map(|m| m.appended_at_ms))
+            .min()
+    }
+
+    /// Up to `max_records` pending records (at least one if any is pending,
+    /// even past `max_bytes`), critical lane first, each lane in append
+    /// order; decrypted.
+    pub(crate) fn read_pending(
+        &mut self,
+        max_records: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<Record>, LogError> {
+        let mut out = Vec::new();
+        let mut total = 0usize;
+        let mut corrupt = Vec::new();
+        let ids: Vec<u64> = Lane::ALL
+            .iter()
+            .flat_map(|&lane| {
+                self.segs
+                    .values()
+                    .filter(move |s| s.lane == lane && s.pending > 0)
+                    .map(|s| s.id)
+            })
+            .collect();
+        let mut buf = Vec::new();
+        'segs: for sid in ids {
+            let Some(seg) = self.segs.get_mut(&sid) else {
+                continue;
+            };
+            seg.advance();
+            if seg.reader.is_none() {
+                seg.reader = Some(self.fs.open(&seg.path)?);
+            }
+            let metas: Vec<Meta> = seg.records[seg.first_pending..]
+                .iter()
+                .filter(|m| !m.done)
+                .copied()
+                .collect();
+            for m in metas {
+                if out.len() >= max_records
+                    || (!out.is_empty() && total + m.len as usize > max_bytes)
+                {
+                    break 'segs;
+                }
+                let id = RecordId {
+                    segment: sid,
+                    offset: m.offset,
+                };
+                buf.resize(m.len as usize, 0);
+                let n = match self.segs.get(&sid).and_then(|s| s.reader.as_ref()) {
+                    Some(r) => r.read_full_at(&mut buf, u64::from(m.offset))?,
+                    None => 0,
+                };
+                let cipher = self.cipher(m.key)?;
+                let payload = match (record::parse(&buf[..n]), cipher) {
+                    (Parsed::Frame(f), Some(c)) if f.seq == m.seq => {
+                        f.open(&c).map(|p| (p, f.priority))
+                    }
+                    _ => None,
+                };
+                match payload {
+                    Some((payload, priority)) => {
+                        total += m.len as usize;
+                        out.push(Record {
+                            id,
+                            seq: m.seq,
+                            priority,
+                            payload,
+                        });
+                    }
+                    None => corrupt.push(id),
+                }
+            }
+        }
+        if !corrupt.is_empty() {
+            let mut bytes = Vec::new();
+            for id in corrupt {
+                if let Some(e) = self.settle_corrupt(id) {
+                    ledger::encode(&e, &mut bytes);
+                }
+            }
+            self.append_ledger(&bytes)?;
+        }
+        Ok(out)
+    }
+
+    /// Deletes sealed segments whose records are all done.
+    pub(crate) fn reap(&mut self) {
+        if !self.writable {
+            return;
+        }
+        let done: Vec<u64> = self
+            .segs
+            .values()
+            .filter(|s| s.sealed && s.pending == 0)
+            .map(|s| s.id)
+            .collect();
+        if done.is_empty() {
+            return;
+        }
+        let mut removed = false;
+        for id in done {
+            let Some(seg) = self.segs.get(&id) else {
+                continue;
+            };
+            match self.fs.remove(&seg.path) {
+                Ok(()) => removed = true,
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => {
+                    self.note_error(&e.into());
+                    continue;
+                }
+            }
+            self.segs.remove(&id);
+        }
+        if removed {
+            if let Err(e) = self.fs.sync_dir(&self.dir) {
+                self.poison();
+                self.note_error(&e.into());
+            }
+        }
+    }
+
+    /// Deletes keys no pending record uses, except the current one.
+    pub(crate) fn collect_keys(&mut self) {
+        if !self.writable || self.current_key == 0 {
+            return;
+        }
+        let Ok(ids) = self.keys.list() else { return };
+        for id in ids {
+            let unused = self.key_refs.get(&id).is_none_or(|&r| r == 0);
+            // Only keys older than the current one: a newer key may be the
+            // one a rotation is switching to.
+            if id < self.current_key && unused {
+                match self.keys.delete(id) {
+                    Ok(()) => {
+                        self.ciphers.remove(&id);
+                        self.key_refs.remove(&id);
+                    }
+                    Err(e) => self.note_error(&e.into()),
+                }
+            }
+        }
+    }
+
+    /// Crypto-shreds everything: keys first, then segments and the ledger.
+    pub(crate) fn purge(&mut self) -> Result<(), LogError> {
+        self.ciphers.clear();
+        for id in self.keys.list()? {
+            self.keys.delete(id)?;
+        }
+        self.ledger = None;
+        for seg in std::mem::take(&mut self.segs).into_values() {
+            match self.fs.remove(&seg.path) {
+                Ok(()) => {}
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        match self.fs.remove(&self.dir.join(ledger::FILE_NAME)) {
+            Ok(()) => {}
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => return Err(e.into()),
+        }
+        self.fs.sync_dir(&self.dir)?;
+        self.key_refs.clear();
+        self.counters = Counters::default();
+        self.ledger_len = 0;
+        self.current_key = 0;
+        Ok(())
+    }
+
+    pub(crate) fn add_segment(&mut self, seg: Seg) {
+        self.segs.insert(seg.id, seg);
+    }
+
+    /// Seals a segment the writer stopped appending to.
+    pub(crate) fn seal(&mut self, id: u64) {
+        if let Some(s) = self.segs.get_mut(&id) {
+            s.sealed = true;
+        }
+    }
+
+    pub(crate) fn segment_pending(&self, id: u64) -> Option<(usize, usize)> {
+        self.segs.get(&id).map(|s| (s.pending, s.records.len()))
+    }
+
+    pub(crate) fn set_current_key(&mut self, id: KeyId, cipher: Arc<Cipher>) {
+        self.current_key = id;
+        self.ciphers.insert(id, cipher);
+    }
+}

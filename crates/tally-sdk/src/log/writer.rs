@@ -1,0 +1,449 @@
+//! The background writer: drains the append queue in groups, appends each
+//! group to its lane's segment with one write, syncs per the durability
+//! mode (group commit), and indexes what it wrote.
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, MutexGuard};
+use std::time::{Duration, Instant};
+
+use super::crypto::KeyId;
+use super::fs::FileHandle;
+use super::handle::Shared;
+use super::segment::{self, Lane};
+use super::state::{now_ms, Seg, State, Written};
+use super::{Durability, FullPolicy, LogError};
+
+/// How often an idle writer wakes to apply the age bound and retire a fully
+/// acknowledged segment: once a second is far finer than any age bound.
+const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
+/// Wait before retrying a group that failed with ENOSPC or an I/O error:
+/// long enough not to spin on a full disk, short enough that the log
+/// resumes within a moment of space returning.
+const RETRY_DELAY: Duration = Duration::from_millis(200);
+
+/// Appended frames of one lane waiting for the writer.
+#[derive(Debug, Default)]
+pub(crate) struct LaneBuf {
+    pub bytes: Vec<u8>,
+    pub metas: Vec<QueuedMeta>,
+}
+
+impl LaneBuf {
+    fn is_empty(&self) -> bool {
+        self.metas.is_empty()
+    }
+    fn append(&mut self, other: &mut LaneBuf) {
+        self.bytes.extend_from_slice(&other.bytes);
+        self.metas.append(&mut other.metas);
+        other.bytes.clear();
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct QueuedMeta {
+    pub seq: u64,
+    pub appended_at_ms: u64,
+    pub len: u32,
+    pub key: KeyId,
+}
+
+/// The queue between `append` and the writer, and the writer's replies.
+#[derive(Debug, Default)]
+pub(crate) struct Queue {
+    pub lanes: [LaneBuf; 2],
+    pub bytes: usize,
+    /// Appends refused (seq, reason), for the ledger.
+    pub refused: Vec<(u64, &'static str)>,
+    pub flush_requested: u64,
+    pub flush_done: u64,
+    pub flush_result: Option<LogError>,
+    pub purge_requested: u64,
+    pub purge_done: u64,
+    pub purge_result: Option<LogError>,
+    pub closing: bool,
+    pub stopped: bool,
+    pub writer_waiting: bool,
+}
+
+impl Queue {
+    fn has_work(&self) -> bool {
+        self.bytes > 0
+            || !self.refused.is_empty()
+            || self.flush_requested > self.flush_done
+            || self.purge_requested > self.purge_done
+            || self.closing
+    }
+}
+
+#[derive(Debug)]
+struct Active {
+    id: u64,
+    file: Box<dyn FileHandle>,
+    len: u64,
+    dirty: bool,
+}
+
+fn lock_queue(shared: &Shared) -> MutexGuard<'_, Queue> {
+    shared.queue.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn lock_state(shared: &Shared) -> MutexGuard<'_, State> {
+    shared.state.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+pub(crate) struct Writer {
+    shared: Arc<Shared>,
+    active: [Option<Active>; 2],
+    carry: [LaneBuf; 2],
+    spare: [LaneBuf; 2],
+    unsynced_since: Option<Instant>,
+    retry_at: Option<Instant>,
+    last_housekeeping: Instant,
+}
+
+impl Writer {
+    pub(crate) fn new(shared: Arc<Shared>) -> Writer {
+        Writer {
+            shared,
+            active: [None, None],
+            carry: Default::default(),
+            spare: Default::default(),
+            unsynced_since: None,
+            retry_at: None,
+            last_housekeeping: Instant::now(),
+        }
+    }
+
+    fn wait_timeout(&self, now: Instant) -> Duration {
+        let mut t = HOUSEKEEPING_INTERVAL.saturating_sub(now - self.last_housekeeping);
+        if let (Some(since), Durability::Buffered { max_delay }) =
+            (self.unsynced_since, self.shared.config.durability)
+        {
+            t = t.min((since + max_delay).saturating_duration_since(now));
+        }
+        if let Some(at) = self.retry_at {
+            t = t.min(at.saturating_duration_since(now));
+        }
+        t
+    }
+
+    pub(crate) fn run(mut self) {
+        let shared = self.shared.clone();
+        loop {
+            let mut q = lock_queue(&shared);
+            loop {
+                if q.has_work()
+                    && !(self.retry_at.is_some()
+                        && q.flush_requested == q.flush_done
+                        && !q.closing
+                        && q.purge_requested == q.purge_done)
+                {
+                    break;
+                }
+                let now = Instant::now();
+                let timeout = self.wait_timeout(now);
+                if timeout.is_zero() {
+                    break;
+                }
+                q.writer_waiting = true;
+                let (guard, _) = self
+                    .shared
+                    .work
+                    .wait_timeout(q, timeout)
+                    .unwrap_or_else(|p| p.into_inner());
+                q = guard;
+                q.writer_waiting = false;
+            }
+            for (lane, spare) in self.spare.iter_mut().enumerate() {
+                std::mem::swap(&mut q.lanes[lane], spare);
+            }
+            q.bytes = 0;
+            let flush_gen = q.flush_requested;
+            let flush_pending = q.flush_requested > q.flush_done;
+            let refused = std::mem::take(&mut q.refused);
+            let closing = q.closing;
+            let purge_gen = q.purge_requested;
+            let purge = q.purge_requested > q.purge_done;
+            drop(q);
+            self.shared.done.notify_all();
+
+            if purge {
+                let result = self.purge();
+                let mut q = lock_queue(&shared);
+                q.purge_done = purge_gen;
+                q.purge_result = result.err();
+                drop(q);
+                self.shared.done.notify_all();
+                continue;
+            }
+
+            for lane in 0..2 {
+                let mut taken = std::mem::take(&mut self.spare[lane]);
+                self.carry[lane].append(&mut taken);
+                self.spare[lane] = taken;
+            }
+            let result = self.cycle(flush_pending || closing, &refused);
+            let mut q = lock_queue(&shared);
+            if flush_gen > q.flush_done && (result.is_err() || self.unsynced_since.is_none()) {
+                q.flush_done = flush_gen;
+                q.flush_result = result.err();
+            }
+            if closing
+                && (self.carry.iter().all(LaneBuf::is_empty)
+                    || self.retry_at.is_some()
+                    || self.shared.counts.poisoned.load(Ordering::Acquire))
+            {
+                self.active = [None, None];
+                q.stopped = true;
+                drop(q);
+                self.shared.done.notify_all();
+                return;
+            }
+            drop(q);
+            self.shared.done.notify_all();
+        }
+    }
+
+    /// Writes what is carried, syncs when due, indexes, applies bounds.
+    fn cycle(&mut self, flush: bool, refused: &[(u64, &'static str)]) -> Result<(), LogError> {
+        let shared = self.shared.clone();
+        let config = &shared.config;
+        let poisoned = self.shared.counts.poisoned.load(Ordering::Acquire);
+        let mut written = Vec::new();
+        let mut created = Vec::new();
+        let mut sealed = Vec::new();
+        let mut error = None;
+        let now = Instant::now();
+        let retry_due = self.retry_at.is_none_or(|at| at <= now) || flush;
+        if poisoned {
+            // Nothing can be promised durable any more: what is queued is
+            // released so the bounds do not fill with it.
+            for lane in &mut self.carry {
+                let bytes: u64 = lane.metas.iter().map(|m| u64::from(m.len)).sum();
+                self.shared.counts.release(lane.metas.len() as u64, bytes);
+                lane.metas.clear();
+                lane.bytes.clear();
+            }
+            error = Some(LogError::Poisoned);
+        } else if retry_due {
+            self.retry_at = None;
+            for lane in Lane::ALL {
+                if let Err(e) = self.write_lane(lane, &mut written, &mut created, &mut sealed) {
+                    error = Some(e);
+                    self.retry_at = Some(Instant::now() + RETRY_DELAY);
+                    break;
+                }
+            }
+        }
+        if !written.is_empty() && self.unsynced_since.is_none() {
+            self.unsynced_since = Some(now);
+        }
+        let sync_due = match config.durability {
+            Durability::Synced => true,
+            Durability::Buffered { max_delay } => {
+                flush
+                    || self
+                        .unsynced_since
+                        .is_some_and(|s| s.elapsed() >= max_delay)
+            }
+        };
+        if sync_due && !poisoned {
+            if let Err(e) = self.sync() {
+                error = Some(e);
+            }
+        }
+
+        let mut state = lock_state(&shared);
+        for seg in created {
+            state.add_segment(seg);
+        }
+        state.register(&written);
+        for id in sealed {
+            state.seal(id);
+        }
+        if let Some(e) = &error {
+            if *e != LogError::Poisoned || !poisoned {
+                state.note_error(e);
+            }
+        }
+        let refused_result = state.record_refused(refused);
+        let housekeeping = self.last_housekeeping.elapsed() >= HOUSEKEEPING_INTERVAL;
+        if !written.is_empty() || housekeeping {
+            self.last_housekeeping = Instant::now();
+            let drop_oldest = config.full_policy == FullPolicy::DropOldest;
+            let _ = state.enforce_bounds(
+                now_ms(),
+                config.max_age,
+                config.max_events,
+                config.max_bytes,
+                drop_oldest,
+            );
+            // A current segment whose records are all acknowledged is
+            // retired so its file can go.
+            if self.carry.iter().all(LaneBuf::is_empty) {
+                for slot in &mut self.active {
+                    let idle = slot.as_ref().is_some_and(|a| {
+                        !a.dirty
+                            && state
+                                .segment_pending(a.id)
+                                .is_some_and(|(p, n)| p == 0 && n > 0)
+                    });
+                    if idle {
+                        if let Some(a) = slot.take() {
+                            state.seal(a.id);
+                        }
+                    }
+                }
+            }
+            state.reap();
+            state.collect_keys();
+        }
+        drop(state);
+        match error {
+            Some(e) => Err(e),
+            None => refused_result,
+        }
+    }
+
+    fn sync(&mut self) -> Result<(), LogError> {
+        for a in self.active.iter_mut().flatten() {
+            if a.dirty {
+                if let Err(e) = a.file.sync_data() {
+                    self.shared.counts.poisoned.store(true, Ordering::Release);
+                    return Err(e.into());
+                }
+                a.dirty = false;
+            }
+        }
+        self.unsynced_since = None;
+        Ok(())
+    }
+
+    fn new_segment(&mut self, lane: Lane) -> Result<(Active, Seg), LogError> {
+        let (id, dir) = {
+            let mut state = lock_state(&self.shared);
+            let id = state.next_segment;
+            state.next_segment += 1;
+            (id, state.dir.clone())
+        };
+        let path: PathBuf = dir.join(segment::file_name(id, lane));
+        let fs = &self.shared.config.fs;
+        let mut file = fs.create(&path)?;
+        let header = segment::header(id, lane, now_ms());
+        let written = file.append_all(&header).and_then(|()| file.sync_data());
+        if let Err(e) = written {
+            drop(file);
+            let _ = fs.remove(&path);
+            return Err(e.into());
+        }
+        if let Err(e) = fs.sync_dir(&dir) {
+            self.shared.counts.poisoned.store(true, Ordering::Release);
+            return Err(e.into());
+        }
+        Ok((
+            Active {
+                id,
+                file,
+                len: segment::HEADER_BYTES as u64,
+                dirty: false,
+            },
+            Seg::new(id, lane, path, false),
+        ))
+    }
+
+    fn write_lane(
+        &mut self,
+        lane: Lane,
+        written: &mut Vec<Written>,
+        created: &mut Vec<Seg>,
+        sealed: &mut Vec<u64>,
+    ) -> Result<(), LogError> {
+        let li = lane.index();
+        let limit = self.shared.config.segment_bytes;
+        let mut byte_pos = 0usize;
+        let mut i = 0usize;
+        let result = loop {
+            if i >= self.carry[li].metas.len() {
+                break Ok(());
+            }
+            if self.active[li].as_ref().is_some_and(|a| a.len >= limit) {
+                if let Some(mut a) = self.active[li].take() {
+                    if a.dirty {
+                        if let Err(e) = a.file.sync_data() {
+                            self.shared.counts.poisoned.store(true, Ordering::Release);
+                            break Err(e.into());
+                        }
+                    }
+                    sealed.push(a.id);
+                }
+            }
+            if self.active[li].is_none() {
+                match self.new_segment(lane) {
+                    Ok((a, seg)) => {
+                        self.active[li] = Some(a);
+                        created.push(seg);
+                    }
+                    Err(e) => break Err(e),
+                }
+            }
+            let Some(active) = self.active[li].as_mut() else {
+                break Err(LogError::Closed);
+            };
+            let metas = &self.carry[li].metas;
+            let mut chunk = 0usize;
+            let mut n = 0usize;
+            while i + n < metas.len() {
+                let len = metas[i + n].len as usize;
+                if n > 0 && active.len + (chunk + len) as u64 > limit {
+                    break;
+                }
+                chunk += len;
+                n += 1;
+            }
+            let bytes = &self.carry[li].bytes[byte_pos..byte_pos + chunk];
+            if let Err(e) = active.file.append_all(bytes) {
+                if active.file.set_len(active.len).is_err() {
+                    self.shared.counts.poisoned.store(true, Ordering::Release);
+                }
+                break Err(e.into());
+            }
+            let mut offset = active.len;
+            for m in &metas[i..i + n] {
+                written.push(Written {
+                    segment: active.id,
+                    offset: offset as u32,
+                    len: m.len,
+                    seq: m.seq,
+                    appended_at_ms: m.appended_at_ms,
+                    key: m.key,
+                });
+                offset += u64::from(m.len);
+            }
+            active.len = offset;
+            active.dirty = true;
+            byte_pos += chunk;
+            i += n;
+        };
+        let carry = &mut self.carry[li];
+        carry.bytes.drain(..byte_pos);
+        carry.metas.drain(..i);
+        result
+    }
+
+    /// Discards everything queued, closes the segments, and shreds keys and files.
+    fn purge(&mut self) -> Result<(), LogError> {
+        for lane in self.carry.iter_mut().chain(self.spare.iter_mut()) {
+            lane.bytes.clear();
+            lane.metas.clear();
+        }
+        self.active = [None, None];
+        self.unsynced_since = None;
+        self.retry_at = None;
+        let mut state = lock_state(&self.shared);
+        let result = state.purge();
+        self.shared.counts.events.store(0, Ordering::Release);
+        self.shared.counts.bytes.store(0, Ordering::Release);
+        result
+    }
+}
