@@ -21,8 +21,51 @@
 //!   restarts and across collectors.
 //! - Every method blocks; the HTTP layer calls them on the blocking pool
 //!   with its own bound on in-flight work.
+//!
+//! # Implementations
+//!
+//! | module | for | writes |
+//! |---|---|---|
+//! | [`sqlite`] | one collector, zero setup (`DATA_DIR/tally.db`) | one writer connection, group commit, WAL |
+//!
+//! [`open`] picks one from the command line's `--data-dir` and
+//! `--database-url`. Identity links, person resolution (stitching) and the
+//! conflict rule for an id linked to two users are described in the
+//! `identity` module and shared by both stores.
 
+mod identity;
+mod ranges;
+pub mod sqlite;
+
+pub use sqlite::{SqliteOptions, SqliteStore, Synchronous};
+
+use std::path::Path;
+use std::sync::Arc;
 use tally_proto::{MessageType, Priority, RejectReason};
+
+/// The SQLite file inside the data directory.
+pub const SQLITE_FILE_NAME: &str = "tally.db";
+
+/// Opens the store the collector was configured with: SQLite at
+/// `data_dir/tally.db` (the directory is created if missing), or
+/// PostgreSQL when `database_url` is given.
+pub fn open(data_dir: &Path, database_url: Option<&str>) -> Result<Arc<dyn Store>, StoreError> {
+    if let Some(url) = database_url {
+        return Err(StoreError::Backend(format!(
+            "PostgreSQL store not available in this build (url of {} bytes)",
+            url.len()
+        )));
+    }
+    std::fs::create_dir_all(data_dir).map_err(|e| {
+        StoreError::Backend(format!(
+            "cannot create data directory {}: {e}",
+            data_dir.display()
+        ))
+    })?;
+    Ok(Arc::new(SqliteStore::open(
+        &data_dir.join(SQLITE_FILE_NAME),
+    )?))
+}
 
 /// One validated message, clock-corrected, ready to store.
 #[derive(Debug, Clone, PartialEq)]
@@ -92,6 +135,21 @@ pub struct DeadLetter {
     pub reason: RejectReason,
     /// Which rule, in words.
     pub detail: &'static str,
+    /// Collector clock at receipt, Unix ms.
+    pub received_at: i64,
+    /// The message JSON as received.
+    pub raw: String,
+}
+
+/// A dead letter as stored (read back for inspection).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct StoredDeadLetter {
+    /// The `messageId`, if one could be read.
+    pub message_id: Option<String>,
+    /// The reason code ([`RejectReason::as_str`]).
+    pub reason: String,
+    /// Which rule, in words.
+    pub detail: String,
     /// Collector clock at receipt, Unix ms.
     pub received_at: i64,
     /// The message JSON as received.
@@ -203,4 +261,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// A cheap round trip, for `/healthz`.
     fn ping(&self) -> Result<(), StoreError>;
+
+    /// The most recent dead letters, newest first, at most `limit`.
+    fn dead_letters(&self, limit: usize) -> Result<Vec<StoredDeadLetter>, StoreError>;
 }

@@ -1,0 +1,108 @@
+//! Sequence ranges: how both stores keep per-install completeness small.
+//!
+//! A device numbers its events 1, 2, 3, ... with no gaps. The store keeps
+//! the seq values it has seen as merged inclusive ranges (a healthy install
+//! has exactly one: `1..=max`), so completeness costs a few rows per
+//! install however many events it sent. These functions are the pure part:
+//! turning a batch's seq values into ranges, merging them into what is
+//! stored, and computing what is missing.
+
+/// An inclusive range `from..=to` of seq values.
+pub(crate) type SeqRange = (u64, u64);
+
+/// Seq values above this are not tracked for completeness: the stores keep
+/// seq in a signed 64-bit column (SQLite `INTEGER`, PostgreSQL `bigint`).
+/// A device reaches it only with a corrupt counter; such events are still
+/// stored, with their seq left out of the completeness accounting.
+pub(crate) const MAX_TRACKED_SEQ: u64 = i64::MAX as u64;
+
+/// Sorts and merges seq values into disjoint, non-adjacent ranges.
+pub(crate) fn ranges_from_seqs(seqs: &mut [u64]) -> Vec<SeqRange> {
+    seqs.sort_unstable();
+    let mut out: Vec<SeqRange> = Vec::new();
+    for &seq in seqs.iter() {
+        match out.last_mut() {
+            Some(last) if seq <= last.1.saturating_add(1) => last.1 = last.1.max(seq),
+            _ => out.push((seq, seq)),
+        }
+    }
+    out
+}
+
+/// Merges two range lists into disjoint, non-adjacent ranges, ascending.
+pub(crate) fn merge(a: &[SeqRange], b: &[SeqRange]) -> Vec<SeqRange> {
+    let mut all: Vec<SeqRange> = a.iter().chain(b.iter()).copied().collect();
+    all.sort_unstable();
+    let mut out: Vec<SeqRange> = Vec::with_capacity(all.len());
+    for (from, to) in all {
+        match out.last_mut() {
+            Some(last) if from <= last.1.saturating_add(1) => last.1 = last.1.max(to),
+            _ => out.push((from, to)),
+        }
+    }
+    out
+}
+
+/// The ranges of `1..=max_seq` covered by neither `seen` nor `dropped`.
+pub(crate) fn missing(max_seq: u64, seen: &[SeqRange], dropped: &[SeqRange]) -> Vec<[u64; 2]> {
+    let covered = merge(seen, dropped);
+    let mut out = Vec::new();
+    let mut next = 1u64;
+    for (from, to) in covered {
+        if next > max_seq {
+            break;
+        }
+        if from > next {
+            out.push([next, (from - 1).min(max_seq)]);
+        }
+        next = next.max(to.saturating_add(1));
+    }
+    if next <= max_seq {
+        out.push([next, max_seq]);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seqs_merge_into_ranges() {
+        let mut seqs = vec![5, 1, 2, 3, 9, 10, 3, 7];
+        assert_eq!(
+            ranges_from_seqs(&mut seqs),
+            vec![(1, 3), (5, 5), (7, 7), (9, 10)]
+        );
+        assert_eq!(ranges_from_seqs(&mut []), vec![]);
+        assert_eq!(
+            ranges_from_seqs(&mut [u64::MAX, u64::MAX - 1]),
+            vec![(u64::MAX - 1, u64::MAX)]
+        );
+    }
+
+    #[test]
+    fn merge_joins_overlapping_and_adjacent() {
+        assert_eq!(
+            merge(&[(1, 3), (10, 12)], &[(4, 4), (6, 8)]),
+            vec![(1, 4), (6, 8), (10, 12)]
+        );
+        assert_eq!(merge(&[(1, 100)], &[(5, 6)]), vec![(1, 100)]);
+        assert_eq!(merge(&[(5, 9)], &[(1, 4), (10, 10)]), vec![(1, 10)]);
+    }
+
+    #[test]
+    fn missing_is_the_complement() {
+        assert_eq!(missing(10, &[(1, 10)], &[]), Vec::<[u64; 2]>::new());
+        assert_eq!(
+            missing(10, &[(2, 3), (7, 8)], &[]),
+            vec![[1, 1], [4, 6], [9, 10]]
+        );
+        assert_eq!(
+            missing(10, &[(2, 3), (7, 8)], &[(4, 6)]),
+            vec![[1, 1], [9, 10]]
+        );
+        assert_eq!(missing(0, &[], &[]), Vec::<[u64; 2]>::new());
+        assert_eq!(missing(5, &[(3, 9)], &[]), vec![[1, 2]]);
+    }
+}

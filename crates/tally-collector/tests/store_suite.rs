@@ -1,0 +1,693 @@
+//! One suite of store tests, run against both stores: SQLite on a real
+//! file in a temporary directory, PostgreSQL on a database created for
+//! each test (from `TALLY_TEST_DATABASE_URL`) and dropped after it, also
+//! when the test fails.
+
+#![allow(clippy::unwrap_used)] // tests unwrap: a failure is the assertion
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use tally_collector::store::{
+    DeadLetter, DroppedRange, EventCount, InstallReport, NewEvent, Stats, Store, WriteOutcome,
+};
+use tally_proto::{MessageType, Priority, RejectReason};
+
+use WriteOutcome::{Accepted as A, DeletedUser as X, Duplicate as D};
+
+/// A track event `name` by anonymous id `anon` at corrected time `ts`.
+fn track(id: &str, name: &str, anon: &str, ts: i64) -> NewEvent {
+    NewEvent {
+        message_id: id.to_owned(),
+        kind: MessageType::Track,
+        event: Some(name.to_owned()),
+        user_id: None,
+        anonymous_id: Some(anon.to_owned()),
+        group_id: None,
+        previous_id: None,
+        install_id: None,
+        seq: None,
+        session_id: None,
+        session_index: None,
+        dedup_key: None,
+        priority: Priority::Normal,
+        timestamp: Some(ts),
+        sent_at: Some(ts + 10),
+        received_at: ts + 20,
+        ts_corrected: ts,
+        clamped: false,
+        drops: Vec::new(),
+        raw: format!(r#"{{"type":"track","messageId":"{id}","event":"{name}"}}"#),
+    }
+}
+
+fn by_user(mut e: NewEvent, user: &str) -> NewEvent {
+    e.user_id = Some(user.to_owned());
+    e.anonymous_id = None;
+    e
+}
+
+fn identify(id: &str, user: &str, anon: Option<&str>, install: Option<&str>, ts: i64) -> NewEvent {
+    let mut e = track(id, "x", anon.unwrap_or("unused"), ts);
+    e.kind = MessageType::Identify;
+    e.event = None;
+    e.user_id = Some(user.to_owned());
+    e.anonymous_id = anon.map(str::to_owned);
+    e.install_id = install.map(str::to_owned);
+    e
+}
+
+fn alias(id: &str, previous: &str, user: &str, ts: i64) -> NewEvent {
+    let mut e = identify(id, user, None, None, ts);
+    e.kind = MessageType::Alias;
+    e.previous_id = Some(previous.to_owned());
+    e
+}
+
+fn on_install(mut e: NewEvent, install: &str, seq: u64) -> NewEvent {
+    e.install_id = Some(install.to_owned());
+    e.seq = Some(seq);
+    e
+}
+
+fn dead(id: &str, reason: RejectReason) -> DeadLetter {
+    DeadLetter {
+        message_id: Some(id.to_owned()),
+        reason,
+        detail: "test rule",
+        received_at: 7,
+        raw: format!(r#"{{"messageId":"{id}"}}"#),
+    }
+}
+
+fn stats(accepted: u64, duplicate: u64, rejected: u64, events: u64) -> Stats {
+    Stats {
+        accepted,
+        duplicate,
+        rejected,
+        events,
+    }
+}
+
+fn count(count: u64, users: u64) -> EventCount {
+    EventCount { count, users }
+}
+
+fn accepted_then_duplicate_across_batches(store: &dyn Store) {
+    let a = track("m-a", "Open", "anon-1", 100);
+    let b = track("m-b", "Open", "anon-1", 110);
+    let c = track("m-c", "Open", "anon-1", 120);
+    assert_eq!(store.write_batch(&[a, b.clone()], &[]).unwrap(), vec![A, A]);
+    assert_eq!(store.write_batch(&[b, c], &[]).unwrap(), vec![D, A]);
+    assert_eq!(store.stats().unwrap(), stats(3, 1, 0, 3));
+    assert_eq!(store.count_events("Open", None, None).unwrap(), count(3, 1));
+}
+
+fn duplicate_within_one_batch(store: &dyn Store) {
+    let a = track("m-a", "Open", "anon-1", 100);
+    let b = track("m-b", "Open", "anon-2", 100);
+    let out = store
+        .write_batch(&[a.clone(), a.clone(), b, a], &[])
+        .unwrap();
+    assert_eq!(out, vec![A, D, A, D]);
+    assert_eq!(store.stats().unwrap(), stats(2, 2, 0, 2));
+}
+
+fn dedup_key_first_writer_wins(store: &dyn Store) {
+    let mut first = track("m-1", "Order", "anon-1", 100);
+    first.dedup_key = Some("order-77".into());
+    let mut second = track("m-2", "Order", "anon-2", 90);
+    second.dedup_key = Some("order-77".into());
+    let mut other = track("m-3", "Order", "anon-3", 100);
+    other.dedup_key = Some("order-78".into());
+    assert_eq!(
+        store.write_batch(&[first, second.clone()], &[]).unwrap(),
+        vec![A, D]
+    );
+    second.message_id = "m-4".into();
+    assert_eq!(
+        store.write_batch(&[second, other], &[]).unwrap(),
+        vec![D, A]
+    );
+    // Only the first writer's row is stored: one person per order.
+    assert_eq!(
+        store.count_events("Order", None, None).unwrap(),
+        count(2, 2)
+    );
+    assert_eq!(store.stats().unwrap(), stats(2, 2, 0, 2));
+}
+
+fn dead_letters_kept_with_reason(store: &dyn Store) {
+    let ok = track("m-ok", "Open", "anon-1", 100);
+    let out = store
+        .write_batch(
+            &[ok],
+            &[
+                dead("bad-1", RejectReason::MissingEventName),
+                dead("bad-2", RejectReason::SeqZero),
+            ],
+        )
+        .unwrap();
+    assert_eq!(out, vec![A]);
+    let mut no_id = dead("x", RejectReason::MalformedMessage);
+    no_id.message_id = None;
+    no_id.raw = "[1,2]".into();
+    assert_eq!(store.write_batch(&[], &[no_id]).unwrap(), vec![]);
+    assert_eq!(store.stats().unwrap(), stats(1, 0, 3, 1));
+    let letters = store.dead_letters(10).unwrap();
+    let summary: Vec<(Option<&str>, &str, &str, &str)> = letters
+        .iter()
+        .map(|d| {
+            (
+                d.message_id.as_deref(),
+                d.reason.as_str(),
+                d.detail.as_str(),
+                d.raw.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            (None, "malformed_message", "test rule", "[1,2]"),
+            (
+                Some("bad-2"),
+                "seq_zero",
+                "test rule",
+                r#"{"messageId":"bad-2"}"#
+            ),
+            (
+                Some("bad-1"),
+                "missing_event_name",
+                "test rule",
+                r#"{"messageId":"bad-1"}"#
+            ),
+        ]
+    );
+    assert_eq!(letters[0].received_at, 7);
+    assert_eq!(store.dead_letters(1).unwrap().len(), 1);
+}
+
+fn count_window_and_people_with_stitching(store: &dyn Store) {
+    // Anonymous events first; the identify arrives later.
+    let batch1 = vec![
+        track("e1", "Open", "anon-1", 100),
+        track("e2", "Open", "anon-1", 200),
+        track("e3", "Open", "anon-2", 300),
+        by_user(track("e4", "Open", "anon-x", 400), "u1"),
+        track("e5", "Close", "anon-1", 150),
+    ];
+    assert_eq!(store.write_batch(&batch1, &[]).unwrap(), vec![A; 5]);
+    // anon-1, anon-2, u1.
+    assert_eq!(store.count_events("Open", None, None).unwrap(), count(4, 3));
+    store
+        .write_batch(&[identify("i1", "u1", Some("anon-1"), None, 500)], &[])
+        .unwrap();
+    // anon-1's earlier events now count for u1.
+    assert_eq!(store.count_events("Open", None, None).unwrap(), count(4, 2));
+    // Window: from inclusive, to exclusive, on the corrected time.
+    assert_eq!(
+        store.count_events("Open", Some(200), None).unwrap(),
+        count(3, 2)
+    );
+    assert_eq!(
+        store.count_events("Open", Some(200), Some(400)).unwrap(),
+        count(2, 2)
+    );
+    assert_eq!(
+        store.count_events("Open", None, Some(200)).unwrap(),
+        count(1, 1)
+    );
+    assert_eq!(
+        store.count_events("Close", None, None).unwrap(),
+        count(1, 1)
+    );
+    assert_eq!(
+        store.count_events("Missing", None, None).unwrap(),
+        count(0, 0)
+    );
+
+    // alias: anon-2 is u1 too.
+    store
+        .write_batch(&[alias("al1", "anon-2", "u1", 600)], &[])
+        .unwrap();
+    assert_eq!(store.count_events("Open", None, None).unwrap(), count(4, 1));
+
+    // alias of a former user id: "old" events count for u2.
+    let old = by_user(track("e6", "Buy", "n", 700), "old");
+    let new = by_user(track("e7", "Buy", "n", 710), "u2");
+    store.write_batch(&[old, new], &[]).unwrap();
+    assert_eq!(store.count_events("Buy", None, None).unwrap(), count(2, 2));
+    store
+        .write_batch(&[alias("al2", "old", "u2", 720)], &[])
+        .unwrap();
+    assert_eq!(store.count_events("Buy", None, None).unwrap(), count(2, 1));
+
+    // An install linked by identify: its anonymous events follow it.
+    let on_phone = on_install(track("e8", "Play", "anon-9", 800), "inst-9", 1);
+    store.write_batch(&[on_phone], &[]).unwrap();
+    store
+        .write_batch(&[identify("i2", "u3", None, Some("inst-9"), 900)], &[])
+        .unwrap();
+    let by_u3 = by_user(track("e9", "Play", "anon-z", 910), "u3");
+    store.write_batch(&[by_u3], &[]).unwrap();
+    assert_eq!(store.count_events("Play", None, None).unwrap(), count(2, 1));
+
+    // Without links, the install is the person, before the anonymous id.
+    let a = on_install(track("e10", "Tap", "anon-a", 1000), "inst-t", 1);
+    let b = on_install(track("e11", "Tap", "anon-b", 1001), "inst-t", 2);
+    store.write_batch(&[a, b], &[]).unwrap();
+    assert_eq!(store.count_events("Tap", None, None).unwrap(), count(2, 1));
+}
+
+fn link_conflict_earliest_wins(store: &dyn Store) {
+    store
+        .write_batch(&[track("e1", "Open", "anon-5", 100)], &[])
+        .unwrap();
+    store
+        .write_batch(&[by_user(track("e2", "Open", "n", 100), "u4")], &[])
+        .unwrap();
+    // The later identify arrives first; the earlier one, arriving second, wins.
+    store
+        .write_batch(&[identify("i1", "u3", Some("anon-5"), None, 500)], &[])
+        .unwrap();
+    assert_eq!(store.count_events("Open", None, None).unwrap(), count(2, 2));
+    store
+        .write_batch(&[identify("i2", "u4", Some("anon-5"), None, 400)], &[])
+        .unwrap();
+    assert_eq!(store.count_events("Open", None, None).unwrap(), count(2, 1));
+    // A later one does not move it back.
+    store
+        .write_batch(&[identify("i3", "u3", Some("anon-5"), None, 450)], &[])
+        .unwrap();
+    assert_eq!(store.count_events("Open", None, None).unwrap(), count(2, 1));
+}
+
+fn report(max_seq: u64, missing: &[[u64; 2]], drops: &[(&str, u64)]) -> InstallReport {
+    let dropped_by_reason: BTreeMap<String, u64> =
+        drops.iter().map(|(r, n)| ((*r).to_owned(), *n)).collect();
+    InstallReport {
+        max_seq,
+        missing: missing.to_vec(),
+        dropped: dropped_by_reason.values().sum(),
+        dropped_by_reason,
+    }
+}
+
+fn install_completeness(store: &dyn Store) {
+    assert_eq!(store.install("inst-1").unwrap(), None);
+    let evs: Vec<NewEvent> = [1u64, 2, 3, 6, 7, 10]
+        .iter()
+        .map(|&s| on_install(track(&format!("s{s}"), "Open", "anon-1", 100), "inst-1", s))
+        .collect();
+    store.write_batch(&evs[3..], &[]).unwrap();
+    assert_eq!(
+        store.install("inst-1").unwrap(),
+        Some(report(10, &[[1, 5], [8, 9]], &[]))
+    );
+    store.write_batch(&evs[..3], &[]).unwrap();
+    assert_eq!(
+        store.install("inst-1").unwrap(),
+        Some(report(10, &[[4, 5], [8, 9]], &[]))
+    );
+    // A duplicate changes nothing.
+    assert_eq!(store.write_batch(&evs[..1], &[]).unwrap(), vec![D]);
+    assert_eq!(
+        store.install("inst-1").unwrap(),
+        Some(report(10, &[[4, 5], [8, 9]], &[]))
+    );
+
+    // The device reports 8..=9 dropped by policy, and 12..=13 too.
+    let mut notice = on_install(track("s11", "tally.dropped", "anon-1", 100), "inst-1", 11);
+    notice.drops = vec![
+        DroppedRange {
+            from: 8,
+            to: 9,
+            reason: "queue_full".into(),
+        },
+        DroppedRange {
+            from: 12,
+            to: 13,
+            reason: "too_old".into(),
+        },
+    ];
+    store.write_batch(&[notice.clone()], &[]).unwrap();
+    let want = report(13, &[[4, 5]], &[("queue_full", 2), ("too_old", 2)]);
+    assert_eq!(store.install("inst-1").unwrap(), Some(want.clone()));
+    // The same notice again is a duplicate: drops are not counted twice.
+    assert_eq!(store.write_batch(&[notice], &[]).unwrap(), vec![D]);
+    assert_eq!(store.install("inst-1").unwrap(), Some(want));
+
+    let late: Vec<NewEvent> = [4u64, 5, 14]
+        .iter()
+        .map(|&s| on_install(track(&format!("s{s}"), "Open", "anon-1", 100), "inst-1", s))
+        .collect();
+    store.write_batch(&late, &[]).unwrap();
+    assert_eq!(
+        store.install("inst-1").unwrap(),
+        Some(report(14, &[], &[("queue_full", 2), ("too_old", 2)]))
+    );
+    // Another install is separate.
+    store
+        .write_batch(
+            &[on_install(track("o3", "Open", "anon-2", 1), "inst-2", 3)],
+            &[],
+        )
+        .unwrap();
+    assert_eq!(
+        store.install("inst-2").unwrap(),
+        Some(report(3, &[[1, 2]], &[]))
+    );
+}
+
+fn deletion_and_tombstone(store: &dyn Store) {
+    let batch = vec![
+        track("a1", "Open", "anon-1", 100),
+        on_install(track("a2", "Open", "anon-7", 110), "inst-1", 1),
+        by_user(track("a3", "Open", "n", 120), "u1"),
+        by_user(track("a4", "Open", "n", 130), "u2"),
+        identify("a5", "u1", Some("anon-1"), Some("inst-1"), 140),
+        by_user(track("a6", "Buy", "n", 150), "old-u1"),
+        alias("a7", "old-u1", "u1", 160),
+        // Own user id, alive: kept even though anon-1 belongs to u1.
+        {
+            let mut e = track("a8", "Open", "anon-1", 170);
+            e.user_id = Some("u2".into());
+            e
+        },
+    ];
+    assert_eq!(store.write_batch(&batch, &[]).unwrap(), vec![A; 8]);
+    assert_eq!(store.stats().unwrap(), stats(8, 0, 0, 8));
+    assert!(!store.is_deleted("u1").unwrap());
+
+    let report = store.delete_user("u1", 1_000).unwrap();
+    // a1 (anon link), a2 (install link), a3, a5 (identify by u1), a6 (alias), a7.
+    assert_eq!(report.deleted_events, 6);
+    assert!(store.is_deleted("u1").unwrap());
+    assert!(!store.is_deleted("u2").unwrap());
+    assert_eq!(store.stats().unwrap(), stats(8, 0, 0, 2));
+    assert_eq!(store.count_events("Open", None, None).unwrap(), count(2, 1));
+    assert_eq!(store.count_events("Buy", None, None).unwrap(), count(0, 0));
+
+    // Later events of that person are refused and kept as dead letters.
+    let later = vec![
+        by_user(track("b1", "Open", "n", 2_000), "u1"),
+        track("b2", "Open", "anon-1", 2_000),
+        on_install(track("b3", "Open", "anon-new", 2_000), "inst-1", 2),
+        by_user(track("b4", "Open", "n", 2_000), "old-u1"),
+        by_user(track("b5", "Open", "n", 2_000), "u2"),
+        track("a1", "Open", "anon-1", 100),
+    ];
+    assert_eq!(
+        store.write_batch(&later, &[]).unwrap(),
+        vec![X, X, X, X, A, X]
+    );
+    assert_eq!(store.stats().unwrap(), stats(9, 0, 5, 3));
+    let letters = store.dead_letters(10).unwrap();
+    assert_eq!(letters.len(), 5);
+    assert!(letters.iter().all(|d| d.reason == "deleted_user"));
+    let mut ids: Vec<&str> = letters
+        .iter()
+        .filter_map(|d| d.message_id.as_deref())
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(ids, vec!["a1", "b1", "b2", "b3", "b4"]);
+    // Deleting again finds nothing more and keeps the counters exact.
+    assert_eq!(store.delete_user("u1", 3_000).unwrap().deleted_events, 0);
+    assert_eq!(store.stats().unwrap(), stats(9, 0, 5, 3));
+    // An identify for the deleted user is refused too: no new link.
+    let relink = identify("c1", "u1", Some("anon-fresh"), None, 4_000);
+    assert_eq!(
+        store
+            .write_batch(&[relink, track("c2", "Open", "anon-fresh", 4_001)], &[])
+            .unwrap(),
+        vec![X, A]
+    );
+}
+
+fn concurrent_overlapping_writers(store: Arc<dyn Store>) {
+    const THREADS: usize = 4;
+    const BATCHES: usize = 20;
+    const BATCH: usize = 50;
+    const DISTINCT: usize = 1_000;
+    let sent = Arc::new(AtomicUsize::new(0));
+    let handles: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let store = Arc::clone(&store);
+            let sent = Arc::clone(&sent);
+            std::thread::spawn(move || {
+                let mut outcomes = Vec::new();
+                for b in 0..BATCHES {
+                    // Each thread walks the same id space from a different
+                    // offset, so batches overlap across threads.
+                    let batch: Vec<NewEvent> = (0..BATCH)
+                        .map(|i| {
+                            let n = (t * 250 + b * BATCH + i) % DISTINCT;
+                            let mut e = track(
+                                &format!("m-{n:05}"),
+                                "Load",
+                                &format!("anon-{}", n % 7),
+                                n as i64,
+                            );
+                            if n % 10 == 0 {
+                                e.dedup_key = Some(format!("k-{}", n / 20));
+                            }
+                            e
+                        })
+                        .collect();
+                    sent.fetch_add(batch.len(), Ordering::SeqCst);
+                    outcomes.extend(store.write_batch(&batch, &[]).unwrap());
+                }
+                outcomes
+            })
+        })
+        .collect();
+    let all: Vec<WriteOutcome> = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    let accepted = all.iter().filter(|o| **o == A).count() as u64;
+    let duplicate = all.iter().filter(|o| **o == D).count() as u64;
+    // Ids covered: thread t starts at t*250 and walks 1000 ids: all 1000.
+    // dedup keys k-j for n = 20j and 20j+10 collide: 50 of them lose.
+    assert_eq!(accepted, (DISTINCT - DISTINCT / 20) as u64);
+    assert_eq!(accepted + duplicate, sent.load(Ordering::SeqCst) as u64);
+    assert_eq!(
+        store.stats().unwrap(),
+        stats(accepted, duplicate, 0, accepted)
+    );
+    assert_eq!(
+        store.count_events("Load", None, None).unwrap(),
+        count(accepted, 7)
+    );
+}
+
+/// Instantiates every suite test for one store kind. `$fresh` makes an
+/// empty store and a guard that cleans up when dropped.
+macro_rules! store_suite {
+    ($fresh:path) => {
+        #[test]
+        fn accepted_then_duplicate_across_batches() {
+            let (store, _guard) = $fresh();
+            super::accepted_then_duplicate_across_batches(&*store);
+        }
+        #[test]
+        fn duplicate_within_one_batch() {
+            let (store, _guard) = $fresh();
+            super::duplicate_within_one_batch(&*store);
+        }
+        #[test]
+        fn dedup_key_first_writer_wins() {
+            let (store, _guard) = $fresh();
+            super::dedup_key_first_writer_wins(&*store);
+        }
+        #[test]
+        fn dead_letters_kept_with_reason() {
+            let (store, _guard) = $fresh();
+            super::dead_letters_kept_with_reason(&*store);
+        }
+        #[test]
+        fn count_window_and_people_with_stitching() {
+            let (store, _guard) = $fresh();
+            super::count_window_and_people_with_stitching(&*store);
+        }
+        #[test]
+        fn link_conflict_earliest_wins() {
+            let (store, _guard) = $fresh();
+            super::link_conflict_earliest_wins(&*store);
+        }
+        #[test]
+        fn install_completeness() {
+            let (store, _guard) = $fresh();
+            super::install_completeness(&*store);
+        }
+        #[test]
+        fn deletion_and_tombstone() {
+            let (store, _guard) = $fresh();
+            super::deletion_and_tombstone(&*store);
+        }
+        #[test]
+        fn concurrent_overlapping_writers() {
+            let (store, _guard) = $fresh();
+            super::concurrent_overlapping_writers(store);
+        }
+        #[test]
+        fn ping_answers() {
+            let (store, _guard) = $fresh();
+            store.ping().unwrap();
+        }
+    };
+}
+
+mod sqlite {
+    use super::*;
+    use tally_collector::store::{SqliteOptions, SqliteStore, StoreError, Synchronous};
+
+    fn fresh() -> (Arc<dyn Store>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("tally.db")).unwrap();
+        (Arc::new(store), dir)
+    }
+
+    store_suite!(fresh);
+
+    #[test]
+    fn reopen_keeps_everything_and_migrations_are_idempotent() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tally.db");
+        {
+            let store = SqliteStore::open(&path).unwrap();
+            let evs = vec![
+                on_install(track("m1", "Open", "anon-1", 100), "inst-1", 1),
+                on_install(track("m2", "Open", "anon-1", 100), "inst-1", 3),
+                identify("m3", "u1", Some("anon-1"), None, 200),
+            ];
+            store
+                .write_batch(&evs, &[dead("bad", RejectReason::SeqZero)])
+                .unwrap();
+            store.delete_user("u9", 1).unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(
+            store.schema_version().unwrap() as usize,
+            tally_collector::store::sqlite::MIGRATIONS.len()
+        );
+        assert_eq!(store.stats().unwrap(), stats(3, 0, 1, 3));
+        assert_eq!(store.count_events("Open", None, None).unwrap(), count(2, 1));
+        assert_eq!(
+            store.install("inst-1").unwrap(),
+            Some(report(3, &[[2, 2]], &[]))
+        );
+        assert!(store.is_deleted("u9").unwrap());
+        assert_eq!(
+            store
+                .write_batch(&[track("m1", "Open", "anon-1", 100)], &[])
+                .unwrap(),
+            vec![D]
+        );
+        assert_eq!(
+            store
+                .write_batch(&[by_user(track("m9", "Open", "n", 1), "u9")], &[])
+                .unwrap(),
+            vec![X]
+        );
+        drop(store);
+        // Full durability opens the same file.
+        let opts = SqliteOptions {
+            synchronous: Synchronous::Full,
+            ..SqliteOptions::default()
+        };
+        let store = SqliteStore::open_with(&path, opts).unwrap();
+        assert_eq!(store.stats().unwrap(), stats(3, 1, 2, 3));
+    }
+
+    #[test]
+    fn newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tally.db");
+        drop(SqliteStore::open(&path).unwrap());
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute("UPDATE schema_version SET version = 999", [])
+            .unwrap();
+        drop(conn);
+        match SqliteStore::open(&path) {
+            Err(StoreError::Migration(m)) => assert!(m.contains("newer than this binary"), "{m}"),
+            other => panic!("expected a migration error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn corrupt_file_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tally.db");
+        std::fs::write(&path, vec![0x5a; 8192]).unwrap();
+        match SqliteStore::open(&path) {
+            Err(StoreError::Backend(m)) => {
+                assert!(m.contains("cannot open SQLite database at"), "{m}");
+                assert!(m.contains("not a database"), "{m}");
+            }
+            other => panic!("expected a backend error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn unwritable_location_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        // A regular file where the data directory should be: even root
+        // cannot create a database under it.
+        let blocker = dir.path().join("not-a-dir");
+        std::fs::write(&blocker, b"x").unwrap();
+        match tally_collector::store::open(&blocker.join("data"), None) {
+            Err(StoreError::Backend(m)) => {
+                assert!(m.contains("cannot create data directory"), "{m}")
+            }
+            other => panic!("expected a backend error, got {:?}", other.map(|_| ())),
+        }
+        match SqliteStore::open(&blocker.join("tally.db")) {
+            Err(StoreError::Backend(m)) => {
+                assert!(m.contains("cannot open SQLite database at"), "{m}")
+            }
+            other => panic!("expected a backend error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn open_creates_the_data_dir_and_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("a").join("b");
+        let store = tally_collector::store::open(&data, None).unwrap();
+        assert_eq!(
+            store
+                .write_batch(&[track("m1", "Open", "anon", 1)], &[])
+                .unwrap(),
+            vec![A]
+        );
+        assert!(data.join("tally.db").is_file());
+    }
+
+    #[test]
+    fn busy_database_is_unavailable_and_recovers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tally.db");
+        let opts = SqliteOptions {
+            busy_timeout: std::time::Duration::from_millis(50),
+            ..SqliteOptions::default()
+        };
+        let store = SqliteStore::open_with(&path, opts).unwrap();
+        // Another process (here: another connection) holds the write lock.
+        let other = rusqlite::Connection::open(&path).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        match store.write_batch(&[track("m1", "Open", "anon", 1)], &[]) {
+            Err(StoreError::Unavailable(_)) => {}
+            other => panic!("expected unavailable, got {other:?}"),
+        }
+        other.execute_batch("COMMIT").unwrap();
+        assert_eq!(
+            store
+                .write_batch(&[track("m1", "Open", "anon", 1)], &[])
+                .unwrap(),
+            vec![A]
+        );
+        assert_eq!(store.stats().unwrap(), stats(1, 0, 0, 1));
+    }
+}
