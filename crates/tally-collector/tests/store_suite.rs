@@ -691,3 +691,246 @@ mod sqlite {
         assert_eq!(store.stats().unwrap(), stats(1, 0, 0, 1));
     }
 }
+
+mod postgres {
+    use super::*;
+    use tally_collector::store::{PostgresStore, StoreError};
+
+    /// A database made for one test, dropped (with its connections) when
+    /// the guard goes out of scope, also when the test panics.
+    pub struct TestDb {
+        admin_url: String,
+        pub name: String,
+        pub url: String,
+    }
+
+    impl TestDb {
+        pub fn new() -> TestDb {
+            static NEXT: AtomicUsize = AtomicUsize::new(0);
+            let admin_url = std::env::var("TALLY_TEST_DATABASE_URL")
+                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+            let name = format!(
+                "tally_test_{}_{}",
+                std::process::id(),
+                NEXT.fetch_add(1, Ordering::SeqCst)
+            );
+            let mut admin = ::postgres::Client::connect(&admin_url, ::postgres::NoTls).unwrap();
+            admin
+                .batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))
+                .unwrap();
+            admin
+                .batch_execute(&format!("CREATE DATABASE {name}"))
+                .unwrap();
+            let (base, query) = match admin_url.split_once('?') {
+                Some((b, q)) => (b, format!("?{q}")),
+                None => (admin_url.as_str(), String::new()),
+            };
+            let prefix = &base[..base.rfind('/').unwrap()];
+            let url = format!("{prefix}/{name}{query}");
+            TestDb {
+                admin_url,
+                name,
+                url,
+            }
+        }
+
+        /// A plain connection to the test database.
+        pub fn client(&self) -> ::postgres::Client {
+            ::postgres::Client::connect(&self.url, ::postgres::NoTls).unwrap()
+        }
+    }
+
+    impl Drop for TestDb {
+        fn drop(&mut self) {
+            if let Ok(mut admin) = ::postgres::Client::connect(&self.admin_url, ::postgres::NoTls) {
+                let _ = admin.batch_execute(&format!(
+                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                    self.name
+                ));
+            }
+        }
+    }
+
+    fn fresh() -> (Arc<dyn Store>, TestDb) {
+        let db = TestDb::new();
+        let store = PostgresStore::connect(&db.url).unwrap();
+        (Arc::new(store), db)
+    }
+
+    store_suite!(fresh);
+
+    #[test]
+    fn migrations_are_idempotent_and_concurrent() {
+        let db = TestDb::new();
+        // Two collectors starting together.
+        let url = db.url.clone();
+        let other = std::thread::spawn(move || PostgresStore::connect(&url).map(|_| ()));
+        let store = PostgresStore::connect(&db.url).unwrap();
+        other.join().unwrap().unwrap();
+        store
+            .write_batch(&[track("m1", "Open", "anon", 1)], &[])
+            .unwrap();
+        drop(store);
+        let store = PostgresStore::connect(&db.url).unwrap();
+        assert_eq!(
+            store.schema_version().unwrap() as usize,
+            tally_collector::store::postgres::MIGRATIONS.len()
+        );
+        assert_eq!(store.stats().unwrap(), stats(1, 0, 0, 1));
+        assert_eq!(
+            store
+                .write_batch(&[track("m1", "Open", "anon", 1)], &[])
+                .unwrap(),
+            vec![D]
+        );
+    }
+
+    #[test]
+    fn newer_schema_is_refused() {
+        let db = TestDb::new();
+        drop(PostgresStore::connect(&db.url).unwrap());
+        db.client()
+            .batch_execute("UPDATE schema_version SET version = 999")
+            .unwrap();
+        match PostgresStore::connect(&db.url) {
+            Err(StoreError::Migration(m)) => assert!(m.contains("newer than this binary"), "{m}"),
+            other => panic!("expected a migration error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn server_down_is_unavailable() {
+        // A port with no server behind it: bind one, then free it.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = format!("postgres://postgres@127.0.0.1:{port}/test");
+        match PostgresStore::connect(&url) {
+            Err(StoreError::Unavailable(_)) => {}
+            other => panic!("expected unavailable, got {other:?}"),
+        }
+        match tally_collector::store::open(std::path::Path::new("unused"), Some(&url)) {
+            Err(StoreError::Unavailable(_)) => {}
+            other => panic!("expected unavailable, got {:?}", other.map(|_| ())),
+        }
+    }
+
+    #[test]
+    fn lost_connections_are_replaced() {
+        let db = TestDb::new();
+        let store = PostgresStore::connect(&db.url).unwrap();
+        store
+            .write_batch(&[track("m1", "Open", "anon", 1)], &[])
+            .unwrap();
+        // The server drops every connection of the store (a restart, a
+        // failover, an administrator).
+        let mut admin = db.client();
+        let killed: i64 = admin
+            .query_one(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                 WHERE datname = $1 AND pid <> pg_backend_pid()",
+                &[&db.name],
+            )
+            .unwrap()
+            .get(0);
+        assert!(killed >= 1, "the store had a connection open");
+        // The pool notices the dead connection and opens a new one.
+        assert_eq!(
+            store
+                .write_batch(&[track("m2", "Open", "anon", 2)], &[])
+                .unwrap(),
+            vec![A]
+        );
+        assert_eq!(
+            store
+                .write_batch(&[track("m1", "Open", "anon", 1)], &[])
+                .unwrap(),
+            vec![D]
+        );
+        assert_eq!(store.stats().unwrap(), stats(2, 1, 0, 2));
+    }
+
+    #[test]
+    fn two_stores_on_one_database_count_each_message_once() {
+        let db = TestDb::new();
+        let first: Arc<dyn Store> = Arc::new(PostgresStore::connect(&db.url).unwrap());
+        let second: Arc<dyn Store> = Arc::new(PostgresStore::connect(&db.url).unwrap());
+        const THREADS: usize = 6;
+        const BATCHES: usize = 10;
+        const BATCH: usize = 100;
+        const DISTINCT: usize = 1_000;
+        let handles: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let store = if t % 2 == 0 {
+                    Arc::clone(&first)
+                } else {
+                    Arc::clone(&second)
+                };
+                std::thread::spawn(move || {
+                    let mut outcomes = Vec::new();
+                    for b in 0..BATCHES {
+                        // Threads walk the same ids from different offsets
+                        // and in opposite directions: batches overlap, in
+                        // different orders.
+                        let batch: Vec<NewEvent> = (0..BATCH)
+                            .map(|i| {
+                                let step = b * BATCH + i;
+                                let n = if t % 3 == 0 {
+                                    (t * 170 + step) % DISTINCT
+                                } else {
+                                    (t * 170 + DISTINCT - 1 - step) % DISTINCT
+                                };
+                                let mut e = on_install(
+                                    track(
+                                        &format!("m-{n:05}"),
+                                        "Load",
+                                        &format!("anon-{}", n % 9),
+                                        n as i64,
+                                    ),
+                                    "inst-shared",
+                                    n as u64 + 1,
+                                );
+                                if n % 10 == 0 {
+                                    e.dedup_key = Some(format!("k-{}", n / 20));
+                                }
+                                e
+                            })
+                            .collect();
+                        outcomes.extend(store.write_batch(&batch, &[]).unwrap());
+                    }
+                    outcomes
+                })
+            })
+            .collect();
+        let all: Vec<WriteOutcome> = handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect();
+        let accepted = all.iter().filter(|o| **o == A).count() as u64;
+        let duplicate = all.iter().filter(|o| **o == D).count() as u64;
+        assert_eq!(accepted, (DISTINCT - DISTINCT / 20) as u64);
+        assert_eq!(accepted + duplicate, (THREADS * BATCHES * BATCH) as u64);
+        assert_eq!(
+            first.stats().unwrap(),
+            stats(accepted, duplicate, 0, accepted)
+        );
+        // One install, no identify: the install is the one person.
+        assert_eq!(
+            second.count_events("Load", None, None).unwrap(),
+            count(accepted, 1)
+        );
+        let stored: i64 = db
+            .client()
+            .query_one("SELECT count(*) FROM events", &[])
+            .unwrap()
+            .get(0);
+        assert_eq!(stored as u64, accepted);
+        // Every seq 1..=1000 was seen across the two stores' writes.
+        assert_eq!(
+            first.install("inst-shared").unwrap(),
+            Some(report(1_000, &[], &[]))
+        );
+    }
+}

@@ -27,6 +27,7 @@
 //! | module | for | writes |
 //! |---|---|---|
 //! | [`sqlite`] | one collector, zero setup (`DATA_DIR/tally.db`) | one writer connection, group commit, WAL |
+//! | [`postgres`](mod@postgres) | several collectors sharing one database | pooled connections, unique constraints decide |
 //!
 //! [`open`] picks one from the command line's `--data-dir` and
 //! `--database-url`. Identity links, person resolution (stitching) and the
@@ -34,9 +35,11 @@
 //! `identity` module and shared by both stores.
 
 mod identity;
+pub mod postgres;
 mod ranges;
 pub mod sqlite;
 
+pub use self::postgres::PostgresStore;
 pub use sqlite::{SqliteOptions, SqliteStore, Synchronous};
 
 use std::path::Path;
@@ -51,10 +54,7 @@ pub const SQLITE_FILE_NAME: &str = "tally.db";
 /// PostgreSQL when `database_url` is given.
 pub fn open(data_dir: &Path, database_url: Option<&str>) -> Result<Arc<dyn Store>, StoreError> {
     if let Some(url) = database_url {
-        return Err(StoreError::Backend(format!(
-            "PostgreSQL store not available in this build (url of {} bytes)",
-            url.len()
-        )));
+        return Ok(Arc::new(PostgresStore::connect(url)?));
     }
     std::fs::create_dir_all(data_dir).map_err(|e| {
         StoreError::Backend(format!(

@@ -7,6 +7,9 @@
 //! turning a batch's seq values into ranges, merging them into what is
 //! stored, and computing what is missing.
 
+use super::InstallReport;
+use std::collections::BTreeMap;
+
 /// An inclusive range `from..=to` of seq values.
 pub(crate) type SeqRange = (u64, u64);
 
@@ -61,6 +64,26 @@ pub(crate) fn missing(max_seq: u64, seen: &[SeqRange], dropped: &[SeqRange]) -> 
         out.push([next, max_seq]);
     }
     out
+}
+
+/// Builds an install's report from its stored seen ranges and drops.
+pub(crate) fn report(
+    max_seq: u64,
+    seen: &[SeqRange],
+    drops: Vec<(u64, u64, String)>,
+) -> InstallReport {
+    let mut dropped_by_reason: BTreeMap<String, u64> = BTreeMap::new();
+    let mut dropped_ranges = Vec::with_capacity(drops.len());
+    for (from, to, reason) in drops {
+        *dropped_by_reason.entry(reason).or_default() += to - from + 1;
+        dropped_ranges.push((from, to));
+    }
+    InstallReport {
+        max_seq,
+        missing: missing(max_seq, seen, &dropped_ranges),
+        dropped: dropped_by_reason.values().sum(),
+        dropped_by_reason,
+    }
 }
 
 #[cfg(test)]

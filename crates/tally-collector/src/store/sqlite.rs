@@ -55,7 +55,7 @@ use super::{
     StoredDeadLetter, WriteOutcome,
 };
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -925,25 +925,5 @@ fn read_install(c: &Connection, install_id: &str) -> Result<Option<InstallReport
             .collect()
         })
         .map_err(db_error)?;
-    Ok(Some(report(max_seq as u64, &seen, drops)))
-}
-
-/// Builds the report from stored ranges (shared with the PostgreSQL store).
-pub(crate) fn report(
-    max_seq: u64,
-    seen: &[SeqRange],
-    drops: Vec<(u64, u64, String)>,
-) -> InstallReport {
-    let mut dropped_by_reason: BTreeMap<String, u64> = BTreeMap::new();
-    let mut dropped_ranges = Vec::with_capacity(drops.len());
-    for (from, to, reason) in drops {
-        *dropped_by_reason.entry(reason).or_default() += to - from + 1;
-        dropped_ranges.push((from, to));
-    }
-    InstallReport {
-        max_seq,
-        missing: ranges::missing(max_seq, seen, &dropped_ranges),
-        dropped: dropped_by_reason.values().sum(),
-        dropped_by_reason,
-    }
+    Ok(Some(ranges::report(max_seq as u64, &seen, drops)))
 }

@@ -1,0 +1,843 @@
+//! The shared store: PostgreSQL, for several collectors behind a load
+//! balancer.
+//!
+//! # Exactness across collectors
+//!
+//! - **Dedup**: `events.message_id` is the primary key and `dedup_key` is
+//!   unique; a batch is inserted with one `INSERT ... SELECT FROM unnest(...)
+//!   ORDER BY message_id ON CONFLICT DO NOTHING RETURNING message_id`. Two
+//!   collectors inserting the same id at once: the second waits for the
+//!   first to commit and then skips the row, so exactly one counts it.
+//!   Sorting by id gives every transaction the same lock order; the rare
+//!   deadlock left (two `dedup_key`s met in opposite orders) is detected by
+//!   the server and the batch is retried ([`MAX_ATTEMPTS`]).
+//! - **Counters** live in [`COUNTER_SHARDS`] rows; each transaction adds
+//!   its counts to one shard picked round-robin, so concurrent writers
+//!   rarely wait on one another, and `stats` sums the shards. The counts
+//!   are updated in the same transaction as the rows, so they stay exact.
+//! - **Deletion vs. ingest**: every write transaction holds a shared
+//!   advisory lock ([`DELETION_LOCK`]); a deletion takes it exclusively, so
+//!   it waits for the batches in flight, and the batches after it see the
+//!   tombstone. No event of a deleted user slips in between.
+//! - **Completeness**: the per-install row in `installs` is upserted
+//!   (locked) before its seen ranges are merged, serializing the updates
+//!   of one install; installs are locked in sorted order.
+//! - **Migrations** run under a transaction-level advisory lock
+//!   ([`MIGRATION_LOCK`]), so collectors starting together apply each one
+//!   once; a schema newer than the binary is refused.
+//!
+//! Durability is PostgreSQL's: a commit returns after the WAL is flushed
+//! (`synchronous_commit = on`, the server default), so an accepted event
+//! survives a crash of the collector and of the database server.
+//!
+//! Identity rules (stitching, conflicts) are the same as SQLite's, from the
+//! shared SQL in the `identity` module.
+
+mod pool;
+
+pub use pool::{CHECKOUT_TIMEOUT, CONNECT_TIMEOUT, MAX_CONNECTIONS};
+
+use super::identity::{self, Link};
+use super::ranges::{self, SeqRange, MAX_TRACKED_SEQ};
+use super::{
+    DeadLetter, DeletionReport, EventCount, InstallReport, NewEvent, Stats, Store, StoreError,
+    StoredDeadLetter, WriteOutcome,
+};
+use ::postgres::error::SqlState;
+use ::postgres::{Client, Config, IsolationLevel, Statement};
+use pool::{Conn, Pool};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use tally_proto::{Priority, RejectReason};
+
+/// Advisory lock key held while migrating ("tally" + 1 in ASCII, to stay
+/// clear of keys other applications on the same database might pick).
+pub const MIGRATION_LOCK: i64 = 0x7461_6c6c_7901;
+
+/// Advisory lock key: shared by write transactions, exclusive for a
+/// deletion.
+pub const DELETION_LOCK: i64 = 0x7461_6c6c_7902;
+
+/// Counter rows. More shards than connections of two collectors
+/// ([`MAX_CONNECTIONS`] each), so concurrent writers seldom pick the same.
+pub const COUNTER_SHARDS: i32 = 32;
+
+/// Attempts for a batch whose transaction was aborted by a deadlock or a
+/// serialization failure (both resolve on retry).
+pub const MAX_ATTEMPTS: usize = 3;
+
+/// Schema migrations, applied in order; index + 1 is the version. Never
+/// edit a released entry: add a new one.
+pub const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE events (
+    message_id    text PRIMARY KEY,
+    dedup_key     text UNIQUE,
+    kind          text NOT NULL,
+    event         text,
+    user_id       text,
+    anonymous_id  text,
+    group_id      text,
+    previous_id   text,
+    install_id    text,
+    seq           bigint,
+    session_id    text,
+    session_index bigint,
+    priority      text NOT NULL,
+    timestamp     bigint,
+    sent_at       bigint,
+    received_at   bigint NOT NULL,
+    ts_corrected  bigint NOT NULL,
+    clamped       boolean NOT NULL,
+    raw           text NOT NULL
+);
+CREATE INDEX events_by_name_time ON events (event, ts_corrected);
+CREATE TABLE dead_letters (
+    row_id      bigserial PRIMARY KEY,
+    message_id  text,
+    reason      text NOT NULL,
+    detail      text NOT NULL,
+    received_at bigint NOT NULL,
+    raw         text NOT NULL
+);
+CREATE TABLE counters (
+    shard     integer PRIMARY KEY,
+    accepted  bigint NOT NULL DEFAULT 0,
+    duplicate bigint NOT NULL DEFAULT 0,
+    rejected  bigint NOT NULL DEFAULT 0,
+    stored    bigint NOT NULL DEFAULT 0
+);
+INSERT INTO counters (shard) SELECT generate_series(0, 31);
+CREATE TABLE links (
+    kind      text NOT NULL,
+    id        text NOT NULL,
+    target    text NOT NULL,
+    linked_at bigint NOT NULL,
+    PRIMARY KEY (kind, id)
+);
+CREATE INDEX links_by_target ON links (target);
+CREATE TABLE tombstones (
+    user_id      text PRIMARY KEY,
+    requested_at bigint NOT NULL
+);
+CREATE TABLE installs (
+    install_id text PRIMARY KEY,
+    max_seq    bigint NOT NULL
+);
+CREATE TABLE install_seen (
+    install_id text NOT NULL,
+    from_seq   bigint NOT NULL,
+    to_seq     bigint NOT NULL,
+    PRIMARY KEY (install_id, from_seq)
+);
+CREATE TABLE install_drops (
+    install_id text NOT NULL,
+    from_seq   bigint NOT NULL,
+    to_seq     bigint NOT NULL,
+    reason     text NOT NULL,
+    PRIMARY KEY (install_id, from_seq, to_seq, reason)
+);
+"#];
+
+/// Maps a client error: a lost or refused connection, a server shutting
+/// down or out of connections is [`StoreError::Unavailable`] (503, the
+/// pool reconnects later); anything else is [`StoreError::Backend`].
+pub(crate) fn pg_error(e: ::postgres::Error) -> StoreError {
+    let unavailable = e.is_closed()
+        || match e.code() {
+            None => e.as_db_error().is_none(),
+            Some(code) => {
+                code.code().starts_with("08")
+                    || *code == SqlState::ADMIN_SHUTDOWN
+                    || *code == SqlState::CRASH_SHUTDOWN
+                    || *code == SqlState::CANNOT_CONNECT_NOW
+                    || *code == SqlState::TOO_MANY_CONNECTIONS
+                    || *code == SqlState::QUERY_CANCELED
+                    || *code == SqlState::LOCK_NOT_AVAILABLE
+            }
+        };
+    if unavailable {
+        StoreError::Unavailable(format!("PostgreSQL: {e}"))
+    } else {
+        StoreError::Backend(format!("PostgreSQL: {e}"))
+    }
+}
+
+fn retryable(e: &::postgres::Error) -> bool {
+    matches!(e.code(), Some(c) if *c == SqlState::T_R_DEADLOCK_DETECTED || *c == SqlState::T_R_SERIALIZATION_FAILURE)
+}
+
+const REFUSED_SQL: &str = "SELECT t.n FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS t(u, a, i, n) \
+    WHERE EXISTS (SELECT 1 FROM tombstones) AND CASE WHEN t.u IS NOT NULL THEN \
+      EXISTS (SELECT 1 FROM tombstones x WHERE x.user_id = t.u) \
+      OR EXISTS (SELECT 1 FROM links l JOIN tombstones x ON x.user_id = l.target WHERE l.kind = 'u' AND l.id = t.u) \
+    ELSE \
+      EXISTS (SELECT 1 FROM links l LEFT JOIN links r ON r.kind = 'u' AND r.id = l.target \
+        JOIN tombstones x ON x.user_id = COALESCE(r.target, l.target) \
+        WHERE (l.kind = 'a' AND l.id = t.a) OR (l.kind = 'i' AND l.id = t.i)) \
+    END";
+
+const INSERT_EVENTS_SQL: &str = "INSERT INTO events (message_id, dedup_key, kind, event, user_id, \
+    anonymous_id, group_id, previous_id, install_id, seq, session_id, session_index, priority, \
+    timestamp, sent_at, received_at, ts_corrected, clamped, raw) \
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
+    $7::text[], $8::text[], $9::text[], $10::int8[], $11::text[], $12::int8[], $13::text[], \
+    $14::int8[], $15::int8[], $16::int8[], $17::int8[], $18::bool[], $19::text[]) ORDER BY 1 \
+    ON CONFLICT DO NOTHING RETURNING message_id";
+
+const INSERT_DEAD_LETTERS_SQL: &str =
+    "INSERT INTO dead_letters (message_id, reason, detail, received_at, raw) \
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[], $5::text[])";
+
+/// The earliest corrected time wins, then the smaller user id (see the
+/// `identity` module). Rows arrive sorted and unique per key.
+const UPSERT_LINKS_SQL: &str = "INSERT INTO links (kind, id, target, linked_at) \
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[]) \
+    ON CONFLICT (kind, id) DO UPDATE SET target = excluded.target, linked_at = excluded.linked_at \
+    WHERE (excluded.linked_at, excluded.target) < (links.linked_at, links.target)";
+
+const UPSERT_INSTALLS_SQL: &str = "INSERT INTO installs (install_id, max_seq) \
+    SELECT * FROM unnest($1::text[], $2::int8[]) \
+    ON CONFLICT (install_id) DO UPDATE SET max_seq = GREATEST(installs.max_seq, excluded.max_seq)";
+
+const SELECT_SEEN_SQL: &str = "SELECT s.install_id, s.from_seq, s.to_seq FROM install_seen s \
+    JOIN unnest($1::text[], $2::int8[], $3::int8[]) AS b(i, lo, hi) \
+    ON s.install_id = b.i AND s.from_seq <= b.hi AND s.to_seq >= b.lo";
+
+const DELETE_SEEN_SQL: &str =
+    "DELETE FROM install_seen s USING unnest($1::text[], $2::int8[]) AS d(i, f) \
+    WHERE s.install_id = d.i AND s.from_seq = d.f";
+
+const INSERT_SEEN_SQL: &str = "INSERT INTO install_seen (install_id, from_seq, to_seq) \
+    SELECT * FROM unnest($1::text[], $2::int8[], $3::int8[])";
+
+const INSERT_DROPS_SQL: &str = "INSERT INTO install_drops (install_id, from_seq, to_seq, reason) \
+    SELECT * FROM unnest($1::text[], $2::int8[], $3::int8[], $4::text[]) ON CONFLICT DO NOTHING";
+
+const ADD_COUNTERS_SQL: &str =
+    "UPDATE counters SET accepted = accepted + $1, duplicate = duplicate + $2, \
+    rejected = rejected + $3, stored = stored + $4 WHERE shard = $5";
+
+/// The write path's statements, prepared once per connection so a batch
+/// costs no parse round trips.
+pub(crate) struct Prepared {
+    refused: Statement,
+    insert_events: Statement,
+    insert_dead_letters: Statement,
+    upsert_links: Statement,
+    upsert_installs: Statement,
+    select_seen: Statement,
+    delete_seen: Statement,
+    insert_seen: Statement,
+    insert_drops: Statement,
+    add_counters: Statement,
+}
+
+impl Prepared {
+    pub(crate) fn new(client: &mut Client) -> Result<Prepared, StoreError> {
+        let mut p = |sql: &str| client.prepare(sql).map_err(pg_error);
+        Ok(Prepared {
+            refused: p(REFUSED_SQL)?,
+            insert_events: p(INSERT_EVENTS_SQL)?,
+            insert_dead_letters: p(INSERT_DEAD_LETTERS_SQL)?,
+            upsert_links: p(UPSERT_LINKS_SQL)?,
+            upsert_installs: p(UPSERT_INSTALLS_SQL)?,
+            select_seen: p(SELECT_SEEN_SQL)?,
+            delete_seen: p(DELETE_SEEN_SQL)?,
+            insert_seen: p(INSERT_SEEN_SQL)?,
+            insert_drops: p(INSERT_DROPS_SQL)?,
+            add_counters: p(ADD_COUNTERS_SQL)?,
+        })
+    }
+}
+
+/// The PostgreSQL store. Cheap to share behind an `Arc`; every method
+/// blocks.
+#[derive(Debug)]
+pub struct PostgresStore {
+    pool: Pool,
+    next_shard: AtomicUsize,
+}
+
+impl PostgresStore {
+    /// Connects to `url` (`postgres://user@host:port/db`), runs pending
+    /// migrations and returns the store. A server that cannot be reached
+    /// is [`StoreError::Unavailable`].
+    pub fn connect(url: &str) -> Result<PostgresStore, StoreError> {
+        let config = Config::from_str(url)
+            .map_err(|e| StoreError::Backend(format!("invalid PostgreSQL URL: {e}")))?;
+        let pool = Pool::new(config);
+        let mut client = pool.connect_raw()?;
+        migrate(&mut client)?;
+        drop(client);
+        // Spread the processes over the shards from the start.
+        let seed = std::process::id() as usize;
+        Ok(PostgresStore {
+            pool,
+            next_shard: AtomicUsize::new(seed),
+        })
+    }
+
+    /// The schema version of the database.
+    pub fn schema_version(&self) -> Result<u32, StoreError> {
+        let mut conn = self.pool.get()?;
+        let row = conn
+            .client
+            .query_one("SELECT version FROM schema_version", &[])
+            .map_err(pg_error)?;
+        Ok(row.get::<_, i32>(0) as u32)
+    }
+
+    fn shard(&self) -> i32 {
+        (self.next_shard.fetch_add(1, Ordering::Relaxed) % COUNTER_SHARDS as usize) as i32
+    }
+
+    /// Runs `work` in one transaction holding the deletion lock (`shared`
+    /// for ingest, exclusive for a deletion), retrying a deadlock.
+    fn transaction<T>(
+        &self,
+        shared: bool,
+        mut work: impl FnMut(&mut Conn) -> Result<T, ::postgres::Error>,
+    ) -> Result<T, StoreError> {
+        let lock = if shared {
+            "pg_advisory_xact_lock_shared"
+        } else {
+            "pg_advisory_xact_lock"
+        };
+        let begin = format!("BEGIN; SELECT {lock}({DELETION_LOCK})");
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut conn = self.pool.get()?;
+            if let Err(e) = conn.client.batch_execute(&begin) {
+                if conn.client.is_closed() {
+                    // An idle connection the server dropped: nothing was
+                    // written, so a fresh connection is tried.
+                    conn.discard();
+                    if attempt < MAX_ATTEMPTS {
+                        continue;
+                    }
+                } else if conn.client.batch_execute("ROLLBACK").is_err() {
+                    conn.discard();
+                }
+                return Err(pg_error(e));
+            }
+            let result =
+                work(&mut conn).and_then(|v| conn.client.batch_execute("COMMIT").map(|()| v));
+            match result {
+                Ok(v) => return Ok(v),
+                Err(e) => {
+                    if !conn.client.is_closed() && conn.client.batch_execute("ROLLBACK").is_err() {
+                        conn.discard();
+                    }
+                    if retryable(&e) && attempt < MAX_ATTEMPTS {
+                        continue;
+                    }
+                    return Err(pg_error(e));
+                }
+            }
+        }
+    }
+}
+
+fn migrate(client: &mut Client) -> Result<(), StoreError> {
+    let fail = |e: ::postgres::Error| match pg_error(e) {
+        StoreError::Backend(m) => StoreError::Migration(m),
+        other => other,
+    };
+    let mut tx = client.transaction().map_err(fail)?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .map_err(fail)?;
+    tx.batch_execute("CREATE TABLE IF NOT EXISTS schema_version (version integer NOT NULL)")
+        .map_err(fail)?;
+    let current: Option<i32> = tx
+        .query_opt("SELECT version FROM schema_version", &[])
+        .map_err(fail)?
+        .map(|r| r.get(0));
+    let current = current.unwrap_or(0).max(0) as usize;
+    if current > MIGRATIONS.len() {
+        return Err(StoreError::Migration(format!(
+            "PostgreSQL schema version {current} is newer than this binary's {}",
+            MIGRATIONS.len()
+        )));
+    }
+    for migration in &MIGRATIONS[current..] {
+        tx.batch_execute(migration).map_err(fail)?;
+    }
+    tx.execute("DELETE FROM schema_version", &[])
+        .map_err(fail)?;
+    tx.execute(
+        "INSERT INTO schema_version (version) VALUES ($1)",
+        &[&(MIGRATIONS.len() as i32)],
+    )
+    .map_err(fail)?;
+    tx.commit().map_err(fail)
+}
+
+fn priority_str(p: Priority) -> &'static str {
+    match p {
+        Priority::Normal => "normal",
+        Priority::Critical => "critical",
+    }
+}
+
+fn tracked(seq: Option<u64>) -> Option<i64> {
+    seq.filter(|s| *s <= MAX_TRACKED_SEQ)
+        .and_then(|s| i64::try_from(s).ok())
+}
+
+/// Counts of one batch.
+#[derive(Debug, Default, Clone, Copy)]
+struct Tally {
+    accepted: i64,
+    duplicate: i64,
+    rejected: i64,
+}
+
+/// One batch's write, inside the transaction.
+fn write(
+    conn: &mut Conn,
+    events: &[NewEvent],
+    dead_letters: &[DeadLetter],
+    shard: i32,
+) -> Result<Vec<WriteOutcome>, ::postgres::Error> {
+    let Conn { client, prepared } = conn;
+    let mut tally = Tally::default();
+
+    // Deleted people.
+    let users: Vec<Option<&str>> = events.iter().map(|e| e.user_id.as_deref()).collect();
+    let anons: Vec<Option<&str>> = events.iter().map(|e| e.anonymous_id.as_deref()).collect();
+    let installs: Vec<Option<&str>> = events.iter().map(|e| e.install_id.as_deref()).collect();
+    let refused: HashSet<usize> = client
+        .query(&prepared.refused, &[&users, &anons, &installs])?
+        .iter()
+        .map(|r| (r.get::<_, i64>(0) - 1) as usize)
+        .collect();
+
+    // In-batch dedup: a later message with an id or key already taken by
+    // an earlier candidate of this batch is a duplicate without asking.
+    let mut outcomes = vec![WriteOutcome::Duplicate; events.len()];
+    let mut ids: HashSet<&str> = HashSet::new();
+    let mut keys: HashSet<&str> = HashSet::new();
+    let mut candidates: Vec<usize> = Vec::with_capacity(events.len());
+    for (i, e) in events.iter().enumerate() {
+        if refused.contains(&i) {
+            outcomes[i] = WriteOutcome::DeletedUser;
+            continue;
+        }
+        let key = e.dedup_key.as_deref();
+        if ids.contains(e.message_id.as_str()) || key.is_some_and(|k| keys.contains(k)) {
+            continue;
+        }
+        ids.insert(&e.message_id);
+        if let Some(k) = key {
+            keys.insert(k);
+        }
+        candidates.push(i);
+    }
+
+    if !candidates.is_empty() {
+        let c = |f: &dyn Fn(&NewEvent) -> Option<&str>| -> Vec<Option<&str>> {
+            candidates.iter().map(|&i| f(&events[i])).collect()
+        };
+        let message_ids = c(&|e| Some(e.message_id.as_str()));
+        let dedup_keys = c(&|e| e.dedup_key.as_deref());
+        let kinds = c(&|e| Some(e.kind.as_str()));
+        let names = c(&|e| e.event.as_deref());
+        let user_ids = c(&|e| e.user_id.as_deref());
+        let anonymous_ids = c(&|e| e.anonymous_id.as_deref());
+        let group_ids = c(&|e| e.group_id.as_deref());
+        let previous_ids = c(&|e| e.previous_id.as_deref());
+        let install_ids = c(&|e| e.install_id.as_deref());
+        let session_ids = c(&|e| e.session_id.as_deref());
+        let priorities = c(&|e| Some(priority_str(e.priority)));
+        let raws = c(&|e| Some(e.raw.as_str()));
+        let n = |f: &dyn Fn(&NewEvent) -> Option<i64>| -> Vec<Option<i64>> {
+            candidates.iter().map(|&i| f(&events[i])).collect()
+        };
+        let seqs = n(&|e| tracked(e.seq));
+        let session_indexes = n(&|e| e.session_index.and_then(|s| i64::try_from(s).ok()));
+        let timestamps = n(&|e| e.timestamp);
+        let sent_ats = n(&|e| e.sent_at);
+        let received_ats = n(&|e| Some(e.received_at));
+        let corrected = n(&|e| Some(e.ts_corrected));
+        let clamped: Vec<bool> = candidates.iter().map(|&i| events[i].clamped).collect();
+        let inserted: HashSet<String> = client
+            .query(
+                &prepared.insert_events,
+                &[
+                    &message_ids,
+                    &dedup_keys,
+                    &kinds,
+                    &names,
+                    &user_ids,
+                    &anonymous_ids,
+                    &group_ids,
+                    &previous_ids,
+                    &install_ids,
+                    &seqs,
+                    &session_ids,
+                    &session_indexes,
+                    &priorities,
+                    &timestamps,
+                    &sent_ats,
+                    &received_ats,
+                    &corrected,
+                    &clamped,
+                    &raws,
+                ],
+            )?
+            .into_iter()
+            .map(|r| r.get(0))
+            .collect();
+        for &i in &candidates {
+            if inserted.contains(&events[i].message_id) {
+                outcomes[i] = WriteOutcome::Accepted;
+            }
+        }
+    }
+
+    // Dead letters: refused events and the batch's rejected messages.
+    let mut dl_ids: Vec<Option<&str>> = Vec::new();
+    let mut dl_reasons: Vec<&str> = Vec::new();
+    let mut dl_details: Vec<&str> = Vec::new();
+    let mut dl_received: Vec<i64> = Vec::new();
+    let mut dl_raws: Vec<&str> = Vec::new();
+    for (e, outcome) in events.iter().zip(&outcomes) {
+        if *outcome == WriteOutcome::DeletedUser {
+            dl_ids.push(Some(&e.message_id));
+            dl_reasons.push(RejectReason::DeletedUser.as_str());
+            dl_details.push("the user was deleted");
+            dl_received.push(e.received_at);
+            dl_raws.push(&e.raw);
+        }
+    }
+    for d in dead_letters {
+        dl_ids.push(d.message_id.as_deref());
+        dl_reasons.push(d.reason.as_str());
+        dl_details.push(d.detail);
+        dl_received.push(d.received_at);
+        dl_raws.push(&d.raw);
+    }
+    if !dl_reasons.is_empty() {
+        client.execute(
+            &prepared.insert_dead_letters,
+            &[&dl_ids, &dl_reasons, &dl_details, &dl_received, &dl_raws],
+        )?;
+    }
+
+    for o in &outcomes {
+        match o {
+            WriteOutcome::Accepted => tally.accepted += 1,
+            WriteOutcome::Duplicate => tally.duplicate += 1,
+            WriteOutcome::DeletedUser => tally.rejected += 1,
+        }
+    }
+    tally.rejected += dead_letters.len() as i64;
+
+    // Identity links of accepted identify and alias calls; one row per
+    // key (the winner under the conflict rule), sorted.
+    let mut links: BTreeMap<(&str, &str), Link<'_>> = BTreeMap::new();
+    for (e, o) in events.iter().zip(&outcomes) {
+        if *o != WriteOutcome::Accepted {
+            continue;
+        }
+        for link in identity::links_of(e) {
+            links
+                .entry((link.kind, link.id))
+                .and_modify(|old| {
+                    if (link.linked_at, link.target) < (old.linked_at, old.target) {
+                        *old = link.clone();
+                    }
+                })
+                .or_insert(link);
+        }
+    }
+    if !links.is_empty() {
+        let kinds: Vec<&str> = links.values().map(|l| l.kind).collect();
+        let ids: Vec<&str> = links.values().map(|l| l.id).collect();
+        let targets: Vec<&str> = links.values().map(|l| l.target).collect();
+        let ats: Vec<i64> = links.values().map(|l| l.linked_at).collect();
+        client.execute(&prepared.upsert_links, &[&kinds, &ids, &targets, &ats])?;
+    }
+
+    write_installs(client, prepared, events, &outcomes)?;
+
+    client.execute(
+        &prepared.add_counters,
+        &[
+            &tally.accepted,
+            &tally.duplicate,
+            &tally.rejected,
+            &tally.accepted,
+            &shard,
+        ],
+    )?;
+    Ok(outcomes)
+}
+
+/// Seen seqs (of every event, whatever its outcome: the server saw it)
+/// and drops (of accepted events) merged into each install's ranges.
+fn write_installs(
+    client: &mut Client,
+    prepared: &Prepared,
+    events: &[NewEvent],
+    outcomes: &[WriteOutcome],
+) -> Result<(), ::postgres::Error> {
+    let mut seqs: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
+    let mut drops: Vec<(&str, i64, i64, &str)> = Vec::new();
+    for (e, o) in events.iter().zip(outcomes) {
+        let Some(install) = e.install_id.as_deref() else {
+            continue;
+        };
+        let entry = seqs.entry(install).or_default();
+        if let Some(seq) = tracked(e.seq) {
+            entry.push(seq as u64);
+        }
+        if *o == WriteOutcome::Accepted {
+            for d in &e.drops {
+                if d.from >= 1 && d.from <= d.to && d.to <= MAX_TRACKED_SEQ {
+                    drops.push((install, d.from as i64, d.to as i64, d.reason.as_str()));
+                }
+            }
+        }
+    }
+    if seqs.is_empty() {
+        return Ok(());
+    }
+    let new: BTreeMap<&str, Vec<SeqRange>> = seqs
+        .into_iter()
+        .map(|(i, mut s)| (i, ranges::ranges_from_seqs(&mut s)))
+        .collect();
+    let mut max_by_install: BTreeMap<&str, i64> = new
+        .iter()
+        .map(|(i, r)| (*i, r.last().map_or(0, |l| l.1 as i64)))
+        .collect();
+    for (install, _, to, _) in &drops {
+        let max = max_by_install.entry(install).or_default();
+        *max = (*max).max(*to);
+    }
+    // Upserting the install rows (sorted) locks them: one writer at a
+    // time merges an install's ranges.
+    let install_ids: Vec<&str> = max_by_install.keys().copied().collect();
+    let maxes: Vec<i64> = max_by_install.values().copied().collect();
+    client.execute(&prepared.upsert_installs, &[&install_ids, &maxes])?;
+    if !drops.is_empty() {
+        let ids: Vec<&str> = drops.iter().map(|d| d.0).collect();
+        let froms: Vec<i64> = drops.iter().map(|d| d.1).collect();
+        let tos: Vec<i64> = drops.iter().map(|d| d.2).collect();
+        let reasons: Vec<&str> = drops.iter().map(|d| d.3).collect();
+        client.execute(&prepared.insert_drops, &[&ids, &froms, &tos, &reasons])?;
+    }
+
+    let spans: Vec<(&str, i64, i64)> = new
+        .iter()
+        .filter_map(|(i, r)| {
+            let (first, last) = (r.first()?, r.last()?);
+            let lo = first.0.saturating_sub(1) as i64;
+            let hi = last.1.saturating_add(1).min(MAX_TRACKED_SEQ) as i64;
+            Some((*i, lo, hi))
+        })
+        .collect();
+    if spans.is_empty() {
+        return Ok(());
+    }
+    let span_ids: Vec<&str> = spans.iter().map(|s| s.0).collect();
+    let los: Vec<i64> = spans.iter().map(|s| s.1).collect();
+    let his: Vec<i64> = spans.iter().map(|s| s.2).collect();
+    let mut old: HashMap<String, Vec<SeqRange>> = HashMap::new();
+    for row in client.query(&prepared.select_seen, &[&span_ids, &los, &his])? {
+        old.entry(row.get(0))
+            .or_default()
+            .push((row.get::<_, i64>(1) as u64, row.get::<_, i64>(2) as u64));
+    }
+    let (mut del_ids, mut del_froms) = (Vec::new(), Vec::new());
+    let (mut ins_ids, mut ins_froms, mut ins_tos) = (Vec::new(), Vec::new(), Vec::new());
+    for (install, fresh) in &new {
+        let mut stored = old.remove(*install).unwrap_or_default();
+        stored.sort_unstable();
+        let merged = ranges::merge(&stored, fresh);
+        if merged == stored {
+            continue;
+        }
+        for (from, _) in &stored {
+            del_ids.push(*install);
+            del_froms.push(*from as i64);
+        }
+        for (from, to) in merged {
+            ins_ids.push(*install);
+            ins_froms.push(from as i64);
+            ins_tos.push(to as i64);
+        }
+    }
+    if !del_ids.is_empty() {
+        client.execute(&prepared.delete_seen, &[&del_ids, &del_froms])?;
+    }
+    if !ins_ids.is_empty() {
+        client.execute(&prepared.insert_seen, &[&ins_ids, &ins_froms, &ins_tos])?;
+    }
+    Ok(())
+}
+
+impl Store for PostgresStore {
+    fn write_batch(
+        &self,
+        events: &[NewEvent],
+        dead_letters: &[DeadLetter],
+    ) -> Result<Vec<WriteOutcome>, StoreError> {
+        let shard = self.shard();
+        self.transaction(true, |conn| write(conn, events, dead_letters, shard))
+    }
+
+    fn stats(&self) -> Result<Stats, StoreError> {
+        let mut conn = self.pool.get()?;
+        let row = conn
+            .client
+            .query_one(
+                "SELECT sum(accepted)::int8, sum(duplicate)::int8, sum(rejected)::int8, sum(stored)::int8 \
+                 FROM counters",
+                &[],
+            )
+            .map_err(pg_error)?;
+        let get = |i: usize| row.get::<_, Option<i64>>(i).unwrap_or(0).max(0) as u64;
+        Ok(Stats {
+            accepted: get(0),
+            duplicate: get(1),
+            rejected: get(2),
+            events: get(3),
+        })
+    }
+
+    fn count_events(
+        &self,
+        event: &str,
+        from: Option<i64>,
+        to: Option<i64>,
+    ) -> Result<EventCount, StoreError> {
+        let sql = identity::count_sql("$2", "$3", "$1");
+        let mut conn = self.pool.get()?;
+        let row = conn
+            .client
+            .query_one(
+                &sql,
+                &[&event, &from.unwrap_or(i64::MIN), &to.unwrap_or(i64::MAX)],
+            )
+            .map_err(pg_error)?;
+        Ok(EventCount {
+            count: row.get::<_, i64>(0) as u64,
+            users: row.get::<_, i64>(1) as u64,
+        })
+    }
+
+    fn install(&self, install_id: &str) -> Result<Option<InstallReport>, StoreError> {
+        let mut conn = self.pool.get()?;
+        // One snapshot for the three reads.
+        let mut tx = conn
+            .client
+            .build_transaction()
+            .isolation_level(IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .map_err(pg_error)?;
+        let Some(max_seq) = tx
+            .query_opt(
+                "SELECT max_seq FROM installs WHERE install_id = $1",
+                &[&install_id],
+            )
+            .map_err(pg_error)?
+            .map(|r| r.get::<_, i64>(0))
+        else {
+            return Ok(None);
+        };
+        let seen: Vec<SeqRange> = tx
+            .query(
+                "SELECT from_seq, to_seq FROM install_seen WHERE install_id = $1 ORDER BY from_seq",
+                &[&install_id],
+            )
+            .map_err(pg_error)?
+            .iter()
+            .map(|r| (r.get::<_, i64>(0) as u64, r.get::<_, i64>(1) as u64))
+            .collect();
+        let drops: Vec<(u64, u64, String)> = tx
+            .query(
+                "SELECT from_seq, to_seq, reason FROM install_drops WHERE install_id = $1",
+                &[&install_id],
+            )
+            .map_err(pg_error)?
+            .iter()
+            .map(|r| {
+                (
+                    r.get::<_, i64>(0) as u64,
+                    r.get::<_, i64>(1) as u64,
+                    r.get(2),
+                )
+            })
+            .collect();
+        tx.commit().map_err(pg_error)?;
+        Ok(Some(ranges::report(max_seq as u64, &seen, drops)))
+    }
+
+    fn delete_user(&self, user_id: &str, requested_at: i64) -> Result<DeletionReport, StoreError> {
+        let delete = format!(
+            "DELETE FROM events AS e WHERE {}",
+            identity::deletion_predicate("$1")
+        );
+        let shard = self.shard();
+        self.transaction(false, |conn| {
+            conn.client.execute(
+                "INSERT INTO tombstones (user_id, requested_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                &[&user_id, &requested_at],
+            )?;
+            let deleted = conn.client.execute(&delete, &[&user_id])?;
+            let stored = -(deleted as i64);
+            conn.client.execute(
+                &conn.prepared.add_counters,
+                &[&0i64, &0i64, &0i64, &stored, &shard],
+            )?;
+            Ok(DeletionReport { deleted_events: deleted })
+        })
+    }
+
+    fn is_deleted(&self, user_id: &str) -> Result<bool, StoreError> {
+        let mut conn = self.pool.get()?;
+        let row = conn
+            .client
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM tombstones WHERE user_id = $1)",
+                &[&user_id],
+            )
+            .map_err(pg_error)?;
+        Ok(row.get(0))
+    }
+
+    fn ping(&self) -> Result<(), StoreError> {
+        let mut conn = self.pool.get()?;
+        conn.client
+            .simple_query("SELECT 1")
+            .map(|_| ())
+            .map_err(pg_error)
+    }
+
+    fn dead_letters(&self, limit: usize) -> Result<Vec<StoredDeadLetter>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut conn = self.pool.get()?;
+        let rows = conn
+            .client
+            .query(
+                "SELECT message_id, reason, detail, received_at, raw FROM dead_letters \
+                 ORDER BY row_id DESC LIMIT $1",
+                &[&limit],
+            )
+            .map_err(pg_error)?;
+        Ok(rows
+            .iter()
+            .map(|r| StoredDeadLetter {
+                message_id: r.get(0),
+                reason: r.get(1),
+                detail: r.get(2),
+                received_at: r.get(3),
+                raw: r.get(4),
+            })
+            .collect())
+    }
+}
