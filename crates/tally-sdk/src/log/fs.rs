@@ -278,27 +278,41 @@ impl MemFs {
         self.lock().syncs
     }
 
-    /// Simulates a power cut: only what was synced survives (plus
-    /// `torn_tail_bytes` of each unsynced appended tail). Handles opened
-    /// before the crash must not be used afterwards.
-    pub fn crash(&self) {
-        let mut s = self.lock();
+    /// Simulates a power cut: returns a new filesystem holding only what
+    /// was synced here (plus `torn_tail_bytes` of each unsynced appended
+    /// tail, a torn write). This one is left as it was, so a log still
+    /// running on it (the process that "died") cannot touch the image the
+    /// next open sees.
+    pub fn crash(&self) -> MemFs {
+        let s = self.lock();
         let torn = s.faults.torn_tail_bytes;
-        s.live_names = s.durable_names.clone();
-        let live: BTreeSet<u64> = s.live_names.values().copied().collect();
-        s.inodes.retain(|i, _| live.contains(i));
-        for inode in s.inodes.values_mut() {
-            let keep = if inode.live.starts_with(&inode.durable) {
-                (inode.durable.len() + torn).min(inode.live.len())
-            } else {
-                inode.durable.len()
+        let mut after = MemState {
+            next_inode: s.next_inode,
+            live_names: s.durable_names.clone(),
+            durable_names: s.durable_names.clone(),
+            dirs: s.dirs.clone(),
+            ..MemState::default()
+        };
+        for inode in after.live_names.values() {
+            let Some(node) = s.inodes.get(inode) else {
+                continue;
             };
-            let mut image = inode.durable.clone();
-            image.extend_from_slice(&inode.live[inode.durable.len().min(keep)..keep]);
-            inode.live = image.clone();
-            inode.durable = image;
+            let mut image = node.durable.clone();
+            if node.live.starts_with(&node.durable) {
+                let keep = (node.durable.len() + torn).min(node.live.len());
+                image.extend_from_slice(&node.live[node.durable.len()..keep]);
+            }
+            after.inodes.insert(
+                *inode,
+                Inode {
+                    live: image.clone(),
+                    durable: image,
+                },
+            );
         }
-        s.faults = Faults::default();
+        MemFs {
+            state: Arc::new(Mutex::new(after)),
+        }
     }
 
     /// The live content of a file (for tests that corrupt bytes).

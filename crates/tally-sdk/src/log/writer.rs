@@ -266,6 +266,10 @@ impl Writer {
             if *e != LogError::Poisoned || !poisoned {
                 state.note_error(e);
             }
+            // The cause is kept in the stats; callers see the state.
+            if shared.counts.poisoned.load(Ordering::Acquire) {
+                error = Some(LogError::Poisoned);
+            }
         }
         let refused_result = state.record_refused(refused);
         let housekeeping = self.last_housekeeping.elapsed() >= HOUSEKEEPING_INTERVAL;

@@ -1,0 +1,178 @@
+//! Injected filesystem faults: a failed fsync poisons the log, ENOSPC is
+//! reported and recovered from, short writes are completed; and no
+//! plaintext reaches the disk.
+
+#![allow(clippy::unwrap_used)] // tests unwrap: a failure is the assertion
+
+use std::path::Path;
+use std::sync::Arc;
+
+use tally_proto::Priority;
+use tally_sdk::log::fs::Faults;
+use tally_sdk::log::{AppendError, Durability, Entry, Log, LogConfig, LogError, MemFs};
+
+fn entry(seq: u64) -> Entry {
+    Entry {
+        seq,
+        priority: Priority::Normal,
+        payload: format!(r#"{{"event":"fault","seq":{seq}}}"#).into_bytes(),
+    }
+}
+
+fn open(fs: &MemFs) -> Log {
+    Log::open(LogConfig::with_fs("/log", Arc::new(fs.clone())).durability(Durability::Synced))
+        .unwrap()
+}
+
+fn pending(log: &Log) -> Vec<u64> {
+    log.read_pending(usize::MAX, usize::MAX)
+        .unwrap()
+        .iter()
+        .map(|r| r.seq)
+        .collect()
+}
+
+#[test]
+fn a_failed_fsync_poisons_the_log_and_what_was_flushed_before_survives() {
+    let fs = MemFs::new();
+    let log = open(&fs);
+    for seq in 1..=3 {
+        log.append(entry(seq)).unwrap();
+    }
+    log.flush().unwrap();
+    fs.set_faults(Faults {
+        fail_sync: true,
+        ..Faults::default()
+    });
+    log.append(entry(4)).unwrap();
+    assert_eq!(log.flush(), Err(LogError::Poisoned));
+    let stats = log.stats();
+    assert!(stats.poisoned);
+    assert!(stats.persistence_errors >= 1);
+    assert!(stats.last_error.is_some());
+    assert_eq!(log.append(entry(5)), Err(AppendError::Poisoned));
+    assert_eq!(log.flush(), Err(LogError::Poisoned));
+    // The power goes: only what was synced is left.
+    let after = fs.crash();
+    drop(log);
+    let log = open(&after);
+    assert_eq!(pending(&log), vec![1, 2, 3]);
+    assert!(!log.stats().poisoned);
+}
+
+#[test]
+fn enospc_is_reported_and_the_writer_recovers_when_space_returns() {
+    let fs = MemFs::new();
+    let log = open(&fs);
+    log.append(entry(1)).unwrap();
+    log.flush().unwrap();
+    let used = used_bytes(&fs);
+    fs.set_faults(Faults {
+        space_limit: Some(used + 100),
+        ..Faults::default()
+    });
+    for seq in 2..=20 {
+        log.append(entry(seq)).unwrap();
+    }
+    assert_eq!(log.flush(), Err(LogError::NoSpace));
+    let stats = log.stats();
+    assert!(!stats.poisoned);
+    assert!(stats.persistence_errors >= 1);
+    assert_eq!(stats.pending_events, 20);
+    // Space returns: the retained group is written, once, in order.
+    fs.set_faults(Faults::default());
+    log.flush().unwrap();
+    assert_eq!(pending(&log), (1..=20).collect::<Vec<_>>());
+    let after = fs.crash();
+    drop(log);
+    let log = open(&after);
+    assert_eq!(pending(&log), (1..=20).collect::<Vec<_>>());
+    assert_eq!(log.stats().corrupt, 0);
+}
+
+#[test]
+fn short_writes_are_completed() {
+    let fs = MemFs::new();
+    fs.set_faults(Faults {
+        max_write: Some(7),
+        ..Faults::default()
+    });
+    let log = open(&fs);
+    for seq in 1..=50 {
+        log.append(entry(seq)).unwrap();
+    }
+    log.flush().unwrap();
+    let after = fs.crash();
+    drop(log);
+    let log = open(&after);
+    assert_eq!(pending(&log), (1..=50).collect::<Vec<_>>());
+}
+
+#[test]
+fn no_plaintext_reaches_the_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = "property-value-7f3a9c";
+    let log = Log::open(LogConfig::new(dir.path())).unwrap();
+    for seq in 1..=100 {
+        log.append(Entry {
+            seq,
+            priority: if seq % 2 == 0 {
+                Priority::Critical
+            } else {
+                Priority::Normal
+            },
+            payload: format!(
+                r#"{{"event":"Order Completed","properties":{{"coupon":"{marker}"}}}}"#
+            )
+            .into_bytes(),
+        })
+        .unwrap();
+    }
+    log.flush().unwrap();
+    // The payload really is there, and readable through the log.
+    let records = log.read_pending(1, usize::MAX).unwrap();
+    assert!(String::from_utf8_lossy(&records[0].payload).contains(marker));
+    log.close().unwrap();
+    let mut scanned = 0;
+    for file in walk(dir.path()) {
+        let bytes = std::fs::read(&file).unwrap();
+        scanned += bytes.len();
+        for needle in [marker.as_bytes(), b"Order Completed", b"coupon"] {
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle),
+                "{} holds plaintext {:?}",
+                file.display(),
+                String::from_utf8_lossy(needle)
+            );
+        }
+    }
+    assert!(scanned > 100 * 60, "only {scanned} bytes on disk");
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            out.extend(walk(&e.path()));
+        } else {
+            out.push(e.path());
+        }
+    }
+    out
+}
+
+fn used_bytes(fs: &MemFs) -> u64 {
+    ["/log/ledger"]
+        .iter()
+        .filter_map(|p| fs.file(Path::new(p)))
+        .map(|b| b.len() as u64)
+        .sum::<u64>()
+        + (0..16u64)
+            .flat_map(|id| ["c", "n"].map(move |l| format!("/log/{id:016x}-{l}.seg")))
+            .filter_map(|p| fs.file(Path::new(&p)))
+            .map(|b| b.len() as u64)
+            .sum::<u64>()
+        + fs.file(Path::new("/log/keys/key-1"))
+            .map_or(0, |b| b.len() as u64)
+}
