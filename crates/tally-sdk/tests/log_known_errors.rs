@@ -178,7 +178,11 @@ fn truncating_the_last_record_at_every_byte_keeps_all_the_others_uncounted() {
         assert_eq!(log.stats().corrupt, 0, "cut at {cut}");
         log.close().unwrap();
         // The torn tail was truncated to the last whole record.
-        assert_eq!(std::fs::metadata(&seg).unwrap().len() as usize, last_off, "cut at {cut}");
+        assert_eq!(
+            std::fs::metadata(&seg).unwrap().len() as usize,
+            last_off,
+            "cut at {cut}"
+        );
     }
 }
 
@@ -250,7 +254,8 @@ fn a_torn_ledger_tail_loses_only_the_torn_acks() {
     let log = Log::open(config(dir.path())).unwrap();
     let records = log.read_pending(3, usize::MAX).unwrap();
     for r in &records {
-        log.ack(&[(r.id, tally_sdk::log::Disposition::Delivered)]).unwrap();
+        log.ack(&[(r.id, tally_sdk::log::Disposition::Delivered)])
+            .unwrap();
     }
     log.close().unwrap();
     let ledger = dir.path().join("ledger");
@@ -271,7 +276,11 @@ fn crc32c(bytes: &[u8]) -> u32 {
     for &b in bytes {
         crc ^= u32::from(b);
         for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0x82F6_3B78 } else { crc >> 1 };
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0x82F6_3B78
+            } else {
+                crc >> 1
+            };
         }
     }
     !crc
