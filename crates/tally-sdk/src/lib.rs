@@ -3,5 +3,51 @@
 //! Tally's SDK: capture events with tiny caller overhead, keep them in a
 //! durable, encrypted, bounded log, and sync them to a collector exactly
 //! once.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use tally_sdk::{Consent, Props, Tracker};
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let tracker = Tracker::builder("write-key", "http://127.0.0.1:8080", "/tmp/tally-demo")
+//!     .consent(Consent::Granted)
+//!     .build()?;
+//! tracker.identify("user-42", Props::new().with("plan", "pro"))?;
+//! tracker.track("Song Played", Props::new().with("genre", "jazz"))?;
+//! tracker.flush()?; // durable: survives a crash from here on
+//! let synced = tracker.wait_until_synced(Duration::from_secs(10));
+//! println!("synced={synced} {}", serde_json::to_string(&tracker.health())?);
+//! tracker.shutdown(Duration::from_secs(5))?;
+//! # Ok(()) }
+//! ```
+//!
+//! | module | concern |
+//! |---|---|
+//! | [`tracker`] | the API, what runs on which thread, `seq` across crashes |
+//! | [`pipeline`] | capture → log: sessions, enrichment, privacy, identity |
+//! | [`log`] | the durable, encrypted, bounded event log |
+//! | [`upload`] | log → collector: batches, transport, answers, backoff |
+//! | [`health`] | the health report |
+//! | [`props`] | properties built as JSON text |
+//! | [`config`] | options and their defaults |
 
+pub mod config;
+pub mod health;
 pub mod log;
+pub mod pipeline;
+pub mod props;
+mod state;
+pub mod tracker;
+pub mod upload;
+
+pub use config::WhenFull;
+pub use health::Health;
+pub use pipeline::enrich::{ContextProvider, DeviceContext};
+pub use pipeline::privacy::{Consent, KeyScope};
+pub use props::{Props, PropsError};
+pub use tally_proto::Priority;
+pub use tracker::{
+    Accepted, BuildError, FlushError, Refusal, ShutdownError, TrackOptions, TrackResult, Tracker,
+    TrackerBuilder,
+};
+pub use upload::clock::{Clock, SystemClock, VirtualClock};
+pub use upload::transport::{HttpTransport, Method, Request, Response, Transport, TransportError};

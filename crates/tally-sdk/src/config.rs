@@ -1,0 +1,110 @@
+//! Tracker configuration: every option of [`crate::TrackerBuilder`], with
+//! its default and where the default comes from.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::pipeline::enrich::{ContextProvider, DefaultContextProvider};
+use crate::pipeline::privacy::{Consent, PrivacyConfig};
+use crate::pipeline::session::DEFAULT_SESSION_TIMEOUT_MS;
+use crate::upload::clock::{Clock, SystemClock};
+use crate::upload::transport::Transport;
+
+/// Default capacity of the hand-off channel between `track()` and the
+/// pipeline thread, in messages. At about 200 bytes a queued message this
+/// bounds the channel near 6 MiB while absorbing a burst of tens of
+/// thousands of calls faster than the pipeline persists them.
+pub const DEFAULT_CHANNEL_CAPACITY: usize = 32 * 1024;
+
+/// Most top-level properties per event: 255, Mixpanel's documented limit,
+/// far above what any dashboard can show.
+pub const MAX_PROPERTY_COUNT: usize = 255;
+
+/// Default log capacity in bytes: 16 MiB on the device, about 30,000 typical
+/// events, the budget Segment's mobile SDKs use for their disk queue.
+pub const DEFAULT_LOG_MAX_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Default log capacity in events: 100,000, a week of heavy offline use.
+pub const DEFAULT_LOG_MAX_EVENTS: u64 = 100_000;
+
+/// Default oldest event kept: 30 days; older events are dropped (counted)
+/// because product analytics past that is rarely worth the storage.
+pub const DEFAULT_LOG_MAX_AGE_MS: u64 = 30 * 24 * 60 * 60 * 1_000;
+
+/// What `track()` does when the hand-off channel is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WhenFull {
+    /// Refuse the message at once ([`crate::Refusal::QueueFull`]); the
+    /// caller never waits.
+    Refuse,
+    /// Wait up to this many milliseconds for room, then refuse.
+    Block(u64),
+}
+
+/// Everything the builder collects.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The collector's write key.
+    pub write_key: String,
+    /// The collector's base URL.
+    pub endpoint: String,
+    /// Where the log and state live.
+    pub data_dir: PathBuf,
+    /// Inactivity that ends a session.
+    pub session_timeout_ms: i64,
+    /// Capacity of the hand-off channel.
+    pub channel_capacity: usize,
+    /// Full-channel policy.
+    pub when_full: WhenFull,
+    /// Consent for a new install (an existing one keeps what was set).
+    /// Pending by default: analytics is opt-in.
+    pub initial_consent: Consent,
+    /// While consent is pending, refuse messages instead of storing them.
+    pub store_nothing_while_pending: bool,
+    /// Privacy rules.
+    pub privacy: PrivacyConfig,
+    /// Device context.
+    pub context: Arc<dyn ContextProvider>,
+    /// Transport (`None`: HTTP to `endpoint`).
+    pub transport: Option<Arc<dyn Transport>>,
+    /// Clock.
+    pub clock: Arc<dyn Clock>,
+    /// Log byte capacity.
+    pub log_max_bytes: u64,
+    /// Log event capacity.
+    pub log_max_events: u64,
+    /// Oldest event the log keeps.
+    pub log_max_age_ms: u64,
+    /// Upload in the background (off: only `sync_now` and
+    /// `wait_until_synced` upload).
+    pub auto_upload: bool,
+    /// Send a `tally.health` event this often (ms), if set.
+    pub health_beacon_ms: Option<u64>,
+    /// Seed of the backoff jitter (tests fix it).
+    pub jitter_seed: Option<u64>,
+}
+
+impl Config {
+    pub(crate) fn new(write_key: String, endpoint: String, data_dir: PathBuf) -> Self {
+        Self {
+            write_key,
+            endpoint,
+            data_dir,
+            session_timeout_ms: DEFAULT_SESSION_TIMEOUT_MS,
+            channel_capacity: DEFAULT_CHANNEL_CAPACITY,
+            when_full: WhenFull::Refuse,
+            initial_consent: Consent::Pending,
+            store_nothing_while_pending: false,
+            privacy: PrivacyConfig::default(),
+            context: Arc::new(DefaultContextProvider),
+            transport: None,
+            clock: Arc::new(SystemClock::default()),
+            log_max_bytes: DEFAULT_LOG_MAX_BYTES,
+            log_max_events: DEFAULT_LOG_MAX_EVENTS,
+            log_max_age_ms: DEFAULT_LOG_MAX_AGE_MS,
+            auto_upload: true,
+            health_beacon_ms: None,
+            jitter_seed: None,
+        }
+    }
+}

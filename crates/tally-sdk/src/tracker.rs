@@ -1,0 +1,754 @@
+//! The public API: [`Tracker`] and its builder.
+//!
+//! ## What runs where
+//!
+//! | thread | does | never does |
+//! |---|---|---|
+//! | the caller's | check the limits in O(1), take the capture lock, stamp `seq`, capture time and session, hand off to the bounded channel | I/O, JSON parsing, waiting (unless [`WhenFull::Block`] is chosen) |
+//! | pipeline | identity → `messageId` (UUIDv7 of the capture time) → enrich → privacy → serialize → validate → `log.append`; group-commit flushes; state saves | network |
+//! | uploader | read durable records → batch → encode → send → classify → ack, backoff, drop reports, health beacons | capture |
+//!
+//! `seq` is assigned and handed off under one lock, so the channel (and so
+//! the log) holds messages in `seq` order, and a message refused at the
+//! call never takes a `seq`: the sequence has no gaps at the source. A
+//! message that takes a `seq` and is then dropped on the device (invalid
+//! after enrichment, consent withdrawn, log full) is recorded as a counted
+//! drop and reported to the collector as a `tally.dropped` event, so the
+//! collector tells a drop from a gap in transit.
+//!
+//! ## Sequence numbers across crashes
+//!
+//! The uploader only sends records that a flush made durable, and records
+//! the highest `seq` the collector answered for before acking it in the
+//! log. At start, the next `seq` is one past the highest of: that acked
+//! watermark, the highest `seq` in the log. Messages that were accepted but
+//! not yet durable when the process died were never sent, so their numbers
+//! are reused without the collector ever seeing a number twice.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tally_proto::limits::{
+    MAX_EVENT_NAME_BYTES, MAX_ID_BYTES, MAX_JSON_DEPTH, MAX_PROPERTIES_BYTES,
+};
+use tally_proto::{Priority, RejectReason};
+
+use crate::config::{Config, WhenFull, MAX_PROPERTY_COUNT};
+use crate::health::{bump, Health, Metrics};
+use crate::log::Log;
+use crate::pipeline::enrich::ContextProvider;
+use crate::pipeline::privacy::{Consent, KeyScope};
+use crate::pipeline::session::Sessions;
+use crate::pipeline::{self, Captured, Command, Kind};
+use crate::props::Props;
+use crate::state::{State, StateError, StateFile};
+use crate::upload::clock::{Clock, Wake};
+use crate::upload::transport::{HttpTransport, Transport};
+use crate::upload::{self, Uploader};
+
+/// How long a blocked caller sleeps between retries when the channel is
+/// full under [`WhenFull::Block`]: short against the pipeline's per-message
+/// time (microseconds), so room is noticed quickly.
+const BLOCK_RETRY: Duration = Duration::from_micros(50);
+
+/// How often `wait_until_synced` looks at the pending count: a small
+/// fraction of a batch round trip on a local network.
+const SYNC_POLL: Duration = Duration::from_millis(10);
+
+/// A message accepted by the tracker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Accepted {
+    /// The message's per-install sequence number.
+    pub seq: u64,
+}
+
+/// Why a message was refused at the call. A refused message takes no
+/// sequence number and is counted in `health().refused`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// The message breaks a rule the collector would reject it for.
+    #[error("invalid message: {0}")]
+    Invalid(RejectReason),
+    /// More properties than [`MAX_PROPERTY_COUNT`].
+    #[error("more than {MAX_PROPERTY_COUNT} properties")]
+    TooManyProperties,
+    /// The hand-off channel is full (the pipeline is behind).
+    #[error("queue full")]
+    QueueFull,
+    /// Consent is denied.
+    #[error("consent denied")]
+    ConsentDenied,
+    /// Consent is pending and the tracker is configured to store nothing
+    /// until it is granted.
+    #[error("consent pending")]
+    ConsentPending,
+    /// The tracker was shut down (or its pipeline thread is gone).
+    #[error("tracker shut down")]
+    ShutDown,
+}
+
+impl Refusal {
+    /// The reason code counted in health.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Invalid(r) => r.as_str(),
+            Self::TooManyProperties => "too_many_properties",
+            Self::QueueFull => "queue_full",
+            Self::ConsentDenied => "consent_denied",
+            Self::ConsentPending => "consent_pending",
+            Self::ShutDown => "shut_down",
+        }
+    }
+}
+
+/// The result of `track()` and its siblings.
+pub type TrackResult = Result<Accepted, Refusal>;
+
+/// Options of one tracked message.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrackOptions {
+    /// Delivery priority (critical: kept longest, sent first).
+    pub priority: Priority,
+    /// Business idempotency key (an order id).
+    pub dedup_key: Option<String>,
+}
+
+/// Why the tracker could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// The SDK state in the data directory could not be read or created.
+    #[error("SDK state: {0}")]
+    State(#[from] StateError),
+    /// The durable log could not be opened.
+    #[error("event log: {0}")]
+    Log(String),
+    /// A background thread could not be started.
+    #[error("could not start a thread: {0}")]
+    Thread(#[source] std::io::Error),
+}
+
+/// Why a flush (or a consent change that purges) did not complete.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FlushError {
+    /// The log could not make the data durable (the message is the log's
+    /// error).
+    #[error("log flush failed: {0}")]
+    Log(String),
+    /// The pipeline thread is gone (the tracker was shut down).
+    #[error("tracker shut down")]
+    ShutDown,
+}
+
+/// Why shutdown did not finish cleanly.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ShutdownError {
+    /// The final flush failed; what it did not persist is lost.
+    #[error(transparent)]
+    Flush(#[from] FlushError),
+    /// The background threads did not stop within the timeout (they are
+    /// left to finish on their own).
+    #[error("background threads still running after the timeout")]
+    Timeout,
+}
+
+/// Builds a [`Tracker`].
+#[derive(Debug)]
+pub struct TrackerBuilder {
+    config: Config,
+}
+
+impl TrackerBuilder {
+    /// Inactivity after which a new session starts (default 30 min).
+    pub fn session_timeout(mut self, timeout: Duration) -> Self {
+        self.config.session_timeout_ms = i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX);
+        self
+    }
+
+    /// Capacity of the hand-off channel, in messages.
+    pub fn channel_capacity(mut self, capacity: usize) -> Self {
+        self.config.channel_capacity = capacity.max(1);
+        self
+    }
+
+    /// What `track()` does when the channel is full (default: refuse).
+    pub fn when_full(mut self, policy: WhenFull) -> Self {
+        self.config.when_full = policy;
+        self
+    }
+
+    /// Consent of a new install (default pending: analytics is opt-in).
+    pub fn consent(mut self, consent: Consent) -> Self {
+        self.config.initial_consent = consent;
+        self
+    }
+
+    /// Refuse messages while consent is pending instead of storing them.
+    pub fn store_nothing_while_pending(mut self, yes: bool) -> Self {
+        self.config.store_nothing_while_pending = yes;
+        self
+    }
+
+    /// Which property keys `event` may carry.
+    pub fn property_scope(mut self, event: &str, scope: KeyScope) -> Self {
+        self.config.privacy.scopes.insert(event.to_owned(), scope);
+        self
+    }
+
+    /// Extra key fragments whose values are redacted.
+    pub fn sensitive_key(mut self, fragment: &str) -> Self {
+        self.config
+            .privacy
+            .extra_sensitive_keys
+            .push(fragment.to_owned());
+        self
+    }
+
+    /// Pseudonymise user ids with HMAC-SHA256 under `key`.
+    pub fn pseudonymise_user_ids(mut self, key: &[u8]) -> Self {
+        self.config.privacy.pseudonymisation_key = Some(key.to_vec());
+        self
+    }
+
+    /// The device context provider (default: what the OS tells).
+    pub fn context_provider(mut self, provider: Arc<dyn ContextProvider>) -> Self {
+        self.config.context = provider;
+        self
+    }
+
+    /// The transport (default: HTTP to the endpoint).
+    pub fn transport(mut self, transport: Arc<dyn Transport>) -> Self {
+        self.config.transport = Some(transport);
+        self
+    }
+
+    /// The clock (default: the system clock).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.config.clock = clock;
+        self
+    }
+
+    /// Log capacity in bytes and events.
+    pub fn log_capacity(mut self, max_bytes: u64, max_events: u64) -> Self {
+        self.config.log_max_bytes = max_bytes;
+        self.config.log_max_events = max_events;
+        self
+    }
+
+    /// Oldest event the log keeps.
+    pub fn log_max_age(mut self, age: Duration) -> Self {
+        self.config.log_max_age_ms = u64::try_from(age.as_millis()).unwrap_or(u64::MAX);
+        self
+    }
+
+    /// Upload in the background (default on). Off, only
+    /// [`Tracker::sync_now`] and [`Tracker::wait_until_synced`] upload.
+    pub fn auto_upload(mut self, on: bool) -> Self {
+        self.config.auto_upload = on;
+        self
+    }
+
+    /// Send a `tally.health` event with the health figures this often.
+    pub fn health_beacon(mut self, every: Duration) -> Self {
+        self.config.health_beacon_ms = Some(u64::try_from(every.as_millis()).unwrap_or(u64::MAX));
+        self
+    }
+
+    /// Seed the backoff jitter (for reproducible tests).
+    pub fn jitter_seed(mut self, seed: u64) -> Self {
+        self.config.jitter_seed = Some(seed);
+        self
+    }
+
+    /// Opens the data directory and starts the pipeline and uploader.
+    pub fn build(self) -> Result<Tracker, BuildError> {
+        Tracker::start(self.config)
+    }
+}
+
+/// The caller-side capture state, under one lock.
+#[derive(Debug)]
+pub(crate) struct Capture {
+    pub(crate) next_seq: u64,
+    pub(crate) sessions: Sessions,
+    tx: SyncSender<Command>,
+}
+
+/// What the tracker's threads share.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    pub(crate) capture: Mutex<Capture>,
+    pub(crate) consent: AtomicU8,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) metrics: Metrics,
+    pub(crate) log: Log,
+    pub(crate) state: Mutex<State>,
+    pub(crate) state_file: StateFile,
+    pub(crate) upload_wake: Wake,
+    /// Highest seq a flush made durable: the uploader sends nothing above.
+    pub(crate) durable_seq: AtomicU64,
+    pub(crate) sync_requested: AtomicBool,
+    pub(crate) stopping: AtomicBool,
+    pub(crate) install_id: String,
+}
+
+fn consent_code(c: Consent) -> u8 {
+    match c {
+        Consent::Pending => 0,
+        Consent::Granted => 1,
+        Consent::Denied => 2,
+    }
+}
+
+impl Shared {
+    pub(crate) fn consent(&self) -> Consent {
+        match self.consent.load(Ordering::Acquire) {
+            1 => Consent::Granted,
+            2 => Consent::Denied,
+            _ => Consent::Pending,
+        }
+    }
+
+    pub(crate) fn lock_state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Saves the state; a failure is counted, and retried at the next save.
+    pub(crate) fn save_state(&self, state: &State) {
+        if self.state_file.save(state).is_err() {
+            self.metrics
+                .persistence_errors
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn refuse(&self, refusal: Refusal) -> TrackResult {
+        bump(&self.metrics.refused, refusal.code(), 1);
+        Err(refusal)
+    }
+
+    /// The caller-thread half of every message.
+    pub(crate) fn capture(&self, kind: Kind, options: TrackOptions) -> TrackResult {
+        match self.consent() {
+            Consent::Denied => return self.refuse(Refusal::ConsentDenied),
+            Consent::Pending if self.config.store_nothing_while_pending => {
+                return self.refuse(Refusal::ConsentPending)
+            }
+            _ => {}
+        }
+        if self.stopping.load(Ordering::Relaxed) {
+            return self.refuse(Refusal::ShutDown);
+        }
+        if let Some(d) = options.dedup_key.as_ref() {
+            if d.len() > MAX_ID_BYTES {
+                return self.refuse(Refusal::Invalid(RejectReason::IdTooLong));
+            }
+        }
+        let ts_ms = self.clock.wall_ms();
+        let mut capture = self.capture.lock().unwrap_or_else(|p| p.into_inner());
+        let (session_id, session_index) = capture.sessions.touch(ts_ms);
+        let seq = capture.next_seq;
+        let mut command = Command::Message(Box::new(Captured {
+            seq,
+            ts_ms,
+            session_id,
+            session_index,
+            kind,
+            priority: options.priority,
+            dedup_key: options.dedup_key,
+        }));
+        let deadline = match self.config.when_full {
+            WhenFull::Refuse => None,
+            WhenFull::Block(ms) => Some(Instant::now() + Duration::from_millis(ms)),
+        };
+        loop {
+            match capture.tx.try_send(command) {
+                Ok(()) => {
+                    capture.next_seq += 1;
+                    drop(capture);
+                    self.metrics.tracked.fetch_add(1, Ordering::Relaxed);
+                    return Ok(Accepted { seq });
+                }
+                Err(TrySendError::Full(back)) => match deadline {
+                    Some(d) if Instant::now() < d => {
+                        command = back;
+                        std::thread::sleep(BLOCK_RETRY);
+                    }
+                    _ => {
+                        drop(capture);
+                        return self.refuse(Refusal::QueueFull);
+                    }
+                },
+                Err(TrySendError::Disconnected(_)) => {
+                    drop(capture);
+                    return self.refuse(Refusal::ShutDown);
+                }
+            }
+        }
+    }
+
+    /// Sends a control command in order with the messages.
+    pub(crate) fn control(&self, command: Command) -> Result<(), FlushError> {
+        let capture = self.capture.lock().unwrap_or_else(|p| p.into_inner());
+        capture.tx.send(command).map_err(|_| FlushError::ShutDown)
+    }
+
+    /// Waits until everything handed off so far is durable.
+    pub(crate) fn flush(&self) -> Result<(), FlushError> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.control(Command::Flush(tx))?;
+        rx.recv().map_err(|_| FlushError::ShutDown)?
+    }
+}
+
+/// The SDK's entry point: cheap to call from any thread.
+///
+/// ```no_run
+/// use tally_sdk::{Consent, Props, Tracker};
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let tracker = Tracker::builder("write-key", "http://127.0.0.1:8080", "/tmp/tally-demo")
+///     .consent(Consent::Granted)
+///     .build()?;
+/// tracker.track("Order Completed", Props::new().with("total", 42.5))?;
+/// tracker.flush()?;                       // durable on the device
+/// tracker.wait_until_synced(std::time::Duration::from_secs(10));
+/// println!("{}", serde_json::to_string(&tracker.health())?);
+/// tracker.shutdown(std::time::Duration::from_secs(5))?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct Tracker {
+    shared: Arc<Shared>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Tracker {
+    /// A builder for a tracker sending to `endpoint` with `write_key`,
+    /// keeping its log and state in `data_dir`.
+    pub fn builder(
+        write_key: impl Into<String>,
+        endpoint: impl Into<String>,
+        data_dir: impl Into<PathBuf>,
+    ) -> TrackerBuilder {
+        TrackerBuilder {
+            config: Config::new(write_key.into(), endpoint.into(), data_dir.into()),
+        }
+    }
+
+    fn start(config: Config) -> Result<Self, BuildError> {
+        let (state_file, state) = StateFile::open(&config.data_dir, config.initial_consent)?;
+        let log = pipeline::open_log(&config).map_err(BuildError::Log)?;
+        let clock = Arc::clone(&config.clock);
+        let now = clock.wall_ms();
+        let next_seq = pipeline::recover_next_seq(&log, &state).map_err(BuildError::Log)?;
+        let sessions = Sessions::restore(state.session.clone(), now, config.session_timeout_ms);
+        let (tx, rx): (SyncSender<Command>, Receiver<Command>) =
+            mpsc::sync_channel(config.channel_capacity);
+        let transport: Arc<dyn Transport> = match &config.transport {
+            Some(t) => Arc::clone(t),
+            None => Arc::new(HttpTransport::new(&config.endpoint)),
+        };
+        let shared = Arc::new(Shared {
+            capture: Mutex::new(Capture {
+                next_seq,
+                sessions,
+                tx,
+            }),
+            consent: AtomicU8::new(consent_code(state.consent)),
+            clock,
+            metrics: Metrics::default(),
+            log,
+            install_id: state.identity.install_id.clone(),
+            durable_seq: AtomicU64::new(next_seq - 1),
+            state: Mutex::new(state),
+            state_file,
+            upload_wake: Wake::default(),
+            sync_requested: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
+            config,
+        });
+        let mut threads = Vec::with_capacity(2);
+        let pipeline = pipeline::Pipeline::new(Arc::clone(&shared), rx);
+        threads.push(
+            std::thread::Builder::new()
+                .name("tally-pipeline".into())
+                .spawn(move || pipeline.run())
+                .map_err(BuildError::Thread)?,
+        );
+        let uploader = Uploader::new(Arc::clone(&shared), transport);
+        match std::thread::Builder::new()
+            .name("tally-upload".into())
+            .spawn(move || uploader.run())
+        {
+            Ok(handle) => threads.push(handle),
+            Err(e) => {
+                shared.stopping.store(true, Ordering::SeqCst);
+                let _ = shared.control(Command::Shutdown);
+                return Err(BuildError::Thread(e));
+            }
+        }
+        Ok(Self {
+            shared,
+            threads: Mutex::new(threads),
+        })
+    }
+
+    fn props_check(&self, props: &Props) -> Result<(), Refusal> {
+        if props.as_json().len() > MAX_PROPERTIES_BYTES {
+            return Err(Refusal::Invalid(RejectReason::PropertiesTooLarge));
+        }
+        if props.len() > MAX_PROPERTY_COUNT {
+            return Err(Refusal::TooManyProperties);
+        }
+        // The properties sit one level inside the message.
+        if props.depth() + 1 > MAX_JSON_DEPTH {
+            return Err(Refusal::Invalid(RejectReason::NestingTooDeep));
+        }
+        Ok(())
+    }
+
+    fn checked(&self, props: &Props, checks: &[(bool, RejectReason)]) -> Result<(), Refusal> {
+        if let Some((_, reason)) = checks.iter().find(|(bad, _)| *bad) {
+            return Err(Refusal::Invalid(*reason));
+        }
+        self.props_check(props)
+    }
+
+    fn name_checks(name: &str) -> [(bool, RejectReason); 2] {
+        [
+            (name.is_empty(), RejectReason::MissingEventName),
+            (
+                name.len() > MAX_EVENT_NAME_BYTES,
+                RejectReason::EventNameTooLong,
+            ),
+        ]
+    }
+
+    fn submit(&self, check: Result<(), Refusal>, kind: Kind, options: TrackOptions) -> TrackResult {
+        match check {
+            Ok(()) => self.shared.capture(kind, options),
+            Err(refusal) => self.shared.refuse(refusal),
+        }
+    }
+
+    /// Tracks event `name` with `props`. Never blocks on disk or network
+    /// and never panics.
+    pub fn track(&self, name: &str, props: Props) -> TrackResult {
+        self.track_with(name, props, TrackOptions::default())
+    }
+
+    /// Tracks with a priority or a dedup key.
+    pub fn track_with(&self, name: &str, props: Props, options: TrackOptions) -> TrackResult {
+        let check = self.checked(&props, &Self::name_checks(name));
+        let kind = Kind::Track {
+            event: name.to_owned(),
+            props: props.into_json(),
+        };
+        self.submit(check, kind, options)
+    }
+
+    /// A screen view (mobile).
+    pub fn screen(&self, name: &str, props: Props) -> TrackResult {
+        let check = self.checked(
+            &props,
+            &[(
+                name.len() > MAX_EVENT_NAME_BYTES,
+                RejectReason::EventNameTooLong,
+            )],
+        );
+        let kind = Kind::Screen {
+            name: name.to_owned(),
+            props: props.into_json(),
+        };
+        self.submit(check, kind, TrackOptions::default())
+    }
+
+    /// A page view (web).
+    pub fn page(&self, name: &str, props: Props) -> TrackResult {
+        let check = self.checked(
+            &props,
+            &[(
+                name.len() > MAX_EVENT_NAME_BYTES,
+                RejectReason::EventNameTooLong,
+            )],
+        );
+        let kind = Kind::Page {
+            name: name.to_owned(),
+            props: props.into_json(),
+        };
+        self.submit(check, kind, TrackOptions::default())
+    }
+
+    /// Names the user from this message on (see the identity policy in
+    /// [`crate::pipeline::identity`]).
+    pub fn identify(&self, user_id: &str, traits: Props) -> TrackResult {
+        let check = self.checked(
+            &traits,
+            &[
+                (user_id.is_empty(), RejectReason::MissingIdentity),
+                (user_id.len() > MAX_ID_BYTES, RejectReason::IdTooLong),
+            ],
+        );
+        let kind = Kind::Identify {
+            user_id: user_id.to_owned(),
+            traits: traits.into_json(),
+        };
+        self.submit(check, kind, TrackOptions::default())
+    }
+
+    /// Says the current identity and `user_id` are one person.
+    pub fn alias(&self, user_id: &str) -> TrackResult {
+        let check = self.checked(
+            &Props::new(),
+            &[
+                (user_id.is_empty(), RejectReason::MissingIdentity),
+                (user_id.len() > MAX_ID_BYTES, RejectReason::IdTooLong),
+            ],
+        );
+        let kind = Kind::Alias {
+            user_id: user_id.to_owned(),
+        };
+        self.submit(check, kind, TrackOptions::default())
+    }
+
+    /// Links the user to group `group_id`.
+    pub fn group(&self, group_id: &str, traits: Props) -> TrackResult {
+        let check = self.checked(
+            &traits,
+            &[
+                (group_id.is_empty(), RejectReason::MissingGroupId),
+                (group_id.len() > MAX_ID_BYTES, RejectReason::IdTooLong),
+            ],
+        );
+        let kind = Kind::Group {
+            group_id: group_id.to_owned(),
+            traits: traits.into_json(),
+        };
+        self.submit(check, kind, TrackOptions::default())
+    }
+
+    /// Logout: forgets the user and starts a new anonymous identity and
+    /// session; messages before this call keep the old identity.
+    pub fn reset(&self) -> Result<(), FlushError> {
+        let now = self.shared.clock.wall_ms();
+        let mut capture = self
+            .shared
+            .capture
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        capture.sessions.start_new(now);
+        capture
+            .tx
+            .send(Command::Reset)
+            .map_err(|_| FlushError::ShutDown)
+    }
+
+    /// Sets consent. `Denied` refuses new messages and shreds everything
+    /// stored (returns once the purge is done); `Granted` lets the
+    /// uploader send; `Pending` keeps (or refuses) messages and sends none.
+    pub fn set_consent(&self, consent: Consent) -> Result<(), FlushError> {
+        self.shared
+            .consent
+            .store(consent_code(consent), Ordering::Release);
+        {
+            let mut state = self.shared.lock_state();
+            state.consent = consent;
+            self.shared.save_state(&state);
+        }
+        if consent == Consent::Denied {
+            let (tx, rx) = mpsc::sync_channel(1);
+            self.shared.control(Command::Purge(tx))?;
+            rx.recv().map_err(|_| FlushError::ShutDown)??;
+        }
+        self.shared.upload_wake.notify();
+        Ok(())
+    }
+
+    /// The durability barrier: returns once every message accepted before
+    /// the call is in the log on disk.
+    pub fn flush(&self) -> Result<(), FlushError> {
+        self.shared.flush()
+    }
+
+    /// Asks the uploader to try now: skips a running backoff and clears a
+    /// stop after 401/403.
+    pub fn sync_now(&self) {
+        self.shared.sync_requested.store(true, Ordering::SeqCst);
+        self.shared
+            .metrics
+            .auth_failed
+            .store(false, Ordering::SeqCst);
+        self.shared.upload_wake.notify();
+    }
+
+    /// Flushes, asks the uploader to sync now, and waits until nothing is
+    /// pending or `timeout` passed; says whether nothing is pending. The
+    /// uploader keeps its backoff between tries while this waits.
+    pub fn wait_until_synced(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        if self.flush().is_err() {
+            return false;
+        }
+        self.sync_now();
+        loop {
+            if self.shared.log.stats().pending_events == 0 {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(SYNC_POLL);
+        }
+    }
+
+    /// The health report.
+    pub fn health(&self) -> Health {
+        upload::health(&self.shared)
+    }
+
+    /// This install's id.
+    pub fn install_id(&self) -> &str {
+        &self.shared.install_id
+    }
+
+    /// Flushes, stops the background threads and waits up to `timeout`
+    /// for them.
+    pub fn shutdown(self, timeout: Duration) -> Result<(), ShutdownError> {
+        let flushed = self.shared.flush();
+        self.stop(timeout)?;
+        flushed.map_err(ShutdownError::from)
+    }
+
+    fn stop(&self, timeout: Duration) -> Result<(), ShutdownError> {
+        self.shared.stopping.store(true, Ordering::SeqCst);
+        self.shared.upload_wake.notify();
+        let _ = self.shared.control(Command::Shutdown);
+        let deadline = Instant::now() + timeout;
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
+        for handle in threads {
+            while !handle.is_finished() {
+                if Instant::now() >= deadline {
+                    return Err(ShutdownError::Timeout);
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let _ = handle.join();
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Tracker {
+    fn drop(&mut self) {
+        // Dropping without `shutdown` still persists what was handed off.
+        let _ = self.stop(Duration::from_secs(5));
+    }
+}

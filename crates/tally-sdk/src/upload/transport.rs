@@ -1,0 +1,165 @@
+//! How batches reach the collector: a [`Transport`] trait, and the default
+//! blocking HTTP implementation on `ureq` with rustls.
+//!
+//! Contract: `send` performs one request and returns the collector's
+//! answer, whatever its status, or a [`TransportError`] when no answer
+//! arrived (connection refused, reset, timeout). It never retries: retry
+//! policy belongs to the uploader, which is also what lets tests wrap the
+//! real transport in a fault-injecting one.
+
+use std::fmt;
+use std::time::Duration;
+
+use super::policy::REQUEST_TIMEOUT_MS;
+
+/// Largest answer body read: the collector's batch answer lists one small
+/// result per message, about 80 bytes for each of at most 10,000 messages.
+const MAX_RESPONSE_BYTES: u64 = 4 * 1024 * 1024;
+
+/// HTTP method of a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// `GET` (`/v1/time`).
+    Get,
+    /// `POST` (`/v1/batch`).
+    Post,
+}
+
+/// One request to the collector.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// `GET` or `POST`.
+    pub method: Method,
+    /// Path under the endpoint (`/v1/batch`).
+    pub path: &'static str,
+    /// Headers other than those the transport sets itself.
+    pub headers: Vec<(&'static str, String)>,
+    /// The body as sent.
+    pub body: Vec<u8>,
+}
+
+/// The collector's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    /// HTTP status.
+    pub status: u16,
+    /// The `Retry-After` header, if any.
+    pub retry_after: Option<String>,
+    /// The body (bounded by the transport).
+    pub body: Vec<u8>,
+}
+
+/// Why no answer arrived.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransportError {
+    /// No answer within the timeout (the request may have been processed).
+    #[error("request timed out")]
+    Timeout,
+    /// The connection could not be made (refused, no route, DNS).
+    #[error("could not connect: {0}")]
+    Connect(String),
+    /// The connection broke during the exchange (the request may have been
+    /// processed).
+    #[error("connection failed mid-request: {0}")]
+    Io(String),
+    /// The endpoint URL or a header could not be used.
+    #[error("invalid request: {0}")]
+    Invalid(String),
+}
+
+/// Sends requests to one collector.
+pub trait Transport: Send + Sync + fmt::Debug {
+    /// Performs `request` once.
+    fn send(&self, request: &Request) -> Result<Response, TransportError>;
+}
+
+/// The default transport: blocking HTTP/1.1 with keep-alive, rustls for
+/// `https://` endpoints.
+pub struct HttpTransport {
+    endpoint: String,
+    agent: ureq::Agent,
+}
+
+impl fmt::Debug for HttpTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpTransport")
+            .field("endpoint", &self.endpoint)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HttpTransport {
+    /// A transport to the collector at `endpoint` (`http://host:port`,
+    /// a trailing `/` is ignored).
+    pub fn new(endpoint: &str) -> Self {
+        Self::with_timeout(endpoint, Duration::from_millis(REQUEST_TIMEOUT_MS))
+    }
+
+    /// A transport with a request timeout other than the default.
+    pub fn with_timeout(endpoint: &str, timeout: Duration) -> Self {
+        let config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(timeout))
+            .build();
+        Self {
+            endpoint: endpoint.trim_end_matches('/').to_owned(),
+            agent: ureq::Agent::new_with_config(config),
+        }
+    }
+}
+
+impl Transport for HttpTransport {
+    fn send(&self, request: &Request) -> Result<Response, TransportError> {
+        let url = format!("{}{}", self.endpoint, request.path);
+        let result = match request.method {
+            Method::Get => {
+                let mut builder = self.agent.get(&url);
+                for (name, value) in &request.headers {
+                    builder = builder.header(*name, value);
+                }
+                builder.call()
+            }
+            Method::Post => {
+                let mut builder = self.agent.post(&url);
+                for (name, value) in &request.headers {
+                    builder = builder.header(*name, value);
+                }
+                builder.send(&request.body[..])
+            }
+        };
+        let mut response = result.map_err(map_error)?;
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = response
+            .body_mut()
+            .with_config()
+            .limit(MAX_RESPONSE_BYTES)
+            .read_to_vec()
+            .map_err(map_error)?;
+        Ok(Response {
+            status,
+            retry_after,
+            body,
+        })
+    }
+}
+
+fn map_error(e: ureq::Error) -> TransportError {
+    match e {
+        ureq::Error::Timeout(_) => TransportError::Timeout,
+        ureq::Error::ConnectionFailed | ureq::Error::HostNotFound => {
+            TransportError::Connect(e.to_string())
+        }
+        ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
+            TransportError::Connect(io.to_string())
+        }
+        ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => TransportError::Timeout,
+        ureq::Error::BadUri(_) | ureq::Error::Http(_) => TransportError::Invalid(e.to_string()),
+        other => TransportError::Io(other.to_string()),
+    }
+}
