@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod emit;
 mod inspect;
 mod serve;
@@ -24,6 +25,9 @@ enum Command {
     /// Look inside local state (the SDK's durable log).
     #[command(subcommand)]
     Inspect(inspect::InspectCommand),
+    /// Measure a component under load (the collector's ingest path).
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -32,5 +36,6 @@ fn main() -> anyhow::Result<()> {
         Command::Serve(args) => serve::run(args),
         Command::Emit(args) => emit::run(args),
         Command::Inspect(cmd) => inspect::run(cmd),
+        Command::Bench(cmd) => bench::run(cmd),
     }
 }

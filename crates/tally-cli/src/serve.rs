@@ -1,9 +1,168 @@
-//! `tally serve`.
+//! `tally serve`: the collector.
+//!
+//! Settings come from flags, then `TALLY_*` environment variables, then the
+//! `tally.toml` given by `--config`, then defaults (the table is in
+//! `tally_collector::config`). Logs go to stderr (`TALLY_LOG` or `RUST_LOG`
+//! filter them, `info` by default) and never hold keys or event content.
+//! SIGTERM or Ctrl-C: stop accepting, finish requests in flight, exit 0.
+
+use std::io::IsTerminal as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use tally_collector::app::{app, AppState};
+use tally_collector::config::Settings;
+use tally_collector::ingest::auth::Keys;
+use tally_collector::{server, store, tls};
+
+const PRECEDENCE: &str = "\
+Each setting is taken from the first of: the flag, its TALLY_* environment
+variable, the --config file (tally.toml: listen, data_dir, database_url,
+write_keys = [..], admin_token, tls_cert, tls_key, max_in_flight), the default.
+SIGTERM or Ctrl-C stops accepting, finishes requests in flight and exits 0.";
 
 /// Arguments of `tally serve`.
 #[derive(Debug, clap::Args)]
-pub struct ServeArgs {}
+#[command(after_help = PRECEDENCE)]
+pub struct ServeArgs {
+    /// Address to listen on, IP:PORT (port 0 picks a free one; the address
+    /// in use is logged as "listening on ...") [default: 127.0.0.1:8080]
+    #[arg(long, env = "TALLY_LISTEN", value_name = "ADDR")]
+    listen: Option<String>,
+    /// Directory of the embedded SQLite store [default: ./tally-data]
+    #[arg(long, env = "TALLY_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Use PostgreSQL (postgres://...) instead of SQLite
+    #[arg(
+        long,
+        env = "TALLY_DATABASE_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    database_url: Option<String>,
+    /// A write key clients may send (repeatable; the variable is
+    /// comma-separated)
+    #[arg(
+        long = "write-key",
+        env = "TALLY_WRITE_KEYS",
+        value_name = "KEY",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    write_keys: Vec<String>,
+    /// Bearer token of the admin and query endpoints
+    #[arg(
+        long,
+        env = "TALLY_ADMIN_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    admin_token: Option<String>,
+    /// PEM certificate chain: serve HTTPS (needs --tls-key)
+    #[arg(long, env = "TALLY_TLS_CERT", value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert
+    #[arg(long, env = "TALLY_TLS_KEY", value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+    /// Ingest requests in flight at most; more are answered 429 [default: 64]
+    #[arg(long, env = "TALLY_MAX_IN_FLIGHT", value_name = "N")]
+    max_in_flight: Option<usize>,
+    /// Optional tally.toml with the same settings
+    #[arg(long, env = "TALLY_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+}
 
-pub fn run(_args: ServeArgs) -> anyhow::Result<()> {
-    anyhow::bail!("the collector is not built yet")
+impl ServeArgs {
+    fn settings(&self) -> Settings {
+        Settings {
+            listen: self.listen.clone(),
+            data_dir: self.data_dir.clone(),
+            database_url: self.database_url.clone(),
+            write_keys: Some(self.write_keys.clone()).filter(|k| !k.is_empty()),
+            admin_token: self.admin_token.clone(),
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
+            max_in_flight: self.max_in_flight,
+        }
+    }
+}
+
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    init_logs();
+    let file = match &args.config {
+        Some(path) => Settings::from_file(path)?,
+        None => Settings::default(),
+    };
+    let config = args.settings().or(file).resolve()?;
+    if config.admin_token.is_none() {
+        tracing::warn!("no admin token: the query and admin endpoints answer 401");
+    }
+    let tls = match &config.tls {
+        Some((cert, key)) => Some(tls::acceptor(cert, key)?),
+        None => None,
+    };
+    let store: Arc<dyn store::Store> =
+        store::open(&config.data_dir, config.database_url.as_deref())
+            .context("cannot open the store")?;
+    let state = AppState::new(
+        store,
+        Keys::new(config.write_keys.clone(), config.admin_token.clone()),
+    )
+    .with_max_in_flight(config.max_in_flight);
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let local = listener.local_addr()?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        tracing::info!(
+            store = if config.database_url.is_some() { "postgres" } else { "sqlite" },
+            data_dir = %config.data_dir.display(),
+            "listening on {scheme}://{local}"
+        );
+        server::serve(listener, app(state), tls, shutdown_signal()).await;
+        tracing::info!("stopped");
+        anyhow::Ok(())
+    })
+}
+
+fn init_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TALLY_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
+}
+
+/// Resolves on SIGTERM or Ctrl-C (SIGINT).
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("Ctrl-C: shutting down"),
+        () = term => tracing::info!("SIGTERM: shutting down"),
+    }
 }

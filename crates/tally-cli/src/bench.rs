@@ -1,0 +1,412 @@
+//! `tally bench collector`: load on a collector over loopback.
+//!
+//! Starts the collector in this process (real store, real HTTP on
+//! 127.0.0.1), builds realistic batches up front (500 Tally SDK-shaped
+//! messages of about 700 bytes each, gzip, 5% of each batch repeated from
+//! an earlier batch), then:
+//!
+//! 1. **full load**: `--connections` clients post batches back to back;
+//!    events/s is messages answered over wall time;
+//! 2. **half load**: the same clients paced to half the throughput of
+//!    phase 1; p50/p99 batch latency there is the figure the targets name.
+//!
+//! Every answer is checked (200, one result per message), and at the end
+//! the store's totals must equal exactly what was sent: unique messages
+//! accepted, repeats counted as duplicates. The server's own histograms
+//! tell where the time went (store commit vs the rest of the request).
+
+use std::io::Read as _;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use tally_collector::app::{app, AppState};
+use tally_collector::ingest::auth::Keys;
+use tally_collector::{server, store};
+use tally_proto::{format_timestamp, Batch, ContentEncoding, EncodedBatch, Message, RawJson};
+
+/// What to benchmark.
+#[derive(Debug, clap::Subcommand)]
+pub enum BenchCommand {
+    /// Ingest throughput and latency of the collector over loopback.
+    Collector(CollectorArgs),
+}
+
+/// Which store the collector under test uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StoreKind {
+    /// SQLite in a fresh temporary directory.
+    Sqlite,
+    /// PostgreSQL at --database-url (or TALLY_DATABASE_URL).
+    Postgres,
+}
+
+/// Arguments of `tally bench collector`.
+#[derive(Debug, clap::Args)]
+pub struct CollectorArgs {
+    /// Events sent at full load (half as many more are sent at half load)
+    #[arg(long, default_value_t = 200_000)]
+    events: usize,
+    /// Store behind the collector
+    #[arg(long, value_enum, default_value_t = StoreKind::Sqlite)]
+    store: StoreKind,
+    /// PostgreSQL URL for --store postgres
+    #[arg(long, env = "TALLY_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+    /// Concurrent client connections
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    /// Messages per batch
+    #[arg(long, default_value_t = 500)]
+    batch: usize,
+    /// Percent of each batch repeated from an earlier batch
+    #[arg(long, default_value_t = 5)]
+    duplicate_percent: usize,
+}
+
+const WRITE_KEY: &str = "bench-write-key";
+const ADMIN_TOKEN: &str = "bench-admin-token";
+
+pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
+    match cmd {
+        BenchCommand::Collector(args) => collector(args),
+    }
+}
+
+struct Workload {
+    batches: Vec<EncodedBatch>,
+    unique: u64,
+    duplicates: u64,
+}
+
+fn collector(args: CollectorArgs) -> anyhow::Result<()> {
+    if args.batch == 0 || args.connections == 0 || args.events < args.batch {
+        bail!("--events must be at least --batch, and --batch and --connections positive");
+    }
+    let data_dir = std::env::temp_dir().join(format!("tally-bench-{}", std::process::id()));
+    let database_url = match args.store {
+        StoreKind::Sqlite => None,
+        StoreKind::Postgres => Some(
+            args.database_url
+                .clone()
+                .context("--store postgres needs --database-url")?,
+        ),
+    };
+    let store = store::open(&data_dir, database_url.as_deref()).context("cannot open the store")?;
+    let state = AppState::new(
+        store,
+        Keys::new([WRITE_KEY.to_owned()], Some(ADMIN_TOKEN.to_owned())),
+    );
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = runtime.spawn(server::serve(listener, app(state), None, async {
+        let _ = stop_rx.await;
+    }));
+
+    let full_batches = args.events / args.batch;
+    let half_batches = (full_batches / 2).max(1);
+    eprintln!(
+        "building {} batches of {} messages ({}% repeated), gzip",
+        full_batches + half_batches,
+        args.batch,
+        args.duplicate_percent
+    );
+    let work = workload(
+        full_batches + half_batches,
+        args.batch,
+        args.duplicate_percent,
+    );
+    let (full, half) = work.batches.split_at(full_batches);
+
+    let agent = agent();
+    let before = server_metrics(&agent, &base)?;
+    let full_run = load(&base, full, args.batch, args.connections, None)?;
+    let full_rate = full_run.messages as f64 / full_run.wall.as_secs_f64();
+    let after_full = server_metrics(&agent, &base)?;
+    let interval = Duration::from_secs_f64(2.0 * args.batch as f64 / full_rate);
+    let half_run = load(&base, half, args.batch, args.connections, Some(interval))?;
+    let half_rate = half_run.messages as f64 / half_run.wall.as_secs_f64();
+
+    let stats = get_json(&agent, &format!("{base}/v1/stats"))?;
+    let accepted = stats["accepted"].as_u64().unwrap_or_default();
+    let duplicate = stats["duplicate"].as_u64().unwrap_or_default();
+    let _ = stop_tx.send(());
+    runtime.block_on(server)?;
+    if args.store == StoreKind::Sqlite {
+        let _ = std::fs::remove_dir_all(&data_dir);
+    }
+
+    let (batch_s, commit_s, requests) = time_split(&before, &after_full);
+    println!(
+        "store: {:?}, {} connections, batches of {}",
+        args.store, args.connections, args.batch
+    );
+    println!(
+        "full load: {:.0} events/s ({} events in {:.2} s), batch latency p50 {:.1} ms, p99 {:.1} ms",
+        full_rate,
+        full_run.messages,
+        full_run.wall.as_secs_f64(),
+        ms(full_run.percentile(50)),
+        ms(full_run.percentile(99)),
+    );
+    println!(
+        "half load: {:.0} events/s offered {:.0}, batch latency p50 {:.1} ms, p99 {:.1} ms",
+        half_rate,
+        full_rate / 2.0,
+        ms(half_run.percentile(50)),
+        ms(half_run.percentile(99)),
+    );
+    if requests > 0.0 {
+        println!(
+            "server time per batch at full load: {:.2} ms, of which store commit {:.2} ms ({:.0}%)",
+            1e3 * batch_s / requests,
+            1e3 * commit_s / requests,
+            100.0 * commit_s / batch_s.max(f64::MIN_POSITIVE),
+        );
+    }
+    println!(
+        "exactness: accepted {accepted} (sent unique {}), duplicate {duplicate} (sent repeated {})",
+        work.unique, work.duplicates
+    );
+    println!(
+        "{}",
+        serde_json::json!({
+            "store": format!("{:?}", args.store).to_lowercase(),
+            "events_per_s": full_rate.round(),
+            "p50_ms": ms(full_run.percentile(50)),
+            "p99_ms": ms(full_run.percentile(99)),
+            "half_load_events_per_s": half_rate.round(),
+            "half_load_p50_ms": ms(half_run.percentile(50)),
+            "half_load_p99_ms": ms(half_run.percentile(99)),
+            "accepted": accepted,
+            "duplicate": duplicate,
+            "sent_unique": work.unique,
+            "sent_repeated": work.duplicates,
+        })
+    );
+    if accepted != work.unique || duplicate != work.duplicates {
+        bail!("the store's totals do not match what was sent");
+    }
+    Ok(())
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// Batches of Tally SDK-shaped messages; in each batch `dup_percent` of the
+/// messages repeat messages of the batch before (same id, same bytes), the
+/// way a client resends after a lost answer.
+fn workload(batches: usize, size: usize, dup_percent: usize) -> Workload {
+    let run = std::process::id();
+    let base_ms = tally_collector::ingest::clock::now_ms() - 60_000;
+    let repeats = (size * dup_percent / 100).min(size);
+    let mut previous: Vec<Message> = Vec::new();
+    let mut out = Vec::with_capacity(batches);
+    let (mut unique, mut duplicates) = (0u64, 0u64);
+    let mut seq = 0u64;
+    for b in 0..batches {
+        let mut messages = Vec::with_capacity(size);
+        if !previous.is_empty() {
+            messages.extend(previous.iter().take(repeats).cloned());
+            duplicates += messages.len() as u64;
+        }
+        while messages.len() < size {
+            seq += 1;
+            messages.push(message(run, seq, base_ms + (seq % 50_000) as i64));
+            unique += 1;
+        }
+        let sent_at = format_timestamp(base_ms + 60_000);
+        let batch = Batch::new(messages, sent_at);
+        out.push(batch.encode(ContentEncoding::Gzip));
+        previous = batch
+            .messages
+            .unwrap_or_default()
+            .split_off(if b == 0 { 0 } else { repeats });
+    }
+    Workload {
+        batches: out,
+        unique,
+        duplicates,
+    }
+}
+
+fn message(run: u32, seq: u64, ts: i64) -> Message {
+    const EVENTS: [&str; 5] = [
+        "Screen Viewed",
+        "Button Tapped",
+        "Item Added",
+        "Search",
+        "Order Completed",
+    ];
+    let device = seq % 1_000;
+    let mut msg = Message::track(
+        format!("bench-{run}-{seq:012}"),
+        format_timestamp(ts),
+        EVENTS[(seq % 5) as usize],
+    );
+    msg.anonymous_id = Some(format!("anon-{run}-{device}"));
+    if device % 3 == 0 {
+        msg.user_id = Some(format!("user-{device}"));
+    }
+    msg.properties = RawJson::from_text(&format!(
+        r#"{{"screen":"home","item_id":"sku-{}","price":{}.99,"currency":"EUR","position":{},"query":null,"experiment":"b"}}"#,
+        seq % 977,
+        seq % 200,
+        seq % 20
+    ))
+    .ok();
+    let context = msg.context.get_or_insert_with(Default::default);
+    context.locale = Some("en-GB".into());
+    context.timezone = Some("Europe/Paris".into());
+    let tally = msg.tally_mut();
+    tally.install_id = Some(format!("install-{run}-{device}"));
+    tally.seq = Some(seq / 1_000 + 1);
+    tally.session_id = Some(format!("session-{run}-{device}-{}", seq / 50_000));
+    tally.session_index = Some(seq / 50_000 + 1);
+    msg
+}
+
+struct Run {
+    messages: u64,
+    wall: Duration,
+    latencies: Vec<Duration>,
+}
+
+impl Run {
+    fn percentile(&self, p: usize) -> Duration {
+        if self.latencies.is_empty() {
+            return Duration::ZERO;
+        }
+        let i = (self.latencies.len() * p / 100).min(self.latencies.len() - 1);
+        self.latencies[i]
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(60)))
+        .build()
+        .into()
+}
+
+/// Posts `batches` from `connections` threads; with `interval`, the
+/// batches are paced to one every `interval` overall.
+fn load(
+    base: &str,
+    batches: &[EncodedBatch],
+    batch_size: usize,
+    connections: usize,
+    interval: Option<Duration>,
+) -> anyhow::Result<Run> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let url = format!("{base}/v1/batch");
+    let results: Vec<anyhow::Result<(u64, Vec<Duration>)>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..connections)
+            .map(|_| {
+                let next = next.clone();
+                let url = url.clone();
+                scope.spawn(move || -> anyhow::Result<(u64, Vec<Duration>)> {
+                    let agent = agent();
+                    let mut messages = 0u64;
+                    let mut latencies = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(batch) = batches.get(i) else { break };
+                        if let Some(interval) = interval {
+                            let due = started + interval.saturating_mul(i as u32);
+                            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                                std::thread::sleep(wait);
+                            }
+                        }
+                        let t = Instant::now();
+                        let mut response = agent
+                            .post(&url)
+                            .header("authorization", format!("Bearer {WRITE_KEY}"))
+                            .header("content-type", "application/json")
+                            .header("content-encoding", batch.encoding.as_str())
+                            .header("content-digest", &batch.digest)
+                            .send(&batch.body[..])?;
+                        let status = response.status().as_u16();
+                        let mut text = String::new();
+                        response.body_mut().as_reader().read_to_string(&mut text)?;
+                        latencies.push(t.elapsed());
+                        if status != 200 {
+                            bail!("batch {i}: HTTP {status}: {text}");
+                        }
+                        let answer: tally_proto::BatchResponse = serde_json::from_str(&text)?;
+                        if answer.results.len() != batch_size || answer.rejected != 0 {
+                            bail!(
+                                "batch {i}: unexpected answer: {} results, {} rejected",
+                                answer.results.len(),
+                                answer.rejected
+                            );
+                        }
+                        messages += answer.results.len() as u64;
+                    }
+                    Ok((messages, latencies))
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("client thread panicked")))
+            })
+            .collect()
+    });
+    let wall = started.elapsed();
+    let mut run = Run {
+        messages: 0,
+        wall,
+        latencies: Vec::new(),
+    };
+    for r in results {
+        let (m, l) = r?;
+        run.messages += m;
+        run.latencies.extend(l);
+    }
+    run.latencies.sort_unstable();
+    Ok(run)
+}
+
+fn get_json(agent: &ureq::Agent, url: &str) -> anyhow::Result<serde_json::Value> {
+    let mut response = agent
+        .get(url)
+        .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
+        .call()?;
+    let text = response.body_mut().read_to_string()?;
+    Ok(serde_json::from_str(&text)?)
+}
+
+fn server_metrics(agent: &ureq::Agent, base: &str) -> anyhow::Result<String> {
+    let mut response = agent.get(&format!("{base}/metrics")).call()?;
+    Ok(response.body_mut().read_to_string()?)
+}
+
+/// (batch seconds, commit seconds, requests) between two scrapes.
+fn time_split(before: &str, after: &str) -> (f64, f64, f64) {
+    let value = |text: &str, name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(name)
+                    .and_then(|v| v.trim().parse::<f64>().ok())
+            })
+            .unwrap_or(0.0)
+    };
+    let delta = |name: &str| value(after, name) - value(before, name);
+    (
+        delta("tally_batch_duration_seconds_sum "),
+        delta("tally_store_commit_duration_seconds_sum "),
+        delta("tally_batch_duration_seconds_count "),
+    )
+}

@@ -1,0 +1,868 @@
+//! Router tests: the real router over the real SQLite store, driven with
+//! `tower::ServiceExt::oneshot`. One test per status code the collector
+//! answers, and one batch holding every rejection reason reachable over
+//! HTTP.
+
+// Helpers outside #[test] functions unwrap too: a failure there is a test failure.
+#![allow(clippy::unwrap_used)]
+
+use std::io::Write as _;
+use std::path::PathBuf;
+
+use axum::body::Body;
+use axum::http::{header, HeaderMap, Method, Request, StatusCode};
+use axum::Router;
+use base64::Engine as _;
+use serde_json::{json, Value};
+use tally_collector::app::{app, AppState};
+use tally_collector::ingest::auth::Keys;
+use tally_collector::ingest::clock::now_ms;
+use tally_collector::store;
+use tally_proto::{content_digest, format_timestamp, DecodeLimits, RejectReason};
+use tower::ServiceExt as _;
+
+const KEY: &str = "write-key-1";
+const OTHER_KEY: &str = "write-key-2";
+const ADMIN: &str = "admin-token";
+
+struct Harness {
+    state: AppState,
+    dir: PathBuf,
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn harness(name: &str) -> Harness {
+    let dir = std::env::temp_dir().join(format!("tally-router-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let store = store::open(&dir, None).unwrap();
+    let keys = Keys::new(
+        [KEY.to_owned(), OTHER_KEY.to_owned()],
+        Some(ADMIN.to_owned()),
+    );
+    Harness {
+        state: AppState::new(store, keys),
+        dir,
+    }
+}
+
+impl Harness {
+    fn app(&self) -> Router {
+        app(self.state.clone())
+    }
+
+    async fn send(&self, request: Request<Body>) -> (StatusCode, HeaderMap, Value) {
+        let response = self.app().oneshot(request).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
+        };
+        (status, headers, body)
+    }
+
+    async fn stats(&self) -> Value {
+        let (status, _, body) = self.send(admin_get("/v1/stats")).await;
+        assert_eq!(status, StatusCode::OK);
+        body
+    }
+}
+
+fn basic(key: &str) -> String {
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{key}:"))
+    )
+}
+
+fn batch_request(path: &str, json: &Value) -> Request<Body> {
+    Request::builder()
+        .method(Method::POST)
+        .uri(path)
+        .header(header::AUTHORIZATION, basic(KEY))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(json.to_string()))
+        .unwrap()
+}
+
+fn admin_get(path: &str) -> Request<Body> {
+    Request::builder()
+        .uri(path)
+        .header(header::AUTHORIZATION, format!("Bearer {ADMIN}"))
+        .body(Body::empty())
+        .unwrap()
+}
+
+fn track(id: &str) -> Value {
+    json!({
+        "type": "track",
+        "messageId": id,
+        "anonymousId": "anon-1",
+        "event": "Signed Up",
+        "timestamp": format_timestamp(now_ms() - 1_000),
+        "properties": {"plan": "pro"}
+    })
+}
+
+fn statuses(body: &Value) -> Vec<(String, Option<String>)> {
+    body["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["status"].as_str().unwrap().to_owned(),
+                r["reason"].as_str().map(str::to_owned),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn accepted_then_a_replay_is_all_duplicate_and_counts_do_not_move() {
+    let h = harness("replay");
+    let batch = json!({"batch": [track("m-1"), track("m-2"), track("m-3")], "sentAt": format_timestamp(now_ms())});
+    let (status, _, body) = h.send(batch_request("/v1/batch", &batch)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        (body["accepted"].as_u64(), body["duplicate"].as_u64()),
+        (Some(3), Some(0))
+    );
+    assert_eq!(body["results"][0]["id"], "m-1");
+    assert!(body["server_time"].as_str().unwrap().ends_with('Z'));
+    let (status, _, body) = h.send(batch_request("/v1/batch", &batch)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        (body["accepted"].as_u64(), body["duplicate"].as_u64()),
+        (Some(0), Some(3))
+    );
+    let stats = h.stats().await;
+    assert_eq!(
+        stats,
+        json!({"accepted": 3, "duplicate": 3, "rejected": 0, "events": 3})
+    );
+    let (status, _, count) = h
+        .send(admin_get("/v1/events/count?event=Signed%20Up"))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(count, json!({"count": 3, "users": 1}));
+}
+
+#[tokio::test]
+async fn every_rejection_reason_reachable_over_http_is_answered_and_kept() {
+    let h = harness("reasons");
+    // Delete a user first so that `deleted_user` is reachable.
+    let deletion = Request::builder()
+        .method(Method::POST)
+        .uri("/v1/deletions")
+        .header(header::AUTHORIZATION, format!("Bearer {ADMIN}"))
+        .body(Body::from(r#"{"userId":"gone"}"#))
+        .unwrap();
+    let (status, _, _) = h.send(deletion).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+
+    let ts = format_timestamp(now_ms());
+    let good = || track("ok-1");
+    let with = |patch: Value| {
+        let mut m = track("x");
+        for (k, v) in patch.as_object().unwrap() {
+            if v.is_null() {
+                m.as_object_mut().unwrap().remove(k);
+            } else {
+                m[k] = v.clone();
+            }
+        }
+        m
+    };
+    let big = "x".repeat(25 * 1024);
+    let deep = (0..40).fold(json!(1), |v, _| json!([v]));
+    let cases: Vec<(Value, RejectReason)> = vec![
+        (
+            json!({"type": "track", "messageId": 5}),
+            RejectReason::MalformedMessage,
+        ),
+        (
+            with(json!({"messageId": "r1", "type": null})),
+            RejectReason::MissingType,
+        ),
+        (
+            with(json!({"messageId": "r2", "type": "purchase"})),
+            RejectReason::UnknownType,
+        ),
+        (
+            with(json!({"messageId": ""})),
+            RejectReason::MissingMessageId,
+        ),
+        (
+            with(json!({"messageId": "m".repeat(129)})),
+            RejectReason::MessageIdTooLong,
+        ),
+        (
+            with(json!({"messageId": "r3", "anonymousId": null, "userId": null})),
+            RejectReason::MissingIdentity,
+        ),
+        (
+            with(json!({"messageId": "r4", "userId": "u".repeat(256)})),
+            RejectReason::IdTooLong,
+        ),
+        (
+            with(json!({"messageId": "r5", "event": null})),
+            RejectReason::MissingEventName,
+        ),
+        (
+            with(json!({"messageId": "r6", "event": "e".repeat(256)})),
+            RejectReason::EventNameTooLong,
+        ),
+        (
+            json!({"type": "group", "messageId": "r7", "userId": "u", "timestamp": ts}),
+            RejectReason::MissingGroupId,
+        ),
+        (
+            json!({"type": "alias", "messageId": "r8", "userId": "u", "timestamp": ts}),
+            RejectReason::MissingPreviousId,
+        ),
+        (
+            with(json!({"messageId": "r9", "properties": [1, 2]})),
+            RejectReason::PropertiesNotObject,
+        ),
+        (
+            with(json!({"messageId": "r10", "properties": {"big": big}})),
+            RejectReason::PropertiesTooLarge,
+        ),
+        (
+            with(
+                json!({"messageId": "r11", "properties": {"a": "y".repeat(20 * 1024)}, "context": {"pad": "z".repeat(13 * 1024)}}),
+            ),
+            RejectReason::MessageTooLarge,
+        ),
+        (
+            with(json!({"messageId": "r12", "properties": {"deep": deep}})),
+            RejectReason::NestingTooDeep,
+        ),
+        (
+            with(json!({"messageId": "r13", "timestamp": "yesterday"})),
+            RejectReason::BadTimestamp,
+        ),
+        (
+            with(json!({"messageId": "r14", "context": {"tally": {"install_id": "i", "seq": 0}}})),
+            RejectReason::SeqZero,
+        ),
+        (
+            with(json!({"messageId": "r15", "context": {"tally": {"seq": 3}}})),
+            RejectReason::BadInstallId,
+        ),
+        (
+            with(json!({"messageId": "r16", "context": {"tally": {"schema": 0}}})),
+            RejectReason::UnsupportedSchema,
+        ),
+        (
+            with(json!({"messageId": "r17", "userId": "gone"})),
+            RejectReason::DeletedUser,
+        ),
+    ];
+    let mut messages: Vec<Value> = cases.iter().map(|(m, _)| m.clone()).collect();
+    messages.push(good());
+    let (status, _, body) = h
+        .send(batch_request("/v1/batch", &json!({ "batch": messages })))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let mut expected: Vec<(String, Option<String>)> = cases
+        .iter()
+        .map(|(_, r)| ("rejected".to_owned(), Some(r.as_str().to_owned())))
+        .collect();
+    expected.push(("accepted".to_owned(), None));
+    assert_eq!(statuses(&body), expected);
+    assert_eq!(body["deleted_users"], json!(["gone"]));
+    assert_eq!(body["rejected"].as_u64(), Some(cases.len() as u64));
+    // Every reason but `unrecognized` (a client-side code) was reached.
+    let reached: std::collections::BTreeSet<_> = cases.iter().map(|(_, r)| *r).collect();
+    let reachable: std::collections::BTreeSet<_> = RejectReason::ALL
+        .iter()
+        .copied()
+        .filter(|r| *r != RejectReason::Unrecognized)
+        .collect();
+    assert_eq!(reached, reachable);
+    let stats = h.stats().await;
+    assert_eq!(stats["accepted"], 1);
+    assert_eq!(stats["rejected"].as_u64(), Some(cases.len() as u64));
+    assert_eq!(stats["events"], 1);
+}
+
+#[tokio::test]
+async fn credentials_401_and_403() {
+    let h = harness("auth");
+    let body = json!({"batch": [track("a-1")]}).to_string();
+    let without = Request::post("/v1/batch")
+        .body(Body::from(body.clone()))
+        .unwrap();
+    let (status, _, answer) = h.send(without).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(answer["code"], "unauthorized");
+    assert!(answer["message"].as_str().unwrap().contains("missing"));
+
+    let wrong = Request::post("/v1/batch")
+        .header(header::AUTHORIZATION, basic("nope"))
+        .body(Body::from(body.clone()))
+        .unwrap();
+    let (status, _, answer) = h.send(wrong).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(answer["message"], "unknown write key");
+
+    // The header wins over a good key in the body.
+    let header_wins = Request::post("/v1/batch")
+        .header(header::AUTHORIZATION, "Bearer nope")
+        .body(Body::from(
+            json!({"batch": [track("a-2")], "writeKey": KEY}).to_string(),
+        ))
+        .unwrap();
+    assert_eq!(h.send(header_wins).await.0, StatusCode::UNAUTHORIZED);
+
+    // The admin token is not a write key.
+    let admin_as_write = Request::post("/v1/batch")
+        .header(header::AUTHORIZATION, format!("Bearer {ADMIN}"))
+        .body(Body::from(body.clone()))
+        .unwrap();
+    assert_eq!(h.send(admin_as_write).await.0, StatusCode::UNAUTHORIZED);
+
+    // A write key is never an admin token: 403; no token 401.
+    for path in ["/v1/stats", "/v1/events/count?event=x", "/v1/installs/i"] {
+        let with_write_key = Request::get(path)
+            .header(header::AUTHORIZATION, format!("Bearer {KEY}"))
+            .body(Body::empty())
+            .unwrap();
+        let (status, _, answer) = h.send(with_write_key).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{path}");
+        assert_eq!(answer["code"], "forbidden");
+        let (status, _, _) = h
+            .send(Request::get(path).body(Body::empty()).unwrap())
+            .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{path}");
+    }
+    let delete_with_write_key = Request::post("/v1/deletions")
+        .header(header::AUTHORIZATION, basic(KEY))
+        .body(Body::from(r#"{"userId":"u"}"#))
+        .unwrap();
+    assert_eq!(h.send(delete_with_write_key).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(h.stats().await["accepted"], 0);
+}
+
+#[tokio::test]
+async fn the_write_key_may_come_from_body_message_or_query() {
+    let h = harness("keyplaces");
+    let in_body = Request::post("/v1/batch")
+        .body(Body::from(
+            json!({"batch": [track("k-1")], "writeKey": OTHER_KEY}).to_string(),
+        ))
+        .unwrap();
+    assert_eq!(h.send(in_body).await.0, StatusCode::OK);
+    let mut msg = track("k-2");
+    msg["writeKey"] = json!(KEY);
+    let in_message = Request::post("/v1/t")
+        .header(header::CONTENT_TYPE, "text/plain;charset=UTF-8")
+        .body(Body::from(msg.to_string()))
+        .unwrap();
+    assert_eq!(h.send(in_message).await.0, StatusCode::OK);
+    let beacon = Request::post(format!("/beacon/v1/batch?writeKey={KEY}"))
+        .header(header::CONTENT_TYPE, "text/plain")
+        .body(Body::from(json!({"batch": [track("k-3")]}).to_string()))
+        .unwrap();
+    let (status, _, body) = h.send(beacon).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["accepted"], 1);
+    // The body's key wins over the query's.
+    let body_wins = Request::post(format!("/beacon/v1/batch?writeKey={KEY}"))
+        .body(Body::from(
+            json!({"batch": [track("k-4")], "writeKey": "nope"}).to_string(),
+        ))
+        .unwrap();
+    assert_eq!(h.send(body_wins).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(h.stats().await["accepted"], 3);
+}
+
+#[tokio::test]
+async fn single_message_paths_give_the_type_a_message_lacks() {
+    let h = harness("paths");
+    let cases = [
+        (
+            "/v1/track",
+            json!({"messageId": "p1", "userId": "u1", "event": "E"}),
+        ),
+        (
+            "/v1/t",
+            json!({"messageId": "p2", "userId": "u1", "event": "E"}),
+        ),
+        (
+            "/v1/identify",
+            json!({"messageId": "p3", "userId": "u1", "traits": {"plan": "pro"}}),
+        ),
+        ("/v1/i", json!({"messageId": "p4", "anonymousId": "a"})),
+        (
+            "/v1/page",
+            json!({"messageId": "p5", "anonymousId": "a", "name": "Home"}),
+        ),
+        ("/v1/p", json!({"messageId": "p6", "anonymousId": "a"})),
+        (
+            "/v1/screen",
+            json!({"messageId": "p7", "anonymousId": "a", "name": "Cart"}),
+        ),
+        ("/v1/s", json!({"messageId": "p8", "anonymousId": "a"})),
+        (
+            "/v1/group",
+            json!({"messageId": "p9", "userId": "u1", "groupId": "g"}),
+        ),
+        (
+            "/v1/g",
+            json!({"messageId": "p10", "userId": "u1", "groupId": "g"}),
+        ),
+        (
+            "/v1/alias",
+            json!({"messageId": "p11", "userId": "u1", "previousId": "a"}),
+        ),
+        (
+            "/v1/a",
+            json!({"messageId": "p12", "userId": "u1", "previousId": "a"}),
+        ),
+        (
+            "/v1/b",
+            json!({"batch": [{"type": "track", "messageId": "p13", "userId": "u1", "event": "E"}]}),
+        ),
+    ];
+    for (path, body) in &cases {
+        let (status, _, answer) = h.send(batch_request(path, body)).await;
+        assert_eq!(status, StatusCode::OK, "{path}");
+        assert_eq!(
+            statuses(&answer),
+            [("accepted".to_owned(), None)],
+            "{path}: {answer}"
+        );
+    }
+    assert_eq!(
+        h.stats().await["accepted"].as_u64(),
+        Some(cases.len() as u64)
+    );
+    let (_, _, count) = h.send(admin_get("/v1/events/count?event=E")).await;
+    assert_eq!(count["count"], 3);
+}
+
+#[tokio::test]
+async fn undecodable_bodies_and_digest_mismatch_are_400_and_store_nothing() {
+    let h = harness("400");
+    for body in [&b"{\"batch\":["[..], b"[1,2]", b"\xff\xfe", b""] {
+        let request = Request::post("/v1/batch")
+            .header(header::AUTHORIZATION, basic(KEY))
+            .body(Body::from(body.to_vec()))
+            .unwrap();
+        let (status, _, answer) = h.send(request).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body:?}");
+        assert_eq!(answer["code"], "undecodable");
+    }
+    let json = json!({"batch": [track("d-1")]}).to_string();
+    let corrupt_gzip = Request::post("/v1/batch")
+        .header(header::AUTHORIZATION, basic(KEY))
+        .header(header::CONTENT_ENCODING, "gzip")
+        .body(Body::from(json.clone()))
+        .unwrap();
+    assert_eq!(h.send(corrupt_gzip).await.0, StatusCode::BAD_REQUEST);
+    let mismatch = Request::post("/v1/batch")
+        .header(header::AUTHORIZATION, basic(KEY))
+        .header("content-digest", content_digest(b"something else"))
+        .body(Body::from(json.clone()))
+        .unwrap();
+    let (status, _, answer) = h.send(mismatch).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(answer["code"], "digest_mismatch");
+    assert_eq!(
+        h.stats().await,
+        json!({"accepted": 0, "duplicate": 0, "rejected": 0, "events": 0})
+    );
+    let good = Request::post("/v1/batch")
+        .header(header::AUTHORIZATION, basic(KEY))
+        .header("content-digest", content_digest(json.as_bytes()))
+        .body(Body::from(json))
+        .unwrap();
+    assert_eq!(h.send(good).await.0, StatusCode::OK);
+    assert_eq!(h.stats().await["accepted"], 1);
+}
+
+#[tokio::test]
+async fn size_limits_are_413_and_unknown_encodings_415() {
+    let h = harness("413");
+    let send_raw = |body: Vec<u8>, encoding: &str, length: Option<usize>| {
+        let mut b = Request::post("/v1/batch").header(header::AUTHORIZATION, basic(KEY));
+        if !encoding.is_empty() {
+            b = b.header(header::CONTENT_ENCODING, encoding);
+        }
+        if let Some(n) = length {
+            b = b.header(header::CONTENT_LENGTH, n);
+        }
+        b.body(Body::from(body)).unwrap()
+    };
+    // Declared length over 20 MiB: refused before reading.
+    let (status, _, answer) = h
+        .send(send_raw(Vec::new(), "", Some(21 * 1024 * 1024)))
+        .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(answer["code"], "payload_too_large");
+    // 17 MiB of whitespace-padded JSON: over the decoded limit.
+    let mut padded = vec![b' '; 17 * 1024 * 1024];
+    padded.extend_from_slice(br#"{"batch":[]}"#);
+    assert_eq!(
+        h.send(send_raw(padded, "", None)).await.0,
+        StatusCode::PAYLOAD_TOO_LARGE
+    );
+    // A gzip bomb: 256 MiB of zeros.
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    let zeros = vec![0u8; 1024 * 1024];
+    for _ in 0..256 {
+        gz.write_all(&zeros).unwrap();
+    }
+    let bomb = gz.finish().unwrap();
+    let started = std::time::Instant::now();
+    assert_eq!(
+        h.send(send_raw(bomb, "gzip", None)).await.0,
+        StatusCode::PAYLOAD_TOO_LARGE
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(1));
+    // More messages than the limit.
+    let many = json!({"batch": vec![json!({}); tally_proto::limits::MAX_BATCH_MESSAGES + 1]});
+    assert_eq!(
+        h.send(send_raw(many.to_string().into_bytes(), "", None))
+            .await
+            .0,
+        StatusCode::PAYLOAD_TOO_LARGE
+    );
+    let (status, _, answer) = h.send(send_raw(b"{}".to_vec(), "br", None)).await;
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(answer["code"], "unsupported_encoding");
+    assert_eq!(h.stats().await["rejected"], 0);
+}
+
+#[tokio::test]
+async fn a_500_kb_batch_is_always_accepted() {
+    let h = harness("500kb");
+    let mut messages = Vec::new();
+    let mut size = 0;
+    let mut i = 0;
+    while size < tally_proto::limits::MAX_BATCH_BYTES - 2_000 {
+        let mut m = track(&format!("big-{i}"));
+        m["properties"] = json!({"pad": "p".repeat(900)});
+        size += m.to_string().len() + 1;
+        messages.push(m);
+        i += 1;
+    }
+    let body = json!({"batch": messages}).to_string();
+    assert!(body.len() <= tally_proto::limits::MAX_BATCH_BYTES);
+    let (status, _, answer) = h
+        .send(batch_request(
+            "/v1/batch",
+            &serde_json::from_str(&body).unwrap(),
+        ))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(answer["accepted"].as_u64(), Some(i as u64));
+}
+
+#[tokio::test]
+async fn saturation_is_429_with_retry_after() {
+    let h = harness("429");
+    let state = h.state.clone().with_max_in_flight(1);
+    let held = state.ingest_slots.clone().try_acquire_owned().unwrap();
+    let response = app(state.clone())
+        .oneshot(batch_request(
+            "/v1/batch",
+            &json!({"batch": [track("s-1")]}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+    drop(held);
+    let response = app(state)
+        .oneshot(batch_request(
+            "/v1/batch",
+            &json!({"batch": [track("s-1")]}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn admin_queries_and_their_errors() {
+    let h = harness("admin");
+    let now = now_ms();
+    // The device clock is a day behind; its own sentAt says so, and the
+    // corrected time lands in the last minute.
+    let day = 24 * 3600 * 1000;
+    let mut m = track("c-1");
+    m["timestamp"] = json!(format_timestamp(now - day - 10_000));
+    m["sentAt"] = json!(format_timestamp(now - day));
+    m["context"] = json!({"tally": {"install_id": "inst-1", "seq": 1}});
+    let mut m2 = track("c-2");
+    m2["context"] = json!({"tally": {"install_id": "inst-1", "seq": 4}});
+    let (status, _, _) = h
+        .send(batch_request("/v1/batch", &json!({"batch": [m, m2]})))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let from = format_timestamp(now - 60_000);
+    let (status, _, count) = h
+        .send(admin_get(&format!(
+            "/v1/events/count?event=Signed%20Up&from={from}"
+        )))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(count["count"], 2);
+    let to = format_timestamp(now - 5_000);
+    let (_, _, count) = h
+        .send(admin_get(&format!(
+            "/v1/events/count?event=Signed%20Up&from={from}&to={to}"
+        )))
+        .await;
+    assert_eq!(count["count"], 1, "only the corrected event is 10 s old");
+
+    let (status, _, install) = h.send(admin_get("/v1/installs/inst-1")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(install["max_seq"], 4);
+    assert_eq!(install["missing"], json!([[2, 3]]));
+    assert_eq!(install["dropped"], 0);
+    let (status, _, answer) = h.send(admin_get("/v1/installs/never-seen")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(answer["code"], "not_found");
+
+    for bad in [
+        "/v1/events/count",
+        "/v1/events/count?event=E&from=yesterday",
+        "/v1/events/count?event=E&to=1",
+    ] {
+        let (status, _, answer) = h.send(admin_get(bad)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+        assert_eq!(answer["code"], "bad_request");
+    }
+    let bad_deletion = Request::post("/v1/deletions")
+        .header(header::AUTHORIZATION, format!("Bearer {ADMIN}"))
+        .body(Body::from("{}"))
+        .unwrap();
+    assert_eq!(h.send(bad_deletion).await.0, StatusCode::BAD_REQUEST);
+    let deletion = Request::post("/v1/deletions")
+        .header(header::AUTHORIZATION, format!("Bearer {ADMIN}"))
+        .body(Body::from(r#"{"userId":"u-9"}"#))
+        .unwrap();
+    let (status, _, answer) = h.send(deletion).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(answer["deleted_events"], 0);
+}
+
+#[tokio::test]
+async fn drop_reports_fill_completeness() {
+    let h = harness("drops");
+    let seq = |id: &str, n: u64| {
+        let mut m = track(id);
+        m["context"] = json!({"tally": {"install_id": "inst-d", "seq": n}});
+        m
+    };
+    let mut report = seq("d-report", 5);
+    report["event"] = json!("tally.dropped");
+    report["properties"] = json!({"reason": "queue_full", "ranges": [[2, 3]]});
+    let batch = json!({"batch": [seq("d-1", 1), report, seq("d-6", 6)]});
+    assert_eq!(
+        h.send(batch_request("/v1/batch", &batch)).await.0,
+        StatusCode::OK
+    );
+    let (_, _, install) = h.send(admin_get("/v1/installs/inst-d")).await;
+    assert_eq!(install["max_seq"], 6);
+    assert_eq!(install["missing"], json!([[4, 4]]));
+    assert_eq!(install["dropped"], 2);
+}
+
+#[tokio::test]
+async fn plain_endpoints_404_and_405() {
+    let h = harness("plain");
+    let (status, headers, body) = h
+        .send(Request::get("/v1/time").body(Body::empty()).unwrap())
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let server_time = tally_proto::parse_timestamp(body["server_time"].as_str().unwrap()).unwrap();
+    assert!((server_time - now_ms()).abs() < 5_000);
+    assert_eq!(headers[header::CACHE_CONTROL], "no-store");
+    let (status, _, body) = h
+        .send(Request::get("/healthz").body(Body::empty()).unwrap())
+        .await;
+    assert_eq!((status, body), (StatusCode::OK, json!({"status": "ok"})));
+    let (status, _, body) = h
+        .send(
+            Request::post("/v1/m")
+                .body(Body::from("{\"series\":[]}"))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!((status, body), (StatusCode::OK, json!({})));
+    let (status, _, body) = h
+        .send(Request::get("/nope").body(Body::empty()).unwrap())
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body["code"], "not_found");
+    let (status, _, body) = h
+        .send(Request::get("/v1/batch").body(Body::empty()).unwrap())
+        .await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(body["code"], "method_not_allowed");
+
+    h.send(batch_request(
+        "/v1/batch",
+        &json!({"batch": [track("x-1"), track("x-1")]}),
+    ))
+    .await;
+    let (status, headers, text) = h
+        .send(Request::get("/metrics").body(Body::empty()).unwrap())
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(headers[header::CONTENT_TYPE]
+        .to_str()
+        .unwrap()
+        .contains("openmetrics"));
+    let text = text.as_str().unwrap().to_owned();
+    for line in [
+        "tally_events_total{outcome=\"accepted\"} 1",
+        "tally_events_total{outcome=\"duplicate\"} 1",
+        "tally_dedup_total 1",
+        "tally_http_requests_total{status=\"404\"} 1",
+        "tally_http_requests_total{status=\"405\"} 1",
+        "tally_batch_duration_seconds_count 1",
+        "tally_store_commit_duration_seconds_count 1",
+        "tally_ingest_in_flight 0",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing {line:?} in\n{text}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn cors_preflight_and_headers_on_every_answer() {
+    let h = harness("cors");
+    let preflight = Request::builder()
+        .method(Method::OPTIONS)
+        .uri("/v1/t")
+        .header(header::ORIGIN, "https://shop.example")
+        .header(header::ACCESS_CONTROL_REQUEST_METHOD, "POST")
+        .header(
+            header::ACCESS_CONTROL_REQUEST_HEADERS,
+            "authorization,content-type",
+        )
+        .body(Body::empty())
+        .unwrap();
+    let (status, headers, _) = h.send(preflight).await;
+    assert!(status.is_success(), "{status}");
+    assert_eq!(
+        headers[header::ACCESS_CONTROL_ALLOW_ORIGIN],
+        "https://shop.example"
+    );
+    assert_eq!(
+        headers[header::ACCESS_CONTROL_ALLOW_HEADERS],
+        "authorization,content-type"
+    );
+    assert!(headers[header::ACCESS_CONTROL_ALLOW_METHODS]
+        .to_str()
+        .unwrap()
+        .contains("POST"));
+    // An error answer carries them too, so the browser can read it.
+    let unauthorized = Request::post("/v1/t")
+        .header(header::ORIGIN, "https://shop.example")
+        .body(Body::from("{}"))
+        .unwrap();
+    let (status, headers, _) = h.send(unauthorized).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        headers[header::ACCESS_CONTROL_ALLOW_ORIGIN],
+        "https://shop.example"
+    );
+    let ok = Request::post("/v1/t")
+        .header(header::ORIGIN, "https://shop.example")
+        .header(header::AUTHORIZATION, basic(KEY))
+        .header(header::CONTENT_TYPE, "text/plain")
+        .body(Body::from(track("cors-1").to_string()))
+        .unwrap();
+    let (status, headers, _) = h.send(ok).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        headers[header::ACCESS_CONTROL_ALLOW_ORIGIN],
+        "https://shop.example"
+    );
+    assert_eq!(headers[header::ACCESS_CONTROL_ALLOW_CREDENTIALS], "true");
+}
+
+#[tokio::test]
+async fn small_decode_limits_come_from_the_state() {
+    let h = harness("limits");
+    let state = h.state.clone().with_limits(DecodeLimits {
+        max_batch_messages: 2,
+        ..DecodeLimits::default()
+    });
+    let response = app(state)
+        .oneshot(batch_request(
+            "/v1/batch",
+            &json!({"batch": [track("l-1"), track("l-2"), track("l-3")]}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+}
+
+#[tokio::test]
+async fn a_locked_store_is_503_with_retry_after_and_nothing_is_accepted() {
+    use tally_collector::store::{SqliteOptions, SqliteStore};
+    let dir = std::env::temp_dir().join(format!("tally-router-503-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(store::SQLITE_FILE_NAME);
+    let options = SqliteOptions {
+        busy_timeout: std::time::Duration::from_millis(50),
+        ..SqliteOptions::default()
+    };
+    let sqlite = SqliteStore::open_with(&path, options).unwrap();
+    let state = AppState::new(
+        std::sync::Arc::new(sqlite),
+        Keys::new([KEY.to_owned()], Some(ADMIN.to_owned())),
+    );
+    // Another process holding the write lock (a backup, an operator's
+    // sqlite3 shell) makes the store busy.
+    let locker = rusqlite::Connection::open(&path).unwrap();
+    locker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let batch = json!({"batch": [track("busy-1")]});
+    let response = app(state.clone())
+        .oneshot(batch_request("/v1/batch", &batch))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let body: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(body["code"], "unavailable");
+    locker.execute_batch("ROLLBACK").unwrap();
+    // Once the lock is gone the resend is accepted: nothing was half-stored.
+    let response = app(state.clone())
+        .oneshot(batch_request("/v1/batch", &batch))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let body: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(body["accepted"], 1);
+    drop(state);
+    let _ = std::fs::remove_dir_all(&dir);
+}
