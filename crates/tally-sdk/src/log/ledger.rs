@@ -404,3 +404,9 @@ pub(crate) fn replay(bytes: &[u8]) -> Replay {
     }
     out
 }
+
+/// Length of the readable prefix of ledger bytes (entries with a valid
+/// checksum and shape): for tools and the fuzz target. Never panics.
+pub fn readable_len(bytes: &[u8]) -> usize {
+    replay(bytes).valid_len
+}

@@ -1,0 +1,125 @@
+//! The log's headline figures, printed as one JSON line: throughput of
+//! 200-byte events appended and made durable (group commit, real
+//! fdatasync), the caller-side latency distribution of `append`, and peak
+//! RSS while 100,000 events are appended as fast as possible.
+//!
+//! `cargo bench -p tally-sdk --bench log_figures`. Run alone: RSS is the
+//! process's high-water mark.
+
+use std::time::{Duration, Instant};
+
+use tally_proto::Priority;
+use tally_sdk::log::{Durability, Entry, Log, LogConfig};
+
+/// The event size the performance targets are stated for.
+const EVENT_BYTES: usize = 200;
+/// Events per run, as in the targets (and in the Glean harness).
+const EVENTS: u64 = 100_000;
+/// Runs whose figures are reported as min / median / max.
+const RUNS: usize = 5;
+
+fn payload(seq: u64) -> Vec<u8> {
+    let mut p = format!(r#"{{"type":"track","event":"Button Clicked","seq":{seq},"properties":{{"screen":"home","pad":""#).into_bytes();
+    p.resize(EVENT_BYTES - 3, b'x');
+    p.extend_from_slice(b"\"}}");
+    p
+}
+
+fn vm_hwm_kb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+struct Run {
+    events_per_s: f64,
+    p50_ns: u64,
+    p99_ns: u64,
+    p999_ns: u64,
+    max_ns: u64,
+    syncs_s: f64,
+}
+
+fn run(durability: Durability) -> Run {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = Log::open(LogConfig::new(dir.path()).durability(durability).bounds(
+        u64::MAX,
+        u64::MAX,
+        Duration::from_secs(3600),
+    ))
+    .expect("open");
+    let mut lat = Vec::with_capacity(EVENTS as usize);
+    let start = Instant::now();
+    for seq in 0..EVENTS {
+        // The payload is built before the timer starts, as the tracker
+        // hands over an already serialised message.
+        let entry = Entry {
+            seq,
+            priority: Priority::Normal,
+            payload: payload(seq),
+        };
+        let t = Instant::now();
+        log.append(entry).expect("append");
+        lat.push(t.elapsed().as_nanos() as u64);
+    }
+    let t_flush = Instant::now();
+    log.flush().expect("flush");
+    let elapsed = start.elapsed();
+    let syncs_s = t_flush.elapsed().as_secs_f64();
+    assert_eq!(log.stats().pending_events, EVENTS);
+    log.close().expect("close");
+    lat.sort_unstable();
+    let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
+    Run {
+        events_per_s: EVENTS as f64 / elapsed.as_secs_f64(),
+        p50_ns: pct(0.50),
+        p99_ns: pct(0.99),
+        p999_ns: pct(0.999),
+        max_ns: *lat.last().unwrap_or(&0),
+        syncs_s,
+    }
+}
+
+fn main() {
+    // `cargo bench` passes --bench; any other argument filters nothing here.
+    let hwm_before = vm_hwm_kb();
+    let first = run(Durability::Buffered {
+        max_delay: Duration::from_millis(200),
+    });
+    let rss_first_run_kb = vm_hwm_kb();
+    let mut runs = vec![first];
+    for _ in 1..RUNS {
+        runs.push(run(Durability::Buffered {
+            max_delay: Duration::from_millis(200),
+        }));
+    }
+    let synced: Vec<Run> = (0..RUNS).map(|_| run(Durability::Synced)).collect();
+    let stat = |rs: &[Run], f: &dyn Fn(&Run) -> f64| {
+        let mut v: Vec<f64> = rs.iter().map(f).collect();
+        v.sort_by(f64::total_cmp);
+        format!("[{:.3},{:.3},{:.3}]", v[0], v[v.len() / 2], v[v.len() - 1])
+    };
+    let report = |rs: &[Run]| {
+        format!(
+            r#"{{"events_per_s":{},"append_p50_us":{},"append_p99_us":{},"append_p999_us":{},"append_max_us":{},"final_flush_s":{}}}"#,
+            stat(rs, &|r| r.events_per_s),
+            stat(rs, &|r| r.p50_ns as f64 / 1000.0),
+            stat(rs, &|r| r.p99_ns as f64 / 1000.0),
+            stat(rs, &|r| r.p999_ns as f64 / 1000.0),
+            stat(rs, &|r| r.max_ns as f64 / 1000.0),
+            stat(rs, &|r| r.syncs_s),
+        )
+    };
+    println!(
+        r#"{{"events":{EVENTS},"event_bytes":{EVENT_BYTES},"runs":{RUNS},"stat":"[min,median,max]","buffered":{},"synced":{},"peak_rss_mb_first_run":{:.1},"rss_before_mb":{:.1}}}"#,
+        report(&runs),
+        report(&synced),
+        rss_first_run_kb as f64 / 1024.0,
+        hwm_before as f64 / 1024.0,
+    );
+}
