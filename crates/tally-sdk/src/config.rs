@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::log;
 use crate::pipeline::enrich::{ContextProvider, DefaultContextProvider};
 use crate::pipeline::privacy::{Consent, PrivacyConfig};
 use crate::pipeline::session::DEFAULT_SESSION_TIMEOUT_MS;
@@ -19,17 +20,6 @@ pub const DEFAULT_CHANNEL_CAPACITY: usize = 32 * 1024;
 /// Most top-level properties per event: 255, Mixpanel's documented limit,
 /// far above what any dashboard can show.
 pub const MAX_PROPERTY_COUNT: usize = 255;
-
-/// Default log capacity in bytes: 16 MiB on the device, about 30,000 typical
-/// events, the budget Segment's mobile SDKs use for their disk queue.
-pub const DEFAULT_LOG_MAX_BYTES: u64 = 16 * 1024 * 1024;
-
-/// Default log capacity in events: 100,000, a week of heavy offline use.
-pub const DEFAULT_LOG_MAX_EVENTS: u64 = 100_000;
-
-/// Default oldest event kept: 30 days; older events are dropped (counted)
-/// because product analytics past that is rarely worth the storage.
-pub const DEFAULT_LOG_MAX_AGE_MS: u64 = 30 * 24 * 60 * 60 * 1_000;
 
 /// What `track()` does when the hand-off channel is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,7 +59,8 @@ pub struct Config {
     pub transport: Option<Arc<dyn Transport>>,
     /// Clock.
     pub clock: Arc<dyn Clock>,
-    /// Log byte capacity.
+    /// Log byte capacity (default: the log's own defaults, see
+    /// [`crate::log::DEFAULT_MAX_BYTES`]).
     pub log_max_bytes: u64,
     /// Log event capacity.
     pub log_max_events: u64,
@@ -99,9 +90,9 @@ impl Config {
             context: Arc::new(DefaultContextProvider),
             transport: None,
             clock: Arc::new(SystemClock::default()),
-            log_max_bytes: DEFAULT_LOG_MAX_BYTES,
-            log_max_events: DEFAULT_LOG_MAX_EVENTS,
-            log_max_age_ms: DEFAULT_LOG_MAX_AGE_MS,
+            log_max_bytes: log::DEFAULT_MAX_BYTES,
+            log_max_events: log::DEFAULT_MAX_EVENTS,
+            log_max_age_ms: u64::try_from(log::DEFAULT_MAX_AGE.as_millis()).unwrap_or(u64::MAX),
             auto_upload: true,
             health_beacon_ms: None,
             jitter_seed: None,

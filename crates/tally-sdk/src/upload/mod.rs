@@ -205,7 +205,7 @@ impl Uploader {
         let sent = batcher::encode(&json);
         Request {
             method: Method::Post,
-            path: "/v1/batch",
+            path: "/v1/batch".to_owned(),
             headers: vec![
                 ("Authorization", self.authorization.clone()),
                 ("Content-Type", "application/json".to_owned()),

@@ -30,8 +30,8 @@ pub enum Method {
 pub struct Request {
     /// `GET` or `POST`.
     pub method: Method,
-    /// Path under the endpoint (`/v1/batch`).
-    pub path: &'static str,
+    /// Path and query under the endpoint (`/v1/batch`).
+    pub path: String,
     /// Headers other than those the transport sets itself.
     pub headers: Vec<(&'static str, String)>,
     /// The body as sent.

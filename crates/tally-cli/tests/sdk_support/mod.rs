@@ -1,0 +1,130 @@
+//! Shared by the SDK's end-to-end tests: a real `tally serve` on loopback
+//! (the binary this crate builds), and admin queries against it.
+
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use tally_sdk::{HttpTransport, Method, Request, Transport};
+
+pub const WRITE_KEY: &str = "wk-test";
+pub const ADMIN_TOKEN: &str = "admin-test";
+
+/// How long a server may take to start listening (a debug build opening
+/// SQLite on a busy 2-core machine).
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A free loopback port (bound, then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running `tally serve`, killed on drop.
+pub struct Server {
+    child: Child,
+    pub url: String,
+    pub port: u16,
+}
+
+impl Server {
+    /// Starts a collector storing in `data_dir` on `port` (0: any).
+    pub fn start(data_dir: &Path, port: u16) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tally"))
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--write-key", WRITE_KEY, "--admin-token", ADMIN_TOKEN])
+            .env("TALLY_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if !sent {
+                    if let Some(at) = line.find("listening on http://") {
+                        let rest = &line[at + "listening on http://".len()..];
+                        let addr: String =
+                            rest.chars().take_while(|c| !c.is_whitespace()).collect();
+                        let _ = tx.send(addr);
+                        sent = true;
+                    }
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(START_TIMEOUT)
+            .expect("tally serve did not start");
+        let port = addr.rsplit(':').next().unwrap().parse().unwrap();
+        Server {
+            child,
+            url: format!("http://{addr}"),
+            port,
+        }
+    }
+
+    /// An admin GET, as JSON (status and body).
+    pub fn get(&self, path: &str) -> (u16, serde_json::Value) {
+        let t = HttpTransport::new(&self.url);
+        let r = t
+            .send(&Request {
+                method: Method::Get,
+                path: path.to_owned(),
+                headers: vec![("Authorization", format!("Bearer {ADMIN_TOKEN}"))],
+                body: Vec::new(),
+            })
+            .unwrap();
+        let body = serde_json::from_slice(&r.body).unwrap_or(serde_json::Value::Null);
+        (r.status, body)
+    }
+
+    /// `/v1/stats`.
+    pub fn stats(&self) -> serde_json::Value {
+        let (status, body) = self.get("/v1/stats");
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    /// `/v1/installs/{id}`.
+    pub fn install(&self, id: &str) -> serde_json::Value {
+        let (status, body) = self.get(&format!("/v1/installs/{id}"));
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    /// Stops the server (kill) and waits for it.
+    pub fn stop(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A fresh temporary directory.
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
+
+/// `dir/name`.
+pub fn sub(dir: &Path, name: &str) -> PathBuf {
+    dir.join(name)
+}
