@@ -178,6 +178,8 @@ fn rotated_key_keeps_old_records_readable_until_acked_then_deletes_the_old_key()
     let dir = tempfile::tempdir().unwrap();
     let log = Log::open(LogConfig::new(dir.path())).unwrap();
     log.append(entry(1, Priority::Normal)).unwrap();
+    // Written (sealed under key 1) before the rotation.
+    log.flush().unwrap();
     log.rotate_key().unwrap();
     log.append(entry(2, Priority::Normal)).unwrap();
     log.flush().unwrap();

@@ -1,12 +1,12 @@
 //! [`Log`]: the handle the tracker and the uploader share.
 
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::crypto::Cipher;
-use super::record::{self, MAX_PAYLOAD_BYTES, OVERHEAD_BYTES};
+use super::record::{MAX_PAYLOAD_BYTES, OVERHEAD_BYTES};
 use super::segment::Lane;
 use super::state::{now_ms, Counts, State};
 use super::writer::{Queue, QueuedMeta, Writer};
@@ -30,7 +30,6 @@ pub(crate) struct Shared {
     /// Wakes flush, purge and close waiters, and appends waiting for room.
     pub done: Condvar,
     pub state: Mutex<State>,
-    pub cipher: RwLock<Arc<Cipher>>,
     pub counts: Arc<Counts>,
 }
 
@@ -70,11 +69,10 @@ impl Log {
         state.collect_keys();
         let shared = Arc::new(Shared {
             config,
-            queue: Mutex::new(Queue::default()),
+            queue: Mutex::new(Queue::new(cipher)),
             work: Condvar::new(),
             done: Condvar::new(),
             state: Mutex::new(state),
-            cipher: RwLock::new(cipher),
             counts,
         });
         let writer = Writer::new(shared.clone());
@@ -108,14 +106,15 @@ impl Log {
         }
     }
 
-    /// Hands `entry` to the writer. Seals the payload on this thread and
-    /// never waits for the disk, except under [`FullPolicy::Block`] or when
-    /// the writer is more than `max_inflight_bytes` behind.
+    /// Hands `entry` to the writer: one copy into the queue under a short
+    /// lock. Never waits for the disk, except under [`FullPolicy::Block`] or
+    /// when the writer is more than `max_inflight_bytes` behind. The writer
+    /// seals it (so the caller's thread does no cryptography).
     pub fn append(&self, entry: Entry) -> Result<(), AppendError> {
         let Entry {
             seq,
             priority,
-            mut payload,
+            payload,
         } = entry;
         if self.shared.counts.poisoned.load(Ordering::Acquire) {
             return Err(AppendError::Poisoned);
@@ -150,13 +149,7 @@ impl Log {
                 }
             }
         }
-        let cipher = self.shared.cipher.read().unwrap_or_else(|p| p.into_inner());
         let appended_at_ms = now_ms();
-        let Some((head, tag)) = record::seal(&cipher, seq, appended_at_ms, priority, &mut payload)
-        else {
-            return Err(AppendError::Seal);
-        };
-        let key = cipher.id;
         let mut q = self.queue();
         if q.closing {
             return Err(AppendError::Closed);
@@ -169,7 +162,6 @@ impl Log {
                     || q.closing
                     || self.shared.counts.poisoned.load(Ordering::Acquire)
                 {
-                    drop(cipher);
                     self.refuse(q, seq, REASON_BACKLOG);
                     return Err(AppendError::Backlog);
                 }
@@ -185,14 +177,12 @@ impl Log {
             }
         }
         let lane = &mut q.lanes[Lane::of(priority).index()];
-        lane.bytes.extend_from_slice(&head);
         lane.bytes.extend_from_slice(&payload);
-        lane.bytes.extend_from_slice(&tag);
         lane.metas.push(QueuedMeta {
             seq,
             appended_at_ms,
             len: len as u32,
-            key,
+            key: 0,
         });
         q.bytes += len;
         self.shared.counts.events.fetch_add(1, Ordering::AcqRel);
@@ -205,7 +195,7 @@ impl Log {
             self.shared.work.notify_one();
         }
         drop(q);
-        drop(cipher);
+        drop(payload);
         Ok(())
     }
 
@@ -284,16 +274,9 @@ impl Log {
     }
 
     /// Crypto-shreds the log for consent withdrawal: deletes the keys,
-    /// then every segment and the ledger, including what is still queued.
-    /// The log is empty and usable afterwards, under a new key.
+    /// then every segment and the ledger, and discards what is still
+    /// queued. The log is empty and usable afterwards, under a new key.
     pub fn purge(&self) -> Result<(), LogError> {
-        // Holding the cipher lock keeps appends from sealing under the key
-        // being shredded while the writer deletes it.
-        let mut cipher = self
-            .shared
-            .cipher
-            .write()
-            .unwrap_or_else(|p| p.into_inner());
         let mut q = self.queue();
         if q.stopped || q.closing {
             return Err(LogError::Closed);
@@ -307,47 +290,33 @@ impl Log {
             }
             q = self.shared.done.wait(q).unwrap_or_else(|p| p.into_inner());
         }
-        if let Some(e) = q.purge_result.clone() {
-            return Err(e);
+        match q.purge_result.clone() {
+            Some(e) => Err(e),
+            None => Ok(()),
         }
-        drop(q);
-        let (id, key) = self.shared.config.key_provider.current()?;
-        let fresh = Arc::new(Cipher::new(id, &key)?);
-        self.state().set_current_key(id, fresh.clone());
-        *cipher = fresh;
-        Ok(())
     }
 
     /// Starts sealing new records under a new key. Records under older keys
     /// stay readable until acknowledged; then the old key is deleted.
     pub fn rotate_key(&self) -> Result<(), LogError> {
-        let id =
+        let cipher =
             {
-                let mut cipher = self
-                    .shared
-                    .cipher
-                    .write()
-                    .unwrap_or_else(|p| p.into_inner());
+                let mut q = self.queue();
                 let id = self.shared.config.key_provider.rotate()?;
                 let key =
                     self.shared.config.key_provider.get(id)?.ok_or_else(|| {
                         LogError::Key(format!("key {id} vanished after rotation"))
                     })?;
-                *cipher = Arc::new(Cipher::new(id, &key)?);
-                id
+                let cipher = Arc::new(Cipher::new(id, &key)?);
+                q.cipher = cipher.clone();
+                cipher
             };
-        // Everything sealed under the old key was appended before the swap;
-        // once the writer has indexed it, the old key's use count is exact
-        // and it can be collected when it reaches zero.
+        // Groups the writer sealed under the old key before the swap are
+        // indexed once this flush returns, so the old key's use count is
+        // exact and it is collected when it reaches zero.
         self.flush()?;
-        let cipher = self
-            .shared
-            .cipher
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
         let mut state = self.state();
-        state.set_current_key(id, cipher);
+        state.set_current_key(cipher.id, cipher);
         state.collect_keys();
         Ok(())
     }

@@ -33,12 +33,14 @@
 //!
 //! ## Threads
 //!
-//! `append` seals the payload on the caller's thread (so two cores share
-//! the crypto work) and pushes the frame onto an in-memory queue; it never
-//! waits for the disk, except under [`FullPolicy::Block`] or when the writer
-//! is more than [`LogConfig::max_inflight_bytes`] behind. One background
-//! writer drains the queue in groups, appends each group to the lane's
-//! segment with one write, and syncs per [`Durability`] (group commit).
+//! `append` copies the payload onto an in-memory queue under a short lock;
+//! it never waits for the disk, except under [`FullPolicy::Block`] or when
+//! the writer is more than [`LogConfig::max_inflight_bytes`] behind, and
+//! does no cryptography, so the caller's cost stays well under a
+//! microsecond. One background writer drains the queue in groups, seals
+//! each record, appends each group to the lane's segment with one write,
+//! and syncs per [`Durability`] (group commit). Plaintext exists only in
+//! that queue, in memory.
 //!
 //! ## On-disk layout
 //!
@@ -352,9 +354,6 @@ pub enum AppendError {
     /// The payload is larger than [`record::MAX_PAYLOAD_BYTES`].
     #[error("payload of {0} bytes is too large for a record")]
     TooLarge(usize),
-    /// Sealing the payload failed (never expected with valid keys).
-    #[error("sealing the payload failed")]
-    Seal,
 }
 
 /// Why another log operation failed.

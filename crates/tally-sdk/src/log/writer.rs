@@ -7,9 +7,10 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::crypto::KeyId;
+use super::crypto::{Cipher, KeyId};
 use super::fs::FileHandle;
 use super::handle::Shared;
+use super::record::{self, HEADER_BYTES};
 use super::segment::{self, Lane};
 use super::state::{now_ms, Seg, State, Written};
 use super::{Durability, FullPolicy, LogError};
@@ -33,11 +34,6 @@ impl LaneBuf {
     fn is_empty(&self) -> bool {
         self.metas.is_empty()
     }
-    fn append(&mut self, other: &mut LaneBuf) {
-        self.bytes.extend_from_slice(&other.bytes);
-        self.metas.append(&mut other.metas);
-        other.bytes.clear();
-    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -49,9 +45,12 @@ pub(crate) struct QueuedMeta {
 }
 
 /// The queue between `append` and the writer, and the writer's replies.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Queue {
+    /// Plaintext payloads per lane (sealed by the writer).
     pub lanes: [LaneBuf; 2],
+    /// The key new records are sealed with.
+    pub cipher: Arc<Cipher>,
     pub bytes: usize,
     /// Appends refused (seq, reason), for the ledger.
     pub refused: Vec<(u64, &'static str)>,
@@ -67,6 +66,24 @@ pub(crate) struct Queue {
 }
 
 impl Queue {
+    pub(crate) fn new(cipher: Arc<Cipher>) -> Queue {
+        Queue {
+            lanes: Default::default(),
+            cipher,
+            bytes: 0,
+            refused: Vec::new(),
+            flush_requested: 0,
+            flush_done: 0,
+            flush_result: None,
+            purge_requested: 0,
+            purge_done: 0,
+            purge_result: None,
+            closing: false,
+            stopped: false,
+            writer_waiting: false,
+        }
+    }
+
     fn has_work(&self) -> bool {
         self.bytes > 0
             || !self.refused.is_empty()
@@ -159,6 +176,7 @@ impl Writer {
                 std::mem::swap(&mut q.lanes[lane], spare);
             }
             q.bytes = 0;
+            let cipher = q.cipher.clone();
             let flush_gen = q.flush_requested;
             let flush_pending = q.flush_requested > q.flush_done;
             let refused = std::mem::take(&mut q.refused);
@@ -178,10 +196,8 @@ impl Writer {
                 continue;
             }
 
-            for lane in 0..2 {
-                let mut taken = std::mem::take(&mut self.spare[lane]);
-                self.carry[lane].append(&mut taken);
-                self.spare[lane] = taken;
+            for lane in Lane::ALL {
+                self.seal_into_carry(lane, &cipher);
             }
             let result = self.cycle(flush_pending || closing, &refused);
             let mut q = lock_queue(&shared);
@@ -203,6 +219,47 @@ impl Writer {
             drop(q);
             self.shared.done.notify_all();
         }
+    }
+
+    /// Seals the plaintext taken from the queue (in `spare`) into frames
+    /// appended to `carry`, leaving `spare` empty for the next swap.
+    fn seal_into_carry(&mut self, lane: Lane, cipher: &Cipher) {
+        let li = lane.index();
+        let priority = match lane {
+            Lane::Critical => tally_proto::Priority::Critical,
+            Lane::Normal => tally_proto::Priority::Normal,
+        };
+        let taken = &mut self.spare[li];
+        let carry = &mut self.carry[li];
+        carry
+            .bytes
+            .reserve(taken.bytes.len() + taken.metas.len() * record::OVERHEAD_BYTES);
+        let mut pos = 0usize;
+        for m in taken.metas.drain(..) {
+            let plen = m.len as usize - record::OVERHEAD_BYTES;
+            let start = carry.bytes.len();
+            carry.bytes.extend_from_slice(&[0u8; HEADER_BYTES]);
+            carry.bytes.extend_from_slice(&taken.bytes[pos..pos + plen]);
+            pos += plen;
+            let body = &mut carry.bytes[start + HEADER_BYTES..];
+            match record::seal(cipher, m.seq, m.appended_at_ms, priority, body) {
+                Some((head, tag)) => {
+                    carry.bytes[start..start + HEADER_BYTES].copy_from_slice(&head);
+                    carry.bytes.extend_from_slice(&tag);
+                    carry.metas.push(QueuedMeta {
+                        key: cipher.id,
+                        ..m
+                    });
+                }
+                None => {
+                    // The AEAD refuses only messages beyond 256 GiB; a
+                    // record never is one. Released rather than written.
+                    carry.bytes.truncate(start);
+                    self.shared.counts.release(1, u64::from(m.len));
+                }
+            }
+        }
+        taken.bytes.clear();
     }
 
     /// Writes what is carried, syncs when due, indexes, applies bounds.
@@ -445,9 +502,20 @@ impl Writer {
         self.unsynced_since = None;
         self.retry_at = None;
         let mut state = lock_state(&self.shared);
-        let result = state.purge();
-        self.shared.counts.events.store(0, Ordering::Release);
-        self.shared.counts.bytes.store(0, Ordering::Release);
-        result
+        state.purge()?;
+        let (id, key) = self.shared.config.key_provider.current()?;
+        let cipher = Arc::new(Cipher::new(id, &key)?);
+        state.set_current_key(id, cipher.clone());
+        // What was appended since the purge was requested stays: the
+        // counts are exactly what is queued now.
+        let mut q = lock_queue(&self.shared);
+        let queued = q.lanes.iter().map(|l| l.metas.len() as u64).sum();
+        self.shared.counts.events.store(queued, Ordering::Release);
+        self.shared
+            .counts
+            .bytes
+            .store(q.bytes as u64, Ordering::Release);
+        q.cipher = cipher;
+        Ok(())
     }
 }
