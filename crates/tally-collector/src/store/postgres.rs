@@ -44,7 +44,7 @@ use super::{
     StoredDeadLetter, WriteOutcome,
 };
 use ::postgres::error::SqlState;
-use ::postgres::{Client, Config, IsolationLevel, Statement};
+use ::postgres::{Client, Config, IsolationLevel, SimpleQueryMessage, Statement};
 use pool::{Conn, Pool};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::str::FromStr;
@@ -72,7 +72,7 @@ pub const MAX_ATTEMPTS: usize = 3;
 pub const MIGRATIONS: &[&str] = &[r#"
 CREATE TABLE events (
     message_id    text PRIMARY KEY,
-    dedup_key     text UNIQUE,
+    dedup_key     text,
     kind          text NOT NULL,
     event         text,
     user_id       text,
@@ -91,6 +91,8 @@ CREATE TABLE events (
     clamped       boolean NOT NULL,
     raw           text NOT NULL
 );
+-- Partial: most events have no dedup key and cost no entry here.
+CREATE UNIQUE INDEX events_by_dedup_key ON events (dedup_key) WHERE dedup_key IS NOT NULL;
 CREATE INDEX events_by_name_time ON events (event, ts_corrected);
 CREATE TABLE dead_letters (
     row_id      bigserial PRIMARY KEY,
@@ -156,10 +158,16 @@ pub(crate) fn pg_error(e: ::postgres::Error) -> StoreError {
                     || *code == SqlState::LOCK_NOT_AVAILABLE
             }
         };
+    // The server's message and code, never its detail (which can quote
+    // row values, i.e. event data).
+    let text = match e.as_db_error() {
+        Some(db) => format!("PostgreSQL: {} ({})", db.message(), db.code().code()),
+        None => format!("PostgreSQL: {e}"),
+    };
     if unavailable {
-        StoreError::Unavailable(format!("PostgreSQL: {e}"))
+        StoreError::Unavailable(text)
     } else {
-        StoreError::Backend(format!("PostgreSQL: {e}"))
+        StoreError::Backend(text)
     }
 }
 
@@ -177,17 +185,25 @@ const REFUSED_SQL: &str = "SELECT t.n FROM unnest($1::text[], $2::text[], $3::te
         WHERE (l.kind = 'a' AND l.id = t.a) OR (l.kind = 'i' AND l.id = t.i)) \
     END";
 
-const INSERT_EVENTS_SQL: &str = "INSERT INTO events (message_id, dedup_key, kind, event, user_id, \
-    anonymous_id, group_id, previous_id, install_id, seq, session_id, session_index, priority, \
-    timestamp, sent_at, received_at, ts_corrected, clamped, raw) \
+/// The batch's rows in one statement: events (sorted by id, so every
+/// transaction takes the unique-key locks in the same order), dead
+/// letters, and the counters, whose `accepted` is what the insert
+/// returned. `$20` counts the events not refused, `$21` the rejected.
+const INSERT_EVENTS_SQL: &str =
+    "WITH ins AS (INSERT INTO events (message_id, dedup_key, kind, event, \
+    user_id, anonymous_id, group_id, previous_id, install_id, seq, session_id, session_index, \
+    priority, timestamp, sent_at, received_at, ts_corrected, clamped, raw) \
     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
     $7::text[], $8::text[], $9::text[], $10::int8[], $11::text[], $12::int8[], $13::text[], \
     $14::int8[], $15::int8[], $16::int8[], $17::int8[], $18::bool[], $19::text[]) ORDER BY 1 \
-    ON CONFLICT DO NOTHING RETURNING message_id";
-
-const INSERT_DEAD_LETTERS_SQL: &str =
-    "INSERT INTO dead_letters (message_id, reason, detail, received_at, raw) \
-    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[], $5::text[])";
+    ON CONFLICT DO NOTHING RETURNING message_id), \
+    dl AS (INSERT INTO dead_letters (message_id, reason, detail, received_at, raw) \
+    SELECT * FROM unnest($23::text[], $24::text[], $25::text[], $26::int8[], $27::text[])), \
+    n AS (SELECT count(*) AS stored_now FROM ins), \
+    c AS (UPDATE counters SET accepted = accepted + n.stored_now, \
+    duplicate = duplicate + $20 - n.stored_now, rejected = rejected + $21, \
+    stored = stored + n.stored_now FROM n WHERE shard = $22) \
+    SELECT message_id FROM ins";
 
 /// The earliest corrected time wins, then the smaller user id (see the
 /// `identity` module). Rows arrive sorted and unique per key.
@@ -196,23 +212,27 @@ const UPSERT_LINKS_SQL: &str = "INSERT INTO links (kind, id, target, linked_at) 
     ON CONFLICT (kind, id) DO UPDATE SET target = excluded.target, linked_at = excluded.linked_at \
     WHERE (excluded.linked_at, excluded.target) < (links.linked_at, links.target)";
 
-const UPSERT_INSTALLS_SQL: &str = "INSERT INTO installs (install_id, max_seq) \
-    SELECT * FROM unnest($1::text[], $2::int8[]) \
-    ON CONFLICT (install_id) DO UPDATE SET max_seq = GREATEST(installs.max_seq, excluded.max_seq)";
-
 const SELECT_SEEN_SQL: &str = "SELECT s.install_id, s.from_seq, s.to_seq FROM install_seen s \
     JOIN unnest($1::text[], $2::int8[], $3::int8[]) AS b(i, lo, hi) \
     ON s.install_id = b.i AND s.from_seq <= b.hi AND s.to_seq >= b.lo";
 
-const DELETE_SEEN_SQL: &str =
-    "DELETE FROM install_seen s USING unnest($1::text[], $2::int8[]) AS d(i, f) \
-    WHERE s.install_id = d.i AND s.from_seq = d.f";
+/// Rewrites merged ranges: ranges absorbed into another are deleted, the
+/// others are upserted by their start (usually one range grows).
+const WRITE_SEEN_SQL: &str =
+    "WITH d AS (DELETE FROM install_seen s USING unnest($1::text[], $2::int8[]) AS d(i, f) \
+    WHERE s.install_id = d.i AND s.from_seq = d.f) \
+    INSERT INTO install_seen (install_id, from_seq, to_seq) \
+    SELECT * FROM unnest($3::text[], $4::int8[], $5::int8[]) \
+    ON CONFLICT (install_id, from_seq) DO UPDATE SET to_seq = excluded.to_seq";
 
-const INSERT_SEEN_SQL: &str = "INSERT INTO install_seen (install_id, from_seq, to_seq) \
-    SELECT * FROM unnest($1::text[], $2::int8[], $3::int8[])";
-
-const INSERT_DROPS_SQL: &str = "INSERT INTO install_drops (install_id, from_seq, to_seq, reason) \
-    SELECT * FROM unnest($1::text[], $2::int8[], $3::int8[], $4::text[]) ON CONFLICT DO NOTHING";
+/// Upserting the install rows (sorted) locks them, so one transaction at
+/// a time merges an install's ranges; the drops reported in the batch
+/// are recorded in the same statement.
+const UPSERT_INSTALLS_SQL: &str =
+    "WITH dr AS (INSERT INTO install_drops (install_id, from_seq, to_seq, reason) \
+    SELECT * FROM unnest($3::text[], $4::int8[], $5::int8[], $6::text[]) ON CONFLICT DO NOTHING) \
+    INSERT INTO installs (install_id, max_seq) SELECT * FROM unnest($1::text[], $2::int8[]) \
+    ON CONFLICT (install_id) DO UPDATE SET max_seq = GREATEST(installs.max_seq, excluded.max_seq)";
 
 const ADD_COUNTERS_SQL: &str =
     "UPDATE counters SET accepted = accepted + $1, duplicate = duplicate + $2, \
@@ -223,13 +243,10 @@ const ADD_COUNTERS_SQL: &str =
 pub(crate) struct Prepared {
     refused: Statement,
     insert_events: Statement,
-    insert_dead_letters: Statement,
     upsert_links: Statement,
     upsert_installs: Statement,
     select_seen: Statement,
-    delete_seen: Statement,
-    insert_seen: Statement,
-    insert_drops: Statement,
+    write_seen: Statement,
     add_counters: Statement,
 }
 
@@ -239,13 +256,10 @@ impl Prepared {
         Ok(Prepared {
             refused: p(REFUSED_SQL)?,
             insert_events: p(INSERT_EVENTS_SQL)?,
-            insert_dead_letters: p(INSERT_DEAD_LETTERS_SQL)?,
             upsert_links: p(UPSERT_LINKS_SQL)?,
             upsert_installs: p(UPSERT_INSTALLS_SQL)?,
             select_seen: p(SELECT_SEEN_SQL)?,
-            delete_seen: p(DELETE_SEEN_SQL)?,
-            insert_seen: p(INSERT_SEEN_SQL)?,
-            insert_drops: p(INSERT_DROPS_SQL)?,
+            write_seen: p(WRITE_SEEN_SQL)?,
             add_counters: p(ADD_COUNTERS_SQL)?,
         })
     }
@@ -297,33 +311,47 @@ impl PostgresStore {
     fn transaction<T>(
         &self,
         shared: bool,
-        mut work: impl FnMut(&mut Conn) -> Result<T, ::postgres::Error>,
+        mut work: impl FnMut(&mut Conn, bool) -> Result<T, ::postgres::Error>,
     ) -> Result<T, StoreError> {
         let lock = if shared {
             "pg_advisory_xact_lock_shared"
         } else {
             "pg_advisory_xact_lock"
         };
-        let begin = format!("BEGIN; SELECT {lock}({DELETION_LOCK})");
+        // One round trip: open, lock, and learn whether any tombstone
+        // exists (read after the lock, so a deletion that committed
+        // before is seen); without one the per-event check is skipped.
+        let begin = format!(
+            "BEGIN; SELECT {lock}({DELETION_LOCK}); SELECT EXISTS (SELECT 1 FROM tombstones)::text"
+        );
         let mut attempt = 0;
         loop {
             attempt += 1;
             let mut conn = self.pool.get()?;
-            if let Err(e) = conn.client.batch_execute(&begin) {
-                if conn.client.is_closed() {
-                    // An idle connection the server dropped: nothing was
-                    // written, so a fresh connection is tried.
-                    conn.discard();
-                    if attempt < MAX_ATTEMPTS {
-                        continue;
+            let begun = conn.client.simple_query(&begin).map(|messages| {
+                messages.iter().any(|m| match m {
+                    SimpleQueryMessage::Row(row) => row.get(0) == Some("true"),
+                    _ => false,
+                })
+            });
+            let tombstones_exist = match begun {
+                Ok(exist) => exist,
+                Err(e) => {
+                    if conn.client.is_closed() {
+                        // An idle connection the server dropped: nothing
+                        // was written, so a fresh connection is tried.
+                        conn.discard();
+                        if attempt < MAX_ATTEMPTS {
+                            continue;
+                        }
+                    } else if conn.client.batch_execute("ROLLBACK").is_err() {
+                        conn.discard();
                     }
-                } else if conn.client.batch_execute("ROLLBACK").is_err() {
-                    conn.discard();
+                    return Err(pg_error(e));
                 }
-                return Err(pg_error(e));
-            }
-            let result =
-                work(&mut conn).and_then(|v| conn.client.batch_execute("COMMIT").map(|()| v));
+            };
+            let result = work(&mut conn, tombstones_exist)
+                .and_then(|v| conn.client.batch_execute("COMMIT").map(|()| v));
             match result {
                 Ok(v) => return Ok(v),
                 Err(e) => {
@@ -386,40 +414,37 @@ fn tracked(seq: Option<u64>) -> Option<i64> {
         .and_then(|s| i64::try_from(s).ok())
 }
 
-/// Counts of one batch.
-#[derive(Debug, Default, Clone, Copy)]
-struct Tally {
-    accepted: i64,
-    duplicate: i64,
-    rejected: i64,
-}
-
 /// One batch's write, inside the transaction.
 fn write(
     conn: &mut Conn,
     events: &[NewEvent],
     dead_letters: &[DeadLetter],
     shard: i32,
+    tombstones_exist: bool,
 ) -> Result<Vec<WriteOutcome>, ::postgres::Error> {
     let Conn { client, prepared } = conn;
-    let mut tally = Tally::default();
 
     // Deleted people.
-    let users: Vec<Option<&str>> = events.iter().map(|e| e.user_id.as_deref()).collect();
-    let anons: Vec<Option<&str>> = events.iter().map(|e| e.anonymous_id.as_deref()).collect();
-    let installs: Vec<Option<&str>> = events.iter().map(|e| e.install_id.as_deref()).collect();
-    let refused: HashSet<usize> = client
-        .query(&prepared.refused, &[&users, &anons, &installs])?
-        .iter()
-        .map(|r| (r.get::<_, i64>(0) - 1) as usize)
-        .collect();
+    let refused: HashSet<usize> = if tombstones_exist {
+        let users: Vec<Option<&str>> = events.iter().map(|e| e.user_id.as_deref()).collect();
+        let anons: Vec<Option<&str>> = events.iter().map(|e| e.anonymous_id.as_deref()).collect();
+        let installs: Vec<Option<&str>> = events.iter().map(|e| e.install_id.as_deref()).collect();
+        client
+            .query(&prepared.refused, &[&users, &anons, &installs])?
+            .iter()
+            .map(|r| (r.get::<_, i64>(0) - 1) as usize)
+            .collect()
+    } else {
+        HashSet::new()
+    };
 
     // In-batch dedup: a later message with an id or key already taken by
     // an earlier candidate of this batch is a duplicate without asking.
     let mut outcomes = vec![WriteOutcome::Duplicate; events.len()];
-    let mut ids: HashSet<&str> = HashSet::new();
+    let mut ids: HashSet<&str> = HashSet::with_capacity(events.len());
     let mut keys: HashSet<&str> = HashSet::new();
-    let mut candidates: Vec<usize> = Vec::with_capacity(events.len());
+    let mut candidates: Vec<&NewEvent> = Vec::with_capacity(events.len());
+    let mut candidate_index: Vec<usize> = Vec::with_capacity(events.len());
     for (i, e) in events.iter().enumerate() {
         if refused.contains(&i) {
             outcomes[i] = WriteOutcome::DeletedUser;
@@ -433,68 +458,8 @@ fn write(
         if let Some(k) = key {
             keys.insert(k);
         }
-        candidates.push(i);
-    }
-
-    if !candidates.is_empty() {
-        let c = |f: &dyn Fn(&NewEvent) -> Option<&str>| -> Vec<Option<&str>> {
-            candidates.iter().map(|&i| f(&events[i])).collect()
-        };
-        let message_ids = c(&|e| Some(e.message_id.as_str()));
-        let dedup_keys = c(&|e| e.dedup_key.as_deref());
-        let kinds = c(&|e| Some(e.kind.as_str()));
-        let names = c(&|e| e.event.as_deref());
-        let user_ids = c(&|e| e.user_id.as_deref());
-        let anonymous_ids = c(&|e| e.anonymous_id.as_deref());
-        let group_ids = c(&|e| e.group_id.as_deref());
-        let previous_ids = c(&|e| e.previous_id.as_deref());
-        let install_ids = c(&|e| e.install_id.as_deref());
-        let session_ids = c(&|e| e.session_id.as_deref());
-        let priorities = c(&|e| Some(priority_str(e.priority)));
-        let raws = c(&|e| Some(e.raw.as_str()));
-        let n = |f: &dyn Fn(&NewEvent) -> Option<i64>| -> Vec<Option<i64>> {
-            candidates.iter().map(|&i| f(&events[i])).collect()
-        };
-        let seqs = n(&|e| tracked(e.seq));
-        let session_indexes = n(&|e| e.session_index.and_then(|s| i64::try_from(s).ok()));
-        let timestamps = n(&|e| e.timestamp);
-        let sent_ats = n(&|e| e.sent_at);
-        let received_ats = n(&|e| Some(e.received_at));
-        let corrected = n(&|e| Some(e.ts_corrected));
-        let clamped: Vec<bool> = candidates.iter().map(|&i| events[i].clamped).collect();
-        let inserted: HashSet<String> = client
-            .query(
-                &prepared.insert_events,
-                &[
-                    &message_ids,
-                    &dedup_keys,
-                    &kinds,
-                    &names,
-                    &user_ids,
-                    &anonymous_ids,
-                    &group_ids,
-                    &previous_ids,
-                    &install_ids,
-                    &seqs,
-                    &session_ids,
-                    &session_indexes,
-                    &priorities,
-                    &timestamps,
-                    &sent_ats,
-                    &received_ats,
-                    &corrected,
-                    &clamped,
-                    &raws,
-                ],
-            )?
-            .into_iter()
-            .map(|r| r.get(0))
-            .collect();
-        for &i in &candidates {
-            if inserted.contains(&events[i].message_id) {
-                outcomes[i] = WriteOutcome::Accepted;
-            }
-        }
+        candidates.push(e);
+        candidate_index.push(i);
     }
 
     // Dead letters: refused events and the batch's rejected messages.
@@ -519,21 +484,78 @@ fn write(
         dl_received.push(d.received_at);
         dl_raws.push(&d.raw);
     }
-    if !dl_reasons.is_empty() {
-        client.execute(
-            &prepared.insert_dead_letters,
-            &[&dl_ids, &dl_reasons, &dl_details, &dl_received, &dl_raws],
-        )?;
-    }
+    let not_refused = (events.len() - refused.len()) as i64;
+    let rejected = dl_reasons.len() as i64;
 
-    for o in &outcomes {
-        match o {
-            WriteOutcome::Accepted => tally.accepted += 1,
-            WriteOutcome::Duplicate => tally.duplicate += 1,
-            WriteOutcome::DeletedUser => tally.rejected += 1,
+    let text = |f: &dyn Fn(&NewEvent) -> Option<&str>| -> Vec<Option<&str>> {
+        candidates.iter().map(|e| f(e)).collect()
+    };
+    let int = |f: &dyn Fn(&NewEvent) -> Option<i64>| -> Vec<Option<i64>> {
+        candidates.iter().map(|e| f(e)).collect()
+    };
+    let message_ids: Vec<&str> = candidates.iter().map(|e| e.message_id.as_str()).collect();
+    let dedup_keys = text(&|e| e.dedup_key.as_deref());
+    let kinds: Vec<&str> = candidates.iter().map(|e| e.kind.as_str()).collect();
+    let names = text(&|e| e.event.as_deref());
+    let user_ids = text(&|e| e.user_id.as_deref());
+    let anonymous_ids = text(&|e| e.anonymous_id.as_deref());
+    let group_ids = text(&|e| e.group_id.as_deref());
+    let previous_ids = text(&|e| e.previous_id.as_deref());
+    let install_ids = text(&|e| e.install_id.as_deref());
+    let session_ids = text(&|e| e.session_id.as_deref());
+    let priorities: Vec<&str> = candidates
+        .iter()
+        .map(|e| priority_str(e.priority))
+        .collect();
+    let raws: Vec<&str> = candidates.iter().map(|e| e.raw.as_str()).collect();
+    let seqs = int(&|e| tracked(e.seq));
+    let session_indexes = int(&|e| e.session_index.and_then(|s| i64::try_from(s).ok()));
+    let timestamps = int(&|e| e.timestamp);
+    let sent_ats = int(&|e| e.sent_at);
+    let received_ats: Vec<i64> = candidates.iter().map(|e| e.received_at).collect();
+    let corrected: Vec<i64> = candidates.iter().map(|e| e.ts_corrected).collect();
+    let clamped: Vec<bool> = candidates.iter().map(|e| e.clamped).collect();
+    let inserted: HashSet<String> = client
+        .query(
+            &prepared.insert_events,
+            &[
+                &message_ids,
+                &dedup_keys,
+                &kinds,
+                &names,
+                &user_ids,
+                &anonymous_ids,
+                &group_ids,
+                &previous_ids,
+                &install_ids,
+                &seqs,
+                &session_ids,
+                &session_indexes,
+                &priorities,
+                &timestamps,
+                &sent_ats,
+                &received_ats,
+                &corrected,
+                &clamped,
+                &raws,
+                &not_refused,
+                &rejected,
+                &shard,
+                &dl_ids,
+                &dl_reasons,
+                &dl_details,
+                &dl_received,
+                &dl_raws,
+            ],
+        )?
+        .into_iter()
+        .map(|r| r.get(0))
+        .collect();
+    for (e, &i) in candidates.iter().zip(&candidate_index) {
+        if inserted.contains(&e.message_id) {
+            outcomes[i] = WriteOutcome::Accepted;
         }
     }
-    tally.rejected += dead_letters.len() as i64;
 
     // Identity links of accepted identify and alias calls; one row per
     // key (the winner under the conflict rule), sorted.
@@ -562,17 +584,6 @@ fn write(
     }
 
     write_installs(client, prepared, events, &outcomes)?;
-
-    client.execute(
-        &prepared.add_counters,
-        &[
-            &tally.accepted,
-            &tally.duplicate,
-            &tally.rejected,
-            &tally.accepted,
-            &shard,
-        ],
-    )?;
     Ok(outcomes)
 }
 
@@ -617,19 +628,26 @@ fn write_installs(
         let max = max_by_install.entry(install).or_default();
         *max = (*max).max(*to);
     }
-    // Upserting the install rows (sorted) locks them: one writer at a
-    // time merges an install's ranges.
     let install_ids: Vec<&str> = max_by_install.keys().copied().collect();
     let maxes: Vec<i64> = max_by_install.values().copied().collect();
-    client.execute(&prepared.upsert_installs, &[&install_ids, &maxes])?;
-    if !drops.is_empty() {
-        let ids: Vec<&str> = drops.iter().map(|d| d.0).collect();
-        let froms: Vec<i64> = drops.iter().map(|d| d.1).collect();
-        let tos: Vec<i64> = drops.iter().map(|d| d.2).collect();
-        let reasons: Vec<&str> = drops.iter().map(|d| d.3).collect();
-        client.execute(&prepared.insert_drops, &[&ids, &froms, &tos, &reasons])?;
-    }
+    let drop_ids: Vec<&str> = drops.iter().map(|d| d.0).collect();
+    let drop_froms: Vec<i64> = drops.iter().map(|d| d.1).collect();
+    let drop_tos: Vec<i64> = drops.iter().map(|d| d.2).collect();
+    let drop_reasons: Vec<&str> = drops.iter().map(|d| d.3).collect();
+    client.execute(
+        &prepared.upsert_installs,
+        &[
+            &install_ids,
+            &maxes,
+            &drop_ids,
+            &drop_froms,
+            &drop_tos,
+            &drop_reasons,
+        ],
+    )?;
 
+    // Read after the lock above (a new statement, a new snapshot): the
+    // ranges another collector committed meanwhile are seen.
     let spans: Vec<(&str, i64, i64)> = new
         .iter()
         .filter_map(|(i, r)| {
@@ -652,7 +670,7 @@ fn write_installs(
             .push((row.get::<_, i64>(1) as u64, row.get::<_, i64>(2) as u64));
     }
     let (mut del_ids, mut del_froms) = (Vec::new(), Vec::new());
-    let (mut ins_ids, mut ins_froms, mut ins_tos) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut up_ids, mut up_froms, mut up_tos) = (Vec::new(), Vec::new(), Vec::new());
     for (install, fresh) in &new {
         let mut stored = old.remove(*install).unwrap_or_default();
         stored.sort_unstable();
@@ -660,21 +678,22 @@ fn write_installs(
         if merged == stored {
             continue;
         }
-        for (from, _) in &stored {
+        let starts: HashSet<u64> = merged.iter().map(|r| r.0).collect();
+        for (from, _) in stored.iter().filter(|r| !starts.contains(&r.0)) {
             del_ids.push(*install);
             del_froms.push(*from as i64);
         }
-        for (from, to) in merged {
-            ins_ids.push(*install);
-            ins_froms.push(from as i64);
-            ins_tos.push(to as i64);
+        for range in merged.iter().filter(|r| !stored.contains(r)) {
+            up_ids.push(*install);
+            up_froms.push(range.0 as i64);
+            up_tos.push(range.1 as i64);
         }
     }
-    if !del_ids.is_empty() {
-        client.execute(&prepared.delete_seen, &[&del_ids, &del_froms])?;
-    }
-    if !ins_ids.is_empty() {
-        client.execute(&prepared.insert_seen, &[&ins_ids, &ins_froms, &ins_tos])?;
+    if !del_ids.is_empty() || !up_ids.is_empty() {
+        client.execute(
+            &prepared.write_seen,
+            &[&del_ids, &del_froms, &up_ids, &up_froms, &up_tos],
+        )?;
     }
     Ok(())
 }
@@ -686,7 +705,9 @@ impl Store for PostgresStore {
         dead_letters: &[DeadLetter],
     ) -> Result<Vec<WriteOutcome>, StoreError> {
         let shard = self.shard();
-        self.transaction(true, |conn| write(conn, events, dead_letters, shard))
+        self.transaction(true, |conn, tombstones_exist| {
+            write(conn, events, dead_letters, shard, tombstones_exist)
+        })
     }
 
     fn stats(&self) -> Result<Stats, StoreError> {
@@ -783,7 +804,7 @@ impl Store for PostgresStore {
             identity::deletion_predicate("$1")
         );
         let shard = self.shard();
-        self.transaction(false, |conn| {
+        self.transaction(false, |conn, _| {
             conn.client.execute(
                 "INSERT INTO tombstones (user_id, requested_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
                 &[&user_id, &requested_at],
