@@ -113,10 +113,11 @@ pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
 /// Default segment size: 8 MiB keeps the number of files small while a
 /// fully acknowledged segment frees its space promptly.
 pub const DEFAULT_SEGMENT_BYTES: u64 = 8 * 1024 * 1024;
-/// Default cap on bytes appended but not yet written: 4 MiB is about 20,000
+/// Default cap on bytes appended but not yet written: 2 MiB is about 8,000
 /// 200-byte events, several group commits' worth, and keeps memory bounded
-/// when the disk stalls.
-pub const DEFAULT_MAX_INFLIGHT_BYTES: usize = 4 * 1024 * 1024;
+/// (the queue, the group being sealed and the group being written each hold
+/// up to this much) when the disk stalls.
+pub const DEFAULT_MAX_INFLIGHT_BYTES: usize = 2 * 1024 * 1024;
 /// Default group-commit delay in [`Durability::Buffered`] mode: 200 ms is
 /// below what a user notices and makes one fdatasync serve thousands of events.
 pub const DEFAULT_BUFFERED_DELAY: Duration = Duration::from_millis(200);
