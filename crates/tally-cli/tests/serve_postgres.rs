@@ -1,0 +1,138 @@
+//! Two `tally serve` processes on one PostgreSQL database, receiving the
+//! same batches at the same time: every event is counted once.
+//!
+//! Uses the server at `TALLY_TEST_DATABASE_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/test`); the test creates its own
+//! database and drops it after.
+
+#![allow(clippy::unwrap_used)]
+
+mod serve_support;
+
+use std::sync::Arc;
+
+use serve_support::*;
+
+const BATCHES: usize = 40;
+const BATCH_SIZE: usize = 100;
+
+struct TestDb {
+    admin_url: String,
+    name: String,
+    url: String,
+}
+
+impl TestDb {
+    fn new() -> TestDb {
+        let admin_url = std::env::var("TALLY_TEST_DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+        let name = format!("tally_http_{}", std::process::id());
+        let mut admin = postgres::Client::connect(&admin_url, postgres::NoTls).unwrap();
+        admin
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .unwrap();
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .unwrap();
+        let (base, query) = match admin_url.split_once('?') {
+            Some((b, q)) => (b, format!("?{q}")),
+            None => (admin_url.as_str(), String::new()),
+        };
+        let url = format!("{}/{name}{query}", &base[..base.rfind('/').unwrap()]);
+        TestDb {
+            admin_url,
+            name,
+            url,
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Ok(mut admin) = postgres::Client::connect(&self.admin_url, postgres::NoTls) {
+            let _ = admin.batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ));
+        }
+    }
+}
+
+#[test]
+fn two_collectors_on_one_database_count_every_event_once() {
+    let db = TestDb::new();
+    let dir = temp_dir("pg");
+    let a = Server::start(
+        &dir.path().join("a"),
+        None,
+        &[
+            "--write-key",
+            WRITE_KEY,
+            "--admin-token",
+            ADMIN_TOKEN,
+            "--database-url",
+            &db.url,
+        ],
+    );
+    let b = Server::start(
+        &dir.path().join("b"),
+        None,
+        &[
+            "--write-key",
+            WRITE_KEY,
+            "--admin-token",
+            ADMIN_TOKEN,
+            "--database-url",
+            &db.url,
+        ],
+    );
+    let all = Arc::new(batches("pg", BATCHES, BATCH_SIZE));
+    // Each batch goes to both collectors at once, from two threads each,
+    // so the same messages race in concurrent transactions.
+    let senders: Vec<_> = [
+        a.base.clone(),
+        a.base.clone(),
+        b.base.clone(),
+        b.base.clone(),
+    ]
+    .into_iter()
+    .enumerate()
+    .map(|(n, base)| {
+        let all = all.clone();
+        std::thread::spawn(move || {
+            let agent = agent();
+            let (mut accepted, mut duplicate) = (0u64, 0u64);
+            // Two threads per server take the batches in opposite orders.
+            let order: Vec<usize> = if n % 2 == 0 {
+                (0..BATCHES).collect()
+            } else {
+                (0..BATCHES).rev().collect()
+            };
+            for i in order {
+                let (status, answer) = post_batch(&agent, &base, &all[i]).unwrap();
+                assert_eq!(status, 200, "{answer}");
+                accepted += answer["accepted"].as_u64().unwrap();
+                duplicate += answer["duplicate"].as_u64().unwrap();
+            }
+            (accepted, duplicate)
+        })
+    })
+    .collect();
+    let (mut accepted, mut duplicate) = (0, 0);
+    for s in senders {
+        let (acc, dup) = s.join().unwrap();
+        accepted += acc;
+        duplicate += dup;
+    }
+    let total = (BATCHES * BATCH_SIZE) as u64;
+    assert_eq!(
+        accepted, total,
+        "answers said accepted {accepted} times for {total} events"
+    );
+    assert_eq!(duplicate, 3 * total);
+    let agent = agent();
+    // Both collectors read the same totals.
+    assert_eq!(stats(&agent, &a), (total, 3 * total, 0, total));
+    assert_eq!(stats(&agent, &b), (total, 3 * total, 0, total));
+    drop((a, b));
+}
