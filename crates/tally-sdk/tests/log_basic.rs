@@ -246,3 +246,36 @@ fn log_is_send_and_sync() {
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<Log>();
 }
+
+#[test]
+fn large_groups_sealed_by_two_threads_read_back_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(LogConfig::new(dir.path()).segment_bytes(64 * 1024)).unwrap();
+    // Appended faster than the writer seals them, so groups pass the
+    // two-thread threshold (512 records).
+    const N: u64 = 3_000;
+    for seq in 1..=N {
+        let p = if seq % 7 == 0 {
+            Priority::Critical
+        } else {
+            Priority::Normal
+        };
+        log.append(entry(seq, p)).unwrap();
+    }
+    log.flush().unwrap();
+    log.close().unwrap();
+    let log = Log::open(LogConfig::new(dir.path())).unwrap();
+    let records = log.read_pending(usize::MAX, usize::MAX).unwrap();
+    let expected: Vec<u64> = (1..=N)
+        .filter(|s| s % 7 == 0)
+        .chain((1..=N).filter(|s| s % 7 != 0))
+        .collect();
+    assert_eq!(records.iter().map(|r| r.seq).collect::<Vec<_>>(), expected);
+    for r in &records {
+        assert_eq!(
+            r.payload,
+            format!(r#"{{"event":"e{}"}}"#, r.seq).into_bytes()
+        );
+    }
+    assert_eq!(log.stats().corrupt, 0);
+}
