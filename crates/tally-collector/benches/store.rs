@@ -90,25 +90,116 @@ impl Generator {
     }
 }
 
+/// CPU time this process has used (all threads), from `/proc/self/stat`
+/// (utime + stime, in clock ticks of 10 ms). The machine the benches run
+/// on is shared, so wall-clock throughput moves with the load; CPU time
+/// per event does not, and says what one free core would sustain.
+fn process_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // The fields after the command name (which is in parentheses).
+    let rest = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 here.
+    Duration::from_millis((ticks(11) + ticks(12)) * 10)
+}
+
+/// Clock ticks of one process, from `/proc/PID/stat` (utime + stime).
+fn ticks_of(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+}
+
+/// The PostgreSQL database whose backends' CPU is metered too (the server
+/// runs on the same machine): `(admin url, database name)`.
+static SERVER: std::sync::Mutex<Option<(String, String)>> = std::sync::Mutex::new(None);
+
+/// CPU ticks of the backends connected to the metered database.
+fn backend_ticks() -> std::collections::HashMap<u32, u64> {
+    let server = SERVER.lock().unwrap().clone();
+    let Some((admin, db)) = server else {
+        return Default::default();
+    };
+    let mut client = postgres::Client::connect(&admin, postgres::NoTls).unwrap();
+    let rows = client
+        .query(
+            "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+            &[&db],
+        )
+        .unwrap();
+    rows.iter()
+        .filter_map(|r| {
+            let pid = r.get::<_, i32>(0) as u32;
+            Some((pid, ticks_of(pid)?))
+        })
+        .collect()
+}
+
+/// CPU (this process, database backends) and events of the timed
+/// sections of one benchmark.
+static CPU_MICROS: AtomicU64 = AtomicU64::new(0);
+static SERVER_MICROS: AtomicU64 = AtomicU64::new(0);
+static EVENTS: AtomicU64 = AtomicU64::new(0);
+
+/// Runs `f` (which writes `events` events), adds its CPU to the meter and
+/// returns its wall-clock time.
+fn metered(events: u64, f: impl FnOnce()) -> Duration {
+    let (cpu, server) = (process_cpu(), backend_ticks());
+    let start = Instant::now();
+    f();
+    let elapsed = start.elapsed();
+    let server_after = backend_ticks();
+    let server_ticks: u64 = server_after
+        .iter()
+        .map(|(pid, after)| after - server.get(pid).copied().unwrap_or(0).min(*after))
+        .sum();
+    CPU_MICROS.fetch_add((process_cpu() - cpu).as_micros() as u64, Ordering::Relaxed);
+    SERVER_MICROS.fetch_add(server_ticks * 10_000, Ordering::Relaxed);
+    EVENTS.fetch_add(events, Ordering::Relaxed);
+    elapsed
+}
+
+/// Prints and resets the meter.
+fn report_cpu(label: &str) {
+    let cpu = CPU_MICROS.swap(0, Ordering::Relaxed) as f64;
+    let server = SERVER_MICROS.swap(0, Ordering::Relaxed) as f64;
+    let events = EVENTS.swap(0, Ordering::Relaxed) as f64;
+    if events > 0.0 {
+        eprintln!(
+            "{label}: CPU per event {:.2} µs here + {:.2} µs in PostgreSQL backends \
+             ({:.0} events per CPU-second in all)",
+            cpu / events,
+            server / events,
+            events * 1e6 / (cpu + server).max(1.0)
+        );
+    }
+}
+
 /// Writes `iters` batches from `threads` threads, returns the time taken.
 fn run(store: &Arc<dyn Store>, gen: &Generator, iters: u64, threads: u64) -> Duration {
     let per_thread = iters.div_ceil(threads);
     let work: Vec<Vec<Vec<NewEvent>>> = (0..threads).map(|_| gen.batches(per_thread)).collect();
-    let start = Instant::now();
-    std::thread::scope(|s| {
-        for batches in &work {
-            let store = Arc::clone(store);
-            s.spawn(move || {
-                for batch in batches {
-                    store.write_batch(batch, &[]).unwrap();
-                }
-            });
-        }
+    let elapsed = metered(per_thread * threads * BATCH as u64, || {
+        std::thread::scope(|s| {
+            for batches in &work {
+                let store = Arc::clone(store);
+                s.spawn(move || {
+                    for batch in batches {
+                        store.write_batch(batch, &[]).unwrap();
+                    }
+                });
+            }
+        });
     });
     // Scale to the `iters` batches criterion asked for.
-    start
-        .elapsed()
-        .mul_f64(iters as f64 / (per_thread * threads) as f64)
+    elapsed.mul_f64(iters as f64 / (per_thread * threads) as f64)
 }
 
 fn bench_store(c: &mut Criterion, name: &str, store: Arc<dyn Store>, threads: &[u64]) {
@@ -124,10 +215,10 @@ fn bench_store(c: &mut Criterion, name: &str, store: Arc<dyn Store>, threads: &[
         group.bench_function(BenchmarkId::new("threads", t), |b| {
             b.iter_custom(|iters| run(&store, &gen, iters, t))
         });
+        report_cpu(&format!("{name}/threads/{t}"));
     }
     group.finish();
-    let stats = store.stats().unwrap();
-    eprintln!("{name}: {stats:?}");
+    eprintln!("{name}: {:?}", store.stats().unwrap());
 }
 
 fn sqlite(c: &mut Criterion) {
@@ -173,39 +264,40 @@ fn sqlite_baseline(c: &mut Criterion) {
     group.bench_function(BenchmarkId::new("threads", 1), |b| {
         b.iter_custom(|iters| {
             let batches = gen.batches(iters);
-            let start = Instant::now();
-            for batch in &batches {
-                conn.execute_batch("BEGIN").unwrap();
-                let mut stmt = conn
-                    .prepare_cached(
-                        "INSERT INTO events VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-                    )
-                    .unwrap();
-                for e in batch {
-                    stmt.execute(rusqlite::params![
-                        e.message_id,
-                        e.kind.as_str(),
-                        e.event,
-                        e.user_id,
-                        e.anonymous_id,
-                        e.install_id,
-                        e.seq.map(|s| s as i64),
-                        e.session_id,
-                        e.timestamp,
-                        e.sent_at,
-                        e.received_at,
-                        e.ts_corrected,
-                        e.raw,
-                    ])
-                    .unwrap();
+            metered(batches.len() as u64 * BATCH as u64, || {
+                for batch in &batches {
+                    conn.execute_batch("BEGIN").unwrap();
+                    let mut stmt = conn
+                        .prepare_cached(
+                            "INSERT INTO events VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                        )
+                        .unwrap();
+                    for e in batch {
+                        stmt.execute(rusqlite::params![
+                            e.message_id,
+                            e.kind.as_str(),
+                            e.event,
+                            e.user_id,
+                            e.anonymous_id,
+                            e.install_id,
+                            e.seq.map(|s| s as i64),
+                            e.session_id,
+                            e.timestamp,
+                            e.sent_at,
+                            e.received_at,
+                            e.ts_corrected,
+                            e.raw,
+                        ])
+                        .unwrap();
+                    }
+                    drop(stmt);
+                    conn.execute_batch("COMMIT").unwrap();
                 }
-                drop(stmt);
-                conn.execute_batch("COMMIT").unwrap();
-            }
-            start.elapsed()
+            })
         })
     });
     group.finish();
+    report_cpu("sqlite-floor/threads/1");
 }
 
 /// A database for the run, dropped at the end.
@@ -243,6 +335,7 @@ fn postgres(c: &mut Criterion) {
     let prefix = &admin[..admin.rfind('/').unwrap()];
     let store: Arc<dyn Store> =
         Arc::new(PostgresStore::connect(&format!("{prefix}/{}", db.name)).unwrap());
+    *SERVER.lock().unwrap() = Some((admin.clone(), db.name.clone()));
     bench_store(c, "postgres", store, &[1, 4]);
     postgres_floor(c, &format!("{prefix}/{}", db.name));
 }
@@ -275,37 +368,39 @@ fn postgres_floor(c: &mut Criterion, url: &str) {
     group.bench_function(BenchmarkId::new("threads", 1), |b| {
         b.iter_custom(|iters| {
             let batches = gen.batches(iters);
-            let start = Instant::now();
-            for batch in &batches {
-                let text = |f: &dyn Fn(&NewEvent) -> Option<&str>| -> Vec<Option<&str>> {
-                    batch.iter().map(f).collect()
-                };
-                let int = |f: &dyn Fn(&NewEvent) -> Option<i64>| -> Vec<Option<i64>> {
-                    batch.iter().map(f).collect()
-                };
-                let mut tx = client.transaction().unwrap();
-                tx.execute(
-                    &insert,
-                    &[
-                        &text(&|e| Some(e.message_id.as_str())),
-                        &text(&|e| Some(e.kind.as_str())),
-                        &text(&|e| e.event.as_deref()),
-                        &text(&|e| e.user_id.as_deref()),
-                        &text(&|e| e.anonymous_id.as_deref()),
-                        &text(&|e| e.install_id.as_deref()),
-                        &int(&|e| e.seq.map(|s| s as i64)),
-                        &int(&|e| Some(e.received_at)),
-                        &int(&|e| Some(e.ts_corrected)),
-                        &text(&|e| Some(e.raw.as_str())),
-                    ],
-                )
-                .unwrap();
-                tx.commit().unwrap();
-            }
-            start.elapsed()
+            metered(batches.len() as u64 * BATCH as u64, || {
+                for batch in &batches {
+                    let text = |f: &dyn Fn(&NewEvent) -> Option<&str>| -> Vec<Option<&str>> {
+                        batch.iter().map(f).collect()
+                    };
+                    let int = |f: &dyn Fn(&NewEvent) -> Option<i64>| -> Vec<Option<i64>> {
+                        batch.iter().map(f).collect()
+                    };
+                    let mut tx = client.transaction().unwrap();
+                    tx.execute(
+                        &insert,
+                        &[
+                            &text(&|e| Some(e.message_id.as_str())),
+                            &text(&|e| Some(e.kind.as_str())),
+                            &text(&|e| e.event.as_deref()),
+                            &text(&|e| e.user_id.as_deref()),
+                            &text(&|e| e.anonymous_id.as_deref()),
+                            &text(&|e| e.install_id.as_deref()),
+                            &int(&|e| e.seq.map(|s| s as i64)),
+                            &int(&|e| Some(e.received_at)),
+                            &int(&|e| Some(e.ts_corrected)),
+                            &text(&|e| Some(e.raw.as_str())),
+                        ],
+                    )
+                    .unwrap();
+                    tx.commit().unwrap();
+                }
+            })
         })
     });
     group.finish();
+    report_cpu("postgres-floor/threads/1");
+    *SERVER.lock().unwrap() = None;
 }
 
 criterion_group!(benches, sqlite_baseline, sqlite, postgres);
