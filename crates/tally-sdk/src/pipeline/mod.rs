@@ -135,7 +135,9 @@ pub(crate) struct Pipeline {
     shared: Arc<Shared>,
     rx: Receiver<Command>,
     identity: Identity,
-    template: Context,
+    /// The context template's members as JSON text (without braces),
+    /// spliced into every message: serialized once, not per message.
+    static_context: String,
     privacy: Privacy,
     rng: fastrand::Rng,
     last_appended: u64,
@@ -149,6 +151,12 @@ impl Pipeline {
     pub(crate) fn new(shared: Arc<Shared>, rx: Receiver<Command>) -> Self {
         let identity = shared.lock_state().identity.clone();
         let template = enrich::context_template(&shared.config.context.device_context());
+        let template_json = serde_json::to_string(&template).unwrap_or_default();
+        let static_context = template_json
+            .strip_prefix('{')
+            .and_then(|t| t.strip_suffix('}'))
+            .unwrap_or_default()
+            .to_owned();
         let privacy = Privacy::new(shared.config.privacy.clone());
         let last_appended = shared.durable_seq.load(Ordering::SeqCst);
         let now = shared.clock.mono_ms();
@@ -156,7 +164,7 @@ impl Pipeline {
             shared,
             rx,
             identity,
-            template,
+            static_context,
             privacy,
             rng: fastrand::Rng::new(),
             last_appended,
@@ -292,7 +300,7 @@ impl Pipeline {
         }
         let priority = captured.priority;
         let msg = self.build(captured);
-        let json = msg.to_json();
+        let json = self.with_static_context(msg.to_json());
         if let Err(rejection) = validate(&msg, &json) {
             self.drop_seq(seq, &format!("invalid:{}", rejection.reason));
             return;
@@ -317,6 +325,22 @@ impl Pipeline {
                 self.drop_seq(seq, "persist_failed");
             }
         }
+    }
+
+    /// Inserts the static context members before `"tally"`. The message's
+    /// context is its last member and holds only `tally` (whose members
+    /// are ids and numbers), so the last `"context":{"tally":` is it.
+    fn with_static_context(&self, mut json: String) -> String {
+        const MARK: &str = "\"context\":{\"tally\":";
+        if self.static_context.is_empty() {
+            return json;
+        }
+        if let Some(at) = json.rfind(MARK) {
+            let insert_at = at + "\"context\":{".len();
+            json.insert_str(insert_at, ",");
+            json.insert_str(insert_at, &self.static_context);
+        }
+        json
     }
 
     fn message_id(&mut self, ts_ms: i64) -> String {
@@ -385,17 +409,19 @@ impl Pipeline {
         if msg.user_id.is_none() {
             msg.user_id = self.identity.user_id.clone();
         }
-        let mut context = self.template.clone();
-        context.tally = Some(TallyContext {
-            install_id: Some(self.identity.install_id.clone()),
-            seq: Some(c.seq),
-            session_id: Some(c.session_id.to_string()),
-            session_index: Some(c.session_index),
-            schema: Some(SCHEMA_VERSION),
-            priority: (c.priority == Priority::Critical).then_some(Priority::Critical),
-            dedup_key: c.dedup_key,
-            ..TallyContext::default()
-        });
+        let context = Context {
+            tally: Some(TallyContext {
+                install_id: Some(self.identity.install_id.clone()),
+                seq: Some(c.seq),
+                session_id: Some(c.session_id.to_string()),
+                session_index: Some(c.session_index),
+                schema: Some(SCHEMA_VERSION),
+                priority: (c.priority == Priority::Critical).then_some(Priority::Critical),
+                dedup_key: c.dedup_key,
+                ..TallyContext::default()
+            }),
+            ..Context::default()
+        };
         msg.context = Some(context);
         msg
     }

@@ -154,6 +154,9 @@ impl Privacy {
         json: &'a str,
     ) -> (Cow<'a, str>, Filtered) {
         let scope = event.and_then(|e| self.config.scopes.get(e));
+        if scope.is_none() && !self.mentions_sensitive(json) {
+            return (Cow::Borrowed(json), Filtered::default());
+        }
         let Ok(members) = parse_members(json) else {
             return (Cow::Borrowed("{}"), Filtered::default());
         };

@@ -1,0 +1,123 @@
+//! What `track()` costs the app: caller latency percentiles, peak RSS for a
+//! burst, and bytes per event on the wire after compression.
+//!
+//! The workload mirrors the Glean anchor (`shared/anchors/glean-bench`):
+//! N events from one thread, each with 3 string properties whose values
+//! vary per event, the properties built before the timer starts.
+//!
+//! ```text
+//! cargo run --release -p tally-sdk --example track_latency -- [EVENTS] [DATA_DIR]
+//! ```
+//!
+//! Prints one JSON line. No collector runs: the uploader backs off against
+//! a closed port, so the figures are capture and persistence alone.
+
+#![allow(clippy::unwrap_used)]
+
+use std::time::{Duration, Instant};
+
+use tally_sdk::log::{Log, LogConfig};
+use tally_sdk::upload::batcher::{encode, envelope};
+use tally_sdk::upload::policy::MAX_BATCH_RECORDS;
+use tally_sdk::{Consent, Props, Tracker};
+
+const SCREENS: [&str; 4] = ["home", "search", "cart", "checkout"];
+const BUTTONS: [&str; 3] = ["buy", "back", "share"];
+
+fn vm_hwm_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn percentile(sorted: &[u64], q: f64) -> f64 {
+    let rank = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1] as f64 / 1_000.0
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let events: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(100_000);
+    let dir = args.next().map_or_else(
+        || std::env::temp_dir().join(format!("tally-track-latency-{}", std::process::id())),
+        std::path::PathBuf::from,
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    let tracker = Tracker::builder("bench", "http://127.0.0.1:9", &dir)
+        .consent(Consent::Granted)
+        .build()
+        .unwrap();
+
+    let timer_overhead = {
+        let t = Instant::now();
+        for _ in 0..1_000 {
+            std::hint::black_box(Instant::now());
+        }
+        t.elapsed().as_nanos() as u64 / 1_000
+    };
+    let mut ns = Vec::with_capacity(events as usize);
+    let mut refused = 0u64;
+    let loop_start = Instant::now();
+    for i in 0..events {
+        let props = Props::new()
+            .with("screen", SCREENS[(i % 4) as usize])
+            .with("button", BUTTONS[(i % 3) as usize])
+            .with("variant", i % 7);
+        let t = Instant::now();
+        let r = tracker.track("bench.track", props);
+        ns.push(t.elapsed().as_nanos() as u64);
+        if r.is_err() {
+            refused += 1;
+        }
+    }
+    let caller_loop_s = loop_start.elapsed().as_secs_f64();
+    tracker.flush().unwrap();
+    let persisted_s = loop_start.elapsed().as_secs_f64();
+    let rss = vm_hwm_mb();
+    let health = tracker.health();
+    tracker.shutdown(Duration::from_secs(30)).unwrap();
+
+    // What the uploader would send: batches of the stored JSON, zstd.
+    let log = Log::open(LogConfig::new(dir.join("log"))).unwrap();
+    let records = log.read_pending(usize::MAX, usize::MAX).unwrap();
+    let (mut json_bytes, mut wire_bytes) = (0usize, 0usize);
+    for chunk in records.chunks(MAX_BATCH_RECORDS) {
+        let json = envelope(
+            chunk.iter().map(|r| r.payload.as_slice()),
+            "2026-11-26T00:00:00.000Z",
+        );
+        json_bytes += json.len();
+        wire_bytes += encode(&json).body.len();
+    }
+    let stored = records.len();
+    drop(log);
+    let _ = std::fs::remove_dir_all(&dir);
+
+    ns.sort_unstable();
+    let mean = ns.iter().sum::<u64>() as f64 / ns.len() as f64 / 1_000.0;
+    println!(
+        "{}",
+        serde_json::json!({
+            "events": events,
+            "refused": refused,
+            "stored": stored,
+            "track_p50_us": percentile(&ns, 0.50),
+            "track_p90_us": percentile(&ns, 0.90),
+            "track_p99_us": percentile(&ns, 0.99),
+            "track_p999_us": percentile(&ns, 0.999),
+            "track_max_us": percentile(&ns, 1.0),
+            "track_mean_us": mean,
+            "timer_overhead_ns": timer_overhead,
+            "caller_loop_s": caller_loop_s,
+            "persisted_s": persisted_s,
+            "events_per_s_persisted": events as f64 / persisted_s,
+            "peak_rss_mb": rss,
+            "json_bytes_per_event": json_bytes as f64 / stored.max(1) as f64,
+            "wire_bytes_per_event": wire_bytes as f64 / stored.max(1) as f64,
+            "dropped": health.dropped,
+        })
+    );
+}
