@@ -272,6 +272,7 @@ impl SqliteStore {
                     tombstones_exist,
                 }),
                 queued: AtomicUsize::new(0),
+                max_group_age: MAX_GROUP_AGE,
             },
             readers: Readers {
                 path: path.to_path_buf(),
@@ -363,6 +364,8 @@ struct Writer {
     state: Mutex<WriterState>,
     /// Callers waiting for `state`: the holder commits only when none is.
     queued: AtomicUsize,
+    /// [`MAX_GROUP_AGE`]; tests that hold a group open on purpose raise it.
+    max_group_age: Duration,
 }
 
 #[derive(Debug)]
@@ -442,18 +445,29 @@ impl Writer {
             .execute_batch("SAVEPOINT batch")
             .map_err(db_error)
         {
-            Ok(()) => match work(&mut state) {
-                Ok(v) => state
-                    .conn
-                    .execute_batch("RELEASE batch")
-                    .map(|()| v)
-                    .map_err(db_error),
-                Err(e) => {
-                    // Undo this caller's rows only; the group goes on.
-                    let _ = state.conn.execute_batch("ROLLBACK TO batch; RELEASE batch");
-                    Err(e)
+            // A panic in `work` would leave the group's other callers
+            // waiting for a commit that never comes and the writer
+            // poisoned: it becomes this caller's error instead, its rows
+            // rolled back like any failure.
+            Ok(()) => {
+                match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(&mut state)))
+                    .unwrap_or_else(|_| {
+                        Err(StoreError::Backend(
+                            "the SQLite writer panicked on a batch".into(),
+                        ))
+                    }) {
+                    Ok(v) => state
+                        .conn
+                        .execute_batch("RELEASE batch")
+                        .map(|()| v)
+                        .map_err(db_error),
+                    Err(e) => {
+                        // Undo this caller's rows only; the group goes on.
+                        let _ = state.conn.execute_batch("ROLLBACK TO batch; RELEASE batch");
+                        Err(e)
+                    }
                 }
-            },
+            }
             Err(e) => Err(e),
         };
         let Some(group) = state.group.as_mut() else {
@@ -467,7 +481,7 @@ impl Writer {
         let cell = Arc::clone(&group.commit);
         let commit_now = self.queued.load(Ordering::SeqCst) == 0
             || group.events >= MAX_GROUP_EVENTS
-            || group.started.elapsed() >= MAX_GROUP_AGE;
+            || group.started.elapsed() >= self.max_group_age;
         if commit_now {
             state.group = None;
             let committed = state.conn.execute_batch("COMMIT").map_err(db_error);
@@ -1006,4 +1020,123 @@ fn read_install(c: &Connection, install_id: &str) -> Result<Option<InstallReport
         })
         .map_err(db_error)?;
     Ok(Some(ranges::report(max_seq as u64, &seen, drops)))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // tests unwrap: a failure is the assertion
+
+    use super::*;
+    use std::sync::atomic::AtomicBool;
+
+    fn bump(state: &mut WriterState) -> Result<(), StoreError> {
+        state
+            .conn
+            .execute(
+                "UPDATE counters SET accepted = accepted + 1 WHERE id = 0",
+                [],
+            )
+            .map(|_| ())
+            .map_err(db_error)
+    }
+
+    #[test]
+    fn a_caller_queued_behind_the_group_joins_it_and_both_return_after_its_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::open(&dir.path().join("t.db")).unwrap();
+        // The first caller holds the group longer than the age bound.
+        store.writer.max_group_age = Duration::from_secs(60);
+        let store = store;
+        let in_work = AtomicBool::new(false);
+        let hold = Duration::from_millis(150);
+        std::thread::scope(|s| {
+            let first = s.spawn(|| {
+                store
+                    .writer
+                    .run(1, |state| {
+                        bump(state)?;
+                        in_work.store(true, Ordering::SeqCst);
+                        std::thread::sleep(hold);
+                        Ok(())
+                    })
+                    .unwrap();
+                // Returned: its row is committed, and so is the second
+                // caller's, committed in the same transaction.
+                store.stats().unwrap().accepted
+            });
+            while !in_work.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            let second = s.spawn(|| {
+                store
+                    .writer
+                    .run(1, |state| {
+                        bump(state)?;
+                        std::thread::sleep(hold);
+                        Ok(())
+                    })
+                    .unwrap();
+            });
+            assert_eq!(first.join().unwrap(), 2);
+            second.join().unwrap();
+        });
+        assert_eq!(store.stats().unwrap().accepted, 2);
+    }
+
+    #[test]
+    fn a_group_past_its_age_bound_commits_without_waiting_for_the_queue() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("t.db")).unwrap();
+        let in_work = AtomicBool::new(false);
+        let hold = MAX_GROUP_AGE * 30;
+        std::thread::scope(|s| {
+            let first = s.spawn(|| {
+                store
+                    .writer
+                    .run(1, |state| {
+                        bump(state)?;
+                        in_work.store(true, Ordering::SeqCst);
+                        std::thread::sleep(hold);
+                        Ok(())
+                    })
+                    .unwrap();
+                store.stats().unwrap().accepted
+            });
+            while !in_work.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            let second = s.spawn(|| {
+                store
+                    .writer
+                    .run(1, |state| {
+                        bump(state)?;
+                        std::thread::sleep(hold);
+                        Ok(())
+                    })
+                    .unwrap();
+            });
+            // Committed alone: the second caller's row is not in it.
+            assert_eq!(first.join().unwrap(), 1);
+            second.join().unwrap();
+        });
+        assert_eq!(store.stats().unwrap().accepted, 2);
+    }
+
+    #[test]
+    fn a_panicking_batch_is_an_error_and_the_writer_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("t.db")).unwrap();
+        let failed: Result<(), StoreError> = store.writer.run(1, |state| {
+            bump(state)?;
+            panic!("a bug in the write path")
+        });
+        match failed {
+            Err(StoreError::Backend(m)) => assert!(m.contains("panicked"), "{m}"),
+            other => panic!("expected a backend error, got {other:?}"),
+        }
+        // Its row was rolled back; the next write commits normally.
+        assert_eq!(store.stats().unwrap().accepted, 0);
+        store.writer.run(1, bump).unwrap();
+        assert_eq!(store.stats().unwrap().accepted, 1);
+    }
 }
