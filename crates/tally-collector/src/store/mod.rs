@@ -30,9 +30,54 @@
 //! | [`postgres`](mod@postgres) | several collectors sharing one database | pooled connections, unique constraints decide |
 //!
 //! [`open`] picks one from the command line's `--data-dir` and
-//! `--database-url`. Identity links, person resolution (stitching) and the
-//! conflict rule for an id linked to two users are described in the
-//! `identity` module and shared by both stores.
+//! `--database-url`. Both stores pass the same test suite
+//! (`tests/store_suite.rs`); `benches/store.rs` measures their write path.
+//!
+//! # Durability
+//!
+//! SQLite (WAL) with [`Synchronous::Normal`], the default: a committed
+//! batch survives kill -9 of the collector (it is in the WAL file before
+//! `write_batch` returns) but commits since the last WAL sync can be lost
+//! on power loss or an OS crash. [`Synchronous::Full`] survives those too,
+//! at one fsync per group commit. PostgreSQL: the server's
+//! `synchronous_commit` (on by default) decides; with it, both crashes are
+//! survived.
+//!
+//! # Identity, stitching and deletion
+//!
+//! `identify` links its anonymous id and its install id to its user id;
+//! `alias` links `previousId` (as an anonymous id and as a user id) to its
+//! user id. The **person** of an event (what [`EventCount::users`] counts
+//! and what a deletion removes) is its user id, resolved through an alias
+//! if that user id was aliased; for an event without a user id, the user
+//! its anonymous id is linked to, else the user its install is linked to
+//! (each resolved through one alias hop); else its install id; else its
+//! anonymous id. So anonymous events sent before an `identify` count for
+//! that user once the link exists, in whatever order they arrive.
+//!
+//! **Conflict rule**: an identifier linked to two users keeps the link with
+//! the earliest corrected time, then the smaller user id. It depends only
+//! on the events, not on arrival order, so collectors sharing a database
+//! agree.
+//!
+//! **Deletion** removes the events whose person is the user (by the rule
+//! above, except that an event carrying another, living user id is kept)
+//! and writes a tombstone. From then on an event whose user id is the
+//! deleted user or aliased to it, or, without a user id, whose anonymous
+//! id or install is linked to it, is refused as [`WriteOutcome::DeletedUser`].
+//! Links stay, so later anonymous events from that device are refused too.
+//! Deletion scans the events table: it is rare, and an index per id column
+//! would cost every insert.
+//!
+//! # Completeness
+//!
+//! Every event with an install id and a seq marks that seq seen, whatever
+//! its outcome (the collector saw it); drops reported in an accepted
+//! event's [`NewEvent::drops`] are kept per install with their reason. Seen
+//! seqs are stored as merged ranges, so an install costs a few rows.
+//! `missing` is `1..=max_seq` minus seen minus dropped. A seq above
+//! `i64::MAX` (a corrupt device counter) is stored as absent and not
+//! tracked.
 
 mod identity;
 pub mod postgres;

@@ -30,8 +30,9 @@
 //! (`synchronous_commit = on`, the server default), so an accepted event
 //! survives a crash of the collector and of the database server.
 //!
-//! Identity rules (stitching, conflicts) are the same as SQLite's, from the
-//! shared SQL in the `identity` module.
+//! Identity rules (stitching, conflicts, deletion) are those of the
+//! [store module](super), from SQL shared with the SQLite store. A deletion
+//! scans `events` while it holds the exclusive lock: ingest waits for it.
 
 mod pool;
 

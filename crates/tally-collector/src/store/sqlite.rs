@@ -40,13 +40,13 @@
 //! | `events` | accepted messages; `message_id` unique, `dedup_key` unique when present |
 //! | `dead_letters` | rejected messages with reason, detail and raw JSON |
 //! | `counters` | one row: accepted, duplicate, rejected, stored |
-//! | `links` | identity links (see the `identity` module) |
+//! | `links` | identity links (see the [store module](super)) |
 //! | `tombstones` | deleted users |
 //! | `installs`, `install_seen`, `install_drops` | completeness: max seq, seen seq ranges (merged), dropped ranges with reasons |
 //!
-//! Deletion scans `events` (it resolves every event's person, see the
-//! `identity` module): it is rare and administrative, and an index per id
-//! column would cost every insert.
+//! Deletion scans `events` (it resolves every event's person) inside the
+//! writer, so ingest waits for it: it is rare and administrative, and an
+//! index per id column would cost every insert.
 
 use super::identity::{self, Link};
 use super::ranges::{self, SeqRange, MAX_TRACKED_SEQ};
