@@ -482,6 +482,63 @@ fn concurrent_overlapping_writers(store: Arc<dyn Store>) {
     );
 }
 
+fn deletion_during_ingest_leaves_nothing_behind(store: Arc<dyn Store>) {
+    const THREADS: usize = 3;
+    const BATCHES: usize = 30;
+    const BATCH: usize = 40;
+    let deleted_at_batch = BATCHES / 3;
+    let started = Arc::new(AtomicUsize::new(0));
+    let writers: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let store = Arc::clone(&store);
+            let started = Arc::clone(&started);
+            std::thread::spawn(move || {
+                let mut outcomes = Vec::new();
+                for b in 0..BATCHES {
+                    let batch: Vec<NewEvent> = (0..BATCH)
+                        .map(|i| {
+                            let id = format!("t{t}-b{b}-e{i}");
+                            if i % 2 == 0 {
+                                by_user(track(&id, "Doomed", "n", i as i64), "u-del")
+                            } else {
+                                by_user(track(&id, "Kept", "n", i as i64), "u-keep")
+                            }
+                        })
+                        .collect();
+                    outcomes.extend(store.write_batch(&batch, &[]).unwrap());
+                    started.fetch_add(1, Ordering::SeqCst);
+                }
+                outcomes
+            })
+        })
+        .collect();
+    while started.load(Ordering::SeqCst) < deleted_at_batch * THREADS {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let deleted = store.delete_user("u-del", 1).unwrap().deleted_events;
+    let all: Vec<WriteOutcome> = writers
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    let accepted = all.iter().filter(|o| **o == A).count() as u64;
+    let refused = all.iter().filter(|o| **o == X).count() as u64;
+    let kept = (THREADS * BATCHES * BATCH / 2) as u64;
+    // Whatever the interleaving: every event of the deleted user written
+    // before the deletion was removed, every one after it refused.
+    assert_eq!(
+        store.count_events("Doomed", None, None).unwrap(),
+        count(0, 0)
+    );
+    assert_eq!(
+        store.count_events("Kept", None, None).unwrap(),
+        count(kept, 1)
+    );
+    assert_eq!(accepted, kept + deleted);
+    assert_eq!(refused, kept - deleted);
+    assert!(deleted > 0, "the deletion came after some batches");
+    assert_eq!(store.stats().unwrap(), stats(accepted, 0, refused, kept));
+}
+
 /// Instantiates every suite test for one store kind. `$fresh` makes an
 /// empty store and a guard that cleans up when dropped.
 macro_rules! store_suite {
@@ -530,6 +587,11 @@ macro_rules! store_suite {
         fn concurrent_overlapping_writers() {
             let (store, _guard) = $fresh();
             super::concurrent_overlapping_writers(store);
+        }
+        #[test]
+        fn deletion_during_ingest_leaves_nothing_behind() {
+            let (store, _guard) = $fresh();
+            super::deletion_during_ingest_leaves_nothing_behind(store);
         }
         #[test]
         fn ping_answers() {
