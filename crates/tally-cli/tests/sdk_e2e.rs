@@ -325,3 +325,65 @@ fn a_wrong_key_stops_sending_and_keeps_the_data() {
     assert!(start.elapsed() < Duration::from_secs(30));
     assert_eq!(server.stats()["events"], 1);
 }
+
+#[test]
+fn drops_by_a_full_log_are_reported_and_explain_the_gap() {
+    let dir = tempdir();
+    let server = Server::start(&sub(dir.path(), "server"), 0);
+    let tracker = Tracker::builder(WRITE_KEY, &server.url, sub(dir.path(), "device"))
+        .consent(Consent::Granted)
+        .auto_upload(false)
+        .log_capacity(u64::MAX, 100)
+        .build()
+        .unwrap();
+    for i in 0..150 {
+        tracker.track("Crowded", Props::new().with("i", i)).unwrap();
+    }
+    tracker.flush().unwrap();
+    assert_eq!(tracker.health().dropped.get("log_full"), Some(&50));
+    assert!(
+        tracker.wait_until_synced(Duration::from_secs(30)),
+        "{:?}",
+        tracker.health()
+    );
+    let install = server.install(tracker.install_id());
+    let events = server.stats()["events"].as_u64().unwrap();
+    let dropped = install["dropped"].as_u64().unwrap();
+    // Each report is itself an event in the still-full log and may push
+    // out one more old event, which the next report explains in turn.
+    assert!(dropped >= 50, "{install}");
+    assert_eq!(install["max_seq"], events + dropped, "{install}");
+    assert_eq!(
+        install["missing"],
+        serde_json::json!([]),
+        "every dropped seq is explained, none missing"
+    );
+    let h = tracker.health();
+    assert_eq!(h.dropped.get("log_full"), Some(&dropped));
+    assert_eq!(h.pending, 0);
+    tracker.shutdown(Duration::from_secs(10)).unwrap();
+}
+
+#[test]
+fn health_beacons_reach_the_collector() {
+    let dir = tempdir();
+    let server = Server::start(&sub(dir.path(), "server"), 0);
+    let tracker = Tracker::builder(WRITE_KEY, &server.url, sub(dir.path(), "device"))
+        .consent(Consent::Granted)
+        .health_beacon(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    tracker.track("Heartbeat Host", Props::new()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let beacons = loop {
+        let (status, body) = server.get("/v1/events/count?event=tally.health");
+        assert_eq!(status, 200, "{body}");
+        let n = body["count"].as_u64().unwrap();
+        if n > 0 || Instant::now() > deadline {
+            break n;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(beacons >= 1);
+    tracker.shutdown(Duration::from_secs(10)).unwrap();
+}

@@ -690,7 +690,8 @@ impl Tracker {
     }
 
     /// Flushes, asks the uploader to sync now, and waits until nothing is
-    /// pending or `timeout` passed; says whether nothing is pending. The
+    /// pending (events, and reports of device-side drops) or `timeout`
+    /// passed; says whether nothing is pending. The
     /// uploader keeps its backoff between tries while this waits.
     pub fn wait_until_synced(&self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
@@ -699,7 +700,9 @@ impl Tracker {
         }
         self.sync_now();
         loop {
-            if self.shared.log.stats().pending_events == 0 {
+            if self.shared.log.stats().pending_events == 0
+                && !upload::has_unreported_drops(&self.shared)
+            {
                 return true;
             }
             if Instant::now() >= deadline {

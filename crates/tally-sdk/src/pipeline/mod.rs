@@ -337,7 +337,7 @@ impl Pipeline {
         }
         if let Some(at) = json.rfind(MARK) {
             let insert_at = at + "\"context\":{".len();
-            json.insert_str(insert_at, ",");
+            json.insert(insert_at, ',');
             json.insert_str(insert_at, &self.static_context);
         }
         json

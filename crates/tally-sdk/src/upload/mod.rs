@@ -69,6 +69,10 @@ pub const HEALTH_EVENT: &str = "tally.health";
 /// the 24 KiB limit (a range is at most about 45 bytes of JSON).
 const MAX_RANGES_PER_REPORT: usize = 400;
 
+/// Pause before reporting drops again when a report could not be queued
+/// (full hand-off channel): long enough not to spin, short against a sync.
+const DROP_REPORT_RETRY_MS: u64 = 10;
+
 /// What one attempt achieved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Step {
@@ -156,6 +160,11 @@ impl Uploader {
             self.report_drops();
             match self.send_next() {
                 Step::Progress => {}
+                // Drops found while sending (a report pushing out an old
+                // event in a full log) are reported before going idle.
+                Step::Idle if has_unreported_drops(&self.shared) => {
+                    clock.wait(&self.shared.upload_wake, DROP_REPORT_RETRY_MS);
+                }
                 Step::Idle => {
                     self.draining = false;
                     clock.wait(&self.shared.upload_wake, IDLE_POLL_MS);
@@ -472,6 +481,18 @@ impl Uploader {
         };
         let _ = self.shared.capture(kind, TrackOptions::default());
     }
+}
+
+/// Whether device-side drops wait to be reported to the collector.
+pub(crate) fn has_unreported_drops(shared: &Shared) -> bool {
+    let ledger = shared.log.drop_ledger();
+    let state = shared.lock_state();
+    !state.unreported_drops.is_empty()
+        || ledger.iter().any(|r| {
+            !state
+                .unreported_ledger(&r.reason, r.first_seq, r.last_seq)
+                .is_empty()
+        })
 }
 
 /// The health report of a tracker.
