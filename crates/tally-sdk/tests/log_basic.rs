@@ -279,3 +279,24 @@ fn large_groups_sealed_by_two_threads_read_back_exactly() {
     }
     assert_eq!(log.stats().corrupt, 0);
 }
+
+#[test]
+fn records_past_the_age_bound_are_dropped_at_open_and_ledgered() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(LogConfig::new(dir.path())).unwrap();
+    for seq in 1..=4 {
+        log.append(entry(seq, Priority::Normal)).unwrap();
+    }
+    log.close().unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    let config = LogConfig::new(dir.path()).bounds(u64::MAX, u64::MAX, Duration::from_millis(10));
+    let log = Log::open(config).unwrap();
+    assert!(seqs(&log).is_empty());
+    assert_eq!(
+        log.stats().dropped.get(tally_sdk::log::REASON_EXPIRED),
+        Some(&4)
+    );
+    let ledger = log.drop_ledger();
+    assert_eq!(ledger.len(), 1);
+    assert_eq!((ledger[0].first_seq, ledger[0].last_seq), (1, 4));
+}

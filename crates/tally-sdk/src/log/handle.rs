@@ -67,6 +67,16 @@ impl Log {
         let cipher = Arc::new(Cipher::new(id, &key)?);
         state.set_current_key(id, cipher.clone());
         state.collect_keys();
+        // Bounds apply from the first moment: records that aged out while
+        // the app was not running go now, not at the first housekeeping.
+        let drop_oldest = config.full_policy == FullPolicy::DropOldest;
+        state.enforce_bounds(
+            now_ms(),
+            config.max_age,
+            config.max_events,
+            config.max_bytes,
+            drop_oldest,
+        )?;
         let shared = Arc::new(Shared {
             config,
             queue: Mutex::new(Queue::new(cipher)),

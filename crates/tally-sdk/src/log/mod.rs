@@ -67,8 +67,9 @@
 //!    counted corrupt too. Newly found corrupt stretches are written to the
 //!    ledger so they are counted once, not at every open.
 //! 3. Records not in the ledger are pending again, in append order per lane.
-//!    Then the age bound applies, keys no pending record uses are deleted
-//!    (except the current one), and fully acknowledged segments go.
+//!    Fully acknowledged segments go, keys older than the current one that
+//!    no pending record uses are deleted, and the bounds (age, events,
+//!    bytes) apply.
 //!
 //! A segment header written by a newer format version stops the open with
 //! [`OpenError::UnsupportedVersion`] rather than destroying data.
@@ -332,6 +333,9 @@ pub enum OpenError {
     /// The configuration is unusable (a zero bound or segment size).
     #[error("invalid log configuration: {0}")]
     Config(&'static str),
+    /// Recording what recovery found (drops by the bounds) failed.
+    #[error("log recovery could not be recorded: {0}")]
+    Persist(#[from] LogError),
 }
 
 /// Why [`Log::append`] refused an entry. For `Full` and `Backlog` the log
