@@ -124,6 +124,7 @@ fn collector(args: CollectorArgs) -> anyhow::Result<()> {
     );
     let (full, half) = work.batches.split_at(full_batches);
 
+    let baseline = baseline(full, args.store)?;
     let agent = agent();
     let before = server_metrics(&agent, &base)?;
     let full_run = load(&base, full, args.batch, args.connections, None)?;
@@ -171,6 +172,17 @@ fn collector(args: CollectorArgs) -> anyhow::Result<()> {
         );
     }
     println!(
+        "baseline, same batches on one thread without HTTP: decode+validate {:.0} events/s{}",
+        baseline.decode_rate,
+        baseline
+            .store_rate
+            .map(|r| format!(
+                ", store write_batch alone {r:.0} events/s (HTTP path at {:.0}% of it)",
+                100.0 * full_rate / r
+            ))
+            .unwrap_or_default(),
+    );
+    println!(
         "exactness: accepted {accepted} (sent unique {}), duplicate {duplicate} (sent repeated {})",
         work.unique, work.duplicates
     );
@@ -184,6 +196,8 @@ fn collector(args: CollectorArgs) -> anyhow::Result<()> {
             "half_load_events_per_s": half_rate.round(),
             "half_load_p50_ms": ms(half_run.percentile(50)),
             "half_load_p99_ms": ms(half_run.percentile(99)),
+            "baseline_decode_events_per_s": baseline.decode_rate.round(),
+            "baseline_store_events_per_s": baseline.store_rate.map(f64::round),
             "accepted": accepted,
             "duplicate": duplicate,
             "sent_unique": work.unique,
@@ -194,6 +208,55 @@ fn collector(args: CollectorArgs) -> anyhow::Result<()> {
         bail!("the store's totals do not match what was sent");
     }
     Ok(())
+}
+
+struct Baseline {
+    decode_rate: f64,
+    store_rate: Option<f64>,
+}
+
+/// The same batches through the collector's own stages on one thread,
+/// without HTTP: decompress, decode, validate, build events (the CPU
+/// cost of the ingest path), then, for SQLite, `write_batch` on a fresh
+/// store of its own (the store's cost alone).
+fn baseline(batches: &[EncodedBatch], kind: StoreKind) -> anyhow::Result<Baseline> {
+    use tally_collector::ingest::{clock, events};
+    let limits = tally_proto::DecodeLimits::default();
+    let dir = std::env::temp_dir().join(format!("tally-bench-baseline-{}", std::process::id()));
+    let store = match kind {
+        StoreKind::Sqlite => Some(store::open(&dir, None)?),
+        StoreKind::Postgres => None,
+    };
+    let (mut decode_time, mut store_time, mut messages) = (Duration::ZERO, Duration::ZERO, 0usize);
+    for batch in batches {
+        let t = Instant::now();
+        let json = tally_proto::decompress(&batch.body, batch.encoding, &limits)?;
+        let body = tally_proto::decode_json(&json, &limits)?;
+        let received_at = clock::now_ms();
+        let batch_sent_at = body.sent_at_ms();
+        let mut new_events = Vec::with_capacity(body.messages.len());
+        for m in &body.messages {
+            let Ok(msg) = &m.parsed else { continue };
+            let Ok(checked) = tally_proto::validate(msg, m.raw) else {
+                continue;
+            };
+            let times = clock::message_times(&checked, batch_sent_at, received_at);
+            new_events.push(events::new_event(msg, checked, times, received_at, m.raw));
+        }
+        decode_time += t.elapsed();
+        messages += body.messages.len();
+        if let Some(store) = &store {
+            let t = Instant::now();
+            store.write_batch(&new_events, &[])?;
+            store_time += t.elapsed();
+        }
+    }
+    drop(store);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(Baseline {
+        decode_rate: messages as f64 / decode_time.as_secs_f64(),
+        store_rate: (kind == StoreKind::Sqlite).then(|| messages as f64 / store_time.as_secs_f64()),
+    })
 }
 
 fn ms(d: Duration) -> f64 {

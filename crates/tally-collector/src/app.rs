@@ -167,12 +167,18 @@ async fn time() -> Response {
     response
 }
 
+/// 200 when the store answers a round trip; 503 otherwise, whatever the
+/// cause, so a load balancer takes this collector out of rotation.
 async fn healthz(State(state): State<AppState>) -> Result<Response, ApiError> {
     let store = state.store.clone();
-    tokio::task::spawn_blocking(move || store.ping())
-        .await
-        .map_err(|_| ApiError::Internal)??;
-    Ok(Json(serde_json::json!({ "status": "ok" })).into_response())
+    match tokio::task::spawn_blocking(move || store.ping()).await {
+        Ok(Ok(())) => Ok(Json(serde_json::json!({ "status": "ok" })).into_response()),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "health check: store does not answer");
+            Err(ApiError::Unavailable)
+        }
+        Err(_) => Err(ApiError::Unavailable),
+    }
 }
 
 async fn metrics_text(State(state): State<AppState>) -> Response {
