@@ -22,7 +22,10 @@ fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     for e in std::fs::read_dir(dir).unwrap() {
         let e = e.unwrap();
         if e.file_type().unwrap().is_file() {
-            out.insert(e.file_name().to_string_lossy().into_owned(), std::fs::read(e.path()).unwrap());
+            out.insert(
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).unwrap(),
+            );
         }
     }
     out
@@ -34,7 +37,11 @@ fn inspect(dir: &Path) -> serde_json::Value {
         .arg(dir)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -43,7 +50,11 @@ fn reports_pending_acknowledged_dropped_and_corrupt_without_writing() {
     let dir = scratch_dir("report");
     let log = Log::open(LogConfig::new(&dir)).unwrap();
     for seq in 1..=10 {
-        let priority = if seq <= 2 { Priority::Critical } else { Priority::Normal };
+        let priority = if seq <= 2 {
+            Priority::Critical
+        } else {
+            Priority::Normal
+        };
         log.append(Entry {
             seq,
             priority,
@@ -67,7 +78,9 @@ fn reports_pending_acknowledged_dropped_and_corrupt_without_writing() {
         .find(|p| p.to_string_lossy().ends_with("-n.seg"))
         .unwrap();
     let mut bytes = std::fs::read(&seg).unwrap();
-    bytes.extend_from_slice(&[0x55; 10]);
+    // The first 10 bytes of a frame: a write cut short by a crash.
+    let torn: Vec<u8> = bytes[32..42].to_vec();
+    bytes.extend_from_slice(&torn);
     std::fs::write(&seg, bytes).unwrap();
 
     let before = snapshot(&dir);
