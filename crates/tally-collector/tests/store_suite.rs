@@ -915,6 +915,66 @@ mod postgres {
     }
 
     #[test]
+    fn a_full_pool_is_unavailable_and_recovers() {
+        use tally_collector::store::postgres::{CHECKOUT_TIMEOUT, MAX_CONNECTIONS};
+        let db = TestDb::new();
+        let store: Arc<dyn Store> = Arc::new(PostgresStore::connect(&db.url).unwrap());
+        // Another session holds a lock every write needs: each write keeps
+        // its connection busy until the lock goes.
+        let mut admin = db.client();
+        admin
+            .batch_execute("BEGIN; LOCK TABLE tombstones IN ACCESS EXCLUSIVE MODE")
+            .unwrap();
+        let blocked: Vec<_> = (0..MAX_CONNECTIONS)
+            .map(|t| {
+                let store = Arc::clone(&store);
+                std::thread::spawn(move || {
+                    store.write_batch(&[track(&format!("held-{t}"), "Open", "anon", 1)], &[])
+                })
+            })
+            .collect();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let waiting: i64 = db
+                .client()
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock'",
+                    &[&db.name],
+                )
+                .unwrap()
+                .get(0);
+            if waiting as usize == MAX_CONNECTIONS {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{waiting} writers blocked"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let asked = std::time::Instant::now();
+        match store.write_batch(&[track("one-more", "Open", "anon", 1)], &[]) {
+            Err(StoreError::Unavailable(m)) => assert!(m.contains("busy"), "{m}"),
+            other => panic!("expected unavailable, got {other:?}"),
+        }
+        assert!(asked.elapsed() >= CHECKOUT_TIMEOUT);
+        admin.batch_execute("COMMIT").unwrap();
+        for handle in blocked {
+            assert_eq!(handle.join().unwrap().unwrap(), vec![A]);
+        }
+        assert_eq!(
+            store
+                .write_batch(&[track("one-more", "Open", "anon", 1)], &[])
+                .unwrap(),
+            vec![A]
+        );
+        assert_eq!(
+            store.stats().unwrap(),
+            stats(MAX_CONNECTIONS as u64 + 1, 0, 0, MAX_CONNECTIONS as u64 + 1)
+        );
+    }
+
+    #[test]
     fn two_stores_on_one_database_count_each_message_once() {
         let db = TestDb::new();
         let first: Arc<dyn Store> = Arc::new(PostgresStore::connect(&db.url).unwrap());
