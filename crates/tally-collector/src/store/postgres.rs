@@ -305,7 +305,7 @@ impl PostgresStore {
             .client
             .query_one("SELECT version FROM schema_version", &[])
             .map_err(pg_error)?;
-        Ok(row.get::<_, i32>(0) as u32)
+        Ok(row.try_get::<_, i32>(0).map_err(pg_error)?.max(0) as u32)
     }
 
     fn shard(&self) -> i32 {
@@ -336,7 +336,7 @@ impl PostgresStore {
             let mut conn = self.pool.get()?;
             let begun = conn.client.simple_query(&begin).map(|messages| {
                 messages.iter().any(|m| match m {
-                    SimpleQueryMessage::Row(row) => row.get(0) == Some("true"),
+                    SimpleQueryMessage::Row(row) => row.try_get(0).ok().flatten() == Some("true"),
                     _ => false,
                 })
             });
@@ -389,7 +389,9 @@ fn migrate(client: &mut Client) -> Result<(), StoreError> {
     let current: Option<i32> = tx
         .query_opt("SELECT version FROM schema_version", &[])
         .map_err(fail)?
-        .map(|r| r.get(0));
+        .map(|r| r.try_get(0))
+        .transpose()
+        .map_err(fail)?;
     let current = current.unwrap_or(0).max(0) as usize;
     if current > MIGRATIONS.len() {
         return Err(StoreError::Migration(format!(
@@ -440,8 +442,8 @@ fn write(
         client
             .query(&prepared.refused, &[&users, &anons, &installs])?
             .iter()
-            .map(|r| (r.get::<_, i64>(0) - 1) as usize)
-            .collect()
+            .map(|r| r.try_get::<_, i64>(0).map(|n| (n - 1) as usize))
+            .collect::<Result<_, _>>()?
     } else {
         HashSet::new()
     };
@@ -567,8 +569,8 @@ fn write(
             ],
         )?
         .into_iter()
-        .map(|r| r.get(0))
-        .collect();
+        .map(|r| r.try_get(0))
+        .collect::<Result<_, _>>()?;
     for (e, &i) in candidates.iter().zip(&candidate_index) {
         if inserted.contains(&e.message_id) {
             outcomes[i] = WriteOutcome::Accepted;
@@ -683,9 +685,10 @@ fn write_installs(
     let his: Vec<i64> = spans.iter().map(|s| s.2).collect();
     let mut old: HashMap<String, Vec<SeqRange>> = HashMap::new();
     for row in client.query(&prepared.select_seen, &[&span_ids, &los, &his])? {
-        old.entry(row.get(0))
-            .or_default()
-            .push((row.get::<_, i64>(1) as u64, row.get::<_, i64>(2) as u64));
+        old.entry(row.try_get(0)?).or_default().push((
+            row.try_get::<_, i64>(1)? as u64,
+            row.try_get::<_, i64>(2)? as u64,
+        ));
     }
     let (mut del_ids, mut del_froms) = (Vec::new(), Vec::new());
     let (mut up_ids, mut up_froms, mut up_tos) = (Vec::new(), Vec::new(), Vec::new());
@@ -738,12 +741,20 @@ impl Store for PostgresStore {
                 &[],
             )
             .map_err(pg_error)?;
-        let get = |i: usize| row.get::<_, Option<i64>>(i).unwrap_or(0).max(0) as u64;
+        // An empty sum is NULL; a shard can go negative after a deletion,
+        // the sum cannot.
+        let get = |i: usize| -> Result<u64, StoreError> {
+            Ok(row
+                .try_get::<_, Option<i64>>(i)
+                .map_err(pg_error)?
+                .unwrap_or(0)
+                .max(0) as u64)
+        };
         Ok(Stats {
-            accepted: get(0),
-            duplicate: get(1),
-            rejected: get(2),
-            events: get(3),
+            accepted: get(0)?,
+            duplicate: get(1)?,
+            rejected: get(2)?,
+            events: get(3)?,
         })
     }
 
@@ -763,8 +774,8 @@ impl Store for PostgresStore {
             )
             .map_err(pg_error)?;
         Ok(EventCount {
-            count: row.get::<_, i64>(0) as u64,
-            users: row.get::<_, i64>(1) as u64,
+            count: row.try_get::<_, i64>(0).map_err(pg_error)? as u64,
+            users: row.try_get::<_, i64>(1).map_err(pg_error)? as u64,
         })
     }
 
@@ -784,7 +795,9 @@ impl Store for PostgresStore {
                 &[&install_id],
             )
             .map_err(pg_error)?
-            .map(|r| r.get::<_, i64>(0))
+            .map(|r| r.try_get::<_, i64>(0))
+            .transpose()
+            .map_err(pg_error)?
         else {
             return Ok(None);
         };
@@ -795,8 +808,14 @@ impl Store for PostgresStore {
             )
             .map_err(pg_error)?
             .iter()
-            .map(|r| (r.get::<_, i64>(0) as u64, r.get::<_, i64>(1) as u64))
-            .collect();
+            .map(|r| {
+                Ok((
+                    r.try_get::<_, i64>(0)? as u64,
+                    r.try_get::<_, i64>(1)? as u64,
+                ))
+            })
+            .collect::<Result<_, ::postgres::Error>>()
+            .map_err(pg_error)?;
         let drops: Vec<(u64, u64, String)> = tx
             .query(
                 "SELECT from_seq, to_seq, reason FROM install_drops WHERE install_id = $1",
@@ -805,13 +824,14 @@ impl Store for PostgresStore {
             .map_err(pg_error)?
             .iter()
             .map(|r| {
-                (
-                    r.get::<_, i64>(0) as u64,
-                    r.get::<_, i64>(1) as u64,
-                    r.get(2),
-                )
+                Ok((
+                    r.try_get::<_, i64>(0)? as u64,
+                    r.try_get::<_, i64>(1)? as u64,
+                    r.try_get(2)?,
+                ))
             })
-            .collect();
+            .collect::<Result<_, ::postgres::Error>>()
+            .map_err(pg_error)?;
         tx.commit().map_err(pg_error)?;
         Ok(Some(ranges::report(max_seq as u64, &seen, drops)))
     }
@@ -846,7 +866,7 @@ impl Store for PostgresStore {
                 &[&user_id],
             )
             .map_err(pg_error)?;
-        Ok(row.get(0))
+        row.try_get(0).map_err(pg_error)
     }
 
     fn ping(&self) -> Result<(), StoreError> {
@@ -868,15 +888,17 @@ impl Store for PostgresStore {
                 &[&limit],
             )
             .map_err(pg_error)?;
-        Ok(rows
-            .iter()
-            .map(|r| StoredDeadLetter {
-                message_id: r.get(0),
-                reason: r.get(1),
-                detail: r.get(2),
-                received_at: r.get(3),
-                raw: r.get(4),
+        rows.iter()
+            .map(|r| {
+                Ok(StoredDeadLetter {
+                    message_id: r.try_get(0)?,
+                    reason: r.try_get(1)?,
+                    detail: r.try_get(2)?,
+                    received_at: r.try_get(3)?,
+                    raw: r.try_get(4)?,
+                })
             })
-            .collect())
+            .collect::<Result<_, ::postgres::Error>>()
+            .map_err(pg_error)
     }
 }
