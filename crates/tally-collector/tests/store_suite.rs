@@ -663,6 +663,89 @@ mod sqlite {
         assert_eq!(store.stats().unwrap(), stats(3, 1, 2, 3));
     }
 
+    /// Batch `b` of the kill -9 test: 100 events with ids of their own.
+    fn kill_batch(b: usize) -> Vec<NewEvent> {
+        (0..100)
+            .map(|i| {
+                on_install(
+                    track(&format!("k{b}-{i}"), "Open", "anon", b as i64),
+                    "inst-k",
+                    (b * 100 + i + 1) as u64,
+                )
+            })
+            .collect()
+    }
+
+    /// The child side of the kill -9 test: writes batches until killed and
+    /// prints `acked B` after `write_batch` returned for batch `B`.
+    fn kill_child(path: &str) {
+        use std::io::Write;
+        let store = SqliteStore::open(std::path::Path::new(path)).unwrap();
+        let mut out = std::io::stdout();
+        for b in 0..100_000 {
+            store.write_batch(&kill_batch(b), &[]).unwrap();
+            writeln!(out, "acked {b}").unwrap();
+            out.flush().unwrap();
+        }
+    }
+
+    #[test]
+    fn kill_9_loses_no_acknowledged_batch() {
+        use std::io::BufRead;
+        if let Ok(path) = std::env::var("TALLY_STORE_KILL_CHILD") {
+            kill_child(&path);
+            return;
+        }
+        const KILL_AFTER: usize = 40;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tally.db");
+        // The test binary itself, running only this test in child mode.
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "sqlite::kill_9_loses_no_acknowledged_batch",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("TALLY_STORE_KILL_CHILD", &path)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut acked = None;
+        for line in std::io::BufReader::new(child.stdout.take().unwrap()).lines() {
+            if let Some(b) = line.unwrap().strip_prefix("acked ") {
+                acked = Some(b.parse::<usize>().unwrap());
+                if acked == Some(KILL_AFTER) {
+                    break;
+                }
+            }
+        }
+        // SIGKILL, mid-write of the next batch.
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let last = acked.unwrap();
+        let store = SqliteStore::open(&path).unwrap();
+        for b in 0..=last {
+            assert_eq!(
+                store.write_batch(&kill_batch(b), &[]).unwrap(),
+                vec![D; 100],
+                "batch {b}"
+            );
+        }
+        // The batches after the last answer were committed whole or not at all.
+        for b in last + 1..last + 3 {
+            let again = store.write_batch(&kill_batch(b), &[]).unwrap();
+            assert!(
+                again == vec![D; 100] || again == vec![A; 100],
+                "batch {b} split"
+            );
+        }
+        assert_eq!(
+            store.install("inst-k").unwrap(),
+            Some(report(((last + 3) * 100) as u64, &[], &[]))
+        );
+    }
+
     #[test]
     fn newer_schema_is_refused() {
         let dir = tempfile::tempdir().unwrap();
