@@ -37,6 +37,10 @@ pub enum ApiError {
     /// A `Content-Encoding` other than identity, gzip or zstd (415).
     #[error("supported content encodings are identity, gzip and zstd")]
     UnsupportedEncoding,
+    /// The body did not arrive within [`crate::ingest::body::BODY_READ_TIMEOUT`]
+    /// (408): a stalled client does not hold an ingest slot forever.
+    #[error("the request body did not arrive in time")]
+    RequestTimeout,
     /// Body as sent, decoded body or message count over its limit (413).
     #[error("{0}")]
     PayloadTooLarge(String),
@@ -70,6 +74,7 @@ impl ApiError {
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 ErrorCode::UnsupportedEncoding,
             ),
+            Self::RequestTimeout => (StatusCode::REQUEST_TIMEOUT, ErrorCode::RequestTimeout),
             Self::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::PayloadTooLarge),
             Self::RateLimited => (StatusCode::TOO_MANY_REQUESTS, ErrorCode::RateLimited),
             Self::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable),

@@ -114,7 +114,13 @@ pub async fn delete_user(
     request_body: Body,
 ) -> Result<Response, ApiError> {
     authorize(&state, &headers)?;
-    let bytes = body::read_bounded(request_body, None, MAX_ADMIN_BODY_BYTES).await?;
+    let bytes = body::read_bounded(
+        request_body,
+        None,
+        MAX_ADMIN_BODY_BYTES,
+        body::BODY_READ_TIMEOUT,
+    )
+    .await?;
     let request: DeletionRequest = serde_json::from_slice(&bytes)
         .map_err(|_| ApiError::BadRequest("expected {\"userId\": \"...\"}"))?;
     if request.user_id.is_empty() {

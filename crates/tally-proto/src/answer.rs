@@ -135,6 +135,8 @@ pub enum ErrorCode {
     MethodNotAllowed,
     /// 400: a query parameter or an admin request body is malformed.
     BadRequest,
+    /// 408: the request body did not arrive in time; resend it.
+    RequestTimeout,
     /// 500: an internal failure; details are in the collector's log.
     Internal,
 }
@@ -154,6 +156,7 @@ impl ErrorCode {
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::BadRequest => "bad_request",
+            Self::RequestTimeout => "request_timeout",
             Self::Internal => "internal",
         }
     }
@@ -196,6 +199,7 @@ mod tests {
             E::NotFound,
             E::MethodNotAllowed,
             E::BadRequest,
+            E::RequestTimeout,
             E::Internal,
         ];
         let codes: std::collections::HashSet<_> = all.iter().map(|c| c.as_str()).collect();

@@ -5,7 +5,7 @@
 //! |---|---|---|
 //! | authenticate (header) | [`auth`] | 401 |
 //! | take an ingest slot | here | 429 + `Retry-After` |
-//! | bound the body as sent | [`body`] | 413 |
+//! | bound the body as sent, in size and time | [`body`] | 413, 408 |
 //! | verify `Content-Digest`, decompress under limits | [`decode`] | 400, 413, 415 |
 //! | decode the JSON (per-message isolation) | `tally_proto::decode_json` | 400, 413 |
 //! | authenticate (body, message, query) | [`auth`] | 401 |
@@ -85,7 +85,13 @@ pub async fn handle(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let read = body::read_bounded(body, content_length, state.limits.max_body_bytes).await;
+    let read = body::read_bounded(
+        body,
+        content_length,
+        state.limits.max_body_bytes,
+        body::BODY_READ_TIMEOUT,
+    )
+    .await;
     let result = match read {
         Ok(bytes) => {
             let query_key = query_write_key(parts.uri.query());
