@@ -353,41 +353,47 @@ impl Shared {
             }
         }
         let ts_ms = self.clock.wall_ms();
-        let mut capture = self.capture.lock().unwrap_or_else(|p| p.into_inner());
-        let (session_id, session_index) = capture.sessions.touch(ts_ms);
-        let seq = capture.next_seq;
-        let mut command = Command::Message(Box::new(Captured {
-            seq,
-            ts_ms,
-            session_id,
-            session_index,
-            kind,
-            priority: options.priority,
-            dedup_key: options.dedup_key,
-        }));
         let deadline = match self.config.when_full {
             WhenFull::Refuse => None,
             WhenFull::Block(ms) => Some(Instant::now() + Duration::from_millis(ms)),
         };
+        let mut captured = Box::new(Captured {
+            seq: 0,
+            ts_ms,
+            session_id: Arc::from(""),
+            session_index: 0,
+            kind,
+            priority: options.priority,
+            dedup_key: options.dedup_key,
+        });
         loop {
-            match capture.tx.try_send(command) {
+            let mut capture = self.capture.lock().unwrap_or_else(|p| p.into_inner());
+            let (session_id, session_index) = capture.sessions.touch(ts_ms);
+            let seq = capture.next_seq;
+            captured.seq = seq;
+            captured.session_id = session_id;
+            captured.session_index = session_index;
+            match capture.tx.try_send(Command::Message(captured)) {
                 Ok(()) => {
                     capture.next_seq += 1;
                     drop(capture);
                     self.metrics.tracked.fetch_add(1, Ordering::Relaxed);
                     return Ok(Accepted { seq });
                 }
-                Err(TrySendError::Full(back)) => match deadline {
-                    Some(d) if Instant::now() < d => {
-                        command = back;
-                        std::thread::sleep(BLOCK_RETRY);
+                Err(TrySendError::Full(Command::Message(back))) => {
+                    // The lock is released while waiting: the pipeline
+                    // takes it to save the session, and other callers may
+                    // go first (the seq is taken again on the next try).
+                    drop(capture);
+                    match deadline {
+                        Some(d) if Instant::now() < d => {
+                            captured = back;
+                            std::thread::sleep(BLOCK_RETRY);
+                        }
+                        _ => return self.refuse(Refusal::QueueFull),
                     }
-                    _ => {
-                        drop(capture);
-                        return self.refuse(Refusal::QueueFull);
-                    }
-                },
-                Err(TrySendError::Disconnected(_)) => {
+                }
+                Err(_) => {
                     drop(capture);
                     return self.refuse(Refusal::ShutDown);
                 }
