@@ -95,7 +95,7 @@ fn collector(args: CollectorArgs) -> anyhow::Result<()> {
     };
     let store = store::open(&data_dir, database_url.as_deref()).context("cannot open the store")?;
     let state = AppState::new(
-        store,
+        store.clone(),
         Keys::new([WRITE_KEY.to_owned()], Some(ADMIN_TOKEN.to_owned())),
     );
 
@@ -139,6 +139,10 @@ fn collector(args: CollectorArgs) -> anyhow::Result<()> {
     let duplicate = stats["duplicate"].as_u64().unwrap_or_default();
     let _ = stop_tx.send(());
     runtime.block_on(server)?;
+    // Dropped outside the runtime (see serve.rs: the PostgreSQL client
+    // cannot be dropped on a tokio thread).
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    drop(store);
     if args.store == StoreKind::Sqlite {
         let _ = std::fs::remove_dir_all(&data_dir);
     }

@@ -16,6 +16,10 @@ use tally_collector::config::Settings;
 use tally_collector::ingest::auth::Keys;
 use tally_collector::{server, store, tls};
 
+/// How long to wait for tasks still running after the server drained (the
+/// server already waited for in-flight requests).
+const RUNTIME_SHUTDOWN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 const PRECEDENCE: &str = "\
 Each setting is taken from the first of: the flag, its TALLY_* environment
 variable, the --config file (tally.toml: listen, data_dir, database_url,
@@ -106,7 +110,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         store::open(&config.data_dir, config.database_url.as_deref())
             .context("cannot open the store")?;
     let state = AppState::new(
-        store,
+        store.clone(),
         Keys::new(config.write_keys.clone(), config.admin_token.clone()),
     )
     .with_max_in_flight(config.max_in_flight);
@@ -115,7 +119,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(async {
+    let served = runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -127,9 +131,15 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             "listening on {scheme}://{local}"
         );
         server::serve(listener, app(state), tls, shutdown_signal()).await;
-        tracing::info!("stopped");
         anyhow::Ok(())
-    })
+    });
+    // The store is dropped last, on this thread, outside the runtime: the
+    // PostgreSQL client runs its own runtime to close its connections, which
+    // panics when that happens on a thread driving (or blocking for) tokio.
+    runtime.shutdown_timeout(RUNTIME_SHUTDOWN_TIMEOUT);
+    drop(store);
+    tracing::info!("stopped");
+    served
 }
 
 fn init_logs() {

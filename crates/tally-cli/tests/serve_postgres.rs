@@ -134,5 +134,10 @@ fn two_collectors_on_one_database_count_every_event_once() {
     // Both collectors read the same totals.
     assert_eq!(stats(&agent, &a), (total, 3 * total, 0, total));
     assert_eq!(stats(&agent, &b), (total, 3 * total, 0, total));
-    drop((a, b));
+    // SIGTERM: both drain and exit 0 (the PostgreSQL client is closed
+    // outside the async runtime).
+    for server in [a, b] {
+        let status = server.terminate(std::time::Duration::from_secs(10));
+        assert_eq!(status.code(), Some(0));
+    }
 }
