@@ -6,7 +6,7 @@
 //! vary per event, the properties built before the timer starts.
 //!
 //! ```text
-//! cargo run --release -p tally-sdk --example track_latency -- [EVENTS] [DATA_DIR]
+//! cargo run --release -p tally-sdk --example track_latency -- [EVENTS] [DATA_DIR] [CHANNEL_CAPACITY]
 //! ```
 //!
 //! Prints one JSON line. No collector runs: the uploader backs off against
@@ -45,11 +45,14 @@ fn main() {
         || std::env::temp_dir().join(format!("tally-track-latency-{}", std::process::id())),
         std::path::PathBuf::from,
     );
+    let capacity: Option<usize> = args.next().and_then(|a| a.parse().ok());
     let _ = std::fs::remove_dir_all(&dir);
-    let tracker = Tracker::builder("bench", "http://127.0.0.1:9", &dir)
-        .consent(Consent::Granted)
-        .build()
-        .unwrap();
+    let mut builder =
+        Tracker::builder("bench", "http://127.0.0.1:9", &dir).consent(Consent::Granted);
+    if let Some(capacity) = capacity {
+        builder = builder.channel_capacity(capacity);
+    }
+    let tracker = builder.build().unwrap();
 
     let timer_overhead = {
         let t = Instant::now();
