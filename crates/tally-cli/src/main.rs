@@ -6,6 +6,7 @@ mod bench;
 mod emit;
 mod inspect;
 mod serve;
+mod simulate;
 
 /// Offline-first product analytics: every event counted exactly once, or
 /// its absence explained.
@@ -25,6 +26,9 @@ enum Command {
     /// Look inside local state (the SDK's durable log).
     #[command(subcommand)]
     Inspect(inspect::InspectCommand),
+    /// Drive a fleet of simulated devices through faults and check that
+    /// every event is counted once or explained.
+    Simulate(simulate::SimulateArgs),
     /// Measure a component under load (the collector's ingest path).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -36,6 +40,7 @@ fn main() -> anyhow::Result<()> {
         Command::Serve(args) => serve::run(args),
         Command::Emit(args) => emit::run(args),
         Command::Inspect(cmd) => inspect::run(cmd),
+        Command::Simulate(args) => simulate::run(args),
         Command::Bench(cmd) => bench::run(cmd),
     }
 }

@@ -1,0 +1,106 @@
+//! The ground truth: what each device's tracker said it did.
+//!
+//! What the device dropped, what the collector rejected and what is still
+//! pending come from the device's durable log, read after its tracker has
+//! stopped (`tally_sdk::log::inspect`): the log keeps those counters across
+//! restarts, where `health()` counters start again with each tracker.
+
+use std::collections::BTreeMap;
+
+use tally_sdk::log::Inspection;
+use tally_sdk::TrackResult;
+
+/// Everything one device (across restarts and reinstalls) reported.
+#[derive(Debug, Default, Clone)]
+pub struct Ledger {
+    /// Messages `track()` and its siblings accepted.
+    pub tracked: u64,
+    /// Accepted messages by event name (tracks and screens).
+    pub tracked_by_name: BTreeMap<String, u64>,
+    /// Purchases tracked twice with the same dedup key (a double tap): the
+    /// collector must count each order once.
+    pub business_duplicates: u64,
+    /// Messages refused at the call, by reason.
+    pub refused: BTreeMap<String, u64>,
+    /// Dropped on the device by a policy, by reason.
+    pub dropped: BTreeMap<String, u64>,
+    /// Rejected by the collector, by reason (quarantined on the device).
+    pub rejected: BTreeMap<String, u64>,
+    /// Records the collector acknowledged (accepted or duplicate).
+    pub acknowledged: u64,
+    /// Still in the device's log at the end.
+    pub pending: u64,
+    /// Records the device's log found corrupt.
+    pub corrupt: u64,
+    /// Install ids this device had (one per install).
+    pub installs: Vec<String>,
+    /// The highest seq each install's tracker accepted.
+    pub max_seq: BTreeMap<String, u64>,
+}
+
+impl Ledger {
+    /// Records the result of one call.
+    pub fn record(&mut self, install_id: &str, name: Option<&str>, result: &TrackResult) {
+        match result {
+            Ok(accepted) => {
+                self.tracked += 1;
+                if let Some(name) = name {
+                    *self.tracked_by_name.entry(name.to_owned()).or_default() += 1;
+                }
+                let max = self.max_seq.entry(install_id.to_owned()).or_default();
+                *max = (*max).max(accepted.seq);
+            }
+            Err(refusal) => {
+                *self.refused.entry(refusal.code().to_owned()).or_default() += 1;
+            }
+        }
+    }
+
+    /// Adds what one install's log recorded over its whole life; what it
+    /// still holds is pending, or, for an uninstalled app, `uninstalled`.
+    pub fn absorb_log(&mut self, log: &Inspection, uninstalled: bool) {
+        add_all(&mut self.dropped, &log.dropped);
+        add_all(&mut self.rejected, &log.rejected);
+        self.acknowledged += log.acknowledged;
+        self.corrupt += log.corrupt;
+        if uninstalled {
+            *self.dropped.entry("uninstalled".into()).or_default() += log.pending;
+        } else {
+            self.pending += log.pending;
+        }
+    }
+
+    /// Adds another device's ledger.
+    pub fn merge(&mut self, other: &Ledger) {
+        self.tracked += other.tracked;
+        add_all(&mut self.tracked_by_name, &other.tracked_by_name);
+        self.business_duplicates += other.business_duplicates;
+        add_all(&mut self.refused, &other.refused);
+        add_all(&mut self.dropped, &other.dropped);
+        add_all(&mut self.rejected, &other.rejected);
+        self.acknowledged += other.acknowledged;
+        self.pending += other.pending;
+        self.corrupt += other.corrupt;
+        self.installs.extend(other.installs.iter().cloned());
+        for (k, v) in &other.max_seq {
+            let max = self.max_seq.entry(k.clone()).or_default();
+            *max = (*max).max(*v);
+        }
+    }
+
+    /// Dropped on the device, all reasons.
+    pub fn dropped_total(&self) -> u64 {
+        self.dropped.values().sum()
+    }
+
+    /// Rejected by the collector, all reasons.
+    pub fn rejected_total(&self) -> u64 {
+        self.rejected.values().sum()
+    }
+}
+
+fn add_all(into: &mut BTreeMap<String, u64>, from: &BTreeMap<String, u64>) {
+    for (k, v) in from {
+        *into.entry(k.clone()).or_default() += v;
+    }
+}
