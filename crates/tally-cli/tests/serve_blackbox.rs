@@ -264,3 +264,48 @@ fn no_write_key_is_refused_at_start() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("no write key"));
 }
+
+#[test]
+fn logs_hold_no_keys_and_no_event_content() {
+    let dir = temp_dir("logs");
+    let secret_key = "write-key-that-must-not-leak";
+    let admin = "admin-token-that-must-not-leak";
+    let server = Server::start_with_env(
+        dir.path(),
+        None,
+        &["--write-key", secret_key, "--admin-token", admin],
+        &[("TALLY_LOG", "trace")],
+    );
+    let agent = agent();
+    let value = "property-value-that-must-not-leak";
+    let msg = json!({"type": "track", "messageId": "log-1", "userId": "user-that-must-not-leak",
+        "event": "Event-that-must-not-leak", "properties": {"secret": value}});
+    let post = |key: &str, body: &str| {
+        read(
+            agent
+                .post(server.url("/v1/batch"))
+                .header("authorization", format!("Bearer {key}"))
+                .send(body.as_bytes())
+                .unwrap(),
+        )
+        .0
+    };
+    let batch = json!({"batch": [msg]}).to_string();
+    assert_eq!(post(secret_key, &batch), 200);
+    assert_eq!(post("wrong-key-that-must-not-leak", &batch), 401);
+    assert_eq!(
+        post(
+            secret_key,
+            &format!("{{\"batch\":[{{\"secret\":\"{value}\"")
+        ),
+        400
+    );
+    assert_eq!(post(admin, &batch), 401);
+    let (status, _) = admin_get(&agent, &server.url("/v1/stats"));
+    assert_eq!(status, 401, "the test's admin token is not this server's");
+    let log = server.log();
+    assert!(log.contains("listening on"), "{log}");
+    for needle in ["must-not-leak"] {
+        assert!(!log.contains(needle), "the log holds {needle:?}:\n{log}");
+    }
+}
