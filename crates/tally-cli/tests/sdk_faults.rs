@@ -238,3 +238,88 @@ fn exact_counts_and_backoff_bounds_under_every_fault() {
 fn tally_sdk_now() -> i64 {
     tally_sdk::SystemClock::default().wall_ms()
 }
+
+/// Forwards to the real transport, except that any batch holding a message
+/// whose properties carry `"poison":<kind>` gets the answer that kind
+/// names, as a collector that cannot take that one message would.
+#[derive(Debug)]
+struct Poisoned {
+    inner: HttpTransport,
+}
+
+impl Transport for Poisoned {
+    fn send(&self, request: &Request) -> Result<Response, TransportError> {
+        let json = decompress(
+            &request.body,
+            ContentEncoding::Zstd,
+            &DecodeLimits::default(),
+        )
+        .unwrap();
+        let text = String::from_utf8(json).unwrap();
+        for (marker, code) in [
+            ("\"poison\":\"400\"", 400),
+            ("\"poison\":\"413\"", 413),
+            ("\"poison\":\"500\"", 500),
+        ] {
+            if text.contains(marker) {
+                return status(code, None);
+            }
+        }
+        self.inner.send(request)
+    }
+}
+
+#[test]
+fn a_poison_message_is_isolated_and_its_neighbours_delivered() {
+    let dir = tempdir();
+    let server = Server::start(&sub(dir.path(), "server"), 0);
+    let clock = VirtualClock::starting_at(tally_sdk_now());
+    let tracker = Tracker::builder(WRITE_KEY, &server.url, sub(dir.path(), "device"))
+        .consent(Consent::Granted)
+        .transport(Arc::new(Poisoned {
+            inner: HttpTransport::new(&server.url),
+        }))
+        .clock(Arc::new(clock.clone()))
+        .jitter_seed(3)
+        .auto_upload(false)
+        .build()
+        .unwrap();
+    for i in 0..30u64 {
+        let props = match i {
+            7 => Props::new().with("poison", "400"),
+            15 => Props::new().with("poison", "413"),
+            23 => Props::new().with("poison", "500"),
+            _ => Props::new().with("i", i),
+        };
+        tracker.track("Maybe Poison", props).unwrap();
+    }
+    assert!(
+        tracker.wait_until_synced(Duration::from_secs(120)),
+        "{:?}",
+        tracker.health()
+    );
+    let h = tracker.health();
+    tracker.shutdown(Duration::from_secs(10)).unwrap();
+    assert_eq!(
+        h.accepted, 30,
+        "every neighbour of a poison message was delivered"
+    );
+    let rejected: Vec<(&str, u64)> = h.rejected.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    assert_eq!(
+        rejected,
+        vec![("server_error", 1), ("too_large", 1), ("undecodable", 1)]
+    );
+    let install = server.install(&h.install_id);
+    assert_eq!(
+        install["missing"],
+        serde_json::json!([]),
+        "quarantined seqs are reported, not missing"
+    );
+    assert_eq!(install["dropped"], 3);
+    // 27 neighbours, and one tally.dropped report per quarantine reason.
+    assert_eq!(server.stats()["events"], 30);
+    assert!(
+        clock.waits().iter().any(|&w| w > 1_000),
+        "the 5xx poison was retried with backoff before it was quarantined"
+    );
+}

@@ -311,7 +311,15 @@ impl Uploader {
         metrics.backoff_ms.store(0, Ordering::Relaxed);
     }
 
+    /// Gives up on a record the collector cannot take. The collector
+    /// never stored it, so its seq is also reported as dropped
+    /// (`quarantined_<reason>`), keeping it out of the missing ranges.
     fn quarantine(&mut self, record: &Record, reason: &str) -> Step {
+        {
+            let mut state = self.shared.lock_state();
+            state.record_drop(&format!("quarantined_{reason}"), record.seq);
+            self.shared.save_state(&state);
+        }
         self.ack(vec![(
             record.clone(),
             Disposition::Rejected(reason.to_owned()),
