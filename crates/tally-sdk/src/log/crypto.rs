@@ -15,7 +15,8 @@ use std::sync::{Arc, Mutex};
 
 use chacha20::cipher::consts::U10;
 use chacha20poly1305::aead::AeadInPlace;
-use chacha20poly1305::{ChaCha20Poly1305, KeyInit, Nonce, XChaCha20Poly1305, XNonce};
+use chacha20poly1305::{KeyInit, XChaCha20Poly1305, XNonce};
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305};
 use zeroize::{Zeroize, Zeroizing};
 
 use super::fs::Filesystem;
@@ -241,7 +242,10 @@ impl KeyProvider for MemKeyProvider {
 pub(crate) struct Cipher {
     pub(crate) id: KeyId,
     open: XChaCha20Poly1305,
-    seal: ChaCha20Poly1305,
+    /// ring keeps its key schedule without wiping it on drop; it holds only
+    /// this run's subkey (HChaCha20 of the key and a random prefix), which
+    /// opens nothing sealed by another run, and is freed with the cipher.
+    seal: LessSafeKey,
     nonce_prefix: [u8; 16],
     counter: AtomicU64,
 }
@@ -257,8 +261,11 @@ impl Cipher {
         let mut nonce_prefix = [0u8; 16];
         getrandom::fill(&mut nonce_prefix).map_err(|e| KeyError::Random(e.to_string()))?;
         let mut subkey = chacha20::hchacha::<U10>(key.as_bytes().into(), (&nonce_prefix).into());
-        let seal = ChaCha20Poly1305::new(&subkey);
+        let seal = UnboundKey::new(&CHACHA20_POLY1305, subkey.as_slice())
+            .map(LessSafeKey::new)
+            .map_err(|_| KeyError::Random("ChaCha20-Poly1305 refused a 32-byte key".into()));
         subkey.as_mut_slice().zeroize();
+        let seal = seal?;
         Ok(Cipher {
             id,
             open: XChaCha20Poly1305::new(key.as_bytes().into()),
@@ -290,10 +297,11 @@ impl Cipher {
         }
         let mut inner = [0u8; 12];
         inner[4..].copy_from_slice(&nonce[16..]);
-        self.seal
-            .encrypt_in_place_detached(Nonce::from_slice(&inner), aad, buf)
-            .ok()
-            .map(Into::into)
+        let tag = self
+            .seal
+            .seal_in_place_separate_tag(Nonce::assume_unique_for_key(inner), Aad::from(aad), buf)
+            .ok()?;
+        <[u8; TAG_BYTES]>::try_from(tag.as_ref()).ok()
     }
 
     /// Decrypts `buf` in place; false when the tag does not match (wrong
