@@ -387,3 +387,59 @@ fn health_beacons_reach_the_collector() {
     assert!(beacons >= 1);
     tracker.shutdown(Duration::from_secs(10)).unwrap();
 }
+
+#[test]
+fn a_deleted_user_is_purged_from_the_device() {
+    let dir = tempdir();
+    let server = Server::start(&sub(dir.path(), "server"), 0);
+    let tracker = Tracker::builder(WRITE_KEY, &server.url, sub(dir.path(), "device"))
+        .consent(Consent::Granted)
+        .auto_upload(false)
+        .build()
+        .unwrap();
+    tracker.identify("doomed", Props::new()).unwrap();
+    tracker.track("Before Deletion", Props::new()).unwrap();
+    assert!(tracker.wait_until_synced(Duration::from_secs(30)));
+    let answer = HttpTransport::new(&server.url)
+        .send(&Request {
+            method: tally_sdk::Method::Post,
+            path: "/v1/deletions".to_owned(),
+            headers: vec![
+                (
+                    "Authorization",
+                    format!("Bearer {}", sdk_support::ADMIN_TOKEN),
+                ),
+                ("Content-Type", "application/json".to_owned()),
+            ],
+            body: br#"{"userId":"doomed"}"#.to_vec(),
+        })
+        .unwrap();
+    assert_eq!(answer.status, 202);
+    // Still identified as the deleted user: the first batch is refused
+    // with deleted_user and names the user; the rest is purged unsent.
+    const AFTER: u64 = 600;
+    for _ in 0..AFTER {
+        tracker.track("After Deletion", Props::new()).unwrap();
+    }
+    assert!(
+        tracker.wait_until_synced(Duration::from_secs(60)),
+        "{:?}",
+        tracker.health()
+    );
+    let h = tracker.health();
+    tracker.shutdown(Duration::from_secs(10)).unwrap();
+    let rejected = h.rejected.get("deleted_user").copied().unwrap_or(0);
+    let purged = h.dropped.get("deleted_user").copied().unwrap_or(0);
+    // The collector also refuses the install's report of the purge: every
+    // event from an install linked to a deleted person is refused.
+    assert_eq!(rejected + purged, AFTER + 1, "{h:?}");
+    assert!(
+        purged > 0,
+        "pending events of the deleted user were purged: {h:?}"
+    );
+    let (status, body) = server.get("/v1/events/count?event=After%20Deletion");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["count"], 0);
+    let (_, reports) = server.get("/v1/events/count?event=tally.dropped");
+    assert_eq!(reports["count"], 0);
+}

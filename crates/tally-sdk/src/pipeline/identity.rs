@@ -23,6 +23,9 @@
 //!   `anonymousId`) and `new` are one person; the user becomes `new`.
 //! - `reset()` (logout) clears the user and draws a new `anonymousId`, so
 //!   nothing after it is linked to the previous user.
+//! - When the collector answers that the current user was deleted, the
+//!   SDK forgets them as `reset()` does, and purges what it still holds
+//!   for them.
 //! - With pseudonymisation on, the stored and sent `userId` is the keyed
 //!   hash; the same user hashes the same on every device with the same key.
 

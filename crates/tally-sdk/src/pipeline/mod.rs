@@ -58,6 +58,9 @@ pub const GROUP_COMMIT_MS: u64 = 200;
 /// this much of the session's last-activity time.
 const STATE_SAVE_MS: u64 = 5_000;
 
+/// Prefix of the SDK's own event names.
+pub const INTERNAL_PREFIX: &str = "tally.";
+
 /// What a message is, as captured on the caller's thread.
 #[derive(Debug)]
 pub(crate) enum Kind {
@@ -87,6 +90,9 @@ pub(crate) enum Command {
     Message(Box<Captured>),
     Flush(SyncSender<Result<(), FlushError>>),
     Reset,
+    /// The collector deleted these users: if one is the current user,
+    /// forget them (as `reset()` does).
+    Forget(Vec<String>),
     Purge(SyncSender<Result<(), FlushError>>),
     Shutdown,
 }
@@ -186,6 +192,17 @@ impl Pipeline {
                 Ok(Command::Reset) => {
                     self.identity.reset();
                     self.state_dirty = true;
+                }
+                Ok(Command::Forget(users)) => {
+                    if self
+                        .identity
+                        .user_id
+                        .as_ref()
+                        .is_some_and(|u| users.contains(u))
+                    {
+                        self.identity.reset();
+                        self.state_dirty = true;
+                    }
                 }
                 Ok(Command::Purge(reply)) => {
                     let _ = reply.send(self.purge());
@@ -406,7 +423,14 @@ impl Pipeline {
             },
         };
         msg.anonymous_id = Some(self.identity.anonymous_id.clone());
-        if msg.user_id.is_none() {
+        // The SDK's own events (`tally.dropped`, `tally.health`) describe
+        // the install, not a person: no userId, so a deleted user's
+        // tombstone never swallows the report of that user's drops.
+        let internal = msg
+            .event
+            .as_deref()
+            .is_some_and(|e| e.starts_with(INTERNAL_PREFIX));
+        if msg.user_id.is_none() && !internal {
             msg.user_id = self.identity.user_id.clone();
         }
         let context = Context {

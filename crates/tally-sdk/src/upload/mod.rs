@@ -49,7 +49,7 @@ use tally_proto::{
 use crate::health::{Health, LogFigures};
 use crate::log::{Disposition, Record};
 use crate::pipeline::privacy::Consent;
-use crate::pipeline::Kind;
+use crate::pipeline::{Command, Kind};
 use crate::props::Props;
 use crate::tracker::{Shared, TrackOptions};
 
@@ -381,13 +381,16 @@ impl Uploader {
         }
     }
 
-    /// Drops every pending record of a deleted user (`deleted_user`).
+    /// Drops every pending record of a deleted user (`deleted_user`), and
+    /// makes the pipeline forget the user if it is the current one.
     fn purge_deleted(&self, users: &[String]) {
         #[derive(Deserialize)]
         struct UserOf {
             #[serde(rename = "userId")]
             user_id: Option<String>,
         }
+        // Later messages must not be about the deleted person either.
+        let _ = self.shared.control(Command::Forget(users.to_vec()));
         let users: HashSet<&str> = users.iter().map(String::as_str).collect();
         let Ok(pending) = self.shared.log.read_pending(usize::MAX, usize::MAX) else {
             self.shared
