@@ -33,8 +33,13 @@ fn free_port() -> u16 {
 }
 
 fn serve(data_dir: &Path) -> Server {
+    serve_with(data_dir, &[])
+}
+
+fn serve_with(data_dir: &Path, env: &[(&str, &str)]) -> Server {
     let port = free_port();
     let child = Command::new(env!("CARGO_BIN_EXE_tally"))
+        .envs(env.iter().copied())
         .args([
             "serve",
             "--listen",
@@ -159,4 +164,34 @@ fn a_clean_run_counts_every_event_exactly() {
     );
     assert_eq!(report["dropped"], serde_json::json!({}), "{report:#}");
     assert_eq!(report["checks"]["ok"], true, "{report:#}");
+}
+
+#[test]
+fn a_collector_with_broken_dedup_is_caught_double_counting() {
+    // The test build of the collector has a switch that gives every message
+    // a fresh id: resends after lost answers and duplicate deliveries are
+    // then counted again. The simulator must say so and fail.
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve_with(
+        &dir.path().join("collector"),
+        &[("TALLY_BROKEN_DEDUP_FOR_TESTS", "1")],
+    );
+    let (ok, report) = simulate(
+        &server.url,
+        dir.path(),
+        &[
+            "--devices",
+            "24",
+            "--events-per-device",
+            "60",
+            "--seed",
+            "5",
+            "--faults",
+            "reset,duplicate",
+        ],
+    );
+    assert!(!ok, "{report:#}");
+    assert!(report["double_counted"].as_u64().unwrap() > 0, "{report:#}");
+    assert_eq!(report["duplicates_suppressed"], 0, "{report:#}");
+    assert_eq!(report["checks"]["ok"], false, "{report:#}");
 }

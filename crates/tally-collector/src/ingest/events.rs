@@ -36,7 +36,7 @@ pub fn new_event(
     } else {
         Vec::new()
     };
-    NewEvent {
+    let event = NewEvent {
         message_id: Message::non_empty(&msg.message_id)
             .unwrap_or_default()
             .to_owned(),
@@ -59,6 +59,32 @@ pub fn new_event(
         clamped: times.correction.clamped,
         drops,
         raw: raw.to_owned(),
+    };
+    #[cfg(feature = "broken-dedup-for-tests")]
+    let event = broken::defeat_dedup(event);
+    event
+}
+
+/// A deliberately broken collector, compiled only with the
+/// `broken-dedup-for-tests` feature (which only test builds enable): with
+/// `TALLY_BROKEN_DEDUP_FOR_TESTS=1` every message gets a fresh id and no
+/// business key, so resent messages are counted again. It exists to prove
+/// that `tally simulate` catches double counting.
+#[cfg(feature = "broken-dedup-for-tests")]
+mod broken {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use crate::store::NewEvent;
+
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+
+    pub fn defeat_dedup(mut event: NewEvent) -> NewEvent {
+        if std::env::var("TALLY_BROKEN_DEDUP_FOR_TESTS").as_deref() == Ok("1") {
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            event.message_id = format!("{}#{}-{n}", event.message_id, std::process::id());
+            event.dedup_key = None;
+        }
+        event
     }
 }
 
