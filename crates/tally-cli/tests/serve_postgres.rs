@@ -16,51 +16,9 @@ use serve_support::*;
 const BATCHES: usize = 40;
 const BATCH_SIZE: usize = 100;
 
-struct TestDb {
-    admin_url: String,
-    name: String,
-    url: String,
-}
-
-impl TestDb {
-    fn new() -> TestDb {
-        let admin_url = std::env::var("TALLY_TEST_DATABASE_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
-        let name = format!("tally_http_{}", std::process::id());
-        let mut admin = postgres::Client::connect(&admin_url, postgres::NoTls).unwrap();
-        admin
-            .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-            .unwrap();
-        admin
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .unwrap();
-        let (base, query) = match admin_url.split_once('?') {
-            Some((b, q)) => (b, format!("?{q}")),
-            None => (admin_url.as_str(), String::new()),
-        };
-        let url = format!("{}/{name}{query}", &base[..base.rfind('/').unwrap()]);
-        TestDb {
-            admin_url,
-            name,
-            url,
-        }
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        if let Ok(mut admin) = postgres::Client::connect(&self.admin_url, postgres::NoTls) {
-            let _ = admin.batch_execute(&format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            ));
-        }
-    }
-}
-
 #[test]
 fn two_collectors_on_one_database_count_every_event_once() {
-    let db = TestDb::new();
+    let db = TestDb::new("http");
     let dir = temp_dir("pg");
     let a = Server::start(
         &dir.path().join("a"),

@@ -1,97 +1,98 @@
-//! `tally simulate` against a real `tally serve` on loopback, every fault
-//! on: the numbers must add up exactly (nothing unexplained, nothing
-//! counted twice).
+//! `tally simulate` against real `tally serve` processes on loopback: with
+//! every fault on, the numbers must add up exactly (nothing unexplained,
+//! nothing counted twice), on SQLite and on PostgreSQL behind two
+//! collectors; and a collector with broken dedup must be caught.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
-use std::net::TcpListener;
+mod serve_support;
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
-const WRITE_KEY: &str = "sim-write-key";
-const ADMIN: &str = "sim-admin-token";
+use serde_json::Value;
+use serve_support::{Server, TestDb, ADMIN_TOKEN, WRITE_KEY};
 
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn serve(data_dir: &Path) -> Server {
-    serve_with(data_dir, &[])
-}
-
-fn serve_with(data_dir: &Path, env: &[(&str, &str)]) -> Server {
-    let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_tally"))
-        .envs(env.iter().copied())
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--data-dir",
-        ])
-        .arg(data_dir)
-        .args(["--write-key", WRITE_KEY, "--admin-token", ADMIN])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let url = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while ureq::get(&format!("{url}/healthz")).call().is_err() {
-        assert!(Instant::now() < deadline, "collector did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Server { child, url }
-}
-
-fn simulate(url: &str, work: &Path, extra: &[&str]) -> (bool, serde_json::Value) {
+/// Runs `tally simulate` against `endpoints`; returns whether it exited 0
+/// and its report (stdout's last line, checked equal to `--report`).
+fn simulate(endpoints: &[&str], work: &Path, args: &[&str]) -> (bool, Value) {
     let report_file = work.join("report.json");
-    let output = Command::new(env!("CARGO_BIN_EXE_tally"))
-        .args(["simulate", "--endpoint", url, "--write-key", WRITE_KEY])
-        .args(["--admin-token", ADMIN, "--work-dir"])
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tally"));
+    cmd.arg("simulate");
+    for e in endpoints {
+        cmd.args(["--endpoint", e]);
+    }
+    let output = cmd
+        .args(["--write-key", WRITE_KEY, "--admin-token", ADMIN_TOKEN])
+        .arg("--work-dir")
         .arg(work.join("devices"))
         .arg("--report")
         .arg(&report_file)
-        .args(extra)
+        .args(args)
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     let last = stdout.lines().last().unwrap_or_default();
-    let report: serde_json::Value = serde_json::from_str(last).unwrap_or_else(|e| {
+    let report: Value = serde_json::from_str(last).unwrap_or_else(|e| {
         panic!(
             "{e}: stdout {stdout} stderr {}",
             String::from_utf8_lossy(&output.stderr)
         )
     });
-    let from_file: serde_json::Value =
+    let from_file: Value =
         serde_json::from_str(&std::fs::read_to_string(&report_file).unwrap()).unwrap();
     assert_eq!(report, from_file, "stdout's last line and --report agree");
     (output.status.success(), report)
 }
 
+fn total(v: &Value) -> u64 {
+    v.as_object()
+        .unwrap()
+        .values()
+        .map(|n| n.as_u64().unwrap())
+        .sum()
+}
+
+/// The chaos run's assertions, shared by both stores.
+fn assert_adds_up(ok: bool, report: &Value, devices: u64, events: u64) {
+    assert_eq!(report["unexplained"], 0, "{report:#}");
+    assert_eq!(report["double_counted"], 0, "{report:#}");
+    assert_eq!(report["pending"], 0, "{report:#}");
+    assert_eq!(report["checks"]["ok"], true, "{report:#}");
+    assert!(ok, "{report:#}");
+    let tracked = report["tracked"].as_u64().unwrap();
+    // Every scripted call was either accepted or refused with a reason.
+    let refused = total(&report["refused"]);
+    assert!(tracked + refused >= devices * events, "{report:#}");
+    // The faults really happened: resends were answered duplicate, and
+    // requests failed or were refused on the way.
+    assert!(
+        report["duplicates_suppressed"].as_u64().unwrap() > 0,
+        "{report:#}"
+    );
+    let storm = &report["storm"];
+    let faulted = ["rate_limited", "server_errors", "failed"]
+        .iter()
+        .map(|k| storm[*k].as_u64().unwrap())
+        .sum::<u64>();
+    assert!(faulted > 0, "{report:#}");
+    let counted = report["counted"].as_u64().unwrap();
+    let dropped = total(&report["dropped"]);
+    let rejected = total(&report["rejected"]);
+    let business = report["business_duplicates"].as_u64().unwrap();
+    assert!(
+        counted + dropped + rejected + business >= tracked,
+        "{report:#}"
+    );
+    assert!(counted + business + rejected <= tracked, "{report:#}");
+}
+
 #[test]
 fn seeded_chaos_with_every_fault_adds_up() {
     let dir = tempfile::tempdir().unwrap();
-    let server = serve(&dir.path().join("collector"));
+    let server = Server::start(&dir.path().join("collector"), None, &[]);
     let (ok, report) = simulate(
-        &server.url,
+        &[&server.base],
         dir.path(),
         &[
             "--devices",
@@ -104,53 +105,40 @@ fn seeded_chaos_with_every_fault_adds_up() {
             "all",
         ],
     );
-    assert_eq!(report["unexplained"], 0, "{report:#}");
-    assert_eq!(report["double_counted"], 0, "{report:#}");
-    assert_eq!(report["pending"], 0, "{report:#}");
-    assert!(ok, "{report:#}");
-    let tracked = report["tracked"].as_u64().unwrap();
-    assert!(tracked >= 24 * 60 * 9 / 10, "{report:#}");
-    // The faults really happened: resends were answered duplicate, and
-    // the storm counters saw injected 5xx and 429 answers.
-    assert!(
-        report["duplicates_suppressed"].as_u64().unwrap() > 0,
-        "{report:#}"
+    assert_adds_up(ok, &report, 24, 60);
+}
+
+#[test]
+fn seeded_chaos_on_postgresql_behind_two_collectors_adds_up() {
+    let db = TestDb::new("simulate");
+    let dir = tempfile::tempdir().unwrap();
+    let pg = ["--database-url", db.url.as_str()];
+    let a = Server::start(&dir.path().join("a"), None, &pg);
+    let b = Server::start(&dir.path().join("b"), None, &pg);
+    let (ok, report) = simulate(
+        &[&a.base, &b.base],
+        dir.path(),
+        &[
+            "--devices",
+            "16",
+            "--events-per-device",
+            "60",
+            "--seed",
+            "42",
+            "--faults",
+            "all",
+        ],
     );
-    assert!(
-        report["storm"]["server_errors"].as_u64().unwrap() > 0,
-        "{report:#}"
-    );
-    assert!(
-        report["storm"]["rate_limited"].as_u64().unwrap() > 0,
-        "{report:#}"
-    );
-    let counted = report["counted"].as_u64().unwrap();
-    let dropped: u64 = report["dropped"]
-        .as_object()
-        .unwrap()
-        .values()
-        .map(|v| v.as_u64().unwrap())
-        .sum();
-    let rejected: u64 = report["rejected"]
-        .as_object()
-        .unwrap()
-        .values()
-        .map(|v| v.as_u64().unwrap())
-        .sum();
-    let business = report["business_duplicates"].as_u64().unwrap();
-    assert!(
-        counted + dropped + rejected + business >= tracked,
-        "{report:#}"
-    );
-    assert!(counted + business + rejected <= tracked, "{report:#}");
+    assert_adds_up(ok, &report, 16, 60);
+    drop((a, b));
 }
 
 #[test]
 fn a_clean_run_counts_every_event_exactly() {
     let dir = tempfile::tempdir().unwrap();
-    let server = serve(&dir.path().join("collector"));
+    let server = Server::start(&dir.path().join("collector"), None, &[]);
     let (ok, report) = simulate(
-        &server.url,
+        &[&server.base],
         dir.path(),
         &["--devices", "8", "--events-per-device", "40", "--seed", "7"],
     );
@@ -172,12 +160,14 @@ fn a_collector_with_broken_dedup_is_caught_double_counting() {
     // a fresh id: resends after lost answers and duplicate deliveries are
     // then counted again. The simulator must say so and fail.
     let dir = tempfile::tempdir().unwrap();
-    let server = serve_with(
+    let server = Server::start_with_env(
         &dir.path().join("collector"),
+        None,
+        &[],
         &[("TALLY_BROKEN_DEDUP_FOR_TESTS", "1")],
     );
     let (ok, report) = simulate(
-        &server.url,
+        &[&server.base],
         dir.path(),
         &[
             "--devices",
