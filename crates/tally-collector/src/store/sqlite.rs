@@ -1047,8 +1047,17 @@ mod tests {
         // The first caller holds the group longer than the age bound.
         store.writer.max_group_age = Duration::from_secs(60);
         let store = store;
+        // Returned: the first caller's row is committed, and so is the
+        // second caller's, committed in the same transaction.
+        assert_eq!(overlapping_callers(&store, Duration::from_millis(150)), 2);
+        assert_eq!(store.stats().unwrap().accepted, 2);
+    }
+
+    /// Two writers whose work overlaps: the second joins while the first
+    /// is still inside its group, each holding it for `hold`. Returns the
+    /// accepted count the first caller sees right after its call returned.
+    fn overlapping_callers(store: &SqliteStore, hold: Duration) -> u64 {
         let in_work = AtomicBool::new(false);
-        let hold = Duration::from_millis(150);
         std::thread::scope(|s| {
             let first = s.spawn(|| {
                 store
@@ -1060,8 +1069,6 @@ mod tests {
                         Ok(())
                     })
                     .unwrap();
-                // Returned: its row is committed, and so is the second
-                // caller's, committed in the same transaction.
                 store.stats().unwrap().accepted
             });
             while !in_work.load(Ordering::SeqCst) {
@@ -1077,48 +1084,18 @@ mod tests {
                     })
                     .unwrap();
             });
-            assert_eq!(first.join().unwrap(), 2);
+            let seen = first.join().unwrap();
             second.join().unwrap();
-        });
-        assert_eq!(store.stats().unwrap().accepted, 2);
+            seen
+        })
     }
 
     #[test]
     fn a_group_past_its_age_bound_commits_without_waiting_for_the_queue() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("t.db")).unwrap();
-        let in_work = AtomicBool::new(false);
-        let hold = MAX_GROUP_AGE * 30;
-        std::thread::scope(|s| {
-            let first = s.spawn(|| {
-                store
-                    .writer
-                    .run(1, |state| {
-                        bump(state)?;
-                        in_work.store(true, Ordering::SeqCst);
-                        std::thread::sleep(hold);
-                        Ok(())
-                    })
-                    .unwrap();
-                store.stats().unwrap().accepted
-            });
-            while !in_work.load(Ordering::SeqCst) {
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            let second = s.spawn(|| {
-                store
-                    .writer
-                    .run(1, |state| {
-                        bump(state)?;
-                        std::thread::sleep(hold);
-                        Ok(())
-                    })
-                    .unwrap();
-            });
-            // Committed alone: the second caller's row is not in it.
-            assert_eq!(first.join().unwrap(), 1);
-            second.join().unwrap();
-        });
+        // Committed alone: the second caller's row is not in it.
+        assert_eq!(overlapping_callers(&store, MAX_GROUP_AGE * 30), 1);
         assert_eq!(store.stats().unwrap().accepted, 2);
     }
 
