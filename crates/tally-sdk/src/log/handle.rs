@@ -215,23 +215,13 @@ impl Log {
         if self.shared.counts.poisoned.load(Ordering::Acquire) {
             return Err(LogError::Poisoned);
         }
-        let mut q = self.queue();
-        if q.stopped || q.closing {
-            return Err(LogError::Closed);
-        }
-        q.flush_requested += 1;
-        let gen = q.flush_requested;
-        self.shared.work.notify_one();
-        while q.flush_done < gen {
-            if q.stopped {
-                return Err(LogError::Closed);
-            }
-            q = self.shared.done.wait(q).unwrap_or_else(|p| p.into_inner());
-        }
-        match &q.flush_result {
-            Some(e) => Err(e.clone()),
-            None => Ok(()),
-        }
+        self.request_and_wait(
+            |q| {
+                q.flush_requested += 1;
+                q.flush_requested
+            },
+            |q| (q.flush_done, &q.flush_result),
+        )
     }
 
     /// Unacknowledged records, critical lane first, then normal, each lane
@@ -287,21 +277,37 @@ impl Log {
     /// then every segment and the ledger, and discards what is still
     /// queued. The log is empty and usable afterwards, under a new key.
     pub fn purge(&self) -> Result<(), LogError> {
+        self.request_and_wait(
+            |q| {
+                q.purge_requested += 1;
+                q.purge_requested
+            },
+            |q| (q.purge_done, &q.purge_result),
+        )
+    }
+
+    /// Asks the writer for one round of work (`request` bumps a request
+    /// counter and returns its new value) and waits until the writer's
+    /// matching done counter reaches it; returns the writer's result.
+    fn request_and_wait(
+        &self,
+        request: impl FnOnce(&mut Queue) -> u64,
+        done: impl Fn(&Queue) -> (u64, &Option<LogError>),
+    ) -> Result<(), LogError> {
         let mut q = self.queue();
         if q.stopped || q.closing {
             return Err(LogError::Closed);
         }
-        q.purge_requested += 1;
-        let gen = q.purge_requested;
+        let gen = request(&mut q);
         self.shared.work.notify_one();
-        while q.purge_done < gen {
+        while done(&q).0 < gen {
             if q.stopped {
                 return Err(LogError::Closed);
             }
             q = self.shared.done.wait(q).unwrap_or_else(|p| p.into_inner());
         }
-        match q.purge_result.clone() {
-            Some(e) => Err(e),
+        match done(&q).1 {
+            Some(e) => Err(e.clone()),
             None => Ok(()),
         }
     }
