@@ -5,7 +5,7 @@
 //!
 //! | fence | what this test does |
 //! |---|---|
-//! | ` ```sh server ` | starts the command in the background (with `--listen 127.0.0.1:0` and a fresh `--data-dir` appended) and waits for it to listen; later blocks of the page talk to it |
+//! | ` ```sh server ` | starts the command in the background (with `--listen 127.0.0.1:0 --data-dir tally-data` appended; a running one is stopped first) and waits for it to listen; later blocks of the page talk to it |
 //! | ` ```sh ` | runs the block with `bash -euo pipefail` in the page's working directory; it must exit 0 |
 //! | ` ```json post=PATH [expect=STATUS[:REASON]] ` | POSTs the payload to PATH with the write key; every result must have that status (default `accepted`) |
 //! | ` ```sh no-run `, anything else | not run (output samples, commands that would recurse or take minutes) |
@@ -263,7 +263,7 @@ fn run_page(page: &Path) -> usize {
         match block {
             Block::Server(command) => {
                 drop(server.take());
-                let data = work.path().join(format!("tally-data-{line}"));
+                let data = work.path().join("tally-data");
                 server = Some(start_server(&command, &data, work.path()));
             }
             Block::Shell(script) => {
@@ -333,4 +333,71 @@ fn commands_are_pointed_at_the_binary_under_test() {
             env!("CARGO_BIN_EXE_tally")
         )
     );
+}
+
+/// Every flag and variable of `tally serve --help` is in the operating
+/// guide's reference, so a new setting cannot ship undocumented.
+#[test]
+fn the_configuration_reference_lists_every_serve_setting() {
+    let help = Command::new(env!("CARGO_BIN_EXE_tally"))
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8(help.stdout).unwrap();
+    let guide = std::fs::read_to_string(repo_root().join("docs/operating.md")).unwrap();
+    let mut checked = 0;
+    let words = help
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+        .filter(|w| !w.is_empty());
+    for word in words {
+        let documented = if word.starts_with("--") && word.len() > 2 && word != "--help" {
+            Some(format!("`{word}`"))
+        } else if word.starts_with("TALLY_") && !word.ends_with('_') {
+            Some(format!("`{word}`"))
+        } else {
+            None
+        };
+        if let Some(needle) = documented {
+            assert!(
+                guide.contains(&needle),
+                "docs/operating.md does not document {word}"
+            );
+            checked += 1;
+        }
+    }
+    assert!(
+        checked >= 16,
+        "only {checked} settings found in --help:\n{help}"
+    );
+}
+
+/// Every metric family `/metrics` exports is in the metrics reference.
+#[test]
+fn the_metrics_reference_lists_every_exported_metric() {
+    let work = tempfile::tempdir().unwrap();
+    let server = start_server(DEFAULT_SERVER, &work.path().join("tally-data"), work.path());
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into();
+    let text = agent
+        .get(&format!("{}/metrics", server.base))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    let guide = std::fs::read_to_string(repo_root().join("docs/operating.md")).unwrap();
+    let families: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert!(families.len() >= 4, "{text}");
+    for family in families {
+        assert!(
+            guide.contains(&format!("`{family}")),
+            "docs/operating.md does not document the metric {family}"
+        );
+    }
 }
