@@ -350,13 +350,9 @@ fn the_configuration_reference_lists_every_serve_setting() {
         .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_'))
         .filter(|w| !w.is_empty());
     for word in words {
-        let documented = if word.starts_with("--") && word.len() > 2 && word != "--help" {
-            Some(format!("`{word}`"))
-        } else if word.starts_with("TALLY_") && !word.ends_with('_') {
-            Some(format!("`{word}`"))
-        } else {
-            None
-        };
+        let flag = word.starts_with("--") && word.len() > 2 && word != "--help";
+        let variable = word.starts_with("TALLY_") && !word.ends_with('_');
+        let documented = (flag || variable).then(|| format!("`{word}`"));
         if let Some(needle) = documented {
             assert!(
                 guide.contains(&needle),
