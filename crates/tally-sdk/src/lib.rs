@@ -56,3 +56,8 @@ pub use upload::transport::{HttpTransport, Method, Request, Response, Transport,
 #[cfg(doctest)]
 #[doc = include_str!("../../../docs/getting-started.md")]
 struct GettingStartedGuide;
+
+/// The Rust code in `docs/privacy.md` compiles against this crate.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/privacy.md")]
+struct PrivacyGuide;
