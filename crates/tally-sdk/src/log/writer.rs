@@ -329,7 +329,24 @@ impl Writer {
             error = Some(LogError::Poisoned);
         } else if retry_due {
             self.retry_at = None;
+            // Counts the ledger could not take (a full disk) go first: no
+            // record is written after a drop whose count is not durable.
+            let backlog = {
+                let mut state = lock_state(&shared);
+                if state.has_ledger_backlog() {
+                    state.retry_ledger_backlog().err()
+                } else {
+                    None
+                }
+            };
+            if let Some(e) = backlog {
+                error = Some(e);
+                self.retry_at = Some(Instant::now() + RETRY_DELAY);
+            }
             for lane in Lane::ALL {
+                if error.is_some() {
+                    break;
+                }
                 if let Err(e) = self.write_lane(lane, &mut written, &mut created, &mut sealed) {
                     error = Some(e);
                     self.retry_at = Some(Instant::now() + RETRY_DELAY);
@@ -373,6 +390,9 @@ impl Writer {
             }
         }
         let refused_result = state.record_refused(refused);
+        if state.has_ledger_backlog() && self.retry_at.is_none() {
+            self.retry_at = Some(Instant::now() + RETRY_DELAY);
+        }
         let housekeeping = self.last_housekeeping.elapsed() >= HOUSEKEEPING_INTERVAL;
         if !written.is_empty() || housekeeping {
             self.last_housekeeping = Instant::now();
