@@ -134,6 +134,9 @@ pub enum BuildError {
     /// The durable log could not be opened.
     #[error("event log: {0}")]
     Log(String),
+    /// The trusted CA certificates given to the builder are unusable.
+    #[error("TLS configuration: {0}")]
+    Tls(String),
     /// A background thread could not be started.
     #[error("could not start a thread: {0}")]
     Thread(#[source] std::io::Error),
@@ -232,6 +235,14 @@ impl TrackerBuilder {
     /// The transport (default: HTTP to the endpoint).
     pub fn transport(mut self, transport: Arc<dyn Transport>) -> Self {
         self.config.transport = Some(transport);
+        self
+    }
+
+    /// Trust only the CA certificates in `pem` for an `https://` endpoint
+    /// (default: the public web PKI roots). Ignored with a custom
+    /// [`TrackerBuilder::transport`].
+    pub fn trust_ca_pem(mut self, pem: &[u8]) -> Self {
+        self.config.trusted_ca_pem = Some(pem.to_vec());
         self
     }
 
@@ -483,9 +494,13 @@ impl Tracker {
         let sessions = Sessions::restore(state.session.clone(), now, config.session_timeout_ms);
         let (tx, rx): (SyncSender<Command>, Receiver<Command>) =
             mpsc::sync_channel(config.channel_capacity);
-        let transport: Arc<dyn Transport> = match &config.transport {
-            Some(t) => Arc::clone(t),
-            None => Arc::new(HttpTransport::new(&config.endpoint)),
+        let transport: Arc<dyn Transport> = match (&config.transport, &config.trusted_ca_pem) {
+            (Some(t), _) => Arc::clone(t),
+            (None, Some(pem)) => Arc::new(
+                HttpTransport::with_trusted_ca(&config.endpoint, pem)
+                    .map_err(|e| BuildError::Tls(e.to_string()))?,
+            ),
+            (None, None) => Arc::new(HttpTransport::new(&config.endpoint)),
         };
         let shared = Arc::new(Shared {
             capture: Mutex::new(Capture {
