@@ -48,6 +48,7 @@ struct Run {
     p999_ns: u64,
     max_ns: u64,
     syncs_s: f64,
+    events_per_group: f64,
 }
 
 fn run(durability: Durability) -> Run {
@@ -76,7 +77,9 @@ fn run(durability: Durability) -> Run {
     log.flush().expect("flush");
     let elapsed = start.elapsed();
     let syncs_s = t_flush.elapsed().as_secs_f64();
-    assert_eq!(log.stats().pending_events, EVENTS);
+    let stats = log.stats();
+    assert_eq!(stats.pending_events, EVENTS);
+    let events_per_group = EVENTS as f64 / stats.groups_written.max(1) as f64;
     log.close().expect("close");
     lat.sort_unstable();
     let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
@@ -87,6 +90,7 @@ fn run(durability: Durability) -> Run {
         p999_ns: pct(0.999),
         max_ns: *lat.last().unwrap_or(&0),
         syncs_s,
+        events_per_group,
     }
 }
 
@@ -152,13 +156,14 @@ fn main() {
     };
     let report = |rs: &[Run]| {
         format!(
-            r#"{{"events_per_s":{},"append_p50_us":{},"append_p99_us":{},"append_p999_us":{},"append_max_us":{},"final_flush_s":{}}}"#,
+            r#"{{"events_per_s":{},"append_p50_us":{},"append_p99_us":{},"append_p999_us":{},"append_max_us":{},"final_flush_s":{},"events_per_group":{}}}"#,
             stat(rs, &|r| r.events_per_s),
             stat(rs, &|r| r.p50_ns as f64 / 1000.0),
             stat(rs, &|r| r.p99_ns as f64 / 1000.0),
             stat(rs, &|r| r.p999_ns as f64 / 1000.0),
             stat(rs, &|r| r.max_ns as f64 / 1000.0),
             stat(rs, &|r| r.syncs_s),
+            stat(rs, &|r| r.events_per_group),
         )
     };
     let (seal_ns, seal_ring_ns) = seal_costs();

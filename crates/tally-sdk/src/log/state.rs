@@ -32,6 +32,8 @@ pub(crate) struct Counts {
     pub bytes: AtomicU64,
     /// Set after a failed fsync; never cleared.
     pub poisoned: AtomicBool,
+    /// Groups the writer wrote (one write call per lane each) since open.
+    pub groups: AtomicU64,
 }
 
 impl Counts {
