@@ -114,6 +114,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         Keys::new(config.write_keys.clone(), config.admin_token.clone()),
     )
     .with_max_in_flight(config.max_in_flight);
+    let health = state.health.clone();
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -137,6 +138,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     // PostgreSQL client runs its own runtime to close its connections, which
     // panics when that happens on a thread driving (or blocking for) tokio.
     runtime.shutdown_timeout(RUNTIME_SHUTDOWN_TIMEOUT);
+    // Requests refused before the store since the last flush.
+    if let Err(e) = health.batches.flush(store.as_ref()) {
+        tracing::warn!(error = %e, "request counts not saved: the store did not answer");
+    }
     drop(store);
     tracing::info!("stopped");
     served

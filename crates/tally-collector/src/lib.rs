@@ -10,6 +10,7 @@
 //! | [`ingest`] | the ingest path, one module per stage (design in its doc) |
 //! | [`query`] | admin endpoints: stats, counts, installs, deletions |
 //! | [`error`] | every error answer, `{code, message}` |
+//! | [`health`] | pipeline health: `/v1/health/pipeline` and its figures |
 //! | [`metrics`] | Prometheus metrics |
 //! | [`config`] | settings from flags, env, `tally.toml`, defaults |
 //! | [`server`] | the accept loop, TLS, graceful shutdown |
@@ -19,6 +20,7 @@
 pub mod app;
 pub mod config;
 pub mod error;
+pub mod health;
 pub mod ingest;
 pub mod metrics;
 pub mod query;
