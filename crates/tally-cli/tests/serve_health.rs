@@ -214,3 +214,254 @@ fn two_collectors_on_one_postgres_sum_exactly() {
     assert_eq!(figures(health(&agent, &b)), want);
     assert_eq!(figures(health(&agent, &a)), want);
 }
+
+/// A webhook receiver on loopback: answers the first request 500 and the
+/// others 200, and hands every body it received to the test.
+struct Receiver {
+    url: String,
+    bodies: std::sync::mpsc::Receiver<(u16, Value)>,
+}
+
+fn receiver() -> Receiver {
+    use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hooks/tally", listener.local_addr().unwrap());
+    let (tx, bodies) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for (n, stream) in listener.incoming().enumerate() {
+            let Ok(mut stream) = stream else { return };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap();
+                }
+            }
+            let mut body = vec![0; length];
+            reader.read_exact(&mut body).unwrap();
+            let status = if n == 0 { 500 } else { 200 };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+            );
+            if tx
+                .send((status, serde_json::from_slice(&body).unwrap()))
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    Receiver { url, bodies }
+}
+
+fn alerts(agent: &ureq::Agent, server: &Server) -> Value {
+    let (status, body) = admin_get(agent, &server.url("/v1/alerts"));
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+fn rule<'a>(alerts: &'a Value, name: &str) -> &'a Value {
+    alerts["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == name)
+        .unwrap()
+}
+
+/// Polls `check` every 50 ms for up to 20 s.
+fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !check() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn dedup_alert_goes_pending_firing_ok_and_reaches_a_failing_webhook() {
+    let dir = temp_dir("alerts");
+    let hook = receiver();
+    let config = dir.path().join("tally.toml");
+    std::fs::write(
+        &config,
+        "[alerts]\ninterval_s = 0.1\nwindow_s = 2\n\
+         [alerts.dedup_rate_high]\nthreshold = 0.1\nfor_s = 0.6\n",
+    )
+    .unwrap();
+    let server = Server::start(
+        &dir.path().join("data"),
+        None,
+        &[
+            "--write-key",
+            WRITE_KEY,
+            "--admin-token",
+            ADMIN_TOKEN,
+            "--config",
+            config.to_str().unwrap(),
+            "--alert-webhook",
+            &hook.url,
+        ],
+    );
+    let agent = agent();
+    let (status, _) = read(agent.get(server.url("/v1/alerts")).call().unwrap());
+    assert_eq!(status, 401);
+    let before = alerts(&agent, &server);
+    assert_eq!(
+        rule(&before, "dedup_rate_high")["threshold"],
+        json!(0.1),
+        "{before:#}"
+    );
+    assert_eq!(before["rules"].as_array().unwrap().len(), 4);
+    assert_eq!(before["webhook"]["configured"], true);
+
+    // 10 accepted, then the same 10 again: a dedup rate of 0.5.
+    let ten = lagged_batch("inst-d", 1, 10);
+    for _ in 0..2 {
+        assert_eq!(post_batch(&agent, &server.base, &ten).unwrap().0, 200);
+    }
+    eventually("the rule to fire", || {
+        rule(&alerts(&agent, &server), "dedup_rate_high")["state"] == "firing"
+    });
+    let firing = alerts(&agent, &server);
+    assert_eq!(rule(&firing, "dedup_rate_high")["value"], json!(0.5));
+    assert!(rule(&firing, "dedup_rate_high")["since"].is_string());
+    assert_eq!(rule(&firing, "rejection_rate_high")["state"], "ok");
+    let (_, metrics) = read(agent.get(server.url("/metrics")).call().unwrap());
+    let metrics = metrics.as_str().unwrap().to_owned();
+    assert!(
+        metrics.contains("tally_alert_state{rule=\"dedup_rate_high\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("tally_pipeline_dedup_ratio 0.5"),
+        "{metrics}"
+    );
+
+    // The receiver saw: pending (answered 500, so sent again), pending,
+    // firing; then, once the window holds no traffic, ok.
+    let mut seen = Vec::new();
+    while seen.len() < 4 {
+        let (status, body) = hook
+            .bodies
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("webhook got only {seen:?}"));
+        assert_eq!(body["rule"], "dedup_rate_high", "{body}");
+        assert_eq!(body["threshold"], json!(0.1));
+        assert!(body["at"].as_str().unwrap().ends_with('Z'));
+        seen.push((status, body["state"].as_str().unwrap().to_owned()));
+    }
+    let states: Vec<(u16, &str)> = seen.iter().map(|(s, st)| (*s, st.as_str())).collect();
+    assert_eq!(
+        states,
+        [
+            (500, "pending"),
+            (200, "pending"),
+            (200, "firing"),
+            (200, "ok")
+        ]
+    );
+    eventually("the deliveries to be counted", || {
+        alerts(&agent, &server)["webhook"]["deliveries"] == 3
+    });
+    let after = alerts(&agent, &server);
+    assert_eq!(after["webhook"]["failures"], 1, "{after:#}");
+    assert_eq!(after["webhook"]["dropped"], 0);
+    assert!(after["webhook"]["last_delivery"].is_string());
+    assert_eq!(rule(&after, "dedup_rate_high")["state"], "ok");
+    assert_eq!(rule(&after, "dedup_rate_high")["since"], Value::Null);
+    let (_, metrics) = read(agent.get(server.url("/metrics")).call().unwrap());
+    assert!(metrics
+        .as_str()
+        .unwrap()
+        .contains("tally_alert_webhook_failures_total 1"));
+}
+
+/// The metric names an expression uses.
+fn metric_names(expr: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut rest = expr;
+    while let Some(i) = rest.find("tally_") {
+        let name: String = rest[i..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        rest = &rest[i + name.len()..];
+        names.push(name);
+    }
+    names
+}
+
+#[test]
+fn the_prometheus_rules_use_only_exported_metrics() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/alerts.rules.yml");
+    let text = std::fs::read_to_string(path).unwrap();
+    let document: String = text
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let rules: Value = serde_json::from_str(&document).unwrap();
+    let dir = temp_dir("rules");
+    let config = dir.path().join("tally.toml");
+    std::fs::write(&config, "[alerts]\ninterval_s = 0.1\n").unwrap();
+    let server = Server::start(
+        &dir.path().join("data"),
+        None,
+        &[
+            "--write-key",
+            WRITE_KEY,
+            "--admin-token",
+            ADMIN_TOKEN,
+            "--config",
+            config.to_str().unwrap(),
+        ],
+    );
+    let agent = agent();
+    // One request of each outcome, so every labelled series exists.
+    assert_eq!(
+        post_batch(&agent, &server.base, &lagged_batch("inst-r", 1, 1))
+            .unwrap()
+            .0,
+        200
+    );
+    eventually("the first health refresh", || {
+        let (_, text) = read(agent.get(server.url("/metrics")).call().unwrap());
+        text.as_str()
+            .unwrap()
+            .contains("tally_completeness_installs 1")
+    });
+    let (_, text) = read(agent.get(server.url("/metrics")).call().unwrap());
+    let exported: Vec<&str> = text
+        .as_str()
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .collect();
+    let mut checked = 0;
+    for group in rules["groups"].as_array().unwrap() {
+        for rule in group["rules"].as_array().unwrap() {
+            assert!(rule["alert"].as_str().unwrap().starts_with("Tally"));
+            let expr = rule["expr"].as_str().unwrap();
+            let names = metric_names(expr);
+            assert!(!names.is_empty(), "{expr}");
+            for name in names {
+                assert!(
+                    exported.contains(&name.as_str()),
+                    "{name} (in {expr}) is not exported"
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 8, "{checked}");
+}

@@ -13,6 +13,7 @@
 //! | `/v1/stats`, `/v1/events/count`, `/v1/installs/{id}` | GET | admin | queries |
 //! | `/v1/deletions` | POST | admin | delete a user, 202 |
 //! | `/v1/health/pipeline` | GET | admin | pipeline health ([`crate::health`]) |
+//! | `/v1/alerts` | GET | admin | alert rules and their states ([`crate::alerts`]) |
 //!
 //! Every answer carries CORS headers for the requesting origin, and a
 //! preflight is answered with the headers it asks for (browsers' Segment and
@@ -96,6 +97,12 @@ impl AppState {
         self
     }
 
+    /// The same state with these alerting settings (rules, webhook).
+    pub fn with_alerts(mut self, alerts: crate::alerts::AlertConfig) -> Self {
+        self.health = Arc::new(HealthState::new(alerts));
+        self
+    }
+
     /// The same state with `max_in_flight` ingest slots (at least 1).
     pub fn with_max_in_flight(mut self, max_in_flight: usize) -> Self {
         self.ingest_slots = Arc::new(Semaphore::new(max_in_flight.max(1)));
@@ -135,6 +142,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/installs/{install_id}", get(query::install))
         .route("/v1/deletions", post(query::delete_user))
         .route("/v1/health/pipeline", get(health::pipeline))
+        .route("/v1/alerts", get(crate::alerts::list))
         .fallback(|| async { ApiError::NotFound("no such path") })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(middleware::from_fn_with_state(state.clone(), count_status))

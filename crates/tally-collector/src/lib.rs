@@ -6,6 +6,7 @@
 //!
 //! | module | holds |
 //! |---|---|
+//! | [`alerts`] | alert rules, `/v1/alerts`, the webhook |
 //! | [`app`] | the [`Router`](axum::Router) ([`app::app`]), its state, CORS |
 //! | [`ingest`] | the ingest path, one module per stage (design in its doc) |
 //! | [`query`] | admin endpoints: stats, counts, installs, deletions |
@@ -17,6 +18,7 @@
 //! | [`tls`] | loading the certificate and key |
 //! | [`store`] | the store trait and its SQLite and PostgreSQL implementations |
 
+pub mod alerts;
 pub mod app;
 pub mod config;
 pub mod error;

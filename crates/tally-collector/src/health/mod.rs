@@ -22,6 +22,7 @@
 //! `null`.
 
 pub mod batches;
+pub mod monitor;
 
 use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
@@ -31,6 +32,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use tally_proto::{format_timestamp, parse_timestamp};
 
+use crate::alerts::{AlertBoard, AlertConfig};
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::ingest::clock;
@@ -43,10 +45,31 @@ pub use batches::BatchCounter;
 pub const DEFAULT_WINDOW_MS: i64 = 30 * 24 * 3_600_000;
 
 /// Health state shared by the HTTP layer and the health task.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct HealthState {
     /// Requests that reached no write transaction, not yet in the store.
     pub batches: BatchCounter,
+    /// The alerting settings.
+    pub config: AlertConfig,
+    /// The alert rules and the webhook's counters.
+    pub alerts: AlertBoard,
+}
+
+impl HealthState {
+    /// Nothing counted yet, every rule ok.
+    pub fn new(config: AlertConfig) -> HealthState {
+        HealthState {
+            batches: BatchCounter::default(),
+            alerts: AlertBoard::new(&config),
+            config,
+        }
+    }
+}
+
+impl Default for HealthState {
+    fn default() -> Self {
+        Self::new(AlertConfig::default())
+    }
 }
 
 /// `ingest_lag_ms`.
