@@ -12,6 +12,8 @@
 //! | `/metrics` | GET | none | Prometheus text |
 //! | `/v1/stats`, `/v1/events/count`, `/v1/installs/{id}` | GET | admin | queries |
 //! | `/v1/deletions` | POST | admin | delete a user, 202 |
+//! | `/v1/deletions` | GET | admin | the deletion requests and their status |
+//! | `/v1/export` | GET | admin | stored events as NDJSON, streamed ([`crate::export`]) |
 //!
 //! Every answer carries CORS headers for the requesting origin, and a
 //! preflight is answered with the headers it asks for (browsers' Segment and
@@ -129,6 +131,8 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/events/count", get(query::count_events))
         .route("/v1/installs/{install_id}", get(query::install))
         .route("/v1/deletions", post(query::delete_user))
+        .route("/v1/deletions", get(query::list_deletions))
+        .route("/v1/export", get(crate::export::export))
         .fallback(|| async { ApiError::NotFound("no such path") })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(middleware::from_fn_with_state(state.clone(), count_status))

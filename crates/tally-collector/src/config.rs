@@ -21,6 +21,7 @@
 //! | `--admin-token` | `TALLY_ADMIN_TOKEN` | `admin_token` | none: admin paths answer 401 |
 //! | `--tls-cert`, `--tls-key` | `TALLY_TLS_CERT`, `TALLY_TLS_KEY` | `tls_cert`, `tls_key` | none: plain HTTP |
 //! | `--max-in-flight` | `TALLY_MAX_IN_FLIGHT` | `max_in_flight` | 64 |
+//! | — | — | `[retention]` table | none: events are kept (see [`crate::retention`]) |
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -28,6 +29,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::app::DEFAULT_MAX_IN_FLIGHT;
+use crate::retention::{RetentionError, RetentionPolicy, RetentionSettings};
 
 /// Default listen address: loopback only, so a first run exposes nothing.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -70,6 +72,9 @@ pub enum ConfigError {
     /// `max_in_flight` is 0.
     #[error("max_in_flight must be at least 1")]
     NoSlots,
+    /// The `[retention]` table has a value that cannot be used.
+    #[error(transparent)]
+    Retention(#[from] RetentionError),
 }
 
 /// Settings from one source; every member optional.
@@ -92,6 +97,8 @@ pub struct Settings {
     pub tls_key: Option<PathBuf>,
     /// Ingest requests in flight at most.
     pub max_in_flight: Option<usize>,
+    /// The `[retention]` table (only in `tally.toml`).
+    pub retention: Option<RetentionSettings>,
 }
 
 impl std::fmt::Debug for Settings {
@@ -105,6 +112,7 @@ impl std::fmt::Debug for Settings {
             .field("tls_cert", &self.tls_cert)
             .field("tls_key", &self.tls_key)
             .field("max_in_flight", &self.max_in_flight)
+            .field("retention", &self.retention)
             .finish()
     }
 }
@@ -126,6 +134,8 @@ pub struct Config {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Ingest requests in flight at most.
     pub max_in_flight: usize,
+    /// Which events expire, and how the job deletes them.
+    pub retention: RetentionPolicy,
 }
 
 impl std::fmt::Debug for Config {
@@ -146,6 +156,7 @@ impl std::fmt::Debug for Config {
             .field("admin_token", &self.admin_token.is_some())
             .field("tls", &self.tls)
             .field("max_in_flight", &self.max_in_flight)
+            .field("retention", &self.retention)
             .finish()
     }
 }
@@ -174,6 +185,7 @@ impl Settings {
             tls_cert: self.tls_cert.or(lower.tls_cert),
             tls_key: self.tls_key.or(lower.tls_key),
             max_in_flight: self.max_in_flight.or(lower.max_in_flight),
+            retention: self.retention.or(lower.retention),
         }
     }
 
@@ -214,6 +226,7 @@ impl Settings {
             admin_token: non_empty(self.admin_token),
             tls,
             max_in_flight,
+            retention: self.retention.unwrap_or_default().resolve()?,
         })
     }
 }
@@ -245,6 +258,31 @@ mod tests {
         assert_eq!(config.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
         assert_eq!(config.database_url, None);
         assert!(!format!("{config:?}").contains("file-admin"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn retention_comes_from_the_file() {
+        let dir = std::env::temp_dir().join(format!("tally-config-ret-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("tally.toml");
+        std::fs::write(
+            &file,
+            "write_keys = [\"k\"]\n[retention]\ndefault_days = 90\n[retention.events]\n\"Song Played\" = 7\n",
+        )
+        .unwrap();
+        let config = Settings::from_file(&file).unwrap().resolve().unwrap();
+        assert_eq!(config.retention.default_days, Some(90));
+        assert_eq!(config.retention.events.get("Song Played"), Some(&7));
+        std::fs::write(
+            &file,
+            "write_keys = [\"k\"]\n[retention]\ndefault_days = 0\n",
+        )
+        .unwrap();
+        assert!(matches!(
+            Settings::from_file(&file).unwrap().resolve(),
+            Err(ConfigError::Retention(_))
+        ));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
