@@ -14,6 +14,7 @@ use anyhow::Context as _;
 use tally_collector::app::{app, AppState};
 use tally_collector::config::Settings;
 use tally_collector::ingest::auth::Keys;
+use tally_collector::retention::RetentionJob;
 use tally_collector::{server, store, tls};
 
 /// How long to wait for tasks still running after the server drained (the
@@ -23,7 +24,9 @@ const RUNTIME_SHUTDOWN_TIMEOUT: std::time::Duration = std::time::Duration::from_
 const PRECEDENCE: &str = "\
 Each setting is taken from the first of: the flag, its TALLY_* environment
 variable, the --config file (tally.toml: listen, data_dir, database_url,
-write_keys = [..], admin_token, tls_cert, tls_key, max_in_flight), the default.
+write_keys = [..], admin_token, tls_cert, tls_key, max_in_flight, and the
+[retention] table: default_days, interval_s, chunk_rows, [retention.events]
+\"Event Name\" = days), the default.
 SIGTERM or Ctrl-C stops accepting, finishes requests in flight and exits 0.";
 
 /// Arguments of `tally serve`.
@@ -88,6 +91,7 @@ impl ServeArgs {
             tls_cert: self.tls_cert.clone(),
             tls_key: self.tls_key.clone(),
             max_in_flight: self.max_in_flight,
+            retention: None,
         }
     }
 }
@@ -114,6 +118,24 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         Keys::new(config.write_keys.clone(), config.admin_token.clone()),
     )
     .with_max_in_flight(config.max_in_flight);
+    let retention = if config.retention.is_active() {
+        tracing::info!(
+            default_days = config.retention.default_days,
+            event_rules = config.retention.events.len(),
+            interval_s = config.retention.interval.as_secs(),
+            "retention on"
+        );
+        Some(
+            RetentionJob::start(
+                store.clone(),
+                state.metrics.clone(),
+                config.retention.clone(),
+            )
+            .context("cannot start the retention job")?,
+        )
+    } else {
+        None
+    };
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -137,6 +159,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     // PostgreSQL client runs its own runtime to close its connections, which
     // panics when that happens on a thread driving (or blocking for) tokio.
     runtime.shutdown_timeout(RUNTIME_SHUTDOWN_TIMEOUT);
+    // Stops the job (a chunk in progress finishes) before the store goes.
+    drop(retention);
     drop(store);
     tracing::info!("stopped");
     served
