@@ -14,6 +14,8 @@
 //! | `/v1/deletions` | POST | admin | delete a user, 202 |
 //! | `/v1/health/pipeline` | GET | admin | pipeline health ([`crate::health`]) |
 //! | `/v1/alerts` | GET | admin | alert rules and their states ([`crate::alerts`]) |
+//! | `/v1/deletions` | GET | admin | the deletion requests and their status |
+//! | `/v1/export` | GET | admin | stored events as NDJSON, streamed ([`crate::export`]) |
 //!
 //! Every answer carries CORS headers for the requesting origin, and a
 //! preflight is answered with the headers it asks for (browsers' Segment and
@@ -144,6 +146,8 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/deletions", post(query::delete_user))
         .route("/v1/health/pipeline", get(health::pipeline))
         .route("/v1/alerts", get(crate::alerts::list))
+        .route("/v1/deletions", get(query::list_deletions))
+        .route("/v1/export", get(crate::export::export))
         .fallback(|| async { ApiError::NotFound("no such path") })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(middleware::from_fn_with_state(state.clone(), count_status))

@@ -17,15 +17,19 @@
 //! | [`server`] | the accept loop, TLS, graceful shutdown |
 //! | [`tls`] | loading the certificate and key |
 //! | [`store`] | the store trait and its SQLite and PostgreSQL implementations |
+//! | [`retention`] | the policy and the background job deleting expired events |
+//! | [`export`] | `GET /v1/export`: stored events streamed as NDJSON |
 
 pub mod alerts;
 pub mod app;
 pub mod config;
 pub mod error;
 pub mod health;
+pub mod export;
 pub mod ingest;
 pub mod metrics;
 pub mod query;
+pub mod retention;
 pub mod server;
 pub mod store;
 pub mod tls;

@@ -1,5 +1,5 @@
 //! Admin endpoints (Bearer admin token): totals, event counts,
-//! completeness of one install, and user deletion.
+//! completeness of one install, user deletion and the list of deletions.
 //!
 //! Each handler authenticates, then runs its store call on the blocking
 //! pool (store calls block).
@@ -157,4 +157,44 @@ pub async fn delete_user(
     .await?;
     tracing::info!(deleted_events = report.deleted_events, "user deleted");
     Ok((StatusCode::ACCEPTED, Json(report)).into_response())
+}
+
+/// Deletions listed at most, newest first, unless `limit` says otherwise.
+const DEFAULT_DELETIONS_LIMIT: usize = 1_000;
+
+/// The largest `limit` of `GET /v1/deletions`.
+const MAX_DELETIONS_LIMIT: usize = 100_000;
+
+#[derive(Deserialize)]
+struct DeletionsQuery {
+    limit: Option<usize>,
+}
+
+/// `GET /v1/deletions[?limit=N]` → `{"deletions": [{"userId", "requested_at",
+/// "status", "deleted_events"}]}`, newest first.
+pub async fn list_deletions(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers)?;
+    let q: DeletionsQuery = serde_urlencoded::from_str(query.as_deref().unwrap_or_default())
+        .map_err(|_| ApiError::BadRequest("limit must be a positive integer"))?;
+    let limit = q.limit.unwrap_or(DEFAULT_DELETIONS_LIMIT);
+    if limit == 0 || limit > MAX_DELETIONS_LIMIT {
+        return Err(ApiError::BadRequest("limit must be between 1 and 100000"));
+    }
+    let records = blocking(&state, move |s| s.deletions(limit)).await?;
+    let deletions: Vec<serde_json::Value> = records
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "userId": r.user_id,
+                "requested_at": tally_proto::format_timestamp(r.requested_at),
+                "status": r.status,
+                "deleted_events": r.deleted_events,
+            })
+        })
+        .collect();
+    Ok(Json(serde_json::json!({ "deletions": deletions })).into_response())
 }
