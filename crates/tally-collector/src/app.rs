@@ -12,6 +12,7 @@
 //! | `/metrics` | GET | none | Prometheus text |
 //! | `/v1/stats`, `/v1/events/count`, `/v1/installs/{id}` | GET | admin | queries |
 //! | `/v1/deletions` | POST | admin | delete a user, 202 |
+//! | `/v1/installs/{id}/events` | GET | admin | an install's events in seq order, with their person |
 //!
 //! Every answer carries CORS headers for the requesting origin, and a
 //! preflight is answered with the headers it asks for (browsers' Segment and
@@ -129,6 +130,10 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/events/count", get(query::count_events))
         .route("/v1/installs/{install_id}", get(query::install))
         .route("/v1/deletions", post(query::delete_user))
+        .route(
+            "/v1/installs/{install_id}/events",
+            get(query::install_events),
+        )
         .fallback(|| async { ApiError::NotFound("no such path") })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(middleware::from_fn_with_state(state.clone(), count_status))

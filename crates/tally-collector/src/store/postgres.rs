@@ -41,8 +41,8 @@ pub use pool::{CHECKOUT_TIMEOUT, CONNECT_TIMEOUT, MAX_CONNECTIONS};
 use super::identity::{self, Link};
 use super::ranges::{self, SeqRange, MAX_TRACKED_SEQ};
 use super::{
-    DeadLetter, DeletionReport, EventCount, InstallReport, NewEvent, Stats, Store, StoreError,
-    StoredDeadLetter, WriteOutcome,
+    DeadLetter, DeletionReport, EventCount, InstallEvent, InstallReport, NewEvent, Stats, Store,
+    StoreError, StoredDeadLetter, WriteOutcome,
 };
 use ::postgres::error::SqlState;
 use ::postgres::{Client, Config, IsolationLevel, SimpleQueryMessage, Statement};
@@ -896,6 +896,33 @@ impl Store for PostgresStore {
                     detail: r.try_get(2)?,
                     received_at: r.try_get(3)?,
                     raw: r.try_get(4)?,
+                })
+            })
+            .collect::<Result<_, ::postgres::Error>>()
+            .map_err(pg_error)
+    }
+
+    fn install_events(
+        &self,
+        install_id: &str,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<InstallEvent>, StoreError> {
+        let sql = identity::install_events_sql("$1", "$2", "$3");
+        let after = i64::try_from(after_seq).unwrap_or(i64::MAX);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut conn = self.pool.get()?;
+        let rows = conn
+            .client
+            .query(&sql, &[&install_id, &after, &limit])
+            .map_err(pg_error)?;
+        rows.iter()
+            .map(|r| {
+                Ok(InstallEvent {
+                    seq: r.try_get::<_, i64>(0)? as u64,
+                    kind: r.try_get(1)?,
+                    event: r.try_get(2)?,
+                    person: r.try_get(3)?,
                 })
             })
             .collect::<Result<_, ::postgres::Error>>()
