@@ -80,9 +80,14 @@ fn assert_adds_up(ok: bool, report: &Value, devices: u64, events: u64) {
     );
     assert!(ok, "{report:#}");
     let tracked = report["tracked"].as_u64().unwrap();
-    // Every scripted call was either accepted or refused with a reason.
+    // Every scripted call was accepted, refused with a reason, or made by
+    // a device killed before its flush confirmed it (in doubt).
     let refused = total(&report["refused"]);
-    assert!(tracked + refused >= devices * events, "{report:#}");
+    let in_doubt = report["in_doubt"].as_u64().unwrap();
+    assert!(
+        tracked + refused + in_doubt >= devices * events,
+        "{report:#}"
+    );
     // The faults really happened: resends were answered duplicate, and
     // requests failed or were refused on the way.
     assert!(
@@ -99,7 +104,6 @@ fn assert_adds_up(ok: bool, report: &Value, devices: u64, events: u64) {
     let dropped = total(&report["dropped"]);
     let rejected = total(&report["rejected"]);
     let business = report["business_duplicates"].as_u64().unwrap();
-    let in_doubt = report["in_doubt"].as_u64().unwrap();
     assert!(
         counted + dropped + rejected + business >= tracked,
         "{report:#}"
@@ -270,8 +274,8 @@ fn a_reconnect_storm_is_shed_with_429s_and_drains_exactly() {
     let business = report["business_duplicates"].as_u64().unwrap();
     let refused = total(&report["refused"]);
     // Every scripted call was accepted, or refused for the devices whose
-    // users refused consent.
-    assert_eq!(tracked + refused, 500 * 20, "{report:#}");
+    // users refused consent (double-tapped orders are extra calls).
+    assert!(tracked + refused >= 500 * 20, "{report:#}");
     assert_eq!(
         report["counted"].as_u64().unwrap(),
         tracked - business,

@@ -65,7 +65,10 @@ const DOUBLE_TAP: f64 = 0.1;
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause between collector restarts under the `restart` fault, drawn from
 /// this range (ms): several restarts land inside a run of a few seconds.
-const RESTART_EVERY_MS: (u64, u64) = (400, 1_500);
+const RESTART_EVERY_MS: (u64, u64) = (200, 900);
+/// Restarts the `restart` fault makes at least (the scripts wait for them):
+/// one SIGKILL and one SIGTERM.
+const MIN_RESTARTS: usize = 2;
 
 /// What the simulator does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -196,11 +199,11 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
     }
     let spawn = args.spawn_collector || args.endpoint.is_empty();
     let mut faults = Faults::parse(&args.faults).map_err(anyhow::Error::msg)?;
-    if faults.restart && !spawn {
-        bail!("the restart fault needs a collector the simulator runs (omit --endpoint)");
-    }
     if args.faults.split(',').any(|f| f.trim() == "all") && !spawn {
         faults.restart = false;
+    }
+    if faults.restart && !spawn {
+        bail!("the restart fault needs a collector the simulator runs (omit --endpoint)");
     }
     let temp = match &args.work_dir {
         Some(_) => None,
@@ -417,8 +420,9 @@ fn chaos(fleet: &Fleet, plans: &[DevicePlan], spawned: &Spawned) -> anyhow::Resu
 }
 
 /// The `restart` fault: while the devices run their scripts, stops the
-/// collector (SIGTERM and SIGKILL in turn) and starts it again on the same
-/// address and store, every few hundred milliseconds.
+/// collector (SIGKILL and SIGTERM in turn) and starts it again on the same
+/// address and store, every few hundred milliseconds, at least
+/// [`MIN_RESTARTS`] times.
 fn restart_collector(
     fleet: &Fleet,
     spawned: &Spawned,
@@ -430,7 +434,7 @@ fn restart_collector(
         let pause = Instant::now()
             + Duration::from_millis(rng.between(RESTART_EVERY_MS.0, RESTART_EVERY_MS.1));
         while Instant::now() < pause {
-            if done.load(Ordering::SeqCst) {
+            if done.load(Ordering::SeqCst) && restarts.len() >= MIN_RESTARTS {
                 return Ok(restarts);
             }
             std::thread::sleep(Duration::from_millis(20));

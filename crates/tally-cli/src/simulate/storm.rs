@@ -51,14 +51,22 @@ use super::report::Client;
 use super::scenario::{DevicePlan, Step};
 use super::{device_dir, perform, read_log, Fleet, Outcome, SHUTDOWN_TIMEOUT};
 
-/// Devices online at once by default: 2,000 trackers are 6,000 threads and
-/// about 8,000 file descriptors, inside common limits (`ulimit -n` 20,000,
-/// `pid_max` 32,768) with room for the rest of the machine.
-pub const DEFAULT_CONCURRENCY: usize = 2_000;
+/// Devices online at once by default: twice the collector's default ingest
+/// slots (64), so the collector is always saturated and sheds load, while
+/// the devices' own threads (three per tracker, each polling while it
+/// syncs) stay few enough not to starve a collector on the same machine.
+/// On 2 cores the 10,000 × 100 storm drained in the same time with 500
+/// devices at once, with 1.7 times the SDK CPU per uploaded event and 8
+/// times the retries.
+pub const DEFAULT_CONCURRENCY: usize = 128;
 
 /// Threads opening devices in the offline phase: the work is the SDK's
 /// pipeline and fsyncs, which more threads than this only contend for.
 const CAPTURE_WORKERS: usize = 16;
+
+/// How long a device that synced may take to stop during the storm: its
+/// threads compete with the whole fleet's for the CPU.
+const ONLINE_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How often the collector's `accepted` total is sampled during the drain.
 const SAMPLE_EVERY: Duration = Duration::from_millis(250);
@@ -229,7 +237,7 @@ pub(super) fn run(fleet: &Fleet, plans: &[DevicePlan], client: &Client) -> anyho
             let remaining = deadline.saturating_duration_since(Instant::now());
             let synced = tracker.wait_until_synced(remaining);
             tracker
-                .shutdown(SHUTDOWN_TIMEOUT)
+                .shutdown(ONLINE_SHUTDOWN_TIMEOUT)
                 .with_context(|| format!("stopping device {} online", plan.index))?;
             let mut ledger = Ledger::default();
             read_log(&dir, &mut ledger, false)?;
