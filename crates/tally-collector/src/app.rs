@@ -16,6 +16,7 @@
 //! | `/v1/alerts` | GET | admin | alert rules and their states ([`crate::alerts`]) |
 //! | `/v1/deletions` | GET | admin | the deletion requests and their status |
 //! | `/v1/export` | GET | admin | stored events as NDJSON, streamed ([`crate::export`]) |
+//! | `/v1/installs/{id}/events` | GET | admin | an install's events in seq order, with their person |
 //!
 //! Every answer carries CORS headers for the requesting origin, and a
 //! preflight is answered with the headers it asks for (browsers' Segment and
@@ -148,6 +149,10 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/alerts", get(crate::alerts::list))
         .route("/v1/deletions", get(query::list_deletions))
         .route("/v1/export", get(crate::export::export))
+        .route(
+            "/v1/installs/{install_id}/events",
+            get(query::install_events),
+        )
         .fallback(|| async { ApiError::NotFound("no such path") })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(middleware::from_fn_with_state(state.clone(), count_status))

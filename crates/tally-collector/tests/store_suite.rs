@@ -12,7 +12,7 @@ use tally_collector::metrics::Metrics;
 use tally_collector::retention::{self, RetentionSettings, Stop};
 use tally_collector::store::{
     DeadLetter, DeletionRecord, DeletionStatus, DroppedRange, EventCount, ExpiryScope,
-    ExportedEvent, InstallReport, NewEvent, Stats, Store, WriteOutcome,
+    ExportedEvent, InstallEvent, InstallReport, NewEvent, Stats, Store, WriteOutcome,
 };
 use tally_proto::{MessageType, Priority, RejectReason};
 
@@ -771,6 +771,56 @@ fn export_pages_follow_corrected_time(store: &dyn Store) {
     assert!(store.export_page(901, 1_000, None, 10).unwrap().is_empty());
 }
 
+fn install_events_in_seq_order_with_their_person(store: &dyn Store) {
+    assert_eq!(store.install_events("inst-e", 0, 100).unwrap(), vec![]);
+    let ev = |seq: u64, kind: &str, event: Option<&str>, person: &str| InstallEvent {
+        seq,
+        kind: kind.to_owned(),
+        event: event.map(str::to_owned),
+        person: person.to_owned(),
+    };
+    // Stored out of seq order, before the identify: they count for the
+    // install.
+    let e3 = on_install(track("e3", "Open", "anon-e", 300), "inst-e", 3);
+    let e1 = on_install(track("e1", "View", "anon-e", 100), "inst-e", 1);
+    let mut no_seq = track("n1", "Open", "anon-e", 100);
+    no_seq.install_id = Some("inst-e".into());
+    let other = on_install(track("o1", "Open", "anon-o", 100), "inst-o", 2);
+    store.write_batch(&[e3, e1, no_seq, other], &[]).unwrap();
+    assert_eq!(
+        store.install_events("inst-e", 0, 100).unwrap(),
+        vec![
+            ev(1, "track", Some("View"), "inst-e"),
+            ev(3, "track", Some("Open"), "inst-e"),
+        ]
+    );
+    // The identify links the install: every event now counts for the user.
+    let id2 = on_install(identify("e2", "user-e", None, None, 200), "inst-e", 2);
+    store.write_batch(&[id2], &[]).unwrap();
+    let all = vec![
+        ev(1, "track", Some("View"), "user-e"),
+        ev(2, "identify", None, "user-e"),
+        ev(3, "track", Some("Open"), "user-e"),
+    ];
+    assert_eq!(store.install_events("inst-e", 0, 100).unwrap(), all);
+    // Pages: after a seq, at most a limit.
+    assert_eq!(store.install_events("inst-e", 1, 1).unwrap(), all[1..2]);
+    assert_eq!(store.install_events("inst-e", 3, 100).unwrap(), vec![]);
+    // An alias of the user resolves one hop further.
+    store
+        .write_batch(&[alias("al", "user-e", "user-f", 400)], &[])
+        .unwrap();
+    assert!(store
+        .install_events("inst-e", 0, 100)
+        .unwrap()
+        .iter()
+        .all(|e| e.person == "user-f"));
+    assert_eq!(
+        store.install_events("inst-o", 0, 100).unwrap(),
+        vec![ev(2, "track", Some("Open"), "inst-o")]
+    );
+}
+
 /// Instantiates every suite test for one store kind. `$fresh` makes an
 /// empty store and a guard that cleans up when dropped.
 macro_rules! store_suite {
@@ -854,6 +904,11 @@ macro_rules! store_suite {
         fn ping_answers() {
             let (store, _guard) = $fresh();
             store.ping().unwrap();
+        }
+        #[test]
+        fn install_events_in_seq_order_with_their_person() {
+            let (store, _guard) = $fresh();
+            super::install_events_in_seq_order_with_their_person(&*store);
         }
     };
 }

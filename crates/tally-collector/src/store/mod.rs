@@ -354,6 +354,17 @@ pub trait Store: Send + Sync + 'static {
 
     /// Stored events with `from <= ts_corrected < to`.
     fn count_stored(&self, from: i64, to: i64) -> Result<u64, StoreError>;
+
+    /// Stored events of one install with a seq above `after_seq`, in seq
+    /// order, at most `limit`, each with its person (see the module docs).
+    /// It scans the events table (install ids have no index, as for
+    /// deletion): for checks and investigations, not dashboards.
+    fn install_events(
+        &self,
+        install_id: &str,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<InstallEvent>, StoreError>;
 }
 
 /// Which stored events a retention rule expires
@@ -439,4 +450,19 @@ pub struct ExportedEvent {
     pub raw: String,
     /// The position of this event in the export order.
     pub cursor: ExportCursor,
+}
+
+/// One stored event of an install (`GET /v1/installs/{id}/events`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct InstallEvent {
+    /// `context.tally.seq`.
+    pub seq: u64,
+    /// The message type.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// `event` of a track, `name` of a page or screen.
+    pub event: Option<String>,
+    /// The person it counts for after stitching: the resolved user if
+    /// there is one, else the install.
+    pub person: String,
 }

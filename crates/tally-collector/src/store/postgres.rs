@@ -41,6 +41,7 @@ pub use pool::{CHECKOUT_TIMEOUT, CONNECT_TIMEOUT, MAX_CONNECTIONS};
 use super::health::{self, BatchHealth, PipelineFigures};
 use super::identity::{self, Link};
 use super::ranges::{self, SeqRange, MAX_TRACKED_SEQ};
+use super::InstallEvent;
 use super::{
     CursorTie, DeadLetter, DeletionRecord, DeletionReport, DeletionStatus, EventCount, ExpiryScope,
     ExportCursor, ExportedEvent, InstallReport, NewEvent, Stats, Store, StoreError,
@@ -1271,6 +1272,33 @@ impl Store for PostgresStore {
             )
             .map_err(pg_error)?;
         Ok(row.try_get::<_, i64>(0).map_err(pg_error)?.max(0) as u64)
+    }
+
+    fn install_events(
+        &self,
+        install_id: &str,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<InstallEvent>, StoreError> {
+        let sql = identity::install_events_sql("$1", "$2", "$3");
+        let after = i64::try_from(after_seq).unwrap_or(i64::MAX);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut conn = self.pool.get()?;
+        let rows = conn
+            .client
+            .query(&sql, &[&install_id, &after, &limit])
+            .map_err(pg_error)?;
+        rows.iter()
+            .map(|r| {
+                Ok(InstallEvent {
+                    seq: r.try_get::<_, i64>(0)? as u64,
+                    kind: r.try_get(1)?,
+                    event: r.try_get(2)?,
+                    person: r.try_get(3)?,
+                })
+            })
+            .collect::<Result<_, ::postgres::Error>>()
+            .map_err(pg_error)
     }
 }
 

@@ -52,6 +52,7 @@
 use super::health::{self, BatchHealth, PipelineFigures};
 use super::identity::{self, Link};
 use super::ranges::{self, SeqRange, MAX_TRACKED_SEQ};
+use super::InstallEvent;
 use super::{
     CursorTie, DeadLetter, DeletionRecord, DeletionReport, DeletionStatus, EventCount, ExpiryScope,
     ExportCursor, ExportedEvent, InstallReport, NewEvent, Stats, Store, StoreError,
@@ -1198,6 +1199,32 @@ impl Store for SqliteStore {
             .and_then(|mut s| s.query_row([from, to], |r| r.get::<_, i64>(0)))
             .map(|n| n.max(0) as u64)
             .map_err(db_error)
+        })
+    }
+
+    fn install_events(
+        &self,
+        install_id: &str,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<InstallEvent>, StoreError> {
+        let sql = identity::install_events_sql("?1", "?2", "?3");
+        let after = i64::try_from(after_seq).unwrap_or(i64::MAX);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.readers.with(|c| {
+            c.prepare_cached(&sql)
+                .and_then(|mut s| {
+                    s.query_map(params![install_id, after, limit], |r| {
+                        Ok(InstallEvent {
+                            seq: r.get::<_, i64>(0)? as u64,
+                            kind: r.get(1)?,
+                            event: r.get(2)?,
+                            person: r.get(3)?,
+                        })
+                    })?
+                    .collect()
+                })
+                .map_err(db_error)
         })
     }
 }
