@@ -1664,6 +1664,38 @@ mod health_suite {
         check(&b, now);
     }
 
+    /// Pruning deletes the hours before its bound and the beacons
+    /// captured before it, nothing else.
+    fn prune(store: &dyn Store) {
+        let now = write_fixture(store, store);
+        // Before the first hour: only b3's beacon row, captured 8 days
+        // before `now` (the fleet already ignored it).
+        assert_eq!(store.prune_health(H).unwrap(), 1);
+        check(store, now);
+        // The first hour's rows go, and the beacons captured in it (b1,
+        // b2); b0 (captured before b1) never replaced b1.
+        assert!(store.prune_health(H + HOUR_MS).unwrap() > 0);
+        let f = store.pipeline_health(H, H + 3 * HOUR_MS, now).unwrap();
+        assert_eq!((f.window.batches, f.window.accepted), (1, 2));
+        assert_eq!(f.window.ingest_lag.count(), 2);
+        assert_eq!(f.fleet, Fleet::default());
+        // Totals and completeness are not figures by hour: they stay.
+        assert_eq!(f.totals.batches, 6);
+        assert_eq!(f.completeness.missing, 2);
+    }
+
+    #[test]
+    fn prune_on_sqlite() {
+        let (store, _guard) = super::sqlite::fresh();
+        prune(&*store);
+    }
+
+    #[test]
+    fn prune_on_postgres() {
+        let (store, _guard) = super::postgres::fresh();
+        prune(&*store);
+    }
+
     #[test]
     fn an_empty_store_reports_zeros() {
         for (store, _guard) in [

@@ -170,3 +170,56 @@ impl Sender {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alerts::rules::AlertState;
+
+    fn change(n: usize) -> Transition {
+        Transition {
+            rule: "dedup_rate_high",
+            state: AlertState::Firing,
+            value: Some(n as f64),
+            threshold: 0.1,
+            at: tally_proto::format_timestamp(0),
+        }
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_counts_without_blocking_and_failures_are_counted() {
+        // Nothing listens on the discard port: every attempt is refused,
+        // so the sender sits in its backoff while the queue fills.
+        let status = Arc::new(WebhookStatus::default());
+        let metrics = Arc::new(Metrics::new());
+        let webhook = Webhook::start(
+            "http://127.0.0.1:9/hook".into(),
+            status.clone(),
+            metrics.clone(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let started = std::time::Instant::now();
+        for n in 0..QUEUE_CAPACITY + 2 {
+            webhook.send(change(n));
+        }
+        // Never blocked: 258 sends take no retry's time.
+        assert!(started.elapsed() < FIRST_BACKOFF, "{:?}", started.elapsed());
+        let dropped = status.dropped.load(Ordering::Relaxed);
+        // The sender took at most one change off the queue.
+        assert!((1..=2).contains(&dropped), "{dropped}");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while status.failures.load(Ordering::Relaxed) == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no failed attempt counted"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(status.deliveries.load(Ordering::Relaxed), 0);
+        let text = metrics.encode();
+        assert!(
+            text.contains(&format!("tally_alert_webhook_dropped_total {dropped}")),
+            "{text}"
+        );
+    }
+}

@@ -2,7 +2,8 @@
 //! uncounted requests to the store, reads the pipeline figures once,
 //! refreshes the Prometheus gauges from them, and evaluates the alert
 //! rules (see [`crate::alerts`]). A scrape of `/metrics` never queries the
-//! store.
+//! store. Once an hour it also deletes health figures older than
+//! [`HEALTH_RETENTION_MS`] (90 days).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use crate::app::AppState;
 use crate::health::ratio;
 use crate::ingest::clock;
 use crate::metrics::WindowRates;
+use crate::store::health::{HEALTH_RETENTION_MS, HOUR_MS};
 use crate::store::{HealthTotals, PipelineFigures};
 
 /// Store totals and missing seqs at one evaluation.
@@ -86,9 +88,14 @@ async fn run(state: AppState) {
     }
     let mut ticker = tokio::time::interval(config.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut pruned_at = i64::MIN;
     loop {
         ticker.tick().await;
         let now = clock::now_ms();
+        if now.saturating_sub(pruned_at) >= PRUNE_EVERY_MS {
+            pruned_at = now;
+            prune(&state, now.saturating_sub(HEALTH_RETENTION_MS)).await;
+        }
         let figures = match read(&state, now, samples.window_ms).await {
             Some(f) => f,
             None => {
@@ -132,6 +139,20 @@ async fn run(state: AppState) {
                 webhook.send(change);
             }
         }
+    }
+}
+
+/// How often old health figures are deleted: hourly, so each pass
+/// deletes about one hour of rows.
+const PRUNE_EVERY_MS: i64 = HOUR_MS;
+
+/// Deletes the health figures of the hours before `before`.
+async fn prune(state: &AppState, before: i64) {
+    let store = Arc::clone(&state.store);
+    match tokio::task::spawn_blocking(move || store.prune_health(before)).await {
+        Ok(Ok(rows)) => tracing::debug!(rows, "old health figures deleted"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "cannot delete old health figures"),
+        Err(e) => tracing::error!(error = %e, "health pruning task failed"),
     }
 }
 

@@ -47,6 +47,10 @@ pub const BEACON_EVENT: &str = "tally.health";
 /// the active fleet.
 pub const FLEET_MAX_AGE_MS: i64 = 7 * 24 * HOUR_MS;
 
+/// How long health figures are kept: long enough to compare a quarter
+/// with the previous one; older hours are deleted by the health task.
+pub const HEALTH_RETENTION_MS: i64 = 90 * 24 * HOUR_MS;
+
 /// Queue age past which an install counts as having a stale queue.
 pub const STALE_QUEUE_AGE_S: f64 = 24.0 * 3600.0;
 
@@ -416,6 +420,14 @@ pub(crate) const FLEET_SQL: &str = "SELECT CAST(count(*) AS BIGINT), \
     CAST(coalesce(sum(CASE WHEN backoff_ms > 0 OR consecutive_failures > 0 THEN 1 ELSE 0 END), 0) AS BIGINT), \
     CAST(coalesce(sum(CASE WHEN oldest_pending_age_s > $2 THEN 1 ELSE 0 END), 0) AS BIGINT) \
     FROM install_health WHERE at >= $1";
+
+/// Statements of [`super::Store::prune_health`], each with `$1` = before.
+pub(crate) const PRUNE_SQL: [&str; 4] = [
+    "DELETE FROM health_hours WHERE hour < $1",
+    "DELETE FROM health_rejections WHERE hour < $1",
+    "DELETE FROM health_histograms WHERE hour < $1",
+    "DELETE FROM install_health WHERE at < $1",
+];
 
 /// `sql` with SQLite's placeholders (`?n` for `$n`).
 pub(crate) fn sqlite_sql(sql: &str) -> String {

@@ -325,6 +325,12 @@ pub trait Store: Send + Sync + 'static {
     /// whole hours), completeness, and the fleet's latest beacons captured
     /// at or after `now` − [`health::FLEET_MAX_AGE_MS`].
     fn pipeline_health(&self, from: i64, to: i64, now: i64) -> Result<PipelineFigures, StoreError>;
+
+    /// Deletes the health figures of the hours before `before` (Unix ms),
+    /// and beacons captured before it; returns the rows deleted. The
+    /// health task calls it hourly with [`health::HEALTH_RETENTION_MS`],
+    /// so each call deletes about one hour of rows.
+    fn prune_health(&self, before: i64) -> Result<u64, StoreError>;
     /// Deletes at most `limit` events of `scope` whose corrected time is
     /// before `before` (Unix ms), in one short transaction that also
     /// lowers the `events` counter by the number returned. Retention calls

@@ -1168,6 +1168,17 @@ impl Store for PostgresStore {
         Ok(figures)
     }
 
+    fn prune_health(&self, before: i64) -> Result<u64, StoreError> {
+        let mut conn = self.pool.get()?;
+        // One statement per table, each its own transaction: they touch
+        // only past hours, which no batch writes any more.
+        let mut deleted = 0;
+        for sql in health::PRUNE_SQL {
+            deleted += conn.client.execute(sql, &[&before]).map_err(pg_error)?;
+        }
+        Ok(deleted)
+    }
+
     fn expire_events(
         &self,
         scope: ExpiryScope<'_>,

@@ -1087,6 +1087,20 @@ impl Store for SqliteStore {
         })
     }
 
+    fn prune_health(&self, before: i64) -> Result<u64, StoreError> {
+        self.writer.run(0, |state| {
+            let mut deleted = 0;
+            for sql in health::PRUNE_SQL {
+                deleted += state
+                    .conn
+                    .prepare_cached(&health::sqlite_sql(sql))
+                    .and_then(|mut s| s.execute([before]))
+                    .map_err(db_error)? as u64;
+            }
+            Ok(deleted)
+        })
+    }
+
     fn expire_events(
         &self,
         scope: ExpiryScope<'_>,
