@@ -14,6 +14,16 @@
 //! the store's totals must equal exactly what was sent: unique messages
 //! accepted, repeats counted as duplicates. The server's own histograms
 //! tell where the time went (store commit vs the rest of the request).
+//!
+//! With `--retention-backlog N`, the store first receives N events whose
+//! corrected time is 400 days old, then three times `--events` more are
+//! sent at full load in six segments, alternately without and with the
+//! retention job (365 days) deleting that backlog (A B B A A B, so drift
+//! weighs on both sides). The figure is the rate with the job over the
+//! rate without it; the run fails if the job ran out of backlog, since its
+//! segments would then not measure deletion. The stored `events` counter
+//! must end exactly at what was sent plus the backlog minus what the job
+//! deleted.
 
 use std::io::Read as _;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -63,6 +73,10 @@ pub struct CollectorArgs {
     /// Percent of each batch repeated from an earlier batch
     #[arg(long, default_value_t = 5)]
     duplicate_percent: usize,
+    /// Also measure full load while the retention job deletes a backlog of
+    /// this many expired events (0: skip)
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    retention_backlog: usize,
 }
 
 const WRITE_KEY: &str = "bench-write-key";
@@ -98,6 +112,7 @@ fn collector(args: CollectorArgs) -> anyhow::Result<()> {
         store.clone(),
         Keys::new([WRITE_KEY.to_owned()], Some(ADMIN_TOKEN.to_owned())),
     );
+    let metrics = state.metrics.clone();
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -111,18 +126,24 @@ fn collector(args: CollectorArgs) -> anyhow::Result<()> {
 
     let full_batches = args.events / args.batch;
     let half_batches = (full_batches / 2).max(1);
+    let retention_batches = if args.retention_backlog > 0 {
+        3 * full_batches
+    } else {
+        0
+    };
     eprintln!(
         "building {} batches of {} messages ({}% repeated), gzip",
-        full_batches + half_batches,
+        full_batches + half_batches + retention_batches,
         args.batch,
         args.duplicate_percent
     );
     let work = workload(
-        full_batches + half_batches,
+        full_batches + half_batches + retention_batches,
         args.batch,
         args.duplicate_percent,
     );
-    let (full, half) = work.batches.split_at(full_batches);
+    let (full, rest) = work.batches.split_at(full_batches);
+    let (half, retention_work) = rest.split_at(half_batches);
 
     let baseline = baseline(full, args.store)?;
     let agent = agent();
@@ -133,10 +154,22 @@ fn collector(args: CollectorArgs) -> anyhow::Result<()> {
     let interval = Duration::from_secs_f64(2.0 * args.batch as f64 / full_rate);
     let half_run = load(&base, half, args.batch, args.connections, Some(interval))?;
     let half_rate = half_run.messages as f64 / half_run.wall.as_secs_f64();
+    let retention = if args.retention_backlog > 0 {
+        Some(retention_phases(
+            &base,
+            &store,
+            &metrics,
+            retention_work,
+            &args,
+        )?)
+    } else {
+        None
+    };
 
     let stats = get_json(&agent, &format!("{base}/v1/stats"))?;
     let accepted = stats["accepted"].as_u64().unwrap_or_default();
     let duplicate = stats["duplicate"].as_u64().unwrap_or_default();
+    let stored = stats["events"].as_u64().unwrap_or_default();
     let _ = stop_tx.send(());
     runtime.block_on(server)?;
     // Dropped outside the runtime (see serve.rs: the PostgreSQL client
@@ -186,8 +219,24 @@ fn collector(args: CollectorArgs) -> anyhow::Result<()> {
             ))
             .unwrap_or_default(),
     );
+    let (backlog, expired) = retention
+        .as_ref()
+        .map_or((0, 0), |r| (r.backlog, r.expired));
+    if let Some(r) = &retention {
+        println!(
+            "retention: full load {:.0} events/s without the job, {:.0} with it deleting a backlog of {} \
+             ({} deleted, {:.0}/s while it ran): ratio {:.3}",
+            r.without,
+            r.with_job,
+            r.backlog,
+            r.expired,
+            r.expired as f64 / r.with_job_wall.as_secs_f64(),
+            r.ratio(),
+        );
+    }
     println!(
-        "exactness: accepted {accepted} (sent unique {}), duplicate {duplicate} (sent repeated {})",
+        "exactness: accepted {accepted} (sent unique {} + backlog {backlog}), duplicate {duplicate} \
+         (sent repeated {}), stored {stored} (expired {expired})",
         work.unique, work.duplicates
     );
     println!(
@@ -206,10 +255,148 @@ fn collector(args: CollectorArgs) -> anyhow::Result<()> {
             "duplicate": duplicate,
             "sent_unique": work.unique,
             "sent_repeated": work.duplicates,
+            "retention": retention.as_ref().map(|r| serde_json::json!({
+                "backlog": r.backlog,
+                "events_per_s_without_job": r.without.round(),
+                "events_per_s_with_job": r.with_job.round(),
+                "expired": r.expired,
+                "ratio": (r.ratio() * 1000.0).round() / 1000.0,
+            })),
         })
     );
-    if accepted != work.unique || duplicate != work.duplicates {
+    if accepted != work.unique + backlog || duplicate != work.duplicates {
         bail!("the store's totals do not match what was sent");
+    }
+    if retention.is_some() && stored != work.unique + backlog - expired {
+        bail!("the stored events counter does not match what was sent minus what expired");
+    }
+    Ok(())
+}
+
+/// The figures of the retention phases.
+struct RetentionRun {
+    backlog: u64,
+    /// Full-load events/s of the segments without the job.
+    without: f64,
+    /// Full-load events/s of the segments with the job deleting.
+    with_job: f64,
+    /// Wall time of the segments with the job.
+    with_job_wall: Duration,
+    /// Deleted by the job in all.
+    expired: u64,
+}
+
+impl RetentionRun {
+    /// Throughput with the job over throughput without it.
+    fn ratio(&self) -> f64 {
+        self.with_job / self.without
+    }
+}
+
+/// Days the bench's retention policy keeps events; the backlog is older.
+const BENCH_RETENTION_DAYS: u32 = 365;
+const BACKLOG_AGE_DAYS: i64 = 400;
+
+/// Segments of the retention phases, with (`true`) and without the job:
+/// A B B A A B, so that a drift over the run (a growing table, the load of
+/// other processes) weighs on both sides alike.
+const RETENTION_SEGMENTS: [bool; 6] = [false, true, true, false, false, true];
+
+/// Seeds the backlog, then runs full load in [`RETENTION_SEGMENTS`], the
+/// retention job (started afresh, so deleting from its first moment)
+/// running during the segments marked `true`.
+fn retention_phases(
+    base: &str,
+    store: &Arc<dyn store::Store>,
+    metrics: &Arc<tally_collector::metrics::Metrics>,
+    batches: &[EncodedBatch],
+    args: &CollectorArgs,
+) -> anyhow::Result<RetentionRun> {
+    use tally_collector::retention::{RetentionJob, RetentionPolicy};
+    let backlog = args.retention_backlog as u64;
+    eprintln!("seeding {backlog} events {BACKLOG_AGE_DAYS} days old");
+    seed_backlog(store.as_ref(), args.retention_backlog)?;
+    let segment = batches.len() / RETENTION_SEGMENTS.len();
+    if segment == 0 {
+        bail!("too few batches for the retention phases: raise --events");
+    }
+    let (mut with, mut without) = ((0u64, Duration::ZERO), (0u64, Duration::ZERO));
+    for (i, job_on) in RETENTION_SEGMENTS.into_iter().enumerate() {
+        let work = &batches[i * segment..(i + 1) * segment];
+        let job = if job_on {
+            Some(RetentionJob::start(
+                store.clone(),
+                metrics.clone(),
+                RetentionPolicy {
+                    default_days: Some(BENCH_RETENTION_DAYS),
+                    ..RetentionPolicy::default()
+                },
+            )?)
+        } else {
+            None
+        };
+        let expired_before = expired_total(metrics);
+        let run = load(base, work, args.batch, args.connections, None)?;
+        if job.is_some() && expired_total(metrics) == expired_before {
+            bail!("the retention job deleted nothing during segment {i}");
+        }
+        drop(job);
+        let side = if job_on { &mut with } else { &mut without };
+        side.0 += run.messages;
+        side.1 += run.wall;
+    }
+    let expired = expired_total(metrics);
+    if expired >= backlog {
+        bail!(
+            "the job deleted the whole backlog ({backlog}) before its segments ended: \
+             use a larger --retention-backlog"
+        );
+    }
+    Ok(RetentionRun {
+        backlog,
+        without: without.0 as f64 / without.1.as_secs_f64(),
+        with_job: with.0 as f64 / with.1.as_secs_f64(),
+        with_job_wall: with.1,
+        expired,
+    })
+}
+
+/// `tally_retention_expired_events_total` of the in-process collector.
+fn expired_total(metrics: &tally_collector::metrics::Metrics) -> u64 {
+    metrics
+        .encode()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("tally_retention_expired_events_total ")
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Writes `n` SDK-shaped events whose corrected time is
+/// [`BACKLOG_AGE_DAYS`] old straight into the store, through the
+/// collector's own event building (the HTTP path is not what is measured
+/// here).
+fn seed_backlog(store: &dyn store::Store, n: usize) -> anyhow::Result<()> {
+    use tally_collector::ingest::{clock, events};
+    const DAY_MS: i64 = 24 * 60 * 60 * 1000;
+    let run = std::process::id();
+    let received_at = clock::now_ms();
+    let old = received_at - BACKLOG_AGE_DAYS * DAY_MS;
+    let mut batch = Vec::with_capacity(500);
+    for i in 0..n {
+        let mut msg = message(run, i as u64, old + i as i64);
+        msg.message_id = Some(format!("backlog-{run}-{i:012}"));
+        let raw = msg.to_json();
+        let checked = tally_proto::validate(&msg, &raw)
+            .map_err(|r| anyhow::anyhow!("a backlog message is invalid: {}", r.detail))?;
+        // No sentAt: the corrected time is the message's own.
+        let times = clock::message_times(&checked, None, received_at);
+        batch.push(events::new_event(&msg, checked, times, received_at, &raw));
+        if batch.len() == 500 || i + 1 == n {
+            store.write_batch(&batch, &[])?;
+            batch.clear();
+        }
     }
     Ok(())
 }

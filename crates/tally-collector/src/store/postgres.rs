@@ -30,6 +30,12 @@
 //! (`synchronous_commit = on`, the server default), so an accepted event
 //! survives a crash of the collector and of the database server.
 //!
+//! Retention chunks (`DELETE ... FOR UPDATE SKIP LOCKED`, with the counter
+//! in the same statement) take no advisory lock: ingest does not wait for
+//! them beyond one counter shard's row, and the chunks of several
+//! collectors skip each other's rows. Export pages follow the
+//! `(ts_corrected, message_id)` keyset of the `events_by_time` index.
+//!
 //! Identity rules (stitching, conflicts, deletion) are those of the
 //! [store module](super), from SQL shared with the SQLite store. A deletion
 //! scans `events` while it holds the exclusive lock: ingest waits for it.

@@ -44,6 +44,12 @@
 //! | `tombstones` | deleted users |
 //! | `installs`, `install_seen`, `install_drops` | completeness: max seq, seen seq ranges (merged), dropped ranges with reasons |
 //! | `health_hours`, `health_rejections`, `health_histograms`, `install_health` | pipeline health (see [`super::health`]) |
+//! | `deletions` | every deletion request: user, time, status, events removed |
+//!
+//! Retention deletes expired events in chunks through the writer (each
+//! chunk waits its turn like a batch and holds the writer for that chunk
+//! only); export reads pages on the reader connections by the
+//! `(ts_corrected, row_id)` keyset of the `events_by_time` index.
 //!
 //! Deletion scans `events` (it resolves every event's person) inside the
 //! writer, so ingest waits for it: it is rare and administrative, and an
