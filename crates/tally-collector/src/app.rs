@@ -12,6 +12,7 @@
 //! | `/metrics` | GET | none | Prometheus text |
 //! | `/v1/stats`, `/v1/events/count`, `/v1/installs/{id}` | GET | admin | queries |
 //! | `/v1/deletions` | POST | admin | delete a user, 202 |
+//! | `/`, `/assets/{file}` | GET | none | the dashboard (its data calls need the admin token) |
 //!
 //! Every answer carries CORS headers for the requesting origin, and a
 //! preflight is answered with the headers it asks for (browsers' Segment and
@@ -30,6 +31,7 @@ use tally_proto::{format_timestamp, DecodeLimits, MessageType};
 use tokio::sync::Semaphore;
 use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 
+use crate::dashboard;
 use crate::error::ApiError;
 use crate::ingest::{self, auth::Keys};
 use crate::metrics::Metrics;
@@ -129,6 +131,8 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/events/count", get(query::count_events))
         .route("/v1/installs/{install_id}", get(query::install))
         .route("/v1/deletions", post(query::delete_user))
+        .route("/", get(dashboard::index))
+        .route("/assets/{file}", get(dashboard::asset))
         .fallback(|| async { ApiError::NotFound("no such path") })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(middleware::from_fn_with_state(state.clone(), count_status))

@@ -15,9 +15,11 @@
 //! | [`server`] | the accept loop, TLS, graceful shutdown |
 //! | [`tls`] | loading the certificate and key |
 //! | [`store`] | the store trait and its SQLite and PostgreSQL implementations |
+//! | [`dashboard`] | the page at `/` and its embedded assets |
 
 pub mod app;
 pub mod config;
+pub mod dashboard;
 pub mod error;
 pub mod ingest;
 pub mod metrics;
