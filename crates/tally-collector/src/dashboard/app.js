@@ -616,7 +616,7 @@
     card(fleet, 'health-fleet-pending', 'Pending events', n('fleet.pending_events'), undefined, 'not yet sent, across the fleet');
     const age = n('fleet.oldest_pending_age_s');
     card(fleet, 'health-fleet-oldest', 'Oldest pending', age, fmt.seconds(age), null, age > 86400 ? 'warn' : null);
-    card(fleet, 'health-fleet-over-24h', 'Oldest pending > 24 h', n('fleet.installs_oldest_pending_over_24h'), undefined, 'installs');
+    card(fleet, 'health-fleet-over-24h', 'Oldest pending > 24 h', n('fleet.installs_oldest_pending_over_24h'), undefined, 'installs', n('fleet.installs_oldest_pending_over_24h') > 0 ? 'warn' : null);
     card(fleet, 'health-fleet-persistence', 'Persistence errors', n('fleet.installs_with_persistence_errors'), undefined, 'installs', n('fleet.installs_with_persistence_errors') > 0 ? 'bad' : 'ok');
     card(fleet, 'health-fleet-backoff', 'In backoff', n('fleet.installs_in_backoff'), undefined, 'installs');
   }

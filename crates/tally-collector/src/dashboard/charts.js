@@ -205,7 +205,8 @@ const Charts = (() => {
     const axis = svgEl('g', { class: 'axis-x' }, svg);
     svgEl('line', { x1: MARGIN.left, x2: width - MARGIN.right, y1: y(0), y2: y(0), class: 'baseline' }, axis);
     for (let i = 0; i < n; i += every) {
-      svgEl('text', { x: x(i), y: HEIGHT - MARGIN.bottom + 20, 'text-anchor': n === 1 ? 'middle' : i === 0 ? 'start' : 'middle' }, axis)
+      const anchor = n === 1 ? 'middle' : i === 0 ? 'start' : i + every >= n && i === n - 1 ? 'end' : 'middle';
+      svgEl('text', { x: x(i), y: HEIGHT - MARGIN.bottom + 20, 'text-anchor': anchor }, axis)
         .textContent = xLabel(labels[i]);
     }
 
@@ -224,7 +225,7 @@ const Charts = (() => {
       });
     });
 
-    const guide = svgEl('line', { class: 'guide', y1: MARGIN.top, y2: MARGIN.top + plotH, x1: -10, x2: -10 }, svg);
+    const guide = svgEl('line', { class: 'guide', y1: MARGIN.top, y2: MARGIN.top + plotH, x1: 0, x2: 0, visibility: 'hidden' }, svg);
     const hover = svgEl('rect', {
       x: MARGIN.left - 10, y: MARGIN.top, width: plotW + 20, height: plotH, class: 'hover-target',
     }, svg);
@@ -234,13 +235,13 @@ const Charts = (() => {
       const i = n === 1 ? 0 : Math.min(n - 1, Math.max(0, Math.round(((mx - MARGIN.left) * (n - 1)) / plotW)));
       guide.setAttribute('x1', x(i));
       guide.setAttribute('x2', x(i));
+      guide.setAttribute('visibility', 'visible');
       svg.querySelectorAll('circle.active').forEach((c) => c.classList.remove('active'));
       svg.querySelectorAll(`circle[data-index="${i}"]`).forEach((c) => c.classList.add('active'));
       showTooltip(event, title(labels[i]), series.map((s) => ({ label: s.name, value: value(s.values[i]), cls: s.cls })));
     });
     hover.addEventListener('mouseleave', () => {
-      guide.setAttribute('x1', -10);
-      guide.setAttribute('x2', -10);
+      guide.setAttribute('visibility', 'hidden');
       svg.querySelectorAll('circle.active').forEach((c) => c.classList.remove('active'));
       hideTooltip();
     });
