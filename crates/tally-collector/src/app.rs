@@ -127,6 +127,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/time", get(time))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))
+        .route("/v1/dead-letters", get(query::dead_letters))
         .route("/v1/stats", get(query::stats))
         .route("/v1/events/count", get(query::count_events))
         .route("/v1/installs/{install_id}", get(query::install))

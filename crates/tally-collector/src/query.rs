@@ -51,6 +51,30 @@ pub async fn stats(
     Ok(Json(stats).into_response())
 }
 
+/// Most dead letters one request lists.
+const MAX_DEAD_LETTERS: usize = 1_000;
+
+#[derive(Deserialize)]
+struct DeadLetterQuery {
+    limit: Option<usize>,
+}
+
+/// `GET /v1/dead-letters[?limit=N]` → `{"dead_letters": [...]}`: the most
+/// recent rejected messages, newest first, with their reason (default 100,
+/// at most 1,000).
+pub async fn dead_letters(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers)?;
+    let q: DeadLetterQuery = serde_urlencoded::from_str(query.as_deref().unwrap_or_default())
+        .map_err(|_| ApiError::BadRequest("limit must be a non-negative integer"))?;
+    let limit = q.limit.unwrap_or(100).min(MAX_DEAD_LETTERS);
+    let rows = blocking(&state, move |s| s.dead_letters(limit)).await?;
+    Ok(Json(serde_json::json!({ "dead_letters": rows })).into_response())
+}
+
 #[derive(Deserialize)]
 struct CountQuery {
     event: Option<String>,

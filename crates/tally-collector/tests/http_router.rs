@@ -296,6 +296,25 @@ async fn every_rejection_reason_reachable_over_http_is_answered_and_kept() {
     assert_eq!(stats["accepted"], 1);
     assert_eq!(stats["rejected"].as_u64(), Some(cases.len() as u64));
     assert_eq!(stats["events"], 1);
+
+    // Every rejected message is kept with its reason (one request: the
+    // order within it is the store's).
+    let (status, _, kept) = h.send(admin_get("/v1/dead-letters?limit=1000")).await;
+    assert_eq!(status, StatusCode::OK);
+    let mut kept_reasons: Vec<&str> = kept["dead_letters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["reason"].as_str().unwrap())
+        .collect();
+    let mut sent_reasons: Vec<&str> = cases.iter().map(|(_, r)| r.as_str()).collect();
+    kept_reasons.sort_unstable();
+    sent_reasons.sort_unstable();
+    assert_eq!(kept_reasons, sent_reasons);
+    let (_, _, two) = h.send(admin_get("/v1/dead-letters?limit=2")).await;
+    assert_eq!(two["dead_letters"].as_array().unwrap().len(), 2);
+    let (status, _, _) = h.send(admin_get("/v1/dead-letters?limit=-1")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
 }
 
 #[tokio::test]

@@ -51,3 +51,13 @@ pub use tracker::{
 };
 pub use upload::clock::{Clock, SystemClock, VirtualClock};
 pub use upload::transport::{HttpTransport, Method, Request, Response, Transport, TransportError};
+
+/// The Rust code in `docs/getting-started.md` compiles against this crate.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/getting-started.md")]
+struct GettingStartedGuide;
+
+/// The Rust code in `docs/privacy.md` compiles against this crate.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/privacy.md")]
+struct PrivacyGuide;
