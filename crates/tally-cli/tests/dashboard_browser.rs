@@ -49,16 +49,16 @@ impl Fixture {
         }
     }
 
-    fn next_seq(&mut self, install: &str, skip: u64) -> u64 {
+    fn next_seq(&mut self, install: &str) -> u64 {
         let seq = self.seqs.entry(install.to_owned()).or_insert(0);
-        *seq += 1 + skip;
+        *seq += 1;
         *seq
     }
 
     /// `user` (u01..u12) does `event` `ago_ms` before now on their install.
     fn track(&mut self, user: u32, event: &str, ago_ms: i64) {
         let install = format!("inst-{user:02}");
-        let seq = self.next_seq(&install, 0);
+        let seq = self.next_seq(&install);
         let n = self.messages.len();
         self.messages.push(json!({
             "type": "track",
@@ -80,7 +80,7 @@ impl Fixture {
     /// The SDK's `tally.health` beacon from `user`'s install.
     fn beacon(&mut self, user: u32, ago_ms: i64, properties: Value) {
         let install = format!("inst-{user:02}");
-        let seq = self.next_seq(&install, 0);
+        let seq = self.next_seq(&install);
         let n = self.messages.len();
         self.messages.push(json!({
             "type": "track",
@@ -110,12 +110,12 @@ impl Fixture {
             }
         }
         f.track(9, "Purchased", a - 2 * HOUR);
+        // A lost event: install 06 skips one seq before its next event
+        // (a completeness gap of 1).
+        f.next_seq("inst-06");
         for u in 1..=6 {
             f.track(u, "App Opened", 2 * DAY - i64::from(u) * MIN);
         }
-        // A lost event: install 06 skips one seq (completeness gap of 1).
-        let install = "inst-06".to_owned();
-        f.next_seq(&install, 0);
         for u in 1..=3 {
             f.track(u, "App Opened", DAY - i64::from(u) * MIN);
         }
@@ -601,6 +601,19 @@ fn the_dashboard_shows_what_the_query_api_answers() {
         ] {
             let expected = path.split('.').fold(&h, |v, k| &v[k]);
             s.assert_value(&format!("#health-{id}"), expected);
+        }
+        // The fixture's own figures, which no window choice can change.
+        for (path, expected) in [
+            ("dedup.duplicates", 5),
+            ("rejections.total", 2),
+            ("completeness.installs_with_gaps", 1),
+            ("completeness.missing", 1),
+            ("fleet.installs_reporting", 3),
+            ("fleet.pending_events", 140),
+            ("fleet.installs_with_persistence_errors", 1),
+        ] {
+            let got = path.split('.').fold(&h, |v, k| &v[k]);
+            assert_eq!(got, expected, "{path} of the fixture");
         }
         for id in ["dedup-duplicates", "rejections-total", "fleet-pending"] {
             let css = format!("#health-{id}");

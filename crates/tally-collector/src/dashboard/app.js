@@ -227,6 +227,7 @@
     for (const id of ['#events-event', '#retention-event', '#breakdown-event']) $(id).replaceChildren();
     $('#funnel-steps').replaceChildren();
     $('#alerts-webhook').textContent = '';
+    $('#health-window').textContent = '';
     showLogin(message);
   }
 
@@ -575,6 +576,10 @@
 
   function drawHealth(h) {
     const n = (p) => get(h, p);
+    const covered = $('#health-window');
+    covered.textContent = h.window && h.window.from && h.window.to
+      ? `Ingest figures cover what arrived from ${new Date(h.window.from).toLocaleString()} to ${new Date(h.window.to).toLocaleString()} (whole hours of receipt); completeness and fleet queues are as of now.`
+      : '';
     const ingest = $('#health-ingest');
     ingest.replaceChildren();
     const lagLevel = (ms) => (ms > 3600000 ? 'warn' : null);
@@ -585,7 +590,7 @@
     card(ingest, 'health-sync-latency-p99', 'Sync latency p99', n('sync_latency_ms.p99'), fmt.ms(n('sync_latency_ms.p99')));
     const success = n('batches.success_rate');
     card(ingest, 'health-batch-success-rate', 'Batch success', success, fmt.percent(success),
-      `${fmt.int(n('batches.succeeded'))} of ${fmt.int(n('batches.total'))} requests`, success < 0.99 ? 'warn' : 'ok');
+      `${fmt.int(n('batches.succeeded'))} of ${fmt.int(n('batches.total'))} requests`, success === null || success === undefined ? null : success < 0.99 ? 'warn' : 'ok');
 
     const quality = $('#health-quality');
     quality.replaceChildren();
