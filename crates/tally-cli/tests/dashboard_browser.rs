@@ -450,11 +450,26 @@ fn the_dashboard_shows_what_the_query_api_answers() {
     // DAU, WAU, MAU.
     let state = s.open("active");
     let paths = s.paths("active");
-    assert_eq!(paths.len(), 3);
-    let answers: Vec<Option<Value>> = paths
+    assert_eq!(paths.len(), 4, "DAU, WAU, MAU and sessions: {paths:?}");
+    let answers: Vec<Option<Value>> = paths[..3]
         .iter()
         .map(|p| s.answer_or_shown_error("active", &state, p))
         .collect();
+    let (status, sessions) = s.api(&paths[3]);
+    if status == 200 {
+        s.assert_int("#active-sessions", &sessions["sessions"]);
+        s.assert_value("#active-session-median", &sessions["median_length_s"]);
+        if answers.iter().all(Option::is_some) {
+            let rows = s.table("#active-table");
+            for (row, bucket) in rows.iter().zip(sessions["series"].as_array().unwrap()) {
+                assert_eq!(row[0].0, js_string(&bucket["bucket"]));
+                assert_eq!(digits(&row[4].1), js_string(&bucket["sessions"]));
+            }
+        }
+    } else {
+        let shown = browser.text("#sessions-error");
+        assert!(shown.contains(&status.to_string()), "{shown}");
+    }
     if let [Some(day), Some(week), Some(month)] = &answers[..] {
         let last = |a: &Value| a["series"].as_array().unwrap().last().unwrap()["people"].clone();
         s.assert_int("#active-dau", &last(day));

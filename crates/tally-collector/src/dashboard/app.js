@@ -103,6 +103,15 @@
         logout('The collector no longer accepts this token. Sign in again.');
         return;
       }
+      // No stale numbers next to the error: what an earlier request showed
+      // is cleared (parts fed by another endpoint, marked
+      // data-independent, keep their own state).
+      for (const node of $$('.chart, table.data, .cards[id]', section)) {
+        if (!node.closest('[data-independent]')) node.replaceChildren();
+      }
+      for (const node of $$('.stat-value', section)) {
+        if (!node.closest('[data-independent]')) setNumber(node, null);
+      }
       error.textContent = e instanceof ApiError ? e.describe() : `The page failed: ${e.message}`;
       error.hidden = false;
       section.dataset.state = 'error';
@@ -344,9 +353,32 @@
     const paths = ['day', 'week', 'month'].map((window) => query('/v1/query/active', {
       window, from: w.from, to: w.to, tz: w.tz,
     }));
-    showQuery(section, paths);
-    const [day, week, month] = await Promise.all(paths.map((p) => api(p)));
+    const sessionsPath = query('/v1/query/sessions', { interval: 'day', from: w.from, to: w.to, tz: w.tz });
+    showQuery(section, [...paths, sessionsPath]);
+    const settled = await Promise.allSettled([...paths, sessionsPath].map((p) => api(p)));
     if (!current()) return;
+    // Sessions come from their own endpoint: their failure is shown apart
+    // and does not hide DAU/WAU/MAU, nor the other way round.
+    const sessions = settled[3];
+    const sessionsError = $('#sessions-error');
+    const sessionsByDay = new Map();
+    if (sessions.status === 'rejected') {
+      const e = sessions.reason;
+      if (e instanceof ApiError && e.status === 401) throw e;
+      setNumber($('#active-sessions'), null);
+      setNumber($('#active-session-median'), null, '–');
+      sessionsError.textContent = e instanceof ApiError ? e.describe() : e.message;
+      sessionsError.hidden = false;
+    } else {
+      const answer = sessions.value;
+      setNumber($('#active-sessions'), answer.sessions);
+      setNumber($('#active-session-median'), answer.median_length_s, fmt.seconds(answer.median_length_s));
+      for (const r of answer.series || []) sessionsByDay.set(r.bucket, r.sessions);
+      sessionsError.hidden = true;
+    }
+    const failed = settled.slice(0, 3).find((r) => r.status === 'rejected');
+    if (failed) throw failed.reason;
+    const [day, week, month] = settled.slice(0, 3).map((r) => r.value);
     const days = (day.series || []).map((r) => r.bucket);
     const byBucket = (answer) => new Map((answer.series || []).map((r) => [r.bucket, r.people]));
     const columns = [byBucket(day), byBucket(week), byBucket(month)];
@@ -368,9 +400,9 @@
       title: (b) => fmt.bucket(b, 'day'),
       value: fmt.int,
     });
-    table($('#active-table'), ['Day', 'DAU', 'WAU', 'MAU'], days.map((b) => [
+    table($('#active-table'), ['Day', 'DAU', 'WAU', 'MAU', 'Sessions'], days.map((b) => [
       { text: fmt.bucket(b, 'day'), value: b },
-      ...columns.map((c) => ({ text: fmt.int(c.get(b) ?? null), value: c.get(b) ?? '', num: true })),
+      ...[...columns, sessionsByDay].map((c) => ({ text: fmt.int(c.get(b) ?? null), value: c.get(b) ?? '', num: true })),
     ]));
   }
 
@@ -566,9 +598,7 @@
       $('#alerts-error').hidden = false;
     }
     if (health.status === 'rejected') {
-      for (const id of ['#health-ingest', '#health-quality', '#health-completeness', '#health-fleet', '#health-rejections']) {
-        $(id).replaceChildren();
-      }
+      $('#health-window').textContent = '';
       throw health.reason;
     }
     drawHealth(health.value);
