@@ -132,7 +132,7 @@
 
   function showQuery(section, paths) {
     const code = $('.query code', section);
-    code.textContent = paths.join('  ');
+    code.textContent = paths.join('\n');
     code.dataset.paths = JSON.stringify(paths);
   }
 
