@@ -26,6 +26,8 @@
     // Bumped on logout and on every reload, so late answers of an older
     // request never overwrite newer content.
     generation: 0,
+    // Per view: the number of its latest request (see guarded).
+    tickets: {},
   };
 
   const $ = (selector, root = document) => root.querySelector(selector);
@@ -86,19 +88,27 @@
     return body;
   }
 
-  /** Runs `load` for a view; an expired token logs out, other errors show. */
+  /**
+   * Runs `load` for a view; an expired token logs out, other errors show.
+   * Only the latest request of a view may write to it: an older answer
+   * arriving late (the user changed the event twice) is dropped.
+   */
   async function guarded(section, load) {
+    const view = section.dataset.view;
+    const ticket = (state.tickets[view] || 0) + 1;
+    state.tickets[view] = ticket;
     const generation = state.generation;
+    const current = () => generation === state.generation && state.tickets[view] === ticket;
     const error = $(':scope > .error', section);
     section.dataset.state = 'loading';
     section.classList.add('loading');
     try {
-      await load(() => generation === state.generation);
-      if (generation !== state.generation) return;
+      await load(current);
+      if (!current()) return;
       error.hidden = true;
       section.dataset.state = 'ready';
     } catch (e) {
-      if (generation !== state.generation) return;
+      if (!current()) return;
       if (e instanceof ApiError && e.status === 401) {
         logout('The collector no longer accepts this token. Sign in again.');
         return;
@@ -117,7 +127,7 @@
       section.dataset.state = 'error';
       if (!(e instanceof ApiError)) console.error(e);
     } finally {
-      section.classList.remove('loading');
+      if (current()) section.classList.remove('loading');
     }
   }
 
