@@ -23,7 +23,9 @@ const RUNTIME_SHUTDOWN_TIMEOUT: std::time::Duration = std::time::Duration::from_
 const PRECEDENCE: &str = "\
 Each setting is taken from the first of: the flag, its TALLY_* environment
 variable, the --config file (tally.toml: listen, data_dir, database_url,
-write_keys = [..], admin_token, tls_cert, tls_key, max_in_flight), the default.
+write_keys = [..], admin_token, tls_cert, tls_key, max_in_flight, alert_webhook,
+and an [alerts] table: interval_s, window_s, [alerts.<rule>] threshold, for_s),
+the default.
 SIGTERM or Ctrl-C stops accepting, finishes requests in flight and exits 0.";
 
 /// Arguments of `tally serve`.
@@ -72,6 +74,14 @@ pub struct ServeArgs {
     /// Ingest requests in flight at most; more are answered 429 [default: 64]
     #[arg(long, env = "TALLY_MAX_IN_FLIGHT", value_name = "N")]
     max_in_flight: Option<usize>,
+    /// POST alert state changes (JSON) to this http(s) URL, with retries
+    #[arg(
+        long,
+        env = "TALLY_ALERT_WEBHOOK",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    alert_webhook: Option<String>,
     /// Optional tally.toml with the same settings
     #[arg(long, env = "TALLY_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
@@ -88,6 +98,8 @@ impl ServeArgs {
             tls_cert: self.tls_cert.clone(),
             tls_key: self.tls_key.clone(),
             max_in_flight: self.max_in_flight,
+            alert_webhook: self.alert_webhook.clone(),
+            alerts: None,
         }
     }
 }
@@ -113,7 +125,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         store.clone(),
         Keys::new(config.write_keys.clone(), config.admin_token.clone()),
     )
-    .with_max_in_flight(config.max_in_flight);
+    .with_max_in_flight(config.max_in_flight)
+    .with_alerts(config.alerts.clone());
+    let health = state.health.clone();
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -130,6 +144,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             data_dir = %config.data_dir.display(),
             "listening on {scheme}://{local}"
         );
+        tally_collector::health::monitor::spawn(state.clone());
         server::serve(listener, app(state), tls, shutdown_signal()).await;
         anyhow::Ok(())
     });
@@ -137,6 +152,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     // PostgreSQL client runs its own runtime to close its connections, which
     // panics when that happens on a thread driving (or blocking for) tokio.
     runtime.shutdown_timeout(RUNTIME_SHUTDOWN_TIMEOUT);
+    // Requests refused before the store since the last flush.
+    if let Err(e) = health.batches.flush(store.as_ref()) {
+        tracing::warn!(error = %e, "request counts not saved: the store did not answer");
+    }
     drop(store);
     tracing::info!("stopped");
     served

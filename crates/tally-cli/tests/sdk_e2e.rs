@@ -1,5 +1,6 @@
 //! The SDK against a real `tally serve` on loopback: long offline periods
-//! with restarts, bursts from several threads, consent, clock skew.
+//! with restarts, bursts from several threads, consent, clock skew, TLS
+//! under a private CA.
 
 #![allow(clippy::unwrap_used)]
 
@@ -8,12 +9,12 @@ mod sdk_support;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sdk_support::{free_port, sub, tempdir, Server, WRITE_KEY};
+use sdk_support::{free_port, sub, tempdir, Server, TlsFiles, WRITE_KEY};
 use tally_proto::{decode_json, decompress, format_timestamp, ContentEncoding, DecodeLimits};
 use tally_sdk::log::{Log, LogConfig};
 use tally_sdk::{
-    Consent, HttpTransport, Props, Refusal, Request, Response, SystemClock, Tracker, Transport,
-    TransportError,
+    BuildError, Consent, HttpTransport, Props, Refusal, Request, Response, SystemClock, Tracker,
+    Transport, TransportError,
 };
 
 /// Wraps the real HTTP transport and records the `seq` of every message
@@ -442,4 +443,54 @@ fn a_deleted_user_is_purged_from_the_device() {
     assert_eq!(body["count"], 0);
     let (_, reports) = server.get("/v1/events/count?event=tally.dropped");
     assert_eq!(reports["count"], 0);
+}
+
+#[test]
+fn a_tracker_sends_over_https_to_a_collector_under_a_private_ca() {
+    let dir = tempdir();
+    let tls = TlsFiles::generate(&sub(dir.path(), "tls"));
+    let server = Server::start_tls(&sub(dir.path(), "server"), &tls);
+    assert!(server.url.starts_with("https://"), "{}", server.url);
+    let tracker = Tracker::builder(WRITE_KEY, &server.url, sub(dir.path(), "device"))
+        .consent(Consent::Granted)
+        .trust_ca_pem(&tls.ca_pem)
+        .build()
+        .unwrap();
+    for i in 0..250u64 {
+        tracker
+            .track("Over TLS", Props::new().with("i", i).with("screen", "cart"))
+            .unwrap();
+    }
+    assert!(
+        tracker.wait_until_synced(Duration::from_secs(60)),
+        "{:?}",
+        tracker.health()
+    );
+    let h = tracker.health();
+    tracker.shutdown(Duration::from_secs(10)).unwrap();
+    assert_eq!((h.accepted, h.duplicate), (250, 0));
+    assert_eq!(server.stats()["events"], 250);
+    let install = server.install(&h.install_id);
+    assert_eq!(install["max_seq"], 250);
+    assert_eq!(install["missing"], serde_json::json!([]));
+
+    // A tracker that trusts only the public roots gets no answer: the
+    // events stay pending on the device, none arrive.
+    let untrusting = Tracker::builder(WRITE_KEY, &server.url, sub(dir.path(), "device2"))
+        .consent(Consent::Granted)
+        .build()
+        .unwrap();
+    untrusting.track("Not Trusted", Props::new()).unwrap();
+    assert!(!untrusting.wait_until_synced(Duration::from_secs(3)));
+    let h = untrusting.health();
+    assert_eq!((h.accepted, h.pending), (0, 1));
+    assert!(h.consecutive_failures >= 1, "{h:?}");
+    untrusting.shutdown(Duration::from_secs(10)).unwrap();
+    assert_eq!(server.stats()["events"], 250);
+
+    // A CA file without a certificate is refused at build time.
+    let bad = Tracker::builder(WRITE_KEY, &server.url, sub(dir.path(), "device3"))
+        .trust_ca_pem(b"not a certificate")
+        .build();
+    assert!(matches!(bad, Err(BuildError::Tls(_))), "{bad:?}");
 }

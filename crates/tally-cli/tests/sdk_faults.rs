@@ -39,6 +39,9 @@ enum Fault {
     Status429,
     /// 413 for any batch of more than one message.
     Status413,
+    /// 503 with `Retry-After` as an HTTP-date about 3 s after the
+    /// (virtual) time of the answer.
+    Status503Date,
 }
 
 /// The script, cycled: runs of consecutive failures make the backoff
@@ -52,6 +55,8 @@ const SCRIPT: &[Fault] = &[
     Fault::Pass,
     Fault::Status429,
     Fault::Duplicate,
+    Fault::Status503Date,
+    Fault::Pass,
     Fault::Delay(1_500),
     Fault::Status413,
     Fault::Pass,
@@ -64,6 +69,8 @@ struct Sent {
     at_ms: u64,
     fault: Fault,
     messages: usize,
+    /// The wait a `Retry-After` date asked for, from the answer's time.
+    date_wait_ms: u64,
 }
 
 #[derive(Debug)]
@@ -100,10 +107,15 @@ impl Transport for Faulty {
         } else {
             fault
         };
+        // A whole second (HTTP-dates have no fraction) 2 to 3 s ahead.
+        let now_ms = self.clock.wall_ms();
+        let date_s = now_ms.div_euclid(1_000) + 3;
+        let date_wait_ms = u64::try_from(date_s * 1_000 - now_ms).unwrap();
         self.sent.lock().unwrap().push(Sent {
             at_ms: self.clock.mono_ms(),
             fault,
             messages,
+            date_wait_ms,
         });
         match fault {
             Fault::Pass => self.inner.send(request),
@@ -124,6 +136,11 @@ impl Transport for Faulty {
             Fault::Status500 => status(500, None),
             Fault::Status429 => status(429, Some("2")),
             Fault::Status413 => status(413, None),
+            Fault::Status503Date => {
+                let at =
+                    std::time::UNIX_EPOCH + Duration::from_secs(u64::try_from(date_s).unwrap());
+                status(503, Some(&httpdate::fmt_http_date(at)))
+            }
         }
     }
 }
@@ -191,7 +208,7 @@ fn exact_counts_and_backoff_bounds_under_every_fault() {
             })
             .or_default() += 1;
     }
-    assert_eq!(seen.len(), 8, "every fault kind was injected: {seen:?}");
+    assert_eq!(seen.len(), 9, "every fault kind was injected: {seen:?}");
     let mut consecutive = 0u32;
     let mut checked = 0;
     for pair in sent.windows(2) {
@@ -210,6 +227,15 @@ fn exact_counts_and_backoff_bounds_under_every_fault() {
             Fault::Status429 => {
                 consecutive += 1;
                 assert_eq!(gap, 2_000, "Retry-After is obeyed exactly");
+                checked += 1;
+            }
+            Fault::Status503Date => {
+                consecutive += 1;
+                assert!((2_001..=3_000).contains(&this.date_wait_ms));
+                assert_eq!(
+                    gap, this.date_wait_ms,
+                    "a Retry-After date is obeyed to the millisecond"
+                );
                 checked += 1;
             }
             Fault::Status413 => {

@@ -12,6 +12,8 @@
 //! | `/metrics` | GET | none | Prometheus text |
 //! | `/v1/stats`, `/v1/events/count`, `/v1/installs/{id}` | GET | admin | queries |
 //! | `/v1/deletions` | POST | admin | delete a user, 202 |
+//! | `/v1/health/pipeline` | GET | admin | pipeline health ([`crate::health`]) |
+//! | `/v1/alerts` | GET | admin | alert rules and their states ([`crate::alerts`]) |
 //! | `/`, `/assets/{file}` | GET | none | the dashboard (its data calls need the admin token) |
 //!
 //! Every answer carries CORS headers for the requesting origin, and a
@@ -33,6 +35,7 @@ use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 
 use crate::dashboard;
 use crate::error::ApiError;
+use crate::health::{self, HealthState};
 use crate::ingest::{self, auth::Keys};
 use crate::metrics::Metrics;
 use crate::query;
@@ -63,6 +66,8 @@ pub struct AppState {
     pub ingest_slots: Arc<Semaphore>,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
+    /// Pipeline health shared with the health task.
+    pub health: Arc<HealthState>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -84,12 +89,19 @@ impl AppState {
             limits: DecodeLimits::default(),
             ingest_slots: Arc::new(Semaphore::new(DEFAULT_MAX_IN_FLIGHT)),
             metrics: Arc::new(Metrics::new()),
+            health: Arc::new(HealthState::default()),
         }
     }
 
     /// The same state with other decode limits.
     pub fn with_limits(mut self, limits: DecodeLimits) -> Self {
         self.limits = limits;
+        self
+    }
+
+    /// The same state with these alerting settings (rules, webhook).
+    pub fn with_alerts(mut self, alerts: crate::alerts::AlertConfig) -> Self {
+        self.health = Arc::new(HealthState::new(alerts));
         self
     }
 
@@ -132,6 +144,8 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/events/count", get(query::count_events))
         .route("/v1/installs/{install_id}", get(query::install))
         .route("/v1/deletions", post(query::delete_user))
+        .route("/v1/health/pipeline", get(health::pipeline))
+        .route("/v1/alerts", get(crate::alerts::list))
         .route("/", get(dashboard::index))
         .route("/assets/{file}", get(dashboard::asset))
         .fallback(|| async { ApiError::NotFound("no such path") })

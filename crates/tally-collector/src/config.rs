@@ -21,12 +21,18 @@
 //! | `--admin-token` | `TALLY_ADMIN_TOKEN` | `admin_token` | none: admin paths answer 401 |
 //! | `--tls-cert`, `--tls-key` | `TALLY_TLS_CERT`, `TALLY_TLS_KEY` | `tls_cert`, `tls_key` | none: plain HTTP |
 //! | `--max-in-flight` | `TALLY_MAX_IN_FLIGHT` | `max_in_flight` | 64 |
+//! | `--alert-webhook` | `TALLY_ALERT_WEBHOOK` | `alert_webhook` | none: alerts are only shown |
+//! | — | — | `[alerts]` `interval_s`, `window_s`, and per rule `[alerts.<rule>]` `threshold`, `for_s` | see [`crate::alerts`] |
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use std::time::Duration;
+
+use crate::alerts::rules::{self, RuleSettings};
+use crate::alerts::{AlertConfig, DEFAULT_INTERVAL, DEFAULT_WINDOW};
 use crate::app::DEFAULT_MAX_IN_FLIGHT;
 
 /// Default listen address: loopback only, so a first run exposes nothing.
@@ -70,10 +76,78 @@ pub enum ConfigError {
     /// `max_in_flight` is 0.
     #[error("max_in_flight must be at least 1")]
     NoSlots,
+    /// An `[alerts]` setting out of range (a duration not positive, a
+    /// threshold or `for_s` not finite or negative), or a webhook URL that
+    /// is not http(s).
+    #[error("invalid alert setting: {0}")]
+    Alerts(&'static str),
+}
+
+/// The `[alerts]` table of `tally.toml`; every member optional.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertSettings {
+    /// Seconds between evaluations (and gauge refreshes).
+    pub interval_s: Option<f64>,
+    /// Seconds of the rate window.
+    pub window_s: Option<f64>,
+    /// `[alerts.stale_client_queues]`.
+    pub stale_client_queues: Option<RuleSettings>,
+    /// `[alerts.dedup_rate_high]`.
+    pub dedup_rate_high: Option<RuleSettings>,
+    /// `[alerts.rejection_rate_high]`.
+    pub rejection_rate_high: Option<RuleSettings>,
+    /// `[alerts.completeness_gaps_growing]`.
+    pub completeness_gaps_growing: Option<RuleSettings>,
+}
+
+impl AlertSettings {
+    fn resolve(self, webhook: Option<String>) -> Result<AlertConfig, ConfigError> {
+        let seconds = |v: Option<f64>, default: Duration, what| match v {
+            None => Ok(default),
+            Some(s) if s.is_finite() && s > 0.0 => Ok(Duration::from_secs_f64(s)),
+            Some(_) => Err(ConfigError::Alerts(what)),
+        };
+        let mut config = AlertConfig {
+            interval: seconds(
+                self.interval_s,
+                DEFAULT_INTERVAL,
+                "interval_s must be positive",
+            )?,
+            window: seconds(self.window_s, DEFAULT_WINDOW, "window_s must be positive")?,
+            ..AlertConfig::default()
+        };
+        for (name, settings) in &mut config.rules {
+            let given = match *name {
+                rules::STALE_CLIENT_QUEUES => self.stale_client_queues,
+                rules::DEDUP_RATE_HIGH => self.dedup_rate_high,
+                rules::REJECTION_RATE_HIGH => self.rejection_rate_high,
+                rules::COMPLETENESS_GAPS_GROWING => self.completeness_gaps_growing,
+                _ => None,
+            };
+            if let Some(given) = given {
+                if !given.threshold.is_finite() || !given.for_s.is_finite() || given.for_s < 0.0 {
+                    return Err(ConfigError::Alerts(
+                        "threshold and for_s must be finite, for_s not negative",
+                    ));
+                }
+                *settings = given;
+            }
+        }
+        if let Some(url) = &webhook {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(ConfigError::Alerts(
+                    "the alert webhook must be an http:// or https:// URL",
+                ));
+            }
+        }
+        config.webhook = webhook;
+        Ok(config)
+    }
 }
 
 /// Settings from one source; every member optional.
-#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     /// `IP:PORT` to listen on.
@@ -92,6 +166,10 @@ pub struct Settings {
     pub tls_key: Option<PathBuf>,
     /// Ingest requests in flight at most.
     pub max_in_flight: Option<usize>,
+    /// Where alert state changes are POSTed.
+    pub alert_webhook: Option<String>,
+    /// Alert rules and their evaluation.
+    pub alerts: Option<AlertSettings>,
 }
 
 impl std::fmt::Debug for Settings {
@@ -105,12 +183,17 @@ impl std::fmt::Debug for Settings {
             .field("tls_cert", &self.tls_cert)
             .field("tls_key", &self.tls_key)
             .field("max_in_flight", &self.max_in_flight)
+            .field(
+                "alert_webhook",
+                &self.alert_webhook.as_ref().map(|_| "<set>"),
+            )
+            .field("alerts", &self.alerts)
             .finish()
     }
 }
 
 /// The settings in force.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq)]
 pub struct Config {
     /// Where to listen.
     pub listen: SocketAddr,
@@ -126,6 +209,8 @@ pub struct Config {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Ingest requests in flight at most.
     pub max_in_flight: usize,
+    /// Alert rules, evaluation and webhook.
+    pub alerts: AlertConfig,
 }
 
 impl std::fmt::Debug for Config {
@@ -146,6 +231,8 @@ impl std::fmt::Debug for Config {
             .field("admin_token", &self.admin_token.is_some())
             .field("tls", &self.tls)
             .field("max_in_flight", &self.max_in_flight)
+            .field("alert_rules", &self.alerts.rules)
+            .field("alert_webhook", &self.alerts.webhook.is_some())
             .finish()
     }
 }
@@ -174,6 +261,8 @@ impl Settings {
             tls_cert: self.tls_cert.or(lower.tls_cert),
             tls_key: self.tls_key.or(lower.tls_key),
             max_in_flight: self.max_in_flight.or(lower.max_in_flight),
+            alert_webhook: self.alert_webhook.or(lower.alert_webhook),
+            alerts: self.alerts.or(lower.alerts),
         }
     }
 
@@ -214,6 +303,10 @@ impl Settings {
             admin_token: non_empty(self.admin_token),
             tls,
             max_in_flight,
+            alerts: self
+                .alerts
+                .unwrap_or_default()
+                .resolve(non_empty(self.alert_webhook))?,
         })
     }
 }
@@ -279,6 +372,53 @@ mod tests {
             ..keys()
         };
         assert_eq!(empty_token.resolve().unwrap().admin_token, None);
+    }
+
+    #[test]
+    fn alert_settings_from_the_file() {
+        let dir = std::env::temp_dir().join(format!("tally-config-alerts-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("tally.toml");
+        std::fs::write(
+            &file,
+            "write_keys = [\"k\"]\nalert_webhook = \"http://127.0.0.1:9/hook\"\n\
+             [alerts]\ninterval_s = 0.25\nwindow_s = 60\n\
+             [alerts.dedup_rate_high]\nthreshold = 0.2\nfor_s = 30\n",
+        )
+        .unwrap();
+        let config = Settings::from_file(&file).unwrap().resolve().unwrap();
+        assert_eq!(config.alerts.interval, Duration::from_millis(250));
+        assert_eq!(config.alerts.window, Duration::from_secs(60));
+        assert_eq!(
+            config.alerts.webhook.as_deref(),
+            Some("http://127.0.0.1:9/hook")
+        );
+        let dedup = RuleSettings {
+            threshold: 0.2,
+            for_s: 30.0,
+        };
+        let stale = RuleSettings {
+            threshold: 0.05,
+            for_s: 0.0,
+        };
+        assert_eq!(config.alerts.rules[1], (rules::DEDUP_RATE_HIGH, dedup));
+        assert_eq!(config.alerts.rules[0], (rules::STALE_CLIENT_QUEUES, stale));
+        assert!(!format!("{config:?}").contains("9/hook"));
+        std::fs::write(&file, "write_keys = [\"k\"]\n[alerts]\ninterval_s = 0\n").unwrap();
+        assert!(matches!(
+            Settings::from_file(&file).unwrap().resolve(),
+            Err(ConfigError::Alerts(_))
+        ));
+        std::fs::write(
+            &file,
+            "write_keys = [\"k\"]\n[alerts.dedup_rate_hi]\nthreshold = 1\n",
+        )
+        .unwrap();
+        assert!(matches!(
+            Settings::from_file(&file),
+            Err(ConfigError::Parse { .. })
+        ));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -6,10 +6,12 @@
 //!
 //! | module | holds |
 //! |---|---|
+//! | [`alerts`] | alert rules, `/v1/alerts`, the webhook |
 //! | [`app`] | the [`Router`](axum::Router) ([`app::app`]), its state, CORS |
 //! | [`ingest`] | the ingest path, one module per stage (design in its doc) |
 //! | [`query`] | admin endpoints: stats, counts, installs, deletions |
 //! | [`error`] | every error answer, `{code, message}` |
+//! | [`health`] | pipeline health: `/v1/health/pipeline` and its figures |
 //! | [`metrics`] | Prometheus metrics |
 //! | [`config`] | settings from flags, env, `tally.toml`, defaults |
 //! | [`server`] | the accept loop, TLS, graceful shutdown |
@@ -17,10 +19,12 @@
 //! | [`store`] | the store trait and its SQLite and PostgreSQL implementations |
 //! | [`dashboard`] | the page at `/` and its embedded assets |
 
+pub mod alerts;
 pub mod app;
 pub mod config;
 pub mod dashboard;
 pub mod error;
+pub mod health;
 pub mod ingest;
 pub mod metrics;
 pub mod query;

@@ -8,7 +8,27 @@
 //! | `tally_batch_duration_seconds` | histogram | one ingest request, body read to answer |
 //! | `tally_store_commit_duration_seconds` | histogram | one `write_batch` transaction |
 //! | `tally_ingest_in_flight` | gauge | ingest requests holding a slot now |
+//!
+//! Pipeline health, refreshed from the store by the health task every
+//! `[alerts] interval_s` (never by a scrape), store-wide (every collector
+//! sharing the store shows the same values: aggregate them with `max`):
+//!
+//! | metric | type | what |
+//! |---|---|---|
+//! | `tally_pipeline_batches{outcome}` | gauge | ingest requests ever: `succeeded` (200), `failed` |
+//! | `tally_pipeline_batch_success_ratio` | gauge | requests answered 200 / requests, over the rate window |
+//! | `tally_pipeline_dedup_ratio` | gauge | duplicates / (accepted + duplicates), over the rate window |
+//! | `tally_pipeline_rejection_ratio` | gauge | rejected / received, over the rate window |
+//! | `tally_pipeline_rejections{reason}` | gauge | rejected messages by reason, in the hours of the rate window |
+//! | `tally_pipeline_ingest_lag_seconds{quantile}` | gauge | ingest lag p50, p90, p99, in the hours of the rate window |
+//! | `tally_pipeline_sync_latency_seconds{quantile}` | gauge | beacons' sync latency p50, p99, same hours |
+//! | `tally_completeness_installs`, `_installs_with_gaps`, `_missing_events` | gauge | completeness now |
+//! | `tally_fleet_installs_reporting`, `_pending_events`, `_oldest_pending_age_seconds`, `_installs_with_persistence_errors`, `_installs_in_backoff`, `_installs_oldest_pending_over_24h`, `_stale_queue_ratio` | gauge | client queues from the latest beacons |
+//! | `tally_alert_state{rule}` | gauge | 0 ok, 1 pending, 2 firing |
+//! | `tally_alert_webhook_deliveries_total`, `_failures_total`, `_dropped_total` | counter | webhook state changes delivered, failed attempts, changes given up |
+//! | `tally_health_refresh_errors_total` | counter | refreshes that could not read the store |
 
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -17,6 +37,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+
+use crate::store::PipelineFigures;
 
 /// Latency buckets from 0.5 ms doubling to about 8 s: a 500-message batch
 /// commits in a few ms on SQLite, and anything past seconds is an outage.
@@ -34,6 +56,180 @@ struct OutcomeLabel {
     outcome: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QuantileLabel {
+    quantile: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RuleLabel {
+    rule: &'static str,
+}
+
+type FloatGauge = Gauge<f64, AtomicU64>;
+
+/// Rates over the rate window, computed by the health task from sampled
+/// store totals (`None`: nothing to divide by).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct WindowRates {
+    /// Requests answered 200 / requests.
+    pub batch_success: Option<f64>,
+    /// Duplicates / (accepted + duplicates).
+    pub dedup: Option<f64>,
+    /// Rejected / received.
+    pub rejection: Option<f64>,
+}
+
+/// The pipeline-health gauges (see the module doc).
+#[derive(Debug, Default)]
+struct HealthGauges {
+    batches: Family<OutcomeLabel, Gauge>,
+    batch_success_ratio: FloatGauge,
+    dedup_ratio: FloatGauge,
+    rejection_ratio: FloatGauge,
+    rejections: Family<ReasonLabel, Gauge>,
+    ingest_lag: Family<QuantileLabel, FloatGauge>,
+    sync_latency: Family<QuantileLabel, FloatGauge>,
+    installs: Gauge,
+    installs_with_gaps: Gauge,
+    missing_events: Gauge,
+    installs_reporting: Gauge,
+    pending_events: Gauge,
+    oldest_pending_age: FloatGauge,
+    installs_with_persistence_errors: Gauge,
+    installs_in_backoff: Gauge,
+    installs_oldest_pending_over_24h: Gauge,
+    stale_queue_ratio: FloatGauge,
+    alert_state: Family<RuleLabel, Gauge>,
+    webhook_deliveries: Counter,
+    webhook_failures: Counter,
+    webhook_dropped: Counter,
+    refresh_errors: Counter,
+}
+
+impl HealthGauges {
+    fn register(&self, r: &mut Registry) {
+        r.register(
+            "pipeline_batches",
+            "Ingest requests ever, by outcome (store-wide)",
+            self.batches.clone(),
+        );
+        r.register(
+            "pipeline_batch_success_ratio",
+            "Ingest requests answered 200 / requests, over the rate window",
+            self.batch_success_ratio.clone(),
+        );
+        r.register(
+            "pipeline_dedup_ratio",
+            "Duplicates / (accepted + duplicates), over the rate window",
+            self.dedup_ratio.clone(),
+        );
+        r.register(
+            "pipeline_rejection_ratio",
+            "Rejected / received messages, over the rate window",
+            self.rejection_ratio.clone(),
+        );
+        r.register(
+            "pipeline_rejections",
+            "Rejected messages by reason, in the hours of the rate window",
+            self.rejections.clone(),
+        );
+        r.register(
+            "pipeline_ingest_lag_seconds",
+            "Ingest lag (received - corrected capture time) quantiles",
+            self.ingest_lag.clone(),
+        );
+        r.register(
+            "pipeline_sync_latency_seconds",
+            "Sync latency quantiles from SDK health beacons",
+            self.sync_latency.clone(),
+        );
+        r.register(
+            "completeness_installs",
+            "Installs seen",
+            self.installs.clone(),
+        );
+        r.register(
+            "completeness_installs_with_gaps",
+            "Installs with missing seqs",
+            self.installs_with_gaps.clone(),
+        );
+        r.register(
+            "completeness_missing_events",
+            "Missing seqs over all installs",
+            self.missing_events.clone(),
+        );
+        r.register(
+            "fleet_installs_reporting",
+            "Installs with a health beacon in the last 7 days",
+            self.installs_reporting.clone(),
+        );
+        r.register(
+            "fleet_pending_events",
+            "Events queued on reporting devices",
+            self.pending_events.clone(),
+        );
+        r.register(
+            "fleet_oldest_pending_age_seconds",
+            "Oldest queued event's age over the fleet",
+            self.oldest_pending_age.clone(),
+        );
+        r.register(
+            "fleet_installs_with_persistence_errors",
+            "Installs reporting persistence errors",
+            self.installs_with_persistence_errors.clone(),
+        );
+        r.register(
+            "fleet_installs_in_backoff",
+            "Installs backing off",
+            self.installs_in_backoff.clone(),
+        );
+        r.register(
+            "fleet_installs_oldest_pending_over_24h",
+            "Installs whose oldest queued event is over 24 h old",
+            self.installs_oldest_pending_over_24h.clone(),
+        );
+        r.register(
+            "fleet_stale_queue_ratio",
+            "Share of reporting installs whose oldest queued event is over 24 h old",
+            self.stale_queue_ratio.clone(),
+        );
+        r.register(
+            "alert_state",
+            "Alert rule state: 0 ok, 1 pending, 2 firing",
+            self.alert_state.clone(),
+        );
+        r.register(
+            "alert_webhook_deliveries",
+            "Alert state changes delivered to the webhook",
+            self.webhook_deliveries.clone(),
+        );
+        r.register(
+            "alert_webhook_failures",
+            "Failed alert webhook attempts",
+            self.webhook_failures.clone(),
+        );
+        r.register(
+            "alert_webhook_dropped",
+            "Alert state changes given up (queue full or every attempt failed)",
+            self.webhook_dropped.clone(),
+        );
+        r.register(
+            "health_refresh_errors",
+            "Health refreshes that could not read the store",
+            self.refresh_errors.clone(),
+        );
+        for outcome in ["succeeded", "failed"] {
+            let _ = self.batches.get_or_create(&OutcomeLabel { outcome });
+        }
+    }
+}
+
 /// The collector's metrics and their registry.
 #[derive(Debug)]
 pub struct Metrics {
@@ -44,6 +240,7 @@ pub struct Metrics {
     batch_latency: Histogram,
     commit_latency: Histogram,
     in_flight: Gauge,
+    health: HealthGauges,
 }
 
 impl Default for Metrics {
@@ -86,6 +283,8 @@ impl Metrics {
         for outcome in ["accepted", "duplicate", "rejected"] {
             let _ = events.get_or_create(&OutcomeLabel { outcome });
         }
+        let health = HealthGauges::default();
+        health.register(&mut registry);
         Self {
             registry,
             requests,
@@ -94,6 +293,7 @@ impl Metrics {
             batch_latency,
             commit_latency,
             in_flight,
+            health,
         }
     }
 
@@ -133,6 +333,91 @@ impl Metrics {
     /// The in-flight gauge: incremented while an ingest request holds a slot.
     pub fn in_flight(&self) -> &Gauge {
         &self.in_flight
+    }
+
+    /// Sets the pipeline-health gauges from a refresh.
+    pub fn set_pipeline(&self, f: &PipelineFigures, rates: &WindowRates) {
+        let h = &self.health;
+        let int = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        let t = &f.totals;
+        h.batches
+            .get_or_create(&OutcomeLabel {
+                outcome: "succeeded",
+            })
+            .set(int(t.batches_ok));
+        h.batches
+            .get_or_create(&OutcomeLabel { outcome: "failed" })
+            .set(int(t.batches.saturating_sub(t.batches_ok)));
+        let nan = f64::NAN;
+        h.batch_success_ratio
+            .set(rates.batch_success.unwrap_or(nan));
+        h.dedup_ratio.set(rates.dedup.unwrap_or(nan));
+        h.rejection_ratio.set(rates.rejection.unwrap_or(nan));
+        h.rejections.clear();
+        for (reason, n) in &f.window.rejections {
+            h.rejections
+                .get_or_create(&ReasonLabel {
+                    reason: reason.clone(),
+                })
+                .set(int(*n));
+        }
+        let seconds = |ms: Option<i64>| ms.map_or(nan, |ms| ms as f64 / 1000.0);
+        for (quantile, q) in [("0.5", 0.5), ("0.9", 0.9), ("0.99", 0.99)] {
+            h.ingest_lag
+                .get_or_create(&QuantileLabel { quantile })
+                .set(seconds(f.window.ingest_lag.quantile(q)));
+        }
+        h.sync_latency
+            .get_or_create(&QuantileLabel { quantile: "0.5" })
+            .set(seconds(f.window.sync_p50.quantile(0.5)));
+        h.sync_latency
+            .get_or_create(&QuantileLabel { quantile: "0.99" })
+            .set(seconds(f.window.sync_p99.quantile(0.99)));
+        let c = &f.completeness;
+        h.installs.set(int(c.installs));
+        h.installs_with_gaps.set(int(c.installs_with_gaps));
+        h.missing_events.set(int(c.missing));
+        let fl = &f.fleet;
+        h.installs_reporting.set(int(fl.installs_reporting));
+        h.pending_events.set(int(fl.pending_events));
+        h.oldest_pending_age.set(fl.oldest_pending_age_s);
+        h.installs_with_persistence_errors
+            .set(int(fl.installs_with_persistence_errors));
+        h.installs_in_backoff.set(int(fl.installs_in_backoff));
+        h.installs_oldest_pending_over_24h
+            .set(int(fl.installs_oldest_pending_over_24h));
+        h.stale_queue_ratio.set(
+            crate::health::ratio(fl.installs_oldest_pending_over_24h, fl.installs_reporting)
+                .unwrap_or(nan),
+        );
+    }
+
+    /// Sets a rule's state gauge (0 ok, 1 pending, 2 firing).
+    pub fn alert_state(&self, rule: &'static str, level: i64) {
+        self.health
+            .alert_state
+            .get_or_create(&RuleLabel { rule })
+            .set(level);
+    }
+
+    /// Counts a state change delivered to the webhook.
+    pub fn webhook_delivered(&self) {
+        self.health.webhook_deliveries.inc();
+    }
+
+    /// Counts a failed webhook attempt.
+    pub fn webhook_failed(&self) {
+        self.health.webhook_failures.inc();
+    }
+
+    /// Counts a state change given up.
+    pub fn webhook_dropped(&self) {
+        self.health.webhook_dropped.inc();
+    }
+
+    /// Counts a refresh that could not read the store.
+    pub fn health_refresh_failed(&self) {
+        self.health.refresh_errors.inc();
     }
 
     /// The Prometheus text exposition.

@@ -605,7 +605,7 @@ mod sqlite {
     use super::*;
     use tally_collector::store::{SqliteOptions, SqliteStore, StoreError, Synchronous};
 
-    fn fresh() -> (Arc<dyn Store>, tempfile::TempDir) {
+    pub(super) fn fresh() -> (Arc<dyn Store>, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("tally.db")).unwrap();
         (Arc::new(store), dir)
@@ -896,7 +896,7 @@ mod postgres {
         }
     }
 
-    fn fresh() -> (Arc<dyn Store>, TestDb) {
+    pub(super) fn fresh() -> (Arc<dyn Store>, TestDb) {
         let db = TestDb::new();
         let store = PostgresStore::connect(&db.url).unwrap();
         (Arc::new(store), db)
@@ -1137,5 +1137,238 @@ mod postgres {
             first.install("inst-shared").unwrap(),
             Some(report(1_000, &[], &[]))
         );
+    }
+}
+
+/// Pipeline-health figures (`Store::pipeline_health`), exact, on both
+/// stores; and across two stores sharing one PostgreSQL database.
+mod health_suite {
+    use super::*;
+    use tally_collector::store::health::{Histogram, HOUR_MS};
+    use tally_collector::store::{Completeness, Fleet, HealthTotals, PipelineFigures};
+
+    /// 2026-11-01T10:00:00Z: the hour the fixture's first batches arrive in.
+    const H: i64 = 1_793_527_200_000;
+
+    /// A track received at `received` whose corrected time is `lag` ms
+    /// earlier.
+    fn arrived(id: &str, name: &str, received: i64, lag: i64) -> NewEvent {
+        let mut e = track(id, name, "anon-1", received - lag);
+        e.received_at = received;
+        e
+    }
+
+    fn beacon(id: &str, install: &str, seq: u64, received: i64, at: i64, props: &str) -> NewEvent {
+        let mut e = on_install(
+            arrived(id, "tally.health", received, received - at),
+            install,
+            seq,
+        );
+        e.raw = format!(
+            r#"{{"type":"track","messageId":"{id}","event":"tally.health","properties":{props}}}"#
+        );
+        e
+    }
+
+    fn histogram(buckets: &[(i64, u64)]) -> Histogram {
+        Histogram(buckets.iter().copied().collect())
+    }
+
+    /// Writes the fixture and returns `now` for the fleet.
+    fn write_fixture(a: &dyn Store, b: &dyn Store) -> i64 {
+        let now = H + 3 * HOUR_MS;
+        let e1 = on_install(arrived("e1", "Open", H + 1_000, 100), "i1", 1);
+        let e2 = on_install(arrived("e2", "Open", H + 1_000, 100), "i1", 2);
+        let e3 = on_install(arrived("e3", "Open", H + 1_000, 5_000), "i1", 4);
+        let f1 = on_install(arrived("f1", "Open", H + 1_000, 0), "i4", 1);
+        let mut f6 = on_install(arrived("f6", "tally.dropped", H + 1_000, 0), "i4", 6);
+        f6.drops = vec![
+            DroppedRange {
+                from: 2,
+                to: 3,
+                reason: "queue_full".into(),
+            },
+            DroppedRange {
+                from: 5,
+                to: 7,
+                reason: "too_old".into(),
+            },
+        ];
+        let mut late = dead("bad-1", RejectReason::SeqZero);
+        late.received_at = H + 1_000;
+        assert_eq!(
+            a.write_batch(&[e1.clone(), e2, e3, e1, f1, f6], &[late])
+                .unwrap(),
+            vec![A, A, A, D, A, A]
+        );
+        // Beacons: i1's says its queue is stale and failing; i2's has a
+        // string number, a wrong type and no sync latencies (all lenient).
+        let b1 = beacon(
+            "b1",
+            "i1",
+            5,
+            H + 2_000,
+            H,
+            r#"{"pending":5,"oldest_pending_age_s":90000.5,"consecutive_failures":2,"backoff_ms":0,"persistence_errors":1,"sync_latency_p50_ms":70,"sync_latency_p99_ms":500}"#,
+        );
+        let b2 = beacon(
+            "b2",
+            "i2",
+            1,
+            H + 2_000,
+            H + 2_000,
+            r#"{"pending":"3","oldest_pending_age_s":10,"persistence_errors":"x","consecutive_failures":null}"#,
+        );
+        assert_eq!(b.write_batch(&[b1, b2], &[]).unwrap(), vec![A, A]);
+        // Two hours later: an older beacon of i1 (captured before b1: it
+        // must not replace it), a beacon captured 8 days ago (left out of
+        // the fleet), and a request refused before the store.
+        let old = beacon(
+            "b0",
+            "i1",
+            6,
+            H + 2 * HOUR_MS,
+            H - 1_000,
+            r#"{"pending":999}"#,
+        );
+        let stale = beacon(
+            "b3",
+            "i3",
+            1,
+            H + 2 * HOUR_MS,
+            now - 8 * 24 * HOUR_MS,
+            r#"{"pending":7,"oldest_pending_age_s":1e9}"#,
+        );
+        let mut deleted = dead("bad-2", RejectReason::BadTimestamp);
+        deleted.received_at = H + 2 * HOUR_MS;
+        assert_eq!(
+            a.write_batch(&[old, stale], &[deleted]).unwrap(),
+            vec![A, A]
+        );
+        b.add_batches(H + 5, 3, 1).unwrap();
+        now
+    }
+
+    fn check(store: &dyn Store, now: i64) {
+        let completeness = Completeness {
+            installs: 4,
+            installs_with_gaps: 2,
+            missing: 2,
+        };
+        let fleet = Fleet {
+            installs_reporting: 2,
+            pending_events: 8,
+            oldest_pending_age_s: 90000.5,
+            installs_with_persistence_errors: 1,
+            installs_in_backoff: 1,
+            installs_oldest_pending_over_24h: 1,
+        };
+        let totals = HealthTotals {
+            batches: 6,
+            batches_ok: 4,
+            accepted: 9,
+            duplicate: 1,
+            rejected: 2,
+        };
+        let first_hour = store.pipeline_health(H + 10, H + 20, now).unwrap();
+        let mut want = PipelineFigures {
+            totals,
+            completeness,
+            fleet,
+            ..PipelineFigures::default()
+        };
+        want.window.from = H;
+        want.window.to = H + HOUR_MS;
+        want.window.batches = 5;
+        want.window.batches_ok = 3;
+        want.window.accepted = 7;
+        want.window.duplicate = 1;
+        want.window.rejected = 1;
+        want.window.rejections = [("seq_zero".to_owned(), 1)].into_iter().collect();
+        // Lags 100, 100, 5000, 0, 0 (batch 1) and 2000, 0 (the beacons).
+        want.window.ingest_lag = histogram(&[(0, 3), (100, 2), (2_000, 1), (5_000, 1)]);
+        want.window.sync_p50 = histogram(&[(70, 1)]);
+        want.window.sync_p99 = histogram(&[(500, 1)]);
+        assert_eq!(first_hour, want);
+        assert_eq!(first_hour.window.ingest_lag.quantile(0.5), Some(100));
+        assert_eq!(first_hour.window.ingest_lag.quantile(0.9), Some(5_000));
+
+        let both = store.pipeline_health(H, H + 3 * HOUR_MS, now).unwrap();
+        assert_eq!((both.window.from, both.window.to), (H, H + 3 * HOUR_MS));
+        assert_eq!(
+            (
+                both.window.batches,
+                both.window.batches_ok,
+                both.window.accepted
+            ),
+            (6, 4, 9)
+        );
+        assert_eq!(
+            both.window.rejections,
+            [("seq_zero".to_owned(), 1), ("bad_timestamp".to_owned(), 1)]
+                .into_iter()
+                .collect()
+        );
+        // The later hour alone: two beacons with their lags, one rejection.
+        let later = store
+            .pipeline_health(H + 2 * HOUR_MS, H + 3 * HOUR_MS, now)
+            .unwrap();
+        assert_eq!(
+            (
+                later.window.batches,
+                later.window.accepted,
+                later.window.rejected
+            ),
+            (1, 2, 1)
+        );
+        assert_eq!(later.window.ingest_lag.count(), 2);
+        // Completeness agrees with the per-install report.
+        assert_eq!(
+            store.install("i4").unwrap(),
+            Some(report(7, &[[4, 4]], &[("queue_full", 2), ("too_old", 3)]))
+        );
+        assert_eq!(store.install("i1").unwrap().unwrap().missing, vec![[3, 3]]);
+    }
+
+    #[test]
+    fn sqlite_figures_are_exact_and_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tally.db");
+        let store = tally_collector::store::SqliteStore::open(&path).unwrap();
+        let now = write_fixture(&store, &store);
+        check(&store, now);
+        drop(store);
+        let store = tally_collector::store::SqliteStore::open(&path).unwrap();
+        check(&store, now);
+    }
+
+    #[test]
+    fn postgres_figures_are_exact_across_two_collectors() {
+        let db = super::postgres::TestDb::new();
+        let a = tally_collector::store::PostgresStore::connect(&db.url).unwrap();
+        let b = tally_collector::store::PostgresStore::connect(&db.url).unwrap();
+        let now = write_fixture(&a, &b);
+        check(&a, now);
+        check(&b, now);
+    }
+
+    #[test]
+    fn an_empty_store_reports_zeros() {
+        for (store, _guard) in [
+            {
+                let (s, g) = super::sqlite::fresh();
+                (s, Box::new(g) as Box<dyn std::any::Any>)
+            },
+            {
+                let (s, g) = super::postgres::fresh();
+                (s, Box::new(g) as Box<dyn std::any::Any>)
+            },
+        ] {
+            let f = store.pipeline_health(H, H + 1, H).unwrap();
+            assert_eq!(f.totals, HealthTotals::default());
+            assert_eq!(f.completeness, Completeness::default());
+            assert_eq!(f.fleet, Fleet::default());
+            assert_eq!(f.window.ingest_lag.quantile(0.5), None);
+        }
     }
 }

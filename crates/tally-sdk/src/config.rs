@@ -57,6 +57,9 @@ pub struct Config {
     pub context: Arc<dyn ContextProvider>,
     /// Transport (`None`: HTTP to `endpoint`).
     pub transport: Option<Arc<dyn Transport>>,
+    /// PEM certificates of the only CAs the default transport trusts for
+    /// `https://` (`None`: the public web PKI roots).
+    pub trusted_ca_pem: Option<Vec<u8>>,
     /// Clock.
     pub clock: Arc<dyn Clock>,
     /// Log byte capacity (default: the log's own defaults, see
@@ -89,6 +92,7 @@ impl Config {
             privacy: PrivacyConfig::default(),
             context: Arc::new(DefaultContextProvider),
             transport: None,
+            trusted_ca_pem: None,
             clock: Arc::new(SystemClock::default()),
             log_max_bytes: log::DEFAULT_MAX_BYTES,
             log_max_events: log::DEFAULT_MAX_EVENTS,

@@ -44,6 +44,23 @@ pub struct DropRange {
     pub to: u64,
 }
 
+/// A `tally.dropped` report made durable in the log and not yet answered
+/// for by the collector. Its ranges count as reported only once the
+/// collector accepts the report (or already had it); if the report record
+/// is lost on the device instead (dropped by a bound, shredded, never made
+/// durable before a crash), its ranges are reported again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SentReport {
+    /// The report's own seq.
+    pub seq: u64,
+    /// The drop reason it reports.
+    pub reason: String,
+    /// Ranges of the SDK's own drops (back to `unreported_drops` if lost).
+    pub own: Vec<[u64; 2]>,
+    /// Ranges of the log's drop ledger.
+    pub ledger: Vec<[u64; 2]>,
+}
+
 /// Everything the SDK keeps outside the log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
@@ -64,6 +81,9 @@ pub struct State {
     /// reason (the ledger keeps every range for the life of the log).
     #[serde(default)]
     pub reported_ledger: BTreeMap<String, Vec<[u64; 2]>>,
+    /// Reports durable in the log, waiting for the collector's answer.
+    #[serde(default)]
+    pub reports_in_flight: Vec<SentReport>,
 }
 
 impl State {
@@ -76,19 +96,25 @@ impl State {
             durable_seq: 0,
             unreported_drops: Vec::new(),
             reported_ledger: BTreeMap::new(),
+            reports_in_flight: Vec::new(),
         }
     }
 
-    /// The parts of `[first, last]` (dropped for `reason` by the log) not
-    /// reported yet.
+    /// The parts of `[first, last]` (dropped for `reason` by the log)
+    /// neither reported nor in a report in flight.
     pub fn unreported_ledger(&self, reason: &str, first: u64, last: u64) -> Vec<[u64; 2]> {
-        let mut out = Vec::new();
-        let mut next = first;
-        for &[from, to] in self
+        let mut covered: Vec<[u64; 2]> = self
             .reported_ledger
             .get(reason)
             .map_or(&[][..], Vec::as_slice)
-        {
+            .to_vec();
+        for report in self.reports_in_flight.iter().filter(|r| r.reason == reason) {
+            covered.extend_from_slice(&report.ledger);
+        }
+        covered.sort_unstable();
+        let mut out = Vec::new();
+        let mut next = first;
+        for &[from, to] in &covered {
             if to < next {
                 continue;
             }
@@ -122,6 +148,71 @@ impl State {
             }
         }
         *ranges = merged;
+    }
+
+    /// Records `report` as durable in the log and waiting for an answer:
+    /// its own ranges leave `unreported_drops` (exactly those seqs, even if
+    /// a range grew since the report was built).
+    pub fn report_sent(&mut self, report: SentReport) {
+        for &[from, to] in &report.own {
+            self.take_own(&report.reason, from, to);
+        }
+        self.reports_in_flight.push(report);
+    }
+
+    fn take_own(&mut self, reason: &str, from: u64, to: u64) {
+        let mut kept = Vec::with_capacity(self.unreported_drops.len());
+        for d in self.unreported_drops.drain(..) {
+            if d.reason != reason || d.to < from || d.from > to {
+                kept.push(d);
+                continue;
+            }
+            if d.from < from {
+                kept.push(DropRange {
+                    to: from - 1,
+                    ..d.clone()
+                });
+            }
+            if d.to > to {
+                kept.push(DropRange { from: to + 1, ..d });
+            }
+        }
+        self.unreported_drops = kept;
+    }
+
+    /// The collector answered for record `seq` (accepted it, had it
+    /// already, or refused it: sending the same ranges again would be
+    /// refused the same way). A report so answered is done: its ledger
+    /// ranges count as reported for good. Returns whether `seq` was a
+    /// report in flight.
+    pub fn report_answered(&mut self, seq: u64) -> bool {
+        let Some(at) = self.reports_in_flight.iter().position(|r| r.seq == seq) else {
+            return false;
+        };
+        let report = self.reports_in_flight.remove(at);
+        for &[first, last] in &report.ledger {
+            self.mark_ledger_reported(&report.reason, first, last);
+        }
+        true
+    }
+
+    /// Puts the ranges of every in-flight report whose record `lost` says
+    /// is gone from the device back among the unreported drops, so they
+    /// are reported again. Returns how many reports were lost.
+    pub fn requeue_lost_reports(&mut self, lost: impl Fn(u64) -> bool) -> usize {
+        let (gone, kept): (Vec<SentReport>, Vec<SentReport>) =
+            self.reports_in_flight.drain(..).partition(|r| lost(r.seq));
+        self.reports_in_flight = kept;
+        for report in &gone {
+            for &[from, to] in &report.own {
+                self.unreported_drops.push(DropRange {
+                    reason: report.reason.clone(),
+                    from,
+                    to,
+                });
+            }
+        }
+        gone.len()
     }
 
     /// Adds a dropped seq, extending the last range of the same reason
@@ -240,6 +331,59 @@ mod tests {
         );
         state.mark_ledger_reported("log_full", 10, 19);
         assert_eq!(state.reported_ledger["log_full"], vec![[5, 22]]);
+    }
+
+    #[test]
+    fn a_report_counts_only_once_answered_and_is_redone_if_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let (file, mut state) = StateFile::open(dir.path(), Consent::Granted).unwrap();
+        state.record_drop("invalid", 5);
+        state.record_drop("invalid", 6);
+        // Report 20 covers own [5,6] and ledger [8,9]; the own range grew
+        // to 7 after the report was built: 7 stays unreported.
+        state.record_drop("invalid", 7);
+        state.report_sent(SentReport {
+            seq: 20,
+            reason: "invalid".into(),
+            own: vec![[5, 6]],
+            ledger: vec![[8, 9]],
+        });
+        assert_eq!(
+            state.unreported_drops,
+            vec![DropRange {
+                reason: "invalid".into(),
+                from: 7,
+                to: 7
+            }]
+        );
+        // In flight: not reported again, not reported for good either.
+        assert!(state.unreported_ledger("invalid", 8, 9).is_empty());
+        assert!(!state.reported_ledger.contains_key("invalid"));
+        file.save(&state).unwrap();
+        let (_, mut state) = StateFile::open(dir.path(), Consent::Granted).unwrap();
+        assert_eq!(state.reports_in_flight.len(), 1, "survives a restart");
+
+        // Lost on the device: everything it carried is unreported again.
+        assert_eq!(state.requeue_lost_reports(|seq| seq == 20), 1);
+        assert_eq!(state.unreported_ledger("invalid", 8, 9), vec![[8, 9]]);
+        assert!(state
+            .unreported_drops
+            .iter()
+            .any(|d| (d.from, d.to) == (5, 6)));
+
+        // Sent again and answered: the ledger range is reported for good.
+        state.report_sent(SentReport {
+            seq: 21,
+            reason: "invalid".into(),
+            own: vec![[5, 7]],
+            ledger: vec![[8, 9]],
+        });
+        assert!(state.unreported_drops.is_empty());
+        assert!(!state.report_answered(99), "not a report");
+        assert!(state.report_answered(21));
+        assert!(state.reports_in_flight.is_empty());
+        assert_eq!(state.reported_ledger["invalid"], vec![[8, 9]]);
+        assert!(state.unreported_ledger("invalid", 8, 9).is_empty());
     }
 
     #[test]

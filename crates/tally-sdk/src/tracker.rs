@@ -90,6 +90,11 @@ pub enum Refusal {
     /// The tracker was shut down (or its pipeline thread is gone).
     #[error("tracker shut down")]
     ShutDown,
+    /// The message names a session that does not exist: never started by
+    /// this install, or already ended (inactivity, `reset()`, a restart
+    /// after the timeout). See [`crate::pipeline::session`].
+    #[error("unknown or ended session")]
+    UnknownSession,
 }
 
 impl Refusal {
@@ -102,6 +107,7 @@ impl Refusal {
             Self::ConsentDenied => "consent_denied",
             Self::ConsentPending => "consent_pending",
             Self::ShutDown => "shut_down",
+            Self::UnknownSession => "unknown_session",
         }
     }
 }
@@ -128,6 +134,9 @@ pub enum BuildError {
     /// The durable log could not be opened.
     #[error("event log: {0}")]
     Log(String),
+    /// The trusted CA certificates given to the builder are unusable.
+    #[error("TLS configuration: {0}")]
+    Tls(String),
     /// A background thread could not be started.
     #[error("could not start a thread: {0}")]
     Thread(#[source] std::io::Error),
@@ -226,6 +235,14 @@ impl TrackerBuilder {
     /// The transport (default: HTTP to the endpoint).
     pub fn transport(mut self, transport: Arc<dyn Transport>) -> Self {
         self.config.transport = Some(transport);
+        self
+    }
+
+    /// Trust only the CA certificates in `pem` for an `https://` endpoint
+    /// (default: the public web PKI roots). Ignored with a custom
+    /// [`TrackerBuilder::transport`].
+    pub fn trust_ca_pem(mut self, pem: &[u8]) -> Self {
+        self.config.trusted_ca_pem = Some(pem.to_vec());
         self
     }
 
@@ -335,8 +352,14 @@ impl Shared {
         Err(refusal)
     }
 
-    /// The caller-thread half of every message.
-    pub(crate) fn capture(&self, kind: Kind, options: TrackOptions) -> TrackResult {
+    /// The caller-thread half of every message; `session` is the session
+    /// the app named, if it named one.
+    pub(crate) fn capture(
+        &self,
+        kind: Kind,
+        options: TrackOptions,
+        session: Option<&str>,
+    ) -> TrackResult {
         match self.consent() {
             Consent::Denied => return self.refuse(Refusal::ConsentDenied),
             Consent::Pending if self.config.store_nothing_while_pending => {
@@ -368,7 +391,16 @@ impl Shared {
         });
         loop {
             let mut capture = self.capture.lock().unwrap_or_else(|p| p.into_inner());
-            let (session_id, session_index) = capture.sessions.touch(ts_ms);
+            let (session_id, session_index) = match session {
+                None => capture.sessions.touch(ts_ms),
+                Some(named) => match capture.sessions.touch_named(named, ts_ms) {
+                    Some(found) => found,
+                    None => {
+                        drop(capture);
+                        return self.refuse(Refusal::UnknownSession);
+                    }
+                },
+            };
             let seq = capture.next_seq;
             captured.seq = seq;
             captured.session_id = session_id;
@@ -450,17 +482,25 @@ impl Tracker {
     }
 
     fn start(config: Config) -> Result<Self, BuildError> {
-        let (state_file, state) = StateFile::open(&config.data_dir, config.initial_consent)?;
+        let (state_file, mut state) = StateFile::open(&config.data_dir, config.initial_consent)?;
         let log = pipeline::open_log(&config).map_err(BuildError::Log)?;
         let clock = Arc::clone(&config.clock);
         let now = clock.wall_ms();
-        let next_seq = pipeline::recover_next_seq(&log, &state).map_err(BuildError::Log)?;
+        let (next_seq, changed) =
+            pipeline::recover_next_seq(&log, &mut state).map_err(BuildError::Log)?;
+        if changed {
+            state_file.save(&state)?;
+        }
         let sessions = Sessions::restore(state.session.clone(), now, config.session_timeout_ms);
         let (tx, rx): (SyncSender<Command>, Receiver<Command>) =
             mpsc::sync_channel(config.channel_capacity);
-        let transport: Arc<dyn Transport> = match &config.transport {
-            Some(t) => Arc::clone(t),
-            None => Arc::new(HttpTransport::new(&config.endpoint)),
+        let transport: Arc<dyn Transport> = match (&config.transport, &config.trusted_ca_pem) {
+            (Some(t), _) => Arc::clone(t),
+            (None, Some(pem)) => Arc::new(
+                HttpTransport::with_trusted_ca(&config.endpoint, pem)
+                    .map_err(|e| BuildError::Tls(e.to_string()))?,
+            ),
+            (None, None) => Arc::new(HttpTransport::new(&config.endpoint)),
         };
         let shared = Arc::new(Shared {
             capture: Mutex::new(Capture {
@@ -540,7 +580,7 @@ impl Tracker {
 
     fn submit(&self, check: Result<(), Refusal>, kind: Kind, options: TrackOptions) -> TrackResult {
         match check {
-            Ok(()) => self.shared.capture(kind, options),
+            Ok(()) => self.shared.capture(kind, options, None),
             Err(refusal) => self.shared.refuse(refusal),
         }
     }
@@ -559,6 +599,38 @@ impl Tracker {
             props: props.into_json(),
         };
         self.submit(check, kind, options)
+    }
+
+    /// Tracks event `name` as part of session `session_id`, which the app
+    /// read from [`Tracker::session`] earlier. Refused with
+    /// [`Refusal::UnknownSession`] (counted as `unknown_session`) unless
+    /// that session is the one that exists now.
+    pub fn track_in_session(
+        &self,
+        session_id: &str,
+        name: &str,
+        props: Props,
+        options: TrackOptions,
+    ) -> TrackResult {
+        if let Err(refusal) = self.checked(&props, &Self::name_checks(name)) {
+            return self.shared.refuse(refusal);
+        }
+        let kind = Kind::Track {
+            event: name.to_owned(),
+            props: props.into_json(),
+        };
+        self.shared.capture(kind, options, Some(session_id))
+    }
+
+    /// The current session's id and index.
+    pub fn session(&self) -> (String, u64) {
+        let capture = self
+            .shared
+            .capture
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let (id, index) = capture.sessions.current();
+        (id.to_string(), index)
     }
 
     /// A screen view (mobile).

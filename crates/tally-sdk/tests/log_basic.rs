@@ -300,3 +300,28 @@ fn records_past_the_age_bound_are_dropped_at_open_and_ledgered() {
     assert_eq!(ledger.len(), 1);
     assert_eq!((ledger[0].first_seq, ledger[0].last_seq), (1, 4));
 }
+
+#[test]
+fn records_past_the_age_bound_expire_while_the_log_is_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(LogConfig::new(dir.path()).bounds(
+        u64::MAX,
+        u64::MAX,
+        Duration::from_millis(1_500),
+    ))
+    .unwrap();
+    for seq in 1..=3 {
+        log.append(entry(seq, Priority::Normal)).unwrap();
+    }
+    log.append(entry(4, Priority::Critical)).unwrap();
+    log.flush().unwrap();
+    assert_eq!(seqs(&log), vec![4, 1, 2, 3]);
+    // Housekeeping runs about once a second: well within 5 s of expiry.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while log.stats().dropped.get("expired") != Some(&4) {
+        assert!(std::time::Instant::now() < deadline, "{:?}", log.stats());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(log.stats().pending_events, 0);
+    assert!(seqs(&log).is_empty());
+}

@@ -9,7 +9,9 @@ use std::sync::Arc;
 
 use tally_proto::Priority;
 use tally_sdk::log::fs::Faults;
-use tally_sdk::log::{AppendError, Durability, Entry, Log, LogConfig, LogError, MemFs};
+use tally_sdk::log::{
+    AppendError, DroppedRange, Durability, Entry, FullPolicy, Log, LogConfig, LogError, MemFs,
+};
 
 fn entry(seq: u64) -> Entry {
     Entry {
@@ -88,6 +90,51 @@ fn enospc_is_reported_and_the_writer_recovers_when_space_returns() {
     let log = open(&after);
     assert_eq!(pending(&log), (1..=20).collect::<Vec<_>>());
     assert_eq!(log.stats().corrupt, 0);
+}
+
+#[test]
+fn drops_counted_while_the_disk_is_full_are_persisted_when_space_returns() {
+    let config = |fs: &MemFs| {
+        LogConfig::with_fs("/log", Arc::new(fs.clone()))
+            .durability(Durability::Synced)
+            .full_policy(FullPolicy::RejectNew)
+            .bounds(u64::MAX, 5, std::time::Duration::from_secs(3600))
+    };
+    let fs = MemFs::new();
+    let log = Log::open(config(&fs)).unwrap();
+    for seq in 1..=5 {
+        log.append(entry(seq)).unwrap();
+    }
+    log.flush().unwrap();
+    // Not one byte more fits: neither a record nor a ledger entry.
+    fs.set_faults(Faults {
+        space_limit: Some(used_bytes(&fs)),
+        ..Faults::default()
+    });
+    for seq in 6..=8 {
+        assert_eq!(log.append(entry(seq)), Err(AppendError::Full));
+    }
+    assert_eq!(log.flush(), Err(LogError::NoSpace));
+    let stats = log.stats();
+    assert_eq!(stats.dropped.get("log_full"), Some(&3));
+    assert!(stats.persistence_errors >= 1);
+    // Space returns: the count is written before anything else.
+    fs.set_faults(Faults::default());
+    log.flush().unwrap();
+    let after = fs.crash();
+    drop(log);
+    let log = Log::open(config(&after)).unwrap();
+    assert_eq!(log.stats().dropped.get("log_full"), Some(&3));
+    assert_eq!(
+        log.drop_ledger(),
+        vec![DroppedRange {
+            first_seq: 6,
+            last_seq: 8,
+            reason: "log_full".into(),
+        }],
+        "three refusals, one ledger range"
+    );
+    assert_eq!(pending(&log), (1..=5).collect::<Vec<_>>());
 }
 
 #[test]

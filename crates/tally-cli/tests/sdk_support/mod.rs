@@ -31,18 +31,72 @@ pub fn free_port() -> u16 {
 /// A running `tally serve`, killed on drop.
 pub struct Server {
     child: Child,
+    /// `http://127.0.0.1:PORT`, or `https://` when serving TLS.
     pub url: String,
     pub port: u16,
+    /// The CA the server's certificate chains to, when serving TLS.
+    ca_pem: Option<Vec<u8>>,
+}
+
+/// Files of a TLS collector: a fresh CA and a leaf for 127.0.0.1 signed by it.
+pub struct TlsFiles {
+    pub ca_pem: Vec<u8>,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl TlsFiles {
+    /// Generates them into `dir`.
+    pub fn generate(dir: &Path) -> TlsFiles {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+        std::fs::create_dir_all(dir).unwrap();
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(ca_params, ca_key);
+        let leaf_key = KeyPair::generate().unwrap();
+        let leaf = CertificateParams::new(vec!["127.0.0.1".to_owned()])
+            .unwrap()
+            .signed_by(&leaf_key, &issuer)
+            .unwrap();
+        let files = TlsFiles {
+            ca_pem: ca_cert.pem().into_bytes(),
+            cert: dir.join("cert.pem"),
+            key: dir.join("key.pem"),
+        };
+        std::fs::write(&files.cert, leaf.pem()).unwrap();
+        std::fs::write(&files.key, leaf_key.serialize_pem()).unwrap();
+        files
+    }
 }
 
 impl Server {
     /// Starts a collector storing in `data_dir` on `port` (0: any).
     pub fn start(data_dir: &Path, port: u16) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tally"))
+        Self::start_with(data_dir, port, None)
+    }
+
+    /// Starts a collector serving HTTPS with `tls`.
+    pub fn start_tls(data_dir: &Path, tls: &TlsFiles) -> Server {
+        Self::start_with(data_dir, 0, Some(tls))
+    }
+
+    fn start_with(data_dir: &Path, port: u16, tls: Option<&TlsFiles>) -> Server {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_tally"));
+        command
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
             .arg("--data-dir")
             .arg(data_dir)
-            .args(["--write-key", WRITE_KEY, "--admin-token", ADMIN_TOKEN])
+            .args(["--write-key", WRITE_KEY, "--admin-token", ADMIN_TOKEN]);
+        if let Some(tls) = tls {
+            command
+                .arg("--tls-cert")
+                .arg(&tls.cert)
+                .arg("--tls-key")
+                .arg(&tls.key);
+        }
+        let mut child = command
             .env("TALLY_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -55,30 +109,33 @@ impl Server {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
                 if !sent {
-                    if let Some(at) = line.find("listening on http://") {
-                        let rest = &line[at + "listening on http://".len()..];
-                        let addr: String =
-                            rest.chars().take_while(|c| !c.is_whitespace()).collect();
-                        let _ = tx.send(addr);
+                    if let Some(at) = line.find("listening on ") {
+                        let rest = &line[at + "listening on ".len()..];
+                        let url: String = rest.chars().take_while(|c| !c.is_whitespace()).collect();
+                        let _ = tx.send(url);
                         sent = true;
                     }
                 }
             }
         });
-        let addr = rx
+        let url = rx
             .recv_timeout(START_TIMEOUT)
             .expect("tally serve did not start");
-        let port = addr.rsplit(':').next().unwrap().parse().unwrap();
+        let port = url.rsplit(':').next().unwrap().parse().unwrap();
         Server {
             child,
-            url: format!("http://{addr}"),
+            url,
             port,
+            ca_pem: tls.map(|t| t.ca_pem.clone()),
         }
     }
 
     /// An admin GET, as JSON (status and body).
     pub fn get(&self, path: &str) -> (u16, serde_json::Value) {
-        let t = HttpTransport::new(&self.url);
+        let t = match &self.ca_pem {
+            Some(pem) => HttpTransport::with_trusted_ca(&self.url, pem).unwrap(),
+            None => HttpTransport::new(&self.url),
+        };
         let r = t
             .send(&Request {
                 method: Method::Get,

@@ -58,8 +58,24 @@ use answer::Slot;
 
 /// Handles one ingest request. `implied` is the type a single-message path
 /// (`/v1/track`, `/v1/t`, ...) gives a message that has no `type`.
+///
+/// A request that fails is counted for pipeline health here (one that
+/// wrote is counted in its write transaction, an empty one in
+/// [`process`]).
 pub async fn handle(
     state: AppState,
+    implied: Option<MessageType>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let result = handle_request(&state, implied, request).await;
+    if result.is_err() {
+        state.health.batches.record(clock::now_ms(), false);
+    }
+    result
+}
+
+async fn handle_request(
+    state: &AppState,
     implied: Option<MessageType>,
     request: Request,
 ) -> Result<Response, ApiError> {
@@ -201,6 +217,8 @@ fn process(
     }
 
     let outcomes = if new_events.is_empty() && dead_letters.is_empty() {
+        // No write transaction counts this request: count it here.
+        state.health.batches.record(received_at, true);
         Vec::new()
     } else {
         let commit_started = Instant::now();

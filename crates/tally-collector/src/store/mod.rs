@@ -79,12 +79,16 @@
 //! `i64::MAX` (a corrupt device counter) is stored as absent and not
 //! tracked.
 
+pub mod health;
 mod identity;
 pub mod postgres;
 mod ranges;
 pub mod sqlite;
 
 pub use self::postgres::PostgresStore;
+pub use health::{
+    Beacon, Completeness, Fleet, HealthTotals, HealthWindow, Histogram, PipelineFigures,
+};
 pub use sqlite::{SqliteOptions, SqliteStore, Synchronous};
 
 use std::path::Path;
@@ -309,4 +313,16 @@ pub trait Store: Send + Sync + 'static {
 
     /// The most recent dead letters, newest first, at most `limit`.
     fn dead_letters(&self, limit: usize) -> Result<Vec<StoredDeadLetter>, StoreError>;
+
+    /// Adds ingest requests that reached no write transaction (refused
+    /// before the store, or empty) to the request counts of the hour of
+    /// `at` (Unix ms): `batches` requests, `succeeded` of them answered 200.
+    /// A request that wrote is counted by [`Store::write_batch`] itself.
+    fn add_batches(&self, at: i64, batches: u64, succeeded: u64) -> Result<(), StoreError>;
+
+    /// Pipeline-health figures from one snapshot: cumulative totals, the
+    /// hours `from..to` touches (Unix ms, received time, rounded out to
+    /// whole hours), completeness, and the fleet's latest beacons captured
+    /// at or after `now` − [`health::FLEET_MAX_AGE_MS`].
+    fn pipeline_health(&self, from: i64, to: i64, now: i64) -> Result<PipelineFigures, StoreError>;
 }

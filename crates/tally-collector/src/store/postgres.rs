@@ -38,6 +38,7 @@ mod pool;
 
 pub use pool::{CHECKOUT_TIMEOUT, CONNECT_TIMEOUT, MAX_CONNECTIONS};
 
+use super::health::{self, BatchHealth, PipelineFigures};
 use super::identity::{self, Link};
 use super::ranges::{self, SeqRange, MAX_TRACKED_SEQ};
 use super::{
@@ -75,7 +76,8 @@ pub const MAX_ATTEMPTS: usize = 3;
 /// byte-wise, never by a locale (locale-aware comparison tripled the cost
 /// of the unique-key checks and of sorting a batch), and no query here
 /// needs a linguistic order.
-pub const MIGRATIONS: &[&str] = &[r#"
+pub const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE events (
     message_id    text COLLATE "C" PRIMARY KEY,
     dedup_key     text COLLATE "C",
@@ -145,7 +147,53 @@ CREATE TABLE install_drops (
     reason     text COLLATE "C" NOT NULL,
     PRIMARY KEY (install_id, from_seq, to_seq, reason)
 );
-"#];
+"#,
+    r#"
+-- Pipeline health (see store/health.rs).
+ALTER TABLE counters ADD COLUMN batches bigint NOT NULL DEFAULT 0;
+ALTER TABLE counters ADD COLUMN batches_ok bigint NOT NULL DEFAULT 0;
+CREATE TABLE health_hours (
+    hour       bigint NOT NULL,
+    shard      integer NOT NULL,
+    batches    bigint NOT NULL,
+    batches_ok bigint NOT NULL,
+    accepted   bigint NOT NULL,
+    duplicate  bigint NOT NULL,
+    rejected   bigint NOT NULL,
+    PRIMARY KEY (hour, shard)
+);
+CREATE TABLE health_rejections (
+    hour   bigint NOT NULL,
+    shard  integer NOT NULL,
+    reason text COLLATE "C" NOT NULL,
+    n      bigint NOT NULL,
+    PRIMARY KEY (hour, shard, reason)
+);
+CREATE TABLE health_histograms (
+    metric text COLLATE "C" NOT NULL,
+    hour   bigint NOT NULL,
+    shard  integer NOT NULL,
+    le     bigint NOT NULL,
+    n      bigint NOT NULL,
+    PRIMARY KEY (metric, hour, shard, le)
+);
+CREATE TABLE install_health (
+    install_id           text COLLATE "C" PRIMARY KEY,
+    at                   bigint NOT NULL,
+    received_at          bigint NOT NULL,
+    pending              bigint NOT NULL,
+    pending_bytes        bigint NOT NULL,
+    oldest_pending_age_s double precision NOT NULL,
+    consecutive_failures bigint NOT NULL,
+    backoff_ms           bigint NOT NULL,
+    persistence_errors   bigint NOT NULL,
+    sync_p50_ms          double precision,
+    sync_p99_ms          double precision,
+    clock_offset_ms      bigint NOT NULL
+);
+CREATE INDEX install_health_by_at ON install_health (at);
+"#,
+];
 
 /// Maps a client error: a lost or refused connection, a server shutting
 /// down or out of connections is [`StoreError::Unavailable`] (503, the
@@ -240,6 +288,43 @@ const UPSERT_INSTALLS_SQL: &str =
     INSERT INTO installs (install_id, max_seq) SELECT * FROM unnest($1::text[], $2::int8[]) \
     ON CONFLICT (install_id) DO UPDATE SET max_seq = GREATEST(installs.max_seq, excluded.max_seq)";
 
+/// One request's health figures (see [`super::health`]), in one round
+/// trip: the shard's request counter and hour row, rejections by reason,
+/// histogram buckets, and the latest beacon of each install (rows unique
+/// and sorted by the caller). A beacon replaces the stored one unless the
+/// stored one was captured later.
+const WRITE_HEALTH_SQL: &str = "WITH c AS (UPDATE counters SET batches = batches + 1, \
+    batches_ok = batches_ok + 1 WHERE shard = $1), \
+    h AS (INSERT INTO health_hours AS t (hour, shard, batches, batches_ok, accepted, duplicate, rejected) \
+    VALUES ($2, $1, 1, 1, $3, $4, $5) ON CONFLICT (hour, shard) DO UPDATE SET \
+    batches = t.batches + 1, batches_ok = t.batches_ok + 1, accepted = t.accepted + excluded.accepted, \
+    duplicate = t.duplicate + excluded.duplicate, rejected = t.rejected + excluded.rejected), \
+    r AS (INSERT INTO health_rejections AS t (hour, shard, reason, n) \
+    SELECT $2, $1, x.reason, x.n FROM unnest($6::text[], $7::int8[]) AS x(reason, n) \
+    ON CONFLICT (hour, shard, reason) DO UPDATE SET n = t.n + excluded.n), \
+    g AS (INSERT INTO health_histograms AS t (metric, hour, shard, le, n) \
+    SELECT x.metric, $2, $1, x.le, x.n FROM unnest($8::text[], $9::int8[], $10::int8[]) AS x(metric, le, n) \
+    ON CONFLICT (metric, hour, shard, le) DO UPDATE SET n = t.n + excluded.n) \
+    INSERT INTO install_health AS t (install_id, at, received_at, pending, pending_bytes, \
+    oldest_pending_age_s, consecutive_failures, backoff_ms, persistence_errors, sync_p50_ms, \
+    sync_p99_ms, clock_offset_ms) \
+    SELECT * FROM unnest($11::text[], $12::int8[], $13::int8[], $14::int8[], $15::int8[], \
+    $16::float8[], $17::int8[], $18::int8[], $19::int8[], $20::float8[], $21::float8[], $22::int8[]) \
+    ON CONFLICT (install_id) DO UPDATE SET at = excluded.at, received_at = excluded.received_at, \
+    pending = excluded.pending, pending_bytes = excluded.pending_bytes, \
+    oldest_pending_age_s = excluded.oldest_pending_age_s, \
+    consecutive_failures = excluded.consecutive_failures, backoff_ms = excluded.backoff_ms, \
+    persistence_errors = excluded.persistence_errors, sync_p50_ms = excluded.sync_p50_ms, \
+    sync_p99_ms = excluded.sync_p99_ms, clock_offset_ms = excluded.clock_offset_ms \
+    WHERE excluded.at >= t.at";
+
+/// Requests that reached no write transaction (see [`Store::add_batches`]).
+const ADD_BATCHES_SQL: &str = "WITH c AS (UPDATE counters SET batches = batches + $3, \
+    batches_ok = batches_ok + $4 WHERE shard = $1) \
+    INSERT INTO health_hours AS t (hour, shard, batches, batches_ok, accepted, duplicate, rejected) \
+    VALUES ($2, $1, $3, $4, 0, 0, 0) ON CONFLICT (hour, shard) DO UPDATE SET \
+    batches = t.batches + excluded.batches, batches_ok = t.batches_ok + excluded.batches_ok";
+
 const ADD_COUNTERS_SQL: &str =
     "UPDATE counters SET accepted = accepted + $1, duplicate = duplicate + $2, \
     rejected = rejected + $3, stored = stored + $4 WHERE shard = $5";
@@ -254,6 +339,7 @@ pub(crate) struct Prepared {
     select_seen: Statement,
     write_seen: Statement,
     add_counters: Statement,
+    write_health: Statement,
 }
 
 impl Prepared {
@@ -267,6 +353,7 @@ impl Prepared {
             select_seen: p(SELECT_SEEN_SQL)?,
             write_seen: p(WRITE_SEEN_SQL)?,
             add_counters: p(ADD_COUNTERS_SQL)?,
+            write_health: p(WRITE_HEALTH_SQL)?,
         })
     }
 }
@@ -604,6 +691,12 @@ fn write(
     }
 
     write_installs(client, prepared, events, &outcomes)?;
+    write_health(
+        client,
+        prepared,
+        shard,
+        &BatchHealth::of(events, &outcomes, dead_letters),
+    )?;
     Ok(outcomes)
 }
 
@@ -717,6 +810,128 @@ fn write_installs(
         )?;
     }
     Ok(())
+}
+
+fn write_health(
+    client: &mut Client,
+    prepared: &Prepared,
+    shard: i32,
+    h: &BatchHealth,
+) -> Result<(), ::postgres::Error> {
+    let reasons: Vec<&str> = h.rejections.keys().copied().collect();
+    let reason_counts: Vec<i64> = h.rejections.values().copied().collect();
+    let metrics: Vec<&str> = h.histograms.keys().map(|k| k.0).collect();
+    let bounds: Vec<i64> = h.histograms.keys().map(|k| k.1).collect();
+    let bucket_counts: Vec<i64> = h.histograms.values().copied().collect();
+    let b: Vec<&health::Beacon> = h.beacons.values().collect();
+    let ids: Vec<&str> = b.iter().map(|b| b.install_id.as_str()).collect();
+    let int = |f: fn(&health::Beacon) -> i64| -> Vec<i64> { b.iter().map(|b| f(b)).collect() };
+    let ats = int(|b| b.at);
+    let received = int(|b| b.received_at);
+    let pending = int(|b| b.pending);
+    let pending_bytes = int(|b| b.pending_bytes);
+    let ages: Vec<f64> = b.iter().map(|b| b.oldest_pending_age_s).collect();
+    let failures = int(|b| b.consecutive_failures);
+    let backoffs = int(|b| b.backoff_ms);
+    let persistence = int(|b| b.persistence_errors);
+    let p50: Vec<Option<f64>> = b.iter().map(|b| b.sync_latency_p50_ms).collect();
+    let p99: Vec<Option<f64>> = b.iter().map(|b| b.sync_latency_p99_ms).collect();
+    let offsets = int(|b| b.clock_offset_ms);
+    client.execute(
+        &prepared.write_health,
+        &[
+            &shard,
+            &h.hour,
+            &h.accepted,
+            &h.duplicate,
+            &h.rejected,
+            &reasons,
+            &reason_counts,
+            &metrics,
+            &bounds,
+            &bucket_counts,
+            &ids,
+            &ats,
+            &received,
+            &pending,
+            &pending_bytes,
+            &ages,
+            &failures,
+            &backoffs,
+            &persistence,
+            &p50,
+            &p99,
+            &offsets,
+        ],
+    )?;
+    Ok(())
+}
+
+fn read_pipeline_health(
+    tx: &mut ::postgres::Transaction<'_>,
+    from: i64,
+    to: i64,
+    now: i64,
+) -> Result<PipelineFigures, ::postgres::Error> {
+    let u = |v: i64| v.max(0) as u64;
+    let mut figures = PipelineFigures::default();
+    let (start, end) = health::window_hours(from, to);
+    figures.window.from = start;
+    figures.window.to = end;
+    let five = |r: &::postgres::Row| -> Result<[u64; 5], ::postgres::Error> {
+        Ok([
+            u(r.try_get(0)?),
+            u(r.try_get(1)?),
+            u(r.try_get(2)?),
+            u(r.try_get(3)?),
+            u(r.try_get(4)?),
+        ])
+    };
+    let t = five(&tx.query_one(health::TOTALS_SQL, &[])?)?;
+    figures.totals = health::HealthTotals {
+        batches: t[0],
+        batches_ok: t[1],
+        accepted: t[2],
+        duplicate: t[3],
+        rejected: t[4],
+    };
+    let window = &mut figures.window;
+    [
+        window.batches,
+        window.batches_ok,
+        window.accepted,
+        window.duplicate,
+        window.rejected,
+    ] = five(&tx.query_one(health::WINDOW_SQL, &[&start, &end])?)?;
+    for r in tx.query(health::REJECTIONS_SQL, &[&start, &end])? {
+        window.rejections.insert(r.try_get(0)?, u(r.try_get(1)?));
+    }
+    for r in tx.query(health::HISTOGRAMS_SQL, &[&start, &end])? {
+        let metric: String = r.try_get(0)?;
+        health::add_histogram_row(window, &metric, r.try_get(1)?, r.try_get(2)?);
+    }
+    let k = tx.query_one(health::COMPLETENESS_SQL, &[])?;
+    figures.completeness = health::Completeness {
+        installs: u(k.try_get(0)?),
+        installs_with_gaps: u(k.try_get(1)?),
+        missing: u(k.try_get(2)?),
+    };
+    let f = tx.query_one(
+        health::FLEET_SQL,
+        &[
+            &now.saturating_sub(health::FLEET_MAX_AGE_MS),
+            &health::STALE_QUEUE_AGE_S,
+        ],
+    )?;
+    figures.fleet = health::Fleet {
+        installs_reporting: u(f.try_get(0)?),
+        pending_events: u(f.try_get(1)?),
+        oldest_pending_age_s: f.try_get(2)?,
+        installs_with_persistence_errors: u(f.try_get(3)?),
+        installs_in_backoff: u(f.try_get(4)?),
+        installs_oldest_pending_over_24h: u(f.try_get(5)?),
+    };
+    Ok(figures)
 }
 
 impl Store for PostgresStore {
@@ -900,5 +1115,34 @@ impl Store for PostgresStore {
             })
             .collect::<Result<_, ::postgres::Error>>()
             .map_err(pg_error)
+    }
+
+    fn add_batches(&self, at: i64, batches: u64, succeeded: u64) -> Result<(), StoreError> {
+        if batches == 0 {
+            return Ok(());
+        }
+        let shard = self.shard();
+        let hour = health::hour_of(at);
+        let (batches, succeeded) = (batches as i64, succeeded as i64);
+        let mut conn = self.pool.get()?;
+        conn.client
+            .execute(ADD_BATCHES_SQL, &[&shard, &hour, &batches, &succeeded])
+            .map(|_| ())
+            .map_err(pg_error)
+    }
+
+    fn pipeline_health(&self, from: i64, to: i64, now: i64) -> Result<PipelineFigures, StoreError> {
+        let mut conn = self.pool.get()?;
+        // One snapshot for every figure.
+        let mut tx = conn
+            .client
+            .build_transaction()
+            .isolation_level(IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .map_err(pg_error)?;
+        let figures = read_pipeline_health(&mut tx, from, to, now).map_err(pg_error)?;
+        tx.commit().map_err(pg_error)?;
+        Ok(figures)
     }
 }

@@ -200,7 +200,7 @@ impl Log {
             .counts
             .bytes
             .fetch_add(len as u64, Ordering::AcqRel);
-        if q.writer_waiting {
+        if q.append_wakes_writer() {
             q.writer_waiting = false;
             self.shared.work.notify_one();
         }
@@ -265,6 +265,7 @@ impl Log {
             last_error: state.last_error.clone(),
             poisoned: self.shared.counts.poisoned.load(Ordering::Acquire),
             segments: state.segs.len() as u64,
+            groups_written: self.shared.counts.groups.load(Ordering::Relaxed),
         }
     }
 

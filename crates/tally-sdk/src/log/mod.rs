@@ -321,6 +321,9 @@ pub struct LogStats {
     pub poisoned: bool,
     /// Segment files on disk.
     pub segments: u64,
+    /// Groups the writer wrote since open (group commit: appended events
+    /// divided by this is the mean group size).
+    pub groups_written: u64,
 }
 
 /// Why [`Log::open`] failed.

@@ -32,6 +32,8 @@ pub(crate) struct Counts {
     pub bytes: AtomicU64,
     /// Set after a failed fsync; never cleared.
     pub poisoned: AtomicBool,
+    /// Groups the writer wrote (one write call per lane each) since open.
+    pub groups: AtomicU64,
 }
 
 impl Counts {
@@ -118,6 +120,11 @@ pub(crate) struct State {
     pub counters: Counters,
     ledger: Option<Box<dyn FileHandle>>,
     ledger_len: u64,
+    /// Encoded ledger entries already folded into `counters` whose write
+    /// failed (a full disk): written ahead of anything else as soon as the
+    /// ledger can be appended to again, so a count made while the disk was
+    /// full is still there after a restart.
+    ledger_backlog: Vec<u8>,
     pub next_segment: u64,
     pub persistence_errors: u64,
     pub last_error: Option<String>,
@@ -183,6 +190,7 @@ impl State {
             counters: replay.counters.clone(),
             ledger: ledger_file,
             ledger_len: replay.valid_len as u64,
+            ledger_backlog: Vec::new(),
             next_segment: replay.max_segment + 1,
             persistence_errors: 0,
             last_error: None,
@@ -337,15 +345,22 @@ impl State {
         self.last_error = Some(e.to_string());
     }
 
-    /// Appends encoded entries to the ledger and syncs them. A failed sync
-    /// poisons the log.
+    /// Appends encoded entries to the ledger, after any backlog of entries
+    /// whose write failed before, and syncs them. A failed sync poisons the
+    /// log; any other failure (ENOSPC) keeps the entries in the backlog for
+    /// the next append or [`State::retry_ledger_backlog`].
     fn append_ledger(&mut self, bytes: &[u8]) -> Result<(), LogError> {
-        if bytes.is_empty() || !self.writable {
+        if (bytes.is_empty() && self.ledger_backlog.is_empty()) || !self.writable {
             return Ok(());
         }
-        let result = self.try_append_ledger(bytes);
+        let mut all = std::mem::take(&mut self.ledger_backlog);
+        all.extend_from_slice(bytes);
+        let result = self.try_append_ledger(&all);
         if let Err(e) = &result {
             self.note_error(e);
+            if !self.counts.poisoned.load(Ordering::Acquire) {
+                self.ledger_backlog = all;
+            }
         }
         if result.is_ok() && self.ledger_len > ledger::COMPACT_BYTES {
             if let Err(e) = self.compact_ledger() {
@@ -387,6 +402,16 @@ impl State {
         }
         self.ledger_len += bytes.len() as u64;
         Ok(())
+    }
+
+    /// Writes the ledger backlog, if any (see `ledger_backlog`).
+    pub(crate) fn retry_ledger_backlog(&mut self) -> Result<(), LogError> {
+        self.append_ledger(&[])
+    }
+
+    /// Whether counted entries still wait to be written to the ledger.
+    pub(crate) fn has_ledger_backlog(&self) -> bool {
+        !self.ledger_backlog.is_empty()
     }
 
     fn poison(&self) {
@@ -515,10 +540,23 @@ impl State {
         refused: &[(u64, &'static str)],
     ) -> Result<(), LogError> {
         let mut bytes = Vec::new();
-        for &(seq, reason) in refused {
+        // Consecutive seqs refused for one reason make one entry, so a
+        // long refusal (a disk full for minutes) stays a few bytes.
+        let mut i = 0;
+        while i < refused.len() {
+            let (first, reason) = refused[i];
+            let mut last = first;
+            while i + 1 < refused.len()
+                && refused[i + 1].1 == reason
+                && last.checked_add(1) == Some(refused[i + 1].0)
+            {
+                last += 1;
+                i += 1;
+            }
+            i += 1;
             let e = Entry::Drop {
-                first_seq: seq,
-                last_seq: seq,
+                first_seq: first,
+                last_seq: last,
                 reason: reason.to_owned(),
             };
             self.counters.apply(&e);
@@ -766,6 +804,7 @@ impl State {
         self.key_refs.clear();
         self.counters = Counters::default();
         self.ledger_len = 0;
+        self.ledger_backlog.clear();
         self.current_key = 0;
         Ok(())
     }

@@ -109,11 +109,22 @@ pub(crate) fn open_log(config: &Config) -> Result<Log, String> {
 
 /// The first `seq` to use: one past everything the collector may have
 /// seen, the log holds or the log dropped (see the tracker's module doc).
-/// Reads the pending records once; the log's byte bound bounds the cost.
-pub(crate) fn recover_next_seq(log: &Log, state: &State) -> Result<u64, String> {
+/// Also puts back among the unreported drops the ranges of every drop
+/// report in flight whose record is no longer pending (it was lost before
+/// it became durable, or dropped): its seq may be reused from now on, so
+/// it must not be taken for the report's answer. Returns whether `state`
+/// changed. Reads the pending records once; the log's byte bound bounds
+/// the cost.
+pub(crate) fn recover_next_seq(log: &Log, state: &mut State) -> Result<(u64, bool), String> {
     let pending = log
         .read_pending(usize::MAX, usize::MAX)
         .map_err(|e| e.to_string())?;
+    let changed = if state.reports_in_flight.is_empty() {
+        false
+    } else {
+        let pending_seqs: std::collections::HashSet<u64> = pending.iter().map(|r| r.seq).collect();
+        state.requeue_lost_reports(|seq| !pending_seqs.contains(&seq)) > 0
+    };
     let in_log = pending.iter().map(|r| r.seq).max().unwrap_or(0);
     let dropped = log
         .drop_ledger()
@@ -127,13 +138,14 @@ pub(crate) fn recover_next_seq(log: &Log, state: &State) -> Result<u64, String> 
         .map(|d| d.to)
         .max()
         .unwrap_or(0);
-    Ok(state
+    let next = state
         .acked_seq
         .max(state.durable_seq)
         .max(in_log)
         .max(dropped)
         .max(own_drops)
-        + 1)
+        + 1;
+    Ok((next, changed))
 }
 
 /// The pipeline thread's state.

@@ -11,6 +11,15 @@
 //!
 //! A clock that jumps backwards is treated as activity, not as a reason to
 //! split the session: the last-activity time only ever moves forward.
+//!
+//! An app may name the session an event belongs to (it kept the id from
+//! [`Sessions::current`], say across a screen that outlived a logout).
+//! [`Sessions::touch_named`] accepts it only for the session that exists
+//! now: the current one, within its inactivity timeout. An id this install
+//! never started, or one that ended (timed out, replaced by `reset()` or
+//! by a restart after the timeout), is refused; the tracker counts the
+//! refusal as `unknown_session` and the event takes no `seq`, so the
+//! collector never sees an event attached to a session that is over.
 
 use std::sync::Arc;
 
@@ -74,6 +83,24 @@ impl Sessions {
         (Arc::clone(&self.id), self.index)
     }
 
+    /// The session a message captured at `now_ms` and naming session `id`
+    /// belongs to, or `None` when no such session exists now (never
+    /// started here, or ended). A refused message changes nothing.
+    pub fn touch_named(&mut self, id: &str, now_ms: i64) -> Option<(Arc<str>, u64)> {
+        let live = now_ms.saturating_sub(self.last_activity_ms) <= self.timeout_ms;
+        if !live || *self.id != *id {
+            return None;
+        }
+        self.last_activity_ms = self.last_activity_ms.max(now_ms);
+        Some((Arc::clone(&self.id), self.index))
+    }
+
+    /// The current session's id and index (it may have timed out by the
+    /// next message, which then starts the next session).
+    pub fn current(&self) -> (Arc<str>, u64) {
+        (Arc::clone(&self.id), self.index)
+    }
+
     /// Ends the current session; the next message starts a new one.
     pub fn start_new(&mut self, now_ms: i64) {
         *self = Self::fresh(self.index + 1, now_ms, self.timeout_ms);
@@ -118,6 +145,23 @@ mod tests {
         let (b, i) = s.touch(T);
         assert_eq!((a, 1), (b, i));
         assert_eq!(s.saved().last_activity_ms, 10 * T);
+    }
+
+    #[test]
+    fn only_the_live_session_can_be_named() {
+        let mut s = Sessions::restore(None, 0, T);
+        let (id, index) = s.touch(1_000);
+        assert_eq!(s.touch_named(&id, 2_000), Some((id.clone(), index)));
+        assert_eq!(s.touch_named("never-started", 2_000), None);
+        // Past the timeout the named session is over, and refusing the
+        // message neither revives it nor starts the next one.
+        assert_eq!(s.touch_named(&id, 2_001 + T), None);
+        assert_eq!(s.saved().last_activity_ms, 2_000);
+        let (next, i2) = s.touch(2_001 + T);
+        assert_eq!(i2, index + 1);
+        assert_eq!(s.touch_named(&id, 2_002 + T), None);
+        s.start_new(3_000 + T);
+        assert_eq!(s.touch_named(&next, 3_000 + T), None, "ended by reset");
     }
 
     #[test]

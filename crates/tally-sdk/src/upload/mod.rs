@@ -51,6 +51,7 @@ use crate::log::{Disposition, Record};
 use crate::pipeline::privacy::Consent;
 use crate::pipeline::{Command, Kind};
 use crate::props::Props;
+use crate::state::SentReport;
 use crate::tracker::{Shared, TrackOptions};
 
 use self::backoff::Backoff;
@@ -233,7 +234,7 @@ impl Uploader {
         let result = self.transport.send(&request);
         let elapsed = clock.mono_ms().saturating_sub(t0);
         let t_recv = clock.wall_ms();
-        match classify(result, records.len()) {
+        match classify(result, records.len(), t_recv) {
             Outcome::Results(answer) => {
                 self.on_results(records, &answer, t_send, t_recv);
                 self.budget.after_success(elapsed);
@@ -328,15 +329,33 @@ impl Uploader {
         Step::Progress
     }
 
-    /// Saves the acked watermark, then acks in the log.
+    /// Saves the acked watermark and settles the drop reports among the
+    /// acks (answered: reported for good; dropped on the device: reported
+    /// again), then acks in the log.
     fn ack(&self, acks: Vec<(Record, Disposition)>) {
         let Some(max_seq) = acks.iter().map(|(r, _)| r.seq).max() else {
             return;
         };
         {
             let mut state = self.shared.lock_state();
+            let mut changed = false;
             if max_seq > state.acked_seq {
                 state.acked_seq = max_seq;
+                changed = true;
+            }
+            if !state.reports_in_flight.is_empty() {
+                for (record, disposition) in &acks {
+                    changed |= match disposition {
+                        Disposition::Delivered | Disposition::Rejected(_) => {
+                            state.report_answered(record.seq)
+                        }
+                        Disposition::Dropped(_) => {
+                            state.requeue_lost_reports(|seq| seq == record.seq) > 0
+                        }
+                    };
+                }
+            }
+            if changed {
                 self.shared.save_state(&state);
             }
         }
@@ -414,12 +433,36 @@ impl Uploader {
     }
 
     /// Reports device-side drops (the pipeline's, and new ranges of the
-    /// log's drop ledger) as `tally.dropped` events, and forgets them once
-    /// the reports are durable.
+    /// log's drop ledger) as `tally.dropped` events. Once a report is
+    /// durable its ranges are in flight: not reported again while it is
+    /// pending, reported for good when the collector answers for it (see
+    /// [`Uploader::ack`]), and reported again if its record is lost on the
+    /// device first (dropped by a bound or a purge).
     fn report_drops(&self) {
         let ledger = self.shared.log.drop_ledger();
         let (own, from_ledger) = {
-            let state = self.shared.lock_state();
+            let mut state = self.shared.lock_state();
+            let own_dropped = |seq: u64| {
+                state
+                    .unreported_drops
+                    .iter()
+                    .any(|d| (d.from..=d.to).contains(&seq))
+            };
+            let lost: Vec<u64> = state
+                .reports_in_flight
+                .iter()
+                .map(|r| r.seq)
+                .filter(|&seq| {
+                    ledger
+                        .iter()
+                        .any(|r| (r.first_seq..=r.last_seq).contains(&seq))
+                        || own_dropped(seq)
+                })
+                .collect();
+            if !lost.is_empty() {
+                state.requeue_lost_reports(|seq| lost.contains(&seq));
+                self.shared.save_state(&state);
+            }
             let from_ledger: Vec<(String, [u64; 2])> = ledger
                 .iter()
                 .flat_map(|r| {
@@ -434,16 +477,22 @@ impl Uploader {
         if own.is_empty() && from_ledger.is_empty() {
             return;
         }
-        let mut by_reason: BTreeMap<&str, Vec<[u64; 2]>> = BTreeMap::new();
+        // Per reason, each range with where it comes from (own: true).
+        let mut by_reason: BTreeMap<&str, Vec<([u64; 2], bool)>> = BTreeMap::new();
         for d in &own {
-            by_reason.entry(&d.reason).or_default().push([d.from, d.to]);
+            by_reason
+                .entry(&d.reason)
+                .or_default()
+                .push(([d.from, d.to], true));
         }
         for (reason, range) in &from_ledger {
-            by_reason.entry(reason).or_default().push(*range);
+            by_reason.entry(reason).or_default().push((*range, false));
         }
-        for (reason, ranges) in by_reason {
+        let mut sent = Vec::new();
+        'reasons: for (reason, ranges) in by_reason {
             for chunk in ranges.chunks(MAX_RANGES_PER_REPORT) {
-                let props = Props::new().with("reason", reason).with("ranges", chunk);
+                let plain: Vec<[u64; 2]> = chunk.iter().map(|(r, _)| *r).collect();
+                let props = Props::new().with("reason", reason).with("ranges", &plain);
                 let kind = Kind::Track {
                     event: DROPPED_EVENT.to_owned(),
                     props: props.into_json(),
@@ -452,19 +501,32 @@ impl Uploader {
                     priority: Priority::Critical,
                     dedup_key: None,
                 };
-                if self.shared.capture(kind, options).is_err() {
-                    return;
-                }
+                let Ok(accepted) = self.shared.capture(kind, options, None) else {
+                    break 'reasons;
+                };
+                let pick = |own: bool| -> Vec<[u64; 2]> {
+                    chunk
+                        .iter()
+                        .filter(|(_, o)| *o == own)
+                        .map(|(r, _)| *r)
+                        .collect()
+                };
+                sent.push(SentReport {
+                    seq: accepted.seq,
+                    reason: reason.to_owned(),
+                    own: pick(true),
+                    ledger: pick(false),
+                });
             }
         }
-        if self.shared.flush().is_err() {
+        // Reports not made durable stay unreported; if they reach the
+        // collector anyway, the repeat is merged there.
+        if sent.is_empty() || self.shared.flush().is_err() {
             return;
         }
         let mut state = self.shared.lock_state();
-        let reported = own.len().min(state.unreported_drops.len());
-        state.unreported_drops.drain(..reported);
-        for (reason, [first, last]) in &from_ledger {
-            state.mark_ledger_reported(reason, *first, *last);
+        for report in sent {
+            state.report_sent(report);
         }
         self.shared.save_state(&state);
     }
@@ -477,28 +539,56 @@ impl Uploader {
             return;
         }
         self.last_beacon_ms = now;
-        let h = health(&self.shared);
-        let props = Props::new()
-            .with("pending", h.pending)
-            .with("pending_bytes", h.pending_bytes)
-            .with("oldest_pending_age_s", h.oldest_pending_age_s)
-            .with("consecutive_failures", h.consecutive_failures)
-            .with("dropped", &h.dropped)
-            .with("rejected", &h.rejected)
-            .with("clock_offset_ms", h.clock_offset_ms);
         let kind = Kind::Track {
             event: HEALTH_EVENT.to_owned(),
-            props: props.into_json(),
+            props: beacon_props(&health(&self.shared)).into_json(),
         };
-        let _ = self.shared.capture(kind, TrackOptions::default());
+        let _ = self.shared.capture(kind, TrackOptions::default(), None);
     }
 }
 
-/// Whether device-side drops wait to be reported to the collector.
+/// The properties of a `tally.health` beacon: exactly the members
+/// docs/query-api.md lists ("The SDK's tally.health beacon"), which the
+/// collector's fleet view reads; nothing that identifies a person. A figure
+/// not known yet (no send has succeeded, so no latency or clock offset) is
+/// left out rather than sent as 0, which would read as a measurement.
+pub(crate) fn beacon_props(h: &Health) -> Props {
+    let mut props = Props::new()
+        .with("pending", h.pending)
+        .with("pending_bytes", h.pending_bytes)
+        .with("oldest_pending_age_s", h.oldest_pending_age_s)
+        .with("consecutive_failures", h.consecutive_failures)
+        .with("backoff_ms", h.backoff_ms)
+        .with("persistence_errors", h.persistence_errors);
+    let known: [(&str, Option<i64>); 3] = [
+        (
+            "sync_latency_p50_ms",
+            h.sync_latency_p50_ms.and_then(|v| i64::try_from(v).ok()),
+        ),
+        (
+            "sync_latency_p99_ms",
+            h.sync_latency_p99_ms.and_then(|v| i64::try_from(v).ok()),
+        ),
+        ("clock_offset_ms", h.clock_offset_ms),
+    ];
+    for (key, value) in known {
+        if let Some(v) = value {
+            props = props.with(key, v);
+        }
+    }
+    props
+        .with("consent", h.consent)
+        .with("dropped", &h.dropped)
+        .with("rejected", &h.rejected)
+}
+
+/// Whether device-side drops wait to be reported to the collector (or for
+/// the collector's answer to their report).
 pub(crate) fn has_unreported_drops(shared: &Shared) -> bool {
     let ledger = shared.log.drop_ledger();
     let state = shared.lock_state();
     !state.unreported_drops.is_empty()
+        || !state.reports_in_flight.is_empty()
         || ledger.iter().any(|r| {
             !state
                 .unreported_ledger(&r.reason, r.first_seq, r.last_seq)
@@ -521,4 +611,70 @@ pub(crate) fn health(shared: &Shared) -> Health {
     shared
         .metrics
         .report(figures, shared.install_id.clone(), shared.consent())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::health::Metrics;
+
+    fn keys(props: &Props) -> Vec<String> {
+        let value: serde_json::Value =
+            serde_json::from_str(props.as_json()).unwrap_or(serde_json::Value::Null);
+        let mut keys: Vec<String> = value
+            .as_object()
+            .map(|o| o.keys().cloned().collect())
+            .unwrap_or_default();
+        keys.sort_unstable();
+        keys
+    }
+
+    #[test]
+    fn the_health_beacon_carries_exactly_the_documented_members() {
+        let metrics = Metrics::default();
+        let before = metrics.report(LogFigures::default(), "i".into(), Consent::Pending);
+        // Before any send: no latency and no clock offset to report.
+        let mut expected = vec![
+            "backoff_ms",
+            "consecutive_failures",
+            "consent",
+            "dropped",
+            "oldest_pending_age_s",
+            "pending",
+            "pending_bytes",
+            "persistence_errors",
+            "rejected",
+        ];
+        expected.sort_unstable();
+        assert_eq!(keys(&beacon_props(&before)), expected);
+
+        metrics.record_latency(12);
+        metrics.record_latency(40);
+        metrics.record_offset(-250, 8);
+        metrics.backoff_ms.store(1_500, Ordering::Relaxed);
+        let figures = LogFigures {
+            pending: 3,
+            persistence_errors: 2,
+            dropped: BTreeMap::from([("log_full".to_owned(), 4)]),
+            ..LogFigures::default()
+        };
+        let h = metrics.report(figures, "i".into(), Consent::Granted);
+        let props = beacon_props(&h);
+        expected.extend([
+            "sync_latency_p50_ms",
+            "sync_latency_p99_ms",
+            "clock_offset_ms",
+        ]);
+        expected.sort_unstable();
+        assert_eq!(keys(&props), expected);
+        let v: serde_json::Value = serde_json::from_str(props.as_json()).unwrap_or_default();
+        assert_eq!(v["backoff_ms"], 1_500);
+        assert_eq!(v["persistence_errors"], 2);
+        assert_eq!(v["sync_latency_p50_ms"], 12);
+        assert_eq!(v["sync_latency_p99_ms"], 40);
+        assert_eq!(v["clock_offset_ms"], -250);
+        assert_eq!(v["consent"], "granted");
+        assert_eq!(v["dropped"]["log_full"], 4);
+        assert_eq!(v["pending"], 3);
+    }
 }

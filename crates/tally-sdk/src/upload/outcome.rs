@@ -15,7 +15,9 @@
 
 use tally_proto::BatchResponse;
 
-use super::policy::DEFAULT_RETRY_AFTER_MS;
+use std::time::UNIX_EPOCH;
+
+use super::policy::{DEFAULT_RETRY_AFTER_MS, MIN_BACKOFF_MS};
 use super::transport::{Response, TransportError};
 
 /// What an answer means for the batch that was sent.
@@ -38,8 +40,10 @@ pub enum Outcome {
     Network(TransportError),
 }
 
-/// Classifies the result of sending a batch of `sent` messages.
-pub fn classify(result: Result<Response, TransportError>, sent: usize) -> Outcome {
+/// Classifies the result of sending a batch of `sent` messages, answered
+/// at `now_ms` (Unix ms, device clock: a `Retry-After` date is read
+/// against it).
+pub fn classify(result: Result<Response, TransportError>, sent: usize, now_ms: i64) -> Outcome {
     let response = match result {
         Ok(r) => r,
         Err(e) => return Outcome::Network(e),
@@ -52,17 +56,32 @@ pub fn classify(result: Result<Response, TransportError>, sent: usize) -> Outcom
         400 => Outcome::BadRequest,
         401 | 403 => Outcome::Unauthorized(response.status),
         413 => Outcome::TooLarge,
-        429 | 503 => Outcome::RetryAfter(retry_after_ms(response.retry_after.as_deref())),
+        429 | 503 => Outcome::RetryAfter(retry_after_ms(response.retry_after.as_deref(), now_ms)),
         status => Outcome::ServerError(status),
     }
 }
 
-/// Reads `Retry-After` as delta-seconds; an absent or unreadable value (an
-/// HTTP date included, which no collector of ours sends) gives the default.
-pub fn retry_after_ms(header: Option<&str>) -> u64 {
-    header
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map_or(DEFAULT_RETRY_AFTER_MS, |s| s.saturating_mul(1_000))
+/// Reads `Retry-After` in both forms RFC 9110 allows: delta-seconds, or an
+/// HTTP-date (IMF-fixdate, and the obsolete RFC 850 and asctime forms),
+/// which is turned into a wait from `now_ms`. An absent or unreadable
+/// value gives the default. The wait is at least [`MIN_BACKOFF_MS`], so a
+/// date in the past (a skewed device clock) or `0` never turns into a
+/// retry loop without pause.
+pub fn retry_after_ms(header: Option<&str>, now_ms: i64) -> u64 {
+    let Some(value) = header.map(str::trim) else {
+        return DEFAULT_RETRY_AFTER_MS;
+    };
+    let wait = if let Ok(seconds) = value.parse::<u64>() {
+        seconds.saturating_mul(1_000)
+    } else if let Ok(date) = httpdate::parse_http_date(value) {
+        let at_ms = date
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        u64::try_from(at_ms.saturating_sub(now_ms)).unwrap_or(0)
+    } else {
+        DEFAULT_RETRY_AFTER_MS
+    };
+    wait.max(MIN_BACKOFF_MS)
 }
 
 #[cfg(test)]
@@ -85,55 +104,82 @@ mod tests {
     fn every_row_of_the_table() {
         let ok = r#"{"server_time":"2024-01-01T00:00:00.000Z","accepted":1,"duplicate":0,"rejected":0,"results":[{"status":"accepted"}]}"#;
         assert!(
-            matches!(classify(answer(200, ok, None), 1), Outcome::Results(r) if r.accepted == 1)
+            matches!(classify(answer(200, ok, None), 1, 0), Outcome::Results(r) if r.accepted == 1)
         );
         assert_eq!(
-            classify(answer(200, ok, None), 2),
+            classify(answer(200, ok, None), 2, 0),
             Outcome::ServerError(200)
         );
         assert_eq!(
-            classify(answer(200, "<html>", None), 1),
+            classify(answer(200, "<html>", None), 1, 0),
             Outcome::ServerError(200)
         );
-        assert_eq!(classify(answer(400, "{}", None), 1), Outcome::BadRequest);
+        assert_eq!(classify(answer(400, "{}", None), 1, 0), Outcome::BadRequest);
         assert_eq!(
-            classify(answer(401, "{}", None), 1),
+            classify(answer(401, "{}", None), 1, 0),
             Outcome::Unauthorized(401)
         );
         assert_eq!(
-            classify(answer(403, "{}", None), 1),
+            classify(answer(403, "{}", None), 1, 0),
             Outcome::Unauthorized(403)
         );
-        assert_eq!(classify(answer(413, "{}", None), 1), Outcome::TooLarge);
+        assert_eq!(classify(answer(413, "{}", None), 1, 0), Outcome::TooLarge);
         assert_eq!(
-            classify(answer(429, "{}", Some("7")), 1),
+            classify(answer(429, "{}", Some("7")), 1, 0),
             Outcome::RetryAfter(7_000)
         );
         assert_eq!(
-            classify(answer(503, "{}", None), 1),
+            classify(answer(503, "{}", None), 1, 0),
             Outcome::RetryAfter(DEFAULT_RETRY_AFTER_MS)
         );
         assert_eq!(
-            classify(answer(500, "{}", None), 1),
+            classify(answer(500, "{}", None), 1, 0),
             Outcome::ServerError(500)
         );
         assert_eq!(
-            classify(answer(404, "{}", None), 1),
+            classify(answer(404, "{}", None), 1, 0),
             Outcome::ServerError(404)
         );
         assert_eq!(
-            classify(Err(TransportError::Timeout), 1),
+            classify(Err(TransportError::Timeout), 1, 0),
             Outcome::Network(TransportError::Timeout)
         );
     }
 
     #[test]
     fn retry_after_forms() {
-        assert_eq!(retry_after_ms(Some(" 120 ")), 120_000);
+        // 2015-10-21T07:28:00Z, the RFC's example date.
+        let date_ms: i64 = 1_445_412_480_000;
+        assert_eq!(retry_after_ms(Some(" 120 "), date_ms), 120_000);
+        for form in [
+            "Wed, 21 Oct 2015 07:28:00 GMT",
+            "Wednesday, 21-Oct-15 07:28:00 GMT",
+            "Wed Oct 21 07:28:00 2015",
+        ] {
+            assert_eq!(
+                retry_after_ms(Some(form), date_ms - 90_500),
+                90_500,
+                "{form}"
+            );
+        }
+        // A date already past (or now): the smallest pause, not a spin.
         assert_eq!(
-            retry_after_ms(Some("Wed, 21 Oct 2015 07:28:00 GMT")),
+            retry_after_ms(Some("Wed, 21 Oct 2015 07:28:00 GMT"), date_ms + 5_000),
+            MIN_BACKOFF_MS
+        );
+        assert_eq!(retry_after_ms(Some("0"), date_ms), MIN_BACKOFF_MS);
+        assert_eq!(
+            retry_after_ms(Some("in a while"), date_ms),
             DEFAULT_RETRY_AFTER_MS
         );
-        assert_eq!(retry_after_ms(None), DEFAULT_RETRY_AFTER_MS);
+        assert_eq!(retry_after_ms(None, date_ms), DEFAULT_RETRY_AFTER_MS);
+        assert_eq!(
+            classify(
+                answer(503, "{}", Some("Wed, 21 Oct 2015 07:28:00 GMT")),
+                1,
+                date_ms - 7_000
+            ),
+            Outcome::RetryAfter(7_000)
+        );
     }
 }

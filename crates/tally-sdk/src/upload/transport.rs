@@ -98,13 +98,46 @@ impl HttpTransport {
 
     /// A transport with a request timeout other than the default.
     pub fn with_timeout(endpoint: &str, timeout: Duration) -> Self {
-        let config = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(timeout))
+        Self::build(endpoint, timeout, None)
+    }
+
+    /// A transport that trusts, for `https://`, only the CA certificates in
+    /// `ca_pem` (one or more PEM `CERTIFICATE` blocks) instead of the public
+    /// web PKI: a collector behind a private CA, or a pinned one.
+    pub fn with_trusted_ca(endpoint: &str, ca_pem: &[u8]) -> Result<Self, TransportError> {
+        let mut roots = Vec::new();
+        for item in ureq::tls::parse_pem(ca_pem) {
+            match item {
+                Ok(ureq::tls::PemItem::Certificate(cert)) => roots.push(cert),
+                Ok(_) => {}
+                Err(e) => return Err(TransportError::Invalid(format!("CA PEM: {e}"))),
+            }
+        }
+        if roots.is_empty() {
+            return Err(TransportError::Invalid(
+                "CA PEM holds no certificate".to_owned(),
+            ));
+        }
+        let tls = ureq::tls::TlsConfig::builder()
+            .root_certs(ureq::tls::RootCerts::Specific(std::sync::Arc::new(roots)))
             .build();
+        Ok(Self::build(
+            endpoint,
+            Duration::from_millis(REQUEST_TIMEOUT_MS),
+            Some(tls),
+        ))
+    }
+
+    fn build(endpoint: &str, timeout: Duration, tls: Option<ureq::tls::TlsConfig>) -> Self {
+        let mut config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(timeout));
+        if let Some(tls) = tls {
+            config = config.tls_config(tls);
+        }
         Self {
             endpoint: endpoint.trim_end_matches('/').to_owned(),
-            agent: ureq::Agent::new_with_config(config),
+            agent: ureq::Agent::new_with_config(config.build()),
         }
     }
 }

@@ -1,0 +1,202 @@
+//! Alerting: rules over the pipeline-health figures, evaluated by the
+//! collector's health task (`crate::health::monitor`), shown by
+//! `GET /v1/alerts` (admin token) and POSTed to a webhook on every state
+//! change.
+//!
+//! | rule | value | default threshold |
+//! |---|---|---|
+//! | `stale_client_queues` | installs whose oldest pending event is over 24 h / installs reporting (7 days) | 0.05 |
+//! | `dedup_rate_high` | duplicates / (accepted + duplicates) over the rate window | 0.10 |
+//! | `rejection_rate_high` | rejected / received over the rate window | 0.01 |
+//! | `completeness_gaps_growing` | missing seqs now − one rate window ago | 0 |
+//!
+//! Rates come from the store's cumulative totals sampled at each
+//! evaluation (as Prometheus' `increase` does), so they cover every
+//! collector sharing the store and exactly the rate window (default one
+//! hour) once the collector has run that long; before, they cover its
+//! uptime. Each collector evaluates the rules itself: behind a load
+//! balancer, give the webhook to one collector, or let the receiver
+//! deduplicate (`rule`, `state`, `at` within an evaluation interval).
+//!
+//! Settings (`tally.toml`): `[alerts]` `interval_s` (evaluation and gauge
+//! refresh, default 15), `window_s` (rate window, default 3600), and a
+//! table per rule: `[alerts.dedup_rate_high]` `threshold`, `for_s`.
+//! The webhook URL: `--alert-webhook` / `TALLY_ALERT_WEBHOOK` / `alert_webhook`.
+//! `docs/alerts.rules.yml` has the same rules for Prometheus.
+
+pub mod rules;
+pub mod webhook;
+
+use std::sync::atomic::Ordering;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+
+use crate::app::AppState;
+use crate::error::ApiError;
+use crate::query::authorize;
+use rules::{Rule, RuleSettings, Transition};
+use webhook::WebhookStatus;
+
+/// Default evaluation interval: gauges and alerts are at most this stale,
+/// and the store answers four small aggregate reads this often.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(15);
+
+/// Default rate window: the "over the last hour".
+pub const DEFAULT_WINDOW: Duration = Duration::from_secs(3600);
+
+/// The alerting settings in force.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertConfig {
+    /// How often the health task refreshes gauges and evaluates rules.
+    pub interval: Duration,
+    /// The window rates are computed over.
+    pub window: Duration,
+    /// Every rule with its settings, in display order.
+    pub rules: Vec<(&'static str, RuleSettings)>,
+    /// Where state changes are POSTed.
+    pub webhook: Option<String>,
+}
+
+impl Default for AlertConfig {
+    fn default() -> Self {
+        Self {
+            interval: DEFAULT_INTERVAL,
+            window: DEFAULT_WINDOW,
+            rules: rules::defaults().to_vec(),
+            webhook: None,
+        }
+    }
+}
+
+/// The rules and their states, shared by the health task and the API.
+#[derive(Debug)]
+pub struct AlertBoard {
+    rules: Mutex<Vec<Rule>>,
+    /// The webhook's counters.
+    pub webhook: std::sync::Arc<WebhookStatus>,
+    configured: bool,
+}
+
+impl AlertBoard {
+    /// Every rule ok.
+    pub fn new(config: &AlertConfig) -> AlertBoard {
+        AlertBoard {
+            rules: Mutex::new(
+                config
+                    .rules
+                    .iter()
+                    .map(|(name, settings)| Rule::new(name, *settings))
+                    .collect(),
+            ),
+            webhook: Default::default(),
+            configured: config.webhook.is_some(),
+        }
+    }
+
+    /// Takes each rule's value (by name) at `now`; returns the changes.
+    pub fn evaluate(&self, values: &[(&str, Option<f64>)], now: i64) -> Vec<Transition> {
+        let mut rules = self.rules.lock().unwrap_or_else(|p| p.into_inner());
+        rules
+            .iter_mut()
+            .filter_map(|rule| {
+                let value = values
+                    .iter()
+                    .find(|(name, _)| *name == rule.name)
+                    .and_then(|(_, v)| *v);
+                rule.observe(value, now)
+            })
+            .collect()
+    }
+
+    /// The rules as they stand.
+    pub fn rules(&self) -> Vec<Rule> {
+        self.rules.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The body of `GET /v1/alerts`.
+    pub fn view(&self) -> AlertsView {
+        let rules = self
+            .rules()
+            .into_iter()
+            .map(|r| RuleView {
+                name: r.name,
+                expr: rules::expression(r.name),
+                threshold: r.settings.threshold,
+                for_s: r.settings.for_s,
+                state: r.state.as_str(),
+                value: r.value,
+                since: r.since.map(tally_proto::format_timestamp),
+            })
+            .collect();
+        let w = &self.webhook;
+        AlertsView {
+            rules,
+            webhook: WebhookView {
+                configured: self.configured,
+                last_delivery: w
+                    .last_delivery
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .map(tally_proto::format_timestamp),
+                deliveries: w.deliveries.load(Ordering::Relaxed),
+                failures: w.failures.load(Ordering::Relaxed),
+                dropped: w.dropped.load(Ordering::Relaxed),
+            },
+        }
+    }
+}
+
+/// One rule in `GET /v1/alerts`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RuleView {
+    /// Its name.
+    pub name: &'static str,
+    /// What it watches.
+    pub expr: &'static str,
+    /// Breaches above this.
+    pub threshold: f64,
+    /// Fires after breaching this long.
+    pub for_s: f64,
+    /// `ok`, `pending` or `firing`.
+    pub state: &'static str,
+    /// Last value (`null` before the first evaluation or with nothing to count).
+    pub value: Option<f64>,
+    /// When the current state began (`null` while ok).
+    pub since: Option<String>,
+}
+
+/// The webhook in `GET /v1/alerts`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WebhookView {
+    /// Whether a URL is set.
+    pub configured: bool,
+    /// The last successful delivery, RFC 3339.
+    pub last_delivery: Option<String>,
+    /// State changes delivered.
+    pub deliveries: u64,
+    /// Failed attempts.
+    pub failures: u64,
+    /// State changes given up.
+    pub dropped: u64,
+}
+
+/// `GET /v1/alerts`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AlertsView {
+    /// Every rule.
+    pub rules: Vec<RuleView>,
+    /// The webhook.
+    pub webhook: WebhookView,
+}
+
+/// `GET /v1/alerts`.
+pub async fn list(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    authorize(&state, &headers)?;
+    Ok(Json(state.health.alerts.view()).into_response())
+}
