@@ -669,31 +669,42 @@
   function drawAlerts(answer) {
     const rules = answer.rules || [];
     table($('#alerts-table'), ['Rule', 'State', 'Value', 'Threshold', 'For', 'Since'], rules.map((r) => [
-      { text: r.name, value: r.name, title: r.expr },
+      { text: r.name, value: r.name, sub: r.expr },
       { text: r.state, value: r.state, badge: r.state },
-      { text: formatRuleValue(r.value, r.threshold), value: r.value, num: true },
-      { text: formatRuleValue(r.threshold, r.threshold), value: r.threshold, num: true },
-      { text: r.for_s ? fmt.seconds(r.for_s) : '–', value: r.for_s, num: true },
+      {
+        text: formatRuleValue(r, r.value),
+        value: r.value,
+        num: true,
+        title: r.value === null || r.value === undefined ? 'not evaluated yet, or nothing to measure' : undefined,
+      },
+      { text: formatRuleValue(r, r.threshold), value: r.threshold, num: true },
+      { text: r.for_s ? fmt.seconds(r.for_s) : 'at once', value: r.for_s, num: true },
       { text: r.since ? new Date(r.since).toLocaleString() : '–', value: r.since || '' },
     ]), (tr, i) => { tr.dataset.rule = rules[i].name; tr.dataset.state = rules[i].state; });
     const webhook = answer.webhook || {};
     const parts = [webhook.configured ? 'Webhook configured' : 'No webhook configured (--alert-webhook)'];
     if (webhook.configured) {
       parts.push(webhook.last_delivery ? `last delivery ${new Date(webhook.last_delivery).toLocaleString()}` : 'nothing delivered yet');
-      parts.push(`${fmt.int(webhook.failures || 0)} failed deliveries`);
+      if (webhook.deliveries !== undefined) parts.push(`${fmt.int(webhook.deliveries)} delivered`);
+      parts.push(`${fmt.int(webhook.failures || 0)} failed attempts`);
+      if (webhook.dropped) parts.push(`${fmt.int(webhook.dropped)} given up`);
     }
     $('#alerts-webhook').textContent = parts.join(' · ');
   }
 
-  /** Rates (thresholds under 1) as percentages, counts as numbers. */
-  function formatRuleValue(value, threshold) {
+  /** Rules whose value is a count (missing seqs grown), not a share. */
+  const COUNT_RULES = new Set(['completeness_gaps_growing']);
+
+  /** A rule's value or threshold: a share as a percentage, a count as a number. */
+  function formatRuleValue(rule, value) {
     if (value === null || value === undefined) return '–';
-    return threshold !== undefined && threshold < 1 ? fmt.percent(value, 2) : fmt.int(value);
+    const share = !COUNT_RULES.has(rule.name) && rule.threshold !== undefined && rule.threshold < 1;
+    return share ? fmt.percent(value, 2) : fmt.int(value);
   }
 
   // ---- tables ------------------------------------------------------------------------------------------
 
-  /** Fills `target` with a header and rows of cells {text, value, num, badge, title}. */
+  /** Fills `target` with a header and rows of cells {text, value, num, badge, sub, title}. */
   function table(target, headers, rows, decorate) {
     target.replaceChildren();
     const head = el('tr', null, null, el('thead', null, null, target));
@@ -710,6 +721,7 @@
         const td = el('td', c.num ? 'num' : null, null, tr);
         if (c.badge) el('span', `badge ${c.badge}`, c.text, td);
         else td.textContent = c.text;
+        if (c.sub) el('div', 'cell-sub muted', c.sub, td);
         td.dataset.value = c.value === null || c.value === undefined ? '' : String(c.value);
         if (c.title) td.title = c.title;
       }
