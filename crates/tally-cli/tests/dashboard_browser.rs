@@ -72,7 +72,9 @@ impl Fixture {
                 "app": {"version": if user % 2 == 0 { "2.3.0" } else { "2.4.0" }},
                 "os": {"name": if user <= 7 { "iOS" } else { "Android" }},
                 "locale": "en-US",
-                "tally": {"install_id": install, "seq": seq},
+                // One session per person and day.
+                "tally": {"install_id": install, "seq": seq,
+                          "session_id": format!("s-{user:02}-{}", ago_ms / DAY)},
             },
         }));
     }
