@@ -499,6 +499,20 @@ fn the_dashboard_shows_what_the_query_api_answers() {
     if let Some(answer) = s.answer_or_shown_error("events", &state, &paths[0]) {
         check_events(&s, &answer);
     }
+    // By hour: one bucket per hour of the week.
+    let state = s.reload("events", || {
+        browser.click_css("#view-events [data-interval='hour']");
+    });
+    let paths = s.paths("events");
+    assert!(paths[0].contains("interval=hour"), "{}", paths[0]);
+    if let Some(answer) = s.answer_or_shown_error("events", &state, &paths[0]) {
+        let buckets = answer["series"].as_array().unwrap().len();
+        assert!((168..=169).contains(&buckets), "{buckets} hours in 7 days");
+        check_events(&s, &answer);
+    }
+    s.reload("events", || {
+        browser.click_css("#view-events [data-interval='day']");
+    });
 
     // DAU, WAU, MAU.
     let state = s.open("active");

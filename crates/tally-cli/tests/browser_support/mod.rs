@@ -255,15 +255,21 @@ impl Browser {
         }
     }
 
-    /// Moves the pointer to the centre of `element` (hover).
+    /// Moves the pointer to the centre of `element` (hover), by way of the
+    /// viewport's corner: with chromedriver 156, a direct move from one
+    /// point of a chart to another was seen to reach no listener, while a
+    /// move from outside always enters the element as a person's would.
     pub fn hover(&self, element: &Element) {
         self.cmd(
             "POST",
             "/actions",
             Some(json!({"actions": [{
                 "type": "pointer", "id": "mouse", "parameters": {"pointerType": "mouse"},
-                "actions": [{"type": "pointerMove", "duration": 0, "x": 0, "y": 0,
-                             "origin": {ELEMENT_KEY: element.0}}]
+                "actions": [
+                    {"type": "pointerMove", "duration": 0, "x": 1, "y": 1, "origin": "viewport"},
+                    {"type": "pointerMove", "duration": 0, "x": 0, "y": 0,
+                     "origin": {ELEMENT_KEY: element.0}},
+                ]
             }]})),
         );
     }
