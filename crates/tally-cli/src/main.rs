@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod emit;
+mod export;
 mod inspect;
 mod serve;
 mod simulate;
@@ -32,6 +33,8 @@ enum Command {
     /// Measure a component under load (the collector's ingest path).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Export a collector's stored events to NDJSON or Parquet.
+    Export(export::ExportArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -42,5 +45,6 @@ fn main() -> anyhow::Result<()> {
         Command::Inspect(cmd) => inspect::run(cmd),
         Command::Simulate(args) => simulate::run(args),
         Command::Bench(cmd) => bench::run(cmd),
+        Command::Export(args) => export::run(args),
     }
 }

@@ -14,6 +14,7 @@ use anyhow::Context as _;
 use tally_collector::app::{app, AppState};
 use tally_collector::config::Settings;
 use tally_collector::ingest::auth::Keys;
+use tally_collector::retention::RetentionJob;
 use tally_collector::{server, store, tls};
 
 /// How long to wait for tasks still running after the server drained (the
@@ -24,8 +25,9 @@ const PRECEDENCE: &str = "\
 Each setting is taken from the first of: the flag, its TALLY_* environment
 variable, the --config file (tally.toml: listen, data_dir, database_url,
 write_keys = [..], admin_token, tls_cert, tls_key, max_in_flight, alert_webhook,
-and an [alerts] table: interval_s, window_s, [alerts.<rule>] threshold, for_s),
-the default.
+an [alerts] table: interval_s, window_s, [alerts.<rule>] threshold, for_s, and
+a [retention] table: default_days, interval_s, chunk_rows, [retention.events]
+\"Event Name\" = days), the default.
 SIGTERM or Ctrl-C stops accepting, finishes requests in flight and exits 0.";
 
 /// Arguments of `tally serve`.
@@ -100,6 +102,7 @@ impl ServeArgs {
             max_in_flight: self.max_in_flight,
             alert_webhook: self.alert_webhook.clone(),
             alerts: None,
+            retention: None,
         }
     }
 }
@@ -128,6 +131,24 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     .with_max_in_flight(config.max_in_flight)
     .with_alerts(config.alerts.clone());
     let health = state.health.clone();
+    let retention = if config.retention.is_active() {
+        tracing::info!(
+            default_days = config.retention.default_days,
+            event_rules = config.retention.events.len(),
+            interval_s = config.retention.interval.as_secs(),
+            "retention on"
+        );
+        Some(
+            RetentionJob::start(
+                store.clone(),
+                state.metrics.clone(),
+                config.retention.clone(),
+            )
+            .context("cannot start the retention job")?,
+        )
+    } else {
+        None
+    };
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -156,6 +177,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Err(e) = health.batches.flush(store.as_ref()) {
         tracing::warn!(error = %e, "request counts not saved: the store did not answer");
     }
+    // Stops the job (a chunk in progress finishes) before the store goes.
+    drop(retention);
     drop(store);
     tracing::info!("stopped");
     served

@@ -1,7 +1,8 @@
 //! `tally simulate` against real `tally serve` processes on loopback: with
 //! every fault on, the numbers must add up exactly (nothing unexplained,
 //! nothing counted twice), on SQLite and on PostgreSQL behind two
-//! collectors; and a collector with broken dedup must be caught.
+//! collectors, and with a collector the simulator runs and restarts itself;
+//! a collector with broken dedup must be caught.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
@@ -13,8 +14,9 @@ use std::process::Command;
 use serde_json::Value;
 use serve_support::{Server, TestDb, ADMIN_TOKEN, WRITE_KEY};
 
-/// Runs `tally simulate` against `endpoints`; returns whether it exited 0
-/// and its report (stdout's last line, checked equal to `--report`).
+/// Runs `tally simulate` against `endpoints` (none: the simulator runs its
+/// own collector); returns whether it exited 0 and its report (stdout's
+/// last line, checked equal to `--report`).
 fn simulate(endpoints: &[&str], work: &Path, args: &[&str]) -> (bool, Value) {
     let report_file = work.join("report.json");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tally"));
@@ -22,8 +24,12 @@ fn simulate(endpoints: &[&str], work: &Path, args: &[&str]) -> (bool, Value) {
     for e in endpoints {
         cmd.args(["--endpoint", e]);
     }
+    if !endpoints.is_empty() {
+        cmd.args(["--write-key", WRITE_KEY, "--admin-token", ADMIN_TOKEN]);
+    }
     let output = cmd
-        .args(["--write-key", WRITE_KEY, "--admin-token", ADMIN_TOKEN])
+        .env_remove("TALLY_WRITE_KEY")
+        .env_remove("TALLY_ADMIN_TOKEN")
         .arg("--work-dir")
         .arg(work.join("devices"))
         .arg("--report")
@@ -59,11 +65,29 @@ fn assert_adds_up(ok: bool, report: &Value, devices: u64, events: u64) {
     assert_eq!(report["double_counted"], 0, "{report:#}");
     assert_eq!(report["pending"], 0, "{report:#}");
     assert_eq!(report["checks"]["ok"], true, "{report:#}");
+    assert_eq!(report["checks"]["order"]["ok"], true, "{report:#}");
+    assert_eq!(report["checks"]["attribution"]["ok"], true, "{report:#}");
+    assert_eq!(
+        report["checks"]["attribution"]["misattributed"], 0,
+        "{report:#}"
+    );
+    assert!(
+        report["checks"]["order"]["events_checked"]
+            .as_u64()
+            .unwrap()
+            > 0,
+        "{report:#}"
+    );
     assert!(ok, "{report:#}");
     let tracked = report["tracked"].as_u64().unwrap();
-    // Every scripted call was either accepted or refused with a reason.
+    // Every scripted call was accepted, refused with a reason, or made by
+    // a device killed before its flush confirmed it (in doubt).
     let refused = total(&report["refused"]);
-    assert!(tracked + refused >= devices * events, "{report:#}");
+    let in_doubt = report["in_doubt"].as_u64().unwrap();
+    assert!(
+        tracked + refused + in_doubt >= devices * events,
+        "{report:#}"
+    );
     // The faults really happened: resends were answered duplicate, and
     // requests failed or were refused on the way.
     assert!(
@@ -84,7 +108,10 @@ fn assert_adds_up(ok: bool, report: &Value, devices: u64, events: u64) {
         counted + dropped + rejected + business >= tracked,
         "{report:#}"
     );
-    assert!(counted + business + rejected <= tracked, "{report:#}");
+    assert!(
+        counted + business + rejected <= tracked + in_doubt,
+        "{report:#}"
+    );
 }
 
 #[test]
@@ -184,4 +211,92 @@ fn a_collector_with_broken_dedup_is_caught_double_counting() {
     assert!(report["double_counted"].as_u64().unwrap() > 0, "{report:#}");
     assert_eq!(report["duplicates_suppressed"], 0, "{report:#}");
     assert_eq!(report["checks"]["ok"], false, "{report:#}");
+}
+
+#[test]
+fn chaos_with_a_collector_the_simulator_kills_and_restarts() {
+    // No --endpoint: the simulator runs `tally serve` itself, so `all`
+    // includes the restart fault (SIGKILL and SIGTERM in turn), and the
+    // kill9 fault runs some devices in child processes it kills.
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, report) = simulate(
+        &[],
+        dir.path(),
+        &[
+            "--devices",
+            "16",
+            "--events-per-device",
+            "60",
+            "--seed",
+            "9",
+            "--faults",
+            "all",
+        ],
+    );
+    assert_adds_up(ok, &report, 16, 60);
+    let restarts: Vec<&str> = report["collector_restarts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap())
+        .collect();
+    assert!(restarts.contains(&"sigkill"), "{report:#}");
+    assert!(restarts.contains(&"sigterm"), "{report:#}");
+}
+
+#[test]
+fn a_reconnect_storm_is_shed_with_429s_and_drains_exactly() {
+    // 500 devices track 20 events each offline, then all come online at
+    // once against a collector with 2 ingest slots: it must answer 429 +
+    // Retry-After, every device must wait as told, and every event must be
+    // counted exactly once.
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, report) = simulate(
+        &[],
+        dir.path(),
+        &[
+            "--mode",
+            "storm",
+            "--devices",
+            "500",
+            "--events-per-device",
+            "20",
+            "--seed",
+            "3",
+            "--max-in-flight",
+            "2",
+            "--concurrency",
+            "500",
+        ],
+    );
+    assert!(ok, "{report:#}");
+    let tracked = report["tracked"].as_u64().unwrap();
+    let business = report["business_duplicates"].as_u64().unwrap();
+    let refused = total(&report["refused"]);
+    // Every scripted call was accepted, or refused for the devices whose
+    // users refused consent (double-tapped orders are extra calls).
+    assert!(tracked + refused >= 500 * 20, "{report:#}");
+    assert_eq!(
+        report["counted"].as_u64().unwrap(),
+        tracked - business,
+        "{report:#}"
+    );
+    assert_eq!(report["unexplained"], 0, "{report:#}");
+    assert_eq!(report["double_counted"], 0, "{report:#}");
+    assert_eq!(report["pending"], 0, "{report:#}");
+    assert_eq!(report["dropped"], serde_json::json!({}), "{report:#}");
+    let storm = &report["storm"];
+    assert_eq!(storm["profile"]["drained_devices"], 500, "{report:#}");
+    // The collector shed load, and every device honoured Retry-After.
+    let rate_limited = storm["rate_limited"].as_u64().unwrap();
+    assert!(rate_limited > 0, "{report:#}");
+    assert_eq!(storm["early_retries"], 0, "{report:#}");
+    assert_eq!(storm["server_errors"], 0, "{report:#}");
+    assert_eq!(storm["failed"], 0, "{report:#}");
+    // No retry storm: every retry is a 429 the device then waited out.
+    assert_eq!(
+        storm["retries"].as_u64().unwrap(),
+        rate_limited,
+        "{report:#}"
+    );
 }

@@ -14,6 +14,9 @@
 //! | `/v1/deletions` | POST | admin | delete a user, 202 |
 //! | `/v1/health/pipeline` | GET | admin | pipeline health ([`crate::health`]) |
 //! | `/v1/alerts` | GET | admin | alert rules and their states ([`crate::alerts`]) |
+//! | `/v1/deletions` | GET | admin | the deletion requests and their status |
+//! | `/v1/export` | GET | admin | stored events as NDJSON, streamed ([`crate::export`]) |
+//! | `/v1/installs/{id}/events` | GET | admin | an install's events in seq order, with their person |
 //! | `/`, `/assets/{file}` | GET | none | the dashboard (its data calls need the admin token) |
 //!
 //! Every answer carries CORS headers for the requesting origin, and a
@@ -146,6 +149,12 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/deletions", post(query::delete_user))
         .route("/v1/health/pipeline", get(health::pipeline))
         .route("/v1/alerts", get(crate::alerts::list))
+        .route("/v1/deletions", get(query::list_deletions))
+        .route("/v1/export", get(crate::export::export))
+        .route(
+            "/v1/installs/{install_id}/events",
+            get(query::install_events),
+        )
         .route("/", get(dashboard::index))
         .route("/assets/{file}", get(dashboard::asset))
         .fallback(|| async { ApiError::NotFound("no such path") })

@@ -23,6 +23,7 @@
 //! | `--max-in-flight` | `TALLY_MAX_IN_FLIGHT` | `max_in_flight` | 64 |
 //! | `--alert-webhook` | `TALLY_ALERT_WEBHOOK` | `alert_webhook` | none: alerts are only shown |
 //! | — | — | `[alerts]` `interval_s`, `window_s`, and per rule `[alerts.<rule>]` `threshold`, `for_s` | see [`crate::alerts`] |
+//! | — | — | `[retention]` table | none: events are kept (see [`crate::retention`]) |
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -34,6 +35,7 @@ use std::time::Duration;
 use crate::alerts::rules::{self, RuleSettings};
 use crate::alerts::{AlertConfig, DEFAULT_INTERVAL, DEFAULT_WINDOW};
 use crate::app::DEFAULT_MAX_IN_FLIGHT;
+use crate::retention::{RetentionError, RetentionPolicy, RetentionSettings};
 
 /// Default listen address: loopback only, so a first run exposes nothing.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -81,6 +83,9 @@ pub enum ConfigError {
     /// is not http(s).
     #[error("invalid alert setting: {0}")]
     Alerts(&'static str),
+    /// The `[retention]` table has a value that cannot be used.
+    #[error(transparent)]
+    Retention(#[from] RetentionError),
 }
 
 /// The `[alerts]` table of `tally.toml`; every member optional.
@@ -170,6 +175,8 @@ pub struct Settings {
     pub alert_webhook: Option<String>,
     /// Alert rules and their evaluation.
     pub alerts: Option<AlertSettings>,
+    /// The `[retention]` table (only in `tally.toml`).
+    pub retention: Option<RetentionSettings>,
 }
 
 impl std::fmt::Debug for Settings {
@@ -188,6 +195,7 @@ impl std::fmt::Debug for Settings {
                 &self.alert_webhook.as_ref().map(|_| "<set>"),
             )
             .field("alerts", &self.alerts)
+            .field("retention", &self.retention)
             .finish()
     }
 }
@@ -211,6 +219,8 @@ pub struct Config {
     pub max_in_flight: usize,
     /// Alert rules, evaluation and webhook.
     pub alerts: AlertConfig,
+    /// Which events expire, and how the job deletes them.
+    pub retention: RetentionPolicy,
 }
 
 impl std::fmt::Debug for Config {
@@ -233,6 +243,7 @@ impl std::fmt::Debug for Config {
             .field("max_in_flight", &self.max_in_flight)
             .field("alert_rules", &self.alerts.rules)
             .field("alert_webhook", &self.alerts.webhook.is_some())
+            .field("retention", &self.retention)
             .finish()
     }
 }
@@ -263,6 +274,7 @@ impl Settings {
             max_in_flight: self.max_in_flight.or(lower.max_in_flight),
             alert_webhook: self.alert_webhook.or(lower.alert_webhook),
             alerts: self.alerts.or(lower.alerts),
+            retention: self.retention.or(lower.retention),
         }
     }
 
@@ -307,6 +319,7 @@ impl Settings {
                 .alerts
                 .unwrap_or_default()
                 .resolve(non_empty(self.alert_webhook))?,
+            retention: self.retention.unwrap_or_default().resolve()?,
         })
     }
 }
@@ -338,6 +351,31 @@ mod tests {
         assert_eq!(config.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
         assert_eq!(config.database_url, None);
         assert!(!format!("{config:?}").contains("file-admin"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn retention_comes_from_the_file() {
+        let dir = std::env::temp_dir().join(format!("tally-config-ret-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("tally.toml");
+        std::fs::write(
+            &file,
+            "write_keys = [\"k\"]\n[retention]\ndefault_days = 90\n[retention.events]\n\"Song Played\" = 7\n",
+        )
+        .unwrap();
+        let config = Settings::from_file(&file).unwrap().resolve().unwrap();
+        assert_eq!(config.retention.default_days, Some(90));
+        assert_eq!(config.retention.events.get("Song Played"), Some(&7));
+        std::fs::write(
+            &file,
+            "write_keys = [\"k\"]\n[retention]\ndefault_days = 0\n",
+        )
+        .unwrap();
+        assert!(matches!(
+            Settings::from_file(&file).unwrap().resolve(),
+            Err(ConfigError::Retention(_))
+        ));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -17,6 +17,8 @@
 //! | [`server`] | the accept loop, TLS, graceful shutdown |
 //! | [`tls`] | loading the certificate and key |
 //! | [`store`] | the store trait and its SQLite and PostgreSQL implementations |
+//! | [`retention`] | the policy and the background job deleting expired events |
+//! | [`export`] | `GET /v1/export`: stored events streamed as NDJSON |
 //! | [`dashboard`] | the page at `/` and its embedded assets |
 
 pub mod alerts;
@@ -24,10 +26,12 @@ pub mod app;
 pub mod config;
 pub mod dashboard;
 pub mod error;
+pub mod export;
 pub mod health;
 pub mod ingest;
 pub mod metrics;
 pub mod query;
+pub mod retention;
 pub mod server;
 pub mod store;
 pub mod tls;

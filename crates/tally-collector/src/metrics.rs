@@ -27,6 +27,8 @@
 //! | `tally_alert_state{rule}` | gauge | 0 ok, 1 pending, 2 firing |
 //! | `tally_alert_webhook_deliveries_total`, `_failures_total`, `_dropped_total` | counter | webhook state changes delivered, failed attempts, changes given up |
 //! | `tally_health_refresh_errors_total` | counter | refreshes that could not read the store |
+//! | `tally_retention_expired_events_total` | counter | stored events deleted by retention |
+//! | `tally_retention_chunk_duration_seconds` | histogram | one retention chunk (one transaction) |
 
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
@@ -241,6 +243,8 @@ pub struct Metrics {
     commit_latency: Histogram,
     in_flight: Gauge,
     health: HealthGauges,
+    retention_expired: Counter,
+    retention_chunk_latency: Histogram,
 }
 
 impl Default for Metrics {
@@ -279,6 +283,18 @@ impl Metrics {
             "Ingest requests in flight",
             in_flight.clone(),
         );
+        let retention_expired = Counter::default();
+        let retention_chunk_latency = Histogram::new(buckets());
+        registry.register(
+            "retention_expired_events",
+            "Stored events deleted by retention",
+            retention_expired.clone(),
+        );
+        registry.register(
+            "retention_chunk_duration_seconds",
+            "One retention chunk (one transaction)",
+            retention_chunk_latency.clone(),
+        );
         // Outcomes exist from the start so a dashboard sees zeros, not gaps.
         for outcome in ["accepted", "duplicate", "rejected"] {
             let _ = events.get_or_create(&OutcomeLabel { outcome });
@@ -294,6 +310,8 @@ impl Metrics {
             commit_latency,
             in_flight,
             health,
+            retention_expired,
+            retention_chunk_latency,
         }
     }
 
@@ -420,6 +438,12 @@ impl Metrics {
         self.health.refresh_errors.inc();
     }
 
+    /// Records one retention chunk: `expired` events deleted in `d`.
+    pub fn retention_chunk(&self, expired: u64, d: Duration) {
+        self.retention_expired.inc_by(expired);
+        self.retention_chunk_latency.observe(d.as_secs_f64());
+    }
+
     /// The Prometheus text exposition.
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -443,6 +467,7 @@ mod tests {
         m.batch_latency(Duration::from_millis(3));
         m.commit_latency(Duration::from_millis(1));
         m.in_flight().inc();
+        m.retention_chunk(5_000, Duration::from_millis(20));
         let text = m.encode();
         for line in [
             "tally_http_requests_total{status=\"200\"} 2",
@@ -454,6 +479,8 @@ mod tests {
             "tally_batch_duration_seconds_count 1",
             "tally_store_commit_duration_seconds_count 1",
             "tally_ingest_in_flight 1",
+            "tally_retention_expired_events_total 5000",
+            "tally_retention_chunk_duration_seconds_count 1",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

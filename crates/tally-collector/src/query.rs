@@ -1,5 +1,5 @@
 //! Admin endpoints (Bearer admin token): totals, event counts,
-//! completeness of one install, and user deletion.
+//! completeness of one install, user deletion and the list of deletions.
 //!
 //! Each handler authenticates, then runs its store call on the blocking
 //! pool (store calls block).
@@ -157,4 +157,80 @@ pub async fn delete_user(
     .await?;
     tracing::info!(deleted_events = report.deleted_events, "user deleted");
     Ok((StatusCode::ACCEPTED, Json(report)).into_response())
+}
+
+/// Deletions listed at most, newest first, unless `limit` says otherwise.
+const DEFAULT_DELETIONS_LIMIT: usize = 1_000;
+
+/// The largest `limit` of `GET /v1/deletions`.
+const MAX_DELETIONS_LIMIT: usize = 100_000;
+
+#[derive(Deserialize)]
+struct DeletionsQuery {
+    limit: Option<usize>,
+}
+
+/// `GET /v1/deletions[?limit=N]` → `{"deletions": [{"userId", "requested_at",
+/// "status", "deleted_events"}]}`, newest first.
+pub async fn list_deletions(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers)?;
+    let q: DeletionsQuery = serde_urlencoded::from_str(query.as_deref().unwrap_or_default())
+        .map_err(|_| ApiError::BadRequest("limit must be a positive integer"))?;
+    let limit = q.limit.unwrap_or(DEFAULT_DELETIONS_LIMIT);
+    if limit == 0 || limit > MAX_DELETIONS_LIMIT {
+        return Err(ApiError::BadRequest("limit must be between 1 and 100000"));
+    }
+    let records = blocking(&state, move |s| s.deletions(limit)).await?;
+    let deletions: Vec<serde_json::Value> = records
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "userId": r.user_id,
+                "requested_at": tally_proto::format_timestamp(r.requested_at),
+                "status": r.status,
+                "deleted_events": r.deleted_events,
+            })
+        })
+        .collect();
+    Ok(Json(serde_json::json!({ "deletions": deletions })).into_response())
+}
+
+/// Events per page of `/v1/installs/{id}/events` unless `limit` says.
+const DEFAULT_INSTALL_EVENTS: usize = 1_000;
+
+/// Largest page of `/v1/installs/{id}/events`: a few megabytes of JSON.
+const MAX_INSTALL_EVENTS: usize = 10_000;
+
+#[derive(Deserialize)]
+struct InstallEventsQuery {
+    after_seq: Option<u64>,
+    limit: Option<usize>,
+}
+
+/// `GET /v1/installs/{install_id}/events[?after_seq=N&limit=M]` →
+/// `[{"seq", "type", "event", "person"}]`: the install's stored events with
+/// a seq above `after_seq` (default 0), in seq order, at most `limit`
+/// (default 1,000, at most 10,000); `person` is who the event counts for
+/// after stitching (the user, else the install). An install the store never
+/// saw has no events. A page shorter than `limit` is the last.
+pub async fn install_events(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(install_id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers)?;
+    let q: InstallEventsQuery = serde_urlencoded::from_str(query.as_deref().unwrap_or_default())
+        .map_err(|_| ApiError::BadRequest("malformed query string"))?;
+    let limit = q.limit.unwrap_or(DEFAULT_INSTALL_EVENTS);
+    if limit == 0 || limit > MAX_INSTALL_EVENTS {
+        return Err(ApiError::BadRequest("limit must be between 1 and 10000"));
+    }
+    let after = q.after_seq.unwrap_or(0);
+    let events = blocking(&state, move |s| s.install_events(&install_id, after, limit)).await?;
+    Ok(Json(events).into_response())
 }

@@ -8,8 +8,11 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use tally_collector::metrics::Metrics;
+use tally_collector::retention::{self, RetentionSettings, Stop};
 use tally_collector::store::{
-    DeadLetter, DroppedRange, EventCount, InstallReport, NewEvent, Stats, Store, WriteOutcome,
+    DeadLetter, DeletionRecord, DeletionStatus, DroppedRange, EventCount, ExpiryScope,
+    ExportedEvent, InstallEvent, InstallReport, NewEvent, Stats, Store, WriteOutcome,
 };
 use tally_proto::{MessageType, Priority, RejectReason};
 
@@ -539,6 +542,285 @@ fn deletion_during_ingest_leaves_nothing_behind(store: Arc<dyn Store>) {
     assert_eq!(store.stats().unwrap(), stats(accepted, 0, refused, kept));
 }
 
+const DAY_MS: i64 = 24 * 60 * 60 * 1000;
+
+fn retention_expires_in_chunks_and_keeps_the_counter_exact(store: &dyn Store) {
+    let mut batch: Vec<NewEvent> = (0..10)
+        .map(|i| track(&format!("song-{i:02}"), "Song", "anon-1", 1_000 + i))
+        .collect();
+    batch.extend((0..3).map(|i| track(&format!("song-new-{i}"), "Song", "anon-1", 9_000 + i)));
+    batch.extend((0..4).map(|i| track(&format!("open-{i}"), "Open", "anon-2", 1_000 + i)));
+    batch.extend((0..2).map(|i| track(&format!("keep-{i}"), "Keep", "anon-2", 1_000 + i)));
+    batch.push(identify("ident-old", "u1", Some("anon-2"), None, 1_000));
+    batch.push(track("open-new", "Open", "anon-2", 9_000));
+    assert_eq!(store.write_batch(&batch, &[]).unwrap(), vec![A; 21]);
+
+    // One name, in chunks of 4: 4, 4, 2, then nothing.
+    let song = ExpiryScope::Event("Song");
+    let chunks: Vec<u64> = (0..4)
+        .map(|_| store.expire_events(song, 5_000, 4).unwrap())
+        .collect();
+    assert_eq!(chunks, [4, 4, 2, 0]);
+    assert_eq!(store.count_events("Song", None, None).unwrap(), count(3, 1));
+    assert_eq!(store.stats().unwrap(), stats(21, 0, 0, 11));
+
+    // Everything else but Song and Keep, the identify (no name) included.
+    let except = ["Song".to_owned(), "Keep".to_owned()];
+    let all = ExpiryScope::AllExcept(&except);
+    assert_eq!(store.expire_events(all, 5_000, 100).unwrap(), 5);
+    assert_eq!(store.expire_events(all, 5_000, 100).unwrap(), 0);
+    assert_eq!(store.count_events("Open", None, None).unwrap(), count(1, 1));
+    assert_eq!(store.count_events("Keep", None, None).unwrap(), count(2, 1));
+    assert_eq!(store.stats().unwrap(), stats(21, 0, 0, 6));
+    // The identify expired but its link stays: anon-2's events are u1's.
+    assert_eq!(store.count_events("Keep", None, None).unwrap(), count(2, 1));
+    assert!(store
+        .export_page(i64::MIN, i64::MAX, None, 100)
+        .unwrap()
+        .iter()
+        .all(|e| e.ts_corrected >= 1_000 && !e.raw.contains("ident-old")));
+
+    // Dedup holds for stored events only: a resent expired message is new.
+    assert_eq!(
+        store
+            .write_batch(&[track("song-00", "Song", "anon-1", 1_000)], &[])
+            .unwrap(),
+        vec![A]
+    );
+    assert_eq!(store.stats().unwrap(), stats(22, 0, 0, 7));
+}
+
+fn retention_pass_applies_named_rules_and_the_default(store: &dyn Store) {
+    let now = 1_000 * DAY_MS;
+    let at = |days: i64| now - days * DAY_MS;
+    let batch = vec![
+        track("song-40d", "Song Played", "a", at(40)),
+        track("song-20d", "Song Played", "a", at(20)),
+        track("order-500d", "Order Completed", "a", at(500)),
+        track("order-3000d", "Order Completed", "a", at(3_000)),
+        track("open-100d", "Open", "a", at(100)),
+        track("open-10d", "Open", "a", at(10)),
+        identify("ident-100d", "u1", Some("a"), None, at(100)),
+    ];
+    assert_eq!(store.write_batch(&batch, &[]).unwrap(), vec![A; 7]);
+    let policy = RetentionSettings {
+        default_days: Some(90),
+        events: Some(BTreeMap::from([
+            ("Song Played".to_owned(), 30),
+            ("Order Completed".to_owned(), 2_555),
+        ])),
+        chunk_rows: Some(1),
+        ..RetentionSettings::default()
+    }
+    .resolve()
+    .unwrap();
+    let metrics = Metrics::new();
+    let report = retention::pass(store, &policy, now, &metrics, &Stop::default()).unwrap();
+    // song-40d, order-3000d, open-100d, ident-100d; a chunk of one row
+    // each, and one short chunk per rule to see the end.
+    assert_eq!(report.expired, 4);
+    assert_eq!(report.chunks, 7);
+    assert_eq!(store.stats().unwrap(), stats(7, 0, 0, 3));
+    let left: Vec<i64> = store
+        .export_page(i64::MIN, i64::MAX, None, 100)
+        .unwrap()
+        .iter()
+        .map(|e| (now - e.ts_corrected) / DAY_MS)
+        .collect();
+    assert_eq!(left, [500, 20, 10]);
+    assert!(metrics
+        .encode()
+        .lines()
+        .any(|l| l == "tally_retention_expired_events_total 4"));
+    // A second pass finds nothing; a stopped job does nothing.
+    let again = retention::pass(store, &policy, now, &metrics, &Stop::default()).unwrap();
+    assert_eq!(again.expired, 0);
+    let stop = Stop::default();
+    stop.set();
+    let stopped = retention::pass(store, &policy, now + 1_000 * DAY_MS, &metrics, &stop).unwrap();
+    assert_eq!(stopped.chunks, 0);
+    assert_eq!(store.stats().unwrap(), stats(7, 0, 0, 3));
+}
+
+fn retention_during_ingest_keeps_the_counter_exact(store: Arc<dyn Store>) {
+    const THREADS: usize = 2;
+    const BATCHES: usize = 25;
+    const BATCH: usize = 40;
+    const OLD: usize = 3_000;
+    let old: Vec<NewEvent> = (0..OLD)
+        .map(|i| track(&format!("old-{i:05}"), "Old", "anon-o", i as i64))
+        .collect();
+    for chunk in old.chunks(500) {
+        store.write_batch(chunk, &[]).unwrap();
+    }
+    let writers: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let store = Arc::clone(&store);
+            std::thread::spawn(move || {
+                for b in 0..BATCHES {
+                    let batch: Vec<NewEvent> = (0..BATCH)
+                        .map(|i| track(&format!("new-{t}-{b}-{i}"), "New", "anon-n", 1_000_000))
+                        .collect();
+                    assert_eq!(store.write_batch(&batch, &[]).unwrap(), vec![A; BATCH]);
+                }
+            })
+        })
+        .collect();
+    let mut expired = 0;
+    loop {
+        let n = store
+            .expire_events(ExpiryScope::AllExcept(&[]), 500_000, 250)
+            .unwrap();
+        expired += n;
+        if n == 0 {
+            break;
+        }
+    }
+    for w in writers {
+        w.join().unwrap();
+    }
+    let new = (THREADS * BATCHES * BATCH) as u64;
+    assert_eq!(expired, OLD as u64);
+    assert_eq!(store.count_events("Old", None, None).unwrap(), count(0, 0));
+    assert_eq!(
+        store.count_events("New", None, None).unwrap(),
+        count(new, 1)
+    );
+    assert_eq!(store.stats().unwrap(), stats(OLD as u64 + new, 0, 0, new));
+}
+
+fn deletions_are_listed_newest_first(store: &dyn Store) {
+    let batch = vec![
+        by_user(track("d1", "Open", "n", 1), "u1"),
+        by_user(track("d2", "Open", "n", 2), "u1"),
+        by_user(track("d3", "Open", "n", 3), "u2"),
+    ];
+    assert_eq!(store.write_batch(&batch, &[]).unwrap(), vec![A; 3]);
+    assert!(store.deletions(10).unwrap().is_empty());
+    assert_eq!(store.delete_user("u1", 1_000).unwrap().deleted_events, 2);
+    assert_eq!(store.delete_user("u9", 2_000).unwrap().deleted_events, 0);
+    assert_eq!(store.delete_user("u1", 3_000).unwrap().deleted_events, 0);
+    let record = |user: &str, at: i64, deleted: u64| DeletionRecord {
+        user_id: user.to_owned(),
+        requested_at: at,
+        status: DeletionStatus::Done,
+        deleted_events: deleted,
+    };
+    assert_eq!(
+        store.deletions(10).unwrap(),
+        [
+            record("u1", 3_000, 0),
+            record("u9", 2_000, 0),
+            record("u1", 1_000, 2)
+        ]
+    );
+    assert_eq!(store.deletions(1).unwrap(), [record("u1", 3_000, 0)]);
+    assert_eq!(store.stats().unwrap(), stats(3, 0, 0, 1));
+}
+
+fn export_pages_follow_corrected_time(store: &dyn Store) {
+    // Written out of time order; ties on the time are written in id order
+    // (SQLite breaks ties by row, PostgreSQL by message id: both agree).
+    let batch = vec![
+        track("x-e", "Open", "a", 500),
+        track("x-a", "Open", "a", 100),
+        track("x-c", "Open", "a", 300),
+        track("x-d", "Open", "a", 300),
+        track("x-f", "Open", "a", 300),
+        track("x-b", "Open", "a", 200),
+        track("x-g", "Open", "a", 900),
+    ];
+    assert_eq!(store.write_batch(&batch, &[]).unwrap(), vec![A; 7]);
+    let ids = |events: &[ExportedEvent]| -> Vec<String> {
+        events
+            .iter()
+            .map(|e| {
+                let v: serde_json::Value = serde_json::from_str(&e.raw).unwrap();
+                v["messageId"].as_str().unwrap().to_owned()
+            })
+            .collect()
+    };
+    let mut pages = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = store.export_page(200, 900, cursor.as_ref(), 2).unwrap();
+        if page.is_empty() {
+            break;
+        }
+        cursor = page.last().map(|e| e.cursor.clone());
+        pages.push(ids(&page));
+    }
+    assert_eq!(
+        pages,
+        [vec!["x-b", "x-c"], vec!["x-d", "x-f"], vec!["x-e"],]
+    );
+    let all = store.export_page(i64::MIN, i64::MAX, None, 100).unwrap();
+    assert_eq!(ids(&all), ["x-a", "x-b", "x-c", "x-d", "x-f", "x-e", "x-g"]);
+    let first = &all[0];
+    assert_eq!(
+        (first.ts_corrected, first.received_at, first.raw.as_str()),
+        (
+            100,
+            120,
+            r#"{"type":"track","messageId":"x-a","event":"Open"}"#
+        )
+    );
+    assert_eq!(store.count_stored(200, 900).unwrap(), 5);
+    assert_eq!(store.count_stored(i64::MIN, i64::MAX).unwrap(), 7);
+    assert_eq!(store.count_stored(901, 1_000).unwrap(), 0);
+    assert!(store.export_page(901, 1_000, None, 10).unwrap().is_empty());
+}
+
+fn install_events_in_seq_order_with_their_person(store: &dyn Store) {
+    assert_eq!(store.install_events("inst-e", 0, 100).unwrap(), vec![]);
+    let ev = |seq: u64, kind: &str, event: Option<&str>, person: &str| InstallEvent {
+        seq,
+        kind: kind.to_owned(),
+        event: event.map(str::to_owned),
+        person: person.to_owned(),
+    };
+    // Stored out of seq order, before the identify: they count for the
+    // install.
+    let e3 = on_install(track("e3", "Open", "anon-e", 300), "inst-e", 3);
+    let e1 = on_install(track("e1", "View", "anon-e", 100), "inst-e", 1);
+    let mut no_seq = track("n1", "Open", "anon-e", 100);
+    no_seq.install_id = Some("inst-e".into());
+    let other = on_install(track("o1", "Open", "anon-o", 100), "inst-o", 2);
+    store.write_batch(&[e3, e1, no_seq, other], &[]).unwrap();
+    assert_eq!(
+        store.install_events("inst-e", 0, 100).unwrap(),
+        vec![
+            ev(1, "track", Some("View"), "inst-e"),
+            ev(3, "track", Some("Open"), "inst-e"),
+        ]
+    );
+    // The identify links the install: every event now counts for the user.
+    let id2 = on_install(identify("e2", "user-e", None, None, 200), "inst-e", 2);
+    store.write_batch(&[id2], &[]).unwrap();
+    let all = vec![
+        ev(1, "track", Some("View"), "user-e"),
+        ev(2, "identify", None, "user-e"),
+        ev(3, "track", Some("Open"), "user-e"),
+    ];
+    assert_eq!(store.install_events("inst-e", 0, 100).unwrap(), all);
+    // Pages: after a seq, at most a limit.
+    assert_eq!(store.install_events("inst-e", 1, 1).unwrap(), all[1..2]);
+    assert_eq!(store.install_events("inst-e", 3, 100).unwrap(), vec![]);
+    // An alias of the user resolves one hop further.
+    store
+        .write_batch(&[alias("al", "user-e", "user-f", 400)], &[])
+        .unwrap();
+    assert!(store
+        .install_events("inst-e", 0, 100)
+        .unwrap()
+        .iter()
+        .all(|e| e.person == "user-f"));
+    assert_eq!(
+        store.install_events("inst-o", 0, 100).unwrap(),
+        vec![ev(2, "track", Some("Open"), "inst-o")]
+    );
+}
+
 /// Instantiates every suite test for one store kind. `$fresh` makes an
 /// empty store and a guard that cleans up when dropped.
 macro_rules! store_suite {
@@ -594,9 +876,39 @@ macro_rules! store_suite {
             super::deletion_during_ingest_leaves_nothing_behind(store);
         }
         #[test]
+        fn retention_expires_in_chunks_and_keeps_the_counter_exact() {
+            let (store, _guard) = $fresh();
+            super::retention_expires_in_chunks_and_keeps_the_counter_exact(&*store);
+        }
+        #[test]
+        fn retention_pass_applies_named_rules_and_the_default() {
+            let (store, _guard) = $fresh();
+            super::retention_pass_applies_named_rules_and_the_default(&*store);
+        }
+        #[test]
+        fn retention_during_ingest_keeps_the_counter_exact() {
+            let (store, _guard) = $fresh();
+            super::retention_during_ingest_keeps_the_counter_exact(store);
+        }
+        #[test]
+        fn deletions_are_listed_newest_first() {
+            let (store, _guard) = $fresh();
+            super::deletions_are_listed_newest_first(&*store);
+        }
+        #[test]
+        fn export_pages_follow_corrected_time() {
+            let (store, _guard) = $fresh();
+            super::export_pages_follow_corrected_time(&*store);
+        }
+        #[test]
         fn ping_answers() {
             let (store, _guard) = $fresh();
             store.ping().unwrap();
+        }
+        #[test]
+        fn install_events_in_seq_order_with_their_person() {
+            let (store, _guard) = $fresh();
+            super::install_events_in_seq_order_with_their_person(&*store);
         }
     };
 }

@@ -12,10 +12,26 @@ use crate::upload::clock::{Clock, SystemClock};
 use crate::upload::transport::Transport;
 
 /// Default capacity of the hand-off channel between `track()` and the
-/// pipeline thread, in messages. At about 200 bytes a queued message this
-/// bounds the channel near 6 MiB while absorbing a burst of tens of
-/// thousands of calls faster than the pipeline persists them.
+/// pipeline thread, in messages: a count cap behind the byte budget below,
+/// which is what governs refusals for messages of ordinary size.
 pub const DEFAULT_CHANNEL_CAPACITY: usize = 32 * 1024;
+
+/// Default byte budget of the hand-off queue: the memory the messages
+/// waiting for the pipeline hold (the captured message, its strings, and
+/// allocator and channel overhead, as [`crate::Tracker`] estimates them at
+/// the call). A `track()` that would pass it is refused as `queue_full`
+/// (or waits, under [`WhenFull::Block`]); the refusal takes no `seq` and is
+/// counted in `health().refused`.
+///
+/// 6 MiB is about 22,000 messages of 3 short string properties (≈ 280
+/// bytes each): a burst that long is absorbed while the pipeline drains
+/// it, and, with the log's small in-flight bound, the SDK's peak RSS stays
+/// under 16 MB whatever the burst, because the budget counts bytes (large
+/// messages cannot multiply it as a count of messages would). How much of
+/// a longer burst is refused depends on how fast the pipeline persists on
+/// the device. Measured by
+/// `cargo run --release -p tally-sdk --example track_latency`.
+pub const DEFAULT_QUEUE_BUDGET_BYTES: usize = 6 * 1024 * 1024;
 
 /// Most top-level properties per event: 255, Mixpanel's documented limit,
 /// far above what any dashboard can show.
@@ -44,6 +60,8 @@ pub struct Config {
     pub session_timeout_ms: i64,
     /// Capacity of the hand-off channel.
     pub channel_capacity: usize,
+    /// Byte budget of the hand-off queue.
+    pub queue_budget_bytes: usize,
     /// Full-channel policy.
     pub when_full: WhenFull,
     /// Consent for a new install (an existing one keeps what was set).
@@ -86,6 +104,7 @@ impl Config {
             data_dir,
             session_timeout_ms: DEFAULT_SESSION_TIMEOUT_MS,
             channel_capacity: DEFAULT_CHANNEL_CAPACITY,
+            queue_budget_bytes: DEFAULT_QUEUE_BUDGET_BYTES,
             when_full: WhenFull::Refuse,
             initial_consent: Consent::Pending,
             store_nothing_while_pending: false,

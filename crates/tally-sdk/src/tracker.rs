@@ -26,7 +26,7 @@
 //! are reused without the collector ever seeing a number twice.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -77,7 +77,9 @@ pub enum Refusal {
     /// More properties than [`MAX_PROPERTY_COUNT`].
     #[error("more than {MAX_PROPERTY_COUNT} properties")]
     TooManyProperties,
-    /// The hand-off channel is full (the pipeline is behind).
+    /// The hand-off queue is full: its byte budget (see
+    /// [`crate::config::DEFAULT_QUEUE_BUDGET_BYTES`]) or its message
+    /// capacity is reached while the pipeline is behind.
     #[error("queue full")]
     QueueFull,
     /// Consent is denied.
@@ -184,6 +186,14 @@ impl TrackerBuilder {
     /// Capacity of the hand-off channel, in messages.
     pub fn channel_capacity(mut self, capacity: usize) -> Self {
         self.config.channel_capacity = capacity.max(1);
+        self
+    }
+
+    /// Byte budget of the hand-off queue (default
+    /// [`crate::config::DEFAULT_QUEUE_BUDGET_BYTES`]): the memory messages
+    /// waiting for the pipeline may hold before `track()` refuses.
+    pub fn queue_budget(mut self, bytes: usize) -> Self {
+        self.config.queue_budget_bytes = bytes.max(1);
         self
     }
 
@@ -303,6 +313,9 @@ pub(crate) struct Capture {
 pub(crate) struct Shared {
     pub(crate) config: Config,
     pub(crate) capture: Mutex<Capture>,
+    /// Memory held by messages in the hand-off channel (see
+    /// [`crate::pipeline::Captured::memory_cost`]).
+    pub(crate) queued_bytes: AtomicUsize,
     pub(crate) consent: AtomicU8,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) metrics: Metrics,
@@ -388,8 +401,23 @@ impl Shared {
             kind,
             priority: options.priority,
             dedup_key: options.dedup_key,
+            cost: 0,
         });
+        captured.cost = captured.memory_cost();
+        let cost = captured.cost;
+        let budget = self.config.queue_budget_bytes;
         loop {
+            // The budget is checked, then taken, without a lock: callers
+            // racing past it overshoot by at most one message each.
+            if self.queued_bytes.load(Ordering::Relaxed) + cost > budget {
+                match deadline {
+                    Some(d) if Instant::now() < d => {
+                        std::thread::sleep(BLOCK_RETRY);
+                        continue;
+                    }
+                    _ => return self.refuse(Refusal::QueueFull),
+                }
+            }
             let mut capture = self.capture.lock().unwrap_or_else(|p| p.into_inner());
             let (session_id, session_index) = match session {
                 None => capture.sessions.touch(ts_ms),
@@ -405,6 +433,7 @@ impl Shared {
             captured.seq = seq;
             captured.session_id = session_id;
             captured.session_index = session_index;
+            self.queued_bytes.fetch_add(cost, Ordering::Relaxed);
             match capture.tx.try_send(Command::Message(captured)) {
                 Ok(()) => {
                     capture.next_seq += 1;
@@ -413,6 +442,7 @@ impl Shared {
                     return Ok(Accepted { seq });
                 }
                 Err(TrySendError::Full(Command::Message(back))) => {
+                    self.queued_bytes.fetch_sub(cost, Ordering::Relaxed);
                     // The lock is released while waiting: the pipeline
                     // takes it to save the session, and other callers may
                     // go first (the seq is taken again on the next try).
@@ -426,6 +456,7 @@ impl Shared {
                     }
                 }
                 Err(_) => {
+                    self.queued_bytes.fetch_sub(cost, Ordering::Relaxed);
                     drop(capture);
                     return self.refuse(Refusal::ShutDown);
                 }
@@ -508,6 +539,7 @@ impl Tracker {
                 sessions,
                 tx,
             }),
+            queued_bytes: AtomicUsize::new(0),
             consent: AtomicU8::new(consent_code(state.consent)),
             clock,
             metrics: Metrics::default(),

@@ -15,6 +15,11 @@ use tally_sdk::upload::transport::{Request, Response, Transport, TransportError}
 
 use super::scenario::{Faults, Rng};
 
+/// How much earlier than its `Retry-After` a retry may come and still count
+/// as honouring it: the SDK's sleep and this transport's clock read differ
+/// by scheduling jitter, far below the one-second granularity of the header.
+const RETRY_AFTER_SLACK: Duration = Duration::from_millis(20);
+
 /// Fleet-wide request counters.
 #[derive(Debug, Default)]
 pub struct Traffic {
@@ -26,6 +31,9 @@ pub struct Traffic {
     pub server_errors: AtomicU64,
     /// Requests failed before or after reaching the collector.
     pub failed: AtomicU64,
+    /// Requests a device sent before the `Retry-After` of its last 429 or
+    /// 503 had passed: a client that does not honour the server's wait.
+    pub early_retries: AtomicU64,
     /// Requests per second that reached the collector, by second since start.
     pub per_second: Mutex<Vec<u64>>,
     started: Mutex<Option<Instant>>,
@@ -67,6 +75,8 @@ pub struct FaultTransport {
     /// Faults stop for this device alone (while it drains before an
     /// uninstall).
     device_calm: AtomicBool,
+    /// The earliest moment the last 429 or 503 allowed the next request.
+    not_before: Mutex<Option<Instant>>,
 }
 
 #[derive(Debug, Default)]
@@ -93,6 +103,7 @@ impl FaultTransport {
             traffic,
             calm,
             device_calm: AtomicBool::new(false),
+            not_before: Mutex::new(None),
         }
     }
 
@@ -120,6 +131,26 @@ impl FaultTransport {
                 self.traffic.server_errors.fetch_add(1, Ordering::Relaxed);
             }
             _ => {}
+        }
+        if matches!(response.status, 429 | 503) {
+            let wait = response
+                .retry_after
+                .as_deref()
+                .and_then(|v| v.trim().parse::<u64>().ok());
+            if let Some(secs) = wait {
+                let mut not_before = self.not_before.lock().unwrap_or_else(|p| p.into_inner());
+                *not_before = Some(Instant::now() + Duration::from_secs(secs));
+            }
+        }
+    }
+
+    /// Counts a request sent before the server's `Retry-After` passed.
+    fn check_wait(&self) {
+        let mut not_before = self.not_before.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = not_before.take() {
+            if Instant::now() + RETRY_AFTER_SLACK < t {
+                self.traffic.early_retries.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 
@@ -150,6 +181,7 @@ impl FaultTransport {
 
 impl Transport for FaultTransport {
     fn send(&self, request: &Request) -> Result<Response, TransportError> {
+        self.check_wait();
         if self.calm.load(Ordering::Relaxed) || self.device_calm.load(Ordering::Relaxed) {
             return self.forward(request);
         }

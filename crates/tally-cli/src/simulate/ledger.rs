@@ -36,24 +36,56 @@ pub struct Ledger {
     pub installs: Vec<String>,
     /// The highest seq each install's tracker accepted.
     pub max_seq: BTreeMap<String, u64>,
+    /// What each install captured at each seq (the event name, or
+    /// `identify`), in capture order. A seq taken again after a crash
+    /// (its first message never became durable, so it was never sent)
+    /// holds the later capture. Empty in storm mode.
+    pub captures: BTreeMap<String, BTreeMap<u64, &'static str>>,
+    /// Calls a device killed with SIGKILL made without a confirmed flush:
+    /// each may or may not have become durable, so it may or may not be
+    /// counted.
+    pub in_doubt: u64,
 }
+
+/// What the ledger calls a capture without an event name.
+pub const IDENTIFY: &str = "identify";
 
 impl Ledger {
     /// Records the result of one call.
-    pub fn record(&mut self, install_id: &str, name: Option<&str>, result: &TrackResult) {
+    pub fn record(&mut self, install_id: &str, name: Option<&'static str>, result: &TrackResult) {
         match result {
             Ok(accepted) => {
                 self.tracked += 1;
                 if let Some(name) = name {
                     *self.tracked_by_name.entry(name.to_owned()).or_default() += 1;
                 }
-                let max = self.max_seq.entry(install_id.to_owned()).or_default();
-                *max = (*max).max(accepted.seq);
+                self.capture(install_id, name, accepted.seq);
             }
-            Err(refusal) => {
-                *self.refused.entry(refusal.code().to_owned()).or_default() += 1;
-            }
+            Err(refusal) => self.refuse(refusal.code()),
         }
+    }
+
+    /// Records a refusal at the call.
+    pub fn refuse(&mut self, code: &str) {
+        *self.refused.entry(code.to_owned()).or_default() += 1;
+    }
+
+    /// Records that `install_id` captured `name` at `seq` (accepted by the
+    /// tracker, and durable or still in this process).
+    pub fn capture(&mut self, install_id: &str, name: Option<&'static str>, seq: u64) {
+        let max = self.max_seq.entry(install_id.to_owned()).or_default();
+        *max = (*max).max(seq);
+        self.capture_in_doubt(install_id, name, seq);
+    }
+
+    /// Records a capture of a device killed before its flush confirmed it:
+    /// if it never became durable its seq is taken again, so the collector
+    /// need not see it.
+    pub fn capture_in_doubt(&mut self, install_id: &str, name: Option<&'static str>, seq: u64) {
+        self.captures
+            .entry(install_id.to_owned())
+            .or_default()
+            .insert(seq, name.unwrap_or(IDENTIFY));
     }
 
     /// Adds what one install's log recorded over its whole life; what it
@@ -86,6 +118,13 @@ impl Ledger {
             let max = self.max_seq.entry(k.clone()).or_default();
             *max = (*max).max(*v);
         }
+        for (k, v) in &other.captures {
+            self.captures
+                .entry(k.clone())
+                .or_default()
+                .extend(v.iter().map(|(seq, name)| (*seq, *name)));
+        }
+        self.in_doubt += other.in_doubt;
     }
 
     /// Dropped on the device, all reasons.

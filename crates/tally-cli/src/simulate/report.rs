@@ -10,8 +10,8 @@
 //! was lost to a reset before the device dropped it), so those two are
 //! bounds, not exact terms:
 //!
-//! - `expected_max = tracked − business_duplicates − rejected`
-//! - `expected_min = expected_max − dropped − pending`
+//! - `expected_max = tracked + in_doubt − business_duplicates − rejected`
+//! - `expected_min = expected_max − in_doubt − dropped − pending`
 //! - `double_counted = max(0, counted − expected_max)`
 //! - `unexplained = max(max(0, expected_min − counted), missing)` where
 //!   `missing` counts the sequence numbers the collector reports missing
@@ -21,6 +21,24 @@
 //!
 //! `counted` is the change of the collector's `accepted` total over the
 //! run, less the SDK's own `tally.dropped` and `tally.health` reports.
+//! `in_doubt` counts calls of devices killed with SIGKILL after the call
+//! and before a flush confirmed it (see `child.rs`).
+//!
+//! # Per-install checks (chaos mode)
+//!
+//! Each install's stored events (`GET /v1/installs/{id}/events`, in seq
+//! order, with the stitched person) are checked against the ledger:
+//!
+//! - **order**: the event stored at each seq is the one the device
+//!   captured at that seq (its name, or `identify`), and no seq is stored
+//!   twice: the collector's seq order is the capture order.
+//! - **attribution**: every stored event of a user's device counts for that
+//!   user after stitching, or, only when the device dropped something by
+//!   policy (its identify may be among the drops), for the install itself;
+//!   never for another person. Per user, the events counted lie within the
+//!   bounds above computed from that user's devices alone, and equal them
+//!   when nothing of those devices was dropped, rejected, pending or in
+//!   doubt.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -29,6 +47,7 @@ use serde_json::{json, Value};
 
 use super::faults::Traffic;
 use super::ledger::Ledger;
+use super::storm::Profile;
 
 /// Event names whose counts the report checks (the scenario's, and the
 /// SDK's own reports that must be subtracted).
@@ -64,6 +83,20 @@ pub struct InstallFigures {
     pub missing: u64,
     pub dropped: u64,
 }
+
+/// One stored event of an install, as `GET /v1/installs/{id}/events`
+/// returns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEvent {
+    pub seq: u64,
+    /// The event name, or `identify` for an identify.
+    pub label: String,
+    /// The stitched person.
+    pub person: String,
+}
+
+/// Events per page of `GET /v1/installs/{id}/events`.
+const EVENTS_PAGE: usize = 1_000;
 
 /// Admin reads against the collector(s).
 pub struct Client {
@@ -125,6 +158,56 @@ impl Client {
         Ok(snap)
     }
 
+    /// The collector's `accepted` total.
+    pub fn accepted(&self) -> anyhow::Result<u64> {
+        let stats = self.get("/v1/stats")?;
+        stats["accepted"]
+            .as_u64()
+            .ok_or_else(|| anyhow::anyhow!("/v1/stats has no accepted total"))
+    }
+
+    /// Every stored event of each install, in seq order.
+    pub fn install_events(
+        &self,
+        ids: &[String],
+    ) -> anyhow::Result<BTreeMap<String, Vec<StoredEvent>>> {
+        let mut all = BTreeMap::new();
+        for id in ids {
+            let mut events = Vec::new();
+            let mut after = 0u64;
+            loop {
+                let page = self.get(&format!(
+                    "/v1/installs/{}/events?after_seq={after}&limit={EVENTS_PAGE}",
+                    encode(id)
+                ))?;
+                let rows = page
+                    .as_array()
+                    .ok_or_else(|| anyhow::anyhow!("install events: not a JSON array"))?;
+                for row in rows {
+                    let seq = row["seq"]
+                        .as_u64()
+                        .ok_or_else(|| anyhow::anyhow!("install events: an event has no seq"))?;
+                    let label = if row["type"] == "identify" {
+                        super::ledger::IDENTIFY.to_owned()
+                    } else {
+                        row["event"].as_str().unwrap_or_default().to_owned()
+                    };
+                    events.push(StoredEvent {
+                        seq,
+                        label,
+                        person: row["person"].as_str().unwrap_or_default().to_owned(),
+                    });
+                    after = seq;
+                }
+                if rows.len() < EVENTS_PAGE {
+                    break;
+                }
+            }
+            all.insert(id.clone(), events);
+        }
+        Ok(all)
+    }
+
     /// Completeness of each install the collector knows.
     pub fn installs(&self, ids: &[String]) -> BTreeMap<String, InstallFigures> {
         ids.iter()
@@ -170,17 +253,24 @@ fn encode(s: &str) -> String {
 /// Everything the report is made of.
 pub struct Inputs<'a> {
     pub run_id: &'a str,
+    pub mode: super::Mode,
     pub seed: u64,
     pub devices: usize,
     pub events_per_device: usize,
     pub faults: &'a str,
     pub ledger: &'a Ledger,
+    /// Each device's ledger with its user.
+    pub users: &'a [(String, Ledger)],
     pub before: &'a Snapshot,
     pub after: &'a Snapshot,
     pub installs: &'a BTreeMap<String, InstallFigures>,
+    /// Each install's stored events (chaos mode).
+    pub install_events: Option<&'a BTreeMap<String, Vec<StoredEvent>>>,
     pub traffic: &'a Traffic,
     pub scripted: Duration,
     pub drain: Duration,
+    pub restarts: &'a [&'static str],
+    pub storm: Option<&'a Profile>,
 }
 
 /// The report: JSON, a human summary, and whether every check passed.
@@ -200,6 +290,138 @@ fn name_delta(i: &Inputs<'_>, name: &str) -> (u64, u64, u64) {
     (delta(count_after, count_before), users_after, count_before)
 }
 
+/// `(expected_min, expected_max)` of events counted for what `l` tracked.
+fn bounds(l: &Ledger) -> (u64, u64) {
+    let max = (l.tracked + l.in_doubt)
+        .saturating_sub(l.business_duplicates)
+        .saturating_sub(l.rejected_total());
+    let min = max
+        .saturating_sub(l.in_doubt)
+        .saturating_sub(l.dropped_total())
+        .saturating_sub(l.pending);
+    (min, max)
+}
+
+/// Whether nothing of `l` may be missing from the collector for a reason.
+fn exact(l: &Ledger) -> bool {
+    l.dropped_total() == 0 && l.pending == 0 && l.rejected_total() == 0 && l.in_doubt == 0
+}
+
+fn is_internal(label: &str) -> bool {
+    label.starts_with("tally.")
+}
+
+/// The order check: per install, the event stored at each seq is the one
+/// captured at that seq, and no seq is stored twice.
+fn order_check(l: &Ledger, events: &BTreeMap<String, Vec<StoredEvent>>) -> (Value, bool) {
+    let mut checked = 0u64;
+    let mut mismatched = 0u64;
+    let mut repeated = 0u64;
+    let mut examples = Vec::new();
+    for (install, stored) in events {
+        let captured = l.captures.get(install);
+        let mut last: Option<u64> = None;
+        for e in stored.iter().filter(|e| !is_internal(&e.label)) {
+            checked += 1;
+            if last == Some(e.seq) {
+                repeated += 1;
+            }
+            last = Some(e.seq);
+            let expected = captured.and_then(|c| c.get(&e.seq)).copied();
+            if expected != Some(e.label.as_str()) {
+                mismatched += 1;
+                if examples.len() < 5 {
+                    examples.push(json!({
+                        "install": install,
+                        "seq": e.seq,
+                        "stored": e.label,
+                        "captured": expected,
+                    }));
+                }
+            }
+        }
+    }
+    let ok = mismatched == 0 && repeated == 0;
+    (
+        json!({
+            "installs": events.len(),
+            "events_checked": checked,
+            "mismatched": mismatched,
+            "seq_stored_twice": repeated,
+            "examples": examples,
+            "ok": ok,
+        }),
+        ok,
+    )
+}
+
+/// The attribution check: events per user on the collector (after
+/// stitching) against each user's devices' ledgers.
+fn attribution_check(
+    users: &[(String, Ledger)],
+    events: &BTreeMap<String, Vec<StoredEvent>>,
+) -> (Value, bool) {
+    let mut per_user: BTreeMap<&str, Ledger> = BTreeMap::new();
+    for (user, ledger) in users {
+        per_user.entry(user).or_default().merge(ledger);
+    }
+    let mut ok = true;
+    let mut misattributed = 0u64;
+    let mut users_exact = 0usize;
+    let mut failures = Vec::new();
+    for (user, l) in &per_user {
+        let (mut attributed, mut anonymous) = (0u64, 0u64);
+        for install in &l.installs {
+            for e in events
+                .get(install)
+                .into_iter()
+                .flatten()
+                .filter(|e| !is_internal(&e.label))
+            {
+                if e.person == *user {
+                    attributed += 1;
+                } else if e.person == *install {
+                    anonymous += 1;
+                } else {
+                    misattributed += 1;
+                }
+            }
+        }
+        let (min, max) = bounds(l);
+        let counted = attributed + anonymous;
+        let user_exact = exact(l);
+        let user_ok = if user_exact {
+            users_exact += 1;
+            anonymous == 0 && attributed == max
+        } else {
+            (min..=max).contains(&counted) && (anonymous == 0 || l.dropped_total() > 0)
+        };
+        if !user_ok {
+            ok = false;
+            if failures.len() < 5 {
+                failures.push(json!({
+                    "user": user,
+                    "counted_for_user": attributed,
+                    "counted_for_install_only": anonymous,
+                    "expected_min": min,
+                    "expected_max": max,
+                }));
+            }
+        }
+    }
+    ok &= misattributed == 0;
+    (
+        json!({
+            "users": per_user.len(),
+            "users_exact": users_exact,
+            "misattributed": misattributed,
+            "failures": failures,
+            "ok": ok,
+        }),
+        ok,
+    )
+}
+
 /// Builds the report from the run's inputs.
 pub fn build(i: Inputs<'_>) -> Report {
     use std::sync::atomic::Ordering::Relaxed;
@@ -210,13 +432,7 @@ pub fn build(i: Inputs<'_>) -> Report {
         .sum();
     let counted = delta(i.after.accepted, i.before.accepted).saturating_sub(internal);
     let duplicates_suppressed = delta(i.after.duplicate, i.before.duplicate);
-    let expected_max = l
-        .tracked
-        .saturating_sub(l.business_duplicates)
-        .saturating_sub(l.rejected_total());
-    let expected_min = expected_max
-        .saturating_sub(l.dropped_total())
-        .saturating_sub(l.pending);
+    let (expected_min, expected_max) = bounds(l);
     let double_counted = counted.saturating_sub(expected_max);
     let drained = l.pending == 0;
     let missing: u64 = if drained {
@@ -227,9 +443,9 @@ pub fn build(i: Inputs<'_>) -> Report {
     let unexplained = expected_min.saturating_sub(counted).max(missing);
 
     // Per event name: the collector's count over the run may not exceed
-    // what the devices tracked under that name, and with nothing dropped
-    // or pending it must equal it (less double-tapped orders).
-    let exact = l.dropped_total() == 0 && l.pending == 0 && l.rejected_total() == 0;
+    // what the devices tracked under that name, and with nothing dropped,
+    // pending or in doubt it must equal it (less double-tapped orders).
+    let exact_run = exact(l);
     let mut names_ok = true;
     let by_name: Vec<Value> = l
         .tracked_by_name
@@ -241,7 +457,7 @@ pub fn build(i: Inputs<'_>) -> Report {
             } else {
                 tracked
             };
-            let ok = if exact {
+            let ok = if exact_run {
                 counted == expected
             } else {
                 counted <= expected
@@ -267,21 +483,68 @@ pub fn build(i: Inputs<'_>) -> Report {
         .filter(|(id, &seq)| i.installs.get(*id).map_or(seq > 0, |f| f.max_seq < seq))
         .count();
     let completeness_ok = !drained || (installs_with_gaps == 0 && installs_behind == 0);
-    let sent = i.traffic.sent.load(Relaxed);
-    let retries_per_event = if counted > 0 {
-        sent as f64 / counted.max(1) as f64
-    } else {
-        0.0
+
+    let (order, order_ok, attribution, attribution_ok) = match i.install_events {
+        Some(events) => {
+            let (order, order_ok) = order_check(l, events);
+            let (attribution, attribution_ok) = attribution_check(i.users, events);
+            (order, order_ok, attribution, attribution_ok)
+        }
+        None => (
+            json!({"skipped": "storm mode: per-install reads scan the events table"}),
+            true,
+            json!({"skipped": "storm mode: per-install reads scan the events table"}),
+            true,
+        ),
     };
-    let ok = unexplained == 0 && double_counted == 0 && names_ok && completeness_ok;
+
+    let sent = i.traffic.sent.load(Relaxed);
+    let rate_limited = i.traffic.rate_limited.load(Relaxed);
+    let server_errors = i.traffic.server_errors.load(Relaxed);
+    let failed = i.traffic.failed.load(Relaxed);
+    let early_retries = i.traffic.early_retries.load(Relaxed);
+    // Every failed attempt is sent again (the fleet drained), so failed
+    // attempts are the retries.
+    let retries = rate_limited + server_errors + failed;
+    let per_counted = |n: u64| {
+        if counted > 0 {
+            n as f64 / counted as f64
+        } else {
+            0.0
+        }
+    };
+    let drained_devices_ok = i.storm.is_none_or(|p| p.drained_devices == i.devices);
+    let ok = unexplained == 0
+        && double_counted == 0
+        && names_ok
+        && completeness_ok
+        && order_ok
+        && attribution_ok
+        && drained_devices_ok;
+
+    let storm_profile = i.storm.map(|p| {
+        let tracked = l.tracked.max(1) as f64;
+        json!({
+            "concurrent_devices": p.concurrency,
+            "drained_devices": p.drained_devices,
+            "offline_capture_s": p.capture.as_secs_f64(),
+            "peak_collector_events_per_s": p.peak_events_per_s,
+            "mean_collector_events_per_s": if i.drain.as_secs_f64() > 0.0 { counted as f64 / i.drain.as_secs_f64() } else { 0.0 },
+            "sdk_cpu_us_per_event_capture": p.capture_cpu.as_secs_f64() * 1e6 / tracked,
+            "sdk_cpu_us_per_event_upload": p.drain_cpu.as_secs_f64() * 1e6 / counted.max(1) as f64,
+            "sdk_cpu_method": "CLOCK_PROCESS_CPUTIME_ID of the simulator (all threads, user + system; the collector is another process) over each phase, divided by events tracked (capture) or counted (upload)",
+        })
+    });
 
     let json = json!({
         "run_id": i.run_id,
+        "mode": match i.mode { super::Mode::Chaos => "chaos", super::Mode::Storm => "storm" },
         "seed": i.seed,
         "devices": i.devices,
         "events_per_device": i.events_per_device,
         "faults": i.faults,
         "tracked": l.tracked,
+        "in_doubt": l.in_doubt,
         "counted": counted,
         "duplicates_suppressed": duplicates_suppressed,
         "business_duplicates": l.business_duplicates,
@@ -293,6 +556,7 @@ pub fn build(i: Inputs<'_>) -> Report {
         "refused": l.refused,
         "corrupt": l.corrupt,
         "collector_rejected": delta(i.after.rejected, i.before.rejected),
+        "collector_restarts": i.restarts,
         "sdk_reports": internal,
         "checks": {
             "ok": ok,
@@ -305,25 +569,32 @@ pub fn build(i: Inputs<'_>) -> Report {
                 "reported_dropped": i.installs.values().map(|f| f.dropped).sum::<u64>(),
                 "ok": completeness_ok,
             },
+            "order": order,
+            "attribution": attribution,
         },
         "storm": {
             "requests": sent,
             "peak_requests_per_s": i.traffic.peak_per_second(),
-            "rate_limited": i.traffic.rate_limited.load(Relaxed),
-            "server_errors": i.traffic.server_errors.load(Relaxed),
-            "failed": i.traffic.failed.load(Relaxed),
-            "requests_per_counted_event": retries_per_event,
+            "rate_limited": rate_limited,
+            "server_errors": server_errors,
+            "failed": failed,
+            "retries": retries,
+            "retries_per_event": per_counted(retries),
+            "early_retries": early_retries,
+            "requests_per_counted_event": per_counted(sent),
             "drain_s": i.drain.as_secs_f64(),
+            "profile": storm_profile,
         },
         "scripted_s": i.scripted.as_secs_f64(),
     });
-    let summary = format!(
-        "tally simulate — seed {seed}, {devices} devices × {epd} events, faults: {faults}\n\
-         tracked {tracked}  counted {counted}  duplicates suppressed {dups}  double-tapped orders {biz}\n\
+    let mut summary = format!(
+        "tally simulate — {mode} mode, seed {seed}, {devices} devices × {epd} events, faults: {faults}\n\
+         tracked {tracked}  counted {counted}  duplicates suppressed {dups}  double-tapped orders {biz}  in doubt {doubt}\n\
          dropped on device {dropped:?}  rejected {rejected:?}  refused {refused:?}  pending {pending}\n\
-         unexplained {unexplained}  double counted {double}  per-event checks {names}  completeness {compl}\n\
-         requests {sent} (peak {peak}/s, 429 {r429}, 5xx {r5xx}, failed {failed})  drain {drain:.1} s\n\
-         {verdict}",
+         unexplained {unexplained}  double counted {double}  per-event {names}  completeness {compl}  order {order}  attribution {attr}\n\
+         requests {sent} (peak {peak}/s, 429 {rate_limited}, 5xx {server_errors}, failed {failed}, early retries {early_retries}), \
+         retries per event {rpe:.3}, collector restarts {restarts}, drain {drain:.1} s",
+        mode = json["mode"].as_str().unwrap_or_default(),
         seed = i.seed,
         devices = i.devices,
         epd = i.events_per_device,
@@ -331,23 +602,47 @@ pub fn build(i: Inputs<'_>) -> Report {
         tracked = l.tracked,
         dups = duplicates_suppressed,
         biz = l.business_duplicates,
+        doubt = l.in_doubt,
         dropped = l.dropped,
         rejected = l.rejected,
         refused = l.refused,
         pending = l.pending,
         double = double_counted,
-        names = if names_ok { "ok" } else { "FAILED" },
-        compl = if completeness_ok { "ok" } else { "FAILED" },
+        names = verdict(names_ok),
+        compl = verdict(completeness_ok),
+        order = if i.install_events.is_some() { verdict(order_ok) } else { "skipped" },
+        attr = if i.install_events.is_some() { verdict(attribution_ok) } else { "skipped" },
         peak = i.traffic.peak_per_second(),
-        r429 = i.traffic.rate_limited.load(Relaxed),
-        r5xx = i.traffic.server_errors.load(Relaxed),
-        failed = i.traffic.failed.load(Relaxed),
+        rpe = per_counted(retries),
+        restarts = i.restarts.len(),
         drain = i.drain.as_secs_f64(),
-        verdict = if ok {
-            "every accepted event is counted once or explained"
-        } else {
-            "FAILED: the numbers do not add up"
-        },
     );
+    if let Some(p) = i.storm {
+        summary.push_str(&format!(
+            "\nstorm: {c} devices online at once, {d}/{n} drained; peak {peak:.0} events/s at the collector ({mean:.0} mean); \
+             SDK CPU {cap:.1} µs/event offline capture, {up:.1} µs/event upload",
+            c = p.concurrency,
+            d = p.drained_devices,
+            n = i.devices,
+            peak = p.peak_events_per_s,
+            mean = json["storm"]["profile"]["mean_collector_events_per_s"].as_f64().unwrap_or(0.0),
+            cap = json["storm"]["profile"]["sdk_cpu_us_per_event_capture"].as_f64().unwrap_or(0.0),
+            up = json["storm"]["profile"]["sdk_cpu_us_per_event_upload"].as_f64().unwrap_or(0.0),
+        ));
+    }
+    summary.push('\n');
+    summary.push_str(if ok {
+        "every accepted event is counted once or explained"
+    } else {
+        "FAILED: the numbers do not add up"
+    });
     Report { json, summary, ok }
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok {
+        "ok"
+    } else {
+        "FAILED"
+    }
 }

@@ -89,6 +89,9 @@ pub struct DevicePlan {
     pub refuses_consent: bool,
     /// Device clock error, ms (positive: ahead).
     pub clock_skew_ms: i64,
+    /// Under the `kill9` fault: the device runs in a child process that is
+    /// killed with SIGKILL at random moments.
+    pub in_child: bool,
     /// The script.
     pub steps: Vec<Step>,
 }
@@ -119,11 +122,15 @@ pub struct Faults {
     pub reinstall: bool,
     /// Requests delivered twice.
     pub duplicate: bool,
+    /// Some devices run in child processes killed with SIGKILL.
+    pub kill9: bool,
+    /// The collector is stopped (SIGTERM or SIGKILL) and started again.
+    pub restart: bool,
 }
 
 impl Faults {
     /// Every fault name `--faults` takes.
-    pub const NAMES: [&'static str; 11] = [
+    pub const NAMES: [&'static str; 13] = [
         "offline",
         "drop",
         "reset",
@@ -135,6 +142,8 @@ impl Faults {
         "queue_full",
         "reinstall",
         "duplicate",
+        "kill9",
+        "restart",
     ];
 
     /// Parses `all` or a comma-separated list of [`Faults::NAMES`].
@@ -171,10 +180,17 @@ impl Faults {
             "kill" => self.kill = true,
             "queue_full" => self.queue_full = true,
             "reinstall" => self.reinstall = true,
+            "kill9" => self.kill9 = true,
+            "restart" => self.restart = true,
             _ => self.duplicate = true,
         }
     }
 }
+
+/// Share of devices run in child processes under the `kill9` fault: each
+/// costs a few process starts, so a quarter of the fleet is enough to kill
+/// devices at many different moments.
+const CHILD_SHARE: f64 = 0.25;
 
 /// A purchase funnel and the screens around it.
 const FUNNEL: [&str; 4] = ["app_open", "view_item", "add_to_cart", "purchase"];
@@ -200,11 +216,13 @@ pub fn plan(
                 0
             };
             let steps = script(&mut rng, events_per_device, faults);
+            let in_child = faults.kill9 && rng.chance(CHILD_SHARE);
             DevicePlan {
                 index,
                 user,
                 refuses_consent,
                 clock_skew_ms,
+                in_child,
                 steps,
             }
         })

@@ -109,3 +109,19 @@ pub(crate) fn deletion_predicate(param: &str) -> String {
            WHERE l.kind = 'i' AND COALESCE(r.target, l.target) = {param})))"
     )
 }
+
+/// `SELECT seq, kind, event, person` of one install's events with a seq
+/// above `after_param`, in seq order, at most `limit_param`; the person is
+/// the resolved user, else the install (the rule above, for events that
+/// all have this install id).
+pub(crate) fn install_events_sql(
+    install_param: &str,
+    after_param: &str,
+    limit_param: &str,
+) -> String {
+    format!(
+        "SELECT e.seq, e.kind, e.event, COALESCE({PERSON_USER_SQL}, e.install_id) FROM events e \
+         WHERE e.install_id = {install_param} AND e.seq > {after_param} \
+         ORDER BY e.seq, e.message_id LIMIT {limit_param}"
+    )
+}

@@ -325,4 +325,144 @@ pub trait Store: Send + Sync + 'static {
     /// whole hours), completeness, and the fleet's latest beacons captured
     /// at or after `now` − [`health::FLEET_MAX_AGE_MS`].
     fn pipeline_health(&self, from: i64, to: i64, now: i64) -> Result<PipelineFigures, StoreError>;
+    /// Deletes at most `limit` events of `scope` whose corrected time is
+    /// before `before` (Unix ms), in one short transaction that also
+    /// lowers the `events` counter by the number returned. Retention calls
+    /// it in a loop, so ingest never waits behind a long deletion.
+    fn expire_events(
+        &self,
+        scope: ExpiryScope<'_>,
+        before: i64,
+        limit: usize,
+    ) -> Result<u64, StoreError>;
+
+    /// The recorded deletion requests, newest first, at most `limit`.
+    fn deletions(&self, limit: usize) -> Result<Vec<DeletionRecord>, StoreError>;
+
+    /// Stored events with `from <= ts_corrected < to`, ordered by corrected
+    /// time (ties in an order of the store's own), at most `limit`, after
+    /// `after` (the cursor of the previous page's last event). Pages are
+    /// read by a keyset cursor: each costs an index range scan, however
+    /// deep into the window it is.
+    fn export_page(
+        &self,
+        from: i64,
+        to: i64,
+        after: Option<&ExportCursor>,
+        limit: usize,
+    ) -> Result<Vec<ExportedEvent>, StoreError>;
+
+    /// Stored events with `from <= ts_corrected < to`.
+    fn count_stored(&self, from: i64, to: i64) -> Result<u64, StoreError>;
+
+    /// Stored events of one install with a seq above `after_seq`, in seq
+    /// order, at most `limit`, each with its person (see the module docs).
+    /// It scans the events table (install ids have no index, as for
+    /// deletion): for checks and investigations, not dashboards.
+    fn install_events(
+        &self,
+        install_id: &str,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<InstallEvent>, StoreError>;
+}
+
+/// Which stored events a retention rule expires
+/// ([`Store::expire_events`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpiryScope<'a> {
+    /// Events with this name (`event` of a track, `name` of a page or
+    /// screen).
+    Event(&'a str),
+    /// Every event except those with one of these names (they have rules
+    /// of their own); events without a name (identify, group, alias) are
+    /// included.
+    AllExcept(&'a [String]),
+}
+
+/// What became of a deletion request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum DeletionStatus {
+    /// The user's events were removed and the tombstone written, in the
+    /// transaction that recorded the request. (A request whose transaction
+    /// failed leaves no record: it was answered with an error and is
+    /// retried by its sender.)
+    Done,
+}
+
+impl DeletionStatus {
+    /// The stored code.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Done => "done",
+        }
+    }
+
+    fn from_stored(code: &str) -> Result<Self, StoreError> {
+        match code {
+            "done" => Ok(Self::Done),
+            other => Err(StoreError::Backend(format!(
+                "unknown deletion status {other:?} in the store"
+            ))),
+        }
+    }
+}
+
+/// One deletion request as recorded (`GET /v1/deletions`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeletionRecord {
+    /// The deleted user.
+    pub user_id: String,
+    /// When the request arrived, Unix ms (collector clock).
+    pub requested_at: i64,
+    /// What became of it.
+    pub status: DeletionStatus,
+    /// Stored events it removed (0 when the user had none left).
+    pub deleted_events: u64,
+}
+
+/// Where an export page ends; pass it back to read the next page. Opaque:
+/// each store orders ties on the corrected time by a key of its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportCursor {
+    ts_corrected: i64,
+    tie: CursorTie,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum CursorTie {
+    /// SQLite: the row id.
+    Row(i64),
+    /// PostgreSQL: the message id.
+    MessageId(String),
+}
+
+/// One stored event as exported ([`Store::export_page`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportedEvent {
+    /// Capture time on the collector's clock, Unix ms.
+    pub ts_corrected: i64,
+    /// Collector clock at receipt, Unix ms.
+    pub received_at: i64,
+    /// The message JSON as received.
+    pub raw: String,
+    /// The position of this event in the export order.
+    pub cursor: ExportCursor,
+}
+
+/// One stored event of an install (`GET /v1/installs/{id}/events`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct InstallEvent {
+    /// `context.tally.seq`.
+    pub seq: u64,
+    /// The message type.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// `event` of a track, `name` of a page or screen.
+    pub event: Option<String>,
+    /// The person it counts for after stitching: the resolved user if
+    /// there is one, else the install.
+    pub person: String,
 }

@@ -41,8 +41,10 @@ pub use pool::{CHECKOUT_TIMEOUT, CONNECT_TIMEOUT, MAX_CONNECTIONS};
 use super::health::{self, BatchHealth, PipelineFigures};
 use super::identity::{self, Link};
 use super::ranges::{self, SeqRange, MAX_TRACKED_SEQ};
+use super::InstallEvent;
 use super::{
-    DeadLetter, DeletionReport, EventCount, InstallReport, NewEvent, Stats, Store, StoreError,
+    CursorTie, DeadLetter, DeletionRecord, DeletionReport, DeletionStatus, EventCount, ExpiryScope,
+    ExportCursor, ExportedEvent, InstallReport, NewEvent, Stats, Store, StoreError,
     StoredDeadLetter, WriteOutcome,
 };
 use ::postgres::error::SqlState;
@@ -192,6 +194,16 @@ CREATE TABLE install_health (
     clock_offset_ms      bigint NOT NULL
 );
 CREATE INDEX install_health_by_at ON install_health (at);
+-- Retention (expired events by corrected time) and export (keyset pages
+-- in (corrected time, message id) order) scan by time.
+CREATE INDEX events_by_time ON events (ts_corrected, message_id);
+CREATE TABLE deletions (
+    row_id         bigserial PRIMARY KEY,
+    user_id        text COLLATE "C" NOT NULL,
+    requested_at   bigint NOT NULL,
+    status         text COLLATE "C" NOT NULL,
+    deleted_events bigint NOT NULL
+);
 "#,
 ];
 
@@ -1068,6 +1080,16 @@ impl Store for PostgresStore {
                 &conn.prepared.add_counters,
                 &[&0i64, &0i64, &0i64, &stored, &shard],
             )?;
+            conn.client.execute(
+                "INSERT INTO deletions (user_id, requested_at, status, deleted_events) \
+                 VALUES ($1, $2, $3, $4)",
+                &[
+                    &user_id,
+                    &requested_at,
+                    &DeletionStatus::Done.as_str(),
+                    &(deleted as i64),
+                ],
+            )?;
             Ok(DeletionReport { deleted_events: deleted })
         })
     }
@@ -1145,4 +1167,157 @@ impl Store for PostgresStore {
         tx.commit().map_err(pg_error)?;
         Ok(figures)
     }
+
+    fn expire_events(
+        &self,
+        scope: ExpiryScope<'_>,
+        before: i64,
+        limit: usize,
+    ) -> Result<u64, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let shard = self.shard();
+        let mut conn = self.pool.get()?;
+        let row = match scope {
+            ExpiryScope::Event(name) => conn
+                .client
+                .query_one(EXPIRE_EVENT_SQL, &[&name, &before, &limit, &shard]),
+            ExpiryScope::AllExcept(names) => conn
+                .client
+                .query_one(EXPIRE_ALL_EXCEPT_SQL, &[&names, &before, &limit, &shard]),
+        }
+        .map_err(pg_error)?;
+        Ok(row.try_get::<_, i64>(0).map_err(pg_error)?.max(0) as u64)
+    }
+
+    fn deletions(&self, limit: usize) -> Result<Vec<DeletionRecord>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut conn = self.pool.get()?;
+        let rows = conn
+            .client
+            .query(
+                "SELECT user_id, requested_at, status, deleted_events FROM deletions \
+                 ORDER BY row_id DESC LIMIT $1",
+                &[&limit],
+            )
+            .map_err(pg_error)?;
+        rows.iter()
+            .map(|r| {
+                let status: &str = r.try_get(2).map_err(pg_error)?;
+                Ok(DeletionRecord {
+                    user_id: r.try_get(0).map_err(pg_error)?,
+                    requested_at: r.try_get(1).map_err(pg_error)?,
+                    status: DeletionStatus::from_stored(status)?,
+                    deleted_events: r.try_get::<_, i64>(3).map_err(pg_error)?.max(0) as u64,
+                })
+            })
+            .collect()
+    }
+
+    fn export_page(
+        &self,
+        from: i64,
+        to: i64,
+        after: Option<&ExportCursor>,
+        limit: usize,
+    ) -> Result<Vec<ExportedEvent>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut conn = self.pool.get()?;
+        let rows = match after {
+            None => conn.client.query(
+                "SELECT message_id, ts_corrected, received_at, raw FROM events \
+                 WHERE ts_corrected >= $1 AND ts_corrected < $2 \
+                 ORDER BY ts_corrected, message_id LIMIT $3",
+                &[&from, &to, &limit],
+            ),
+            Some(ExportCursor {
+                ts_corrected,
+                tie: CursorTie::MessageId(id),
+            }) => conn.client.query(
+                "SELECT message_id, ts_corrected, received_at, raw FROM events \
+                 WHERE (ts_corrected, message_id) > ($1, $2) AND ts_corrected < $3 \
+                 ORDER BY ts_corrected, message_id LIMIT $4",
+                &[ts_corrected, id, &to, &limit],
+            ),
+            Some(_) => {
+                return Err(StoreError::Backend(
+                    "an export cursor of another store kind".into(),
+                ))
+            }
+        }
+        .map_err(pg_error)?;
+        rows.iter()
+            .map(|r| {
+                let ts_corrected = r.try_get(1)?;
+                Ok(ExportedEvent {
+                    ts_corrected,
+                    received_at: r.try_get(2)?,
+                    raw: r.try_get(3)?,
+                    cursor: ExportCursor {
+                        ts_corrected,
+                        tie: CursorTie::MessageId(r.try_get(0)?),
+                    },
+                })
+            })
+            .collect::<Result<_, ::postgres::Error>>()
+            .map_err(pg_error)
+    }
+
+    fn count_stored(&self, from: i64, to: i64) -> Result<u64, StoreError> {
+        let mut conn = self.pool.get()?;
+        let row = conn
+            .client
+            .query_one(
+                "SELECT count(*) FROM events WHERE ts_corrected >= $1 AND ts_corrected < $2",
+                &[&from, &to],
+            )
+            .map_err(pg_error)?;
+        Ok(row.try_get::<_, i64>(0).map_err(pg_error)?.max(0) as u64)
+    }
+
+    fn install_events(
+        &self,
+        install_id: &str,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<InstallEvent>, StoreError> {
+        let sql = identity::install_events_sql("$1", "$2", "$3");
+        let after = i64::try_from(after_seq).unwrap_or(i64::MAX);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut conn = self.pool.get()?;
+        let rows = conn
+            .client
+            .query(&sql, &[&install_id, &after, &limit])
+            .map_err(pg_error)?;
+        rows.iter()
+            .map(|r| {
+                Ok(InstallEvent {
+                    seq: r.try_get::<_, i64>(0)? as u64,
+                    kind: r.try_get(1)?,
+                    event: r.try_get(2)?,
+                    person: r.try_get(3)?,
+                })
+            })
+            .collect::<Result<_, ::postgres::Error>>()
+            .map_err(pg_error)
+    }
 }
+
+/// One chunk of one event name's expired events and the counter, in one
+/// statement (`$1` the name, `$2` the cutoff, `$3` the chunk size, `$4`
+/// the counter shard). `SKIP LOCKED`: collectors sharing the database run
+/// retention at once without waiting on each other's chunks; a row another
+/// transaction deleted first is not returned, so the counter stays exact.
+const EXPIRE_EVENT_SQL: &str = "WITH gone AS (DELETE FROM events WHERE message_id IN \
+    (SELECT message_id FROM events WHERE event = $1 AND ts_corrected < $2 LIMIT $3 \
+    FOR UPDATE SKIP LOCKED) RETURNING 1), \
+    n AS (SELECT count(*) AS deleted FROM gone), \
+    c AS (UPDATE counters SET stored = stored - n.deleted FROM n WHERE shard = $4 AND n.deleted > 0) \
+    SELECT deleted FROM n";
+
+/// The same for every event name but those in the array `$1`.
+const EXPIRE_ALL_EXCEPT_SQL: &str = "WITH gone AS (DELETE FROM events WHERE message_id IN \
+    (SELECT message_id FROM events WHERE ts_corrected < $2 \
+    AND (event IS NULL OR event <> ALL($1::text[])) LIMIT $3 FOR UPDATE SKIP LOCKED) RETURNING 1), \
+    n AS (SELECT count(*) AS deleted FROM gone), \
+    c AS (UPDATE counters SET stored = stored - n.deleted FROM n WHERE shard = $4 AND n.deleted > 0) \
+    SELECT deleted FROM n";

@@ -52,8 +52,10 @@
 use super::health::{self, BatchHealth, PipelineFigures};
 use super::identity::{self, Link};
 use super::ranges::{self, SeqRange, MAX_TRACKED_SEQ};
+use super::InstallEvent;
 use super::{
-    DeadLetter, DeletionReport, EventCount, InstallReport, NewEvent, Stats, Store, StoreError,
+    CursorTie, DeadLetter, DeletionRecord, DeletionReport, DeletionStatus, EventCount, ExpiryScope,
+    ExportCursor, ExportedEvent, InstallReport, NewEvent, Stats, Store, StoreError,
     StoredDeadLetter, WriteOutcome,
 };
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension};
@@ -257,6 +259,16 @@ CREATE TABLE install_health (
     clock_offset_ms      INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX install_health_by_at ON install_health (at);
+-- Retention (expired events by corrected time) and export (keyset pages
+-- in corrected-time order; the row id breaks ties) scan by time.
+CREATE INDEX events_by_time ON events (ts_corrected);
+CREATE TABLE deletions (
+    row_id         INTEGER PRIMARY KEY,
+    user_id        TEXT NOT NULL,
+    requested_at   INTEGER NOT NULL,
+    status         TEXT NOT NULL,
+    deleted_events INTEGER NOT NULL
+);
 "#,
 ];
 
@@ -1000,6 +1012,19 @@ impl Store for SqliteStore {
             conn.prepare_cached("UPDATE counters SET stored = stored - ?1 WHERE id = 0")
                 .and_then(|mut s| s.execute([deleted as i64]))
                 .map_err(db_error)?;
+            conn.prepare_cached(
+                "INSERT INTO deletions (user_id, requested_at, status, deleted_events) \
+                 VALUES (?1, ?2, ?3, ?4)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    user_id,
+                    requested_at,
+                    DeletionStatus::Done.as_str(),
+                    deleted as i64
+                ])
+            })
+            .map_err(db_error)?;
             Ok(DeletionReport { deleted_events: deleted as u64 })
         })
     }
@@ -1059,6 +1084,147 @@ impl Store for SqliteStore {
             let figures = read_pipeline_health(c, from, to, now);
             let _ = c.execute_batch("COMMIT");
             figures
+        })
+    }
+
+    fn expire_events(
+        &self,
+        scope: ExpiryScope<'_>,
+        before: i64,
+        limit: usize,
+    ) -> Result<u64, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        // The row ids first (an index range: by name and time, or by time),
+        // then those rows; the writer holds them for one chunk only.
+        let (sql, names) = match scope {
+            ExpiryScope::Event(name) => (EXPIRE_EVENT, name.to_owned()),
+            ExpiryScope::AllExcept(names) => (
+                EXPIRE_ALL_EXCEPT,
+                serde_json::to_string(names).map_err(|e| StoreError::Backend(e.to_string()))?,
+            ),
+        };
+        self.writer.run(0, |state| {
+            let conn = &state.conn;
+            let deleted = conn
+                .prepare_cached(sql)
+                .and_then(|mut s| s.execute(params![names, before, limit]))
+                .map_err(db_error)?;
+            if deleted > 0 {
+                conn.prepare_cached("UPDATE counters SET stored = stored - ?1 WHERE id = 0")
+                    .and_then(|mut s| s.execute([deleted as i64]))
+                    .map_err(db_error)?;
+            }
+            Ok(deleted as u64)
+        })
+    }
+
+    fn deletions(&self, limit: usize) -> Result<Vec<DeletionRecord>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows: Vec<(String, i64, String, i64)> = self.readers.with(|c| {
+            c.prepare_cached(
+                "SELECT user_id, requested_at, status, deleted_events FROM deletions \
+                 ORDER BY row_id DESC LIMIT ?1",
+            )
+            .and_then(|mut s| {
+                s.query_map([limit], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                })?
+                .collect()
+            })
+            .map_err(db_error)
+        })?;
+        rows.into_iter()
+            .map(|(user_id, requested_at, status, deleted)| {
+                Ok(DeletionRecord {
+                    user_id,
+                    requested_at,
+                    status: DeletionStatus::from_stored(&status)?,
+                    deleted_events: deleted.max(0) as u64,
+                })
+            })
+            .collect()
+    }
+
+    fn export_page(
+        &self,
+        from: i64,
+        to: i64,
+        after: Option<&ExportCursor>,
+        limit: usize,
+    ) -> Result<Vec<ExportedEvent>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        // Row ids start at 1: (from, 0) is before every event of the window.
+        let (ts, row) = match after {
+            None => (from, 0),
+            Some(ExportCursor {
+                ts_corrected,
+                tie: CursorTie::Row(row),
+            }) => (*ts_corrected, *row),
+            Some(_) => {
+                return Err(StoreError::Backend(
+                    "an export cursor of another store kind".into(),
+                ))
+            }
+        };
+        self.readers.with(|c| {
+            c.prepare_cached(
+                "SELECT row_id, ts_corrected, received_at, raw FROM events \
+                 WHERE (ts_corrected, row_id) > (?1, ?2) AND ts_corrected < ?3 \
+                 ORDER BY ts_corrected, row_id LIMIT ?4",
+            )
+            .and_then(|mut s| {
+                s.query_map(params![ts, row, to, limit], |r| {
+                    let ts_corrected = r.get(1)?;
+                    Ok(ExportedEvent {
+                        ts_corrected,
+                        received_at: r.get(2)?,
+                        raw: r.get(3)?,
+                        cursor: ExportCursor {
+                            ts_corrected,
+                            tie: CursorTie::Row(r.get(0)?),
+                        },
+                    })
+                })?
+                .collect()
+            })
+            .map_err(db_error)
+        })
+    }
+
+    fn count_stored(&self, from: i64, to: i64) -> Result<u64, StoreError> {
+        self.readers.with(|c| {
+            c.prepare_cached(
+                "SELECT count(*) FROM events WHERE ts_corrected >= ?1 AND ts_corrected < ?2",
+            )
+            .and_then(|mut s| s.query_row([from, to], |r| r.get::<_, i64>(0)))
+            .map(|n| n.max(0) as u64)
+            .map_err(db_error)
+        })
+    }
+
+    fn install_events(
+        &self,
+        install_id: &str,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<InstallEvent>, StoreError> {
+        let sql = identity::install_events_sql("?1", "?2", "?3");
+        let after = i64::try_from(after_seq).unwrap_or(i64::MAX);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.readers.with(|c| {
+            c.prepare_cached(&sql)
+                .and_then(|mut s| {
+                    s.query_map(params![install_id, after, limit], |r| {
+                        Ok(InstallEvent {
+                            seq: r.get::<_, i64>(0)? as u64,
+                            kind: r.get(1)?,
+                            event: r.get(2)?,
+                            person: r.get(3)?,
+                        })
+                    })?
+                    .collect()
+                })
+                .map_err(db_error)
         })
     }
 }
@@ -1234,6 +1400,17 @@ fn read_pipeline_health(
         .map_err(db_error)?;
     Ok(figures)
 }
+
+/// One chunk of one event name's expired events (`?1` the name, `?2` the
+/// cutoff, `?3` the chunk size), by the name-and-time index.
+const EXPIRE_EVENT: &str = "DELETE FROM events WHERE row_id IN (SELECT row_id FROM events \
+    WHERE event = ?1 AND ts_corrected < ?2 LIMIT ?3)";
+
+/// One chunk of expired events of every name but those in the JSON array
+/// `?1`, by the time index.
+const EXPIRE_ALL_EXCEPT: &str = "DELETE FROM events WHERE row_id IN (SELECT row_id FROM events \
+    WHERE ts_corrected < ?2 AND (event IS NULL OR event NOT IN (SELECT value FROM json_each(?1))) \
+    LIMIT ?3)";
 
 fn read_install(c: &Connection, install_id: &str) -> Result<Option<InstallReport>, StoreError> {
     let max_seq: Option<i64> = c

@@ -82,6 +82,33 @@ pub(crate) struct Captured {
     pub(crate) kind: Kind,
     pub(crate) priority: Priority,
     pub(crate) dedup_key: Option<String>,
+    /// What it holds in memory while queued, as counted against the
+    /// hand-off queue's byte budget.
+    pub(crate) cost: usize,
+}
+
+/// Allocator bookkeeping per heap block (a size word, rounding to 16).
+const ALLOC_OVERHEAD: usize = 16;
+
+impl Captured {
+    /// The memory a queued message holds: its box, the channel slot that
+    /// points at it, and its strings at their capacity.
+    pub(crate) fn memory_cost(&self) -> usize {
+        let string = |s: &String| s.capacity() + ALLOC_OVERHEAD;
+        let strings = match &self.kind {
+            Kind::Track { event, props }
+            | Kind::Screen { name: event, props }
+            | Kind::Page { name: event, props } => string(event) + string(props),
+            Kind::Identify { user_id, traits } => string(user_id) + string(traits),
+            Kind::Alias { user_id } => string(user_id),
+            Kind::Group { group_id, traits } => string(group_id) + string(traits),
+        };
+        std::mem::size_of::<Captured>()
+            + ALLOC_OVERHEAD
+            + std::mem::size_of::<Command>()
+            + strings
+            + self.dedup_key.as_ref().map_or(0, string)
+    }
 }
 
 /// What travels in the hand-off channel.
@@ -97,13 +124,21 @@ pub(crate) enum Command {
     Shutdown,
 }
 
+/// Bytes the tracker's log may hold appended but not yet written: the
+/// log's writer seals and writes far faster than this one pipeline thread
+/// produces records, so a quarter of the log's default keeps groups large
+/// while the queue, the group being sealed and the group being written
+/// stay small (a burst's memory belongs in the hand-off queue's budget).
+const LOG_INFLIGHT_BYTES: usize = 512 * 1024;
+
 /// Opens the log in `<data_dir>/log` with the configured bounds.
 pub(crate) fn open_log(config: &Config) -> Result<Log, String> {
-    let log_config = LogConfig::new(config.data_dir.join("log")).bounds(
+    let mut log_config = LogConfig::new(config.data_dir.join("log")).bounds(
         config.log_max_bytes,
         config.log_max_events,
         Duration::from_millis(config.log_max_age_ms),
     );
+    log_config.max_inflight_bytes = LOG_INFLIGHT_BYTES;
     Log::open(log_config).map_err(|e| e.to_string())
 }
 
@@ -196,7 +231,12 @@ impl Pipeline {
     pub(crate) fn run(mut self) {
         loop {
             match self.rx.recv_timeout(Duration::from_millis(GROUP_COMMIT_MS)) {
-                Ok(Command::Message(m)) => self.process(*m),
+                Ok(Command::Message(m)) => {
+                    self.shared
+                        .queued_bytes
+                        .fetch_sub(m.cost, Ordering::Relaxed);
+                    self.process(*m);
+                }
                 Ok(Command::Flush(reply)) => {
                     let result = self.flush(true);
                     let _ = reply.send(result);
