@@ -17,6 +17,7 @@
 //! | `/v1/deletions` | GET | admin | the deletion requests and their status |
 //! | `/v1/export` | GET | admin | stored events as NDJSON, streamed ([`crate::export`]) |
 //! | `/v1/installs/{id}/events` | GET | admin | an install's events in seq order, with their person |
+//! | `/`, `/assets/{file}` | GET | none | the dashboard (its data calls need the admin token) |
 //!
 //! Every answer carries CORS headers for the requesting origin, and a
 //! preflight is answered with the headers it asks for (browsers' Segment and
@@ -35,6 +36,7 @@ use tally_proto::{format_timestamp, DecodeLimits, MessageType};
 use tokio::sync::Semaphore;
 use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 
+use crate::dashboard;
 use crate::error::ApiError;
 use crate::health::{self, HealthState};
 use crate::ingest::{self, auth::Keys};
@@ -153,6 +155,8 @@ pub fn app(state: AppState) -> Router {
             "/v1/installs/{install_id}/events",
             get(query::install_events),
         )
+        .route("/", get(dashboard::index))
+        .route("/assets/{file}", get(dashboard::asset))
         .fallback(|| async { ApiError::NotFound("no such path") })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(middleware::from_fn_with_state(state.clone(), count_status))

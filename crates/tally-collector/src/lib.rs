@@ -19,10 +19,12 @@
 //! | [`store`] | the store trait and its SQLite and PostgreSQL implementations |
 //! | [`retention`] | the policy and the background job deleting expired events |
 //! | [`export`] | `GET /v1/export`: stored events streamed as NDJSON |
+//! | [`dashboard`] | the page at `/` and its embedded assets |
 
 pub mod alerts;
 pub mod app;
 pub mod config;
+pub mod dashboard;
 pub mod error;
 pub mod export;
 pub mod health;
