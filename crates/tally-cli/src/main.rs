@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod emit;
 mod inspect;
+mod query;
 mod serve;
 mod simulate;
 
@@ -29,6 +30,9 @@ enum Command {
     /// Drive a fleet of simulated devices through faults and check that
     /// every event is counted once or explained.
     Simulate(simulate::SimulateArgs),
+    /// Ask a collector's product query API (events, active people,
+    /// sessions, funnels, retention, breakdowns, top events).
+    Query(query::QueryArgs),
     /// Measure a component under load (the collector's ingest path).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -42,5 +46,6 @@ fn main() -> anyhow::Result<()> {
         Command::Inspect(cmd) => inspect::run(cmd),
         Command::Simulate(args) => simulate::run(args),
         Command::Bench(cmd) => bench::run(cmd),
+        Command::Query(args) => query::run(args),
     }
 }

@@ -12,6 +12,7 @@
 //! | `/metrics` | GET | none | Prometheus text |
 //! | `/v1/stats`, `/v1/events/count`, `/v1/installs/{id}` | GET | admin | queries |
 //! | `/v1/deletions` | POST | admin | delete a user, 202 |
+//! | `/v1/query/{events,active,sessions,funnel,retention,breakdown,top-events}` | GET | admin | product queries (`docs/query-api.md`) |
 //!
 //! Every answer carries CORS headers for the requesting origin, and a
 //! preflight is answered with the headers it asks for (browsers' Segment and
@@ -33,6 +34,7 @@ use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 use crate::error::ApiError;
 use crate::ingest::{self, auth::Keys};
 use crate::metrics::Metrics;
+use crate::queries;
 use crate::query;
 use crate::store::Store;
 
@@ -129,6 +131,13 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/events/count", get(query::count_events))
         .route("/v1/installs/{install_id}", get(query::install))
         .route("/v1/deletions", post(query::delete_user))
+        .route("/v1/query/events", get(queries::events))
+        .route("/v1/query/active", get(queries::active))
+        .route("/v1/query/sessions", get(queries::sessions))
+        .route("/v1/query/funnel", get(queries::funnel))
+        .route("/v1/query/retention", get(queries::retention))
+        .route("/v1/query/breakdown", get(queries::breakdown))
+        .route("/v1/query/top-events", get(queries::top_events))
         .fallback(|| async { ApiError::NotFound("no such path") })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(middleware::from_fn_with_state(state.clone(), count_status))

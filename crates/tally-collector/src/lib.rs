@@ -9,6 +9,7 @@
 //! | [`app`] | the [`Router`](axum::Router) ([`app::app`]), its state, CORS |
 //! | [`ingest`] | the ingest path, one module per stage (design in its doc) |
 //! | [`query`] | admin endpoints: stats, counts, installs, deletions |
+//! | [`queries`] | product queries: events, active people, sessions, funnels, retention, breakdowns |
 //! | [`error`] | every error answer, `{code, message}` |
 //! | [`metrics`] | Prometheus metrics |
 //! | [`config`] | settings from flags, env, `tally.toml`, defaults |
@@ -21,6 +22,7 @@ pub mod config;
 pub mod error;
 pub mod ingest;
 pub mod metrics;
+pub mod queries;
 pub mod query;
 pub mod server;
 pub mod store;

@@ -21,13 +21,13 @@ use crate::store::Store;
 /// 255 bytes, so 4 KiB leaves room for whitespace and unknown members.
 const MAX_ADMIN_BODY_BYTES: usize = 4 * 1024;
 
-fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+pub(crate) fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     state
         .keys
         .authorize_admin(auth::credential(headers)?.as_ref())
 }
 
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     state: &AppState,
     f: impl FnOnce(&dyn Store) -> Result<T, crate::store::StoreError> + Send + 'static,
 ) -> Result<T, ApiError> {

@@ -18,7 +18,7 @@
 mod faults;
 mod ledger;
 mod report;
-mod scenario;
+pub(crate) mod scenario;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -1,0 +1,202 @@
+//! [`ProductQueries`] on the SQLite store: the shared statements with
+//! `?N` parameters, run on a reader connection.
+
+use super::{
+    active_sql, any_activity_sql, breakdown_rest_sql, breakdown_sql, event_activity_sql,
+    series_sql, sessions_sql, steps_sql, top_sql, total_sql, BreakdownGroup, CountPeople,
+    EventSeries, ProductQueries, Span, StepEvent,
+};
+use crate::store::sqlite::{db_error, SqliteStore};
+use crate::store::StoreError;
+use rusqlite::types::Value;
+use rusqlite::{params_from_iter, Connection, Row};
+
+/// SQLite numbers parameters `?N`; the shared statements write `$N`.
+fn sql(text: &str) -> String {
+    text.replace('$', "?")
+}
+
+/// The field at a JSON path as JSON text, NULL when absent or `null`.
+fn field(param: &str) -> String {
+    format!("CASE WHEN json_type(e.raw, {param}) = 'null' THEN NULL ELSE e.raw -> {param} END")
+}
+
+/// SQLite's JSON path for dotted segments: `$."a"."b"` (segments hold no
+/// `"`; the HTTP layer refuses those).
+fn json_path(path: &[String]) -> String {
+    let mut out = String::from("$");
+    for segment in path {
+        out.push_str(&format!(".\"{segment}\""));
+    }
+    out
+}
+
+fn count_people(r: &Row<'_>, at: usize) -> rusqlite::Result<CountPeople> {
+    Ok(CountPeople {
+        count: r.get::<_, i64>(at)?.max(0) as u64,
+        people: r.get::<_, i64>(at + 1)?.max(0) as u64,
+    })
+}
+
+fn rows<T>(
+    c: &Connection,
+    text: &str,
+    params: Vec<Value>,
+    mut f: impl FnMut(&Row<'_>) -> rusqlite::Result<T>,
+) -> Result<Vec<T>, StoreError> {
+    let mut statement = c.prepare_cached(&sql(text)).map_err(db_error)?;
+    let mut out = Vec::new();
+    let mut cursor = statement
+        .query(params_from_iter(params))
+        .map_err(db_error)?;
+    while let Some(r) = cursor.next().map_err(db_error)? {
+        out.push(f(r).map_err(db_error)?);
+    }
+    Ok(out)
+}
+
+fn window(w: Span) -> Vec<Value> {
+    vec![Value::Integer(w.from), Value::Integer(w.to)]
+}
+
+impl ProductQueries for SqliteStore {
+    fn event_series(
+        &self,
+        event: Option<&str>,
+        buckets: &[Span],
+        win: Span,
+    ) -> Result<EventSeries, StoreError> {
+        let name = event.map(|e| Value::Text(e.to_owned()));
+        self.read(|c| {
+            let mut series = vec![CountPeople::default(); buckets.len()];
+            if !buckets.is_empty() {
+                let params: Vec<Value> = name.iter().cloned().collect();
+                for (i, counts) in rows(c, &series_sql(event.is_some(), buckets), params, |r| {
+                    Ok((r.get::<_, i64>(0)?, count_people(r, 1)?))
+                })? {
+                    if let Some(slot) = usize::try_from(i).ok().and_then(|i| series.get_mut(i)) {
+                        *slot = counts;
+                    }
+                }
+            }
+            let mut params = window(win);
+            params.extend(name.iter().cloned());
+            let total = rows(c, &total_sql(event.is_some()), params, |r| {
+                count_people(r, 0)
+            })?
+            .pop()
+            .unwrap_or_default();
+            Ok(EventSeries {
+                buckets: series,
+                total,
+            })
+        })
+    }
+
+    fn active_people(&self, spans: &[Span]) -> Result<Vec<u64>, StoreError> {
+        if spans.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.read(|c| {
+            let mut out = vec![0; spans.len()];
+            for (i, n) in rows(c, &active_sql(spans), Vec::new(), |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+            })? {
+                if let Some(slot) = usize::try_from(i).ok().and_then(|i| out.get_mut(i)) {
+                    *slot = n.max(0) as u64;
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn session_spans(&self, win: Span) -> Result<Vec<(i64, i64)>, StoreError> {
+        self.read(|c| {
+            rows(c, &sessions_sql(), window(win), |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+        })
+    }
+
+    fn step_events(&self, steps: &[String], win: Span) -> Result<Vec<StepEvent>, StoreError> {
+        let mut params = window(win);
+        params.extend(steps.iter().map(|s| Value::Text(s.clone())));
+        self.read(|c| {
+            rows(c, &steps_sql(steps.len()), params, |r| {
+                Ok(StepEvent {
+                    person: r.get(0)?,
+                    ts: r.get(1)?,
+                    event: r.get(2)?,
+                })
+            })
+        })
+    }
+
+    fn activity(&self, event: Option<&str>, win: Span) -> Result<Vec<(String, i64)>, StoreError> {
+        self.read(|c| match event {
+            Some(name) => {
+                let mut params = window(win);
+                params.push(Value::Text(name.to_owned()));
+                rows(c, &event_activity_sql(), params, |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+            }
+            None => rows(c, &any_activity_sql(win), Vec::new(), |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            }),
+        })
+    }
+
+    fn breakdown_groups(
+        &self,
+        event: &str,
+        path: &[String],
+        win: Span,
+    ) -> Result<Vec<BreakdownGroup>, StoreError> {
+        let mut params = window(win);
+        params.push(Value::Text(event.to_owned()));
+        params.push(Value::Text(json_path(path)));
+        self.read(|c| {
+            rows(c, &breakdown_sql(field), params, |r| {
+                Ok(BreakdownGroup {
+                    value: r.get(0)?,
+                    counts: count_people(r, 1)?,
+                })
+            })
+        })
+    }
+
+    fn breakdown_rest(
+        &self,
+        event: &str,
+        path: &[String],
+        win: Span,
+        shown: &[Option<String>],
+    ) -> Result<CountPeople, StoreError> {
+        let mut params = window(win);
+        params.push(Value::Text(event.to_owned()));
+        params.push(Value::Text(json_path(path)));
+        let values: Vec<&String> = shown.iter().flatten().collect();
+        params.extend(values.iter().map(|v| Value::Text((*v).clone())));
+        let text = breakdown_rest_sql(field, values.len(), shown.iter().any(Option::is_none));
+        self.read(|c| {
+            Ok(rows(c, &text, params, |r| count_people(r, 0))?
+                .pop()
+                .unwrap_or_default())
+        })
+    }
+
+    fn top_events(
+        &self,
+        limit: usize,
+        win: Span,
+    ) -> Result<Vec<(String, CountPeople)>, StoreError> {
+        let mut params = window(win);
+        params.push(Value::Integer(i64::try_from(limit).unwrap_or(i64::MAX)));
+        self.read(|c| {
+            rows(c, &top_sql(), params, |r| {
+                Ok((r.get(0)?, count_people(r, 1)?))
+            })
+        })
+    }
+}
