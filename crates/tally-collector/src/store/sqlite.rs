@@ -56,7 +56,7 @@ use super::{
     StoredDeadLetter, WriteOutcome,
 };
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -308,6 +308,7 @@ impl SqliteStore {
                     conn,
                     group: None,
                     tombstones_exist,
+                    known: Known::default(),
                 }),
                 queued: AtomicUsize::new(0),
                 max_group_age: MAX_GROUP_AGE,
@@ -423,6 +424,30 @@ struct WriterState {
     /// deletion check is skipped. Only ever turns true (tombstones are
     /// never removed), set before the tombstone row is written.
     tombstones_exist: bool,
+    /// Identities and active slots already in the database.
+    known: Known,
+}
+
+/// Most entries [`Known`] holds before it starts over: about 20 MB.
+const KNOWN_CAPACITY: usize = 200_000;
+
+/// What the writer knows is stored, so a batch skips the identity lookup
+/// and the active-slot insert it would repeat: a device sends many
+/// batches per slot. Identity ids never change; an entry may be stale only
+/// if its transaction did not commit, so the writer forgets everything
+/// when a batch is rolled back or a commit fails, and the slots when a
+/// deletion removes some.
+#[derive(Debug, Default)]
+struct Known {
+    idents: HashMap<(String, String, String), i64>,
+    slots: HashSet<(i64, i64)>,
+}
+
+impl Known {
+    fn clear(&mut self) {
+        self.idents.clear();
+        self.slots.clear();
+    }
 }
 
 /// One open transaction shared by several callers.
@@ -511,6 +536,7 @@ impl Writer {
                     Err(e) => {
                         // Undo this caller's rows only; the group goes on.
                         let _ = state.conn.execute_batch("ROLLBACK TO batch; RELEASE batch");
+                        state.known.clear();
                         Err(e)
                     }
                 }
@@ -532,8 +558,11 @@ impl Writer {
         if commit_now {
             state.group = None;
             let committed = state.conn.execute_batch("COMMIT").map_err(db_error);
-            if committed.is_err() && !state.conn.is_autocommit() {
-                let _ = state.conn.execute_batch("ROLLBACK");
+            if committed.is_err() {
+                state.known.clear();
+                if !state.conn.is_autocommit() {
+                    let _ = state.conn.execute_batch("ROLLBACK");
+                }
             }
             drop(state);
             cell.set(committed.as_ref().map(|_| ()).map_err(|e| e.to_string()));
@@ -793,6 +822,10 @@ fn write_events(
     dead_letters: &[DeadLetter],
 ) -> Result<Vec<WriteOutcome>, StoreError> {
     let conn = &state.conn;
+    let known = &mut state.known;
+    if known.idents.len() + known.slots.len() > KNOWN_CAPACITY {
+        known.clear();
+    }
     let check_tombstones = state.tombstones_exist;
     let mut tally = Tally::default();
     let mut outcomes = Vec::with_capacity(events.len());
@@ -824,7 +857,15 @@ fn write_events(
         let ident = match idents.get(&key) {
             Some(id) => *id,
             None => {
-                let id = ident_id(conn, key)?;
+                let owned = (key.0.to_owned(), key.1.to_owned(), key.2.to_owned());
+                let id = match known.idents.get(&owned) {
+                    Some(id) => *id,
+                    None => {
+                        let id = ident_id(conn, key)?;
+                        known.idents.insert(owned, id);
+                        id
+                    }
+                };
                 idents.insert(key, id);
                 id
             }
@@ -892,6 +933,9 @@ fn write_events(
             .map_err(db_error)?;
     }
     for (slot, ident) in &activity.slots {
+        if !known.slots.insert((*slot, *ident)) {
+            continue;
+        }
         conn.prepare_cached(
             "INSERT INTO active_slots (slot, ident) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
         )
@@ -1039,6 +1083,7 @@ impl Store for SqliteStore {
             // Set first: from now on this connection checks every event,
             // and it sees the tombstone below within the same transaction.
             state.tombstones_exist = true;
+            state.known.slots.clear();
             let conn = &state.conn;
             conn.prepare_cached(
                 "INSERT INTO tombstones (user_id, requested_at) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
