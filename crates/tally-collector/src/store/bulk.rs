@@ -407,3 +407,26 @@ impl BulkLoader for PostgresBulk {
             .map_err(pg_error)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_text_escapes_what_copy_reads_as_syntax() {
+        let mut out = String::new();
+        copy_row(
+            &mut out,
+            &[
+                Some("a\tb"),
+                None,
+                Some(r#"{"q":"x\"y\\z"}"#),
+                Some("l1\nl2\r"),
+            ],
+        );
+        assert_eq!(
+            out,
+            "a\\tb\t\\N\t{\"q\":\"x\\\\\"y\\\\\\\\z\"}\tl1\\nl2\\r\n"
+        );
+    }
+}
