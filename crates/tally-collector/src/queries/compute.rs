@@ -3,8 +3,7 @@
 //! medians and breakdown values.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-
-use crate::store::query::StepEvent;
+use std::hash::Hash;
 
 /// People reaching each step of an ordered funnel: a person reaches step
 /// *k* when they did steps 1..k in order, each at or after the previous
@@ -16,13 +15,17 @@ use crate::store::query::StepEvent;
 /// pass finds the deepest step any start reaches. An event matching
 /// several steps (a name repeated in the funnel) is applied from the
 /// deepest step down, so it never serves as two steps at once.
-pub fn funnel(steps: &[String], events: Vec<StepEvent>, window_ms: i64) -> Vec<u64> {
+pub fn funnel<K: Hash + Eq>(
+    steps: &[String],
+    events: impl IntoIterator<Item = (K, i64, String)>,
+    window_ms: i64,
+) -> Vec<u64> {
     // Equal times are read in funnel order: "at or after" admits them.
     let first_step = |event: &str| steps.iter().position(|s| s == event);
-    let mut by_person: HashMap<String, Vec<(i64, usize)>> = HashMap::new();
-    for e in events {
-        if let Some(step) = first_step(&e.event) {
-            by_person.entry(e.person).or_default().push((e.ts, step));
+    let mut by_person: HashMap<K, Vec<(i64, usize)>> = HashMap::new();
+    for (person, ts, event) in events {
+        if let Some(step) = first_step(&event) {
+            by_person.entry(person).or_default().push((ts, step));
         }
     }
     let mut reached = vec![0u64; steps.len()];
@@ -152,12 +155,8 @@ pub fn display_value(json: Option<&str>) -> String {
 mod tests {
     use super::*;
 
-    fn ev(person: &str, ts: i64, event: &str) -> StepEvent {
-        StepEvent {
-            person: person.to_owned(),
-            ts,
-            event: event.to_owned(),
-        }
+    fn ev(person: &str, ts: i64, event: &str) -> (String, i64, String) {
+        (person.to_owned(), ts, event.to_owned())
     }
 
     fn steps(names: &[&str]) -> Vec<String> {

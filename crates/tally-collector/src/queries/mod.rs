@@ -17,9 +17,10 @@
 //! so both stores give the same answers.
 
 pub mod compute;
+pub mod people;
 pub mod time;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
@@ -33,7 +34,7 @@ use crate::app::AppState;
 use crate::error::ApiError;
 use crate::ingest::clock;
 use crate::query::authorize;
-use crate::store::query::Span;
+use crate::store::query::{cut, Span};
 use crate::store::{Store, StoreError};
 use time::{Interval, WindowError, DAY_MS};
 
@@ -294,20 +295,42 @@ fn events_answer(store: &dyn Store, p: &Params) -> Result<Value, QueryError> {
     }
     let event = p.get("event").map(str::to_owned);
     let buckets = time::buckets(window, interval, &tz).map_err(window_error)?;
-    let spans: Vec<Span> = buckets.iter().map(|b| b.span).collect();
-    let name = event.clone();
-    let series = on_store(store, |s| s.event_series(name.as_deref(), &spans, window))?;
-    let rows: Vec<Value> = buckets
+    let rows = on_store(store, |s| s.event_idents(event.as_deref(), window))?;
+    let mut counts = vec![0u64; buckets.len()];
+    let mut pairs: HashSet<(usize, i64)> = HashSet::new();
+    for (ts, ident) in &rows {
+        let i = buckets.partition_point(|b| b.span.to <= *ts);
+        if let Some(n) = counts.get_mut(i) {
+            *n += 1;
+            pairs.insert((i, *ident));
+        }
+    }
+    let persons = on_store(store, |s| people::resolve(s, rows.iter().map(|r| r.1)))?;
+    let mut per_bucket: HashSet<(usize, u32)> = HashSet::new();
+    let mut everyone: HashSet<u32> = HashSet::new();
+    for (i, ident) in &pairs {
+        if let Some(person) = persons.get(ident) {
+            per_bucket.insert((*i, *person));
+            everyone.insert(*person);
+        }
+    }
+    let mut people_in = vec![0u64; buckets.len()];
+    for (i, _) in &per_bucket {
+        people_in[*i] += 1;
+    }
+    let series: Vec<Value> = buckets
         .iter()
-        .zip(&series.buckets)
-        .map(|(b, c)| json!({"bucket": time::label(b.start, &tz), "count": c.count, "people": c.people}))
+        .enumerate()
+        .map(|(i, b)| {
+            json!({"bucket": time::label(b.start, &tz), "count": counts[i], "people": people_in[i]})
+        })
         .collect();
     Ok(json!({
         "event": event,
         "interval": interval.as_str(),
         "tz": tz_name,
-        "series": rows,
-        "total": series.total,
+        "series": series,
+        "total": {"count": rows.len(), "people": everyone.len()},
     }))
 }
 
@@ -324,43 +347,91 @@ fn active_answer(store: &dyn Store, p: &Params) -> Result<Value, QueryError> {
         _ => return Err(QueryError::BadRequest("window must be day, week or month")),
     };
     let days = time::buckets(window, Interval::Day, &tz).map_err(window_error)?;
-    // Day starts from `days_back - 1` days before the first bucket.
-    let mut earlier = Vec::new();
+    // Whole days before the window that a week or month row reaches.
+    let mut lookback = 0;
+    let mut from = window.from;
     if let Some(first) = days.first() {
-        let mut start = first.start;
-        for _ in 1..days_back {
-            let before = time::day_start(start - 1, &tz).map_err(window_error)?;
-            earlier.push(before);
-            start = before;
+        if days_back > 1 {
+            from = first.start;
+            for _ in 1..days_back {
+                from = time::day_start(from - 1, &tz).map_err(window_error)?;
+                lookback += 1;
+            }
         }
     }
-    earlier.reverse();
-    let starts: Vec<i64> = earlier
-        .iter()
-        .copied()
-        .chain(days.iter().map(|d| d.start))
-        .collect();
-    let spans: Vec<Span> = days
-        .iter()
-        .enumerate()
-        .map(|(i, d)| {
-            if days_back == 1 {
-                d.span
-            } else {
-                Span {
-                    from: starts[i],
-                    to: d.span.to,
+    let all_days = time::buckets(
+        Span {
+            from,
+            to: window.to,
+        },
+        Interval::Day,
+        &tz,
+    )
+    .map_err(window_error)?;
+    let active = on_store(store, |s| active_by_day(s, &all_days))?;
+    let mut series = Vec::with_capacity(days.len());
+    // Sliding union of the last `days_back` days: person -> days seen.
+    let mut seen: HashMap<u32, usize> = HashMap::new();
+    for (i, day) in active.iter().enumerate() {
+        for person in day {
+            *seen.entry(*person).or_default() += 1;
+        }
+        if i >= days_back {
+            for person in &active[i - days_back] {
+                if let Some(n) = seen.get_mut(person) {
+                    *n -= 1;
+                    if *n == 0 {
+                        seen.remove(person);
+                    }
                 }
             }
-        })
-        .collect();
-    let people = on_store(store, |s| s.active_people(&spans))?;
-    let rows: Vec<Value> = days
-        .iter()
-        .zip(&people)
-        .map(|(d, n)| json!({"bucket": time::label(d.start, &tz), "people": n}))
-        .collect();
-    Ok(json!({"window": name, "tz": tz_name, "series": rows}))
+        }
+        if i >= lookback {
+            if let Some(d) = days.get(i - lookback) {
+                series.push(json!({"bucket": time::label(d.start, &tz), "people": seen.len()}));
+            }
+        }
+    }
+    Ok(json!({"window": name, "tz": tz_name, "series": series}))
+}
+
+/// The distinct people active in each of `days`: active slots for the
+/// whole slots of a day, its product events for the rest.
+fn active_by_day(store: &dyn Store, days: &[time::Bucket]) -> Result<Vec<Vec<u32>>, StoreError> {
+    let cuts: Vec<_> = days.iter().map(|d| cut(d.span)).collect();
+    let mut pairs: Vec<(usize, i64)> = Vec::new();
+    if let (Some(first), Some(last)) = (cuts.first(), cuts.last()) {
+        for (slot, ident) in store.slot_idents(first.slots.0, last.slots.1)? {
+            let i = cuts.partition_point(|c| c.slots.1 <= slot);
+            if cuts.get(i).is_some_and(|c| c.slots.0 <= slot) {
+                pairs.push((i, ident));
+            }
+        }
+    }
+    for (i, c) in cuts.iter().enumerate() {
+        for raw in [c.head, c.tail] {
+            if raw.from < raw.to {
+                pairs.extend(
+                    store
+                        .event_idents(None, raw)?
+                        .into_iter()
+                        .map(|(_, id)| (i, id)),
+                );
+            }
+        }
+    }
+    let persons = people::resolve(store, pairs.iter().map(|p| p.1))?;
+    let mut out: Vec<Vec<u32>> = vec![Vec::new(); days.len()];
+    for (i, ident) in pairs {
+        if let Some(person) = persons.get(&ident) {
+            out[i].push(*person);
+        }
+    }
+    for day in &mut out {
+        day.sort_unstable();
+        day.dedup();
+    }
+    Ok(out)
 }
 
 /// `GET /v1/query/sessions[?from&to&interval&tz]`.
@@ -413,7 +484,11 @@ fn funnel_answer(store: &dyn Store, p: &Params) -> Result<Value, QueryError> {
         let mut distinct = names.clone();
         distinct.sort();
         distinct.dedup();
-        let events = s.step_events(&distinct, window)?;
+        let rows = s.step_idents(&distinct, window)?;
+        let persons = people::resolve(s, rows.iter().map(|r| r.0))?;
+        let events = rows
+            .into_iter()
+            .filter_map(|(ident, ts, event)| persons.get(&ident).map(|p| (*p, ts, event)));
         Ok(compute::funnel(&names, events, window_s * 1000))
     })?;
     let first = reached.first().copied().unwrap_or(0);

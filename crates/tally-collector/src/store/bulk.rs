@@ -400,11 +400,14 @@ impl BulkLoader for PostgresBulk {
         )
         .map_err(pg_error)?;
         tx.commit().map_err(pg_error)?;
-        self.client
-            .batch_execute(
-                "VACUUM ANALYZE events; VACUUM ANALYZE idents; VACUUM ANALYZE active_slots",
-            )
-            .map_err(pg_error)
+        // One statement each: VACUUM cannot run inside the implicit
+        // transaction of a multi-statement string.
+        for table in ["events", "idents", "active_slots"] {
+            self.client
+                .batch_execute(&format!("VACUUM ANALYZE {table}"))
+                .map_err(pg_error)?;
+        }
+        Ok(())
     }
 }
 

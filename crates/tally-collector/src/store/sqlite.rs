@@ -655,7 +655,11 @@ impl Readers {
                 )
                 .map_err(db_error)?;
                 c.busy_timeout(self.busy_timeout).map_err(db_error)?;
-                c.execute_batch("PRAGMA query_only = 1").map_err(db_error)?;
+                // Queries' DISTINCT and GROUP BY b-trees stay in memory: they
+                // are bounded by a window's people and buckets, and a temp
+                // file would cost I/O (and fail on a full disk).
+                c.execute_batch("PRAGMA query_only = 1; PRAGMA temp_store = MEMORY")
+                    .map_err(db_error)?;
                 c.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
                 c
             }

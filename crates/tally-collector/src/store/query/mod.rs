@@ -61,26 +61,6 @@ pub struct CountPeople {
     pub people: u64,
 }
 
-/// Counts per bucket and over the whole window.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct EventSeries {
-    /// One entry per bucket asked for, in order.
-    pub buckets: Vec<CountPeople>,
-    /// Over the window (people distinct over the window).
-    pub total: CountPeople,
-}
-
-/// One event of a funnel's steps.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StepEvent {
-    /// The person key.
-    pub person: String,
-    /// Corrected time, Unix ms.
-    pub ts: i64,
-    /// The event name.
-    pub event: String,
-}
-
 /// One group of a breakdown.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BreakdownGroup {
@@ -93,24 +73,9 @@ pub struct BreakdownGroup {
 
 /// The queries the product API needs from a store. Every method blocks.
 pub trait ProductQueries {
-    /// Count and people of `event` (all product events when `None`) in
-    /// each bucket and over `window`.
-    fn event_series(
-        &self,
-        event: Option<&str>,
-        buckets: &[Span],
-        window: Span,
-    ) -> Result<EventSeries, StoreError>;
-
-    /// Distinct people with a product event in each span.
-    fn active_people(&self, spans: &[Span]) -> Result<Vec<u64>, StoreError>;
-
     /// `(first, last)` corrected time of each session (by
     /// `context.tally.session_id`) over its product events in `window`.
     fn session_spans(&self, window: Span) -> Result<Vec<(i64, i64)>, StoreError>;
-
-    /// The events named in `steps` in `window`, with their person.
-    fn step_events(&self, steps: &[String], window: Span) -> Result<Vec<StepEvent>, StoreError>;
 
     /// `(person, time)` of activity in `window`: events of `event`, or any
     /// product event when `None` (then a time may be the start of a
@@ -136,6 +101,28 @@ pub trait ProductQueries {
         window: Span,
         shown: &[Option<String>],
     ) -> Result<CountPeople, StoreError>;
+
+    /// `(time, identity)` of each event of `event` (all product events
+    /// when `None`) in `window`, in no particular order.
+    fn event_idents(
+        &self,
+        event: Option<&str>,
+        window: Span,
+    ) -> Result<Vec<(i64, i64)>, StoreError>;
+
+    /// `(slot, identity)` of the active slots `[first, end)`.
+    fn slot_idents(&self, first: i64, end: i64) -> Result<Vec<(i64, i64)>, StoreError>;
+
+    /// `(identity, time, event)` of the events named in `steps` in
+    /// `window`.
+    fn step_idents(
+        &self,
+        steps: &[String],
+        window: Span,
+    ) -> Result<Vec<(i64, i64, String)>, StoreError>;
+
+    /// The person of each of `idents` that has one.
+    fn persons(&self, idents: &[i64]) -> Result<Vec<(i64, String)>, StoreError>;
 
     /// The `limit` product events with most events in `window`, by count
     /// descending then name.
@@ -180,74 +167,24 @@ impl<'a> Activity<'a> {
 /// product events (`None`, one index range per name through
 /// `event_names`), each with `time` (a condition on `e.ts_corrected`), the
 /// person as `p.person`, and ending in a `WHERE` clause callers may
-/// extend with `AND`. `lead` is joined first (the bucket list `b`).
-pub(crate) fn events_from(lead: Option<&str>, event_param: Option<&str>, time: &str) -> String {
+/// extend with `AND`.
+pub(crate) fn events_from(event_param: Option<&str>, time: &str) -> String {
     const PERSON: &str = "LEFT JOIN idents p ON p.id = e.ident";
-    const PRODUCT: &str = "substr(n.name, 1, 6) <> 'tally.'";
-    match (lead, event_param) {
-        (None, Some(param)) => {
-            format!("events e {PERSON} WHERE e.event = {param} AND {time}")
-        }
-        (Some(lead), Some(param)) => {
-            format!("{lead} JOIN events e ON e.event = {param} AND {time} {PERSON} WHERE TRUE")
-        }
-        (None, None) => format!(
-            "event_names n JOIN events e ON e.event = n.name AND {time} {PERSON} WHERE {PRODUCT}"
-        ),
-        (Some(lead), None) => format!(
-            "{lead} JOIN event_names n ON {PRODUCT} JOIN events e ON e.event = n.name AND {time} \
-             {PERSON} WHERE TRUE"
+    match event_param {
+        Some(param) => format!("events e {PERSON} WHERE e.event = {param} AND {time}"),
+        None => format!(
+            "event_names n JOIN events e ON e.event = n.name AND {time} {PERSON} \
+             WHERE substr(n.name, 1, 6) <> 'tally.'"
         ),
     }
-}
-
-/// `WITH b(cols) AS (VALUES ...)` from integer rows: the buckets travel in
-/// the statement (numbers only) in the syntax both stores accept.
-pub(crate) fn values_cte(cols: &str, rows: &[Vec<i64>]) -> String {
-    let body: Vec<String> = rows
-        .iter()
-        .map(|r| {
-            let cells: Vec<String> = r.iter().map(i64::to_string).collect();
-            format!("({})", cells.join(", "))
-        })
-        .collect();
-    format!("b({cols}) AS (VALUES {})", body.join(", "))
-}
-
-/// The per-bucket statement of [`ProductQueries::event_series`]; `$1` is
-/// the event name when `named`.
-pub(crate) fn series_sql(named: bool, buckets: &[Span]) -> String {
-    let rows: Vec<Vec<i64>> = buckets
-        .iter()
-        .enumerate()
-        .map(|(i, s)| vec![i as i64, s.from, s.to])
-        .collect();
-    format!(
-        "WITH {} SELECT CAST(b.i AS BIGINT), COUNT(*), COUNT(DISTINCT p.person) FROM {} GROUP BY b.i",
-        values_cte("i, lo, hi", &rows),
-        events_from(
-            Some("b"),
-            named.then_some("$1"),
-            "e.ts_corrected >= b.lo AND e.ts_corrected < b.hi"
-        )
-    )
 }
 
 /// The window condition with `$1` from and `$2` to.
 pub(crate) const WINDOW: &str = "e.ts_corrected >= $1 AND e.ts_corrected < $2";
 
-/// The window total of [`ProductQueries::event_series`]: `$1` from, `$2`
-/// to, `$3` the event name when `named`.
-pub(crate) fn total_sql(named: bool) -> String {
-    format!(
-        "SELECT COUNT(*), COUNT(DISTINCT p.person) FROM {}",
-        events_from(None, named.then_some("$3"), WINDOW)
-    )
-}
-
 /// A span cut into whole slots and the raw parts around them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct SlotCut {
+pub struct SlotCut {
     /// Whole slots `[first, end)` (empty when equal).
     pub slots: (i64, i64),
     /// Raw range before the slots.
@@ -257,7 +194,7 @@ pub(crate) struct SlotCut {
 }
 
 /// Cuts `span` into whole slots and raw head and tail.
-pub(crate) fn cut(span: Span) -> SlotCut {
+pub fn cut(span: Span) -> SlotCut {
     let first = span.from.div_euclid(SLOT_MS) + i64::from(span.from.rem_euclid(SLOT_MS) != 0);
     let end = span.to.div_euclid(SLOT_MS);
     if first >= end {
@@ -283,49 +220,6 @@ pub(crate) fn cut(span: Span) -> SlotCut {
     }
 }
 
-/// `x(i, ident)`: activity per span, active slots for the whole slots and
-/// product events for the raw parts.
-fn activity_cte(spans: &[Span]) -> String {
-    let rows: Vec<Vec<i64>> = spans
-        .iter()
-        .enumerate()
-        .map(|(i, s)| {
-            let c = cut(*s);
-            vec![
-                i as i64,
-                c.slots.0,
-                c.slots.1,
-                c.head.from,
-                c.head.to,
-                c.tail.from,
-                c.tail.to,
-            ]
-        })
-        .collect();
-    let raw = |lo: &str, hi: &str| {
-        format!(
-            "SELECT b.i, e.ident FROM b JOIN event_names n ON substr(n.name, 1, 6) <> 'tally.' \
-             JOIN events e ON e.event = n.name AND e.ts_corrected >= b.{lo} AND e.ts_corrected < b.{hi}"
-        )
-    };
-    format!(
-        "WITH {}, x(i, ident) AS (SELECT b.i, a.ident FROM b JOIN active_slots a \
-         ON a.slot >= b.slo AND a.slot < b.shi UNION ALL {} UNION ALL {})",
-        values_cte("i, slo, shi, hlo, hhi, tlo, thi", &rows),
-        raw("hlo", "hhi"),
-        raw("tlo", "thi")
-    )
-}
-
-/// [`ProductQueries::active_people`].
-pub(crate) fn active_sql(spans: &[Span]) -> String {
-    format!(
-        "{} SELECT CAST(x.i AS BIGINT), COUNT(DISTINCT p.person) FROM x \
-         JOIN idents p ON p.id = x.ident GROUP BY x.i",
-        activity_cte(spans)
-    )
-}
-
 /// [`ProductQueries::activity`] of any product event: `(person, time)`.
 pub(crate) fn any_activity_sql(window: Span) -> String {
     let c = cut(window);
@@ -333,7 +227,6 @@ pub(crate) fn any_activity_sql(window: Span) -> String {
         format!(
             "SELECT p.person, e.ts_corrected FROM {} AND p.person IS NOT NULL",
             events_from(
-                None,
                 None,
                 &format!("e.ts_corrected >= {} AND e.ts_corrected < {}", s.from, s.to)
             )
@@ -354,7 +247,7 @@ pub(crate) fn any_activity_sql(window: Span) -> String {
 pub(crate) fn event_activity_sql() -> String {
     format!(
         "SELECT p.person, e.ts_corrected FROM {} AND p.person IS NOT NULL",
-        events_from(None, Some("$3"), WINDOW)
+        events_from(Some("$3"), WINDOW)
     )
 }
 
@@ -363,17 +256,7 @@ pub(crate) fn sessions_sql() -> String {
     format!(
         "SELECT MIN(e.ts_corrected), MAX(e.ts_corrected) FROM {} AND e.session_id IS NOT NULL \
          GROUP BY e.session_id",
-        events_from(None, None, WINDOW)
-    )
-}
-
-/// [`ProductQueries::step_events`] for `steps` names (`$3`...).
-pub(crate) fn steps_sql(steps: usize) -> String {
-    let params: Vec<String> = (0..steps).map(|i| format!("${}", i + 3)).collect();
-    format!(
-        "SELECT p.person, e.ts_corrected, e.event FROM events e JOIN idents p ON p.id = e.ident \
-         WHERE e.event IN ({}) AND {WINDOW} AND p.person IS NOT NULL",
-        params.join(", ")
+        events_from(None, WINDOW)
     )
 }
 
@@ -382,7 +265,7 @@ pub(crate) fn top_sql() -> String {
     format!(
         "SELECT n.name, COUNT(*), COUNT(DISTINCT p.person) FROM {} GROUP BY n.name \
          ORDER BY COUNT(*) DESC, n.name LIMIT $3",
-        events_from(None, None, WINDOW)
+        events_from(None, WINDOW)
     )
 }
 
@@ -397,7 +280,7 @@ pub(crate) fn breakdown_sql(field: FieldSql) -> String {
         "SELECT v, COUNT(*), COUNT(DISTINCT person) FROM (SELECT {} AS v, p.person AS person FROM {}) g \
          GROUP BY v",
         field("$4"),
-        events_from(None, Some("$3"), WINDOW)
+        events_from(Some("$3"), WINDOW)
     )
 }
 
@@ -418,7 +301,34 @@ pub(crate) fn breakdown_rest_sql(field: FieldSql, shown: usize, none_shown: bool
         "SELECT COUNT(*), COUNT(DISTINCT person) FROM (SELECT {} AS v, p.person AS person FROM {}) g \
          WHERE {}",
         field("$4"),
-        events_from(None, Some("$3"), WINDOW),
+        events_from(Some("$3"), WINDOW),
         keep.join(" OR ")
+    )
+}
+
+/// [`ProductQueries::event_idents`]: `$1` from, `$2` to, `$3` the event
+/// when `named`. Reads the covering index only.
+pub(crate) fn event_idents_sql(named: bool) -> String {
+    if named {
+        format!("SELECT e.ts_corrected, e.ident FROM events e WHERE e.event = $3 AND {WINDOW}")
+    } else {
+        format!(
+            "SELECT e.ts_corrected, e.ident FROM event_names n JOIN events e ON e.event = n.name \
+             AND {WINDOW} WHERE substr(n.name, 1, 6) <> 'tally.'"
+        )
+    }
+}
+
+/// [`ProductQueries::slot_idents`]: slots `[$1, $2)`.
+pub(crate) const SLOT_IDENTS_SQL: &str =
+    "SELECT a.slot, a.ident FROM active_slots a WHERE a.slot >= $1 AND a.slot < $2";
+
+/// [`ProductQueries::step_idents`] for `steps` names (`$3`...).
+pub(crate) fn step_idents_sql(steps: usize) -> String {
+    let params: Vec<String> = (0..steps).map(|i| format!("${}", i + 3)).collect();
+    format!(
+        "SELECT e.ident, e.ts_corrected, e.event FROM events e \
+         WHERE e.event IN ({}) AND {WINDOW} AND e.ident IS NOT NULL",
+        params.join(", ")
     )
 }

@@ -2,9 +2,9 @@
 //! run on a pooled connection.
 
 use super::{
-    active_sql, any_activity_sql, breakdown_rest_sql, breakdown_sql, event_activity_sql,
-    series_sql, sessions_sql, steps_sql, top_sql, total_sql, BreakdownGroup, CountPeople,
-    EventSeries, ProductQueries, Span, StepEvent,
+    any_activity_sql, breakdown_rest_sql, breakdown_sql, event_activity_sql, event_idents_sql,
+    sessions_sql, step_idents_sql, top_sql, BreakdownGroup, CountPeople, ProductQueries, Span,
+    SLOT_IDENTS_SQL,
 };
 use crate::store::postgres::{pg_error, PostgresStore};
 use crate::store::StoreError;
@@ -39,72 +39,9 @@ impl PostgresStore {
 }
 
 impl ProductQueries for PostgresStore {
-    fn event_series(
-        &self,
-        event: Option<&str>,
-        buckets: &[Span],
-        win: Span,
-    ) -> Result<EventSeries, StoreError> {
-        let mut series = vec![CountPeople::default(); buckets.len()];
-        if !buckets.is_empty() {
-            let text = series_sql(event.is_some(), buckets);
-            let found = match event {
-                Some(name) => self.rows(&text, &[&name], |r| {
-                    Ok((r.try_get::<_, i64>(0)?, count_people(r, 1)?))
-                })?,
-                None => self.rows(&text, &[], |r| {
-                    Ok((r.try_get::<_, i64>(0)?, count_people(r, 1)?))
-                })?,
-            };
-            for (i, counts) in found {
-                if let Some(slot) = usize::try_from(i).ok().and_then(|i| series.get_mut(i)) {
-                    *slot = counts;
-                }
-            }
-        }
-        let text = total_sql(event.is_some());
-        let total = match event {
-            Some(name) => self.rows(&text, &[&win.from, &win.to, &name], |r| count_people(r, 0))?,
-            None => self.rows(&text, &[&win.from, &win.to], |r| count_people(r, 0))?,
-        }
-        .pop()
-        .unwrap_or_default();
-        Ok(EventSeries {
-            buckets: series,
-            total,
-        })
-    }
-
-    fn active_people(&self, spans: &[Span]) -> Result<Vec<u64>, StoreError> {
-        if spans.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut out = vec![0; spans.len()];
-        for (i, n) in self.rows(&active_sql(spans), &[], |r| {
-            Ok((r.try_get::<_, i64>(0)?, r.try_get::<_, i64>(1)?))
-        })? {
-            if let Some(slot) = usize::try_from(i).ok().and_then(|i| out.get_mut(i)) {
-                *slot = n.max(0) as u64;
-            }
-        }
-        Ok(out)
-    }
-
     fn session_spans(&self, win: Span) -> Result<Vec<(i64, i64)>, StoreError> {
         self.rows(&sessions_sql(), &[&win.from, &win.to], |r| {
             Ok((r.try_get(0)?, r.try_get(1)?))
-        })
-    }
-
-    fn step_events(&self, steps: &[String], win: Span) -> Result<Vec<StepEvent>, StoreError> {
-        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&win.from, &win.to];
-        params.extend(steps.iter().map(|s| s as &(dyn ToSql + Sync)));
-        self.rows(&steps_sql(steps.len()), &params, |r| {
-            Ok(StepEvent {
-                person: r.try_get(0)?,
-                ts: r.try_get(1)?,
-                event: r.try_get(2)?,
-            })
         })
     }
 
@@ -152,6 +89,41 @@ impl ProductQueries for PostgresStore {
             .rows(&text, &params, |r| count_people(r, 0))?
             .pop()
             .unwrap_or_default())
+    }
+
+    fn event_idents(&self, event: Option<&str>, win: Span) -> Result<Vec<(i64, i64)>, StoreError> {
+        let text = event_idents_sql(event.is_some());
+        let row = |r: &Row| Ok((r.try_get(0)?, r.try_get::<_, Option<i64>>(1)?.unwrap_or(0)));
+        match event {
+            Some(name) => self.rows(&text, &[&win.from, &win.to, &name], row),
+            None => self.rows(&text, &[&win.from, &win.to], row),
+        }
+    }
+
+    fn slot_idents(&self, first: i64, end: i64) -> Result<Vec<(i64, i64)>, StoreError> {
+        self.rows(SLOT_IDENTS_SQL, &[&first, &end], |r| {
+            Ok((r.try_get(0)?, r.try_get(1)?))
+        })
+    }
+
+    fn step_idents(
+        &self,
+        steps: &[String],
+        win: Span,
+    ) -> Result<Vec<(i64, i64, String)>, StoreError> {
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&win.from, &win.to];
+        params.extend(steps.iter().map(|s| s as &(dyn ToSql + Sync)));
+        self.rows(&step_idents_sql(steps.len()), &params, |r| {
+            Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?))
+        })
+    }
+
+    fn persons(&self, idents: &[i64]) -> Result<Vec<(i64, String)>, StoreError> {
+        self.rows(
+            "SELECT id, person FROM idents WHERE id = ANY($1) AND person IS NOT NULL",
+            &[&idents],
+            |r| Ok((r.try_get(0)?, r.try_get(1)?)),
+        )
     }
 
     fn top_events(

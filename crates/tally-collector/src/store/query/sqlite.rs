@@ -2,9 +2,9 @@
 //! `?N` parameters, run on a reader connection.
 
 use super::{
-    active_sql, any_activity_sql, breakdown_rest_sql, breakdown_sql, event_activity_sql,
-    series_sql, sessions_sql, steps_sql, top_sql, total_sql, BreakdownGroup, CountPeople,
-    EventSeries, ProductQueries, Span, StepEvent,
+    any_activity_sql, breakdown_rest_sql, breakdown_sql, event_activity_sql, event_idents_sql,
+    sessions_sql, step_idents_sql, top_sql, BreakdownGroup, CountPeople, ProductQueries, Span,
+    SLOT_IDENTS_SQL,
 };
 use crate::store::sqlite::{db_error, SqliteStore};
 use crate::store::StoreError;
@@ -60,74 +60,10 @@ fn window(w: Span) -> Vec<Value> {
 }
 
 impl ProductQueries for SqliteStore {
-    fn event_series(
-        &self,
-        event: Option<&str>,
-        buckets: &[Span],
-        win: Span,
-    ) -> Result<EventSeries, StoreError> {
-        let name = event.map(|e| Value::Text(e.to_owned()));
-        self.read(|c| {
-            let mut series = vec![CountPeople::default(); buckets.len()];
-            if !buckets.is_empty() {
-                let params: Vec<Value> = name.iter().cloned().collect();
-                for (i, counts) in rows(c, &series_sql(event.is_some(), buckets), params, |r| {
-                    Ok((r.get::<_, i64>(0)?, count_people(r, 1)?))
-                })? {
-                    if let Some(slot) = usize::try_from(i).ok().and_then(|i| series.get_mut(i)) {
-                        *slot = counts;
-                    }
-                }
-            }
-            let mut params = window(win);
-            params.extend(name.iter().cloned());
-            let total = rows(c, &total_sql(event.is_some()), params, |r| {
-                count_people(r, 0)
-            })?
-            .pop()
-            .unwrap_or_default();
-            Ok(EventSeries {
-                buckets: series,
-                total,
-            })
-        })
-    }
-
-    fn active_people(&self, spans: &[Span]) -> Result<Vec<u64>, StoreError> {
-        if spans.is_empty() {
-            return Ok(Vec::new());
-        }
-        self.read(|c| {
-            let mut out = vec![0; spans.len()];
-            for (i, n) in rows(c, &active_sql(spans), Vec::new(), |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
-            })? {
-                if let Some(slot) = usize::try_from(i).ok().and_then(|i| out.get_mut(i)) {
-                    *slot = n.max(0) as u64;
-                }
-            }
-            Ok(out)
-        })
-    }
-
     fn session_spans(&self, win: Span) -> Result<Vec<(i64, i64)>, StoreError> {
         self.read(|c| {
             rows(c, &sessions_sql(), window(win), |r| {
                 Ok((r.get(0)?, r.get(1)?))
-            })
-        })
-    }
-
-    fn step_events(&self, steps: &[String], win: Span) -> Result<Vec<StepEvent>, StoreError> {
-        let mut params = window(win);
-        params.extend(steps.iter().map(|s| Value::Text(s.clone())));
-        self.read(|c| {
-            rows(c, &steps_sql(steps.len()), params, |r| {
-                Ok(StepEvent {
-                    person: r.get(0)?,
-                    ts: r.get(1)?,
-                    event: r.get(2)?,
-                })
             })
         })
     }
@@ -183,6 +119,56 @@ impl ProductQueries for SqliteStore {
             Ok(rows(c, &text, params, |r| count_people(r, 0))?
                 .pop()
                 .unwrap_or_default())
+        })
+    }
+
+    fn event_idents(&self, event: Option<&str>, win: Span) -> Result<Vec<(i64, i64)>, StoreError> {
+        let mut params = window(win);
+        params.extend(event.map(|e| Value::Text(e.to_owned())));
+        self.read(|c| {
+            rows(c, &event_idents_sql(event.is_some()), params, |r| {
+                Ok((r.get(0)?, r.get::<_, Option<i64>>(1)?.unwrap_or(0)))
+            })
+        })
+    }
+
+    fn slot_idents(&self, first: i64, end: i64) -> Result<Vec<(i64, i64)>, StoreError> {
+        self.read(|c| {
+            rows(
+                c,
+                SLOT_IDENTS_SQL,
+                vec![Value::Integer(first), Value::Integer(end)],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+        })
+    }
+
+    fn step_idents(
+        &self,
+        steps: &[String],
+        win: Span,
+    ) -> Result<Vec<(i64, i64, String)>, StoreError> {
+        let mut params = window(win);
+        params.extend(steps.iter().map(|s| Value::Text(s.clone())));
+        self.read(|c| {
+            rows(c, &step_idents_sql(steps.len()), params, |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+        })
+    }
+
+    fn persons(&self, idents: &[i64]) -> Result<Vec<(i64, String)>, StoreError> {
+        // The ids travel as one JSON array: no bound on their number.
+        let list = serde_json::to_string(idents)
+            .map_err(|e| StoreError::Backend(format!("identity list: {e}")))?;
+        self.read(|c| {
+            rows(
+                c,
+                "SELECT p.id, p.person FROM json_each($1) j JOIN idents p ON p.id = j.value \
+                 WHERE p.person IS NOT NULL",
+                vec![Value::Text(list)],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
         })
     }
 
