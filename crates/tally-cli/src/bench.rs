@@ -524,6 +524,9 @@ pub struct QueriesArgs {
     /// Runs per query; the median is reported
     #[arg(long, default_value_t = 5)]
     runs: usize,
+    /// Only the queries whose description contains this text
+    #[arg(long)]
+    only: Option<String>,
 }
 
 const DAY_MS: i64 = 86_400_000;
@@ -842,6 +845,13 @@ fn queries(args: QueriesArgs) -> anyhow::Result<()> {
         ),
     ];
     for (what, query, q) in cases {
+        if args
+            .only
+            .as_deref()
+            .is_some_and(|only| !what.contains(only))
+        {
+            continue;
+        }
         let mut times = Vec::new();
         let mut summary = String::new();
         for _ in 0..args.runs.max(1) {
