@@ -6,6 +6,7 @@ mod bench;
 mod emit;
 mod export;
 mod inspect;
+mod query;
 mod serve;
 mod simulate;
 
@@ -30,6 +31,9 @@ enum Command {
     /// Drive a fleet of simulated devices through faults and check that
     /// every event is counted once or explained.
     Simulate(simulate::SimulateArgs),
+    /// Ask a collector's product query API (events, active people,
+    /// sessions, funnels, retention, breakdowns, top events).
+    Query(query::QueryArgs),
     /// Measure a component under load (the collector's ingest path).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -46,5 +50,6 @@ fn main() -> anyhow::Result<()> {
         Command::Simulate(args) => simulate::run(args),
         Command::Bench(cmd) => bench::run(cmd),
         Command::Export(args) => export::run(args),
+        Command::Query(args) => query::run(args),
     }
 }

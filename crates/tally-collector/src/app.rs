@@ -18,6 +18,7 @@
 //! | `/v1/export` | GET | admin | stored events as NDJSON, streamed ([`crate::export`]) |
 //! | `/v1/installs/{id}/events` | GET | admin | an install's events in seq order, with their person |
 //! | `/`, `/assets/{file}` | GET | none | the dashboard (its data calls need the admin token) |
+//! | `/v1/query/{events,active,sessions,funnel,retention,breakdown,top-events}` | GET | admin | product queries (`docs/query-api.md`) |
 //!
 //! Every answer carries CORS headers for the requesting origin, and a
 //! preflight is answered with the headers it asks for (browsers' Segment and
@@ -41,6 +42,7 @@ use crate::error::ApiError;
 use crate::health::{self, HealthState};
 use crate::ingest::{self, auth::Keys};
 use crate::metrics::Metrics;
+use crate::queries;
 use crate::query;
 use crate::store::Store;
 
@@ -157,6 +159,13 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/", get(dashboard::index))
         .route("/assets/{file}", get(dashboard::asset))
+        .route("/v1/query/events", get(queries::events))
+        .route("/v1/query/active", get(queries::active))
+        .route("/v1/query/sessions", get(queries::sessions))
+        .route("/v1/query/funnel", get(queries::funnel))
+        .route("/v1/query/retention", get(queries::retention))
+        .route("/v1/query/breakdown", get(queries::breakdown))
+        .route("/v1/query/top-events", get(queries::top_events))
         .fallback(|| async { ApiError::NotFound("no such path") })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(middleware::from_fn_with_state(state.clone(), count_status))

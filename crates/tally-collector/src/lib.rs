@@ -10,6 +10,7 @@
 //! | [`app`] | the [`Router`](axum::Router) ([`app::app`]), its state, CORS |
 //! | [`ingest`] | the ingest path, one module per stage (design in its doc) |
 //! | [`query`] | admin endpoints: stats, counts, installs, deletions |
+//! | [`queries`] | product queries: events, active people, sessions, funnels, retention, breakdowns |
 //! | [`error`] | every error answer, `{code, message}` |
 //! | [`health`] | pipeline health: `/v1/health/pipeline` and its figures |
 //! | [`metrics`] | Prometheus metrics |
@@ -30,6 +31,7 @@ pub mod export;
 pub mod health;
 pub mod ingest;
 pub mod metrics;
+pub mod queries;
 pub mod query;
 pub mod retention;
 pub mod server;

@@ -18,6 +18,10 @@ use tally_proto::{MessageType, Priority, RejectReason};
 
 use WriteOutcome::{Accepted as A, DeletedUser as X, Duplicate as D};
 
+#[macro_use]
+#[path = "store_suite/queries.rs"]
+mod queries;
+
 /// A track event `name` by anonymous id `anon` at corrected time `ts`.
 fn track(id: &str, name: &str, anon: &str, ts: i64) -> NewEvent {
     NewEvent {
@@ -924,6 +928,7 @@ mod sqlite {
     }
 
     store_suite!(fresh);
+    query_suite!(fresh);
 
     #[test]
     fn reopen_keeps_everything_and_migrations_are_idempotent() {
@@ -1215,6 +1220,7 @@ mod postgres {
     }
 
     store_suite!(fresh);
+    query_suite!(fresh);
 
     #[test]
     fn migrations_are_idempotent_and_concurrent() {

@@ -36,7 +36,7 @@ mod collector;
 mod faults;
 mod ledger;
 mod report;
-mod scenario;
+pub(crate) mod scenario;
 mod storm;
 
 use std::path::{Path, PathBuf};

@@ -125,3 +125,71 @@ pub(crate) fn install_events_sql(
          ORDER BY e.seq, e.message_id LIMIT {limit_param}"
     )
 }
+/// SQL (SQLite and PostgreSQL alike) for the person key of the `idents`
+/// row aliased `k` (`''` marks an absent id): `u:USER` after stitching,
+/// else `i:INSTALL`, else `a:ANONYMOUS`, else NULL. The same rule as
+/// [`PERSON_USER_SQL`] and [`count_sql`], over an identity instead of an
+/// event.
+pub(crate) const IDENT_PERSON_SQL: &str = "CASE WHEN k.user_id <> '' THEN 'u:' || COALESCE( \
+ (SELECT l.target FROM links l WHERE l.kind = 'u' AND l.id = k.user_id), k.user_id) \
+ ELSE COALESCE( \
+ 'u:' || (SELECT COALESCE(r.target, l.target) FROM links l LEFT JOIN links r ON r.kind = 'u' AND r.id = l.target \
+  WHERE l.kind = 'a' AND l.id = k.anonymous_id), \
+ 'u:' || (SELECT COALESCE(r.target, l.target) FROM links l LEFT JOIN links r ON r.kind = 'u' AND r.id = l.target \
+  WHERE l.kind = 'i' AND l.id = k.install_id), \
+ CASE WHEN k.install_id <> '' THEN 'i:' || k.install_id \
+ WHEN k.anonymous_id <> '' THEN 'a:' || k.anonymous_id END) END";
+
+/// The identity key of an event: `(user_id, anonymous_id, install_id)`
+/// with `''` for absent. An event with a user id is keyed by it alone (its
+/// person depends on nothing else); an anonymous event by its anonymous id
+/// and install, which decide its person once linked.
+pub(crate) fn ident_key(event: &NewEvent) -> (&str, &str, &str) {
+    match event.user_id.as_deref() {
+        Some(user) => (user, "", ""),
+        None => (
+            "",
+            event.anonymous_id.as_deref().unwrap_or(""),
+            event.install_id.as_deref().unwrap_or(""),
+        ),
+    }
+}
+
+/// `UPDATE` statement re-resolving the persons of the identities a new or
+/// changed link of `kind` affects; the link's id is parameter `param`.
+/// Identities are few (one per user and per anonymous device), so the
+/// events never need rewriting: queries read an event's person through its
+/// identity.
+pub(crate) fn repoint_sql(kind: &str, param: &str) -> String {
+    let affected = match kind {
+        "a" => format!("k.user_id = '' AND k.anonymous_id = {param}"),
+        "i" => format!("k.user_id = '' AND k.install_id = {param}"),
+        _ => format!(
+            "k.user_id = {param} OR (k.user_id = '' AND ( \
+             k.anonymous_id IN (SELECT l.id FROM links l WHERE l.kind = 'a' AND l.target = {param}) \
+             OR k.install_id IN (SELECT l.id FROM links l WHERE l.kind = 'i' AND l.target = {param})))"
+        ),
+    };
+    format!("UPDATE idents AS k SET person = {IDENT_PERSON_SQL} WHERE {affected}")
+}
+
+/// The `WHERE` predicate selecting the identities (aliased `k`) whose
+/// events a deletion of user `param` removes: [`deletion_predicate`] over
+/// an identity.
+pub(crate) fn ident_deletion_predicate(param: &str) -> String {
+    format!(
+        "k.user_id = {param} \
+         OR k.user_id IN (SELECT l.id FROM links l WHERE l.kind = 'u' AND l.target = {param}) \
+         OR (k.user_id = '' AND ( \
+          k.anonymous_id IN (SELECT l.id FROM links l LEFT JOIN links r ON r.kind = 'u' AND r.id = l.target \
+           WHERE l.kind = 'a' AND COALESCE(r.target, l.target) = {param}) \
+          OR k.install_id IN (SELECT l.id FROM links l LEFT JOIN links r ON r.kind = 'u' AND r.id = l.target \
+           WHERE l.kind = 'i' AND COALESCE(r.target, l.target) = {param})))"
+    )
+}
+
+/// A migration's SQL with `{IDENT_PERSON_SQL}` replaced by
+/// [`IDENT_PERSON_SQL`] (migrations are constants; the rule is shared).
+pub(crate) fn expand_migration(sql: &str) -> String {
+    sql.replace("{IDENT_PERSON_SQL}", IDENT_PERSON_SQL)
+}

@@ -79,9 +79,11 @@
 //! `i64::MAX` (a corrupt device counter) is stored as absent and not
 //! tracked.
 
+pub mod bulk;
 pub mod health;
 mod identity;
 pub mod postgres;
+pub mod query;
 mod ranges;
 pub mod sqlite;
 
@@ -277,7 +279,7 @@ pub enum StoreError {
 }
 
 /// The operations the collector needs from a store.
-pub trait Store: Send + Sync + 'static {
+pub trait Store: query::ProductQueries + Send + Sync + 'static {
     /// Writes events and dead letters of one request in one transaction
     /// and returns one outcome per event, in order.
     fn write_batch(

@@ -46,6 +46,7 @@ pub use pool::{CHECKOUT_TIMEOUT, CONNECT_TIMEOUT, MAX_CONNECTIONS};
 
 use super::health::{self, BatchHealth, PipelineFigures};
 use super::identity::{self, Link};
+use super::query;
 use super::ranges::{self, SeqRange, MAX_TRACKED_SEQ};
 use super::InstallEvent;
 use super::{
@@ -56,7 +57,7 @@ use super::{
 use ::postgres::error::SqlState;
 use ::postgres::{Client, Config, IsolationLevel, SimpleQueryMessage, Statement};
 use pool::{Conn, Pool};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use tally_proto::{Priority, RejectReason};
@@ -68,6 +69,10 @@ pub const MIGRATION_LOCK: i64 = 0x7461_6c6c_7901;
 /// Advisory lock key: shared by write transactions, exclusive for a
 /// deletion.
 pub const DELETION_LOCK: i64 = 0x7461_6c6c_7902;
+
+/// Advisory lock key: shared while a batch creates identities, exclusive
+/// while a batch writes identity links (see `write`).
+pub const IDENT_LOCK: i64 = 0x7461_6c6c_7903;
 
 /// Counter rows. More shards than connections of two collectors
 /// ([`MAX_CONNECTIONS`] each), so concurrent writers seldom pick the same.
@@ -211,6 +216,41 @@ CREATE TABLE deletions (
     deleted_events bigint NOT NULL
 );
 "#,
+    // 3: product queries (see `store::query`): identities, the covering
+    // index, event names and active slots, backfilled from stored events.
+    r#"
+CREATE TABLE idents (
+    id           bigserial PRIMARY KEY,
+    user_id      text COLLATE "C" NOT NULL,
+    anonymous_id text COLLATE "C" NOT NULL,
+    install_id   text COLLATE "C" NOT NULL,
+    person       text COLLATE "C",
+    UNIQUE (user_id, anonymous_id, install_id)
+);
+CREATE INDEX idents_by_anonymous_id ON idents (anonymous_id) WHERE user_id = '';
+CREATE INDEX idents_by_install_id ON idents (install_id) WHERE user_id = '';
+ALTER TABLE events ADD COLUMN ident bigint;
+INSERT INTO idents (user_id, anonymous_id, install_id)
+    SELECT DISTINCT COALESCE(user_id, ''),
+        CASE WHEN user_id IS NULL THEN COALESCE(anonymous_id, '') ELSE '' END,
+        CASE WHEN user_id IS NULL THEN COALESCE(install_id, '') ELSE '' END
+    FROM events;
+UPDATE idents AS k SET person = {IDENT_PERSON_SQL};
+UPDATE events AS e SET ident = k.id FROM idents k WHERE k.user_id = COALESCE(e.user_id, '')
+    AND k.anonymous_id = CASE WHEN e.user_id IS NULL THEN COALESCE(e.anonymous_id, '') ELSE '' END
+    AND k.install_id = CASE WHEN e.user_id IS NULL THEN COALESCE(e.install_id, '') ELSE '' END;
+CREATE INDEX events_by_name_time_ident ON events (event, ts_corrected, ident);
+DROP INDEX events_by_name_time;
+CREATE TABLE event_names (name text COLLATE "C" PRIMARY KEY);
+INSERT INTO event_names SELECT DISTINCT event FROM events WHERE event IS NOT NULL;
+CREATE TABLE active_slots (
+    slot  bigint NOT NULL,
+    ident bigint NOT NULL,
+    PRIMARY KEY (slot, ident)
+);
+INSERT INTO active_slots SELECT DISTINCT ts_corrected / 900000, ident FROM events
+    WHERE event IS NOT NULL AND substr(event, 1, 6) <> 'tally.';
+"#,
 ];
 
 /// Maps a client error: a lost or refused connection, a server shutting
@@ -264,10 +304,10 @@ const REFUSED_SQL: &str = "SELECT t.n FROM unnest($1::text[], $2::text[], $3::te
 const INSERT_EVENTS_SQL: &str =
     "WITH ins AS (INSERT INTO events (message_id, dedup_key, kind, event, \
     user_id, anonymous_id, group_id, previous_id, install_id, seq, session_id, session_index, \
-    priority, timestamp, sent_at, received_at, ts_corrected, clamped, raw) \
+    priority, timestamp, sent_at, received_at, ts_corrected, clamped, raw, ident) \
     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
     $7::text[], $8::text[], $9::text[], $10::int8[], $11::text[], $12::int8[], $13::text[], \
-    $14::int8[], $15::int8[], $16::int8[], $17::int8[], $18::bool[], $19::text[]) \
+    $14::int8[], $15::int8[], $16::int8[], $17::int8[], $18::bool[], $19::text[], $28::int8[]) \
     ON CONFLICT DO NOTHING RETURNING message_id), \
     dl AS (INSERT INTO dead_letters (message_id, reason, detail, received_at, raw) \
     SELECT * FROM unnest($23::text[], $24::text[], $25::text[], $26::int8[], $27::text[])), \
@@ -342,6 +382,17 @@ const ADD_BATCHES_SQL: &str = "WITH c AS (UPDATE counters SET batches = batches 
     INSERT INTO health_hours AS t (hour, shard, batches, batches_ok, accepted, duplicate, rejected) \
     VALUES ($2, $1, $3, $4, 0, 0, 0) ON CONFLICT (hour, shard) DO UPDATE SET \
     batches = t.batches + excluded.batches, batches_ok = t.batches_ok + excluded.batches_ok";
+const SELECT_IDENTS_SQL: &str =
+    "SELECT i.id, i.user_id, i.anonymous_id, i.install_id FROM idents i \
+    JOIN unnest($1::text[], $2::text[], $3::text[]) AS k(user_id, anonymous_id, install_id) \
+    USING (user_id, anonymous_id, install_id)";
+
+/// Event names and active slots of the accepted events (sorted, so
+/// concurrent batches meet the keys in one order).
+const ADD_ACTIVITY_SQL: &str = "WITH n AS (INSERT INTO event_names (name) \
+    SELECT * FROM unnest($1::text[]) ON CONFLICT DO NOTHING) \
+    INSERT INTO active_slots (slot, ident) SELECT * FROM unnest($2::int8[], $3::int8[]) \
+    ON CONFLICT DO NOTHING";
 
 const ADD_COUNTERS_SQL: &str =
     "UPDATE counters SET accepted = accepted + $1, duplicate = duplicate + $2, \
@@ -358,6 +409,9 @@ pub(crate) struct Prepared {
     write_seen: Statement,
     add_counters: Statement,
     write_health: Statement,
+    select_idents: Statement,
+    insert_idents: Statement,
+    add_activity: Statement,
 }
 
 impl Prepared {
@@ -372,6 +426,16 @@ impl Prepared {
             write_seen: p(WRITE_SEEN_SQL)?,
             add_counters: p(ADD_COUNTERS_SQL)?,
             write_health: p(WRITE_HEALTH_SQL)?,
+            select_idents: p(SELECT_IDENTS_SQL)?,
+            insert_idents: p(&format!(
+                "INSERT INTO idents (user_id, anonymous_id, install_id, person) \
+                 SELECT k.user_id, k.anonymous_id, k.install_id, {} \
+                 FROM unnest($1::text[], $2::text[], $3::text[]) AS k(user_id, anonymous_id, install_id) \
+                 ON CONFLICT (user_id, anonymous_id, install_id) DO UPDATE SET person = idents.person \
+                 RETURNING id, user_id, anonymous_id, install_id",
+                identity::IDENT_PERSON_SQL
+            ))?,
+            add_activity: p(ADD_ACTIVITY_SQL)?,
         })
     }
 }
@@ -411,6 +475,11 @@ impl PostgresStore {
             .query_one("SELECT version FROM schema_version", &[])
             .map_err(pg_error)?;
         Ok(row.try_get::<_, i32>(0).map_err(pg_error)?.max(0) as u32)
+    }
+
+    /// A pooled connection (queries of `store::query`).
+    pub(crate) fn client(&self) -> Result<pool::Pooled<'_>, StoreError> {
+        self.pool.get()
     }
 
     fn shard(&self) -> i32 {
@@ -505,7 +574,8 @@ fn migrate(client: &mut Client) -> Result<(), StoreError> {
         )));
     }
     for migration in &MIGRATIONS[current..] {
-        tx.batch_execute(migration).map_err(fail)?;
+        tx.batch_execute(&identity::expand_migration(migration))
+            .map_err(fail)?;
     }
     tx.execute("DELETE FROM schema_version", &[])
         .map_err(fail)?;
@@ -538,6 +608,13 @@ fn write(
     tombstones_exist: bool,
 ) -> Result<Vec<WriteOutcome>, ::postgres::Error> {
     let Conn { client, prepared } = conn;
+
+    // A batch that links identities re-resolves identities' persons: it
+    // waits for the batches creating identities (and they for it), so no
+    // identity is created from links older than a committed link.
+    if events.iter().any(|e| !identity::links_of(e).is_empty()) {
+        client.execute("SELECT pg_advisory_xact_lock($1)", &[&IDENT_LOCK])?;
+    }
 
     // Deleted people.
     let refused: HashSet<usize> = if tombstones_exist {
@@ -640,6 +717,7 @@ fn write(
     let received_ats: Vec<i64> = candidates.iter().map(|e| e.received_at).collect();
     let corrected: Vec<i64> = candidates.iter().map(|e| e.ts_corrected).collect();
     let clamped: Vec<bool> = candidates.iter().map(|e| e.clamped).collect();
+    let ident_ids = ident_ids(client, prepared, &candidates)?;
     let inserted: HashSet<String> = client
         .query(
             &prepared.insert_events,
@@ -671,15 +749,26 @@ fn write(
                 &dl_details,
                 &dl_received,
                 &dl_raws,
+                &ident_ids,
             ],
         )?
         .into_iter()
         .map(|r| r.try_get(0))
         .collect::<Result<_, _>>()?;
-    for (e, &i) in candidates.iter().zip(&candidate_index) {
+    let mut activity = query::Activity::default();
+    for ((e, &i), ident) in candidates.iter().zip(&candidate_index).zip(&ident_ids) {
         if inserted.contains(&e.message_id) {
             outcomes[i] = WriteOutcome::Accepted;
+            if let Some(ident) = ident {
+                activity.add(e, *ident);
+            }
         }
+    }
+    if !activity.names.is_empty() {
+        let names: Vec<&str> = activity.names.iter().copied().collect();
+        let slots: Vec<i64> = activity.slots.iter().map(|s| s.0).collect();
+        let slot_idents: Vec<i64> = activity.slots.iter().map(|s| s.1).collect();
+        client.execute(&prepared.add_activity, &[&names, &slots, &slot_idents])?;
     }
 
     // Identity links of accepted identify and alias calls; one row per
@@ -706,6 +795,9 @@ fn write(
         let targets: Vec<&str> = links.values().map(|l| l.target).collect();
         let ats: Vec<i64> = links.values().map(|l| l.linked_at).collect();
         client.execute(&prepared.upsert_links, &[&kinds, &ids, &targets, &ats])?;
+        for link in links.values() {
+            client.execute(&identity::repoint_sql(link.kind, "$1"), &[&link.id])?;
+        }
     }
 
     write_installs(client, prepared, events, &outcomes)?;
@@ -716,6 +808,64 @@ fn write(
         &BatchHealth::of(events, &outcomes, dead_letters),
     )?;
     Ok(outcomes)
+}
+
+/// The identity id of each event (see `identity::ident_key`), creating
+/// the missing identities with their persons resolved from the links.
+fn ident_ids(
+    client: &mut Client,
+    prepared: &Prepared,
+    events: &[&NewEvent],
+) -> Result<Vec<Option<i64>>, ::postgres::Error> {
+    let keys: Vec<(&str, &str, &str)> = events.iter().map(|e| identity::ident_key(e)).collect();
+    let distinct: BTreeSet<(&str, &str, &str)> = keys.iter().copied().collect();
+    let mut found: HashMap<(String, String, String), i64> = HashMap::new();
+    let collect = |found: &mut HashMap<(String, String, String), i64>,
+                   rows: Vec<::postgres::Row>|
+     -> Result<(), ::postgres::Error> {
+        for row in rows {
+            found.insert(
+                (row.try_get(1)?, row.try_get(2)?, row.try_get(3)?),
+                row.try_get(0)?,
+            );
+        }
+        Ok(())
+    };
+    let (u, a, i) = columns(&distinct);
+    collect(
+        &mut found,
+        client.query(&prepared.select_idents, &[&u, &a, &i])?,
+    )?;
+    let missing: BTreeSet<(&str, &str, &str)> = distinct
+        .iter()
+        .filter(|k| !found.contains_key(&owned(k)))
+        .copied()
+        .collect();
+    if !missing.is_empty() {
+        client.execute("SELECT pg_advisory_xact_lock_shared($1)", &[&IDENT_LOCK])?;
+        let (u, a, i) = columns(&missing);
+        collect(
+            &mut found,
+            client.query(&prepared.insert_idents, &[&u, &a, &i])?,
+        )?;
+    }
+    // Every key is found: the upsert returns the rows it inserted and
+    // those another transaction inserted first.
+    Ok(keys.iter().map(|k| found.get(&owned(k)).copied()).collect())
+}
+
+fn owned(k: &(&str, &str, &str)) -> (String, String, String) {
+    (k.0.to_owned(), k.1.to_owned(), k.2.to_owned())
+}
+
+fn columns<'a>(
+    keys: &BTreeSet<(&'a str, &'a str, &'a str)>,
+) -> (Vec<&'a str>, Vec<&'a str>, Vec<&'a str>) {
+    (
+        keys.iter().map(|k| k.0).collect(),
+        keys.iter().map(|k| k.1).collect(),
+        keys.iter().map(|k| k.2).collect(),
+    )
 }
 
 /// Seen seqs (of every event, whatever its outcome: the server saw it)
@@ -1074,6 +1224,10 @@ impl Store for PostgresStore {
             "DELETE FROM events AS e WHERE {}",
             identity::deletion_predicate("$1")
         );
+        let delete_activity = format!(
+            "DELETE FROM active_slots WHERE ident IN (SELECT k.id FROM idents k WHERE {})",
+            identity::ident_deletion_predicate("$1")
+        );
         let shard = self.shard();
         self.transaction(false, |conn, _| {
             conn.client.execute(
@@ -1081,6 +1235,7 @@ impl Store for PostgresStore {
                 &[&user_id, &requested_at],
             )?;
             let deleted = conn.client.execute(&delete, &[&user_id])?;
+            conn.client.execute(&delete_activity, &[&user_id])?;
             let stored = -(deleted as i64);
             conn.client.execute(
                 &conn.prepared.add_counters,

@@ -57,6 +57,7 @@
 
 use super::health::{self, BatchHealth, PipelineFigures};
 use super::identity::{self, Link};
+use super::query;
 use super::ranges::{self, SeqRange, MAX_TRACKED_SEQ};
 use super::InstallEvent;
 use super::{
@@ -65,7 +66,7 @@ use super::{
     StoredDeadLetter, WriteOutcome,
 };
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -276,6 +277,41 @@ CREATE TABLE deletions (
     deleted_events INTEGER NOT NULL
 );
 "#,
+    // 3: product queries (see `store::query`): identities, the covering
+    // index, event names and active slots, backfilled from stored events.
+    r#"
+CREATE TABLE idents (
+    id           INTEGER PRIMARY KEY,
+    user_id      TEXT NOT NULL,
+    anonymous_id TEXT NOT NULL,
+    install_id   TEXT NOT NULL,
+    person       TEXT,
+    UNIQUE (user_id, anonymous_id, install_id)
+);
+CREATE INDEX idents_by_anonymous_id ON idents (anonymous_id) WHERE user_id = '';
+CREATE INDEX idents_by_install_id ON idents (install_id) WHERE user_id = '';
+ALTER TABLE events ADD COLUMN ident INTEGER;
+INSERT INTO idents (user_id, anonymous_id, install_id)
+    SELECT DISTINCT COALESCE(user_id, ''),
+        CASE WHEN user_id IS NULL THEN COALESCE(anonymous_id, '') ELSE '' END,
+        CASE WHEN user_id IS NULL THEN COALESCE(install_id, '') ELSE '' END
+    FROM events;
+UPDATE idents AS k SET person = {IDENT_PERSON_SQL};
+UPDATE events SET ident = (SELECT k.id FROM idents k WHERE k.user_id = COALESCE(events.user_id, '')
+    AND k.anonymous_id = CASE WHEN events.user_id IS NULL THEN COALESCE(events.anonymous_id, '') ELSE '' END
+    AND k.install_id = CASE WHEN events.user_id IS NULL THEN COALESCE(events.install_id, '') ELSE '' END);
+CREATE INDEX events_by_name_time_ident ON events (event, ts_corrected, ident);
+DROP INDEX events_by_name_time;
+CREATE TABLE event_names (name TEXT PRIMARY KEY) WITHOUT ROWID;
+INSERT INTO event_names SELECT DISTINCT event FROM events WHERE event IS NOT NULL;
+CREATE TABLE active_slots (
+    slot  INTEGER NOT NULL,
+    ident INTEGER NOT NULL,
+    PRIMARY KEY (slot, ident)
+) WITHOUT ROWID;
+INSERT INTO active_slots SELECT DISTINCT ts_corrected / 900000, ident FROM events
+    WHERE event IS NOT NULL AND substr(event, 1, 6) <> 'tally.';
+"#,
 ];
 
 /// The SQLite store. Cheap to share behind an `Arc`; every method blocks.
@@ -337,6 +373,7 @@ impl SqliteStore {
                     conn,
                     group: None,
                     tombstones_exist,
+                    known: Known::default(),
                 }),
                 queued: AtomicUsize::new(0),
                 max_group_age: MAX_GROUP_AGE,
@@ -353,6 +390,14 @@ impl SqliteStore {
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Runs `f` on a reader connection (queries of `store::query`).
+    pub(crate) fn read<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.readers.with(f)
     }
 
     /// The schema version of the open database.
@@ -380,7 +425,7 @@ fn opening_error(path: &Path, e: rusqlite::Error) -> StoreError {
 
 /// Maps a SQLite error: lock contention is [`StoreError::Unavailable`]
 /// (retry later), anything else [`StoreError::Backend`].
-fn db_error(e: rusqlite::Error) -> StoreError {
+pub(crate) fn db_error(e: rusqlite::Error) -> StoreError {
     match e.sqlite_error_code() {
         Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
             StoreError::Unavailable(format!("SQLite busy: {e}"))
@@ -414,7 +459,8 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
         )));
     }
     for migration in &MIGRATIONS[current..] {
-        tx.execute_batch(migration).map_err(fail)?;
+        tx.execute_batch(&identity::expand_migration(migration))
+            .map_err(fail)?;
     }
     tx.execute("DELETE FROM schema_version", []).map_err(fail)?;
     tx.execute(
@@ -443,6 +489,30 @@ struct WriterState {
     /// deletion check is skipped. Only ever turns true (tombstones are
     /// never removed), set before the tombstone row is written.
     tombstones_exist: bool,
+    /// Identities and active slots already in the database.
+    known: Known,
+}
+
+/// Most entries [`Known`] holds before it starts over: about 20 MB.
+const KNOWN_CAPACITY: usize = 200_000;
+
+/// What the writer knows is stored, so a batch skips the identity lookup
+/// and the active-slot insert it would repeat: a device sends many
+/// batches per slot. Identity ids never change; an entry may be stale only
+/// if its transaction did not commit, so the writer forgets everything
+/// when a batch is rolled back or a commit fails, and the slots when a
+/// deletion removes some.
+#[derive(Debug, Default)]
+struct Known {
+    idents: HashMap<(String, String, String), i64>,
+    slots: HashSet<(i64, i64)>,
+}
+
+impl Known {
+    fn clear(&mut self) {
+        self.idents.clear();
+        self.slots.clear();
+    }
 }
 
 /// One open transaction shared by several callers.
@@ -531,6 +601,7 @@ impl Writer {
                     Err(e) => {
                         // Undo this caller's rows only; the group goes on.
                         let _ = state.conn.execute_batch("ROLLBACK TO batch; RELEASE batch");
+                        state.known.clear();
                         Err(e)
                     }
                 }
@@ -552,8 +623,11 @@ impl Writer {
         if commit_now {
             state.group = None;
             let committed = state.conn.execute_batch("COMMIT").map_err(db_error);
-            if committed.is_err() && !state.conn.is_autocommit() {
-                let _ = state.conn.execute_batch("ROLLBACK");
+            if committed.is_err() {
+                state.known.clear();
+                if !state.conn.is_autocommit() {
+                    let _ = state.conn.execute_batch("ROLLBACK");
+                }
             }
             drop(state);
             cell.set(committed.as_ref().map(|_| ()).map_err(|e| e.to_string()));
@@ -646,7 +720,11 @@ impl Readers {
                 )
                 .map_err(db_error)?;
                 c.busy_timeout(self.busy_timeout).map_err(db_error)?;
-                c.execute_batch("PRAGMA query_only = 1").map_err(db_error)?;
+                // Queries' DISTINCT and GROUP BY b-trees stay in memory: they
+                // are bounded by a window's people and buckets, and a temp
+                // file would cost I/O (and fail on a full disk).
+                c.execute_batch("PRAGMA query_only = 1; PRAGMA temp_store = MEMORY")
+                    .map_err(db_error)?;
                 c.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
                 c
             }
@@ -679,8 +757,8 @@ fn tracked(seq: Option<u64>) -> Option<i64> {
 
 const INSERT_EVENT: &str = "INSERT INTO events (message_id, dedup_key, kind, event, user_id, \
     anonymous_id, group_id, previous_id, install_id, seq, session_id, session_index, priority, \
-    timestamp, sent_at, received_at, ts_corrected, clamped, raw) \
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19) \
+    timestamp, sent_at, received_at, ts_corrected, clamped, raw, ident) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20) \
     ON CONFLICT DO NOTHING";
 
 const INSERT_DEAD_LETTER: &str = "INSERT INTO dead_letters (message_id, reason, detail, \
@@ -761,13 +839,43 @@ fn write_dead_letter(
         .map_err(db_error)
 }
 
+/// Writes the links and re-resolves the persons of the identities they
+/// affect (see `identity::repoint_sql`).
 fn write_links(conn: &Connection, links: &[Link<'_>]) -> Result<(), StoreError> {
     for link in links {
         conn.prepare_cached(UPSERT_LINK)
             .and_then(|mut s| s.execute(params![link.kind, link.id, link.target, link.linked_at]))
             .map_err(db_error)?;
+        conn.prepare_cached(&identity::repoint_sql(link.kind, "?1"))
+            .and_then(|mut s| s.execute([link.id]))
+            .map_err(db_error)?;
     }
     Ok(())
+}
+
+/// The id of the identity `key` (see `identity::ident_key`), created with
+/// its person resolved from the current links if new.
+fn ident_id(conn: &Connection, key: (&str, &str, &str)) -> Result<i64, StoreError> {
+    let found: Option<i64> = conn
+        .prepare_cached(
+            "SELECT id FROM idents WHERE user_id = ?1 AND anonymous_id = ?2 AND install_id = ?3",
+        )
+        .and_then(|mut s| {
+            s.query_row(params![key.0, key.1, key.2], |r| r.get(0))
+                .optional()
+        })
+        .map_err(db_error)?;
+    if let Some(id) = found {
+        return Ok(id);
+    }
+    conn.prepare_cached(&format!(
+        "INSERT INTO idents (user_id, anonymous_id, install_id, person) \
+         SELECT k.user_id, k.anonymous_id, k.install_id, {} \
+         FROM (SELECT ?1 AS user_id, ?2 AS anonymous_id, ?3 AS install_id) k RETURNING id",
+        identity::IDENT_PERSON_SQL
+    ))
+    .and_then(|mut s| s.query_row(params![key.0, key.1, key.2], |r| r.get(0)))
+    .map_err(db_error)
 }
 
 /// Per-install work of one batch: seen seqs and reported drops.
@@ -783,10 +891,16 @@ fn write_events(
     dead_letters: &[DeadLetter],
 ) -> Result<Vec<WriteOutcome>, StoreError> {
     let conn = &state.conn;
+    let known = &mut state.known;
+    if known.idents.len() + known.slots.len() > KNOWN_CAPACITY {
+        known.clear();
+    }
     let check_tombstones = state.tombstones_exist;
     let mut tally = Tally::default();
     let mut outcomes = Vec::with_capacity(events.len());
     let mut installs: HashMap<&str, InstallWork<'_>> = HashMap::new();
+    let mut idents: HashMap<(&str, &str, &str), i64> = HashMap::new();
+    let mut activity = query::Activity::default();
     let mut insert = conn.prepare_cached(INSERT_EVENT).map_err(db_error)?;
     for e in events {
         if let Some(install) = e.install_id.as_deref() {
@@ -808,6 +922,23 @@ fn write_events(
             outcomes.push(WriteOutcome::DeletedUser);
             continue;
         }
+        let key = identity::ident_key(e);
+        let ident = match idents.get(&key) {
+            Some(id) => *id,
+            None => {
+                let owned = (key.0.to_owned(), key.1.to_owned(), key.2.to_owned());
+                let id = match known.idents.get(&owned) {
+                    Some(id) => *id,
+                    None => {
+                        let id = ident_id(conn, key)?;
+                        known.idents.insert(owned, id);
+                        id
+                    }
+                };
+                idents.insert(key, id);
+                id
+            }
+        };
         let inserted = insert
             .execute(params![
                 e.message_id,
@@ -829,6 +960,7 @@ fn write_events(
                 e.ts_corrected,
                 e.clamped,
                 e.raw,
+                ident,
             ])
             .map_err(db_error)?;
         if inserted == 0 {
@@ -838,6 +970,7 @@ fn write_events(
         }
         tally.accepted += 1;
         outcomes.push(WriteOutcome::Accepted);
+        activity.add(e, ident);
         write_links(conn, &identity::links_of(e))?;
         if let Some(install) = e.install_id.as_deref() {
             let work = installs.entry(install).or_default();
@@ -862,6 +995,21 @@ fn write_events(
     }
     for (install, work) in installs.iter_mut() {
         write_install(conn, install, work)?;
+    }
+    for name in &activity.names {
+        conn.prepare_cached("INSERT INTO event_names (name) VALUES (?1) ON CONFLICT DO NOTHING")
+            .and_then(|mut s| s.execute([name]))
+            .map_err(db_error)?;
+    }
+    for (slot, ident) in &activity.slots {
+        if !known.slots.insert((*slot, *ident)) {
+            continue;
+        }
+        conn.prepare_cached(
+            "INSERT INTO active_slots (slot, ident) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+        )
+        .and_then(|mut s| s.execute([slot, ident]))
+        .map_err(db_error)?;
     }
     conn.prepare_cached(
         "UPDATE counters SET accepted = accepted + ?1, duplicate = duplicate + ?2, \
@@ -1005,6 +1153,7 @@ impl Store for SqliteStore {
             // Set first: from now on this connection checks every event,
             // and it sees the tombstone below within the same transaction.
             state.tombstones_exist = true;
+            state.known.slots.clear();
             let conn = &state.conn;
             conn.prepare_cached(
                 "INSERT INTO tombstones (user_id, requested_at) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
@@ -1015,6 +1164,12 @@ impl Store for SqliteStore {
                 .prepare_cached(&sql)
                 .and_then(|mut s| s.execute([user_id]))
                 .map_err(db_error)?;
+            conn.prepare_cached(&format!(
+                "DELETE FROM active_slots WHERE ident IN (SELECT k.id FROM idents k WHERE {})",
+                identity::ident_deletion_predicate("?1")
+            ))
+            .and_then(|mut s| s.execute([user_id]))
+            .map_err(db_error)?;
             conn.prepare_cached("UPDATE counters SET stored = stored - ?1 WHERE id = 0")
                 .and_then(|mut s| s.execute([deleted as i64]))
                 .map_err(db_error)?;

@@ -1,0 +1,342 @@
+//! `tally query ...`: the collector's product query API from the command
+//! line. Each subcommand calls one `GET /v1/query/...` endpoint with the
+//! admin token and prints a table, or the API's JSON with `--json`.
+
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use serde_json::Value;
+
+/// Arguments of `tally query`.
+#[derive(Debug, clap::Args)]
+pub struct QueryArgs {
+    #[command(subcommand)]
+    what: What,
+    /// Base URL of the collector
+    #[arg(long, global = true, default_value = "http://127.0.0.1:8080")]
+    endpoint: String,
+    /// Admin token of the collector
+    #[arg(long, global = true, env = "TALLY_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// Print the API's JSON instead of a table
+    #[arg(long, global = true)]
+    json: bool,
+    /// Start of the window, RFC 3339, inclusive [default: to - 30 days]
+    #[arg(long, global = true)]
+    from: Option<String>,
+    /// End of the window, RFC 3339, exclusive [default: now]
+    #[arg(long, global = true)]
+    to: Option<String>,
+}
+
+/// Time zone of buckets and cohort days.
+#[derive(Debug, clap::Args)]
+struct Zone {
+    /// IANA time zone (Europe/Paris) [default: UTC]
+    #[arg(long)]
+    tz: Option<String>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum What {
+    /// Count and distinct people of one event (or all) per hour or day.
+    Events {
+        /// The event name [default: all product events]
+        #[arg(long)]
+        event: Option<String>,
+        /// hour or day [default: day]
+        #[arg(long)]
+        interval: Option<String>,
+        #[command(flatten)]
+        zone: Zone,
+    },
+    /// Daily, weekly or monthly active people, one row per day.
+    Active {
+        /// day, week or month [default: day]
+        #[arg(long)]
+        window: Option<String>,
+        #[command(flatten)]
+        zone: Zone,
+    },
+    /// Sessions per bucket and their median length.
+    Sessions {
+        /// hour or day [default: day]
+        #[arg(long)]
+        interval: Option<String>,
+        #[command(flatten)]
+        zone: Zone,
+    },
+    /// People reaching each step of an ordered funnel.
+    Funnel {
+        /// The steps' event names, in order (2 to 10)
+        #[arg(required = true, num_args = 2..=10)]
+        steps: Vec<String>,
+        /// Conversion window in seconds from step 1 [default: 86400]
+        #[arg(long)]
+        window_s: Option<u64>,
+    },
+    /// Cohorts by first-seen day and their returns on the days after.
+    Retention {
+        /// Days after the first (0..=N) [default: 7]
+        #[arg(long)]
+        days: Option<u32>,
+        /// Cohorts by first use of this event [default: any event]
+        #[arg(long)]
+        event: Option<String>,
+        #[command(flatten)]
+        zone: Zone,
+    },
+    /// Count and people of one event by a property or context field.
+    Breakdown {
+        /// The event name
+        #[arg(long)]
+        event: String,
+        /// Dotted path: properties.plan, context.app.version, context.os.name
+        #[arg(long)]
+        by: String,
+        /// Rows before the rest is folded [default: 20]
+        #[arg(long)]
+        limit: Option<u32>,
+    },
+    /// The most frequent events.
+    TopEvents {
+        /// Rows [default: 20]
+        #[arg(long)]
+        limit: Option<u32>,
+    },
+}
+
+/// The query string: `name=value` pairs, form-encoded.
+#[derive(Default)]
+struct QueryString(Vec<String>);
+
+impl QueryString {
+    fn add(&mut self, name: &str, value: Option<impl ToString>) {
+        if let Some(v) = value {
+            let encoded: String =
+                form_urlencoded::byte_serialize(v.to_string().as_bytes()).collect();
+            self.0.push(format!("{name}={encoded}"));
+        }
+    }
+}
+
+pub fn run(args: QueryArgs) -> anyhow::Result<()> {
+    let token = args
+        .admin_token
+        .clone()
+        .context("the admin token is needed: --admin-token or TALLY_ADMIN_TOKEN")?;
+    let mut q = QueryString::default();
+    q.add("from", args.from.as_ref());
+    q.add("to", args.to.as_ref());
+    let path = match &args.what {
+        What::Events {
+            event,
+            interval,
+            zone,
+        } => {
+            q.add("event", event.as_ref());
+            q.add("interval", interval.as_ref());
+            q.add("tz", zone.tz.as_ref());
+            "events"
+        }
+        What::Active { window, zone } => {
+            q.add("window", window.as_ref());
+            q.add("tz", zone.tz.as_ref());
+            "active"
+        }
+        What::Sessions { interval, zone } => {
+            q.add("interval", interval.as_ref());
+            q.add("tz", zone.tz.as_ref());
+            "sessions"
+        }
+        What::Funnel { steps, window_s } => {
+            // Each name encoded on its own: a comma inside one is %2C.
+            let steps: Vec<String> = steps
+                .iter()
+                .map(|s| form_urlencoded::byte_serialize(s.as_bytes()).collect())
+                .collect();
+            q.0.push(format!("steps={}", steps.join(",")));
+            q.add("window_s", *window_s);
+            "funnel"
+        }
+        What::Retention { days, event, zone } => {
+            q.add("days", *days);
+            q.add("event", event.as_ref());
+            q.add("tz", zone.tz.as_ref());
+            "retention"
+        }
+        What::Breakdown { event, by, limit } => {
+            q.add("event", Some(event));
+            q.add("by", Some(by));
+            q.add("limit", *limit);
+            "breakdown"
+        }
+        What::TopEvents { limit } => {
+            q.add("limit", *limit);
+            "top-events"
+        }
+    };
+    let url = format!(
+        "{}/v1/query/{path}?{}",
+        args.endpoint.trim_end_matches('/'),
+        q.0.join("&")
+    );
+    let answer = get(&url, &token)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+        return Ok(());
+    }
+    print!("{}", render(&args.what, &answer));
+    Ok(())
+}
+
+fn get(url: &str, token: &str) -> anyhow::Result<Value> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(120)))
+        .build()
+        .into();
+    let mut response = agent
+        .get(url)
+        .header("authorization", format!("Bearer {token}"))
+        .call()
+        .with_context(|| format!("cannot reach the collector at {url}"))?;
+    let status = response.status();
+    let text = response.body_mut().read_to_string()?;
+    let body: Value = serde_json::from_str(&text)
+        .with_context(|| format!("the collector answered {status} with a body that is not JSON"))?;
+    if !status.is_success() {
+        let message = body["error"]["message"].as_str().unwrap_or("no message");
+        bail!("the collector answered {status}: {message}");
+    }
+    Ok(body)
+}
+
+/// A cell: strings as themselves, numbers compact, null as `-`.
+fn cell(v: &Value) -> String {
+    match v {
+        Value::Null => "-".to_owned(),
+        Value::String(s) => s.clone(),
+        Value::Number(n) => match n.as_f64() {
+            Some(f) if n.is_f64() => format!("{f:.3}"),
+            _ => n.to_string(),
+        },
+        other => other.to_string(),
+    }
+}
+
+/// `rows` of `keys` under `headers`, columns padded; numbers right-aligned.
+fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, c) in widths.iter_mut().zip(row) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| -> String {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .enumerate()
+            .map(|(i, (c, w))| {
+                let numeric = i > 0 && c.parse::<f64>().is_ok();
+                if numeric {
+                    format!("{c:>w$}")
+                } else {
+                    format!("{c:<w$}")
+                }
+            })
+            .collect();
+        format!("{}\n", padded.join("  ").trim_end())
+    };
+    let mut out = line(headers.iter().map(|h| (*h).to_owned()).collect());
+    out.push_str(&line(widths.iter().map(|w| "-".repeat(*w)).collect()));
+    for row in rows {
+        out.push_str(&line(row.clone()));
+    }
+    out
+}
+
+fn rows_of(list: &Value, keys: &[&str]) -> Vec<Vec<String>> {
+    list.as_array()
+        .map(|rows| {
+            rows.iter()
+                .map(|r| keys.iter().map(|k| cell(&r[*k])).collect())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn render(what: &What, v: &Value) -> String {
+    match what {
+        What::Events { .. } => {
+            let mut rows = rows_of(&v["series"], &["bucket", "count", "people"]);
+            rows.push(vec![
+                "total".to_owned(),
+                cell(&v["total"]["count"]),
+                cell(&v["total"]["people"]),
+            ]);
+            table(&["bucket", "count", "people"], &rows)
+        }
+        What::Active { .. } => table(
+            &["day", "people"],
+            &rows_of(&v["series"], &["bucket", "people"]),
+        ),
+        What::Sessions { .. } => {
+            let mut out = table(
+                &["bucket", "sessions"],
+                &rows_of(&v["series"], &["bucket", "sessions"]),
+            );
+            out.push_str(&format!(
+                "\n{} sessions, median length {} s\n",
+                cell(&v["sessions"]),
+                cell(&v["median_length_s"])
+            ));
+            out
+        }
+        What::Funnel { .. } => table(
+            &["step", "people", "conversion"],
+            &rows_of(&v["steps"], &["event", "people", "conversion"]),
+        ),
+        What::Retention { .. } => {
+            let days = v["days"].as_u64().unwrap_or(0);
+            let mut headers = vec!["cohort".to_owned(), "size".to_owned()];
+            headers.extend((0..=days).map(|d| format!("d{d}")));
+            let rows: Vec<Vec<String>> = v["cohorts"]
+                .as_array()
+                .map(|cohorts| {
+                    cohorts
+                        .iter()
+                        .map(|c| {
+                            let mut row = vec![cell(&c["day"]), cell(&c["size"])];
+                            if let Some(returned) = c["returned"].as_array() {
+                                row.extend(returned.iter().map(cell));
+                            }
+                            row
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let headers: Vec<&str> = headers.iter().map(String::as_str).collect();
+            table(&headers, &rows)
+        }
+        What::Breakdown { .. } => {
+            let rows: Vec<Vec<String>> =
+                rows_of(&v["rows"], &["value", "count", "people", "other"])
+                    .into_iter()
+                    .map(|mut r| {
+                        if r[3] == "true" {
+                            r[0] = "(other)".to_owned();
+                        }
+                        r.truncate(3);
+                        r
+                    })
+                    .collect();
+            table(&["value", "count", "people"], &rows)
+        }
+        What::TopEvents { .. } => table(
+            &["event", "count", "people"],
+            &rows_of(&v["rows"], &["event", "count", "people"]),
+        ),
+    }
+}

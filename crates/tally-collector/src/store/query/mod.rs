@@ -1,0 +1,334 @@
+//! Product queries over stored events: counts and people over time,
+//! active people, sessions, funnel steps, retention activity, breakdowns
+//! and top events. The HTTP layer (`crate::queries`) cuts the time zone's
+//! buckets and shapes the answers; the stores answer per bucket.
+//!
+//! # People without rewriting events
+//!
+//! An event stores the id of its **identity** (`idents`): its user id, or
+//! for an anonymous event the pair (anonymous id, install). Each identity
+//! holds its current **person** key (`u:USER`, `i:INSTALL`, `a:ANONYMOUS`;
+//! the rule of the [store module](super)). A new identity resolves its
+//! person from the links at insert; an `identify` or `alias` that links or
+//! re-links an id re-resolves only the identities that id names
+//! (`identity::repoint_sql`, through indexes on a table of one row per
+//! user and per anonymous device). Events are never rewritten, and queries
+//! read the person through the identity: stitching is exact at query time
+//! whatever order events and identifies arrived in.
+//!
+//! # Indexes and rollups
+//!
+//! | structure | maintained | serves |
+//! |---|---|---|
+//! | `events (event, ts_corrected, ident)` | the insert | one event over a window: count and people read the index alone |
+//! | `event_names (name)` | per batch, `ON CONFLICT DO NOTHING` | "all events": one index range per name instead of a table scan |
+//! | `active_slots (slot, ident)` | per batch, distinct (15-minute slot, identity) of its product events | DAU/WAU/MAU and retention |
+//!
+//! A slot is [`SLOT_MS`] long: every UTC offset in use is a multiple of
+//! 15 minutes, so the days and hours of any zone are whole slots. Parts of
+//! a window that do not cover whole slots (an arbitrary `from`/`to`) are
+//! read from the events themselves, so answers are exact.
+//!
+//! **Product events** are named events (track, page, screen) whose name
+//! does not start with `tally.` (the SDK's internal events): they are what
+//! counts as activity.
+
+pub(crate) mod postgres;
+pub(crate) mod sqlite;
+
+use super::{NewEvent, StoreError};
+use std::collections::BTreeSet;
+
+/// Length of an activity slot, in ms (15 minutes; see the module doc).
+/// Migration 2 of both stores writes this number literally.
+pub const SLOT_MS: i64 = 900_000;
+
+/// A time range `[from, to)` in Unix ms on the corrected timestamp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    /// Inclusive start.
+    pub from: i64,
+    /// Exclusive end.
+    pub to: i64,
+}
+
+/// Events and distinct people.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct CountPeople {
+    /// Events.
+    pub count: u64,
+    /// Distinct people among them.
+    pub people: u64,
+}
+
+/// One group of a breakdown.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BreakdownGroup {
+    /// The field's JSON text (`"2.3.0"`, `3`, `true`); `None` when the
+    /// event lacks the field or it is JSON `null`.
+    pub value: Option<String>,
+    /// Events and people of the group.
+    pub counts: CountPeople,
+}
+
+/// The queries the product API needs from a store. Every method blocks.
+pub trait ProductQueries {
+    /// `(first, last)` corrected time of each session (by
+    /// `context.tally.session_id`) over its product events in `window`.
+    fn session_spans(&self, window: Span) -> Result<Vec<(i64, i64)>, StoreError>;
+
+    /// `(person, time)` of activity in `window`: events of `event`, or any
+    /// product event when `None` (then a time may be the start of a
+    /// 15-minute slot in which the person was active). Repeated pairs may
+    /// be collapsed.
+    fn activity(&self, event: Option<&str>, window: Span)
+        -> Result<Vec<(String, i64)>, StoreError>;
+
+    /// Groups of `event` in `window` by the JSON field at `path`.
+    fn breakdown_groups(
+        &self,
+        event: &str,
+        path: &[String],
+        window: Span,
+    ) -> Result<Vec<BreakdownGroup>, StoreError>;
+
+    /// Count and people of `event` in `window` whose field at `path` is
+    /// none of `shown` (`None` there stands for "no value").
+    fn breakdown_rest(
+        &self,
+        event: &str,
+        path: &[String],
+        window: Span,
+        shown: &[Option<String>],
+    ) -> Result<CountPeople, StoreError>;
+
+    /// `(time, identity)` of each event of `event` (all product events
+    /// when `None`) in `window`, in no particular order.
+    fn event_idents(
+        &self,
+        event: Option<&str>,
+        window: Span,
+    ) -> Result<Vec<(i64, i64)>, StoreError>;
+
+    /// `(slot, identity)` of the active slots `[first, end)`.
+    fn slot_idents(&self, first: i64, end: i64) -> Result<Vec<(i64, i64)>, StoreError>;
+
+    /// `(identity, time, event)` of the events named in `steps` in
+    /// `window`.
+    fn step_idents(
+        &self,
+        steps: &[String],
+        window: Span,
+    ) -> Result<Vec<(i64, i64, String)>, StoreError>;
+
+    /// The person of each of `idents` that has one.
+    fn persons(&self, idents: &[i64]) -> Result<Vec<(i64, String)>, StoreError>;
+
+    /// The `limit` product events with most events in `window`, by count
+    /// descending then name.
+    fn top_events(
+        &self,
+        limit: usize,
+        window: Span,
+    ) -> Result<Vec<(String, CountPeople)>, StoreError>;
+}
+
+/// Whether a name is one of the SDK's internal events.
+pub fn is_internal(name: &str) -> bool {
+    name.starts_with("tally.")
+}
+
+/// The slot holding `ts`.
+pub fn slot_of(ts: i64) -> i64 {
+    ts.div_euclid(SLOT_MS)
+}
+
+/// What a batch adds to `event_names` and `active_slots`, sorted (the
+/// order PostgreSQL transactions meet the keys in).
+#[derive(Debug, Default)]
+pub(crate) struct Activity<'a> {
+    pub names: BTreeSet<&'a str>,
+    pub slots: BTreeSet<(i64, i64)>,
+}
+
+impl<'a> Activity<'a> {
+    /// Records an accepted event stored with identity `ident`.
+    pub fn add(&mut self, event: &'a NewEvent, ident: i64) {
+        if let Some(name) = event.event.as_deref() {
+            self.names.insert(name);
+            if !is_internal(name) {
+                self.slots.insert((slot_of(event.ts_corrected), ident));
+            }
+        }
+    }
+}
+
+/// A `FROM` clause over events of one name (`event_param`) or over all
+/// product events (`None`, one index range per name through
+/// `event_names`), each with `time` (a condition on `e.ts_corrected`), the
+/// person as `p.person`, and ending in a `WHERE` clause callers may
+/// extend with `AND`.
+pub(crate) fn events_from(event_param: Option<&str>, time: &str) -> String {
+    const PERSON: &str = "LEFT JOIN idents p ON p.id = e.ident";
+    match event_param {
+        Some(param) => format!("events e {PERSON} WHERE e.event = {param} AND {time}"),
+        None => format!(
+            "event_names n JOIN events e ON e.event = n.name AND {time} {PERSON} \
+             WHERE substr(n.name, 1, 6) <> 'tally.'"
+        ),
+    }
+}
+
+/// The window condition with `$1` from and `$2` to.
+pub(crate) const WINDOW: &str = "e.ts_corrected >= $1 AND e.ts_corrected < $2";
+
+/// A span cut into whole slots and the raw parts around them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlotCut {
+    /// Whole slots `[first, end)` (empty when equal).
+    pub slots: (i64, i64),
+    /// Raw range before the slots.
+    pub head: Span,
+    /// Raw range after the slots.
+    pub tail: Span,
+}
+
+/// Cuts `span` into whole slots and raw head and tail.
+pub fn cut(span: Span) -> SlotCut {
+    let first = span.from.div_euclid(SLOT_MS) + i64::from(span.from.rem_euclid(SLOT_MS) != 0);
+    let end = span.to.div_euclid(SLOT_MS);
+    if first >= end {
+        return SlotCut {
+            slots: (first, first),
+            head: span,
+            tail: Span {
+                from: span.to,
+                to: span.to,
+            },
+        };
+    }
+    SlotCut {
+        slots: (first, end),
+        head: Span {
+            from: span.from,
+            to: first * SLOT_MS,
+        },
+        tail: Span {
+            from: end * SLOT_MS,
+            to: span.to,
+        },
+    }
+}
+
+/// [`ProductQueries::activity`] of any product event: `(person, time)`.
+pub(crate) fn any_activity_sql(window: Span) -> String {
+    let c = cut(window);
+    let raw = |s: Span| {
+        format!(
+            "SELECT p.person, e.ts_corrected FROM {} AND p.person IS NOT NULL",
+            events_from(
+                None,
+                &format!("e.ts_corrected >= {} AND e.ts_corrected < {}", s.from, s.to)
+            )
+        )
+    };
+    format!(
+        "SELECT DISTINCT p.person, a.slot * {SLOT_MS} FROM active_slots a \
+         JOIN idents p ON p.id = a.ident \
+         WHERE a.slot >= {} AND a.slot < {} AND p.person IS NOT NULL UNION ALL {} UNION ALL {}",
+        c.slots.0,
+        c.slots.1,
+        raw(c.head),
+        raw(c.tail)
+    )
+}
+
+/// [`ProductQueries::activity`] of one event (`$3`): `(person, time)`.
+pub(crate) fn event_activity_sql() -> String {
+    format!(
+        "SELECT p.person, e.ts_corrected FROM {} AND p.person IS NOT NULL",
+        events_from(Some("$3"), WINDOW)
+    )
+}
+
+/// [`ProductQueries::session_spans`].
+pub(crate) fn sessions_sql() -> String {
+    format!(
+        "SELECT MIN(e.ts_corrected), MAX(e.ts_corrected) FROM {} AND e.session_id IS NOT NULL \
+         GROUP BY e.session_id",
+        events_from(None, WINDOW)
+    )
+}
+
+/// [`ProductQueries::top_events`]; `$3` the limit.
+pub(crate) fn top_sql() -> String {
+    format!(
+        "SELECT n.name, COUNT(*), COUNT(DISTINCT p.person) FROM {} GROUP BY n.name \
+         ORDER BY COUNT(*) DESC, n.name LIMIT $3",
+        events_from(None, WINDOW)
+    )
+}
+
+/// A breakdown's grouping key over the stored JSON: SQL yielding the
+/// field's JSON text or NULL (absent or JSON `null`), per store.
+pub(crate) type FieldSql = fn(path_param: &str) -> String;
+
+/// [`ProductQueries::breakdown_groups`]: `$1` from, `$2` to, `$3` the
+/// event, `$4` the path (store-specific form).
+pub(crate) fn breakdown_sql(field: FieldSql) -> String {
+    format!(
+        "SELECT v, COUNT(*), COUNT(DISTINCT person) FROM (SELECT {} AS v, p.person AS person FROM {}) g \
+         GROUP BY v",
+        field("$4"),
+        events_from(Some("$3"), WINDOW)
+    )
+}
+
+/// [`ProductQueries::breakdown_rest`]: the values `$5...` excluded, and
+/// the missing value too when `none_shown`.
+pub(crate) fn breakdown_rest_sql(field: FieldSql, shown: usize, none_shown: bool) -> String {
+    let params: Vec<String> = (0..shown).map(|i| format!("${}", i + 5)).collect();
+    let mut keep = Vec::new();
+    if !none_shown {
+        keep.push("v IS NULL".to_owned());
+    }
+    keep.push(if params.is_empty() {
+        "v IS NOT NULL".to_owned()
+    } else {
+        format!("v NOT IN ({})", params.join(", "))
+    });
+    format!(
+        "SELECT COUNT(*), COUNT(DISTINCT person) FROM (SELECT {} AS v, p.person AS person FROM {}) g \
+         WHERE {}",
+        field("$4"),
+        events_from(Some("$3"), WINDOW),
+        keep.join(" OR ")
+    )
+}
+
+/// [`ProductQueries::event_idents`]: `$1` from, `$2` to, `$3` the event
+/// when `named`. Reads the covering index only.
+pub(crate) fn event_idents_sql(named: bool) -> String {
+    if named {
+        format!("SELECT e.ts_corrected, e.ident FROM events e WHERE e.event = $3 AND {WINDOW}")
+    } else {
+        format!(
+            "SELECT e.ts_corrected, e.ident FROM event_names n JOIN events e ON e.event = n.name \
+             AND {WINDOW} WHERE substr(n.name, 1, 6) <> 'tally.'"
+        )
+    }
+}
+
+/// [`ProductQueries::slot_idents`]: slots `[$1, $2)`.
+pub(crate) const SLOT_IDENTS_SQL: &str =
+    "SELECT a.slot, a.ident FROM active_slots a WHERE a.slot >= $1 AND a.slot < $2";
+
+/// [`ProductQueries::step_idents`] for `steps` names (`$3`...).
+pub(crate) fn step_idents_sql(steps: usize) -> String {
+    let params: Vec<String> = (0..steps).map(|i| format!("${}", i + 3)).collect();
+    format!(
+        "SELECT e.ident, e.ts_corrected, e.event FROM events e \
+         WHERE e.event IN ({}) AND {WINDOW} AND e.ident IS NOT NULL",
+        params.join(", ")
+    )
+}

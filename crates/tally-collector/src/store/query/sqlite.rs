@@ -1,0 +1,188 @@
+//! [`ProductQueries`] on the SQLite store: the shared statements with
+//! `?N` parameters, run on a reader connection.
+
+use super::{
+    any_activity_sql, breakdown_rest_sql, breakdown_sql, event_activity_sql, event_idents_sql,
+    sessions_sql, step_idents_sql, top_sql, BreakdownGroup, CountPeople, ProductQueries, Span,
+    SLOT_IDENTS_SQL,
+};
+use crate::store::sqlite::{db_error, SqliteStore};
+use crate::store::StoreError;
+use rusqlite::types::Value;
+use rusqlite::{params_from_iter, Connection, Row};
+
+/// SQLite numbers parameters `?N`; the shared statements write `$N`.
+fn sql(text: &str) -> String {
+    text.replace('$', "?")
+}
+
+/// The field at a JSON path as JSON text, NULL when absent or `null`.
+fn field(param: &str) -> String {
+    format!("CASE WHEN json_type(e.raw, {param}) = 'null' THEN NULL ELSE e.raw -> {param} END")
+}
+
+/// SQLite's JSON path for dotted segments: `$."a"."b"` (segments hold no
+/// `"`; the HTTP layer refuses those).
+fn json_path(path: &[String]) -> String {
+    let mut out = String::from("$");
+    for segment in path {
+        out.push_str(&format!(".\"{segment}\""));
+    }
+    out
+}
+
+fn count_people(r: &Row<'_>, at: usize) -> rusqlite::Result<CountPeople> {
+    Ok(CountPeople {
+        count: r.get::<_, i64>(at)?.max(0) as u64,
+        people: r.get::<_, i64>(at + 1)?.max(0) as u64,
+    })
+}
+
+fn rows<T>(
+    c: &Connection,
+    text: &str,
+    params: Vec<Value>,
+    mut f: impl FnMut(&Row<'_>) -> rusqlite::Result<T>,
+) -> Result<Vec<T>, StoreError> {
+    let mut statement = c.prepare_cached(&sql(text)).map_err(db_error)?;
+    let mut out = Vec::new();
+    let mut cursor = statement
+        .query(params_from_iter(params))
+        .map_err(db_error)?;
+    while let Some(r) = cursor.next().map_err(db_error)? {
+        out.push(f(r).map_err(db_error)?);
+    }
+    Ok(out)
+}
+
+fn window(w: Span) -> Vec<Value> {
+    vec![Value::Integer(w.from), Value::Integer(w.to)]
+}
+
+impl ProductQueries for SqliteStore {
+    fn session_spans(&self, win: Span) -> Result<Vec<(i64, i64)>, StoreError> {
+        self.read(|c| {
+            rows(c, &sessions_sql(), window(win), |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+        })
+    }
+
+    fn activity(&self, event: Option<&str>, win: Span) -> Result<Vec<(String, i64)>, StoreError> {
+        self.read(|c| match event {
+            Some(name) => {
+                let mut params = window(win);
+                params.push(Value::Text(name.to_owned()));
+                rows(c, &event_activity_sql(), params, |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+            }
+            None => rows(c, &any_activity_sql(win), Vec::new(), |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            }),
+        })
+    }
+
+    fn breakdown_groups(
+        &self,
+        event: &str,
+        path: &[String],
+        win: Span,
+    ) -> Result<Vec<BreakdownGroup>, StoreError> {
+        let mut params = window(win);
+        params.push(Value::Text(event.to_owned()));
+        params.push(Value::Text(json_path(path)));
+        self.read(|c| {
+            rows(c, &breakdown_sql(field), params, |r| {
+                Ok(BreakdownGroup {
+                    value: r.get(0)?,
+                    counts: count_people(r, 1)?,
+                })
+            })
+        })
+    }
+
+    fn breakdown_rest(
+        &self,
+        event: &str,
+        path: &[String],
+        win: Span,
+        shown: &[Option<String>],
+    ) -> Result<CountPeople, StoreError> {
+        let mut params = window(win);
+        params.push(Value::Text(event.to_owned()));
+        params.push(Value::Text(json_path(path)));
+        let values: Vec<&String> = shown.iter().flatten().collect();
+        params.extend(values.iter().map(|v| Value::Text((*v).clone())));
+        let text = breakdown_rest_sql(field, values.len(), shown.iter().any(Option::is_none));
+        self.read(|c| {
+            Ok(rows(c, &text, params, |r| count_people(r, 0))?
+                .pop()
+                .unwrap_or_default())
+        })
+    }
+
+    fn event_idents(&self, event: Option<&str>, win: Span) -> Result<Vec<(i64, i64)>, StoreError> {
+        let mut params = window(win);
+        params.extend(event.map(|e| Value::Text(e.to_owned())));
+        self.read(|c| {
+            rows(c, &event_idents_sql(event.is_some()), params, |r| {
+                Ok((r.get(0)?, r.get::<_, Option<i64>>(1)?.unwrap_or(0)))
+            })
+        })
+    }
+
+    fn slot_idents(&self, first: i64, end: i64) -> Result<Vec<(i64, i64)>, StoreError> {
+        self.read(|c| {
+            rows(
+                c,
+                SLOT_IDENTS_SQL,
+                vec![Value::Integer(first), Value::Integer(end)],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+        })
+    }
+
+    fn step_idents(
+        &self,
+        steps: &[String],
+        win: Span,
+    ) -> Result<Vec<(i64, i64, String)>, StoreError> {
+        let mut params = window(win);
+        params.extend(steps.iter().map(|s| Value::Text(s.clone())));
+        self.read(|c| {
+            rows(c, &step_idents_sql(steps.len()), params, |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+        })
+    }
+
+    fn persons(&self, idents: &[i64]) -> Result<Vec<(i64, String)>, StoreError> {
+        // The ids travel as one JSON array: no bound on their number.
+        let list = serde_json::to_string(idents)
+            .map_err(|e| StoreError::Backend(format!("identity list: {e}")))?;
+        self.read(|c| {
+            rows(
+                c,
+                "SELECT p.id, p.person FROM json_each($1) j JOIN idents p ON p.id = j.value \
+                 WHERE p.person IS NOT NULL",
+                vec![Value::Text(list)],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+        })
+    }
+
+    fn top_events(
+        &self,
+        limit: usize,
+        win: Span,
+    ) -> Result<Vec<(String, CountPeople)>, StoreError> {
+        let mut params = window(win);
+        params.push(Value::Integer(i64::try_from(limit).unwrap_or(i64::MAX)));
+        self.read(|c| {
+            rows(c, &top_sql(), params, |r| {
+                Ok((r.get(0)?, count_people(r, 1)?))
+            })
+        })
+    }
+}
