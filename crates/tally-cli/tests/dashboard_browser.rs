@@ -268,22 +268,13 @@ impl Session<'_> {
         admin_get(&self.agent, &self.server.url(path))
     }
 
-    /// The API's answer to `path` when it is a success. A collector built
-    /// without the endpoint (404 `no such path`) is the one other answer
-    /// allowed: then the view must show that error, and `None`.
+    /// The API's answer to `path`, which must be a success the view shows
+    /// as ready (every endpoint the dashboard calls is served).
     fn answer_or_shown_error(&self, view: &str, state: &str, path: &str) -> Option<Value> {
         let (status, body) = self.api(path);
-        if status == 200 {
-            assert_eq!(state, "ready", "{view}: the API answers 200 for {path}");
-            return Some(body);
-        }
-        assert!(
-            status == 404 && body["message"] == "no such path",
-            "{view}: {path} answers {status} {body}"
-        );
-        self.assert_shows_error(view, state, status, &body);
-        println!("note: {path} is not served by this collector; the {view} view says so");
-        None
+        assert_eq!(status, 200, "{view}: {path} answers {status} {body}");
+        assert_eq!(state, "ready", "{view}: the API answers 200 for {path}");
+        Some(body)
     }
 
     /// The view shows the API's error: its status, code and message.
@@ -523,24 +514,15 @@ fn the_dashboard_shows_what_the_query_api_answers() {
         .map(|p| s.answer_or_shown_error("active", &state, p))
         .collect();
     let (status, sessions) = s.api(&paths[3]);
-    if status == 200 {
-        s.assert_int("#active-sessions", &sessions["sessions"]);
-        s.assert_value("#active-session-median", &sessions["median_length_s"]);
-        if answers.iter().all(Option::is_some) {
-            let rows = s.table("#active-table");
-            for (row, bucket) in rows.iter().zip(sessions["series"].as_array().unwrap()) {
-                assert_eq!(row[0].0, js_string(&bucket["bucket"]));
-                assert_eq!(digits(&row[4].1), js_string(&bucket["sessions"]));
-            }
+    assert_eq!(status, 200, "{}: {status} {sessions}", paths[3]);
+    s.assert_int("#active-sessions", &sessions["sessions"]);
+    s.assert_value("#active-session-median", &sessions["median_length_s"]);
+    if answers.iter().all(Option::is_some) {
+        let rows = s.table("#active-table");
+        for (row, bucket) in rows.iter().zip(sessions["series"].as_array().unwrap()) {
+            assert_eq!(row[0].0, js_string(&bucket["bucket"]));
+            assert_eq!(digits(&row[4].1), js_string(&bucket["sessions"]));
         }
-    } else {
-        assert!(
-            status == 404 && sessions["message"] == "no such path",
-            "{}: {status} {sessions}",
-            paths[3]
-        );
-        let shown = browser.text("#sessions-error");
-        assert!(shown.contains("404 not_found: no such path"), "{shown}");
     }
     if let [Some(day), Some(week), Some(month)] = &answers[..] {
         let last = |a: &Value| a["series"].as_array().unwrap().last().unwrap()["people"].clone();
@@ -666,11 +648,7 @@ fn the_dashboard_shows_what_the_query_api_answers() {
     });
     let paths = s.paths("breakdown");
     let (status, body) = s.api(&paths[0]);
-    assert!(
-        status == 400 || (status == 404 && body["message"] == "no such path"),
-        "{}: {status} {body}",
-        paths[0]
-    );
+    assert_eq!(status, 400, "{}: {status} {body}", paths[0]);
     s.assert_shows_error("breakdown", &state, status, &body);
     assert!(
         s.table("#breakdown-table").is_empty(),
