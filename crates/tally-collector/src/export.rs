@@ -53,7 +53,7 @@ use tally_proto::{format_timestamp, parse_timestamp};
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::ingest::clock;
-use crate::query::{authorize, blocking};
+use crate::query::{admin_params, blocking};
 use crate::store::{ExportCursor, StoreError};
 
 /// Events per page read from the store: about 0.7 MB of NDJSON for
@@ -77,9 +77,8 @@ pub async fn export(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers)?;
-    let q: ExportQuery = serde_urlencoded::from_str(query.as_deref().unwrap_or_default())
-        .map_err(|_| ApiError::BadRequest("malformed query string"))?;
+    let q: ExportQuery =
+        admin_params(&state, &headers, query.as_deref(), "malformed query string")?;
     match q.format.as_deref() {
         None | Some("ndjson") => {}
         Some(_) => {

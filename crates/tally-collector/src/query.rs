@@ -27,6 +27,19 @@ pub(crate) fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), Api
         .authorize_admin(auth::credential(headers)?.as_ref())
 }
 
+/// Authorizes an admin request, then reads its query string into `T`; a
+/// string that does not fit is a 400 saying `malformed`.
+pub(crate) fn admin_params<T: serde::de::DeserializeOwned>(
+    state: &AppState,
+    headers: &HeaderMap,
+    query: Option<&str>,
+    malformed: &'static str,
+) -> Result<T, ApiError> {
+    authorize(state, headers)?;
+    serde_urlencoded::from_str(query.unwrap_or_default())
+        .map_err(|_| ApiError::BadRequest(malformed))
+}
+
 pub(crate) async fn blocking<T: Send + 'static>(
     state: &AppState,
     f: impl FnOnce(&dyn Store) -> Result<T, crate::store::StoreError> + Send + 'static,
@@ -67,9 +80,12 @@ pub async fn dead_letters(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers)?;
-    let q: DeadLetterQuery = serde_urlencoded::from_str(query.as_deref().unwrap_or_default())
-        .map_err(|_| ApiError::BadRequest("limit must be a non-negative integer"))?;
+    let q: DeadLetterQuery = admin_params(
+        &state,
+        &headers,
+        query.as_deref(),
+        "limit must be a non-negative integer",
+    )?;
     let limit = q.limit.unwrap_or(100).min(MAX_DEAD_LETTERS);
     let rows = blocking(&state, move |s| s.dead_letters(limit)).await?;
     Ok(Json(serde_json::json!({ "dead_letters": rows })).into_response())
@@ -90,9 +106,7 @@ pub async fn count_events(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers)?;
-    let q: CountQuery = serde_urlencoded::from_str(query.as_deref().unwrap_or_default())
-        .map_err(|_| ApiError::BadRequest("malformed query string"))?;
+    let q: CountQuery = admin_params(&state, &headers, query.as_deref(), "malformed query string")?;
     let event = q
         .event
         .filter(|e| !e.is_empty())
@@ -177,9 +191,12 @@ pub async fn list_deletions(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers)?;
-    let q: DeletionsQuery = serde_urlencoded::from_str(query.as_deref().unwrap_or_default())
-        .map_err(|_| ApiError::BadRequest("limit must be a positive integer"))?;
+    let q: DeletionsQuery = admin_params(
+        &state,
+        &headers,
+        query.as_deref(),
+        "limit must be a positive integer",
+    )?;
     let limit = q.limit.unwrap_or(DEFAULT_DELETIONS_LIMIT);
     if limit == 0 || limit > MAX_DELETIONS_LIMIT {
         return Err(ApiError::BadRequest("limit must be between 1 and 100000"));
@@ -223,9 +240,8 @@ pub async fn install_events(
     Path(install_id): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers)?;
-    let q: InstallEventsQuery = serde_urlencoded::from_str(query.as_deref().unwrap_or_default())
-        .map_err(|_| ApiError::BadRequest("malformed query string"))?;
+    let q: InstallEventsQuery =
+        admin_params(&state, &headers, query.as_deref(), "malformed query string")?;
     let limit = q.limit.unwrap_or(DEFAULT_INSTALL_EVENTS);
     if limit == 0 || limit > MAX_INSTALL_EVENTS {
         return Err(ApiError::BadRequest("limit must be between 1 and 10000"));
