@@ -78,6 +78,9 @@ pub struct Config {
     /// PEM certificates of the only CAs the default transport trusts for
     /// `https://` (`None`: the public web PKI roots).
     pub trusted_ca_pem: Option<Vec<u8>>,
+    /// Where the log's encryption keys live (default: 0600 files in the
+    /// log's directory).
+    pub key_provider: Option<std::sync::Arc<dyn crate::log::KeyProvider>>,
     /// Clock.
     pub clock: Arc<dyn Clock>,
     /// Log byte capacity (default: the log's own defaults, see
@@ -112,6 +115,7 @@ impl Config {
             context: Arc::new(DefaultContextProvider),
             transport: None,
             trusted_ca_pem: None,
+            key_provider: None,
             clock: Arc::new(SystemClock::default()),
             log_max_bytes: log::DEFAULT_MAX_BYTES,
             log_max_events: log::DEFAULT_MAX_EVENTS,

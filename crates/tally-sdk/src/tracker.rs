@@ -256,6 +256,16 @@ impl TrackerBuilder {
         self
     }
 
+    /// Where the log's encryption keys live. The default keeps them as 0600
+    /// files beside the log; on a phone, implement [`KeyProvider`] over the
+    /// platform keystore so the key never sits in the app's files.
+    ///
+    /// [`KeyProvider`]: crate::log::KeyProvider
+    pub fn key_provider(mut self, keys: Arc<dyn crate::log::KeyProvider>) -> Self {
+        self.config.key_provider = Some(keys);
+        self
+    }
+
     /// The clock (default: the system clock).
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.config.clock = clock;
@@ -786,6 +796,16 @@ impl Tracker {
     /// the call is in the log on disk.
     pub fn flush(&self) -> Result<(), FlushError> {
         self.shared.flush()
+    }
+
+    /// Seals events from now on under a new key. Events sealed under older
+    /// keys stay readable until the collector acknowledged them; then the
+    /// old key is deleted, so a leaked old key reveals nothing still held.
+    pub fn rotate_key(&self) -> Result<(), FlushError> {
+        self.shared
+            .log
+            .rotate_key()
+            .map_err(|e| FlushError::Log(e.to_string()))
     }
 
     /// Asks the uploader to try now: skips a running backoff and clears a

@@ -139,6 +139,9 @@ pub(crate) fn open_log(config: &Config) -> Result<Log, String> {
         Duration::from_millis(config.log_max_age_ms),
     );
     log_config.max_inflight_bytes = LOG_INFLIGHT_BYTES;
+    if let Some(keys) = &config.key_provider {
+        log_config = log_config.key_provider(keys.clone());
+    }
     Log::open(log_config).map_err(|e| e.to_string())
 }
 
