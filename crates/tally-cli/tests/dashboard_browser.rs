@@ -798,15 +798,28 @@ fn check_events(s: &Session<'_>, answer: &Value) {
         .max_by_key(|(_, b)| b["count"].as_u64().unwrap())
         .unwrap();
     if top["count"].as_u64().unwrap() > 0 {
-        let point = s.browser.find(&format!(
-            "#events-chart .dots.s0 circle[data-index='{busiest}']"
-        ));
-        s.browser.hover(&point);
-        let tip = s.browser.wait_for(
-            "the tooltip",
-            "const t = document.querySelector('#tooltip'); return t.hidden ? null : t.innerText;",
-            VIEW_TIMEOUT,
-        );
+        // The chart redraws when its container resizes, which can replace
+        // the point between finding and hovering it: find and hover again
+        // until the tooltip shows.
+        let deadline = std::time::Instant::now() + VIEW_TIMEOUT;
+        let tip = loop {
+            let point = s.browser.find(&format!(
+                "#events-chart .dots.s0 circle[data-index='{busiest}']"
+            ));
+            s.browser.hover(&point);
+            let shown = s.browser.execute(
+                "const t = document.querySelector('#tooltip'); return t.hidden ? null : t.innerText;",
+                &[],
+            );
+            if !shown.is_null() {
+                break shown;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting for the tooltip"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        };
         let tip = tip.as_str().unwrap();
         let flat = tip.split_whitespace().collect::<Vec<_>>().join(" ");
         let shown = format!(
