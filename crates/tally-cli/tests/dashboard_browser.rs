@@ -348,18 +348,7 @@ fn the_dashboard_shows_what_the_query_api_answers() {
         "[alerts]\ninterval_s = 0.2\n[alerts.dedup_rate_high]\nthreshold = 0.1\nfor_s = 3600\n",
     )
     .unwrap();
-    let server = Server::start(
-        &dir.path().join("data"),
-        None,
-        &[
-            "--write-key",
-            WRITE_KEY,
-            "--admin-token",
-            ADMIN_TOKEN,
-            "--config",
-            config.to_str().unwrap(),
-        ],
-    );
+    let server = Server::start_with_config(&dir.path().join("data"), &config, &[]);
     let agent = agent();
 
     // The fixture, a replayed part of it (duplicates) and two bad messages.

@@ -297,19 +297,10 @@ fn dedup_alert_goes_pending_firing_ok_and_reaches_a_failing_webhook() {
          [alerts.dedup_rate_high]\nthreshold = 0.1\nfor_s = 0.6\n",
     )
     .unwrap();
-    let server = Server::start(
+    let server = Server::start_with_config(
         &dir.path().join("data"),
-        None,
-        &[
-            "--write-key",
-            WRITE_KEY,
-            "--admin-token",
-            ADMIN_TOKEN,
-            "--config",
-            config.to_str().unwrap(),
-            "--alert-webhook",
-            &hook.url,
-        ],
+        &config,
+        &["--alert-webhook", &hook.url],
     );
     let agent = agent();
     let (status, _) = read(agent.get(server.url("/v1/alerts")).call().unwrap());
@@ -413,18 +404,7 @@ fn the_prometheus_rules_use_only_exported_metrics() {
     let dir = temp_dir("rules");
     let config = dir.path().join("tally.toml");
     std::fs::write(&config, "[alerts]\ninterval_s = 0.1\n").unwrap();
-    let server = Server::start(
-        &dir.path().join("data"),
-        None,
-        &[
-            "--write-key",
-            WRITE_KEY,
-            "--admin-token",
-            ADMIN_TOKEN,
-            "--config",
-            config.to_str().unwrap(),
-        ],
-    );
+    let server = Server::start_with_config(&dir.path().join("data"), &config, &[]);
     let agent = agent();
     // One request of each outcome, so every labelled series exists.
     assert_eq!(

@@ -32,6 +32,22 @@ impl Server {
         Self::start_with_env(data_dir, listen, extra, &[])
     }
 
+    /// Starts `tally serve` with the test keys on the command line and the
+    /// settings of the `config` file, plus `extra` arguments.
+    pub fn start_with_config(data_dir: &Path, config: &Path, extra: &[&str]) -> Server {
+        let config = config.to_str().unwrap();
+        let mut args = vec![
+            "--write-key",
+            WRITE_KEY,
+            "--admin-token",
+            ADMIN_TOKEN,
+            "--config",
+            config,
+        ];
+        args.extend_from_slice(extra);
+        Self::start(data_dir, None, &args)
+    }
+
     pub fn start_with_env(
         data_dir: &Path,
         listen: Option<&str>,
