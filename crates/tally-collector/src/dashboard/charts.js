@@ -226,8 +226,11 @@ const Charts = (() => {
     });
 
     const guide = svgEl('line', { class: 'guide', y1: MARGIN.top, y2: MARGIN.top + plotH, x1: 0, x2: 0, visibility: 'hidden' }, svg);
+    // The target reaches past the plot on every side so that the pointer on
+    // a dot drawn at the plot's edge (the busiest bucket sits on the top
+    // edge) still lands on it rather than on the dot's outer half.
     const hover = svgEl('rect', {
-      x: MARGIN.left - 10, y: MARGIN.top, width: plotW + 20, height: plotH, class: 'hover-target',
+      x: MARGIN.left - 10, y: MARGIN.top - 10, width: plotW + 20, height: plotH + 20, class: 'hover-target',
     }, svg);
     hover.addEventListener('mousemove', (event) => {
       const rect = svg.getBoundingClientRect();
