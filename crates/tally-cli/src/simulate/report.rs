@@ -33,9 +33,9 @@
 //!   captured at that seq (its name, or `identify`), and no seq is stored
 //!   twice: the collector's seq order is the capture order.
 //! - **attribution**: every stored event of a user's device counts for that
-//!   user after stitching, or, only when the device dropped something by
-//!   policy (its identify may be among the drops), for the install itself;
-//!   never for another person. Per user, the events counted lie within the
+//!   user after stitching, or for the install itself only when the
+//!   collector never stored that install's identify (dropped by a policy,
+//!   or lost in doubt with a killed process); never for another person. Per user, the events counted lie within the
 //!   bounds above computed from that user's devices alone, and equal them
 //!   when nothing of those devices was dropped, rejected, pending or in
 //!   doubt.
@@ -370,18 +370,24 @@ fn attribution_check(
     let mut users_exact = 0usize;
     let mut failures = Vec::new();
     for (user, l) in &per_user {
-        let (mut attributed, mut anonymous) = (0u64, 0u64);
+        // `unstitched`: events left on their install although the
+        // collector stored that install's identify, which links every
+        // event of the install to the user whatever the arrival order.
+        let (mut attributed, mut anonymous, mut unstitched) = (0u64, 0u64, 0u64);
         for install in &l.installs {
-            for e in events
+            let stored: Vec<&StoredEvent> = events
                 .get(install)
                 .into_iter()
                 .flatten()
                 .filter(|e| !is_internal(&e.label))
-            {
+                .collect();
+            let identified = stored.iter().any(|e| e.label == super::ledger::IDENTIFY);
+            for e in stored {
                 if e.person == *user {
                     attributed += 1;
                 } else if e.person == *install {
                     anonymous += 1;
+                    unstitched += u64::from(identified);
                 } else {
                     misattributed += 1;
                 }
@@ -394,7 +400,10 @@ fn attribution_check(
             users_exact += 1;
             anonymous == 0 && attributed == max
         } else {
-            (min..=max).contains(&counted) && (anonymous == 0 || l.dropped_total() > 0)
+            // An install whose identify was dropped, or died in doubt with
+            // a killed process, keeps its events anonymous: that is
+            // explained. A stored identify leaves no excuse.
+            (min..=max).contains(&counted) && unstitched == 0
         };
         if !user_ok {
             ok = false;
@@ -403,6 +412,7 @@ fn attribution_check(
                     "user": user,
                     "counted_for_user": attributed,
                     "counted_for_install_only": anonymous,
+                    "unstitched_after_identify": unstitched,
                     "expected_min": min,
                     "expected_max": max,
                 }));
@@ -645,4 +655,78 @@ fn verdict(ok: bool) -> &'static str {
     } else {
         "FAILED"
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored(seq: u64, label: &str, person: &str) -> StoredEvent {
+        StoredEvent {
+            seq,
+            label: label.to_owned(),
+            person: person.to_owned(),
+        }
+    }
+
+    /// A user's one install: three events and an identify tracked, one of
+    /// them in doubt (its process was killed before a flush confirmed it).
+    fn ledger() -> Ledger {
+        Ledger {
+            tracked: 3,
+            in_doubt: 1,
+            installs: vec!["i1".to_owned()],
+            ..Ledger::default()
+        }
+    }
+
+    #[test]
+    fn events_stay_anonymous_only_when_the_identify_never_arrived() {
+        let users = vec![("u1".to_owned(), ledger())];
+        // The identify was the call in doubt: the events keep the install.
+        let lost = BTreeMap::from([(
+            "i1".to_owned(),
+            vec![
+                stored(1, "A", "i1"),
+                stored(2, "B", "i1"),
+                stored(3, "C", "i1"),
+            ],
+        )]);
+        let (report, ok) = attribution_check(&users, &lost);
+        assert!(ok, "{report}");
+
+        // The identify is stored, yet one event is left on the install.
+        let stitched_badly = BTreeMap::from([(
+            "i1".to_owned(),
+            vec![
+                stored(1, "A", "i1"),
+                stored(2, IDENTIFY_LABEL, "u1"),
+                stored(3, "C", "u1"),
+            ],
+        )]);
+        let (report, ok) = attribution_check(&users, &stitched_badly);
+        assert!(!ok);
+        assert_eq!(report["failures"][0]["unstitched_after_identify"], 1);
+        assert_eq!(report["failures"][0]["counted_for_user"], 2);
+
+        // Stored identify, every event stitched.
+        let stitched = BTreeMap::from([(
+            "i1".to_owned(),
+            vec![
+                stored(1, "A", "u1"),
+                stored(2, IDENTIFY_LABEL, "u1"),
+                stored(3, "C", "u1"),
+            ],
+        )]);
+        let (report, ok) = attribution_check(&users, &stitched);
+        assert!(ok, "{report}");
+
+        // Another person's events are never explained.
+        let other = BTreeMap::from([("i1".to_owned(), vec![stored(1, "A", "u2")])]);
+        let (report, ok) = attribution_check(&users, &other);
+        assert!(!ok);
+        assert_eq!(report["misattributed"], 1);
+    }
+
+    const IDENTIFY_LABEL: &str = super::super::ledger::IDENTIFY;
 }
