@@ -4,9 +4,9 @@
 //! RSS while 100,000 events are appended as fast as possible.
 //!
 //! It also times sealing alone, 200-byte records under ChaCha20-Poly1305,
-//! with the RustCrypto implementation the log uses (it zeroizes its keys)
-//! and with ring (assembly, which earlier versions used), interleaved in
-//! the same run, so their ratio survives a noisy machine.
+//! with the RustCrypto implementation and with ring (assembly, which the
+//! log seals with), interleaved in the same run, so their ratio survives a
+//! noisy machine.
 //!
 //! `cargo bench -p tally-sdk --bench log_figures`. Run alone: RSS is the
 //! process's high-water mark.

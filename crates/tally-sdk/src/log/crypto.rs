@@ -20,6 +20,7 @@ use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305};
 use zeroize::{Zeroize, Zeroizing};
 
 use super::fs::Filesystem;
+use super::wiped::Wiped;
 
 /// Identifies a key; stored in every record so rotation keeps old records readable.
 pub type KeyId = u32;
@@ -242,10 +243,10 @@ impl KeyProvider for MemKeyProvider {
 pub(crate) struct Cipher {
     pub(crate) id: KeyId,
     open: XChaCha20Poly1305,
-    /// ring keeps its key schedule without wiping it on drop; it holds only
-    /// this run's subkey (HChaCha20 of the key and a random prefix), which
-    /// opens nothing sealed by another run, and is freed with the cipher.
-    seal: LessSafeKey,
+    /// This run's subkey (HChaCha20 of the key and a random prefix). ring
+    /// does not wipe its key schedule on drop, so it lives in a slot that
+    /// is zeroed when the cipher is dropped.
+    seal: Wiped<LessSafeKey>,
     nonce_prefix: [u8; 16],
     counter: AtomicU64,
 }
@@ -262,7 +263,7 @@ impl Cipher {
         getrandom::fill(&mut nonce_prefix).map_err(|e| KeyError::Random(e.to_string()))?;
         let mut subkey = chacha20::hchacha::<U10>(key.as_bytes().into(), (&nonce_prefix).into());
         let seal = UnboundKey::new(&CHACHA20_POLY1305, subkey.as_slice())
-            .map(LessSafeKey::new)
+            .map(|key| Wiped::new(LessSafeKey::new(key)))
             .map_err(|_| KeyError::Random("ChaCha20-Poly1305 refused a 32-byte key".into()));
         subkey.as_mut_slice().zeroize();
         let seal = seal?;

@@ -105,6 +105,7 @@ pub mod ledger;
 pub mod record;
 pub mod segment;
 mod state;
+mod wiped;
 mod writer;
 
 pub use crypto::{FileKeyProvider, Key, KeyError, KeyId, KeyProvider, MemKeyProvider};
