@@ -239,6 +239,12 @@ impl Log {
         self.state().read_pending(max_records, max_bytes)
     }
 
+    /// The seqs of every unacknowledged record, in no particular order,
+    /// without reading or decrypting anything (the index holds them).
+    pub fn pending_seqs(&self) -> Vec<u64> {
+        self.state().pending_seqs()
+    }
+
     /// Marks records done, in any order; synced before it returns. Unknown
     /// or already acknowledged ids are ignored.
     pub fn ack(&self, acks: &[(RecordId, Disposition)]) -> Result<(), LogError> {

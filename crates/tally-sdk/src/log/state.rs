@@ -640,6 +640,18 @@ impl State {
             .min()
     }
 
+    /// The seqs of every unacknowledged record, from the index alone:
+    /// recovery authenticated each pending record's header (its seq is
+    /// associated data of the seal), so nothing is read or decrypted.
+    pub(crate) fn pending_seqs(&self) -> Vec<u64> {
+        self.segs
+            .values()
+            .flat_map(|s| s.records[s.first_pending..].iter())
+            .filter(|m| !m.done)
+            .map(|m| m.seq)
+            .collect()
+    }
+
     /// Up to `max_records` pending records (at least one if any is pending,
     /// even past `max_bytes`), critical lane first, each lane in append
     /// order; decrypted.
@@ -669,45 +681,67 @@ impl State {
             if seg.reader.is_none() {
                 seg.reader = Some(self.fs.open(&seg.path)?);
             }
-            let metas: Vec<Meta> = seg.records[seg.first_pending..]
-                .iter()
-                .filter(|m| !m.done)
-                .copied()
-                .collect();
-            for m in metas {
-                if out.len() >= max_records
-                    || (!out.is_empty() && total + m.len as usize > max_bytes)
+            // The records this batch takes from the segment, in order.
+            let mut metas: Vec<Meta> = Vec::new();
+            for m in seg.records[seg.first_pending..].iter().filter(|m| !m.done) {
+                if out.len() + metas.len() >= max_records
+                    || (!(out.is_empty() && metas.is_empty()) && total + m.len as usize > max_bytes)
                 {
-                    break 'segs;
+                    break;
                 }
-                let id = RecordId {
-                    segment: sid,
-                    offset: m.offset,
-                };
-                buf.resize(m.len as usize, 0);
+                total += m.len as usize;
+                metas.push(*m);
+            }
+            let full = metas.len() < seg.pending;
+            // Adjacent records are read with one call: a batch is usually
+            // one contiguous stretch of the segment.
+            let mut run_start = 0;
+            while run_start < metas.len() {
+                let mut run_end = run_start + 1;
+                while run_end < metas.len()
+                    && metas[run_end].offset == metas[run_end - 1].offset + metas[run_end - 1].len
+                {
+                    run_end += 1;
+                }
+                let first = metas[run_start];
+                let last = metas[run_end - 1];
+                let span = (last.offset + last.len - first.offset) as usize;
+                buf.resize(span, 0);
                 let n = match self.segs.get(&sid).and_then(|s| s.reader.as_ref()) {
-                    Some(r) => r.read_full_at(&mut buf, u64::from(m.offset))?,
+                    Some(r) => r.read_full_at(&mut buf, u64::from(first.offset))?,
                     None => 0,
                 };
-                let cipher = self.cipher(m.key)?;
-                let payload = match (record::parse(&buf[..n]), cipher) {
-                    (Parsed::Frame(f), Some(c)) if f.seq == m.seq => {
-                        f.open(&c).map(|p| (p, f.priority))
-                    }
-                    _ => None,
-                };
-                match payload {
-                    Some((payload, priority)) => {
-                        total += m.len as usize;
-                        out.push(Record {
+                for m in &metas[run_start..run_end] {
+                    let id = RecordId {
+                        segment: sid,
+                        offset: m.offset,
+                    };
+                    let at = (m.offset - first.offset) as usize;
+                    let bytes = buf.get(at..n.min(at + m.len as usize)).unwrap_or(&[]);
+                    let cipher = self.cipher(m.key)?;
+                    let payload = match (record::parse(bytes), cipher) {
+                        (Parsed::Frame(f), Some(c)) if f.seq == m.seq => {
+                            f.open(&c).map(|p| (p, f.priority))
+                        }
+                        _ => None,
+                    };
+                    match payload {
+                        Some((payload, priority)) => out.push(Record {
                             id,
                             seq: m.seq,
                             priority,
                             payload,
-                        });
+                        }),
+                        None => {
+                            total -= m.len as usize;
+                            corrupt.push(id);
+                        }
                     }
-                    None => corrupt.push(id),
                 }
+                run_start = run_end;
+            }
+            if full {
+                break 'segs;
             }
         }
         if !corrupt.is_empty() {
@@ -718,6 +752,11 @@ impl State {
                 }
             }
             self.append_ledger(&bytes)?;
+            if out.is_empty() {
+                // Every record taken was corrupt, and is settled now: the
+                // next ones are pending, and at least one is owed.
+                return self.read_pending(max_records, max_bytes);
+            }
         }
         Ok(out)
     }

@@ -151,19 +151,16 @@ pub(crate) fn open_log(config: &Config) -> Result<Log, String> {
 /// report in flight whose record is no longer pending (it was lost before
 /// it became durable, or dropped): its seq may be reused from now on, so
 /// it must not be taken for the report's answer. Returns whether `state`
-/// changed. Reads the pending records once; the log's byte bound bounds
-/// the cost.
+/// changed. Reads the log's index only: no record is read or decrypted.
 pub(crate) fn recover_next_seq(log: &Log, state: &mut State) -> Result<(u64, bool), String> {
-    let pending = log
-        .read_pending(usize::MAX, usize::MAX)
-        .map_err(|e| e.to_string())?;
+    let pending = log.pending_seqs();
     let changed = if state.reports_in_flight.is_empty() {
         false
     } else {
-        let pending_seqs: std::collections::HashSet<u64> = pending.iter().map(|r| r.seq).collect();
+        let pending_seqs: std::collections::HashSet<u64> = pending.iter().copied().collect();
         state.requeue_lost_reports(|seq| !pending_seqs.contains(&seq)) > 0
     };
-    let in_log = pending.iter().map(|r| r.seq).max().unwrap_or(0);
+    let in_log = pending.iter().copied().max().unwrap_or(0);
     let dropped = log
         .drop_ledger()
         .iter()
