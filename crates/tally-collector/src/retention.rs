@@ -27,7 +27,14 @@
 //! A pass deletes, rule by rule, chunks of at most `chunk_rows` expired
 //! events, each in one short transaction that also lowers the stored
 //! `events` counter by exactly what it deleted ([`Store::expire_events`]),
-//! until a chunk comes back short. Between chunks the job sleeps so that
+//! until a chunk comes back short. The same transaction deletes the
+//! activity rollup rows (15-minute slot, identity) the chunk left without
+//! any product event, so DAU/WAU/MAU and retention cohorts stop counting
+//! expired activity; it checks the events left in each slot, since a
+//! per-name rule may expire some events of a slot and keep others. That
+//! check reads the slot's remaining events, so a chunk of a rare name
+//! among frequent ones costs more than its own rows; the pause below is
+//! proportional to what the chunk took, so the job's share stays the same. Between chunks the job sleeps so that
 //! deleting takes at most [`WRITE_SHARE_PERCENT`] of the time: on SQLite the chunk
 //! holds the single writer, and on PostgreSQL it takes database CPU that
 //! ingest would otherwise use. A large backlog (the first pass after a
@@ -36,8 +43,8 @@
 //!
 //! A failed chunk (store unavailable) ends the pass; the next pass, one
 //! interval later, continues where it stopped. Several collectors sharing
-//! a PostgreSQL store may all run the job: chunks skip rows another
-//! collector is deleting.
+//! a PostgreSQL store may all run the job: their chunks take turns, each
+//! seeing what the others deleted.
 //!
 //! Progress is logged per pass (`retention pass` with the number deleted)
 //! and counted in `tally_retention_expired_events_total`.

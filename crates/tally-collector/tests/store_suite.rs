@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use tally_collector::metrics::Metrics;
+use tally_collector::queries::{answer, ProductQuery};
 use tally_collector::retention::{self, RetentionSettings, Stop};
 use tally_collector::store::{
     DeadLetter, DeletionRecord, DeletionStatus, DroppedRange, EventCount, ExpiryScope,
@@ -693,6 +694,154 @@ fn retention_during_ingest_keeps_the_counter_exact(store: Arc<dyn Store>) {
     assert_eq!(store.stats().unwrap(), stats(OLD as u64 + new, 0, 0, new));
 }
 
+/// People active per UTC day from `from` (Unix ms, midnight) for `days`
+/// days, as `/v1/query/active` answers (through the `active_slots`
+/// rollup: the window is whole slots).
+fn dau(store: &dyn Store, from: i64, days: i64) -> Vec<u64> {
+    let q = format!(
+        "tz=UTC&from={}&to={}",
+        tally_proto::format_timestamp(from),
+        tally_proto::format_timestamp(from + days * DAY_MS)
+    );
+    let answer = answer(store, ProductQuery::Active, &q).unwrap();
+    answer["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["people"].as_u64().unwrap())
+        .collect()
+}
+
+/// Every `active_slots` row: `(slot, identity)`, sorted.
+fn active_slots(store: &dyn Store) -> Vec<(i64, i64)> {
+    let mut rows = store.slot_idents(i64::MIN, i64::MAX).unwrap();
+    rows.sort_unstable();
+    rows
+}
+
+/// `days` counts: 1 on the days of `active`, else 0.
+fn days_with(days: usize, active: &[usize]) -> Vec<u64> {
+    (0..days).map(|d| u64::from(active.contains(&d))).collect()
+}
+
+const SLOT: i64 = 15 * 60 * 1000;
+
+fn retention_removes_the_activity_of_expired_events(store: &dyn Store) {
+    // u1 is active in one slot of day 0 (two events) and one of day 40;
+    // now is day 50 and events are kept 30 days.
+    let day0 = 20_000 * DAY_MS;
+    let old = day0 + 10 * 60 * 60 * 1000;
+    let new = day0 + 40 * DAY_MS + 9 * 60 * 60 * 1000;
+    let now = day0 + 50 * DAY_MS;
+    let batch = vec![
+        by_user(track("old-open", "Open", "n", old + 60_000), "u1"),
+        by_user(track("old-play", "Play", "n", old + 5 * 60_000), "u1"),
+        by_user(track("new-open", "Open", "n", new), "u1"),
+    ];
+    assert_eq!(store.write_batch(&batch, &[]).unwrap(), vec![A; 3]);
+    let rows = active_slots(store);
+    let ident = rows[0].1;
+    assert_eq!(rows, [(old / SLOT, ident), (new / SLOT, ident)]);
+    assert_eq!(dau(store, day0, 41), days_with(41, &[0, 40]));
+
+    // One chunk of one event: the other event of the slot keeps it.
+    let cutoff = now - 30 * DAY_MS;
+    let all = ExpiryScope::AllExcept(&[]);
+    assert_eq!(store.expire_events(all, cutoff, 1).unwrap(), 1);
+    assert_eq!(
+        active_slots(store),
+        [(old / SLOT, ident), (new / SLOT, ident)]
+    );
+    assert_eq!(dau(store, day0, 41), days_with(41, &[0, 40]));
+
+    // The job deletes the last one: the slot goes with it.
+    let policy = RetentionSettings {
+        default_days: Some(30),
+        chunk_rows: Some(1),
+        ..RetentionSettings::default()
+    }
+    .resolve()
+    .unwrap();
+    let report = retention::pass(store, &policy, now, &Metrics::new(), &Stop::default()).unwrap();
+    assert_eq!(report.expired, 1);
+    assert_eq!(active_slots(store), [(new / SLOT, ident)]);
+    assert_eq!(dau(store, day0, 41), days_with(41, &[40]));
+    assert_eq!(store.stats().unwrap(), stats(3, 0, 0, 1));
+
+    // A message resent into the emptied slot is activity again.
+    assert_eq!(
+        store
+            .write_batch(
+                &[by_user(track("old-open", "Open", "n", old + 60_000), "u1")],
+                &[]
+            )
+            .unwrap(),
+        vec![A]
+    );
+    assert_eq!(
+        active_slots(store),
+        [(old / SLOT, ident), (new / SLOT, ident)]
+    );
+    assert_eq!(dau(store, day0, 41), days_with(41, &[0, 40]));
+}
+
+/// A per-name rule expires some events of a slot: a surviving product
+/// event keeps the slot, an SDK-internal one does not.
+fn retention_keeps_a_slot_with_a_surviving_event(store: &dyn Store) {
+    let day0 = 20_000 * DAY_MS;
+    let kept = day0 + 10 * 60 * 60 * 1000;
+    let internal = day0 + DAY_MS + 11 * 60 * 60 * 1000;
+    let recent = day0 + 40 * DAY_MS;
+    let now = day0 + 50 * DAY_MS;
+    let batch = vec![
+        by_user(track("song-1", "Song Played", "n", kept + 60_000), "u1"),
+        by_user(
+            track("order-1", "Order Completed", "n", kept + 2 * 60_000),
+            "u1",
+        ),
+        by_user(track("song-2", "Song Played", "n", internal), "u1"),
+        by_user(
+            track("health-2", "tally.health", "n", internal + 60_000),
+            "u1",
+        ),
+        by_user(track("open-3", "Open", "n", recent), "u1"),
+    ];
+    assert_eq!(store.write_batch(&batch, &[]).unwrap(), vec![A; 5]);
+    let ident = active_slots(store)[0].1;
+    assert_eq!(
+        active_slots(store),
+        [
+            (kept / SLOT, ident),
+            (internal / SLOT, ident),
+            (recent / SLOT, ident)
+        ]
+    );
+    assert_eq!(dau(store, day0, 41), days_with(41, &[0, 1, 40]));
+
+    let policy = RetentionSettings {
+        default_days: Some(395),
+        events: Some(BTreeMap::from([
+            ("Song Played".to_owned(), 30),
+            ("Order Completed".to_owned(), 2_555),
+        ])),
+        ..RetentionSettings::default()
+    }
+    .resolve()
+    .unwrap();
+    let report = retention::pass(store, &policy, now, &Metrics::new(), &Stop::default()).unwrap();
+    assert_eq!(report.expired, 2);
+    assert_eq!(
+        store.count_events("Song Played", None, None).unwrap(),
+        count(0, 0)
+    );
+    assert_eq!(
+        active_slots(store),
+        [(kept / SLOT, ident), (recent / SLOT, ident)]
+    );
+    assert_eq!(dau(store, day0, 41), days_with(41, &[0, 40]));
+    assert_eq!(store.stats().unwrap(), stats(5, 0, 0, 3));
+}
+
 fn deletions_are_listed_newest_first(store: &dyn Store) {
     let batch = vec![
         by_user(track("d1", "Open", "n", 1), "u1"),
@@ -895,6 +1044,16 @@ macro_rules! store_suite {
             super::retention_during_ingest_keeps_the_counter_exact(store);
         }
         #[test]
+        fn retention_removes_the_activity_of_expired_events() {
+            let (store, _guard) = $fresh();
+            super::retention_removes_the_activity_of_expired_events(&*store);
+        }
+        #[test]
+        fn retention_keeps_a_slot_with_a_surviving_event() {
+            let (store, _guard) = $fresh();
+            super::retention_keeps_a_slot_with_a_surviving_event(&*store);
+        }
+        #[test]
         fn deletions_are_listed_newest_first() {
             let (store, _guard) = $fresh();
             super::deletions_are_listed_newest_first(&*store);
@@ -929,6 +1088,23 @@ mod sqlite {
 
     store_suite!(fresh);
     query_suite!(fresh);
+
+    /// SQLite's writer is alone: a chunk also deletes the names it left
+    /// without events, exactly (PostgreSQL keeps them: see its store).
+    #[test]
+    fn retention_deletes_names_left_without_events() {
+        let (store, dir) = fresh();
+        super::retention_keeps_a_slot_with_a_surviving_event(&*store);
+        let conn = rusqlite::Connection::open(dir.path().join("tally.db")).unwrap();
+        let names: Vec<String> = conn
+            .prepare("SELECT name FROM event_names ORDER BY name")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(names, ["Open", "Order Completed", "tally.health"]);
+    }
 
     #[test]
     fn reopen_keeps_everything_and_migrations_are_idempotent() {

@@ -335,8 +335,11 @@ pub trait Store: query::ProductQueries + Send + Sync + 'static {
     fn prune_health(&self, before: i64) -> Result<u64, StoreError>;
     /// Deletes at most `limit` events of `scope` whose corrected time is
     /// before `before` (Unix ms), in one short transaction that also
-    /// lowers the `events` counter by the number returned. Retention calls
-    /// it in a loop, so ingest never waits behind a long deletion.
+    /// lowers the `events` counter by the number returned and deletes the
+    /// `active_slots` rows left without a product event of their identity
+    /// in their slot (see [`query`]), so active people and retention
+    /// cohorts no longer count expired activity. Retention calls it in a
+    /// loop, so ingest never waits behind a long deletion.
     fn expire_events(
         &self,
         scope: ExpiryScope<'_>,
