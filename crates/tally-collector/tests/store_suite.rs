@@ -622,9 +622,11 @@ fn retention_pass_applies_named_rules_and_the_default(store: &dyn Store) {
     let metrics = Metrics::new();
     let report = retention::pass(store, &policy, now, &metrics, &Stop::default()).unwrap();
     // song-40d, order-3000d, open-100d, ident-100d; a chunk of one row
-    // each, and one short chunk per rule to see the end.
+    // each, and one short chunk per rule to see the end (and one for the
+    // dead letters: none).
     assert_eq!(report.expired, 4);
-    assert_eq!(report.chunks, 7);
+    assert_eq!(report.dead_letters, 0);
+    assert_eq!(report.chunks, 8);
     assert_eq!(store.stats().unwrap(), stats(7, 0, 0, 3));
     let left: Vec<i64> = store
         .export_page(i64::MIN, i64::MAX, None, 100)
@@ -692,6 +694,74 @@ fn retention_during_ingest_keeps_the_counter_exact(store: Arc<dyn Store>) {
         count(new, 1)
     );
     assert_eq!(store.stats().unwrap(), stats(OLD as u64 + new, 0, 0, new));
+}
+
+fn retention_expires_dead_letters_by_receipt_time(store: &dyn Store) {
+    let now = 1_000 * DAY_MS;
+    let received = |id: &str, days: i64| DeadLetter {
+        received_at: now - days * DAY_MS,
+        ..dead(id, RejectReason::MissingEventName)
+    };
+    let letters = vec![
+        received("dl-40a", 40),
+        received("dl-40b", 40),
+        received("dl-40c", 40),
+        received("dl-31a", 31),
+        received("dl-31b", 31),
+        received("dl-30", 30),
+        received("dl-29", 29),
+        received("dl-1", 1),
+    ];
+    assert!(store.write_batch(&[], &letters).unwrap().is_empty());
+    let ids = |store: &dyn Store| -> Vec<String> {
+        store
+            .dead_letters(100)
+            .unwrap()
+            .into_iter()
+            .map(|d| d.message_id.unwrap())
+            .collect()
+    };
+    assert_eq!(ids(store).len(), 8);
+    assert_eq!(store.stats().unwrap(), stats(0, 0, 8, 0));
+
+    // One chunk by hand: at most the limit, strictly before the cutoff.
+    let cutoff = now - 30 * DAY_MS;
+    assert_eq!(store.expire_dead_letters(cutoff, 2).unwrap(), 2);
+    assert_eq!(ids(store).len(), 6);
+
+    // The job (30 days by default) deletes the rest in chunks of 2: 2, 1.
+    let policy = RetentionSettings {
+        chunk_rows: Some(2),
+        ..RetentionSettings::default()
+    }
+    .resolve()
+    .unwrap();
+    assert_eq!(policy.dead_letters_days, 30);
+    let metrics = Metrics::new();
+    let report = retention::pass(store, &policy, now, &metrics, &Stop::default()).unwrap();
+    assert_eq!(report.dead_letters, 3);
+    assert_eq!(report.expired, 0);
+    assert_eq!(report.chunks, 2);
+    assert_eq!(ids(store), ["dl-1", "dl-29", "dl-30"]);
+    assert!(metrics
+        .encode()
+        .lines()
+        .any(|l| l == "tally_retention_expired_dead_letters_total 3"));
+    // The rejected total counts messages ever rejected: it stays.
+    assert_eq!(store.stats().unwrap(), stats(0, 0, 8, 0));
+    let again = retention::pass(store, &policy, now, &metrics, &Stop::default()).unwrap();
+    assert_eq!((again.dead_letters, again.chunks), (0, 1));
+
+    // A policy of its own: 7 days leaves the newest only.
+    let week = RetentionSettings {
+        dead_letters_days: Some(7),
+        ..RetentionSettings::default()
+    }
+    .resolve()
+    .unwrap();
+    let report = retention::pass(store, &week, now, &metrics, &Stop::default()).unwrap();
+    assert_eq!(report.dead_letters, 2);
+    assert_eq!(ids(store), ["dl-1"]);
 }
 
 /// People active per UTC day from `from` (Unix ms, midnight) for `days`
@@ -1042,6 +1112,11 @@ macro_rules! store_suite {
         fn retention_during_ingest_keeps_the_counter_exact() {
             let (store, _guard) = $fresh();
             super::retention_during_ingest_keeps_the_counter_exact(store);
+        }
+        #[test]
+        fn retention_expires_dead_letters_by_receipt_time() {
+            let (store, _guard) = $fresh();
+            super::retention_expires_dead_letters_by_receipt_time(&*store);
         }
         #[test]
         fn retention_removes_the_activity_of_expired_events() {

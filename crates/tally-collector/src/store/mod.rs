@@ -347,6 +347,13 @@ pub trait Store: query::ProductQueries + Send + Sync + 'static {
         limit: usize,
     ) -> Result<u64, StoreError>;
 
+    /// Deletes at most `limit` dead letters received before `before` (Unix
+    /// ms, collector clock), in one short transaction, by the index on
+    /// their receipt time; returns how many. Retention calls it in a loop
+    /// like [`Store::expire_events`]. The `rejected` total is not lowered:
+    /// it counts messages ever rejected.
+    fn expire_dead_letters(&self, before: i64, limit: usize) -> Result<u64, StoreError>;
+
     /// The recorded deletion requests, newest first, at most `limit`.
     fn deletions(&self, limit: usize) -> Result<Vec<DeletionRecord>, StoreError>;
 

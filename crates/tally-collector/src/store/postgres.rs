@@ -265,6 +265,10 @@ CREATE TABLE active_slots (
 INSERT INTO active_slots SELECT DISTINCT ts_corrected / 900000, ident FROM events
     WHERE event IS NOT NULL AND substr(event, 1, 6) <> 'tally.';
 "#,
+    // 4: retention of dead letters finds the expired ones by receipt time.
+    r#"
+CREATE INDEX dead_letters_by_received ON dead_letters (received_at);
+"#,
 ];
 
 /// Maps a client error: a lost or refused connection, a server shutting
@@ -1405,6 +1409,20 @@ impl Store for PostgresStore {
         }
         tx.commit().map_err(pg_error)?;
         Ok(rows.len() as u64)
+    }
+
+    fn expire_dead_letters(&self, before: i64, limit: usize) -> Result<u64, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut conn = self.pool.get()?;
+        // One statement, its own transaction. `SKIP LOCKED`: collectors
+        // sharing the database delete different rows at once.
+        conn.client
+            .execute(
+                "DELETE FROM dead_letters WHERE row_id IN (SELECT row_id FROM dead_letters \
+                 WHERE received_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
+                &[&before, &limit],
+            )
+            .map_err(pg_error)
     }
 
     fn deletions(&self, limit: usize) -> Result<Vec<DeletionRecord>, StoreError> {

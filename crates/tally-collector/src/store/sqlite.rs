@@ -38,7 +38,7 @@
 //! | table | holds |
 //! |---|---|
 //! | `events` | accepted messages; `message_id` unique, `dedup_key` unique when present |
-//! | `dead_letters` | rejected messages with reason, detail and raw JSON |
+//! | `dead_letters` | rejected messages with reason, detail and raw JSON; expired by receipt time |
 //! | `counters` | one row: accepted, duplicate, rejected, stored |
 //! | `links` | identity links (see the [store module](super)) |
 //! | `tombstones` | deleted users |
@@ -312,6 +312,10 @@ CREATE TABLE active_slots (
 ) WITHOUT ROWID;
 INSERT INTO active_slots SELECT DISTINCT ts_corrected / 900000, ident FROM events
     WHERE event IS NOT NULL AND substr(event, 1, 6) <> 'tally.';
+"#,
+    // 4: retention of dead letters finds the expired ones by receipt time.
+    r#"
+CREATE INDEX dead_letters_by_received ON dead_letters (received_at);
 "#,
 ];
 
@@ -1303,6 +1307,21 @@ impl Store for SqliteStore {
                 state.known.slots.remove(&pair);
             }
             Ok(deleted)
+        })
+    }
+
+    fn expire_dead_letters(&self, before: i64, limit: usize) -> Result<u64, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.writer.run(0, |state| {
+            state
+                .conn
+                .prepare_cached(
+                    "DELETE FROM dead_letters WHERE row_id IN (SELECT row_id FROM dead_letters \
+                     WHERE received_at < ?1 LIMIT ?2)",
+                )
+                .and_then(|mut s| s.execute(params![before, limit]))
+                .map(|n| n as u64)
+                .map_err(db_error)
         })
     }
 
