@@ -26,8 +26,8 @@ Each setting is taken from the first of: the flag, its TALLY_* environment
 variable, the --config file (tally.toml: listen, data_dir, database_url,
 write_keys = [..], admin_token, tls_cert, tls_key, max_in_flight, alert_webhook,
 an [alerts] table: interval_s, window_s, [alerts.<rule>] threshold, for_s, and
-a [retention] table: default_days, interval_s, chunk_rows, [retention.events]
-\"Event Name\" = days), the default.
+a [retention] table: default_days, dead_letters_days, interval_s, chunk_rows,
+[retention.events] \"Event Name\" = days), the default.
 SIGTERM or Ctrl-C stops accepting, finishes requests in flight and exits 0.";
 
 /// Arguments of `tally serve`.
@@ -131,24 +131,20 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     .with_max_in_flight(config.max_in_flight)
     .with_alerts(config.alerts.clone());
     let health = state.health.clone();
-    let retention = if config.retention.is_active() {
-        tracing::info!(
-            default_days = config.retention.default_days,
-            event_rules = config.retention.events.len(),
-            interval_s = config.retention.interval.as_secs(),
-            "retention on"
-        );
-        Some(
-            RetentionJob::start(
-                store.clone(),
-                state.metrics.clone(),
-                config.retention.clone(),
-            )
-            .context("cannot start the retention job")?,
-        )
-    } else {
-        None
-    };
+    // Always on: dead letters expire even when events are kept forever.
+    tracing::info!(
+        default_days = config.retention.default_days,
+        event_rules = config.retention.events.len(),
+        dead_letters_days = config.retention.dead_letters_days,
+        interval_s = config.retention.interval.as_secs(),
+        "retention on"
+    );
+    let retention = RetentionJob::start(
+        store.clone(),
+        state.metrics.clone(),
+        config.retention.clone(),
+    )
+    .context("cannot start the retention job")?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -644,6 +644,32 @@ fn the_dashboard_shows_what_the_query_api_answers() {
         "stale rows beside the error"
     );
 
+    // Deletion requests, under the pipeline health: none yet, and the
+    // panel says so.
+    let state = s.open("health");
+    assert_eq!(state, "ready");
+    let paths = s.paths("health");
+    assert_eq!(paths.len(), 3, "pipeline, alerts and deletions: {paths:?}");
+    assert_eq!(paths[2], "/v1/deletions?limit=100");
+    let (status, listed) = s.api(&paths[2]);
+    assert_eq!((status, &listed), (200, &json!({"deletions": []})));
+    assert_eq!(
+        s.table("#deletions-table"),
+        [[(String::new(), "No deletion requests yet.".to_owned())]]
+    );
+    // Two requests through the admin API: u12 (one event, App Opened) and
+    // a user the collector never saw. The page shows them after a refresh,
+    // exactly as the API lists them.
+    assert_eq!(delete_user(&s.agent, &server, "u12"), 1);
+    assert_eq!(delete_user(&s.agent, &server, "u-never-seen"), 0);
+    let state = s.reload("health", || browser.click_css("#refresh"));
+    assert_eq!(state, "ready");
+    check_deletions(
+        &s,
+        &s.paths("health")[2],
+        &[("u-never-seen", 0), ("u12", 1)],
+    );
+
     // Pipeline health and alerts.
     let state = s.open("health");
     assert_eq!(state, "ready");
@@ -760,6 +786,67 @@ fn the_dashboard_shows_what_the_query_api_answers() {
     for path in &s.saved {
         println!("screenshot: {}", path.display());
     }
+}
+
+/// Files a deletion request for `user`; the events it deleted.
+fn delete_user(agent: &ureq::Agent, server: &Server, user: &str) -> u64 {
+    let (status, answer) = read(
+        agent
+            .post(server.url("/v1/deletions"))
+            .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
+            .header("content-type", "application/json")
+            .send(json!({ "userId": user }).to_string().as_bytes())
+            .unwrap(),
+    );
+    assert_eq!(status, 202, "{answer}");
+    answer["deleted_events"].as_u64().unwrap()
+}
+
+/// The deletions panel shows exactly what `path` (`/v1/deletions`) answers,
+/// row by row and cell by cell, and that is `expected` (user, events
+/// deleted), newest first.
+fn check_deletions(s: &Session<'_>, path: &str, expected: &[(&str, u64)]) {
+    let (status, listed) = s.api(path);
+    assert_eq!(status, 200, "{listed}");
+    let deletions = listed["deletions"].as_array().unwrap();
+    let api: Vec<(&str, u64)> = deletions
+        .iter()
+        .map(|d| {
+            (
+                d["userId"].as_str().unwrap(),
+                d["deleted_events"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(api, expected, "{listed}");
+    let rows = s.table("#deletions-table");
+    assert_eq!(rows.len(), deletions.len(), "one row per request");
+    for (row, d) in rows.iter().zip(deletions) {
+        assert_eq!(row.len(), 4, "{row:?}");
+        let user = js_string(&d["userId"]);
+        assert_eq!(row[0], (user.clone(), user), "user");
+        // The time as the API gives it, shown in the browser's own format.
+        let requested = js_string(&d["requested_at"]);
+        let local = s.browser.execute(
+            "return new Date(arguments[0]).toLocaleString();",
+            &[d["requested_at"].clone()],
+        );
+        assert_eq!(
+            row[1],
+            (requested, local.as_str().unwrap().to_owned()),
+            "requested"
+        );
+        let status = js_string(&d["status"]);
+        assert_eq!(status, "done");
+        assert_eq!(row[2], (status.clone(), status), "status");
+        let deleted = js_string(&d["deleted_events"]);
+        assert_eq!(row[3].0, deleted, "events deleted");
+        assert_eq!(digits(&row[3].1), deleted, "events deleted as shown");
+    }
+    assert!(
+        !s.browser.displayed("#deletions-error"),
+        "an error beside the deletions"
+    );
 }
 
 /// The events view equals the API's `/v1/query/events` answer: totals,

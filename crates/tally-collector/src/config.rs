@@ -23,7 +23,7 @@
 //! | `--max-in-flight` | `TALLY_MAX_IN_FLIGHT` | `max_in_flight` | 64 |
 //! | `--alert-webhook` | `TALLY_ALERT_WEBHOOK` | `alert_webhook` | none: alerts are only shown |
 //! | — | — | `[alerts]` `interval_s`, `window_s`, and per rule `[alerts.<rule>]` `threshold`, `for_s` | see [`crate::alerts`] |
-//! | — | — | `[retention]` table | none: events are kept (see [`crate::retention`]) |
+//! | — | — | `[retention]` table | events are kept; dead letters 30 days (see [`crate::retention`]) |
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -28,6 +28,7 @@
 //! | `tally_alert_webhook_deliveries_total`, `_failures_total`, `_dropped_total` | counter | webhook state changes delivered, failed attempts, changes given up |
 //! | `tally_health_refresh_errors_total` | counter | refreshes that could not read the store |
 //! | `tally_retention_expired_events_total` | counter | stored events deleted by retention |
+//! | `tally_retention_expired_dead_letters_total` | counter | dead letters deleted by retention |
 //! | `tally_retention_chunk_duration_seconds` | histogram | one retention chunk (one transaction) |
 
 use std::sync::atomic::AtomicU64;
@@ -244,6 +245,7 @@ pub struct Metrics {
     in_flight: Gauge,
     health: HealthGauges,
     retention_expired: Counter,
+    retention_dead_letters: Counter,
     retention_chunk_latency: Histogram,
 }
 
@@ -284,11 +286,17 @@ impl Metrics {
             in_flight.clone(),
         );
         let retention_expired = Counter::default();
+        let retention_dead_letters = Counter::default();
         let retention_chunk_latency = Histogram::new(buckets());
         registry.register(
             "retention_expired_events",
             "Stored events deleted by retention",
             retention_expired.clone(),
+        );
+        registry.register(
+            "retention_expired_dead_letters",
+            "Dead letters deleted by retention",
+            retention_dead_letters.clone(),
         );
         registry.register(
             "retention_chunk_duration_seconds",
@@ -311,6 +319,7 @@ impl Metrics {
             in_flight,
             health,
             retention_expired,
+            retention_dead_letters,
             retention_chunk_latency,
         }
     }
@@ -444,6 +453,12 @@ impl Metrics {
         self.retention_chunk_latency.observe(d.as_secs_f64());
     }
 
+    /// Records one retention chunk of dead letters: `expired` deleted in `d`.
+    pub fn retention_dead_letters_chunk(&self, expired: u64, d: Duration) {
+        self.retention_dead_letters.inc_by(expired);
+        self.retention_chunk_latency.observe(d.as_secs_f64());
+    }
+
     /// The Prometheus text exposition.
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -468,6 +483,7 @@ mod tests {
         m.commit_latency(Duration::from_millis(1));
         m.in_flight().inc();
         m.retention_chunk(5_000, Duration::from_millis(20));
+        m.retention_dead_letters_chunk(7, Duration::from_millis(2));
         let text = m.encode();
         for line in [
             "tally_http_requests_total{status=\"200\"} 2",
@@ -480,7 +496,8 @@ mod tests {
             "tally_store_commit_duration_seconds_count 1",
             "tally_ingest_in_flight 1",
             "tally_retention_expired_events_total 5000",
-            "tally_retention_chunk_duration_seconds_count 1",
+            "tally_retention_expired_dead_letters_total 7",
+            "tally_retention_chunk_duration_seconds_count 2",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

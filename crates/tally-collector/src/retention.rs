@@ -6,8 +6,9 @@
 //! ```toml
 //! [retention]
 //! default_days = 395            # every event without a rule of its own
+//! dead_letters_days = 30        # rejected messages (default 30 days)
 //! interval_s = 3600             # how often a pass starts (default 1 hour)
-//! chunk_rows = 5000             # events deleted per transaction (default 5000)
+//! chunk_rows = 5000             # rows deleted per transaction (default 5000)
 //!
 //! [retention.events]
 //! "Song Played" = 30            # this event name: 30 days
@@ -22,25 +23,45 @@
 //! the default applies to them (the identity links they made stay, so
 //! stitching still holds for later events).
 //!
+//! Dead letters (rejected messages, kept for inspection with their raw
+//! JSON) expire when they were received more than `dead_letters_days`
+//! ago on the collector's clock ([`DEFAULT_DEAD_LETTERS_DAYS`] unless
+//! set), so the job always runs. They hold whatever a client sent,
+//! personal data included, and a flood of bad messages must not grow the
+//! store without end. The `rejected` total is not lowered.
+//!
 //! # The job
 //!
 //! A pass deletes, rule by rule, chunks of at most `chunk_rows` expired
 //! events, each in one short transaction that also lowers the stored
 //! `events` counter by exactly what it deleted ([`Store::expire_events`]),
-//! until a chunk comes back short. Between chunks the job sleeps so that
+//! until a chunk comes back short. The same transaction deletes the
+//! activity rollup rows (15-minute slot, identity) the chunk left without
+//! any product event, so DAU/WAU/MAU and retention cohorts stop counting
+//! expired activity; it checks the events left in each slot, since a
+//! per-name rule may expire some events of a slot and keep others. That
+//! check reads the slot's remaining events, so a chunk of a rare name
+//! among frequent ones costs more than its own rows; the pause below is
+//! proportional to what the chunk took, so the job's share stays the same. Between chunks the job sleeps so that
 //! deleting takes at most [`WRITE_SHARE_PERCENT`] of the time: on SQLite the chunk
 //! holds the single writer, and on PostgreSQL it takes database CPU that
 //! ingest would otherwise use. A large backlog (the first pass after a
 //! policy is shortened) is therefore worked off steadily rather than in
 //! one long lock.
 //!
+//! After the event rules, the pass deletes expired dead letters the same
+//! way: chunks of `chunk_rows` ([`Store::expire_dead_letters`]) with the
+//! same pauses (on PostgreSQL without turns: a collector's chunk skips
+//! the rows another one is deleting).
+//!
 //! A failed chunk (store unavailable) ends the pass; the next pass, one
 //! interval later, continues where it stopped. Several collectors sharing
-//! a PostgreSQL store may all run the job: chunks skip rows another
-//! collector is deleting.
+//! a PostgreSQL store may all run the job: their chunks take turns, each
+//! seeing what the others deleted.
 //!
-//! Progress is logged per pass (`retention pass` with the number deleted)
-//! and counted in `tally_retention_expired_events_total`.
+//! Progress is logged per pass (`retention pass` with the numbers deleted)
+//! and counted in `tally_retention_expired_events_total` and
+//! `tally_retention_expired_dead_letters_total`.
 //!
 //! Dedup is exact for the events the store holds: a message resent after
 //! its stored copy expired is accepted again (and expires at the next
@@ -60,6 +81,10 @@ use crate::store::{ExpiryScope, Store, StoreError};
 /// SQLite a chunk this size holds the writer for tens of milliseconds,
 /// about what a group commit of full ingest holds it for.
 pub const DEFAULT_CHUNK_ROWS: usize = 5_000;
+
+/// Days a dead letter is kept unless `dead_letters_days` says otherwise:
+/// long enough to investigate a rejection a client reported weeks later.
+pub const DEFAULT_DEAD_LETTERS_DAYS: u32 = 30;
 
 /// How often a pass starts unless `interval_s` says otherwise. Expiry is
 /// counted in days; an hour's lateness is invisible in it.
@@ -87,9 +112,11 @@ pub struct RetentionSettings {
     pub default_days: Option<u32>,
     /// Days by event name.
     pub events: Option<BTreeMap<String, u32>>,
+    /// Days a dead letter is kept (by receipt time).
+    pub dead_letters_days: Option<u32>,
     /// Seconds between the starts of two passes.
     pub interval_s: Option<u64>,
-    /// Events deleted per transaction.
+    /// Rows deleted per transaction.
     pub chunk_rows: Option<usize>,
 }
 
@@ -112,9 +139,11 @@ pub struct RetentionPolicy {
     pub default_days: Option<u32>,
     /// Days by event name.
     pub events: BTreeMap<String, u32>,
+    /// Days a dead letter is kept (by receipt time).
+    pub dead_letters_days: u32,
     /// Time between the starts of two passes.
     pub interval: Duration,
-    /// Events deleted per transaction.
+    /// Rows deleted per transaction.
     pub chunk_rows: usize,
 }
 
@@ -123,6 +152,7 @@ impl Default for RetentionPolicy {
         Self {
             default_days: None,
             events: BTreeMap::new(),
+            dead_letters_days: DEFAULT_DEAD_LETTERS_DAYS,
             interval: DEFAULT_INTERVAL,
             chunk_rows: DEFAULT_CHUNK_ROWS,
         }
@@ -139,6 +169,11 @@ impl RetentionSettings {
         if let Some((name, _)) = events.iter().find(|(_, days)| **days == 0) {
             return Err(RetentionError::ZeroDays(name.clone()));
         }
+        let dead_letters_days = match self.dead_letters_days {
+            Some(0) => return Err(RetentionError::ZeroDays("dead_letters_days".into())),
+            Some(days) => days,
+            None => DEFAULT_DEAD_LETTERS_DAYS,
+        };
         let interval = match self.interval_s {
             Some(0) => return Err(RetentionError::Zero("interval_s")),
             Some(s) => Duration::from_secs(s),
@@ -152,6 +187,7 @@ impl RetentionSettings {
         Ok(RetentionPolicy {
             default_days: self.default_days,
             events,
+            dead_letters_days,
             interval,
             chunk_rows,
         })
@@ -159,11 +195,6 @@ impl RetentionSettings {
 }
 
 impl RetentionPolicy {
-    /// Whether any event can expire (no job is needed otherwise).
-    pub fn is_active(&self) -> bool {
-        self.default_days.is_some() || !self.events.is_empty()
-    }
-
     /// Every rule with its cutoff at `now_ms`: events of the scope with a
     /// corrected time before the cutoff have expired. Named rules first,
     /// then the default for all other names.
@@ -179,6 +210,11 @@ impl RetentionPolicy {
         }
         rules
     }
+
+    /// Dead letters received before this (Unix ms) have expired at `now_ms`.
+    fn dead_letters_cutoff(&self, now_ms: i64) -> i64 {
+        now_ms.saturating_sub(i64::from(self.dead_letters_days).saturating_mul(DAY_MS))
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -192,14 +228,17 @@ enum Rule<'a> {
 pub struct PassReport {
     /// Events deleted.
     pub expired: u64,
-    /// Transactions (chunks) it took.
+    /// Dead letters deleted.
+    pub dead_letters: u64,
+    /// Transactions (chunks) it took, events and dead letters.
     pub chunks: u64,
 }
 
-/// One pass at `now_ms`: every rule's expired events, chunk by chunk,
-/// pausing between chunks (see [`WRITE_SHARE_PERCENT`]) unless `stop` says the
-/// collector is stopping. Blocks; returns what it deleted, or the first
-/// store error (what was deleted before it stays deleted and counted).
+/// One pass at `now_ms`: every rule's expired events, then the expired
+/// dead letters, chunk by chunk, pausing between chunks (see
+/// [`WRITE_SHARE_PERCENT`]) unless `stop` says the collector is stopping.
+/// Blocks; returns what it deleted, or the first store error (what was
+/// deleted before it stays deleted and counted).
 pub fn pass(
     store: &dyn Store,
     policy: &RetentionPolicy,
@@ -214,23 +253,50 @@ pub fn pass(
             Rule::Event(name) => ExpiryScope::Event(name),
             Rule::Default => ExpiryScope::AllExcept(&named),
         };
-        loop {
-            if stop.is_set() {
-                return Ok(report);
-            }
+        let stopped = drain(policy, stop, &mut report.chunks, || {
             let started = Instant::now();
             let deleted = store.expire_events(scope, before, policy.chunk_rows)?;
             let took = started.elapsed();
-            report.chunks += 1;
             report.expired += deleted;
             metrics.retention_chunk(deleted, took);
-            if deleted < policy.chunk_rows as u64 {
-                break;
-            }
-            stop.wait(pause_after(took));
+            Ok((deleted, took))
+        })?;
+        if stopped {
+            return Ok(report);
         }
     }
+    let before = policy.dead_letters_cutoff(now_ms);
+    drain(policy, stop, &mut report.chunks, || {
+        let started = Instant::now();
+        let deleted = store.expire_dead_letters(before, policy.chunk_rows)?;
+        let took = started.elapsed();
+        report.dead_letters += deleted;
+        metrics.retention_dead_letters_chunk(deleted, took);
+        Ok((deleted, took))
+    })?;
     Ok(report)
+}
+
+/// Runs `chunk` (one transaction: rows deleted and time taken) until one
+/// comes back short of `chunk_rows`, pausing after each full one and
+/// counting them in `chunks`. Returns whether `stop` ended it first.
+fn drain(
+    policy: &RetentionPolicy,
+    stop: &Stop,
+    chunks: &mut u64,
+    mut chunk: impl FnMut() -> Result<(u64, Duration), StoreError>,
+) -> Result<bool, StoreError> {
+    loop {
+        if stop.is_set() {
+            return Ok(true);
+        }
+        let (deleted, took) = chunk()?;
+        *chunks += 1;
+        if deleted < policy.chunk_rows as u64 {
+            return Ok(false);
+        }
+        stop.wait(pause_after(took));
+    }
 }
 
 /// The pause after a chunk that took `took`: deleting gets at most
@@ -300,8 +366,9 @@ impl RetentionJob {
             .spawn(move || loop {
                 let started = Instant::now();
                 match pass(store.as_ref(), &policy, clock::now_ms(), &metrics, &flag) {
-                    Ok(report) if report.expired > 0 => tracing::info!(
+                    Ok(report) if report.expired > 0 || report.dead_letters > 0 => tracing::info!(
                         expired = report.expired,
+                        dead_letters = report.dead_letters,
                         chunks = report.chunks,
                         elapsed_ms = started.elapsed().as_millis() as u64,
                         "retention pass"
@@ -343,13 +410,14 @@ mod tests {
     fn settings_resolve_with_defaults_and_refuse_zeros() {
         let policy = RetentionSettings::default().resolve().unwrap();
         assert_eq!(policy, RetentionPolicy::default());
-        assert!(!policy.is_active());
-        let toml = "default_days = 30\ninterval_s = 60\n[events]\n\"Song Played\" = 7\n";
+        assert_eq!(policy.dead_letters_days, DEFAULT_DEAD_LETTERS_DAYS);
+        let toml = "default_days = 30\ndead_letters_days = 90\ninterval_s = 60\n[events]\n\"Song Played\" = 7\n";
         let policy = toml::from_str::<RetentionSettings>(toml)
             .unwrap()
             .resolve()
             .unwrap();
-        assert!(policy.is_active());
+        assert_eq!(policy.dead_letters_days, 90);
+        assert_eq!(policy.dead_letters_cutoff(100 * DAY_MS), 10 * DAY_MS);
         assert_eq!(policy.interval, Duration::from_secs(60));
         assert_eq!(policy.chunk_rows, DEFAULT_CHUNK_ROWS);
         assert_eq!(policy.events.get("Song Played"), Some(&7));
@@ -361,6 +429,10 @@ mod tests {
         assert_eq!(
             zero("[events]\nx = 0"),
             Err(RetentionError::ZeroDays("x".into()))
+        );
+        assert_eq!(
+            zero("dead_letters_days = 0"),
+            Err(RetentionError::ZeroDays("dead_letters_days".into()))
         );
         assert_eq!(
             zero("chunk_rows = 0"),

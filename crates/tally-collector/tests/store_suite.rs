@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use tally_collector::metrics::Metrics;
+use tally_collector::queries::{answer, ProductQuery};
 use tally_collector::retention::{self, RetentionSettings, Stop};
 use tally_collector::store::{
     DeadLetter, DeletionRecord, DeletionStatus, DroppedRange, EventCount, ExpiryScope,
@@ -621,9 +622,11 @@ fn retention_pass_applies_named_rules_and_the_default(store: &dyn Store) {
     let metrics = Metrics::new();
     let report = retention::pass(store, &policy, now, &metrics, &Stop::default()).unwrap();
     // song-40d, order-3000d, open-100d, ident-100d; a chunk of one row
-    // each, and one short chunk per rule to see the end.
+    // each, and one short chunk per rule to see the end (and one for the
+    // dead letters: none).
     assert_eq!(report.expired, 4);
-    assert_eq!(report.chunks, 7);
+    assert_eq!(report.dead_letters, 0);
+    assert_eq!(report.chunks, 8);
     assert_eq!(store.stats().unwrap(), stats(7, 0, 0, 3));
     let left: Vec<i64> = store
         .export_page(i64::MIN, i64::MAX, None, 100)
@@ -691,6 +694,222 @@ fn retention_during_ingest_keeps_the_counter_exact(store: Arc<dyn Store>) {
         count(new, 1)
     );
     assert_eq!(store.stats().unwrap(), stats(OLD as u64 + new, 0, 0, new));
+}
+
+fn retention_expires_dead_letters_by_receipt_time(store: &dyn Store) {
+    let now = 1_000 * DAY_MS;
+    let received = |id: &str, days: i64| DeadLetter {
+        received_at: now - days * DAY_MS,
+        ..dead(id, RejectReason::MissingEventName)
+    };
+    let letters = vec![
+        received("dl-40a", 40),
+        received("dl-40b", 40),
+        received("dl-40c", 40),
+        received("dl-31a", 31),
+        received("dl-31b", 31),
+        received("dl-30", 30),
+        received("dl-29", 29),
+        received("dl-1", 1),
+    ];
+    assert!(store.write_batch(&[], &letters).unwrap().is_empty());
+    let ids = |store: &dyn Store| -> Vec<String> {
+        store
+            .dead_letters(100)
+            .unwrap()
+            .into_iter()
+            .map(|d| d.message_id.unwrap())
+            .collect()
+    };
+    assert_eq!(ids(store).len(), 8);
+    assert_eq!(store.stats().unwrap(), stats(0, 0, 8, 0));
+
+    // One chunk by hand: at most the limit, strictly before the cutoff.
+    let cutoff = now - 30 * DAY_MS;
+    assert_eq!(store.expire_dead_letters(cutoff, 2).unwrap(), 2);
+    assert_eq!(ids(store).len(), 6);
+
+    // The job (30 days by default) deletes the rest in chunks of 2: 2, 1.
+    let policy = RetentionSettings {
+        chunk_rows: Some(2),
+        ..RetentionSettings::default()
+    }
+    .resolve()
+    .unwrap();
+    assert_eq!(policy.dead_letters_days, 30);
+    let metrics = Metrics::new();
+    let report = retention::pass(store, &policy, now, &metrics, &Stop::default()).unwrap();
+    assert_eq!(report.dead_letters, 3);
+    assert_eq!(report.expired, 0);
+    assert_eq!(report.chunks, 2);
+    assert_eq!(ids(store), ["dl-1", "dl-29", "dl-30"]);
+    assert!(metrics
+        .encode()
+        .lines()
+        .any(|l| l == "tally_retention_expired_dead_letters_total 3"));
+    // The rejected total counts messages ever rejected: it stays.
+    assert_eq!(store.stats().unwrap(), stats(0, 0, 8, 0));
+    let again = retention::pass(store, &policy, now, &metrics, &Stop::default()).unwrap();
+    assert_eq!((again.dead_letters, again.chunks), (0, 1));
+
+    // A policy of its own: 7 days leaves the newest only.
+    let week = RetentionSettings {
+        dead_letters_days: Some(7),
+        ..RetentionSettings::default()
+    }
+    .resolve()
+    .unwrap();
+    let report = retention::pass(store, &week, now, &metrics, &Stop::default()).unwrap();
+    assert_eq!(report.dead_letters, 2);
+    assert_eq!(ids(store), ["dl-1"]);
+}
+
+/// People active per UTC day from `from` (Unix ms, midnight) for `days`
+/// days, as `/v1/query/active` answers (through the `active_slots`
+/// rollup: the window is whole slots).
+fn dau(store: &dyn Store, from: i64, days: i64) -> Vec<u64> {
+    let q = format!(
+        "tz=UTC&from={}&to={}",
+        tally_proto::format_timestamp(from),
+        tally_proto::format_timestamp(from + days * DAY_MS)
+    );
+    let answer = answer(store, ProductQuery::Active, &q).unwrap();
+    answer["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["people"].as_u64().unwrap())
+        .collect()
+}
+
+/// Every `active_slots` row: `(slot, identity)`, sorted.
+fn active_slots(store: &dyn Store) -> Vec<(i64, i64)> {
+    let mut rows = store.slot_idents(i64::MIN, i64::MAX).unwrap();
+    rows.sort_unstable();
+    rows
+}
+
+/// `days` counts: 1 on the days of `active`, else 0.
+fn days_with(days: usize, active: &[usize]) -> Vec<u64> {
+    (0..days).map(|d| u64::from(active.contains(&d))).collect()
+}
+
+const SLOT: i64 = 15 * 60 * 1000;
+
+fn retention_removes_the_activity_of_expired_events(store: &dyn Store) {
+    // u1 is active in one slot of day 0 (two events) and one of day 40;
+    // now is day 50 and events are kept 30 days.
+    let day0 = 20_000 * DAY_MS;
+    let old = day0 + 10 * 60 * 60 * 1000;
+    let new = day0 + 40 * DAY_MS + 9 * 60 * 60 * 1000;
+    let now = day0 + 50 * DAY_MS;
+    let batch = vec![
+        by_user(track("old-open", "Open", "n", old + 60_000), "u1"),
+        by_user(track("old-play", "Play", "n", old + 5 * 60_000), "u1"),
+        by_user(track("new-open", "Open", "n", new), "u1"),
+    ];
+    assert_eq!(store.write_batch(&batch, &[]).unwrap(), vec![A; 3]);
+    let rows = active_slots(store);
+    let ident = rows[0].1;
+    assert_eq!(rows, [(old / SLOT, ident), (new / SLOT, ident)]);
+    assert_eq!(dau(store, day0, 41), days_with(41, &[0, 40]));
+
+    // One chunk of one event: the other event of the slot keeps it.
+    let cutoff = now - 30 * DAY_MS;
+    let all = ExpiryScope::AllExcept(&[]);
+    assert_eq!(store.expire_events(all, cutoff, 1).unwrap(), 1);
+    assert_eq!(
+        active_slots(store),
+        [(old / SLOT, ident), (new / SLOT, ident)]
+    );
+    assert_eq!(dau(store, day0, 41), days_with(41, &[0, 40]));
+
+    // The job deletes the last one: the slot goes with it.
+    let policy = RetentionSettings {
+        default_days: Some(30),
+        chunk_rows: Some(1),
+        ..RetentionSettings::default()
+    }
+    .resolve()
+    .unwrap();
+    let report = retention::pass(store, &policy, now, &Metrics::new(), &Stop::default()).unwrap();
+    assert_eq!(report.expired, 1);
+    assert_eq!(active_slots(store), [(new / SLOT, ident)]);
+    assert_eq!(dau(store, day0, 41), days_with(41, &[40]));
+    assert_eq!(store.stats().unwrap(), stats(3, 0, 0, 1));
+
+    // A message resent into the emptied slot is activity again.
+    assert_eq!(
+        store
+            .write_batch(
+                &[by_user(track("old-open", "Open", "n", old + 60_000), "u1")],
+                &[]
+            )
+            .unwrap(),
+        vec![A]
+    );
+    assert_eq!(
+        active_slots(store),
+        [(old / SLOT, ident), (new / SLOT, ident)]
+    );
+    assert_eq!(dau(store, day0, 41), days_with(41, &[0, 40]));
+}
+
+/// A per-name rule expires some events of a slot: a surviving product
+/// event keeps the slot, an SDK-internal one does not.
+fn retention_keeps_a_slot_with_a_surviving_event(store: &dyn Store) {
+    let day0 = 20_000 * DAY_MS;
+    let kept = day0 + 10 * 60 * 60 * 1000;
+    let internal = day0 + DAY_MS + 11 * 60 * 60 * 1000;
+    let recent = day0 + 40 * DAY_MS;
+    let now = day0 + 50 * DAY_MS;
+    let batch = vec![
+        by_user(track("song-1", "Song Played", "n", kept + 60_000), "u1"),
+        by_user(
+            track("order-1", "Order Completed", "n", kept + 2 * 60_000),
+            "u1",
+        ),
+        by_user(track("song-2", "Song Played", "n", internal), "u1"),
+        by_user(
+            track("health-2", "tally.health", "n", internal + 60_000),
+            "u1",
+        ),
+        by_user(track("open-3", "Open", "n", recent), "u1"),
+    ];
+    assert_eq!(store.write_batch(&batch, &[]).unwrap(), vec![A; 5]);
+    let ident = active_slots(store)[0].1;
+    assert_eq!(
+        active_slots(store),
+        [
+            (kept / SLOT, ident),
+            (internal / SLOT, ident),
+            (recent / SLOT, ident)
+        ]
+    );
+    assert_eq!(dau(store, day0, 41), days_with(41, &[0, 1, 40]));
+
+    let policy = RetentionSettings {
+        default_days: Some(395),
+        events: Some(BTreeMap::from([
+            ("Song Played".to_owned(), 30),
+            ("Order Completed".to_owned(), 2_555),
+        ])),
+        ..RetentionSettings::default()
+    }
+    .resolve()
+    .unwrap();
+    let report = retention::pass(store, &policy, now, &Metrics::new(), &Stop::default()).unwrap();
+    assert_eq!(report.expired, 2);
+    assert_eq!(
+        store.count_events("Song Played", None, None).unwrap(),
+        count(0, 0)
+    );
+    assert_eq!(
+        active_slots(store),
+        [(kept / SLOT, ident), (recent / SLOT, ident)]
+    );
+    assert_eq!(dau(store, day0, 41), days_with(41, &[0, 40]));
+    assert_eq!(store.stats().unwrap(), stats(5, 0, 0, 3));
 }
 
 fn deletions_are_listed_newest_first(store: &dyn Store) {
@@ -895,6 +1114,21 @@ macro_rules! store_suite {
             super::retention_during_ingest_keeps_the_counter_exact(store);
         }
         #[test]
+        fn retention_expires_dead_letters_by_receipt_time() {
+            let (store, _guard) = $fresh();
+            super::retention_expires_dead_letters_by_receipt_time(&*store);
+        }
+        #[test]
+        fn retention_removes_the_activity_of_expired_events() {
+            let (store, _guard) = $fresh();
+            super::retention_removes_the_activity_of_expired_events(&*store);
+        }
+        #[test]
+        fn retention_keeps_a_slot_with_a_surviving_event() {
+            let (store, _guard) = $fresh();
+            super::retention_keeps_a_slot_with_a_surviving_event(&*store);
+        }
+        #[test]
         fn deletions_are_listed_newest_first() {
             let (store, _guard) = $fresh();
             super::deletions_are_listed_newest_first(&*store);
@@ -929,6 +1163,23 @@ mod sqlite {
 
     store_suite!(fresh);
     query_suite!(fresh);
+
+    /// SQLite's writer is alone: a chunk also deletes the names it left
+    /// without events, exactly (PostgreSQL keeps them: see its store).
+    #[test]
+    fn retention_deletes_names_left_without_events() {
+        let (store, dir) = fresh();
+        super::retention_keeps_a_slot_with_a_surviving_event(&*store);
+        let conn = rusqlite::Connection::open(dir.path().join("tally.db")).unwrap();
+        let names: Vec<String> = conn
+            .prepare("SELECT name FROM event_names ORDER BY name")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(names, ["Open", "Order Completed", "tally.health"]);
+    }
 
     #[test]
     fn reopen_keeps_everything_and_migrations_are_idempotent() {

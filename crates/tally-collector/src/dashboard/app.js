@@ -11,6 +11,8 @@
   const VIEWS = ['events', 'active', 'funnel', 'retention', 'breakdown', 'health'];
   const MIN_STEPS = 2;
   const MAX_STEPS = 10;
+  // Deletion requests the health view lists (the API's newest first).
+  const DELETIONS_LIMIT = 100;
   const { fmt } = Charts;
 
   const state = {
@@ -247,6 +249,7 @@
     $('#funnel-steps').replaceChildren();
     $('#alerts-webhook').textContent = '';
     $('#health-window').textContent = '';
+    $('#deletions-note').hidden = true;
     showLogin(message);
   }
 
@@ -593,8 +596,10 @@
   async function loadHealth(section, current) {
     const w = window_();
     const path = query('/v1/health/pipeline', { from: w.from, to: w.to });
-    showQuery(section, [path, '/v1/alerts']);
-    const [health, alerts] = await Promise.allSettled([api(path), api('/v1/alerts')]);
+    const deletionsPath = query('/v1/deletions', { limit: DELETIONS_LIMIT });
+    showQuery(section, [path, '/v1/alerts', deletionsPath]);
+    const [health, alerts, deletions] = await Promise.allSettled(
+      [api(path), api('/v1/alerts'), api(deletionsPath)]);
     if (!current()) return;
     if (alerts.status === 'fulfilled') {
       drawAlerts(alerts.value);
@@ -606,6 +611,18 @@
       if (e instanceof ApiError && e.status === 401) throw e;
       $('#alerts-error').textContent = e instanceof ApiError ? e.describe() : e.message;
       $('#alerts-error').hidden = false;
+    }
+    // Deletions come from their own endpoint: shown, or their error, apart.
+    if (deletions.status === 'fulfilled') {
+      drawDeletions(deletions.value);
+      $('#deletions-error').hidden = true;
+    } else {
+      $('#deletions-table').replaceChildren();
+      $('#deletions-note').hidden = true;
+      const e = deletions.reason;
+      if (e instanceof ApiError && e.status === 401) throw e;
+      $('#deletions-error').textContent = e instanceof ApiError ? e.describe() : e.message;
+      $('#deletions-error').hidden = false;
     }
     if (health.status === 'rejected') {
       $('#health-window').textContent = '';
@@ -692,6 +709,20 @@
     $('#alerts-webhook').textContent = parts.join(' · ');
   }
 
+  /** Deletion requests as `/v1/deletions` lists them, newest first. */
+  function drawDeletions(answer) {
+    const rows = answer.deletions || [];
+    table($('#deletions-table'), ['User', 'Requested', 'Status', 'Events deleted'], rows.map((d) => [
+      { text: d.userId, value: d.userId },
+      { text: new Date(d.requested_at).toLocaleString(), value: d.requested_at, title: d.requested_at },
+      { text: d.status, value: d.status, badge: d.status },
+      { text: fmt.int(d.deleted_events), value: d.deleted_events, num: true },
+    ]), (tr, i) => { tr.dataset.user = rows[i].userId; }, 'No deletion requests yet.');
+    const note = $('#deletions-note');
+    note.textContent = `The latest ${fmt.int(DELETIONS_LIMIT)} requests are shown; GET /v1/deletions?limit=N lists more.`;
+    note.hidden = rows.length < DELETIONS_LIMIT;
+  }
+
   /** Rules whose value is a count (missing seqs grown), not a share. */
   const COUNT_RULES = new Set(['completeness_gaps_growing']);
 
@@ -704,14 +735,17 @@
 
   // ---- tables ------------------------------------------------------------------------------------------
 
-  /** Fills `target` with a header and rows of cells {text, value, num, badge, sub, title}. */
-  function table(target, headers, rows, decorate) {
+  /**
+   * Fills `target` with a header and rows of cells {text, value, num, badge,
+   * sub, title}; without rows, one row saying `empty`.
+   */
+  function table(target, headers, rows, decorate, empty = 'No rows in this range.') {
     target.replaceChildren();
     const head = el('tr', null, null, el('thead', null, null, target));
     headers.forEach((h, i) => el('th', rows[0] && rows[0][i] && rows[0][i].num ? 'num' : null, h, head));
     const body = el('tbody', null, null, target);
     if (!rows.length) {
-      const cell = el('td', 'empty muted', 'No rows in this range.', el('tr', null, null, body));
+      const cell = el('td', 'empty muted', empty, el('tr', null, null, body));
       cell.colSpan = headers.length;
       return;
     }

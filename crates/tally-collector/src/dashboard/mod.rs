@@ -9,7 +9,7 @@
 //! `sessionStorage` (gone when the tab closes) and sends it as
 //! `Authorization: Bearer` on every data call, so every number it shows
 //! comes from an admin-protected endpoint (`/v1/stats`, `/v1/query/*`,
-//! `/v1/health/pipeline`, `/v1/alerts`). Every answer here carries a
+//! `/v1/health/pipeline`, `/v1/alerts`, `/v1/deletions`). Every answer here carries a
 //! Content-Security-Policy that allows scripts, styles, images and
 //! requests from this origin only and forbids inline script and style
 //! attributes, so an injected string can never run; the page builds its DOM

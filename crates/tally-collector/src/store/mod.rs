@@ -335,14 +335,24 @@ pub trait Store: query::ProductQueries + Send + Sync + 'static {
     fn prune_health(&self, before: i64) -> Result<u64, StoreError>;
     /// Deletes at most `limit` events of `scope` whose corrected time is
     /// before `before` (Unix ms), in one short transaction that also
-    /// lowers the `events` counter by the number returned. Retention calls
-    /// it in a loop, so ingest never waits behind a long deletion.
+    /// lowers the `events` counter by the number returned and deletes the
+    /// `active_slots` rows left without a product event of their identity
+    /// in their slot (see [`query`]), so active people and retention
+    /// cohorts no longer count expired activity. Retention calls it in a
+    /// loop, so ingest never waits behind a long deletion.
     fn expire_events(
         &self,
         scope: ExpiryScope<'_>,
         before: i64,
         limit: usize,
     ) -> Result<u64, StoreError>;
+
+    /// Deletes at most `limit` dead letters received before `before` (Unix
+    /// ms, collector clock), in one short transaction, by the index on
+    /// their receipt time; returns how many. Retention calls it in a loop
+    /// like [`Store::expire_events`]. The `rejected` total is not lowered:
+    /// it counts messages ever rejected.
+    fn expire_dead_letters(&self, before: i64, limit: usize) -> Result<u64, StoreError>;
 
     /// The recorded deletion requests, newest first, at most `limit`.
     fn deletions(&self, limit: usize) -> Result<Vec<DeletionRecord>, StoreError>;

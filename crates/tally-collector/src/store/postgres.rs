@@ -31,9 +31,19 @@
 //! survives a crash of the collector and of the database server.
 //!
 //! Retention chunks (`DELETE ... FOR UPDATE SKIP LOCKED`, with the counter
-//! in the same statement) take no advisory lock: ingest does not wait for
-//! them beyond one counter shard's row, and the chunks of several
-//! collectors skip each other's rows. Export pages follow the
+//! in the same statement) take no lock ingest takes: ingest does not wait
+//! for them beyond one counter shard's row. In the same transaction a
+//! chunk deletes the `active_slots` rows it emptied (no product event of
+//! that identity left in that slot). Chunks of several collectors take
+//! turns ([`RETENTION_LOCK`]), so each one's check sees what the others
+//! deleted. One interleaving is left open: a batch in flight during the
+//! chunk that adds an event of the same identity to a slot the chunk
+//! empties finds the slot's row still there (`ON CONFLICT DO NOTHING`
+//! locks nothing), and the chunk, not seeing that uncommitted event,
+//! deletes the row. It takes an event whose corrected time is past a
+//! retention cutoff, for a person and 15 minutes that had an expiring
+//! event, arriving within the chunk's milliseconds; closing it would lock
+//! every slot row at every batch. Export pages follow the
 //! `(ts_corrected, message_id)` keyset of the `events_by_time` index.
 //!
 //! Identity rules (stitching, conflicts, deletion) are those of the
@@ -73,6 +83,10 @@ pub const DELETION_LOCK: i64 = 0x7461_6c6c_7902;
 /// Advisory lock key: shared while a batch creates identities, exclusive
 /// while a batch writes identity links (see `write`).
 pub const IDENT_LOCK: i64 = 0x7461_6c6c_7903;
+
+/// Advisory lock key: held by one retention chunk at a time across the
+/// collectors sharing the database (see `expire_events`).
+pub const RETENTION_LOCK: i64 = 0x7461_6c6c_7904;
 
 /// Counter rows. More shards than connections of two collectors
 /// ([`MAX_CONNECTIONS`] each), so concurrent writers seldom pick the same.
@@ -250,6 +264,10 @@ CREATE TABLE active_slots (
 );
 INSERT INTO active_slots SELECT DISTINCT ts_corrected / 900000, ident FROM events
     WHERE event IS NOT NULL AND substr(event, 1, 6) <> 'tally.';
+"#,
+    // 4: retention of dead letters finds the expired ones by receipt time.
+    r#"
+CREATE INDEX dead_letters_by_received ON dead_letters (received_at);
 "#,
 ];
 
@@ -1349,16 +1367,62 @@ impl Store for PostgresStore {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let shard = self.shard();
         let mut conn = self.pool.get()?;
-        let row = match scope {
-            ExpiryScope::Event(name) => conn
-                .client
-                .query_one(EXPIRE_EVENT_SQL, &[&name, &before, &limit, &shard]),
-            ExpiryScope::AllExcept(names) => conn
-                .client
-                .query_one(EXPIRE_ALL_EXCEPT_SQL, &[&names, &before, &limit, &shard]),
+        let mut tx = conn.client.transaction().map_err(pg_error)?;
+        // Chunks of collectors sharing the database take turns: each must
+        // see what the others deleted to tell an emptied slot (below).
+        // Ingest never takes this lock.
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&RETENTION_LOCK])
+            .map_err(pg_error)?;
+        let rows = match scope {
+            ExpiryScope::Event(name) => {
+                tx.query(EXPIRE_EVENT_SQL, &[&name, &before, &limit, &shard])
+            }
+            ExpiryScope::AllExcept(names) => {
+                tx.query(EXPIRE_ALL_EXCEPT_SQL, &[&names, &before, &limit, &shard])
+            }
         }
         .map_err(pg_error)?;
-        Ok(row.try_get::<_, i64>(0).map_err(pg_error)?.max(0) as u64)
+        let mut expired = query::Expired::default();
+        for row in &rows {
+            expired.add(
+                row.try_get(0).map_err(pg_error)?,
+                row.try_get(1).map_err(pg_error)?,
+                row.try_get(2).map_err(pg_error)?,
+            );
+        }
+        let mut emptied = Vec::new();
+        for slot in expired.slots.keys() {
+            let (from, to) = query::slot_span(*slot);
+            let survivors: HashSet<i64> = tx
+                .query(query::SLOT_SURVIVORS_SQL, &[&from, &to])
+                .map_err(pg_error)?
+                .iter()
+                .map(|r| r.try_get(0))
+                .collect::<Result<_, _>>()
+                .map_err(pg_error)?;
+            emptied.extend(expired.emptied(*slot, &survivors));
+        }
+        if !emptied.is_empty() {
+            let (slots, idents): (Vec<i64>, Vec<i64>) = emptied.into_iter().unzip();
+            tx.execute(DELETE_EMPTIED_SLOTS_SQL, &[&slots, &idents])
+                .map_err(pg_error)?;
+        }
+        tx.commit().map_err(pg_error)?;
+        Ok(rows.len() as u64)
+    }
+
+    fn expire_dead_letters(&self, before: i64, limit: usize) -> Result<u64, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut conn = self.pool.get()?;
+        // One statement, its own transaction. `SKIP LOCKED`: collectors
+        // sharing the database delete different rows at once.
+        conn.client
+            .execute(
+                "DELETE FROM dead_letters WHERE row_id IN (SELECT row_id FROM dead_letters \
+                 WHERE received_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
+                &[&before, &limit],
+            )
+            .map_err(pg_error)
     }
 
     fn deletions(&self, limit: usize) -> Result<Vec<DeletionRecord>, StoreError> {
@@ -1476,20 +1540,34 @@ impl Store for PostgresStore {
 
 /// One chunk of one event name's expired events and the counter, in one
 /// statement (`$1` the name, `$2` the cutoff, `$3` the chunk size, `$4`
-/// the counter shard). `SKIP LOCKED`: collectors sharing the database run
-/// retention at once without waiting on each other's chunks; a row another
-/// transaction deleted first is not returned, so the counter stays exact.
+/// the counter shard), returning the time, identity and name of each
+/// deleted event. `SKIP LOCKED`: a row another transaction is deleting
+/// (a deletion request) is left to it, so the counter stays exact.
 const EXPIRE_EVENT_SQL: &str = "WITH gone AS (DELETE FROM events WHERE message_id IN \
     (SELECT message_id FROM events WHERE event = $1 AND ts_corrected < $2 LIMIT $3 \
-    FOR UPDATE SKIP LOCKED) RETURNING 1), \
+    FOR UPDATE SKIP LOCKED) RETURNING ts_corrected, ident, event), \
     n AS (SELECT count(*) AS deleted FROM gone), \
     c AS (UPDATE counters SET stored = stored - n.deleted FROM n WHERE shard = $4 AND n.deleted > 0) \
-    SELECT deleted FROM n";
+    SELECT ts_corrected, ident, event FROM gone";
 
 /// The same for every event name but those in the array `$1`.
 const EXPIRE_ALL_EXCEPT_SQL: &str = "WITH gone AS (DELETE FROM events WHERE message_id IN \
     (SELECT message_id FROM events WHERE ts_corrected < $2 \
-    AND (event IS NULL OR event <> ALL($1::text[])) LIMIT $3 FOR UPDATE SKIP LOCKED) RETURNING 1), \
+    AND (event IS NULL OR event <> ALL($1::text[])) LIMIT $3 FOR UPDATE SKIP LOCKED) \
+    RETURNING ts_corrected, ident, event), \
     n AS (SELECT count(*) AS deleted FROM gone), \
     c AS (UPDATE counters SET stored = stored - n.deleted FROM n WHERE shard = $4 AND n.deleted > 0) \
-    SELECT deleted FROM n";
+    SELECT ts_corrected, ident, event FROM gone";
+
+/// The `active_slots` rows (`$1` slots, `$2` identities) a retention chunk
+/// emptied.
+///
+/// `event_names` is not cleaned here: ingest adds a batch's names with
+/// `ON CONFLICT DO NOTHING`, which takes no lock on a row it finds, so a
+/// batch in flight with the last expired name would keep its event while
+/// the name went, hiding that event from the "all events" queries until
+/// the next batch with that name. A name left without events is harmless
+/// for answers: it costs those queries one empty index range.
+const DELETE_EMPTIED_SLOTS_SQL: &str = "DELETE FROM active_slots a \
+    USING unnest($1::int8[], $2::int8[]) AS d(slot, ident) \
+    WHERE a.slot = d.slot AND a.ident = d.ident";

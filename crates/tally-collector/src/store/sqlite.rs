@@ -38,7 +38,7 @@
 //! | table | holds |
 //! |---|---|
 //! | `events` | accepted messages; `message_id` unique, `dedup_key` unique when present |
-//! | `dead_letters` | rejected messages with reason, detail and raw JSON |
+//! | `dead_letters` | rejected messages with reason, detail and raw JSON; expired by receipt time |
 //! | `counters` | one row: accepted, duplicate, rejected, stored |
 //! | `links` | identity links (see the [store module](super)) |
 //! | `tombstones` | deleted users |
@@ -48,7 +48,8 @@
 //!
 //! Retention deletes expired events in chunks through the writer (each
 //! chunk waits its turn like a batch and holds the writer for that chunk
-//! only); export reads pages on the reader connections by the
+//! only), with the `active_slots` and `event_names` rows the chunk left
+//! without events; export reads pages on the reader connections by the
 //! `(ts_corrected, row_id)` keyset of the `events_by_time` index.
 //!
 //! Deletion scans `events` (it resolves every event's person) inside the
@@ -312,6 +313,10 @@ CREATE TABLE active_slots (
 INSERT INTO active_slots SELECT DISTINCT ts_corrected / 900000, ident FROM events
     WHERE event IS NOT NULL AND substr(event, 1, 6) <> 'tally.';
 "#,
+    // 4: retention of dead letters finds the expired ones by receipt time.
+    r#"
+CREATE INDEX dead_letters_by_received ON dead_letters (received_at);
+"#,
 ];
 
 /// The SQLite store. Cheap to share behind an `Arc`; every method blocks.
@@ -500,8 +505,8 @@ const KNOWN_CAPACITY: usize = 200_000;
 /// and the active-slot insert it would repeat: a device sends many
 /// batches per slot. Identity ids never change; an entry may be stale only
 /// if its transaction did not commit, so the writer forgets everything
-/// when a batch is rolled back or a commit fails, and the slots when a
-/// deletion removes some.
+/// when a batch is rolled back or a commit fails, the slots when a
+/// deletion removes some, and each slot a retention chunk removes.
 #[derive(Debug, Default)]
 struct Known {
     idents: HashMap<(String, String, String), i64>,
@@ -1280,16 +1285,43 @@ impl Store for SqliteStore {
         };
         self.writer.run(0, |state| {
             let conn = &state.conn;
+            let mut expired = query::Expired::default();
             let deleted = conn
                 .prepare_cached(sql)
-                .and_then(|mut s| s.execute(params![names, before, limit]))
+                .and_then(|mut s| {
+                    let mut rows = s.query(params![names, before, limit])?;
+                    let mut deleted = 0_u64;
+                    while let Some(row) = rows.next()? {
+                        expired.add(row.get(0)?, row.get(1)?, row.get(2)?);
+                        deleted += 1;
+                    }
+                    Ok(deleted)
+                })
                 .map_err(db_error)?;
             if deleted > 0 {
                 conn.prepare_cached("UPDATE counters SET stored = stored - ?1 WHERE id = 0")
                     .and_then(|mut s| s.execute([deleted as i64]))
                     .map_err(db_error)?;
             }
-            Ok(deleted as u64)
+            for pair in drop_emptied_rollups(conn, &expired)? {
+                state.known.slots.remove(&pair);
+            }
+            Ok(deleted)
+        })
+    }
+
+    fn expire_dead_letters(&self, before: i64, limit: usize) -> Result<u64, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.writer.run(0, |state| {
+            state
+                .conn
+                .prepare_cached(
+                    "DELETE FROM dead_letters WHERE row_id IN (SELECT row_id FROM dead_letters \
+                     WHERE received_at < ?1 LIMIT ?2)",
+                )
+                .and_then(|mut s| s.execute(params![before, limit]))
+                .map(|n| n as u64)
+                .map_err(db_error)
         })
     }
 
@@ -1577,15 +1609,50 @@ fn read_pipeline_health(
 }
 
 /// One chunk of one event name's expired events (`?1` the name, `?2` the
-/// cutoff, `?3` the chunk size), by the name-and-time index.
+/// cutoff, `?3` the chunk size), by the name-and-time index. Returns the
+/// time, identity and name of each (see `drop_emptied_rollups`).
 const EXPIRE_EVENT: &str = "DELETE FROM events WHERE row_id IN (SELECT row_id FROM events \
-    WHERE event = ?1 AND ts_corrected < ?2 LIMIT ?3)";
+    WHERE event = ?1 AND ts_corrected < ?2 LIMIT ?3) RETURNING ts_corrected, ident, event";
 
 /// One chunk of expired events of every name but those in the JSON array
 /// `?1`, by the time index.
 const EXPIRE_ALL_EXCEPT: &str = "DELETE FROM events WHERE row_id IN (SELECT row_id FROM events \
     WHERE ts_corrected < ?2 AND (event IS NULL OR event NOT IN (SELECT value FROM json_each(?1))) \
-    LIMIT ?3)";
+    LIMIT ?3) RETURNING ts_corrected, ident, event";
+
+/// After a retention chunk, in its transaction: deletes the `active_slots`
+/// rows of `expired` whose identity has no product event left in the slot,
+/// and the `event_names` rows of names with no event left (one probe of
+/// the name index each). Returns the slot rows deleted. The writer is the
+/// only one writing, so what it reads here cannot change before it commits.
+fn drop_emptied_rollups(
+    conn: &Connection,
+    expired: &query::Expired,
+) -> Result<Vec<(i64, i64)>, StoreError> {
+    let mut emptied = Vec::new();
+    for slot in expired.slots.keys() {
+        let (from, to) = query::slot_span(*slot);
+        let survivors: HashSet<i64> = conn
+            .prepare_cached(query::SLOT_SURVIVORS_SQL)
+            .and_then(|mut s| s.query_map([from, to], |r| r.get(0))?.collect())
+            .map_err(db_error)?;
+        emptied.extend(expired.emptied(*slot, &survivors));
+    }
+    for (slot, ident) in &emptied {
+        conn.prepare_cached("DELETE FROM active_slots WHERE slot = ?1 AND ident = ?2")
+            .and_then(|mut s| s.execute([slot, ident]))
+            .map_err(db_error)?;
+    }
+    for name in &expired.names {
+        conn.prepare_cached(
+            "DELETE FROM event_names WHERE name = ?1 \
+             AND NOT EXISTS (SELECT 1 FROM events WHERE event = ?1)",
+        )
+        .and_then(|mut s| s.execute([name]))
+        .map_err(db_error)?;
+    }
+    Ok(emptied)
+}
 
 fn read_install(c: &Connection, install_id: &str) -> Result<Option<InstallReport>, StoreError> {
     let max_seq: Option<i64> = c

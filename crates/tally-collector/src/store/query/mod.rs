@@ -21,8 +21,8 @@
 //! | structure | maintained | serves |
 //! |---|---|---|
 //! | `events (event, ts_corrected, ident)` | the insert | one event over a window: count and people read the index alone |
-//! | `event_names (name)` | per batch, `ON CONFLICT DO NOTHING` | "all events": one index range per name instead of a table scan |
-//! | `active_slots (slot, ident)` | per batch, distinct (15-minute slot, identity) of its product events | DAU/WAU/MAU and retention |
+//! | `event_names (name)` | per batch, `ON CONFLICT DO NOTHING`; on SQLite a retention chunk deletes the names it left without events | "all events": one index range per name instead of a table scan |
+//! | `active_slots (slot, ident)` | per batch, distinct (15-minute slot, identity) of its product events; a retention chunk deletes the rows it left without a product event (`Expired`) | DAU/WAU/MAU and retention |
 //!
 //! A slot is [`SLOT_MS`] long: every UTC offset in use is a multiple of
 //! 15 minutes, so the days and hours of any zone are whole slots. Parts of
@@ -37,7 +37,7 @@ pub(crate) mod postgres;
 pub(crate) mod sqlite;
 
 use super::{NewEvent, StoreError};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 /// Length of an activity slot, in ms (15 minutes; see the module doc).
 /// Migration 2 of both stores writes this number literally.
@@ -162,6 +162,60 @@ impl<'a> Activity<'a> {
         }
     }
 }
+
+/// What one retention chunk deleted that the rollups may still hold: the
+/// names of the deleted events, and by slot the identities of the deleted
+/// product events. Each store then deletes the `active_slots` rows whose
+/// identity has no product event left in that slot ([`SLOT_SURVIVORS_SQL`]
+/// tells which have): per-name rules expire some events of a slot and
+/// keep others, so a deleted event does not mean an emptied slot.
+#[derive(Debug, Default)]
+pub(crate) struct Expired {
+    pub names: BTreeSet<String>,
+    pub slots: BTreeMap<i64, BTreeSet<i64>>,
+}
+
+impl Expired {
+    /// Records a deleted event: its corrected time, identity and name.
+    pub fn add(&mut self, ts_corrected: i64, ident: Option<i64>, event: Option<String>) {
+        let Some(name) = event else {
+            return;
+        };
+        if let (false, Some(ident)) = (is_internal(&name), ident) {
+            self.slots
+                .entry(slot_of(ts_corrected))
+                .or_default()
+                .insert(ident);
+        }
+        self.names.insert(name);
+    }
+
+    /// The `(slot, identity)` pairs of `slot` that `survivors` (the
+    /// identities with a product event left in it) no longer hold.
+    pub fn emptied(&self, slot: i64, survivors: &HashSet<i64>) -> Vec<(i64, i64)> {
+        self.slots
+            .get(&slot)
+            .into_iter()
+            .flatten()
+            .filter(|ident| !survivors.contains(ident))
+            .map(|ident| (slot, *ident))
+            .collect()
+    }
+}
+
+/// `[from, to)` in ms of a slot, for [`SLOT_SURVIVORS_SQL`].
+pub(crate) fn slot_span(slot: i64) -> (i64, i64) {
+    let from = slot.saturating_mul(SLOT_MS);
+    (from, from.saturating_add(SLOT_MS))
+}
+
+/// The identities with a product event in `[$1, $2)` (one slot): one
+/// range of the covering index per name, as the "all events" queries
+/// read it. It reads every product event left in the slot, whoever's: a
+/// retention chunk pays for the events around the ones it deleted.
+pub(crate) const SLOT_SURVIVORS_SQL: &str = "SELECT DISTINCT e.ident FROM event_names n \
+    JOIN events e ON e.event = n.name AND e.ts_corrected >= $1 AND e.ts_corrected < $2 \
+    WHERE substr(n.name, 1, 6) <> 'tally.' AND e.ident IS NOT NULL";
 
 /// A `FROM` clause over events of one name (`event_param`) or over all
 /// product events (`None`, one index range per name through
