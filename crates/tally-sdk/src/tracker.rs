@@ -27,7 +27,7 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -315,7 +315,7 @@ impl TrackerBuilder {
 pub(crate) struct Capture {
     pub(crate) next_seq: u64,
     pub(crate) sessions: Sessions,
-    tx: SyncSender<Command>,
+    tx: Sender<Command>,
 }
 
 /// What the tracker's threads share.
@@ -326,6 +326,8 @@ pub(crate) struct Shared {
     /// Memory held by messages in the hand-off channel (see
     /// [`crate::pipeline::Captured::memory_cost`]).
     pub(crate) queued_bytes: AtomicUsize,
+    /// Messages in the hand-off channel (at most `channel_capacity`).
+    pub(crate) queued_messages: AtomicUsize,
     pub(crate) consent: AtomicU8,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) metrics: Metrics,
@@ -416,10 +418,13 @@ impl Shared {
         captured.cost = captured.memory_cost();
         let cost = captured.cost;
         let budget = self.config.queue_budget_bytes;
+        let capacity = self.config.channel_capacity;
         loop {
             // The budget is checked, then taken, without a lock: callers
             // racing past it overshoot by at most one message each.
-            if self.queued_bytes.load(Ordering::Relaxed) + cost > budget {
+            if self.queued_bytes.load(Ordering::Relaxed) + cost > budget
+                || self.queued_messages.load(Ordering::Relaxed) >= capacity
+            {
                 match deadline {
                     Some(d) if Instant::now() < d => {
                         std::thread::sleep(BLOCK_RETRY);
@@ -444,33 +449,17 @@ impl Shared {
             captured.session_id = session_id;
             captured.session_index = session_index;
             self.queued_bytes.fetch_add(cost, Ordering::Relaxed);
-            match capture.tx.try_send(Command::Message(captured)) {
-                Ok(()) => {
-                    capture.next_seq += 1;
-                    drop(capture);
-                    self.metrics.tracked.fetch_add(1, Ordering::Relaxed);
-                    return Ok(Accepted { seq });
-                }
-                Err(TrySendError::Full(Command::Message(back))) => {
-                    self.queued_bytes.fetch_sub(cost, Ordering::Relaxed);
-                    // The lock is released while waiting: the pipeline
-                    // takes it to save the session, and other callers may
-                    // go first (the seq is taken again on the next try).
-                    drop(capture);
-                    match deadline {
-                        Some(d) if Instant::now() < d => {
-                            captured = back;
-                            std::thread::sleep(BLOCK_RETRY);
-                        }
-                        _ => return self.refuse(Refusal::QueueFull),
-                    }
-                }
-                Err(_) => {
-                    self.queued_bytes.fetch_sub(cost, Ordering::Relaxed);
-                    drop(capture);
-                    return self.refuse(Refusal::ShutDown);
-                }
+            self.queued_messages.fetch_add(1, Ordering::Relaxed);
+            if capture.tx.send(Command::Message(captured)).is_err() {
+                self.queued_bytes.fetch_sub(cost, Ordering::Relaxed);
+                self.queued_messages.fetch_sub(1, Ordering::Relaxed);
+                drop(capture);
+                return self.refuse(Refusal::ShutDown);
             }
+            capture.next_seq += 1;
+            drop(capture);
+            self.metrics.tracked.fetch_add(1, Ordering::Relaxed);
+            return Ok(Accepted { seq });
         }
     }
 
@@ -533,8 +522,11 @@ impl Tracker {
             state_file.save(&state)?;
         }
         let sessions = Sessions::restore(state.session.clone(), now, config.session_timeout_ms);
-        let (tx, rx): (SyncSender<Command>, Receiver<Command>) =
-            mpsc::sync_channel(config.channel_capacity);
+        // Unbounded in the type, bounded by the budget and the capacity
+        // that `track()` checks: its memory grows and shrinks with what is
+        // queued, where a bounded channel would allocate and touch every
+        // slot of its capacity (1.3 MB by default) on each start.
+        let (tx, rx): (Sender<Command>, Receiver<Command>) = mpsc::channel();
         let transport: Arc<dyn Transport> = match (&config.transport, &config.trusted_ca_pem) {
             (Some(t), _) => Arc::clone(t),
             (None, Some(pem)) => Arc::new(
@@ -550,6 +542,7 @@ impl Tracker {
                 tx,
             }),
             queued_bytes: AtomicUsize::new(0),
+            queued_messages: AtomicUsize::new(0),
             consent: AtomicU8::new(consent_code(state.consent)),
             clock,
             metrics: Metrics::default(),

@@ -235,6 +235,7 @@ impl Pipeline {
                     self.shared
                         .queued_bytes
                         .fetch_sub(m.cost, Ordering::Relaxed);
+                    self.shared.queued_messages.fetch_sub(1, Ordering::Relaxed);
                     self.process(*m);
                 }
                 Ok(Command::Flush(reply)) => {
