@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
@@ -236,6 +237,11 @@ impl State {
 #[derive(Debug)]
 pub struct StateFile {
     dir: PathBuf,
+    /// The bytes the file durably holds (as read, or as last saved): a
+    /// save of the same state writes nothing. A tracker saves on every
+    /// explicit flush and on shutdown, mostly with nothing changed, and
+    /// each real save costs a new file, two fsyncs and a rename.
+    saved: Mutex<Vec<u8>>,
 }
 
 impl StateFile {
@@ -245,9 +251,14 @@ impl StateFile {
         fs::create_dir_all(dir)?;
         let file = Self {
             dir: dir.to_owned(),
+            saved: Mutex::new(Vec::new()),
         };
         let state = match fs::read(dir.join(FILE_NAME)) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(StateError::Corrupt)?,
+            Ok(bytes) => {
+                let state = serde_json::from_slice(&bytes).map_err(StateError::Corrupt)?;
+                *file.saved.lock().unwrap_or_else(|p| p.into_inner()) = bytes;
+                state
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 let state = State::fresh(initial_consent);
                 file.save(&state)?;
@@ -258,9 +269,14 @@ impl StateFile {
         Ok((file, state))
     }
 
-    /// Replaces the state on disk, durably.
+    /// Replaces the state on disk, durably; does nothing when the file
+    /// already holds exactly this state.
     pub fn save(&self, state: &State) -> Result<(), StateError> {
         let json = serde_json::to_vec_pretty(state).map_err(StateError::Corrupt)?;
+        let mut saved = self.saved.lock().unwrap_or_else(|p| p.into_inner());
+        if *saved == json {
+            return Ok(());
+        }
         let tmp = self.dir.join(TMP_NAME);
         let mut f = File::create(&tmp)?;
         f.write_all(&json)?;
@@ -268,6 +284,9 @@ impl StateFile {
         drop(f);
         fs::rename(&tmp, self.dir.join(FILE_NAME))?;
         File::open(&self.dir)?.sync_all()?;
+        // Only once all of it is durable: after a failure the next save
+        // writes again.
+        *saved = json;
         Ok(())
     }
 }
@@ -275,6 +294,32 @@ impl StateFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn saving_an_unchanged_state_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE_NAME);
+        let (file, mut state) = StateFile::open(dir.path(), Consent::Granted).unwrap();
+        let written = fs::read(&path).unwrap();
+        // Gone from disk: only a save that writes brings it back.
+        fs::remove_file(&path).unwrap();
+        file.save(&state).unwrap();
+        assert!(!path.exists(), "the same state was written again");
+        state.acked_seq = 7;
+        file.save(&state).unwrap();
+        let changed = fs::read(&path).unwrap();
+        assert_ne!(changed, written);
+        assert_eq!(
+            serde_json::from_slice::<State>(&changed).unwrap().acked_seq,
+            7
+        );
+
+        // A state read back from disk counts as saved too.
+        let (reopened, state) = StateFile::open(dir.path(), Consent::Granted).unwrap();
+        fs::remove_file(&path).unwrap();
+        reopened.save(&state).unwrap();
+        assert!(!path.exists());
+    }
 
     #[test]
     fn survives_reopen_and_replaces_atomically() {
