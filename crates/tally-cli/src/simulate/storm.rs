@@ -23,6 +23,8 @@
 //!    next. The collector sees `--concurrency` devices sending at all times
 //!    until the fleet has drained; the drain time runs from the moment the
 //!    network came up until the last device synced.
+//! 3. **accounting**: once the clock has stopped, each device's log is
+//!    read for what it still holds, dropped or found corrupt.
 //!
 //! # Figures
 //!
@@ -239,10 +241,8 @@ pub(super) fn run(fleet: &Fleet, plans: &[DevicePlan], client: &Client) -> anyho
             tracker
                 .shutdown(ONLINE_SHUTDOWN_TIMEOUT)
                 .with_context(|| format!("stopping device {} online", plan.index))?;
-            let mut ledger = Ledger::default();
-            read_log(&dir, &mut ledger, false)?;
             fleet.progress.inc(1);
-            Ok((synced, ledger))
+            Ok(synced)
         });
         draining.store(false, Ordering::SeqCst);
         let peak = sampler.join().unwrap_or(0.0);
@@ -252,10 +252,18 @@ pub(super) fn run(fleet: &Fleet, plans: &[DevicePlan], client: &Client) -> anyho
     let drain = drain_started.elapsed();
     let drain_cpu = cpu_time().saturating_sub(cpu_started);
 
+    // The simulator's own bookkeeping, after the clock stopped: what each
+    // device's log still holds, dropped or found corrupt.
+    let logs = pool(plans.len(), CAPTURE_WORKERS, |i| {
+        let mut ledger = Ledger::default();
+        read_log(&device_dir(&fleet.root, &plans[i], 0), &mut ledger, false)?;
+        Ok(ledger)
+    })?;
+
     let mut ledger = Ledger::default();
     let mut users = Vec::with_capacity(plans.len());
     let mut drained_devices = 0;
-    for ((plan, mut device), (synced, log)) in plans.iter().zip(captured).zip(drained) {
+    for (((plan, mut device), synced), log) in plans.iter().zip(captured).zip(drained).zip(logs) {
         drained_devices += usize::from(synced);
         device.merge(&log);
         ledger.merge(&device);
