@@ -1300,17 +1300,27 @@ mod sqlite {
                 "batch {b}"
             );
         }
-        // The batches after the last answer were committed whole or not at all.
-        for b in last + 1..last + 3 {
+        // The child may have committed more batches after its last answer
+        // reached the pipe (how many depends on the machine's load): those
+        // form an unbroken run of whole batches, and the first batch it
+        // never committed is new, as is every one after it.
+        const AFTER: usize = 20;
+        let mut committed = true;
+        for b in last + 1..=last + AFTER {
             let again = store.write_batch(&kill_batch(b), &[]).unwrap();
-            assert!(
-                again == vec![D; 100] || again == vec![A; 100],
-                "batch {b} split"
-            );
+            if committed && again == vec![D; 100] {
+                continue;
+            }
+            committed = false;
+            assert_eq!(again, vec![A; 100], "batch {b} split or out of order");
         }
+        assert!(
+            !committed,
+            "the child ran {AFTER} batches past its last answer"
+        );
         assert_eq!(
             store.install("inst-k").unwrap(),
-            Some(report(((last + 3) * 100) as u64, &[], &[]))
+            Some(report(((last + AFTER + 1) * 100) as u64, &[], &[]))
         );
     }
 
