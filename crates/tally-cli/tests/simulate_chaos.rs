@@ -182,6 +182,34 @@ fn a_clean_run_counts_every_event_exactly() {
 }
 
 #[test]
+fn a_duration_stretches_the_scenario_over_that_much_wall_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("collector"), None, &[]);
+    let (ok, report) = simulate(
+        &[&server.base],
+        dir.path(),
+        &[
+            "--devices",
+            "4",
+            "--events-per-device",
+            "20",
+            "--seed",
+            "7",
+            "--faults",
+            "offline,kill9",
+            "--duration",
+            "3s",
+        ],
+    );
+    assert!(ok, "{report:#}");
+    // Every device with a pause waits 3 s in all; the devices run at once.
+    let scripted = report["scripted_s"].as_f64().unwrap();
+    assert!((3.0..20.0).contains(&scripted), "scripted for {scripted} s");
+    assert_eq!(report["unexplained"], 0, "{report:#}");
+    assert_eq!(report["double_counted"], 0, "{report:#}");
+}
+
+#[test]
 fn a_collector_with_broken_dedup_is_caught_double_counting() {
     // The test build of the collector has a switch that gives every message
     // a fresh id: resends after lost answers and duplicate deliveries are

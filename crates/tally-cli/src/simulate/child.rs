@@ -198,6 +198,14 @@ fn run_child(
             &fleet.args.events_per_device.to_string(),
         ])
         .args(["--faults", &fleet.args.faults])
+        .args(
+            fleet
+                .args
+                .duration
+                .map(|d| ["--duration".to_owned(), format!("{}ms", d.as_millis())])
+                .into_iter()
+                .flatten(),
+        )
         .env("TALLY_WRITE_KEY", &fleet.write_key)
         .env("TALLY_ADMIN_TOKEN", "unused-by-a-device")
         .stdin(Stdio::null())
@@ -293,11 +301,12 @@ pub(super) fn run(args: SimulateArgs) -> anyhow::Result<()> {
         .context("a device child needs its write key")?;
     let run_id = args.run_id.clone().unwrap_or_default();
     let fleet_faults = Faults::parse(&args.faults).map_err(anyhow::Error::msg)?;
-    let plan = scenario::plan(
+    let plan = scenario::plan_stretched(
         args.seed,
         args.devices,
         args.events_per_device,
         fleet_faults,
+        args.duration,
     )
     .into_iter()
     .nth(device)

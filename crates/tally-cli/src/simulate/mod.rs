@@ -131,6 +131,12 @@ pub struct SimulateArgs {
     /// file limits bound this, not the fleet size.
     #[arg(long, default_value_t = storm::DEFAULT_CONCURRENCY)]
     concurrency: usize,
+    /// Chaos mode: stretch (or shrink) every device's think times and
+    /// offline periods so they add up to this, so the scenario plays out
+    /// over about this much wall time (a soak run): `90s`, `10m`, `2h`, or
+    /// seconds.
+    #[arg(long, value_parser = parse_duration)]
+    duration: Option<Duration>,
     /// How long the fleet may take to drain at the end, in seconds.
     #[arg(long, default_value_t = 120)]
     drain_timeout: u64,
@@ -258,11 +264,12 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
     } else {
         faults
     };
-    let plans = scenario::plan(
+    let plans = scenario::plan_stretched(
         args.seed,
         args.devices,
         args.events_per_device,
         stepping_faults,
+        args.duration,
     );
     let client = report::Client::new(&endpoints, &admin_token);
     let names = report::event_names();
@@ -471,6 +478,27 @@ fn run_devices(fleet: &Fleet, plans: &[DevicePlan]) -> anyhow::Result<Vec<Device
     })
 }
 
+/// `90s`, `10m`, `2h`, `500ms`, or a number of seconds.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 90s, 10m or 2h"))?;
+    let ms = match unit {
+        "" | "s" => n.checked_mul(1_000),
+        "ms" => Some(n),
+        "m" => n.checked_mul(60_000),
+        "h" => n.checked_mul(3_600_000),
+        _ => return Err(format!("{text:?}: the unit must be ms, s, m or h")),
+    };
+    ms.map(Duration::from_millis)
+        .ok_or_else(|| format!("{text:?} is too long"))
+}
+
 fn device_dir(root: &Path, plan: &DevicePlan, install: u32) -> PathBuf {
     root.join(format!("device-{:05}-install-{install}", plan.index))
 }
@@ -659,4 +687,21 @@ pub(crate) fn read_log(dir: &Path, ledger: &mut Ledger, uninstalled: bool) -> an
         .with_context(|| format!("reading the log in {}", dir.display()))?;
     ledger.absorb_log(&log, uninstalled);
     Ok(log.pending)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_with_their_unit() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7_200)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert!(parse_duration("10 days").is_err());
+        assert!(parse_duration("m").is_err());
+        assert!(parse_duration("99999999999999999999h").is_err());
+    }
 }

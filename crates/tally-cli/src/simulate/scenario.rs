@@ -196,6 +196,56 @@ const CHILD_SHARE: f64 = 0.25;
 const FUNNEL: [&str; 4] = ["app_open", "view_item", "add_to_cart", "purchase"];
 const SCREENS: [&str; 4] = ["Home", "Search", "Item", "Cart"];
 
+/// Stretches (or shrinks) each device's pauses (think times and offline
+/// periods) in proportion so that they add up to `total_ms`: the scenario
+/// then plays out over about that much wall time, events unchanged. A
+/// device whose script has no pause at all keeps it that way.
+pub fn stretch(plans: &mut [DevicePlan], total_ms: u64) {
+    for plan in plans {
+        let pauses: u64 = plan.steps.iter().map(Step::pause_ms).sum();
+        if pauses == 0 {
+            continue;
+        }
+        // Cumulative rounding, so the parts add up to the whole exactly.
+        let (mut before, mut given) = (0u64, 0u64);
+        for step in &mut plan.steps {
+            let (Step::Think(ms) | Step::Offline(ms)) = step else {
+                continue;
+            };
+            before += *ms;
+            let upto = (u128::from(before) * u128::from(total_ms) / u128::from(pauses)) as u64;
+            *ms = upto - given;
+            given = upto;
+        }
+    }
+}
+
+impl Step {
+    /// How long this step waits (think time or offline period), in ms.
+    pub fn pause_ms(&self) -> u64 {
+        match self {
+            Step::Think(ms) | Step::Offline(ms) => *ms,
+            _ => 0,
+        }
+    }
+}
+
+/// [`plan`], then [`stretch`]ed to `duration` when one is given: what the
+/// fleet and a device's child process both build from the same arguments.
+pub fn plan_stretched(
+    seed: u64,
+    devices: usize,
+    events_per_device: usize,
+    faults: Faults,
+    duration: Option<std::time::Duration>,
+) -> Vec<DevicePlan> {
+    let mut plans = plan(seed, devices, events_per_device, faults);
+    if let Some(d) = duration {
+        stretch(&mut plans, u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    }
+    plans
+}
+
 /// Builds every device's plan. Users outnumber devices by 3:4, so about a
 /// third of users have two or three devices.
 pub fn plan(
@@ -332,5 +382,29 @@ mod tests {
         assert!(some.server_errors && some.kill && !some.offline);
         assert!(Faults::parse("meteor").is_err());
         assert_eq!(Faults::parse("").unwrap(), Faults::default());
+    }
+
+    #[test]
+    fn stretching_scales_every_pause_to_the_duration_and_keeps_the_events() {
+        let faults = Faults::parse("offline").unwrap_or_default();
+        let plans = plan(3, 8, 60, faults);
+        let mut stretched = plans.clone();
+        stretch(&mut stretched, 12_345);
+        for (before, after) in plans.iter().zip(&stretched) {
+            assert_eq!(before.steps.len(), after.steps.len());
+            let paused: u64 = before.steps.iter().map(Step::pause_ms).sum();
+            let total: u64 = after.steps.iter().map(Step::pause_ms).sum();
+            assert_eq!(total, if paused == 0 { 0 } else { 12_345 });
+            for (b, a) in before.steps.iter().zip(&after.steps) {
+                // Same steps in the same order; only the pauses change.
+                assert_eq!(std::mem::discriminant(b), std::mem::discriminant(a));
+                if b.pause_ms() == 0 {
+                    assert_eq!(format!("{b:?}"), format!("{a:?}"));
+                }
+            }
+        }
+        assert!(plans
+            .iter()
+            .any(|p| p.steps.iter().any(|s| s.pause_ms() > 0)));
     }
 }
