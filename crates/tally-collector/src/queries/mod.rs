@@ -626,10 +626,30 @@ fn top_events_answer(store: &dyn Store, p: &Params) -> Result<Value, QueryError>
         1..=MAX_ROWS,
         "limit must be a number from 1 to 1000",
     )?;
-    let top = on_store(store, |s| s.top_events(limit, window))?;
+    // Counted here, as the events view counts: each name's identities from
+    // its index range, their persons resolved once for all names.
+    let groups = on_store(store, |s| s.name_idents(window))?;
+    let persons = on_store(store, |s| {
+        people::resolve(
+            s,
+            groups.iter().flat_map(|(_, idents)| idents.iter().copied()),
+        )
+    })?;
+    let mut top: Vec<(&str, usize, usize)> = groups
+        .iter()
+        .map(|(name, idents)| {
+            let people: HashSet<u32> = idents
+                .iter()
+                .filter_map(|i| persons.get(i).copied())
+                .collect();
+            (name.as_str(), idents.len(), people.len())
+        })
+        .collect();
+    top.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+    top.truncate(limit);
     let rows: Vec<Value> = top
         .iter()
-        .map(|(name, c)| json!({"event": name, "count": c.count, "people": c.people}))
+        .map(|(name, count, people)| json!({"event": name, "count": count, "people": people}))
         .collect();
     Ok(json!({"rows": rows}))
 }

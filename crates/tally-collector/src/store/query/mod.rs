@@ -124,13 +124,24 @@ pub trait ProductQueries {
     /// The person of each of `idents` that has one.
     fn persons(&self, idents: &[i64]) -> Result<Vec<(i64, String)>, StoreError>;
 
-    /// The `limit` product events with most events in `window`, by count
-    /// descending then name.
-    fn top_events(
-        &self,
-        limit: usize,
-        window: Span,
-    ) -> Result<Vec<(String, CountPeople)>, StoreError>;
+    /// The identity of every product event in `window`, grouped by event
+    /// name (no identity reads as 0), in no particular order. One range of
+    /// the covering index per name; people are resolved by the caller
+    /// (top events), as for [`ProductQueries::event_idents`].
+    fn name_idents(&self, window: Span) -> Result<Vec<(String, Vec<i64>)>, StoreError>;
+}
+
+/// Adds `ident` to `name`'s group: rows arrive one name's range after
+/// another, so the last group is almost always the one.
+pub(crate) fn push_name_ident(groups: &mut Vec<(String, Vec<i64>)>, name: &str, ident: i64) {
+    let at = match groups.iter().rposition(|(n, _)| n == name) {
+        Some(at) => at,
+        None => {
+            groups.push((name.to_owned(), Vec::new()));
+            groups.len() - 1
+        }
+    };
+    groups[at].1.push(ident);
 }
 
 /// Whether a name is one of the SDK's internal events.
@@ -319,12 +330,11 @@ pub(crate) fn sessions_sql() -> String {
     )
 }
 
-/// [`ProductQueries::top_events`]; `$3` the limit.
-pub(crate) fn top_sql() -> String {
+/// [`ProductQueries::name_idents`]: `$1` from, `$2` to.
+pub(crate) fn name_idents_sql() -> String {
     format!(
-        "SELECT n.name, COUNT(*), COUNT(DISTINCT p.person) FROM {} GROUP BY n.name \
-         ORDER BY COUNT(*) DESC, n.name LIMIT $3",
-        events_from(None, WINDOW)
+        "SELECT n.name, e.ident FROM event_names n JOIN events e ON e.event = n.name \
+         AND {WINDOW} WHERE substr(n.name, 1, 6) <> 'tally.'"
     )
 }
 

@@ -3,8 +3,8 @@
 
 use super::{
     any_activity_sql, breakdown_rest_sql, breakdown_sql, event_activity_sql, event_idents_sql,
-    sessions_sql, step_idents_sql, top_sql, BreakdownGroup, CountPeople, ProductQueries, Span,
-    SLOT_IDENTS_SQL,
+    name_idents_sql, push_name_ident, sessions_sql, step_idents_sql, BreakdownGroup, CountPeople,
+    ProductQueries, Span, SLOT_IDENTS_SQL,
 };
 use crate::store::postgres::{pg_error, PostgresStore};
 use crate::store::StoreError;
@@ -126,14 +126,18 @@ impl ProductQueries for PostgresStore {
         )
     }
 
-    fn top_events(
-        &self,
-        limit: usize,
-        win: Span,
-    ) -> Result<Vec<(String, CountPeople)>, StoreError> {
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.rows(&top_sql(), &[&win.from, &win.to, &limit], |r| {
-            Ok((r.try_get(0)?, count_people(r, 1)?))
-        })
+    fn name_idents(&self, win: Span) -> Result<Vec<(String, Vec<i64>)>, StoreError> {
+        let mut conn = self.client()?;
+        let rows = conn
+            .client
+            .query(&name_idents_sql(), &[&win.from, &win.to])
+            .map_err(pg_error)?;
+        let mut groups = Vec::new();
+        for r in &rows {
+            let name: &str = r.try_get(0).map_err(pg_error)?;
+            let ident: Option<i64> = r.try_get(1).map_err(pg_error)?;
+            push_name_ident(&mut groups, name, ident.unwrap_or(0));
+        }
+        Ok(groups)
     }
 }

@@ -3,12 +3,12 @@
 
 use super::{
     any_activity_sql, breakdown_rest_sql, breakdown_sql, event_activity_sql, event_idents_sql,
-    sessions_sql, step_idents_sql, top_sql, BreakdownGroup, CountPeople, ProductQueries, Span,
-    SLOT_IDENTS_SQL,
+    name_idents_sql, push_name_ident, sessions_sql, step_idents_sql, BreakdownGroup, CountPeople,
+    ProductQueries, Span, SLOT_IDENTS_SQL,
 };
 use crate::store::sqlite::{db_error, SqliteStore};
 use crate::store::StoreError;
-use rusqlite::types::Value;
+use rusqlite::types::{Type, Value};
 use rusqlite::{params_from_iter, Connection, Row};
 
 /// SQLite numbers parameters `?N`; the shared statements write `$N`.
@@ -172,17 +172,20 @@ impl ProductQueries for SqliteStore {
         })
     }
 
-    fn top_events(
-        &self,
-        limit: usize,
-        win: Span,
-    ) -> Result<Vec<(String, CountPeople)>, StoreError> {
-        let mut params = window(win);
-        params.push(Value::Integer(i64::try_from(limit).unwrap_or(i64::MAX)));
+    fn name_idents(&self, win: Span) -> Result<Vec<(String, Vec<i64>)>, StoreError> {
         self.read(|c| {
-            rows(c, &top_sql(), params, |r| {
-                Ok((r.get(0)?, count_people(r, 1)?))
-            })
+            let mut groups = Vec::new();
+            // Millions of rows: the name is borrowed from the row, not
+            // copied, unless it starts a group.
+            rows(c, &name_idents_sql(), window(win), |r| {
+                let name = r.get_ref(0)?.as_str().map_err(|e| {
+                    rusqlite::Error::FromSqlConversionFailure(0, Type::Text, e.into())
+                })?;
+                let ident: Option<i64> = r.get(1)?;
+                push_name_ident(&mut groups, name, ident.unwrap_or(0));
+                Ok(())
+            })?;
+            Ok(groups)
         })
     }
 }
