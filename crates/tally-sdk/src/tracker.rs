@@ -516,8 +516,7 @@ impl Tracker {
         let log = pipeline::open_log(&config).map_err(BuildError::Log)?;
         let clock = Arc::clone(&config.clock);
         let now = clock.wall_ms();
-        let (next_seq, changed) =
-            pipeline::recover_next_seq(&log, &mut state).map_err(BuildError::Log)?;
+        let (next_seq, changed) = pipeline::recover_next_seq(&log, &mut state);
         if changed {
             state_file.save(&state)?;
         }

@@ -152,7 +152,7 @@ pub(crate) fn open_log(config: &Config) -> Result<Log, String> {
 /// it became durable, or dropped): its seq may be reused from now on, so
 /// it must not be taken for the report's answer. Returns whether `state`
 /// changed. Reads the log's index only: no record is read or decrypted.
-pub(crate) fn recover_next_seq(log: &Log, state: &mut State) -> Result<(u64, bool), String> {
+pub(crate) fn recover_next_seq(log: &Log, state: &mut State) -> (u64, bool) {
     let pending = log.pending_seqs();
     let changed = if state.reports_in_flight.is_empty() {
         false
@@ -180,7 +180,7 @@ pub(crate) fn recover_next_seq(log: &Log, state: &mut State) -> Result<(u64, boo
         .max(dropped)
         .max(own_drops)
         + 1;
-    Ok((next, changed))
+    (next, changed)
 }
 
 /// The pipeline thread's state.
