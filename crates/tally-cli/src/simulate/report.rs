@@ -35,10 +35,10 @@
 //! - **attribution**: every stored event of a user's device counts for that
 //!   user after stitching, or for the install itself only when the
 //!   collector never stored that install's identify (dropped by a policy,
-//!   or lost in doubt with a killed process); never for another person. Per user, the events counted lie within the
-//!   bounds above computed from that user's devices alone, and equal them
-//!   when nothing of those devices was dropped, rejected, pending or in
-//!   doubt.
+//!   or lost in doubt with a killed process); never for another person.
+//!   Per user, the events counted lie within the bounds above computed from
+//!   that user's devices alone, and equal them when nothing of those
+//!   devices was dropped, rejected, pending or in doubt.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -659,6 +659,7 @@ fn verdict(ok: bool) -> &'static str {
 
 #[cfg(test)]
 mod tests {
+    use super::super::ledger::IDENTIFY;
     use super::*;
 
     fn stored(seq: u64, label: &str, person: &str) -> StoredEvent {
@@ -680,53 +681,39 @@ mod tests {
         }
     }
 
+    /// What the collector stored for the user's one install `i1`.
+    fn on_i1(events: &[(u64, &str, &str)]) -> BTreeMap<String, Vec<StoredEvent>> {
+        let stored = events
+            .iter()
+            .map(|&(seq, label, person)| stored(seq, label, person))
+            .collect();
+        BTreeMap::from([("i1".to_owned(), stored)])
+    }
+
     #[test]
     fn events_stay_anonymous_only_when_the_identify_never_arrived() {
         let users = vec![("u1".to_owned(), ledger())];
         // The identify was the call in doubt: the events keep the install.
-        let lost = BTreeMap::from([(
-            "i1".to_owned(),
-            vec![
-                stored(1, "A", "i1"),
-                stored(2, "B", "i1"),
-                stored(3, "C", "i1"),
-            ],
-        )]);
+        let lost = on_i1(&[(1, "A", "i1"), (2, "B", "i1"), (3, "C", "i1")]);
         let (report, ok) = attribution_check(&users, &lost);
         assert!(ok, "{report}");
 
         // The identify is stored, yet one event is left on the install.
-        let stitched_badly = BTreeMap::from([(
-            "i1".to_owned(),
-            vec![
-                stored(1, "A", "i1"),
-                stored(2, IDENTIFY_LABEL, "u1"),
-                stored(3, "C", "u1"),
-            ],
-        )]);
+        let stitched_badly = on_i1(&[(1, "A", "i1"), (2, IDENTIFY, "u1"), (3, "C", "u1")]);
         let (report, ok) = attribution_check(&users, &stitched_badly);
         assert!(!ok);
         assert_eq!(report["failures"][0]["unstitched_after_identify"], 1);
         assert_eq!(report["failures"][0]["counted_for_user"], 2);
 
         // Stored identify, every event stitched.
-        let stitched = BTreeMap::from([(
-            "i1".to_owned(),
-            vec![
-                stored(1, "A", "u1"),
-                stored(2, IDENTIFY_LABEL, "u1"),
-                stored(3, "C", "u1"),
-            ],
-        )]);
+        let stitched = on_i1(&[(1, "A", "u1"), (2, IDENTIFY, "u1"), (3, "C", "u1")]);
         let (report, ok) = attribution_check(&users, &stitched);
         assert!(ok, "{report}");
 
         // Another person's events are never explained.
-        let other = BTreeMap::from([("i1".to_owned(), vec![stored(1, "A", "u2")])]);
+        let other = on_i1(&[(1, "A", "u2")]);
         let (report, ok) = attribution_check(&users, &other);
         assert!(!ok);
         assert_eq!(report["misattributed"], 1);
     }
-
-    const IDENTIFY_LABEL: &str = super::super::ledger::IDENTIFY;
 }
