@@ -160,7 +160,9 @@ fn account(
     if let Some(step) = facts.last_called {
         let made = seen_per_step.get(&step).copied().unwrap_or(0);
         let planned = taps(seed, plan, step, &plan.steps[step]);
-        ledger.in_doubt += planned.saturating_sub(made) as u64;
+        for _ in made..planned {
+            ledger.interrupt(install, step_name(&plan.steps[step]));
+        }
     }
 }
 

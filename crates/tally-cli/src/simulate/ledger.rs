@@ -5,7 +5,7 @@
 //! stopped (`tally_sdk::log::inspect`): the log keeps those counters across
 //! restarts, where `health()` counters start again with each tracker.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use tally_sdk::log::Inspection;
 use tally_sdk::TrackResult;
@@ -41,6 +41,12 @@ pub struct Ledger {
     /// (its first message never became durable, so it was never sent)
     /// holds the later capture. Empty in storm mode.
     pub captures: BTreeMap<String, BTreeMap<u64, &'static str>>,
+    /// Per install, calls a SIGKILL interrupted before the child said
+    /// which seq they got: each may have been accepted and made durable,
+    /// at a seq nobody saw.
+    pub interrupted: BTreeMap<String, Vec<&'static str>>,
+    /// Per install, the seqs of `captures` still in doubt.
+    pub doubtful: BTreeMap<String, BTreeSet<u64>>,
     /// Calls a device killed with SIGKILL made without a confirmed flush:
     /// each may or may not have become durable, so it may or may not be
     /// counted.
@@ -75,17 +81,52 @@ impl Ledger {
     pub fn capture(&mut self, install_id: &str, name: Option<&'static str>, seq: u64) {
         let max = self.max_seq.entry(install_id.to_owned()).or_default();
         *max = (*max).max(seq);
-        self.capture_in_doubt(install_id, name, seq);
+        self.put_capture(install_id, name, seq);
+        if let Some(doubtful) = self.doubtful.get_mut(install_id) {
+            doubtful.remove(&seq);
+        }
     }
 
     /// Records a capture of a device killed before its flush confirmed it:
     /// if it never became durable its seq is taken again, so the collector
     /// need not see it.
     pub fn capture_in_doubt(&mut self, install_id: &str, name: Option<&'static str>, seq: u64) {
+        self.put_capture(install_id, name, seq);
+        self.doubtful
+            .entry(install_id.to_owned())
+            .or_default()
+            .insert(seq);
+    }
+
+    fn put_capture(&mut self, install_id: &str, name: Option<&'static str>, seq: u64) {
         self.captures
             .entry(install_id.to_owned())
             .or_default()
             .insert(seq, name.unwrap_or(IDENTIFY));
+    }
+
+    /// Whether the capture at `seq` of `install_id` is unknown or in doubt,
+    /// so a later call may have taken that seq again.
+    pub fn seq_open(&self, install_id: &str, seq: u64) -> bool {
+        let known = self
+            .captures
+            .get(install_id)
+            .is_some_and(|c| c.contains_key(&seq));
+        !known
+            || self
+                .doubtful
+                .get(install_id)
+                .is_some_and(|d| d.contains(&seq))
+    }
+
+    /// Records a call of `install_id` interrupted before its result was
+    /// known: it is in doubt, and its seq unknown.
+    pub fn interrupt(&mut self, install_id: &str, name: Option<&'static str>) {
+        self.in_doubt += 1;
+        self.interrupted
+            .entry(install_id.to_owned())
+            .or_default()
+            .push(name.unwrap_or(IDENTIFY));
     }
 
     /// Adds what one install's log recorded over its whole life; what it
@@ -123,6 +164,18 @@ impl Ledger {
                 .entry(k.clone())
                 .or_default()
                 .extend(v.iter().map(|(seq, name)| (*seq, *name)));
+        }
+        for (k, v) in &other.doubtful {
+            self.doubtful
+                .entry(k.clone())
+                .or_default()
+                .extend(v.iter().copied());
+        }
+        for (k, v) in &other.interrupted {
+            self.interrupted
+                .entry(k.clone())
+                .or_default()
+                .extend(v.iter().copied());
         }
         self.in_doubt += other.in_doubt;
     }
