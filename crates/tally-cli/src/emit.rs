@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use tally_sdk::{Consent, Props, Tracker, WhenFull};
 
-/// How long `track()` may wait for room in the hand-off channel: emit is a
+/// How long `track()` may wait for room in the hand-off queue: emit is a
 /// batch tool, so it waits rather than refusing events of a large `--count`.
 const BLOCK_WHEN_FULL_MS: u64 = 60_000;
 

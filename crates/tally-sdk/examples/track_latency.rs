@@ -6,7 +6,7 @@
 //! vary per event, the properties built before the timer starts.
 //!
 //! ```text
-//! cargo run --release -p tally-sdk --example track_latency -- [EVENTS] [DATA_DIR] [CHANNEL_CAPACITY]
+//! cargo run --release -p tally-sdk --example track_latency -- [EVENTS] [DATA_DIR] [CHANNEL_CAPACITY] [QUEUE_BUDGET_BYTES]
 //! ```
 //!
 //! Prints one JSON line. No collector runs: the uploader backs off against
@@ -46,11 +46,15 @@ fn main() {
         std::path::PathBuf::from,
     );
     let capacity: Option<usize> = args.next().and_then(|a| a.parse().ok());
+    let budget: Option<usize> = args.next().and_then(|a| a.parse().ok());
     let _ = std::fs::remove_dir_all(&dir);
     let mut builder =
         Tracker::builder("bench", "http://127.0.0.1:9", &dir).consent(Consent::Granted);
     if let Some(capacity) = capacity {
         builder = builder.channel_capacity(capacity);
+    }
+    if let Some(budget) = budget {
+        builder = builder.queue_budget(budget);
     }
     let tracker = builder.build().unwrap();
 

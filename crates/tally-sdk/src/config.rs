@@ -11,25 +11,25 @@ use crate::pipeline::session::DEFAULT_SESSION_TIMEOUT_MS;
 use crate::upload::clock::{Clock, SystemClock};
 use crate::upload::transport::Transport;
 
-/// Default capacity of the hand-off channel between `track()` and the
+/// Default capacity of the hand-off queue between `track()` and the
 /// pipeline thread, in messages: a count cap behind the byte budget below,
 /// which is what governs refusals for messages of ordinary size.
 pub const DEFAULT_CHANNEL_CAPACITY: usize = 32 * 1024;
 
-/// Default byte budget of the hand-off queue: the memory the messages
-/// waiting for the pipeline hold (the captured message, its strings, and
-/// allocator and channel overhead, as [`crate::Tracker`] estimates them at
-/// the call). A `track()` that would pass it is refused as `queue_full`
-/// (or waits, under [`WhenFull::Block`]); the refusal takes no `seq` and is
-/// counted in `health().refused`.
+/// Default byte budget of the hand-off queue: the bytes of the records
+/// waiting for the pipeline (see [`crate::pipeline::handoff`]: 30 bytes
+/// of header plus the name, properties and dedup key, as written), half
+/// of it at most in the buffer the pipeline has not taken yet. A
+/// `track()` that would pass it is refused as `queue_full` (or waits,
+/// under [`WhenFull::Block`]); the refusal takes no `seq` and is counted
+/// in `health().refused`.
 ///
-/// 6 MiB is about 22,000 messages of 3 short string properties (≈ 280
+/// 6 MiB holds about 70,000 events of 3 short string properties (≈ 86
 /// bytes each): a burst that long is absorbed while the pipeline drains
-/// it, and, with the log's small in-flight bound, the SDK's peak RSS stays
-/// under 16 MB whatever the burst, because the budget counts bytes (large
-/// messages cannot multiply it as a count of messages would). How much of
-/// a longer burst is refused depends on how fast the pipeline persists on
-/// the device. Measured by
+/// it, and the SDK's peak RSS stays under 16 MB whatever the burst,
+/// because the budget counts bytes (large messages cannot multiply it as
+/// a count of messages would). How much of a longer burst is refused
+/// depends on how fast the pipeline persists on the device. Measured by
 /// `cargo run --release -p tally-sdk --example track_latency`.
 pub const DEFAULT_QUEUE_BUDGET_BYTES: usize = 6 * 1024 * 1024;
 
@@ -37,7 +37,7 @@ pub const DEFAULT_QUEUE_BUDGET_BYTES: usize = 6 * 1024 * 1024;
 /// far above what any dashboard can show.
 pub const MAX_PROPERTY_COUNT: usize = 255;
 
-/// What `track()` does when the hand-off channel is full.
+/// What `track()` does when the hand-off queue is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WhenFull {
     /// Refuse the message at once ([`crate::Refusal::QueueFull`]); the
@@ -58,7 +58,7 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Inactivity that ends a session.
     pub session_timeout_ms: i64,
-    /// Capacity of the hand-off channel.
+    /// Capacity of the hand-off queue, in messages.
     pub channel_capacity: usize,
     /// Byte budget of the hand-off queue.
     pub queue_budget_bytes: usize,

@@ -4,7 +4,7 @@
 //!
 //! | thread | does | never does |
 //! |---|---|---|
-//! | the caller's | check the limits in O(1), take the capture lock, stamp `seq`, capture time and session, hand off to the bounded channel | I/O, JSON parsing, waiting (unless [`WhenFull::Block`] is chosen) |
+//! | the caller's | check the limits in O(1), take the capture lock, stamp `seq`, capture time and session, append one record to the hand-off queue (`pipeline/handoff.rs`) | I/O, JSON parsing, waiting (unless [`WhenFull::Block`] is chosen) |
 //! | pipeline | identity → `messageId` (UUIDv7 of the capture time) → enrich → privacy → serialize → validate → `log.append`; group-commit flushes; state saves | network |
 //! | uploader | read durable records → batch → encode → send → classify → ack, backoff, drop reports, health beacons | capture |
 //!
@@ -27,8 +27,8 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -41,6 +41,7 @@ use crate::config::{Config, WhenFull, MAX_PROPERTY_COUNT};
 use crate::health::{bump, Health, Metrics};
 use crate::log::Log;
 use crate::pipeline::enrich::ContextProvider;
+use crate::pipeline::handoff::{message_bytes, Handoff};
 use crate::pipeline::privacy::{Consent, KeyScope};
 use crate::pipeline::session::Sessions;
 use crate::pipeline::{self, Captured, Command, Kind};
@@ -183,7 +184,7 @@ impl TrackerBuilder {
         self
     }
 
-    /// Capacity of the hand-off channel, in messages.
+    /// Capacity of the hand-off queue, in messages.
     pub fn channel_capacity(mut self, capacity: usize) -> Self {
         self.config.channel_capacity = capacity.max(1);
         self
@@ -315,7 +316,7 @@ impl TrackerBuilder {
 pub(crate) struct Capture {
     pub(crate) next_seq: u64,
     pub(crate) sessions: Sessions,
-    tx: Sender<Command>,
+    pub(crate) handoff: Handoff,
 }
 
 /// What the tracker's threads share.
@@ -323,10 +324,12 @@ pub(crate) struct Capture {
 pub(crate) struct Shared {
     pub(crate) config: Config,
     pub(crate) capture: Mutex<Capture>,
-    /// Memory held by messages in the hand-off channel (see
-    /// [`crate::pipeline::Captured::memory_cost`]).
+    /// Signals the pipeline that the hand-off queue has records for it.
+    pub(crate) handoff_ready: Condvar,
+    /// Bytes of message records in the hand-off queue (waiting, or taken
+    /// and not yet processed), against the byte budget.
     pub(crate) queued_bytes: AtomicUsize,
-    /// Messages in the hand-off channel (at most `channel_capacity`).
+    /// Messages in the hand-off queue (at most `channel_capacity`).
     pub(crate) queued_messages: AtomicUsize,
     pub(crate) consent: AtomicU8,
     pub(crate) clock: Arc<dyn Clock>,
@@ -359,6 +362,10 @@ impl Shared {
         }
     }
 
+    pub(crate) fn lock_capture(&self) -> MutexGuard<'_, Capture> {
+        self.capture.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     pub(crate) fn lock_state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -381,7 +388,7 @@ impl Shared {
     /// the app named, if it named one.
     pub(crate) fn capture(
         &self,
-        kind: Kind,
+        kind: Kind<'_>,
         options: TrackOptions,
         session: Option<&str>,
     ) -> TrackResult {
@@ -395,36 +402,43 @@ impl Shared {
         if self.stopping.load(Ordering::Relaxed) {
             return self.refuse(Refusal::ShutDown);
         }
-        if let Some(d) = options.dedup_key.as_ref() {
-            if d.len() > MAX_ID_BYTES {
-                return self.refuse(Refusal::Invalid(RejectReason::IdTooLong));
-            }
+        let dedup_key = options.dedup_key.as_deref();
+        if dedup_key.is_some_and(|d| d.len() > MAX_ID_BYTES) {
+            return self.refuse(Refusal::Invalid(RejectReason::IdTooLong));
         }
         let ts_ms = self.clock.wall_ms();
         let deadline = match self.config.when_full {
             WhenFull::Refuse => None,
             WhenFull::Block(ms) => Some(Instant::now() + Duration::from_millis(ms)),
         };
-        let mut captured = Box::new(Captured {
+        let mut captured = Captured {
             seq: 0,
             ts_ms,
-            session_id: Arc::from(""),
             session_index: 0,
             kind,
             priority: options.priority,
-            dedup_key: options.dedup_key,
-            cost: 0,
-        });
-        captured.cost = captured.memory_cost();
-        let cost = captured.cost;
+            dedup_key,
+        };
+        let cost = message_bytes(&captured);
         let budget = self.config.queue_budget_bytes;
         let capacity = self.config.channel_capacity;
         loop {
-            // The budget is checked, then taken, without a lock: callers
-            // racing past it overshoot by at most one message each.
+            let mut capture = self.lock_capture();
+            if capture.handoff.closed {
+                drop(capture);
+                return self.refuse(Refusal::ShutDown);
+            }
+            // Within the budget, and within half of it in the buffer not
+            // yet taken: the pipeline's batch and this buffer together
+            // never hold more than the budget.
             if self.queued_bytes.load(Ordering::Relaxed) + cost > budget
+                || capture.handoff.len() + cost > budget / 2
                 || self.queued_messages.load(Ordering::Relaxed) >= capacity
             {
+                if capture.handoff.wake_when_full() {
+                    self.handoff_ready.notify_one();
+                }
+                drop(capture);
                 match deadline {
                     Some(d) if Instant::now() < d => {
                         std::thread::sleep(BLOCK_RETRY);
@@ -433,7 +447,6 @@ impl Shared {
                     _ => return self.refuse(Refusal::QueueFull),
                 }
             }
-            let mut capture = self.capture.lock().unwrap_or_else(|p| p.into_inner());
             let (session_id, session_index) = match session {
                 None => capture.sessions.touch(ts_ms),
                 Some(named) => match capture.sessions.touch_named(named, ts_ms) {
@@ -446,15 +459,11 @@ impl Shared {
             };
             let seq = capture.next_seq;
             captured.seq = seq;
-            captured.session_id = session_id;
             captured.session_index = session_index;
             self.queued_bytes.fetch_add(cost, Ordering::Relaxed);
             self.queued_messages.fetch_add(1, Ordering::Relaxed);
-            if capture.tx.send(Command::Message(captured)).is_err() {
-                self.queued_bytes.fetch_sub(cost, Ordering::Relaxed);
-                self.queued_messages.fetch_sub(1, Ordering::Relaxed);
-                drop(capture);
-                return self.refuse(Refusal::ShutDown);
+            if capture.handoff.push_message(&captured, &session_id) {
+                self.handoff_ready.notify_one();
             }
             capture.next_seq += 1;
             drop(capture);
@@ -465,8 +474,18 @@ impl Shared {
 
     /// Sends a control command in order with the messages.
     pub(crate) fn control(&self, command: Command) -> Result<(), FlushError> {
-        let capture = self.capture.lock().unwrap_or_else(|p| p.into_inner());
-        capture.tx.send(command).map_err(|_| FlushError::ShutDown)
+        let mut capture = self.lock_capture();
+        self.push_control(&mut capture, command)
+    }
+
+    fn push_control(&self, capture: &mut Capture, command: Command) -> Result<(), FlushError> {
+        if capture.handoff.closed {
+            return Err(FlushError::ShutDown);
+        }
+        if capture.handoff.push_control(command) {
+            self.handoff_ready.notify_one();
+        }
+        Ok(())
     }
 
     /// Waits until everything handed off so far is durable.
@@ -521,11 +540,6 @@ impl Tracker {
             state_file.save(&state)?;
         }
         let sessions = Sessions::restore(state.session.clone(), now, config.session_timeout_ms);
-        // Unbounded in the type, bounded by the budget and the capacity
-        // that `track()` checks: its memory grows and shrinks with what is
-        // queued, where a bounded channel would allocate and touch every
-        // slot of its capacity (1.3 MB by default) on each start.
-        let (tx, rx): (Sender<Command>, Receiver<Command>) = mpsc::channel();
         let transport: Arc<dyn Transport> = match (&config.transport, &config.trusted_ca_pem) {
             (Some(t), _) => Arc::clone(t),
             (None, Some(pem)) => Arc::new(
@@ -538,8 +552,9 @@ impl Tracker {
             capture: Mutex::new(Capture {
                 next_seq,
                 sessions,
-                tx,
+                handoff: Handoff::new(),
             }),
+            handoff_ready: Condvar::new(),
             queued_bytes: AtomicUsize::new(0),
             queued_messages: AtomicUsize::new(0),
             consent: AtomicU8::new(consent_code(state.consent)),
@@ -556,7 +571,7 @@ impl Tracker {
             config,
         });
         let mut threads = Vec::with_capacity(2);
-        let pipeline = pipeline::Pipeline::new(Arc::clone(&shared), rx);
+        let pipeline = pipeline::Pipeline::new(Arc::clone(&shared));
         threads.push(
             std::thread::Builder::new()
                 .name("tally-pipeline".into())
@@ -612,7 +627,12 @@ impl Tracker {
         ]
     }
 
-    fn submit(&self, check: Result<(), Refusal>, kind: Kind, options: TrackOptions) -> TrackResult {
+    fn submit(
+        &self,
+        check: Result<(), Refusal>,
+        kind: Kind<'_>,
+        options: TrackOptions,
+    ) -> TrackResult {
         match check {
             Ok(()) => self.shared.capture(kind, options, None),
             Err(refusal) => self.shared.refuse(refusal),
@@ -629,8 +649,8 @@ impl Tracker {
     pub fn track_with(&self, name: &str, props: Props, options: TrackOptions) -> TrackResult {
         let check = self.checked(&props, &Self::name_checks(name));
         let kind = Kind::Track {
-            event: name.to_owned(),
-            props: props.into_json(),
+            event: name,
+            props: props.as_json(),
         };
         self.submit(check, kind, options)
     }
@@ -650,19 +670,15 @@ impl Tracker {
             return self.shared.refuse(refusal);
         }
         let kind = Kind::Track {
-            event: name.to_owned(),
-            props: props.into_json(),
+            event: name,
+            props: props.as_json(),
         };
         self.shared.capture(kind, options, Some(session_id))
     }
 
     /// The current session's id and index.
     pub fn session(&self) -> (String, u64) {
-        let capture = self
-            .shared
-            .capture
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let capture = self.shared.lock_capture();
         let (id, index) = capture.sessions.current();
         (id.to_string(), index)
     }
@@ -677,8 +693,8 @@ impl Tracker {
             )],
         );
         let kind = Kind::Screen {
-            name: name.to_owned(),
-            props: props.into_json(),
+            name,
+            props: props.as_json(),
         };
         self.submit(check, kind, TrackOptions::default())
     }
@@ -693,8 +709,8 @@ impl Tracker {
             )],
         );
         let kind = Kind::Page {
-            name: name.to_owned(),
-            props: props.into_json(),
+            name,
+            props: props.as_json(),
         };
         self.submit(check, kind, TrackOptions::default())
     }
@@ -710,8 +726,8 @@ impl Tracker {
             ],
         );
         let kind = Kind::Identify {
-            user_id: user_id.to_owned(),
-            traits: traits.into_json(),
+            user_id,
+            traits: traits.as_json(),
         };
         self.submit(check, kind, TrackOptions::default())
     }
@@ -725,9 +741,7 @@ impl Tracker {
                 (user_id.len() > MAX_ID_BYTES, RejectReason::IdTooLong),
             ],
         );
-        let kind = Kind::Alias {
-            user_id: user_id.to_owned(),
-        };
+        let kind = Kind::Alias { user_id };
         self.submit(check, kind, TrackOptions::default())
     }
 
@@ -741,8 +755,8 @@ impl Tracker {
             ],
         );
         let kind = Kind::Group {
-            group_id: group_id.to_owned(),
-            traits: traits.into_json(),
+            group_id,
+            traits: traits.as_json(),
         };
         self.submit(check, kind, TrackOptions::default())
     }
@@ -751,16 +765,9 @@ impl Tracker {
     /// session; messages before this call keep the old identity.
     pub fn reset(&self) -> Result<(), FlushError> {
         let now = self.shared.clock.wall_ms();
-        let mut capture = self
-            .shared
-            .capture
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut capture = self.shared.lock_capture();
         capture.sessions.start_new(now);
-        capture
-            .tx
-            .send(Command::Reset)
-            .map_err(|_| FlushError::ShutDown)
+        self.shared.push_control(&mut capture, Command::Reset)
     }
 
     /// Sets consent. `Denied` refuses new messages and shreds everything

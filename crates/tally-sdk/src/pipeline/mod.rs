@@ -1,6 +1,6 @@
 //! The pipeline thread: from a captured message to a record in the log.
 //!
-//! Contract: messages arrive from the hand-off channel in `seq` order with
+//! Contract: messages arrive from the hand-off queue ([`handoff`]) in `seq` order with
 //! their capture time and session. For each, in order: identity (the
 //! current `anonymousId`/`userId`), `messageId` (a UUIDv7 of the capture
 //! time), enrichment (the context template), privacy (scopes, redaction,
@@ -25,12 +25,14 @@
 //! | identity | [`identity`] |
 
 pub mod enrich;
+pub mod handoff;
 pub mod identity;
 pub mod privacy;
 pub mod session;
 
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
+use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -45,6 +47,7 @@ use crate::log::{AppendError, Entry, Log, LogConfig};
 use crate::state::State;
 use crate::tracker::{FlushError, Shared};
 
+use self::handoff::{message_bytes, Record, Records, Waiting, POLL_MS};
 use self::identity::Identity;
 use self::privacy::{Consent, Privacy};
 
@@ -61,60 +64,84 @@ const STATE_SAVE_MS: u64 = 5_000;
 /// Prefix of the SDK's own event names.
 pub const INTERNAL_PREFIX: &str = "tally.";
 
-/// What a message is, as captured on the caller's thread.
-#[derive(Debug)]
-pub(crate) enum Kind {
-    Track { event: String, props: String },
-    Screen { name: String, props: String },
-    Page { name: String, props: String },
-    Identify { user_id: String, traits: String },
-    Alias { user_id: String },
-    Group { group_id: String, traits: String },
+/// What a message is, as captured on the caller's thread (borrowed from
+/// the call, or from the hand-off batch on the pipeline's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind<'a> {
+    Track { event: &'a str, props: &'a str },
+    Screen { name: &'a str, props: &'a str },
+    Page { name: &'a str, props: &'a str },
+    Identify { user_id: &'a str, traits: &'a str },
+    Alias { user_id: &'a str },
+    Group { group_id: &'a str, traits: &'a str },
+}
+
+impl<'a> Kind<'a> {
+    /// The kind's code in a hand-off record.
+    pub(crate) fn tag(&self) -> u8 {
+        match self {
+            Self::Track { .. } => 0,
+            Self::Screen { .. } => 1,
+            Self::Page { .. } => 2,
+            Self::Identify { .. } => 3,
+            Self::Alias { .. } => 4,
+            Self::Group { .. } => 5,
+        }
+    }
+
+    /// Its two strings (the second empty for an alias).
+    pub(crate) fn strings(&self) -> (&'a str, &'a str) {
+        match *self {
+            Self::Track { event: a, props: b }
+            | Self::Screen { name: a, props: b }
+            | Self::Page { name: a, props: b }
+            | Self::Identify {
+                user_id: a,
+                traits: b,
+            }
+            | Self::Group {
+                group_id: a,
+                traits: b,
+            } => (a, b),
+            Self::Alias { user_id } => (user_id, ""),
+        }
+    }
+
+    /// The kind of code `tag` with strings `a` and `b`.
+    pub(crate) fn from_tag(tag: u8, a: &'a str, b: &'a str) -> Option<Self> {
+        Some(match tag {
+            0 => Self::Track { event: a, props: b },
+            1 => Self::Screen { name: a, props: b },
+            2 => Self::Page { name: a, props: b },
+            3 => Self::Identify {
+                user_id: a,
+                traits: b,
+            },
+            4 => Self::Alias { user_id: a },
+            5 => Self::Group {
+                group_id: a,
+                traits: b,
+            },
+            _ => return None,
+        })
+    }
 }
 
 /// A message handed off by the caller.
 #[derive(Debug)]
-pub(crate) struct Captured {
+pub(crate) struct Captured<'a> {
     pub(crate) seq: u64,
     pub(crate) ts_ms: i64,
-    pub(crate) session_id: Arc<str>,
     pub(crate) session_index: u64,
-    pub(crate) kind: Kind,
+    pub(crate) kind: Kind<'a>,
     pub(crate) priority: Priority,
-    pub(crate) dedup_key: Option<String>,
-    /// What it holds in memory while queued, as counted against the
-    /// hand-off queue's byte budget.
-    pub(crate) cost: usize,
+    pub(crate) dedup_key: Option<&'a str>,
 }
 
-/// Allocator bookkeeping per heap block (a size word, rounding to 16).
-const ALLOC_OVERHEAD: usize = 16;
-
-impl Captured {
-    /// The memory a queued message holds: its box, the channel slot that
-    /// points at it, and its strings at their capacity.
-    pub(crate) fn memory_cost(&self) -> usize {
-        let string = |s: &String| s.capacity() + ALLOC_OVERHEAD;
-        let strings = match &self.kind {
-            Kind::Track { event, props }
-            | Kind::Screen { name: event, props }
-            | Kind::Page { name: event, props } => string(event) + string(props),
-            Kind::Identify { user_id, traits } => string(user_id) + string(traits),
-            Kind::Alias { user_id } => string(user_id),
-            Kind::Group { group_id, traits } => string(group_id) + string(traits),
-        };
-        std::mem::size_of::<Captured>()
-            + ALLOC_OVERHEAD
-            + std::mem::size_of::<Command>()
-            + strings
-            + self.dedup_key.as_ref().map_or(0, string)
-    }
-}
-
-/// What travels in the hand-off channel.
+/// A control command: travels in the hand-off queue in order with the
+/// messages.
 #[derive(Debug)]
 pub(crate) enum Command {
-    Message(Box<Captured>),
     Flush(SyncSender<Result<(), FlushError>>),
     Reset,
     /// The collector deleted these users: if one is the current user,
@@ -186,7 +213,15 @@ pub(crate) fn recover_next_seq(log: &Log, state: &mut State) -> (u64, bool) {
 /// The pipeline thread's state.
 pub(crate) struct Pipeline {
     shared: Arc<Shared>,
-    rx: Receiver<Command>,
+    /// The hand-off records being worked through, and their commands.
+    batch: Vec<u8>,
+    controls: VecDeque<Command>,
+    /// The session of the messages being read (from the last session
+    /// record).
+    session_id: String,
+    session_index: u64,
+    /// A shutdown command was read: finish what was accepted, then stop.
+    stopping: bool,
     identity: Identity,
     /// The context template's members as JSON text (without braces),
     /// spliced into every message: serialized once, not per message.
@@ -201,7 +236,7 @@ pub(crate) struct Pipeline {
 }
 
 impl Pipeline {
-    pub(crate) fn new(shared: Arc<Shared>, rx: Receiver<Command>) -> Self {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
         let identity = shared.lock_state().identity.clone();
         let template = enrich::context_template(&shared.config.context.device_context());
         let template_json = serde_json::to_string(&template).unwrap_or_default();
@@ -215,7 +250,11 @@ impl Pipeline {
         let now = shared.clock.mono_ms();
         Self {
             shared,
-            rx,
+            batch: Vec::new(),
+            controls: VecDeque::new(),
+            session_id: String::new(),
+            session_index: 0,
+            stopping: false,
             identity,
             static_context,
             privacy,
@@ -229,61 +268,150 @@ impl Pipeline {
     }
 
     pub(crate) fn run(mut self) {
+        let _close = CloseOnExit(Arc::clone(&self.shared));
+        let mut waiting = Waiting::Idle;
         loop {
-            match self.rx.recv_timeout(Duration::from_millis(GROUP_COMMIT_MS)) {
-                Ok(Command::Message(m)) => {
+            let took = self.take(waiting);
+            waiting = if took {
+                Waiting::Polling
+            } else {
+                Waiting::Idle
+            };
+            if took {
+                self.work();
+            }
+            if self.stopping {
+                // Closed now: what callers pushed before is accepted, so
+                // it is persisted before the last flush.
+                while self.take_closing() {
+                    self.work();
+                }
+                let _ = self.flush(true);
+                return;
+            }
+            self.tick();
+        }
+    }
+
+    /// Waits (as `waiting` says) for records and takes them all. Returns
+    /// whether it took any.
+    fn take(&mut self, waiting: Waiting) -> bool {
+        let timeout = match waiting {
+            Waiting::Polling => POLL_MS,
+            // Wake for the group commit that is due, if one is.
+            _ if self.unflushed => GROUP_COMMIT_MS
+                .saturating_sub(
+                    self.shared
+                        .clock
+                        .mono_ms()
+                        .saturating_sub(self.last_flush_ms),
+                )
+                .max(1),
+            _ => GROUP_COMMIT_MS,
+        };
+        let mut capture = self.shared.lock_capture();
+        if capture.handoff.is_empty() {
+            capture.handoff.waiting = waiting;
+            capture = self
+                .shared
+                .handoff_ready
+                .wait_timeout_while(capture, Duration::from_millis(timeout), |c| {
+                    c.handoff.is_empty()
+                })
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+            capture.handoff.waiting = Waiting::No;
+            if capture.handoff.is_empty() {
+                return false;
+            }
+        }
+        capture.handoff.take(&mut self.batch, &mut self.controls);
+        true
+    }
+
+    /// Closes the hand-off queue and takes what it still holds. Returns
+    /// whether it took any.
+    fn take_closing(&mut self) -> bool {
+        let mut capture = self.shared.lock_capture();
+        capture.handoff.closed = true;
+        if capture.handoff.is_empty() {
+            return false;
+        }
+        capture.handoff.take(&mut self.batch, &mut self.controls);
+        true
+    }
+
+    /// Works through the batch taken, in order.
+    fn work(&mut self) {
+        let batch = std::mem::take(&mut self.batch);
+        for record in Records::new(&batch) {
+            match record {
+                Record::Session { id, index } => {
+                    self.session_id.clear();
+                    self.session_id.push_str(id);
+                    self.session_index = index;
+                }
+                Record::Message(mut captured) => {
+                    captured.session_index = self.session_index;
                     self.shared
                         .queued_bytes
-                        .fetch_sub(m.cost, Ordering::Relaxed);
+                        .fetch_sub(message_bytes(&captured), Ordering::Relaxed);
                     self.shared.queued_messages.fetch_sub(1, Ordering::Relaxed);
-                    self.process(*m);
+                    self.process(captured);
+                    self.tick();
                 }
-                Ok(Command::Flush(reply)) => {
-                    let result = self.flush(true);
-                    let _ = reply.send(result);
+                Record::Control => {
+                    if let Some(command) = self.controls.pop_front() {
+                        self.control(command);
+                    }
                 }
-                Ok(Command::Reset) => {
+            }
+        }
+        self.batch = batch;
+        self.batch.clear();
+    }
+
+    fn control(&mut self, command: Command) {
+        match command {
+            Command::Flush(reply) => {
+                let result = self.flush(true);
+                let _ = reply.send(result);
+            }
+            Command::Reset => {
+                self.identity.reset();
+                self.state_dirty = true;
+            }
+            Command::Forget(users) => {
+                if self
+                    .identity
+                    .user_id
+                    .as_ref()
+                    .is_some_and(|u| users.contains(u))
+                {
                     self.identity.reset();
                     self.state_dirty = true;
                 }
-                Ok(Command::Forget(users)) => {
-                    if self
-                        .identity
-                        .user_id
-                        .as_ref()
-                        .is_some_and(|u| users.contains(u))
-                    {
-                        self.identity.reset();
-                        self.state_dirty = true;
-                    }
-                }
-                Ok(Command::Purge(reply)) => {
-                    let _ = reply.send(self.purge());
-                }
-                Ok(Command::Shutdown) | Err(RecvTimeoutError::Disconnected) => {
-                    let _ = self.flush(true);
-                    return;
-                }
-                Err(RecvTimeoutError::Timeout) => {}
             }
-            let now = self.shared.clock.mono_ms();
-            if self.unflushed && now.saturating_sub(self.last_flush_ms) >= GROUP_COMMIT_MS {
-                let _ = self.flush(false);
+            Command::Purge(reply) => {
+                let _ = reply.send(self.purge());
             }
-            if self.state_dirty && now.saturating_sub(self.last_state_save_ms) >= STATE_SAVE_MS {
-                self.save_state();
-            }
+            Command::Shutdown => self.stopping = true,
+        }
+    }
+
+    /// The group commit and the periodic state save, when due.
+    fn tick(&mut self) {
+        let now = self.shared.clock.mono_ms();
+        if self.unflushed && now.saturating_sub(self.last_flush_ms) >= GROUP_COMMIT_MS {
+            let _ = self.flush(false);
+        }
+        if self.state_dirty && now.saturating_sub(self.last_state_save_ms) >= STATE_SAVE_MS {
+            self.save_state();
         }
     }
 
     fn save_state(&mut self) {
-        let session = self
-            .shared
-            .capture
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .sessions
-            .saved();
+        let session = self.shared.lock_capture().sessions.saved();
         let mut state = self.shared.lock_state();
         state.identity = self.identity.clone();
         state.session = Some(session);
@@ -362,7 +490,7 @@ impl Pipeline {
         self.last_appended = self.last_appended.max(seq);
     }
 
-    fn process(&mut self, captured: Captured) {
+    fn process(&mut self, captured: Captured<'_>) {
         let seq = captured.seq;
         if self.shared.consent() == Consent::Denied {
             self.drop_seq(seq, "consent_denied");
@@ -430,49 +558,49 @@ impl Pipeline {
         RawJson::from_text(&filtered).ok()
     }
 
-    fn build(&mut self, c: Captured) -> Message {
+    fn build(&mut self, c: Captured<'_>) -> Message {
         let id = self.message_id(c.ts_ms);
         let ts = format_timestamp(c.ts_ms);
         let mut msg = match c.kind {
             Kind::Track { event, props } => {
-                let properties = self.raw(Some(&event), &props);
+                let properties = self.raw(Some(event), props);
                 Message {
                     properties,
-                    ..Message::track(id, ts, event)
+                    ..Message::track(id, ts, event.to_owned())
                 }
             }
             Kind::Screen { name, props } => {
-                let properties = self.raw(Some(&name), &props);
+                let properties = self.raw(Some(name), props);
                 Message {
                     properties,
-                    ..Message::view(MessageType::Screen, id, ts, name)
+                    ..Message::view(MessageType::Screen, id, ts, name.to_owned())
                 }
             }
             Kind::Page { name, props } => {
-                let properties = self.raw(Some(&name), &props);
+                let properties = self.raw(Some(name), props);
                 Message {
                     properties,
-                    ..Message::view(MessageType::Page, id, ts, name)
+                    ..Message::view(MessageType::Page, id, ts, name.to_owned())
                 }
             }
             Kind::Identify { user_id, traits } => {
-                let user_id = self.privacy.user_id(&user_id);
+                let user_id = self.privacy.user_id(user_id);
                 self.identity.identify(user_id.clone());
                 self.state_dirty = true;
                 Message {
-                    traits: self.raw(None, &traits),
+                    traits: self.raw(None, traits),
                     ..Message::identify(id, ts, user_id)
                 }
             }
             Kind::Alias { user_id } => {
-                let user_id = self.privacy.user_id(&user_id);
+                let user_id = self.privacy.user_id(user_id);
                 let previous = self.identity.alias(user_id.clone());
                 self.state_dirty = true;
                 Message::alias(id, ts, previous, user_id)
             }
             Kind::Group { group_id, traits } => Message {
-                traits: self.raw(None, &traits),
-                ..Message::group(id, ts, group_id)
+                traits: self.raw(None, traits),
+                ..Message::group(id, ts, group_id.to_owned())
             },
         };
         msg.anonymous_id = Some(self.identity.anonymous_id.clone());
@@ -490,17 +618,29 @@ impl Pipeline {
             tally: Some(TallyContext {
                 install_id: Some(self.identity.install_id.clone()),
                 seq: Some(c.seq),
-                session_id: Some(c.session_id.to_string()),
+                session_id: Some(self.session_id.clone()),
                 session_index: Some(c.session_index),
                 schema: Some(SCHEMA_VERSION),
                 priority: (c.priority == Priority::Critical).then_some(Priority::Critical),
-                dedup_key: c.dedup_key,
+                dedup_key: c.dedup_key.map(str::to_owned),
                 ..TallyContext::default()
             }),
             ..Context::default()
         };
         msg.context = Some(context);
         msg
+    }
+}
+
+/// Closes the hand-off queue when the pipeline thread ends, however it
+/// ends: callers are then refused as shut down, and commands nobody will
+/// run are dropped, which their senders see as the tracker shut down.
+struct CloseOnExit(Arc<Shared>);
+
+impl Drop for CloseOnExit {
+    fn drop(&mut self) {
+        let orphans = self.0.lock_capture().handoff.close();
+        drop(orphans);
     }
 }
 

@@ -238,6 +238,15 @@ impl Privacy {
 }
 
 fn normalise(key: &str) -> String {
+    if key.is_ascii() {
+        // Byte-wise: the common case, and many times faster than the
+        // Unicode mapping below (this runs over every event's properties).
+        return key
+            .bytes()
+            .filter(|b| !matches!(b, b'_' | b'-' | b'.' | b' '))
+            .map(|b| char::from(b.to_ascii_lowercase()))
+            .collect();
+    }
     key.chars()
         .filter(|c| !matches!(c, '_' | '-' | '.' | ' '))
         .flat_map(char::to_lowercase)

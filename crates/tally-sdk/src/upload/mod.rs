@@ -71,7 +71,7 @@ pub const HEALTH_EVENT: &str = "tally.health";
 const MAX_RANGES_PER_REPORT: usize = 400;
 
 /// Pause before reporting drops again when a report could not be queued
-/// (full hand-off channel): long enough not to spin, short against a sync.
+/// (full hand-off queue): long enough not to spin, short against a sync.
 const DROP_REPORT_RETRY_MS: u64 = 10;
 
 /// What one attempt achieved.
@@ -494,8 +494,8 @@ impl Uploader {
                 let plain: Vec<[u64; 2]> = chunk.iter().map(|(r, _)| *r).collect();
                 let props = Props::new().with("reason", reason).with("ranges", &plain);
                 let kind = Kind::Track {
-                    event: DROPPED_EVENT.to_owned(),
-                    props: props.into_json(),
+                    event: DROPPED_EVENT,
+                    props: props.as_json(),
                 };
                 let options = TrackOptions {
                     priority: Priority::Critical,
@@ -539,9 +539,10 @@ impl Uploader {
             return;
         }
         self.last_beacon_ms = now;
+        let props = beacon_props(&health(&self.shared));
         let kind = Kind::Track {
-            event: HEALTH_EVENT.to_owned(),
-            props: beacon_props(&health(&self.shared)).into_json(),
+            event: HEALTH_EVENT,
+            props: props.as_json(),
         };
         let _ = self.shared.capture(kind, TrackOptions::default(), None);
     }
