@@ -33,6 +33,16 @@ fn vm_hwm_mb() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
+/// Minor page faults of the calling thread so far.
+fn thread_minor_faults() -> u64 {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap_or_default();
+    // Fields after the parenthesised name: state is field 3, minflt 10.
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().nth(7))
+        .and_then(|f| f.parse().ok())
+        .unwrap_or(0)
+}
+
 fn percentile(sorted: &[u64], q: f64) -> f64 {
     let rank = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len());
     sorted[rank - 1] as f64 / 1_000.0
@@ -67,6 +77,7 @@ fn main() {
     };
     let mut ns = Vec::with_capacity(events as usize);
     let mut refused = 0u64;
+    let faults_before = thread_minor_faults();
     let loop_start = Instant::now();
     for i in 0..events {
         let props = Props::new()
@@ -81,6 +92,8 @@ fn main() {
         }
     }
     let caller_loop_s = loop_start.elapsed().as_secs_f64();
+    let caller_faults = thread_minor_faults() - faults_before;
+    let slow_calls = ns.iter().filter(|&&n| n > 1_000).count();
     tracker.flush().unwrap();
     let persisted_s = loop_start.elapsed().as_secs_f64();
     let rss = vm_hwm_mb();
@@ -119,6 +132,8 @@ fn main() {
             "track_mean_us": mean,
             "timer_overhead_ns": timer_overhead,
             "caller_loop_s": caller_loop_s,
+            "caller_minor_faults": caller_faults,
+            "calls_over_1us": slow_calls,
             "persisted_s": persisted_s,
             "events_per_s_persisted": events as f64 / persisted_s,
             "peak_rss_mb": rss,

@@ -24,14 +24,17 @@ pub const DEFAULT_CHANNEL_CAPACITY: usize = 32 * 1024;
 /// under [`WhenFull::Block`]); the refusal takes no `seq` and is counted
 /// in `health().refused`.
 ///
-/// 6 MiB holds about 70,000 events of 3 short string properties (≈ 86
-/// bytes each): a burst that long is absorbed while the pipeline drains
-/// it, and the SDK's peak RSS stays under 16 MB whatever the burst,
-/// because the budget counts bytes (large messages cannot multiply it as
-/// a count of messages would). How much of a longer burst is refused
-/// depends on how fast the pipeline persists on the device. Measured by
-/// `cargo run --release -p tally-sdk --example track_latency`.
-pub const DEFAULT_QUEUE_BUDGET_BYTES: usize = 6 * 1024 * 1024;
+/// 5 MiB: the buffer callers fill holds up to 2.5 MiB, about 30,000
+/// events of 3 short string properties (≈ 86 bytes each), while the
+/// pipeline works through a batch as large. A burst that long is absorbed
+/// while the pipeline drains it, and the SDK's peak RSS stays under 16 MB
+/// whatever the burst (while one lasts, both buffers stay allocated and
+/// touched, so a call takes no page fault; a drained queue gives them
+/// back), because the budget counts bytes (large messages cannot multiply
+/// it as a count of messages would). How much of a longer burst is
+/// refused depends on how fast the pipeline persists on the device.
+/// Measured by `cargo run --release -p tally-sdk --example track_latency`.
+pub const DEFAULT_QUEUE_BUDGET_BYTES: usize = 5 * 1024 * 1024;
 
 /// Most top-level properties per event: 255, Mixpanel's documented limit,
 /// far above what any dashboard can show.

@@ -14,8 +14,9 @@
 //! one allocation per message freed on another thread, the two threads
 //! took turns on the allocator's arena lock, and a caller sometimes waited
 //! for it: that was the tail of `track()`'s latency. A record is also
-//! about a third of the memory a boxed message held, so the same budget
-//! absorbs three times the burst.
+//! about a third of the memory a boxed message held. While a burst lasts,
+//! the pipeline hands back buffers it already reserved and touched (see
+//! `Pipeline::prepare_buffer`), so a caller takes no page fault either.
 //!
 //! Waking the pipeline costs the caller a system call, so a caller wakes
 //! it only when it sleeps idle (nothing seen for a while), when

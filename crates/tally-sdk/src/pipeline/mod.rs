@@ -368,7 +368,25 @@ impl Pipeline {
             }
         }
         self.batch = batch;
+        self.prepare_buffer();
         self.batch.clear();
+    }
+
+    /// Readies the buffer the next take swaps in as the one callers fill,
+    /// while a burst lasts (the batch just taken was large): reserved at
+    /// the most callers may put in it, half the queue budget, and touched
+    /// here, so that a caller appending to it takes no page fault (the
+    /// fault, a microsecond or two, was the tail of `track()`'s latency
+    /// in a burst). The caller wrote the batch's own bytes; the rest is
+    /// zeroed once. A drained queue gives this memory back (see
+    /// [`handoff::Handoff::take`]).
+    fn prepare_buffer(&mut self) {
+        let taken = self.batch.len();
+        let want = self.shared.config.queue_budget_bytes / 2;
+        if taken >= handoff::WAKE_BYTES && taken < want {
+            self.batch.reserve_exact(want - taken);
+            self.batch.resize(want, 0);
+        }
     }
 
     fn control(&mut self, command: Command) {
