@@ -504,6 +504,47 @@ pub fn bad_parameters_are_refused(store: &dyn Store) {
     assert_eq!(v["steps"][0]["event"], json!("a,b"));
 }
 
+/// Thousands of people: the store resolves people for a busy window as a
+/// range of identities it filters (PostgreSQL), as well as by probes. 3,000
+/// anonymous people open the app; two in three of them also play, so the
+/// range read for `play` holds identities it must leave out; ten players
+/// then sign in as one user.
+pub fn people_of_a_busy_window_are_exact(store: &dyn Store) {
+    let t = ms(T1);
+    let mut events: Vec<NewEvent> = Vec::new();
+    for k in 0..3_000 {
+        let anon = format!("busy-{k}");
+        events.push(track(&format!("o{k}"), "open", &anon, t + k));
+        if k % 3 != 0 {
+            events.push(track(&format!("p{k}"), "play", &anon, t + k));
+        }
+    }
+    for chunk in events.chunks(500) {
+        store.write_batch(chunk, &[]).unwrap();
+    }
+    let q =
+        |event: &str| format!("event={event}&from=2026-03-28T00:00:00Z&to=2026-03-29T00:00:00Z");
+    let total = |event: &str| ask(store, ProductQuery::Events, &q(event))["total"].clone();
+    assert_eq!(total("open"), json!({"count": 3000, "people": 3000}));
+    assert_eq!(total("play"), json!({"count": 2000, "people": 2000}));
+
+    let signed_in: Vec<NewEvent> = (1..=10)
+        .map(|k| {
+            identify(
+                &format!("i{k}"),
+                "u-busy",
+                Some(&format!("busy-{k}")),
+                None,
+                t + 5_000,
+            )
+        })
+        .collect();
+    store.write_batch(&signed_in, &[]).unwrap();
+    // busy-3, busy-6 and busy-9 never played: 7 players become one.
+    assert_eq!(total("play"), json!({"count": 2000, "people": 1994}));
+    assert_eq!(total("open"), json!({"count": 3000, "people": 2991}));
+}
+
 /// Instantiates the query tests for one store kind.
 macro_rules! query_suite {
     ($fresh:path) => {
@@ -543,6 +584,11 @@ macro_rules! query_suite {
             fn deletion_reaches_queries() {
                 let (store, _guard) = $fresh();
                 crate::queries::deletion_reaches_queries(&*store);
+            }
+            #[test]
+            fn people_of_a_busy_window_are_exact() {
+                let (store, _guard) = $fresh();
+                crate::queries::people_of_a_busy_window_are_exact(&*store);
             }
             #[test]
             fn bad_parameters_are_refused() {

@@ -1,6 +1,8 @@
 //! [`ProductQueries`] on the PostgreSQL store: the shared statements,
 //! run on a pooled connection.
 
+use std::collections::HashSet;
+
 use super::{
     any_activity_sql, breakdown_rest_sql, breakdown_sql, event_activity_sql, event_idents_sql,
     name_idents_sql, push_name_ident, sessions_sql, step_idents_sql, BreakdownGroup, CountPeople,
@@ -10,6 +12,10 @@ use crate::store::postgres::{pg_error, PostgresStore};
 use crate::store::StoreError;
 use ::postgres::types::ToSql;
 use ::postgres::Row;
+
+/// Fewest ids [`ProductQueries::persons`] reads as a range: below it the
+/// probes are cheap whatever the range.
+const DENSE_MIN: usize = 1_000;
 
 /// The field at a JSON path as JSON text, NULL when absent or `null`.
 fn field(param: &str) -> String {
@@ -118,12 +124,32 @@ impl ProductQueries for PostgresStore {
         })
     }
 
+    /// Dense ids (at least half of their range asked for, as a busy
+    /// window's are) are read as one range of the primary key and filtered
+    /// here: a probe per id cost five times as long for 100,000 ids.
     fn persons(&self, idents: &[i64]) -> Result<Vec<(i64, String)>, StoreError> {
-        self.rows(
-            "SELECT id, person FROM idents WHERE id = ANY($1) AND person IS NOT NULL",
-            &[&idents],
-            |r| Ok((r.try_get(0)?, r.try_get(1)?)),
-        )
+        let row = |r: &Row| Ok((r.try_get(0)?, r.try_get(1)?));
+        let (Some(&min), Some(&max)) = (idents.iter().min(), idents.iter().max()) else {
+            return Ok(Vec::new());
+        };
+        let span = u64::try_from(max - min)
+            .unwrap_or(u64::MAX)
+            .saturating_add(1);
+        if idents.len() < DENSE_MIN || span > 2 * idents.len() as u64 {
+            return self.rows(
+                "SELECT id, person FROM idents WHERE id = ANY($1) AND person IS NOT NULL",
+                &[&idents],
+                row,
+            );
+        }
+        let wanted: HashSet<i64> = idents.iter().copied().collect();
+        let mut found = self.rows(
+            "SELECT id, person FROM idents WHERE id BETWEEN $1 AND $2 AND person IS NOT NULL",
+            &[&min, &max],
+            row,
+        )?;
+        found.retain(|(id, _)| wanted.contains(id));
+        Ok(found)
     }
 
     fn name_idents(&self, win: Span) -> Result<Vec<(String, Vec<i64>)>, StoreError> {
