@@ -31,20 +31,27 @@
 //! survives a crash of the collector and of the database server.
 //!
 //! Retention chunks (`DELETE ... FOR UPDATE SKIP LOCKED`, with the counter
-//! in the same statement) take no lock ingest takes: ingest does not wait
-//! for them beyond one counter shard's row. In the same transaction a
-//! chunk deletes the `active_slots` rows it emptied (no product event of
-//! that identity left in that slot). Chunks of several collectors take
-//! turns ([`RETENTION_LOCK`]), so each one's check sees what the others
-//! deleted. One interleaving is left open: a batch in flight during the
-//! chunk that adds an event of the same identity to a slot the chunk
-//! empties finds the slot's row still there (`ON CONFLICT DO NOTHING`
-//! locks nothing), and the chunk, not seeing that uncommitted event,
-//! deletes the row. It takes an event whose corrected time is past a
-//! retention cutoff, for a person and 15 minutes that had an expiring
-//! event, arriving within the chunk's milliseconds; closing it would lock
-//! every slot row at every batch. Export pages follow the
-//! `(ts_corrected, message_id)` keyset of the `events_by_time` index.
+//! in the same statement) take no lock ingest takes on events: ingest
+//! does not wait for them beyond one counter shard's row. In the same
+//! transaction a chunk deletes the `active_slots` rows it emptied (no
+//! product event of that identity left in that slot). Chunks of several
+//! collectors take turns ([`RETENTION_LOCK`]), so each one's check sees
+//! what the others deleted.
+//!
+//! A batch adding an event to a slot whose row a chunk is emptying must
+//! not lose the row: the batch's slot upsert locks the rows that exist
+//! (`ON CONFLICT DO UPDATE ... WHERE false`, no new row version), and the
+//! chunk locks the rows of its deleted events (in key order, as batches
+//! do) *before* it reads which still have events. Under READ COMMITTED
+//! each statement reads a fresh snapshot, so either the chunk waits for
+//! the batch and then sees its event (the row stays), or the batch waits
+//! for the chunk and inserts the row again. Only a batch adding to the
+//! (slot, person) of an event being expired ever waits, for one chunk
+//! (milliseconds); concurrent batches of one person and 15 minutes wait
+//! for each other's commit on that row.
+//!
+//! Export pages follow the `(ts_corrected, message_id)` keyset of the
+//! `events_by_time` index.
 //!
 //! Identity rules (stitching, conflicts, deletion) are those of the
 //! [store module](super), from SQL shared with the SQLite store. A deletion
@@ -407,10 +414,18 @@ const SELECT_IDENTS_SQL: &str =
 
 /// Event names and active slots of the accepted events (sorted, so
 /// concurrent batches meet the keys in one order).
+///
+/// A slot row that exists is locked, not rewritten (`DO UPDATE ... WHERE
+/// false` locks the conflicting row and updates nothing): a retention
+/// chunk that would delete it as emptied waits for this batch to commit
+/// and then sees its event (see [`LOCK_EXPIRED_SLOTS_SQL`]). A row that a
+/// chunk is deleting makes the upsert wait for that chunk and then insert
+/// it again. `DO NOTHING` locks nothing, and the chunk could delete the
+/// row this batch's event needs.
 const ADD_ACTIVITY_SQL: &str = "WITH n AS (INSERT INTO event_names (name) \
     SELECT * FROM unnest($1::text[]) ON CONFLICT DO NOTHING) \
     INSERT INTO active_slots (slot, ident) SELECT * FROM unnest($2::int8[], $3::int8[]) \
-    ON CONFLICT DO NOTHING";
+    ON CONFLICT (slot, ident) DO UPDATE SET slot = excluded.slot WHERE false";
 
 const ADD_COUNTERS_SQL: &str =
     "UPDATE counters SET accepted = accepted + $1, duplicate = duplicate + $2, \
@@ -1390,6 +1405,19 @@ impl Store for PostgresStore {
                 row.try_get(2).map_err(pg_error)?,
             );
         }
+        let candidates: Vec<(i64, i64)> = expired
+            .slots
+            .iter()
+            .flat_map(|(slot, idents)| idents.iter().map(move |ident| (*slot, *ident)))
+            .collect();
+        if !candidates.is_empty() {
+            // Locked before the survivors are read: a batch that upserted
+            // one of these rows is waited for, and the reads below (each
+            // statement its own snapshot) see its events.
+            let (slots, idents): (Vec<i64>, Vec<i64>) = candidates.into_iter().unzip();
+            tx.execute(LOCK_EXPIRED_SLOTS_SQL, &[&slots, &idents])
+                .map_err(pg_error)?;
+        }
         let mut emptied = Vec::new();
         for slot in expired.slots.keys() {
             let (from, to) = query::slot_span(*slot);
@@ -1558,6 +1586,15 @@ const EXPIRE_ALL_EXCEPT_SQL: &str = "WITH gone AS (DELETE FROM events WHERE mess
     n AS (SELECT count(*) AS deleted FROM gone), \
     c AS (UPDATE counters SET stored = stored - n.deleted FROM n WHERE shard = $4 AND n.deleted > 0) \
     SELECT ts_corrected, ident, event FROM gone";
+
+/// Locks the `active_slots` rows (`$1` slots, `$2` identities) of the
+/// product events a retention chunk deleted, in key order (the order
+/// batches lock them in, [`ADD_ACTIVITY_SQL`]), before the chunk reads
+/// which of them still have events: it waits for the batches that
+/// upserted them, so their events are seen.
+const LOCK_EXPIRED_SLOTS_SQL: &str = "SELECT 1 FROM active_slots a \
+    JOIN unnest($1::int8[], $2::int8[]) AS d(slot, ident) ON a.slot = d.slot AND a.ident = d.ident \
+    ORDER BY a.slot, a.ident FOR UPDATE OF a";
 
 /// The `active_slots` rows (`$1` slots, `$2` identities) a retention chunk
 /// emptied.
