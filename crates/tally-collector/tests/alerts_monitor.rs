@@ -1,9 +1,15 @@
 //! The health task in process, over a real SQLite store: the stale-queue,
 //! rejection and completeness rules take the values the fixture implies
-//! and fire; `GET /v1/alerts` shows them; the gauges follow.
+//! and fire; `GET /v1/alerts` shows them; the gauges follow. Over one
+//! PostgreSQL store shared by two collectors, a webhook receiver on
+//! 127.0.0.1 gets each state change exactly once, also when the sending
+//! collector dies in the middle of its retries.
 
 #![allow(clippy::unwrap_used)]
 
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
@@ -15,9 +21,14 @@ use tally_collector::app::{app, AppState};
 use tally_collector::health::monitor;
 use tally_collector::ingest::auth::Keys;
 use tally_collector::ingest::clock::now_ms;
-use tally_collector::store::{self, DeadLetter, NewEvent, WriteOutcome};
+use tally_collector::store::{self, DeadLetter, NewEvent, PostgresStore, Store, WriteOutcome};
 use tally_proto::{MessageType, Priority, RejectReason};
 use tower::ServiceExt as _;
+
+#[path = "support/test_db.rs"]
+mod test_db;
+
+use test_db::TestDb;
 
 const ADMIN: &str = "admin";
 
@@ -190,4 +201,296 @@ async fn stale_queues_rejections_and_growing_gaps_fire() {
             "missing {line:?} in\n{text}"
         );
     }
+}
+
+/// What the webhook receiver got: `(rule, state, status answered)`.
+type Seen = Arc<Mutex<Vec<(String, String, u16)>>>;
+
+/// A webhook receiver on 127.0.0.1: answers the POSTs with the statuses
+/// of `plan` in turn, then 200, and records each.
+fn receiver(plan: Vec<u16>) -> (String, Seen) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!(
+        "http://{}/hook/secret-token",
+        listener.local_addr().unwrap()
+    );
+    let seen: Seen = Arc::default();
+    let log = Arc::clone(&seen);
+    std::thread::spawn(move || {
+        let mut plan = plan.into_iter();
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let Some(body) = read_body(&stream) else {
+                continue;
+            };
+            let status = plan.next().unwrap_or(200);
+            let change: Value = serde_json::from_slice(&body).unwrap();
+            log.lock().unwrap().push((
+                change["rule"].as_str().unwrap().to_owned(),
+                change["state"].as_str().unwrap().to_owned(),
+                status,
+            ));
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status} Status\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+            );
+        }
+    });
+    (url, seen)
+}
+
+/// The body of one HTTP/1.1 request (`content-length` or chunked).
+fn read_body(stream: &TcpStream) -> Option<Vec<u8>> {
+    let mut reader = BufReader::new(stream.try_clone().ok()?);
+    let (mut length, mut chunked) = (0, false);
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        if line == "\r\n" {
+            break;
+        }
+        let (name, value) = line.split_once(':').unwrap_or((&line, ""));
+        if name.eq_ignore_ascii_case("content-length") {
+            length = value.trim().parse().ok()?;
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            chunked = value.trim().eq_ignore_ascii_case("chunked");
+        }
+    }
+    let mut body = Vec::new();
+    if !chunked {
+        body.resize(length, 0);
+        reader.read_exact(&mut body).ok()?;
+        return Some(body);
+    }
+    loop {
+        let mut size = String::new();
+        reader.read_line(&mut size).ok()?;
+        let size = usize::from_str_radix(size.trim(), 16).ok()?;
+        let mut chunk = vec![0; size + 2];
+        reader.read_exact(&mut chunk).ok()?;
+        if size == 0 {
+            return Some(body);
+        }
+        body.extend_from_slice(&chunk[..size]);
+    }
+}
+
+/// A collector over its own connection pool to the shared database,
+/// evaluating every 50 ms over a 1 s rate window and notifying `hook`.
+fn collector(db: &TestDb, hook: &str) -> AppState {
+    let store: Arc<dyn Store> = Arc::new(tokio::task::block_in_place(|| {
+        PostgresStore::connect(&db.url).unwrap()
+    }));
+    AppState::new(store, Keys::new(["k".to_owned()], Some(ADMIN.to_owned()))).with_alerts(
+        AlertConfig {
+            interval: Duration::from_millis(50),
+            window: Duration::from_secs(1),
+            webhook: Some(hook.to_owned()),
+            ..AlertConfig::default()
+        },
+    )
+}
+
+/// Whether a collector has evaluated its rules once (the baseline its
+/// rates are measured from).
+fn evaluated(state: &AppState) -> bool {
+    state
+        .health
+        .alerts
+        .rules()
+        .iter()
+        .any(|r| r.name == rules::COMPLETENESS_GAPS_GROWING && r.value.is_some())
+}
+
+/// The rejection rule's state on one collector.
+fn rejection_state(state: &AppState) -> rules::AlertState {
+    state
+        .health
+        .alerts
+        .rules()
+        .into_iter()
+        .find(|r| r.name == rules::REJECTION_RATE_HIGH)
+        .unwrap()
+        .state
+}
+
+/// One accepted message and one rejected: the rejection rate (0.5) is
+/// over its threshold until the 1 s window has passed.
+async fn reject_one_of_two(state: &AppState) {
+    let store = Arc::clone(&state.store);
+    let dead = DeadLetter {
+        message_id: Some("bad".to_owned()),
+        reason: RejectReason::MissingIdentity,
+        detail: "test",
+        received_at: now_ms(),
+        raw: "{}".to_owned(),
+    };
+    let written = tokio::task::spawn_blocking(move || {
+        store.write_batch(&[event("ok-1", "Open", "i", 1, "{}")], &[dead])
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(written, vec![WriteOutcome::Accepted]);
+}
+
+async fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn counts(state: &AppState) -> (u64, u64, u64) {
+    let w = &state.health.alerts.webhook;
+    (
+        w.deliveries.load(std::sync::atomic::Ordering::Relaxed),
+        w.failures.load(std::sync::atomic::Ordering::Relaxed),
+        w.dropped.load(std::sync::atomic::Ordering::Relaxed),
+    )
+}
+
+fn seen(log: &Seen) -> Vec<(String, String, u16)> {
+    log.lock().unwrap().clone()
+}
+
+fn change(state: &str, status: u16) -> (String, String, u16) {
+    (
+        rules::REJECTION_RATE_HIGH.to_owned(),
+        state.to_owned(),
+        status,
+    )
+}
+
+/// Runs `test` on a runtime like the collector's. The blocking
+/// PostgreSQL clients must not be dropped on it: the collectors `test`
+/// returns (and the database) are dropped after the runtime.
+fn on_runtime<F: std::future::Future<Output = Vec<AppState>>>(test: impl FnOnce(Arc<TestDb>) -> F) {
+    let db = Arc::new(TestDb::new());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let collectors = runtime.block_on(test(Arc::clone(&db)));
+    drop(runtime);
+    drop(collectors);
+}
+
+#[test]
+fn two_collectors_on_one_postgres_send_each_state_change_once() {
+    on_runtime(two_collectors_send_once);
+}
+
+async fn two_collectors_send_once(db: Arc<TestDb>) -> Vec<AppState> {
+    let (hook, log) = receiver(Vec::new());
+    let collectors = [collector(&db, &hook), collector(&db, &hook)];
+    for c in &collectors {
+        monitor::spawn(c.clone());
+    }
+    wait_for("a first evaluation", Duration::from_secs(10), || {
+        collectors.iter().all(evaluated)
+    })
+    .await;
+    reject_one_of_two(&collectors[0]).await;
+    // Both see the rule fire, and return to ok once the window passed.
+    let mut fired = [false; 2];
+    wait_for(
+        "both collectors to fire and resolve",
+        Duration::from_secs(20),
+        || {
+            for (c, fired) in collectors.iter().zip(&mut fired) {
+                *fired |= rejection_state(c) == rules::AlertState::Firing;
+            }
+            fired.iter().all(|f| *f)
+                && collectors
+                    .iter()
+                    .all(|c| rejection_state(c) == rules::AlertState::Ok)
+                && seen(&log).len() >= 2
+        },
+    )
+    .await;
+    // Twenty more evaluations of each: a late copy would arrive now.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(seen(&log), [change("firing", 200), change("ok", 200)]);
+    let (a, b) = (counts(&collectors[0]), counts(&collectors[1]));
+    assert_eq!((a.0 + b.0, a.1 + b.1, a.2 + b.2), (2, 0, 0), "{a:?} {b:?}");
+    collectors.into()
+}
+
+#[test]
+fn a_sender_dying_mid_retry_is_taken_over_without_loss_or_duplicate() {
+    on_runtime(a_dying_sender_is_taken_over);
+}
+
+async fn a_dying_sender_is_taken_over(db: Arc<TestDb>) -> Vec<AppState> {
+    // The first two attempts are refused.
+    let (hook, log) = receiver(vec![503, 503]);
+    let first = collector(&db, &hook);
+    let first_task = monitor::spawn(first.clone());
+    let sender = || -> i64 {
+        tokio::task::block_in_place(|| {
+            db.client()
+                .query_one("SELECT count(*) FROM alert_sender", &[])
+                .unwrap()
+                .get(0)
+        })
+    };
+    wait_for(
+        "the first collector to take the lease",
+        Duration::from_secs(10),
+        || sender() == 1,
+    )
+    .await;
+    let second = collector(&db, &hook);
+    monitor::spawn(second.clone());
+    wait_for("a first evaluation", Duration::from_secs(10), || {
+        evaluated(&first) && evaluated(&second)
+    })
+    .await;
+    reject_one_of_two(&first).await;
+    // The first attempt is refused; the first collector dies in its
+    // backoff, its lease left to expire.
+    wait_for("the first attempt", Duration::from_secs(10), || {
+        !seen(&log).is_empty()
+    })
+    .await;
+    first_task.abort();
+    // The second collector takes the lease once it expired (about 11 s),
+    // continues the firing notification's attempts, then notifies the
+    // ok its own rules reached meanwhile.
+    wait_for("the hand-over", Duration::from_secs(40), || {
+        seen(&log).len() >= 4
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        seen(&log),
+        [
+            change("firing", 503),
+            change("firing", 503),
+            change("firing", 200),
+            change("ok", 200),
+        ]
+    );
+    assert_eq!(counts(&first), (0, 1, 0));
+    assert_eq!(counts(&second), (2, 1, 0));
+    let outbox: Vec<(String, i32, bool)> = tokio::task::block_in_place(|| {
+        db.client()
+            .query(
+                "SELECT rule, attempts, delivered FROM alert_outbox WHERE done_at IS NOT NULL \
+                 ORDER BY id",
+                &[],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect()
+    });
+    let rule = rules::REJECTION_RATE_HIGH.to_owned();
+    assert_eq!(outbox, [(rule.clone(), 3, true), (rule, 1, true)]);
+    vec![first, second]
 }

@@ -23,6 +23,9 @@ use WriteOutcome::{Accepted as A, DeletedUser as X, Duplicate as D};
 #[path = "store_suite/queries.rs"]
 mod queries;
 
+#[path = "support/test_db.rs"]
+mod test_db;
+
 /// A track event `name` by anonymous id `anon` at corrected time `ts`.
 fn track(id: &str, name: &str, anon: &str, ts: i64) -> NewEvent {
     NewEvent {
@@ -1419,60 +1422,7 @@ mod postgres {
     use super::*;
     use tally_collector::store::{PostgresStore, StoreError};
 
-    /// A database made for one test, dropped (with its connections) when
-    /// the guard goes out of scope, also when the test panics.
-    pub struct TestDb {
-        admin_url: String,
-        pub name: String,
-        pub url: String,
-    }
-
-    impl TestDb {
-        pub fn new() -> TestDb {
-            static NEXT: AtomicUsize = AtomicUsize::new(0);
-            let admin_url = std::env::var("TALLY_TEST_DATABASE_URL")
-                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
-            let name = format!(
-                "tally_test_{}_{}",
-                std::process::id(),
-                NEXT.fetch_add(1, Ordering::SeqCst)
-            );
-            let mut admin = ::postgres::Client::connect(&admin_url, ::postgres::NoTls).unwrap();
-            admin
-                .batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))
-                .unwrap();
-            admin
-                .batch_execute(&format!("CREATE DATABASE {name}"))
-                .unwrap();
-            let (base, query) = match admin_url.split_once('?') {
-                Some((b, q)) => (b, format!("?{q}")),
-                None => (admin_url.as_str(), String::new()),
-            };
-            let prefix = &base[..base.rfind('/').unwrap()];
-            let url = format!("{prefix}/{name}{query}");
-            TestDb {
-                admin_url,
-                name,
-                url,
-            }
-        }
-
-        /// A plain connection to the test database.
-        pub fn client(&self) -> ::postgres::Client {
-            ::postgres::Client::connect(&self.url, ::postgres::NoTls).unwrap()
-        }
-    }
-
-    impl Drop for TestDb {
-        fn drop(&mut self) {
-            if let Ok(mut admin) = ::postgres::Client::connect(&self.admin_url, ::postgres::NoTls) {
-                let _ = admin.batch_execute(&format!(
-                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                    self.name
-                ));
-            }
-        }
-    }
+    pub use super::test_db::TestDb;
 
     pub(super) fn fresh() -> (Arc<dyn Store>, TestDb) {
         let db = TestDb::new();
@@ -1715,6 +1665,159 @@ mod postgres {
         assert_eq!(
             first.install("inst-shared").unwrap(),
             Some(report(1_000, &[], &[]))
+        );
+    }
+
+    /// `(slot, identity)` of every product event, sorted: what
+    /// `active_slots` must hold exactly.
+    fn implied_slots(db: &TestDb) -> Vec<(i64, i64)> {
+        db.client()
+            .query(
+                "SELECT DISTINCT ts_corrected / 900000, ident FROM events \
+                 WHERE event IS NOT NULL AND substr(event, 1, 6) <> 'tally.' ORDER BY 1, 2",
+                &[],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect()
+    }
+
+    /// Backends of the test database waiting for a lock.
+    fn lock_waiters(db: &TestDb) -> i64 {
+        db.client()
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock'",
+                &[&db.name],
+            )
+            .unwrap()
+            .get(0)
+    }
+
+    /// A batch that adds an event to a (slot, person) whose last expiring
+    /// event a retention chunk deletes meanwhile: the batch has upserted
+    /// the slot row and is held before its commit (another session locks
+    /// its install's row) while the chunk runs. The chunk must not delete
+    /// the row the batch's event needs: it waits for the batch, then sees
+    /// its event.
+    #[test]
+    fn retention_chunk_during_a_batch_of_the_same_slot_keeps_the_slot() {
+        let db = TestDb::new();
+        let store: Arc<dyn Store> = Arc::new(PostgresStore::connect(&db.url).unwrap());
+        let day0 = 20_000 * DAY_MS;
+        let at = day0 + 10 * 60 * 60 * 1000;
+        let song = on_install(
+            by_user(track("song-1", "Song Played", "n", at), "u1"),
+            "i1",
+            1,
+        );
+        assert_eq!(store.write_batch(&[song], &[]).unwrap(), vec![A]);
+        let ident = active_slots(&*store)[0].1;
+        assert_eq!(active_slots(&*store), [(at / SLOT, ident)]);
+
+        // Holds the batch after its activity rows, before its commit.
+        let mut holder = db.client();
+        holder
+            .batch_execute("BEGIN; SELECT 1 FROM installs WHERE install_id = 'i1' FOR UPDATE")
+            .unwrap();
+        let batch = {
+            let store = Arc::clone(&store);
+            std::thread::spawn(move || {
+                let order = track("order-1", "Order Completed", "n", at + 60_000);
+                store.write_batch(&[on_install(by_user(order, "u1"), "i1", 2)], &[])
+            })
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while lock_waiters(&db) < 1 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the batch never blocked"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        // "Song Played" is kept 30 days: its one event expires.
+        let chunk = {
+            let store = Arc::clone(&store);
+            std::thread::spawn(move || {
+                store.expire_events(ExpiryScope::Event("Song Played"), day0 + DAY_MS, 100)
+            })
+        };
+        // The chunk either finishes (it did not wait for the batch) or
+        // waits for the batch's lock.
+        while !chunk.is_finished() && lock_waiters(&db) < 2 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the chunk neither ran nor waited"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        holder.batch_execute("COMMIT").unwrap();
+        assert_eq!(batch.join().unwrap().unwrap(), vec![A]);
+        assert_eq!(chunk.join().unwrap().unwrap(), 1);
+
+        assert_eq!(active_slots(&*store), [(at / SLOT, ident)]);
+        assert_eq!(active_slots(&*store), implied_slots(&db));
+        assert_eq!(dau(&*store, day0, 1), [1]);
+        assert_eq!(
+            store.count_events("Song Played", None, None).unwrap(),
+            count(0, 0)
+        );
+        assert_eq!(
+            store.count_events("Order Completed", None, None).unwrap(),
+            count(1, 1)
+        );
+        assert_eq!(store.stats().unwrap(), stats(2, 0, 0, 1));
+    }
+
+    /// The same race left to the scheduler, many times over: batches and
+    /// retention chunks on the same (slot, person) started together, in
+    /// both orders. `active_slots` ends exactly as the stored events imply.
+    #[test]
+    fn retention_racing_batches_of_the_same_slots_leaves_exact_slots() {
+        // One day of slots, a person each.
+        const ROUNDS: i64 = 96;
+        let db = TestDb::new();
+        let store: Arc<dyn Store> = Arc::new(PostgresStore::connect(&db.url).unwrap());
+        let day0 = 20_000 * DAY_MS;
+        let at = move |round: i64| day0 + round * SLOT + 60_000;
+        for round in 0..ROUNDS {
+            let user = format!("u{round}");
+            let old = by_user(
+                track(&format!("song-{round}"), "Song Played", "n", at(round)),
+                &user,
+            );
+            assert_eq!(store.write_batch(&[old], &[]).unwrap(), vec![A]);
+        }
+        for round in 0..ROUNDS {
+            let barrier = Arc::new(std::sync::Barrier::new(2));
+            let batch = {
+                let (store, barrier) = (Arc::clone(&store), Arc::clone(&barrier));
+                std::thread::spawn(move || {
+                    let user = format!("u{round}");
+                    let order = track(
+                        &format!("order-{round}"),
+                        "Order Completed",
+                        "n",
+                        at(round) + 1,
+                    );
+                    let order = by_user(order, &user);
+                    barrier.wait();
+                    store.write_batch(&[order], &[])
+                })
+            };
+            barrier.wait();
+            let expired = store
+                .expire_events(ExpiryScope::Event("Song Played"), at(round) + 1, 100)
+                .unwrap();
+            assert_eq!(expired, 1);
+            assert_eq!(batch.join().unwrap().unwrap(), vec![A]);
+        }
+        assert_eq!(active_slots(&*store).len(), ROUNDS as usize);
+        assert_eq!(active_slots(&*store), implied_slots(&db));
+        assert_eq!(dau(&*store, day0, 1), [ROUNDS as u64]);
+        assert_eq!(
+            store.stats().unwrap(),
+            stats(2 * ROUNDS as u64, 0, 0, ROUNDS as u64)
         );
     }
 }

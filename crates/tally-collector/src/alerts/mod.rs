@@ -14,9 +14,37 @@
 //! evaluation (as Prometheus' `increase` does), so they cover every
 //! collector sharing the store and exactly the rate window (default one
 //! hour) once the collector has run that long; before, they cover its
-//! uptime. Each collector evaluates the rules itself: behind a load
-//! balancer, give the webhook to one collector, or let the receiver
-//! deduplicate (`rule`, `state`, `at` within an evaluation interval).
+//! uptime. Each collector evaluates the rules itself, for its own
+//! `GET /v1/alerts` and gauges.
+//!
+//! # One notification per state change across collectors
+//!
+//! With SQLite (one collector) the health task hands each state change
+//! to an in-memory queue and one thread POSTs it ([`webhook`]).
+//!
+//! Collectors sharing a PostgreSQL store send each notification once:
+//! one of them at a time is the **sender**, holding a lease row in the
+//! store that it renews at every evaluation ([`outbox::lease`]: three
+//! intervals plus the longest attempt). In the same transaction as the
+//! renewal, the sender queues in an **outbox** table each state change
+//! its rules made, unless the last state queued for that rule already
+//! says so; once its rates cover a whole window (it has run for
+//! `window_s`), also each rule whose state differs from the last queued.
+//! Its sender thread POSTs the outbox in order and records every attempt
+//! there. A sender that dies (even mid-retry) stops renewing; once its
+//! lease expires, the next collector to evaluate takes it, queues what
+//! its own states say changed since the last notification, and delivers
+//! what the outbox still owes, continuing the stored attempt count. A
+//! restarted collector neither repeats a `firing` already sent nor
+//! reports `ok` from its first seconds' rates: what changed while it was
+//! down is reported a window later. An attempt starts only while the
+//! lease has [`outbox::LEASE_MARGIN`] left, so two collectors never POST
+//! at once; the one duplicate left is a delivery whose success the dying
+//! sender could not record, sent again by its successor (at least once,
+//! never lost). A lease with an outbox was chosen over claiming each
+//! transition by an id: the collectors' rate windows start when each
+//! started, so their transitions differ in time and value and have no
+//! common id; one evaluator's view, handed over with what it queued, does.
 //!
 //! Settings (`tally.toml`): `[alerts]` `interval_s` (evaluation and gauge
 //! refresh, default 15), `window_s` (rate window, default 3600), and a
@@ -24,6 +52,7 @@
 //! The webhook URL: `--alert-webhook` / `TALLY_ALERT_WEBHOOK` / `alert_webhook`.
 //! `docs/alerts.rules.yml` has the same rules for Prometheus.
 
+pub mod outbox;
 pub mod rules;
 pub mod webhook;
 
@@ -110,6 +139,28 @@ impl AlertBoard {
                     .find(|(name, _)| *name == rule.name)
                     .and_then(|(_, v)| *v);
                 rule.observe(value, now)
+            })
+            .collect()
+    }
+
+    /// Every rule's state as a notification would state it: the change
+    /// of this evaluation (`changes`) if the rule has one, else its
+    /// current state since it began (`now` for ok).
+    pub fn notices(&self, changes: &[Transition], now: i64) -> Vec<Transition> {
+        self.rules()
+            .into_iter()
+            .map(|rule| {
+                changes
+                    .iter()
+                    .find(|c| c.rule == rule.name)
+                    .cloned()
+                    .unwrap_or_else(|| Transition {
+                        rule: rule.name,
+                        state: rule.state,
+                        value: rule.value,
+                        threshold: rule.settings.threshold,
+                        at: tally_proto::format_timestamp(rule.since.unwrap_or(now)),
+                    })
             })
             .collect()
     }

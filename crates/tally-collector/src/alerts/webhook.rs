@@ -71,11 +71,7 @@ impl Webhook {
             url,
             status: status.clone(),
             metrics: metrics.clone(),
-            agent: ureq::Agent::config_builder()
-                .http_status_as_error(false)
-                .timeout_global(Some(REQUEST_TIMEOUT))
-                .build()
-                .into(),
+            agent: agent(),
         };
         std::thread::Builder::new()
             .name("tally-alert-webhook".into())
@@ -125,50 +121,89 @@ impl Sender {
         let Ok(body) = serde_json::to_vec(change) else {
             return;
         };
-        let mut backoff = FIRST_BACKOFF;
         for attempt in 1..=MAX_ATTEMPTS {
-            let outcome = self
-                .agent
-                .post(&self.url)
-                .header("content-type", "application/json")
-                .send(&body[..]);
-            match outcome {
-                Ok(response) if response.status().is_success() => {
-                    self.status.deliveries.fetch_add(1, Ordering::Relaxed);
-                    *self
-                        .status
-                        .last_delivery
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner()) = Some(crate::ingest::clock::now_ms());
-                    self.metrics.webhook_delivered();
-                    return;
-                }
-                Ok(response) => {
-                    tracing::warn!(
-                        rule = change.rule,
-                        attempt,
-                        status = response.status().as_u16(),
-                        "alert webhook refused a state change"
-                    );
-                }
-                Err(e) => {
-                    tracing::warn!(rule = change.rule, attempt, error = %e, "alert webhook unreachable");
-                }
+            if post(&self.agent, &self.url, &body, change.rule, attempt) {
+                delivered(&self.status, &self.metrics);
+                return;
             }
-            self.status.failures.fetch_add(1, Ordering::Relaxed);
-            self.metrics.webhook_failed();
+            failed(&self.status, &self.metrics);
             if attempt < MAX_ATTEMPTS {
-                std::thread::sleep(backoff);
-                backoff = (backoff * 2).min(MAX_BACKOFF);
+                std::thread::sleep(backoff_after(attempt));
             }
         }
-        self.status.dropped.fetch_add(1, Ordering::Relaxed);
-        self.metrics.webhook_dropped();
-        tracing::error!(
-            rule = change.rule,
-            "alert webhook: state change given up after every attempt"
-        );
+        given_up(&self.status, &self.metrics, change.rule);
     }
+}
+
+/// The HTTP client of a sender: statuses are answers, not errors, and one
+/// attempt lasts at most [`REQUEST_TIMEOUT`].
+pub(crate) fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(REQUEST_TIMEOUT))
+        .build()
+        .into()
+}
+
+/// One attempt: POSTs `body` (JSON) to `url`; whether it was answered
+/// 2xx. A failure is logged with the rule and attempt number (never the
+/// URL, which may hold a token).
+pub(crate) fn post(agent: &ureq::Agent, url: &str, body: &[u8], rule: &str, attempt: u32) -> bool {
+    match agent
+        .post(url)
+        .header("content-type", "application/json")
+        .send(body)
+    {
+        Ok(response) if response.status().is_success() => true,
+        Ok(response) => {
+            tracing::warn!(
+                rule,
+                attempt,
+                status = response.status().as_u16(),
+                "alert webhook refused a state change"
+            );
+            false
+        }
+        Err(e) => {
+            tracing::warn!(rule, attempt, error = %e, "alert webhook unreachable");
+            false
+        }
+    }
+}
+
+/// The wait after failed attempt number `attempt` (1-based):
+/// [`FIRST_BACKOFF`] doubling, at most [`MAX_BACKOFF`].
+pub(crate) fn backoff_after(attempt: u32) -> Duration {
+    let doublings = attempt.saturating_sub(1).min(16);
+    FIRST_BACKOFF
+        .saturating_mul(1 << doublings)
+        .min(MAX_BACKOFF)
+}
+
+/// Counts a delivery.
+pub(crate) fn delivered(status: &WebhookStatus, metrics: &Metrics) {
+    status.deliveries.fetch_add(1, Ordering::Relaxed);
+    *status
+        .last_delivery
+        .lock()
+        .unwrap_or_else(|p| p.into_inner()) = Some(crate::ingest::clock::now_ms());
+    metrics.webhook_delivered();
+}
+
+/// Counts a failed attempt.
+pub(crate) fn failed(status: &WebhookStatus, metrics: &Metrics) {
+    status.failures.fetch_add(1, Ordering::Relaxed);
+    metrics.webhook_failed();
+}
+
+/// Counts and logs a state change given up after its last attempt.
+pub(crate) fn given_up(status: &WebhookStatus, metrics: &Metrics, rule: &str) {
+    status.dropped.fetch_add(1, Ordering::Relaxed);
+    metrics.webhook_dropped();
+    tracing::error!(
+        rule,
+        "alert webhook: state change given up after every attempt"
+    );
 }
 
 #[cfg(test)]
@@ -184,6 +219,15 @@ mod tests {
             threshold: 0.1,
             at: tally_proto::format_timestamp(0),
         }
+    }
+
+    #[test]
+    fn backoff_doubles_to_its_cap() {
+        assert_eq!(backoff_after(1), FIRST_BACKOFF);
+        assert_eq!(backoff_after(2), FIRST_BACKOFF * 2);
+        assert_eq!(backoff_after(7), Duration::from_secs(32));
+        assert_eq!(backoff_after(8), MAX_BACKOFF);
+        assert_eq!(backoff_after(u32::MAX), MAX_BACKOFF);
     }
 
     #[test]

@@ -1,13 +1,18 @@
 //! The health task: every `[alerts] interval_s` it adds this collector's
 //! uncounted requests to the store, reads the pipeline figures once,
 //! refreshes the Prometheus gauges from them, and evaluates the alert
-//! rules (see [`crate::alerts`]). A scrape of `/metrics` never queries the
-//! store. Once an hour it also deletes health figures older than
+//! rules (see [`crate::alerts`]); with a webhook on a shared store it
+//! then takes its turn at the alert outbox (renewing or taking the sender
+//! lease, queueing what changed). A scrape of `/metrics` never queries
+//! the store. Once an hour it also deletes health figures older than
 //! [`HEALTH_RETENTION_MS`] (90 days).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Duration;
 
+use crate::alerts::outbox::{self, SharedWebhook};
+use crate::alerts::rules::Transition;
 use crate::alerts::rules::{
     COMPLETENESS_GAPS_GROWING, DEDUP_RATE_HIGH, REJECTION_RATE_HIGH, STALE_CLIENT_QUEUES,
 };
@@ -17,6 +22,7 @@ use crate::health::ratio;
 use crate::ingest::clock;
 use crate::metrics::WindowRates;
 use crate::store::health::{HEALTH_RETENTION_MS, HOUR_MS};
+use crate::store::outbox::RuleNotice;
 use crate::store::{HealthTotals, PipelineFigures};
 
 /// Store totals and missing seqs at one evaluation.
@@ -68,17 +74,46 @@ pub fn spawn(state: AppState) -> tokio::task::JoinHandle<()> {
     tokio::spawn(run(state))
 }
 
-async fn run(state: AppState) {
-    let config = state.health.config.clone();
-    let webhook = config.webhook.clone().and_then(|url| {
-        Webhook::start(
+/// Where state changes go.
+enum Delivery {
+    /// No webhook.
+    None,
+    /// This collector's own queue (a store of one collector).
+    Local(Webhook),
+    /// The store's outbox, sent by the lease holder (a shared store).
+    Shared {
+        sender: SharedWebhook,
+        holder: String,
+    },
+}
+
+fn delivery(state: &AppState) -> Delivery {
+    let Some(url) = state.health.config.webhook.clone() else {
+        return Delivery::None;
+    };
+    let status = state.health.alerts.webhook.clone();
+    let started = if state.store.alert_outbox().is_some() {
+        let holder = outbox::holder_name();
+        SharedWebhook::start(
             url,
-            state.health.alerts.webhook.clone(),
+            holder.clone(),
+            Arc::clone(&state.store),
+            status,
             state.metrics.clone(),
         )
-        .map_err(|e| tracing::error!(error = %e, "cannot start the alert webhook sender"))
-        .ok()
-    });
+        .map(|sender| Delivery::Shared { sender, holder })
+    } else {
+        Webhook::start(url, status, state.metrics.clone()).map(Delivery::Local)
+    };
+    started.unwrap_or_else(|e| {
+        tracing::error!(error = %e, "cannot start the alert webhook sender");
+        Delivery::None
+    })
+}
+
+async fn run(state: AppState) {
+    let config = state.health.config.clone();
+    let delivery = delivery(&state);
     let mut samples = Samples {
         window_ms: i64::try_from(config.window.as_millis()).unwrap_or(i64::MAX),
         samples: VecDeque::new(),
@@ -108,6 +143,9 @@ async fn run(state: AppState) {
             totals: figures.totals,
             missing: figures.completeness.missing,
         });
+        // The rates cover a whole window (not only this collector's
+        // uptime) once the baseline is a window old.
+        let warm = now.saturating_sub(base.at) >= samples.window_ms;
         let rates = rates(&base.totals, &figures.totals);
         state.metrics.set_pipeline(&figures, &rates);
         let fleet = &figures.fleet;
@@ -126,7 +164,8 @@ async fn run(state: AppState) {
                 Some(figures.completeness.missing as f64 - base.missing as f64),
             ),
         ];
-        for change in state.health.alerts.evaluate(&values, now) {
+        let changes = state.health.alerts.evaluate(&values, now);
+        for change in &changes {
             state.metrics.alert_state(change.rule, change.state.level());
             tracing::info!(
                 rule = change.rule,
@@ -135,9 +174,67 @@ async fn run(state: AppState) {
                 threshold = change.threshold,
                 "alert state changed"
             );
-            if let Some(webhook) = &webhook {
-                webhook.send(change);
+        }
+        match &delivery {
+            Delivery::None => {}
+            Delivery::Local(webhook) => {
+                for change in changes {
+                    webhook.send(change);
+                }
             }
+            Delivery::Shared { sender, holder } => {
+                // Changes seen here are news unless already queued;
+                // what changed while no collector was sending is made up
+                // only from rates over a whole window, never from a
+                // restarted collector's first seconds.
+                let notices = if warm {
+                    state.health.alerts.notices(&changes, now)
+                } else {
+                    changes
+                };
+                if round(&state, holder, outbox::lease(config.interval), notices).await {
+                    sender.wake();
+                }
+            }
+        }
+    }
+}
+
+/// This evaluation's turn at the shared outbox (see [`crate::alerts`]):
+/// whether this collector is the sender.
+async fn round(state: &AppState, holder: &str, lease: Duration, notices: Vec<Transition>) -> bool {
+    let store = Arc::clone(&state.store);
+    let holder = holder.to_owned();
+    let round = tokio::task::spawn_blocking(move || {
+        let bodies = notices
+            .iter()
+            .map(serde_json::to_string)
+            .collect::<Result<Vec<String>, _>>()
+            .map_err(|e| crate::store::StoreError::Backend(format!("alert notice: {e}")))?;
+        let rules: Vec<RuleNotice<'_>> = notices
+            .iter()
+            .zip(&bodies)
+            .map(|(n, body)| RuleNotice {
+                rule: n.rule,
+                state: n.state.as_str(),
+                body,
+            })
+            .collect();
+        match store.alert_outbox() {
+            Some(outbox) => outbox.alert_round(&holder, lease, &rules),
+            None => Ok(false),
+        }
+    })
+    .await;
+    match round {
+        Ok(Ok(sender)) => sender,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "alert outbox: the store did not answer");
+            false
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "alert outbox task failed");
+            false
         }
     }
 }

@@ -82,6 +82,7 @@
 pub mod bulk;
 pub mod health;
 mod identity;
+pub mod outbox;
 pub mod postgres;
 pub mod query;
 mod ranges;
@@ -383,6 +384,13 @@ pub trait Store: query::ProductQueries + Send + Sync + 'static {
         after_seq: u64,
         limit: usize,
     ) -> Result<Vec<InstallEvent>, StoreError>;
+
+    /// The alert sender lease and notification outbox, for a store
+    /// several collectors share (PostgreSQL); `None` for a store of one
+    /// collector (SQLite), whose collector notifies from memory.
+    fn alert_outbox(&self) -> Option<&dyn outbox::AlertOutbox> {
+        None
+    }
 }
 
 /// Which stored events a retention rule expires

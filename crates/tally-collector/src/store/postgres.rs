@@ -22,6 +22,10 @@
 //! - **Completeness**: the per-install row in `installs` is upserted
 //!   (locked) before its seen ranges are merged, serializing the updates
 //!   of one install; installs are locked in sorted order.
+//! - **Alert notifications**: one collector at a time holds the sender
+//!   lease (`alert_sender`, server clock); it queues state changes in
+//!   `alert_outbox` in the transaction that renews the lease, and records
+//!   every attempt there (see [`crate::alerts`]).
 //! - **Migrations** run under a transaction-level advisory lock
 //!   ([`MIGRATION_LOCK`]), so collectors starting together apply each one
 //!   once; a schema newer than the binary is refused.
@@ -31,20 +35,27 @@
 //! survives a crash of the collector and of the database server.
 //!
 //! Retention chunks (`DELETE ... FOR UPDATE SKIP LOCKED`, with the counter
-//! in the same statement) take no lock ingest takes: ingest does not wait
-//! for them beyond one counter shard's row. In the same transaction a
-//! chunk deletes the `active_slots` rows it emptied (no product event of
-//! that identity left in that slot). Chunks of several collectors take
-//! turns ([`RETENTION_LOCK`]), so each one's check sees what the others
-//! deleted. One interleaving is left open: a batch in flight during the
-//! chunk that adds an event of the same identity to a slot the chunk
-//! empties finds the slot's row still there (`ON CONFLICT DO NOTHING`
-//! locks nothing), and the chunk, not seeing that uncommitted event,
-//! deletes the row. It takes an event whose corrected time is past a
-//! retention cutoff, for a person and 15 minutes that had an expiring
-//! event, arriving within the chunk's milliseconds; closing it would lock
-//! every slot row at every batch. Export pages follow the
-//! `(ts_corrected, message_id)` keyset of the `events_by_time` index.
+//! in the same statement) take no lock ingest takes on events: ingest
+//! does not wait for them beyond one counter shard's row. In the same
+//! transaction a chunk deletes the `active_slots` rows it emptied (no
+//! product event of that identity left in that slot). Chunks of several
+//! collectors take turns ([`RETENTION_LOCK`]), so each one's check sees
+//! what the others deleted.
+//!
+//! A batch adding an event to a slot whose row a chunk is emptying must
+//! not lose the row: the batch's slot upsert locks the rows that exist
+//! (`ON CONFLICT DO UPDATE ... WHERE false`, no new row version), and the
+//! chunk locks the rows of its deleted events (in key order, as batches
+//! do) *before* it reads which still have events. Under READ COMMITTED
+//! each statement reads a fresh snapshot, so either the chunk waits for
+//! the batch and then sees its event (the row stays), or the batch waits
+//! for the chunk and inserts the row again. Only a batch adding to the
+//! (slot, person) of an event being expired ever waits, for one chunk
+//! (milliseconds); concurrent batches of one person and 15 minutes wait
+//! for each other's commit on that row.
+//!
+//! Export pages follow the `(ts_corrected, message_id)` keyset of the
+//! `events_by_time` index.
 //!
 //! Identity rules (stitching, conflicts, deletion) are those of the
 //! [store module](super), from SQL shared with the SQLite store. A deletion
@@ -56,6 +67,7 @@ pub use pool::{CHECKOUT_TIMEOUT, CONNECT_TIMEOUT, MAX_CONNECTIONS};
 
 use super::health::{self, BatchHealth, PipelineFigures};
 use super::identity::{self, Link};
+use super::outbox::{AlertOutbox, Attempt, QueuedNotification, RuleNotice};
 use super::query;
 use super::ranges::{self, SeqRange, MAX_TRACKED_SEQ};
 use super::InstallEvent;
@@ -70,6 +82,7 @@ use pool::{Conn, Pool};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 use tally_proto::{Priority, RejectReason};
 
 /// Advisory lock key held while migrating ("tally" + 1 in ASCII, to stay
@@ -269,6 +282,30 @@ INSERT INTO active_slots SELECT DISTINCT ts_corrected / 900000, ident FROM event
     r#"
 CREATE INDEX dead_letters_by_received ON dead_letters (received_at);
 "#,
+    // 5: alert notifications sent once across collectors (see
+    // `crate::alerts`): the sender lease, the last state queued per rule,
+    // and the outbox. Times are the server's clock, in ms.
+    r#"
+CREATE TABLE alert_sender (
+    id         integer PRIMARY KEY CHECK (id = 1),
+    holder     text COLLATE "C" NOT NULL,
+    expires_at bigint NOT NULL
+);
+CREATE TABLE alert_states (
+    rule  text COLLATE "C" PRIMARY KEY,
+    state text COLLATE "C" NOT NULL
+);
+CREATE TABLE alert_outbox (
+    id        bigserial PRIMARY KEY,
+    rule      text COLLATE "C" NOT NULL,
+    body      text COLLATE "C" NOT NULL,
+    queued_at bigint NOT NULL,
+    attempts  integer NOT NULL DEFAULT 0,
+    done_at   bigint,
+    delivered boolean NOT NULL DEFAULT false
+);
+CREATE INDEX alert_outbox_pending ON alert_outbox (id) WHERE done_at IS NULL;
+"#,
 ];
 
 /// Maps a client error: a lost or refused connection, a server shutting
@@ -407,10 +444,18 @@ const SELECT_IDENTS_SQL: &str =
 
 /// Event names and active slots of the accepted events (sorted, so
 /// concurrent batches meet the keys in one order).
+///
+/// A slot row that exists is locked, not rewritten (`DO UPDATE ... WHERE
+/// false` locks the conflicting row and updates nothing): a retention
+/// chunk that would delete it as emptied waits for this batch to commit
+/// and then sees its event (see [`LOCK_EXPIRED_SLOTS_SQL`]). A row that a
+/// chunk is deleting makes the upsert wait for that chunk and then insert
+/// it again. `DO NOTHING` locks nothing, and the chunk could delete the
+/// row this batch's event needs.
 const ADD_ACTIVITY_SQL: &str = "WITH n AS (INSERT INTO event_names (name) \
     SELECT * FROM unnest($1::text[]) ON CONFLICT DO NOTHING) \
     INSERT INTO active_slots (slot, ident) SELECT * FROM unnest($2::int8[], $3::int8[]) \
-    ON CONFLICT DO NOTHING";
+    ON CONFLICT (slot, ident) DO UPDATE SET slot = excluded.slot WHERE false";
 
 const ADD_COUNTERS_SQL: &str =
     "UPDATE counters SET accepted = accepted + $1, duplicate = duplicate + $2, \
@@ -1121,6 +1166,10 @@ fn read_pipeline_health(
 }
 
 impl Store for PostgresStore {
+    fn alert_outbox(&self) -> Option<&dyn AlertOutbox> {
+        Some(self)
+    }
+
     fn write_batch(
         &self,
         events: &[NewEvent],
@@ -1355,6 +1404,14 @@ impl Store for PostgresStore {
         for sql in health::PRUNE_SQL {
             deleted += conn.client.execute(sql, &[&before]).map_err(pg_error)?;
         }
+        // Notifications done with (delivered or given up) as long ago.
+        deleted += conn
+            .client
+            .execute(
+                "DELETE FROM alert_outbox WHERE done_at IS NOT NULL AND done_at < $1",
+                &[&before],
+            )
+            .map_err(pg_error)?;
         Ok(deleted)
     }
 
@@ -1389,6 +1446,19 @@ impl Store for PostgresStore {
                 row.try_get(1).map_err(pg_error)?,
                 row.try_get(2).map_err(pg_error)?,
             );
+        }
+        let candidates: Vec<(i64, i64)> = expired
+            .slots
+            .iter()
+            .flat_map(|(slot, idents)| idents.iter().map(move |ident| (*slot, *ident)))
+            .collect();
+        if !candidates.is_empty() {
+            // Locked before the survivors are read: a batch that upserted
+            // one of these rows is waited for, and the reads below (each
+            // statement its own snapshot) see its events.
+            let (slots, idents): (Vec<i64>, Vec<i64>) = candidates.into_iter().unzip();
+            tx.execute(LOCK_EXPIRED_SLOTS_SQL, &[&slots, &idents])
+                .map_err(pg_error)?;
         }
         let mut emptied = Vec::new();
         for slot in expired.slots.keys() {
@@ -1538,6 +1608,127 @@ impl Store for PostgresStore {
     }
 }
 
+/// The server's clock in Unix ms: leases compare times of one clock,
+/// whatever the collectors' clocks say.
+const SERVER_NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::int8";
+
+impl AlertOutbox for PostgresStore {
+    fn alert_round(
+        &self,
+        holder: &str,
+        lease: Duration,
+        rules: &[RuleNotice<'_>],
+    ) -> Result<bool, StoreError> {
+        let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+        let mut conn = self.pool.get()?;
+        let mut tx = conn.client.transaction().map_err(pg_error)?;
+        // The lease row stays locked until the commit, held or not: the
+        // rounds of all collectors take turns, so the holder's check and
+        // its writes below are one step.
+        let held = tx
+            .query_opt(
+                &format!(
+                    "INSERT INTO alert_sender AS s (id, holder, expires_at) \
+                     VALUES (1, $1, {SERVER_NOW_MS} + $2) ON CONFLICT (id) DO UPDATE \
+                     SET holder = excluded.holder, expires_at = excluded.expires_at \
+                     WHERE s.holder = excluded.holder OR s.expires_at <= {SERVER_NOW_MS} \
+                     RETURNING holder"
+                ),
+                &[&holder, &lease_ms],
+            )
+            .map_err(pg_error)?
+            .is_some();
+        if held {
+            let queued: HashMap<String, String> = tx
+                .query("SELECT rule, state FROM alert_states", &[])
+                .map_err(pg_error)?
+                .iter()
+                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+                .collect::<Result<_, ::postgres::Error>>()
+                .map_err(pg_error)?;
+            for notice in rules {
+                let last = queued.get(notice.rule).map_or("ok", String::as_str);
+                if last == notice.state {
+                    continue;
+                }
+                tx.execute(
+                    &format!(
+                        "INSERT INTO alert_outbox (rule, body, queued_at) \
+                         VALUES ($1, $2, {SERVER_NOW_MS})"
+                    ),
+                    &[&notice.rule, &notice.body],
+                )
+                .map_err(pg_error)?;
+                tx.execute(
+                    "INSERT INTO alert_states (rule, state) VALUES ($1, $2) \
+                     ON CONFLICT (rule) DO UPDATE SET state = excluded.state",
+                    &[&notice.rule, &notice.state],
+                )
+                .map_err(pg_error)?;
+            }
+        }
+        tx.commit().map_err(pg_error)?;
+        Ok(held)
+    }
+
+    fn next_notification(
+        &self,
+        holder: &str,
+        margin: Duration,
+    ) -> Result<Option<QueuedNotification>, StoreError> {
+        let margin_ms = i64::try_from(margin.as_millis()).unwrap_or(i64::MAX);
+        let mut conn = self.pool.get()?;
+        let row = conn
+            .client
+            .query_opt(
+                &format!(
+                    "SELECT o.id, o.rule, o.body, o.attempts FROM alert_outbox o \
+                     WHERE o.done_at IS NULL AND EXISTS (SELECT 1 FROM alert_sender s \
+                     WHERE s.id = 1 AND s.holder = $1 AND s.expires_at > {SERVER_NOW_MS} + $2) \
+                     ORDER BY o.id LIMIT 1"
+                ),
+                &[&holder, &margin_ms],
+            )
+            .map_err(pg_error)?;
+        row.map(|r| {
+            Ok(QueuedNotification {
+                id: r.try_get(0)?,
+                rule: r.try_get(1)?,
+                body: r.try_get(2)?,
+                attempts: r.try_get::<_, i32>(3)?.max(0) as u32,
+            })
+        })
+        .transpose()
+        .map_err(pg_error)
+    }
+
+    fn notification_attempted(&self, id: i64, attempt: Attempt) -> Result<bool, StoreError> {
+        let (delivered, max_attempts) = match attempt {
+            Attempt::Delivered => (true, 0),
+            Attempt::Failed { max_attempts } => {
+                (false, i32::try_from(max_attempts).unwrap_or(i32::MAX))
+            }
+        };
+        let mut conn = self.pool.get()?;
+        let row = conn
+            .client
+            .query_opt(
+                &format!(
+                    "UPDATE alert_outbox SET attempts = attempts + 1, delivered = $2, \
+                     done_at = CASE WHEN $2 OR attempts + 1 >= $3 THEN {SERVER_NOW_MS} END \
+                     WHERE id = $1 AND done_at IS NULL RETURNING done_at IS NOT NULL"
+                ),
+                &[&id, &delivered, &max_attempts],
+            )
+            .map_err(pg_error)?;
+        match row {
+            Some(r) => r.try_get(0).map_err(pg_error),
+            // Already done with (recorded by another collector).
+            None => Ok(true),
+        }
+    }
+}
+
 /// One chunk of one event name's expired events and the counter, in one
 /// statement (`$1` the name, `$2` the cutoff, `$3` the chunk size, `$4`
 /// the counter shard), returning the time, identity and name of each
@@ -1558,6 +1749,15 @@ const EXPIRE_ALL_EXCEPT_SQL: &str = "WITH gone AS (DELETE FROM events WHERE mess
     n AS (SELECT count(*) AS deleted FROM gone), \
     c AS (UPDATE counters SET stored = stored - n.deleted FROM n WHERE shard = $4 AND n.deleted > 0) \
     SELECT ts_corrected, ident, event FROM gone";
+
+/// Locks the `active_slots` rows (`$1` slots, `$2` identities) of the
+/// product events a retention chunk deleted, in key order (the order
+/// batches lock them in, [`ADD_ACTIVITY_SQL`]), before the chunk reads
+/// which of them still have events: it waits for the batches that
+/// upserted them, so their events are seen.
+const LOCK_EXPIRED_SLOTS_SQL: &str = "SELECT 1 FROM active_slots a \
+    JOIN unnest($1::int8[], $2::int8[]) AS d(slot, ident) ON a.slot = d.slot AND a.ident = d.ident \
+    ORDER BY a.slot, a.ident FOR UPDATE OF a";
 
 /// The `active_slots` rows (`$1` slots, `$2` identities) a retention chunk
 /// emptied.
