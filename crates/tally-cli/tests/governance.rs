@@ -398,7 +398,7 @@ fn export_and_deletions_on_sqlite() {
 
 #[test]
 fn export_and_deletions_on_postgres() {
-    let db = TestDb::new("governance");
+    let db = TestDb::named("governance");
     let dir = temp_dir("governance-pg");
     let server = Server::start(&dir.path().join("data"), None, &["--database-url", &db.url]);
     export_and_deletions(&server, dir.path());
@@ -531,7 +531,7 @@ fn retention_job_deletes_expired_events_on_sqlite() {
 
 #[test]
 fn retention_job_deletes_expired_events_on_postgres() {
-    let db = TestDb::new("retention");
+    let db = TestDb::named("retention");
     let dir = temp_dir("retention-pg");
     let config = retention_config(dir.path());
     let server = Server::start(

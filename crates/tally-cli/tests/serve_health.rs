@@ -179,7 +179,7 @@ fn pipeline_health_is_exact_needs_the_admin_token_and_survives_a_restart() {
 
 #[test]
 fn two_collectors_on_one_postgres_sum_exactly() {
-    let db = TestDb::new("health");
+    let db = TestDb::named("health");
     let dir = temp_dir("health-pg");
     let start = |name: &str| {
         Server::start(

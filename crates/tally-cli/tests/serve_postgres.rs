@@ -18,7 +18,7 @@ const BATCH_SIZE: usize = 100;
 
 #[test]
 fn two_collectors_on_one_database_count_every_event_once() {
-    let db = TestDb::new("http");
+    let db = TestDb::named("http");
     let dir = temp_dir("pg");
     let a = Server::start(
         &dir.path().join("a"),

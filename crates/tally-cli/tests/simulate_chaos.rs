@@ -137,7 +137,7 @@ fn seeded_chaos_with_every_fault_adds_up() {
 
 #[test]
 fn seeded_chaos_on_postgresql_behind_two_collectors_adds_up() {
-    let db = TestDb::new("simulate");
+    let db = TestDb::named("simulate");
     let dir = tempfile::tempdir().unwrap();
     let pg = ["--database-url", db.url.as_str()];
     let a = Server::start(&dir.path().join("a"), None, &pg);

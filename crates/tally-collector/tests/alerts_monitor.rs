@@ -140,13 +140,7 @@ async fn stale_queues_rejections_and_growing_gaps_fire() {
         event("c1", "Open", "c", 1, "{}"),
         event("c5", "Open", "c", 5, "{}"),
     ];
-    let dead = DeadLetter {
-        message_id: Some("bad".to_owned()),
-        reason: RejectReason::MissingIdentity,
-        detail: "test",
-        received_at: now_ms(),
-        raw: "{}".to_owned(),
-    };
+    let dead = rejected();
     let writer = store.clone();
     let outcomes = tokio::task::spawn_blocking(move || writer.write_batch(&events, &[dead]))
         .await
@@ -320,13 +314,7 @@ fn rejection_state(state: &AppState) -> rules::AlertState {
 /// over its threshold until the 1 s window has passed.
 async fn reject_one_of_two(state: &AppState) {
     let store = Arc::clone(&state.store);
-    let dead = DeadLetter {
-        message_id: Some("bad".to_owned()),
-        reason: RejectReason::MissingIdentity,
-        detail: "test",
-        received_at: now_ms(),
-        raw: "{}".to_owned(),
-    };
+    let dead = rejected();
     let written = tokio::task::spawn_blocking(move || {
         store.write_batch(&[event("ok-1", "Open", "i", 1, "{}")], &[dead])
     })
@@ -493,4 +481,15 @@ async fn a_dying_sender_is_taken_over(db: Arc<TestDb>) -> Vec<AppState> {
     let rule = rules::REJECTION_RATE_HIGH.to_owned();
     assert_eq!(outbox, [(rule.clone(), 3, true), (rule, 1, true)]);
     vec![first, second]
+}
+
+/// A message rejected for a missing identity, received now.
+fn rejected() -> DeadLetter {
+    DeadLetter {
+        message_id: Some("bad".to_owned()),
+        reason: RejectReason::MissingIdentity,
+        detail: "test",
+        received_at: now_ms(),
+        raw: "{}".to_owned(),
+    }
 }

@@ -1433,6 +1433,50 @@ mod postgres {
     store_suite!(fresh);
     query_suite!(fresh);
 
+    /// The collector's cache of persons sees a change made by a
+    /// transaction that was still running when it last caught up, once
+    /// that transaction commits (and not before).
+    #[test]
+    fn the_cache_of_persons_catches_up_with_a_late_commit() {
+        use tally_collector::queries::{answer, ProductQuery};
+        let (store, db) = fresh();
+        let people = |store: &dyn Store| {
+            let v = answer(
+                store,
+                ProductQuery::Events,
+                "event=Open&from=1970-01-01T00:00:00Z&to=1970-01-02T00:00:00Z",
+            )
+            .unwrap();
+            v["total"]["people"].as_u64().unwrap()
+        };
+        store
+            .write_batch(
+                &[
+                    track("c1", "Open", "a1", 1_000),
+                    track("c2", "Open", "a2", 2_000),
+                ],
+                &[],
+            )
+            .unwrap();
+        assert_eq!(people(&*store), 2);
+
+        // A transaction merges the two and stays open while the cache
+        // catches up past a later commit.
+        let mut slow = db.client();
+        let mut tx = slow.transaction().unwrap();
+        tx.execute(
+            "UPDATE idents SET person = 'u:merged' WHERE anonymous_id IN ('a1', 'a2')",
+            &[],
+        )
+        .unwrap();
+        store
+            .write_batch(&[track("c3", "Open", "a3", 3_000)], &[])
+            .unwrap();
+        assert_eq!(people(&*store), 3, "the merge is not committed yet");
+        tx.commit().unwrap();
+        assert_eq!(people(&*store), 2, "a1 and a2 are one person now");
+    }
+
     #[test]
     fn migrations_are_idempotent_and_concurrent() {
         let db = TestDb::new();

@@ -273,49 +273,9 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// A database of its own on the PostgreSQL server at
-/// `TALLY_TEST_DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/test`),
-/// dropped when the value is.
-pub struct TestDb {
-    /// URL of the new database.
-    pub url: String,
-    admin_url: String,
-    name: String,
-}
-
-impl TestDb {
-    /// Creates `tally_<label>_<pid>`.
-    pub fn new(label: &str) -> TestDb {
-        let admin_url = std::env::var("TALLY_TEST_DATABASE_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
-        let name = format!("tally_{label}_{}", std::process::id());
-        let mut admin = postgres::Client::connect(&admin_url, postgres::NoTls).unwrap();
-        admin
-            .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-            .unwrap();
-        admin
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .unwrap();
-        let (base, query) = match admin_url.split_once('?') {
-            Some((b, q)) => (b, format!("?{q}")),
-            None => (admin_url.as_str(), String::new()),
-        };
-        let url = format!("{}/{name}{query}", &base[..base.rfind('/').unwrap()]);
-        TestDb {
-            admin_url,
-            name,
-            url,
-        }
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        if let Ok(mut admin) = postgres::Client::connect(&self.admin_url, postgres::NoTls) {
-            let _ = admin.batch_execute(&format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            ));
-        }
-    }
-}
+#[path = "../../../tally-collector/tests/support/test_db.rs"]
+mod test_db;
+/// A database of its own on the PostgreSQL server, dropped when the value
+/// is (the collector's tests use the same one).
+#[allow(unused_imports)] // test files without PostgreSQL include this module too
+pub use test_db::TestDb;

@@ -306,6 +306,23 @@ CREATE TABLE alert_outbox (
 );
 CREATE INDEX alert_outbox_pending ON alert_outbox (id) WHERE done_at IS NULL;
 "#,
+    // 6: each identity records the transaction that last set its person,
+    // so a collector's cache of persons (see `query::postgres`) catches up
+    // by reading only what changed since it last looked. Adding the column
+    // rewrites the table once.
+    r#"
+ALTER TABLE idents ADD COLUMN changed xid8 NOT NULL DEFAULT pg_current_xact_id();
+CREATE FUNCTION idents_person_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    NEW.changed := pg_current_xact_id();
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER idents_person_changed BEFORE UPDATE OF person ON idents
+    FOR EACH ROW WHEN (OLD.person IS DISTINCT FROM NEW.person)
+    EXECUTE FUNCTION idents_person_changed();
+CREATE INDEX idents_by_changed ON idents (changed);
+"#,
 ];
 
 /// Maps a client error: a lost or refused connection, a server shutting
@@ -509,6 +526,9 @@ impl Prepared {
 pub struct PostgresStore {
     pool: Pool,
     next_shard: AtomicUsize,
+    /// Identity → person, caught up before each use (see
+    /// [`query::postgres`]).
+    pub(crate) persons: std::sync::Mutex<query::postgres::PersonCache>,
 }
 
 impl PostgresStore {
@@ -527,6 +547,7 @@ impl PostgresStore {
         Ok(PostgresStore {
             pool,
             next_shard: AtomicUsize::new(seed),
+            persons: std::sync::Mutex::default(),
         })
     }
 

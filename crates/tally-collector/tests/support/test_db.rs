@@ -16,12 +16,18 @@ pub struct TestDb {
 }
 
 impl TestDb {
+    /// A database named after the test process (`tally_test_<pid>_<n>`).
     pub fn new() -> TestDb {
+        Self::named("test")
+    }
+
+    /// `tally_<label>_<pid>_<n>`: the label says which test file made it.
+    pub fn named(label: &str) -> TestDb {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         let admin_url = std::env::var("TALLY_TEST_DATABASE_URL")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
         let name = format!(
-            "tally_test_{}_{}",
+            "tally_{label}_{}_{}",
             std::process::id(),
             NEXT.fetch_add(1, Ordering::SeqCst)
         );

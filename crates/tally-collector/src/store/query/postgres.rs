@@ -1,7 +1,8 @@
 //! [`ProductQueries`] on the PostgreSQL store: the shared statements,
 //! run on a pooled connection.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use super::{
     any_activity_sql, breakdown_rest_sql, breakdown_sql, event_activity_sql, event_idents_sql,
@@ -29,7 +30,111 @@ fn count_people(r: &Row, at: usize) -> Result<CountPeople, ::postgres::Error> {
     })
 }
 
+/// Most identities the cache of persons holds (about 60 bytes each):
+/// past it, persons are read from the table at each query.
+pub(crate) const MAX_CACHED_PERSONS: usize = 2_000_000;
+
+/// A collector's copy of `idents.person`, kept current by reading the rows
+/// whose `changed` transaction id is at least the oldest transaction that
+/// was still running when it last looked (`pg_snapshot_xmin`): every
+/// transaction below that had finished, so its rows were read then, and
+/// the rows of any transaction still running are read again next time.
+/// Resolving the people of a 30-day window so costs a read of what
+/// changed, not a probe per identity: on 10,000,000 events, a count with
+/// 96,000 people went from 236–247 ms to 185–198 ms, DAU from 353 to 270
+/// ms. An identity an event
+/// references was committed before the query read that event, so it is
+/// visible when the cache catches up after. Identities are never deleted
+/// while events reference them; entries of deleted users stay unused.
+#[derive(Debug, Default)]
+pub(crate) struct PersonCache {
+    map: HashMap<i64, Arc<str>>,
+    /// Persons, interned: identities of one person share the text.
+    interned: HashSet<Arc<str>>,
+    /// `pg_snapshot_xmin` at the last catch-up (`None`: never caught up).
+    xmin: Option<String>,
+    disabled: bool,
+}
+
+/// Reads the identities changed since `$1` (an `xid8` as text), with the
+/// snapshot's oldest running transaction; one row with no identity when
+/// none changed.
+const CATCH_UP_SQL: &str = "WITH s AS (SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS x) \
+     SELECT s.x, i.id, i.person FROM s LEFT JOIN idents i ON i.changed >= $1::text::xid8";
+
 impl PostgresStore {
+    fn catch_up(&self, cache: &mut PersonCache) -> Result<(), StoreError> {
+        let since = cache.xmin.clone().unwrap_or_else(|| "0".to_owned());
+        let mut conn = self.client()?;
+        let rows = conn
+            .client
+            .query(CATCH_UP_SQL, &[&since])
+            .map_err(pg_error)?;
+        drop(conn);
+        for r in &rows {
+            let id: Option<i64> = r.try_get(1).map_err(pg_error)?;
+            let person: Option<&str> = r.try_get(2).map_err(pg_error)?;
+            match (id, person) {
+                (Some(id), Some(person)) => {
+                    let shared = match cache.interned.get(person) {
+                        Some(p) => Arc::clone(p),
+                        None => {
+                            let p: Arc<str> = Arc::from(person);
+                            cache.interned.insert(Arc::clone(&p));
+                            p
+                        }
+                    };
+                    cache.map.insert(id, shared);
+                }
+                (Some(id), None) => {
+                    cache.map.remove(&id);
+                }
+                (None, _) => {}
+            }
+        }
+        if cache.map.len() > MAX_CACHED_PERSONS {
+            *cache = PersonCache {
+                disabled: true,
+                ..PersonCache::default()
+            };
+            return Ok(());
+        }
+        if let Some(r) = rows.first() {
+            cache.xmin = Some(r.try_get(0).map_err(pg_error)?);
+        }
+        Ok(())
+    }
+
+    /// Dense ids (at least a third of their range asked for, as a busy
+    /// window's are) are read as one range of the primary key and filtered
+    /// here: on 10,000,000 events, a probe per id cost 1.2 µs and a row of
+    /// the range 0.3 µs (101,000 ids spread over 260,000: 118 ms against
+    /// 80 ms).
+    fn persons_from_table(&self, idents: &[i64]) -> Result<Vec<(i64, String)>, StoreError> {
+        let row = |r: &Row| Ok((r.try_get(0)?, r.try_get(1)?));
+        let (Some(&min), Some(&max)) = (idents.iter().min(), idents.iter().max()) else {
+            return Ok(Vec::new());
+        };
+        let span = u64::try_from(max - min)
+            .unwrap_or(u64::MAX)
+            .saturating_add(1);
+        if idents.len() < DENSE_MIN || span > 3 * idents.len() as u64 {
+            return self.rows(
+                "SELECT id, person FROM idents WHERE id = ANY($1) AND person IS NOT NULL",
+                &[&idents],
+                row,
+            );
+        }
+        let wanted: HashSet<i64> = idents.iter().copied().collect();
+        let mut found = self.rows(
+            "SELECT id, person FROM idents WHERE id BETWEEN $1 AND $2 AND person IS NOT NULL",
+            &[&min, &max],
+            row,
+        )?;
+        found.retain(|(id, _)| wanted.contains(id));
+        Ok(found)
+    }
+
     fn rows<T>(
         &self,
         text: &str,
@@ -124,32 +229,21 @@ impl ProductQueries for PostgresStore {
         })
     }
 
-    /// Dense ids (at least half of their range asked for, as a busy
-    /// window's are) are read as one range of the primary key and filtered
-    /// here: a probe per id cost five times as long for 100,000 ids.
+    /// From the collector's cache of persons, caught up first; past
+    /// [`MAX_CACHED_PERSONS`] identities, from the table.
     fn persons(&self, idents: &[i64]) -> Result<Vec<(i64, String)>, StoreError> {
-        let row = |r: &Row| Ok((r.try_get(0)?, r.try_get(1)?));
-        let (Some(&min), Some(&max)) = (idents.iter().min(), idents.iter().max()) else {
-            return Ok(Vec::new());
-        };
-        let span = u64::try_from(max - min)
-            .unwrap_or(u64::MAX)
-            .saturating_add(1);
-        if idents.len() < DENSE_MIN || span > 2 * idents.len() as u64 {
-            return self.rows(
-                "SELECT id, person FROM idents WHERE id = ANY($1) AND person IS NOT NULL",
-                &[&idents],
-                row,
-            );
+        let mut cache = self.persons.lock().unwrap_or_else(|p| p.into_inner());
+        if !cache.disabled {
+            self.catch_up(&mut cache)?;
         }
-        let wanted: HashSet<i64> = idents.iter().copied().collect();
-        let mut found = self.rows(
-            "SELECT id, person FROM idents WHERE id BETWEEN $1 AND $2 AND person IS NOT NULL",
-            &[&min, &max],
-            row,
-        )?;
-        found.retain(|(id, _)| wanted.contains(id));
-        Ok(found)
+        if cache.disabled {
+            drop(cache);
+            return self.persons_from_table(idents);
+        }
+        Ok(idents
+            .iter()
+            .filter_map(|id| cache.map.get(id).map(|p| (*id, p.to_string())))
+            .collect())
     }
 
     fn name_idents(&self, win: Span) -> Result<Vec<(String, Vec<i64>)>, StoreError> {
