@@ -10,7 +10,8 @@ use std::sync::Arc;
 use tally_proto::Priority;
 use tally_sdk::log::fs::Faults;
 use tally_sdk::log::{
-    AppendError, DroppedRange, Durability, Entry, FullPolicy, Log, LogConfig, LogError, MemFs,
+    AppendError, Disposition, DroppedRange, Durability, Entry, FullPolicy, Log, LogConfig,
+    LogError, MemFs,
 };
 
 fn entry(seq: u64) -> Entry {
@@ -135,6 +136,92 @@ fn drops_counted_while_the_disk_is_full_are_persisted_when_space_returns() {
         "three refusals, one ledger range"
     );
     assert_eq!(pending(&log), (1..=5).collect::<Vec<_>>());
+}
+
+/// A refused seq is in the ledger before any later record is on disk: a
+/// kill between the two would otherwise leave a gap nothing explains
+/// (the later record raises the next seq past the refused one). Room is
+/// left for the later record but not for it and the refusal's entry: the
+/// refusal takes the room and the record waits for space.
+#[test]
+fn a_refusal_reaches_the_ledger_before_any_later_record() {
+    let config = |fs: &MemFs| {
+        LogConfig::with_fs("/log", Arc::new(fs.clone()))
+            .durability(Durability::Synced)
+            .full_policy(FullPolicy::RejectNew)
+            .bounds(u64::MAX, 2, std::time::Duration::from_secs(3600))
+    };
+    let fs = MemFs::new();
+    let log = Log::open(config(&fs)).unwrap();
+    log.append(entry(1)).unwrap();
+    log.flush().unwrap();
+    let before = used_bytes(&fs);
+    log.append(entry(2)).unwrap();
+    log.flush().unwrap();
+    let record = used_bytes(&fs) - before;
+    assert_eq!(log.append(entry(3)), Err(AppendError::Full));
+    let acks: Vec<_> = log
+        .read_pending(usize::MAX, usize::MAX)
+        .unwrap()
+        .iter()
+        .map(|r| (r.id, Disposition::Delivered))
+        .collect();
+    log.ack(&acks).unwrap();
+    fs.set_faults(Faults {
+        space_limit: Some(used_bytes(&fs) + record + 4),
+        ..Faults::default()
+    });
+    log.append(entry(4)).unwrap();
+    // Whether the writer took the refusal alone before 4 came (then both
+    // fit) or both in one cycle (then 4 waits for space), 4 is never on
+    // disk without 3's drop.
+    let _ = log.flush();
+
+    let after = fs.crash();
+    drop(log);
+    let log = Log::open(config(&after)).unwrap();
+    let three = vec![DroppedRange {
+        first_seq: 3,
+        last_seq: 3,
+        reason: "log_full".into(),
+    }];
+    assert_eq!(log.drop_ledger(), three);
+    assert!(pending(&log).iter().all(|&s| s == 4));
+}
+
+/// The two priority lanes go to disk in seq order: room is left for one
+/// more record, and the lower seq (normal) takes it, not the critical one
+/// above it, so no record is durable above one that is lost.
+#[test]
+fn lanes_reach_the_disk_in_seq_order() {
+    let fs = MemFs::new();
+    let log = open(&fs);
+    let critical = |seq: u64| Entry {
+        priority: Priority::Critical,
+        ..entry(seq)
+    };
+    log.append(entry(1)).unwrap();
+    log.append(critical(2)).unwrap();
+    log.flush().unwrap();
+    let before = used_bytes(&fs);
+    log.append(entry(3)).unwrap();
+    log.flush().unwrap();
+    let record = used_bytes(&fs) - before;
+    fs.set_faults(Faults {
+        space_limit: Some(used_bytes(&fs) + record + 4),
+        ..Faults::default()
+    });
+    log.append(entry(4)).unwrap();
+    log.append(critical(5)).unwrap();
+    assert_eq!(log.flush(), Err(LogError::NoSpace));
+
+    let after = fs.crash();
+    drop(log);
+    let log = open(&after);
+    assert_eq!(log.pending_seqs().iter().max(), Some(&4));
+    let mut seqs = pending(&log);
+    seqs.sort_unstable();
+    assert_eq!(seqs, vec![1, 2, 3, 4]);
 }
 
 #[test]

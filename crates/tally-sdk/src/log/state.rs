@@ -404,11 +404,6 @@ impl State {
         Ok(())
     }
 
-    /// Writes the ledger backlog, if any (see `ledger_backlog`).
-    pub(crate) fn retry_ledger_backlog(&mut self) -> Result<(), LogError> {
-        self.append_ledger(&[])
-    }
-
     /// Whether counted entries still wait to be written to the ledger.
     pub(crate) fn has_ledger_backlog(&self) -> bool {
         !self.ledger_backlog.is_empty()

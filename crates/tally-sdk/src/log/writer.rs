@@ -363,6 +363,8 @@ impl Writer {
         let mut error = None;
         let now = Instant::now();
         let retry_due = self.retry_at.is_none_or(|at| at <= now) || flush;
+        let mut refused_result = Ok(());
+        let mut refused_recorded = false;
         if poisoned {
             // Nothing can be promised durable any more: what is queued is
             // released so the bounds do not fill with it.
@@ -375,28 +377,37 @@ impl Writer {
             error = Some(LogError::Poisoned);
         } else if retry_due {
             self.retry_at = None;
-            // Counts the ledger could not take (a full disk) go first: no
-            // record is written after a drop whose count is not durable.
-            let backlog = {
-                let mut state = lock_state(&shared);
-                if state.has_ledger_backlog() {
-                    state.retry_ledger_backlog().err()
-                } else {
-                    None
-                }
-            };
-            if let Some(e) = backlog {
-                error = Some(e);
+            // Drops go first, with the counts the ledger could not take
+            // before (a full disk): no record is written after a drop whose
+            // count is not in the ledger. A refused seq is below every seq
+            // appended after it, so a kill between this cycle's records and
+            // its drops would leave a gap nothing explains.
+            let ledger = lock_state(&shared).record_refused(refused);
+            refused_recorded = true;
+            if let Err(e) = &ledger {
+                error = Some(e.clone());
                 self.retry_at = Some(Instant::now() + RETRY_DELAY);
             }
-            for lane in Lane::ALL {
-                if error.is_some() {
-                    break;
-                }
-                if let Err(e) = self.write_lane(lane, &mut written, &mut created, &mut sealed) {
+            refused_result = ledger;
+            // The lanes are written in seq order, run by run: a kill
+            // between two writes leaves on disk a prefix of what this cycle
+            // took, never a record above one that is lost (the next start
+            // numbers from the highest seq on disk, so a lost lower one
+            // would be a gap nothing explains).
+            while error.is_none() {
+                let first = |l: Lane| self.carry[l.index()].metas.first().map(|m| m.seq);
+                let (lane, below) = match (first(Lane::Critical), first(Lane::Normal)) {
+                    (None, None) => break,
+                    (Some(_), None) => (Lane::Critical, None),
+                    (None, Some(_)) => (Lane::Normal, None),
+                    (Some(c), Some(n)) if c < n => (Lane::Critical, Some(n)),
+                    (Some(c), Some(_)) => (Lane::Normal, Some(c)),
+                };
+                if let Err(e) =
+                    self.write_lane(lane, below, &mut written, &mut created, &mut sealed)
+                {
                     error = Some(e);
                     self.retry_at = Some(Instant::now() + RETRY_DELAY);
-                    break;
                 }
             }
         }
@@ -438,7 +449,9 @@ impl Writer {
                 error = Some(LogError::Poisoned);
             }
         }
-        let refused_result = state.record_refused(refused);
+        if !refused_recorded {
+            refused_result = state.record_refused(refused);
+        }
         if state.has_ledger_backlog() && self.retry_at.is_none() {
             self.retry_at = Some(Instant::now() + RETRY_DELAY);
         }
@@ -526,9 +539,12 @@ impl Writer {
         ))
     }
 
+    /// Writes the lane's records from the first up to (not including) the
+    /// first whose seq is `below` or more (at least one).
     fn write_lane(
         &mut self,
         lane: Lane,
+        below: Option<u64>,
         written: &mut Vec<Written>,
         created: &mut Vec<Seg>,
         sealed: &mut Vec<u64>,
@@ -537,9 +553,11 @@ impl Writer {
         let limit = self.shared.config.segment_bytes;
         let mut byte_pos = 0usize;
         let mut i = 0usize;
+        let stop = |i: usize, m: &QueuedMeta| i > 0 && below.is_some_and(|b| m.seq >= b);
         let result = loop {
-            if i >= self.carry[li].metas.len() {
-                break Ok(());
+            match self.carry[li].metas.get(i) {
+                Some(m) if !stop(i, m) => {}
+                _ => break Ok(()),
             }
             if self.active[li].as_ref().is_some_and(|a| a.len >= limit) {
                 if let Some(mut a) = self.active[li].take() {
@@ -569,7 +587,8 @@ impl Writer {
             let mut n = 0usize;
             while i + n < metas.len() {
                 let len = metas[i + n].len as usize;
-                if n > 0 && active.len + (chunk + len) as u64 > limit {
+                if n > 0 && active.len + (chunk + len) as u64 > limit || stop(i + n, &metas[i + n])
+                {
                     break;
                 }
                 chunk += len;
