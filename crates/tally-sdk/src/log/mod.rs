@@ -42,6 +42,11 @@
 //! and syncs per [`Durability`] (group commit). Plaintext exists only in
 //! that queue, in memory.
 //!
+//! Within a group, the ledger entries of refused appends are written
+//! first, then the lanes in seq order (run by run where they interleave):
+//! whatever a kill interrupts, what is on disk never holds a record above
+//! a seq that is neither on disk nor counted in the ledger.
+//!
 //! ## On-disk layout
 //!
 //! | path in the log directory | what |
