@@ -27,6 +27,14 @@ fn open(fs: &MemFs) -> Log {
         .unwrap()
 }
 
+/// A synced log on `fs` refusing appends past `max_events`.
+fn reject_new(fs: &MemFs, max_events: u64) -> LogConfig {
+    LogConfig::with_fs("/log", Arc::new(fs.clone()))
+        .durability(Durability::Synced)
+        .full_policy(FullPolicy::RejectNew)
+        .bounds(u64::MAX, max_events, std::time::Duration::from_secs(3600))
+}
+
 fn pending(log: &Log) -> Vec<u64> {
     log.read_pending(usize::MAX, usize::MAX)
         .unwrap()
@@ -95,12 +103,7 @@ fn enospc_is_reported_and_the_writer_recovers_when_space_returns() {
 
 #[test]
 fn drops_counted_while_the_disk_is_full_are_persisted_when_space_returns() {
-    let config = |fs: &MemFs| {
-        LogConfig::with_fs("/log", Arc::new(fs.clone()))
-            .durability(Durability::Synced)
-            .full_policy(FullPolicy::RejectNew)
-            .bounds(u64::MAX, 5, std::time::Duration::from_secs(3600))
-    };
+    let config = |fs: &MemFs| reject_new(fs, 5);
     let fs = MemFs::new();
     let log = Log::open(config(&fs)).unwrap();
     for seq in 1..=5 {
@@ -145,12 +148,7 @@ fn drops_counted_while_the_disk_is_full_are_persisted_when_space_returns() {
 /// refusal takes the room and the record waits for space.
 #[test]
 fn a_refusal_reaches_the_ledger_before_any_later_record() {
-    let config = |fs: &MemFs| {
-        LogConfig::with_fs("/log", Arc::new(fs.clone()))
-            .durability(Durability::Synced)
-            .full_policy(FullPolicy::RejectNew)
-            .bounds(u64::MAX, 2, std::time::Duration::from_secs(3600))
-    };
+    let config = |fs: &MemFs| reject_new(fs, 2);
     let fs = MemFs::new();
     let log = Log::open(config(&fs)).unwrap();
     log.append(entry(1)).unwrap();
