@@ -363,8 +363,12 @@ impl Writer {
         let mut error = None;
         let now = Instant::now();
         let retry_due = self.retry_at.is_none_or(|at| at <= now) || flush;
-        let mut refused_result = Ok(());
-        let mut refused_recorded = false;
+        // Drops go first, with the counts the ledger could not take before
+        // (a full disk): no record is written after a drop whose count is
+        // not in the ledger. A refused seq is below every seq appended
+        // after it, so a kill between this cycle's records and its drops
+        // would leave a gap nothing explains.
+        let refused_result = lock_state(&shared).record_refused(refused);
         if poisoned {
             // Nothing can be promised durable any more: what is queued is
             // released so the bounds do not fill with it.
@@ -377,18 +381,10 @@ impl Writer {
             error = Some(LogError::Poisoned);
         } else if retry_due {
             self.retry_at = None;
-            // Drops go first, with the counts the ledger could not take
-            // before (a full disk): no record is written after a drop whose
-            // count is not in the ledger. A refused seq is below every seq
-            // appended after it, so a kill between this cycle's records and
-            // its drops would leave a gap nothing explains.
-            let ledger = lock_state(&shared).record_refused(refused);
-            refused_recorded = true;
-            if let Err(e) = &ledger {
+            if let Err(e) = &refused_result {
                 error = Some(e.clone());
                 self.retry_at = Some(Instant::now() + RETRY_DELAY);
             }
-            refused_result = ledger;
             // The lanes are written in seq order, run by run: a kill
             // between two writes leaves on disk a prefix of what this cycle
             // took, never a record above one that is lost (the next start
@@ -448,9 +444,6 @@ impl Writer {
             if shared.counts.poisoned.load(Ordering::Acquire) {
                 error = Some(LogError::Poisoned);
             }
-        }
-        if !refused_recorded {
-            refused_result = state.record_refused(refused);
         }
         if state.has_ledger_backlog() && self.retry_at.is_none() {
             self.retry_at = Some(Instant::now() + RETRY_DELAY);

@@ -172,14 +172,19 @@ impl Handoff {
 
     /// Gives the waiting records to the pipeline: swaps them into `batch`
     /// (which must be empty) and moves the control commands to `controls`.
-    pub(crate) fn take(&mut self, batch: &mut Vec<u8>, controls: &mut VecDeque<Command>) {
+    /// Returns whether there were any.
+    pub(crate) fn take(&mut self, batch: &mut Vec<u8>, controls: &mut VecDeque<Command>) -> bool {
         debug_assert!(batch.is_empty());
         if batch.capacity() > KEPT_CAPACITY && self.buf.len() <= KEPT_CAPACITY {
             // The burst that grew it is over: give the memory back.
             *batch = Vec::with_capacity(KEPT_CAPACITY);
         }
+        if self.buf.is_empty() {
+            return false;
+        }
         std::mem::swap(&mut self.buf, batch);
         controls.append(&mut self.controls);
+        true
     }
 
     /// Closes the queue: nothing pushed from now on is taken. Returns the

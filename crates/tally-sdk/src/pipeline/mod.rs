@@ -321,12 +321,8 @@ impl Pipeline {
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
             capture.handoff.waiting = Waiting::No;
-            if capture.handoff.is_empty() {
-                return false;
-            }
         }
-        capture.handoff.take(&mut self.batch, &mut self.controls);
-        true
+        capture.handoff.take(&mut self.batch, &mut self.controls)
     }
 
     /// Closes the hand-off queue and takes what it still holds. Returns
@@ -334,11 +330,7 @@ impl Pipeline {
     fn take_closing(&mut self) -> bool {
         let mut capture = self.shared.lock_capture();
         capture.handoff.closed = true;
-        if capture.handoff.is_empty() {
-            return false;
-        }
-        capture.handoff.take(&mut self.batch, &mut self.controls);
-        true
+        capture.handoff.take(&mut self.batch, &mut self.controls)
     }
 
     /// Works through the batch taken, in order.
