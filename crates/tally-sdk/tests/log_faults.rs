@@ -153,10 +153,7 @@ fn a_refusal_reaches_the_ledger_before_any_later_record() {
     let log = Log::open(config(&fs)).unwrap();
     log.append(entry(1)).unwrap();
     log.flush().unwrap();
-    let before = used_bytes(&fs);
-    log.append(entry(2)).unwrap();
-    log.flush().unwrap();
-    let record = used_bytes(&fs) - before;
+    let record = flushed_size(&fs, &log, entry(2));
     assert_eq!(log.append(entry(3)), Err(AppendError::Full));
     let acks: Vec<_> = log
         .read_pending(usize::MAX, usize::MAX)
@@ -165,10 +162,7 @@ fn a_refusal_reaches_the_ledger_before_any_later_record() {
         .map(|r| (r.id, Disposition::Delivered))
         .collect();
     log.ack(&acks).unwrap();
-    fs.set_faults(Faults {
-        space_limit: Some(used_bytes(&fs) + record + 4),
-        ..Faults::default()
-    });
+    leave_room(&fs, record + 4);
     log.append(entry(4)).unwrap();
     // Whether the writer took the refusal alone before 4 came (then both
     // fit) or both in one cycle (then 4 waits for space), 4 is never on
@@ -201,14 +195,8 @@ fn lanes_reach_the_disk_in_seq_order() {
     log.append(entry(1)).unwrap();
     log.append(critical(2)).unwrap();
     log.flush().unwrap();
-    let before = used_bytes(&fs);
-    log.append(entry(3)).unwrap();
-    log.flush().unwrap();
-    let record = used_bytes(&fs) - before;
-    fs.set_faults(Faults {
-        space_limit: Some(used_bytes(&fs) + record + 4),
-        ..Faults::default()
-    });
+    let record = flushed_size(&fs, &log, entry(3));
+    leave_room(&fs, record + 4);
     log.append(entry(4)).unwrap();
     log.append(critical(5)).unwrap();
     assert_eq!(log.flush(), Err(LogError::NoSpace));
@@ -292,6 +280,22 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
         }
     }
     out
+}
+
+/// Appends and flushes `e`; returns the bytes it took on disk.
+fn flushed_size(fs: &MemFs, log: &Log, e: Entry) -> u64 {
+    let before = used_bytes(fs);
+    log.append(e).unwrap();
+    log.flush().unwrap();
+    used_bytes(fs) - before
+}
+
+/// From now on, `bytes` more fit on `fs`.
+fn leave_room(fs: &MemFs, bytes: u64) {
+    fs.set_faults(Faults {
+        space_limit: Some(used_bytes(fs) + bytes),
+        ..Faults::default()
+    });
 }
 
 fn used_bytes(fs: &MemFs) -> u64 {
