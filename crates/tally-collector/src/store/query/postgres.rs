@@ -14,10 +14,6 @@ use crate::store::StoreError;
 use ::postgres::types::ToSql;
 use ::postgres::Row;
 
-/// Fewest ids [`ProductQueries::persons`] reads as a range: below it the
-/// probes are cheap whatever the range.
-const DENSE_MIN: usize = 1_000;
-
 /// The field at a JSON path as JSON text, NULL when absent or `null`.
 fn field(param: &str) -> String {
     format!("NULLIF(e.raw::jsonb #> {param}::text[], 'null'::jsonb)::text")
@@ -105,34 +101,13 @@ impl PostgresStore {
         Ok(())
     }
 
-    /// Dense ids (at least a third of their range asked for, as a busy
-    /// window's are) are read as one range of the primary key and filtered
-    /// here: on 10,000,000 events, a probe per id cost 1.2 µs and a row of
-    /// the range 0.3 µs (101,000 ids spread over 260,000: 118 ms against
-    /// 80 ms).
+    /// The persons of `idents`, read from the table (a probe per id).
     fn persons_from_table(&self, idents: &[i64]) -> Result<Vec<(i64, String)>, StoreError> {
-        let row = |r: &Row| Ok((r.try_get(0)?, r.try_get(1)?));
-        let (Some(&min), Some(&max)) = (idents.iter().min(), idents.iter().max()) else {
-            return Ok(Vec::new());
-        };
-        let span = u64::try_from(max - min)
-            .unwrap_or(u64::MAX)
-            .saturating_add(1);
-        if idents.len() < DENSE_MIN || span > 3 * idents.len() as u64 {
-            return self.rows(
-                "SELECT id, person FROM idents WHERE id = ANY($1) AND person IS NOT NULL",
-                &[&idents],
-                row,
-            );
-        }
-        let wanted: HashSet<i64> = idents.iter().copied().collect();
-        let mut found = self.rows(
-            "SELECT id, person FROM idents WHERE id BETWEEN $1 AND $2 AND person IS NOT NULL",
-            &[&min, &max],
-            row,
-        )?;
-        found.retain(|(id, _)| wanted.contains(id));
-        Ok(found)
+        self.rows(
+            "SELECT id, person FROM idents WHERE id = ANY($1) AND person IS NOT NULL",
+            &[&idents],
+            |r| Ok((r.try_get(0)?, r.try_get(1)?)),
+        )
     }
 
     fn rows<T>(
