@@ -33,21 +33,29 @@
 //! # The job
 //!
 //! A pass deletes, rule by rule, chunks of at most `chunk_rows` expired
-//! events, each in one short transaction that also lowers the stored
-//! `events` counter by exactly what it deleted ([`Store::expire_events`]),
-//! until a chunk comes back short. The same transaction deletes the
-//! activity rollup rows (15-minute slot, identity) the chunk left without
-//! any product event, so DAU/WAU/MAU and retention cohorts stop counting
-//! expired activity; it checks the events left in each slot, since a
-//! per-name rule may expire some events of a slot and keep others. That
-//! check reads the slot's remaining events, so a chunk of a rare name
-//! among frequent ones costs more than its own rows; the pause below is
-//! proportional to what the chunk took, so the job's share stays the same. Between chunks the job sleeps so that
-//! deleting takes at most [`WRITE_SHARE_PERCENT`] of the time: on SQLite the chunk
-//! holds the single writer, and on PostgreSQL it takes database CPU that
-//! ingest would otherwise use. A large backlog (the first pass after a
-//! policy is shortened) is therefore worked off steadily rather than in
-//! one long lock.
+//! events, oldest first, each in one short transaction that also lowers
+//! the stored `events` counter by exactly what it deleted
+//! ([`Store::expire_events`]), until a chunk comes back short. The same
+//! transaction deletes the activity rollup rows (15-minute slot, identity)
+//! left without any product event, so DAU/WAU/MAU and retention cohorts
+//! stop counting expired activity. It checks the events left in a slot,
+//! since a per-name rule may expire some events of a slot and keep others,
+//! and that check reads every event left there. On SQLite a slot is
+//! therefore checked once, by the chunk that finishes it, rather than by
+//! every chunk that deletes from it: a busy slot holds many chunks' worth
+//! of events, and reading it again per chunk held the single writer many
+//! times longer than the deleting did. Until that chunk commits, the slot
+//! may still count a person whose events there are gone; the slot is
+//! older than the policy keeps. (Should the rest of the slot go another
+//! way first, by a deletion request or a rule removed while a pass was
+//! stopped inside it, such a row stays.) On PostgreSQL, where collectors share the
+//! job and ingest is not blocked by it, each chunk checks the slots it
+//! deleted from. Between chunks the job sleeps so that deleting takes at
+//! most [`WRITE_SHARE_PERCENT`] of the time: on SQLite the chunk holds the
+//! single writer, and on PostgreSQL it takes database CPU that ingest would
+//! otherwise use. A large backlog (the first pass after a policy is
+//! shortened) is therefore worked off steadily rather than in one long
+//! lock.
 //!
 //! After the event rules, the pass deletes expired dead letters the same
 //! way: chunks of `chunk_rows` ([`Store::expire_dead_letters`]) with the

@@ -860,6 +860,53 @@ fn retention_removes_the_activity_of_expired_events(store: &dyn Store) {
 
 /// A per-name rule expires some events of a slot: a surviving product
 /// event keeps the slot, an SDK-internal one does not.
+/// A slot holding more expired events than a chunk is settled by the
+/// chunk that finishes it, whichever chunk deleted a person's last event
+/// there, even when that last chunk deletes only internal events; a full
+/// chunk that ends at the end of a slot settles that slot at once.
+fn retention_settles_a_slot_larger_than_a_chunk(store: &dyn Store) {
+    let day0 = 20_000 * DAY_MS;
+    let s = day0 + 10 * 60 * 60 * 1000; // a slot boundary
+    let t = s + 4 * SLOT;
+    let min = 60_000;
+    let batch = vec![
+        by_user(track("s-u1", "Open", "n", s + min), "u1"),
+        by_user(track("s-u2-a", "Play", "n", s + 2 * min), "u2"),
+        by_user(track("s-u2-b", "Play", "n", s + 3 * min), "u2"),
+        by_user(track("s-u2-c", "Play", "n", s + 4 * min), "u2"),
+        by_user(track("s-internal", "tally.dropped", "n", s + 5 * min), "u3"),
+        by_user(track("t-u4", "Open", "n", t + min), "u4"),
+        by_user(track("t-u5", "Open", "n", t + 2 * min), "u5"),
+        by_user(track("kept-u6", "Open", "n", t + SLOT + min), "u6"),
+    ];
+    assert_eq!(store.write_batch(&batch, &[]).unwrap(), vec![A; 8]);
+    let rows = active_slots(store);
+    assert_eq!(rows.len(), 5, "{rows:?}");
+    let kept: Vec<(i64, i64)> = rows
+        .iter()
+        .copied()
+        .filter(|(slot, _)| *slot == (t + SLOT) / SLOT)
+        .collect();
+    assert_eq!(kept.len(), 1);
+
+    // Slot s in chunks of two: u1's only event goes in the first, u2's
+    // last in the second, and the third deletes the internal event alone.
+    let all = ExpiryScope::AllExcept(&[]);
+    let cutoff = s + 5 * min + 1;
+    assert_eq!(store.expire_events(all, cutoff, 2).unwrap(), 2);
+    assert_eq!(store.expire_events(all, cutoff, 2).unwrap(), 2);
+    assert_eq!(store.expire_events(all, cutoff, 2).unwrap(), 1);
+    let rows = active_slots(store);
+    assert!(rows.iter().all(|(slot, _)| *slot != s / SLOT), "{rows:?}");
+    assert_eq!(rows.len(), 3, "{rows:?}");
+
+    // Slot t exactly fills a full chunk: settled by it, no later chunk.
+    let cutoff = t + SLOT + 1;
+    assert_eq!(store.expire_events(all, cutoff, 2).unwrap(), 2);
+    assert_eq!(active_slots(store), kept);
+    assert_eq!(store.stats().unwrap(), stats(8, 0, 0, 1));
+}
+
 fn retention_keeps_a_slot_with_a_surviving_event(store: &dyn Store) {
     let day0 = 20_000 * DAY_MS;
     let kept = day0 + 10 * 60 * 60 * 1000;
@@ -1125,6 +1172,11 @@ macro_rules! store_suite {
         fn retention_removes_the_activity_of_expired_events() {
             let (store, _guard) = $fresh();
             super::retention_removes_the_activity_of_expired_events(&*store);
+        }
+        #[test]
+        fn retention_settles_a_slot_larger_than_a_chunk() {
+            let (store, _guard) = $fresh();
+            super::retention_settles_a_slot_larger_than_a_chunk(&*store);
         }
         #[test]
         fn retention_keeps_a_slot_with_a_surviving_event() {

@@ -335,12 +335,14 @@ pub trait Store: query::ProductQueries + Send + Sync + 'static {
     /// so each call deletes about one hour of rows.
     fn prune_health(&self, before: i64) -> Result<u64, StoreError>;
     /// Deletes at most `limit` events of `scope` whose corrected time is
-    /// before `before` (Unix ms), in one short transaction that also
-    /// lowers the `events` counter by the number returned and deletes the
-    /// `active_slots` rows left without a product event of their identity
-    /// in their slot (see [`query`]), so active people and retention
-    /// cohorts no longer count expired activity. Retention calls it in a
-    /// loop, so ingest never waits behind a long deletion.
+    /// before `before` (Unix ms), oldest first, in one short transaction
+    /// that also lowers the `events` counter by the number returned and
+    /// deletes the `active_slots` rows left without a product event of
+    /// their identity in their slot (see [`query`]), so active people and
+    /// retention cohorts no longer count expired activity. A store may
+    /// leave that to the call that finishes a slot (SQLite does: see
+    /// [`crate::retention`]). Retention calls it in a loop, so ingest never
+    /// waits behind a long deletion.
     fn expire_events(
         &self,
         scope: ExpiryScope<'_>,

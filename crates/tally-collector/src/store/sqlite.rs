@@ -1276,10 +1276,11 @@ impl Store for SqliteStore {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         // The row ids first (an index range: by name and time, or by time),
         // then those rows; the writer holds them for one chunk only.
-        let (sql, names) = match scope {
-            ExpiryScope::Event(name) => (EXPIRE_EVENT, name.to_owned()),
+        let (sql, left, names) = match scope {
+            ExpiryScope::Event(name) => (EXPIRE_EVENT, EXPIRED_EVENT_LEFT, name.to_owned()),
             ExpiryScope::AllExcept(names) => (
                 EXPIRE_ALL_EXCEPT,
+                EXPIRED_ALL_EXCEPT_LEFT,
                 serde_json::to_string(names).map_err(|e| StoreError::Backend(e.to_string()))?,
             ),
         };
@@ -1303,7 +1304,15 @@ impl Store for SqliteStore {
                     .and_then(|mut s| s.execute([deleted as i64]))
                     .map_err(db_error)?;
             }
-            for pair in drop_emptied_rollups(conn, &expired)? {
+            // Only a full chunk can have stopped inside a slot.
+            let more_in_last = match expired.rest_of_last_slot(before) {
+                Some((from, to)) if deleted == limit as u64 => conn
+                    .prepare_cached(left)
+                    .and_then(|mut s| s.exists(params![names, from, to]))
+                    .map_err(db_error)?,
+                _ => false,
+            };
+            for pair in drop_emptied_rollups(conn, &expired, more_in_last)? {
                 state.known.slots.remove(&pair);
             }
             Ok(deleted)
@@ -1609,34 +1618,57 @@ fn read_pipeline_health(
 }
 
 /// One chunk of one event name's expired events (`?1` the name, `?2` the
-/// cutoff, `?3` the chunk size), by the name-and-time index. Returns the
-/// time, identity and name of each (see `drop_emptied_rollups`).
+/// cutoff, `?3` the chunk size), oldest first, by the name-and-time
+/// index. Returns the time, identity and name of each (see
+/// `drop_emptied_rollups`).
 const EXPIRE_EVENT: &str = "DELETE FROM events WHERE row_id IN (SELECT row_id FROM events \
-    WHERE event = ?1 AND ts_corrected < ?2 LIMIT ?3) RETURNING ts_corrected, ident, event";
+    WHERE event = ?1 AND ts_corrected < ?2 ORDER BY ts_corrected LIMIT ?3) \
+    RETURNING ts_corrected, ident, event";
 
 /// One chunk of expired events of every name but those in the JSON array
-/// `?1`, by the time index.
+/// `?1`, oldest first, by the time index.
 const EXPIRE_ALL_EXCEPT: &str = "DELETE FROM events WHERE row_id IN (SELECT row_id FROM events \
     WHERE ts_corrected < ?2 AND (event IS NULL OR event NOT IN (SELECT value FROM json_each(?1))) \
-    LIMIT ?3) RETURNING ts_corrected, ident, event";
+    ORDER BY ts_corrected LIMIT ?3) RETURNING ts_corrected, ident, event";
 
-/// After a retention chunk, in its transaction: deletes the `active_slots`
-/// rows of `expired` whose identity has no product event left in the slot,
-/// and the `event_names` rows of names with no event left (one probe of
-/// the name index each). Returns the slot rows deleted. The writer is the
-/// only one writing, so what it reads here cannot change before it commits.
+/// Whether an event named `?1` is left in `[?2, ?3)` (the rest of a
+/// chunk's last slot, before the cutoff).
+const EXPIRED_EVENT_LEFT: &str =
+    "SELECT 1 FROM events WHERE event = ?1 AND ts_corrected >= ?2 AND ts_corrected < ?3 LIMIT 1";
+
+/// The same for every name but those in the JSON array `?1`.
+const EXPIRED_ALL_EXCEPT_LEFT: &str = "SELECT 1 FROM events \
+    WHERE ts_corrected >= ?2 AND ts_corrected < ?3 \
+    AND (event IS NULL OR event NOT IN (SELECT value FROM json_each(?1))) LIMIT 1";
+
+/// After a retention chunk, in its transaction: settles the `active_slots`
+/// rows of the slots the chunk finished with ([`query::Expired::finished_slots`]):
+/// a slot's rows whose identity has no product event left in it are
+/// deleted, whichever chunk deleted their events. Deletes the
+/// `event_names` rows of names with no event left (one probe of the name
+/// index each). Returns the slot rows deleted. The writer is the only one
+/// writing, so what it reads here cannot change before it commits.
 fn drop_emptied_rollups(
     conn: &Connection,
     expired: &query::Expired,
+    more_in_last: bool,
 ) -> Result<Vec<(i64, i64)>, StoreError> {
     let mut emptied = Vec::new();
-    for slot in expired.slots.keys() {
-        let (from, to) = query::slot_span(*slot);
+    for slot in expired.finished_slots(more_in_last) {
+        let (from, to) = query::slot_span(slot);
         let survivors: HashSet<i64> = conn
             .prepare_cached(query::SLOT_SURVIVORS_SQL)
             .and_then(|mut s| s.query_map([from, to], |r| r.get(0))?.collect())
             .map_err(db_error)?;
-        emptied.extend(expired.emptied(*slot, &survivors));
+        let held: Vec<i64> = conn
+            .prepare_cached("SELECT ident FROM active_slots WHERE slot = ?1")
+            .and_then(|mut s| s.query_map([slot], |r| r.get(0))?.collect())
+            .map_err(db_error)?;
+        emptied.extend(
+            held.into_iter()
+                .filter(|ident| !survivors.contains(ident))
+                .map(|ident| (slot, ident)),
+        );
     }
     for (slot, ident) in &emptied {
         conn.prepare_cached("DELETE FROM active_slots WHERE slot = ?1 AND ident = ?2")

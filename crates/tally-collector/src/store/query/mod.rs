@@ -175,20 +175,26 @@ impl<'a> Activity<'a> {
 }
 
 /// What one retention chunk deleted that the rollups may still hold: the
-/// names of the deleted events, and by slot the identities of the deleted
-/// product events. Each store then deletes the `active_slots` rows whose
-/// identity has no product event left in that slot ([`SLOT_SURVIVORS_SQL`]
-/// tells which have): per-name rules expire some events of a slot and
-/// keep others, so a deleted event does not mean an emptied slot.
+/// names of the deleted events, by slot the identities of the deleted
+/// product events, every slot it deleted from, and its latest corrected
+/// time. Per-name rules expire some events of a slot and keep others, so
+/// a deleted event does not mean an emptied slot: [`SLOT_SURVIVORS_SQL`]
+/// tells which identities still have a product event in it.
 #[derive(Debug, Default)]
 pub(crate) struct Expired {
     pub names: BTreeSet<String>,
     pub slots: BTreeMap<i64, BTreeSet<i64>>,
+    /// Every slot a deleted event was in, product or not.
+    pub touched: BTreeSet<i64>,
+    /// The latest corrected time deleted.
+    pub last: Option<i64>,
 }
 
 impl Expired {
     /// Records a deleted event: its corrected time, identity and name.
     pub fn add(&mut self, ts_corrected: i64, ident: Option<i64>, event: Option<String>) {
+        self.touched.insert(slot_of(ts_corrected));
+        self.last = Some(self.last.map_or(ts_corrected, |t| t.max(ts_corrected)));
         let Some(name) = event else {
             return;
         };
@@ -210,6 +216,32 @@ impl Expired {
             .flatten()
             .filter(|ident| !survivors.contains(ident))
             .map(|ident| (slot, *ident))
+            .collect()
+    }
+
+    /// For a chunk deleted in corrected-time order: `[from, to)`, the rest
+    /// of its last slot that its rule's cutoff `before` also covers. If an
+    /// expired event of the rule is left there, the chunk stopped inside
+    /// that slot and the next chunk starts in it.
+    pub fn rest_of_last_slot(&self, before: i64) -> Option<(i64, i64)> {
+        let last = self.last?;
+        let (_, end) = slot_span(slot_of(last));
+        Some((last, end.min(before)))
+    }
+
+    /// The slots a chunk deleted in corrected-time order has finished with,
+    /// so their rollup rows can be settled: every slot it deleted from,
+    /// but its last one when expired events of the rule are left there
+    /// (`more_in_last`; the next chunk starts in that slot and finishes it
+    /// or leaves it to the one after). Reading a slot's survivors costs its
+    /// remaining events, so a slot larger than a chunk is read once, not
+    /// once per chunk.
+    pub fn finished_slots(&self, more_in_last: bool) -> Vec<i64> {
+        let open = self.last.filter(|_| more_in_last).map(slot_of);
+        self.touched
+            .iter()
+            .copied()
+            .filter(|slot| Some(*slot) != open)
             .collect()
     }
 }
