@@ -1489,6 +1489,27 @@ mod postgres {
     /// transaction that was still running when it last caught up, once
     /// that transaction commits (and not before).
     #[test]
+    fn warming_reads_every_identity_once() {
+        let (store, _db) = fresh();
+        store
+            .write_batch(
+                &[
+                    track("w1", "Open", "a1", 1_000),
+                    track("w2", "Open", "a2", 2_000),
+                    track("w3", "Open", "a2", 3_000),
+                    by_user(track("w4", "Open", "n", 4_000), "u1"),
+                ],
+                &[],
+            )
+            .unwrap();
+        assert_eq!(store.warm().unwrap(), 3);
+        store
+            .write_batch(&[track("w5", "Open", "a3", 5_000)], &[])
+            .unwrap();
+        assert_eq!(store.warm().unwrap(), 4, "a later warm catches up");
+    }
+
+    #[test]
     fn the_cache_of_persons_catches_up_with_a_late_commit() {
         use tally_collector::queries::{answer, ProductQuery};
         let (store, db) = fresh();

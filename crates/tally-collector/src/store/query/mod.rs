@@ -129,6 +129,13 @@ pub trait ProductQueries {
     /// the covering index per name; people are resolved by the caller
     /// (top events), as for [`ProductQueries::event_idents`].
     fn name_idents(&self, window: Span) -> Result<Vec<(String, Vec<i64>)>, StoreError>;
+
+    /// Fills what the queries keep in memory, so the first query after a
+    /// start does not pay for it; returns how many entries that took. A
+    /// store without such a cache does nothing.
+    fn warm(&self) -> Result<usize, StoreError> {
+        Ok(0)
+    }
 }
 
 /// Adds `ident` to `name`'s group: rows arrive one name's range after

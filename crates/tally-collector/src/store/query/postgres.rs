@@ -221,6 +221,15 @@ impl ProductQueries for PostgresStore {
             .collect())
     }
 
+    /// Catches the cache of persons up from nothing: every identity once.
+    fn warm(&self) -> Result<usize, StoreError> {
+        let mut cache = self.persons.lock().unwrap_or_else(|p| p.into_inner());
+        if !cache.disabled {
+            self.catch_up(&mut cache)?;
+        }
+        Ok(cache.map.len())
+    }
+
     fn name_idents(&self, win: Span) -> Result<Vec<(String, Vec<i64>)>, StoreError> {
         let mut conn = self.client()?;
         let rows = conn
