@@ -2,7 +2,10 @@
 //! returned, identical for both stores: funnels, retention grids, session
 //! medians and breakdown values.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
+
+// Keys by the hundred thousand: foldhash, not SipHash.
+use foldhash::{HashMap, HashMapExt as _, HashSet};
 use std::hash::Hash;
 
 /// People reaching each step of an ordered funnel: a person reaches step

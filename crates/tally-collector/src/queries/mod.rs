@@ -20,7 +20,10 @@ pub mod compute;
 pub mod people;
 pub mod time;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+
+// Integer keys by the hundred thousand: foldhash, not SipHash.
+use foldhash::{HashMap as FastMap, HashMapExt as _, HashSet, HashSetExt as _};
 
 use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
@@ -371,7 +374,7 @@ fn active_answer(store: &dyn Store, p: &Params) -> Result<Value, QueryError> {
     let active = on_store(store, |s| active_by_day(s, &all_days))?;
     let mut series = Vec::with_capacity(days.len());
     // Sliding union of the last `days_back` days: person -> days seen.
-    let mut seen: HashMap<u32, usize> = HashMap::new();
+    let mut seen: FastMap<u32, usize> = FastMap::new();
     for (i, day) in active.iter().enumerate() {
         for person in day {
             *seen.entry(*person).or_default() += 1;

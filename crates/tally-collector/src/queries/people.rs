@@ -3,7 +3,9 @@
 //! distinct identity is resolved to its person once, interned as a small
 //! integer, so counting distinct people is integer hashing in memory.
 
-use std::collections::HashMap;
+use std::sync::Arc;
+
+use foldhash::{HashMap, HashMapExt as _};
 
 use crate::store::{Store, StoreError};
 
@@ -19,7 +21,7 @@ pub fn resolve(
     let mut distinct: Vec<i64> = idents.into_iter().collect();
     distinct.sort_unstable();
     distinct.dedup();
-    let mut interned: HashMap<String, u32> = HashMap::new();
+    let mut interned: HashMap<Arc<str>, u32> = HashMap::new();
     let mut out = HashMap::with_capacity(distinct.len());
     for chunk in distinct.chunks(RESOLVE_CHUNK) {
         for (ident, person) in store.persons(chunk)? {

@@ -38,6 +38,7 @@ pub(crate) mod sqlite;
 
 use super::{NewEvent, StoreError};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::Arc;
 
 /// Length of an activity slot, in ms (15 minutes; see the module doc).
 /// Migration 2 of both stores writes this number literally.
@@ -122,7 +123,7 @@ pub trait ProductQueries {
     ) -> Result<Vec<(i64, i64, String)>, StoreError>;
 
     /// The person of each of `idents` that has one.
-    fn persons(&self, idents: &[i64]) -> Result<Vec<(i64, String)>, StoreError>;
+    fn persons(&self, idents: &[i64]) -> Result<Vec<(i64, Arc<str>)>, StoreError>;
 
     /// The identity of every product event in `window`, grouped by event
     /// name (no identity reads as 0), in no particular order. One range of

@@ -102,11 +102,11 @@ impl PostgresStore {
     }
 
     /// The persons of `idents`, read from the table (a probe per id).
-    fn persons_from_table(&self, idents: &[i64]) -> Result<Vec<(i64, String)>, StoreError> {
+    fn persons_from_table(&self, idents: &[i64]) -> Result<Vec<(i64, Arc<str>)>, StoreError> {
         self.rows(
             "SELECT id, person FROM idents WHERE id = ANY($1) AND person IS NOT NULL",
             &[&idents],
-            |r| Ok((r.try_get(0)?, r.try_get(1)?)),
+            |r| Ok((r.try_get(0)?, Arc::from(r.try_get::<_, &str>(1)?))),
         )
     }
 
@@ -206,7 +206,7 @@ impl ProductQueries for PostgresStore {
 
     /// From the collector's cache of persons, caught up first; past
     /// [`MAX_CACHED_PERSONS`] identities, from the table.
-    fn persons(&self, idents: &[i64]) -> Result<Vec<(i64, String)>, StoreError> {
+    fn persons(&self, idents: &[i64]) -> Result<Vec<(i64, Arc<str>)>, StoreError> {
         let mut cache = self.persons.lock().unwrap_or_else(|p| p.into_inner());
         if !cache.disabled {
             self.catch_up(&mut cache)?;
@@ -217,7 +217,7 @@ impl ProductQueries for PostgresStore {
         }
         Ok(idents
             .iter()
-            .filter_map(|id| cache.map.get(id).map(|p| (*id, p.to_string())))
+            .filter_map(|id| cache.map.get(id).map(|p| (*id, Arc::clone(p))))
             .collect())
     }
 

@@ -6,6 +6,8 @@ use super::{
     name_idents_sql, push_name_ident, sessions_sql, step_idents_sql, BreakdownGroup, CountPeople,
     ProductQueries, Span, SLOT_IDENTS_SQL,
 };
+use std::sync::Arc;
+
 use crate::store::sqlite::{db_error, SqliteStore};
 use crate::store::StoreError;
 use rusqlite::types::{Type, Value};
@@ -157,7 +159,7 @@ impl ProductQueries for SqliteStore {
         })
     }
 
-    fn persons(&self, idents: &[i64]) -> Result<Vec<(i64, String)>, StoreError> {
+    fn persons(&self, idents: &[i64]) -> Result<Vec<(i64, Arc<str>)>, StoreError> {
         // The ids travel as one JSON array: no bound on their number.
         let list = serde_json::to_string(idents)
             .map_err(|e| StoreError::Backend(format!("identity list: {e}")))?;
@@ -167,7 +169,12 @@ impl ProductQueries for SqliteStore {
                 "SELECT p.id, p.person FROM json_each($1) j JOIN idents p ON p.id = j.value \
                  WHERE p.person IS NOT NULL",
                 vec![Value::Text(list)],
-                |r| Ok((r.get(0)?, r.get(1)?)),
+                |r| {
+                    let person = r.get_ref(1)?.as_str().map_err(|e| {
+                        rusqlite::Error::FromSqlConversionFailure(1, Type::Text, e.into())
+                    })?;
+                    Ok((r.get(0)?, Arc::from(person)))
+                },
             )
         })
     }
