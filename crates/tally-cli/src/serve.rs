@@ -17,6 +17,10 @@ use tally_collector::ingest::auth::Keys;
 use tally_collector::retention::RetentionJob;
 use tally_collector::{server, store, tls};
 
+/// How long a stop waits for the health task: a webhook request's timeout
+/// and a little more.
+const MONITOR_STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// How long to wait for tasks still running after the server drained (the
 /// server already waited for in-flight requests).
 const RUNTIME_SHUTDOWN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -163,8 +167,16 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             data_dir = %config.data_dir.display(),
             "listening on {scheme}://{local}"
         );
-        tally_collector::health::monitor::spawn(state.clone());
+        let monitor = tally_collector::health::monitor::spawn(state.clone());
         server::serve(listener, app(state), tls, shutdown_signal()).await;
+        // Hands the alert sender lease on (a shared store): a webhook
+        // attempt in flight ends within its timeout.
+        if tokio::time::timeout(MONITOR_STOP_TIMEOUT, monitor.stop())
+            .await
+            .is_err()
+        {
+            tracing::warn!("the health task did not stop in time");
+        }
         anyhow::Ok(())
     });
     // The store is dropped last, on this thread, outside the runtime: the

@@ -410,6 +410,58 @@ async fn two_collectors_send_once(db: Arc<TestDb>) -> Vec<AppState> {
 }
 
 #[test]
+fn a_sender_stopping_cleanly_hands_the_lease_on_at_once() {
+    on_runtime(a_clean_stop_hands_the_lease_on);
+}
+
+async fn a_clean_stop_hands_the_lease_on(db: Arc<TestDb>) -> Vec<AppState> {
+    let (hook, log) = receiver(Vec::new());
+    let holder = || -> Option<String> {
+        tokio::task::block_in_place(|| {
+            db.client()
+                .query_opt("SELECT holder FROM alert_sender", &[])
+                .unwrap()
+                .map(|r| r.get(0))
+        })
+    };
+    let first = collector(&db, &hook);
+    let first_monitor = monitor::spawn(first.clone());
+    wait_for(
+        "the first collector to take the lease",
+        Duration::from_secs(10),
+        || holder().is_some(),
+    )
+    .await;
+    let first_holder = holder();
+    let second = collector(&db, &hook);
+    let _second_monitor = monitor::spawn(second.clone());
+    wait_for("a first evaluation", Duration::from_secs(10), || {
+        evaluated(&first) && evaluated(&second)
+    })
+    .await;
+    assert_eq!(holder(), first_holder, "the lease stays with its holder");
+
+    // A clean stop releases the lease: the second collector takes it at
+    // its next evaluation, not once it expired (11 s here).
+    first_monitor.stop().await;
+    let stopped = Instant::now();
+    wait_for("the hand-over", Duration::from_secs(3), || {
+        holder() != first_holder
+    })
+    .await;
+    assert!(stopped.elapsed() < Duration::from_secs(3));
+    reject_one_of_two(&second).await;
+    wait_for("the firing notification", Duration::from_secs(10), || {
+        !seen(&log).is_empty()
+    })
+    .await;
+    assert_eq!(seen(&log), [change("firing", 200)]);
+    assert_eq!(counts(&second), (1, 0, 0));
+    assert_eq!(counts(&first), (0, 0, 0));
+    vec![first, second]
+}
+
+#[test]
 fn a_sender_dying_mid_retry_is_taken_over_without_loss_or_duplicate() {
     on_runtime(a_dying_sender_is_taken_over);
 }
@@ -418,7 +470,7 @@ async fn a_dying_sender_is_taken_over(db: Arc<TestDb>) -> Vec<AppState> {
     // The first two attempts are refused.
     let (hook, log) = receiver(vec![503, 503]);
     let first = collector(&db, &hook);
-    let first_task = monitor::spawn(first.clone());
+    let first_monitor = monitor::spawn(first.clone());
     let sender = || -> i64 {
         tokio::task::block_in_place(|| {
             db.client()
@@ -446,7 +498,7 @@ async fn a_dying_sender_is_taken_over(db: Arc<TestDb>) -> Vec<AppState> {
         !seen(&log).is_empty()
     })
     .await;
-    first_task.abort();
+    first_monitor.abort();
     // The second collector takes the lease once it expired (about 11 s),
     // continues the firing notification's attempts, then notifies the
     // ok its own rules reached meanwhile.

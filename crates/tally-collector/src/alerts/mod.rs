@@ -35,7 +35,9 @@
 //! lease expires, the next collector to evaluate takes it, queues what
 //! its own states say changed since the last notification, and delivers
 //! what the outbox still owes, continuing the stored attempt count. A
-//! restarted collector neither repeats a `firing` already sent nor
+//! collector that stops cleanly ([`crate::health::monitor::Monitor::stop`])
+//! lets an attempt in flight end, then releases the lease: the next
+//! evaluation of another collector takes it. A restarted collector neither repeats a `firing` already sent nor
 //! reports `ok` from its first seconds' rates: what changed while it was
 //! down is reported a window later. An attempt starts only while the
 //! lease has [`outbox::LEASE_MARGIN`] left, so two collectors never POST

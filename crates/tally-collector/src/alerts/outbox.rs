@@ -49,10 +49,21 @@ pub fn holder_name() -> String {
 
 /// The sending end: [`SharedWebhook::wake`] after a round that found this
 /// collector holding the lease. Dropping it stops the thread before its
-/// next attempt (an attempt in flight finishes).
-#[derive(Debug)]
+/// next attempt (an attempt in flight finishes); [`SharedWebhook::finish`]
+/// also waits for that and hands the lease on.
 pub struct SharedWebhook {
     wake: SyncSender<()>,
+    thread: std::thread::JoinHandle<()>,
+    holder: String,
+    store: Arc<dyn Store>,
+}
+
+impl std::fmt::Debug for SharedWebhook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedWebhook")
+            .field("holder", &self.holder)
+            .finish_non_exhaustive()
+    }
 }
 
 impl SharedWebhook {
@@ -67,16 +78,50 @@ impl SharedWebhook {
         let (wake, woken) = sync_channel(1);
         let sender = Sender {
             url,
-            holder,
-            store,
+            holder: holder.clone(),
+            store: Arc::clone(&store),
             status,
             metrics,
             agent: webhook::agent(),
         };
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("tally-alert-outbox".into())
             .spawn(move || sender.run(woken))?;
-        Ok(SharedWebhook { wake })
+        Ok(SharedWebhook {
+            wake,
+            thread,
+            holder,
+            store,
+        })
+    }
+
+    /// A clean stop: the thread ends (after an attempt in flight, at most
+    /// [`REQUEST_TIMEOUT`]), then the lease is released, so another
+    /// collector takes over at its next evaluation instead of once the
+    /// lease expired. Blocks. A notification this sender queued but had not
+    /// delivered stays in the outbox for the next sender.
+    pub fn finish(self) {
+        let SharedWebhook {
+            wake,
+            thread,
+            holder,
+            store,
+        } = self;
+        drop(wake);
+        if thread.join().is_err() {
+            tracing::warn!("the alert outbox sender panicked");
+        }
+        let Some(outbox) = store.alert_outbox() else {
+            return;
+        };
+        match outbox.release_alert_lease(&holder) {
+            Ok(true) => tracing::info!("alert sender lease released"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(
+                error = %e,
+                "cannot release the alert sender lease; it expires on its own"
+            ),
+        }
     }
 
     /// Asks the thread to send what the outbox holds; never blocks.

@@ -11,6 +11,8 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::Notify;
+
 use crate::alerts::outbox::{self, SharedWebhook};
 use crate::alerts::rules::Transition;
 use crate::alerts::rules::{
@@ -68,10 +70,39 @@ fn rates(base: &HealthTotals, now: &HealthTotals) -> WindowRates {
     }
 }
 
-/// Starts the health task on the current runtime; it runs until the
-/// runtime shuts down.
-pub fn spawn(state: AppState) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(run(state))
+/// Starts the health task on the current runtime; it runs until
+/// [`Monitor::stop`] or until the runtime shuts down.
+pub fn spawn(state: AppState) -> Monitor {
+    let stop = Arc::new(Notify::new());
+    Monitor {
+        task: tokio::spawn(run(state, Arc::clone(&stop))),
+        stop,
+    }
+}
+
+/// The running health task.
+#[derive(Debug)]
+pub struct Monitor {
+    task: tokio::task::JoinHandle<()>,
+    stop: Arc<Notify>,
+}
+
+impl Monitor {
+    /// Stops the task cleanly, for a collector that is shutting down: a
+    /// webhook attempt in flight finishes, and a sender lease this
+    /// collector holds is released, so another collector sharing the
+    /// store sends the next notification at its next evaluation rather
+    /// than once the lease expired (about a minute).
+    pub async fn stop(self) {
+        self.stop.notify_one();
+        let _ = self.task.await;
+    }
+
+    /// Ends the task where it is, as if the process died: nothing is
+    /// released (the lease expires on its own).
+    pub fn abort(&self) {
+        self.task.abort();
+    }
 }
 
 /// Where state changes go.
@@ -111,7 +142,7 @@ fn delivery(state: &AppState) -> Delivery {
     })
 }
 
-async fn run(state: AppState) {
+async fn run(state: AppState, stop: Arc<Notify>) {
     let config = state.health.config.clone();
     let delivery = delivery(&state);
     let mut samples = Samples {
@@ -125,7 +156,10 @@ async fn run(state: AppState) {
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut pruned_at = i64::MIN;
     loop {
-        ticker.tick().await;
+        tokio::select! {
+            _ = ticker.tick() => {}
+            () = stop.notified() => break,
+        }
         let now = clock::now_ms();
         if now.saturating_sub(pruned_at) >= PRUNE_EVERY_MS {
             pruned_at = now;
@@ -196,6 +230,14 @@ async fn run(state: AppState) {
                     sender.wake();
                 }
             }
+        }
+    }
+    if let Delivery::Shared { sender, .. } = delivery {
+        if tokio::task::spawn_blocking(move || sender.finish())
+            .await
+            .is_err()
+        {
+            tracing::warn!("the alert sender did not stop cleanly");
         }
     }
 }

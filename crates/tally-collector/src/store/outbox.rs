@@ -73,4 +73,9 @@ pub trait AlertOutbox: Send + Sync {
     /// Records an attempt at notification `id`; returns whether it is
     /// done with (delivered, or given up after its last attempt).
     fn notification_attempted(&self, id: i64, attempt: Attempt) -> Result<bool, StoreError>;
+
+    /// Ends `holder`'s lease now, if it holds it: the next collector to
+    /// evaluate takes it over. Only for a sender that has stopped sending
+    /// (no attempt in flight). Returns whether it held the lease.
+    fn release_alert_lease(&self, holder: &str) -> Result<bool, StoreError>;
 }

@@ -1634,6 +1634,17 @@ impl Store for PostgresStore {
 const SERVER_NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::int8";
 
 impl AlertOutbox for PostgresStore {
+    fn release_alert_lease(&self, holder: &str) -> Result<bool, StoreError> {
+        let mut conn = self.pool.get()?;
+        conn.client
+            .execute(
+                "UPDATE alert_sender SET expires_at = 0 WHERE holder = $1",
+                &[&holder],
+            )
+            .map(|n| n > 0)
+            .map_err(pg_error)
+    }
+
     fn alert_round(
         &self,
         holder: &str,
