@@ -162,11 +162,15 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         let local = listener.local_addr()?;
         let scheme = if tls.is_some() { "https" } else { "http" };
-        tracing::info!(
-            store = if config.database_url.is_some() { "postgres" } else { "sqlite" },
-            data_dir = %config.data_dir.display(),
-            "listening on {scheme}://{local}"
-        );
+        if config.database_url.is_some() {
+            tracing::info!(store = "postgres", "listening on {scheme}://{local}");
+        } else {
+            tracing::info!(
+                store = "sqlite",
+                data_dir = %config.data_dir.display(),
+                "listening on {scheme}://{local}"
+            );
+        }
         let monitor = tally_collector::health::monitor::spawn(state.clone());
         server::serve(listener, app(state), tls, shutdown_signal()).await;
         // Hands the alert sender lease on (a shared store): a webhook
