@@ -293,7 +293,10 @@ impl TrackerBuilder {
         self
     }
 
-    /// Send a `tally.health` event with the health figures this often.
+    /// Send a `tally.health` event with the health figures this often
+    /// (off by default), the first one `every` after the tracker starts,
+    /// while uploads run. The collector's fleet view and its
+    /// `stale_client_queues` alert read these beacons.
     pub fn health_beacon(mut self, every: Duration) -> Self {
         self.config.health_beacon_ms = Some(u64::try_from(every.as_millis()).unwrap_or(u64::MAX));
         self
