@@ -314,6 +314,11 @@ fn dedup_alert_goes_pending_firing_ok_and_reaches_a_failing_webhook() {
     assert_eq!(before["rules"].as_array().unwrap().len(), 4);
     assert_eq!(before["webhook"]["configured"], true);
 
+    // The rates are measured from the health task's first evaluation: a
+    // batch committed before it would be outside the window's baseline.
+    eventually("a first evaluation", || {
+        rule(&alerts(&agent, &server), "completeness_gaps_growing")["value"].is_number()
+    });
     // 10 accepted, then the same 10 again: a dedup rate of 0.5.
     let ten = lagged_batch("inst-d", 1, 10);
     for _ in 0..2 {
