@@ -48,9 +48,9 @@
 //! may still count a person whose events there are gone; the slot is
 //! older than the policy keeps. (Should the rest of the slot go another
 //! way first, by a deletion request or a rule removed while a pass was
-//! stopped inside it, such a row stays.) On PostgreSQL, where collectors share the
-//! job and ingest is not blocked by it, each chunk checks the slots it
-//! deleted from. Between chunks the job sleeps so that deleting takes at
+//! stopped inside it, such a row stays.) On PostgreSQL, where collectors
+//! share the job and ingest is not blocked by it, each chunk checks the
+//! slots it deleted from. Between chunks the job sleeps so that deleting takes at
 //! most [`WRITE_SHARE_PERCENT`] of the time: on SQLite the chunk holds the
 //! single writer, and on PostgreSQL it takes database CPU that ingest would
 //! otherwise use. A large backlog (the first pass after a policy is

@@ -37,13 +37,14 @@
 //! what the outbox still owes, continuing the stored attempt count. A
 //! collector that stops cleanly ([`crate::health::monitor::Monitor::stop`])
 //! lets an attempt in flight end, then releases the lease: the next
-//! evaluation of another collector takes it. A restarted collector neither repeats a `firing` already sent nor
-//! reports `ok` from its first seconds' rates: what changed while it was
-//! down is reported a window later. An attempt starts only while the
-//! lease has [`outbox::LEASE_MARGIN`] left, so two collectors never POST
-//! at once; the one duplicate left is a delivery whose success the dying
-//! sender could not record, sent again by its successor (at least once,
-//! never lost). A lease with an outbox was chosen over claiming each
+//! evaluation of another collector takes it. A restarted collector
+//! neither repeats a `firing` already sent nor reports `ok` from its first
+//! seconds' rates: what changed while it was down is reported a window
+//! later. An attempt starts only while the lease has
+//! [`outbox::LEASE_MARGIN`] left, so two collectors never POST at once;
+//! the one duplicate left is a delivery whose success the dying sender
+//! could not record, sent again by its successor (at least once, never
+//! lost). A lease with an outbox was chosen over claiming each
 //! transition by an id: the collectors' rate windows start when each
 //! started, so their transitions differ in time and value and have no
 //! common id; one evaluator's view, handed over with what it queued, does.

@@ -124,6 +124,11 @@ impl SharedWebhook {
         }
     }
 
+    /// This collector's name as a lease holder.
+    pub fn holder(&self) -> &str {
+        &self.holder
+    }
+
     /// Asks the thread to send what the outbox holds; never blocks.
     pub fn wake(&self) {
         let _ = self.wake.try_send(());

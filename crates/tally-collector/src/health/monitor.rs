@@ -112,10 +112,7 @@ enum Delivery {
     /// This collector's own queue (a store of one collector).
     Local(Webhook),
     /// The store's outbox, sent by the lease holder (a shared store).
-    Shared {
-        sender: SharedWebhook,
-        holder: String,
-    },
+    Shared(SharedWebhook),
 }
 
 fn delivery(state: &AppState) -> Delivery {
@@ -124,15 +121,14 @@ fn delivery(state: &AppState) -> Delivery {
     };
     let status = state.health.alerts.webhook.clone();
     let started = if state.store.alert_outbox().is_some() {
-        let holder = outbox::holder_name();
         SharedWebhook::start(
             url,
-            holder.clone(),
+            outbox::holder_name(),
             Arc::clone(&state.store),
             status,
             state.metrics.clone(),
         )
-        .map(|sender| Delivery::Shared { sender, holder })
+        .map(Delivery::Shared)
     } else {
         Webhook::start(url, status, state.metrics.clone()).map(Delivery::Local)
     };
@@ -216,7 +212,7 @@ async fn run(state: AppState, stop: Arc<Notify>) {
                     webhook.send(change);
                 }
             }
-            Delivery::Shared { sender, holder } => {
+            Delivery::Shared(sender) => {
                 // Changes seen here are news unless already queued;
                 // what changed while no collector was sending is made up
                 // only from rates over a whole window, never from a
@@ -226,13 +222,20 @@ async fn run(state: AppState, stop: Arc<Notify>) {
                 } else {
                     changes
                 };
-                if round(&state, holder, outbox::lease(config.interval), notices).await {
+                if round(
+                    &state,
+                    sender.holder(),
+                    outbox::lease(config.interval),
+                    notices,
+                )
+                .await
+                {
                     sender.wake();
                 }
             }
         }
     }
-    if let Delivery::Shared { sender, .. } = delivery {
+    if let Delivery::Shared(sender) = delivery {
         if tokio::task::spawn_blocking(move || sender.finish())
             .await
             .is_err()
