@@ -19,6 +19,7 @@
 //! | [`batch`] | the envelope: [`Batch::encode`], [`decompress`], [`decode_json`] |
 //! | [`encoding`] | identity / gzip / zstd, bounded decompression |
 //! | [`digest`] | RFC 9530 `Content-Digest` |
+//! | [`drops`] | the SDK's `tally.dropped` report and the rules a collector believes it by |
 //! | [`answer`] | per-message results and error bodies |
 //! | [`clock`] | `ts_corrected = timestamp + (received_at − sentAt)` |
 //!
@@ -58,6 +59,7 @@ pub mod answer;
 pub mod batch;
 pub mod clock;
 pub mod digest;
+pub mod drops;
 pub mod encoding;
 mod json;
 pub mod limits;
@@ -73,6 +75,7 @@ pub use batch::{
 };
 pub use clock::{correct, device_offset, Correction};
 pub use digest::{content_digest, verify_digest, DigestError};
+pub use drops::{DropReport, DROPPED_EVENT};
 pub use encoding::{ContentEncoding, EncodingError};
 pub use json::{json_depth, Extra, RawJson};
 pub use limits::DecodeLimits;

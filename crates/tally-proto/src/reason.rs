@@ -85,6 +85,21 @@ reasons! {
     /// The user was deleted: events for them are refused from then on, and
     /// the device should purge what it still holds for them.
     DeletedUser = "deleted_user",
+    /// An id, a name or another member the collector indexes (`messageId`,
+    /// `userId`, `anonymousId`, `groupId`, `previousId`, `event`, `name`,
+    /// `context.tally` ids) holds a NUL character (U+0000), which
+    /// PostgreSQL's text cannot store and no identifier needs.
+    NulCharacter = "nul_character",
+    /// A `tally.dropped` report without `context.tally.install_id` and
+    /// `seq`, whose properties are not `{"reason", "ranges"}`, whose reason
+    /// is not a short snake_case code, or with a range that is empty, starts
+    /// at 0 or reaches the report's own seq: a device only reports seqs it
+    /// assigned before the report.
+    InvalidDropReport = "invalid_drop_report",
+    /// An `alias` whose `previousId` is a user id that already has events of
+    /// its own: merging two identified users is refused, so no client can
+    /// join another user's data to its own.
+    AliasOfIdentifiedUser = "alias_of_identified_user",
     /// A code this version does not know (from a newer collector).
     Unrecognized = "unrecognized",
 }

@@ -1,10 +1,11 @@
 //! Validation of one message: every rejection has a typed reason.
 //!
-//! Checks run in a fixed order (shape, ids, type-specific members, sizes,
-//! times, `context.tally`) so a message breaking several rules always gets
+//! Checks run in a fixed order (shape, ids, type-specific members, NUL
+//! characters, sizes, times, `context.tally`, drop reports) so a message breaking several rules always gets
 //! the same reason. Validation never changes the message: fixing it is the
 //! sender's job; the reason says what to fix.
 
+use crate::drops::DropReport;
 use crate::json::{json_depth, RawJson};
 use crate::limits::{
     MAX_EVENT_NAME_BYTES, MAX_ID_BYTES, MAX_JSON_DEPTH, MAX_MESSAGE_BYTES, MAX_MESSAGE_ID_BYTES,
@@ -117,6 +118,13 @@ pub fn validate(msg: &Message, raw: &str) -> Result<Checked, Rejection> {
         _ => {}
     }
 
+    if indexed_text(msg).any(|s| s.contains('\0')) {
+        return Err(Rejection::new(
+            R::NulCharacter,
+            "an id or a name holds a NUL character",
+        ));
+    }
+
     for bag in [&msg.properties, &msg.traits].into_iter().flatten() {
         check_bag(bag)?;
     }
@@ -184,11 +192,32 @@ pub fn validate(msg: &Message, raw: &str) -> Result<Checked, Rejection> {
         }
     }
 
+    DropReport::of(msg)?;
+
     Ok(Checked {
         kind,
         timestamp,
         sent_at,
     })
+}
+
+/// The members a collector stores in indexed text columns: ids and names.
+fn indexed_text(msg: &Message) -> impl Iterator<Item = &str> {
+    let tally = msg.tally();
+    [
+        &msg.message_id,
+        &msg.user_id,
+        &msg.anonymous_id,
+        &msg.group_id,
+        &msg.previous_id,
+        &msg.event,
+        &msg.name,
+    ]
+    .into_iter()
+    .chain(tally.map(|t| &t.install_id))
+    .chain(tally.map(|t| &t.session_id))
+    .chain(tally.map(|t| &t.dedup_key))
+    .filter_map(|s| s.as_deref())
 }
 
 fn check_bag(bag: &RawJson) -> Result<(), Rejection> {
@@ -246,6 +275,37 @@ mod tests {
         ] {
             assert!(check(raw).is_ok(), "{raw}");
         }
+    }
+
+    #[test]
+    fn a_nul_in_an_id_or_a_name_is_refused_and_in_properties_is_not() {
+        for raw in [
+            r#"{"type":"track","messageId":"m\u0000","anonymousId":"a","event":"E"}"#,
+            r#"{"type":"track","messageId":"m","userId":"u\u0000x","event":"E"}"#,
+            r#"{"type":"track","messageId":"m","anonymousId":"\u0000","event":"E"}"#,
+            r#"{"type":"track","messageId":"m","anonymousId":"a","event":"E\u0000"}"#,
+            r#"{"type":"page","messageId":"m","anonymousId":"a","name":"\u0000"}"#,
+            r#"{"type":"group","messageId":"m","userId":"u","groupId":"g\u0000"}"#,
+            r#"{"type":"alias","messageId":"m","userId":"u","previousId":"p\u0000"}"#,
+            r#"{"type":"track","messageId":"m","anonymousId":"a","event":"E","context":{"tally":{"install_id":"i\u0000","seq":1}}}"#,
+            r#"{"type":"track","messageId":"m","anonymousId":"a","event":"E","context":{"tally":{"session_id":"s\u0000"}}}"#,
+            r#"{"type":"track","messageId":"m","anonymousId":"a","event":"E","context":{"tally":{"dedup_key":"\u0000"}}}"#,
+        ] {
+            assert_eq!(check(raw), Err(R::NulCharacter), "{raw}");
+        }
+        let in_props = r#"{"type":"track","messageId":"m","anonymousId":"a","event":"E","properties":{"k\u0000":"v\u0000"}}"#;
+        assert!(check(in_props).is_ok());
+    }
+
+    #[test]
+    fn a_drop_report_reaching_its_own_seq_is_refused() {
+        let report = |to: u64| {
+            format!(
+                r#"{{"type":"track","messageId":"m","anonymousId":"a","event":"tally.dropped","properties":{{"reason":"queue_full","ranges":[[1,{to}]]}},"context":{{"tally":{{"install_id":"i","seq":5}}}}}}"#
+            )
+        };
+        assert!(check(&report(4)).is_ok());
+        assert_eq!(check(&report(5)), Err(R::InvalidDropReport));
     }
 
     #[test]

@@ -409,6 +409,9 @@ impl Shared {
         if dedup_key.is_some_and(|d| d.len() > MAX_ID_BYTES) {
             return self.refuse(Refusal::Invalid(RejectReason::IdTooLong));
         }
+        if dedup_key.is_some_and(|d| d.contains('\0')) {
+            return self.refuse(Refusal::Invalid(RejectReason::NulCharacter));
+        }
         let ts_ms = self.clock.wall_ms();
         let deadline = match self.config.when_full {
             WhenFull::Refuse => None,
@@ -620,13 +623,33 @@ impl Tracker {
         self.props_check(props)
     }
 
-    fn name_checks(name: &str) -> [(bool, RejectReason); 2] {
+    fn name_checks(name: &str) -> [(bool, RejectReason); 3] {
         [
             (name.is_empty(), RejectReason::MissingEventName),
             (
                 name.len() > MAX_EVENT_NAME_BYTES,
                 RejectReason::EventNameTooLong,
             ),
+            (name.contains('\0'), RejectReason::NulCharacter),
+        ]
+    }
+
+    /// A page or screen name may be empty.
+    fn view_name_checks(name: &str) -> [(bool, RejectReason); 2] {
+        [
+            (
+                name.len() > MAX_EVENT_NAME_BYTES,
+                RejectReason::EventNameTooLong,
+            ),
+            (name.contains('\0'), RejectReason::NulCharacter),
+        ]
+    }
+
+    fn id_checks(id: &str, missing: RejectReason) -> [(bool, RejectReason); 3] {
+        [
+            (id.is_empty(), missing),
+            (id.len() > MAX_ID_BYTES, RejectReason::IdTooLong),
+            (id.contains('\0'), RejectReason::NulCharacter),
         ]
     }
 
@@ -688,13 +711,7 @@ impl Tracker {
 
     /// A screen view (mobile).
     pub fn screen(&self, name: &str, props: Props) -> TrackResult {
-        let check = self.checked(
-            &props,
-            &[(
-                name.len() > MAX_EVENT_NAME_BYTES,
-                RejectReason::EventNameTooLong,
-            )],
-        );
+        let check = self.checked(&props, &Self::view_name_checks(name));
         let kind = Kind::Screen {
             name,
             props: props.as_json(),
@@ -704,13 +721,7 @@ impl Tracker {
 
     /// A page view (web).
     pub fn page(&self, name: &str, props: Props) -> TrackResult {
-        let check = self.checked(
-            &props,
-            &[(
-                name.len() > MAX_EVENT_NAME_BYTES,
-                RejectReason::EventNameTooLong,
-            )],
-        );
+        let check = self.checked(&props, &Self::view_name_checks(name));
         let kind = Kind::Page {
             name,
             props: props.as_json(),
@@ -723,10 +734,7 @@ impl Tracker {
     pub fn identify(&self, user_id: &str, traits: Props) -> TrackResult {
         let check = self.checked(
             &traits,
-            &[
-                (user_id.is_empty(), RejectReason::MissingIdentity),
-                (user_id.len() > MAX_ID_BYTES, RejectReason::IdTooLong),
-            ],
+            &Self::id_checks(user_id, RejectReason::MissingIdentity),
         );
         let kind = Kind::Identify {
             user_id,
@@ -739,10 +747,7 @@ impl Tracker {
     pub fn alias(&self, user_id: &str) -> TrackResult {
         let check = self.checked(
             &Props::new(),
-            &[
-                (user_id.is_empty(), RejectReason::MissingIdentity),
-                (user_id.len() > MAX_ID_BYTES, RejectReason::IdTooLong),
-            ],
+            &Self::id_checks(user_id, RejectReason::MissingIdentity),
         );
         let kind = Kind::Alias { user_id };
         self.submit(check, kind, TrackOptions::default())
@@ -752,10 +757,7 @@ impl Tracker {
     pub fn group(&self, group_id: &str, traits: Props) -> TrackResult {
         let check = self.checked(
             &traits,
-            &[
-                (group_id.is_empty(), RejectReason::MissingGroupId),
-                (group_id.len() > MAX_ID_BYTES, RejectReason::IdTooLong),
-            ],
+            &Self::id_checks(group_id, RejectReason::MissingGroupId),
         );
         let kind = Kind::Group {
             group_id,

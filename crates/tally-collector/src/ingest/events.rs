@@ -1,25 +1,27 @@
 //! Building what the store writes: a [`NewEvent`] per accepted message, a
 //! [`DeadLetter`] per rejected one.
 //!
-//! A track named [`DROPPED_EVENT`] is the SDK's report of events it dropped
-//! by policy; its properties `{"reason": "...", "ranges": [[from, to], ...]}`
-//! become [`DroppedRange`]s so completeness tells a gap by policy from a
-//! gap in transit. The report is itself stored as an event.
+//! A track named [`tally_proto::DROPPED_EVENT`] is the SDK's report of events it dropped
+//! by policy (checked by `tally_proto::validate`, see
+//! [`tally_proto::drops`]); its ranges become [`DroppedRange`]s so
+//! completeness tells a gap by policy from a gap in transit. The report is
+//! itself stored as an event.
+//!
+//! # NUL characters
+//!
+//! PostgreSQL's text and JSON types cannot hold U+0000, so one `\u0000`
+//! escape would fail a whole batch or every query that reads the message's
+//! properties. Ids and names holding one are rejected by validation
+//! (`nul_character`); inside properties, traits and context the escape is
+//! stored as `\ufffd`, the replacement character, on both stores alike
+//! ([`without_nul_escapes`]).
 
-use serde::Deserialize;
-use tally_proto::{Checked, Message, Rejection};
+use std::borrow::Cow;
+
+use tally_proto::{Checked, DropReport, Message, Rejection};
 
 use super::clock::MessageTimes;
 use crate::store::{DeadLetter, DroppedRange, NewEvent};
-
-/// The event name of the SDK's drop report.
-pub const DROPPED_EVENT: &str = "tally.dropped";
-
-#[derive(Deserialize)]
-struct DropReport {
-    reason: String,
-    ranges: Vec<(u64, u64)>,
-}
 
 /// The store's view of one validated, clock-corrected message.
 pub fn new_event(
@@ -31,11 +33,7 @@ pub fn new_event(
 ) -> NewEvent {
     let tally = msg.tally();
     let event = msg.event_name().map(str::to_owned);
-    let drops = if event.as_deref() == Some(DROPPED_EVENT) {
-        drop_ranges(msg)
-    } else {
-        Vec::new()
-    };
+    let drops = drop_ranges(msg);
     let event = NewEvent {
         message_id: Message::non_empty(&msg.message_id)
             .unwrap_or_default()
@@ -58,7 +56,7 @@ pub fn new_event(
         ts_corrected: times.correction.ts_corrected,
         clamped: times.correction.clamped,
         drops,
-        raw: raw.to_owned(),
+        raw: without_nul_escapes(raw).into_owned(),
     };
     #[cfg(feature = "broken-dedup-for-tests")]
     let event = broken::defeat_dedup(event);
@@ -88,26 +86,52 @@ mod broken {
     }
 }
 
-/// The ranges of a drop report; a report that does not have the expected
-/// shape, and ranges that are empty or start at 0, carry nothing.
+/// The ranges of a drop report (none for any other event). Validation
+/// refused malformed reports, so what is read here is well formed.
 fn drop_ranges(msg: &Message) -> Vec<DroppedRange> {
-    let Some(report) = msg
-        .properties
-        .as_ref()
-        .and_then(|p| serde_json::from_str::<DropReport>(p.get()).ok())
-    else {
+    let Ok(Some(report)) = DropReport::of(msg) else {
         return Vec::new();
     };
     report
         .ranges
         .into_iter()
-        .filter(|&(from, to)| from >= 1 && from <= to)
         .map(|(from, to)| DroppedRange {
             from,
             to,
             reason: report.reason.clone(),
         })
         .collect()
+}
+
+/// `raw` with every `\u0000` escape replaced by `\ufffd` (see the module
+/// doc). `raw` is JSON text the decoder accepted, so a backslash only ever
+/// starts an escape: skipping each escape whole keeps an escaped backslash
+/// followed by `u0000` (the text `\u0000`) as it is.
+pub fn without_nul_escapes(raw: &str) -> Cow<'_, str> {
+    const NUL: &[u8] = b"\\u0000";
+    if !raw.contains("\\u0000") {
+        return Cow::Borrowed(raw);
+    }
+    let bytes = raw.as_bytes();
+    let mut out = String::with_capacity(raw.len());
+    let (mut i, mut copied) = (0, 0);
+    while i < bytes.len() {
+        if bytes[i] != b'\\' {
+            i += 1;
+            continue;
+        }
+        if bytes[i..].starts_with(NUL) {
+            out.push_str(&raw[copied..i]);
+            out.push_str("\\ufffd");
+            i += NUL.len();
+            copied = i;
+        } else {
+            // A two-byte escape, or the start of another \uXXXX.
+            i += 2;
+        }
+    }
+    out.push_str(&raw[copied.min(raw.len())..]);
+    Cow::Owned(out)
 }
 
 /// The dead letter of a rejected message.
@@ -118,7 +142,9 @@ pub fn dead_letter(
     raw: &str,
 ) -> DeadLetter {
     DeadLetter {
-        message_id: message_id.filter(|id| !id.is_empty()).map(str::to_owned),
+        message_id: message_id
+            .filter(|id| !id.is_empty() && !id.contains('\0'))
+            .map(str::to_owned),
         reason: rejection.reason,
         detail: rejection.detail,
         received_at,
@@ -169,7 +195,7 @@ mod tests {
 
     #[test]
     fn a_drop_report_becomes_ranges() {
-        let raw = r#"{"type":"track","messageId":"d","event":"tally.dropped","anonymousId":"a","properties":{"reason":"queue_full","ranges":[[3,5],[9,9],[0,2],[8,7]]},"context":{"tally":{"install_id":"i","seq":10}}}"#;
+        let raw = r#"{"type":"track","messageId":"d","event":"tally.dropped","anonymousId":"a","properties":{"reason":"queue_full","ranges":[[3,5],[9,9]]},"context":{"tally":{"install_id":"i","seq":10}}}"#;
         let e = build(raw);
         let ranges: Vec<_> = e
             .drops
@@ -177,7 +203,49 @@ mod tests {
             .map(|d| (d.from, d.to, d.reason.as_str()))
             .collect();
         assert_eq!(ranges, [(3, 5, "queue_full"), (9, 9, "queue_full")]);
-        let odd = r#"{"type":"track","messageId":"d","event":"tally.dropped","anonymousId":"a","properties":{"reason":1}}"#;
-        assert!(build(odd).drops.is_empty());
+    }
+
+    #[test]
+    fn nul_escapes_become_replacement_characters_and_nothing_else_changes() {
+        let cases = [
+            (r#"{"a":"x"}"#, r#"{"a":"x"}"#),
+            (r#"{"a":"x\u0000y"}"#, r#"{"a":"x\ufffdy"}"#),
+            (
+                r#"{"k\u0000":"\u0000\u0000"}"#,
+                r#"{"k\ufffd":"\ufffd\ufffd"}"#,
+            ),
+            // An escaped backslash, then the text u0000: not a NUL.
+            (r#"{"a":"\\u0000"}"#, r#"{"a":"\\u0000"}"#),
+            (r#"{"a":"\\\u0000"}"#, r#"{"a":"\\\ufffd"}"#),
+            (r#"{"a":"\u00001"}"#, r#"{"a":"\ufffd1"}"#),
+            (r#"{"a":"\"\u0000"}"#, r#"{"a":"\"\ufffd"}"#),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(without_nul_escapes(raw), want, "{raw}");
+            let parsed: serde_json::Value = serde_json::from_str(want).unwrap();
+            assert!(!parsed.to_string().contains('\0'));
+        }
+        assert!(matches!(
+            without_nul_escapes(r#"{"a":1}"#),
+            Cow::Borrowed(_)
+        ));
+    }
+
+    #[test]
+    fn a_dead_letter_keeps_no_id_with_a_nul() {
+        let rejection = Rejection {
+            reason: tally_proto::RejectReason::NulCharacter,
+            detail: "d",
+        };
+        assert_eq!(
+            dead_letter(Some("m\0"), rejection, 1, "{}").message_id,
+            None
+        );
+        assert_eq!(
+            dead_letter(Some("m"), rejection, 1, "{}")
+                .message_id
+                .as_deref(),
+            Some("m")
+        );
     }
 }

@@ -61,7 +61,7 @@ use self::policy::{IDLE_POLL_MS, MAX_BATCH_RECORDS, POISON_QUARANTINE_AFTER, POI
 use self::transport::{Method, Request, Transport, TransportError};
 
 /// The event that reports device-side drops to the collector.
-pub const DROPPED_EVENT: &str = "tally.dropped";
+pub use tally_proto::DROPPED_EVENT;
 
 /// The periodic health beacon event.
 pub const HEALTH_EVENT: &str = "tally.health";
