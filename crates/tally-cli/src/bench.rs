@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use tally_collector::app::{app, AppState};
-use tally_collector::ingest::auth::Keys;
+use tally_collector::ingest::auth::{source_id, Keys};
 use tally_collector::{server, store};
 use tally_proto::{format_timestamp, Batch, ContentEncoding, EncodedBatch, Message, RawJson};
 
@@ -82,6 +82,10 @@ pub struct CollectorArgs {
     /// this many expired events (0: skip)
     #[arg(long, default_value_t = 0, value_name = "N")]
     retention_backlog: usize,
+    /// SQLite: do not overwrite deleted content (`tally serve` always
+    /// does); only to measure what secure delete costs
+    #[arg(long)]
+    no_secure_delete: bool,
 }
 
 const WRITE_KEY: &str = "bench-write-key";
@@ -114,7 +118,19 @@ fn collector(args: CollectorArgs) -> anyhow::Result<()> {
                 .context("--store postgres needs --database-url")?,
         ),
     };
-    let store = store::open(&data_dir, database_url.as_deref()).context("cannot open the store")?;
+    let store: Arc<dyn store::Store> = match (&database_url, args.no_secure_delete) {
+        (None, true) => {
+            std::fs::create_dir_all(&data_dir)?;
+            Arc::new(store::SqliteStore::open_with(
+                &data_dir.join(store::SQLITE_FILE_NAME),
+                store::SqliteOptions {
+                    secure_delete: false,
+                    ..store::SqliteOptions::default()
+                },
+            )?)
+        }
+        _ => store::open(&data_dir, database_url.as_deref()).context("cannot open the store")?,
+    };
     let state = AppState::new(
         store.clone(),
         Keys::new([WRITE_KEY.to_owned()], Some(ADMIN_TOKEN.to_owned())),
@@ -399,7 +415,14 @@ fn seed_backlog(store: &dyn store::Store, n: usize) -> anyhow::Result<()> {
             .map_err(|r| anyhow::anyhow!("a backlog message is invalid: {}", r.detail))?;
         // No sentAt: the corrected time is the message's own.
         let times = clock::message_times(&checked, None, received_at);
-        batch.push(events::new_event(&msg, checked, times, received_at, &raw));
+        batch.push(events::new_event(
+            &source_id(WRITE_KEY),
+            &msg,
+            checked,
+            times,
+            received_at,
+            &raw,
+        ));
         if batch.len() == 500 || i + 1 == n {
             store.write_batch(&batch, &[])?;
             batch.clear();
@@ -420,6 +443,7 @@ struct Baseline {
 fn baseline(batches: &[EncodedBatch], kind: StoreKind) -> anyhow::Result<Baseline> {
     use tally_collector::ingest::{clock, events};
     let limits = tally_proto::DecodeLimits::default();
+    let source = source_id(WRITE_KEY);
     let dir = std::env::temp_dir().join(format!("tally-bench-baseline-{}", std::process::id()));
     let store = match kind {
         StoreKind::Sqlite => Some(store::open(&dir, None)?),
@@ -439,7 +463,14 @@ fn baseline(batches: &[EncodedBatch], kind: StoreKind) -> anyhow::Result<Baselin
                 continue;
             };
             let times = clock::message_times(&checked, batch_sent_at, received_at);
-            new_events.push(events::new_event(msg, checked, times, received_at, m.raw));
+            new_events.push(events::new_event(
+                &source,
+                msg,
+                checked,
+                times,
+                received_at,
+                m.raw,
+            ));
         }
         decode_time += t.elapsed();
         messages += body.messages.len();
@@ -917,6 +948,7 @@ fn seed(args: SeedArgs) -> anyhow::Result<()> {
             })
             .to_string();
             chunk.push(NewEvent {
+                source: source_id(WRITE_KEY),
                 message_id: id,
                 kind,
                 event,

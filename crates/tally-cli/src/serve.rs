@@ -107,6 +107,7 @@ impl ServeArgs {
             alert_webhook: self.alert_webhook.clone(),
             alerts: None,
             retention: None,
+            dead_letters: None,
         }
     }
 }
@@ -125,9 +126,12 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         Some((cert, key)) => Some(tls::acceptor(cert, key)?),
         None => None,
     };
-    let store: Arc<dyn store::Store> =
-        store::open(&config.data_dir, config.database_url.as_deref())
-            .context("cannot open the store")?;
+    let store: Arc<dyn store::Store> = store::open_with(
+        &config.data_dir,
+        config.database_url.as_deref(),
+        config.dead_letters,
+    )
+    .context("cannot open the store")?;
     let state = AppState::new(
         store.clone(),
         Keys::new(config.write_keys.clone(), config.admin_token.clone()),

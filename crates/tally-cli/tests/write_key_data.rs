@@ -55,6 +55,18 @@ fn post(server: &Server, key: &str, batch: Value) -> (u16, Value) {
     )
 }
 
+/// `POST /v1/deletions` for `user`: (status, answer).
+fn delete_user(server: &Server, user: &str) -> (u16, Value) {
+    read(
+        agent()
+            .post(server.url("/v1/deletions"))
+            .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
+            .header("content-type", "application/json")
+            .send(json!({ "userId": user }).to_string().as_bytes())
+            .unwrap(),
+    )
+}
+
 fn now() -> String {
     tally_proto::format_timestamp(tally_collector::ingest::clock::now_ms() - 1_000)
 }
@@ -189,4 +201,335 @@ fn postgres_queries_read_past_rows_that_hold_a_nul_escape() {
     assert_eq!(values.len(), 2, "{rows}");
     assert!(values.contains(&("jazz", 1)), "{rows}");
     assert!(values.contains(&("(none)", 1)), "{rows}");
+}
+
+/// A second source: another app's write key on the same collector.
+const OTHER_KEY: &str = "other-write-key";
+
+fn with_tally(mut msg: Value, install: &str, seq: u64) -> Value {
+    msg["context"] = json!({"tally": {"install_id": install, "seq": seq}});
+    msg
+}
+
+#[test]
+fn one_source_never_suppresses_nor_answers_for_another() {
+    for store in Store::both("sources") {
+        let dir = temp_dir("sources");
+        let server = store.start(dir.path(), &["--write-key", OTHER_KEY]);
+        let mut keyed = track("shared-2", "u1", "Order Completed", json!({}));
+        keyed["context"] = json!({"tally": {"dedup_key": "order-7"}});
+        let batch = json!([track("shared-1", "u1", "Order Completed", json!({})), keyed]);
+        let (_, first) = post(&server, WRITE_KEY, batch.clone());
+        assert_eq!(outcomes(&first), [ok("accepted"), ok("accepted")]);
+        // The other source used the same ids: its events are its own, not
+        // duplicates of the first source's (and the answer tells it
+        // nothing about them).
+        let (_, other) = post(&server, OTHER_KEY, batch.clone());
+        assert_eq!(
+            outcomes(&other),
+            [ok("accepted"), ok("accepted")],
+            "{}",
+            store.name()
+        );
+        // Within one source, dedup stays exact.
+        let (_, again) = post(&server, OTHER_KEY, batch);
+        assert_eq!(outcomes(&again), [ok("duplicate"), ok("duplicate")]);
+        assert_eq!(stats(&agent(), &server), (4, 2, 0, 4), "{}", store.name());
+    }
+}
+
+#[test]
+fn a_drop_report_counts_only_for_the_installs_own_source() {
+    for store in Store::both("drops") {
+        let dir = temp_dir("drops");
+        let server = store.start(dir.path(), &["--write-key", OTHER_KEY]);
+        let install = "inst-victim";
+        let seqs: Vec<Value> = [1, 2, 5]
+            .iter()
+            .map(|&n| {
+                with_tally(
+                    track(&format!("v-{n}"), "u1", "Open", json!({})),
+                    install,
+                    n,
+                )
+            })
+            .collect();
+        assert_eq!(post(&server, WRITE_KEY, json!(seqs)).0, 200);
+        let report = |id: &str, ranges: Value, seq: u64| {
+            with_tally(
+                track(
+                    id,
+                    "u1",
+                    "tally.dropped",
+                    json!({"reason": "queue_full", "ranges": ranges}),
+                ),
+                install,
+                seq,
+            )
+        };
+        let install_report =
+            || admin_get(&agent(), &server.url(&format!("/v1/installs/{install}")));
+        let gap = json!({"max_seq": 5, "missing": [[3, 4]], "dropped": 0});
+        let (_, before) = install_report();
+        assert_eq!(
+            (&before["max_seq"], &before["missing"], &before["dropped"]),
+            (&gap["max_seq"], &gap["missing"], &gap["dropped"])
+        );
+        // Another source cannot turn the real gap into "dropped".
+        let (_, forged) = post(
+            &server,
+            OTHER_KEY,
+            json!([report("f-1", json!([[3, 4]]), 6)]),
+        );
+        assert_eq!(
+            outcomes(&forged),
+            [rejected("invalid_drop_report")],
+            "{}",
+            store.name()
+        );
+        // Nor can a report name seqs at or after its own.
+        let (_, ahead) = post(
+            &server,
+            WRITE_KEY,
+            json!([report("f-2", json!([[3, 9]]), 6)]),
+        );
+        assert_eq!(outcomes(&ahead), [rejected("invalid_drop_report")]);
+        let (_, after) = install_report();
+        assert_eq!(after["missing"], json!([[3, 4]]), "{}", store.name());
+        // The install's own source explains its gap.
+        let (_, own) = post(
+            &server,
+            WRITE_KEY,
+            json!([report("r-1", json!([[3, 4]]), 6)]),
+        );
+        assert_eq!(outcomes(&own), [ok("accepted")]);
+        let (_, explained) = install_report();
+        assert_eq!(explained["missing"], json!([]), "{}", store.name());
+        assert_eq!(explained["dropped"], 2);
+    }
+}
+
+#[test]
+fn an_alias_cannot_make_a_deletion_reach_another_users_data() {
+    for store in Store::both("alias") {
+        let dir = temp_dir("alias");
+        let server = store.start(dir.path(), &[]);
+        let past = "2020-01-01T00:00:00.000Z";
+        // The victim uses the app.
+        let victim: Vec<Value> = (0..3)
+            .map(|n| track(&format!("v-{n}"), "victim", "Song Played", json!({})))
+            .collect();
+        assert_eq!(post(&server, WRITE_KEY, json!(victim)).0, 200);
+        // The attacker holds the same public key: it claims the victim's
+        // user id is its own, backdated so it would win the earliest link.
+        let claim = json!({"type": "alias", "messageId": "claim-1", "userId": "attacker",
+                           "previousId": "victim", "timestamp": past});
+        let (_, answer) = post(&server, WRITE_KEY, json!([claim]));
+        assert_eq!(
+            outcomes(&answer),
+            [rejected("alias_of_identified_user")],
+            "{}",
+            store.name()
+        );
+        // A user id that has sent nothing yet can be claimed (nothing tells
+        // it from a sign-up), but deletion never follows the claim.
+        let early = json!({"type": "alias", "messageId": "claim-2", "userId": "attacker",
+                           "previousId": "newcomer", "timestamp": past});
+        assert_eq!(
+            outcomes(&post(&server, WRITE_KEY, json!([early])).1),
+            [ok("accepted")]
+        );
+        let newcomer: Vec<Value> = (0..2)
+            .map(|n| track(&format!("n-{n}"), "newcomer", "Song Played", json!({})))
+            .collect();
+        assert_eq!(post(&server, WRITE_KEY, json!(newcomer)).0, 200);
+        let own = track("a-1", "attacker", "Song Played", json!({}));
+        assert_eq!(post(&server, WRITE_KEY, json!([own])).0, 200);
+
+        let (status, deleted) = delete_user(&server, "attacker");
+        assert_eq!(status, 202);
+        // The attacker's own event and its two alias messages (they carry
+        // its user id); the report names the id it had merged.
+        assert_eq!(deleted["deleted_events"], 2, "{}: {deleted}", store.name());
+        assert_eq!(deleted["aliased_user_ids"], json!(["newcomer"]));
+        let (_, count) = admin_get(
+            &agent(),
+            &server.url("/v1/events/count?event=Song%20Played"),
+        );
+        assert_eq!(count["count"], 5, "{}: {count}", store.name());
+        // Neither user is told to purge: their next events are accepted.
+        for (id, user) in [("v-9", "victim"), ("n-9", "newcomer")] {
+            let (_, next) = post(
+                &server,
+                WRITE_KEY,
+                json!([track(id, user, "Song Played", json!({}))]),
+            );
+            assert_eq!(outcomes(&next), [ok("accepted")], "{}", store.name());
+            assert!(next.get("deleted_users").is_none_or(|d| d == &json!([])));
+        }
+    }
+}
+
+/// Every occurrence of `needle` in the files of `dir` (SQLite's database,
+/// WAL and shared-memory files), as (file, count).
+fn occurrences(dir: &std::path::Path, needle: &[u8]) -> Vec<(String, usize)> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if !path.is_file() {
+            continue;
+        }
+        let bytes = std::fs::read(&path).unwrap();
+        let n = bytes.windows(needle.len()).filter(|w| *w == needle).count();
+        if n > 0 {
+            found.push((path.file_name().unwrap().to_string_lossy().into_owned(), n));
+        }
+    }
+    found
+}
+
+#[test]
+fn a_deletion_leaves_no_readable_copy_of_the_users_data() {
+    for store in Store::both("erase") {
+        let dir = temp_dir("erase");
+        let server = store.start(dir.path(), &[]);
+        // A value only this user's messages hold, to look for afterwards.
+        let marker = format!("street-{}-address", std::process::id());
+        let mine: Vec<Value> = (0..50)
+            .map(|n| {
+                track(
+                    &format!("m-{n}"),
+                    "leaving",
+                    "Checkout",
+                    json!({"address": marker}),
+                )
+            })
+            .collect();
+        assert_eq!(post(&server, WRITE_KEY, json!(mine)).0, 200);
+        // Before identifying, the device sent anonymously; one message was
+        // rejected and kept as a dead letter.
+        let anonymous = json!({"type": "track", "messageId": "anon-1", "anonymousId": "device-a",
+                                "event": "Browse", "timestamp": now(), "properties": {"note": marker}});
+        let broken = json!({"type": "track", "messageId": "bad-1", "userId": "leaving",
+                             "timestamp": now(), "properties": {"note": marker}});
+        let identify = json!({"type": "identify", "messageId": "id-1", "userId": "leaving",
+                               "anonymousId": "device-a", "timestamp": now()});
+        let (_, answer) = post(&server, WRITE_KEY, json!([anonymous, broken, identify]));
+        assert_eq!(
+            outcomes(&answer),
+            [
+                ok("accepted"),
+                rejected("missing_event_name"),
+                ok("accepted")
+            ]
+        );
+        let others = track(
+            "o-1",
+            "staying",
+            "Checkout",
+            json!({"address": "elsewhere"}),
+        );
+        assert_eq!(post(&server, WRITE_KEY, json!([others])).0, 200);
+
+        let (status, deleted) = delete_user(&server, "leaving");
+        assert_eq!(status, 202, "{deleted}");
+        assert_eq!(deleted["deleted_events"], 52, "{}: {deleted}", store.name());
+        assert_eq!(deleted["deleted_dead_letters"], 1, "{}", store.name());
+        let (_, letters) = admin_get(&agent(), &server.url("/v1/dead-letters"));
+        assert_eq!(letters["dead_letters"], json!([]), "{}", store.name());
+        assert_eq!(stats(&agent(), &server).3, 1);
+        match &store {
+            // Secure delete and a truncated WAL: no byte of the deleted
+            // messages is left in the files.
+            Store::Sqlite => assert_eq!(occurrences(dir.path(), marker.as_bytes()), []),
+            // What the rows held is unreachable; the tables keep none of
+            // the user's ids but the tombstone's.
+            Store::Postgres(db) => {
+                let mut client = ::postgres::Client::connect(&db.url, ::postgres::NoTls).unwrap();
+                let mut count = |sql: &str| -> i64 { client.query_one(sql, &[]).unwrap().get(0) };
+                assert_eq!(count("SELECT count(*) FROM links"), 0);
+                assert_eq!(
+                    count("SELECT count(*) FROM idents WHERE user_id = 'leaving' OR anonymous_id = 'device-a'"),
+                    0
+                );
+                assert_eq!(
+                    count("SELECT count(*) FROM tombstone_links WHERE user_id = 'leaving'"),
+                    1
+                );
+                assert_eq!(
+                    count(&format!(
+                        "SELECT count(*) FROM events WHERE raw LIKE '%{marker}%'"
+                    )),
+                    0
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn rejected_messages_cannot_fill_the_disk() {
+    for store in Store::both("flood") {
+        let dir = temp_dir("flood");
+        let config = dir.path().join("tally.toml");
+        std::fs::write(
+            &config,
+            "write_keys = [\"unused-key\"]\n[dead_letters]\nmax_rows = 40\nmax_bytes = 30000\nmax_message_bytes = 1000\n",
+        )
+        .unwrap();
+        let data = dir.path().join("data");
+        let server = store.start(&data, &["--config", config.to_str().unwrap()]);
+        // 40 requests of 15 rejected messages of 64 KiB each (over the
+        // 32 KiB message limit): 39 MB of JSON, a few KB compressed (each
+        // request decodes to under the 1 MiB below which the decompression
+        // ratio is not checked).
+        let padding = "x".repeat(64 * 1024);
+        let mut sent = 0u64;
+        for r in 0..40 {
+            let batch: Vec<Value> = (0..15)
+                .map(|n| {
+                    track(
+                        &format!("big-{r}-{n}"),
+                        "u1",
+                        "Upload",
+                        json!({"pad": padding}),
+                    )
+                })
+                .collect();
+            let body = json!({ "batch": batch }).to_string();
+            let compressed = zstd::encode_all(body.as_bytes(), 3).unwrap();
+            let (status, answer) = read(
+                agent()
+                    .post(server.url("/v1/batch"))
+                    .header("authorization", format!("Bearer {WRITE_KEY}"))
+                    .header("content-type", "application/json")
+                    .header("content-encoding", "zstd")
+                    .send(&compressed[..])
+                    .unwrap(),
+            );
+            assert_eq!(status, 200, "{answer}");
+            assert_eq!(answer["rejected"], 15);
+            sent += 15;
+        }
+        // Every rejection was answered and counted; 40 copies were kept,
+        // each cut to 1,000 bytes; the rest counted as not kept.
+        let (_, s) = admin_get(&agent(), &server.url("/v1/stats"));
+        assert_eq!(s["rejected"], sent, "{}: {s}", store.name());
+        assert_eq!(
+            s["dead_letters"],
+            json!({"kept": 30, "bytes": 30000, "not_kept": sent - 30, "truncated": 30}),
+            "{}",
+            store.name()
+        );
+        if matches!(store, Store::Sqlite) {
+            let size: u64 = std::fs::read_dir(&data)
+                .unwrap()
+                .map(|e| e.unwrap().metadata().unwrap().len())
+                .sum();
+            assert!(
+                size < 4 * 1024 * 1024,
+                "the data directory holds {size} bytes"
+            );
+        }
+    }
 }

@@ -53,6 +53,7 @@ impl Generator {
                 i + 1
             );
             out.push(NewEvent {
+                source: "wk_bench".to_owned(),
                 message_id: id,
                 kind: MessageType::Track,
                 event: Some(name.to_owned()),

@@ -24,6 +24,7 @@
 //! | `--alert-webhook` | `TALLY_ALERT_WEBHOOK` | `alert_webhook` | none: alerts are only shown |
 //! | — | — | `[alerts]` `interval_s`, `window_s`, and per rule `[alerts.<rule>]` `threshold`, `for_s` | see [`crate::alerts`] |
 //! | — | — | `[retention]` table | events are kept; dead letters 30 days (see [`crate::retention`]) |
+//! | — | — | `[dead_letters]` `max_rows`, `max_bytes`, `max_message_bytes` | 100,000 rows, 256 MiB, 32 KiB (see [`DeadLetterLimits`]) |
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -36,6 +37,7 @@ use crate::alerts::rules::{self, RuleSettings};
 use crate::alerts::{AlertConfig, DEFAULT_INTERVAL, DEFAULT_WINDOW};
 use crate::app::DEFAULT_MAX_IN_FLIGHT;
 use crate::retention::{RetentionError, RetentionPolicy, RetentionSettings};
+use crate::store::DeadLetterLimits;
 
 /// Default listen address: loopback only, so a first run exposes nothing.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -86,6 +88,9 @@ pub enum ConfigError {
     /// The `[retention]` table has a value that cannot be used.
     #[error(transparent)]
     Retention(#[from] RetentionError),
+    /// The `[dead_letters]` table has a value that cannot be used.
+    #[error("invalid dead-letter setting: {0}")]
+    DeadLetters(&'static str),
 }
 
 /// The `[alerts]` table of `tally.toml`; every member optional.
@@ -177,6 +182,37 @@ pub struct Settings {
     pub alerts: Option<AlertSettings>,
     /// The `[retention]` table (only in `tally.toml`).
     pub retention: Option<RetentionSettings>,
+    /// The `[dead_letters]` table (only in `tally.toml`).
+    pub dead_letters: Option<DeadLetterSettings>,
+}
+
+/// The `[dead_letters]` table of `tally.toml`; every member optional.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeadLetterSettings {
+    /// Most dead letters kept.
+    pub max_rows: Option<u64>,
+    /// Most bytes of message text kept.
+    pub max_bytes: Option<u64>,
+    /// Most bytes kept of one message.
+    pub max_message_bytes: Option<usize>,
+}
+
+impl DeadLetterSettings {
+    fn resolve(self) -> Result<DeadLetterLimits, ConfigError> {
+        let defaults = DeadLetterLimits::default();
+        let limits = DeadLetterLimits {
+            max_rows: self.max_rows.unwrap_or(defaults.max_rows),
+            max_bytes: self.max_bytes.unwrap_or(defaults.max_bytes),
+            max_message_bytes: self.max_message_bytes.unwrap_or(defaults.max_message_bytes),
+        };
+        if limits.max_message_bytes == 0 {
+            return Err(ConfigError::DeadLetters(
+                "max_message_bytes must be at least 1",
+            ));
+        }
+        Ok(limits)
+    }
 }
 
 impl std::fmt::Debug for Settings {
@@ -196,6 +232,7 @@ impl std::fmt::Debug for Settings {
             )
             .field("alerts", &self.alerts)
             .field("retention", &self.retention)
+            .field("dead_letters", &self.dead_letters)
             .finish()
     }
 }
@@ -221,6 +258,8 @@ pub struct Config {
     pub alerts: AlertConfig,
     /// Which events expire, and how the job deletes them.
     pub retention: RetentionPolicy,
+    /// What the store keeps of rejected messages.
+    pub dead_letters: DeadLetterLimits,
 }
 
 impl std::fmt::Debug for Config {
@@ -244,6 +283,7 @@ impl std::fmt::Debug for Config {
             .field("alert_rules", &self.alerts.rules)
             .field("alert_webhook", &self.alerts.webhook.is_some())
             .field("retention", &self.retention)
+            .field("dead_letters", &self.dead_letters)
             .finish()
     }
 }
@@ -275,6 +315,7 @@ impl Settings {
             alert_webhook: self.alert_webhook.or(lower.alert_webhook),
             alerts: self.alerts.or(lower.alerts),
             retention: self.retention.or(lower.retention),
+            dead_letters: self.dead_letters.or(lower.dead_letters),
         }
     }
 
@@ -320,6 +361,7 @@ impl Settings {
                 .unwrap_or_default()
                 .resolve(non_empty(self.alert_webhook))?,
             retention: self.retention.unwrap_or_default().resolve()?,
+            dead_letters: self.dead_letters.unwrap_or_default().resolve()?,
         })
     }
 }

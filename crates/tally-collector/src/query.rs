@@ -60,8 +60,11 @@ pub async fn stats(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     authorize(&state, &headers)?;
-    let stats = blocking(&state, |s| s.stats()).await?;
-    Ok(Json(stats).into_response())
+    let (stats, dead_letters) =
+        blocking(&state, |s| Ok((s.stats()?, s.dead_letter_totals()?))).await?;
+    let mut body = serde_json::to_value(stats).map_err(|_| ApiError::Internal)?;
+    body["dead_letters"] = serde_json::to_value(dead_letters).map_err(|_| ApiError::Internal)?;
+    Ok(Json(body).into_response())
 }
 
 /// Most dead letters one request lists.
@@ -72,9 +75,10 @@ struct DeadLetterQuery {
     limit: Option<usize>,
 }
 
-/// `GET /v1/dead-letters[?limit=N]` → `{"dead_letters": [...]}`: the most
-/// recent rejected messages, newest first, with their reason (default 100,
-/// at most 1,000).
+/// `GET /v1/dead-letters[?limit=N]` → `{"dead_letters": [...], "totals":
+/// {"kept", "bytes", "not_kept", "truncated"}}`: the most recent rejected
+/// messages, newest first, with their reason (default 100, at most 1,000),
+/// and what the store holds and did not keep of them.
 pub async fn dead_letters(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -87,8 +91,11 @@ pub async fn dead_letters(
         "limit must be a non-negative integer",
     )?;
     let limit = q.limit.unwrap_or(100).min(MAX_DEAD_LETTERS);
-    let rows = blocking(&state, move |s| s.dead_letters(limit)).await?;
-    Ok(Json(serde_json::json!({ "dead_letters": rows })).into_response())
+    let (rows, totals) = blocking(&state, move |s| {
+        Ok((s.dead_letters(limit)?, s.dead_letter_totals()?))
+    })
+    .await?;
+    Ok(Json(serde_json::json!({ "dead_letters": rows, "totals": totals })).into_response())
 }
 
 #[derive(Deserialize)]
@@ -145,7 +152,8 @@ struct DeletionRequest {
     user_id: String,
 }
 
-/// `POST /v1/deletions` with `{"userId"}` → 202 `{"deleted_events"}`.
+/// `POST /v1/deletions` with `{"userId"}` → 202 `{"deleted_events",
+/// "deleted_dead_letters", "aliased_user_ids"}`.
 pub async fn delete_user(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -169,7 +177,12 @@ pub async fn delete_user(
         s.delete_user(&request.user_id, requested_at)
     })
     .await?;
-    tracing::info!(deleted_events = report.deleted_events, "user deleted");
+    tracing::info!(
+        deleted_events = report.deleted_events,
+        deleted_dead_letters = report.deleted_dead_letters,
+        aliased = report.aliased_user_ids.len(),
+        "user deleted"
+    );
     Ok((StatusCode::ACCEPTED, Json(report)).into_response())
 }
 

@@ -35,6 +35,7 @@ const ADMIN: &str = "admin";
 fn event(id: &str, name: &str, install: &str, seq: u64, props: &str) -> NewEvent {
     let now = now_ms();
     NewEvent {
+        source: "wk_alerts".to_owned(),
         message_id: id.to_owned(),
         kind: MessageType::Track,
         event: Some(name.to_owned()),
@@ -538,10 +539,14 @@ async fn a_dying_sender_is_taken_over(db: Arc<TestDb>) -> Vec<AppState> {
 /// A message rejected for a missing identity, received now.
 fn rejected() -> DeadLetter {
     DeadLetter {
+        source: "wk_alerts".to_owned(),
         message_id: Some("bad".to_owned()),
         reason: RejectReason::MissingIdentity,
         detail: "test",
         received_at: now_ms(),
         raw: "{}".to_owned(),
+        user_id: None,
+        anonymous_id: None,
+        install_id: None,
     }
 }

@@ -149,7 +149,8 @@ async fn accepted_then_a_replay_is_all_duplicate_and_counts_do_not_move() {
     let stats = h.stats().await;
     assert_eq!(
         stats,
-        json!({"accepted": 3, "duplicate": 3, "rejected": 0, "events": 3})
+        json!({"accepted": 3, "duplicate": 3, "rejected": 0, "events": 3,
+               "dead_letters": {"kept": 0, "bytes": 0, "not_kept": 0, "truncated": 0}})
     );
     let (status, _, count) = h
         .send(admin_get("/v1/events/count?event=Signed%20Up"))
@@ -170,6 +171,14 @@ async fn every_rejection_reason_reachable_over_http_is_answered_and_kept() {
         .unwrap();
     let (status, _, _) = h.send(deletion).await;
     assert_eq!(status, StatusCode::ACCEPTED);
+    // And give a user events of its own, so that an alias merging it is
+    // refused (`alias_of_identified_user`).
+    let mut known = track("known-1");
+    known["userId"] = json!("known");
+    let (status, _, _) = h
+        .send(batch_request("/v1/batch", &json!({ "batch": [known] })))
+        .await;
+    assert_eq!(status, StatusCode::OK);
 
     let ts = format_timestamp(now_ms());
     let good = || track("ok-1");
@@ -269,6 +278,21 @@ async fn every_rejection_reason_reachable_over_http_is_answered_and_kept() {
             with(json!({"messageId": "r17", "userId": "gone"})),
             RejectReason::DeletedUser,
         ),
+        (
+            with(json!({"messageId": "r18", "event": "Signed\u{0}Up"})),
+            RejectReason::NulCharacter,
+        ),
+        (
+            with(json!({"messageId": "r19", "event": "tally.dropped",
+                "properties": {"reason": "queue_full", "ranges": [[1, 3]]},
+                "context": {"tally": {"install_id": "i19", "seq": 3}}})),
+            RejectReason::InvalidDropReport,
+        ),
+        (
+            json!({"type": "alias", "messageId": "r20", "userId": "other", "previousId": "known",
+                "timestamp": ts}),
+            RejectReason::AliasOfIdentifiedUser,
+        ),
     ];
     let mut messages: Vec<Value> = cases.iter().map(|(m, _)| m.clone()).collect();
     messages.push(good());
@@ -293,9 +317,9 @@ async fn every_rejection_reason_reachable_over_http_is_answered_and_kept() {
         .collect();
     assert_eq!(reached, reachable);
     let stats = h.stats().await;
-    assert_eq!(stats["accepted"], 1);
+    assert_eq!(stats["accepted"], 2);
     assert_eq!(stats["rejected"].as_u64(), Some(cases.len() as u64));
-    assert_eq!(stats["events"], 1);
+    assert_eq!(stats["events"], 2);
 
     // Every rejected message is kept with its reason (one request: the
     // order within it is the store's).
@@ -502,7 +526,8 @@ async fn undecodable_bodies_and_digest_mismatch_are_400_and_store_nothing() {
     assert_eq!(answer["code"], "digest_mismatch");
     assert_eq!(
         h.stats().await,
-        json!({"accepted": 0, "duplicate": 0, "rejected": 0, "events": 0})
+        json!({"accepted": 0, "duplicate": 0, "rejected": 0, "events": 0,
+               "dead_letters": {"kept": 0, "bytes": 0, "not_kept": 0, "truncated": 0}})
     );
     let good = Request::post("/v1/batch")
         .header(header::AUTHORIZATION, basic(KEY))

@@ -17,7 +17,13 @@ use tally_collector::store::{
 };
 use tally_proto::{MessageType, Priority, RejectReason};
 
-use WriteOutcome::{Accepted as A, DeletedUser as X, Duplicate as D};
+use WriteOutcome::{Accepted as A, Duplicate as D};
+
+/// Refused because the person was deleted.
+const X: WriteOutcome = WriteOutcome::Rejected(RejectReason::DeletedUser);
+
+/// The source of the suite's events (one write key).
+const SOURCE: &str = "wk_suite";
 
 #[macro_use]
 #[path = "store_suite/queries.rs"]
@@ -29,6 +35,7 @@ mod test_db;
 /// A track event `name` by anonymous id `anon` at corrected time `ts`.
 fn track(id: &str, name: &str, anon: &str, ts: i64) -> NewEvent {
     NewEvent {
+        source: SOURCE.to_owned(),
         message_id: id.to_owned(),
         kind: MessageType::Track,
         event: Some(name.to_owned()),
@@ -83,11 +90,15 @@ fn on_install(mut e: NewEvent, install: &str, seq: u64) -> NewEvent {
 
 fn dead(id: &str, reason: RejectReason) -> DeadLetter {
     DeadLetter {
+        source: SOURCE.to_owned(),
         message_id: Some(id.to_owned()),
         reason,
         detail: "test rule",
         received_at: 7,
         raw: format!(r#"{{"messageId":"{id}"}}"#),
+        user_id: None,
+        anonymous_id: None,
+        install_id: None,
     }
 }
 
@@ -244,15 +255,27 @@ fn count_window_and_people_with_stitching(store: &dyn Store) {
         .unwrap();
     assert_eq!(store.count_events("Open", None, None).unwrap(), count(4, 1));
 
-    // alias of a former user id: "old" events count for u2.
+    // An alias of a user id that has events of its own is refused: two
+    // identified users are never merged, so "old" stays a person.
     let old = by_user(track("e6", "Buy", "n", 700), "old");
     let new = by_user(track("e7", "Buy", "n", 710), "u2");
     store.write_batch(&[old, new], &[]).unwrap();
     assert_eq!(store.count_events("Buy", None, None).unwrap(), count(2, 2));
+    assert_eq!(
+        store
+            .write_batch(&[alias("al2", "old", "u2", 720)], &[])
+            .unwrap(),
+        vec![WriteOutcome::Rejected(RejectReason::AliasOfIdentifiedUser)]
+    );
+    assert_eq!(store.count_events("Buy", None, None).unwrap(), count(2, 2));
+    // An alias of a user id no event has carried yet is what an alias is
+    // for: that id's later events count for u2.
     store
-        .write_batch(&[alias("al2", "old", "u2", 720)], &[])
+        .write_batch(&[alias("al3", "temp", "u2", 730)], &[])
         .unwrap();
-    assert_eq!(store.count_events("Buy", None, None).unwrap(), count(2, 1));
+    let by_temp = by_user(track("e20", "Buy", "n", 740), "temp");
+    store.write_batch(&[by_temp], &[]).unwrap();
+    assert_eq!(store.count_events("Buy", None, None).unwrap(), count(3, 2));
 
     // An install linked by identify: its anonymous events follow it.
     let on_phone = on_install(track("e8", "Play", "anon-9", 800), "inst-9", 1);
@@ -379,53 +402,88 @@ fn deletion_and_tombstone(store: &dyn Store) {
         by_user(track("a4", "Open", "n", 130), "u2"),
         identify("a5", "u1", Some("anon-1"), Some("inst-1"), 140),
         by_user(track("a6", "Buy", "n", 150), "old-u1"),
-        alias("a7", "old-u1", "u1", 160),
+        // An id no event carried yet, merged into u1.
+        alias("a7", "pre-u1", "u1", 160),
         // Own user id, alive: kept even though anon-1 belongs to u1.
         {
             let mut e = track("a8", "Open", "anon-1", 170);
             e.user_id = Some("u2".into());
             e
         },
+        by_user(track("a9", "Buy", "n", 180), "pre-u1"),
     ];
-    assert_eq!(store.write_batch(&batch, &[]).unwrap(), vec![A; 8]);
-    assert_eq!(store.stats().unwrap(), stats(8, 0, 0, 8));
+    assert_eq!(store.write_batch(&batch, &[]).unwrap(), vec![A; 9]);
+    let letter = |id: &str, user: Option<&str>, anon: Option<&str>| DeadLetter {
+        user_id: user.map(str::to_owned),
+        anonymous_id: anon.map(str::to_owned),
+        ..dead(id, RejectReason::MissingEventName)
+    };
+    let letters = [
+        letter("d1", Some("u1"), None),
+        letter("d2", None, Some("anon-1")),
+        letter("d3", Some("u2"), Some("anon-1")),
+    ];
+    store.write_batch(&[], &letters).unwrap();
+    assert_eq!(store.stats().unwrap(), stats(9, 0, 3, 9));
+    assert_eq!(store.count_events("Buy", None, None).unwrap(), count(2, 2));
     assert!(!store.is_deleted("u1").unwrap());
 
     let report = store.delete_user("u1", 1_000).unwrap();
-    // a1 (anon link), a2 (install link), a3, a5 (identify by u1), a6 (alias), a7.
-    assert_eq!(report.deleted_events, 6);
+    // a1 (anonymous id linked to u1), a2 (its anonymous id has no link, its
+    // install is u1's), a3, a5 (the identify) and a7 (the alias) carry
+    // u1's own id. Never a4, a6, a8 or a9, which carry another user's id:
+    // pre-u1 was merged into u1 by an alias, which proves nothing about
+    // whose data it is, so the report names it instead.
+    assert_eq!(report.deleted_events, 5);
+    assert_eq!(report.deleted_dead_letters, 2);
+    assert_eq!(report.aliased_user_ids, vec!["pre-u1".to_owned()]);
     assert!(store.is_deleted("u1").unwrap());
     assert!(!store.is_deleted("u2").unwrap());
-    assert_eq!(store.stats().unwrap(), stats(8, 0, 0, 2));
+    assert_eq!(store.stats().unwrap(), stats(9, 0, 3, 4));
     assert_eq!(store.count_events("Open", None, None).unwrap(), count(2, 1));
-    assert_eq!(store.count_events("Buy", None, None).unwrap(), count(0, 0));
+    // The alias is gone with u1: pre-u1 is a person of its own again.
+    assert_eq!(store.count_events("Buy", None, None).unwrap(), count(2, 2));
+    let kept: Vec<Option<String>> = store
+        .dead_letters(10)
+        .unwrap()
+        .into_iter()
+        .map(|d| d.message_id)
+        .collect();
+    assert_eq!(kept, vec![Some("d3".to_owned())]);
 
-    // Later events of that person are refused and kept as dead letters.
+    // Later events of that person are refused and counted, never kept.
     let later = vec![
         by_user(track("b1", "Open", "n", 2_000), "u1"),
         track("b2", "Open", "anon-1", 2_000),
         on_install(track("b3", "Open", "anon-new", 2_000), "inst-1", 2),
-        by_user(track("b4", "Open", "n", 2_000), "old-u1"),
+        by_user(track("b4", "Open", "n", 2_000), "pre-u1"),
         by_user(track("b5", "Open", "n", 2_000), "u2"),
         track("a1", "Open", "anon-1", 100),
     ];
     assert_eq!(
         store.write_batch(&later, &[]).unwrap(),
-        vec![X, X, X, X, A, X]
+        vec![X, X, X, A, A, X]
     );
-    assert_eq!(store.stats().unwrap(), stats(9, 0, 5, 3));
+    assert_eq!(store.stats().unwrap(), stats(11, 0, 7, 6));
     let letters = store.dead_letters(10).unwrap();
     assert_eq!(letters.len(), 5);
-    assert!(letters.iter().all(|d| d.reason == "deleted_user"));
-    let mut ids: Vec<&str> = letters
+    let refused: Vec<_> = letters
+        .iter()
+        .filter(|d| d.reason == "deleted_user")
+        .collect();
+    assert_eq!(refused.len(), 4);
+    assert!(refused.iter().all(|d| d.raw.is_empty()));
+    let mut ids: Vec<&str> = refused
         .iter()
         .filter_map(|d| d.message_id.as_deref())
         .collect();
     ids.sort_unstable();
-    assert_eq!(ids, vec!["a1", "b1", "b2", "b3", "b4"]);
-    // Deleting again finds nothing more and keeps the counters exact.
-    assert_eq!(store.delete_user("u1", 3_000).unwrap().deleted_events, 0);
-    assert_eq!(store.stats().unwrap(), stats(9, 0, 5, 3));
+    assert_eq!(ids, vec!["a1", "b1", "b2", "b3"]);
+    // Deleting again finds no events, removes the refusals' records (they
+    // carry u1's ids) and keeps the counters exact.
+    let again = store.delete_user("u1", 3_000).unwrap();
+    assert_eq!((again.deleted_events, again.deleted_dead_letters), (0, 4));
+    assert_eq!(store.stats().unwrap(), stats(11, 0, 7, 6));
     // An identify for the deleted user is refused too: no new link.
     let relink = identify("c1", "u1", Some("anon-fresh"), None, 4_000);
     assert_eq!(
@@ -433,6 +491,87 @@ fn deletion_and_tombstone(store: &dyn Store) {
             .write_batch(&[relink, track("c2", "Open", "anon-fresh", 4_001)], &[])
             .unwrap(),
         vec![X, A]
+    );
+    // The install of the deleted user, identified by a new user: its
+    // anonymous events are that user's, and no longer refused.
+    let reused = on_install(identify("c3", "u4", None, None, 5_000), "inst-1", 3);
+    let anon = on_install(track("c4", "Open", "anon-next", 5_001), "inst-1", 4);
+    assert_eq!(store.write_batch(&[reused], &[]).unwrap(), vec![A]);
+    assert_eq!(store.write_batch(&[anon], &[]).unwrap(), vec![A]);
+}
+
+/// A write key is public: what one source sends never answers for, nor
+/// suppresses, another source's data. Dedup is exact within a source; an
+/// install's completeness and drop reports are its own source's.
+fn sources_are_apart(store: &dyn Store) {
+    let from = |source: &str, mut e: NewEvent| {
+        e.source = source.to_owned();
+        e
+    };
+    let keyed = |id: &str, key: &str| {
+        let mut e = track(id, "Buy", "anon-s", 100);
+        e.dedup_key = Some(key.to_owned());
+        e
+    };
+    // The same message id and business key from two sources: each is
+    // stored once per source.
+    let a = [
+        from("wk_a", track("same-id", "Open", "anon-s", 100)),
+        from("wk_a", keyed("k-a", "order-1")),
+    ];
+    let b = [
+        from("wk_b", track("same-id", "Open", "anon-s", 100)),
+        from("wk_b", keyed("k-b", "order-1")),
+    ];
+    assert_eq!(store.write_batch(&a, &[]).unwrap(), vec![A, A]);
+    assert_eq!(store.write_batch(&b, &[]).unwrap(), vec![A, A]);
+    assert_eq!(store.write_batch(&b, &[]).unwrap(), vec![D, D]);
+    assert_eq!(store.stats().unwrap(), stats(4, 2, 0, 4));
+
+    // inst-s belongs to wk_a, which sent for it first.
+    let mine: Vec<NewEvent> = (1..=3)
+        .map(|n| {
+            from(
+                "wk_a",
+                on_install(track(&format!("s{n}"), "Open", "anon-s", 100), "inst-s", n),
+            )
+        })
+        .collect();
+    assert_eq!(store.write_batch(&mine, &[]).unwrap(), vec![A; 3]);
+    // Another source's events for it are its own data: stored, but they
+    // mark nothing seen; its drop report for the install is refused.
+    let mut forged = from(
+        "wk_b",
+        on_install(track("f2", "tally.dropped", "anon-s", 100), "inst-s", 9),
+    );
+    forged.drops = vec![DroppedRange {
+        from: 4,
+        to: 8,
+        reason: "queue_full".into(),
+    }];
+    let theirs = from(
+        "wk_b",
+        on_install(track("f1", "Open", "anon-s", 100), "inst-s", 12),
+    );
+    assert_eq!(
+        store.write_batch(&[theirs, forged], &[]).unwrap(),
+        vec![A, WriteOutcome::Rejected(RejectReason::InvalidDropReport)]
+    );
+    assert_eq!(store.install("inst-s").unwrap(), Some(report(3, &[], &[])));
+    // The owner's own report counts.
+    let mut own = from(
+        "wk_a",
+        on_install(track("r1", "tally.dropped", "anon-s", 100), "inst-s", 6),
+    );
+    own.drops = vec![DroppedRange {
+        from: 4,
+        to: 5,
+        reason: "queue_full".into(),
+    }];
+    assert_eq!(store.write_batch(&[own], &[]).unwrap(), vec![A]);
+    assert_eq!(
+        store.install("inst-s").unwrap(),
+        Some(report(6, &[], &[("queue_full", 2)]))
     );
 }
 
@@ -1079,15 +1218,26 @@ fn install_events_in_seq_order_with_their_person(store: &dyn Store) {
     // Pages: after a seq, at most a limit.
     assert_eq!(store.install_events("inst-e", 1, 1).unwrap(), all[1..2]);
     assert_eq!(store.install_events("inst-e", 3, 100).unwrap(), vec![]);
-    // An alias of the user resolves one hop further.
+    // The user has events of its own now: an alias merging it into
+    // another user is refused, and its events stay its own.
+    assert_eq!(
+        store
+            .write_batch(&[alias("al", "user-e", "user-f", 400)], &[])
+            .unwrap(),
+        vec![WriteOutcome::Rejected(RejectReason::AliasOfIdentifiedUser)]
+    );
+    assert_eq!(store.install_events("inst-e", 0, 100).unwrap(), all);
+    // An alias of a user id no event carried yet resolves one hop further
+    // once that id shows up.
     store
-        .write_batch(&[alias("al", "user-e", "user-f", 400)], &[])
+        .write_batch(&[alias("al2", "user-g", "user-h", 400)], &[])
         .unwrap();
-    assert!(store
-        .install_events("inst-e", 0, 100)
-        .unwrap()
-        .iter()
-        .all(|e| e.person == "user-f"));
+    let g1 = on_install(identify("g1", "user-g", None, None, 500), "inst-g", 1);
+    store.write_batch(&[g1], &[]).unwrap();
+    assert_eq!(
+        store.install_events("inst-g", 0, 100).unwrap(),
+        vec![ev(1, "identify", None, "user-h")]
+    );
     assert_eq!(
         store.install_events("inst-o", 0, 100).unwrap(),
         vec![ev(2, "track", Some("Open"), "inst-o")]
@@ -1137,6 +1287,11 @@ macro_rules! store_suite {
         fn deletion_and_tombstone() {
             let (store, _guard) = $fresh();
             super::deletion_and_tombstone(&*store);
+        }
+        #[test]
+        fn sources_are_apart() {
+            let (store, _guard) = $fresh();
+            super::sources_are_apart(&*store);
         }
         #[test]
         fn concurrent_overlapping_writers() {

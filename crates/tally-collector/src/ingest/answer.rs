@@ -42,7 +42,7 @@ pub fn build(
                 match outcomes[i] {
                     WriteOutcome::Accepted => MessageResult::accepted(id),
                     WriteOutcome::Duplicate => MessageResult::duplicate(id),
-                    WriteOutcome::DeletedUser => {
+                    WriteOutcome::Rejected(RejectReason::DeletedUser) => {
                         let user = event.user_id.as_ref().or(event.anonymous_id.as_ref());
                         if let Some(user) = user {
                             if !deleted_users.contains(user) {
@@ -51,6 +51,7 @@ pub fn build(
                         }
                         MessageResult::rejected(id, RejectReason::DeletedUser)
                     }
+                    WriteOutcome::Rejected(reason) => MessageResult::rejected(id, reason),
                 }
             }
         })

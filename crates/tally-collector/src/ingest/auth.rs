@@ -14,10 +14,20 @@
 //! it means. Keys are compared in constant time against every configured
 //! key. A write key is never an admin token, and the admin token is never
 //! a write key.
+//!
+//! # Sources
+//!
+//! Each write key is a **source**: the events it sends record its id
+//! ([`source_id`]), dedup is exact within a source, and an install's
+//! completeness belongs to the source that first sent for it. The id is
+//! derived from the key (`wk_` and 16 hex digits of its SHA-256), so every
+//! collector sharing a store names a source alike without coordination,
+//! and the id reveals nothing a holder of the key does not already have.
 
 use axum::http::{header, HeaderMap};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
+use sha2::{Digest, Sha256};
 use subtle::{Choice, ConstantTimeEq};
 
 use crate::error::ApiError;
@@ -27,6 +37,17 @@ use crate::error::ApiError;
 pub struct Keys {
     write: Vec<Box<[u8]>>,
     admin: Option<Box<[u8]>>,
+}
+
+/// The id of the source a write key stands for (see the module doc).
+pub fn source_id(key: &str) -> String {
+    let digest = Sha256::digest(key.as_bytes());
+    let mut id = String::with_capacity(3 + 16);
+    id.push_str("wk_");
+    for byte in &digest[..8] {
+        id.push_str(&format!("{byte:02x}"));
+    }
+    id
 }
 
 impl std::fmt::Debug for Keys {
@@ -101,14 +122,15 @@ impl Keys {
     }
 
     /// Checks the write key of an ingest request, given each place it may
-    /// be in (see the module doc for the order).
+    /// be in (see the module doc for the order), and returns the id of its
+    /// source.
     pub fn authorize_ingest(
         &self,
         header: Option<&Credential>,
         body: Option<&str>,
         message: Option<&str>,
         query: Option<&str>,
-    ) -> Result<(), ApiError> {
+    ) -> Result<String, ApiError> {
         let key = header
             .map(Credential::secret)
             .or(body)
@@ -117,7 +139,7 @@ impl Keys {
             .filter(|k| !k.is_empty())
             .ok_or(ApiError::Unauthorized("missing write key"))?;
         if self.is_write_key(key) {
-            Ok(())
+            Ok(source_id(key))
         } else {
             Err(ApiError::Unauthorized("unknown write key"))
         }
@@ -231,6 +253,12 @@ mod tests {
             .authorize_ingest(None, None, Some("wk2"), Some("nope"))
             .is_ok());
         assert!(k.authorize_ingest(None, None, None, Some("wk1")).is_ok());
+        assert_eq!(
+            k.authorize_ingest(None, None, Some("wk2"), None).unwrap(),
+            source_id("wk2")
+        );
+        assert_ne!(source_id("wk1"), source_id("wk2"));
+        assert_eq!(source_id("wk1").len(), 19);
         let missing = k.authorize_ingest(None, None, None, None).unwrap_err();
         assert!(matches!(
             missing,

@@ -18,13 +18,17 @@
 
 use std::borrow::Cow;
 
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use tally_proto::{Checked, DropReport, Message, Rejection};
 
 use super::clock::MessageTimes;
 use crate::store::{DeadLetter, DroppedRange, NewEvent};
 
-/// The store's view of one validated, clock-corrected message.
+/// The store's view of one validated, clock-corrected message sent by
+/// `source`.
 pub fn new_event(
+    source: &str,
     msg: &Message,
     checked: Checked,
     times: MessageTimes,
@@ -35,6 +39,7 @@ pub fn new_event(
     let event = msg.event_name().map(str::to_owned);
     let drops = drop_ranges(msg);
     let event = NewEvent {
+        source: source.to_owned(),
         message_id: Message::non_empty(&msg.message_id)
             .unwrap_or_default()
             .to_owned(),
@@ -134,21 +139,78 @@ pub fn without_nul_escapes(raw: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
-/// The dead letter of a rejected message.
+/// The dead letter of a message `source` sent and validation rejected.
 pub fn dead_letter(
+    source: &str,
     message_id: Option<&str>,
     rejection: Rejection,
     received_at: i64,
     raw: &str,
 ) -> DeadLetter {
+    let ids = LenientIds::of(raw);
     DeadLetter {
-        message_id: message_id
-            .filter(|id| !id.is_empty() && !id.contains('\0'))
-            .map(str::to_owned),
+        source: source.to_owned(),
+        message_id: message_id.and_then(usable_id),
         reason: rejection.reason,
         detail: rejection.detail,
         received_at,
         raw: raw.to_owned(),
+        user_id: ids.user_id.and_then(text_of),
+        anonymous_id: ids.anonymous_id.and_then(text_of),
+        install_id: ids
+            .context
+            .and_then(member::<LenientContext<'_>>)
+            .and_then(|c| c.tally)
+            .and_then(member::<LenientTally<'_>>)
+            .and_then(|t| t.install_id)
+            .and_then(text_of),
+    }
+}
+
+/// An id the stores can keep and index: non-empty, no NUL, not overlong.
+fn usable_id(id: &str) -> Option<String> {
+    (!id.is_empty() && !id.contains('\0') && id.len() <= tally_proto::limits::MAX_ID_BYTES)
+        .then(|| id.to_owned())
+}
+
+fn text_of(value: &RawValue) -> Option<String> {
+    serde_json::from_str::<Cow<'_, str>>(value.get())
+        .ok()
+        .and_then(|id| usable_id(&id))
+}
+
+fn member<'a, T: Deserialize<'a>>(value: &'a RawValue) -> Option<T> {
+    serde_json::from_str(value.get()).ok()
+}
+
+/// The ids of a rejected message, read as far as its JSON allows: any
+/// member may be missing or of another type, each level read on its own so
+/// a bad `context` does not hide a good `userId`.
+#[derive(Deserialize, Default)]
+struct LenientIds<'a> {
+    #[serde(rename = "userId", borrow, default)]
+    user_id: Option<&'a RawValue>,
+    #[serde(rename = "anonymousId", borrow, default)]
+    anonymous_id: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    context: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct LenientContext<'a> {
+    #[serde(borrow, default)]
+    tally: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct LenientTally<'a> {
+    #[serde(borrow, default)]
+    install_id: Option<&'a RawValue>,
+}
+
+impl<'a> LenientIds<'a> {
+    fn of(raw: &'a str) -> LenientIds<'a> {
+        serde_json::from_str(raw).unwrap_or_default()
     }
 }
 
@@ -168,7 +230,7 @@ mod tests {
                 clamped: false,
             },
         };
-        new_event(&msg, checked, times, 4, raw)
+        new_event("wk_test", &msg, checked, times, 4, raw)
     }
 
     #[test]
@@ -232,17 +294,64 @@ mod tests {
     }
 
     #[test]
+    fn a_dead_letter_records_the_ids_its_message_has() {
+        let rejection = Rejection {
+            reason: tally_proto::RejectReason::MissingEventName,
+            detail: "d",
+        };
+        let d = dead_letter(
+            "s",
+            None,
+            rejection,
+            1,
+            r#"{"userId":"u1","anonymousId":"a1","context":{"tally":{"install_id":"i1"}}}"#,
+        );
+        assert_eq!(
+            (
+                d.user_id.as_deref(),
+                d.anonymous_id.as_deref(),
+                d.install_id.as_deref()
+            ),
+            (Some("u1"), Some("a1"), Some("i1"))
+        );
+        // A bad context hides nothing else; other types, empty and NUL ids
+        // are not ids.
+        let d = dead_letter(
+            "s",
+            None,
+            rejection,
+            1,
+            r#"{"userId":"u\u0000","anonymousId":"a2","context":"oops"}"#,
+        );
+        assert_eq!(
+            (
+                d.user_id.as_deref(),
+                d.anonymous_id.as_deref(),
+                d.install_id
+            ),
+            (None, Some("a2"), None)
+        );
+        let d = dead_letter("s", None, rejection, 1, r#"{"userId":7,"anonymousId":""}"#);
+        assert_eq!((d.user_id, d.anonymous_id), (None, None));
+        let d = dead_letter("s", None, rejection, 1, "[1,2]");
+        assert_eq!(
+            (d.user_id, d.anonymous_id, d.install_id),
+            (None, None, None)
+        );
+    }
+
+    #[test]
     fn a_dead_letter_keeps_no_id_with_a_nul() {
         let rejection = Rejection {
             reason: tally_proto::RejectReason::NulCharacter,
             detail: "d",
         };
         assert_eq!(
-            dead_letter(Some("m\0"), rejection, 1, "{}").message_id,
+            dead_letter("s", Some("m\0"), rejection, 1, "{}").message_id,
             None
         );
         assert_eq!(
-            dead_letter(Some("m"), rejection, 1, "{}")
+            dead_letter("s", Some("m"), rejection, 1, "{}")
                 .message_id
                 .as_deref(),
             Some("m")

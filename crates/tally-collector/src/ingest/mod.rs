@@ -82,13 +82,17 @@ async fn handle_request(
     let started = Instant::now();
     let (parts, body) = request.into_parts();
     let header_credential = auth::credential(&parts.headers)?;
-    if let Some(credential) = &header_credential {
+    let header_source = match &header_credential {
         // Most clients send the key in a header: refuse them before
         // reading a byte of the body.
-        state
-            .keys
-            .authorize_ingest(Some(credential), None, None, None)?;
-    }
+        Some(credential) => Some(state.keys.authorize_ingest(
+            Some(credential),
+            None,
+            None,
+            None,
+        )?),
+        None => None,
+    };
     let slot = state
         .ingest_slots
         .clone()
@@ -111,7 +115,6 @@ async fn handle_request(
     let result = match read {
         Ok(bytes) => {
             let query_key = query_write_key(parts.uri.query());
-            let header_authorized = header_credential.is_some();
             let worker = state.clone();
             tokio::task::spawn_blocking(move || {
                 let _slot = slot;
@@ -120,7 +123,7 @@ async fn handle_request(
                     &parts.headers,
                     &bytes,
                     implied,
-                    header_authorized,
+                    header_source,
                     query_key.as_deref(),
                 )
             })
@@ -138,28 +141,32 @@ async fn handle_request(
 }
 
 /// Everything after the body was read: decode, authenticate from the body
-/// if the header did not, validate, correct, store, answer.
+/// if the header did not (`header_source` is the source the header's key
+/// stands for), validate, correct, store, answer.
 fn process(
     state: &AppState,
     headers: &HeaderMap,
     bytes: &Bytes,
     implied: Option<MessageType>,
-    header_authorized: bool,
+    header_source: Option<String>,
     query_key: Option<&str>,
 ) -> Result<BatchResponse, ApiError> {
     let json = decode::decode_body(bytes, headers, &state.limits)?;
     let body = decode_json(&json, &state.limits).map_err(decode::body_error)?;
-    if !header_authorized {
-        let message_key = body.messages.iter().find_map(|m| {
-            m.parsed
-                .as_ref()
-                .ok()
-                .and_then(|p| Message::non_empty(&p.write_key))
-        });
-        state
-            .keys
-            .authorize_ingest(None, body.write_key.as_deref(), message_key, query_key)?;
-    }
+    let source = match header_source {
+        Some(source) => source,
+        None => {
+            let message_key = body.messages.iter().find_map(|m| {
+                m.parsed
+                    .as_ref()
+                    .ok()
+                    .and_then(|p| Message::non_empty(&p.write_key))
+            });
+            state
+                .keys
+                .authorize_ingest(None, body.write_key.as_deref(), message_key, query_key)?
+        }
+    };
 
     let received_at = clock::now_ms();
     let batch_sent_at = clock::batch_sent_at(&body, headers);
@@ -173,6 +180,7 @@ fn process(
             Err(rejection) => {
                 let id = decoded.message_id.filter(|id| !id.is_empty());
                 dead_letters.push(events::dead_letter(
+                    &source,
                     id.as_deref(),
                     rejection,
                     received_at,
@@ -193,6 +201,7 @@ fn process(
                 let times = clock::message_times(&checked, batch_sent_at, received_at);
                 slots.push(Slot::Event(new_events.len()));
                 new_events.push(events::new_event(
+                    &source,
                     &msg,
                     checked,
                     times,
@@ -203,6 +212,7 @@ fn process(
             Err(rejection) => {
                 let id = Message::non_empty(&msg.message_id).map(str::to_owned);
                 dead_letters.push(events::dead_letter(
+                    &source,
                     id.as_deref(),
                     rejection,
                     received_at,

@@ -175,9 +175,9 @@ impl BulkLoader for SqliteBulk {
                 .prepare_cached(
                     "INSERT INTO events (message_id, dedup_key, kind, event, user_id, anonymous_id, \
                      group_id, previous_id, install_id, seq, session_id, session_index, priority, \
-                     timestamp, sent_at, received_at, ts_corrected, clamped, raw, ident) \
+                     timestamp, sent_at, received_at, ts_corrected, clamped, raw, ident, source) \
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, \
-                     ?17, ?18, ?19, ?20)",
+                     ?17, ?18, ?19, ?20, ?21)",
                 )
                 .map_err(db_error)?;
             for e in events {
@@ -209,6 +209,7 @@ impl BulkLoader for SqliteBulk {
                         e.clamped,
                         e.raw,
                         ident,
+                        e.source,
                     ])
                     .map_err(db_error)?;
                 self.state.account(e, ident);
@@ -339,6 +340,7 @@ impl BulkLoader for PostgresBulk {
                     Some(if e.clamped { "t" } else { "f" }),
                     Some(&e.raw),
                     Some(&id),
+                    Some(&e.source),
                 ],
             );
             self.state.account(e, ident);
@@ -356,7 +358,7 @@ impl BulkLoader for PostgresBulk {
             .copy_in(
                 "COPY events (message_id, dedup_key, kind, event, user_id, anonymous_id, group_id, \
                  previous_id, install_id, seq, session_id, session_index, priority, timestamp, \
-                 sent_at, received_at, ts_corrected, clamped, raw, ident) FROM STDIN",
+                 sent_at, received_at, ts_corrected, clamped, raw, ident, source) FROM STDIN",
             )
             .map_err(pg_error)?;
         w.write_all(rows.as_bytes()).map_err(io)?;

@@ -213,11 +213,14 @@ pub(crate) struct BatchHealth {
 
 impl BatchHealth {
     /// The figures of one request's events (with their outcomes) and dead
-    /// letters.
+    /// letters. A beacon counts only if `own_install` says its install
+    /// belongs to the source that sent it, so no source can rewrite the
+    /// queue figures of another's devices.
     pub fn of(
         events: &[NewEvent],
         outcomes: &[WriteOutcome],
         dead_letters: &[DeadLetter],
+        own_install: impl Fn(&NewEvent) -> bool,
     ) -> BatchHealth {
         let received_at = events
             .first()
@@ -236,16 +239,14 @@ impl BatchHealth {
                     *h.histograms
                         .entry((INGEST_LAG, bucket_bound(lag as f64)))
                         .or_default() += 1;
-                    if let Some(b) = Beacon::of(e) {
+                    if let Some(b) = Beacon::of(e).filter(|_| own_install(e)) {
                         h.add_beacon(b);
                     }
                 }
                 WriteOutcome::Duplicate => h.duplicate += 1,
-                WriteOutcome::DeletedUser => {
+                WriteOutcome::Rejected(reason) => {
                     h.rejected += 1;
-                    *h.rejections
-                        .entry(tally_proto::RejectReason::DeletedUser.as_str())
-                        .or_default() += 1;
+                    *h.rejections.entry(reason.as_str()).or_default() += 1;
                 }
             }
         }

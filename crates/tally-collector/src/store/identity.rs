@@ -24,6 +24,15 @@
 //! earliest corrected time; on equal times the smaller user id wins. This
 //! depends only on the events, not on their arrival order, so several
 //! collectors on one PostgreSQL agree.
+//!
+//! **What a client may merge.** A write key ships in every app, so any
+//! holder can send an `identify` or an `alias` naming any id. Links
+//! therefore decide only how people are *counted*, never whose data a
+//! deletion reaches: an alias merging a user id that already has events of
+//! its own is refused ([`merged_user`]), and a deletion never follows an
+//! alias from one user id to another ([`deletion_predicate`]). An anonymous
+//! id or install, random on the device, is the only id an identify can
+//! take over, and then only that device's anonymous events follow it.
 
 use super::NewEvent;
 use tally_proto::MessageType;
@@ -37,6 +46,22 @@ pub(crate) struct Link<'a> {
     pub target: &'a str,
     /// The corrected time of the event that made it (the conflict rule).
     pub linked_at: i64,
+}
+
+/// The user id an `alias` would merge into its `userId`: its `previousId`,
+/// unless that is the same id. Such an alias is refused
+/// (`alias_of_identified_user`) when the previous id is already an
+/// identified user, that is, when some event carried it as its own
+/// `userId`: merging two identified users would let any holder of a write
+/// key join another user's data to its own (Segment and PostHog restrict
+/// merges the same way). Merging an anonymous id, or a user id no event
+/// has carried yet, is what an alias is for.
+pub(crate) fn merged_user(event: &NewEvent) -> Option<&str> {
+    if event.kind != MessageType::Alias {
+        return None;
+    }
+    let previous = event.previous_id.as_deref()?;
+    (Some(previous) != event.user_id.as_deref()).then_some(previous)
 }
 
 /// The links an accepted event makes (none for most types).
@@ -95,18 +120,113 @@ pub(crate) fn count_sql(from_param: &str, to_param: &str, event_param: &str) -> 
     )
 }
 
-/// The `WHERE` predicate selecting the events of user `param` for a
-/// deletion: the person rule above, keeping an event with its own (alive)
-/// user id even if its anonymous id is linked to the deleted user.
+/// The `WHERE` predicate selecting the events (aliased `e`) a deletion of
+/// user `param` removes: the events whose own user id it is, and the
+/// anonymous events (no user id) whose person it is directly, that is whose
+/// anonymous id an identify or alias linked to it, or, when their anonymous
+/// id has no link, whose install an identify linked to it. It never follows
+/// an alias from one user id to another: an event carrying a user id is
+/// that user's, whoever claims to have merged it (a write key is public, so
+/// a link proves nothing about who owns the data it joins).
 pub(crate) fn deletion_predicate(param: &str) -> String {
+    person_deletion_predicate("e", "e.user_id IS NULL", param)
+}
+
+/// [`deletion_predicate`] over an identity (aliased `k`, `''` for absent
+/// ids): the identities whose events a deletion removes.
+pub(crate) fn ident_deletion_predicate(param: &str) -> String {
+    person_deletion_predicate("k", "k.user_id = ''", param)
+}
+
+fn person_deletion_predicate(row: &str, anonymous: &str, param: &str) -> String {
     format!(
-        "e.user_id = {param} \
-         OR e.user_id IN (SELECT l.id FROM links l WHERE l.kind = 'u' AND l.target = {param}) \
-         OR (e.user_id IS NULL AND ( \
-          e.anonymous_id IN (SELECT l.id FROM links l LEFT JOIN links r ON r.kind = 'u' AND r.id = l.target \
-           WHERE l.kind = 'a' AND COALESCE(r.target, l.target) = {param}) \
-          OR e.install_id IN (SELECT l.id FROM links l LEFT JOIN links r ON r.kind = 'u' AND r.id = l.target \
-           WHERE l.kind = 'i' AND COALESCE(r.target, l.target) = {param})))"
+        "{row}.user_id = {param} OR ({anonymous} AND ( \
+          {row}.anonymous_id IN (SELECT l.id FROM links l WHERE l.kind = 'a' AND l.target = {param}) \
+          OR ({row}.install_id IN (SELECT l.id FROM links l WHERE l.kind = 'i' AND l.target = {param}) \
+           AND NOT EXISTS (SELECT 1 FROM links a WHERE a.kind = 'a' AND a.id = {row}.anonymous_id))))"
+    )
+}
+
+/// The `WHERE` predicate selecting the dead letters (aliased `d`) a
+/// deletion of user `param` removes: those carrying its user id, and those
+/// without a user id from an anonymous id or install linked to it, now or
+/// by an earlier deletion of it (the tombstone's links).
+pub(crate) fn dead_letter_deletion_predicate(param: &str) -> String {
+    format!(
+        "d.user_id = {param} OR (d.user_id IS NULL AND ( \
+          d.anonymous_id IN (SELECT l.id FROM links l WHERE l.kind = 'a' AND l.target = {param}) \
+          OR d.install_id IN (SELECT l.id FROM links l WHERE l.kind = 'i' AND l.target = {param}) \
+          OR d.anonymous_id IN (SELECT tl.id FROM tombstone_links tl WHERE tl.kind = 'a' AND tl.user_id = {param}) \
+          OR d.install_id IN (SELECT tl.id FROM tombstone_links tl WHERE tl.kind = 'i' AND tl.user_id = {param})))"
+    )
+}
+
+/// The statements of a deletion of user `param`, run in this order in one
+/// transaction after the tombstone is written (both stores):
+///
+/// 1. [`aliased`](Self::aliased): the user ids an alias merged into it
+///    (read before the aliases go; their events are their own and stay,
+///    and their identities' persons are re-resolved at the end);
+/// 2. [`events`](Self::events), [`dead_letters`](Self::dead_letters)
+///    (returning the bytes of each row, for the dead-letter counters),
+///    [`activity`](Self::activity) and [`idents`](Self::idents): what the
+///    person rule reaches, while the links still say who that is;
+/// 3. [`unlink`](Self::unlink): the device links to it move into the
+///    tombstone (`tombstone_links`: an offline device's late anonymous
+///    events are still refused, and the links no longer decide any living
+///    person), and every link naming it goes, aliases included.
+#[derive(Debug)]
+pub(crate) struct DeletionSql {
+    pub aliased: String,
+    pub events: String,
+    pub dead_letters: String,
+    pub activity: String,
+    pub idents: String,
+    pub unlink: [String; 2],
+}
+
+impl DeletionSql {
+    /// The statements with the user id as parameter `param`; `raw_bytes`
+    /// is the store's SQL for the byte length of the `raw` column.
+    pub(crate) fn new(param: &str, raw_bytes: &str) -> DeletionSql {
+        let idents = ident_deletion_predicate(param);
+        DeletionSql {
+            aliased: format!(
+                "SELECT id FROM links WHERE kind = 'u' AND target = {param} ORDER BY id"
+            ),
+            events: format!("DELETE FROM events AS e WHERE {}", deletion_predicate(param)),
+            dead_letters: format!(
+                "DELETE FROM dead_letters AS d WHERE {} RETURNING {raw_bytes}",
+                dead_letter_deletion_predicate(param)
+            ),
+            activity: format!(
+                "DELETE FROM active_slots WHERE ident IN (SELECT k.id FROM idents k WHERE {idents})"
+            ),
+            idents: format!("DELETE FROM idents AS k WHERE {idents}"),
+            unlink: [
+                format!(
+                    "INSERT INTO tombstone_links (kind, id, user_id) SELECT kind, id, target \
+                     FROM links WHERE kind IN ('a', 'i') AND target = {param} ON CONFLICT DO NOTHING"
+                ),
+                format!("DELETE FROM links WHERE target = {param} OR (kind = 'u' AND id = {param})"),
+            ],
+        }
+    }
+}
+
+/// SQL (both stores) for whether the event with user id `u`, anonymous id
+/// `a` and install id `i` (SQL expressions) belongs to a deleted person:
+/// its own user id has a tombstone; or, without a user id, its anonymous id
+/// is in a tombstone, or its anonymous id has no link and its install is in
+/// a tombstone without a link of its own since (the person rule of the
+/// module doc, over the links a deletion moved into `tombstone_links`).
+pub(crate) fn refused_sql(u: &str, a: &str, i: &str) -> String {
+    format!(
+        "CASE WHEN {u} IS NOT NULL THEN EXISTS (SELECT 1 FROM tombstones x WHERE x.user_id = {u}) \
+         ELSE EXISTS (SELECT 1 FROM tombstone_links tl WHERE tl.kind = 'a' AND tl.id = {a}) \
+          OR (NOT EXISTS (SELECT 1 FROM links l WHERE l.kind = 'a' AND l.id = {a}) \
+           AND EXISTS (SELECT 1 FROM tombstone_links tl WHERE tl.kind = 'i' AND tl.id = {i}) \
+           AND NOT EXISTS (SELECT 1 FROM links l WHERE l.kind = 'i' AND l.id = {i})) END"
     )
 }
 
@@ -171,21 +291,6 @@ pub(crate) fn repoint_sql(kind: &str, param: &str) -> String {
         ),
     };
     format!("UPDATE idents AS k SET person = {IDENT_PERSON_SQL} WHERE {affected}")
-}
-
-/// The `WHERE` predicate selecting the identities (aliased `k`) whose
-/// events a deletion of user `param` removes: [`deletion_predicate`] over
-/// an identity.
-pub(crate) fn ident_deletion_predicate(param: &str) -> String {
-    format!(
-        "k.user_id = {param} \
-         OR k.user_id IN (SELECT l.id FROM links l WHERE l.kind = 'u' AND l.target = {param}) \
-         OR (k.user_id = '' AND ( \
-          k.anonymous_id IN (SELECT l.id FROM links l LEFT JOIN links r ON r.kind = 'u' AND r.id = l.target \
-           WHERE l.kind = 'a' AND COALESCE(r.target, l.target) = {param}) \
-          OR k.install_id IN (SELECT l.id FROM links l LEFT JOIN links r ON r.kind = 'u' AND r.id = l.target \
-           WHERE l.kind = 'i' AND COALESCE(r.target, l.target) = {param})))"
-    )
 }
 
 /// A migration's SQL with `{IDENT_PERSON_SQL}` replaced by

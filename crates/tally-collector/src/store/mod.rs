@@ -8,14 +8,28 @@
 //!   **one transaction** and returns only after it committed. The HTTP layer
 //!   answers `accepted` only after that, so a crash at any moment loses no
 //!   event that was answered `accepted`.
-//! - Dedup is exact and has no time window: `message_id` is unique forever;
-//!   a non-empty `dedup_key` is unique forever too. First writer wins; a
-//!   later event with either key already stored is a [`WriteOutcome::Duplicate`]
-//!   (also within the same batch), counted, and not stored again. Across
-//!   several collectors on one PostgreSQL the unique constraints decide.
+//! - Dedup is exact and has no time window, within a **source** (the write
+//!   key that sent the event, [`NewEvent::source`]): `message_id` is unique
+//!   forever per source; a non-empty `dedup_key` is unique forever per
+//!   source too. First writer wins; a later event of the same source with
+//!   either key already stored is a [`WriteOutcome::Duplicate`] (also
+//!   within the same batch), counted, and not stored again. Another
+//!   source's events never make one a duplicate, so a public write key can
+//!   neither suppress another app's events nor learn whether its ids
+//!   exist. Across several collectors on one PostgreSQL the unique
+//!   constraints decide. Events stored before sources were recorded have
+//!   the source `''` and still count as duplicates for every source.
+//! - An install belongs to the first source that sends for it: another
+//!   source's events for it are stored but touch neither its completeness
+//!   nor its beacon, and its drop reports for it are refused
+//!   (`invalid_drop_report`).
 //! - An event whose person (user id, or an anonymous id linked to a user)
-//!   has a deletion tombstone is not stored: [`WriteOutcome::DeletedUser`],
-//!   and it is written to the dead letters with reason `deleted_user`.
+//!   has a deletion tombstone is not stored: [`WriteOutcome::Rejected`]
+//!   with `deleted_user`, written to the dead letters without its text.
+//!   An `alias` merging a user id that has events of its own is refused
+//!   the same way (`alias_of_identified_user`).
+//! - Dead letters are bounded ([`DeadLetterLimits`]): past the limits a
+//!   rejection is still answered and counted, but not kept.
 //! - Counters (`accepted`, `duplicate`, `rejected`) are kept in the store,
 //!   in the same transaction as the rows, so [`Store::stats`] is exact across
 //!   restarts and across collectors.
@@ -47,7 +61,8 @@
 //!
 //! `identify` links its anonymous id and its install id to its user id;
 //! `alias` links `previousId` (as an anonymous id and as a user id) to its
-//! user id. The **person** of an event (what [`EventCount::users`] counts
+//! user id, unless `previousId` already has events of its own as a user id
+//! (two identified users are never merged). The **person** of an event (what [`EventCount::users`] counts
 //! and what a deletion removes) is its user id, resolved through an alias
 //! if that user id was aliased; for an event without a user id, the user
 //! its anonymous id is linked to, else the user its install is linked to
@@ -60,12 +75,13 @@
 //! on the events, not on arrival order, so collectors sharing a database
 //! agree.
 //!
-//! **Deletion** removes the events whose person is the user (by the rule
-//! above, except that an event carrying another, living user id is kept)
-//! and writes a tombstone. From then on an event whose user id is the
-//! deleted user or aliased to it, or, without a user id, whose anonymous
-//! id or install is linked to it, is refused as [`WriteOutcome::DeletedUser`].
-//! Links stay, so later anonymous events from that device are refused too.
+//! **Deletion** removes the events carrying the user's id, the anonymous
+//! events whose person the user is directly (never through an alias from
+//! another user id: a public write key can claim any alias), the dead
+//! letters carrying those ids, and the user's identities; the device links
+//! to the user move into the tombstone and every link naming it goes. From
+//! then on an event with that user id, or an anonymous event of a device
+//! linked to it, is refused as `deleted_user` (see `identity::refused_sql`).
 //! Deletion scans the events table: it is rare, and an index per id column
 //! would cost every insert.
 //!
@@ -103,10 +119,19 @@ pub const SQLITE_FILE_NAME: &str = "tally.db";
 
 /// Opens the store the collector was configured with: SQLite at
 /// `data_dir/tally.db` (the directory is created if missing), or
-/// PostgreSQL when `database_url` is given.
+/// PostgreSQL when `database_url` is given; default limits.
 pub fn open(data_dir: &Path, database_url: Option<&str>) -> Result<Arc<dyn Store>, StoreError> {
+    open_with(data_dir, database_url, DeadLetterLimits::default())
+}
+
+/// [`open`] with these dead-letter limits.
+pub fn open_with(
+    data_dir: &Path,
+    database_url: Option<&str>,
+    dead_letters: DeadLetterLimits,
+) -> Result<Arc<dyn Store>, StoreError> {
     if let Some(url) = database_url {
-        return Ok(Arc::new(PostgresStore::connect(url)?));
+        return Ok(Arc::new(PostgresStore::connect_with(url, dead_letters)?));
     }
     std::fs::create_dir_all(data_dir).map_err(|e| {
         StoreError::Backend(format!(
@@ -114,15 +139,22 @@ pub fn open(data_dir: &Path, database_url: Option<&str>) -> Result<Arc<dyn Store
             data_dir.display()
         ))
     })?;
-    Ok(Arc::new(SqliteStore::open(
+    Ok(Arc::new(SqliteStore::open_with(
         &data_dir.join(SQLITE_FILE_NAME),
+        SqliteOptions {
+            dead_letters,
+            ..SqliteOptions::default()
+        },
     )?))
 }
 
 /// One validated message, clock-corrected, ready to store.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewEvent {
-    /// The exact dedup key.
+    /// The source (write key id) that sent it: dedup is exact within a
+    /// source, and an install's completeness is its own source's.
+    pub source: String,
+    /// The exact dedup key (within the source).
     pub message_id: String,
     /// One of the six known types.
     pub kind: MessageType,
@@ -167,6 +199,20 @@ pub struct NewEvent {
     pub raw: String,
 }
 
+impl NewEvent {
+    /// Whether this is the SDK's drop report (`tally.dropped`).
+    pub fn is_drop_report(&self) -> bool {
+        self.kind == MessageType::Track && self.event.as_deref() == Some(tally_proto::DROPPED_EVENT)
+    }
+}
+
+/// Whether an install whose stored owner is `owner` counts the events of
+/// `source`: it does if no source has claimed it yet (`None`, or `''` for
+/// an install stored before sources were recorded) or `source` has.
+pub(crate) fn owns(owner: Option<&str>, source: &str) -> bool {
+    owner.is_none_or(|o| o.is_empty() || o == source)
+}
+
 /// Sequence numbers `from..=to` of one install, dropped on the device.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DroppedRange {
@@ -181,6 +227,8 @@ pub struct DroppedRange {
 /// A rejected message, kept with its reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeadLetter {
+    /// The source (write key id) that sent it.
+    pub source: String,
     /// The `messageId`, if one could be read.
     pub message_id: Option<String>,
     /// Why it was rejected.
@@ -191,6 +239,45 @@ pub struct DeadLetter {
     pub received_at: i64,
     /// The message JSON as received.
     pub raw: String,
+    /// The message's `userId`, if it had a usable one (a deletion of that
+    /// user removes the dead letter).
+    pub user_id: Option<String>,
+    /// Its `anonymousId`, likewise.
+    pub anonymous_id: Option<String>,
+    /// Its `context.tally.install_id`, likewise.
+    pub install_id: Option<String>,
+}
+
+impl DeadLetter {
+    /// The dead letter of an event the store itself refused for `reason`
+    /// ([`WriteOutcome::Rejected`]).
+    pub(crate) fn refused(e: &NewEvent, reason: RejectReason) -> DeadLetter {
+        DeadLetter {
+            source: e.source.clone(),
+            message_id: Some(e.message_id.clone()),
+            reason,
+            detail: match reason {
+                RejectReason::DeletedUser => "the user was deleted",
+                RejectReason::InvalidDropReport => "a drop report for an install of another source",
+                RejectReason::AliasOfIdentifiedUser => {
+                    "alias of a user id that has events of its own"
+                }
+                _ => "refused by the store",
+            },
+            received_at: e.received_at,
+            // A deleted user's late message is refused, not kept: its
+            // dead letter records the reason and the ids (which the
+            // tombstone holds anyway), never the data.
+            raw: if reason == RejectReason::DeletedUser {
+                String::new()
+            } else {
+                e.raw.clone()
+            },
+            user_id: e.user_id.clone(),
+            anonymous_id: e.anonymous_id.clone(),
+            install_id: e.install_id.clone(),
+        }
+    }
 }
 
 /// A dead letter as stored (read back for inspection).
@@ -213,10 +300,14 @@ pub struct StoredDeadLetter {
 pub enum WriteOutcome {
     /// Stored, counted once.
     Accepted,
-    /// Its `message_id` or `dedup_key` was already stored.
+    /// Its source already stored an event with its `message_id` or
+    /// `dedup_key`.
     Duplicate,
-    /// Its person was deleted; stored as a dead letter (`deleted_user`).
-    DeletedUser,
+    /// Refused by a rule only the store can check, and kept as a dead
+    /// letter with that reason: `deleted_user` (its person was deleted),
+    /// `invalid_drop_report` (a drop report for an install another source
+    /// owns), `alias_of_identified_user`.
+    Rejected(RejectReason),
 }
 
 /// Totals from the store (`GET /v1/stats`).
@@ -230,6 +321,110 @@ pub struct Stats {
     pub rejected: u64,
     /// Messages stored now (accepted minus deleted and expired).
     pub events: u64,
+}
+
+/// What the store keeps of rejected messages. A write key is public, so
+/// anyone can send rejected messages by the megabyte: dead letters are
+/// bounded by rows and bytes (and by age, through retention), and what is
+/// kept of one message is bounded too. A rejection is always answered and
+/// counted; only its copy may be dropped or cut, and those are counted
+/// ([`DeadLetterTotals`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeadLetterLimits {
+    /// Most dead letters kept; past it new ones are not kept.
+    pub max_rows: u64,
+    /// Most bytes of kept message text; past it new ones are not kept.
+    pub max_bytes: u64,
+    /// Most bytes kept of one message; the rest is cut (the dead letter
+    /// records the size as received).
+    pub max_message_bytes: usize,
+}
+
+/// Dead letters kept at most by default: far more than a healthy fleet
+/// rejects between two retention passes, small enough to read through.
+pub const DEFAULT_DEAD_LETTER_ROWS: u64 = 100_000;
+
+/// Bytes of kept dead letters at most by default: 256 MiB of disk.
+pub const DEFAULT_DEAD_LETTER_BYTES: u64 = 256 * 1024 * 1024;
+
+/// Bytes kept of one rejected message by default: every valid message fits
+/// ([`tally_proto::limits::MAX_MESSAGE_BYTES`] is 32 KiB), and the start of
+/// an oversized one shows what it was.
+pub const DEFAULT_DEAD_LETTER_MESSAGE_BYTES: usize = 32 * 1024;
+
+impl Default for DeadLetterLimits {
+    fn default() -> Self {
+        Self {
+            max_rows: DEFAULT_DEAD_LETTER_ROWS,
+            max_bytes: DEFAULT_DEAD_LETTER_BYTES,
+            max_message_bytes: DEFAULT_DEAD_LETTER_MESSAGE_BYTES,
+        }
+    }
+}
+
+/// The dead letters of one write transaction measured against the limits,
+/// starting from what is stored: which to keep, cut to what length, and
+/// the counts the transaction adds to the totals.
+#[derive(Debug, Clone)]
+pub(crate) struct DeadLetterBudget {
+    limits: DeadLetterLimits,
+    rows: u64,
+    bytes: u64,
+    pub kept_rows: i64,
+    pub kept_bytes: i64,
+    pub not_kept: i64,
+    pub truncated: i64,
+}
+
+impl DeadLetterBudget {
+    /// A budget over `rows` dead letters of `bytes` stored.
+    pub(crate) fn new(limits: DeadLetterLimits, rows: i64, bytes: i64) -> Self {
+        Self {
+            limits,
+            rows: rows.max(0) as u64,
+            bytes: bytes.max(0) as u64,
+            kept_rows: 0,
+            kept_bytes: 0,
+            not_kept: 0,
+            truncated: 0,
+        }
+    }
+
+    /// What to store of `raw`: the whole text, its start (cut at a
+    /// character boundary), or nothing when the limits are reached.
+    pub(crate) fn keep<'a>(&mut self, raw: &'a str) -> Option<&'a str> {
+        let mut end = raw.len().min(self.limits.max_message_bytes);
+        while !raw.is_char_boundary(end) {
+            end -= 1;
+        }
+        let kept = &raw[..end];
+        let len = kept.len() as u64;
+        if self.rows >= self.limits.max_rows || self.bytes + len > self.limits.max_bytes {
+            self.not_kept += 1;
+            return None;
+        }
+        self.rows += 1;
+        self.bytes += len;
+        self.kept_rows += 1;
+        self.kept_bytes += len as i64;
+        if end < raw.len() {
+            self.truncated += 1;
+        }
+        Some(kept)
+    }
+}
+
+/// Dead-letter totals (`GET /v1/stats`, `GET /v1/dead-letters`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub struct DeadLetterTotals {
+    /// Dead letters stored now.
+    pub kept: u64,
+    /// Bytes of message text they hold.
+    pub bytes: u64,
+    /// Rejected messages not kept because the limits were reached.
+    pub not_kept: u64,
+    /// Rejected messages kept cut to the per-message limit.
+    pub truncated: u64,
 }
 
 /// `GET /v1/events/count`.
@@ -257,10 +452,17 @@ pub struct InstallReport {
 }
 
 /// The result of a deletion request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
 pub struct DeletionReport {
     /// Stored events removed.
     pub deleted_events: u64,
+    /// Dead letters (rejected messages) removed.
+    pub deleted_dead_letters: u64,
+    /// User ids an `alias` had merged into this user. Their events carry
+    /// their own user id, so the deletion did not remove them (no client
+    /// can make a deletion reach another user's data); if they are the
+    /// same person, delete them too.
+    pub aliased_user_ids: Vec<String>,
 }
 
 /// Why a store operation failed.
@@ -316,6 +518,9 @@ pub trait Store: query::ProductQueries + Send + Sync + 'static {
 
     /// The most recent dead letters, newest first, at most `limit`.
     fn dead_letters(&self, limit: usize) -> Result<Vec<StoredDeadLetter>, StoreError>;
+
+    /// What the dead letters hold, and what was not kept of them.
+    fn dead_letter_totals(&self) -> Result<DeadLetterTotals, StoreError>;
 
     /// Adds ingest requests that reached no write transaction (refused
     /// before the store, or empty) to the request counts of the hour of
@@ -463,8 +668,13 @@ pub struct ExportCursor {
 enum CursorTie {
     /// SQLite: the row id.
     Row(i64),
-    /// PostgreSQL: the message id.
-    MessageId(String),
+    /// PostgreSQL: the source and the message id.
+    MessageId {
+        /// The event's source.
+        source: String,
+        /// The event's message id.
+        id: String,
+    },
 }
 
 /// One stored event as exported ([`Store::export_page`]).

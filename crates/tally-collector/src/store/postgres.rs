@@ -3,9 +3,10 @@
 //!
 //! # Exactness across collectors
 //!
-//! - **Dedup**: `events.message_id` is the primary key and `dedup_key` is
-//!   unique; a batch is inserted with one `INSERT ... SELECT FROM unnest(...)
-//!   ON CONFLICT DO NOTHING RETURNING message_id`, rows sorted by id. Two
+//! - **Dedup**: `(source, message_id)` is the primary key and
+//!   `(source, dedup_key)` is unique; a batch is inserted with one `INSERT
+//!   ... SELECT FROM unnest(...) ON CONFLICT DO NOTHING RETURNING source,
+//!   message_id`, rows sorted by that key. Two
 //!   collectors inserting the same id at once: the second waits for the
 //!   first to commit and then skips the row, so exactly one counts it.
 //!   Sorting by id gives every transaction the same lock order; the rare
@@ -54,8 +55,8 @@
 //! (milliseconds); concurrent batches of one person and 15 minutes wait
 //! for each other's commit on that row.
 //!
-//! Export pages follow the `(ts_corrected, message_id)` keyset of the
-//! `events_by_time` index.
+//! Export pages follow the `(ts_corrected, source, message_id)` keyset of
+//! the `events_by_time` index.
 //!
 //! Identity rules (stitching, conflicts, deletion) are those of the
 //! [store module](super), from SQL shared with the SQLite store. A deletion
@@ -72,9 +73,9 @@ use super::query;
 use super::ranges::{self, SeqRange, MAX_TRACKED_SEQ};
 use super::InstallEvent;
 use super::{
-    CursorTie, DeadLetter, DeletionRecord, DeletionReport, DeletionStatus, EventCount, ExpiryScope,
-    ExportCursor, ExportedEvent, InstallReport, NewEvent, Stats, Store, StoreError,
-    StoredDeadLetter, WriteOutcome,
+    CursorTie, DeadLetter, DeadLetterBudget, DeadLetterLimits, DeadLetterTotals, DeletionRecord,
+    DeletionReport, DeletionStatus, EventCount, ExpiryScope, ExportCursor, ExportedEvent,
+    InstallReport, NewEvent, Stats, Store, StoreError, StoredDeadLetter, WriteOutcome,
 };
 use ::postgres::error::SqlState;
 use ::postgres::{Client, Config, IsolationLevel, SimpleQueryMessage, Statement};
@@ -323,6 +324,76 @@ CREATE TRIGGER idents_person_changed BEFORE UPDATE OF person ON idents
     EXECUTE FUNCTION idents_person_changed();
 CREATE INDEX idents_by_changed ON idents (changed);
 "#,
+    // 7: sources. Each event records the source (write key) that sent it,
+    // and dedup is exact per source: the key becomes (source, message_id),
+    // the business key (source, dedup_key), and export pages follow
+    // (ts_corrected, source, message_id). Rows stored before have the
+    // source '' (unknown); while any is left, a new event is also checked
+    // against them (see `PostgresStore::legacy_events`). An install
+    // belongs to the first source that sends for it; '' marks one not yet
+    // claimed.
+    r#"
+ALTER TABLE events ADD COLUMN source text COLLATE "C" NOT NULL DEFAULT '';
+ALTER TABLE events ALTER COLUMN source DROP DEFAULT;
+ALTER TABLE events DROP CONSTRAINT events_pkey;
+ALTER TABLE events ADD PRIMARY KEY (source, message_id);
+DROP INDEX events_by_dedup_key;
+CREATE UNIQUE INDEX events_by_dedup_key ON events (source, dedup_key) WHERE dedup_key IS NOT NULL;
+DROP INDEX events_by_time;
+CREATE INDEX events_by_time ON events (ts_corrected, source, message_id);
+ALTER TABLE dead_letters ADD COLUMN source text COLLATE "C" NOT NULL DEFAULT '';
+ALTER TABLE installs ADD COLUMN source text COLLATE "C" NOT NULL DEFAULT '';
+"#,
+    // 8: deletion reaches dead letters and links. A dead letter records
+    // the ids of its message (read leniently: it was rejected; a row whose
+    // text PostgreSQL's JSON cannot read keeps none) and its size as
+    // received; the links to a deleted user move into the tombstone
+    // (`tombstone_links`), and the aliases naming it go. The counters of
+    // kept dead letters let ingest cap them by rows and bytes.
+    r#"
+ALTER TABLE dead_letters ADD COLUMN user_id text COLLATE "C";
+ALTER TABLE dead_letters ADD COLUMN anonymous_id text COLLATE "C";
+ALTER TABLE dead_letters ADD COLUMN install_id text COLLATE "C";
+ALTER TABLE dead_letters ADD COLUMN size bigint NOT NULL DEFAULT 0;
+UPDATE dead_letters SET size = octet_length(raw);
+DO $$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN SELECT row_id, raw FROM dead_letters LOOP
+        BEGIN
+            UPDATE dead_letters SET
+                user_id = CASE WHEN json_typeof(r.raw::json -> 'userId') = 'string'
+                    THEN nullif(r.raw::json ->> 'userId', '') END,
+                anonymous_id = CASE WHEN json_typeof(r.raw::json -> 'anonymousId') = 'string'
+                    THEN nullif(r.raw::json ->> 'anonymousId', '') END,
+                install_id = CASE WHEN json_typeof(r.raw::json #> '{context,tally,install_id}') = 'string'
+                    THEN nullif(r.raw::json #>> '{context,tally,install_id}', '') END
+            WHERE row_id = r.row_id;
+        EXCEPTION WHEN others THEN
+            NULL;
+        END;
+    END LOOP;
+END
+$$;
+CREATE TABLE tombstone_links (
+    kind    text COLLATE "C" NOT NULL,
+    id      text COLLATE "C" NOT NULL,
+    user_id text COLLATE "C" NOT NULL,
+    PRIMARY KEY (kind, id)
+);
+INSERT INTO tombstone_links (kind, id, user_id) SELECT kind, id, target FROM links
+    WHERE kind IN ('a', 'i') AND target IN (SELECT user_id FROM tombstones);
+DELETE FROM links WHERE target IN (SELECT user_id FROM tombstones)
+    OR (kind = 'u' AND id IN (SELECT user_id FROM tombstones));
+ALTER TABLE counters ADD COLUMN dead_letter_rows bigint NOT NULL DEFAULT 0;
+ALTER TABLE counters ADD COLUMN dead_letter_bytes bigint NOT NULL DEFAULT 0;
+ALTER TABLE counters ADD COLUMN dead_letters_not_kept bigint NOT NULL DEFAULT 0;
+ALTER TABLE counters ADD COLUMN dead_letters_truncated bigint NOT NULL DEFAULT 0;
+UPDATE counters SET dead_letter_rows = (SELECT count(*) FROM dead_letters),
+    dead_letter_bytes = (SELECT coalesce(sum(octet_length(raw)), 0) FROM dead_letters)
+    WHERE shard = 0;
+"#,
 ];
 
 /// Maps a client error: a lost or refused connection, a server shutting
@@ -359,15 +430,16 @@ fn retryable(e: &::postgres::Error) -> bool {
     matches!(e.code(), Some(c) if *c == SqlState::T_R_DEADLOCK_DETECTED || *c == SqlState::T_R_SERIALIZATION_FAILURE)
 }
 
-const REFUSED_SQL: &str = "SELECT t.n FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS t(u, a, i, n) \
-    WHERE EXISTS (SELECT 1 FROM tombstones) AND CASE WHEN t.u IS NOT NULL THEN \
-      EXISTS (SELECT 1 FROM tombstones x WHERE x.user_id = t.u) \
-      OR EXISTS (SELECT 1 FROM links l JOIN tombstones x ON x.user_id = l.target WHERE l.kind = 'u' AND l.id = t.u) \
-    ELSE \
-      EXISTS (SELECT 1 FROM links l LEFT JOIN links r ON r.kind = 'u' AND r.id = l.target \
-        JOIN tombstones x ON x.user_id = COALESCE(r.target, l.target) \
-        WHERE (l.kind = 'a' AND l.id = t.a) OR (l.kind = 'i' AND l.id = t.i)) \
-    END";
+/// The positions (from 1) of the events of a batch that belong to a
+/// deleted person (`identity::refused_sql`), given their user, anonymous
+/// and install ids as arrays.
+fn refused_sql() -> String {
+    format!(
+        "SELECT t.n FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS t(u, a, i, n) \
+         WHERE {}",
+        identity::refused_sql("t.u", "t.a", "t.i")
+    )
+}
 
 /// The batch's rows in one statement: events (in the arrays' order,
 /// sorted by id by the caller), dead
@@ -376,18 +448,44 @@ const REFUSED_SQL: &str = "SELECT t.n FROM unnest($1::text[], $2::text[], $3::te
 const INSERT_EVENTS_SQL: &str =
     "WITH ins AS (INSERT INTO events (message_id, dedup_key, kind, event, \
     user_id, anonymous_id, group_id, previous_id, install_id, seq, session_id, session_index, \
-    priority, timestamp, sent_at, received_at, ts_corrected, clamped, raw, ident) \
+    priority, timestamp, sent_at, received_at, ts_corrected, clamped, raw, ident, source) \
     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
     $7::text[], $8::text[], $9::text[], $10::int8[], $11::text[], $12::int8[], $13::text[], \
-    $14::int8[], $15::int8[], $16::int8[], $17::int8[], $18::bool[], $19::text[], $28::int8[]) \
-    ON CONFLICT DO NOTHING RETURNING message_id), \
-    dl AS (INSERT INTO dead_letters (message_id, reason, detail, received_at, raw) \
-    SELECT * FROM unnest($23::text[], $24::text[], $25::text[], $26::int8[], $27::text[])), \
+    $14::int8[], $15::int8[], $16::int8[], $17::int8[], $18::bool[], $19::text[], $28::int8[], \
+    $29::text[]) \
+    ON CONFLICT DO NOTHING RETURNING source, message_id), \
+    dl AS (INSERT INTO dead_letters (message_id, reason, detail, received_at, raw, source, \
+    user_id, anonymous_id, install_id, size) \
+    SELECT * FROM unnest($23::text[], $24::text[], $25::text[], $26::int8[], $27::text[], \
+    $30::text[], $31::text[], $32::text[], $33::text[], $34::int8[])), \
     n AS (SELECT count(*) AS stored_now FROM ins), \
     c AS (UPDATE counters SET accepted = accepted + n.stored_now, \
     duplicate = duplicate + $20 - n.stored_now, rejected = rejected + $21, \
-    stored = stored + n.stored_now FROM n WHERE shard = $22) \
-    SELECT message_id FROM ins";
+    stored = stored + n.stored_now, dead_letter_rows = dead_letter_rows + ($35::int8[])[1], \
+    dead_letter_bytes = dead_letter_bytes + ($35::int8[])[2], \
+    dead_letters_not_kept = dead_letters_not_kept + ($35::int8[])[3], \
+    dead_letters_truncated = dead_letters_truncated + ($35::int8[])[4] FROM n WHERE shard = $22) \
+    SELECT source, message_id FROM ins";
+
+/// The dead-letter counters summed over the shards.
+const DEAD_LETTER_TOTALS_SQL: &str = "SELECT coalesce(sum(dead_letter_rows), 0)::int8, \
+    coalesce(sum(dead_letter_bytes), 0)::int8, coalesce(sum(dead_letters_not_kept), 0)::int8, \
+    coalesce(sum(dead_letters_truncated), 0)::int8 FROM counters";
+
+/// The user ids among `$1` that have an identity of their own: some event
+/// carried them as its `userId`.
+const IDENTIFIED_USERS_SQL: &str = "SELECT user_id FROM idents WHERE user_id = ANY($1::text[]) \
+    AND anonymous_id = '' AND install_id = ''";
+
+/// The owner of each install (see `super::owns`).
+const INSTALL_OWNERS_SQL: &str =
+    "SELECT install_id, source FROM installs WHERE install_id = ANY($1::text[])";
+
+/// Ids and business keys already stored by events recorded before sources
+/// were (see `PostgresStore::legacy_events`).
+const LEGACY_DUPLICATES_SQL: &str = "SELECT message_id FROM events WHERE source = '' \
+    AND message_id = ANY($1::text[]) UNION ALL SELECT dedup_key FROM events \
+    WHERE source = '' AND dedup_key = ANY($2::text[])";
 
 /// The earliest corrected time wins, then the smaller user id (see the
 /// `identity` module). Rows arrive sorted and unique per key.
@@ -412,11 +510,19 @@ const WRITE_SEEN_SQL: &str =
 /// Upserting the install rows (sorted) locks them, so one transaction at
 /// a time merges an install's ranges; the drops reported in the batch
 /// are recorded in the same statement.
-const UPSERT_INSTALLS_SQL: &str =
-    "WITH dr AS (INSERT INTO install_drops (install_id, from_seq, to_seq, reason) \
-    SELECT * FROM unnest($3::text[], $4::int8[], $5::int8[], $6::text[]) ON CONFLICT DO NOTHING) \
-    INSERT INTO installs (install_id, max_seq) SELECT * FROM unnest($1::text[], $2::int8[]) \
-    ON CONFLICT (install_id) DO UPDATE SET max_seq = GREATEST(installs.max_seq, excluded.max_seq)";
+///
+/// An install is claimed by the batch's source if no source had it; one
+/// another source claimed between the owner check and this statement
+/// keeps its owner and its figures (`WHERE`), and the batch then merges
+/// no seen ranges into it (`RETURNING` tells which rows it wrote).
+const UPSERT_INSTALLS_SQL: &str = "INSERT INTO installs AS t (install_id, max_seq, source) \
+    SELECT * FROM unnest($1::text[], $2::int8[], $3::text[]) \
+    ON CONFLICT (install_id) DO UPDATE SET max_seq = GREATEST(t.max_seq, excluded.max_seq), \
+    source = excluded.source WHERE t.source IN ('', excluded.source) \
+    RETURNING install_id";
+
+const INSERT_DROPS_SQL: &str = "INSERT INTO install_drops (install_id, from_seq, to_seq, reason) \
+    SELECT * FROM unnest($1::text[], $2::int8[], $3::int8[], $4::text[]) ON CONFLICT DO NOTHING";
 
 /// One request's health figures (see [`super::health`]), in one round
 /// trip: the shard's request counter and hour row, rejections by reason,
@@ -474,20 +580,19 @@ const ADD_ACTIVITY_SQL: &str = "WITH n AS (INSERT INTO event_names (name) \
     INSERT INTO active_slots (slot, ident) SELECT * FROM unnest($2::int8[], $3::int8[]) \
     ON CONFLICT (slot, ident) DO UPDATE SET slot = excluded.slot WHERE false";
 
-const ADD_COUNTERS_SQL: &str =
-    "UPDATE counters SET accepted = accepted + $1, duplicate = duplicate + $2, \
-    rejected = rejected + $3, stored = stored + $4 WHERE shard = $5";
-
 /// The write path's statements, prepared once per connection so a batch
 /// costs no parse round trips.
 pub(crate) struct Prepared {
     refused: Statement,
     insert_events: Statement,
+    install_owners: Statement,
+    identified_users: Statement,
+    legacy_duplicates: Statement,
     upsert_links: Statement,
     upsert_installs: Statement,
+    insert_drops: Statement,
     select_seen: Statement,
     write_seen: Statement,
-    add_counters: Statement,
     write_health: Statement,
     select_idents: Statement,
     insert_idents: Statement,
@@ -498,13 +603,16 @@ impl Prepared {
     pub(crate) fn new(client: &mut Client) -> Result<Prepared, StoreError> {
         let mut p = |sql: &str| client.prepare(sql).map_err(pg_error);
         Ok(Prepared {
-            refused: p(REFUSED_SQL)?,
+            refused: p(&refused_sql())?,
             insert_events: p(INSERT_EVENTS_SQL)?,
+            install_owners: p(INSTALL_OWNERS_SQL)?,
+            identified_users: p(IDENTIFIED_USERS_SQL)?,
+            legacy_duplicates: p(LEGACY_DUPLICATES_SQL)?,
             upsert_links: p(UPSERT_LINKS_SQL)?,
             upsert_installs: p(UPSERT_INSTALLS_SQL)?,
+            insert_drops: p(INSERT_DROPS_SQL)?,
             select_seen: p(SELECT_SEEN_SQL)?,
             write_seen: p(WRITE_SEEN_SQL)?,
-            add_counters: p(ADD_COUNTERS_SQL)?,
             write_health: p(WRITE_HEALTH_SQL)?,
             select_idents: p(SELECT_IDENTS_SQL)?,
             insert_idents: p(&format!(
@@ -526,6 +634,15 @@ impl Prepared {
 pub struct PostgresStore {
     pool: Pool,
     next_shard: AtomicUsize,
+    /// Whether events stored before sources were recorded (source '')
+    /// may still exist: while they may, an event is a duplicate of such
+    /// an event with its id or business key too, so a batch resent across
+    /// the upgrade is not counted twice. Read at connect.
+    legacy_events: bool,
+    /// What is kept of rejected messages. Collectors sharing the database
+    /// check the limits against the totals when a batch starts, so
+    /// concurrent batches may pass them by what they add together.
+    dead_letter_limits: DeadLetterLimits,
     /// Identity → person, caught up before each use (see
     /// [`query::postgres`]).
     pub(crate) persons: std::sync::Mutex<query::postgres::PersonCache>,
@@ -536,17 +653,34 @@ impl PostgresStore {
     /// migrations and returns the store. A server that cannot be reached
     /// is [`StoreError::Unavailable`].
     pub fn connect(url: &str) -> Result<PostgresStore, StoreError> {
+        Self::connect_with(url, DeadLetterLimits::default())
+    }
+
+    /// [`PostgresStore::connect`] with these dead-letter limits.
+    pub fn connect_with(
+        url: &str,
+        dead_letter_limits: DeadLetterLimits,
+    ) -> Result<PostgresStore, StoreError> {
         let config = Config::from_str(url)
             .map_err(|e| StoreError::Backend(format!("invalid PostgreSQL URL: {e}")))?;
         let pool = Pool::new(config);
         let mut client = pool.connect_raw()?;
         migrate(&mut client)?;
+        let legacy_events = client
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM events WHERE source = '')",
+                &[],
+            )
+            .and_then(|r| r.try_get(0))
+            .map_err(pg_error)?;
         drop(client);
         // Spread the processes over the shards from the start.
         let seed = std::process::id() as usize;
         Ok(PostgresStore {
             pool,
             next_shard: AtomicUsize::new(seed),
+            legacy_events,
+            dead_letter_limits,
             persons: std::sync::Mutex::default(),
         })
     }
@@ -683,14 +817,57 @@ fn tracked(seq: Option<u64>) -> Option<i64> {
         .and_then(|s| i64::try_from(s).ok())
 }
 
+/// The dead letters a batch keeps, as the insert's arrays.
+#[derive(Default)]
+struct DeadLetterColumns<'a> {
+    sources: Vec<&'a str>,
+    ids: Vec<Option<&'a str>>,
+    reasons: Vec<&'a str>,
+    details: Vec<&'a str>,
+    received: Vec<i64>,
+    raws: Vec<&'a str>,
+    user_ids: Vec<Option<&'a str>>,
+    anonymous_ids: Vec<Option<&'a str>>,
+    install_ids: Vec<Option<&'a str>>,
+    sizes: Vec<i64>,
+}
+
+impl<'a> DeadLetterColumns<'a> {
+    /// Adds `d`, keeping `raw` of its text.
+    fn push(&mut self, d: &'a DeadLetter, raw: &'a str) {
+        self.sources.push(&d.source);
+        self.ids.push(d.message_id.as_deref());
+        self.reasons.push(d.reason.as_str());
+        self.details.push(d.detail);
+        self.received.push(d.received_at);
+        self.raws.push(raw);
+        self.user_ids.push(d.user_id.as_deref());
+        self.anonymous_ids.push(d.anonymous_id.as_deref());
+        self.install_ids.push(d.install_id.as_deref());
+        self.sizes.push(d.raw.len() as i64);
+    }
+}
+
+/// What a batch's write may skip.
+#[derive(Debug, Clone, Copy)]
+struct Flags {
+    /// Any tombstone exists: check each event's person.
+    tombstones_exist: bool,
+    /// See [`PostgresStore::legacy_events`].
+    legacy_events: bool,
+    /// What is kept of rejected messages.
+    dead_letters: DeadLetterLimits,
+}
+
 /// One batch's write, inside the transaction.
 fn write(
     conn: &mut Conn,
     events: &[NewEvent],
     dead_letters: &[DeadLetter],
     shard: i32,
-    tombstones_exist: bool,
+    flags: Flags,
 ) -> Result<Vec<WriteOutcome>, ::postgres::Error> {
+    let tombstones_exist = flags.tombstones_exist;
     let Conn { client, prepared } = conn;
 
     // A batch that links identities re-resolves identities' persons: it
@@ -714,51 +891,120 @@ fn write(
         HashSet::new()
     };
 
+    // The owners of the batch's installs: another source's drop report
+    // for an install is refused, and its events touch no completeness.
+    let batch_installs: BTreeSet<&str> = events
+        .iter()
+        .filter_map(|e| e.install_id.as_deref())
+        .collect();
+    let mut owners: HashMap<String, String> = HashMap::new();
+    if !batch_installs.is_empty() {
+        let list: Vec<&str> = batch_installs.iter().copied().collect();
+        for row in client.query(&prepared.install_owners, &[&list])? {
+            owners.insert(row.try_get(0)?, row.try_get(1)?);
+        }
+    }
+    let own_install = |e: &NewEvent| {
+        e.install_id
+            .as_deref()
+            .is_some_and(|i| super::owns(owners.get(i).map(String::as_str), &e.source))
+    };
+
+    // Aliases of a user id that already has events of its own are refused
+    // (see `identity::merged_user`): stored before this batch, or carried
+    // as an event's own user id earlier in it.
+    let merged: Vec<&str> = events.iter().filter_map(identity::merged_user).collect();
+    let identified: HashSet<String> = if merged.is_empty() {
+        HashSet::new()
+    } else {
+        client
+            .query(&prepared.identified_users, &[&merged])?
+            .iter()
+            .map(|r| r.try_get(0))
+            .collect::<Result<_, _>>()?
+    };
+    let mut users_so_far: HashSet<&str> = HashSet::new();
+
+    // Events recorded before sources were: their ids and keys still count.
+    let legacy: HashSet<String> = if flags.legacy_events {
+        let ids: Vec<&str> = events.iter().map(|e| e.message_id.as_str()).collect();
+        let keys: Vec<&str> = events
+            .iter()
+            .filter_map(|e| e.dedup_key.as_deref())
+            .collect();
+        client
+            .query(&prepared.legacy_duplicates, &[&ids, &keys])?
+            .iter()
+            .map(|r| r.try_get(0))
+            .collect::<Result<_, _>>()?
+    } else {
+        HashSet::new()
+    };
+
     // In-batch dedup: a later message with an id or key already taken by
-    // an earlier candidate of this batch is a duplicate without asking.
+    // an earlier candidate of the same source is a duplicate without
+    // asking.
     let mut outcomes = vec![WriteOutcome::Duplicate; events.len()];
-    let mut ids: HashSet<&str> = HashSet::with_capacity(events.len());
-    let mut keys: HashSet<&str> = HashSet::new();
+    let mut ids: HashSet<(&str, &str)> = HashSet::with_capacity(events.len());
+    let mut keys: HashSet<(&str, &str)> = HashSet::new();
     let mut candidates: Vec<&NewEvent> = Vec::with_capacity(events.len());
     let mut candidate_index: Vec<usize> = Vec::with_capacity(events.len());
     for (i, e) in events.iter().enumerate() {
         if refused.contains(&i) {
-            outcomes[i] = WriteOutcome::DeletedUser;
+            outcomes[i] = WriteOutcome::Rejected(RejectReason::DeletedUser);
             continue;
         }
+        if e.is_drop_report() && e.install_id.is_some() && !own_install(e) {
+            outcomes[i] = WriteOutcome::Rejected(RejectReason::InvalidDropReport);
+            continue;
+        }
+        if identity::merged_user(e)
+            .is_some_and(|p| identified.contains(p) || users_so_far.contains(p))
+        {
+            outcomes[i] = WriteOutcome::Rejected(RejectReason::AliasOfIdentifiedUser);
+            continue;
+        }
+        if let Some(user) = e.user_id.as_deref() {
+            users_so_far.insert(user);
+        }
+        let source = e.source.as_str();
         let key = e.dedup_key.as_deref();
-        if ids.contains(e.message_id.as_str()) || key.is_some_and(|k| keys.contains(k)) {
+        if ids.contains(&(source, e.message_id.as_str()))
+            || key.is_some_and(|k| keys.contains(&(source, k)))
+            || legacy.contains(&e.message_id)
+            || key.is_some_and(|k| legacy.contains(k))
+        {
             continue;
         }
-        ids.insert(&e.message_id);
+        ids.insert((source, &e.message_id));
         if let Some(k) = key {
-            keys.insert(k);
+            keys.insert((source, k));
         }
         candidates.push(e);
         candidate_index.push(i);
     }
 
     // Dead letters: refused events and the batch's rejected messages.
-    let mut dl_ids: Vec<Option<&str>> = Vec::new();
-    let mut dl_reasons: Vec<&str> = Vec::new();
-    let mut dl_details: Vec<&str> = Vec::new();
-    let mut dl_received: Vec<i64> = Vec::new();
-    let mut dl_raws: Vec<&str> = Vec::new();
-    for (e, outcome) in events.iter().zip(&outcomes) {
-        if *outcome == WriteOutcome::DeletedUser {
-            dl_ids.push(Some(&e.message_id));
-            dl_reasons.push(RejectReason::DeletedUser.as_str());
-            dl_details.push("the user was deleted");
-            dl_received.push(e.received_at);
-            dl_raws.push(&e.raw);
+    let refused_letters: Vec<DeadLetter> = events
+        .iter()
+        .zip(&outcomes)
+        .filter_map(|(e, outcome)| match outcome {
+            WriteOutcome::Rejected(reason) => Some(DeadLetter::refused(e, *reason)),
+            _ => None,
+        })
+        .collect();
+    let rejected = (refused_letters.len() + dead_letters.len()) as i64;
+    let mut budget = if rejected > 0 {
+        let totals = client.query_one(DEAD_LETTER_TOTALS_SQL, &[])?;
+        DeadLetterBudget::new(flags.dead_letters, totals.try_get(0)?, totals.try_get(1)?)
+    } else {
+        DeadLetterBudget::new(flags.dead_letters, 0, 0)
+    };
+    let mut dl = DeadLetterColumns::default();
+    for d in refused_letters.iter().chain(dead_letters) {
+        if let Some(raw) = budget.keep(&d.raw) {
+            dl.push(d, raw);
         }
-    }
-    for d in dead_letters {
-        dl_ids.push(d.message_id.as_deref());
-        dl_reasons.push(d.reason.as_str());
-        dl_details.push(d.detail);
-        dl_received.push(d.received_at);
-        dl_raws.push(&d.raw);
     }
     // Sorted by id here rather than by an ORDER BY in the statement (which
     // sorted whole rows on the server, ~30% of the insert's cost): every
@@ -767,11 +1013,13 @@ fn write(
     // unnest yields the arrays' order; were it ever not to, a deadlock is
     // still detected and retried.
     let mut order: Vec<usize> = (0..candidates.len()).collect();
-    order.sort_unstable_by(|&a, &b| candidates[a].message_id.cmp(&candidates[b].message_id));
+    order.sort_unstable_by(|&a, &b| {
+        let (a, b) = (candidates[a], candidates[b]);
+        (&a.source, &a.message_id).cmp(&(&b.source, &b.message_id))
+    });
     let candidates: Vec<&NewEvent> = order.iter().map(|&k| candidates[k]).collect();
     let candidate_index: Vec<usize> = order.iter().map(|&k| candidate_index[k]).collect();
-    let not_refused = (events.len() - refused.len()) as i64;
-    let rejected = dl_reasons.len() as i64;
+    let not_refused = (events.len() - refused_letters.len()) as i64;
 
     let text = |f: &dyn Fn(&NewEvent) -> Option<&str>| -> Vec<Option<&str>> {
         candidates.iter().map(|e| f(e)).collect()
@@ -801,8 +1049,15 @@ fn write(
     let received_ats: Vec<i64> = candidates.iter().map(|e| e.received_at).collect();
     let corrected: Vec<i64> = candidates.iter().map(|e| e.ts_corrected).collect();
     let clamped: Vec<bool> = candidates.iter().map(|e| e.clamped).collect();
+    let sources: Vec<&str> = candidates.iter().map(|e| e.source.as_str()).collect();
     let ident_ids = ident_ids(client, prepared, &candidates)?;
-    let inserted: HashSet<String> = client
+    let dead_letter_counts: Vec<i64> = vec![
+        budget.kept_rows,
+        budget.kept_bytes,
+        budget.not_kept,
+        budget.truncated,
+    ];
+    let inserted: HashSet<(String, String)> = client
         .query(
             &prepared.insert_events,
             &[
@@ -828,20 +1083,27 @@ fn write(
                 &not_refused,
                 &rejected,
                 &shard,
-                &dl_ids,
-                &dl_reasons,
-                &dl_details,
-                &dl_received,
-                &dl_raws,
+                &dl.ids,
+                &dl.reasons,
+                &dl.details,
+                &dl.received,
+                &dl.raws,
                 &ident_ids,
+                &sources,
+                &dl.sources,
+                &dl.user_ids,
+                &dl.anonymous_ids,
+                &dl.install_ids,
+                &dl.sizes,
+                &dead_letter_counts,
             ],
         )?
         .into_iter()
-        .map(|r| r.try_get(0))
-        .collect::<Result<_, _>>()?;
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .collect::<Result<_, ::postgres::Error>>()?;
     let mut activity = query::Activity::default();
     for ((e, &i), ident) in candidates.iter().zip(&candidate_index).zip(&ident_ids) {
-        if inserted.contains(&e.message_id) {
+        if inserted.contains(&(e.source.clone(), e.message_id.clone())) {
             outcomes[i] = WriteOutcome::Accepted;
             if let Some(ident) = ident {
                 activity.add(e, *ident);
@@ -884,12 +1146,12 @@ fn write(
         }
     }
 
-    write_installs(client, prepared, events, &outcomes)?;
+    write_installs(client, prepared, events, &outcomes, &own_install)?;
     write_health(
         client,
         prepared,
         shard,
-        &BatchHealth::of(events, &outcomes, dead_letters),
+        &BatchHealth::of(events, &outcomes, dead_letters, own_install),
     )?;
     Ok(outcomes)
 }
@@ -953,19 +1215,23 @@ fn columns<'a>(
 }
 
 /// Seen seqs (of every event, whatever its outcome: the server saw it)
-/// and drops (of accepted events) merged into each install's ranges.
+/// and drops (of accepted events) merged into each install's ranges, for
+/// the installs of the events' own source (`own_install`).
 fn write_installs(
     client: &mut Client,
     prepared: &Prepared,
     events: &[NewEvent],
     outcomes: &[WriteOutcome],
+    own_install: &dyn Fn(&NewEvent) -> bool,
 ) -> Result<(), ::postgres::Error> {
     let mut seqs: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
+    let mut sources: BTreeMap<&str, &str> = BTreeMap::new();
     let mut drops: Vec<(&str, i64, i64, &str)> = Vec::new();
     for (e, o) in events.iter().zip(outcomes) {
-        let Some(install) = e.install_id.as_deref() else {
+        let Some(install) = e.install_id.as_deref().filter(|_| own_install(e)) else {
             continue;
         };
+        sources.insert(install, &e.source);
         let entry = seqs.entry(install).or_default();
         if let Some(seq) = tracked(e.seq) {
             entry.push(seq as u64);
@@ -995,26 +1261,32 @@ fn write_installs(
     }
     let install_ids: Vec<&str> = max_by_install.keys().copied().collect();
     let maxes: Vec<i64> = max_by_install.values().copied().collect();
-    let drop_ids: Vec<&str> = drops.iter().map(|d| d.0).collect();
-    let drop_froms: Vec<i64> = drops.iter().map(|d| d.1).collect();
-    let drop_tos: Vec<i64> = drops.iter().map(|d| d.2).collect();
-    let drop_reasons: Vec<&str> = drops.iter().map(|d| d.3).collect();
-    client.execute(
-        &prepared.upsert_installs,
-        &[
-            &install_ids,
-            &maxes,
-            &drop_ids,
-            &drop_froms,
-            &drop_tos,
-            &drop_reasons,
-        ],
-    )?;
+    let owner_ids: Vec<&str> = install_ids.iter().map(|i| sources[i]).collect();
+    let written: HashSet<String> = client
+        .query(
+            &prepared.upsert_installs,
+            &[&install_ids, &maxes, &owner_ids],
+        )?
+        .iter()
+        .map(|r| r.try_get(0))
+        .collect::<Result<_, _>>()?;
+    drops.retain(|d| written.contains(d.0));
+    if !drops.is_empty() {
+        let drop_ids: Vec<&str> = drops.iter().map(|d| d.0).collect();
+        let drop_froms: Vec<i64> = drops.iter().map(|d| d.1).collect();
+        let drop_tos: Vec<i64> = drops.iter().map(|d| d.2).collect();
+        let drop_reasons: Vec<&str> = drops.iter().map(|d| d.3).collect();
+        client.execute(
+            &prepared.insert_drops,
+            &[&drop_ids, &drop_froms, &drop_tos, &drop_reasons],
+        )?;
+    }
 
     // Read after the lock above (a new statement, a new snapshot): the
     // ranges another collector committed meanwhile are seen.
     let spans: Vec<(&str, i64, i64)> = new
         .iter()
+        .filter(|(i, _)| written.contains(**i))
         .filter_map(|(i, r)| {
             let (first, last) = (r.first()?, r.last()?);
             let lo = first.0.saturating_sub(1) as i64;
@@ -1037,7 +1309,7 @@ fn write_installs(
     }
     let (mut del_ids, mut del_froms) = (Vec::new(), Vec::new());
     let (mut up_ids, mut up_froms, mut up_tos) = (Vec::new(), Vec::new(), Vec::new());
-    for (install, fresh) in &new {
+    for (install, fresh) in new.iter().filter(|(i, _)| written.contains(**i)) {
         let mut stored = old.remove(*install).unwrap_or_default();
         stored.sort_unstable();
         let merged = ranges::merge(&stored, fresh);
@@ -1198,7 +1470,12 @@ impl Store for PostgresStore {
     ) -> Result<Vec<WriteOutcome>, StoreError> {
         let shard = self.shard();
         self.transaction(true, |conn, tombstones_exist| {
-            write(conn, events, dead_letters, shard, tombstones_exist)
+            let flags = Flags {
+                tombstones_exist,
+                legacy_events: self.legacy_events,
+                dead_letters: self.dead_letter_limits,
+            };
+            write(conn, events, dead_letters, shard, flags)
         })
     }
 
@@ -1308,38 +1585,54 @@ impl Store for PostgresStore {
     }
 
     fn delete_user(&self, user_id: &str, requested_at: i64) -> Result<DeletionReport, StoreError> {
-        let delete = format!(
-            "DELETE FROM events AS e WHERE {}",
-            identity::deletion_predicate("$1")
-        );
-        let delete_activity = format!(
-            "DELETE FROM active_slots WHERE ident IN (SELECT k.id FROM idents k WHERE {})",
-            identity::ident_deletion_predicate("$1")
-        );
+        let sql = identity::DeletionSql::new("$1", "octet_length(raw)");
         let shard = self.shard();
         self.transaction(false, |conn, _| {
-            conn.client.execute(
+            let client = &mut conn.client;
+            client.execute(
                 "INSERT INTO tombstones (user_id, requested_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
                 &[&user_id, &requested_at],
             )?;
-            let deleted = conn.client.execute(&delete, &[&user_id])?;
-            conn.client.execute(&delete_activity, &[&user_id])?;
-            let stored = -(deleted as i64);
-            conn.client.execute(
-                &conn.prepared.add_counters,
-                &[&0i64, &0i64, &0i64, &stored, &shard],
+            let aliased: Vec<String> = client
+                .query(&sql.aliased, &[&user_id])?
+                .iter()
+                .map(|r| r.try_get(0))
+                .collect::<Result<_, _>>()?;
+            let deleted = client.execute(&sql.events, &[&user_id])? as i64;
+            let letters: Vec<i32> = client
+                .query(&sql.dead_letters, &[&user_id])?
+                .iter()
+                .map(|r| r.try_get(0))
+                .collect::<Result<_, _>>()?;
+            client.execute(&sql.activity, &[&user_id])?;
+            client.execute(&sql.idents, &[&user_id])?;
+            for statement in &sql.unlink {
+                client.execute(statement, &[&user_id])?;
+            }
+            for alias in &aliased {
+                client.execute(&identity::repoint_sql("u", "$1"), &[alias])?;
+            }
+            let letter_bytes: i64 = letters.iter().map(|&b| i64::from(b)).sum();
+            client.execute(
+                "UPDATE counters SET stored = stored - $1, dead_letter_rows = dead_letter_rows - $2, \
+                 dead_letter_bytes = dead_letter_bytes - $3 WHERE shard = $4",
+                &[&deleted, &(letters.len() as i64), &letter_bytes, &shard],
             )?;
-            conn.client.execute(
+            client.execute(
                 "INSERT INTO deletions (user_id, requested_at, status, deleted_events) \
                  VALUES ($1, $2, $3, $4)",
                 &[
                     &user_id,
                     &requested_at,
                     &DeletionStatus::Done.as_str(),
-                    &(deleted as i64),
+                    &deleted,
                 ],
             )?;
-            Ok(DeletionReport { deleted_events: deleted })
+            Ok(DeletionReport {
+                deleted_events: deleted as u64,
+                deleted_dead_letters: letters.len() as u64,
+                aliased_user_ids: aliased,
+            })
         })
     }
 
@@ -1505,15 +1798,40 @@ impl Store for PostgresStore {
     fn expire_dead_letters(&self, before: i64, limit: usize) -> Result<u64, StoreError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let mut conn = self.pool.get()?;
-        // One statement, its own transaction. `SKIP LOCKED`: collectors
-        // sharing the database delete different rows at once.
-        conn.client
-            .execute(
-                "DELETE FROM dead_letters WHERE row_id IN (SELECT row_id FROM dead_letters \
-                 WHERE received_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
-                &[&before, &limit],
+        // One statement, its own transaction, with the counters of one
+        // shard. `SKIP LOCKED`: collectors sharing the database delete
+        // different rows at once.
+        let row = conn
+            .client
+            .query_one(
+                "WITH gone AS (DELETE FROM dead_letters WHERE row_id IN (SELECT row_id \
+                 FROM dead_letters WHERE received_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED) \
+                 RETURNING octet_length(raw) AS bytes), \
+                 n AS (SELECT count(*) AS rows, coalesce(sum(bytes), 0)::int8 AS bytes FROM gone), \
+                 c AS (UPDATE counters SET dead_letter_rows = dead_letter_rows - n.rows, \
+                 dead_letter_bytes = dead_letter_bytes - n.bytes FROM n WHERE shard = $3 \
+                 AND n.rows > 0) SELECT rows FROM n",
+                &[&before, &limit, &self.shard()],
             )
-            .map_err(pg_error)
+            .map_err(pg_error)?;
+        Ok(row.try_get::<_, i64>(0).map_err(pg_error)?.max(0) as u64)
+    }
+
+    fn dead_letter_totals(&self) -> Result<DeadLetterTotals, StoreError> {
+        let mut conn = self.pool.get()?;
+        let row = conn
+            .client
+            .query_one(DEAD_LETTER_TOTALS_SQL, &[])
+            .map_err(pg_error)?;
+        let n = |i: usize| -> Result<u64, StoreError> {
+            Ok(row.try_get::<_, i64>(i).map_err(pg_error)?.max(0) as u64)
+        };
+        Ok(DeadLetterTotals {
+            kept: n(0)?,
+            bytes: n(1)?,
+            not_kept: n(2)?,
+            truncated: n(3)?,
+        })
     }
 
     fn deletions(&self, limit: usize) -> Result<Vec<DeletionRecord>, StoreError> {
@@ -1551,19 +1869,19 @@ impl Store for PostgresStore {
         let mut conn = self.pool.get()?;
         let rows = match after {
             None => conn.client.query(
-                "SELECT message_id, ts_corrected, received_at, raw FROM events \
+                "SELECT source, message_id, ts_corrected, received_at, raw FROM events \
                  WHERE ts_corrected >= $1 AND ts_corrected < $2 \
-                 ORDER BY ts_corrected, message_id LIMIT $3",
+                 ORDER BY ts_corrected, source, message_id LIMIT $3",
                 &[&from, &to, &limit],
             ),
             Some(ExportCursor {
                 ts_corrected,
-                tie: CursorTie::MessageId(id),
+                tie: CursorTie::MessageId { source, id },
             }) => conn.client.query(
-                "SELECT message_id, ts_corrected, received_at, raw FROM events \
-                 WHERE (ts_corrected, message_id) > ($1, $2) AND ts_corrected < $3 \
-                 ORDER BY ts_corrected, message_id LIMIT $4",
-                &[ts_corrected, id, &to, &limit],
+                "SELECT source, message_id, ts_corrected, received_at, raw FROM events \
+                 WHERE (ts_corrected, source, message_id) > ($1, $2, $3) AND ts_corrected < $4 \
+                 ORDER BY ts_corrected, source, message_id LIMIT $5",
+                &[ts_corrected, source, id, &to, &limit],
             ),
             Some(_) => {
                 return Err(StoreError::Backend(
@@ -1574,14 +1892,17 @@ impl Store for PostgresStore {
         .map_err(pg_error)?;
         rows.iter()
             .map(|r| {
-                let ts_corrected = r.try_get(1)?;
+                let ts_corrected = r.try_get(2)?;
                 Ok(ExportedEvent {
                     ts_corrected,
-                    received_at: r.try_get(2)?,
-                    raw: r.try_get(3)?,
+                    received_at: r.try_get(3)?,
+                    raw: r.try_get(4)?,
                     cursor: ExportCursor {
                         ts_corrected,
-                        tie: CursorTie::MessageId(r.try_get(0)?),
+                        tie: CursorTie::MessageId {
+                            source: r.try_get(0)?,
+                            id: r.try_get(1)?,
+                        },
                     },
                 })
             })
@@ -1766,16 +2087,16 @@ impl AlertOutbox for PostgresStore {
 /// the counter shard), returning the time, identity and name of each
 /// deleted event. `SKIP LOCKED`: a row another transaction is deleting
 /// (a deletion request) is left to it, so the counter stays exact.
-const EXPIRE_EVENT_SQL: &str = "WITH gone AS (DELETE FROM events WHERE message_id IN \
-    (SELECT message_id FROM events WHERE event = $1 AND ts_corrected < $2 LIMIT $3 \
+const EXPIRE_EVENT_SQL: &str = "WITH gone AS (DELETE FROM events WHERE (source, message_id) IN \
+    (SELECT source, message_id FROM events WHERE event = $1 AND ts_corrected < $2 LIMIT $3 \
     FOR UPDATE SKIP LOCKED) RETURNING ts_corrected, ident, event), \
     n AS (SELECT count(*) AS deleted FROM gone), \
     c AS (UPDATE counters SET stored = stored - n.deleted FROM n WHERE shard = $4 AND n.deleted > 0) \
     SELECT ts_corrected, ident, event FROM gone";
 
 /// The same for every event name but those in the array `$1`.
-const EXPIRE_ALL_EXCEPT_SQL: &str = "WITH gone AS (DELETE FROM events WHERE message_id IN \
-    (SELECT message_id FROM events WHERE ts_corrected < $2 \
+const EXPIRE_ALL_EXCEPT_SQL: &str = "WITH gone AS (DELETE FROM events WHERE (source, message_id) IN \
+    (SELECT source, message_id FROM events WHERE ts_corrected < $2 \
     AND (event IS NULL OR event <> ALL($1::text[])) LIMIT $3 FOR UPDATE SKIP LOCKED) \
     RETURNING ts_corrected, ident, event), \
     n AS (SELECT count(*) AS deleted FROM gone), \

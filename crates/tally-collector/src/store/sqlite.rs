@@ -62,9 +62,9 @@ use super::query;
 use super::ranges::{self, SeqRange, MAX_TRACKED_SEQ};
 use super::InstallEvent;
 use super::{
-    CursorTie, DeadLetter, DeletionRecord, DeletionReport, DeletionStatus, EventCount, ExpiryScope,
-    ExportCursor, ExportedEvent, InstallReport, NewEvent, Stats, Store, StoreError,
-    StoredDeadLetter, WriteOutcome,
+    CursorTie, DeadLetter, DeadLetterBudget, DeadLetterLimits, DeadLetterTotals, DeletionRecord,
+    DeletionReport, DeletionStatus, EventCount, ExpiryScope, ExportCursor, ExportedEvent,
+    InstallReport, NewEvent, Stats, Store, StoreError, StoredDeadLetter, WriteOutcome,
 };
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension};
 use std::collections::{HashMap, HashSet};
@@ -108,6 +108,9 @@ const WAL_AUTOCHECKPOINT_PAGES: u32 = 4_096;
 /// than with SQLite's 4 KiB default.
 const PAGE_SIZE: u32 = 16_384;
 
+/// Longest wait for readers when a deletion truncates the WAL.
+const ERASE_WAL_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Reader connections kept open for reuse; more are opened on demand and
 /// closed after use. Two cover the HTTP layer's query endpoints on a
 /// small machine.
@@ -137,6 +140,12 @@ pub struct SqliteOptions {
     pub synchronous: Synchronous,
     /// How long to wait for a lock held by another process.
     pub busy_timeout: Duration,
+    /// What is kept of rejected messages.
+    pub dead_letters: DeadLetterLimits,
+    /// Overwrite deleted content with zeros (SQLite's `secure_delete`), so
+    /// a deleted user's data does not stay readable in freed pages. On by
+    /// default; off only to measure what it costs.
+    pub secure_delete: bool,
 }
 
 impl Default for SqliteOptions {
@@ -144,6 +153,8 @@ impl Default for SqliteOptions {
         Self {
             synchronous: Synchronous::default(),
             busy_timeout: DEFAULT_BUSY_TIMEOUT,
+            dead_letters: DeadLetterLimits::default(),
+            secure_delete: true,
         }
     }
 }
@@ -317,6 +328,88 @@ INSERT INTO active_slots SELECT DISTINCT ts_corrected / 900000, ident FROM event
     r#"
 CREATE INDEX dead_letters_by_received ON dead_letters (received_at);
 "#,
+    // 5: sources. Each event records the source (write key) that sent it,
+    // and dedup is exact per source: `message_id` and `dedup_key` are
+    // unique within a source, not across the store. SQLite cannot drop a
+    // column's UNIQUE constraint, so the table is rebuilt (row ids kept:
+    // export cursors and retention read them). Rows stored before have the
+    // source '' (unknown); while any is left, a new event is also checked
+    // against them (see `WriterState::legacy_events`). An install belongs
+    // to the first source that sends for it; '' marks one not yet claimed.
+    r#"
+CREATE TABLE events_v5 (
+    row_id        INTEGER PRIMARY KEY,
+    message_id    TEXT NOT NULL,
+    dedup_key     TEXT,
+    kind          TEXT NOT NULL,
+    event         TEXT,
+    user_id       TEXT,
+    anonymous_id  TEXT,
+    group_id      TEXT,
+    previous_id   TEXT,
+    install_id    TEXT,
+    seq           INTEGER,
+    session_id    TEXT,
+    session_index INTEGER,
+    priority      TEXT NOT NULL,
+    timestamp     INTEGER,
+    sent_at       INTEGER,
+    received_at   INTEGER NOT NULL,
+    ts_corrected  INTEGER NOT NULL,
+    clamped       INTEGER NOT NULL,
+    raw           TEXT NOT NULL,
+    ident         INTEGER,
+    source        TEXT NOT NULL,
+    UNIQUE (source, message_id)
+);
+INSERT INTO events_v5 (row_id, message_id, dedup_key, kind, event, user_id, anonymous_id,
+    group_id, previous_id, install_id, seq, session_id, session_index, priority, timestamp,
+    sent_at, received_at, ts_corrected, clamped, raw, ident, source)
+    SELECT row_id, message_id, dedup_key, kind, event, user_id, anonymous_id, group_id,
+    previous_id, install_id, seq, session_id, session_index, priority, timestamp, sent_at,
+    received_at, ts_corrected, clamped, raw, ident, '' FROM events;
+DROP TABLE events;
+ALTER TABLE events_v5 RENAME TO events;
+CREATE UNIQUE INDEX events_by_dedup_key ON events (source, dedup_key) WHERE dedup_key IS NOT NULL;
+CREATE INDEX events_by_name_time_ident ON events (event, ts_corrected, ident);
+CREATE INDEX events_by_time ON events (ts_corrected);
+ALTER TABLE dead_letters ADD COLUMN source TEXT NOT NULL DEFAULT '';
+ALTER TABLE installs ADD COLUMN source TEXT NOT NULL DEFAULT '';
+"#,
+    // 6: deletion reaches dead letters and links. A dead letter records
+    // the ids of its message (read leniently: it was rejected) and its size
+    // as received; the links to a deleted user move into the tombstone
+    // (`tombstone_links`), and the aliases naming it go. The counters of
+    // kept dead letters let ingest cap them by rows and bytes.
+    r#"
+ALTER TABLE dead_letters ADD COLUMN user_id TEXT;
+ALTER TABLE dead_letters ADD COLUMN anonymous_id TEXT;
+ALTER TABLE dead_letters ADD COLUMN install_id TEXT;
+ALTER TABLE dead_letters ADD COLUMN size INTEGER NOT NULL DEFAULT 0;
+UPDATE dead_letters SET size = length(CAST(raw AS BLOB)),
+    user_id = CASE WHEN json_valid(raw) THEN CASE WHEN json_type(raw, '$.userId') = 'text'
+        THEN nullif(json_extract(raw, '$.userId'), '') END END,
+    anonymous_id = CASE WHEN json_valid(raw) THEN CASE WHEN json_type(raw, '$.anonymousId') = 'text'
+        THEN nullif(json_extract(raw, '$.anonymousId'), '') END END,
+    install_id = CASE WHEN json_valid(raw) THEN CASE WHEN json_type(raw, '$.context.tally.install_id') = 'text'
+        THEN nullif(json_extract(raw, '$.context.tally.install_id'), '') END END;
+CREATE TABLE tombstone_links (
+    kind    TEXT NOT NULL,
+    id      TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    PRIMARY KEY (kind, id)
+) WITHOUT ROWID;
+INSERT INTO tombstone_links (kind, id, user_id) SELECT kind, id, target FROM links
+    WHERE kind IN ('a', 'i') AND target IN (SELECT user_id FROM tombstones);
+DELETE FROM links WHERE target IN (SELECT user_id FROM tombstones)
+    OR (kind = 'u' AND id IN (SELECT user_id FROM tombstones));
+ALTER TABLE counters ADD COLUMN dead_letter_rows INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE counters ADD COLUMN dead_letter_bytes INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE counters ADD COLUMN dead_letters_not_kept INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE counters ADD COLUMN dead_letters_truncated INTEGER NOT NULL DEFAULT 0;
+UPDATE counters SET dead_letter_rows = (SELECT count(*) FROM dead_letters),
+    dead_letter_bytes = (SELECT coalesce(sum(length(CAST(raw AS BLOB))), 0) FROM dead_letters);
+"#,
 ];
 
 /// The SQLite store. Cheap to share behind an `Arc`; every method blocks.
@@ -361,15 +454,24 @@ impl SqliteStore {
         };
         // temp_store: the per-caller savepoint's statement journal stays in
         // memory instead of a temporary file.
+        let secure_delete = if options.secure_delete { "ON" } else { "OFF" };
         conn.execute_batch(&format!(
             "PRAGMA synchronous = {sync}; PRAGMA cache_size = -{WRITER_CACHE_KIB}; \
-             PRAGMA temp_store = MEMORY; PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES};"
+             PRAGMA temp_store = MEMORY; PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES}; \
+             PRAGMA secure_delete = {secure_delete};"
         ))
         .map_err(context)?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         migrate(&mut conn, path)?;
         let tombstones_exist = conn
             .query_row("SELECT EXISTS (SELECT 1 FROM tombstones)", [], |r| r.get(0))
+            .map_err(context)?;
+        let legacy_events = conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM events WHERE source = '')",
+                [],
+                |r| r.get(0),
+            )
             .map_err(context)?;
         Ok(SqliteStore {
             path: path.to_path_buf(),
@@ -379,6 +481,8 @@ impl SqliteStore {
                     group: None,
                     tombstones_exist,
                     known: Known::default(),
+                    dead_letter_limits: options.dead_letters,
+                    legacy_events,
                 }),
                 queued: AtomicUsize::new(0),
                 max_group_age: MAX_GROUP_AGE,
@@ -395,6 +499,30 @@ impl SqliteStore {
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Copies the WAL into the database file and truncates it to zero
+    /// bytes, so the page images a deletion replaced (which still hold the
+    /// deleted values) leave the WAL now rather than when later commits
+    /// happen to overwrite them. Ingest waits while it runs (milliseconds
+    /// for a WAL of [`WAL_AUTOCHECKPOINT_PAGES`]); a reader that keeps it
+    /// waiting past [`ERASE_WAL_TIMEOUT`] leaves the old frames to the next
+    /// checkpoint, with a warning.
+    fn erase_wal(&self) {
+        let truncated = Connection::open(&self.path).and_then(|c| {
+            c.busy_timeout(ERASE_WAL_TIMEOUT)?;
+            c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                r.get::<_, i64>(0)
+            })
+        });
+        match truncated {
+            Ok(0) => {}
+            Ok(_) => tracing::warn!(
+                "after a deletion the WAL could not be truncated (readers busy); \
+                 the next checkpoint overwrites it"
+            ),
+            Err(e) => tracing::warn!(error = %e, "after a deletion the WAL checkpoint failed"),
+        }
     }
 
     /// Runs `f` on a reader connection (queries of `store::query`).
@@ -496,6 +624,14 @@ struct WriterState {
     tombstones_exist: bool,
     /// Identities and active slots already in the database.
     known: Known,
+    /// What is kept of rejected messages.
+    dead_letter_limits: DeadLetterLimits,
+    /// Whether events stored before sources were recorded (source '')
+    /// may still exist: while they may, an event is a duplicate of such
+    /// an event with its id or business key too, so a batch resent across
+    /// the upgrade is not counted twice. Read at open; only ever turns
+    /// false on a later open.
+    legacy_events: bool,
 }
 
 /// Most entries [`Known`] holds before it starts over: about 20 MB.
@@ -762,12 +898,19 @@ fn tracked(seq: Option<u64>) -> Option<i64> {
 
 const INSERT_EVENT: &str = "INSERT INTO events (message_id, dedup_key, kind, event, user_id, \
     anonymous_id, group_id, previous_id, install_id, seq, session_id, session_index, priority, \
-    timestamp, sent_at, received_at, ts_corrected, clamped, raw, ident) \
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20) \
-    ON CONFLICT DO NOTHING";
+    timestamp, sent_at, received_at, ts_corrected, clamped, raw, ident, source) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, \
+    ?20, ?21) ON CONFLICT DO NOTHING";
+
+/// Whether an event stored before sources were recorded has this id or
+/// business key (see `WriterState::legacy_events`).
+const LEGACY_DUPLICATE: &str = "SELECT EXISTS (SELECT 1 FROM events WHERE source = '' \
+    AND message_id = ?1) OR (?2 IS NOT NULL AND EXISTS (SELECT 1 FROM events \
+    WHERE source = '' AND dedup_key = ?2))";
 
 const INSERT_DEAD_LETTER: &str = "INSERT INTO dead_letters (message_id, reason, detail, \
-    received_at, raw) VALUES (?1, ?2, ?3, ?4, ?5)";
+    received_at, raw, source, user_id, anonymous_id, install_id, size) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
 
 /// The earliest corrected time wins, then the smaller user id (see the
 /// `identity` module).
@@ -784,64 +927,102 @@ struct Tally {
     rejected: i64,
 }
 
-fn link_target(conn: &Connection, kind: &str, id: &str) -> Result<Option<String>, StoreError> {
-    conn.prepare_cached("SELECT target FROM links WHERE kind = ?1 AND id = ?2")
-        .and_then(|mut s| s.query_row(params![kind, id], |r| r.get(0)).optional())
-        .map_err(db_error)
-}
-
-fn resolved(conn: &Connection, kind: &str, id: Option<&str>) -> Result<Option<String>, StoreError> {
-    let Some(id) = id else { return Ok(None) };
-    let Some(target) = link_target(conn, kind, id)? else {
-        return Ok(None);
-    };
-    Ok(Some(link_target(conn, "u", &target)?.unwrap_or(target)))
-}
-
-fn tombstoned(conn: &Connection, user: Option<&str>) -> Result<bool, StoreError> {
-    let Some(user) = user else { return Ok(false) };
+fn tombstoned(conn: &Connection, user: &str) -> Result<bool, StoreError> {
     conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM tombstones WHERE user_id = ?1)")
         .and_then(|mut s| s.query_row([user], |r| r.get(0)))
         .map_err(db_error)
 }
 
-/// Whether the event belongs to a deleted person: its own user id or the
-/// user it is aliased to; for an event without a user id, the user its
-/// anonymous id or its install is linked to (see the `identity` module).
+/// Whether the event belongs to a deleted person (`identity::refused_sql`).
 fn refused(conn: &Connection, e: &NewEvent) -> Result<bool, StoreError> {
-    if let Some(user) = e.user_id.as_deref() {
-        return Ok(tombstoned(conn, Some(user))?
-            || tombstoned(conn, link_target(conn, "u", user)?.as_deref())?);
-    }
-    Ok(tombstoned(
-        conn,
-        resolved(conn, "a", e.anonymous_id.as_deref())?.as_deref(),
-    )? || tombstoned(
-        conn,
-        resolved(conn, "i", e.install_id.as_deref())?.as_deref(),
-    )?)
+    conn.prepare_cached(&format!(
+        "SELECT {}",
+        identity::refused_sql("?1", "?2", "?3")
+    ))
+    .and_then(|mut s| {
+        s.query_row(params![e.user_id, e.anonymous_id, e.install_id], |r| {
+            r.get(0)
+        })
+    })
+    .map_err(db_error)
 }
 
+/// Writes `d` as far as the budget allows (see [`DeadLetterLimits`]); the
+/// budget is read from the counters on first use in a transaction.
 fn write_dead_letter(
     conn: &Connection,
-    message_id: Option<&str>,
-    reason: RejectReason,
-    detail: &str,
-    received_at: i64,
-    raw: &str,
+    budget: &mut Option<DeadLetterBudget>,
+    limits: DeadLetterLimits,
+    d: &DeadLetter,
 ) -> Result<(), StoreError> {
+    let budget = match budget {
+        Some(budget) => budget,
+        None => budget.insert(
+            conn.prepare_cached(
+                "SELECT dead_letter_rows, dead_letter_bytes FROM counters WHERE id = 0",
+            )
+            .and_then(|mut s| {
+                s.query_row([], |r| {
+                    Ok(DeadLetterBudget::new(limits, r.get(0)?, r.get(1)?))
+                })
+            })
+            .map_err(db_error)?,
+        ),
+    };
+    let Some(raw) = budget.keep(&d.raw) else {
+        return Ok(());
+    };
     conn.prepare_cached(INSERT_DEAD_LETTER)
         .and_then(|mut s| {
             s.execute(params![
-                message_id,
-                reason.as_str(),
-                detail,
-                received_at,
-                raw
+                d.message_id,
+                d.reason.as_str(),
+                d.detail,
+                d.received_at,
+                raw,
+                d.source,
+                d.user_id,
+                d.anonymous_id,
+                d.install_id,
+                d.raw.len() as i64
             ])
         })
         .map(|_| ())
         .map_err(db_error)
+}
+
+/// Whether `e` is an alias whose `previousId` is a user id with events of
+/// its own (an identity keyed by that user id exists; see
+/// `identity::merged_user`).
+fn alias_of_identified_user(conn: &Connection, e: &NewEvent) -> Result<bool, StoreError> {
+    let Some(previous) = identity::merged_user(e) else {
+        return Ok(false);
+    };
+    conn.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM idents WHERE user_id = ?1 AND anonymous_id = '' \
+         AND install_id = '')",
+    )
+    .and_then(|mut s| s.query_row([previous], |r| r.get(0)))
+    .map_err(db_error)
+}
+
+/// The stored owner of each install of `events` (`None`: not seen yet).
+fn install_owners<'e>(
+    conn: &Connection,
+    events: &'e [NewEvent],
+) -> Result<HashMap<&'e str, Option<String>>, StoreError> {
+    let mut owners = HashMap::new();
+    for install in events.iter().filter_map(|e| e.install_id.as_deref()) {
+        if owners.contains_key(install) {
+            continue;
+        }
+        let owner: Option<String> = conn
+            .prepare_cached("SELECT source FROM installs WHERE install_id = ?1")
+            .and_then(|mut s| s.query_row([install], |r| r.get(0)).optional())
+            .map_err(db_error)?;
+        owners.insert(install, owner);
+    }
+    Ok(owners)
 }
 
 /// Writes the links and re-resolves the persons of the identities they
@@ -883,9 +1064,11 @@ fn ident_id(conn: &Connection, key: (&str, &str, &str)) -> Result<i64, StoreErro
     .map_err(db_error)
 }
 
-/// Per-install work of one batch: seen seqs and reported drops.
+/// Per-install work of one batch: seen seqs and reported drops, for an
+/// install of the events' own source.
 #[derive(Debug, Default)]
 struct InstallWork<'a> {
+    source: &'a str,
     seqs: Vec<u64>,
     drops: Vec<(u64, u64, &'a str)>,
 }
@@ -901,30 +1084,54 @@ fn write_events(
         known.clear();
     }
     let check_tombstones = state.tombstones_exist;
+    let legacy_events = state.legacy_events;
+    let limits = state.dead_letter_limits;
+    let mut budget: Option<DeadLetterBudget> = None;
     let mut tally = Tally::default();
     let mut outcomes = Vec::with_capacity(events.len());
     let mut installs: HashMap<&str, InstallWork<'_>> = HashMap::new();
     let mut idents: HashMap<(&str, &str, &str), i64> = HashMap::new();
     let mut activity = query::Activity::default();
+    let owners = install_owners(conn, events)?;
     let mut insert = conn.prepare_cached(INSERT_EVENT).map_err(db_error)?;
     for e in events {
-        if let Some(install) = e.install_id.as_deref() {
+        // An install's completeness is its own source's: another source's
+        // events for it are stored, but neither mark its seqs seen nor
+        // report its drops.
+        let own_install = e
+            .install_id
+            .as_deref()
+            .filter(|i| super::owns(owners.get(i).and_then(Option::as_deref), &e.source));
+        if let Some(install) = own_install {
             let work = installs.entry(install).or_default();
+            work.source = &e.source;
             if let Some(seq) = tracked(e.seq) {
                 work.seqs.push(seq as u64);
             }
         }
-        if check_tombstones && refused(conn, e)? {
-            write_dead_letter(
-                conn,
-                Some(&e.message_id),
-                RejectReason::DeletedUser,
-                "the user was deleted",
-                e.received_at,
-                &e.raw,
-            )?;
+        let refusal = if check_tombstones && refused(conn, e)? {
+            Some(RejectReason::DeletedUser)
+        } else if e.install_id.is_some() && own_install.is_none() && e.is_drop_report() {
+            Some(RejectReason::InvalidDropReport)
+        } else if alias_of_identified_user(conn, e)? {
+            Some(RejectReason::AliasOfIdentifiedUser)
+        } else {
+            None
+        };
+        if let Some(reason) = refusal {
+            write_dead_letter(conn, &mut budget, limits, &DeadLetter::refused(e, reason))?;
             tally.rejected += 1;
-            outcomes.push(WriteOutcome::DeletedUser);
+            outcomes.push(WriteOutcome::Rejected(reason));
+            continue;
+        }
+        let legacy_duplicate = legacy_events
+            && conn
+                .prepare_cached(LEGACY_DUPLICATE)
+                .and_then(|mut s| s.query_row(params![e.message_id, e.dedup_key], |r| r.get(0)))
+                .map_err(db_error)?;
+        if legacy_duplicate {
+            tally.duplicate += 1;
+            outcomes.push(WriteOutcome::Duplicate);
             continue;
         }
         let key = identity::ident_key(e);
@@ -966,6 +1173,7 @@ fn write_events(
                 e.clamped,
                 e.raw,
                 ident,
+                e.source,
             ])
             .map_err(db_error)?;
         if inserted == 0 {
@@ -977,7 +1185,7 @@ fn write_events(
         outcomes.push(WriteOutcome::Accepted);
         activity.add(e, ident);
         write_links(conn, &identity::links_of(e))?;
-        if let Some(install) = e.install_id.as_deref() {
+        if let Some(install) = own_install {
             let work = installs.entry(install).or_default();
             for d in &e.drops {
                 if d.from >= 1 && d.from <= d.to && d.to <= MAX_TRACKED_SEQ {
@@ -988,14 +1196,7 @@ fn write_events(
     }
     drop(insert);
     for d in dead_letters {
-        write_dead_letter(
-            conn,
-            d.message_id.as_deref(),
-            d.reason,
-            d.detail,
-            d.received_at,
-            &d.raw,
-        )?;
+        write_dead_letter(conn, &mut budget, limits, d)?;
         tally.rejected += 1;
     }
     for (install, work) in installs.iter_mut() {
@@ -1022,11 +1223,27 @@ fn write_events(
     )
     .and_then(|mut s| s.execute(params![tally.accepted, tally.duplicate, tally.rejected]))
     .map_err(db_error)?;
-    write_health(conn, &BatchHealth::of(events, &outcomes, dead_letters))?;
+    if let Some(b) = budget {
+        conn.prepare_cached(
+            "UPDATE counters SET dead_letter_rows = dead_letter_rows + ?1, \
+             dead_letter_bytes = dead_letter_bytes + ?2, \
+             dead_letters_not_kept = dead_letters_not_kept + ?3, \
+             dead_letters_truncated = dead_letters_truncated + ?4 WHERE id = 0",
+        )
+        .and_then(|mut s| s.execute(params![b.kept_rows, b.kept_bytes, b.not_kept, b.truncated]))
+        .map_err(db_error)?;
+    }
+    let own = |e: &NewEvent| {
+        e.install_id
+            .as_deref()
+            .is_some_and(|i| super::owns(owners.get(i).and_then(Option::as_deref), &e.source))
+    };
+    write_health(conn, &BatchHealth::of(events, &outcomes, dead_letters, own))?;
     Ok(outcomes)
 }
 
-/// Merges one batch's seqs and drops of one install into its stored ranges.
+/// Merges one batch's seqs and drops of one install into its stored ranges,
+/// claiming the install for the batch's source if no source had it.
 fn write_install(
     conn: &Connection,
     install: &str,
@@ -1044,10 +1261,11 @@ fn write_install(
         .map_err(db_error)?;
     }
     conn.prepare_cached(
-        "INSERT INTO installs (install_id, max_seq) VALUES (?1, ?2) \
-         ON CONFLICT (install_id) DO UPDATE SET max_seq = max(max_seq, excluded.max_seq)",
+        "INSERT INTO installs (install_id, max_seq, source) VALUES (?1, ?2, ?3) \
+         ON CONFLICT (install_id) DO UPDATE SET max_seq = max(max_seq, excluded.max_seq), \
+         source = excluded.source",
     )
-    .and_then(|mut s| s.execute(params![install, max_seq as i64]))
+    .and_then(|mut s| s.execute(params![install, max_seq as i64, work.source]))
     .map_err(db_error)?;
     let (Some(first), Some(last)) = (new.first(), new.last()) else {
         return Ok(());
@@ -1150,34 +1368,55 @@ impl Store for SqliteStore {
     }
 
     fn delete_user(&self, user_id: &str, requested_at: i64) -> Result<DeletionReport, StoreError> {
-        let sql = format!(
-            "DELETE FROM events AS e WHERE {}",
-            identity::deletion_predicate("?1")
-        );
-        self.writer.run(0, |state| {
+        let sql = identity::DeletionSql::new("?1", "length(CAST(raw AS BLOB))");
+        let report = self.writer.run(0, |state| {
             // Set first: from now on this connection checks every event,
             // and it sees the tombstone below within the same transaction.
             state.tombstones_exist = true;
-            state.known.slots.clear();
+            // Identities and slots of the person are deleted below.
+            state.known.clear();
             let conn = &state.conn;
+            let run = |sql: &str| {
+                conn.prepare_cached(sql)
+                    .and_then(|mut s| s.execute([user_id]))
+                    .map_err(db_error)
+            };
             conn.prepare_cached(
                 "INSERT INTO tombstones (user_id, requested_at) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
             )
             .and_then(|mut s| s.execute(params![user_id, requested_at]))
             .map_err(db_error)?;
-            let deleted = conn
-                .prepare_cached(&sql)
-                .and_then(|mut s| s.execute([user_id]))
+            let aliased: Vec<String> = conn
+                .prepare_cached(&sql.aliased)
+                .and_then(|mut s| s.query_map([user_id], |r| r.get(0))?.collect())
                 .map_err(db_error)?;
-            conn.prepare_cached(&format!(
-                "DELETE FROM active_slots WHERE ident IN (SELECT k.id FROM idents k WHERE {})",
-                identity::ident_deletion_predicate("?1")
-            ))
-            .and_then(|mut s| s.execute([user_id]))
+            let deleted = run(&sql.events)? as i64;
+            let letters: Vec<i64> = conn
+                .prepare_cached(&sql.dead_letters)
+                .and_then(|mut s| s.query_map([user_id], |r| r.get(0))?.collect())
+                .map_err(db_error)?;
+            run(&sql.activity)?;
+            run(&sql.idents)?;
+            for statement in &sql.unlink {
+                run(statement)?;
+            }
+            for alias in &aliased {
+                conn.prepare_cached(&identity::repoint_sql("u", "?1"))
+                    .and_then(|mut s| s.execute([alias]))
+                    .map_err(db_error)?;
+            }
+            conn.prepare_cached(
+                "UPDATE counters SET stored = stored - ?1, dead_letter_rows = dead_letter_rows - ?2, \
+                 dead_letter_bytes = dead_letter_bytes - ?3 WHERE id = 0",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    deleted,
+                    letters.len() as i64,
+                    letters.iter().sum::<i64>()
+                ])
+            })
             .map_err(db_error)?;
-            conn.prepare_cached("UPDATE counters SET stored = stored - ?1 WHERE id = 0")
-                .and_then(|mut s| s.execute([deleted as i64]))
-                .map_err(db_error)?;
             conn.prepare_cached(
                 "INSERT INTO deletions (user_id, requested_at, status, deleted_events) \
                  VALUES (?1, ?2, ?3, ?4)",
@@ -1187,16 +1426,22 @@ impl Store for SqliteStore {
                     user_id,
                     requested_at,
                     DeletionStatus::Done.as_str(),
-                    deleted as i64
+                    deleted
                 ])
             })
             .map_err(db_error)?;
-            Ok(DeletionReport { deleted_events: deleted as u64 })
-        })
+            Ok(DeletionReport {
+                deleted_events: deleted as u64,
+                deleted_dead_letters: letters.len() as u64,
+                aliased_user_ids: aliased,
+            })
+        })?;
+        self.erase_wal();
+        Ok(report)
     }
 
     fn is_deleted(&self, user_id: &str) -> Result<bool, StoreError> {
-        self.readers.with(|c| tombstoned(c, Some(user_id)))
+        self.readers.with(|c| tombstoned(c, user_id))
     }
 
     fn ping(&self) -> Result<(), StoreError> {
@@ -1322,15 +1567,43 @@ impl Store for SqliteStore {
     fn expire_dead_letters(&self, before: i64, limit: usize) -> Result<u64, StoreError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.writer.run(0, |state| {
-            state
-                .conn
+            let conn = &state.conn;
+            let bytes: Vec<i64> = conn
                 .prepare_cached(
                     "DELETE FROM dead_letters WHERE row_id IN (SELECT row_id FROM dead_letters \
-                     WHERE received_at < ?1 LIMIT ?2)",
+                     WHERE received_at < ?1 LIMIT ?2) RETURNING length(CAST(raw AS BLOB))",
                 )
-                .and_then(|mut s| s.execute(params![before, limit]))
-                .map(|n| n as u64)
-                .map_err(db_error)
+                .and_then(|mut s| s.query_map(params![before, limit], |r| r.get(0))?.collect())
+                .map_err(db_error)?;
+            if !bytes.is_empty() {
+                conn.prepare_cached(
+                    "UPDATE counters SET dead_letter_rows = dead_letter_rows - ?1, \
+                     dead_letter_bytes = dead_letter_bytes - ?2 WHERE id = 0",
+                )
+                .and_then(|mut s| s.execute(params![bytes.len() as i64, bytes.iter().sum::<i64>()]))
+                .map_err(db_error)?;
+            }
+            Ok(bytes.len() as u64)
+        })
+    }
+
+    fn dead_letter_totals(&self) -> Result<DeadLetterTotals, StoreError> {
+        self.readers.with(|c| {
+            c.query_row(
+                "SELECT dead_letter_rows, dead_letter_bytes, dead_letters_not_kept, \
+                 dead_letters_truncated FROM counters WHERE id = 0",
+                [],
+                |r| {
+                    let n = |i| r.get::<_, i64>(i).map(|v| v.max(0) as u64);
+                    Ok(DeadLetterTotals {
+                        kept: n(0)?,
+                        bytes: n(1)?,
+                        not_kept: n(2)?,
+                        truncated: n(3)?,
+                    })
+                },
+            )
+            .map_err(db_error)
         })
     }
 
