@@ -14,8 +14,8 @@
 // - **Sealed at rest.** Each record is its message's JSON sealed with
 //   AES-GCM under a non-extractable key kept in the same database; seq,
 //   lane and time are authenticated as associated data.
-// - **Every drop counted.** A bound (`expired`, `log_full`), the browser's
-//   quota (`storage_full`), a message the collector would reject
+// - **Every drop counted.** A bound (`expired`, `log_full`), a message the
+//   collector would reject
 //   (`invalid:<reason>`), an undecryptable record (`corrupt`), withdrawn
 //   consent (`consent_denied`), a deleted user (`deleted_user`), and the
 //   uploader's quarantine (`quarantined_<reason>`) record their seqs in
@@ -73,8 +73,8 @@ export interface CommitOptions {
   beacon?: string;
   /** Make the write durable before resolving (an app's flush). */
   durable?: boolean;
-  /** Make room first: the browser refused the last write for want of quota. */
-  room?: boolean;
+  /** Calls dropped before they took a seq (the browser refused to store them), by reason: counted in the state. */
+  lost?: Record<string, number>;
 }
 
 /** A pending record, opened. */
@@ -258,9 +258,7 @@ export class Log {
   /**
    * Stores `items` in order, with reports of unreported drops when
    * `reports`, and a health beacon's properties `beacon`; resolves each
-   * item. With `room`, first drops the oldest normal records, as many bytes
-   * as the new ones (after the browser refused a write for want of quota).
-   * Rejects, storing nothing, when IndexedDB refuses the write.
+   * item. Rejects, storing nothing, when IndexedDB refuses the write.
    */
   async commit(items: Item[], opts: CommitOptions = {}): Promise<void> {
     const privacy = this.cfg.privacy;
@@ -312,7 +310,7 @@ export class Log {
         }
       }
       if (opts.beacon !== undefined) internal("tally.health", opts.beacon, 1);
-      if (items.length === 0 && built.length === 0) return results;
+      if (items.length === 0 && built.length === 0 && !opts.lost) return results;
       let key = stored;
       if (!key && built.length > 0) {
         const fresh = await crypto.subtle.generateKey({ name: AES, length: 256 }, false, ["encrypt", "decrypt"]);
@@ -330,14 +328,13 @@ export class Log {
         "readwrite",
         async (meta, events) => {
           if (key && key !== stored) meta.put({ id: key[0], key: key[1] }, "key");
-          let fresh = 0;
           for (const rec of records) {
             events.put(rec);
             state.pending++;
             state.bytes += rec.n;
-            fresh += rec.n;
           }
-          await this.enforce(state, events, now, opts.room ? fresh : 0);
+          for (const [reason, n] of Object.entries(opts.lost ?? {})) count(state.dropped, reason, n);
+          await this.enforce(state, events, now);
           meta.put(state, "state");
         },
         opts.durable ? "strict" : "default",
@@ -361,11 +358,10 @@ export class Log {
 
   /**
    * The bounds, oldest first: records past the age bound (`expired`), then
-   * `room` bytes of normal records (`storage_full`), then normal records
-   * while over the events or bytes bound (`log_full`), critical ones only
-   * when no normal one is left.
+   * normal records while over the events or bytes bound (`log_full`),
+   * critical ones only when no normal one is left.
    */
-  private async enforce(state: State, events: IDBObjectStore, now: number, room: number): Promise<void> {
+  private async enforce(state: State, events: IDBObjectStore, now: number): Promise<void> {
     const lanes = events.index("lane");
     const cutoff = now - this.cfg.maxAgeMs;
     const drop = (l: Lane, reason: string, go: (rec: StoredRecord) => boolean) =>
@@ -376,8 +372,6 @@ export class Log {
         return true;
       });
     for (const l of [0, 1] as const) await drop(l, "expired", (rec) => rec.at < cutoff);
-    let freed = 0;
-    await drop(1, "storage_full", (rec) => freed < room && (freed += rec.n) > 0);
     const over = () => state.pending > this.cfg.maxEvents || state.bytes > this.cfg.maxBytes;
     for (const l of [1, 0] as const) await drop(l, "log_full", over);
   }

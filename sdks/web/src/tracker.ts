@@ -110,7 +110,7 @@ export interface Health {
   dropped: Record<string, number>;
   corrupt: number;
   persistence_errors: number;
-  /** `ok`, `unavailable` (no IndexedDB or WebCrypto), or the name of the last write error (`QuotaExceededError`). */
+  /** `ok`, `unavailable` (no IndexedDB or WebCrypto), or the name of the last write's error (`QuotaExceededError`) until a write succeeds. */
   storage: string;
   storage_usage_bytes: number | null;
   storage_quota_bytes: number | null;
@@ -145,7 +145,12 @@ export class Tracker {
   private queued = 0;
   private writing = false;
   private retry: ReturnType<typeof setTimeout> | undefined;
-  private room = false;
+  /** Failed writes in a row of the batch at the head of the queue. */
+  private failures = 0;
+  /** Calls are refused until then (performance.now()): the browser refuses to store. */
+  private blockedUntil = 0;
+  /** Calls dropped before taking a seq, not yet counted in the stored state. */
+  private lost: Record<string, number> = {};
   private pushed = 0;
   private stored = 0;
   private flushes: { upTo: number; resolve: () => void; reject: (e: TallyError) => void }[] = [];
@@ -272,6 +277,7 @@ export class Tracker {
     if (!this.log) return this.refuse("storage_unavailable");
     if (this.consent === "denied") return this.refuse("consent_denied");
     if (this.consent === "pending" && this.opts.storeNothingWhilePending) return this.refuse("consent_pending");
+    if (performance.now() < this.blockedUntil) return this.refuse(this.storageReason());
     if (bad) return this.refuse(bad);
     let p: string | undefined;
     if (props != null) {
@@ -308,6 +314,11 @@ export class Tracker {
     if (this.queue.length === 1) queueMicrotask(() => this.pump());
   }
 
+  /** The reason a call is refused or dropped while the browser refuses to store. */
+  private storageReason(): string {
+    return this.storage === "QuotaExceededError" ? "storage_full" : "persist_failed";
+  }
+
   /** Stores what is queued, a commit at a time, in order. */
   private pump(): void {
     const log = this.log;
@@ -315,10 +326,14 @@ export class Tracker {
     if (this.queue.length === 0) return this.settleFlushes();
     this.writing = true;
     const items = this.queue.splice(0, MAX_COMMIT_ITEMS);
-    const durable = this.flushes.length > 0;
-    log.commit(items, { durable, room: this.room }).then(
+    const lost = this.lost;
+    const hasLost = Object.keys(lost).length > 0;
+    const opts = hasLost ? { durable: this.flushes.length > 0, lost } : { durable: this.flushes.length > 0 };
+    log.commit(items, opts).then(
       () => {
-        this.room = false;
+        if (hasLost) this.lost = {};
+        this.failures = 0;
+        this.blockedUntil = 0;
         this.storage = "ok";
         this.stored += items.length;
         for (const i of items) this.queued -= i.cost;
@@ -326,24 +341,41 @@ export class Tracker {
         if (this.uploader) this.uploader.wake();
         else this.channel?.postMessage({ t: "w" });
       },
-      (e: unknown) => {
-        // Kept in memory, in order, and tried again: the browser may free
-        // room (acks, the user clearing space). Quota first makes room.
-        this.queue.unshift(...items);
-        this.persistenceErrors++;
-        this.storage = (e as Error)?.name || "UnknownError";
-        this.room = this.storage === "QuotaExceededError";
-        const error = new TallyError(this.storage);
-        for (const f of this.flushes.splice(0)) f.reject(error);
-        this.retry = setTimeout(() => {
-          this.retry = undefined;
-          this.pump();
-        }, STORAGE_RETRY_MS);
-      },
+      (e: unknown) => this.writeFailed(items, e),
     ).finally(() => {
       this.writing = false;
       this.pump();
     });
+  }
+
+  /**
+   * IndexedDB refused a commit (quota exceeded, or another failure). New
+   * calls are refused for a while so memory stays bounded; the batch is
+   * tried once more, then dropped: counted by reason, with no seq taken,
+   * so the collector sees no gap and health() explains them.
+   */
+  private writeFailed(items: Item[], e: unknown): void {
+    this.persistenceErrors++;
+    this.storage = (e as Error)?.name || "UnknownError";
+    this.blockedUntil = performance.now() + STORAGE_RETRY_MS;
+    const error = new TallyError(this.storage);
+    for (const f of this.flushes.splice(0)) f.reject(error);
+    if (++this.failures < 2) {
+      this.queue.unshift(...items);
+      this.retry = setTimeout(() => {
+        this.retry = undefined;
+        this.pump();
+      }, STORAGE_RETRY_MS);
+      return;
+    }
+    this.failures = 0;
+    const reason = this.storageReason();
+    this.lost[reason] = (this.lost[reason] ?? 0) + items.length;
+    this.stored += items.length;
+    for (const i of items) {
+      this.queued -= i.cost;
+      i.done?.({ dropped: reason });
+    }
   }
 
   private settleFlushes(): void {
@@ -489,7 +521,10 @@ export class Tracker {
       accepted: state?.accepted ?? 0,
       duplicate: state?.duplicate ?? 0,
       rejected: { ...state?.rejected },
-      dropped: { ...state?.dropped },
+      dropped: Object.entries(this.lost).reduce(
+        (all, [reason, n]) => ({ ...all, [reason]: (all[reason] ?? 0) + n }),
+        { ...state?.dropped } as Record<string, number>,
+      ),
       corrupt: state?.corrupt ?? 0,
       persistence_errors: this.persistenceErrors,
       storage: this.storage,

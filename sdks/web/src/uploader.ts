@@ -133,7 +133,7 @@ export class Uploader {
         await this.sleep(wait);
         continue;
       }
-      const step = await this.exclusive(() => this.attempt(false)).catch(() => "failed" as const);
+      const step = await this.exclusive(() => this.attempt(false));
       if (step === "idle" || step === "blocked") await this.sleep(IDLE_POLL_MS);
     }
   }
@@ -147,13 +147,22 @@ export class Uploader {
     this.stats.authFailed = false;
     return this.exclusive(async () => {
       for (;;) {
-        const step = await this.attempt(true).catch(() => "failed" as const);
+        const step = await this.attempt(true);
         if (step !== "progress") return step === "idle";
       }
     });
   }
 
+  /** One attempt; IndexedDB failing (quota, a closed database) counts as a failed attempt, with backoff. */
   private async attempt(forced: boolean): Promise<Step> {
+    try {
+      return await this.tryOnce(forced);
+    } catch {
+      return this.fail(this.backoff.fail());
+    }
+  }
+
+  private async tryOnce(forced: boolean): Promise<Step> {
     const { log } = this.host;
     if (!this.host.consented() || (this.stats.authFailed && !forced)) return "blocked";
     const beacon = await this.host.beacon();
@@ -161,7 +170,8 @@ export class Uploader {
     const records = await log.pending(this.maxRecords, this.budget.bytes);
     if (records.length === 0) return "idle";
     const step = await this.deliver(records, false);
-    await log.saveSync(this.stats);
+    // Only figures for health(): a failed save is not a failed attempt.
+    await log.saveSync(this.stats).catch(() => undefined);
     return step;
   }
 

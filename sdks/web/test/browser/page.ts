@@ -10,9 +10,9 @@ declare global {
   }
 }
 
-/** Loads the test page in `page`. */
-export async function loadPage(page: Page, pages: Pages): Promise<void> {
-  await page.goto(`${pages.base}/tracker.html`);
+/** Loads the test page in `page` (from `base`, another origin of the same server, if given). */
+export async function loadPage(page: Page, pages: Pages, base = pages.base): Promise<void> {
+  await page.goto(`${base}/tracker.html`);
   await page.waitForFunction(() => document.title === "ready");
 }
 
