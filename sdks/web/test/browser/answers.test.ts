@@ -5,22 +5,12 @@
 // the rejected events counted and never resent, their neighbours delivered.
 import { gunzipSync } from "node:zlib";
 import type { Page, Route } from "playwright-core";
-import { afterAll, beforeAll, expect, it } from "vitest";
+import { expect, it } from "vitest";
 import { ceilingMs } from "../../src/policy";
-import { Chromium, Collector, Pages } from "./harness";
+import { world } from "./harness";
 import { health, openTracker } from "./page";
 
-let collector: Collector;
-let pages: Pages;
-let browser: Chromium;
-
-beforeAll(async () => {
-  [collector, pages, browser] = await Promise.all([Collector.start(), Pages.start(), Chromium.launch()]);
-});
-afterAll(async () => {
-  await browser?.close();
-  await Promise.all([collector?.stop(), pages?.close()]);
-});
+const w = world();
 
 /** Messages of a batch request as sent (gzip). */
 const messages = (route: Route): { event: string }[] =>
@@ -31,13 +21,13 @@ const answer = (route: Route, status: number, headers: Record<string, string> = 
   route.fulfill({
     status,
     contentType: "application/json",
-    headers: { "access-control-allow-origin": pages.base, "access-control-expose-headers": "Retry-After", ...headers },
+    headers: { "access-control-allow-origin": w.pages.base, "access-control-expose-headers": "Retry-After", ...headers },
     body: '{"code":"injected","message":"injected by the test"}',
   });
 
 async function tracked(name: string, events: string[]): Promise<Page> {
-  const page = await browser.context.newPage();
-  await openTracker(page, pages, collector, { name, autoUpload: false });
+  const page = await w.browser.context.newPage();
+  await openTracker(page, w.pages, w.collector, { name, autoUpload: false });
   await page.evaluate(async (events) => {
     for (const e of events) window.t.track(e);
     await window.t.flush();
@@ -46,7 +36,7 @@ async function tracked(name: string, events: string[]): Promise<Page> {
 }
 
 const sync = (page: Page) => page.evaluate(() => window.t.sync());
-const batchUrl = () => `${collector.base}/v1/batch`;
+const batchUrl = () => `${w.collector.base}/v1/batch`;
 
 it("500: full-jitter backoff within bounds, then every event once, in order", async () => {
   const events = Array.from({ length: 20 }, (_, i) => `Five Hundred ${i}`);
@@ -64,9 +54,9 @@ it("500: full-jitter backoff within bounds, then every event once, in order", as
   expect(await sync(page)).toBe(true);
   const h = await health(page);
   expect([h.consecutive_failures, h.backoff_ms, h.accepted, h.pending]).toEqual([0, 0, 20, 0]);
-  const seqs = (await collector.installEvents(h.install_id as string)).map((e) => e.seq);
+  const seqs = (await w.collector.installEvents(h.install_id as string)).map((e) => e.seq);
   expect(seqs).toEqual(Array.from({ length: 20 }, (_, i) => i + 1));
-  for (const e of events) expect(await collector.count(e)).toBe(1);
+  for (const e of events) expect(await w.collector.count(e)).toBe(1);
   await page.close();
 });
 
@@ -78,7 +68,7 @@ it("429 with Retry-After: waits exactly as asked, nothing lost", async () => {
   const h = await health(page);
   expect([h.backoff_ms, h.consecutive_failures, h.pending]).toEqual([7_000, 1, 1]);
   expect(await sync(page)).toBe(true);
-  expect(await collector.count("Rate Limited")).toBe(1);
+  expect(await w.collector.count("Rate Limited")).toBe(1);
   await page.close();
 });
 
@@ -94,14 +84,14 @@ it("413: the batch is split in halves until it fits, order kept", async () => {
   expect(await sync(page)).toBe(true);
   expect(sizes).toEqual([20, 10, 5, 5, 10, 5, 5]);
   const h = await health(page);
-  const seqs = (await collector.installEvents(h.install_id as string)).map((e) => e.seq);
+  const seqs = (await w.collector.installEvents(h.install_id as string)).map((e) => e.seq);
   expect(seqs).toEqual(Array.from({ length: 20 }, (_, i) => i + 1));
   await page.close();
 });
 
 it("events the collector rejects are counted, never resent, and their neighbours delivered", async () => {
-  const page = await browser.context.newPage();
-  await openTracker(page, pages, collector, { name: "rejected", autoUpload: false });
+  const page = await w.browser.context.newPage();
+  await openTracker(page, w.pages, w.collector, { name: "rejected", autoUpload: false });
   await page.evaluate(async () => {
     const t = window.t;
     t.track("Before Sign In");
@@ -112,7 +102,7 @@ it("events the collector rejects are counted, never resent, and their neighbours
     await t.flush();
   });
   // Deleted before the batch arrives: the collector refuses that user's events.
-  await collector.adminPost("/v1/deletions", { userId: "doomed-user" });
+  await w.collector.adminPost("/v1/deletions", { userId: "doomed-user" });
   const sizes: number[] = [];
   await page.route(batchUrl(), (route) => {
     sizes.push(messages(route).length);
@@ -122,13 +112,13 @@ it("events the collector rejects are counted, never resent, and their neighbours
   const h = await health(page);
   expect(h.rejected).toEqual({ deleted_user: 2 });
   expect([h.accepted, h.pending]).toEqual([2, 0]);
-  expect(await collector.count("Before Sign In")).toBe(1);
-  expect(await collector.count("After Sign Out")).toBe(1);
-  expect(await collector.count("Signed In Event")).toBe(0);
+  expect(await w.collector.count("Before Sign In")).toBe(1);
+  expect(await w.collector.count("After Sign Out")).toBe(1);
+  expect(await w.collector.count("Signed In Event")).toBe(0);
   // Quarantined on the device: never sent again.
   expect(await page.evaluate(() => window.t.sync())).toBe(true);
   expect(sizes).toEqual([4]);
-  const dead = await collector.admin<{ dead_letters: { reason: string }[] }>("/v1/dead-letters?limit=10");
+  const dead = await w.collector.admin<{ dead_letters: { reason: string }[] }>("/v1/dead-letters?limit=10");
   expect(dead.dead_letters.filter((d) => d.reason === "deleted_user")).toHaveLength(2);
   await page.close();
 });

@@ -3,26 +3,16 @@
 // (CDP Storage.overrideQuotaForOrigin): refusals and drops counted with
 // their reasons, the page working throughout, and what was stored
 // delivered exactly once when room returns.
-import { afterAll, beforeAll, expect, it } from "vitest";
-import { Chromium, Collector, Pages } from "./harness";
+import { expect, it } from "vitest";
+import { world } from "./harness";
 import { drained, health, loadPage, openTracker } from "./page";
 
 const HOUR = 3_600_000;
 
-let collector: Collector;
-let pages: Pages;
-let browser: Chromium;
-
-beforeAll(async () => {
-  [collector, pages, browser] = await Promise.all([Collector.start(), Pages.start(), Chromium.launch()]);
-});
-afterAll(async () => {
-  await browser?.close();
-  await Promise.all([collector?.stop(), pages?.close()]);
-});
+const w = world();
 
 it("a device clock an hour behind is corrected by the collector within the measured transit", async () => {
-  const page = await browser.context.newPage();
+  const page = await w.browser.context.newPage();
   // Every Date the page makes is an hour behind.
   await page.addInitScript((offset) => {
     const Real = Date;
@@ -37,7 +27,7 @@ it("a device clock an hour behind is corrected by the collector within the measu
     }
     (globalThis as { Date: DateConstructor }).Date = Skewed as DateConstructor;
   }, -HOUR);
-  await openTracker(page, pages, collector, { name: "clock", autoUpload: false });
+  await openTracker(page, w.pages, w.collector, { name: "clock", autoUpload: false });
   const before = Date.now();
   const deviceNow = await page.evaluate(async () => {
     window.t.track("Skewed Clock");
@@ -46,7 +36,7 @@ it("a device clock an hour behind is corrected by the collector within the measu
   expect(await page.evaluate(() => window.t.sync())).toBe(true);
   const after = Date.now();
   expect(Math.abs(deviceNow - (before - HOUR))).toBeLessThan(after - before + 1_000);
-  const [stored] = (await collector.exported()).filter((e) => e.event === "Skewed Clock");
+  const [stored] = (await w.collector.exported()).filter((e) => e.event === "Skewed Clock");
   const corrected = Date.parse(stored.timestamp);
   const device = Date.parse(stored.originalTimestamp);
   // The device's own stamp is an hour off; the corrected time lies between
@@ -61,16 +51,16 @@ it("a device clock an hour behind is corrected by the collector within the measu
 });
 
 it("the storage quota exhausted: refusals and drops counted with reasons, the page keeps working", async () => {
-  const page = await browser.context.newPage();
+  const page = await w.browser.context.newPage();
   const errors: string[] = [];
   page.on("pageerror", (e) => errors.push(e.message));
   // An origin no other test used: Chromium reads an origin's quota when it
   // first opens its storage, so the override is set before that.
-  const origin = pages.base.replace("127.0.0.1", "localhost");
-  await loadPage(page, pages, origin);
-  const cdp = await browser.context.newCDPSession(page);
+  const origin = w.pages.base.replace("127.0.0.1", "localhost");
+  await loadPage(page, w.pages, origin);
+  const cdp = await w.browser.context.newCDPSession(page);
   await cdp.send("Storage.overrideQuotaForOrigin", { origin, quotaSize: 120 * 1024 });
-  await openTracker(page, pages, collector, { name: "quota", autoUpload: false }, true);
+  await openTracker(page, w.pages, w.collector, { name: "quota", autoUpload: false }, true);
   const rounds = await page.evaluate(async () => {
     const out = { accepted: 0, refused: {} as Record<string, number>, stored: 0, dropped: {} as Record<string, number>, flushErrors: 0 };
     const durables: Promise<unknown>[] = [];
@@ -119,8 +109,8 @@ it("the storage quota exhausted: refusals and drops counted with reasons, the pa
   const after = await drained(page);
   expect(after.storage).toBe("ok");
   expect(after.dropped).toEqual(rounds.dropped);
-  expect(await collector.count("Quota Event")).toBe(rounds.stored);
-  const install = await collector.install(after.install_id as string);
+  expect(await w.collector.count("Quota Event")).toBe(rounds.stored);
+  const install = await w.collector.install(after.install_id as string);
   expect([install.max_seq, install.missing]).toEqual([rounds.stored + 1, []]);
   console.log(JSON.stringify(rounds));
   await page.close();

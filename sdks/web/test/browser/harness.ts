@@ -12,6 +12,7 @@ import { tmpdir } from "node:os";
 import { extname, join, normalize } from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium, type Browser, type BrowserContext, type Page } from "playwright-core";
+import { afterAll, beforeAll } from "vitest";
 
 export const WRITE_KEY = "browser-test-write-key";
 /** Long: the collector may require a minimum length of admin tokens. */
@@ -266,4 +267,24 @@ export class Chromium {
     }
     if (!keep) rmSync(this.profile, { recursive: true, force: true });
   }
+}
+
+/** What a test file runs against, started before its tests and stopped after. */
+export interface World {
+  collector: Collector;
+  pages: Pages;
+  browser: Chromium;
+}
+
+/** A collector, a page server and a browser for the tests of this file. */
+export function world(): World {
+  const w = {} as World;
+  beforeAll(async () => {
+    [w.collector, w.pages, w.browser] = await Promise.all([Collector.start(), Pages.start(), Chromium.launch()]);
+  });
+  afterAll(async () => {
+    await w.browser?.close();
+    await Promise.all([w.collector?.stop(), w.pages?.close()]);
+  });
+  return w;
 }

@@ -1,25 +1,15 @@
 // The SDK in Chromium against the real `tally serve`: every call type
 // counted exactly, and 500 events tracked while the browser is offline
 // arriving once each, in order, without a gap, when it is back online.
-import { afterAll, beforeAll, expect, it } from "vitest";
-import { Chromium, Collector, Pages, until } from "./harness";
+import { expect, it } from "vitest";
+import { until, world } from "./harness";
 import { drained, health, loadPage, openTracker } from "./page";
 
-let collector: Collector;
-let pages: Pages;
-let browser: Chromium;
-
-beforeAll(async () => {
-  [collector, pages, browser] = await Promise.all([Collector.start(), Pages.start(), Chromium.launch()]);
-});
-afterAll(async () => {
-  await browser?.close();
-  await Promise.all([collector?.stop(), pages?.close()]);
-});
+const w = world();
 
 it("every call type reaches the collector once, with its seq, gzip and Content-Digest", async () => {
-  const page = await browser.context.newPage();
-  await openTracker(page, pages, collector, { name: "calls" });
+  const page = await w.browser.context.newPage();
+  await openTracker(page, w.pages, w.collector, { name: "calls" });
   const seqs = await page.evaluate(async () => {
     const t = window.t;
     const results = [
@@ -44,15 +34,15 @@ it("every call type reaches the collector once, with its seq, gzip and Content-D
   expect([h.pending, h.accepted, h.tracked]).toEqual([0, 7, 7]);
   expect(h.clock_offset_ms).not.toBeNull();
   expect(requests.some((r) => r.includes('"content-encoding":"gzip"') && r.includes('"content-digest":"sha-256=:'))).toBe(true);
-  expect(await collector.count("Song Played")).toBe(1);
-  const install = await collector.install(h.install_id as string);
+  expect(await w.collector.count("Song Played")).toBe(1);
+  const install = await w.collector.install(h.install_id as string);
   expect([install.max_seq, install.missing]).toEqual([7, []]);
-  const events = await collector.installEvents(h.install_id as string);
+  const events = await w.collector.installEvents(h.install_id as string);
   // Critical first, then the rest in seq order.
   expect(events.map((e) => [e.seq, e.type])).toEqual([
     [1, "page"], [2, "track"], [3, "identify"], [4, "screen"], [5, "group"], [6, "alias"], [7, "track"],
   ]);
-  const stored = (await collector.exported()).filter((e) => e.context?.tally?.install_id === h.install_id);
+  const stored = (await w.collector.exported()).filter((e) => e.context?.tally?.install_id === h.install_id);
   const played = stored.find((e) => e.event === "Song Played");
   expect(played.properties).toEqual({ genre: "jazz", email: "[redacted]" });
   expect(played.context.library.name).toBe("tally-web");
@@ -63,15 +53,15 @@ it("every call type reaches the collector once, with its seq, gzip and Content-D
 });
 
 it("500 events tracked offline arrive exactly once, in order, when the browser is back online", async () => {
-  const page = await browser.context.newPage();
+  const page = await w.browser.context.newPage();
   const posts: string[] = [];
   page.on("request", (r) => {
-    if (r.method() === "POST" && r.url().startsWith(collector.base)) posts.push(r.url());
+    if (r.method() === "POST" && r.url().startsWith(w.collector.base)) posts.push(r.url());
   });
   // The page is loaded (as a PWA's, from its cache), then the network goes.
-  await loadPage(page, pages);
-  await browser.context.setOffline(true);
-  await openTracker(page, pages, collector, { name: "offline" }, true);
+  await loadPage(page, w.pages);
+  await w.browser.context.setOffline(true);
+  await openTracker(page, w.pages, w.collector, { name: "offline" }, true);
   const accepted = await page.evaluate(async () => {
     let ok = 0;
     for (let i = 0; i < 500; i++) if (window.t.track("Offline Event", { i }).ok) ok++;
@@ -84,17 +74,17 @@ it("500 events tracked offline arrive exactly once, in order, when the browser i
   let h = await health(page);
   expect([h.pending, h.accepted, h.consecutive_failures]).toEqual([500, 0, 0]);
   expect(posts).toEqual([]);
-  expect(await collector.count("Offline Event")).toBe(0);
+  expect(await w.collector.count("Offline Event")).toBe(0);
 
-  await browser.context.setOffline(false);
+  await w.browser.context.setOffline(false);
   h = await drained(page);
   expect([h.accepted, h.duplicate, h.rejected, h.dropped]).toEqual([500, 0, {}, {}]);
-  expect(await collector.count("Offline Event")).toBe(500);
-  const install = await collector.install(h.install_id as string);
+  expect(await w.collector.count("Offline Event")).toBe(500);
+  const install = await w.collector.install(h.install_id as string);
   expect([install.max_seq, install.missing, install.dropped]).toEqual([500, [], 0]);
-  const events = await collector.installEvents(h.install_id as string);
+  const events = await w.collector.installEvents(h.install_id as string);
   expect(events.map((e) => e.seq)).toEqual(Array.from({ length: 500 }, (_, i) => i + 1));
-  const stored = (await collector.exported()).filter((e) => e.event === "Offline Event");
+  const stored = (await w.collector.exported()).filter((e) => e.event === "Offline Event");
   const bySeq = stored.sort((a, b) => a.context.tally.seq - b.context.tally.seq).map((e) => e.properties.i);
   expect(bySeq).toEqual(Array.from({ length: 500 }, (_, i) => i));
   await until("no request in flight", async () => ((await health(page)).pending === 0 ? true : undefined));

@@ -2,23 +2,13 @@
 // collision, exactly one tab uploading, every event counted once; when
 // the uploading tab closes another takes over.
 import type { Page } from "playwright-core";
-import { afterAll, beforeAll, expect, it } from "vitest";
-import { Chromium, Collector, Pages, until } from "./harness";
+import { expect, it } from "vitest";
+import { until, world } from "./harness";
 import { drained, health, openTracker } from "./page";
 
 const PER_TAB = 250;
 
-let collector: Collector;
-let pages: Pages;
-let browser: Chromium;
-
-beforeAll(async () => {
-  [collector, pages, browser] = await Promise.all([Collector.start(), Pages.start(), Chromium.launch()]);
-});
-afterAll(async () => {
-  await browser?.close();
-  await Promise.all([collector?.stop(), pages?.close()]);
-});
+const w = world();
 
 it.each([2, 4])("%i tabs: one install, gapless seqs, one uploader, exact counts", async (n) => {
   const name = `tabs-${n}`;
@@ -26,11 +16,11 @@ it.each([2, 4])("%i tabs: one install, gapless seqs, one uploader, exact counts"
   const tabs: Page[] = [];
   const posts = new Map<Page, number>();
   for (let k = 0; k < n; k++) {
-    const page = await browser.context.newPage();
+    const page = await w.browser.context.newPage();
     page.on("request", (r) => {
-      if (r.method() === "POST" && r.url() === `${collector.base}/v1/batch`) posts.set(page, (posts.get(page) ?? 0) + 1);
+      if (r.method() === "POST" && r.url() === `${w.collector.base}/v1/batch`) posts.set(page, (posts.get(page) ?? 0) + 1);
     });
-    await openTracker(page, pages, collector, { name });
+    await openTracker(page, w.pages, w.collector, { name });
     tabs.push(page);
   }
   await Promise.all(
@@ -56,13 +46,13 @@ it.each([2, 4])("%i tabs: one install, gapless seqs, one uploader, exact counts"
   expect([...posts.keys()]).toEqual([uploader]);
   expect(healths.reduce((sum, x) => sum + x.tracked, 0)).toBe(n * PER_TAB);
 
-  expect(await collector.count(event)).toBe(n * PER_TAB);
-  const install = await collector.install(h.install_id as string);
+  expect(await w.collector.count(event)).toBe(n * PER_TAB);
+  const install = await w.collector.install(h.install_id as string);
   expect([install.max_seq, install.missing]).toEqual([n * PER_TAB, []]);
-  const seqs = (await collector.installEvents(h.install_id as string)).map((e) => e.seq);
+  const seqs = (await w.collector.installEvents(h.install_id as string)).map((e) => e.seq);
   expect(seqs).toEqual(Array.from({ length: n * PER_TAB }, (_, i) => i + 1));
   // Each tab's own events kept their order.
-  const stored = (await collector.exported()).filter((e) => e.event === event);
+  const stored = (await w.collector.exported()).filter((e) => e.event === event);
   for (let k = 0; k < n; k++) {
     const mine = stored.filter((e) => e.properties.tab === k).sort((a, b) => a.context.tally.seq - b.context.tally.seq);
     expect(mine.map((e) => e.properties.i)).toEqual(Array.from({ length: PER_TAB }, (_, i) => i));
@@ -76,6 +66,6 @@ it.each([2, 4])("%i tabs: one install, gapless seqs, one uploader, exact counts"
     window.t.track(event, { after: true });
     await window.t.flush();
   }, event);
-  await until("the event after the hand-over", async () => ((await collector.count(event)) === n * PER_TAB + 1 ? true : undefined));
+  await until("the event after the hand-over", async () => ((await w.collector.count(event)) === n * PER_TAB + 1 ? true : undefined));
   for (const page of rest) await page.close();
 });
