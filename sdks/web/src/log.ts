@@ -310,7 +310,7 @@ export class Log {
         }
       }
       if (opts.beacon !== undefined) internal("tally.health", opts.beacon, 1);
-      if (items.length === 0 && built.length === 0 && !opts.lost) return results;
+      if (items.length === 0 && built.length === 0 && !opts.lost && !opts.durable) return results;
       let key = stored;
       if (!key && built.length > 0) {
         const fresh = await crypto.subtle.generateKey({ name: AES, length: 256 }, false, ["encrypt", "decrypt"]);

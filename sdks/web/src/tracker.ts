@@ -153,7 +153,9 @@ export class Tracker {
   private lost: Record<string, number> = {};
   private pushed = 0;
   private stored = 0;
-  private flushes: { upTo: number; resolve: () => void; reject: (e: TallyError) => void }[] = [];
+  /** Commits started: a flush is settled by a durable commit started after it. */
+  private commits = 0;
+  private flushes: { upTo: number; after: number; resolve: () => void; reject: (e: TallyError) => void }[] = [];
   private closed = false;
   private tracked = 0;
   private readonly refused: Record<string, number> = {};
@@ -319,17 +321,21 @@ export class Tracker {
     return this.storage === "QuotaExceededError" ? "storage_full" : "persist_failed";
   }
 
-  /** Stores what is queued, a commit at a time, in order. */
+  /**
+   * Stores what is queued, a commit at a time, in order. While a flush
+   * waits, commits are durable ("strict"), and one is made even with
+   * nothing queued: it makes the earlier, relaxed ones durable too.
+   */
   private pump(): void {
     const log = this.log;
-    if (this.writing || this.retry !== undefined || !log) return;
-    if (this.queue.length === 0) return this.settleFlushes();
+    const durable = this.flushes.length > 0;
+    if (this.writing || this.retry !== undefined || !log || (this.queue.length === 0 && !durable)) return;
     this.writing = true;
+    const commit = ++this.commits;
     const items = this.queue.splice(0, MAX_COMMIT_ITEMS);
     const lost = this.lost;
     const hasLost = Object.keys(lost).length > 0;
-    const opts = hasLost ? { durable: this.flushes.length > 0, lost } : { durable: this.flushes.length > 0 };
-    log.commit(items, opts).then(
+    log.commit(items, hasLost ? { durable, lost } : { durable }).then(
       () => {
         if (hasLost) this.lost = {};
         this.failures = 0;
@@ -337,7 +343,7 @@ export class Tracker {
         this.storage = "ok";
         this.stored += items.length;
         for (const i of items) this.queued -= i.cost;
-        this.settleFlushes();
+        if (durable) this.settleFlushes(commit);
         if (this.uploader) this.uploader.wake();
         else this.channel?.postMessage({ t: "w" });
       },
@@ -378,8 +384,9 @@ export class Tracker {
     }
   }
 
-  private settleFlushes(): void {
-    this.flushes = this.flushes.filter((f) => f.upTo > this.stored || void f.resolve());
+  /** Resolves the flushes a durable commit numbered `commit` covered. */
+  private settleFlushes(commit: number): void {
+    this.flushes = this.flushes.filter((f) => f.after >= commit || f.upTo > this.stored || void f.resolve());
   }
 
   /** Tracks event `name`. */
@@ -438,7 +445,7 @@ export class Tracker {
   flush(): Promise<void> {
     if (!this.log) return Promise.reject(new TallyError("storage_unavailable"));
     return new Promise((resolve, reject) => {
-      this.flushes.push({ upTo: this.pushed, resolve, reject });
+      this.flushes.push({ upTo: this.pushed, after: this.commits, resolve, reject });
       if (this.retry !== undefined) {
         clearTimeout(this.retry);
         this.retry = undefined;
