@@ -1,26 +1,20 @@
-// Prints the size of the builds, minified and gzipped (level 9, as a CDN
-// serves them), beside Segment's analytics-next core measured the same way
-// from its published bundle. One JSON line per file, then a summary line.
-import { readFileSync } from "node:fs";
-import { gzipSync } from "node:zlib";
-import { createRequire } from "node:module";
-import { dirname, join } from "node:path";
+// Prints the size of the builds, minified and gzipped, beside Segment's
+// analytics-next core measured the same way: one JSON line per file, then
+// a summary. Fails when the core passes its budget.
+import { sizes } from "./sizes.mjs";
 
-const require = createRequire(import.meta.url);
-const segmentDir = join(dirname(require.resolve("@segment/analytics-next/package.json")), "dist", "umd");
-const files = {
-  "tally.min.mjs": "dist/tally.min.mjs",
-  "tally.iife.js": "dist/tally.iife.js",
-  "analytics-next umd/index.js": join(segmentDir, "index.js"),
-};
-const sizes = {};
-for (const [name, path] of Object.entries(files)) {
-  const bytes = readFileSync(path);
-  sizes[name] = { min: bytes.length, gzip: gzipSync(bytes, { level: 9 }).length };
-  console.log(JSON.stringify({ file: name, min_bytes: sizes[name].min, gzip_bytes: sizes[name].gzip }));
-}
-const tally = sizes["tally.min.mjs"].gzip;
-const segment = sizes["analytics-next umd/index.js"].gzip;
+/** The core's budget, min+gzip: a third of analytics-next's core (about 30 KB). */
+const BUDGET_BYTES = 10 * 1024;
+
+const all = sizes();
+for (const [file, size] of Object.entries(all)) console.log(JSON.stringify({ file, ...size }));
+const tally = all["tally.min.mjs"].gzip_bytes;
+const segment = all["analytics-next umd/index.js"].gzip_bytes;
 console.log(
-  `tally core ${(tally / 1024).toFixed(1)} KiB min+gzip; analytics-next core ${(segment / 1024).toFixed(1)} KiB; ratio ${(segment / tally).toFixed(2)}x`,
+  `tally core ${(tally / 1024).toFixed(1)} KiB min+gzip (budget ${BUDGET_BYTES / 1024} KiB); ` +
+    `analytics-next core ${(segment / 1024).toFixed(1)} KiB; analytics-next / tally = ${(segment / tally).toFixed(2)}`,
 );
+if (tally > BUDGET_BYTES) {
+  console.error(`the core is ${tally} bytes min+gzip, over its budget of ${BUDGET_BYTES}`);
+  process.exit(1);
+}

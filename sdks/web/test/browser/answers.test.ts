@@ -7,7 +7,7 @@ import { gunzipSync } from "node:zlib";
 import type { Page, Route } from "playwright-core";
 import { expect, it } from "vitest";
 import { ceilingMs } from "../../src/policy";
-import { world } from "./harness";
+import { world } from "./world";
 import { health, openTracker } from "./page";
 
 const w = world();

@@ -4,7 +4,7 @@
 // their reasons, the page working throughout, and what was stored
 // delivered exactly once when room returns.
 import { expect, it } from "vitest";
-import { world } from "./harness";
+import { world } from "./world";
 import { drained, health, loadPage, openTracker } from "./page";
 
 const HOUR = 3_600_000;

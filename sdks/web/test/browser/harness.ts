@@ -12,7 +12,6 @@ import { tmpdir } from "node:os";
 import { extname, join, normalize } from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium, type Browser, type BrowserContext, type Page } from "playwright-core";
-import { afterAll, beforeAll } from "vitest";
 
 export const WRITE_KEY = "browser-test-write-key";
 /** Long: the collector may require a minimum length of admin tokens. */
@@ -159,8 +158,9 @@ const TYPES: Record<string, string> = {
 
 /**
  * Serves the test pages (test/browser/pages/ at /), the builds (dist/ at
- * /dist/), Segment's analytics-next (/analytics-next/) and extra pages
- * given as text, on 127.0.0.1.
+ * /dist/), the benchmark page (bench/ at /bench/, cross-origin isolated
+ * for the finest timer the browser gives), Segment's analytics-next
+ * (/analytics-next/) and extra pages given as text, on 127.0.0.1.
  */
 export class Pages {
   readonly extra = new Map<string, string>();
@@ -177,7 +177,7 @@ export class Pages {
       const path = decodeURIComponent(new URL(req.url ?? "/", "http://x").pathname);
       const extra = self?.extra.get(path);
       let file: string | undefined;
-      if (path.startsWith("/dist/")) file = join(pkgDir, path);
+      if (path.startsWith("/dist/") || path.startsWith("/bench/")) file = join(pkgDir, path);
       else if (path.startsWith("/analytics-next/")) file = join(segment, path.slice("/analytics-next/".length));
       else file = join(pkgDir, "test/browser/pages", path);
       const body = extra ?? (file && !file.includes("..") && existsSync(file) ? readFileSync(file) : undefined);
@@ -185,7 +185,14 @@ export class Pages {
         res.writeHead(404).end();
         return;
       }
-      res.writeHead(200, { "content-type": TYPES[extname(path)] ?? "text/html; charset=utf-8", "cache-control": "no-store" });
+      const isolated = path.startsWith("/bench/")
+        ? { "cross-origin-opener-policy": "same-origin", "cross-origin-embedder-policy": "require-corp" }
+        : {};
+      res.writeHead(200, {
+        "content-type": TYPES[extname(path)] ?? "text/html; charset=utf-8",
+        "cache-control": "no-store",
+        ...isolated,
+      });
       res.end(body);
     });
     await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
@@ -269,22 +276,3 @@ export class Chromium {
   }
 }
 
-/** What a test file runs against, started before its tests and stopped after. */
-export interface World {
-  collector: Collector;
-  pages: Pages;
-  browser: Chromium;
-}
-
-/** A collector, a page server and a browser for the tests of this file. */
-export function world(): World {
-  const w = {} as World;
-  beforeAll(async () => {
-    [w.collector, w.pages, w.browser] = await Promise.all([Collector.start(), Pages.start(), Chromium.launch()]);
-  });
-  afterAll(async () => {
-    await w.browser?.close();
-    await Promise.all([w.collector?.stop(), w.pages?.close()]);
-  });
-  return w;
-}

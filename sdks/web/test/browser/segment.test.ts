@@ -2,7 +2,8 @@
 // it reads its settings from the collector (cdnURL), sends there, and every
 // call is counted exactly once, also across a reload of the page.
 import { expect, it } from "vitest";
-import { until, world, WRITE_KEY } from "./harness";
+import { until, WRITE_KEY } from "./harness";
+import { world } from "./world";
 
 const w = world();
 

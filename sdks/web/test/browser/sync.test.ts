@@ -2,7 +2,8 @@
 // counted exactly, and 500 events tracked while the browser is offline
 // arriving once each, in order, without a gap, when it is back online.
 import { expect, it } from "vitest";
-import { until, world } from "./harness";
+import { until } from "./harness";
+import { world } from "./world";
 import { drained, health, loadPage, openTracker } from "./page";
 
 const w = world();

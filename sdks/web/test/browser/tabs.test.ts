@@ -3,7 +3,8 @@
 // the uploading tab closes another takes over.
 import type { Page } from "playwright-core";
 import { expect, it } from "vitest";
-import { until, world } from "./harness";
+import { until } from "./harness";
+import { world } from "./world";
 import { drained, health, openTracker } from "./page";
 
 const PER_TAB = 250;
