@@ -133,39 +133,41 @@ export class Uploader {
         await this.sleep(wait);
         continue;
       }
-      const step = await this.exclusive(() => this.attempt(false));
+      const step = await this.exclusive(() => this.attempt(false, true));
       if (step === "idle" || step === "blocked") await this.sleep(IDLE_POLL_MS);
     }
   }
 
   /**
    * Tries now, skipping a running backoff and an auth stop, until nothing
-   * is pending (true) or an attempt fails (false).
+   * is pending (true) or an attempt fails (false). A health beacon due is
+   * made on the first attempt only, so a short beacon period cannot keep
+   * the log from ever being empty.
    */
   drain(): Promise<boolean> {
     this.nextTry = 0;
     this.stats.authFailed = false;
     return this.exclusive(async () => {
-      for (;;) {
-        const step = await this.attempt(true);
+      for (let first = true; ; first = false) {
+        const step = await this.attempt(true, first);
         if (step !== "progress") return step === "idle";
       }
     });
   }
 
   /** One attempt; IndexedDB failing (quota, a closed database) counts as a failed attempt, with backoff. */
-  private async attempt(forced: boolean): Promise<Step> {
+  private async attempt(forced: boolean, beacon: boolean): Promise<Step> {
     try {
-      return await this.tryOnce(forced);
+      return await this.tryOnce(forced, beacon);
     } catch {
       return this.fail(this.backoff.fail());
     }
   }
 
-  private async tryOnce(forced: boolean): Promise<Step> {
+  private async tryOnce(forced: boolean, due: boolean): Promise<Step> {
     const { log } = this.host;
     if (!this.host.consented() || (this.stats.authFailed && !forced)) return "blocked";
-    const beacon = await this.host.beacon();
+    const beacon = due ? await this.host.beacon() : undefined;
     await log.commit([], beacon === undefined ? { reports: true } : { reports: true, beacon });
     const records = await log.pending(this.maxRecords, this.budget.bytes);
     if (records.length === 0) return "idle";

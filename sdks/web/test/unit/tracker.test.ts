@@ -163,6 +163,41 @@ describe("vectors/drop_reports.json", () => {
   });
 });
 
+describe("health", () => {
+  it("vectors/health_beacon.json: a beacon carries exactly the documented members", async () => {
+    const v = vector<{ always: string[]; when_measured: string[] }>("health_beacon.json");
+    const t = await tracker({ healthBeaconMs: 1 });
+    t.track("Song Played");
+    await sleep(5);
+    // The first sync sends the beacon made before any send succeeded (no
+    // latency or offset yet); the second, one with them.
+    expect(await t.sync()).toBe(true);
+    await sleep(5);
+    expect(await t.sync()).toBe(true);
+    const beacons = collector.stored.filter((m) => m.event === "tally.health");
+    expect(beacons.length).toBeGreaterThanOrEqual(2);
+    expect(Object.keys(beacons[0]!.properties).sort()).toEqual([...v.always].sort());
+    expect(Object.keys(beacons.at(-1)!.properties).sort()).toEqual([...v.always, ...v.when_measured].sort());
+    expect(beacons.every((b) => b.userId === undefined)).toBe(true);
+  });
+
+  it("without IndexedDB the tracker opens and refuses every call, counted", async () => {
+    const idb = globalThis.indexedDB;
+    delete (globalThis as { indexedDB?: IDBFactory }).indexedDB;
+    try {
+      const t = await Tracker.open({ writeKey: "wk", endpoint: collector.url, consent: "granted" });
+      expect(t.track("x")).toEqual({ ok: false, reason: "storage_unavailable" });
+      await expect(t.flush()).rejects.toMatchObject({ code: "storage_unavailable" });
+      expect(await t.sync()).toBe(false);
+      const h = await t.health();
+      expect([h.storage, h.refused, h.install_id]).toEqual(["unavailable", { storage_unavailable: 1 }, null]);
+      await t.close();
+    } finally {
+      globalThis.indexedDB = idb;
+    }
+  });
+});
+
 describe("identity, consent and sessions", () => {
   it("reset() forgets the user, draws a new anonymous id and session, in order with the calls", async () => {
     const t = await tracker();
