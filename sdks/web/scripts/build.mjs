@@ -3,7 +3,7 @@
 import { build } from "esbuild";
 import { execFileSync } from "node:child_process";
 
-const common = { entryPoints: ["src/index.ts"], bundle: true, target: "es2020", logLevel: "warning" };
+const common = { entryPoints: ["src/index.ts"], bundle: true, target: "es2022", logLevel: "warning" };
 await build({ ...common, format: "esm", outfile: "dist/tally.mjs", sourcemap: true });
 await build({ ...common, format: "esm", outfile: "dist/tally.min.mjs", minify: true, sourcemap: true });
 await build({ ...common, format: "iife", globalName: "Tally", outfile: "dist/tally.iife.js", minify: true, sourcemap: true });

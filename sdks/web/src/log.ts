@@ -134,18 +134,21 @@ export function freshState(consent: Consent): State {
 }
 
 export class Log {
-  private readonly keys = new Map<number, CryptoKey>();
+  readonly #keys = new Map<number, CryptoKey>();
 
-  private constructor(
-    private readonly db: IDBDatabase,
-    private readonly cfg: LogConfig,
-  ) {}
+  readonly #db: IDBDatabase;
+  readonly #cfg: LogConfig;
+
+  private constructor(db: IDBDatabase, cfg: LogConfig) {
+    this.#db = db;
+    this.#cfg = cfg;
+  }
 
   /** Opens the install's log, creating the install (with `consent`) on first use. */
   static async open(cfg: LogConfig, consent: Consent): Promise<[Log, State]> {
     const log = new Log(await openDb(cfg.name), cfg);
-    const state = await log.locked(async () => {
-      const tx = log.db.transaction(META, "readwrite");
+    const state = await log.#locked(async () => {
+      const tx = log.#db.transaction(META, "readwrite");
       const meta = tx.objectStore(META);
       const finished = done(tx);
       let s = (await req(meta.get("state"))) as State | undefined;
@@ -156,21 +159,21 @@ export class Log {
     return [log, state];
   }
 
-  private locked<T>(fn: () => Promise<T>): Promise<T> {
-    return withLock(`${this.cfg.name}:db`, fn);
+  #locked<T>(fn: () => Promise<T>): Promise<T> {
+    return withLock(`${this.#cfg.name}:db`, fn);
   }
 
   close(): void {
-    this.db.close();
+    this.#db.close();
   }
 
   /** A transaction over both stores, run by `body`; rejects (rolled back) if either fails. */
-  private async tx<T>(
+  async #tx<T>(
     mode: IDBTransactionMode,
     body: (meta: IDBObjectStore, events: IDBObjectStore) => Promise<T>,
     durability: "strict" | "default" = "default",
   ): Promise<T> {
-    const tx = this.db.transaction([META, EVENTS], mode, { durability });
+    const tx = this.#db.transaction([META, EVENTS], mode, { durability });
     const finished = done(tx);
     let out: T;
     try {
@@ -190,7 +193,7 @@ export class Log {
 
   /** The state, the uploader's figures, and when the oldest pending record was stored. */
   snapshot(): Promise<[State, SyncStats | undefined, number | undefined]> {
-    return this.tx("readonly", async (meta, events) => {
+    return this.#tx("readonly", async (meta, events) => {
       const lane = events.index("lane");
       let oldest: number | undefined;
       for (const l of [0, 1] as const) {
@@ -210,14 +213,14 @@ export class Log {
 
   /** Saves the uploading tab's figures (only that tab writes them). */
   saveSync(stats: SyncStats): Promise<void> {
-    return this.tx("readwrite", async (meta) => void meta.put(stats, "sync"));
+    return this.#tx("readwrite", async (meta) => void meta.put(stats, "sync"));
   }
 
   /** The message of `item` as JSON (or the reason the collector would reject it), taking a seq. */
-  private build(state: State, item: Item, user: string | undefined, rand: Uint8Array): [number, string | null, string] {
+  #build(state: State, item: Item, user: string | undefined, rand: Uint8Array): [number, string | null, string] {
     const internal = item.a.startsWith(INTERNAL_PREFIX) && item.k === "track";
     let s = state.session;
-    if (!s || item.ts - s.last > this.cfg.sessionTimeoutMs) {
+    if (!s || item.ts - s.last > this.#cfg.sessionTimeoutMs) {
       s = state.session = { id: uuid4(), index: (s?.index ?? 0) + 1, last: item.ts };
     } else s.last = Math.max(s.last, item.ts);
     const m: Record<string, unknown> = { type: item.k, messageId: uuid7(item.ts, rand), anonymousId: state.anon };
@@ -237,21 +240,21 @@ export class Log {
     };
     if (item.lane === 0) tally.priority = "critical";
     if (item.dedup !== undefined) tally.dedup_key = item.dedup;
-    m.context = { ...this.cfg.context, tally };
+    m.context = { ...this.#cfg.context, tally };
     let json = JSON.stringify(m);
     let bag = 0;
     if (item.p !== undefined && item.p !== "{}") {
       const named = item.k === "track" || item.k === "page" || item.k === "screen";
-      const text = this.cfg.privacy.filter(named ? item.a : undefined, item.p);
+      const text = this.#cfg.privacy.filter(named ? item.a : undefined, item.p);
       bag = utf8Len(text);
       json = `${json.slice(0, -1)},"${named ? "properties" : "traits"}":${text}}`;
     }
     return [seq, validate(m, json, bag), json];
   }
 
-  private async key(meta: IDBObjectStore): Promise<[number, CryptoKey] | undefined> {
+  async #key(meta: IDBObjectStore): Promise<[number, CryptoKey] | undefined> {
     const stored = (await req(meta.get("key"))) as { id: number; key: CryptoKey } | undefined;
-    if (stored) this.keys.set(stored.id, stored.key);
+    if (stored) this.#keys.set(stored.id, stored.key);
     return stored && [stored.id, stored.key];
   }
 
@@ -261,14 +264,14 @@ export class Log {
    * item. Rejects, storing nothing, when IndexedDB refuses the write.
    */
   async commit(items: Item[], opts: CommitOptions = {}): Promise<void> {
-    const privacy = this.cfg.privacy;
+    const privacy = this.#cfg.privacy;
     const users = await Promise.all(
       items.map((i) => (i.k === "identify" || i.k === "alias" ? privacy.userId(i.a) : undefined)),
     );
-    const results = await this.locked(async () => {
-      const [state, stored] = await this.tx("readonly", async (meta) => [
+    const results = await this.#locked(async () => {
+      const [state, stored] = await this.#tx("readonly", async (meta) => [
         (await req(meta.get("state"))) as State,
-        await this.key(meta),
+        await this.#key(meta),
       ] as const);
       const rand = crypto.getRandomValues(new Uint8Array(10 * (items.length + 2)));
       const built: [number, Lane, string][] = [];
@@ -279,7 +282,7 @@ export class Log {
           count(state.dropped, "consent_denied");
           return { dropped: "consent_denied" };
         }
-        const [seq, invalid, json] = this.build(state, item, user, rand.subarray(r, (r += 10)));
+        const [seq, invalid, json] = this.#build(state, item, user, rand.subarray(r, (r += 10)));
         if (invalid) {
           dropSeq(state, `invalid:${invalid}`, seq);
           return { dropped: `invalid:${invalid}` };
@@ -324,7 +327,7 @@ export class Log {
           return { seq, l, at: now, k, iv, ct, n: ct.byteLength + IV_BYTES };
         }),
       );
-      await this.tx(
+      await this.#tx(
         "readwrite",
         async (meta, events) => {
           if (key && key !== stored) meta.put({ id: key[0], key: key[1] }, "key");
@@ -334,19 +337,19 @@ export class Log {
             state.bytes += rec.n;
           }
           for (const [reason, n] of Object.entries(opts.lost ?? {})) count(state.dropped, reason, n);
-          await this.enforce(state, events, now);
+          await this.#enforce(state, events, now);
           meta.put(state, "state");
         },
         opts.durable ? "strict" : "default",
       );
-      if (key) this.keys.set(key[0], key[1]);
+      if (key) this.#keys.set(key[0], key[1]);
       return results;
     });
     for (const [item, d] of results) item.done?.(d);
   }
 
   /** Removes a stored record for `reason` (a bound's drop, or a settled record when reason is undefined). */
-  private remove(state: State, rec: StoredRecord, events: IDBObjectStore, reason?: string): void {
+  #remove(state: State, rec: StoredRecord, events: IDBObjectStore, reason?: string): void {
     events.delete(rec.seq);
     state.pending--;
     state.bytes -= rec.n;
@@ -361,24 +364,24 @@ export class Log {
    * normal records while over the events or bytes bound (`log_full`),
    * critical ones only when no normal one is left.
    */
-  private async enforce(state: State, events: IDBObjectStore, now: number): Promise<void> {
+  async #enforce(state: State, events: IDBObjectStore, now: number): Promise<void> {
     const lanes = events.index("lane");
-    const cutoff = now - this.cfg.maxAgeMs;
+    const cutoff = now - this.#cfg.maxAgeMs;
     const drop = (l: Lane, reason: string, go: (rec: StoredRecord) => boolean) =>
       walk(lanes, laneRange(l), (c) => {
         const rec = c.value as StoredRecord;
         if (!go(rec)) return false;
-        this.remove(state, rec, events, reason);
+        this.#remove(state, rec, events, reason);
         return true;
       });
     for (const l of [0, 1] as const) await drop(l, "expired", (rec) => rec.at < cutoff);
-    const over = () => state.pending > this.cfg.maxEvents || state.bytes > this.cfg.maxBytes;
+    const over = () => state.pending > this.#cfg.maxEvents || state.bytes > this.#cfg.maxBytes;
     for (const l of [1, 0] as const) await drop(l, "log_full", over);
   }
 
   /** Up to `max` pending records of at most `budget` bytes (at least one), critical lane first, each in seq order. */
   async pending(max: number, budget: number): Promise<Pending[]> {
-    const [recs, stored] = await this.tx("readonly", async (meta, events) => {
+    const [recs, stored] = await this.#tx("readonly", async (meta, events) => {
       const out: StoredRecord[] = [];
       let bytes = 0;
       await walk(events.index("lane"), null, (c) => {
@@ -388,11 +391,11 @@ export class Log {
         bytes += rec.n;
         return true;
       });
-      return [out, await this.key(meta)] as const;
+      return [out, await this.#key(meta)] as const;
     });
     const opened = await Promise.all(
       recs.map(async (rec) => {
-        const key = this.keys.get(rec.k) ?? (stored && stored[0] === rec.k ? stored[1] : undefined);
+        const key = this.#keys.get(rec.k) ?? (stored && stored[0] === rec.k ? stored[1] : undefined);
         try {
           if (!key) throw new Error("no key");
           const plain = await crypto.subtle.decrypt({ name: AES, iv: rec.iv, additionalData: ad(rec.seq, rec.l, rec.at) }, key, rec.ct);
@@ -416,14 +419,14 @@ export class Log {
    * settles its ranges for good; a report dropped here is made again.
    */
   settle(acks: [number, Disposition][], forget?: string[]): Promise<void> {
-    return this.locked(() =>
-      this.tx("readwrite", async (meta, events) => {
+    return this.#locked(() =>
+      this.#tx("readwrite", async (meta, events) => {
         const state = (await req(meta.get("state"))) as State;
         const recs = await Promise.all(acks.map(([seq]) => req(events.get(seq)) as Promise<StoredRecord | undefined>));
         acks.forEach(([seq, [what, reason]], i) => {
           const rec = recs[i];
           if (!rec) return;
-          this.remove(state, rec, events);
+          this.#remove(state, rec, events);
           const report = state.inflight.find((f) => f.seq === seq);
           if (what === "dropped") {
             dropSeq(state, reason as string, seq);
@@ -457,8 +460,8 @@ export class Log {
    * explained, not missing.
    */
   setConsent(consent: Consent): Promise<void> {
-    return this.locked(() =>
-      this.tx("readwrite", async (meta, events) => {
+    return this.#locked(() =>
+      this.#tx("readwrite", async (meta, events) => {
         const state = (await req(meta.get("state"))) as State;
         state.consent = consent;
         if (consent === "denied") {
@@ -467,7 +470,7 @@ export class Log {
           meta.delete("key");
           state.pending = state.bytes = 0;
           state.inflight = [];
-          this.keys.clear();
+          this.#keys.clear();
         }
         meta.put(state, "state");
       }, "strict"),

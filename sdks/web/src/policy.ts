@@ -88,12 +88,16 @@ export const ceilingMs = (failures: number): number =>
 /** Exponential backoff with full jitter; a success resets it. */
 export class Backoff {
   failures = 0;
-  constructor(private readonly random: () => number = Math.random) {}
+  readonly #random: () => number;
+
+  constructor(random: () => number = Math.random) {
+    this.#random = random;
+  }
 
   /** Records a failure; the wait before the next try. */
   fail(): number {
     const ceiling = ceilingMs(++this.failures);
-    return MIN_BACKOFF_MS + Math.floor(this.random() * (ceiling - MIN_BACKOFF_MS + 1));
+    return MIN_BACKOFF_MS + Math.floor(this.#random() * (ceiling - MIN_BACKOFF_MS + 1));
   }
 
   /** Records a failure whose wait the server set. */

@@ -24,32 +24,35 @@ const normalise = (key: string) => key.toLowerCase().replace(/[_\-. ]/g, "");
 
 /** The privacy stage, fixed when the tracker opens. */
 export class Privacy {
-  private readonly fragments: string[];
-  private hmac: Promise<CryptoKey> | undefined;
-  private readonly pseudonyms = new Map<string, Promise<string>>();
+  readonly #fragments: string[];
+  #hmac: Promise<CryptoKey> | undefined;
+  readonly #pseudonyms = new Map<string, Promise<string>>();
+
+  readonly #scopes: Record<string, KeyScope>;
 
   constructor(
-    private readonly scopes: Record<string, KeyScope> = {},
+    scopes: Record<string, KeyScope> = {},
     sensitiveKeys: string[] = [],
     pseudonymiseKey?: string | Uint8Array<ArrayBuffer>,
   ) {
-    this.fragments = DEFAULT_SENSITIVE_KEYS.concat(sensitiveKeys.map(normalise));
+    this.#scopes = scopes;
+    this.#fragments = DEFAULT_SENSITIVE_KEYS.concat(sensitiveKeys.map(normalise));
     if (pseudonymiseKey !== undefined) {
       const raw = typeof pseudonymiseKey === "string" ? new TextEncoder().encode(pseudonymiseKey) : pseudonymiseKey;
-      this.hmac = crypto.subtle.importKey("raw", raw, { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
+      this.#hmac = crypto.subtle.importKey("raw", raw, { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
     }
   }
 
-  private sensitive(text: string): boolean {
+  #sensitive(text: string): boolean {
     const n = normalise(text);
-    return this.fragments.some((f) => n.includes(f));
+    return this.#fragments.some((f) => n.includes(f));
   }
 
-  private redact(value: unknown): unknown {
-    if (Array.isArray(value)) return value.map((v) => this.redact(v));
+  #redact(value: unknown): unknown {
+    if (Array.isArray(value)) return value.map((v) => this.#redact(v));
     if (value === null || typeof value !== "object") return value;
     const out: Record<string, unknown> = {};
-    for (const [k, v] of Object.entries(value)) out[k] = this.sensitive(k) ? REDACTED : this.redact(v);
+    for (const [k, v] of Object.entries(value)) out[k] = this.#sensitive(k) ? REDACTED : this.#redact(v);
     return out;
   }
 
@@ -59,27 +62,27 @@ export class Privacy {
    * change is returned as is.
    */
   filter(event: string | undefined, json: string): string {
-    const scope = event === undefined ? undefined : this.scopes[event];
-    if (!scope && !this.sensitive(json)) return json;
+    const scope = event === undefined ? undefined : this.#scopes[event];
+    if (!scope && !this.#sensitive(json)) return json;
     const members = JSON.parse(json) as Record<string, unknown>;
     const kept: Record<string, unknown> = {};
     for (const [k, v] of Object.entries(members)) {
       if (scope && ("allow" in scope ? !scope.allow.includes(k) : scope.deny.includes(k))) continue;
-      kept[k] = this.sensitive(k) ? REDACTED : this.redact(v);
+      kept[k] = this.#sensitive(k) ? REDACTED : this.#redact(v);
     }
     return JSON.stringify(kept);
   }
 
   /** The user id to store: as given, or HMAC-SHA256(key, id) in hex. */
   userId(id: string): Promise<string> {
-    const key = this.hmac;
+    const key = this.#hmac;
     if (!key) return Promise.resolve(id);
-    let p = this.pseudonyms.get(id);
+    let p = this.#pseudonyms.get(id);
     if (!p) {
       p = key
         .then((k) => crypto.subtle.sign("HMAC", k, new TextEncoder().encode(id)))
         .then((mac) => hex(new Uint8Array(mac)));
-      this.pseudonyms.set(id, p);
+      this.#pseudonyms.set(id, p);
     }
     return p;
   }

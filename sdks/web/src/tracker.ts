@@ -137,40 +137,43 @@ const percentile = (sorted: number[], q: number): number | null =>
 const count = (map: Record<string, number>, reason: string) => void (map[reason] = (map[reason] ?? 0) + 1);
 
 export class Tracker {
-  private log: Log | undefined;
-  private consent: Consent;
-  private install: string | null = null;
-  private storage = "ok";
-  private readonly queue: Item[] = [];
-  private queued = 0;
-  private writing = false;
-  private retry: ReturnType<typeof setTimeout> | undefined;
+  #log: Log | undefined;
+  #consent: Consent;
+  #install: string | null = null;
+  #storage = "ok";
+  readonly #queue: Item[] = [];
+  #queued = 0;
+  #writing = false;
+  #retry: ReturnType<typeof setTimeout> | undefined;
   /** Failed writes in a row of the batch at the head of the queue. */
-  private failures = 0;
+  #failures = 0;
   /** Calls are refused until then (performance.now()): the browser refuses to store. */
-  private blockedUntil = 0;
+  #blockedUntil = 0;
   /** Calls dropped before taking a seq, not yet counted in the stored state. */
-  private lost: Record<string, number> = {};
-  private pushed = 0;
-  private stored = 0;
+  #lost: Record<string, number> = {};
+  #pushed = 0;
+  #stored = 0;
   /** Commits started: a flush is settled by a durable commit started after it. */
-  private commits = 0;
-  private flushes: { upTo: number; after: number; resolve: () => void; reject: (e: TallyError) => void }[] = [];
-  private closed = false;
-  private tracked = 0;
-  private readonly refused: Record<string, number> = {};
-  private persistenceErrors = 0;
-  private uploader: Uploader | undefined;
-  private releaseUpload: (() => void) | undefined;
-  private channel: BroadcastChannel | undefined;
-  private readonly replies = new Map<string, (ok: boolean) => void>();
-  private lastBeacon = performance.now();
-  private readonly cleanup: (() => void)[] = [];
-  private readonly name: string;
+  #commits = 0;
+  #flushes: { upTo: number; after: number; resolve: () => void; reject: (e: TallyError) => void }[] = [];
+  #closed = false;
+  #tracked = 0;
+  readonly #refused: Record<string, number> = {};
+  #persistenceErrors = 0;
+  #uploader: Uploader | undefined;
+  #releaseUpload: (() => void) | undefined;
+  #channel: BroadcastChannel | undefined;
+  readonly #replies = new Map<string, (ok: boolean) => void>();
+  #lastBeacon = performance.now();
+  readonly #cleanup: (() => void)[] = [];
+  readonly #name: string;
 
-  private constructor(private readonly opts: Options) {
-    this.consent = opts.consent ?? "pending";
-    this.name = opts.name ?? "tally";
+  readonly #opts: Options;
+
+  private constructor(opts: Options) {
+    this.#opts = opts;
+    this.#consent = opts.consent ?? "pending";
+    this.#name = opts.name ?? "tally";
   }
 
   /**
@@ -191,7 +194,7 @@ export class Tracker {
       if (timezone) ctx.timezone = timezone;
       const [log, state] = await Log.open(
         {
-          name: t.name,
+          name: t.#name,
           maxEvents: opts.maxEvents ?? DEFAULT_MAX_EVENTS,
           maxBytes: opts.maxBytes ?? DEFAULT_MAX_BYTES,
           maxAgeMs: opts.maxAgeMs ?? DEFAULT_MAX_AGE_MS,
@@ -199,126 +202,126 @@ export class Tracker {
           context: ctx,
           privacy: new Privacy(opts.scopes, opts.sensitiveKeys, opts.pseudonymiseKey),
         },
-        t.consent,
+        t.#consent,
       );
-      t.log = log;
-      t.consent = state.consent;
-      t.install = state.install;
+      t.#log = log;
+      t.#consent = state.consent;
+      t.#install = state.install;
     } catch {
-      t.storage = "unavailable";
+      t.#storage = "unavailable";
       return t;
     }
-    t.start(nav);
+    t.#start(nav);
     return t;
   }
 
-  private start(nav: Navigator | undefined): void {
+  #start(nav: Navigator | undefined): void {
     if (typeof BroadcastChannel === "function") {
-      const channel = (this.channel = new BroadcastChannel(`tally:${this.name}`));
-      channel.onmessage = (e: MessageEvent<Message>) => this.onMessage(e.data);
+      const channel = (this.#channel = new BroadcastChannel(`tally:${this.#name}`));
+      channel.onmessage = (e: MessageEvent<Message>) => this.#onMessage(e.data);
     }
     const on = (target: EventTarget | undefined, type: string, fn: () => void) => {
       if (!target?.addEventListener) return;
       target.addEventListener(type, fn);
-      this.cleanup.push(() => target.removeEventListener(type, fn));
+      this.#cleanup.push(() => target.removeEventListener(type, fn));
     };
     const win = globalThis.window as Window | undefined;
-    on(win, "online", () => this.uploader?.pause(false));
-    on(win, "offline", () => this.uploader?.pause(true));
+    on(win, "online", () => this.#uploader?.pause(false));
+    on(win, "offline", () => this.#uploader?.pause(true));
     // Hidden may be the last chance to send: look now (within the backoff).
-    on(globalThis.document, "visibilitychange", () => this.uploader?.wake());
+    on(globalThis.document, "visibilitychange", () => this.#uploader?.wake());
     void withLock(
-      `${this.name}:upload`,
+      `${this.#name}:upload`,
       () =>
         new Promise<void>((release) => {
-          if (this.closed || !this.log) return release();
-          this.releaseUpload = release;
-          void this.becomeUploader(nav);
+          if (this.#closed || !this.#log) return release();
+          this.#releaseUpload = release;
+          void this.#becomeUploader(nav);
         }),
     );
   }
 
-  private async becomeUploader(nav: Navigator | undefined): Promise<void> {
-    const log = this.log as Log;
+  async #becomeUploader(nav: Navigator | undefined): Promise<void> {
+    const log = this.#log as Log;
     const [, stats] = await log.snapshot();
     const uploader = new Uploader(
       {
         log,
-        endpoint: this.opts.endpoint,
-        writeKey: this.opts.writeKey,
-        consented: () => this.consent === "granted",
-        beacon: () => this.beacon(),
+        endpoint: this.#opts.endpoint,
+        writeKey: this.#opts.writeKey,
+        consented: () => this.#consent === "granted",
+        beacon: () => this.#beacon(),
       },
       stats ?? freshStats(),
-      this.opts.autoUpload ?? true,
+      this.#opts.autoUpload ?? true,
     );
-    if (this.closed) return;
-    this.uploader = uploader;
+    if (this.#closed) return;
+    this.#uploader = uploader;
     uploader.pause(nav?.onLine === false);
     uploader.start();
   }
 
-  private onMessage(m: Message): void {
-    if (m.t === "w") this.uploader?.wake();
+  #onMessage(m: Message): void {
+    if (m.t === "w") this.#uploader?.wake();
     else if (m.t === "c") {
-      this.consent = m.c;
-      this.uploader?.wake();
-    } else if (m.t === "s" && this.uploader) {
-      void this.uploader.drain().then((ok) => this.channel?.postMessage({ t: "d", id: m.id, ok }));
-    } else if (m.t === "d") this.replies.get(m.id)?.(m.ok);
+      this.#consent = m.c;
+      this.#uploader?.wake();
+    } else if (m.t === "s" && this.#uploader) {
+      void this.#uploader.drain().then((ok) => this.#channel?.postMessage({ t: "d", id: m.id, ok }));
+    } else if (m.t === "d") this.#replies.get(m.id)?.(m.ok);
   }
 
-  private refuse(reason: string): TrackResult {
-    count(this.refused, reason);
+  #refuse(reason: string): TrackResult {
+    count(this.#refused, reason);
     return { ok: false, reason };
   }
 
   /** The synchronous half of every call. */
-  private call(k: Kind, a: string, props: unknown, o: CallOptions | undefined, bad: string | null): TrackResult {
-    if (this.closed) return this.refuse("shut_down");
-    if (!this.log) return this.refuse("storage_unavailable");
-    if (this.consent === "denied") return this.refuse("consent_denied");
-    if (this.consent === "pending" && this.opts.storeNothingWhilePending) return this.refuse("consent_pending");
-    if (performance.now() < this.blockedUntil) return this.refuse(this.storageReason());
-    if (bad) return this.refuse(bad);
+  #call(k: Kind, a: string, props: unknown, o: CallOptions | undefined, bad: string | null): TrackResult {
+    if (this.#closed) return this.#refuse("shut_down");
+    if (!this.#log) return this.#refuse("storage_unavailable");
+    if (this.#consent === "denied") return this.#refuse("consent_denied");
+    if (this.#consent === "pending" && this.#opts.storeNothingWhilePending) return this.#refuse("consent_pending");
+    if (performance.now() < this.#blockedUntil) return this.#refuse(this.#storageReason());
+    if (bad) return this.#refuse(bad);
     let p: string | undefined;
     if (props != null) {
-      if (typeof props !== "object" || Array.isArray(props)) return this.refuse("properties_not_object");
+      if (typeof props !== "object" || Array.isArray(props)) return this.#refuse("properties_not_object");
       try {
         p = JSON.stringify(props);
       } catch {
         // A cycle or a BigInt: not JSON.
-        return this.refuse("malformed_message");
+        return this.#refuse("malformed_message");
       }
-      if (utf8Len(p) > MAX_PROPERTIES_BYTES) return this.refuse("properties_too_large");
-      if (Object.keys(props).length > MAX_PROPERTY_COUNT) return this.refuse("too_many_properties");
+      if (utf8Len(p) > MAX_PROPERTIES_BYTES) return this.#refuse("properties_too_large");
+      if (Object.keys(props).length > MAX_PROPERTY_COUNT) return this.#refuse("too_many_properties");
       // The properties sit one level inside the message.
-      if (jsonDepth(p, MAX_JSON_DEPTH) + 1 > MAX_JSON_DEPTH) return this.refuse("nesting_too_deep");
+      if (jsonDepth(p, MAX_JSON_DEPTH) + 1 > MAX_JSON_DEPTH) return this.#refuse("nesting_too_deep");
     }
     const dedup = o?.dedupKey;
     if (dedup !== undefined && (typeof dedup !== "string" || utf8Len(dedup) > MAX_ID_BYTES)) {
-      return this.refuse("id_too_long");
+      return this.#refuse("id_too_long");
     }
     const cost = 64 + a.length + (p?.length ?? 0);
-    if (this.queued + cost > (this.opts.queueBudgetBytes ?? DEFAULT_QUEUE_BUDGET_BYTES)) return this.refuse("queue_full");
+    if (this.#queued + cost > (this.#opts.queueBudgetBytes ?? DEFAULT_QUEUE_BUDGET_BYTES)) return this.#refuse("queue_full");
     let resolve: (d: Durable) => void = () => undefined;
     const durable = new Promise<Durable>((r) => (resolve = r));
     const lane: Lane = o?.priority === "critical" ? 0 : 1;
-    this.push({ k, a, p, ts: Date.now(), lane, dedup, cost, done: resolve });
-    this.tracked++;
+    this.#push({ k, a, p, ts: Date.now(), lane, dedup, cost, done: resolve });
+    this.#tracked++;
     return { ok: true, durable };
   }
 
-  private push(item: Item): void {
-    this.queue.push(item);
-    this.queued += item.cost;
-    this.pushed++;
-    if (this.queue.length === 1) queueMicrotask(() => this.pump());
+  #push(item: Item): void {
+    this.#queue.push(item);
+    this.#queued += item.cost;
+    this.#pushed++;
+    if (this.#queue.length === 1) queueMicrotask(() => this.#pump());
   }
 
   /** The reason a call is refused or dropped while the browser refuses to store. */
-  private storageReason(): string {
-    return this.storage === "QuotaExceededError" ? "storage_full" : "persist_failed";
+  #storageReason(): string {
+    return this.#storage === "QuotaExceededError" ? "storage_full" : "persist_failed";
   }
 
   /**
@@ -326,31 +329,31 @@ export class Tracker {
    * waits, commits are durable ("strict"), and one is made even with
    * nothing queued: it makes the earlier, relaxed ones durable too.
    */
-  private pump(): void {
-    const log = this.log;
-    const durable = this.flushes.length > 0;
-    if (this.writing || this.retry !== undefined || !log || (this.queue.length === 0 && !durable)) return;
-    this.writing = true;
-    const commit = ++this.commits;
-    const items = this.queue.splice(0, MAX_COMMIT_ITEMS);
-    const lost = this.lost;
+  #pump(): void {
+    const log = this.#log;
+    const durable = this.#flushes.length > 0;
+    if (this.#writing || this.#retry !== undefined || !log || (this.#queue.length === 0 && !durable)) return;
+    this.#writing = true;
+    const commit = ++this.#commits;
+    const items = this.#queue.splice(0, MAX_COMMIT_ITEMS);
+    const lost = this.#lost;
     const hasLost = Object.keys(lost).length > 0;
     log.commit(items, hasLost ? { durable, lost } : { durable }).then(
       () => {
-        if (hasLost) this.lost = {};
-        this.failures = 0;
-        this.blockedUntil = 0;
-        this.storage = "ok";
-        this.stored += items.length;
-        for (const i of items) this.queued -= i.cost;
-        if (durable) this.settleFlushes(commit);
-        if (this.uploader) this.uploader.wake();
-        else this.channel?.postMessage({ t: "w" });
+        if (hasLost) this.#lost = {};
+        this.#failures = 0;
+        this.#blockedUntil = 0;
+        this.#storage = "ok";
+        this.#stored += items.length;
+        for (const i of items) this.#queued -= i.cost;
+        if (durable) this.#settleFlushes(commit);
+        if (this.#uploader) this.#uploader.wake();
+        else this.#channel?.postMessage({ t: "w" });
       },
-      (e: unknown) => this.writeFailed(items, e),
+      (e: unknown) => this.#writeFailed(items, e),
     ).finally(() => {
-      this.writing = false;
-      this.pump();
+      this.#writing = false;
+      this.#pump();
     });
   }
 
@@ -360,73 +363,73 @@ export class Tracker {
    * tried once more, then dropped: counted by reason, with no seq taken,
    * so the collector sees no gap and health() explains them.
    */
-  private writeFailed(items: Item[], e: unknown): void {
-    this.persistenceErrors++;
-    this.storage = (e as Error)?.name || "UnknownError";
-    this.blockedUntil = performance.now() + STORAGE_RETRY_MS;
-    const error = new TallyError(this.storage);
-    for (const f of this.flushes.splice(0)) f.reject(error);
-    if (++this.failures < 2) {
-      this.queue.unshift(...items);
-      this.retry = setTimeout(() => {
-        this.retry = undefined;
-        this.pump();
+  #writeFailed(items: Item[], e: unknown): void {
+    this.#persistenceErrors++;
+    this.#storage = (e as Error)?.name || "UnknownError";
+    this.#blockedUntil = performance.now() + STORAGE_RETRY_MS;
+    const error = new TallyError(this.#storage);
+    for (const f of this.#flushes.splice(0)) f.reject(error);
+    if (++this.#failures < 2) {
+      this.#queue.unshift(...items);
+      this.#retry = setTimeout(() => {
+        this.#retry = undefined;
+        this.#pump();
       }, STORAGE_RETRY_MS);
       return;
     }
-    this.failures = 0;
-    const reason = this.storageReason();
-    this.lost[reason] = (this.lost[reason] ?? 0) + items.length;
-    this.stored += items.length;
+    this.#failures = 0;
+    const reason = this.#storageReason();
+    this.#lost[reason] = (this.#lost[reason] ?? 0) + items.length;
+    this.#stored += items.length;
     for (const i of items) {
-      this.queued -= i.cost;
+      this.#queued -= i.cost;
       i.done?.({ dropped: reason });
     }
   }
 
   /** Resolves the flushes a durable commit numbered `commit` covered. */
-  private settleFlushes(commit: number): void {
-    this.flushes = this.flushes.filter((f) => f.after >= commit || f.upTo > this.stored || void f.resolve());
+  #settleFlushes(commit: number): void {
+    this.#flushes = this.#flushes.filter((f) => f.after >= commit || f.upTo > this.#stored || void f.resolve());
   }
 
   /** Tracks event `name`. */
   track(name: string, props?: Record<string, unknown>, options?: CallOptions): TrackResult {
     const bad = typeof name !== "string" || name === "" ? "missing_event_name" : utf8Len(name) > MAX_EVENT_NAME_BYTES ? "event_name_too_long" : null;
-    return this.call("track", String(name), props, options, bad);
+    return this.#call("track", String(name), props, options, bad);
   }
 
   /** A page view. */
   page(name = "", props?: Record<string, unknown>): TrackResult {
-    return this.call("page", String(name), props, undefined, utf8Len(String(name)) > MAX_EVENT_NAME_BYTES ? "event_name_too_long" : null);
+    return this.#call("page", String(name), props, undefined, utf8Len(String(name)) > MAX_EVENT_NAME_BYTES ? "event_name_too_long" : null);
   }
 
   /** A screen view. */
   screen(name: string, props?: Record<string, unknown>): TrackResult {
-    return this.call("screen", String(name), props, undefined, utf8Len(String(name)) > MAX_EVENT_NAME_BYTES ? "event_name_too_long" : null);
+    return this.#call("screen", String(name), props, undefined, utf8Len(String(name)) > MAX_EVENT_NAME_BYTES ? "event_name_too_long" : null);
   }
 
-  private idCheck(id: unknown, missing: string): string | null {
+  #idCheck(id: unknown, missing: string): string | null {
     return typeof id !== "string" || id === "" ? missing : utf8Len(id) > MAX_ID_BYTES ? "id_too_long" : null;
   }
 
   /** Names the user from this call on (last identify wins). */
   identify(userId: string, traits?: Record<string, unknown>): TrackResult {
-    return this.call("identify", String(userId), traits, undefined, this.idCheck(userId, "missing_identity"));
+    return this.#call("identify", String(userId), traits, undefined, this.#idCheck(userId, "missing_identity"));
   }
 
   /** Says the current identity and `userId` are one person; the user is `userId` from now on. */
   alias(userId: string): TrackResult {
-    return this.call("alias", String(userId), undefined, undefined, this.idCheck(userId, "missing_identity"));
+    return this.#call("alias", String(userId), undefined, undefined, this.#idCheck(userId, "missing_identity"));
   }
 
   /** Links the user to group `groupId`. */
   group(groupId: string, traits?: Record<string, unknown>): TrackResult {
-    return this.call("group", String(groupId), traits, undefined, this.idCheck(groupId, "missing_group_id"));
+    return this.#call("group", String(groupId), traits, undefined, this.#idCheck(groupId, "missing_group_id"));
   }
 
   /** Logout: forgets the user, draws a new anonymous id and starts a new session, in order with the calls. */
   reset(): void {
-    if (this.log && !this.closed) this.push({ k: "reset", a: "", ts: Date.now(), lane: 1, cost: 64 });
+    if (this.#log && !this.#closed) this.#push({ k: "reset", a: "", ts: Date.now(), lane: 1, cost: 64 });
   }
 
   /**
@@ -434,23 +437,23 @@ export class Tracker {
    * crypto-shreds what is stored; granted lets the uploader send.
    */
   async setConsent(consent: Consent): Promise<void> {
-    if (!this.log) throw new TallyError("storage_unavailable");
-    this.consent = consent;
-    await this.log.setConsent(consent);
-    this.channel?.postMessage({ t: "c", c: consent });
-    this.uploader?.wake();
+    if (!this.#log) throw new TallyError("storage_unavailable");
+    this.#consent = consent;
+    await this.#log.setConsent(consent);
+    this.#channel?.postMessage({ t: "c", c: consent });
+    this.#uploader?.wake();
   }
 
   /** Resolves once every call accepted before it is stored durably in IndexedDB. */
   flush(): Promise<void> {
-    if (!this.log) return Promise.reject(new TallyError("storage_unavailable"));
+    if (!this.#log) return Promise.reject(new TallyError("storage_unavailable"));
     return new Promise((resolve, reject) => {
-      this.flushes.push({ upTo: this.pushed, after: this.commits, resolve, reject });
-      if (this.retry !== undefined) {
-        clearTimeout(this.retry);
-        this.retry = undefined;
+      this.#flushes.push({ upTo: this.#pushed, after: this.#commits, resolve, reject });
+      if (this.#retry !== undefined) {
+        clearTimeout(this.#retry);
+        this.#retry = undefined;
       }
-      this.pump();
+      this.#pump();
     });
   }
 
@@ -464,26 +467,26 @@ export class Tracker {
     } catch {
       return false;
     }
-    if (this.uploader) return this.uploader.drain();
-    const channel = this.channel;
+    if (this.#uploader) return this.#uploader.drain();
+    const channel = this.#channel;
     if (!channel) return false;
     const id = uuid4();
     return new Promise((resolve) => {
       const timer = setTimeout(() => answer(false), SYNC_REPLY_TIMEOUT_MS);
       const answer = (ok: boolean) => {
         clearTimeout(timer);
-        this.replies.delete(id);
+        this.#replies.delete(id);
         resolve(ok);
       };
-      this.replies.set(id, answer);
+      this.#replies.set(id, answer);
       channel.postMessage({ t: "s", id });
     });
   }
 
-  private async beacon(): Promise<string | undefined> {
-    const every = this.opts.healthBeaconMs;
-    if (every === undefined || performance.now() - this.lastBeacon < every) return undefined;
-    this.lastBeacon = performance.now();
+  async #beacon(): Promise<string | undefined> {
+    const every = this.#opts.healthBeaconMs;
+    if (every === undefined || performance.now() - this.#lastBeacon < every) return undefined;
+    this.#lastBeacon = performance.now();
     const h = await this.health();
     const props: Record<string, unknown> = {
       pending: h.pending,
@@ -506,35 +509,35 @@ export class Tracker {
     let state: State | undefined;
     let sync: SyncStats = freshStats();
     let oldest: number | undefined;
-    if (this.log) {
+    if (this.#log) {
       try {
         let shared: SyncStats | undefined;
-        [state, shared, oldest] = await this.log.snapshot();
-        sync = this.uploader?.stats ?? shared ?? sync;
+        [state, shared, oldest] = await this.#log.snapshot();
+        sync = this.#uploader?.stats ?? shared ?? sync;
       } catch {
-        this.persistenceErrors++;
+        this.#persistenceErrors++;
       }
     }
     const estimate = await globalThis.navigator?.storage?.estimate?.().catch(() => undefined);
     const latencies = [...sync.latencies].sort((a, b) => a - b);
     const offset = [...sync.offsets].sort((a, b) => a[1] - b[1])[0];
     return {
-      install_id: this.install,
+      install_id: this.#install,
       pending: state?.pending ?? 0,
       pending_bytes: state?.bytes ?? 0,
       oldest_pending_age_s: oldest === undefined ? 0 : Math.max(0, Date.now() - oldest) / 1_000,
-      tracked: this.tracked,
-      refused: { ...this.refused },
+      tracked: this.#tracked,
+      refused: { ...this.#refused },
       accepted: state?.accepted ?? 0,
       duplicate: state?.duplicate ?? 0,
       rejected: { ...state?.rejected },
-      dropped: Object.entries(this.lost).reduce(
+      dropped: Object.entries(this.#lost).reduce(
         (all, [reason, n]) => ({ ...all, [reason]: (all[reason] ?? 0) + n }),
         { ...state?.dropped } as Record<string, number>,
       ),
       corrupt: state?.corrupt ?? 0,
-      persistence_errors: this.persistenceErrors,
-      storage: this.storage,
+      persistence_errors: this.#persistenceErrors,
+      storage: this.#storage,
       storage_usage_bytes: estimate?.usage ?? null,
       storage_quota_bytes: estimate?.quota ?? null,
       consecutive_failures: sync.failures,
@@ -546,22 +549,22 @@ export class Tracker {
       sync_latency_p99_ms: percentile(latencies, 0.99),
       clock_offset_ms: offset ? offset[0] : null,
       clock_offset_rtt_ms: offset ? offset[1] : null,
-      consent: state?.consent ?? this.consent,
+      consent: state?.consent ?? this.#consent,
       auth_failed: sync.authFailed,
-      uploader: this.uploader !== undefined,
+      uploader: this.#uploader !== undefined,
     };
   }
 
   /** Flushes, stops uploading (another tab takes over) and closes the database. */
   async close(): Promise<void> {
-    if (this.closed) return;
+    if (this.#closed) return;
     await this.flush().catch(() => undefined);
-    this.closed = true;
-    await this.uploader?.stop();
-    this.uploader = undefined;
-    this.releaseUpload?.();
-    this.channel?.close();
-    for (const undo of this.cleanup) undo();
-    this.log?.close();
+    this.#closed = true;
+    await this.#uploader?.stop();
+    this.#uploader = undefined;
+    this.#releaseUpload?.();
+    this.#channel?.close();
+    for (const undo of this.#cleanup) undo();
+    this.#log?.close();
   }
 }

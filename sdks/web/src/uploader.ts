@@ -64,77 +64,79 @@ async function encode(json: string): Promise<[Uint8Array<ArrayBuffer>, string | 
 }
 
 export class Uploader {
-  private readonly backoff = new Backoff();
-  private readonly budget = new Budget();
-  private maxRecords = MAX_BATCH_RECORDS;
-  private head: [number, number] | undefined;
-  private nextTry = 0;
-  private running = false;
-  private paused = false;
-  private wakeUp: (() => void) | undefined;
-  private woken = false;
-  private chain: Promise<unknown> = Promise.resolve();
+  readonly #backoff = new Backoff();
+  readonly #budget = new Budget();
+  #maxRecords = MAX_BATCH_RECORDS;
+  #head: [number, number] | undefined;
+  #nextTry = 0;
+  #running = false;
+  #paused = false;
+  #wakeUp: (() => void) | undefined;
+  #woken = false;
+  #chain: Promise<unknown> = Promise.resolve();
 
-  constructor(
-    private readonly host: Host,
-    public stats: SyncStats,
-    private readonly auto: boolean,
-  ) {}
+  readonly #host: Host;
+  readonly #auto: boolean;
+
+  constructor(host: Host, public stats: SyncStats, auto: boolean) {
+    this.#host = host;
+    this.#auto = auto;
+  }
 
   /** Runs the background loop until stop(). */
   start(): void {
-    this.running = true;
-    void this.loop();
+    this.#running = true;
+    void this.#loop();
   }
 
   /** Stops the loop; resolves once no attempt runs. */
   stop(): Promise<void> {
-    this.running = false;
+    this.#running = false;
     this.wake();
-    return this.chain.then(() => undefined);
+    return this.#chain.then(() => undefined);
   }
 
   /** Offline: no attempt until online again. */
   pause(paused: boolean): void {
-    this.paused = paused;
-    if (!paused) this.nextTry = 0;
+    this.#paused = paused;
+    if (!paused) this.#nextTry = 0;
     this.wake();
   }
 
   /** New records, or a reason to look again (kept if nobody sleeps yet). */
   wake(): void {
-    this.woken = true;
-    this.wakeUp?.();
+    this.#woken = true;
+    this.#wakeUp?.();
   }
 
-  private sleep(ms: number): Promise<void> {
+  #sleep(ms: number): Promise<void> {
     return new Promise((resolve) => {
-      const timer = setTimeout(() => this.wakeUp?.(), ms);
-      this.wakeUp = () => {
+      const timer = setTimeout(() => this.#wakeUp?.(), ms);
+      this.#wakeUp = () => {
         clearTimeout(timer);
-        this.wakeUp = undefined;
-        this.woken = false;
+        this.#wakeUp = undefined;
+        this.#woken = false;
         resolve();
       };
-      if (this.woken) this.wakeUp();
+      if (this.#woken) this.#wakeUp();
     });
   }
 
-  private exclusive<T>(fn: () => Promise<T>): Promise<T> {
-    const run = this.chain.then(fn);
-    this.chain = run.catch(() => undefined);
+  #exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.#chain.then(fn);
+    this.#chain = run.catch(() => undefined);
     return run;
   }
 
-  private async loop(): Promise<void> {
-    while (this.running) {
-      const wait = this.paused || !this.auto ? IDLE_POLL_MS : this.nextTry - performance.now();
+  async #loop(): Promise<void> {
+    while (this.#running) {
+      const wait = this.#paused || !this.#auto ? IDLE_POLL_MS : this.#nextTry - performance.now();
       if (wait > 0) {
-        await this.sleep(wait);
+        await this.#sleep(wait);
         continue;
       }
-      const step = await this.exclusive(() => this.attempt(false, true));
-      if (step === "idle" || step === "blocked") await this.sleep(IDLE_POLL_MS);
+      const step = await this.#exclusive(() => this.#attempt(false, true));
+      if (step === "idle" || step === "blocked") await this.#sleep(IDLE_POLL_MS);
     }
   }
 
@@ -145,54 +147,54 @@ export class Uploader {
    * the log from ever being empty.
    */
   drain(): Promise<boolean> {
-    this.nextTry = 0;
+    this.#nextTry = 0;
     this.stats.authFailed = false;
-    return this.exclusive(async () => {
+    return this.#exclusive(async () => {
       for (let first = true; ; first = false) {
-        const step = await this.attempt(true, first);
+        const step = await this.#attempt(true, first);
         if (step !== "progress") return step === "idle";
       }
     });
   }
 
   /** One attempt; IndexedDB failing (quota, a closed database) counts as a failed attempt, with backoff. */
-  private async attempt(forced: boolean, beacon: boolean): Promise<Step> {
+  async #attempt(forced: boolean, beacon: boolean): Promise<Step> {
     try {
-      return await this.tryOnce(forced, beacon);
+      return await this.#tryOnce(forced, beacon);
     } catch {
-      return this.fail(this.backoff.fail());
+      return this.#fail(this.#backoff.fail());
     }
   }
 
-  private async tryOnce(forced: boolean, due: boolean): Promise<Step> {
-    const { log } = this.host;
-    if (!this.host.consented() || (this.stats.authFailed && !forced)) return "blocked";
-    const beacon = due ? await this.host.beacon() : undefined;
+  async #tryOnce(forced: boolean, due: boolean): Promise<Step> {
+    const { log } = this.#host;
+    if (!this.#host.consented() || (this.stats.authFailed && !forced)) return "blocked";
+    const beacon = due ? await this.#host.beacon() : undefined;
     await log.commit([], beacon === undefined ? { reports: true } : { reports: true, beacon });
-    const records = await log.pending(this.maxRecords, this.budget.bytes);
+    const records = await log.pending(this.#maxRecords, this.#budget.bytes);
     if (records.length === 0) return "idle";
-    const step = await this.deliver(records, false);
+    const step = await this.#deliver(records, false);
     // Only figures for health(): a failed save is not a failed attempt.
     await log.saveSync(this.stats).catch(() => undefined);
     return step;
   }
 
-  private fail(delay: number): Step {
-    this.nextTry = performance.now() + delay;
-    this.stats.failures = this.backoff.failures;
+  #fail(delay: number): Step {
+    this.#nextTry = performance.now() + delay;
+    this.stats.failures = this.#backoff.failures;
     this.stats.backoff = delay;
     return "failed";
   }
 
-  private succeeded(): void {
-    this.backoff.failures = 0;
-    this.head = undefined;
-    this.maxRecords = MAX_BATCH_RECORDS;
+  #succeeded(): void {
+    this.#backoff.failures = 0;
+    this.#head = undefined;
+    this.#maxRecords = MAX_BATCH_RECORDS;
     this.stats.failures = this.stats.backoff = 0;
   }
 
-  private async deliver(records: Pending[], reencoded: boolean): Promise<Step> {
-    const { endpoint, writeKey } = this.host;
+  async #deliver(records: Pending[], reencoded: boolean): Promise<Step> {
+    const { endpoint, writeKey } = this.#host;
     const [body, encoding] = await encode(envelope(records.map((r) => r.json), formatTimestamp(Date.now())));
     const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", body));
     const headers: Record<string, string> = {
@@ -222,43 +224,43 @@ export class Uploader {
     const elapsed = performance.now() - t0;
     switch (outcome.kind) {
       case "results":
-        await this.onResults(records, outcome.answer, tSend, Date.now());
-        this.budget.afterSuccess(elapsed);
+        await this.#onResults(records, outcome.answer, tSend, Date.now());
+        this.#budget.afterSuccess(elapsed);
         push(this.stats.latencies, Math.round(elapsed), LATENCY_WINDOW);
         return "progress";
       case "bad_request":
-        if (!reencoded) return this.deliver(records, true);
-        return records.length > 1 ? this.split(records) : this.quarantine(records[0] as Pending, "undecodable");
+        if (!reencoded) return this.#deliver(records, true);
+        return records.length > 1 ? this.#split(records) : this.#quarantine(records[0] as Pending, "undecodable");
       case "too_large":
-        this.budget.shrink();
-        return records.length > 1 ? this.split(records) : this.quarantine(records[0] as Pending, "too_large");
+        this.#budget.shrink();
+        return records.length > 1 ? this.#split(records) : this.#quarantine(records[0] as Pending, "too_large");
       case "unauthorized":
         this.stats.authFailed = true;
         return "failed";
       case "retry_after":
-        return this.fail(this.backoff.failWith(outcome.ms));
+        return this.#fail(this.#backoff.failWith(outcome.ms));
       case "server_error":
-        return this.serverError(records);
+        return this.#serverError(records);
       case "network":
-        if (outcome.timeout) this.budget.shrink();
-        return this.fail(this.backoff.fail());
+        if (outcome.timeout) this.#budget.shrink();
+        return this.#fail(this.#backoff.fail());
     }
   }
 
-  private async split(records: Pending[]): Promise<Step> {
+  async #split(records: Pending[]): Promise<Step> {
     const mid = Math.floor(records.length / 2);
-    const first = await this.deliver(records.slice(0, mid), false);
-    return first === "progress" ? this.deliver(records.slice(mid), false) : first;
+    const first = await this.#deliver(records.slice(0, mid), false);
+    return first === "progress" ? this.#deliver(records.slice(mid), false) : first;
   }
 
   /** Poison isolation: the same first record failing again and again is narrowed to itself, then quarantined. */
-  private serverError(records: Pending[]): Step | Promise<Step> {
+  #serverError(records: Pending[]): Step | Promise<Step> {
     const first = records[0] as Pending;
-    const n = this.head?.[0] === first.seq ? this.head[1] + 1 : 1;
-    this.head = [first.seq, n];
-    if (records.length === 1 && n >= POISON_QUARANTINE_AFTER) return this.quarantine(first, "server_error");
-    if (n >= POISON_SPLIT_AFTER) this.maxRecords = Math.max(1, Math.floor(records.length / 2));
-    return this.fail(this.backoff.fail());
+    const n = this.#head?.[0] === first.seq ? this.#head[1] + 1 : 1;
+    this.#head = [first.seq, n];
+    if (records.length === 1 && n >= POISON_QUARANTINE_AFTER) return this.#quarantine(first, "server_error");
+    if (n >= POISON_SPLIT_AFTER) this.#maxRecords = Math.max(1, Math.floor(records.length / 2));
+    return this.#fail(this.#backoff.fail());
   }
 
   /**
@@ -266,13 +268,13 @@ export class Uploader {
    * and its seq reported as dropped (`quarantined_<reason>`) so the
    * collector does not count it missing.
    */
-  private async quarantine(record: Pending, reason: string): Promise<Step> {
-    await this.host.log.settle([[record.seq, ["quarantined", reason]]]);
-    this.succeeded();
+  async #quarantine(record: Pending, reason: string): Promise<Step> {
+    await this.#host.log.settle([[record.seq, ["quarantined", reason]]]);
+    this.#succeeded();
     return "progress";
   }
 
-  private async onResults(records: Pending[], answer: BatchAnswer, tSend: number, tRecv: number): Promise<void> {
+  async #onResults(records: Pending[], answer: BatchAnswer, tSend: number, tRecv: number): Promise<void> {
     const server = Date.parse(answer.server_time);
     if (!isNaN(server)) {
       // NTP-style: the server stamped the midpoint of the round trip.
@@ -284,10 +286,10 @@ export class Uploader {
       if (result?.status === "accepted" || result?.status === "duplicate") return [r.seq, [result.status]];
       return [r.seq, ["rejected", result?.reason ?? "unrecognized"]];
     });
-    await this.host.log.settle(acks);
+    await this.#host.log.settle(acks);
     this.stats.successes++;
     this.stats.last = tRecv;
-    this.succeeded();
-    if (answer.deleted_users?.length) await this.host.log.purgeUsers(answer.deleted_users);
+    this.#succeeded();
+    if (answer.deleted_users?.length) await this.#host.log.purgeUsers(answer.deleted_users);
   }
 }
