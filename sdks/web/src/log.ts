@@ -21,11 +21,7 @@
 //   uploader's quarantine (`quarantined_<reason>`) record their seqs in
 //   `state.drops` until a `tally.dropped` report of them is answered.
 
-import {
-  MAX_ID_BYTES,
-  MAX_RANGES_PER_REPORT,
-  SCHEMA_VERSION,
-} from "./limits";
+import { MAX_RANGES_PER_REPORT, SCHEMA_VERSION } from "./limits";
 import { withLock } from "./locks";
 import type { Privacy } from "./privacy";
 import {
@@ -100,6 +96,8 @@ export interface LogConfig {
 export const INTERNAL_PREFIX = "tally.";
 /** The report of device-side drops. */
 export const DROPPED_EVENT = "tally.dropped";
+/** Random bytes of a UUIDv7 besides its time: its 74 random bits, as the uuid crate takes them. */
+const UUID7_RANDOM_BYTES = 10;
 /** AES-GCM nonce length recommended by NIST SP 800-38D. */
 const IV_BYTES = 12;
 
@@ -217,13 +215,13 @@ export class Log {
   }
 
   /** The message of `item` as JSON (or the reason the collector would reject it), taking a seq. */
-  #build(state: State, item: Item, user: string | undefined, rand: Uint8Array): [number, string | null, string] {
+  #build(state: State, item: Item, user: string | undefined): [number, string | null, string] {
     const internal = item.a.startsWith(INTERNAL_PREFIX) && item.k === "track";
     let s = state.session;
     if (!s || item.ts - s.last > this.#cfg.sessionTimeoutMs) {
       s = state.session = { id: uuid4(), index: (s?.index ?? 0) + 1, last: item.ts };
     } else s.last = Math.max(s.last, item.ts);
-    const m: Record<string, unknown> = { type: item.k, messageId: uuid7(item.ts, rand), anonymousId: state.anon };
+    const m: Record<string, unknown> = { type: item.k, messageId: uuid7(item.ts, crypto.getRandomValues(new Uint8Array(UUID7_RANDOM_BYTES))), anonymousId: state.anon };
     if (item.k === "identify") state.user = user ?? item.a;
     if (item.k === "alias") {
       m.previousId = state.user ?? state.anon;
@@ -273,16 +271,14 @@ export class Log {
         (await req(meta.get("state"))) as State,
         await this.#key(meta),
       ] as const);
-      const rand = crypto.getRandomValues(new Uint8Array(10 * (items.length + 2)));
       const built: [number, Lane, string][] = [];
       const results: [Item, Durable][] = [];
-      let r = 0;
       const add = (item: Item, user?: string): Durable => {
         if (state.consent === "denied") {
           count(state.dropped, "consent_denied");
           return { dropped: "consent_denied" };
         }
-        const [seq, invalid, json] = this.#build(state, item, user, rand.subarray(r, (r += 10)));
+        const [seq, invalid, json] = this.#build(state, item, user);
         if (invalid) {
           dropSeq(state, `invalid:${invalid}`, seq);
           return { dropped: `invalid:${invalid}` };
@@ -487,6 +483,3 @@ export class Log {
     await this.settle(doomed.map((p) => [p.seq, ["dropped", "deleted_user"]]), users);
   }
 }
-
-/** Ids and names longer than the collector takes are refused at the call. */
-export const idTooLong = (id: string): boolean => utf8Len(id) > MAX_ID_BYTES;

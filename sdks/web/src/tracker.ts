@@ -131,6 +131,13 @@ export interface Health {
 
 type Message = { t: "w" } | { t: "c"; c: Consent } | { t: "s"; id: string } | { t: "d"; id: string; ok: boolean };
 
+/**
+ * Memory a queued call holds besides its strings: the queue entry, its
+ * promise and resolver, counted against the queue budget (an estimate, as
+ * the Rust SDK's 30-byte record header is for its hand-off queue).
+ */
+const CALL_OVERHEAD_BYTES = 64;
+
 const percentile = (sorted: number[], q: number): number | null =>
   sorted.length ? (sorted[Math.min(sorted.length, Math.max(1, Math.ceil(sorted.length * q))) - 1] as number) : null;
 
@@ -302,7 +309,7 @@ export class Tracker {
     if (dedup !== undefined && (typeof dedup !== "string" || utf8Len(dedup) > MAX_ID_BYTES)) {
       return this.#refuse("id_too_long");
     }
-    const cost = 64 + a.length + (p?.length ?? 0);
+    const cost = CALL_OVERHEAD_BYTES + a.length + (p?.length ?? 0);
     if (this.#queued + cost > (this.#opts.queueBudgetBytes ?? DEFAULT_QUEUE_BUDGET_BYTES)) return this.#refuse("queue_full");
     let resolve: (d: Durable) => void = () => undefined;
     const durable = new Promise<Durable>((r) => (resolve = r));
@@ -429,7 +436,7 @@ export class Tracker {
 
   /** Logout: forgets the user, draws a new anonymous id and starts a new session, in order with the calls. */
   reset(): void {
-    if (this.#log && !this.#closed) this.#push({ k: "reset", a: "", ts: Date.now(), lane: 1, cost: 64 });
+    if (this.#log && !this.#closed) this.#push({ k: "reset", a: "", ts: Date.now(), lane: 1, cost: CALL_OVERHEAD_BYTES });
   }
 
   /**

@@ -134,6 +134,30 @@ describe("the log", () => {
   });
 });
 
+describe("drop reports", () => {
+  it("past 400 ranges a report is split; the critical lane is kept and sent first", async () => {
+    const t = await tracker({ maxEvents: 502 });
+    // Odd seqs critical, even ones normal: the bound drops the 498 oldest
+    // normal ones, 498 separate ranges, reported in two events (400 + 98),
+    // whose storing drops the last 2 normal ones, reported next.
+    for (let i = 1; i <= 1000; i++) t.track(`E${i}`, undefined, { priority: i % 2 ? "critical" : "normal" });
+    await t.flush();
+    expect((await t.health()).dropped).toEqual({ log_full: 498 });
+    expect(await t.sync()).toBe(true);
+    expect((await t.health()).dropped).toEqual({ log_full: 500 });
+    const reports = collector.stored.filter((m) => m.event === "tally.dropped");
+    expect(reports.map((r) => [r.context.tally.seq, r.properties.reason, r.properties.ranges.length])).toEqual([
+      [1001, "log_full", 400],
+      [1002, "log_full", 98],
+      [1003, "log_full", 2],
+    ]);
+    const ranges = reports.flatMap((r) => r.properties.ranges as [number, number][]);
+    expect(ranges).toEqual(Array.from({ length: 500 }, (_, i) => [2 * (i + 1), 2 * (i + 1)]));
+    expect(collector.seqs()).toEqual([...Array.from({ length: 500 }, (_, i) => 2 * i + 1), 1001, 1002, 1003]);
+    expect(new Set(collector.stored.map((m) => m.messageId)).size).toBe(503);
+  });
+});
+
 describe("vectors/drop_reports.json", () => {
   const { scenarios } = vector<{ scenarios: any[] }>("drop_reports.json");
   it.each(scenarios.map((s: any) => [s.name, s] as [string, any]))("%s", async (_: string, s: any) => {
