@@ -18,6 +18,7 @@
 //! | `/v1/export` | GET | admin | stored events as NDJSON, streamed ([`crate::export`]) |
 //! | `/v1/installs/{id}/events` | GET | admin | an install's events in seq order, with their person |
 //! | `/`, `/assets/{file}` | GET | none | the dashboard (its data calls need the admin token) |
+//! | `/v1/projects/{writeKey}/settings`, `/sourceConfig/` | GET | write key | settings of Segment's and RudderStack's browser libraries ([`crate::browser_settings`]) |
 //! | `/v1/query/{events,active,sessions,funnel,retention,breakdown,top-events}` | GET | admin | product queries (`docs/query-api.md`) |
 //!
 //! Every answer carries CORS headers for the requesting origin, and a
@@ -159,6 +160,11 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/", get(dashboard::index))
         .route("/assets/{file}", get(dashboard::asset))
+        .route(
+            "/v1/projects/{write_key}/settings",
+            get(crate::browser_settings::segment),
+        )
+        .route("/sourceConfig/", get(crate::browser_settings::rudderstack))
         .route("/v1/query/events", get(queries::events))
         .route("/v1/query/active", get(queries::active))
         .route("/v1/query/sessions", get(queries::sessions))

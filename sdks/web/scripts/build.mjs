@@ -1,0 +1,10 @@
+// Builds dist/: the ES module (readable and minified), the IIFE for a
+// <script> tag (global `Tally`), and the type declarations.
+import { build } from "esbuild";
+import { execFileSync } from "node:child_process";
+
+const common = { entryPoints: ["src/index.ts"], bundle: true, target: "es2022", logLevel: "warning" };
+await build({ ...common, format: "esm", outfile: "dist/tally.mjs", sourcemap: true });
+await build({ ...common, format: "esm", outfile: "dist/tally.min.mjs", minify: true, sourcemap: true });
+await build({ ...common, format: "iife", globalName: "Tally", outfile: "dist/tally.iife.js", minify: true, sourcemap: true });
+execFileSync("npx", ["tsc", "-p", "tsconfig.json"], { stdio: "inherit" });
