@@ -66,6 +66,9 @@ export function validate(m: unknown, raw: string, bagBytes = 0): string | null {
     return "event_name_too_long";
   } else if (type === "group" && !text(m.groupId)) return "missing_group_id";
   else if (type === "alias" && !text(m.previousId)) return "missing_previous_id";
+  const indexed = [m.messageId, m.userId, m.anonymousId, m.groupId, m.previousId, m.event, m.name];
+  if (isObj(tally)) indexed.push(tally.install_id, tally.session_id, tally.dedup_key);
+  if (indexed.some((v) => typeof v === "string" && v.includes("\u0000"))) return "nul_character";
   if (bagBytes > MAX_PROPERTIES_BYTES) return "properties_too_large";
   for (const bag of [m.properties, m.traits]) {
     if (bag == null) continue;
@@ -85,6 +88,19 @@ export function validate(m: unknown, raw: string, bagBytes = 0): string | null {
       return "bad_install_id";
     }
     if (tooLong(tally.session_id, MAX_ID_BYTES) || tooLong(tally.dedup_key, MAX_ID_BYTES)) return "id_too_long";
+  }
+  // A drop report the SDK built (its properties spliced into `raw`) is
+  // right by construction; one given whole is checked as the collector does.
+  if (type === "track" && m.event === "tally.dropped" && (m.properties != null || !bagBytes)) {
+    const seq = isObj(tally) ? tally.seq : undefined;
+    const p = m.properties;
+    const ranges = isObj(p) && Array.isArray(p.ranges) ? p.ranges : undefined;
+    if (
+      !isObj(tally) || !text(tally.install_id) || typeof seq !== "number" || !ranges ||
+      typeof (p as Obj).reason !== "string" || !/^[a-z0-9_]{1,64}$/.test((p as Obj).reason as string) ||
+      !ranges.every((r) => Array.isArray(r) && r.length === 2 && r.every(Number.isInteger) && r[0] >= 1 && r[0] <= r[1] && r[1] < seq)
+    )
+      return "invalid_drop_report";
   }
   return null;
 }
