@@ -287,3 +287,22 @@ fn low_power_holds_a_trickle_until_the_hold_ends() {
         .all(|&w| w < LOW_POWER_HOLD_MS));
     tracker.shutdown(Duration::from_secs(5)).unwrap();
 }
+
+#[test]
+fn a_pending_event_still_expires_while_the_sdk_sleeps() {
+    let dir = tempfile::tempdir().unwrap();
+    let tracker = Tracker::builder("k", "http://127.0.0.1:9", dir.path())
+        .consent(Consent::Granted)
+        .log_max_age(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    tracker.set_network(false, false);
+    track(&tracker, "Short Lived", 1, Priority::Normal);
+    tracker.flush().unwrap();
+    // No call, no append: only the writer's timer for the age bound.
+    eventually("the event expired", || {
+        tracker.health().dropped.get("expired") == Some(&1)
+    });
+    assert_eq!(tracker.health().pending, 0);
+    tracker.shutdown(Duration::from_secs(5)).unwrap();
+}

@@ -184,6 +184,15 @@ fn lock_state(shared: &Shared) -> MutexGuard<'_, State> {
     shared.state.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// When the oldest pending record passes the age bound (`None`: nothing
+/// is pending, or that is further than an `Instant` reaches).
+fn expiry(state: &mut State, max_age: Duration) -> Option<Instant> {
+    let oldest = state.oldest_pending_ms()?;
+    let age_ms = u64::try_from(max_age.as_millis()).unwrap_or(u64::MAX);
+    let left = oldest.saturating_add(age_ms).saturating_sub(now_ms());
+    Instant::now().checked_add(Duration::from_millis(left))
+}
+
 pub(crate) struct Writer {
     shared: Arc<Shared>,
     active: [Option<Active>; 2],
@@ -201,6 +210,7 @@ pub(crate) struct Writer {
 
 impl Writer {
     pub(crate) fn new(shared: Arc<Shared>) -> Writer {
+        let expires_at = expiry(&mut lock_state(&shared), shared.config.max_age);
         Writer {
             shared,
             active: [None, None],
@@ -210,7 +220,7 @@ impl Writer {
             retry_at: None,
             last_housekeeping: Instant::now(),
             housekeeping_owed: false,
-            expires_at: None,
+            expires_at,
         }
     }
 
@@ -500,12 +510,7 @@ impl Writer {
             state.reap();
             state.collect_keys();
             self.housekeeping_owed = false;
-            let wall = now_ms();
-            self.expires_at = state.oldest_pending_ms().and_then(|oldest| {
-                let age_ms = u64::try_from(config.max_age.as_millis()).unwrap_or(u64::MAX);
-                let left = oldest.saturating_add(age_ms).saturating_sub(wall);
-                Instant::now().checked_add(Duration::from_millis(left))
-            });
+            self.expires_at = expiry(&mut state, config.max_age);
         }
         drop(state);
         match error {
