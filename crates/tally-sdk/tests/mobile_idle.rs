@@ -1,9 +1,11 @@
-//! No idle wake-ups: with nothing pending, or offline with events pending,
-//! none of the SDK's threads wakes (see `tally_sdk::mobile`). Alone in its
+//! No idle wake-ups: with nothing pending, offline with events pending,
+//! or after a sync, none of the SDK's threads wakes (see `tally_sdk::mobile`). Alone in its
 //! test binary so no other tracker's threads are counted.
 
 #![allow(clippy::unwrap_used)]
 
+#[path = "support/collector.rs"]
+mod collector;
 #[path = "support/threads.rs"]
 mod threads;
 
@@ -30,8 +32,8 @@ fn idle_wakeups() -> BTreeMap<String, u64> {
 #[test]
 fn idle_sdk_threads_do_not_wake() {
     let dir = tempfile::tempdir().unwrap();
-    // Nothing listens on this port: the first send fails and backs off.
-    let tracker = Tracker::builder("k", "http://127.0.0.1:9", dir.path())
+    let (collector, url) = collector::Collector::start();
+    let tracker = Tracker::builder("k", &url, dir.path())
         .consent(Consent::Granted)
         .build()
         .unwrap();
@@ -52,5 +54,12 @@ fn idle_sdk_threads_do_not_wake() {
     tracker.flush().unwrap();
     assert_eq!(idle_wakeups(), zero, "offline with events pending");
     assert_eq!(tracker.health().pending, 20);
+
+    // Back online: synced, acknowledged, and idle again once the log's
+    // housekeeping after the acks is done.
+    tracker.set_network(true, false);
+    assert!(tracker.wait_until_synced(Duration::from_secs(30)));
+    assert_eq!(collector.answered(), 20);
+    assert_eq!(idle_wakeups(), zero, "synced, nothing pending");
     tracker.shutdown(Duration::from_secs(5)).unwrap();
 }

@@ -511,6 +511,13 @@ impl Pipeline {
         self.shared.lock_state().record_drop(reason, seq);
         self.state_dirty = true;
         self.last_appended = self.last_appended.max(seq);
+        self.drop_to_report();
+    }
+
+    /// A drop waits to be reported: the uploader, which sets no timer while
+    /// idle (see [`crate::mobile`]), is told.
+    fn drop_to_report(&self) {
+        self.shared.upload_wake.notify();
     }
 
     fn process(&mut self, captured: Captured<'_>) {
@@ -536,7 +543,7 @@ impl Pipeline {
                 self.unflushed = true;
             }
             // The log counted these two itself, in its drop ledger.
-            Err(AppendError::Full | AppendError::Backlog) => {}
+            Err(AppendError::Full | AppendError::Backlog) => self.drop_to_report(),
             Err(AppendError::TooLarge(_)) => self.drop_seq(seq, "too_large"),
             Err(_) => {
                 self.shared
