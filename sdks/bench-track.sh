@@ -9,7 +9,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 events="${1:-100000}"
-cargo build --locked --release -p tally-ffi -p tally-sdk --example track_latency
+cargo build --locked --release -p tally-ffi
+cargo build --locked --release -p tally-sdk --example track_latency
 PROFILE=release bash sdks/kotlin/run-tests.sh --compile-only
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

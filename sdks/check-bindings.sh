@@ -4,9 +4,9 @@
 # temporary directory and compares file by file, both ways.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# The library and the generator `cargo test --workspace` built, else build.
-[ -f target/debug/libtally_ffi.so ] && [ -x target/debug/tally-bindgen ] ||
-  cargo build --locked -p tally-ffi
+# Seconds after `cargo test --workspace` (which leaves the library in
+# target/debug/deps): the generator reads the library this builds.
+cargo build --locked --quiet -p tally-ffi
 fresh=$(mktemp -d)
 trap 'rm -rf "$fresh"' EXIT
 target/debug/tally-bindgen --lib target/debug/libtally_ffi.so --out "$fresh" >/dev/null

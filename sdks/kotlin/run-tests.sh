@@ -6,14 +6,15 @@
 #
 #   bash sdks/kotlin/run-tests.sh [TEST NAME FRAGMENT | --compile-only]
 #
-# PROFILE=release uses release builds (default: the debug builds `cargo
-# test --workspace` made; what is missing is built, what exists is used, so
-# rebuild after changing the Rust code).
+# PROFILE=release uses release builds (default: debug). The library is
+# always (re)built, seconds after `cargo test --workspace`, which builds it
+# but leaves it in target/debug/deps; the `tally` binary that run built is
+# used as it is (built only when missing).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 profile="${PROFILE:-debug}"
 flag=(); [ "$profile" = release ] && flag=(--release)
-[ -f "target/$profile/libtally_ffi.so" ] || cargo build --locked "${flag[@]}" -p tally-ffi
+cargo build --locked --quiet "${flag[@]}" -p tally-ffi
 
 # The npm package bundles the JVM compiler (kotlinc-jvm); pinned so CI
 # compiles with what the tests were written against.

@@ -5,14 +5,15 @@
 #
 #   bash sdks/python/run-tests.sh [PYTEST ARGS...]
 #
-# PROFILE=release uses release builds (default: the debug builds `cargo
-# test --workspace` made; what is missing is built, what exists is used, so
-# rebuild after changing the Rust code).
+# PROFILE=release uses release builds (default: debug). The library is
+# always (re)built, seconds after `cargo test --workspace`, which builds it
+# but leaves it in target/debug/deps; the `tally` binary that run built is
+# used as it is (built only when missing).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 profile="${PROFILE:-debug}"
 flag=(); [ "$profile" = release ] && flag=(--release)
-[ -f "target/$profile/libtally_ffi.so" ] || cargo build --locked "${flag[@]}" -p tally-ffi
+cargo build --locked --quiet "${flag[@]}" -p tally-ffi
 [ -x "target/$profile/tally" ] || cargo build --locked "${flag[@]}" -p tally-cli
 venv=target/sdk-python-venv
 if ! "$venv/bin/python" -c 'import pytest' 2>/dev/null; then
