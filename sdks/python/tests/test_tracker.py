@@ -126,3 +126,22 @@ def test_a_process_killed_mid_burst_resumes_with_every_flushed_event_once(
     install = server.admin_get(f"/v1/installs/{tracker.install_id()}")
     assert install["missing"] == []
     tracker.shutdown(5_000)
+
+
+def test_the_network_and_a_background_sync_as_an_app_wires_them(tally, config, serve):
+    server = serve()
+    tracker = tally.TallyTracker(config(server.base, auto_upload=False))
+    tracker.set_network(False, False)
+    for i in range(EVENTS):
+        tracker.track("Queued", {"i": tally.PropValue.INT(value=i)})
+    offline = tracker.run_background_sync(10_000)
+    assert (offline.sent, offline.remaining, offline.outcome) == (
+        0, EVENTS, tally.BackgroundOutcome.OFFLINE)
+    assert server.stats()["events"] == 0
+
+    tracker.set_network(True, False)
+    online = tracker.run_background_sync(60_000)
+    assert (online.sent, online.remaining, online.outcome) == (
+        EVENTS, 0, tally.BackgroundOutcome.DONE)
+    assert server.stats()["events"] == EVENTS
+    tracker.shutdown(5_000)

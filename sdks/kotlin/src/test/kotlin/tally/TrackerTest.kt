@@ -139,6 +139,23 @@ fun aJvmKilledMidBurstResumesWithEveryFlushedEventOnce() {
     }
 }
 
+fun theNetworkAndABackgroundSyncAsAnAppWiresThem() {
+    Server(tempDir("background-server")).use { server ->
+        val tracker = TallyTracker(config(server.base, tempDir("background")).copy(autoUpload = false))
+        tracker.setNetwork(online = false, metered = false)
+        repeat(EVENTS.toInt()) { i -> tracker.track("Queued", mapOf("i" to PropValue.Int(i.toLong()))) }
+        val offline = tracker.runBackgroundSync(10_000u)
+        assertEquals(BackgroundSync(0uL, EVENTS.toULong(), BackgroundOutcome.OFFLINE), offline, "offline")
+        assertEquals(0L, server.stat("events"), "nothing sent offline")
+
+        tracker.setNetwork(online = true, metered = false)
+        val online = tracker.runBackgroundSync(60_000u)
+        assertEquals(BackgroundSync(EVENTS.toULong(), 0uL, BackgroundOutcome.DONE), online, "online")
+        assertEquals(EVENTS, server.stat("events"), "events")
+        tracker.shutdown(5_000u)
+    }
+}
+
 fun main(args: Array<String>) {
     val tests = listOf(
         "tracked offline, synced when the collector comes up" to ::trackedOfflineThenSyncedWhenTheCollectorComesUp,
@@ -146,6 +163,7 @@ fun main(args: Array<String>) {
         "consent denied stores nothing" to ::consentDeniedStoresNothing,
         "a key store implemented in Kotlin holds the keys" to ::aKeyStoreImplementedInKotlinHoldsTheKeys,
         "a JVM killed mid-burst resumes with every flushed event once" to ::aJvmKilledMidBurstResumesWithEveryFlushedEventOnce,
+        "the network and a background sync as an app wires them" to ::theNetworkAndABackgroundSyncAsAnAppWiresThem,
     )
     kotlin.system.exitProcess(runTests(tests, args.firstOrNull()))
 }
