@@ -100,6 +100,10 @@ pub struct Config {
     pub health_beacon_ms: Option<u64>,
     /// Seed of the backoff jitter (tests fix it).
     pub jitter_seed: Option<u64>,
+    /// What may be sent on a metered network.
+    pub metered_policy: crate::mobile::MeteredPolicy,
+    /// When the log's writer syncs.
+    pub durability: log::Durability,
 }
 
 impl Config {
@@ -126,6 +130,10 @@ impl Config {
             auto_upload: true,
             health_beacon_ms: None,
             jitter_seed: None,
+            metered_policy: crate::mobile::MeteredPolicy::default(),
+            durability: log::Durability::Buffered {
+                max_delay: log::DEFAULT_BUFFERED_DELAY,
+            },
         }
     }
 }

@@ -27,12 +27,14 @@
 //! | [`log`] | the durable, encrypted, bounded event log |
 //! | [`upload`] | log → collector: batches, transport, answers, backoff |
 //! | [`health`] | the health report |
+//! | [`mobile`] | network, low power, background syncs, no idle wake-ups |
 //! | [`props`] | properties built as JSON text |
 //! | [`config`] | options and their defaults |
 
 pub mod config;
 pub mod health;
 pub mod log;
+pub mod mobile;
 pub mod pipeline;
 pub mod props;
 mod state;
@@ -41,6 +43,8 @@ pub mod upload;
 
 pub use config::WhenFull;
 pub use health::Health;
+pub use log::Durability;
+pub use mobile::{BackgroundOutcome, BackgroundSync, MeteredPolicy, LOW_POWER_HOLD_MS};
 pub use pipeline::enrich::{ContextProvider, DeviceContext};
 pub use pipeline::privacy::{Consent, KeyScope};
 pub use props::{Props, PropsError};

@@ -39,7 +39,8 @@ use tally_proto::{Priority, RejectReason};
 
 use crate::config::{Config, WhenFull, MAX_PROPERTY_COUNT};
 use crate::health::{bump, Health, Metrics};
-use crate::log::Log;
+use crate::log::{Durability, Log};
+use crate::mobile::{Device, MeteredPolicy};
 use crate::pipeline::enrich::ContextProvider;
 use crate::pipeline::handoff::{message_bytes, Handoff};
 use crate::pipeline::privacy::{Consent, KeyScope};
@@ -302,6 +303,22 @@ impl TrackerBuilder {
         self
     }
 
+    /// What may be sent on a metered network (default: everything); see
+    /// [`Tracker::set_network`].
+    pub fn metered_policy(mut self, policy: MeteredPolicy) -> Self {
+        self.config.metered_policy = policy;
+        self
+    }
+
+    /// When the log's writer syncs what it wrote (default: buffered, a
+    /// group commit at most 200 ms later). [`Durability::Synced`] narrows
+    /// what a power cut can lose to what the writer had not yet taken, for
+    /// an fdatasync per group.
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.config.durability = durability;
+        self
+    }
+
     /// Seed the backoff jitter (for reproducible tests).
     pub fn jitter_seed(mut self, seed: u64) -> Self {
         self.config.jitter_seed = Some(seed);
@@ -346,6 +363,8 @@ pub(crate) struct Shared {
     pub(crate) sync_requested: AtomicBool,
     pub(crate) stopping: AtomicBool,
     pub(crate) install_id: String,
+    /// The network and power state the app reports.
+    pub(crate) device: Device,
 }
 
 fn consent_code(c: Consent) -> u8 {
@@ -519,7 +538,7 @@ impl Shared {
 /// ```
 #[derive(Debug)]
 pub struct Tracker {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -574,6 +593,7 @@ impl Tracker {
             upload_wake: Wake::default(),
             sync_requested: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
+            device: Device::default(),
             config,
         });
         let mut threads = Vec::with_capacity(2);

@@ -249,8 +249,12 @@ impl Log {
     /// or already acknowledged ids are ignored.
     pub fn ack(&self, acks: &[(RecordId, Disposition)]) -> Result<(), LogError> {
         let result = self.state().ack(acks);
-        let _q = self.queue();
+        let mut q = self.queue();
+        // Housekeeping is owed (a segment may be fully acknowledged now):
+        // an idle writer sets no timer, so it is told.
+        q.acked = true;
         self.shared.done.notify_all();
+        self.shared.work.notify_all();
         result
     }
 

@@ -15,8 +15,10 @@ use super::segment::{self, Lane};
 use super::state::{now_ms, Seg, State, Written};
 use super::{Durability, FullPolicy, LogError};
 
-/// How often an idle writer wakes to apply the age bound and retire a fully
-/// acknowledged segment: once a second is far finer than any age bound.
+/// Most often the writer does housekeeping (the age bound, retiring a
+/// fully acknowledged segment, deleting keys nothing needs): once a second
+/// is far finer than any age bound. It is owed only after acks, or when a
+/// pending record reaches the age bound: an idle log sets no timer.
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
 /// In [`Durability::Buffered`] mode an idle writer woken by an append
 /// gathers appends for up to this long, or until [`GROUP_WAKE_BYTES`] are
@@ -76,6 +78,9 @@ pub(crate) struct Queue {
     /// The writer waits for a group to fill (see [`GROUP_GATHER`]): only
     /// an append that brings the queue to [`GROUP_WAKE_BYTES`] wakes it.
     pub writer_gathering: bool,
+    /// Records were acknowledged since the writer last looked: it owes
+    /// housekeeping.
+    pub acked: bool,
 }
 
 impl Queue {
@@ -95,6 +100,7 @@ impl Queue {
             stopped: false,
             writer_waiting: false,
             writer_gathering: false,
+            acked: false,
         }
     }
 
@@ -178,6 +184,15 @@ fn lock_state(shared: &Shared) -> MutexGuard<'_, State> {
     shared.state.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// When the oldest pending record passes the age bound (`None`: nothing
+/// is pending, or that is further than an `Instant` reaches).
+fn expiry(state: &mut State, max_age: Duration) -> Option<Instant> {
+    let oldest = state.oldest_pending_ms()?;
+    let age_ms = u64::try_from(max_age.as_millis()).unwrap_or(u64::MAX);
+    let left = oldest.saturating_add(age_ms).saturating_sub(now_ms());
+    Instant::now().checked_add(Duration::from_millis(left))
+}
+
 pub(crate) struct Writer {
     shared: Arc<Shared>,
     active: [Option<Active>; 2],
@@ -186,10 +201,16 @@ pub(crate) struct Writer {
     unsynced_since: Option<Instant>,
     retry_at: Option<Instant>,
     last_housekeeping: Instant,
+    /// Acks happened since the last housekeeping.
+    housekeeping_owed: bool,
+    /// When the oldest pending record passes the age bound (`None`: no
+    /// record is pending).
+    expires_at: Option<Instant>,
 }
 
 impl Writer {
     pub(crate) fn new(shared: Arc<Shared>) -> Writer {
+        let expires_at = expiry(&mut lock_state(&shared), shared.config.max_age);
         Writer {
             shared,
             active: [None, None],
@@ -198,20 +219,26 @@ impl Writer {
             unsynced_since: None,
             retry_at: None,
             last_housekeeping: Instant::now(),
+            housekeeping_owed: false,
+            expires_at,
         }
     }
 
-    fn wait_timeout(&self, now: Instant) -> Duration {
-        let mut t = HOUSEKEEPING_INTERVAL.saturating_sub(now - self.last_housekeeping);
-        if let (Some(since), Durability::Buffered { max_delay }) =
-            (self.unsynced_since, self.shared.config.durability)
-        {
-            t = t.min((since + max_delay).saturating_duration_since(now));
-        }
-        if let Some(at) = self.retry_at {
-            t = t.min(at.saturating_duration_since(now));
-        }
-        t
+    /// How long until something the writer owes is due (`None`: nothing
+    /// is, and it sleeps until woken).
+    fn wait_timeout(&self, now: Instant, acked: bool) -> Option<Duration> {
+        let next_housekeeping = self.last_housekeeping + HOUSEKEEPING_INTERVAL;
+        let owed = (self.housekeeping_owed || acked).then_some(next_housekeeping);
+        let expiry = self.expires_at.map(|at| at.max(next_housekeeping));
+        let sync = match (self.unsynced_since, self.shared.config.durability) {
+            (Some(since), Durability::Buffered { max_delay }) => Some(since + max_delay),
+            _ => None,
+        };
+        [owed, expiry, sync, self.retry_at]
+            .into_iter()
+            .flatten()
+            .min()
+            .map(|due| due.saturating_duration_since(now))
     }
 
     pub(crate) fn run(mut self) {
@@ -227,18 +254,21 @@ impl Writer {
                 {
                     break;
                 }
-                let now = Instant::now();
-                let timeout = self.wait_timeout(now);
-                if timeout.is_zero() {
+                let timeout = self.wait_timeout(Instant::now(), q.acked);
+                if timeout.is_some_and(|t| t.is_zero()) {
                     break;
                 }
                 q.writer_waiting = true;
-                let (guard, _) = self
-                    .shared
-                    .work
-                    .wait_timeout(q, timeout)
-                    .unwrap_or_else(|p| p.into_inner());
-                q = guard;
+                q = match timeout {
+                    Some(t) => {
+                        self.shared
+                            .work
+                            .wait_timeout(q, t)
+                            .unwrap_or_else(|p| p.into_inner())
+                            .0
+                    }
+                    None => self.shared.work.wait(q).unwrap_or_else(|p| p.into_inner()),
+                };
                 q.writer_waiting = false;
             }
             if let Durability::Buffered { .. } = self.shared.config.durability {
@@ -263,6 +293,7 @@ impl Writer {
             for (lane, spare) in self.spare.iter_mut().enumerate() {
                 std::mem::swap(&mut q.lanes[lane], spare);
             }
+            self.housekeeping_owed |= std::mem::take(&mut q.acked);
             q.bytes = 0;
             let cipher = q.cipher.clone();
             let flush_gen = q.flush_requested;
@@ -478,6 +509,8 @@ impl Writer {
             }
             state.reap();
             state.collect_keys();
+            self.housekeeping_owed = false;
+            self.expires_at = expiry(&mut state, config.max_age);
         }
         drop(state);
         match error {

@@ -45,7 +45,7 @@ use crate::config::Config;
 use crate::health::bump;
 use crate::log::{AppendError, Entry, Log, LogConfig};
 use crate::state::State;
-use crate::tracker::{FlushError, Shared};
+use crate::tracker::{Capture, FlushError, Shared};
 
 use self::handoff::{message_bytes, Record, Records, Waiting, POLL_MS};
 use self::identity::Identity;
@@ -160,11 +160,13 @@ const LOG_INFLIGHT_BYTES: usize = 512 * 1024;
 
 /// Opens the log in `<data_dir>/log` with the configured bounds.
 pub(crate) fn open_log(config: &Config) -> Result<Log, String> {
-    let mut log_config = LogConfig::new(config.data_dir.join("log")).bounds(
-        config.log_max_bytes,
-        config.log_max_events,
-        Duration::from_millis(config.log_max_age_ms),
-    );
+    let mut log_config = LogConfig::new(config.data_dir.join("log"))
+        .bounds(
+            config.log_max_bytes,
+            config.log_max_events,
+            Duration::from_millis(config.log_max_age_ms),
+        )
+        .durability(config.durability);
     log_config.max_inflight_bytes = LOG_INFLIGHT_BYTES;
     if let Some(keys) = &config.key_provider {
         log_config = log_config.key_provider(keys.clone());
@@ -297,32 +299,43 @@ impl Pipeline {
     /// whether it took any.
     fn take(&mut self, waiting: Waiting) -> bool {
         let timeout = match waiting {
-            Waiting::Polling => POLL_MS,
-            // Wake for the group commit that is due, if one is.
-            _ if self.unflushed => GROUP_COMMIT_MS
-                .saturating_sub(
-                    self.shared
-                        .clock
-                        .mono_ms()
-                        .saturating_sub(self.last_flush_ms),
-                )
-                .max(1),
-            _ => GROUP_COMMIT_MS,
+            Waiting::Polling => Some(POLL_MS),
+            _ => self.due_in(),
         };
         let mut capture = self.shared.lock_capture();
         if capture.handoff.is_empty() {
             capture.handoff.waiting = waiting;
-            capture = self
-                .shared
-                .handoff_ready
-                .wait_timeout_while(capture, Duration::from_millis(timeout), |c| {
-                    c.handoff.is_empty()
-                })
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
+            let empty = |c: &mut Capture| c.handoff.is_empty();
+            let ready = &self.shared.handoff_ready;
+            capture = match timeout {
+                Some(ms) => {
+                    ready
+                        .wait_timeout_while(capture, Duration::from_millis(ms), empty)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0
+                }
+                // Nothing due: sleep until a caller hands something off.
+                None => ready
+                    .wait_while(capture, empty)
+                    .unwrap_or_else(|p| p.into_inner()),
+            };
             capture.handoff.waiting = Waiting::No;
         }
         capture.handoff.take(&mut self.batch, &mut self.controls)
+    }
+
+    /// How long until the group commit or the state save this thread owes
+    /// is due; `None` when it owes neither (see [`crate::mobile`]: an idle
+    /// SDK sets no timer).
+    fn due_in(&self) -> Option<u64> {
+        let now = self.shared.clock.mono_ms();
+        let commit = self
+            .unflushed
+            .then(|| GROUP_COMMIT_MS.saturating_sub(now.saturating_sub(self.last_flush_ms)));
+        let save = self
+            .state_dirty
+            .then(|| STATE_SAVE_MS.saturating_sub(now.saturating_sub(self.last_state_save_ms)));
+        commit.into_iter().chain(save).min().map(|ms| ms.max(1))
     }
 
     /// Closes the hand-off queue and takes what it still holds. Returns
@@ -498,6 +511,13 @@ impl Pipeline {
         self.shared.lock_state().record_drop(reason, seq);
         self.state_dirty = true;
         self.last_appended = self.last_appended.max(seq);
+        self.drop_to_report();
+    }
+
+    /// A drop waits to be reported: the uploader, which sets no timer while
+    /// idle (see [`crate::mobile`]), is told.
+    fn drop_to_report(&self) {
+        self.shared.upload_wake.notify();
     }
 
     fn process(&mut self, captured: Captured<'_>) {
@@ -523,7 +543,7 @@ impl Pipeline {
                 self.unflushed = true;
             }
             // The log counted these two itself, in its drop ledger.
-            Err(AppendError::Full | AppendError::Backlog) => {}
+            Err(AppendError::Full | AppendError::Backlog) => self.drop_to_report(),
             Err(AppendError::TooLarge(_)) => self.drop_seq(seq, "too_large"),
             Err(_) => {
                 self.shared

@@ -17,6 +17,12 @@ pub trait Clock: Send + Sync + fmt::Debug {
     /// Waits up to `ms` milliseconds, returning early when `wake` is
     /// signalled.
     fn wait(&self, wake: &Wake, ms: u64);
+    /// Waits until `wake` is signalled, with no timer: what a thread with
+    /// nothing due does, so an idle SDK wakes nobody. Time does not move
+    /// while it waits, on any clock.
+    fn wait_for_wake(&self, wake: &Wake) {
+        wake.wait_untimed();
+    }
 }
 
 /// A wake-up signal: set by producers (new data, `sync_now`, shutdown),
@@ -41,6 +47,16 @@ impl Wake {
         let (mut flag, _) = self
             .cv
             .wait_timeout_while(flag, Duration::from_millis(ms), |set| !*set)
+            .unwrap_or_else(|p| p.into_inner());
+        *flag = false;
+    }
+
+    /// Waits until signalled, however long; clears the signal.
+    fn wait_untimed(&self) {
+        let flag = self.flag.lock().unwrap_or_else(|p| p.into_inner());
+        let mut flag = self
+            .cv
+            .wait_while(flag, |set| !*set)
             .unwrap_or_else(|p| p.into_inner());
         *flag = false;
     }
@@ -180,6 +196,23 @@ mod tests {
         clock.wait(&wake, 5_000);
         assert_eq!(clock.waits().len(), 2, "a pending wake-up skips the wait");
         assert_eq!(clock.mono_ms(), 1_000);
+    }
+
+    #[test]
+    fn an_untimed_wait_ends_on_notify_and_moves_no_virtual_time() {
+        let clock = VirtualClock::starting_at(1_000);
+        let wake = Arc::new(Wake::default());
+        let w = Arc::clone(&wake);
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            w.notify();
+        });
+        clock.wait_for_wake(&wake);
+        t.join().unwrap();
+        assert_eq!((clock.mono_ms(), clock.waits().len()), (0, 0));
+        // A signal sent before the wait is kept: the wait returns at once.
+        wake.notify();
+        SystemClock::default().wait_for_wake(&wake);
     }
 
     #[test]

@@ -48,6 +48,7 @@ use tally_proto::{
 
 use crate::health::{Health, LogFigures};
 use crate::log::{Disposition, Record};
+use crate::mobile::{Allowed, LOW_POWER_HOLD_MS};
 use crate::pipeline::privacy::Consent;
 use crate::pipeline::{Command, Kind};
 use crate::props::Props;
@@ -57,7 +58,7 @@ use crate::tracker::{Shared, TrackOptions};
 use self::backoff::Backoff;
 use self::batcher::Budget;
 use self::outcome::{classify, Outcome};
-use self::policy::{IDLE_POLL_MS, MAX_BATCH_RECORDS, POISON_QUARANTINE_AFTER, POISON_SPLIT_AFTER};
+use self::policy::{MAX_BATCH_RECORDS, POISON_QUARANTINE_AFTER, POISON_SPLIT_AFTER};
 use self::transport::{Method, Request, Transport, TransportError};
 
 /// The event that reports device-side drops to the collector.
@@ -73,6 +74,13 @@ const MAX_RANGES_PER_REPORT: usize = 400;
 /// Pause before reporting drops again when a report could not be queued
 /// (full hand-off queue): long enough not to spin, short against a sync.
 const DROP_REPORT_RETRY_MS: u64 = 10;
+
+/// A background sync starts a batch only if this many times the recent
+/// p99 send latency ends before its deadline: a send's latency varies
+/// (a batch cut off at the deadline is only sent again later, but the OS
+/// may suspend the app mid-request), and twice the p99 leaves room for
+/// the slowest send of a window without giving up half the time.
+const BACKGROUND_SEND_MARGIN: u64 = 2;
 
 /// What one attempt achieved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,6 +103,8 @@ pub(crate) struct Uploader {
     max_records: usize,
     head_failures: Option<(u64, u32)>,
     draining: bool,
+    /// Low-power mode: when the uploader first saw the records it holds.
+    hold_since: Option<u64>,
     last_beacon_ms: u64,
     authorization: String,
 }
@@ -129,6 +139,7 @@ impl Uploader {
             max_records: MAX_BATCH_RECORDS,
             head_failures: None,
             draining: false,
+            hold_since: None,
             last_beacon_ms: now,
             authorization,
         }
@@ -136,6 +147,8 @@ impl Uploader {
 
     pub(crate) fn run(mut self) {
         let clock = Arc::clone(&self.shared.clock);
+        let shared = Arc::clone(&self.shared);
+        let device = &shared.device;
         loop {
             if self.shared.stopping.load(Ordering::SeqCst) {
                 return;
@@ -144,11 +157,17 @@ impl Uploader {
                 self.next_try_ms = 0;
                 self.draining = true;
             }
-            let active = self.shared.config.auto_upload || self.draining;
+            if device.take_retry_now() {
+                self.next_try_ms = 0;
+            }
+            let background = device.background_deadline();
+            let active = self.shared.config.auto_upload || self.draining || background.is_some();
             let blocked = self.shared.consent() != Consent::Granted
                 || self.shared.metrics.auth_failed.load(Ordering::SeqCst);
-            if !active || blocked {
-                clock.wait(&self.shared.upload_wake, IDLE_POLL_MS);
+            let allowed = device.allowed(self.shared.config.metered_policy);
+            if !active || blocked || allowed == Allowed::Nothing {
+                // No timer: a call, a consent or network change wakes it.
+                clock.wait_for_wake(&self.shared.upload_wake);
                 continue;
             }
             let now = clock.mono_ms();
@@ -156,10 +175,23 @@ impl Uploader {
                 clock.wait(&self.shared.upload_wake, self.next_try_ms - now);
                 continue;
             }
+            if let Some(deadline) = background {
+                let p99 = health(&self.shared).sync_latency_p99_ms.unwrap_or(0);
+                if now.saturating_add(p99.saturating_mul(BACKGROUND_SEND_MARGIN)) >= deadline {
+                    device.background_out_of_time();
+                    clock.wait_for_wake(&self.shared.upload_wake);
+                    continue;
+                }
+            } else if device.low_power() && !self.draining {
+                if let Some(hold) = self.low_power_hold(now) {
+                    clock.wait(&self.shared.upload_wake, hold);
+                    continue;
+                }
+            }
             self.shared.metrics.backoff_ms.store(0, Ordering::Relaxed);
             self.beacon(now);
             self.report_drops();
-            match self.send_next() {
+            match self.send_next(allowed) {
                 Step::Progress => {}
                 // Drops found while sending (a report pushing out an old
                 // event in a full log) are reported before going idle.
@@ -168,11 +200,47 @@ impl Uploader {
                 }
                 Step::Idle => {
                     self.draining = false;
-                    clock.wait(&self.shared.upload_wake, IDLE_POLL_MS);
+                    self.hold_since = None;
+                    if background.is_some() {
+                        device.background_idle();
+                    }
+                    self.wait_idle();
                 }
-                Step::Failed => {}
+                Step::Failed => {
+                    if background.is_some() {
+                        device.background_failed();
+                    }
+                }
             }
         }
+    }
+
+    /// Nothing to send: sleeps until woken, or until the next health
+    /// beacon is due when beacons are on.
+    fn wait_idle(&self) {
+        let clock = &self.shared.clock;
+        match self.shared.config.health_beacon_ms {
+            Some(every) => {
+                let due = self.last_beacon_ms.saturating_add(every);
+                let wait = due.saturating_sub(clock.mono_ms()).max(1);
+                clock.wait(&self.shared.upload_wake, wait);
+            }
+            None => clock.wait_for_wake(&self.shared.upload_wake),
+        }
+    }
+
+    /// In low-power mode: how long pending records are still held (see
+    /// [`crate::mobile`]), or `None` to send now.
+    fn low_power_hold(&mut self, now: u64) -> Option<u64> {
+        let stats = self.shared.log.stats();
+        let full_batch = stats.pending_events >= MAX_BATCH_RECORDS as u64
+            || stats.pending_bytes >= self.budget.bytes() as u64;
+        if stats.pending_events == 0 || full_batch {
+            return None;
+        }
+        let since = *self.hold_since.get_or_insert(now);
+        let held = now.saturating_sub(since);
+        (held < LOW_POWER_HOLD_MS).then(|| LOW_POWER_HOLD_MS - held)
     }
 
     fn fail(&mut self, delay_ms: u64) -> Step {
@@ -185,7 +253,7 @@ impl Uploader {
         Step::Failed
     }
 
-    fn send_next(&mut self) -> Step {
+    fn send_next(&mut self, allowed: Allowed) -> Step {
         let durable = self.shared.durable_seq.load(Ordering::SeqCst);
         let records = match self
             .shared
@@ -202,7 +270,10 @@ impl Uploader {
                 return self.fail(delay);
             }
         };
-        let records: Vec<Record> = records.into_iter().filter(|r| r.seq <= durable).collect();
+        let records: Vec<Record> = records
+            .into_iter()
+            .filter(|r| r.seq <= durable && allowed.admits(r.priority))
+            .collect();
         if records.is_empty() {
             return Step::Idle;
         }
@@ -392,8 +463,10 @@ impl Uploader {
             };
             acks.push((record.clone(), disposition));
         }
-        self.ack(acks);
+        // Before the ack: whoever sees the records answered (pending 0)
+        // sees when they were.
         metrics.last_success_ms.store(t_recv, Ordering::Relaxed);
+        self.ack(acks);
         self.succeeded();
         if !answer.deleted_users.is_empty() {
             self.purge_deleted(&answer.deleted_users);

@@ -65,7 +65,3 @@ pub const LATENCY_WINDOW: usize = 256;
 /// How many recent clock-offset samples are kept; the one with the
 /// shortest round trip wins (the NTP rule: least transit, least error).
 pub const OFFSET_WINDOW: usize = 16;
-
-/// Idle poll interval of the uploader when nothing wakes it: new records
-/// also wake it, so this only bounds how stale a missed wake-up can be.
-pub const IDLE_POLL_MS: u64 = 5_000;
