@@ -127,9 +127,16 @@ fn collector(args: CollectorArgs) -> anyhow::Result<()> {
     let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
     let base = format!("http://{}", listener.local_addr()?);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = runtime.spawn(server::serve(listener, app(state), None, async {
-        let _ = stop_rx.await;
-    }));
+    let server = runtime.spawn(server::serve(
+        listener,
+        app(state),
+        None,
+        server::Limits::default(),
+        metrics.clone(),
+        async {
+            let _ = stop_rx.await;
+        },
+    ));
 
     let full_batches = args.events / args.batch;
     let half_batches = (full_batches / 2).max(1);

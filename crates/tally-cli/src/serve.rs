@@ -28,7 +28,8 @@ const RUNTIME_SHUTDOWN_TIMEOUT: std::time::Duration = std::time::Duration::from_
 const PRECEDENCE: &str = "\
 Each setting is taken from the first of: the flag, its TALLY_* environment
 variable, the --config file (tally.toml: listen, data_dir, database_url,
-write_keys = [..], admin_token, tls_cert, tls_key, max_in_flight, alert_webhook,
+write_keys = [..], admin_token, tls_cert, tls_key, max_in_flight,
+max_connections, idle_timeout_s, alert_webhook,
 an [alerts] table: interval_s, window_s, [alerts.<rule>] threshold, for_s, and
 a [retention] table: default_days, dead_letters_days, interval_s, chunk_rows,
 [retention.events] \"Event Name\" = days), the default.
@@ -80,6 +81,13 @@ pub struct ServeArgs {
     /// Ingest requests in flight at most; more are answered 429 [default: 64]
     #[arg(long, env = "TALLY_MAX_IN_FLIGHT", value_name = "N")]
     max_in_flight: Option<usize>,
+    /// Connections open at most; at the limit the longest-idle one is closed
+    /// for a new one [default: 4096, or half the open-file limit if lower]
+    #[arg(long, env = "TALLY_MAX_CONNECTIONS", value_name = "N")]
+    max_connections: Option<usize>,
+    /// Seconds a connection may stay idle before it is closed [default: 65]
+    #[arg(long, env = "TALLY_IDLE_TIMEOUT", value_name = "SECONDS")]
+    idle_timeout: Option<f64>,
     /// POST alert state changes (JSON) to this http(s) URL, with retries
     #[arg(
         long,
@@ -104,6 +112,8 @@ impl ServeArgs {
             tls_cert: self.tls_cert.clone(),
             tls_key: self.tls_key.clone(),
             max_in_flight: self.max_in_flight,
+            max_connections: self.max_connections,
+            idle_timeout_s: self.idle_timeout,
             alert_webhook: self.alert_webhook.clone(),
             alerts: None,
             retention: None,
@@ -118,6 +128,15 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         None => Settings::default(),
     };
     let config = args.settings().or(file).resolve()?;
+    if let Some(files) = server::open_file_limit() {
+        if config.connections.max_connections as u64 >= files {
+            tracing::warn!(
+                max_connections = config.connections.max_connections,
+                open_file_limit = files,
+                "the connection limit is above the open-file limit: connections past it fail to be accepted"
+            );
+        }
+    }
     if config.admin_token.is_none() {
         tracing::warn!("no admin token: the query and admin endpoints answer 401");
     }
@@ -172,7 +191,16 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             );
         }
         let monitor = tally_collector::health::monitor::spawn(state.clone());
-        server::serve(listener, app(state), tls, shutdown_signal()).await;
+        let metrics = state.metrics.clone();
+        server::serve(
+            listener,
+            app(state),
+            tls,
+            config.connections,
+            metrics,
+            shutdown_signal(),
+        )
+        .await;
         // Hands the alert sender lease on (a shared store): a webhook
         // attempt in flight ends within its timeout.
         if tokio::time::timeout(MONITOR_STOP_TIMEOUT, monitor.stop())

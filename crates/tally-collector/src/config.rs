@@ -21,6 +21,8 @@
 //! | `--admin-token` | `TALLY_ADMIN_TOKEN` | `admin_token` | none: admin paths answer 401 |
 //! | `--tls-cert`, `--tls-key` | `TALLY_TLS_CERT`, `TALLY_TLS_KEY` | `tls_cert`, `tls_key` | none: plain HTTP |
 //! | `--max-in-flight` | `TALLY_MAX_IN_FLIGHT` | `max_in_flight` | 64 |
+//! | `--max-connections` | `TALLY_MAX_CONNECTIONS` | `max_connections` | 4096, or half the open-file limit when lower (see [`crate::server`]) |
+//! | `--idle-timeout` | `TALLY_IDLE_TIMEOUT` | `idle_timeout_s` | 65 s |
 //! | `--alert-webhook` | `TALLY_ALERT_WEBHOOK` | `alert_webhook` | none: alerts are only shown |
 //! | — | — | `[alerts]` `interval_s`, `window_s`, and per rule `[alerts.<rule>]` `threshold`, `for_s` | see [`crate::alerts`] |
 //! | — | — | `[retention]` table | events are kept; dead letters 30 days (see [`crate::retention`]) |
@@ -36,6 +38,7 @@ use crate::alerts::rules::{self, RuleSettings};
 use crate::alerts::{AlertConfig, DEFAULT_INTERVAL, DEFAULT_WINDOW};
 use crate::app::DEFAULT_MAX_IN_FLIGHT;
 use crate::retention::{RetentionError, RetentionPolicy, RetentionSettings};
+use crate::server;
 
 /// Default listen address: loopback only, so a first run exposes nothing.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -78,6 +81,10 @@ pub enum ConfigError {
     /// `max_in_flight` is 0.
     #[error("max_in_flight must be at least 1")]
     NoSlots,
+    /// `max_connections` is 0, or the idle timeout is not a positive
+    /// number of seconds.
+    #[error("invalid connection setting: {0}")]
+    Connections(&'static str),
     /// An `[alerts]` setting out of range (a duration not positive, a
     /// threshold or `for_s` not finite or negative), or a webhook URL that
     /// is not http(s).
@@ -171,6 +178,10 @@ pub struct Settings {
     pub tls_key: Option<PathBuf>,
     /// Ingest requests in flight at most.
     pub max_in_flight: Option<usize>,
+    /// Connections open at most.
+    pub max_connections: Option<usize>,
+    /// Seconds a connection may stay idle.
+    pub idle_timeout_s: Option<f64>,
     /// Where alert state changes are POSTed.
     pub alert_webhook: Option<String>,
     /// Alert rules and their evaluation.
@@ -190,6 +201,8 @@ impl std::fmt::Debug for Settings {
             .field("tls_cert", &self.tls_cert)
             .field("tls_key", &self.tls_key)
             .field("max_in_flight", &self.max_in_flight)
+            .field("max_connections", &self.max_connections)
+            .field("idle_timeout_s", &self.idle_timeout_s)
             .field(
                 "alert_webhook",
                 &self.alert_webhook.as_ref().map(|_| "<set>"),
@@ -217,6 +230,8 @@ pub struct Config {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Ingest requests in flight at most.
     pub max_in_flight: usize,
+    /// Connections and their idle timeout.
+    pub connections: server::Limits,
     /// Alert rules, evaluation and webhook.
     pub alerts: AlertConfig,
     /// Which events expire, and how the job deletes them.
@@ -241,6 +256,7 @@ impl std::fmt::Debug for Config {
             .field("admin_token", &self.admin_token.is_some())
             .field("tls", &self.tls)
             .field("max_in_flight", &self.max_in_flight)
+            .field("connections", &self.connections)
             .field("alert_rules", &self.alerts.rules)
             .field("alert_webhook", &self.alerts.webhook.is_some())
             .field("retention", &self.retention)
@@ -272,6 +288,8 @@ impl Settings {
             tls_cert: self.tls_cert.or(lower.tls_cert),
             tls_key: self.tls_key.or(lower.tls_key),
             max_in_flight: self.max_in_flight.or(lower.max_in_flight),
+            max_connections: self.max_connections.or(lower.max_connections),
+            idle_timeout_s: self.idle_timeout_s.or(lower.idle_timeout_s),
             alert_webhook: self.alert_webhook.or(lower.alert_webhook),
             alerts: self.alerts.or(lower.alerts),
             retention: self.retention.or(lower.retention),
@@ -305,6 +323,26 @@ impl Settings {
         if max_in_flight == 0 {
             return Err(ConfigError::NoSlots);
         }
+        let connections = server::Limits {
+            max_connections: match self.max_connections {
+                Some(0) => {
+                    return Err(ConfigError::Connections(
+                        "max_connections must be at least 1",
+                    ))
+                }
+                Some(n) => n,
+                None => server::default_max_connections(server::open_file_limit()),
+            },
+            idle_timeout: match self.idle_timeout_s {
+                None => server::DEFAULT_IDLE_TIMEOUT,
+                Some(s) if s.is_finite() && s > 0.0 => Duration::from_secs_f64(s),
+                Some(_) => {
+                    return Err(ConfigError::Connections(
+                        "the idle timeout must be a positive number of seconds",
+                    ))
+                }
+            },
+        };
         Ok(Config {
             listen,
             data_dir: self
@@ -315,6 +353,7 @@ impl Settings {
             admin_token: non_empty(self.admin_token),
             tls,
             max_in_flight,
+            connections,
             alerts: self
                 .alerts
                 .unwrap_or_default()
@@ -335,7 +374,7 @@ mod tests {
         let file = dir.join("tally.toml");
         std::fs::write(
             &file,
-            "listen = \"0.0.0.0:9000\"\nwrite_keys = [\"from-file\"]\nadmin_token = \"file-admin\"\nmax_in_flight = 8\n",
+            "listen = \"0.0.0.0:9000\"\nwrite_keys = [\"from-file\"]\nadmin_token = \"file-admin\"\nmax_in_flight = 8\nmax_connections = 100\nidle_timeout_s = 2.5\n",
         )
         .unwrap();
         let from_file = Settings::from_file(&file).unwrap();
@@ -348,6 +387,8 @@ mod tests {
         assert_eq!(config.write_keys, ["from-flag"]);
         assert_eq!(config.admin_token.as_deref(), Some("file-admin"));
         assert_eq!(config.max_in_flight, 8);
+        assert_eq!(config.connections.max_connections, 100);
+        assert_eq!(config.connections.idle_timeout, Duration::from_millis(2500));
         assert_eq!(config.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
         assert_eq!(config.database_url, None);
         assert!(!format!("{config:?}").contains("file-admin"));
@@ -388,6 +429,27 @@ mod tests {
         let config = keys().resolve().unwrap();
         assert_eq!(config.listen.to_string(), DEFAULT_LISTEN);
         assert_eq!(config.max_in_flight, DEFAULT_MAX_IN_FLIGHT);
+        assert_eq!(
+            config.connections.idle_timeout,
+            server::DEFAULT_IDLE_TIMEOUT
+        );
+        assert!(config.connections.max_connections <= server::DEFAULT_MAX_CONNECTIONS);
+        for bad in [
+            Settings {
+                max_connections: Some(0),
+                ..keys()
+            },
+            Settings {
+                idle_timeout_s: Some(0.0),
+                ..keys()
+            },
+            Settings {
+                idle_timeout_s: Some(f64::NAN),
+                ..keys()
+            },
+        ] {
+            assert!(matches!(bad.resolve(), Err(ConfigError::Connections(_))));
+        }
         assert!(matches!(
             Settings::default().resolve(),
             Err(ConfigError::NoWriteKey)

@@ -8,6 +8,7 @@
 //! |---|---|
 //! | [`alerts`] | alert rules, `/v1/alerts`, the webhook |
 //! | [`app`] | the [`Router`](axum::Router) ([`app::app`]), its state, CORS |
+//! | [`client`] | the client address of a request, and what per-client limits count by |
 //! | [`ingest`] | the ingest path, one module per stage (design in its doc) |
 //! | [`query`] | admin endpoints: stats, counts, installs, deletions |
 //! | [`queries`] | product queries: events, active people, sessions, funnels, retention, breakdowns |
@@ -24,6 +25,7 @@
 
 pub mod alerts;
 pub mod app;
+pub mod client;
 pub mod config;
 pub mod dashboard;
 pub mod error;

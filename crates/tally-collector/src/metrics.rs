@@ -8,6 +8,10 @@
 //! | `tally_batch_duration_seconds` | histogram | one ingest request, body read to answer |
 //! | `tally_store_commit_duration_seconds` | histogram | one `write_batch` transaction |
 //! | `tally_ingest_in_flight` | gauge | ingest requests holding a slot now |
+//! | `tally_connections_open` | gauge | connections open now |
+//! | `tally_connections_shed_total{reason}` | counter | connections the collector closed: `idle_timeout`, `over_limit` (the longest idle, to admit a new one), `accept_failed` (to free a descriptor) |
+//! | `tally_connections_refused_total` | counter | connections closed on arrival: the limit was reached and none was idle |
+//! | `tally_accept_errors_total` | counter | failed `accept` calls (out of descriptors, say) |
 //!
 //! Pipeline health, refreshed from the store by the health task every
 //! `[alerts] interval_s` (never by a scrape), store-wide (every collector
@@ -60,6 +64,11 @@ struct OutcomeLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ShedLabel {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabel {
     reason: String,
 }
@@ -86,6 +95,39 @@ pub struct WindowRates {
     pub dedup: Option<f64>,
     /// Rejected / received.
     pub rejection: Option<f64>,
+}
+
+/// Connection counts of the server (see the module doc).
+#[derive(Debug, Default)]
+struct Connections {
+    open: Gauge,
+    shed: Family<ShedLabel, Counter>,
+    refused: Counter,
+    accept_errors: Counter,
+}
+
+impl Connections {
+    fn register(&self, r: &mut Registry) {
+        r.register("connections_open", "Connections open", self.open.clone());
+        r.register(
+            "connections_shed",
+            "Connections closed by the collector, by reason",
+            self.shed.clone(),
+        );
+        r.register(
+            "connections_refused",
+            "Connections closed on arrival: at the limit, none idle",
+            self.refused.clone(),
+        );
+        r.register(
+            "accept_errors",
+            "Failed accept calls",
+            self.accept_errors.clone(),
+        );
+        for reason in ["idle_timeout", "over_limit", "accept_failed"] {
+            let _ = self.shed.get_or_create(&ShedLabel { reason });
+        }
+    }
 }
 
 /// The pipeline-health gauges (see the module doc).
@@ -243,6 +285,7 @@ pub struct Metrics {
     batch_latency: Histogram,
     commit_latency: Histogram,
     in_flight: Gauge,
+    connections: Connections,
     health: HealthGauges,
     retention_expired: Counter,
     retention_dead_letters: Counter,
@@ -309,6 +352,8 @@ impl Metrics {
         }
         let health = HealthGauges::default();
         health.register(&mut registry);
+        let connections = Connections::default();
+        connections.register(&mut registry);
         Self {
             registry,
             requests,
@@ -317,6 +362,7 @@ impl Metrics {
             batch_latency,
             commit_latency,
             in_flight,
+            connections,
             health,
             retention_expired,
             retention_dead_letters,
@@ -355,6 +401,31 @@ impl Metrics {
     /// Records one store commit's latency.
     pub fn commit_latency(&self, d: Duration) {
         self.commit_latency.observe(d.as_secs_f64());
+    }
+
+    /// Sets the number of open connections.
+    pub fn set_connections(&self, open: usize) {
+        self.connections
+            .open
+            .set(i64::try_from(open).unwrap_or(i64::MAX));
+    }
+
+    /// Counts a connection the server closed for `reason`.
+    pub fn connection_shed(&self, reason: &'static str) {
+        self.connections
+            .shed
+            .get_or_create(&ShedLabel { reason })
+            .inc();
+    }
+
+    /// Counts a connection closed on arrival.
+    pub fn connection_refused(&self) {
+        self.connections.refused.inc();
+    }
+
+    /// Counts a failed `accept`.
+    pub fn accept_error(&self) {
+        self.connections.accept_errors.inc();
     }
 
     /// The in-flight gauge: incremented while an ingest request holds a slot.

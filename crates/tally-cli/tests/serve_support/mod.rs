@@ -54,7 +54,35 @@ impl Server {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> Server {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tally"));
+        Self::spawn(
+            Command::new(env!("CARGO_BIN_EXE_tally")),
+            data_dir,
+            listen,
+            extra,
+            env,
+        )
+    }
+
+    /// Starts `tally serve` as [`Server::start`] does, allowed to open at
+    /// most `open_files` files (the soft and hard limit).
+    pub fn start_with_open_file_limit(data_dir: &Path, open_files: u64, extra: &[&str]) -> Server {
+        let mut cmd = Command::new("bash");
+        cmd.args([
+            "-c",
+            &format!("ulimit -n {open_files} && exec \"$@\""),
+            "tally",
+            env!("CARGO_BIN_EXE_tally"),
+        ]);
+        Self::spawn(cmd, data_dir, None, extra, &[])
+    }
+
+    fn spawn(
+        mut cmd: Command,
+        data_dir: &Path,
+        listen: Option<&str>,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Server {
         cmd.arg("serve")
             .args(["--listen", listen.unwrap_or("127.0.0.1:0")])
             .arg("--data-dir")
