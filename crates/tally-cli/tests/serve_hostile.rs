@@ -7,7 +7,7 @@
 
 mod serve_support;
 
-use std::io::Read as _;
+use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
@@ -16,6 +16,37 @@ use serve_support::*;
 /// The server's address as a socket address.
 fn addr(server: &Server) -> SocketAddr {
     server.base.trim_start_matches("http://").parse().unwrap()
+}
+
+/// Opens a socket and sends a POST head announcing `content_length` bytes,
+/// then `first` bytes of the body, and nothing more.
+fn stalled_post(server: &Server, path: &str, auth: Option<&str>, first: &[u8]) -> TcpStream {
+    let mut stream = TcpStream::connect(addr(server)).unwrap();
+    let auth = auth
+        .map(|a| format!("authorization: {a}\r\n"))
+        .unwrap_or_default();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nhost: tally\r\ncontent-type: application/json\r\n{auth}content-length: 100000\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(first).unwrap();
+    stream
+}
+
+/// The status of the first answer on `stream`, if one comes within
+/// `timeout` (`None`: nothing, or the connection closed without one).
+fn status_within(stream: &mut TcpStream, timeout: Duration) -> Option<u16> {
+    stream.set_read_timeout(Some(timeout)).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 256];
+    while !got.windows(2).any(|w| w == b"\r\n") {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    let line = String::from_utf8_lossy(&got);
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Whether the server closed `stream` within `timeout` (EOF or reset).
@@ -32,6 +63,10 @@ fn closed_within(stream: &mut TcpStream, timeout: Duration) -> bool {
     }
 }
 
+fn bearer() -> String {
+    format!("Bearer {WRITE_KEY}")
+}
+
 /// Posts one good batch with the key in a header; (status, time taken).
 fn keyed_post(agent: &ureq::Agent, server: &Server, prefix: &str) -> (u16, Duration) {
     let started = Instant::now();
@@ -40,6 +75,107 @@ fn keyed_post(agent: &ureq::Agent, server: &Server, prefix: &str) -> (u16, Durat
         assert_eq!(answer["accepted"], 5, "{answer}");
     }
     (status, started.elapsed())
+}
+
+/// Hostile clients send a request head without credentials, one byte of
+/// body, and nothing more: 80 of them, more than the 64 ingest slots. With
+/// the key only in the body the server cannot know it before reading, so
+/// they go to the small body-key pool, 4 per client address at most; a
+/// client whose key is in a header gets 200 at once. The same when the
+/// bodies begin with a write key.
+#[test]
+fn clients_without_credentials_cannot_take_the_ingest_slots() {
+    let dir = temp_dir("hostile-slots");
+    let server = Server::start(dir.path(), None, &[]);
+    let agent = agent();
+    let claim = format!("{{\"writeKey\":\"{WRITE_KEY}\",\"batch\":[");
+    let claims = [&b"{"[..], claim.as_bytes()];
+    for (round, first) in claims.iter().enumerate() {
+        let hostile: Vec<TcpStream> = (0..80)
+            .map(|_| stalled_post(&server, "/v1/batch", None, first))
+            .collect();
+        // The share of the body-key pool one address may hold is taken, the
+        // rest are refused at once.
+        let started = Instant::now();
+        let (refused, mut holding): (Vec<TcpStream>, Vec<TcpStream>) =
+            hostile.into_iter().partition(|s| {
+                status_within(&mut s.try_clone().unwrap(), Duration::from_millis(500)) == Some(429)
+            });
+        assert_eq!((refused.len(), holding.len()), (76, 4), "round {round}");
+        // Keyed clients are not affected, again and again.
+        for n in 0..5 {
+            let (status, took) = keyed_post(&agent, &server, &format!("r{round}-{n}"));
+            assert_eq!(status, 200, "round {round}");
+            assert!(took < Duration::from_secs(2), "{took:?}");
+        }
+        // The four holding a slot are cut off by the read deadline (5 s
+        // for a stalled body), not after a minute.
+        for s in &mut holding {
+            assert_eq!(status_within(s, Duration::from_secs(10)), Some(408));
+        }
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(8), "{took:?}");
+    }
+    assert_eq!(stats(&agent, &server), (50, 0, 0, 50));
+}
+
+/// A wrong key in a header or in the query is refused before the body is
+/// read: the answer comes while the body has not been sent.
+#[test]
+fn a_wrong_key_in_a_header_or_the_query_is_refused_before_the_body() {
+    let dir = temp_dir("hostile-prekey");
+    let server = Server::start(dir.path(), None, &[]);
+    for (path, auth) in [
+        ("/v1/batch", Some("Bearer wrong-key")),
+        ("/v1/batch?writeKey=wrong-key", None),
+        ("/beacon/v1/batch?writeKey=wrong-key", None),
+    ] {
+        let mut s = stalled_post(&server, path, auth, b"{");
+        assert_eq!(
+            status_within(&mut s, Duration::from_secs(2)),
+            Some(401),
+            "{path}"
+        );
+    }
+    // A good key in the query takes a keyed slot and the body is read.
+    let (status, answer) = read(
+        agent()
+            .post(server.url(&format!("/v1/batch?writeKey={WRITE_KEY}")))
+            .header("content-type", "application/json")
+            .send(
+                br#"{"batch":[{"type":"track","messageId":"q-1","anonymousId":"a","event":"E"}]}"#,
+            )
+            .unwrap(),
+    );
+    assert_eq!((status, answer["accepted"].as_u64()), (200, Some(1)));
+}
+
+/// A client with the key that sends its body slowly is cut off by the
+/// rate rule: 408 after about 5 s of stalling, not after a minute.
+#[test]
+fn a_keyed_client_trickling_its_body_is_cut_off_after_the_base() {
+    let dir = temp_dir("hostile-trickle");
+    let server = Server::start(dir.path(), None, &[]);
+    let started = Instant::now();
+    let mut s = stalled_post(&server, "/v1/batch", Some(&bearer()), b"{");
+    let trickle = {
+        let mut s = s.try_clone().unwrap();
+        std::thread::spawn(move || {
+            for _ in 0..20 {
+                std::thread::sleep(Duration::from_millis(500));
+                if s.write_all(b" ").is_err() {
+                    break;
+                }
+            }
+        })
+    };
+    assert_eq!(status_within(&mut s, Duration::from_secs(15)), Some(408));
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(5) && took < Duration::from_secs(7),
+        "{took:?}"
+    );
+    trickle.join().unwrap();
 }
 
 /// More idle connections than the limit: the longest idle are closed to

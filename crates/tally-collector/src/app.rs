@@ -40,6 +40,7 @@ use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 use crate::dashboard;
 use crate::error::ApiError;
 use crate::health::{self, HealthState};
+use crate::ingest::slots::BodyKeySlots;
 use crate::ingest::{self, auth::Keys};
 use crate::metrics::Metrics;
 use crate::queries;
@@ -67,8 +68,11 @@ pub struct AppState {
     pub keys: Arc<Keys>,
     /// Body and decode limits.
     pub limits: DecodeLimits,
-    /// Ingest slots (see [`DEFAULT_MAX_IN_FLIGHT`]).
+    /// Ingest slots of requests whose key was checked before the body
+    /// (see [`DEFAULT_MAX_IN_FLIGHT`]).
     pub ingest_slots: Arc<Semaphore>,
+    /// Ingest slots of requests whose key can only be in the body.
+    pub body_key_slots: Arc<BodyKeySlots>,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
     /// Pipeline health shared with the health task.
@@ -93,6 +97,7 @@ impl AppState {
             keys: Arc::new(keys),
             limits: DecodeLimits::default(),
             ingest_slots: Arc::new(Semaphore::new(DEFAULT_MAX_IN_FLIGHT)),
+            body_key_slots: Arc::new(BodyKeySlots::default()),
             metrics: Arc::new(Metrics::new()),
             health: Arc::new(HealthState::default()),
         }

@@ -37,8 +37,9 @@ pub enum ApiError {
     /// A `Content-Encoding` other than identity, gzip or zstd (415).
     #[error("supported content encodings are identity, gzip and zstd")]
     UnsupportedEncoding,
-    /// The body did not arrive within [`crate::ingest::body::BODY_READ_TIMEOUT`]
-    /// (408): a stalled client does not hold an ingest slot forever.
+    /// The body fell behind the minimum rate or ran past its cap (408,
+    /// see [`crate::ingest::body`]): a stalled client does not hold an
+    /// ingest slot.
     #[error("the request body did not arrive in time")]
     RequestTimeout,
     /// Body as sent, decoded body or message count over its limit (413).
