@@ -16,7 +16,7 @@
 //! `http://127.0.0.1:8080` becomes the page's server. Pages run one after
 //! another, each with its own server and working directory. A block that
 //! needs a server when its page started none gets one with the keys the
-//! docs use (`dev-write-key`, `dev-admin-token`).
+//! docs use (`dev-write-key`, `dev-admin-token-local`).
 
 #![allow(clippy::unwrap_used)]
 
@@ -32,7 +32,7 @@ use serde_json::Value;
 const WRITE_KEY: &str = "dev-write-key";
 /// What the quickstart's server is started with.
 const DEFAULT_SERVER: &str =
-    "cargo run --release -- serve --write-key dev-write-key --admin-token dev-admin-token";
+    "cargo run --release -- serve --write-key dev-write-key --admin-token dev-admin-token-local";
 /// The address the docs show.
 const DOC_BASE: &str = "http://127.0.0.1:8080";
 

@@ -270,6 +270,115 @@ fn out_of_descriptors_an_idle_connection_makes_room_and_the_log_stays_quiet() {
     assert_eq!(warnings, 1, "{}", server.log());
 }
 
+/// A GET with `token` (Bearer), sent from `source` (a loopback address),
+/// on a connection of its own: (status, body).
+fn get_from(source: &str, server: &Server, path: &str, token: Option<&str>) -> (u16, String) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .unwrap();
+    let target = addr(server);
+    let stream = runtime.block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+        socket.connect(target).await.unwrap()
+    });
+    let mut stream = stream.into_std().unwrap();
+    stream.set_nonblocking(false).unwrap();
+    let auth = token
+        .map(|t| format!("authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nhost: tally\r\n{auth}connection: close\r\n\r\n"
+    )
+    .unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let status = answer.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = answer.split_once("\r\n\r\n").unwrap().1.to_owned();
+    (status, body)
+}
+
+/// Wrong admin tokens are throttled per client address: 10 at once, then
+/// one per 6 s. While an address is throttled it is refused whatever token
+/// it shows; another address with the right token is not affected, and a
+/// request without a token is not a guess.
+#[test]
+fn wrong_admin_tokens_are_throttled_per_client_address() {
+    let dir = temp_dir("hostile-admin");
+    let server = Server::start(dir.path(), None, &[]);
+    let agent = agent();
+    let guess = |token: &str| {
+        let response = agent
+            .get(server.url("/v1/stats"))
+            .header("authorization", format!("Bearer {token}"))
+            .call()
+            .unwrap();
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap().parse::<u64>().unwrap());
+        (response.status().as_u16(), retry_after)
+    };
+    let mut answers = std::collections::BTreeMap::<u16, u32>::new();
+    for n in 0..200 {
+        let (status, retry_after) = guess(&format!("guess-{n:012}"));
+        *answers.entry(status).or_default() += 1;
+        if status == 429 {
+            assert!(matches!(retry_after, Some(1..=6)), "{retry_after:?}");
+        }
+    }
+    assert_eq!(answers, [(401, 10), (429, 190)].into());
+    // A write key is a wrong admin token too: refused as throttled.
+    assert_eq!(guess(WRITE_KEY).0, 429);
+    // The right token from the throttled address: refused the same way.
+    assert_eq!(guess(ADMIN_TOKEN).0, 429);
+    // No token is not a guess.
+    assert_eq!(
+        read(agent.get(server.url("/v1/stats")).call().unwrap()).0,
+        401
+    );
+    // Another address with the right token is served.
+    let (status, body) = get_from("127.0.0.2", &server, "/v1/stats", Some(ADMIN_TOKEN));
+    assert_eq!(status, 200, "{body}");
+    let (status, metrics) = get_from("127.0.0.2", &server, "/metrics", Some(ADMIN_TOKEN));
+    assert_eq!(status, 200);
+    for line in [
+        "tally_auth_failures_total 10",
+        "tally_auth_throttled_total 192",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line} not in\n{metrics}"
+        );
+    }
+}
+
+/// An admin token shorter than 16 characters is refused at start.
+#[test]
+fn a_short_admin_token_is_refused_at_start() {
+    let dir = temp_dir("hostile-short-token");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_tally"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--write-key", WRITE_KEY])
+        .args(["--admin-token", "fifteen-chars-x"])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env_remove("TALLY_ADMIN_TOKEN")
+        .env_remove("TALLY_WRITE_KEYS")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("the admin token is too short: use at least 16 characters"),
+        "{stderr}"
+    );
+}
+
 /// `/metrics` as the admin sees it.
 fn admin_metrics(agent: &ureq::Agent, server: &Server) -> (u16, String) {
     let mut response = agent

@@ -20,6 +20,9 @@
 //! | `/`, `/assets/{file}` | GET | none | the dashboard (its data calls need the admin token) |
 //! | `/v1/query/{events,active,sessions,funnel,retention,breakdown,top-events}` | GET | admin | product queries (`docs/query-api.md`) |
 //!
+//! Every admin path goes through a gate that checks the admin token and
+//! throttles wrong ones per client address ([`crate::throttle`]).
+//!
 //! Every answer carries CORS headers for the requesting origin, and a
 //! preflight is answered with the headers it asks for (browsers' Segment and
 //! RudderStack libraries send `Authorization`, which `*` does not cover).
@@ -37,15 +40,18 @@ use tally_proto::{format_timestamp, DecodeLimits, MessageType};
 use tokio::sync::Semaphore;
 use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 
+use crate::client::ClientAddr;
 use crate::dashboard;
 use crate::error::ApiError;
 use crate::health::{self, HealthState};
+use crate::ingest;
+use crate::ingest::auth::{self, Credential, Keys};
 use crate::ingest::slots::BodyKeySlots;
-use crate::ingest::{self, auth::Keys};
 use crate::metrics::Metrics;
 use crate::queries;
 use crate::query;
 use crate::store::Store;
+use crate::throttle::{AuthThrottle, Verdict};
 
 /// Ingest requests allowed to hold a slot at once by default.
 ///
@@ -73,6 +79,8 @@ pub struct AppState {
     pub ingest_slots: Arc<Semaphore>,
     /// Ingest slots of requests whose key can only be in the body.
     pub body_key_slots: Arc<BodyKeySlots>,
+    /// Failed admin authentication per client.
+    pub auth_throttle: Arc<AuthThrottle>,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
     /// Pipeline health shared with the health task.
@@ -98,6 +106,7 @@ impl AppState {
             limits: DecodeLimits::default(),
             ingest_slots: Arc::new(Semaphore::new(DEFAULT_MAX_IN_FLIGHT)),
             body_key_slots: Arc::new(BodyKeySlots::default()),
+            auth_throttle: Arc::new(AuthThrottle::default()),
             metrics: Arc::new(Metrics::new()),
             health: Arc::new(HealthState::default()),
         }
@@ -144,11 +153,9 @@ pub fn app(state: AppState) -> Router {
             );
         }
     }
-    router
-        .route("/v1/m", post(client_telemetry))
-        .route("/v1/time", get(time))
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics_text))
+    // Every path that needs the admin token goes through the gate, which
+    // throttles wrong tokens per client before the handler runs.
+    let admin = Router::new()
         .route("/v1/dead-letters", get(query::dead_letters))
         .route("/v1/stats", get(query::stats))
         .route("/v1/events/count", get(query::count_events))
@@ -162,8 +169,6 @@ pub fn app(state: AppState) -> Router {
             "/v1/installs/{install_id}/events",
             get(query::install_events),
         )
-        .route("/", get(dashboard::index))
-        .route("/assets/{file}", get(dashboard::asset))
         .route("/v1/query/events", get(queries::events))
         .route("/v1/query/active", get(queries::active))
         .route("/v1/query/sessions", get(queries::sessions))
@@ -171,11 +176,64 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/query/retention", get(queries::retention))
         .route("/v1/query/breakdown", get(queries::breakdown))
         .route("/v1/query/top-events", get(queries::top_events))
+        .route_layer(middleware::from_fn_with_state(state.clone(), admin_gate));
+    router
+        .route("/v1/m", post(client_telemetry))
+        .route("/v1/time", get(time))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics_text))
+        .route("/", get(dashboard::index))
+        .route("/assets/{file}", get(dashboard::asset))
+        .merge(admin)
         .fallback(|| async { ApiError::NotFound("no such path") })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(middleware::from_fn_with_state(state.clone(), count_status))
         .layer(cors())
         .with_state(state)
+}
+
+/// Authenticates a request to an admin path under the failed-auth
+/// throttle ([`crate::throttle`]); the handler then runs with a checked
+/// token.
+async fn admin_gate(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    gate(&state, request, next, Keys::authorize_admin).await
+}
+
+/// Runs `check` on the request's credential: none is refused as `check`
+/// says, without counting; a present one is judged by the throttle, and
+/// refused (429) while its client is throttled whether it is right or
+/// wrong, so the answer tells nothing about the guess.
+async fn gate(
+    state: &AppState,
+    request: Request,
+    next: Next,
+    check: fn(&Keys, Option<&Credential>) -> Result<(), ApiError>,
+) -> Response {
+    let outcome = match auth::credential(request.headers()) {
+        // No guess made: refused as `check` says, never counted.
+        Ok(None) => {
+            return match check(&state.keys, None) {
+                Ok(()) => next.run(request).await,
+                Err(e) => e.into_response(),
+            };
+        }
+        Ok(Some(credential)) => check(&state.keys, Some(&credential)),
+        Err(malformed) => Err(malformed),
+    };
+    let client = ClientAddr::of(request.extensions()).map(ClientAddr::bucket);
+    match state.auth_throttle.judge(client, outcome.is_ok()) {
+        Verdict::Throttled { retry_after_s } => {
+            state.metrics.auth_throttled();
+            ApiError::AuthThrottled { retry_after_s }.into_response()
+        }
+        Verdict::Allowed => match outcome {
+            Ok(()) => next.run(request).await,
+            Err(e) => {
+                state.metrics.auth_failure();
+                e.into_response()
+            }
+        },
+    }
 }
 
 fn cors() -> CorsLayer {

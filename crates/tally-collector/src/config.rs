@@ -18,7 +18,7 @@
 //! | `--data-dir` | `TALLY_DATA_DIR` | `data_dir` | `./tally-data` |
 //! | `--database-url` | `TALLY_DATABASE_URL` | `database_url` | none: SQLite in the data dir |
 //! | `--write-key` (repeatable) | `TALLY_WRITE_KEYS` (comma-separated) | `write_keys` (array) | none: at least one is required |
-//! | `--admin-token` | `TALLY_ADMIN_TOKEN` | `admin_token` | none: admin paths answer 401 |
+//! | `--admin-token` | `TALLY_ADMIN_TOKEN` | `admin_token` | none: admin paths answer 401; at least [`MIN_ADMIN_TOKEN_BYTES`] characters |
 //! | `--tls-cert`, `--tls-key` | `TALLY_TLS_CERT`, `TALLY_TLS_KEY` | `tls_cert`, `tls_key` | none: plain HTTP |
 //! | `--max-in-flight` | `TALLY_MAX_IN_FLIGHT` | `max_in_flight` | 64 |
 //! | `--max-connections` | `TALLY_MAX_CONNECTIONS` | `max_connections` | 4096, or half the open-file limit when lower (see [`crate::server`]) |
@@ -46,6 +46,12 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 /// Default data directory (the SQLite store), relative to the working
 /// directory.
 pub const DEFAULT_DATA_DIR: &str = "./tally-data";
+
+/// Shortest admin token accepted at start, in bytes. With wrong tokens
+/// throttled to 10 a minute per client address ([`crate::throttle`]), 16
+/// characters even from lowercase letters alone (26^16 ≈ 4·10^22 values)
+/// cannot be guessed; a random token of `openssl rand -hex 16` has 32.
+pub const MIN_ADMIN_TOKEN_BYTES: usize = 16;
 
 /// Why the settings could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +87,10 @@ pub enum ConfigError {
     /// `max_in_flight` is 0.
     #[error("max_in_flight must be at least 1")]
     NoSlots,
+    /// A token (`admin_token`, or the one named) is shorter than
+    /// [`MIN_ADMIN_TOKEN_BYTES`].
+    #[error("{0} is too short: use at least {MIN_ADMIN_TOKEN_BYTES} characters (e.g. `openssl rand -hex 16`)")]
+    TokenTooShort(&'static str),
     /// `max_connections` is 0, or the idle timeout is not a positive
     /// number of seconds.
     #[error("invalid connection setting: {0}")]
@@ -314,6 +324,13 @@ impl Settings {
         if write_keys.is_empty() {
             return Err(ConfigError::NoWriteKey);
         }
+        let admin_token = non_empty(self.admin_token);
+        if admin_token
+            .as_ref()
+            .is_some_and(|t| t.len() < MIN_ADMIN_TOKEN_BYTES)
+        {
+            return Err(ConfigError::TokenTooShort("the admin token"));
+        }
         let tls = match (self.tls_cert, self.tls_key) {
             (Some(cert), Some(key)) => Some((cert, key)),
             (None, None) => None,
@@ -350,7 +367,7 @@ impl Settings {
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
             database_url: non_empty(self.database_url),
             write_keys,
-            admin_token: non_empty(self.admin_token),
+            admin_token,
             tls,
             max_in_flight,
             connections,
@@ -374,7 +391,7 @@ mod tests {
         let file = dir.join("tally.toml");
         std::fs::write(
             &file,
-            "listen = \"0.0.0.0:9000\"\nwrite_keys = [\"from-file\"]\nadmin_token = \"file-admin\"\nmax_in_flight = 8\nmax_connections = 100\nidle_timeout_s = 2.5\n",
+            "listen = \"0.0.0.0:9000\"\nwrite_keys = [\"from-file\"]\nadmin_token = \"file-admin-token-123\"\nmax_in_flight = 8\nmax_connections = 100\nidle_timeout_s = 2.5\n",
         )
         .unwrap();
         let from_file = Settings::from_file(&file).unwrap();
@@ -385,13 +402,13 @@ mod tests {
         let config = flags.or(from_file).resolve().unwrap();
         assert_eq!(config.listen, "0.0.0.0:9000".parse().unwrap());
         assert_eq!(config.write_keys, ["from-flag"]);
-        assert_eq!(config.admin_token.as_deref(), Some("file-admin"));
+        assert_eq!(config.admin_token.as_deref(), Some("file-admin-token-123"));
         assert_eq!(config.max_in_flight, 8);
         assert_eq!(config.connections.max_connections, 100);
         assert_eq!(config.connections.idle_timeout, Duration::from_millis(2500));
         assert_eq!(config.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
         assert_eq!(config.database_url, None);
-        assert!(!format!("{config:?}").contains("file-admin"));
+        assert!(!format!("{config:?}").contains("file-admin-token"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -472,6 +489,18 @@ mod tests {
             ..keys()
         };
         assert_eq!(empty_token.resolve().unwrap().admin_token, None);
+        let short = Settings {
+            admin_token: Some("x".repeat(MIN_ADMIN_TOKEN_BYTES - 1)),
+            ..keys()
+        };
+        let err = short.resolve().unwrap_err();
+        assert!(matches!(err, ConfigError::TokenTooShort(_)));
+        assert!(err.to_string().contains("at least 16 characters"), "{err}");
+        let long_enough = Settings {
+            admin_token: Some("x".repeat(MIN_ADMIN_TOKEN_BYTES)),
+            ..keys()
+        };
+        assert!(long_enough.resolve().is_ok());
     }
 
     #[test]

@@ -19,6 +19,7 @@
 //! | [`server`] | the accept loop, TLS, graceful shutdown |
 //! | [`tls`] | loading the certificate and key |
 //! | [`store`] | the store trait and its SQLite and PostgreSQL implementations |
+//! | [`throttle`] | failed admin authentication, throttled per client |
 //! | [`retention`] | the policy and the background job deleting expired events |
 //! | [`export`] | `GET /v1/export`: stored events streamed as NDJSON |
 //! | [`dashboard`] | the page at `/` and its embedded assets |
@@ -38,4 +39,5 @@ pub mod query;
 pub mod retention;
 pub mod server;
 pub mod store;
+pub mod throttle;
 pub mod tls;

@@ -12,6 +12,8 @@
 //! | `tally_connections_shed_total{reason}` | counter | connections the collector closed: `idle_timeout`, `over_limit` (the longest idle, to admit a new one), `accept_failed` (to free a descriptor) |
 //! | `tally_connections_refused_total` | counter | connections closed on arrival: the limit was reached and none was idle |
 //! | `tally_accept_errors_total` | counter | failed `accept` calls (out of descriptors, say) |
+//! | `tally_auth_failures_total` | counter | requests to admin paths with a wrong token (or a write key) |
+//! | `tally_auth_throttled_total` | counter | requests to admin paths refused by the per-client throttle |
 //!
 //! Pipeline health, refreshed from the store by the health task every
 //! `[alerts] interval_s` (never by a scrape), store-wide (every collector
@@ -97,16 +99,19 @@ pub struct WindowRates {
     pub rejection: Option<f64>,
 }
 
-/// Connection counts of the server (see the module doc).
+/// Connection and authentication counts of the server (see the module
+/// doc).
 #[derive(Debug, Default)]
-struct Connections {
+struct ServerCounts {
     open: Gauge,
     shed: Family<ShedLabel, Counter>,
     refused: Counter,
     accept_errors: Counter,
+    auth_failures: Counter,
+    auth_throttled: Counter,
 }
 
-impl Connections {
+impl ServerCounts {
     fn register(&self, r: &mut Registry) {
         r.register("connections_open", "Connections open", self.open.clone());
         r.register(
@@ -123,6 +128,16 @@ impl Connections {
             "accept_errors",
             "Failed accept calls",
             self.accept_errors.clone(),
+        );
+        r.register(
+            "auth_failures",
+            "Requests to admin paths with a wrong token",
+            self.auth_failures.clone(),
+        );
+        r.register(
+            "auth_throttled",
+            "Requests to admin paths refused by the failed-auth throttle",
+            self.auth_throttled.clone(),
         );
         for reason in ["idle_timeout", "over_limit", "accept_failed"] {
             let _ = self.shed.get_or_create(&ShedLabel { reason });
@@ -285,7 +300,7 @@ pub struct Metrics {
     batch_latency: Histogram,
     commit_latency: Histogram,
     in_flight: Gauge,
-    connections: Connections,
+    connections: ServerCounts,
     health: HealthGauges,
     retention_expired: Counter,
     retention_dead_letters: Counter,
@@ -352,7 +367,7 @@ impl Metrics {
         }
         let health = HealthGauges::default();
         health.register(&mut registry);
-        let connections = Connections::default();
+        let connections = ServerCounts::default();
         connections.register(&mut registry);
         Self {
             registry,
@@ -426,6 +441,16 @@ impl Metrics {
     /// Counts a failed `accept`.
     pub fn accept_error(&self) {
         self.connections.accept_errors.inc();
+    }
+
+    /// Counts a wrong token on an admin path.
+    pub fn auth_failure(&self) {
+        self.connections.auth_failures.inc();
+    }
+
+    /// Counts a request refused by the failed-auth throttle.
+    pub fn auth_throttled(&self) {
+        self.connections.auth_throttled.inc();
     }
 
     /// The in-flight gauge: incremented while an ingest request holds a slot.
