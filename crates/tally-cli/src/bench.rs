@@ -657,7 +657,10 @@ fn get_json(agent: &ureq::Agent, url: &str) -> anyhow::Result<serde_json::Value>
 }
 
 fn server_metrics(agent: &ureq::Agent, base: &str) -> anyhow::Result<String> {
-    let mut response = agent.get(&format!("{base}/metrics")).call()?;
+    let mut response = agent
+        .get(&format!("{base}/metrics"))
+        .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
+        .call()?;
     Ok(response.body_mut().read_to_string()?)
 }
 

@@ -30,6 +30,7 @@ use serde_json::Value;
 
 /// The keys every page uses.
 const WRITE_KEY: &str = "dev-write-key";
+const ADMIN_TOKEN: &str = "dev-admin-token-local";
 /// What the quickstart's server is started with.
 const DEFAULT_SERVER: &str =
     "cargo run --release -- serve --write-key dev-write-key --admin-token dev-admin-token-local";
@@ -378,6 +379,7 @@ fn the_metrics_reference_lists_every_exported_metric() {
         .into();
     let text = agent
         .get(&format!("{}/metrics", server.base))
+        .header("authorization", &format!("Bearer {ADMIN_TOKEN}"))
         .call()
         .unwrap()
         .body_mut()

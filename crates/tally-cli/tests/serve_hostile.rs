@@ -244,7 +244,7 @@ fn idle_connections_are_shed_at_the_limit_and_closed_when_idle() {
 #[test]
 fn out_of_descriptors_an_idle_connection_makes_room_and_the_log_stays_quiet() {
     let dir = temp_dir("hostile-fds");
-    let server = Server::start_with_open_file_limit(dir.path(), 96, &["--max-connections", "1000"]);
+    let server = Server::start_after(dir.path(), "ulimit -n 96", &["--max-connections", "1000"]);
     let agent = agent();
     let _idle: Vec<TcpStream> = (0..300)
         .map(|_| TcpStream::connect(addr(&server)).unwrap())

@@ -23,6 +23,9 @@
 //! | `--max-in-flight` | `TALLY_MAX_IN_FLIGHT` | `max_in_flight` | 64 |
 //! | `--max-connections` | `TALLY_MAX_CONNECTIONS` | `max_connections` | 4096, or half the open-file limit when lower (see [`crate::server`]) |
 //! | `--idle-timeout` | `TALLY_IDLE_TIMEOUT` | `idle_timeout_s` | 65 s |
+//! | `--cors-origin` (repeatable) | `TALLY_CORS_ORIGINS` (comma-separated) | `cors_origins` (array) | none: only same-origin pages call the admin paths |
+//! | `--metrics-token` | `TALLY_METRICS_TOKEN` | `metrics_token` | none: `/metrics` takes the admin token |
+//! | `--metrics-listen` | `TALLY_METRICS_LISTEN` | `metrics_listen` | none: `/metrics` only on `listen`, with a token |
 //! | `--alert-webhook` | `TALLY_ALERT_WEBHOOK` | `alert_webhook` | none: alerts are only shown |
 //! | — | — | `[alerts]` `interval_s`, `window_s`, and per rule `[alerts.<rule>]` `threshold`, `for_s` | see [`crate::alerts`] |
 //! | — | — | `[retention]` table | events are kept; dead letters 30 days (see [`crate::retention`]) |
@@ -95,6 +98,13 @@ pub enum ConfigError {
     /// number of seconds.
     #[error("invalid connection setting: {0}")]
     Connections(&'static str),
+    /// A CORS origin is not `http(s)://host[:port]` (`null` and `*` are
+    /// refused too).
+    #[error("invalid CORS origin {0:?}: expected http(s)://host[:port], without a path")]
+    CorsOrigin(String),
+    /// The metrics listen address is not `IP:PORT`.
+    #[error("invalid metrics listen address {0:?} (expected IP:PORT)")]
+    MetricsListen(String),
     /// An `[alerts]` setting out of range (a duration not positive, a
     /// threshold or `for_s` not finite or negative), or a webhook URL that
     /// is not http(s).
@@ -192,6 +202,12 @@ pub struct Settings {
     pub max_connections: Option<usize>,
     /// Seconds a connection may stay idle.
     pub idle_timeout_s: Option<f64>,
+    /// Origins whose pages may call the admin paths.
+    pub cors_origins: Option<Vec<String>>,
+    /// A token that may read `/metrics`.
+    pub metrics_token: Option<String>,
+    /// `IP:PORT` of a listener serving `/metrics` without a token.
+    pub metrics_listen: Option<String>,
     /// Where alert state changes are POSTed.
     pub alert_webhook: Option<String>,
     /// Alert rules and their evaluation.
@@ -213,6 +229,12 @@ impl std::fmt::Debug for Settings {
             .field("max_in_flight", &self.max_in_flight)
             .field("max_connections", &self.max_connections)
             .field("idle_timeout_s", &self.idle_timeout_s)
+            .field("cors_origins", &self.cors_origins)
+            .field(
+                "metrics_token",
+                &self.metrics_token.as_ref().map(|_| "<set>"),
+            )
+            .field("metrics_listen", &self.metrics_listen)
             .field(
                 "alert_webhook",
                 &self.alert_webhook.as_ref().map(|_| "<set>"),
@@ -242,6 +264,12 @@ pub struct Config {
     pub max_in_flight: usize,
     /// Connections and their idle timeout.
     pub connections: server::Limits,
+    /// Origins whose pages may call the admin paths (checked).
+    pub cors_origins: Vec<String>,
+    /// The metrics token, if any.
+    pub metrics_token: Option<String>,
+    /// Where `/metrics` is served without a token, if anywhere.
+    pub metrics_listen: Option<SocketAddr>,
     /// Alert rules, evaluation and webhook.
     pub alerts: AlertConfig,
     /// Which events expire, and how the job deletes them.
@@ -267,6 +295,9 @@ impl std::fmt::Debug for Config {
             .field("tls", &self.tls)
             .field("max_in_flight", &self.max_in_flight)
             .field("connections", &self.connections)
+            .field("cors_origins", &self.cors_origins)
+            .field("metrics_token", &self.metrics_token.is_some())
+            .field("metrics_listen", &self.metrics_listen)
             .field("alert_rules", &self.alerts.rules)
             .field("alert_webhook", &self.alerts.webhook.is_some())
             .field("retention", &self.retention)
@@ -300,6 +331,9 @@ impl Settings {
             max_in_flight: self.max_in_flight.or(lower.max_in_flight),
             max_connections: self.max_connections.or(lower.max_connections),
             idle_timeout_s: self.idle_timeout_s.or(lower.idle_timeout_s),
+            cors_origins: self.cors_origins.or(lower.cors_origins),
+            metrics_token: self.metrics_token.or(lower.metrics_token),
+            metrics_listen: self.metrics_listen.or(lower.metrics_listen),
             alert_webhook: self.alert_webhook.or(lower.alert_webhook),
             alerts: self.alerts.or(lower.alerts),
             retention: self.retention.or(lower.retention),
@@ -331,6 +365,34 @@ impl Settings {
         {
             return Err(ConfigError::TokenTooShort("the admin token"));
         }
+        let metrics_token = non_empty(self.metrics_token);
+        if metrics_token
+            .as_ref()
+            .is_some_and(|t| t.len() < MIN_ADMIN_TOKEN_BYTES)
+        {
+            return Err(ConfigError::TokenTooShort("the metrics token"));
+        }
+        let metrics_listen = match non_empty(self.metrics_listen) {
+            None => None,
+            Some(text) => Some(
+                text.parse::<SocketAddr>()
+                    .map_err(|_| ConfigError::MetricsListen(text.clone()))?,
+            ),
+        };
+        let cors_origins = self
+            .cors_origins
+            .unwrap_or_default()
+            .into_iter()
+            .map(|o| o.trim().to_owned())
+            .filter(|o| !o.is_empty())
+            .map(|o| {
+                if is_origin(&o) {
+                    Ok(o)
+                } else {
+                    Err(ConfigError::CorsOrigin(o))
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let tls = match (self.tls_cert, self.tls_key) {
             (Some(cert), Some(key)) => Some((cert, key)),
             (None, None) => None,
@@ -371,6 +433,9 @@ impl Settings {
             tls,
             max_in_flight,
             connections,
+            cors_origins,
+            metrics_token,
+            metrics_listen,
             alerts: self
                 .alerts
                 .unwrap_or_default()
@@ -378,6 +443,21 @@ impl Settings {
             retention: self.retention.unwrap_or_default().resolve()?,
         })
     }
+}
+
+/// Whether `text` is a browser origin: `http://` or `https://`, a host,
+/// an optional port, nothing after. `null` (sandboxed frames, local files)
+/// and `*` are not origins a page of the operator's has.
+fn is_origin(text: &str) -> bool {
+    let Some((scheme, rest)) = text.split_once("://") else {
+        return false;
+    };
+    let authority_ok = !rest.is_empty()
+        && !rest.starts_with(':')
+        && rest
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'));
+    matches!(scheme, "http" | "https") && authority_ok
 }
 
 #[cfg(test)]
@@ -410,6 +490,65 @@ mod tests {
         assert_eq!(config.database_url, None);
         assert!(!format!("{config:?}").contains("file-admin-token"));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn cors_origins_metrics_token_and_listener() {
+        let with = |origins: &[&str]| Settings {
+            write_keys: Some(vec!["k".into()]),
+            cors_origins: Some(origins.iter().map(|o| (*o).to_owned()).collect()),
+            ..Settings::default()
+        };
+        let config = with(&["https://admin.example", " http://127.0.0.1:3000 ", ""])
+            .resolve()
+            .unwrap();
+        assert_eq!(
+            config.cors_origins,
+            ["https://admin.example", "http://127.0.0.1:3000"]
+        );
+        for bad in [
+            "null",
+            "*",
+            "https://admin.example/",
+            "https://admin.example/path",
+            "ftp://admin.example",
+            "admin.example",
+            "https://",
+            "https://a b",
+        ] {
+            assert!(
+                matches!(with(&[bad]).resolve(), Err(ConfigError::CorsOrigin(_))),
+                "{bad}"
+            );
+        }
+        let metrics = Settings {
+            write_keys: Some(vec!["k".into()]),
+            metrics_token: Some("m".repeat(MIN_ADMIN_TOKEN_BYTES)),
+            metrics_listen: Some("127.0.0.1:9090".into()),
+            ..Settings::default()
+        };
+        let config = metrics.clone().resolve().unwrap();
+        assert_eq!(
+            config.metrics_listen,
+            Some("127.0.0.1:9090".parse().unwrap())
+        );
+        assert!(!format!("{config:?}").contains("mmmm"));
+        let short = Settings {
+            metrics_token: Some("short".into()),
+            ..metrics.clone()
+        };
+        assert!(matches!(
+            short.resolve(),
+            Err(ConfigError::TokenTooShort("the metrics token"))
+        ));
+        let bad_listen = Settings {
+            metrics_listen: Some("localhost:9090".into()),
+            ..metrics
+        };
+        assert!(matches!(
+            bad_listen.resolve(),
+            Err(ConfigError::MetricsListen(_))
+        ));
     }
 
     #[test]

@@ -16,6 +16,7 @@
 //! | [`health`] | pipeline health: `/v1/health/pipeline` and its figures |
 //! | [`metrics`] | Prometheus metrics |
 //! | [`config`] | settings from flags, env, `tally.toml`, defaults |
+//! | [`data_dir`] | the SQLite data directory and its files' modes |
 //! | [`server`] | the accept loop, TLS, graceful shutdown |
 //! | [`tls`] | loading the certificate and key |
 //! | [`store`] | the store trait and its SQLite and PostgreSQL implementations |
@@ -29,6 +30,7 @@ pub mod app;
 pub mod client;
 pub mod config;
 pub mod dashboard;
+pub mod data_dir;
 pub mod error;
 pub mod export;
 pub mod health;

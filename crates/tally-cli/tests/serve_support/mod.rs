@@ -63,13 +63,13 @@ impl Server {
         )
     }
 
-    /// Starts `tally serve` as [`Server::start`] does, allowed to open at
-    /// most `open_files` files (the soft and hard limit).
-    pub fn start_with_open_file_limit(data_dir: &Path, open_files: u64, extra: &[&str]) -> Server {
+    /// Starts `tally serve` as [`Server::start`] does, after the shell
+    /// command `setup` (`ulimit -n 96`, `umask 000`) in the same process.
+    pub fn start_after(data_dir: &Path, setup: &str, extra: &[&str]) -> Server {
         let mut cmd = Command::new("bash");
         cmd.args([
             "-c",
-            &format!("ulimit -n {open_files} && exec \"$@\""),
+            &format!("{setup} && exec \"$@\""),
             "tally",
             env!("CARGO_BIN_EXE_tally"),
         ]);
