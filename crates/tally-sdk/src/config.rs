@@ -100,6 +100,9 @@ pub struct Config {
     pub health_beacon_ms: Option<u64>,
     /// Seed of the backoff jitter (tests fix it).
     pub jitter_seed: Option<u64>,
+    /// Whether a plain `http://` endpoint on a host other than loopback is
+    /// accepted (default: refused when the tracker is built).
+    pub allow_insecure_http: bool,
 }
 
 impl Config {
@@ -126,6 +129,7 @@ impl Config {
             auto_upload: true,
             health_beacon_ms: None,
             jitter_seed: None,
+            allow_insecure_http: false,
         }
     }
 }
