@@ -47,12 +47,11 @@ use crate::pipeline::session::SavedSession;
 
 const FILE_NAME: &str = "tally-state.json";
 
-/// Mode of the data directory: the SDK's own.
-#[cfg(unix)]
+/// Mode of the data directory: it is the SDK's own (one made by an
+/// earlier version has the mode the umask gave it, and is narrowed).
 const DIR_MODE: u32 = 0o700;
 
 /// Mode of the state file.
-#[cfg(unix)]
 const FILE_MODE: u32 = 0o600;
 
 /// Associated data of the sealed user id, before the install id: a blob
@@ -331,7 +330,7 @@ impl StateFile {
         retained: Arc<AtomicU32>,
     ) -> Result<(Self, State), StateError> {
         fs::create_dir_all(dir)?;
-        private_dir(dir)?;
+        set_mode(dir, DIR_MODE)?;
         let file = Self {
             dir: dir.to_owned(),
             keys,
@@ -342,7 +341,7 @@ impl StateFile {
         let path = dir.join(FILE_NAME);
         let state = match fs::read(&path) {
             Ok(bytes) => {
-                private_file(&path)?;
+                set_mode(&path, FILE_MODE)?;
                 let disk: OnDisk = serde_json::from_slice(&bytes).map_err(StateError::Corrupt)?;
                 let mut state = disk.state;
                 match (&state.identity.user_id, disk.sealed_user) {
@@ -467,32 +466,18 @@ fn aad(install_id: &str) -> Vec<u8> {
     [USER_AAD, install_id.as_bytes()].concat()
 }
 
-/// Makes the data directory `0700`: it is the SDK's own (an earlier
-/// version left it as the umask made it).
-fn private_dir(dir: &Path) -> io::Result<()> {
+/// Gives `path` exactly `mode` (Unix; elsewhere the platform's own
+/// access control applies and this does nothing).
+fn set_mode(path: &Path, mode: u32) -> io::Result<()> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt as _;
-        if fs::metadata(dir)?.permissions().mode() & 0o777 != DIR_MODE {
-            fs::set_permissions(dir, fs::Permissions::from_mode(DIR_MODE))?;
+        if fs::metadata(path)?.permissions().mode() & 0o777 != mode {
+            fs::set_permissions(path, fs::Permissions::from_mode(mode))?;
         }
     }
     #[cfg(not(unix))]
-    let _ = dir;
-    Ok(())
-}
-
-/// Makes an existing state file `0600`.
-fn private_file(path: &Path) -> io::Result<()> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        if fs::metadata(path)?.permissions().mode() & 0o777 != FILE_MODE {
-            fs::set_permissions(path, fs::Permissions::from_mode(FILE_MODE))?;
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = path;
+    let _ = (path, mode);
     Ok(())
 }
 
