@@ -143,9 +143,16 @@ fn collector(args: CollectorArgs) -> anyhow::Result<()> {
     let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
     let base = format!("http://{}", listener.local_addr()?);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = runtime.spawn(server::serve(listener, app(state), None, async {
-        let _ = stop_rx.await;
-    }));
+    let server = runtime.spawn(server::serve(
+        listener,
+        app(state),
+        None,
+        server::Limits::default(),
+        metrics.clone(),
+        async {
+            let _ = stop_rx.await;
+        },
+    ));
 
     let full_batches = args.events / args.batch;
     let half_batches = (full_batches / 2).max(1);
@@ -681,7 +688,10 @@ fn get_json(agent: &ureq::Agent, url: &str) -> anyhow::Result<serde_json::Value>
 }
 
 fn server_metrics(agent: &ureq::Agent, base: &str) -> anyhow::Result<String> {
-    let mut response = agent.get(&format!("{base}/metrics")).call()?;
+    let mut response = agent
+        .get(&format!("{base}/metrics"))
+        .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
+        .call()?;
     Ok(response.body_mut().read_to_string()?)
 }
 

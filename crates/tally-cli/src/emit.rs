@@ -50,6 +50,10 @@ pub struct EmitArgs {
     /// Seconds to keep syncing before giving up.
     #[arg(long, default_value_t = 30)]
     timeout: u64,
+    /// Accept a plain http:// endpoint on a host other than loopback
+    /// (events and the write key then travel unencrypted)
+    #[arg(long)]
+    allow_insecure_http: bool,
 }
 
 pub fn run(args: EmitArgs) -> anyhow::Result<()> {
@@ -61,6 +65,7 @@ pub fn run(args: EmitArgs) -> anyhow::Result<()> {
         .consent(Consent::Granted)
         .when_full(WhenFull::Block(BLOCK_WHEN_FULL_MS))
         .auto_upload(false)
+        .allow_insecure_http(args.allow_insecure_http)
         .build()
         .context("starting the SDK")?;
     if args.count > 0 {

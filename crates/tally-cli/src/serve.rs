@@ -15,11 +15,15 @@ use tally_collector::app::{app, AppState};
 use tally_collector::config::Settings;
 use tally_collector::ingest::auth::Keys;
 use tally_collector::retention::RetentionJob;
-use tally_collector::{server, store, tls};
+use tally_collector::{data_dir, server, store, tls};
 
 /// How long a stop waits for the health task: a webhook request's timeout
 /// and a little more.
 const MONITOR_STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Connections of the metrics listener: a few Prometheus servers scrape
+/// it, each on one keep-alive connection.
+const METRICS_MAX_CONNECTIONS: usize = 16;
 
 /// How long to wait for tasks still running after the server drained (the
 /// server already waited for in-flight requests).
@@ -28,7 +32,9 @@ const RUNTIME_SHUTDOWN_TIMEOUT: std::time::Duration = std::time::Duration::from_
 const PRECEDENCE: &str = "\
 Each setting is taken from the first of: the flag, its TALLY_* environment
 variable, the --config file (tally.toml: listen, data_dir, database_url,
-write_keys = [..], admin_token, tls_cert, tls_key, max_in_flight, alert_webhook,
+write_keys = [..], admin_token, tls_cert, tls_key, max_in_flight,
+max_connections, idle_timeout_s, cors_origins = [..], metrics_token,
+metrics_listen, alert_webhook,
 an [alerts] table: interval_s, window_s, [alerts.<rule>] threshold, for_s, and
 a [retention] table: default_days, dead_letters_days, interval_s, chunk_rows,
 [retention.events] \"Event Name\" = days), the default.
@@ -80,6 +86,35 @@ pub struct ServeArgs {
     /// Ingest requests in flight at most; more are answered 429 [default: 64]
     #[arg(long, env = "TALLY_MAX_IN_FLIGHT", value_name = "N")]
     max_in_flight: Option<usize>,
+    /// Connections open at most; at the limit the longest-idle one is closed
+    /// for a new one [default: 4096, or half the open-file limit if lower]
+    #[arg(long, env = "TALLY_MAX_CONNECTIONS", value_name = "N")]
+    max_connections: Option<usize>,
+    /// Seconds a connection may stay idle before it is closed [default: 65]
+    #[arg(long, env = "TALLY_IDLE_TIMEOUT", value_name = "SECONDS")]
+    idle_timeout: Option<f64>,
+    /// An origin whose pages may call the admin, query and export APIs,
+    /// https://host[:port] (repeatable; the variable is comma-separated)
+    /// [default: none, the dashboard is same-origin]
+    #[arg(
+        long = "cors-origin",
+        env = "TALLY_CORS_ORIGINS",
+        value_name = "ORIGIN",
+        value_delimiter = ','
+    )]
+    cors_origins: Vec<String>,
+    /// A token that may read /metrics (the admin token always may)
+    #[arg(
+        long,
+        env = "TALLY_METRICS_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    metrics_token: Option<String>,
+    /// Also serve /metrics, without a token, on this IP:PORT (a listener
+    /// only the monitoring network reaches)
+    #[arg(long, env = "TALLY_METRICS_LISTEN", value_name = "ADDR")]
+    metrics_listen: Option<String>,
     /// POST alert state changes (JSON) to this http(s) URL, with retries
     #[arg(
         long,
@@ -104,6 +139,11 @@ impl ServeArgs {
             tls_cert: self.tls_cert.clone(),
             tls_key: self.tls_key.clone(),
             max_in_flight: self.max_in_flight,
+            max_connections: self.max_connections,
+            idle_timeout_s: self.idle_timeout,
+            cors_origins: Some(self.cors_origins.clone()).filter(|o| !o.is_empty()),
+            metrics_token: self.metrics_token.clone(),
+            metrics_listen: self.metrics_listen.clone(),
             alert_webhook: self.alert_webhook.clone(),
             alerts: None,
             retention: None,
@@ -119,6 +159,15 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         None => Settings::default(),
     };
     let config = args.settings().or(file).resolve()?;
+    if let Some(files) = server::open_file_limit() {
+        if config.connections.max_connections as u64 >= files {
+            tracing::warn!(
+                max_connections = config.connections.max_connections,
+                open_file_limit = files,
+                "the connection limit is above the open-file limit: connections past it fail to be accepted"
+            );
+        }
+    }
     if config.admin_token.is_none() {
         tracing::warn!("no admin token: the query and admin endpoints answer 401");
     }
@@ -126,6 +175,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         Some((cert, key)) => Some(tls::acceptor(cert, key)?),
         None => None,
     };
+    if config.database_url.is_none() {
+        data_dir::prepare(&config.data_dir, store::SQLITE_FILE_NAME)?;
+    }
     let store: Arc<dyn store::Store> = store::open_with(
         &config.data_dir,
         config.database_url.as_deref(),
@@ -134,9 +186,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     .context("cannot open the store")?;
     let state = AppState::new(
         store.clone(),
-        Keys::new(config.write_keys.clone(), config.admin_token.clone()),
+        Keys::new(config.write_keys.clone(), config.admin_token.clone())
+            .with_metrics_token(config.metrics_token.clone()),
     )
     .with_max_in_flight(config.max_in_flight)
+    .with_cors_origins(&config.cors_origins)
     .with_alerts(config.alerts.clone());
     let health = state.health.clone();
     // Always on: dead letters expire even when events are kept forever.
@@ -176,7 +230,51 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             );
         }
         let monitor = tally_collector::health::monitor::spawn(state.clone());
-        server::serve(listener, app(state), tls, shutdown_signal()).await;
+        let (stop, stopping) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            let _ = stop.send(true);
+        });
+        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        };
+        let metrics_server = match config.metrics_listen {
+            None => None,
+            Some(addr) => {
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr} for metrics"))?;
+                tracing::info!(
+                    "metrics served without a token on http://{}/metrics",
+                    listener.local_addr()?
+                );
+                Some(tokio::spawn(server::serve(
+                    listener,
+                    tally_collector::app::metrics_app(state.clone()),
+                    None,
+                    server::Limits {
+                        max_connections: METRICS_MAX_CONNECTIONS,
+                        ..config.connections
+                    },
+                    // The connection metrics describe the main listener.
+                    Arc::new(tally_collector::metrics::Metrics::new()),
+                    stopped(stopping.clone()),
+                )))
+            }
+        };
+        let metrics = state.metrics.clone();
+        server::serve(
+            listener,
+            app(state),
+            tls,
+            config.connections,
+            metrics,
+            stopped(stopping),
+        )
+        .await;
+        if let Some(metrics_server) = metrics_server {
+            let _ = metrics_server.await;
+        }
         // Hands the alert sender lease on (a shared store): a webhook
         // attempt in flight ends within its timeout.
         if tokio::time::timeout(MONITOR_STOP_TIMEOUT, monitor.stop())

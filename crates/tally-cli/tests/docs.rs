@@ -16,7 +16,7 @@
 //! `http://127.0.0.1:8080` becomes the page's server. Pages run one after
 //! another, each with its own server and working directory. A block that
 //! needs a server when its page started none gets one with the keys the
-//! docs use (`dev-write-key`, `dev-admin-token`).
+//! docs use (`dev-write-key`, `dev-admin-token-local`).
 
 #![allow(clippy::unwrap_used)]
 
@@ -30,9 +30,10 @@ use serde_json::Value;
 
 /// The keys every page uses.
 const WRITE_KEY: &str = "dev-write-key";
+const ADMIN_TOKEN: &str = "dev-admin-token-local";
 /// What the quickstart's server is started with.
 const DEFAULT_SERVER: &str =
-    "cargo run --release -- serve --write-key dev-write-key --admin-token dev-admin-token";
+    "cargo run --release -- serve --write-key dev-write-key --admin-token dev-admin-token-local";
 /// The address the docs show.
 const DOC_BASE: &str = "http://127.0.0.1:8080";
 
@@ -378,6 +379,7 @@ fn the_metrics_reference_lists_every_exported_metric() {
         .into();
     let text = agent
         .get(&format!("{}/metrics", server.base))
+        .header("authorization", &format!("Bearer {ADMIN_TOKEN}"))
         .call()
         .unwrap()
         .body_mut()

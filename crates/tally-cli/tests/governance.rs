@@ -485,6 +485,7 @@ fn retention_job(server: &Server) {
     assert_eq!(count("Order Completed"), 1);
     let metrics = agent
         .get(server.url("/metrics"))
+        .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
         .call()
         .unwrap()
         .body_mut()

@@ -215,7 +215,7 @@ fn settings_come_from_flags_then_env_then_file() {
     let file = dir.path().join("tally.toml");
     std::fs::write(
         &file,
-        "write_keys = [\"file-key\"]\nadmin_token = \"file-admin\"\nlisten = \"127.0.0.1:1\"\n",
+        "write_keys = [\"file-key\"]\nadmin_token = \"file-admin-token-01\"\nlisten = \"127.0.0.1:1\"\n",
     )
     .unwrap();
     // Env has write keys (over the file's), the flag a listen address (over
@@ -244,7 +244,7 @@ fn settings_come_from_flags_then_env_then_file() {
     let (status, s) = read(
         agent
             .get(server.url("/v1/stats"))
-            .header("authorization", "Bearer file-admin")
+            .header("authorization", "Bearer file-admin-token-01")
             .call()
             .unwrap(),
     );

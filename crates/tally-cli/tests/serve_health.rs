@@ -335,7 +335,7 @@ fn dedup_alert_goes_pending_firing_ok_and_reaches_a_failing_webhook() {
     assert_eq!(rule(&firing, "dedup_rate_high")["value"], json!(0.5));
     assert!(rule(&firing, "dedup_rate_high")["since"].is_string());
     assert_eq!(rule(&firing, "rejection_rate_high")["state"], "ok");
-    let (_, metrics) = read(agent.get(server.url("/metrics")).call().unwrap());
+    let (_, metrics) = admin_get(&agent, &server.url("/metrics"));
     let metrics = metrics.as_str().unwrap().to_owned();
     assert!(
         metrics.contains("tally_alert_state{rule=\"dedup_rate_high\"} 2"),
@@ -378,7 +378,7 @@ fn dedup_alert_goes_pending_firing_ok_and_reaches_a_failing_webhook() {
     assert!(after["webhook"]["last_delivery"].is_string());
     assert_eq!(rule(&after, "dedup_rate_high")["state"], "ok");
     assert_eq!(rule(&after, "dedup_rate_high")["since"], Value::Null);
-    let (_, metrics) = read(agent.get(server.url("/metrics")).call().unwrap());
+    let (_, metrics) = admin_get(&agent, &server.url("/metrics"));
     assert!(metrics
         .as_str()
         .unwrap()
@@ -423,12 +423,12 @@ fn the_prometheus_rules_use_only_exported_metrics() {
         200
     );
     eventually("the first health refresh", || {
-        let (_, text) = read(agent.get(server.url("/metrics")).call().unwrap());
+        let (_, text) = admin_get(&agent, &server.url("/metrics"));
         text.as_str()
             .unwrap()
             .contains("tally_completeness_installs 1")
     });
-    let (_, text) = read(agent.get(server.url("/metrics")).call().unwrap());
+    let (_, text) = admin_get(&agent, &server.url("/metrics"));
     let exported: Vec<&str> = text
         .as_str()
         .unwrap()

@@ -18,9 +18,14 @@
 //! | `--data-dir` | `TALLY_DATA_DIR` | `data_dir` | `./tally-data` |
 //! | `--database-url` | `TALLY_DATABASE_URL` | `database_url` | none: SQLite in the data dir |
 //! | `--write-key` (repeatable) | `TALLY_WRITE_KEYS` (comma-separated) | `write_keys` (array) | none: at least one is required |
-//! | `--admin-token` | `TALLY_ADMIN_TOKEN` | `admin_token` | none: admin paths answer 401 |
+//! | `--admin-token` | `TALLY_ADMIN_TOKEN` | `admin_token` | none: admin paths answer 401; at least [`MIN_ADMIN_TOKEN_BYTES`] characters |
 //! | `--tls-cert`, `--tls-key` | `TALLY_TLS_CERT`, `TALLY_TLS_KEY` | `tls_cert`, `tls_key` | none: plain HTTP |
 //! | `--max-in-flight` | `TALLY_MAX_IN_FLIGHT` | `max_in_flight` | 64 |
+//! | `--max-connections` | `TALLY_MAX_CONNECTIONS` | `max_connections` | 4096, or half the open-file limit when lower (see [`crate::server`]) |
+//! | `--idle-timeout` | `TALLY_IDLE_TIMEOUT` | `idle_timeout_s` | 65 s |
+//! | `--cors-origin` (repeatable) | `TALLY_CORS_ORIGINS` (comma-separated) | `cors_origins` (array) | none: only same-origin pages call the admin paths |
+//! | `--metrics-token` | `TALLY_METRICS_TOKEN` | `metrics_token` | none: `/metrics` takes the admin token |
+//! | `--metrics-listen` | `TALLY_METRICS_LISTEN` | `metrics_listen` | none: `/metrics` only on `listen`, with a token |
 //! | `--alert-webhook` | `TALLY_ALERT_WEBHOOK` | `alert_webhook` | none: alerts are only shown |
 //! | — | — | `[alerts]` `interval_s`, `window_s`, and per rule `[alerts.<rule>]` `threshold`, `for_s` | see [`crate::alerts`] |
 //! | — | — | `[retention]` table | events are kept; dead letters 30 days (see [`crate::retention`]) |
@@ -37,6 +42,7 @@ use crate::alerts::rules::{self, RuleSettings};
 use crate::alerts::{AlertConfig, DEFAULT_INTERVAL, DEFAULT_WINDOW};
 use crate::app::DEFAULT_MAX_IN_FLIGHT;
 use crate::retention::{RetentionError, RetentionPolicy, RetentionSettings};
+use crate::server;
 use crate::store::DeadLetterLimits;
 
 /// Default listen address: loopback only, so a first run exposes nothing.
@@ -45,6 +51,12 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 /// Default data directory (the SQLite store), relative to the working
 /// directory.
 pub const DEFAULT_DATA_DIR: &str = "./tally-data";
+
+/// Shortest admin token accepted at start, in bytes. With wrong tokens
+/// throttled to 10 a minute per client address ([`crate::throttle`]), 16
+/// characters even from lowercase letters alone (26^16 ≈ 4·10^22 values)
+/// cannot be guessed; a random token of `openssl rand -hex 16` has 32.
+pub const MIN_ADMIN_TOKEN_BYTES: usize = 16;
 
 /// Why the settings could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +92,21 @@ pub enum ConfigError {
     /// `max_in_flight` is 0.
     #[error("max_in_flight must be at least 1")]
     NoSlots,
+    /// A token (`admin_token`, or the one named) is shorter than
+    /// [`MIN_ADMIN_TOKEN_BYTES`].
+    #[error("{0} is too short: use at least {MIN_ADMIN_TOKEN_BYTES} characters (e.g. `openssl rand -hex 16`)")]
+    TokenTooShort(&'static str),
+    /// `max_connections` is 0, or the idle timeout is not a positive
+    /// number of seconds.
+    #[error("invalid connection setting: {0}")]
+    Connections(&'static str),
+    /// A CORS origin is not `http(s)://host[:port]` (`null` and `*` are
+    /// refused too).
+    #[error("invalid CORS origin {0:?}: expected http(s)://host[:port], without a path")]
+    CorsOrigin(String),
+    /// The metrics listen address is not `IP:PORT`.
+    #[error("invalid metrics listen address {0:?} (expected IP:PORT)")]
+    MetricsListen(String),
     /// An `[alerts]` setting out of range (a duration not positive, a
     /// threshold or `for_s` not finite or negative), or a webhook URL that
     /// is not http(s).
@@ -176,6 +203,16 @@ pub struct Settings {
     pub tls_key: Option<PathBuf>,
     /// Ingest requests in flight at most.
     pub max_in_flight: Option<usize>,
+    /// Connections open at most.
+    pub max_connections: Option<usize>,
+    /// Seconds a connection may stay idle.
+    pub idle_timeout_s: Option<f64>,
+    /// Origins whose pages may call the admin paths.
+    pub cors_origins: Option<Vec<String>>,
+    /// A token that may read `/metrics`.
+    pub metrics_token: Option<String>,
+    /// `IP:PORT` of a listener serving `/metrics` without a token.
+    pub metrics_listen: Option<String>,
     /// Where alert state changes are POSTed.
     pub alert_webhook: Option<String>,
     /// Alert rules and their evaluation.
@@ -226,6 +263,14 @@ impl std::fmt::Debug for Settings {
             .field("tls_cert", &self.tls_cert)
             .field("tls_key", &self.tls_key)
             .field("max_in_flight", &self.max_in_flight)
+            .field("max_connections", &self.max_connections)
+            .field("idle_timeout_s", &self.idle_timeout_s)
+            .field("cors_origins", &self.cors_origins)
+            .field(
+                "metrics_token",
+                &self.metrics_token.as_ref().map(|_| "<set>"),
+            )
+            .field("metrics_listen", &self.metrics_listen)
             .field(
                 "alert_webhook",
                 &self.alert_webhook.as_ref().map(|_| "<set>"),
@@ -254,6 +299,14 @@ pub struct Config {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Ingest requests in flight at most.
     pub max_in_flight: usize,
+    /// Connections and their idle timeout.
+    pub connections: server::Limits,
+    /// Origins whose pages may call the admin paths (checked).
+    pub cors_origins: Vec<String>,
+    /// The metrics token, if any.
+    pub metrics_token: Option<String>,
+    /// Where `/metrics` is served without a token, if anywhere.
+    pub metrics_listen: Option<SocketAddr>,
     /// Alert rules, evaluation and webhook.
     pub alerts: AlertConfig,
     /// Which events expire, and how the job deletes them.
@@ -280,6 +333,10 @@ impl std::fmt::Debug for Config {
             .field("admin_token", &self.admin_token.is_some())
             .field("tls", &self.tls)
             .field("max_in_flight", &self.max_in_flight)
+            .field("connections", &self.connections)
+            .field("cors_origins", &self.cors_origins)
+            .field("metrics_token", &self.metrics_token.is_some())
+            .field("metrics_listen", &self.metrics_listen)
             .field("alert_rules", &self.alerts.rules)
             .field("alert_webhook", &self.alerts.webhook.is_some())
             .field("retention", &self.retention)
@@ -312,6 +369,11 @@ impl Settings {
             tls_cert: self.tls_cert.or(lower.tls_cert),
             tls_key: self.tls_key.or(lower.tls_key),
             max_in_flight: self.max_in_flight.or(lower.max_in_flight),
+            max_connections: self.max_connections.or(lower.max_connections),
+            idle_timeout_s: self.idle_timeout_s.or(lower.idle_timeout_s),
+            cors_origins: self.cors_origins.or(lower.cors_origins),
+            metrics_token: self.metrics_token.or(lower.metrics_token),
+            metrics_listen: self.metrics_listen.or(lower.metrics_listen),
             alert_webhook: self.alert_webhook.or(lower.alert_webhook),
             alerts: self.alerts.or(lower.alerts),
             retention: self.retention.or(lower.retention),
@@ -337,6 +399,41 @@ impl Settings {
         if write_keys.is_empty() {
             return Err(ConfigError::NoWriteKey);
         }
+        let admin_token = non_empty(self.admin_token);
+        if admin_token
+            .as_ref()
+            .is_some_and(|t| t.len() < MIN_ADMIN_TOKEN_BYTES)
+        {
+            return Err(ConfigError::TokenTooShort("the admin token"));
+        }
+        let metrics_token = non_empty(self.metrics_token);
+        if metrics_token
+            .as_ref()
+            .is_some_and(|t| t.len() < MIN_ADMIN_TOKEN_BYTES)
+        {
+            return Err(ConfigError::TokenTooShort("the metrics token"));
+        }
+        let metrics_listen = match non_empty(self.metrics_listen) {
+            None => None,
+            Some(text) => Some(
+                text.parse::<SocketAddr>()
+                    .map_err(|_| ConfigError::MetricsListen(text.clone()))?,
+            ),
+        };
+        let cors_origins = self
+            .cors_origins
+            .unwrap_or_default()
+            .into_iter()
+            .map(|o| o.trim().to_owned())
+            .filter(|o| !o.is_empty())
+            .map(|o| {
+                if is_origin(&o) {
+                    Ok(o)
+                } else {
+                    Err(ConfigError::CorsOrigin(o))
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let tls = match (self.tls_cert, self.tls_key) {
             (Some(cert), Some(key)) => Some((cert, key)),
             (None, None) => None,
@@ -346,6 +443,26 @@ impl Settings {
         if max_in_flight == 0 {
             return Err(ConfigError::NoSlots);
         }
+        let connections = server::Limits {
+            max_connections: match self.max_connections {
+                Some(0) => {
+                    return Err(ConfigError::Connections(
+                        "max_connections must be at least 1",
+                    ))
+                }
+                Some(n) => n,
+                None => server::default_max_connections(server::open_file_limit()),
+            },
+            idle_timeout: match self.idle_timeout_s {
+                None => server::DEFAULT_IDLE_TIMEOUT,
+                Some(s) if s.is_finite() && s > 0.0 => Duration::from_secs_f64(s),
+                Some(_) => {
+                    return Err(ConfigError::Connections(
+                        "the idle timeout must be a positive number of seconds",
+                    ))
+                }
+            },
+        };
         Ok(Config {
             listen,
             data_dir: self
@@ -353,9 +470,13 @@ impl Settings {
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
             database_url: non_empty(self.database_url),
             write_keys,
-            admin_token: non_empty(self.admin_token),
+            admin_token,
             tls,
             max_in_flight,
+            connections,
+            cors_origins,
+            metrics_token,
+            metrics_listen,
             alerts: self
                 .alerts
                 .unwrap_or_default()
@@ -364,6 +485,21 @@ impl Settings {
             dead_letters: self.dead_letters.unwrap_or_default().resolve()?,
         })
     }
+}
+
+/// Whether `text` is a browser origin: `http://` or `https://`, a host,
+/// an optional port, nothing after. `null` (sandboxed frames, local files)
+/// and `*` are not origins a page of the operator's has.
+fn is_origin(text: &str) -> bool {
+    let Some((scheme, rest)) = text.split_once("://") else {
+        return false;
+    };
+    let authority_ok = !rest.is_empty()
+        && !rest.starts_with(':')
+        && rest
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'));
+    matches!(scheme, "http" | "https") && authority_ok
 }
 
 #[cfg(test)]
@@ -377,7 +513,7 @@ mod tests {
         let file = dir.join("tally.toml");
         std::fs::write(
             &file,
-            "listen = \"0.0.0.0:9000\"\nwrite_keys = [\"from-file\"]\nadmin_token = \"file-admin\"\nmax_in_flight = 8\n",
+            "listen = \"0.0.0.0:9000\"\nwrite_keys = [\"from-file\"]\nadmin_token = \"file-admin-token-123\"\nmax_in_flight = 8\nmax_connections = 100\nidle_timeout_s = 2.5\n",
         )
         .unwrap();
         let from_file = Settings::from_file(&file).unwrap();
@@ -388,12 +524,73 @@ mod tests {
         let config = flags.or(from_file).resolve().unwrap();
         assert_eq!(config.listen, "0.0.0.0:9000".parse().unwrap());
         assert_eq!(config.write_keys, ["from-flag"]);
-        assert_eq!(config.admin_token.as_deref(), Some("file-admin"));
+        assert_eq!(config.admin_token.as_deref(), Some("file-admin-token-123"));
         assert_eq!(config.max_in_flight, 8);
+        assert_eq!(config.connections.max_connections, 100);
+        assert_eq!(config.connections.idle_timeout, Duration::from_millis(2500));
         assert_eq!(config.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
         assert_eq!(config.database_url, None);
-        assert!(!format!("{config:?}").contains("file-admin"));
+        assert!(!format!("{config:?}").contains("file-admin-token"));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn cors_origins_metrics_token_and_listener() {
+        let with = |origins: &[&str]| Settings {
+            write_keys: Some(vec!["k".into()]),
+            cors_origins: Some(origins.iter().map(|o| (*o).to_owned()).collect()),
+            ..Settings::default()
+        };
+        let config = with(&["https://admin.example", " http://127.0.0.1:3000 ", ""])
+            .resolve()
+            .unwrap();
+        assert_eq!(
+            config.cors_origins,
+            ["https://admin.example", "http://127.0.0.1:3000"]
+        );
+        for bad in [
+            "null",
+            "*",
+            "https://admin.example/",
+            "https://admin.example/path",
+            "ftp://admin.example",
+            "admin.example",
+            "https://",
+            "https://a b",
+        ] {
+            assert!(
+                matches!(with(&[bad]).resolve(), Err(ConfigError::CorsOrigin(_))),
+                "{bad}"
+            );
+        }
+        let metrics = Settings {
+            write_keys: Some(vec!["k".into()]),
+            metrics_token: Some("m".repeat(MIN_ADMIN_TOKEN_BYTES)),
+            metrics_listen: Some("127.0.0.1:9090".into()),
+            ..Settings::default()
+        };
+        let config = metrics.clone().resolve().unwrap();
+        assert_eq!(
+            config.metrics_listen,
+            Some("127.0.0.1:9090".parse().unwrap())
+        );
+        assert!(!format!("{config:?}").contains("mmmm"));
+        let short = Settings {
+            metrics_token: Some("short".into()),
+            ..metrics.clone()
+        };
+        assert!(matches!(
+            short.resolve(),
+            Err(ConfigError::TokenTooShort("the metrics token"))
+        ));
+        let bad_listen = Settings {
+            metrics_listen: Some("localhost:9090".into()),
+            ..metrics
+        };
+        assert!(matches!(
+            bad_listen.resolve(),
+            Err(ConfigError::MetricsListen(_))
+        ));
     }
 
     #[test]
@@ -430,6 +627,27 @@ mod tests {
         let config = keys().resolve().unwrap();
         assert_eq!(config.listen.to_string(), DEFAULT_LISTEN);
         assert_eq!(config.max_in_flight, DEFAULT_MAX_IN_FLIGHT);
+        assert_eq!(
+            config.connections.idle_timeout,
+            server::DEFAULT_IDLE_TIMEOUT
+        );
+        assert!(config.connections.max_connections <= server::DEFAULT_MAX_CONNECTIONS);
+        for bad in [
+            Settings {
+                max_connections: Some(0),
+                ..keys()
+            },
+            Settings {
+                idle_timeout_s: Some(0.0),
+                ..keys()
+            },
+            Settings {
+                idle_timeout_s: Some(f64::NAN),
+                ..keys()
+            },
+        ] {
+            assert!(matches!(bad.resolve(), Err(ConfigError::Connections(_))));
+        }
         assert!(matches!(
             Settings::default().resolve(),
             Err(ConfigError::NoWriteKey)
@@ -452,6 +670,18 @@ mod tests {
             ..keys()
         };
         assert_eq!(empty_token.resolve().unwrap().admin_token, None);
+        let short = Settings {
+            admin_token: Some("x".repeat(MIN_ADMIN_TOKEN_BYTES - 1)),
+            ..keys()
+        };
+        let err = short.resolve().unwrap_err();
+        assert!(matches!(err, ConfigError::TokenTooShort(_)));
+        assert!(err.to_string().contains("at least 16 characters"), "{err}");
+        let long_enough = Settings {
+            admin_token: Some("x".repeat(MIN_ADMIN_TOKEN_BYTES)),
+            ..keys()
+        };
+        assert!(long_enough.resolve().is_ok());
     }
 
     #[test]

@@ -37,8 +37,9 @@ pub enum ApiError {
     /// A `Content-Encoding` other than identity, gzip or zstd (415).
     #[error("supported content encodings are identity, gzip and zstd")]
     UnsupportedEncoding,
-    /// The body did not arrive within [`crate::ingest::body::BODY_READ_TIMEOUT`]
-    /// (408): a stalled client does not hold an ingest slot forever.
+    /// The body fell behind the minimum rate or ran past its cap (408,
+    /// see [`crate::ingest::body`]): a stalled client does not hold an
+    /// ingest slot.
     #[error("the request body did not arrive in time")]
     RequestTimeout,
     /// Body as sent, decoded body or message count over its limit (413).
@@ -47,6 +48,13 @@ pub enum ApiError {
     /// Every ingest slot is taken (429, with `Retry-After`).
     #[error("too many requests in flight; retry later")]
     RateLimited,
+    /// This client presented too many wrong tokens (429, with
+    /// `Retry-After`; see [`crate::throttle`]).
+    #[error("too many failed authentications from this address; retry later")]
+    AuthThrottled {
+        /// Seconds until the client may try again.
+        retry_after_s: u64,
+    },
     /// The store is saturated or unreachable (503, with `Retry-After`).
     #[error("the store is unavailable; retry later")]
     Unavailable,
@@ -76,7 +84,9 @@ impl ApiError {
             ),
             Self::RequestTimeout => (StatusCode::REQUEST_TIMEOUT, ErrorCode::RequestTimeout),
             Self::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::PayloadTooLarge),
-            Self::RateLimited => (StatusCode::TOO_MANY_REQUESTS, ErrorCode::RateLimited),
+            Self::RateLimited | Self::AuthThrottled { .. } => {
+                (StatusCode::TOO_MANY_REQUESTS, ErrorCode::RateLimited)
+            }
             Self::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, ErrorCode::NotFound),
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, ErrorCode::MethodNotAllowed),
@@ -93,10 +103,15 @@ impl IntoResponse for ApiError {
             message: self.to_string(),
         };
         let mut response = (status, axum::Json(body)).into_response();
-        if matches!(self, Self::RateLimited | Self::Unavailable) {
+        let retry_after = match self {
+            Self::RateLimited | Self::Unavailable => Some(u64::from(RETRY_AFTER_SECS)),
+            Self::AuthThrottled { retry_after_s } => Some(retry_after_s),
+            _ => None,
+        };
+        if let Some(seconds) = retry_after {
             response
                 .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }

@@ -8,6 +8,12 @@
 //! | `tally_batch_duration_seconds` | histogram | one ingest request, body read to answer |
 //! | `tally_store_commit_duration_seconds` | histogram | one `write_batch` transaction |
 //! | `tally_ingest_in_flight` | gauge | ingest requests holding a slot now |
+//! | `tally_connections_open` | gauge | connections open now |
+//! | `tally_connections_shed_total{reason}` | counter | connections the collector closed: `idle_timeout`, `over_limit` (the longest idle, to admit a new one), `accept_failed` (to free a descriptor) |
+//! | `tally_connections_refused_total` | counter | connections closed on arrival: the limit was reached and none was idle |
+//! | `tally_accept_errors_total` | counter | failed `accept` calls (out of descriptors, say) |
+//! | `tally_auth_failures_total` | counter | requests to admin paths with a wrong token (or a write key) |
+//! | `tally_auth_throttled_total` | counter | requests to admin paths refused by the per-client throttle |
 //!
 //! Pipeline health, refreshed from the store by the health task every
 //! `[alerts] interval_s` (never by a scrape), store-wide (every collector
@@ -60,6 +66,11 @@ struct OutcomeLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ShedLabel {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabel {
     reason: String,
 }
@@ -86,6 +97,52 @@ pub struct WindowRates {
     pub dedup: Option<f64>,
     /// Rejected / received.
     pub rejection: Option<f64>,
+}
+
+/// Connection and authentication counts of the server (see the module
+/// doc).
+#[derive(Debug, Default)]
+struct ServerCounts {
+    open: Gauge,
+    shed: Family<ShedLabel, Counter>,
+    refused: Counter,
+    accept_errors: Counter,
+    auth_failures: Counter,
+    auth_throttled: Counter,
+}
+
+impl ServerCounts {
+    fn register(&self, r: &mut Registry) {
+        r.register("connections_open", "Connections open", self.open.clone());
+        r.register(
+            "connections_shed",
+            "Connections closed by the collector, by reason",
+            self.shed.clone(),
+        );
+        r.register(
+            "connections_refused",
+            "Connections closed on arrival: at the limit, none idle",
+            self.refused.clone(),
+        );
+        r.register(
+            "accept_errors",
+            "Failed accept calls",
+            self.accept_errors.clone(),
+        );
+        r.register(
+            "auth_failures",
+            "Requests to admin paths with a wrong token",
+            self.auth_failures.clone(),
+        );
+        r.register(
+            "auth_throttled",
+            "Requests to admin paths refused by the failed-auth throttle",
+            self.auth_throttled.clone(),
+        );
+        for reason in ["idle_timeout", "over_limit", "accept_failed"] {
+            let _ = self.shed.get_or_create(&ShedLabel { reason });
+        }
+    }
 }
 
 /// The pipeline-health gauges (see the module doc).
@@ -243,6 +300,7 @@ pub struct Metrics {
     batch_latency: Histogram,
     commit_latency: Histogram,
     in_flight: Gauge,
+    connections: ServerCounts,
     health: HealthGauges,
     retention_expired: Counter,
     retention_dead_letters: Counter,
@@ -309,6 +367,8 @@ impl Metrics {
         }
         let health = HealthGauges::default();
         health.register(&mut registry);
+        let connections = ServerCounts::default();
+        connections.register(&mut registry);
         Self {
             registry,
             requests,
@@ -317,6 +377,7 @@ impl Metrics {
             batch_latency,
             commit_latency,
             in_flight,
+            connections,
             health,
             retention_expired,
             retention_dead_letters,
@@ -355,6 +416,41 @@ impl Metrics {
     /// Records one store commit's latency.
     pub fn commit_latency(&self, d: Duration) {
         self.commit_latency.observe(d.as_secs_f64());
+    }
+
+    /// Sets the number of open connections.
+    pub fn set_connections(&self, open: usize) {
+        self.connections
+            .open
+            .set(i64::try_from(open).unwrap_or(i64::MAX));
+    }
+
+    /// Counts a connection the server closed for `reason`.
+    pub fn connection_shed(&self, reason: &'static str) {
+        self.connections
+            .shed
+            .get_or_create(&ShedLabel { reason })
+            .inc();
+    }
+
+    /// Counts a connection closed on arrival.
+    pub fn connection_refused(&self) {
+        self.connections.refused.inc();
+    }
+
+    /// Counts a failed `accept`.
+    pub fn accept_error(&self) {
+        self.connections.accept_errors.inc();
+    }
+
+    /// Counts a wrong token on an admin path.
+    pub fn auth_failure(&self) {
+        self.connections.auth_failures.inc();
+    }
+
+    /// Counts a request refused by the failed-auth throttle.
+    pub fn auth_throttled(&self) {
+        self.connections.auth_throttled.inc();
     }
 
     /// The in-flight gauge: incremented while an ingest request holds a slot.

@@ -766,9 +766,7 @@ async fn plain_endpoints_404_and_405() {
         &json!({"batch": [track("x-1"), track("x-1")]}),
     ))
     .await;
-    let (status, headers, text) = h
-        .send(Request::get("/metrics").body(Body::empty()).unwrap())
-        .await;
+    let (status, headers, text) = h.send(admin_get("/metrics")).await;
     assert_eq!(status, StatusCode::OK);
     assert!(headers[header::CONTENT_TYPE]
         .to_str()
@@ -792,34 +790,37 @@ async fn plain_endpoints_404_and_405() {
     }
 }
 
-#[tokio::test]
-async fn cors_preflight_and_headers_on_every_answer() {
-    let h = harness("cors");
-    let preflight = Request::builder()
+fn preflight(path: &str, origin: &str) -> Request<Body> {
+    Request::builder()
         .method(Method::OPTIONS)
-        .uri("/v1/t")
-        .header(header::ORIGIN, "https://shop.example")
+        .uri(path)
+        .header(header::ORIGIN, origin)
         .header(header::ACCESS_CONTROL_REQUEST_METHOD, "POST")
         .header(
             header::ACCESS_CONTROL_REQUEST_HEADERS,
             "authorization,content-type",
         )
         .body(Body::empty())
-        .unwrap();
-    let (status, headers, _) = h.send(preflight).await;
-    assert!(status.is_success(), "{status}");
-    assert_eq!(
-        headers[header::ACCESS_CONTROL_ALLOW_ORIGIN],
-        "https://shop.example"
-    );
-    assert_eq!(
-        headers[header::ACCESS_CONTROL_ALLOW_HEADERS],
-        "authorization,content-type"
-    );
-    assert!(headers[header::ACCESS_CONTROL_ALLOW_METHODS]
-        .to_str()
         .unwrap()
-        .contains("POST"));
+}
+
+#[tokio::test]
+async fn ingest_cors_answers_any_origin_without_credentials() {
+    let h = harness("cors");
+    for origin in ["https://shop.example", "null"] {
+        let (status, headers, _) = h.send(preflight("/v1/t", origin)).await;
+        assert!(status.is_success(), "{status}");
+        assert_eq!(headers[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
+        assert_eq!(
+            headers[header::ACCESS_CONTROL_ALLOW_HEADERS],
+            "authorization,content-type"
+        );
+        assert!(headers[header::ACCESS_CONTROL_ALLOW_METHODS]
+            .to_str()
+            .unwrap()
+            .contains("POST"));
+        assert!(!headers.contains_key(header::ACCESS_CONTROL_ALLOW_CREDENTIALS));
+    }
     // An error answer carries them too, so the browser can read it.
     let unauthorized = Request::post("/v1/t")
         .header(header::ORIGIN, "https://shop.example")
@@ -827,10 +828,7 @@ async fn cors_preflight_and_headers_on_every_answer() {
         .unwrap();
     let (status, headers, _) = h.send(unauthorized).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    assert_eq!(
-        headers[header::ACCESS_CONTROL_ALLOW_ORIGIN],
-        "https://shop.example"
-    );
+    assert_eq!(headers[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
     let ok = Request::post("/v1/t")
         .header(header::ORIGIN, "https://shop.example")
         .header(header::AUTHORIZATION, basic(KEY))
@@ -839,11 +837,67 @@ async fn cors_preflight_and_headers_on_every_answer() {
         .unwrap();
     let (status, headers, _) = h.send(ok).await;
     assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
+    assert!(!headers.contains_key(header::ACCESS_CONTROL_ALLOW_CREDENTIALS));
+}
+
+#[tokio::test]
+async fn admin_cors_answers_only_configured_origins() {
+    let h = harness("cors-admin");
+    let with_origin = |path: &str, origin: &str| {
+        let mut request = admin_get(path);
+        request
+            .headers_mut()
+            .insert(header::ORIGIN, origin.parse().unwrap());
+        request
+    };
+    // None configured: no page of another origin may read an answer.
+    for origin in ["https://evil.example", "null"] {
+        let (status, headers, _) = h.send(with_origin("/v1/stats", origin)).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(!headers.contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN));
+        let (_, headers, _) = h.send(preflight("/v1/deletions", origin)).await;
+        assert!(!headers.contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN));
+    }
+    let state = h
+        .state
+        .clone()
+        .with_cors_origins(&["https://admin.example".to_owned()]);
+    let send = |request: Request<Body>| {
+        let app = app(state.clone());
+        async move { app.oneshot(request).await.unwrap() }
+    };
+    let allowed = send(with_origin("/v1/stats", "https://admin.example")).await;
     assert_eq!(
-        headers[header::ACCESS_CONTROL_ALLOW_ORIGIN],
-        "https://shop.example"
+        allowed.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN],
+        "https://admin.example"
     );
-    assert_eq!(headers[header::ACCESS_CONTROL_ALLOW_CREDENTIALS], "true");
+    assert!(!allowed
+        .headers()
+        .contains_key(header::ACCESS_CONTROL_ALLOW_CREDENTIALS));
+    let preflight_ok = send(preflight("/v1/deletions", "https://admin.example")).await;
+    assert_eq!(
+        preflight_ok.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN],
+        "https://admin.example"
+    );
+    for origin in ["https://evil.example", "null"] {
+        let refused = send(with_origin("/v1/export", origin)).await;
+        assert!(!refused
+            .headers()
+            .contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN));
+    }
+    // The metrics are an admin path too, and need a token.
+    let metrics = send(
+        Request::get("/metrics")
+            .header(header::ORIGIN, "https://evil.example")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(metrics.status(), StatusCode::UNAUTHORIZED);
+    assert!(!metrics
+        .headers()
+        .contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN));
 }
 
 #[tokio::test]

@@ -104,6 +104,9 @@ pub struct Config {
     pub metered_policy: crate::mobile::MeteredPolicy,
     /// When the log's writer syncs.
     pub durability: log::Durability,
+    /// Whether a plain `http://` endpoint on a host other than loopback is
+    /// accepted (default: refused when the tracker is built).
+    pub allow_insecure_http: bool,
 }
 
 impl Config {
@@ -134,6 +137,7 @@ impl Config {
             durability: log::Durability::Buffered {
                 max_delay: log::DEFAULT_BUFFERED_DELAY,
             },
+            allow_insecure_http: false,
         }
     }
 }

@@ -6,21 +6,57 @@
 //! and the directory is synced: after a crash the file is the old or the
 //! new version, never a mix. The events themselves live in the log; this
 //! file is rewritten at flushes and acks, not per event.
+//!
+//! # Privacy
+//!
+//! The data directory is made `0700` and the file `0600`. The user id, the
+//! one personal value here, is not stored in clear beside a log that is
+//! encrypted: it is sealed (`sealed_user`) with XChaCha20-Poly1305 under
+//! the log's current key from its [`KeyProvider`], bound to the install id.
+//! The other members are random ids, counters and settings.
+//!
+//! - Each save seals under the provider's current key, so after a key
+//!   rotation the next save moves the user id to the new key. Until then
+//!   the log keeps the key the file names (`retained` is shared with it),
+//!   so a rotation never makes the user id unreadable.
+//! - Crypto-shredding (consent withdrawn) deletes every key, this one too;
+//!   the pipeline saves the state under the new key right after.
+//! - If the key is gone anyway (a keystore wiped, a restore onto another
+//!   device, a crash between shredding and that save), the state opens
+//!   without a user id, as after `reset()` keeping the anonymous id; the
+//!   app's next `identify` sets it again.
+//! - A file of an earlier version, with the user id in clear, is read, and
+//!   rewritten sealed when the tracker starts.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File};
-use std::io::{self, Write};
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
+use crate::log::crypto::{Cipher, NONCE_BYTES, TAG_BYTES};
+use crate::log::{Filesystem as _, KeyError, KeyId, KeyProvider, StdFs};
 use crate::pipeline::identity::Identity;
 use crate::pipeline::privacy::Consent;
 use crate::pipeline::session::SavedSession;
 
 const FILE_NAME: &str = "tally-state.json";
-const TMP_NAME: &str = "tally-state.json.tmp";
+
+/// Mode of the data directory: it is the SDK's own (one made by an
+/// earlier version has the mode the umask gave it, and is narrowed).
+const DIR_MODE: u32 = 0o700;
+
+/// Mode of the state file.
+const FILE_MODE: u32 = 0o600;
+
+/// Associated data of the sealed user id, before the install id: a blob
+/// moved to another install's file, or another field, does not open.
+const USER_AAD: &[u8] = b"tally-state user_id\0";
 
 /// Why the state could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +68,28 @@ pub enum StateError {
     /// The file exists but is not a state this version can read.
     #[error("state file is unreadable: {0}")]
     Corrupt(#[source] serde_json::Error),
+    /// The key provider could not give the key to seal the user id with.
+    #[error("state file key: {0}")]
+    Key(#[from] KeyError),
+}
+
+/// The user id as stored: sealed under key `key` of the log's provider.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct SealedUser {
+    key: KeyId,
+    /// The 24-byte nonce, base64.
+    nonce: String,
+    /// The ciphertext and its 16-byte tag, base64.
+    data: String,
+}
+
+/// The file's JSON: the state, with the user id sealed beside it.
+#[derive(Serialize, Deserialize)]
+struct OnDisk {
+    #[serde(flatten)]
+    state: State,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sealed_user: Option<SealedUser>,
 }
 
 /// A run of sequence numbers dropped on the device, for one reason.
@@ -237,25 +295,63 @@ impl State {
 #[derive(Debug)]
 pub struct StateFile {
     dir: PathBuf,
+    keys: Arc<dyn KeyProvider>,
+    /// The key the file's user id is sealed under (0: none), shared with
+    /// the log, which does not delete that key.
+    retained: Arc<AtomicU32>,
     /// The bytes the file durably holds (as read, or as last saved): a
     /// save of the same state writes nothing. A tracker saves on every
     /// explicit flush and on shutdown, mostly with nothing changed, and
     /// each real save costs a new file, two fsyncs and a rename.
     saved: Mutex<Vec<u8>>,
+    /// The last sealing, reused while the user id and the current key are
+    /// the same (a fresh nonce each time would make every save a write).
+    sealed: Mutex<Option<Sealing>>,
+}
+
+/// A user id sealed under one key.
+#[derive(Debug)]
+struct Sealing {
+    user_id: String,
+    key_id: KeyId,
+    key: crate::log::Key,
+    stored: SealedUser,
 }
 
 impl StateFile {
-    /// Opens (or creates) the state in `dir`; a new install starts with
+    /// Opens (or creates) the state in `dir`, sealing and unsealing the
+    /// user id with `keys` (the log's provider) and recording in
+    /// `retained` the key the file uses; a new install starts with
     /// `initial_consent`.
-    pub fn open(dir: &Path, initial_consent: Consent) -> Result<(Self, State), StateError> {
+    pub fn open(
+        dir: &Path,
+        initial_consent: Consent,
+        keys: Arc<dyn KeyProvider>,
+        retained: Arc<AtomicU32>,
+    ) -> Result<(Self, State), StateError> {
         fs::create_dir_all(dir)?;
+        set_mode(dir, DIR_MODE)?;
         let file = Self {
             dir: dir.to_owned(),
+            keys,
+            retained,
             saved: Mutex::new(Vec::new()),
+            sealed: Mutex::new(None),
         };
-        let state = match fs::read(dir.join(FILE_NAME)) {
+        let path = dir.join(FILE_NAME);
+        let state = match fs::read(&path) {
             Ok(bytes) => {
-                let state = serde_json::from_slice(&bytes).map_err(StateError::Corrupt)?;
+                set_mode(&path, FILE_MODE)?;
+                let disk: OnDisk = serde_json::from_slice(&bytes).map_err(StateError::Corrupt)?;
+                let mut state = disk.state;
+                match (&state.identity.user_id, disk.sealed_user) {
+                    // An earlier version's file: the user id in clear is
+                    // sealed by the next save (the bytes differ).
+                    (Some(_), _) | (None, None) => {}
+                    (None, Some(sealed)) => {
+                        state.identity.user_id = file.unseal(&state.identity.install_id, sealed)?;
+                    }
+                }
                 *file.saved.lock().unwrap_or_else(|p| p.into_inner()) = bytes;
                 state
             }
@@ -269,21 +365,96 @@ impl StateFile {
         Ok((file, state))
     }
 
+    /// The user id of `sealed`, or `None` when its key is gone or it does
+    /// not open (see the module doc); remembers the sealing for reuse.
+    fn unseal(&self, install_id: &str, sealed: SealedUser) -> Result<Option<String>, StateError> {
+        self.retained.store(sealed.key, Ordering::Release);
+        let Some(key) = self.keys.get(sealed.key)? else {
+            return Ok(None);
+        };
+        let (Ok(nonce), Ok(mut data)) = (B64.decode(&sealed.nonce), B64.decode(&sealed.data))
+        else {
+            return Ok(None);
+        };
+        let (Ok(nonce), Some(split)) = (
+            <[u8; NONCE_BYTES]>::try_from(nonce.as_slice()),
+            data.len().checked_sub(TAG_BYTES),
+        ) else {
+            return Ok(None);
+        };
+        let tag = data.split_off(split);
+        let Ok(tag) = <[u8; TAG_BYTES]>::try_from(tag.as_slice()) else {
+            return Ok(None);
+        };
+        let cipher = Cipher::new(sealed.key, &key)?;
+        if !cipher.open(&nonce, &aad(install_id), &mut data, &tag) {
+            return Ok(None);
+        }
+        let Ok(user_id) = String::from_utf8(data) else {
+            return Ok(None);
+        };
+        *self.sealed.lock().unwrap_or_else(|p| p.into_inner()) = Some(Sealing {
+            user_id: user_id.clone(),
+            key_id: sealed.key,
+            key,
+            stored: sealed,
+        });
+        Ok(Some(user_id))
+    }
+
+    /// `user_id` sealed under the provider's current key (the last sealing
+    /// when neither changed).
+    fn seal(&self, install_id: &str, user_id: &str) -> Result<SealedUser, StateError> {
+        let (key_id, key) = self.keys.current()?;
+        let mut last = self.sealed.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = last.as_ref() {
+            if s.user_id == user_id && s.key_id == key_id && s.key.as_bytes() == key.as_bytes() {
+                return Ok(s.stored.clone());
+            }
+        }
+        let cipher = Cipher::new(key_id, &key)?;
+        let nonce = cipher.next_nonce();
+        let mut data = user_id.as_bytes().to_vec();
+        let tag = cipher
+            .seal(&nonce, &aad(install_id), &mut data)
+            .ok_or_else(|| KeyError::Random("sealing the user id failed".into()))?;
+        data.extend_from_slice(&tag);
+        let stored = SealedUser {
+            key: key_id,
+            nonce: B64.encode(nonce),
+            data: B64.encode(&data),
+        };
+        *last = Some(Sealing {
+            user_id: user_id.to_owned(),
+            key_id,
+            key,
+            stored: stored.clone(),
+        });
+        Ok(stored)
+    }
+
     /// Replaces the state on disk, durably; does nothing when the file
     /// already holds exactly this state.
     pub fn save(&self, state: &State) -> Result<(), StateError> {
-        let json = serde_json::to_vec_pretty(state).map_err(StateError::Corrupt)?;
+        let mut disk = OnDisk {
+            state: state.clone(),
+            sealed_user: None,
+        };
+        if let Some(user_id) = disk.state.identity.user_id.take() {
+            disk.sealed_user = Some(self.seal(&state.identity.install_id, &user_id)?);
+        }
+        let json = serde_json::to_vec_pretty(&disk).map_err(StateError::Corrupt)?;
         let mut saved = self.saved.lock().unwrap_or_else(|p| p.into_inner());
         if *saved == json {
             return Ok(());
         }
-        let tmp = self.dir.join(TMP_NAME);
-        let mut f = File::create(&tmp)?;
-        f.write_all(&json)?;
-        f.sync_all()?;
-        drop(f);
-        fs::rename(&tmp, self.dir.join(FILE_NAME))?;
-        File::open(&self.dir)?.sync_all()?;
+        // A temporary file (0600), synced, renamed over, directory synced.
+        StdFs.write_private_atomic(&self.dir.join(FILE_NAME), &json)?;
+        // Only once the file names the new key may the log drop the old.
+        self.retained.store(
+            disk.sealed_user.as_ref().map_or(0, |s| s.key),
+            Ordering::Release,
+        );
         // Only once all of it is durable: after a failure the next save
         // writes again.
         *saved = json;
@@ -291,15 +462,183 @@ impl StateFile {
     }
 }
 
+fn aad(install_id: &str) -> Vec<u8> {
+    [USER_AAD, install_id.as_bytes()].concat()
+}
+
+/// Gives `path` exactly `mode` (Unix; elsewhere the platform's own
+/// access control applies and this does nothing).
+fn set_mode(path: &Path, mode: u32) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        if fs::metadata(path)?.permissions().mode() & 0o777 != mode {
+            fs::set_permissions(path, fs::Permissions::from_mode(mode))?;
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (path, mode);
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::log::{FileKeyProvider, MemKeyProvider};
+
+    /// The provider a tracker on `dir` has by default.
+    fn keys(dir: &Path) -> Arc<dyn KeyProvider> {
+        Arc::new(FileKeyProvider::new(dir.join("log/keys"), Arc::new(StdFs)))
+    }
+
+    fn open(dir: &Path, consent: Consent) -> Result<(StateFile, State), StateError> {
+        StateFile::open(dir, consent, keys(dir), Arc::default())
+    }
+
+    /// Every file under `dir`, read whole.
+    fn every_file(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+        let mut out = Vec::new();
+        for entry in fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                out.extend(every_file(&path));
+            } else {
+                out.push((path.clone(), fs::read(&path).unwrap()));
+            }
+        }
+        out
+    }
+
+    fn contains(haystack: &[u8], needle: &str) -> bool {
+        haystack
+            .windows(needle.len())
+            .any(|w| w == needle.as_bytes())
+    }
+
+    #[cfg(unix)]
+    fn mode(path: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt as _;
+        fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn the_user_id_is_sealed_and_opens_again_under_the_same_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let (file, mut state) = open(dir.path(), Consent::Granted).unwrap();
+        state.identity.identify("user-7f3a@example.com".into());
+        file.save(&state).unwrap();
+        for (path, bytes) in every_file(dir.path()) {
+            assert!(
+                !contains(&bytes, "user-7f3a"),
+                "{} holds the user id",
+                path.display()
+            );
+        }
+        let text = fs::read_to_string(dir.path().join(FILE_NAME)).unwrap();
+        assert!(text.contains("\"sealed_user\""), "{text}");
+        // The same state saved again writes nothing (the sealing is reused).
+        let before = fs::read(dir.path().join(FILE_NAME)).unwrap();
+        file.save(&state).unwrap();
+        assert_eq!(fs::read(dir.path().join(FILE_NAME)).unwrap(), before);
+        let (_, again) = open(dir.path(), Consent::Granted).unwrap();
+        assert_eq!(again, state);
+        #[cfg(unix)]
+        {
+            assert_eq!(mode(dir.path()), 0o700);
+            assert_eq!(mode(&dir.path().join(FILE_NAME)), 0o600);
+        }
+        // Without the keys the user id is gone, nothing else.
+        let (_, keyless) = StateFile::open(
+            dir.path(),
+            Consent::Granted,
+            Arc::new(MemKeyProvider::new()),
+            Arc::default(),
+        )
+        .unwrap();
+        assert_eq!(keyless.identity.user_id, None);
+        assert_eq!(keyless.identity.install_id, state.identity.install_id);
+        assert_eq!(keyless.identity.anonymous_id, state.identity.anonymous_id);
+    }
+
+    #[test]
+    fn a_sealed_user_id_moved_to_another_install_does_not_open() {
+        let a = tempfile::tempdir().unwrap();
+        let (file, mut state) = open(a.path(), Consent::Granted).unwrap();
+        state.identity.identify("someone".into());
+        file.save(&state).unwrap();
+        let mut disk: serde_json::Value =
+            serde_json::from_slice(&fs::read(a.path().join(FILE_NAME)).unwrap()).unwrap();
+        disk["identity"]["install_id"] = "another-install".into();
+        fs::write(a.path().join(FILE_NAME), disk.to_string()).unwrap();
+        let (_, moved) = open(a.path(), Consent::Granted).unwrap();
+        assert_eq!(moved.identity.user_id, None);
+    }
+
+    #[test]
+    fn a_rotation_keeps_the_key_of_the_file_until_the_next_save() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = keys(dir.path());
+        let retained = Arc::new(AtomicU32::new(0));
+        let (file, mut state) =
+            StateFile::open(dir.path(), Consent::Granted, keys.clone(), retained.clone()).unwrap();
+        state.identity.identify("u-1".into());
+        file.save(&state).unwrap();
+        assert_eq!(retained.load(Ordering::Acquire), 1);
+        let new = keys.rotate().unwrap();
+        // Still sealed under key 1 until saved: the log must keep it.
+        assert_eq!(retained.load(Ordering::Acquire), 1);
+        file.save(&state).unwrap();
+        assert_eq!(retained.load(Ordering::Acquire), new);
+        keys.delete(1).unwrap();
+        let (_, again) = open(dir.path(), Consent::Granted).unwrap();
+        assert_eq!(again.identity.user_id.as_deref(), Some("u-1"));
+    }
+
+    #[test]
+    fn a_state_file_of_the_earlier_format_is_read_and_sealed_on_save() {
+        let dir = tempfile::tempdir().unwrap();
+        let fixture = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/state/v1-tally-state.json"
+        );
+        fs::copy(fixture, dir.path().join(FILE_NAME)).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+            fs::set_permissions(
+                dir.path().join(FILE_NAME),
+                fs::Permissions::from_mode(0o644),
+            )
+            .unwrap();
+        }
+        let (file, state) = open(dir.path(), Consent::Pending).unwrap();
+        #[cfg(unix)]
+        {
+            assert_eq!(mode(dir.path()), 0o700);
+            assert_eq!(mode(&dir.path().join(FILE_NAME)), 0o600);
+        }
+        assert_eq!(
+            state.identity.install_id,
+            "0f9b6f4e-2f6a-4a53-9d3e-5a8c1f7e2b10"
+        );
+        assert_eq!(state.identity.user_id.as_deref(), Some("fixture-user-1"));
+        assert_eq!(state.consent, Consent::Granted);
+        assert_eq!(state.acked_seq, 41);
+        assert_eq!(state.session.as_ref().map(|s| s.index), Some(3));
+        assert_eq!(state.unreported_drops.len(), 1);
+        file.save(&state).unwrap();
+        let bytes = fs::read(dir.path().join(FILE_NAME)).unwrap();
+        assert!(!contains(&bytes, "fixture-user-1"));
+        let (_, again) = open(dir.path(), Consent::Pending).unwrap();
+        assert_eq!(again, state);
+    }
 
     #[test]
     fn saving_an_unchanged_state_writes_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(FILE_NAME);
-        let (file, mut state) = StateFile::open(dir.path(), Consent::Granted).unwrap();
+        let (file, mut state) = open(dir.path(), Consent::Granted).unwrap();
         let written = fs::read(&path).unwrap();
         // Gone from disk: only a save that writes brings it back.
         fs::remove_file(&path).unwrap();
@@ -315,7 +654,7 @@ mod tests {
         );
 
         // A state read back from disk counts as saved too.
-        let (reopened, state) = StateFile::open(dir.path(), Consent::Granted).unwrap();
+        let (reopened, state) = open(dir.path(), Consent::Granted).unwrap();
         fs::remove_file(&path).unwrap();
         reopened.save(&state).unwrap();
         assert!(!path.exists());
@@ -324,7 +663,7 @@ mod tests {
     #[test]
     fn survives_reopen_and_replaces_atomically() {
         let dir = tempfile::tempdir().unwrap();
-        let (file, mut state) = StateFile::open(dir.path(), Consent::Granted).unwrap();
+        let (file, mut state) = open(dir.path(), Consent::Granted).unwrap();
         assert_eq!(state.consent, Consent::Granted);
         state.acked_seq = 42;
         state.record_drop("invalid", 5);
@@ -332,7 +671,7 @@ mod tests {
         state.record_drop("queue_full", 7);
         state.record_drop("invalid", 9);
         file.save(&state).unwrap();
-        let (_, again) = StateFile::open(dir.path(), Consent::Pending).unwrap();
+        let (_, again) = open(dir.path(), Consent::Pending).unwrap();
         assert_eq!(again, state);
         assert_eq!(
             again.unreported_drops,
@@ -354,13 +693,13 @@ mod tests {
                 },
             ]
         );
-        assert!(!dir.path().join(TMP_NAME).exists());
+        assert!(!dir.path().join("tally-state.json.tmp").exists());
     }
 
     #[test]
     fn ledger_ranges_are_reported_once_even_when_extended() {
         let dir = tempfile::tempdir().unwrap();
-        let (_, mut state) = StateFile::open(dir.path(), Consent::Granted).unwrap();
+        let (_, mut state) = open(dir.path(), Consent::Granted).unwrap();
         assert_eq!(state.unreported_ledger("log_full", 5, 9), vec![[5, 9]]);
         state.mark_ledger_reported("log_full", 5, 9);
         assert_eq!(
@@ -381,7 +720,7 @@ mod tests {
     #[test]
     fn a_report_counts_only_once_answered_and_is_redone_if_lost() {
         let dir = tempfile::tempdir().unwrap();
-        let (file, mut state) = StateFile::open(dir.path(), Consent::Granted).unwrap();
+        let (file, mut state) = open(dir.path(), Consent::Granted).unwrap();
         state.record_drop("invalid", 5);
         state.record_drop("invalid", 6);
         // Report 20 covers own [5,6] and ledger [8,9]; the own range grew
@@ -405,7 +744,7 @@ mod tests {
         assert!(state.unreported_ledger("invalid", 8, 9).is_empty());
         assert!(!state.reported_ledger.contains_key("invalid"));
         file.save(&state).unwrap();
-        let (_, mut state) = StateFile::open(dir.path(), Consent::Granted).unwrap();
+        let (_, mut state) = open(dir.path(), Consent::Granted).unwrap();
         assert_eq!(state.reports_in_flight.len(), 1, "survives a restart");
 
         // Lost on the device: everything it carried is unreported again.
@@ -436,7 +775,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join(FILE_NAME), b"{\"identity\":").unwrap();
         assert!(matches!(
-            StateFile::open(dir.path(), Consent::Granted),
+            open(dir.path(), Consent::Granted),
             Err(StateError::Corrupt(_))
         ));
     }

@@ -144,6 +144,14 @@ pub enum BuildError {
     /// A background thread could not be started.
     #[error("could not start a thread: {0}")]
     Thread(#[source] std::io::Error),
+    /// The endpoint is plain `http://` to a host that is not loopback, and
+    /// [`TrackerBuilder::allow_insecure_http`] was not set: events and the
+    /// write key would cross the network unencrypted.
+    #[error(
+        "refusing plain http:// to {0}: events and the write key would travel unencrypted; \
+         use https://, or allow_insecure_http(true) on a network you trust"
+    )]
+    InsecureEndpoint(String),
 }
 
 /// Why a flush (or a consent change that purges) did not complete.
@@ -255,6 +263,15 @@ impl TrackerBuilder {
     /// [`TrackerBuilder::transport`].
     pub fn trust_ca_pem(mut self, pem: &[u8]) -> Self {
         self.config.trusted_ca_pem = Some(pem.to_vec());
+        self
+    }
+
+    /// Accept a plain `http://` endpoint on a host other than loopback
+    /// (default: [`TrackerBuilder::build`] refuses it with
+    /// [`BuildError::InsecureEndpoint`]). Loopback (`localhost`,
+    /// `127.0.0.0/8`, `::1`) is always accepted.
+    pub fn allow_insecure_http(mut self, allow: bool) -> Self {
+        self.config.allow_insecure_http = allow;
         self
     }
 
@@ -556,8 +573,22 @@ impl Tracker {
     }
 
     fn start(config: Config) -> Result<Self, BuildError> {
-        let (state_file, mut state) = StateFile::open(&config.data_dir, config.initial_consent)?;
-        let log = pipeline::open_log(&config).map_err(BuildError::Log)?;
+        if !config.allow_insecure_http {
+            if let Some(host) = crate::upload::transport::insecure_http_host(&config.endpoint) {
+                return Err(BuildError::InsecureEndpoint(host));
+            }
+        }
+        let log_config = pipeline::log_config(&config);
+        let (state_file, mut state) = StateFile::open(
+            &config.data_dir,
+            config.initial_consent,
+            log_config.key_provider.clone(),
+            log_config.retained_key.clone(),
+        )?;
+        let log = Log::open(log_config).map_err(|e| BuildError::Log(e.to_string()))?;
+        // Moves a user id sealed under an older key (or in clear, from an
+        // earlier version) to the current key; writes nothing otherwise.
+        state_file.save(&state)?;
         let clock = Arc::clone(&config.clock);
         let now = clock.wall_ms();
         let (next_seq, changed) = pipeline::recover_next_seq(&log, &mut state);
@@ -829,6 +860,13 @@ impl Tracker {
         self.shared
             .log
             .rotate_key()
+            .map_err(|e| FlushError::Log(e.to_string()))?;
+        // The state file's user id moves to the new key, so the log may
+        // delete the old one once its records are acknowledged.
+        let state = self.shared.lock_state();
+        self.shared
+            .state_file
+            .save(&state)
             .map_err(|e| FlushError::Log(e.to_string()))
     }
 

@@ -203,6 +203,12 @@ fn run_child(
         .args(
             fleet
                 .args
+                .allow_insecure_http
+                .then_some("--allow-insecure-http"),
+        )
+        .args(
+            fleet
+                .args
                 .duration
                 .map(|d| ["--duration".to_owned(), format!("{}ms", d.as_millis())])
                 .into_iter()

@@ -154,6 +154,10 @@ pub struct SimulateArgs {
     /// Internal: the run a device child belongs to (its order ids).
     #[arg(long, hide = true)]
     run_id: Option<String>,
+    /// Accept plain http:// endpoints on hosts other than loopback (events
+    /// and the write key then travel unencrypted)
+    #[arg(long)]
+    allow_insecure_http: bool,
 }
 
 /// What every device shares.
@@ -522,7 +526,8 @@ pub(crate) fn build_tracker(
         .consent(consent)
         .transport(transport)
         .clock(Arc::new(SystemClock::with_offset(plan.clock_skew_ms)))
-        .jitter_seed(args.seed ^ plan.index as u64);
+        .jitter_seed(args.seed ^ plan.index as u64)
+        .allow_insecure_http(args.allow_insecure_http);
     if faults.queue_full {
         builder = builder.log_capacity(u64::MAX, TINY_LOG_EVENTS);
     }

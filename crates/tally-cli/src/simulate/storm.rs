@@ -188,6 +188,7 @@ pub(super) fn run(fleet: &Fleet, plans: &[DevicePlan], client: &Client) -> anyho
             .transport(gate(plan))
             .when_full(WhenFull::Block(BLOCK_WHEN_FULL_MS))
             .jitter_seed(fleet.args.seed ^ plan.index as u64)
+            .allow_insecure_http(fleet.args.allow_insecure_http)
             .build()
             .with_context(|| format!("starting device {}", plan.index))?;
         let mut ledger = Ledger::default();
@@ -234,6 +235,7 @@ pub(super) fn run(fleet: &Fleet, plans: &[DevicePlan], client: &Client) -> anyho
                 .transport(gate(plan))
                 .auto_upload(false)
                 .jitter_seed(fleet.args.seed ^ plan.index as u64)
+                .allow_insecure_http(fleet.args.allow_insecure_http)
                 .build()
                 .with_context(|| format!("reopening device {}", plan.index))?;
             let remaining = deadline.saturating_duration_since(Instant::now());

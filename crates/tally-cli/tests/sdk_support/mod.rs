@@ -13,7 +13,7 @@ use std::time::Duration;
 use tally_sdk::{HttpTransport, Method, Request, Transport};
 
 pub const WRITE_KEY: &str = "wk-test";
-pub const ADMIN_TOKEN: &str = "admin-test";
+pub const ADMIN_TOKEN: &str = "sdk-test-admin-token";
 
 /// How long a server may take to start listening (a debug build opening
 /// SQLite on a busy 2-core machine).

@@ -54,7 +54,35 @@ impl Server {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> Server {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tally"));
+        Self::spawn(
+            Command::new(env!("CARGO_BIN_EXE_tally")),
+            data_dir,
+            listen,
+            extra,
+            env,
+        )
+    }
+
+    /// Starts `tally serve` as [`Server::start`] does, after the shell
+    /// command `setup` (`ulimit -n 96`, `umask 000`) in the same process.
+    pub fn start_after(data_dir: &Path, setup: &str, extra: &[&str]) -> Server {
+        let mut cmd = Command::new("bash");
+        cmd.args([
+            "-c",
+            &format!("{setup} && exec \"$@\""),
+            "tally",
+            env!("CARGO_BIN_EXE_tally"),
+        ]);
+        Self::spawn(cmd, data_dir, None, extra, &[])
+    }
+
+    fn spawn(
+        mut cmd: Command,
+        data_dir: &Path,
+        listen: Option<&str>,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Server {
         cmd.arg("serve")
             .args(["--listen", listen.unwrap_or("127.0.0.1:0")])
             .arg("--data-dir")

@@ -15,6 +15,13 @@
 //! key. A write key is never an admin token, and the admin token is never
 //! a write key.
 //!
+//! The admin token (and the metrics token) are kept only as SHA-256
+//! digests, and a presented token is hashed and compared in constant time
+//! with them: 32 bytes against 32 bytes, so the time taken tells neither
+//! the token's bytes nor its length. (Write keys are public, so their
+//! length is no secret.) Failed admin authentication is throttled per
+//! client by [`crate::throttle`].
+//!
 //! # Sources
 //!
 //! Each write key is a **source**: the events it sends record its id
@@ -27,16 +34,30 @@
 use axum::http::{header, HeaderMap};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
-use sha2::{Digest, Sha256};
+use sha2::{Digest as _, Sha256};
 use subtle::{Choice, ConstantTimeEq};
 
 use crate::error::ApiError;
+
+/// The SHA-256 digest of a secret.
+type SecretDigest = [u8; 32];
+
+fn digest(secret: &str) -> SecretDigest {
+    Sha256::digest(secret.as_bytes()).into()
+}
+
+/// Whether `presented` hashes to `expected`, in time independent of both.
+fn digest_matches(expected: Option<&SecretDigest>, presented: &str) -> bool {
+    let presented = digest(presented);
+    expected.is_some_and(|e| bool::from(e.ct_eq(&presented)))
+}
 
 /// The configured secrets.
 #[derive(Clone)]
 pub struct Keys {
     write: Vec<Box<[u8]>>,
-    admin: Option<Box<[u8]>>,
+    admin: Option<SecretDigest>,
+    metrics: Option<SecretDigest>,
 }
 
 /// The id of the source a write key stands for (see the module doc).
@@ -56,6 +77,7 @@ impl std::fmt::Debug for Keys {
         f.debug_struct("Keys")
             .field("write_keys", &self.write.len())
             .field("admin_token", &self.admin.is_some())
+            .field("metrics_token", &self.metrics.is_some())
             .finish()
     }
 }
@@ -88,10 +110,16 @@ impl Keys {
                 .filter(|k| !k.is_empty())
                 .map(|k| k.into_bytes().into_boxed_slice())
                 .collect(),
-            admin: admin_token
-                .filter(|t| !t.is_empty())
-                .map(|t| t.into_bytes().into_boxed_slice()),
+            admin: admin_token.filter(|t| !t.is_empty()).map(|t| digest(&t)),
+            metrics: None,
         }
+    }
+
+    /// The same keys, with a token that may read `/metrics` (besides the
+    /// admin token); empty is none.
+    pub fn with_metrics_token(mut self, token: Option<String>) -> Self {
+        self.metrics = token.filter(|t| !t.is_empty()).map(|t| digest(&t));
+        self
     }
 
     /// Whether `key` is one of the write keys. Every configured key is
@@ -106,9 +134,7 @@ impl Keys {
 
     /// Whether `token` is the admin token.
     pub fn is_admin_token(&self, token: &str) -> bool {
-        self.admin
-            .as_ref()
-            .is_some_and(|a| bool::from(a.as_ref().ct_eq(token.as_bytes())))
+        digest_matches(self.admin.as_ref(), token)
     }
 
     /// Whether any write key is configured.
@@ -158,6 +184,15 @@ impl Keys {
             Err(ApiError::Forbidden)
         } else {
             Err(ApiError::Unauthorized("unknown admin token"))
+        }
+    }
+
+    /// Checks the token of a `/metrics` scrape: the metrics token or the
+    /// admin token.
+    pub fn authorize_metrics(&self, header: Option<&Credential>) -> Result<(), ApiError> {
+        match header.map(Credential::secret) {
+            Some(t) if !t.is_empty() && digest_matches(self.metrics.as_ref(), t) => Ok(()),
+            _ => self.authorize_admin(header),
         }
     }
 }
@@ -295,5 +330,29 @@ mod tests {
         assert!(!no_admin.has_admin_token());
         assert!(format!("{no_admin:?}").contains("write_keys: 1"));
         assert!(!format!("{k:?}").contains("wk1"));
+    }
+
+    #[test]
+    fn metrics_take_the_metrics_token_or_the_admin_token() {
+        let k = keys().with_metrics_token(Some("scrape-token".into()));
+        let bearer = |t: &str| Credential::Bearer(t.into());
+        assert!(k.authorize_metrics(Some(&bearer("scrape-token"))).is_ok());
+        assert!(k.authorize_metrics(Some(&bearer("admin"))).is_ok());
+        // The metrics token opens nothing else.
+        assert!(k.authorize_admin(Some(&bearer("scrape-token"))).is_err());
+        assert!(matches!(
+            k.authorize_metrics(Some(&bearer("wk1"))),
+            Err(ApiError::Forbidden)
+        ));
+        assert!(matches!(
+            k.authorize_metrics(None),
+            Err(ApiError::Unauthorized(_))
+        ));
+        // A token that shares a prefix, or a longer one, is not the token.
+        assert!(!k.is_admin_token("admi"));
+        assert!(!k.is_admin_token("admin "));
+        let none = keys();
+        assert!(none.authorize_metrics(Some(&bearer(""))).is_err());
+        assert!(none.authorize_metrics(Some(&bearer("admin"))).is_ok());
     }
 }

@@ -3,8 +3,8 @@
 //!
 //! | stage | module | refuses with |
 //! |---|---|---|
-//! | authenticate (header) | [`auth`] | 401 |
-//! | take an ingest slot | here | 429 + `Retry-After` |
+//! | authenticate (header, query) | [`auth`] | 401 |
+//! | take an ingest slot of the request's pool | [`slots`] | 429 + `Retry-After` |
 //! | bound the body as sent, in size and time | [`body`] | 413, 408 |
 //! | verify `Content-Digest`, decompress under limits | [`decode`] | 400, 413, 415 |
 //! | decode the JSON (per-message isolation) | `tally_proto::decode_json` | 400, 413 |
@@ -24,11 +24,17 @@
 //! - **Isolation**: a bad message is rejected alone and kept as a dead
 //!   letter; it never fails its neighbours. Only a body that cannot be read
 //!   at all fails as a whole, and then nothing of it is stored.
-//! - **Bounded work**: at most `max_in_flight` ingest requests hold a slot
-//!   (body buffer, decoding, store transaction); the next one is answered
-//!   429 at once instead of queueing. Each slot holds at most
-//!   [`tally_proto::limits::MAX_BODY_BYTES`] as sent and
-//!   [`tally_proto::limits::MAX_DECODED_BYTES`] decoded.
+//! - **Bounded work**: at most `max_in_flight` ingest requests whose key
+//!   was checked hold a slot (body buffer, decoding, store transaction),
+//!   and [`slots::BODY_KEY_SLOTS`] whose key can only be in the body; the
+//!   next one is answered 429 at once instead of queueing. Each slot holds
+//!   at most [`tally_proto::limits::MAX_BODY_BYTES`] as sent (a body-key
+//!   one [`slots::BODY_KEY_MAX_BYTES`]) and
+//!   [`tally_proto::limits::MAX_DECODED_BYTES`] decoded, and only while
+//!   the body keeps arriving (the rate rule of [`body`]).
+//! - **No credentials, no cost to others**: a key in a header or the query
+//!   is checked before a slot or a body byte is spent, so a client without
+//!   one (or with a wrong one) never takes a keyed client's slot.
 //! - Dedup itself is the store's (unique `message_id` and `dedup_key`,
 //!   within a batch too), so it is exact across restarts and collectors.
 //!
@@ -42,6 +48,7 @@ pub mod body;
 pub mod clock;
 pub mod decode;
 pub mod events;
+pub mod slots;
 
 use std::time::Instant;
 
@@ -53,6 +60,7 @@ use axum::Json;
 use tally_proto::{decode_json, validate, BatchResponse, Message, MessageType};
 
 use crate::app::AppState;
+use crate::client::ClientAddr;
 use crate::error::ApiError;
 use answer::Slot;
 
@@ -82,22 +90,35 @@ async fn handle_request(
     let started = Instant::now();
     let (parts, body) = request.into_parts();
     let header_credential = auth::credential(&parts.headers)?;
-    let header_source = match &header_credential {
-        // Most clients send the key in a header: refuse them before
-        // reading a byte of the body.
-        Some(credential) => Some(state.keys.authorize_ingest(
-            Some(credential),
+    let query_key = query_write_key(parts.uri.query());
+    // Most clients send the key in a header, browser beacons in the query:
+    // refuse a wrong one before a slot or a byte of the body is spent. A
+    // header's key decides the source now; otherwise the body's, once
+    // read, may still take precedence over the query's.
+    let keyed = header_credential.is_some() || query_key.is_some();
+    let header_source = if keyed {
+        let source = state.keys.authorize_ingest(
+            header_credential.as_ref(),
             None,
             None,
-            None,
-        )?),
-        None => None,
+            query_key.as_deref(),
+        )?;
+        header_credential.is_some().then_some(source)
+    } else {
+        None
     };
-    let slot = state
-        .ingest_slots
-        .clone()
-        .try_acquire_owned()
-        .map_err(|_| ApiError::RateLimited)?;
+    let slot = if keyed {
+        state
+            .ingest_slots
+            .clone()
+            .try_acquire_owned()
+            .ok()
+            .map(slots::IngestSlot::Keyed)
+    } else {
+        let client = ClientAddr::of(&parts.extensions).map(ClientAddr::bucket);
+        state.body_key_slots.try_acquire(client)
+    }
+    .ok_or(ApiError::RateLimited)?;
     let in_flight = state.metrics.in_flight().clone();
     in_flight.inc();
     let content_length = parts
@@ -105,16 +126,10 @@ async fn handle_request(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let read = body::read_bounded(
-        body,
-        content_length,
-        state.limits.max_body_bytes,
-        body::BODY_READ_TIMEOUT,
-    )
-    .await;
+    let (limit, cap) = slots::body_bounds(keyed, state.limits.max_body_bytes);
+    let read = body::read_bounded(body, content_length, limit, cap).await;
     let result = match read {
         Ok(bytes) => {
-            let query_key = query_write_key(parts.uri.query());
             let worker = state.clone();
             tokio::task::spawn_blocking(move || {
                 let _slot = slot;

@@ -66,6 +66,7 @@ impl Log {
         let (id, key) = config.key_provider.current()?;
         let cipher = Arc::new(Cipher::new(id, &key)?);
         state.set_current_key(id, cipher.clone());
+        state.retain_key(config.retained_key.clone());
         state.collect_keys();
         // Bounds apply from the first moment: records that aged out while
         // the app was not running go now, not at the first housekeeping.

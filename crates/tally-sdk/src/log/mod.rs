@@ -97,6 +97,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::atomic::AtomicU32;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -207,6 +208,9 @@ pub struct LogConfig {
     /// Bytes appended but not yet written beyond which `append` waits for
     /// the writer (bounded memory).
     pub max_inflight_bytes: usize,
+    /// A key the log keeps even when no record uses it (0: none): the one
+    /// the SDK's state file seals the user id under.
+    pub(crate) retained_key: Arc<AtomicU32>,
 }
 
 impl LogConfig {
@@ -231,6 +235,7 @@ impl LogConfig {
             fs,
             segment_bytes: DEFAULT_SEGMENT_BYTES,
             max_inflight_bytes: DEFAULT_MAX_INFLIGHT_BYTES,
+            retained_key: Arc::default(),
         }
     }
 

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -130,6 +130,9 @@ pub(crate) struct State {
     pub last_error: Option<String>,
     counts: Arc<Counts>,
     writable: bool,
+    /// A key kept even when no record uses it (0: none; see
+    /// [`super::LogConfig`]).
+    retained_key: Arc<AtomicU32>,
 }
 
 /// What recovery found, for the open path and `inspect`.
@@ -196,6 +199,7 @@ impl State {
             last_error: None,
             counts,
             writable,
+            retained_key: Arc::default(),
         };
         let known_keys: BTreeSet<KeyId> = keys.list().unwrap_or_default().into_iter().collect();
         let plausible = |k: KeyId| known_keys.is_empty() || known_keys.contains(&k);
@@ -793,14 +797,21 @@ impl State {
         }
     }
 
-    /// Deletes keys no pending record uses, except the current one.
+    /// Keeps the key `retained` names even when no record uses it.
+    pub(crate) fn retain_key(&mut self, retained: Arc<AtomicU32>) {
+        self.retained_key = retained;
+    }
+
+    /// Deletes keys no pending record uses, except the current one and the
+    /// retained one.
     pub(crate) fn collect_keys(&mut self) {
         if !self.writable || self.current_key == 0 {
             return;
         }
         let Ok(ids) = self.keys.list() else { return };
+        let retained = self.retained_key.load(Ordering::Acquire);
         for id in ids {
-            let unused = self.key_refs.get(&id).is_none_or(|&r| r == 0);
+            let unused = id != retained && self.key_refs.get(&id).is_none_or(|&r| r == 0);
             // Only keys older than the current one: a newer key may be the
             // one a rotation is switching to.
             if id < self.current_key && unused {

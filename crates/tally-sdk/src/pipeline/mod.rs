@@ -159,7 +159,9 @@ pub(crate) enum Command {
 const LOG_INFLIGHT_BYTES: usize = 512 * 1024;
 
 /// Opens the log in `<data_dir>/log` with the configured bounds.
-pub(crate) fn open_log(config: &Config) -> Result<Log, String> {
+/// The log's settings for `config` (its key provider also seals the
+/// state file's user id: [`crate::state`]).
+pub(crate) fn log_config(config: &Config) -> LogConfig {
     let mut log_config = LogConfig::new(config.data_dir.join("log"))
         .bounds(
             config.log_max_bytes,
@@ -171,7 +173,7 @@ pub(crate) fn open_log(config: &Config) -> Result<Log, String> {
     if let Some(keys) = &config.key_provider {
         log_config = log_config.key_provider(keys.clone());
     }
-    Log::open(log_config).map_err(|e| e.to_string())
+    log_config
 }
 
 /// The first `seq` to use: one past everything the collector may have

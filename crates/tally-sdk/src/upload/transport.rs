@@ -68,6 +68,31 @@ pub enum TransportError {
     Invalid(String),
 }
 
+/// The host of `endpoint` when it is plain `http://` to a host that is not
+/// loopback (`localhost`, `*.localhost`, `127.0.0.0/8`, `::1`): events and
+/// the write key would cross the network unencrypted. `None` for
+/// `https://`, for loopback, and for anything else.
+pub fn insecure_http_host(endpoint: &str) -> Option<String> {
+    let endpoint = endpoint.trim();
+    let scheme = endpoint.get(..7)?;
+    if !scheme.eq_ignore_ascii_case("http://") {
+        return None;
+    }
+    let authority = endpoint[7..].split(['/', '?', '#']).next().unwrap_or("");
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = match host_port.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host_port.split(':').next().unwrap_or(""),
+    };
+    let lower = host.to_ascii_lowercase();
+    let loopback = lower == "localhost"
+        || lower.ends_with(".localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    (!loopback).then(|| host.to_owned())
+}
+
 /// Sends requests to one collector.
 pub trait Transport: Send + Sync + fmt::Debug {
     /// Performs `request` once.
@@ -194,5 +219,33 @@ fn map_error(e: ureq::Error) -> TransportError {
         ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => TransportError::Timeout,
         ureq::Error::BadUri(_) | ureq::Error::Http(_) => TransportError::Invalid(e.to_string()),
         other => TransportError::Io(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_http_is_insecure_unless_loopback() {
+        for (endpoint, host) in [
+            ("http://collector.example:8080", Some("collector.example")),
+            ("HTTP://10.0.0.5", Some("10.0.0.5")),
+            ("http://user:pw@192.0.2.1:80/v1", Some("192.0.2.1")),
+            ("http://[2001:db8::1]:8080", Some("2001:db8::1")),
+            (
+                "http://localhost.example.com",
+                Some("localhost.example.com"),
+            ),
+            ("http://127.0.0.1:8080", None),
+            ("http://127.9.9.9", None),
+            ("http://[::1]:8080/", None),
+            ("http://localhost:8080", None),
+            ("http://LocalHost", None),
+            ("http://app.localhost:3000", None),
+            ("https://collector.example", None),
+        ] {
+            assert_eq!(insecure_http_host(endpoint).as_deref(), host, "{endpoint}");
+        }
     }
 }
