@@ -38,6 +38,10 @@
 //! - Dedup itself is the store's (unique `message_id` and `dedup_key`,
 //!   within a batch too), so it is exact across restarts and collectors.
 //!
+//! Everything between reading the body and the store is [`prepare`]: pure
+//! (no I/O, no clock), so the fuzz target `ingest` (in `fuzz/`) runs it on
+//! arbitrary requests, and CI replays its corpus (`tests/fuzz_smoke.rs`).
+//!
 //! The CPU stages and the store call run together on the blocking pool, so
 //! the async workers only move bytes. A request whose client goes away
 //! mid-transaction still completes, and its slot is held until it does.
@@ -57,11 +61,14 @@ use axum::extract::Request;
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use tally_proto::{decode_json, validate, BatchResponse, Message, MessageType};
+use tally_proto::{
+    decode_json, validate, BatchResponse, DecodeLimits, Message, MessageType, Rejection,
+};
 
 use crate::app::AppState;
 use crate::client::ClientAddr;
 use crate::error::ApiError;
+use crate::store::{DeadLetter, NewEvent};
 use answer::Slot;
 
 /// Handles one ingest request. `implied` is the type a single-message path
@@ -155,9 +162,9 @@ async fn handle_request(
     result.map(|answer| Json(answer).into_response())
 }
 
-/// Everything after the body was read: decode, authenticate from the body
-/// if the header did not (`header_source` is the source the header's key
-/// stands for), validate, correct, store, answer.
+/// Everything after the body was read: prepare (authenticating from the
+/// body if the header did not: `header_source` is the source the header's
+/// key stands for), store, answer.
 fn process(
     state: &AppState,
     headers: &HeaderMap,
@@ -166,80 +173,25 @@ fn process(
     header_source: Option<String>,
     query_key: Option<&str>,
 ) -> Result<BatchResponse, ApiError> {
-    let json = decode::decode_body(bytes, headers, &state.limits)?;
-    let body = decode_json(&json, &state.limits).map_err(decode::body_error)?;
-    let source = match header_source {
-        Some(source) => source,
-        None => {
-            let message_key = body.messages.iter().find_map(|m| {
-                m.parsed
-                    .as_ref()
-                    .ok()
-                    .and_then(|p| Message::non_empty(&p.write_key))
-            });
-            state
-                .keys
-                .authorize_ingest(None, body.write_key.as_deref(), message_key, query_key)?
-        }
-    };
-
     let received_at = clock::now_ms();
-    let batch_sent_at = clock::batch_sent_at(&body, headers);
-    let count = body.messages.len();
-    let mut slots = Vec::with_capacity(count);
-    let mut new_events = Vec::with_capacity(count);
-    let mut dead_letters = Vec::new();
-    for decoded in body.messages {
-        let mut msg = match decoded.parsed {
-            Ok(msg) => msg,
-            Err(rejection) => {
-                let id = decoded.message_id.filter(|id| !id.is_empty());
-                dead_letters.push(events::dead_letter(
-                    &source,
-                    id.as_deref(),
-                    rejection,
-                    received_at,
-                    decoded.raw,
-                ));
-                slots.push(Slot::Rejected {
-                    id,
-                    reason: rejection.reason,
-                });
-                continue;
-            }
-        };
-        if msg.kind.is_none() {
-            msg.kind.clone_from(&implied);
-        }
-        match validate(&msg, decoded.raw) {
-            Ok(checked) => {
-                let times = clock::message_times(&checked, batch_sent_at, received_at);
-                slots.push(Slot::Event(new_events.len()));
-                new_events.push(events::new_event(
-                    &source,
-                    &msg,
-                    checked,
-                    times,
-                    received_at,
-                    decoded.raw,
-                ));
-            }
-            Err(rejection) => {
-                let id = Message::non_empty(&msg.message_id).map(str::to_owned);
-                dead_letters.push(events::dead_letter(
-                    &source,
-                    id.as_deref(),
-                    rejection,
-                    received_at,
-                    decoded.raw,
-                ));
-                slots.push(Slot::Rejected {
-                    id,
-                    reason: rejection.reason,
-                });
-            }
-        }
-    }
+    let authorize = |keys: BodyKeys<'_>| match header_source {
+        Some(source) => Ok(source),
+        None => state
+            .keys
+            .authorize_ingest(None, keys.envelope, keys.message, query_key),
+    };
+    let Prepared {
+        slots,
+        events: new_events,
+        dead_letters,
+    } = prepare(
+        headers,
+        bytes,
+        implied,
+        &state.limits,
+        received_at,
+        authorize,
+    )?;
 
     let outcomes = if new_events.is_empty() && dead_letters.is_empty() {
         // No write transaction counts this request: count it here.
@@ -264,6 +216,119 @@ fn process(
         .metrics
         .outcomes(response.accepted, response.duplicate, response.rejected);
     Ok(response)
+}
+
+/// The write keys a decoded body carries, for [`prepare`]'s `authorize`.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyKeys<'a> {
+    /// The envelope's `writeKey`.
+    pub envelope: Option<&'a str>,
+    /// The first message's `writeKey`.
+    pub message: Option<&'a str>,
+}
+
+/// A request body made ready for the store: one slot per message, in the
+/// order sent, each an event or a rejection with its dead letter.
+#[derive(Debug)]
+pub struct Prepared {
+    /// What became of each message before the store.
+    pub slots: Vec<Slot>,
+    /// The accepted messages, as the store writes them.
+    pub events: Vec<NewEvent>,
+    /// The rejected messages, as the store keeps them.
+    pub dead_letters: Vec<DeadLetter>,
+}
+
+/// The ingest path after the body was read and before the store: verify
+/// the digest, decompress and decode under `limits`, authenticate (through
+/// `authorize`, which gets the body's keys and returns the source), then
+/// validate each message, correct its clock (the collector's clock is
+/// `received_at`), and build its event or dead letter. `implied` is the type
+/// a single-message path gives a message without one. Pure: no I/O, no
+/// clock; the fuzz target `ingest` runs it on arbitrary requests.
+pub fn prepare(
+    headers: &HeaderMap,
+    bytes: &[u8],
+    implied: Option<MessageType>,
+    limits: &DecodeLimits,
+    received_at: i64,
+    authorize: impl FnOnce(BodyKeys<'_>) -> Result<String, ApiError>,
+) -> Result<Prepared, ApiError> {
+    let json = decode::decode_body(bytes, headers, limits)?;
+    let body = decode_json(&json, limits).map_err(decode::body_error)?;
+    let message_key = body.messages.iter().find_map(|m| {
+        m.parsed
+            .as_ref()
+            .ok()
+            .and_then(|p| Message::non_empty(&p.write_key))
+    });
+    let source = authorize(BodyKeys {
+        envelope: body.write_key.as_deref(),
+        message: message_key,
+    })?;
+
+    let batch_sent_at = clock::batch_sent_at(&body, headers);
+    let count = body.messages.len();
+    let mut prepared = Prepared {
+        slots: Vec::with_capacity(count),
+        events: Vec::with_capacity(count),
+        dead_letters: Vec::new(),
+    };
+    for decoded in body.messages {
+        let mut msg = match decoded.parsed {
+            Ok(msg) => msg,
+            Err(rejection) => {
+                let id = decoded.message_id.filter(|id| !id.is_empty());
+                prepared.reject(&source, id, rejection, received_at, decoded.raw);
+                continue;
+            }
+        };
+        if msg.kind.is_none() {
+            msg.kind.clone_from(&implied);
+        }
+        match validate(&msg, decoded.raw) {
+            Ok(checked) => {
+                let times = clock::message_times(&checked, batch_sent_at, received_at);
+                prepared.slots.push(Slot::Event(prepared.events.len()));
+                prepared.events.push(events::new_event(
+                    &source,
+                    &msg,
+                    checked,
+                    times,
+                    received_at,
+                    decoded.raw,
+                ));
+            }
+            Err(rejection) => {
+                let id = Message::non_empty(&msg.message_id).map(str::to_owned);
+                prepared.reject(&source, id, rejection, received_at, decoded.raw);
+            }
+        }
+    }
+    Ok(prepared)
+}
+
+impl Prepared {
+    fn reject(
+        &mut self,
+        source: &str,
+        id: Option<String>,
+        rejection: Rejection,
+        received_at: i64,
+        raw: &str,
+    ) {
+        self.dead_letters.push(events::dead_letter(
+            source,
+            id.as_deref(),
+            rejection,
+            received_at,
+            raw,
+        ));
+        self.slots.push(Slot::Rejected {
+            id,
+            reason: rejection.reason,
+        });
+    }
 }
 
 /// The `writeKey` query parameter (browser beacons send it there).
