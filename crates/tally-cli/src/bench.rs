@@ -31,7 +31,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use tally_collector::app::{app, AppState};
+use tally_collector::api::{app, AppState};
 use tally_collector::ingest::auth::{source_id, Keys};
 use tally_collector::{server, store};
 use tally_proto::{format_timestamp, Batch, ContentEncoding, EncodedBatch, Message, RawJson};
@@ -342,7 +342,7 @@ fn retention_phases(
     batches: &[EncodedBatch],
     args: &CollectorArgs,
 ) -> anyhow::Result<RetentionRun> {
-    use tally_collector::retention::{RetentionJob, RetentionPolicy};
+    use tally_collector::governance::retention::{RetentionJob, RetentionPolicy};
     let backlog = args.retention_backlog as u64;
     eprintln!("seeding {backlog} events {BACKLOG_AGE_DAYS} days old");
     seed_backlog(store.as_ref(), args.retention_backlog)?;
@@ -408,7 +408,10 @@ fn expired_total(metrics: &tally_collector::metrics::Metrics) -> u64 {
 /// collector's own event building (the HTTP path is not what is measured
 /// here).
 fn seed_backlog(store: &dyn store::Store, n: usize) -> anyhow::Result<()> {
-    use tally_collector::ingest::{clock, events};
+    use tally_collector::{
+        clock,
+        ingest::{clock as times, events},
+    };
     const DAY_MS: i64 = 24 * 60 * 60 * 1000;
     let run = std::process::id();
     let received_at = clock::now_ms();
@@ -421,7 +424,7 @@ fn seed_backlog(store: &dyn store::Store, n: usize) -> anyhow::Result<()> {
         let checked = tally_proto::validate(&msg, &raw)
             .map_err(|r| anyhow::anyhow!("a backlog message is invalid: {}", r.detail))?;
         // No sentAt: the corrected time is the message's own.
-        let times = clock::message_times(&checked, None, received_at);
+        let times = times::message_times(&checked, None, received_at);
         batch.push(events::new_event(
             &source_id(WRITE_KEY),
             &msg,
@@ -448,7 +451,10 @@ struct Baseline {
 /// cost of the ingest path), then, for SQLite, `write_batch` on a fresh
 /// store of its own (the store's cost alone).
 fn baseline(batches: &[EncodedBatch], kind: StoreKind) -> anyhow::Result<Baseline> {
-    use tally_collector::ingest::{clock, events};
+    use tally_collector::{
+        clock,
+        ingest::{clock as times, events},
+    };
     let limits = tally_proto::DecodeLimits::default();
     let source = source_id(WRITE_KEY);
     let dir = std::env::temp_dir().join(format!("tally-bench-baseline-{}", std::process::id()));
@@ -469,7 +475,7 @@ fn baseline(batches: &[EncodedBatch], kind: StoreKind) -> anyhow::Result<Baselin
             let Ok(checked) = tally_proto::validate(msg, m.raw) else {
                 continue;
             };
-            let times = clock::message_times(&checked, batch_sent_at, received_at);
+            let times = times::message_times(&checked, batch_sent_at, received_at);
             new_events.push(events::new_event(
                 &source,
                 msg,
@@ -504,7 +510,7 @@ fn ms(d: Duration) -> f64 {
 /// way a client resends after a lost answer.
 fn workload(batches: usize, size: usize, dup_percent: usize) -> Workload {
     let run = std::process::id();
-    let base_ms = tally_collector::ingest::clock::now_ms() - 60_000;
+    let base_ms = tally_collector::clock::now_ms() - 60_000;
     let repeats = (size * dup_percent / 100).min(size);
     let mut previous: Vec<Message> = Vec::new();
     let mut out = Vec::with_capacity(batches);
@@ -817,7 +823,7 @@ struct PlannedSession {
 
 /// Today's midnight UTC, Unix ms.
 fn today_midnight_ms() -> i64 {
-    let now = tally_collector::ingest::clock::now_ms();
+    let now = tally_collector::clock::now_ms();
     now - now.rem_euclid(DAY_MS)
 }
 

@@ -11,10 +11,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use tally_collector::app::{app, AppState};
+use tally_collector::api::{app, AppState};
 use tally_collector::config::Settings;
+use tally_collector::governance::retention::RetentionJob;
 use tally_collector::ingest::auth::Keys;
-use tally_collector::retention::RetentionJob;
 use tally_collector::{data_dir, server, store, tls};
 
 /// How long a stop waits for the health task: a webhook request's timeout
@@ -250,7 +250,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
                 );
                 Some(tokio::spawn(server::serve(
                     listener,
-                    tally_collector::app::metrics_app(state.clone()),
+                    tally_collector::api::metrics_app(state.clone()),
                     None,
                     server::Limits {
                         max_connections: METRICS_MAX_CONNECTIONS,

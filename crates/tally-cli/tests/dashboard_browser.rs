@@ -20,7 +20,7 @@ use std::time::Duration;
 use browser_support::Browser;
 use serde_json::{json, Value};
 use serve_support::*;
-use tally_collector::ingest::clock::now_ms;
+use tally_collector::clock::now_ms;
 use tally_proto::format_timestamp;
 
 const WIDTH: u32 = 1280;

@@ -236,7 +236,7 @@ fn read_parquet(path: &Path) -> (usize, Vec<Vec<(String, Field)>>) {
 /// The whole governance path on one running collector.
 fn export_and_deletions(server: &Server, dir: &Path) {
     let agent = agent();
-    let before = tally_collector::ingest::clock::now_ms();
+    let before = tally_collector::clock::now_ms();
     // Two requests, so that ties on the time are also ties across batches.
     post_messages(
         server,
@@ -252,7 +252,7 @@ fn export_and_deletions(server: &Server, dir: &Path) {
             .map(|m| m.to_string())
             .collect::<Vec<_>>(),
     );
-    let after = tally_collector::ingest::clock::now_ms();
+    let after = tally_collector::clock::now_ms();
 
     // The stream itself: its headers, then every line byte for byte.
     let response = agent
@@ -357,7 +357,7 @@ fn export_and_deletions(server: &Server, dir: &Path) {
     // Deletions, listed with their status.
     let (status, list) = admin_get(&agent, &server.url("/v1/deletions"));
     assert_eq!((status, list), (200, json!({"deletions": []})));
-    let asked = tally_collector::ingest::clock::now_ms();
+    let asked = tally_collector::clock::now_ms();
     let (status, answer) = read(
         agent
             .post(server.url("/v1/deletions"))
@@ -372,7 +372,7 @@ fn export_and_deletions(server: &Server, dir: &Path) {
     let entries = list["deletions"].as_array().unwrap();
     assert_eq!(entries.len(), 1, "{list}");
     let at = ms(entries[0]["requested_at"].as_str().unwrap());
-    assert!((asked..=tally_collector::ingest::clock::now_ms()).contains(&at));
+    assert!((asked..=tally_collector::clock::now_ms()).contains(&at));
     assert_eq!(
         entries[0],
         json!({"userId": "user-2", "requested_at": format_timestamp(at), "status": "done", "deleted_events": 2})
@@ -432,7 +432,7 @@ fn a_failed_export_leaves_no_file() {
 /// Events whose corrected time is `days_ago` days before now (the device
 /// kept them that long: `timestamp` old, no `sentAt`).
 fn aged(id: &str, name: &str, days_ago: i64) -> String {
-    let ts = tally_collector::ingest::clock::now_ms() - days_ago * 24 * 60 * 60 * 1000;
+    let ts = tally_collector::clock::now_ms() - days_ago * 24 * 60 * 60 * 1000;
     json!({"type": "track", "messageId": id, "anonymousId": "anon-r", "event": name,
            "timestamp": format_timestamp(ts)})
     .to_string()

@@ -12,7 +12,7 @@ mod serve_support;
 use base64::Engine as _;
 use serde_json::{json, Value};
 use serve_support::*;
-use tally_collector::ingest::clock::now_ms;
+use tally_collector::clock::now_ms;
 use tally_proto::format_timestamp;
 
 const ORIGIN: &str = "https://shop.example";

@@ -18,7 +18,7 @@ const LAG_MS: i64 = 60_000;
 /// `size` track events of install `install`, seqs from `first_seq`, each
 /// captured exactly [`LAG_MS`] before the batch was sent.
 fn lagged_batch(install: &str, first_seq: u64, size: u64) -> EncodedBatch {
-    let sent = tally_collector::ingest::clock::now_ms();
+    let sent = tally_collector::clock::now_ms();
     let messages = (0..size)
         .map(|i| {
             let seq = first_seq + i;
@@ -50,7 +50,7 @@ fn post_json(agent: &ureq::Agent, server: &Server, key: &str, body: &Value) -> (
 }
 
 fn beacon(install: &str, seq: u64, props: Value) -> Value {
-    let now = tally_collector::ingest::clock::now_ms();
+    let now = tally_collector::clock::now_ms();
     json!({"batch": [{
         "type": "track", "messageId": format!("{install}-beacon-{seq}"), "event": "tally.health",
         "anonymousId": format!("{install}-anon"), "timestamp": format_timestamp(now),

@@ -68,7 +68,7 @@ fn delete_user(server: &Server, user: &str) -> (u16, Value) {
 }
 
 fn now() -> String {
-    tally_proto::format_timestamp(tally_collector::ingest::clock::now_ms() - 1_000)
+    tally_proto::format_timestamp(tally_collector::clock::now_ms() - 1_000)
 }
 
 fn track(id: &str, user: &str, event: &str, props: Value) -> Value {

@@ -28,7 +28,7 @@
 //! | `--metrics-listen` | `TALLY_METRICS_LISTEN` | `metrics_listen` | none: `/metrics` only on `listen`, with a token |
 //! | `--alert-webhook` | `TALLY_ALERT_WEBHOOK` | `alert_webhook` | none: alerts are only shown |
 //! | — | — | `[alerts]` `interval_s`, `window_s`, and per rule `[alerts.<rule>]` `threshold`, `for_s` | see [`crate::alerts`] |
-//! | — | — | `[retention]` table | events are kept; dead letters 30 days (see [`crate::retention`]) |
+//! | — | — | `[retention]` table | events are kept; dead letters 30 days (see [`crate::governance::retention`]) |
 //! | — | — | `[dead_letters]` `max_rows`, `max_bytes`, `max_message_bytes` | 100,000 rows, 256 MiB, 32 KiB (see [`DeadLetterLimits`]) |
 
 use std::net::SocketAddr;
@@ -40,8 +40,7 @@ use std::time::Duration;
 
 use crate::alerts::rules::{self, RuleSettings};
 use crate::alerts::{AlertConfig, DEFAULT_INTERVAL, DEFAULT_WINDOW};
-use crate::app::DEFAULT_MAX_IN_FLIGHT;
-use crate::retention::{RetentionError, RetentionPolicy, RetentionSettings};
+use crate::governance::retention::{RetentionError, RetentionPolicy, RetentionSettings};
 use crate::server;
 use crate::store::DeadLetterLimits;
 
@@ -57,6 +56,14 @@ pub const DEFAULT_DATA_DIR: &str = "./tally-data";
 /// characters even from lowercase letters alone (26^16 ≈ 4·10^22 values)
 /// cannot be guessed; a random token of `openssl rand -hex 16` has 32.
 pub const MIN_ADMIN_TOKEN_BYTES: usize = 16;
+
+/// Ingest requests allowed to hold a slot at once by default.
+///
+/// Each slot may hold a 20 MiB body and a 16 MiB decoded copy, so 64 slots
+/// bound ingest memory near 2.3 GiB in the worst case, and far more than
+/// the store can commit concurrently (SQLite has one writer; a PostgreSQL
+/// pool a few connections), so real load queues in the store, not here.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 64;
 
 /// Why the settings could not be used.
 #[derive(Debug, thiserror::Error)]

@@ -1,46 +1,44 @@
 //! # tally-collector
 //!
-//! The collector behind `tally serve`: the HTTP ingest path, exact dedup,
-//! the stores (SQLite embedded by default, PostgreSQL shared), queries and
+//! The collector behind `tally serve`: the HTTP API, the ingest path with
+//! exact dedup, the stores (SQLite embedded by default, PostgreSQL
+//! shared), product queries, pipeline health and alerts, governance, and
 //! metrics.
+//!
+//! The HTTP layer ([`api`]) knows every mechanism; no mechanism knows the
+//! HTTP layer.
 //!
 //! | module | holds |
 //! |---|---|
-//! | [`alerts`] | alert rules, `/v1/alerts`, the webhook |
-//! | [`app`] | the [`Router`](axum::Router) ([`app::app`]), its state, CORS |
-//! | [`browser_settings`] | settings documents of Segment's and RudderStack's browser libraries |
-//! | [`client`] | the client address of a request, and what per-client limits count by |
-//! | [`ingest`] | the ingest path, one module per stage (design in its doc) |
-//! | [`query`] | admin endpoints: stats, counts, installs, deletions |
+//! | [`api`] | the [`Router`](axum::Router) ([`api::app`]), its state and layers (authentication, CORS), and the handlers by audience |
+//! | [`ingest`] | the ingest path, one module per stage (design in its doc): authentication, body bounds, decoding, events |
+//! | [`store`] | the store contract and its SQLite and PostgreSQL implementations |
 //! | [`queries`] | product queries: events, active people, sessions, funnels, retention, breakdowns |
-//! | [`error`] | every error answer, `{code, message}` |
-//! | [`health`] | pipeline health: `/v1/health/pipeline` and its figures |
-//! | [`metrics`] | Prometheus metrics |
+//! | [`health`] | pipeline health: its figures and the task that refreshes them |
+//! | [`alerts`] | alert rules, their states, the webhook and the shared outbox |
+//! | [`governance`] | retention, export, deletion: the data lifecycle |
+//! | [`clock`] | the collector's clock |
 //! | [`config`] | settings from flags, env, `tally.toml`, defaults |
-//! | [`data_dir`] | the SQLite data directory and its files' modes |
-//! | [`server`] | the accept loop, TLS, graceful shutdown |
-//! | [`tls`] | loading the certificate and key |
-//! | [`store`] | the store trait and its SQLite and PostgreSQL implementations |
+//! | [`server`] | the accept loop, connection limits, TLS, graceful shutdown |
+//! | [`client`] | the client address of a request, and what per-client limits count by |
 //! | [`throttle`] | failed admin authentication, throttled per client |
-//! | [`retention`] | the policy and the background job deleting expired events |
-//! | [`export`] | `GET /v1/export`: stored events streamed as NDJSON |
-//! | [`dashboard`] | the page at `/` and its embedded assets |
+//! | [`data_dir`] | the SQLite data directory and its files' modes |
+//! | [`tls`] | loading the certificate and key |
+//! | [`metrics`] | Prometheus metrics |
+//! | [`error`] | every error answer, `{code, message}` |
 
 pub mod alerts;
-pub mod app;
-pub mod browser_settings;
+pub mod api;
 pub mod client;
+pub mod clock;
 pub mod config;
-pub mod dashboard;
 pub mod data_dir;
 pub mod error;
-pub mod export;
+pub mod governance;
 pub mod health;
 pub mod ingest;
 pub mod metrics;
 pub mod queries;
-pub mod query;
-pub mod retention;
 pub mod server;
 pub mod store;
 pub mod throttle;

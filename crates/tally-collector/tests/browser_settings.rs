@@ -10,7 +10,7 @@ use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use base64::Engine as _;
 use serde_json::Value;
-use tally_collector::app::{app, AppState};
+use tally_collector::api::{app, AppState};
 use tally_collector::ingest::auth::Keys;
 use tally_collector::store;
 use tower::ServiceExt as _;

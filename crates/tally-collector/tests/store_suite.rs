@@ -8,9 +8,9 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use tally_collector::governance::retention::{self, RetentionSettings, Stop};
 use tally_collector::metrics::Metrics;
 use tally_collector::queries::{answer, ProductQuery};
-use tally_collector::retention::{self, RetentionSettings, Stop};
 use tally_collector::store::{
     DeadLetter, DeletionRecord, DeletionStatus, DroppedRange, EventCount, ExpiryScope,
     ExportedEvent, InstallEvent, InstallReport, NewEvent, Stats, Store, WriteOutcome,

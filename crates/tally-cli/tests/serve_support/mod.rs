@@ -255,7 +255,7 @@ pub fn stats(agent: &ureq::Agent, server: &Server) -> (u64, u64, u64, u64) {
 pub fn message(prefix: &str, n: u64) -> Message {
     let mut msg = Message::track(
         format!("{prefix}-{n:08}"),
-        format_timestamp(tally_collector::ingest::clock::now_ms() - 5_000),
+        format_timestamp(tally_collector::clock::now_ms() - 5_000),
         "Item Added",
     );
     msg.anonymous_id = Some(format!("anon-{}", n % 17));
@@ -274,11 +274,8 @@ pub fn batches(prefix: &str, count: usize, size: usize) -> Vec<EncodedBatch> {
             let messages = (0..size)
                 .map(|i| message(prefix, (b * size + i) as u64))
                 .collect();
-            Batch::new(
-                messages,
-                format_timestamp(tally_collector::ingest::clock::now_ms()),
-            )
-            .encode(ContentEncoding::Zstd)
+            Batch::new(messages, format_timestamp(tally_collector::clock::now_ms()))
+                .encode(ContentEncoding::Zstd)
         })
         .collect()
 }

@@ -63,15 +63,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use axum::extract::State;
-use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Response};
-use axum::Json;
 use serde::Serialize;
 
-use crate::app::AppState;
-use crate::error::ApiError;
-use crate::query::authorize;
 use rules::{Rule, RuleSettings, Transition};
 use webhook::WebhookStatus;
 
@@ -247,10 +240,4 @@ pub struct AlertsView {
     pub rules: Vec<RuleView>,
     /// The webhook.
     pub webhook: WebhookView,
-}
-
-/// `GET /v1/alerts`.
-pub async fn list(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
-    authorize(&state, &headers)?;
-    Ok(Json(state.health.alerts.view()).into_response())
 }

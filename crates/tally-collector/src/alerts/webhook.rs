@@ -186,7 +186,7 @@ pub(crate) fn delivered(status: &WebhookStatus, metrics: &Metrics) {
     *status
         .last_delivery
         .lock()
-        .unwrap_or_else(|p| p.into_inner()) = Some(crate::ingest::clock::now_ms());
+        .unwrap_or_else(|p| p.into_inner()) = Some(crate::clock::now_ms());
     metrics.webhook_delivered();
 }
 

@@ -24,19 +24,11 @@
 pub mod batches;
 pub mod monitor;
 
-use axum::extract::{RawQuery, State};
-use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Response};
-use axum::Json;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::collections::BTreeMap;
-use tally_proto::{format_timestamp, parse_timestamp};
+use tally_proto::format_timestamp;
 
 use crate::alerts::{AlertBoard, AlertConfig};
-use crate::app::AppState;
-use crate::error::ApiError;
-use crate::ingest::clock;
-use crate::query::{authorize, blocking};
 use crate::store::PipelineFigures;
 
 pub use batches::BatchCounter;
@@ -197,80 +189,5 @@ impl PipelineReport {
             completeness: f.completeness,
             fleet: f.fleet,
         }
-    }
-}
-
-#[derive(Deserialize)]
-struct WindowQuery {
-    from: Option<String>,
-    to: Option<String>,
-}
-
-/// `from` and `to` of a query string (RFC 3339; `to` defaults to now,
-/// `from` to `to` − 30 days).
-fn window(query: Option<&str>, now: i64) -> Result<(i64, i64), ApiError> {
-    let q: WindowQuery = serde_urlencoded::from_str(query.unwrap_or_default())
-        .map_err(|_| ApiError::BadRequest("malformed query string"))?;
-    let parse = |t: Option<String>, what: &'static str| match t.filter(|t| !t.is_empty()) {
-        None => Ok(None),
-        Some(t) => parse_timestamp(&t)
-            .map(Some)
-            .ok_or(ApiError::BadRequest(what)),
-    };
-    let to = parse(q.to, "to is not an RFC 3339 date-time")?.unwrap_or(now);
-    let from = parse(q.from, "from is not an RFC 3339 date-time")?
-        .unwrap_or(to.saturating_sub(DEFAULT_WINDOW_MS));
-    if from >= to {
-        return Err(ApiError::BadRequest("from must be before to"));
-    }
-    Ok((from, to))
-}
-
-/// `GET /v1/health/pipeline?[from&to]`.
-pub async fn pipeline(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    RawQuery(query): RawQuery,
-) -> Result<Response, ApiError> {
-    authorize(&state, &headers)?;
-    let now = clock::now_ms();
-    let (from, to) = window(query.as_deref(), now)?;
-    let health = state.health.clone();
-    let figures = blocking(&state, move |s| {
-        // This collector's own uncounted requests first, so its answer
-        // includes every request it answered before this one.
-        if let Err(e) = health.batches.flush(s) {
-            tracing::warn!(error = %e, "cannot add request counts to the store yet");
-        }
-        s.pipeline_health(from, to, now)
-    })
-    .await?;
-    Ok(Json(PipelineReport::from_figures(&figures)).into_response())
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-
-    use super::*;
-
-    #[test]
-    fn window_defaults_and_refusals() {
-        let now = 100 * DEFAULT_WINDOW_MS;
-        assert_eq!(window(None, now).unwrap(), (now - DEFAULT_WINDOW_MS, now));
-        assert_eq!(
-            window(
-                Some("from=2026-11-01T00:00:00Z&to=2026-11-02T00:00:00%2B01:00"),
-                now
-            )
-            .unwrap(),
-            (1_793_491_200_000, 1_793_574_000_000)
-        );
-        assert!(window(Some("from=yesterday"), now).is_err());
-        assert!(window(
-            Some("from=2026-11-02T00:00:00Z&to=2026-11-01T00:00:00Z"),
-            now
-        )
-        .is_err());
     }
 }

@@ -19,12 +19,13 @@ use crate::alerts::rules::{
     COMPLETENESS_GAPS_GROWING, DEDUP_RATE_HIGH, REJECTION_RATE_HIGH, STALE_CLIENT_QUEUES,
 };
 use crate::alerts::webhook::Webhook;
-use crate::app::AppState;
-use crate::health::ratio;
-use crate::ingest::clock;
+use crate::clock;
+use crate::health::{ratio, HealthState};
+use crate::metrics::Metrics;
 use crate::metrics::WindowRates;
 use crate::store::health::{HEALTH_RETENTION_MS, HOUR_MS};
 use crate::store::outbox::RuleNotice;
+use crate::store::Store;
 use crate::store::{HealthTotals, PipelineFigures};
 
 /// Store totals and missing seqs at one evaluation.
@@ -70,9 +71,29 @@ fn rates(base: &HealthTotals, now: &HealthTotals) -> WindowRates {
     }
 }
 
+/// What the health task works on: the store, the health state it shares
+/// with the HTTP layer, and the metrics it refreshes (the API builds it
+/// from its state).
+#[derive(Clone)]
+pub struct Monitored {
+    /// The store the figures are read from.
+    pub store: Arc<dyn Store>,
+    /// Uncounted requests, the alert rules and their settings.
+    pub health: Arc<HealthState>,
+    /// The gauges refreshed from the figures.
+    pub metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for Monitored {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Monitored").finish_non_exhaustive()
+    }
+}
+
 /// Starts the health task on the current runtime; it runs until
 /// [`Monitor::stop`] or until the runtime shuts down.
-pub fn spawn(state: AppState) -> Monitor {
+pub fn spawn(state: impl Into<Monitored>) -> Monitor {
+    let state = state.into();
     let stop = Arc::new(Notify::new());
     Monitor {
         task: tokio::spawn(run(state, Arc::clone(&stop))),
@@ -115,7 +136,7 @@ enum Delivery {
     Shared(SharedWebhook),
 }
 
-fn delivery(state: &AppState) -> Delivery {
+fn delivery(state: &Monitored) -> Delivery {
     let Some(url) = state.health.config.webhook.clone() else {
         return Delivery::None;
     };
@@ -138,7 +159,7 @@ fn delivery(state: &AppState) -> Delivery {
     })
 }
 
-async fn run(state: AppState, stop: Arc<Notify>) {
+async fn run(state: Monitored, stop: Arc<Notify>) {
     let config = state.health.config.clone();
     let delivery = delivery(&state);
     let mut samples = Samples {
@@ -247,7 +268,7 @@ async fn run(state: AppState, stop: Arc<Notify>) {
 
 /// This evaluation's turn at the shared outbox (see [`crate::alerts`]):
 /// whether this collector is the sender.
-async fn round(state: &AppState, holder: &str, lease: Duration, notices: Vec<Transition>) -> bool {
+async fn round(state: &Monitored, holder: &str, lease: Duration, notices: Vec<Transition>) -> bool {
     let store = Arc::clone(&state.store);
     let holder = holder.to_owned();
     let round = tokio::task::spawn_blocking(move || {
@@ -289,7 +310,7 @@ async fn round(state: &AppState, holder: &str, lease: Duration, notices: Vec<Tra
 const PRUNE_EVERY_MS: i64 = HOUR_MS;
 
 /// Deletes the health figures of the hours before `before`.
-async fn prune(state: &AppState, before: i64) {
+async fn prune(state: &Monitored, before: i64) {
     let store = Arc::clone(&state.store);
     match tokio::task::spawn_blocking(move || store.prune_health(before)).await {
         Ok(Ok(rows)) => tracing::debug!(rows, "old health figures deleted"),
@@ -300,7 +321,7 @@ async fn prune(state: &AppState, before: i64) {
 
 /// Flushes this collector's request counts and reads the figures of the
 /// rate window; `None` (logged) when the store does not answer.
-async fn read(state: &AppState, now: i64, window_ms: i64) -> Option<PipelineFigures> {
+async fn read(state: &Monitored, now: i64, window_ms: i64) -> Option<PipelineFigures> {
     let store = Arc::clone(&state.store);
     let health = Arc::clone(&state.health);
     let read = tokio::task::spawn_blocking(move || {

@@ -223,6 +223,15 @@ pub fn credential(headers: &HeaderMap) -> Result<Option<Credential>, ApiError> {
     Err(ApiError::Unauthorized("unsupported Authorization scheme"))
 }
 
+/// The `writeKey` query parameter (browser beacons send it there).
+pub fn query_write_key(query: Option<&str>) -> Option<String> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query?).ok()?;
+    pairs
+        .into_iter()
+        .find(|(k, v)| k == "writeKey" && !v.is_empty())
+        .map(|(_, v)| v)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -354,5 +363,15 @@ mod tests {
         let none = keys();
         assert!(none.authorize_metrics(Some(&bearer(""))).is_err());
         assert!(none.authorize_metrics(Some(&bearer("admin"))).is_ok());
+    }
+
+    #[test]
+    fn write_key_from_the_query() {
+        assert_eq!(
+            query_write_key(Some("a=1&writeKey=k%2B1")).as_deref(),
+            Some("k+1")
+        );
+        assert_eq!(query_write_key(Some("writeKey=")), None);
+        assert_eq!(query_write_key(None), None);
     }
 }

@@ -1,12 +1,11 @@
-//! The collector's clock and the per-message time correction.
+//! The per-message time correction.
 //!
-//! `received_at` is stamped once per request from the collector's clock.
+//! `received_at` is stamped once per request from the collector's clock
+//! ([`crate::clock`]).
 //! A message's own `sentAt` wins over the batch's (RudderStack's browser
 //! SDK stamps each event), and the batch's `sentAt` falls back to the
 //! `SentAt` header that library also sends. A message with no capture time
 //! at all is placed at `received_at`: time alone never drops an event.
-
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::http::HeaderMap;
 use tally_proto::limits::FUTURE_TOLERANCE_MS;
@@ -14,13 +13,6 @@ use tally_proto::{correct, parse_timestamp, Checked, Correction, DecodedBody};
 
 /// The `SentAt` header of RudderStack's browser SDK.
 const SENT_AT_HEADER: &str = "sentat";
-
-/// The collector's clock, in Unix milliseconds.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
 
 /// The batch's `sentAt`: the envelope's, else the `SentAt` header.
 pub fn batch_sent_at(body: &DecodedBody<'_>, headers: &HeaderMap) -> Option<i64> {

@@ -1,5 +1,5 @@
-//! Product query endpoints (admin token), the contract of
-//! `docs/query-api.md` "Product queries":
+//! Product queries, the contract of `docs/query-api.md` "Product
+//! queries" (served by [`crate::api::product`]):
 //!
 //! | path | answers |
 //! |---|---|
@@ -25,18 +25,11 @@ use std::collections::HashMap;
 // Integer keys by the hundred thousand: foldhash, not SipHash.
 use foldhash::{HashMap as FastMap, HashMapExt as _, HashSet, HashSetExt as _};
 
-use axum::extract::{RawQuery, State};
-use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Response};
-use axum::Json;
 use jiff::tz::TimeZone;
 use serde_json::{json, Value};
 use tally_proto::parse_timestamp;
 
-use crate::app::AppState;
-use crate::error::ApiError;
-use crate::ingest::clock;
-use crate::query::authorize;
+use crate::clock;
 use crate::store::query::{cut, Span};
 use crate::store::{Store, StoreError};
 use time::{Interval, WindowError, DAY_MS};
@@ -51,15 +44,6 @@ pub enum QueryError {
     /// The store failed (503 or 500).
     #[error(transparent)]
     Store(#[from] StoreError),
-}
-
-impl From<QueryError> for ApiError {
-    fn from(e: QueryError) -> Self {
-        match e {
-            QueryError::BadRequest(m) => ApiError::BadRequest(m),
-            QueryError::Store(e) => ApiError::from(e),
-        }
-    }
 }
 
 /// One product query of the API.
@@ -99,55 +83,6 @@ pub fn answer(
         ProductQuery::Breakdown => breakdown_answer(store, &p),
         ProductQuery::TopEvents => top_events_answer(store, &p),
     }
-}
-
-/// Authenticates, then answers on the blocking pool.
-async fn handle(
-    state: AppState,
-    headers: HeaderMap,
-    query_string: Option<String>,
-    query: ProductQuery,
-) -> Result<Response, ApiError> {
-    authorize(&state, &headers)?;
-    let store = state.store.clone();
-    let raw = query_string.unwrap_or_default();
-    let value = tokio::task::spawn_blocking(move || answer(store.as_ref(), query, &raw))
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "query task failed");
-            ApiError::Internal
-        })??;
-    Ok(Json(value).into_response())
-}
-
-macro_rules! handlers {
-    ($($(#[$doc:meta])* $name:ident => $query:ident;)*) => {$(
-        $(#[$doc])*
-        pub async fn $name(
-            State(state): State<AppState>,
-            headers: HeaderMap,
-            RawQuery(query): RawQuery,
-        ) -> Result<Response, ApiError> {
-            handle(state, headers, query, ProductQuery::$query).await
-        }
-    )*};
-}
-
-handlers! {
-    /// `GET /v1/query/events`.
-    events => Events;
-    /// `GET /v1/query/active`.
-    active => Active;
-    /// `GET /v1/query/sessions`.
-    sessions => Sessions;
-    /// `GET /v1/query/funnel`.
-    funnel => Funnel;
-    /// `GET /v1/query/retention`.
-    retention => Retention;
-    /// `GET /v1/query/breakdown`.
-    breakdown => Breakdown;
-    /// `GET /v1/query/top-events`.
-    top_events => TopEvents;
 }
 
 /// Funnels take 2 to this many steps.

@@ -546,7 +546,7 @@ pub trait Store: query::ProductQueries + Send + Sync + 'static {
     /// their identity in their slot (see [`query`]), so active people and
     /// retention cohorts no longer count expired activity. A store may
     /// leave that to the call that finishes a slot (SQLite does: see
-    /// [`crate::retention`]). Retention calls it in a loop, so ingest never
+    /// [`crate::governance::retention`]). Retention calls it in a loop, so ingest never
     /// waits behind a long deletion.
     fn expire_events(
         &self,

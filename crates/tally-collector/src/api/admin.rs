@@ -1,65 +1,32 @@
-//! Admin endpoints (Bearer admin token): totals, event counts,
-//! completeness of one install, user deletion and the list of deletions.
+//! The operators' paths (admin token, checked by
+//! [`super::auth::admin_gate`]): totals, event counts, completeness and
+//! events of one install, dead letters, user deletion and the list of
+//! deletions, pipeline health and the alert rules.
 //!
-//! Each handler authenticates, then runs its store call on the blocking
-//! pool (store calls block).
+//! Each handler runs its store call on the blocking pool (store calls
+//! block).
 
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use tally_proto::parse_timestamp;
 
-use crate::app::AppState;
+use super::params::{blocking, query_params};
+use super::AppState;
+use crate::clock;
 use crate::error::ApiError;
-use crate::ingest::{auth, body, clock};
-use crate::store::Store;
+use crate::health::{PipelineReport, DEFAULT_WINDOW_MS};
+use crate::ingest::body;
 
 /// Largest body of an admin request (`{"userId": ...}`): an id is at most
 /// 255 bytes, so 4 KiB leaves room for whitespace and unknown members.
 const MAX_ADMIN_BODY_BYTES: usize = 4 * 1024;
 
-pub(crate) fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    state
-        .keys
-        .authorize_admin(auth::credential(headers)?.as_ref())
-}
-
-/// Authorizes an admin request, then reads its query string into `T`; a
-/// string that does not fit is a 400 saying `malformed`.
-pub(crate) fn admin_params<T: serde::de::DeserializeOwned>(
-    state: &AppState,
-    headers: &HeaderMap,
-    query: Option<&str>,
-    malformed: &'static str,
-) -> Result<T, ApiError> {
-    authorize(state, headers)?;
-    serde_urlencoded::from_str(query.unwrap_or_default())
-        .map_err(|_| ApiError::BadRequest(malformed))
-}
-
-pub(crate) async fn blocking<T: Send + 'static>(
-    state: &AppState,
-    f: impl FnOnce(&dyn Store) -> Result<T, crate::store::StoreError> + Send + 'static,
-) -> Result<T, ApiError> {
-    let store = state.store.clone();
-    tokio::task::spawn_blocking(move || f(store.as_ref()))
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "query task failed");
-            ApiError::Internal
-        })?
-        .map_err(ApiError::from)
-}
-
 /// `GET /v1/stats` → `{"accepted", "duplicate", "rejected", "events"}`.
-pub async fn stats(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    authorize(&state, &headers)?;
+pub(super) async fn stats(State(state): State<AppState>) -> Result<Response, ApiError> {
     let (stats, dead_letters) =
         blocking(&state, |s| Ok((s.stats()?, s.dead_letter_totals()?))).await?;
     let mut body = serde_json::to_value(stats).map_err(|_| ApiError::Internal)?;
@@ -79,17 +46,12 @@ struct DeadLetterQuery {
 /// {"kept", "bytes", "not_kept", "truncated"}}`: the most recent rejected
 /// messages, newest first, with their reason (default 100, at most 1,000),
 /// and what the store holds and did not keep of them.
-pub async fn dead_letters(
+pub(super) async fn dead_letters(
     State(state): State<AppState>,
-    headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    let q: DeadLetterQuery = admin_params(
-        &state,
-        &headers,
-        query.as_deref(),
-        "limit must be a non-negative integer",
-    )?;
+    let q: DeadLetterQuery =
+        query_params(query.as_deref(), "limit must be a non-negative integer")?;
     let limit = q.limit.unwrap_or(100).min(MAX_DEAD_LETTERS);
     let (rows, totals) = blocking(&state, move |s| {
         Ok((s.dead_letters(limit)?, s.dead_letter_totals()?))
@@ -108,12 +70,11 @@ struct CountQuery {
 /// `GET /v1/events/count?event=NAME[&from=RFC3339&to=RFC3339]` →
 /// `{"count", "users"}`; `from` inclusive, `to` exclusive, on the
 /// corrected timestamp.
-pub async fn count_events(
+pub(super) async fn count_events(
     State(state): State<AppState>,
-    headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    let q: CountQuery = admin_params(&state, &headers, query.as_deref(), "malformed query string")?;
+    let q: CountQuery = query_params(query.as_deref(), "malformed query string")?;
     let event = q
         .event
         .filter(|e| !e.is_empty())
@@ -134,12 +95,10 @@ pub async fn count_events(
 
 /// `GET /v1/installs/{install_id}` → `{"max_seq", "missing", "dropped"}`;
 /// 404 for an install the store never saw.
-pub async fn install(
+pub(super) async fn install(
     State(state): State<AppState>,
-    headers: HeaderMap,
     Path(install_id): Path<String>,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers)?;
     let report = blocking(&state, move |s| s.install(&install_id)).await?;
     report
         .map(|r| Json(r).into_response())
@@ -154,12 +113,10 @@ struct DeletionRequest {
 
 /// `POST /v1/deletions` with `{"userId"}` → 202 `{"deleted_events",
 /// "deleted_dead_letters", "aliased_user_ids"}`.
-pub async fn delete_user(
+pub(super) async fn delete_user(
     State(state): State<AppState>,
-    headers: HeaderMap,
     request_body: Body,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers)?;
     let bytes = body::read_bounded(
         request_body,
         None,
@@ -199,17 +156,11 @@ struct DeletionsQuery {
 
 /// `GET /v1/deletions[?limit=N]` → `{"deletions": [{"userId", "requested_at",
 /// "status", "deleted_events"}]}`, newest first.
-pub async fn list_deletions(
+pub(super) async fn list_deletions(
     State(state): State<AppState>,
-    headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    let q: DeletionsQuery = admin_params(
-        &state,
-        &headers,
-        query.as_deref(),
-        "limit must be a positive integer",
-    )?;
+    let q: DeletionsQuery = query_params(query.as_deref(), "limit must be a positive integer")?;
     let limit = q.limit.unwrap_or(DEFAULT_DELETIONS_LIMIT);
     if limit == 0 || limit > MAX_DELETIONS_LIMIT {
         return Err(ApiError::BadRequest("limit must be between 1 and 100000"));
@@ -247,14 +198,12 @@ struct InstallEventsQuery {
 /// (default 1,000, at most 10,000); `person` is who the event counts for
 /// after stitching (the user, else the install). An install the store never
 /// saw has no events. A page shorter than `limit` is the last.
-pub async fn install_events(
+pub(super) async fn install_events(
     State(state): State<AppState>,
-    headers: HeaderMap,
     Path(install_id): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    let q: InstallEventsQuery =
-        admin_params(&state, &headers, query.as_deref(), "malformed query string")?;
+    let q: InstallEventsQuery = query_params(query.as_deref(), "malformed query string")?;
     let limit = q.limit.unwrap_or(DEFAULT_INSTALL_EVENTS);
     if limit == 0 || limit > MAX_INSTALL_EVENTS {
         return Err(ApiError::BadRequest("limit must be between 1 and 10000"));
@@ -262,4 +211,83 @@ pub async fn install_events(
     let after = q.after_seq.unwrap_or(0);
     let events = blocking(&state, move |s| s.install_events(&install_id, after, limit)).await?;
     Ok(Json(events).into_response())
+}
+
+#[derive(Deserialize)]
+struct WindowQuery {
+    from: Option<String>,
+    to: Option<String>,
+}
+
+/// `from` and `to` of a query string (RFC 3339; `to` defaults to now,
+/// `from` to `to` − 30 days).
+fn window(query: Option<&str>, now: i64) -> Result<(i64, i64), ApiError> {
+    let q: WindowQuery = serde_urlencoded::from_str(query.unwrap_or_default())
+        .map_err(|_| ApiError::BadRequest("malformed query string"))?;
+    let parse = |t: Option<String>, what: &'static str| match t.filter(|t| !t.is_empty()) {
+        None => Ok(None),
+        Some(t) => parse_timestamp(&t)
+            .map(Some)
+            .ok_or(ApiError::BadRequest(what)),
+    };
+    let to = parse(q.to, "to is not an RFC 3339 date-time")?.unwrap_or(now);
+    let from = parse(q.from, "from is not an RFC 3339 date-time")?
+        .unwrap_or(to.saturating_sub(DEFAULT_WINDOW_MS));
+    if from >= to {
+        return Err(ApiError::BadRequest("from must be before to"));
+    }
+    Ok((from, to))
+}
+
+/// `GET /v1/health/pipeline?[from&to]`.
+pub(super) async fn pipeline(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let now = clock::now_ms();
+    let (from, to) = window(query.as_deref(), now)?;
+    let health = state.health.clone();
+    let figures = blocking(&state, move |s| {
+        // This collector's own uncounted requests first, so its answer
+        // includes every request it answered before this one.
+        if let Err(e) = health.batches.flush(s) {
+            tracing::warn!(error = %e, "cannot add request counts to the store yet");
+        }
+        s.pipeline_health(from, to, now)
+    })
+    .await?;
+    Ok(Json(PipelineReport::from_figures(&figures)).into_response())
+}
+
+/// `GET /v1/alerts`: every rule with its state and value, and the
+/// webhook's counters.
+pub(super) async fn alerts(State(state): State<AppState>) -> Response {
+    Json(state.health.alerts.view()).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn window_defaults_and_refusals() {
+        let now = 100 * DEFAULT_WINDOW_MS;
+        assert_eq!(window(None, now).unwrap(), (now - DEFAULT_WINDOW_MS, now));
+        assert_eq!(
+            window(
+                Some("from=2026-11-01T00:00:00Z&to=2026-11-02T00:00:00%2B01:00"),
+                now
+            )
+            .unwrap(),
+            (1_793_491_200_000, 1_793_574_000_000)
+        );
+        assert!(window(Some("from=yesterday"), now).is_err());
+        assert!(window(
+            Some("from=2026-11-02T00:00:00Z&to=2026-11-01T00:00:00Z"),
+            now
+        )
+        .is_err());
+    }
 }

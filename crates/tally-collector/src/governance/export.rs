@@ -1,5 +1,5 @@
-//! `GET /v1/export?format=ndjson[&from&to]`: stored events streamed as
-//! NDJSON, ordered by corrected time (admin token).
+//! Export: stored events as NDJSON, ordered by corrected time, in pages
+//! (served by [`crate::api::export`] as `GET /v1/export`).
 //!
 //! # Bounded memory
 //!
@@ -39,22 +39,15 @@
 //! whole one.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
-use axum::body::Body;
-use axum::extract::{RawQuery, State};
-use axum::http::{header, HeaderMap, HeaderValue};
-use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde::de::{MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
-use tally_proto::{format_timestamp, parse_timestamp};
+use tally_proto::format_timestamp;
 
-use crate::app::AppState;
-use crate::error::ApiError;
-use crate::ingest::clock;
-use crate::query::{admin_params, blocking};
-use crate::store::{ExportCursor, StoreError};
+use crate::store::{ExportCursor, Store, StoreError};
 
 /// Events per page read from the store: about 0.7 MB of NDJSON for
 /// SDK-sized messages, large enough that a page's query cost is spread
@@ -64,84 +57,54 @@ pub const PAGE_ROWS: usize = 1_000;
 /// The header with the number of events in the window.
 pub const EVENTS_HEADER: &str = "tally-export-events";
 
-#[derive(Deserialize)]
-struct ExportQuery {
-    format: Option<String>,
-    from: Option<String>,
-    to: Option<String>,
-}
-
-/// `GET /v1/export`.
-pub async fn export(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    RawQuery(query): RawQuery,
-) -> Result<Response, ApiError> {
-    let q: ExportQuery =
-        admin_params(&state, &headers, query.as_deref(), "malformed query string")?;
-    match q.format.as_deref() {
-        None | Some("ndjson") => {}
-        Some(_) => {
-            return Err(ApiError::BadRequest(
-                "format must be ndjson (tally export writes Parquet from it)",
-            ))
-        }
-    }
-    let bound = |t: Option<String>, what: &'static str| -> Result<Option<i64>, ApiError> {
-        match t.filter(|t| !t.is_empty()) {
-            None => Ok(None),
-            Some(t) => parse_timestamp(&t)
-                .map(Some)
-                .ok_or(ApiError::BadRequest(what)),
-        }
-    };
-    let from = bound(q.from, "from is not an RFC 3339 date-time")?.unwrap_or(i64::MIN);
-    let to = bound(q.to, "to is not an RFC 3339 date-time")?.unwrap_or_else(clock::now_ms);
-    if from > to {
-        return Err(ApiError::BadRequest("from is after to"));
-    }
-    let total = blocking(&state, move |s| s.count_stored(from, to)).await?;
-    tracing::info!(events = total, "export started");
-
-    let pages = Pages {
-        state,
-        from,
-        to,
-        cursor: None,
-        done: false,
-    };
-    let stream = futures_util::stream::unfold(pages, |mut pages| async move {
-        let chunk = pages.next().await?;
-        Some((chunk, pages))
-    });
-    let mut response = Body::from_stream(stream).into_response();
-    let h = response.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/x-ndjson"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(EVENTS_HEADER, HeaderValue::from(total));
-    Ok(response)
-}
-
-/// The export's position: the next page starts after `cursor`.
-struct Pages {
-    state: AppState,
+/// An export's position: the next page starts after `cursor`.
+pub struct Pages {
+    store: Arc<dyn Store>,
     from: i64,
     to: i64,
     cursor: Option<ExportCursor>,
     done: bool,
 }
 
+impl std::fmt::Debug for Pages {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pages")
+            .field("from", &self.from)
+            .field("to", &self.to)
+            .field("done", &self.done)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Pages {
+    /// The pages of the events of `store` with `from <= ts_corrected < to`.
+    pub fn new(store: Arc<dyn Store>, from: i64, to: i64) -> Pages {
+        Pages {
+            store,
+            from,
+            to,
+            cursor: None,
+            done: false,
+        }
+    }
+
+    /// The pages as a stream of NDJSON chunks, for a response body.
+    pub fn into_stream(
+        self,
+    ) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send {
+        futures_util::stream::unfold(self, |mut pages| async move {
+            let chunk = pages.next().await?;
+            Some((chunk, pages))
+        })
+    }
+
     /// The next page as NDJSON; `None` after the last page or an error.
     async fn next(&mut self) -> Option<Result<Bytes, std::io::Error>> {
         if self.done {
             return None;
         }
         let (from, to, cursor) = (self.from, self.to, self.cursor.take());
-        let store = self.state.store.clone();
+        let store = Arc::clone(&self.store);
         let page = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
             let events = store.export_page(from, to, cursor.as_ref(), PAGE_ROWS)?;
             let mut out = Vec::with_capacity(events.iter().map(|e| e.raw.len() + 96).sum());

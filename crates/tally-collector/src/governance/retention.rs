@@ -81,7 +81,7 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
-use crate::ingest::clock;
+use crate::clock;
 use crate::metrics::Metrics;
 use crate::store::{ExpiryScope, Store, StoreError};
 

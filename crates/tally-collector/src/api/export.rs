@@ -1,0 +1,68 @@
+//! The data teams' path (admin token, checked by
+//! [`super::auth::admin_gate`]): `GET /v1/export?format=ndjson[&from&to]`,
+//! every stored event of the window streamed as NDJSON in pages (the
+//! format and the paging are [`crate::governance::export`]'s). The
+//! answer's `Tally-Export-Events` header counts the events of the window
+//! when the export started.
+
+use axum::body::Body;
+use axum::extract::{RawQuery, State};
+use axum::http::{header, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use tally_proto::parse_timestamp;
+
+use super::params::{blocking, query_params};
+use super::AppState;
+use crate::clock;
+use crate::error::ApiError;
+use crate::governance::export::{Pages, EVENTS_HEADER};
+
+#[derive(Deserialize)]
+struct ExportQuery {
+    format: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+}
+
+/// `GET /v1/export`.
+pub(super) async fn export(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let q: ExportQuery = query_params(query.as_deref(), "malformed query string")?;
+    match q.format.as_deref() {
+        None | Some("ndjson") => {}
+        Some(_) => {
+            return Err(ApiError::BadRequest(
+                "format must be ndjson (tally export writes Parquet from it)",
+            ))
+        }
+    }
+    let bound = |t: Option<String>, what: &'static str| -> Result<Option<i64>, ApiError> {
+        match t.filter(|t| !t.is_empty()) {
+            None => Ok(None),
+            Some(t) => parse_timestamp(&t)
+                .map(Some)
+                .ok_or(ApiError::BadRequest(what)),
+        }
+    };
+    let from = bound(q.from, "from is not an RFC 3339 date-time")?.unwrap_or(i64::MIN);
+    let to = bound(q.to, "to is not an RFC 3339 date-time")?.unwrap_or_else(clock::now_ms);
+    if from > to {
+        return Err(ApiError::BadRequest("from is after to"));
+    }
+    let total = blocking(&state, move |s| s.count_stored(from, to)).await?;
+    tracing::info!(events = total, "export started");
+
+    let pages = Pages::new(state.store.clone(), from, to);
+    let mut response = Body::from_stream(pages.into_stream()).into_response();
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-ndjson"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(EVENTS_HEADER, HeaderValue::from(total));
+    Ok(response)
+}

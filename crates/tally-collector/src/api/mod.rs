@@ -1,0 +1,288 @@
+//! The HTTP API: the state every handler shares, the router, and the
+//! layers on it. [`app`] builds the [`Router`]; serving it (plain or TLS,
+//! graceful shutdown) is [`crate::server`]. The router knows the
+//! mechanisms (`ingest`, `queries`, `health`, `alerts`, `governance`,
+//! `store`); they never know the router.
+//!
+//! Handlers are grouped by audience, and each audience's routes sit behind
+//! the layer that authenticates it ([`auth`]):
+//!
+//! | module | audience | credential | paths |
+//! |---|---|---|---|
+//! | [`ingest`] | apps and SDKs | write key ([`auth::ingest_gate`]) | `POST /v1/batch`, `/v1/b`, `/beacon/v1/batch`, `/v1/{track,identify,page,screen,group,alias}`, `/v1/{t,i,p,s,g,a}` (the path gives a missing `type`) |
+//! | [`ingest`] | apps and SDKs | none | `POST /v1/m` (client telemetry, answered and dropped), `GET /v1/time` |
+//! | [`ingest`] | browser libraries | the write key in the path or the request | `GET /v1/projects/{writeKey}/settings`, `GET /sourceConfig/` |
+//! | [`admin`] | operators | admin token ([`auth::admin_gate`]) | `GET /v1/stats`, `/v1/events/count`, `/v1/installs/{id}`, `/v1/installs/{id}/events`, `/v1/dead-letters`, `/v1/health/pipeline`, `/v1/alerts`, `/v1/deletions`; `POST /v1/deletions` |
+//! | [`product`] | product teams | admin token | `GET /v1/query/{events,active,sessions,funnel,retention,breakdown,top-events}` (`docs/query-api.md`) |
+//! | [`export`] | data teams | admin token | `GET /v1/export` (NDJSON, streamed) |
+//! | [`ops`] | load balancers, Prometheus | none; metrics or admin token ([`auth::metrics_gate`]) | `GET /healthz`; `GET /metrics` (open on a `--metrics-listen` listener of its own: [`metrics_app`]) |
+//! | [`dashboard`] | people in a browser | none (its data calls need the admin token) | `GET /`, `/assets/{file}` |
+//!
+//! CORS: the app-facing paths answer any origin, without credentials, and
+//! a preflight with the headers it asks for (browsers' Segment and
+//! RudderStack libraries send `Authorization`, which `*` does not cover);
+//! every other path answers only the origins of `--cors-origin` (none by
+//! default), never `null`.
+
+pub mod admin;
+pub mod auth;
+pub mod dashboard;
+pub mod export;
+pub mod ingest;
+pub mod ops;
+mod params;
+pub mod product;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, Method};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+use tally_proto::{DecodeLimits, MessageType};
+use tokio::sync::Semaphore;
+use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
+
+use crate::config::DEFAULT_MAX_IN_FLIGHT;
+use crate::error::ApiError;
+use crate::health::monitor::Monitored;
+use crate::health::HealthState;
+use crate::ingest::auth::Keys;
+use crate::ingest::slots::BodyKeySlots;
+use crate::metrics::Metrics;
+use crate::store::Store;
+use crate::throttle::AuthThrottle;
+
+/// How long browsers may cache a preflight answer: one day, the longest
+/// Firefox honours (Chromium caps at two hours anyway).
+const PREFLIGHT_MAX_AGE: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Shared state of every handler.
+#[derive(Clone)]
+pub struct AppState {
+    /// Where events go.
+    pub store: Arc<dyn Store>,
+    /// Write keys and the admin token.
+    pub keys: Arc<Keys>,
+    /// Body and decode limits.
+    pub limits: DecodeLimits,
+    /// Ingest slots of requests whose key was checked before the body
+    /// (see [`crate::config::DEFAULT_MAX_IN_FLIGHT`]).
+    pub ingest_slots: Arc<Semaphore>,
+    /// Ingest slots of requests whose key can only be in the body.
+    pub body_key_slots: Arc<BodyKeySlots>,
+    /// Failed admin authentication per client.
+    pub auth_throttle: Arc<AuthThrottle>,
+    /// Origins whose pages may call the admin, query and export paths.
+    pub cors_origins: Vec<HeaderValue>,
+    /// Prometheus metrics.
+    pub metrics: Arc<Metrics>,
+    /// Pipeline health shared with the health task.
+    pub health: Arc<HealthState>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("keys", &self.keys)
+            .field("limits", &self.limits)
+            .field("ingest_slots", &self.ingest_slots.available_permits())
+            .finish_non_exhaustive()
+    }
+}
+
+impl AppState {
+    /// State over `store` with default limits.
+    pub fn new(store: Arc<dyn Store>, keys: Keys) -> Self {
+        Self {
+            store,
+            keys: Arc::new(keys),
+            limits: DecodeLimits::default(),
+            ingest_slots: Arc::new(Semaphore::new(DEFAULT_MAX_IN_FLIGHT)),
+            body_key_slots: Arc::new(BodyKeySlots::default()),
+            auth_throttle: Arc::new(AuthThrottle::default()),
+            cors_origins: Vec::new(),
+            metrics: Arc::new(Metrics::new()),
+            health: Arc::new(HealthState::default()),
+        }
+    }
+
+    /// The same state with other decode limits.
+    pub fn with_limits(mut self, limits: DecodeLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The same state with these alerting settings (rules, webhook).
+    pub fn with_alerts(mut self, alerts: crate::alerts::AlertConfig) -> Self {
+        self.health = Arc::new(HealthState::new(alerts));
+        self
+    }
+
+    /// The same state with `max_in_flight` ingest slots (at least 1).
+    pub fn with_max_in_flight(mut self, max_in_flight: usize) -> Self {
+        self.ingest_slots = Arc::new(Semaphore::new(max_in_flight.max(1)));
+        self
+    }
+
+    /// The same state letting pages of `origins` (checked by
+    /// [`crate::config`]) call the admin paths; an origin that is not a
+    /// valid header value is skipped.
+    pub fn with_cors_origins(mut self, origins: &[String]) -> Self {
+        self.cors_origins = origins
+            .iter()
+            .filter_map(|o| HeaderValue::from_str(o).ok())
+            .collect();
+        self
+    }
+}
+
+/// The router of the collector.
+pub fn app(state: AppState) -> Router {
+    let mut ingest_paths = Router::new();
+    for (paths, kind) in [
+        (&["/v1/batch", "/v1/b", "/beacon/v1/batch"][..], None),
+        (&["/v1/track", "/v1/t"][..], Some(MessageType::Track)),
+        (&["/v1/identify", "/v1/i"][..], Some(MessageType::Identify)),
+        (&["/v1/page", "/v1/p"][..], Some(MessageType::Page)),
+        (&["/v1/screen", "/v1/s"][..], Some(MessageType::Screen)),
+        (&["/v1/group", "/v1/g"][..], Some(MessageType::Group)),
+        (&["/v1/alias", "/v1/a"][..], Some(MessageType::Alias)),
+    ] {
+        for path in paths {
+            let kind = kind.clone();
+            ingest_paths = ingest_paths.route(
+                path,
+                post(move |State(state): State<AppState>, request: Request| {
+                    ingest::handle(state, kind, request)
+                }),
+            );
+        }
+    }
+    let apps = ingest_paths
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::ingest_gate,
+        ))
+        .route("/v1/m", post(ingest::client_telemetry))
+        .route("/v1/time", get(ingest::time))
+        // Browser libraries fetch their settings cross-origin, like ingest.
+        .route("/v1/projects/{write_key}/settings", get(ingest::segment))
+        .route("/sourceConfig/", get(ingest::rudderstack))
+        // Set before the CORS layer, so a preflight of a POST-only path
+        // reaches the layer instead of this answer.
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(ingest_cors());
+    // Every path that needs the admin token goes through the gate, which
+    // throttles wrong tokens per client before the handler runs.
+    let admin = Router::new()
+        .route("/v1/dead-letters", get(admin::dead_letters))
+        .route("/v1/stats", get(admin::stats))
+        .route("/v1/events/count", get(admin::count_events))
+        .route("/v1/installs/{install_id}", get(admin::install))
+        .route(
+            "/v1/installs/{install_id}/events",
+            get(admin::install_events),
+        )
+        .route(
+            "/v1/deletions",
+            post(admin::delete_user).get(admin::list_deletions),
+        )
+        .route("/v1/health/pipeline", get(admin::pipeline))
+        .route("/v1/alerts", get(admin::alerts))
+        .route("/v1/export", get(export::export))
+        .route("/v1/query/events", get(product::events))
+        .route("/v1/query/active", get(product::active))
+        .route("/v1/query/sessions", get(product::sessions))
+        .route("/v1/query/funnel", get(product::funnel))
+        .route("/v1/query/retention", get(product::retention))
+        .route("/v1/query/breakdown", get(product::breakdown))
+        .route("/v1/query/top-events", get(product::top_events))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::admin_gate,
+        ));
+    let metrics = Router::new()
+        .route("/metrics", get(ops::metrics_text))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::metrics_gate,
+        ));
+    let rest = Router::new()
+        .route("/healthz", get(ops::healthz))
+        .route("/", get(dashboard::index))
+        .route("/assets/{file}", get(dashboard::asset))
+        .merge(admin)
+        .merge(metrics)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(admin_cors(state.cors_origins.clone()));
+    Router::new()
+        .merge(apps)
+        .merge(rest)
+        .fallback(|| async { ApiError::NotFound("no such path") })
+        .layer(middleware::from_fn_with_state(state.clone(), count_status))
+        .with_state(state)
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
+/// `/metrics` alone, without a token: for a listener of its own
+/// (`--metrics-listen`) that only the monitoring network reaches.
+pub fn metrics_app(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(ops::metrics_text))
+        .fallback(|| async { ApiError::NotFound("no such path") })
+        .with_state(state)
+}
+
+/// CORS of the ingest paths: any origin, without credentials (a write key
+/// is public, and a page of any site may send events). Requested headers
+/// are mirrored: browsers' Segment and RudderStack libraries send
+/// `Authorization`, which `*` does not cover.
+fn ingest_cors() -> CorsLayer {
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::any())
+        .allow_headers(AllowHeaders::mirror_request())
+        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+        .expose_headers([header::RETRY_AFTER])
+        .max_age(PREFLIGHT_MAX_AGE)
+}
+
+/// CORS of every other path: only the configured origins (none by default:
+/// the dashboard is served from the collector itself and needs none), and
+/// never `null` (the origin of sandboxed frames and local files).
+fn admin_cors(origins: Vec<HeaderValue>) -> CorsLayer {
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+        .expose_headers([header::RETRY_AFTER])
+        .max_age(PREFLIGHT_MAX_AGE)
+}
+
+async fn count_status(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    state.metrics.request(response.status().as_u16());
+    response
+}
+
+impl From<&AppState> for Monitored {
+    fn from(state: &AppState) -> Monitored {
+        Monitored {
+            store: Arc::clone(&state.store),
+            health: Arc::clone(&state.health),
+            metrics: Arc::clone(&state.metrics),
+        }
+    }
+}
+
+impl From<AppState> for Monitored {
+    fn from(state: AppState) -> Monitored {
+        Monitored::from(&state)
+    }
+}
