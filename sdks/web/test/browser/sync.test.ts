@@ -16,32 +16,37 @@ it("every call type reaches the collector once, with its seq, gzip and Content-D
     const results = [
       t.page("Home", { path: "/" }),
       t.track("Song Played", { genre: "jazz", email: "a@b.c" }),
+      // The anonymous device becomes user-1: what an alias is for.
+      t.alias("user-1"),
       t.identify("user-1", { plan: "pro" }),
       t.screen("Player"),
       t.group("acme", { seats: 3 }),
+      // Merging an identified user into another is refused by the
+      // collector (alias_of_identified_user): counted, its seq explained.
       t.alias("user-2"),
       t.track("Order Completed", { total: 42.5 }, { priority: "critical", dedupKey: "ord-1" }),
     ];
     await t.flush();
     return Promise.all(results.map(async (r) => (r.ok ? await r.durable : r.reason)));
   });
-  expect(seqs).toEqual([1, 2, 3, 4, 5, 6, 7].map((seq) => ({ seq })));
+  expect(seqs).toEqual([1, 2, 3, 4, 5, 6, 7, 8].map((seq) => ({ seq })));
   const requests: string[] = [];
   page.on("request", (r) => {
     if (r.method() === "POST") requests.push(JSON.stringify(r.headers()));
   });
   expect(await page.evaluate(() => window.t.sync())).toBe(true);
   const h = await health(page);
-  expect([h.pending, h.accepted, h.tracked]).toEqual([0, 7, 7]);
+  expect([h.pending, h.accepted, h.tracked]).toEqual([0, 7, 8]);
+  expect(h.rejected).toEqual({ alias_of_identified_user: 1 });
   expect(h.clock_offset_ms).not.toBeNull();
   expect(requests.some((r) => r.includes('"content-encoding":"gzip"') && r.includes('"content-digest":"sha-256=:'))).toBe(true);
   expect(await w.collector.count("Song Played")).toBe(1);
   const install = await w.collector.install(h.install_id as string);
-  expect([install.max_seq, install.missing]).toEqual([7, []]);
+  expect([install.max_seq, install.missing]).toEqual([8, []]);
   const events = await w.collector.installEvents(h.install_id as string);
   // Critical first, then the rest in seq order.
   expect(events.map((e) => [e.seq, e.type])).toEqual([
-    [1, "page"], [2, "track"], [3, "identify"], [4, "screen"], [5, "group"], [6, "alias"], [7, "track"],
+    [1, "page"], [2, "track"], [3, "alias"], [4, "identify"], [5, "screen"], [6, "group"], [8, "track"],
   ]);
   const stored = (await w.collector.exported()).filter((e) => e.context?.tally?.install_id === h.install_id);
   const played = stored.find((e) => e.event === "Song Played");
@@ -49,7 +54,7 @@ it("every call type reaches the collector once, with its seq, gzip and Content-D
   expect(played.context.library.name).toBe("tally-web");
   const order = stored.find((e) => e.event === "Order Completed");
   expect(order.userId).toBe("user-2");
-  expect(order.context.tally).toMatchObject({ priority: "critical", dedup_key: "ord-1", seq: 7 });
+  expect(order.context.tally).toMatchObject({ priority: "critical", dedup_key: "ord-1", seq: 8 });
   await page.close();
 });
 
