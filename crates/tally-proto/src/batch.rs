@@ -20,8 +20,8 @@ use crate::json::{json_object, Key};
 use crate::limits::DecodeLimits;
 use crate::message::Message;
 use crate::reason::RejectReason;
+use crate::reason::Rejection;
 use crate::timestamp::parse_timestamp;
-use crate::validate::Rejection;
 
 json_object! {
     /// A batch as the SDK builds it.

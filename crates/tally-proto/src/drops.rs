@@ -17,7 +17,7 @@ use serde::Deserialize;
 
 use crate::message::{Message, MessageType};
 use crate::reason::RejectReason;
-use crate::validate::Rejection;
+use crate::reason::Rejection;
 
 /// The event name of a drop report.
 pub const DROPPED_EVENT: &str = "tally.dropped";

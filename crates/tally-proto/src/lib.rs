@@ -83,5 +83,6 @@ pub use message::{
     App, Context, Device, Library, Message, MessageType, Os, Priority, TallyContext,
 };
 pub use reason::RejectReason;
+pub use reason::Rejection;
 pub use timestamp::{format_timestamp, parse_timestamp};
-pub use validate::{validate, Checked, Rejection};
+pub use validate::{validate, Checked};

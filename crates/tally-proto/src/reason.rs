@@ -130,6 +130,22 @@ impl<'de> Deserialize<'de> for RejectReason {
     }
 }
 
+/// A rejected message: the reason, and which rule in words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}: {detail}")]
+pub struct Rejection {
+    /// The stable reason.
+    pub reason: RejectReason,
+    /// Which member or rule, for people (never holds message content).
+    pub detail: &'static str,
+}
+
+impl Rejection {
+    pub(crate) fn new(reason: RejectReason, detail: &'static str) -> Self {
+        Self { reason, detail }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

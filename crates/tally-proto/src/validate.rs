@@ -12,24 +12,8 @@ use crate::limits::{
     MAX_PROPERTIES_BYTES,
 };
 use crate::message::{Message, MessageType};
-use crate::reason::RejectReason;
+use crate::reason::{RejectReason, Rejection};
 use crate::timestamp::parse_timestamp;
-
-/// A rejected message: the reason, and which rule in words.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("{reason}: {detail}")]
-pub struct Rejection {
-    /// The stable reason.
-    pub reason: RejectReason,
-    /// Which member or rule, for people (never holds message content).
-    pub detail: &'static str,
-}
-
-impl Rejection {
-    fn new(reason: RejectReason, detail: &'static str) -> Self {
-        Self { reason, detail }
-    }
-}
 
 /// What validation learned about an acceptable message.
 #[derive(Debug, Clone, PartialEq, Eq)]

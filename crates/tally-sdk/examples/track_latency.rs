@@ -1,7 +1,8 @@
 //! What `track()` costs the app: caller latency percentiles, peak RSS for a
 //! burst, and bytes per event on the wire after compression.
 //!
-//! The workload mirrors the Glean anchor (`shared/anchors/glean-bench`):
+//! The workload is the one Mozilla's Glean SDK is measured with when the
+//! two are compared (same machine, same run):
 //! N events from one thread, each with 3 string properties whose values
 //! vary per event, the properties built before the timer starts.
 //!

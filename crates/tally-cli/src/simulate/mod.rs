@@ -35,6 +35,7 @@ mod child;
 mod collector;
 mod faults;
 mod ledger;
+mod observe;
 mod report;
 pub(crate) mod scenario;
 mod storm;
@@ -275,8 +276,8 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
         stepping_faults,
         args.duration,
     );
-    let client = report::Client::new(&endpoints, &admin_token);
-    let names = report::event_names();
+    let client = observe::Client::new(&endpoints, &admin_token);
+    let names = observe::event_names();
     let before = client
         .snapshot(&names)
         .context("reading the collector's counts before the run")?;

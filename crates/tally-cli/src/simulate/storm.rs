@@ -49,7 +49,7 @@ use tally_sdk::WhenFull;
 
 use super::faults::FaultTransport;
 use super::ledger::Ledger;
-use super::report::Client;
+use super::observe::Client;
 use super::scenario::{DevicePlan, Step};
 use super::{device_dir, perform, read_log, Fleet, Outcome, SHUTDOWN_TIMEOUT};
 

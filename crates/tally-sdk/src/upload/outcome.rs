@@ -1,5 +1,6 @@
 //! Classification of every answer (or absence of one) into what the
-//! uploader does next, as DESIGN.md's sync-protocol table says.
+//! uploader does next: the SDK's side of the sync protocol (the
+//! protocol itself is in `tally-proto`'s crate doc and `docs/how-sync-works.md`).
 //!
 //! | answer | [`Outcome`] | uploader does |
 //! |---|---|---|

@@ -1,0 +1,331 @@
+//! `tally bench collector`: load on a collector over loopback.
+//!
+//! Starts the collector in this process (real store, real HTTP on
+//! 127.0.0.1), builds realistic batches up front (500 Tally SDK-shaped
+//! messages of about 700 bytes each, gzip, 5% of each batch repeated from
+//! an earlier batch), then:
+//!
+//! 1. **full load**: `--connections` clients post batches back to back;
+//!    events/s is messages answered over wall time;
+//! 2. **half load**: the same clients paced to half the throughput of
+//!    phase 1; p50/p99 batch latency there is the figure the targets name.
+//!
+//! Every answer is checked (200, one result per message), and at the end
+//! the store's totals must equal exactly what was sent: unique messages
+//! accepted, repeats counted as duplicates. The server's own histograms
+//! tell where the time went (store commit vs the rest of the request).
+//!
+//! With `--retention-backlog N`, the store first receives N events whose
+//! corrected time is 400 days old, then three times `--events` more are
+//! sent at full load in six segments, alternately without and with the
+//! retention job (365 days) deleting that backlog (A B B A A B, so drift
+//! weighs on both sides). The figure is the rate with the job over the
+//! rate without it; the run fails if the job ran out of backlog, since its
+//! segments would then not measure deletion. The stored `events` counter
+//! must end exactly at what was sent plus the backlog minus what the job
+//! deleted.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use tally_collector::api::{app, AppState};
+use tally_collector::ingest::auth::{source_id, Keys};
+use tally_collector::{server, store};
+use tally_proto::EncodedBatch;
+
+use super::load::{
+    agent, get_json, load, ms, server_metrics, time_split, workload, ADMIN_TOKEN, WRITE_KEY,
+};
+use super::retention::retention_phases;
+use super::StoreKind;
+
+/// Arguments of `tally bench collector`.
+#[derive(Debug, clap::Args)]
+pub struct CollectorArgs {
+    /// Events sent at full load (half as many more are sent at half load)
+    #[arg(long, default_value_t = 200_000)]
+    events: usize,
+    /// Store behind the collector
+    #[arg(long, value_enum, default_value_t = StoreKind::Sqlite)]
+    store: StoreKind,
+    /// PostgreSQL URL for --store postgres
+    #[arg(long, env = "TALLY_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+    /// Concurrent client connections
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    /// Messages per batch
+    #[arg(long, default_value_t = 500)]
+    batch: usize,
+    /// Percent of each batch repeated from an earlier batch
+    #[arg(long, default_value_t = 5)]
+    duplicate_percent: usize,
+    /// Also measure full load while the retention job deletes a backlog of
+    /// this many expired events (0: skip)
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    retention_backlog: usize,
+    /// SQLite: do not overwrite deleted content (`tally serve` always
+    /// does); only to measure what secure delete costs
+    #[arg(long)]
+    no_secure_delete: bool,
+}
+
+pub(super) fn collector(args: CollectorArgs) -> anyhow::Result<()> {
+    if args.batch == 0 || args.connections == 0 || args.events < args.batch {
+        bail!("--events must be at least --batch, and --batch and --connections positive");
+    }
+    let data_dir = std::env::temp_dir().join(format!("tally-bench-{}", std::process::id()));
+    let database_url = match args.store {
+        StoreKind::Sqlite => None,
+        StoreKind::Postgres => Some(
+            args.database_url
+                .clone()
+                .context("--store postgres needs --database-url")?,
+        ),
+    };
+    let store: Arc<dyn store::Store> = match (&database_url, args.no_secure_delete) {
+        (None, true) => {
+            std::fs::create_dir_all(&data_dir)?;
+            Arc::new(store::SqliteStore::open_with(
+                &data_dir.join(store::SQLITE_FILE_NAME),
+                store::SqliteOptions {
+                    secure_delete: false,
+                    ..store::SqliteOptions::default()
+                },
+            )?)
+        }
+        _ => store::open(&data_dir, database_url.as_deref()).context("cannot open the store")?,
+    };
+    let state = AppState::new(
+        store.clone(),
+        Keys::new([WRITE_KEY.to_owned()], Some(ADMIN_TOKEN.to_owned())),
+    );
+    let metrics = state.metrics.clone();
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = runtime.spawn(server::serve(
+        listener,
+        app(state),
+        None,
+        server::Limits::default(),
+        metrics.clone(),
+        async {
+            let _ = stop_rx.await;
+        },
+    ));
+
+    let full_batches = args.events / args.batch;
+    let half_batches = (full_batches / 2).max(1);
+    let retention_batches = if args.retention_backlog > 0 {
+        3 * full_batches
+    } else {
+        0
+    };
+    eprintln!(
+        "building {} batches of {} messages ({}% repeated), gzip",
+        full_batches + half_batches + retention_batches,
+        args.batch,
+        args.duplicate_percent
+    );
+    let work = workload(
+        full_batches + half_batches + retention_batches,
+        args.batch,
+        args.duplicate_percent,
+    );
+    let (full, rest) = work.batches.split_at(full_batches);
+    let (half, retention_work) = rest.split_at(half_batches);
+
+    let baseline = baseline(full, args.store)?;
+    let agent = agent();
+    let before = server_metrics(&agent, &base)?;
+    let full_run = load(&base, full, args.batch, args.connections, None)?;
+    let full_rate = full_run.messages as f64 / full_run.wall.as_secs_f64();
+    let after_full = server_metrics(&agent, &base)?;
+    let interval = Duration::from_secs_f64(2.0 * args.batch as f64 / full_rate);
+    let half_run = load(&base, half, args.batch, args.connections, Some(interval))?;
+    let half_rate = half_run.messages as f64 / half_run.wall.as_secs_f64();
+    let retention = if args.retention_backlog > 0 {
+        Some(retention_phases(
+            &base,
+            &store,
+            &metrics,
+            retention_work,
+            args.retention_backlog,
+            (args.batch, args.connections),
+        )?)
+    } else {
+        None
+    };
+
+    let stats = get_json(&agent, &format!("{base}/v1/stats"))?;
+    let accepted = stats["accepted"].as_u64().unwrap_or_default();
+    let duplicate = stats["duplicate"].as_u64().unwrap_or_default();
+    let stored = stats["events"].as_u64().unwrap_or_default();
+    let _ = stop_tx.send(());
+    runtime.block_on(server)?;
+    // Dropped outside the runtime (see serve.rs: the PostgreSQL client
+    // cannot be dropped on a tokio thread).
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    drop(store);
+    if args.store == StoreKind::Sqlite {
+        let _ = std::fs::remove_dir_all(&data_dir);
+    }
+
+    let (batch_s, commit_s, requests) = time_split(&before, &after_full);
+    println!(
+        "store: {:?}, {} connections, batches of {}",
+        args.store, args.connections, args.batch
+    );
+    println!(
+        "full load: {:.0} events/s ({} events in {:.2} s), batch latency p50 {:.1} ms, p99 {:.1} ms",
+        full_rate,
+        full_run.messages,
+        full_run.wall.as_secs_f64(),
+        ms(full_run.percentile(50)),
+        ms(full_run.percentile(99)),
+    );
+    println!(
+        "half load: {:.0} events/s offered {:.0}, batch latency p50 {:.1} ms, p99 {:.1} ms",
+        half_rate,
+        full_rate / 2.0,
+        ms(half_run.percentile(50)),
+        ms(half_run.percentile(99)),
+    );
+    if requests > 0.0 {
+        println!(
+            "server time per batch at full load: {:.2} ms, of which store commit {:.2} ms ({:.0}%)",
+            1e3 * batch_s / requests,
+            1e3 * commit_s / requests,
+            100.0 * commit_s / batch_s.max(f64::MIN_POSITIVE),
+        );
+    }
+    println!(
+        "baseline, same batches on one thread without HTTP: decode+validate {:.0} events/s{}",
+        baseline.decode_rate,
+        baseline
+            .store_rate
+            .map(|r| format!(
+                ", store write_batch alone {r:.0} events/s (HTTP path at {:.0}% of it)",
+                100.0 * full_rate / r
+            ))
+            .unwrap_or_default(),
+    );
+    let (backlog, expired) = retention
+        .as_ref()
+        .map_or((0, 0), |r| (r.backlog, r.expired));
+    if let Some(r) = &retention {
+        println!(
+            "retention: full load {:.0} events/s without the job, {:.0} with it deleting a backlog of {} \
+             ({} deleted, {:.0}/s while it ran): ratio {:.3}",
+            r.without,
+            r.with_job,
+            r.backlog,
+            r.expired,
+            r.expired as f64 / r.with_job_wall.as_secs_f64(),
+            r.ratio(),
+        );
+    }
+    println!(
+        "exactness: accepted {accepted} (sent unique {} + backlog {backlog}), duplicate {duplicate} \
+         (sent repeated {}), stored {stored} (expired {expired})",
+        work.unique, work.duplicates
+    );
+    println!(
+        "{}",
+        serde_json::json!({
+            "store": format!("{:?}", args.store).to_lowercase(),
+            "events_per_s": full_rate.round(),
+            "p50_ms": ms(full_run.percentile(50)),
+            "p99_ms": ms(full_run.percentile(99)),
+            "half_load_events_per_s": half_rate.round(),
+            "half_load_p50_ms": ms(half_run.percentile(50)),
+            "half_load_p99_ms": ms(half_run.percentile(99)),
+            "baseline_decode_events_per_s": baseline.decode_rate.round(),
+            "baseline_store_events_per_s": baseline.store_rate.map(f64::round),
+            "accepted": accepted,
+            "duplicate": duplicate,
+            "sent_unique": work.unique,
+            "sent_repeated": work.duplicates,
+            "retention": retention.as_ref().map(|r| serde_json::json!({
+                "backlog": r.backlog,
+                "events_per_s_without_job": r.without.round(),
+                "events_per_s_with_job": r.with_job.round(),
+                "expired": r.expired,
+                "ratio": (r.ratio() * 1000.0).round() / 1000.0,
+            })),
+        })
+    );
+    if accepted != work.unique + backlog || duplicate != work.duplicates {
+        bail!("the store's totals do not match what was sent");
+    }
+    if retention.is_some() && stored != work.unique + backlog - expired {
+        bail!("the stored events counter does not match what was sent minus what expired");
+    }
+    Ok(())
+}
+
+struct Baseline {
+    decode_rate: f64,
+    store_rate: Option<f64>,
+}
+
+/// The same batches through the collector's own stages on one thread,
+/// without HTTP: decompress, decode, validate, build events (the CPU
+/// cost of the ingest path), then, for SQLite, `write_batch` on a fresh
+/// store of its own (the store's cost alone).
+fn baseline(batches: &[EncodedBatch], kind: StoreKind) -> anyhow::Result<Baseline> {
+    use tally_collector::{
+        clock,
+        ingest::{clock as times, events},
+    };
+    let limits = tally_proto::DecodeLimits::default();
+    let source = source_id(WRITE_KEY);
+    let dir = std::env::temp_dir().join(format!("tally-bench-baseline-{}", std::process::id()));
+    let store = match kind {
+        StoreKind::Sqlite => Some(store::open(&dir, None)?),
+        StoreKind::Postgres => None,
+    };
+    let (mut decode_time, mut store_time, mut messages) = (Duration::ZERO, Duration::ZERO, 0usize);
+    for batch in batches {
+        let t = Instant::now();
+        let json = tally_proto::decompress(&batch.body, batch.encoding, &limits)?;
+        let body = tally_proto::decode_json(&json, &limits)?;
+        let received_at = clock::now_ms();
+        let batch_sent_at = body.sent_at_ms();
+        let mut new_events = Vec::with_capacity(body.messages.len());
+        for m in &body.messages {
+            let Ok(msg) = &m.parsed else { continue };
+            let Ok(checked) = tally_proto::validate(msg, m.raw) else {
+                continue;
+            };
+            let times = times::message_times(&checked, batch_sent_at, received_at);
+            new_events.push(events::new_event(
+                &source,
+                msg,
+                checked,
+                times,
+                received_at,
+                m.raw,
+            ));
+        }
+        decode_time += t.elapsed();
+        messages += body.messages.len();
+        if let Some(store) = &store {
+            let t = Instant::now();
+            store.write_batch(&new_events, &[])?;
+            store_time += t.elapsed();
+        }
+    }
+    drop(store);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(Baseline {
+        decode_rate: messages as f64 / decode_time.as_secs_f64(),
+        store_rate: (kind == StoreKind::Sqlite).then(|| messages as f64 / store_time.as_secs_f64()),
+    })
+}
