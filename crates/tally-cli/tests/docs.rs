@@ -20,10 +20,11 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead as _, BufReader};
+#[path = "serve_support/child.rs"]
+mod child;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -155,48 +156,20 @@ fn start_server(command: &str, data_dir: &Path, workdir: &Path) -> Running {
         "exec {command} --listen 127.0.0.1:0 --data-dir '{}'",
         data_dir.display()
     );
-    let mut child = Command::new("bash")
-        .args(["-c", &script])
-        .current_dir(workdir)
-        .env_remove("TALLY_WRITE_KEYS")
-        .env_remove("TALLY_ADMIN_TOKEN")
-        .env_remove("TALLY_DATABASE_URL")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            if let Some(i) = line.find("listening on ") {
-                let url = line[i + "listening on ".len()..]
-                    .split_whitespace()
-                    .next()
-                    .unwrap_or_default()
-                    .to_owned();
-                let _ = tx.send(url);
-            }
-        }
-    });
-    let base = rx
-        .recv_timeout(Duration::from_secs(30))
-        .unwrap_or_else(|_| panic!("`{command}` did not start listening"));
+    let mut cmd = Command::new("bash");
+    cmd.args(["-c", &script]).current_dir(workdir);
+    child::clean_env(&mut cmd);
+    let started = child::start(cmd, &format!("`{command}`"));
+    let (child, base) = (started.child, started.base);
     Running { child, base }
 }
 
 fn run_shell(script: &str, workdir: &Path, page: &str, line: usize) {
-    let output = Command::new("bash")
-        .args(["-euo", "pipefail", "-c", script])
+    let mut cmd = Command::new("bash");
+    cmd.args(["-euo", "pipefail", "-c", script])
         .current_dir(workdir)
-        .env_remove("TALLY_WRITE_KEYS")
-        .env_remove("TALLY_ADMIN_TOKEN")
-        .env_remove("TALLY_DATABASE_URL")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+        .stdin(Stdio::null());
+    let output = child::clean_env(&mut cmd).output().unwrap();
     assert!(
         output.status.success(),
         "{page}:{line}: the documented command failed ({})\n--- script\n{script}--- stdout\n{}--- stderr\n{}",

@@ -3,21 +3,17 @@
 
 #![allow(dead_code, clippy::unwrap_used)]
 
-use std::io::{BufRead, BufReader};
+#[path = "../serve_support/child.rs"]
+mod child;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::process::{Child, Command};
 
 use tally_sdk::{HttpTransport, Method, Request, Transport};
 
 pub const WRITE_KEY: &str = "wk-test";
 pub const ADMIN_TOKEN: &str = "sdk-test-admin-token";
-
-/// How long a server may take to start listening (a debug build opening
-/// SQLite on a busy 2-core machine).
-const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A free loopback port (bound, then released).
 pub fn free_port() -> u16 {
@@ -96,31 +92,9 @@ impl Server {
                 .arg("--tls-key")
                 .arg(&tls.key);
         }
-        let mut child = command
-            .env("TALLY_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut sent = false;
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if !sent {
-                    if let Some(at) = line.find("listening on ") {
-                        let rest = &line[at + "listening on ".len()..];
-                        let url: String = rest.chars().take_while(|c| !c.is_whitespace()).collect();
-                        let _ = tx.send(url);
-                        sent = true;
-                    }
-                }
-            }
-        });
-        let url = rx
-            .recv_timeout(START_TIMEOUT)
-            .expect("tally serve did not start");
+        command.env("TALLY_LOG", "info");
+        let started = child::start(command, "tally serve");
+        let (child, url) = (started.child, started.base);
         let port = url.rsplit(':').next().unwrap().parse().unwrap();
         Server {
             child,

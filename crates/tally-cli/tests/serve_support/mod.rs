@@ -2,10 +2,11 @@
 
 #![allow(dead_code, clippy::unwrap_used)]
 
-use std::io::{BufRead as _, BufReader};
+pub mod child;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{mpsc, Arc, Mutex};
+use std::process::{Child, Command, ExitStatus};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -13,9 +14,6 @@ use tally_proto::{format_timestamp, Batch, ContentEncoding, EncodedBatch, Messag
 
 pub const WRITE_KEY: &str = "test-write-key";
 pub const ADMIN_TOKEN: &str = "test-admin-token";
-
-/// How long a server may take to print its address.
-const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A `tally serve` child process.
 pub struct Server {
@@ -87,13 +85,8 @@ impl Server {
             .args(["--listen", listen.unwrap_or("127.0.0.1:0")])
             .arg("--data-dir")
             .arg(data_dir)
-            .args(extra)
-            .env_remove("TALLY_WRITE_KEYS")
-            .env_remove("TALLY_ADMIN_TOKEN")
-            .env_remove("TALLY_DATABASE_URL")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+            .args(extra);
+        child::clean_env(&mut cmd);
         if !extra
             .iter()
             .any(|a| *a == "--write-key" || *a == "--config")
@@ -104,36 +97,12 @@ impl Server {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let mut child = cmd.spawn().unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = mpsc::channel();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if let Some(i) = line.find("listening on ") {
-                    let url = line[i + "listening on ".len()..]
-                        .split_whitespace()
-                        .next()
-                        .unwrap_or_default();
-                    let _ = tx.send(url.to_owned());
-                }
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let base = match rx.recv_timeout(START_TIMEOUT) {
-            Ok(base) => base,
-            Err(_) => {
-                let _ = child.kill();
-                panic!("server did not start: {:?}", log.lock().unwrap());
-            }
-        };
+        let started = child::start(cmd, "tally serve");
         Server {
-            child,
-            base,
+            child: started.child,
+            base: started.base,
             data_dir: data_dir.to_owned(),
-            log,
+            log: started.log,
         }
     }
 
