@@ -11,8 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sdk_support::{sub, tempdir, Server, WRITE_KEY};
-use tally_proto::{decompress, ContentEncoding, DecodeLimits};
+use sdk_support::{batch_json, sub, tempdir, Server, WRITE_KEY};
 use tally_sdk::{
     Consent, HttpTransport, Props, Request, Response, Tracker, Transport, TransportError,
 };
@@ -29,13 +28,7 @@ struct Gate {
 
 impl Transport for Gate {
     fn send(&self, request: &Request) -> Result<Response, TransportError> {
-        let json = decompress(
-            &request.body,
-            ContentEncoding::Zstd,
-            &DecodeLimits::default(),
-        )
-        .unwrap();
-        let text = String::from_utf8(json).unwrap();
+        let text = batch_json(request);
         if self.closed.load(Ordering::SeqCst) && text.contains("tally.dropped") {
             if text.contains(r#""reason":"log_full","ranges":[[1,"#) {
                 self.first_range_refused.fetch_add(1, Ordering::SeqCst);

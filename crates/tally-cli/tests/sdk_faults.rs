@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sdk_support::{sub, tempdir, Server, WRITE_KEY};
-use tally_proto::{decode_json, decompress, ContentEncoding, DecodeLimits};
+use sdk_support::{batch_json, sub, tempdir, Server, WRITE_KEY};
+use tally_proto::{decode_json, DecodeLimits};
 use tally_sdk::upload::backoff::Backoff;
 use tally_sdk::upload::policy::MIN_BACKOFF_MS;
 use tally_sdk::{
@@ -91,13 +91,8 @@ fn status(code: u16, retry_after: Option<&str>) -> Result<Response, TransportErr
 
 impl Transport for Faulty {
     fn send(&self, request: &Request) -> Result<Response, TransportError> {
-        let json = decompress(
-            &request.body,
-            ContentEncoding::Zstd,
-            &DecodeLimits::default(),
-        )
-        .unwrap();
-        let messages = decode_json(&json, &DecodeLimits::default())
+        let json = batch_json(request);
+        let messages = decode_json(json.as_bytes(), &DecodeLimits::default())
             .unwrap()
             .messages
             .len();
@@ -275,13 +270,7 @@ struct Poisoned {
 
 impl Transport for Poisoned {
     fn send(&self, request: &Request) -> Result<Response, TransportError> {
-        let json = decompress(
-            &request.body,
-            ContentEncoding::Zstd,
-            &DecodeLimits::default(),
-        )
-        .unwrap();
-        let text = String::from_utf8(json).unwrap();
+        let text = batch_json(request);
         for (marker, code) in [
             ("\"poison\":\"400\"", 400),
             ("\"poison\":\"413\"", 413),

@@ -156,22 +156,9 @@ fn sigterm_finishes_in_flight_requests_and_exits_0() {
 
 #[test]
 fn tls_with_a_self_signed_ca() {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
     let dir = temp_dir("tls");
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca_params, ca_key);
-    let leaf_key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec!["127.0.0.1".to_owned()])
-        .unwrap()
-        .signed_by(&leaf_key, &issuer)
-        .unwrap();
-    let cert_path = dir.path().join("cert.pem");
-    let key_path = dir.path().join("key.pem");
-    std::fs::write(&cert_path, leaf.pem()).unwrap();
-    std::fs::write(&key_path, leaf_key.serialize_pem()).unwrap();
+    let files = tls::TlsFiles::generate(&dir.path().join("tls"));
+    let (cert_path, key_path) = (files.cert, files.key);
     let server = Server::start(
         &dir.path().join("data"),
         None,
@@ -184,7 +171,9 @@ fn tls_with_a_self_signed_ca() {
     );
     assert!(server.base.starts_with("https://"), "{}", server.base);
 
-    let root = ureq::tls::Certificate::from_der(ca_cert.der()).to_owned();
+    let root = ureq::tls::Certificate::from_pem(&files.ca_pem)
+        .unwrap()
+        .to_owned();
     let tls = ureq::tls::TlsConfig::builder()
         .root_certs(ureq::tls::RootCerts::Specific(Arc::new(vec![root])))
         .build();

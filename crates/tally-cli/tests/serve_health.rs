@@ -181,20 +181,7 @@ fn pipeline_health_is_exact_needs_the_admin_token_and_survives_a_restart() {
 fn two_collectors_on_one_postgres_sum_exactly() {
     let db = TestDb::named("health");
     let dir = temp_dir("health-pg");
-    let start = |name: &str| {
-        Server::start(
-            &dir.path().join(name),
-            None,
-            &[
-                "--write-key",
-                WRITE_KEY,
-                "--admin-token",
-                ADMIN_TOKEN,
-                "--database-url",
-                &db.url,
-            ],
-        )
-    };
+    let start = |name: &str| Server::start_postgres(&dir.path().join(name), &db.url);
     let (a, b) = (start("a"), start("b"));
     let agent = agent();
     // The fixture split over both: a sends it, b repeats the duplicates

@@ -20,30 +20,8 @@ const BATCH_SIZE: usize = 100;
 fn two_collectors_on_one_database_count_every_event_once() {
     let db = TestDb::named("http");
     let dir = temp_dir("pg");
-    let a = Server::start(
-        &dir.path().join("a"),
-        None,
-        &[
-            "--write-key",
-            WRITE_KEY,
-            "--admin-token",
-            ADMIN_TOKEN,
-            "--database-url",
-            &db.url,
-        ],
-    );
-    let b = Server::start(
-        &dir.path().join("b"),
-        None,
-        &[
-            "--write-key",
-            WRITE_KEY,
-            "--admin-token",
-            ADMIN_TOKEN,
-            "--database-url",
-            &db.url,
-        ],
-    );
+    let a = Server::start_postgres(&dir.path().join("a"), &db.url);
+    let b = Server::start_postgres(&dir.path().join("b"), &db.url);
     let all = Arc::new(batches("pg", BATCHES, BATCH_SIZE));
     // Each batch goes to both collectors at once, from two threads each,
     // so the same messages race in concurrent transactions.

@@ -5,6 +5,10 @@
 
 #[path = "../serve_support/child.rs"]
 mod child;
+#[path = "../serve_support/tls.rs"]
+mod tls;
+
+pub use tls::TlsFiles;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -32,39 +36,6 @@ pub struct Server {
     pub port: u16,
     /// The CA the server's certificate chains to, when serving TLS.
     ca_pem: Option<Vec<u8>>,
-}
-
-/// Files of a TLS collector: a fresh CA and a leaf for 127.0.0.1 signed by it.
-pub struct TlsFiles {
-    pub ca_pem: Vec<u8>,
-    pub cert: PathBuf,
-    pub key: PathBuf,
-}
-
-impl TlsFiles {
-    /// Generates them into `dir`.
-    pub fn generate(dir: &Path) -> TlsFiles {
-        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-        std::fs::create_dir_all(dir).unwrap();
-        let ca_key = KeyPair::generate().unwrap();
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-        let issuer = Issuer::new(ca_params, ca_key);
-        let leaf_key = KeyPair::generate().unwrap();
-        let leaf = CertificateParams::new(vec!["127.0.0.1".to_owned()])
-            .unwrap()
-            .signed_by(&leaf_key, &issuer)
-            .unwrap();
-        let files = TlsFiles {
-            ca_pem: ca_cert.pem().into_bytes(),
-            cert: dir.join("cert.pem"),
-            key: dir.join("key.pem"),
-        };
-        std::fs::write(&files.cert, leaf.pem()).unwrap();
-        std::fs::write(&files.key, leaf_key.serialize_pem()).unwrap();
-        files
-    }
 }
 
 impl Server {
@@ -158,4 +129,12 @@ pub fn tempdir() -> tempfile::TempDir {
 /// `dir/name`.
 pub fn sub(dir: &Path, name: &str) -> PathBuf {
     dir.join(name)
+}
+
+/// The JSON text of a batch the SDK sends (zstd-compressed on the wire).
+pub fn batch_json(request: &Request) -> String {
+    let limits = tally_proto::DecodeLimits::default();
+    let json = tally_proto::decompress(&request.body, tally_proto::ContentEncoding::Zstd, &limits)
+        .unwrap();
+    String::from_utf8(json).unwrap()
 }

@@ -3,6 +3,7 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 pub mod child;
+pub mod tls;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus};
@@ -43,6 +44,20 @@ impl Server {
             config,
         ];
         args.extend_from_slice(extra);
+        Self::start(data_dir, None, &args)
+    }
+
+    /// Starts `tally serve` with the test keys, storing in the PostgreSQL
+    /// database at `url`.
+    pub fn start_postgres(data_dir: &Path, url: &str) -> Server {
+        let args = [
+            "--write-key",
+            WRITE_KEY,
+            "--admin-token",
+            ADMIN_TOKEN,
+            "--database-url",
+            url,
+        ];
         Self::start(data_dir, None, &args)
     }
 
