@@ -4,8 +4,8 @@
 //! matters) with hostile batches and check exactly what was stored,
 //! answered and left behind.
 //!
-//! PostgreSQL tests use the server at `TALLY_TEST_DATABASE_URL` (default
-//! `postgres://postgres@127.0.0.1:5432/test`), in a database of their own.
+//! PostgreSQL tests use a database of their own (see
+//! `tally-collector/tests/support/test_db.rs` for which server).
 
 #![allow(clippy::unwrap_used)]
 
