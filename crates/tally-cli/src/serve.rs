@@ -32,7 +32,7 @@ const RUNTIME_SHUTDOWN_TIMEOUT: std::time::Duration = std::time::Duration::from_
 const PRECEDENCE: &str = "\
 Each setting is taken from the first of: the flag, its TALLY_* environment
 variable, the --config file (tally.toml: listen, data_dir, database_url,
-write_keys = [..], admin_token, tls_cert, tls_key, max_in_flight,
+write_keys = [..], admin_token, read_tokens = [..], tls_cert, tls_key, max_in_flight,
 max_connections, idle_timeout_s, cors_origins = [..], metrics_token,
 metrics_listen, alert_webhook,
 an [alerts] table: interval_s, window_s, [alerts.<rule>] threshold, for_s, and
@@ -77,6 +77,17 @@ pub struct ServeArgs {
         hide_env_values = true
     )]
     admin_token: Option<String>,
+    /// A token that may read: product queries, export, totals, the
+    /// dashboard's product views (repeatable; the variable is
+    /// comma-separated)
+    #[arg(
+        long = "read-token",
+        env = "TALLY_READ_TOKENS",
+        value_name = "TOKEN",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    read_tokens: Vec<String>,
     /// PEM certificate chain: serve HTTPS (needs --tls-key)
     #[arg(long, env = "TALLY_TLS_CERT", value_name = "FILE")]
     tls_cert: Option<PathBuf>,
@@ -136,6 +147,7 @@ impl ServeArgs {
             database_url: self.database_url.clone(),
             write_keys: Some(self.write_keys.clone()).filter(|k| !k.is_empty()),
             admin_token: self.admin_token.clone(),
+            read_tokens: Some(self.read_tokens.clone()).filter(|t| !t.is_empty()),
             tls_cert: self.tls_cert.clone(),
             tls_key: self.tls_key.clone(),
             max_in_flight: self.max_in_flight,
@@ -187,6 +199,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let state = AppState::new(
         store.clone(),
         Keys::new(config.write_keys.clone(), config.admin_token.clone())
+            .with_read_tokens(config.read_tokens.clone())
             .with_metrics_token(config.metrics_token.clone()),
     )
     .with_max_in_flight(config.max_in_flight)

@@ -19,6 +19,7 @@
 //! | `--database-url` | `TALLY_DATABASE_URL` | `database_url` | none: SQLite in the data dir |
 //! | `--write-key` (repeatable) | `TALLY_WRITE_KEYS` (comma-separated) | `write_keys` (array) | none: at least one is required |
 //! | `--admin-token` | `TALLY_ADMIN_TOKEN` | `admin_token` | none: admin paths answer 401; at least [`MIN_ADMIN_TOKEN_BYTES`] characters |
+//! | `--read-token` (repeatable) | `TALLY_READ_TOKENS` (comma-separated) | `read_tokens` (array) | none: only the admin token reads; each at least [`MIN_ADMIN_TOKEN_BYTES`] characters |
 //! | `--tls-cert`, `--tls-key` | `TALLY_TLS_CERT`, `TALLY_TLS_KEY` | `tls_cert`, `tls_key` | none: plain HTTP |
 //! | `--max-in-flight` | `TALLY_MAX_IN_FLIGHT` | `max_in_flight` | 64 |
 //! | `--max-connections` | `TALLY_MAX_CONNECTIONS` | `max_connections` | 4096, or half the open-file limit when lower (see [`crate::server`]) |
@@ -204,6 +205,8 @@ pub struct Settings {
     pub write_keys: Option<Vec<String>>,
     /// The admin token.
     pub admin_token: Option<String>,
+    /// Tokens that may read (product queries, export, the dashboard).
+    pub read_tokens: Option<Vec<String>>,
     /// PEM certificate chain.
     pub tls_cert: Option<PathBuf>,
     /// PEM private key.
@@ -267,6 +270,7 @@ impl std::fmt::Debug for Settings {
             .field("database_url", &self.database_url.as_ref().map(|_| "<set>"))
             .field("write_keys", &self.write_keys.as_ref().map(Vec::len))
             .field("admin_token", &self.admin_token.as_ref().map(|_| "<set>"))
+            .field("read_tokens", &self.read_tokens.as_ref().map(Vec::len))
             .field("tls_cert", &self.tls_cert)
             .field("tls_key", &self.tls_key)
             .field("max_in_flight", &self.max_in_flight)
@@ -302,6 +306,8 @@ pub struct Config {
     pub write_keys: Vec<String>,
     /// The admin token, if any.
     pub admin_token: Option<String>,
+    /// Read tokens (none empty, each long enough).
+    pub read_tokens: Vec<String>,
     /// Certificate and key, when serving TLS.
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Ingest requests in flight at most.
@@ -338,6 +344,7 @@ impl std::fmt::Debug for Config {
             )
             .field("write_keys", &self.write_keys.len())
             .field("admin_token", &self.admin_token.is_some())
+            .field("read_tokens", &self.read_tokens.len())
             .field("tls", &self.tls)
             .field("max_in_flight", &self.max_in_flight)
             .field("connections", &self.connections)
@@ -373,6 +380,7 @@ impl Settings {
             database_url: self.database_url.or(lower.database_url),
             write_keys: self.write_keys.or(lower.write_keys),
             admin_token: self.admin_token.or(lower.admin_token),
+            read_tokens: self.read_tokens.or(lower.read_tokens),
             tls_cert: self.tls_cert.or(lower.tls_cert),
             tls_key: self.tls_key.or(lower.tls_key),
             max_in_flight: self.max_in_flight.or(lower.max_in_flight),
@@ -412,6 +420,16 @@ impl Settings {
             .is_some_and(|t| t.len() < MIN_ADMIN_TOKEN_BYTES)
         {
             return Err(ConfigError::TokenTooShort("the admin token"));
+        }
+        let read_tokens: Vec<String> = self
+            .read_tokens
+            .unwrap_or_default()
+            .into_iter()
+            .map(|t| t.trim().to_owned())
+            .filter(|t| !t.is_empty())
+            .collect();
+        if read_tokens.iter().any(|t| t.len() < MIN_ADMIN_TOKEN_BYTES) {
+            return Err(ConfigError::TokenTooShort("a read token"));
         }
         let metrics_token = non_empty(self.metrics_token);
         if metrics_token
@@ -478,6 +496,7 @@ impl Settings {
             database_url: non_empty(self.database_url),
             write_keys,
             admin_token,
+            read_tokens,
             tls,
             max_in_flight,
             connections,
@@ -689,6 +708,31 @@ mod tests {
             ..keys()
         };
         assert!(long_enough.resolve().is_ok());
+        let readers = Settings {
+            read_tokens: Some(vec![
+                " ".into(),
+                "r".repeat(MIN_ADMIN_TOKEN_BYTES),
+                "s".repeat(MIN_ADMIN_TOKEN_BYTES + 1),
+            ]),
+            ..keys()
+        };
+        let resolved = readers.resolve().unwrap();
+        assert_eq!(
+            resolved.read_tokens,
+            [
+                "r".repeat(MIN_ADMIN_TOKEN_BYTES),
+                "s".repeat(MIN_ADMIN_TOKEN_BYTES + 1)
+            ]
+        );
+        assert!(!format!("{resolved:?}").contains("rrrr"));
+        let short_reader = Settings {
+            read_tokens: Some(vec!["r".repeat(MIN_ADMIN_TOKEN_BYTES - 1)]),
+            ..keys()
+        };
+        assert!(matches!(
+            short_reader.resolve(),
+            Err(ConfigError::TokenTooShort("a read token"))
+        ));
     }
 
     #[test]
