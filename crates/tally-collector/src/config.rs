@@ -22,6 +22,7 @@
 //! | `--read-token` (repeatable) | `TALLY_READ_TOKENS` (comma-separated) | `read_tokens` (array) | none: only the admin token reads; each at least [`MIN_ADMIN_TOKEN_BYTES`] characters |
 //! | `--tls-cert`, `--tls-key` | `TALLY_TLS_CERT`, `TALLY_TLS_KEY` | `tls_cert`, `tls_key` | none: plain HTTP |
 //! | `--max-in-flight` | `TALLY_MAX_IN_FLIGHT` | `max_in_flight` | 64 |
+//! | `--key-rate`, `--key-burst` | `TALLY_KEY_RATE`, `TALLY_KEY_BURST` | `key_rate`, `key_burst` | none: no limit per key; burst twice the rate (see [`crate::ingest::rate`]) |
 //! | `--max-connections` | `TALLY_MAX_CONNECTIONS` | `max_connections` | 4096, or half the open-file limit when lower (see [`crate::server`]) |
 //! | `--idle-timeout` | `TALLY_IDLE_TIMEOUT` | `idle_timeout_s` | 65 s |
 //! | `--cors-origin` (repeatable) | `TALLY_CORS_ORIGINS` (comma-separated) | `cors_origins` (array) | none: only same-origin pages call the admin paths |
@@ -42,6 +43,7 @@ use std::time::Duration;
 use crate::alerts::rules::{self, RuleSettings};
 use crate::alerts::{AlertConfig, DEFAULT_INTERVAL, DEFAULT_WINDOW};
 use crate::governance::retention::{RetentionError, RetentionPolicy, RetentionSettings};
+use crate::ingest::rate::KeyRate;
 use crate::server;
 use crate::store::DeadLetterLimits;
 
@@ -100,6 +102,9 @@ pub enum ConfigError {
     /// `max_in_flight` is 0.
     #[error("max_in_flight must be at least 1")]
     NoSlots,
+    /// `key_rate` or `key_burst` is not a usable number.
+    #[error("invalid key rate: {0}")]
+    KeyRate(&'static str),
     /// A token (`admin_token`, or the one named) is shorter than
     /// [`MIN_ADMIN_TOKEN_BYTES`].
     #[error("{0} is too short: use at least {MIN_ADMIN_TOKEN_BYTES} characters (e.g. `openssl rand -hex 16`)")]
@@ -213,6 +218,10 @@ pub struct Settings {
     pub tls_key: Option<PathBuf>,
     /// Ingest requests in flight at most.
     pub max_in_flight: Option<usize>,
+    /// Ingest requests a second each write key may send.
+    pub key_rate: Option<f64>,
+    /// Requests a write key may send at once.
+    pub key_burst: Option<f64>,
     /// Connections open at most.
     pub max_connections: Option<usize>,
     /// Seconds a connection may stay idle.
@@ -312,6 +321,8 @@ pub struct Config {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Ingest requests in flight at most.
     pub max_in_flight: usize,
+    /// Each write key's request rate, when limited.
+    pub key_rate: Option<KeyRate>,
     /// Connections and their idle timeout.
     pub connections: server::Limits,
     /// Origins whose pages may call the admin paths (checked).
@@ -384,6 +395,8 @@ impl Settings {
             tls_cert: self.tls_cert.or(lower.tls_cert),
             tls_key: self.tls_key.or(lower.tls_key),
             max_in_flight: self.max_in_flight.or(lower.max_in_flight),
+            key_rate: self.key_rate.or(lower.key_rate),
+            key_burst: self.key_burst.or(lower.key_burst),
             max_connections: self.max_connections.or(lower.max_connections),
             idle_timeout_s: self.idle_timeout_s.or(lower.idle_timeout_s),
             cors_origins: self.cors_origins.or(lower.cors_origins),
@@ -468,6 +481,20 @@ impl Settings {
         if max_in_flight == 0 {
             return Err(ConfigError::NoSlots);
         }
+        let positive = |v: f64| v.is_finite() && v > 0.0;
+        let key_rate =
+            match (self.key_rate, self.key_burst) {
+                (None, None) => None,
+                (Some(rate), burst)
+                    if positive(rate) && burst.is_none_or(|b| positive(b) && b >= 1.0) =>
+                {
+                    Some(KeyRate::new(rate, burst))
+                }
+                (None, Some(_)) => return Err(ConfigError::KeyRate("key_burst needs key_rate")),
+                _ => return Err(ConfigError::KeyRate(
+                    "key_rate must be a positive number of requests a second, key_burst at least 1",
+                )),
+            };
         let connections = server::Limits {
             max_connections: match self.max_connections {
                 Some(0) => {
@@ -499,6 +526,7 @@ impl Settings {
             read_tokens,
             tls,
             max_in_flight,
+            key_rate,
             connections,
             cors_origins,
             metrics_token,
@@ -733,6 +761,49 @@ mod tests {
             short_reader.resolve(),
             Err(ConfigError::TokenTooShort("a read token"))
         ));
+    }
+
+    #[test]
+    fn a_key_rate_is_positive_and_its_burst_at_least_one() {
+        let keys = || Settings {
+            write_keys: Some(vec!["k".into()]),
+            ..Settings::default()
+        };
+        let with = |rate: Option<f64>, burst: Option<f64>| {
+            Settings {
+                key_rate: rate,
+                key_burst: burst,
+                ..keys()
+            }
+            .resolve()
+        };
+        assert_eq!(with(None, None).unwrap().key_rate, None);
+        assert_eq!(
+            with(Some(50.0), None).unwrap().key_rate,
+            Some(KeyRate {
+                per_s: 50.0,
+                burst: 100.0
+            })
+        );
+        assert_eq!(
+            with(Some(0.5), Some(3.0)).unwrap().key_rate,
+            Some(KeyRate {
+                per_s: 0.5,
+                burst: 3.0
+            })
+        );
+        for (rate, burst) in [
+            (Some(0.0), None),
+            (Some(-1.0), None),
+            (Some(f64::INFINITY), None),
+            (Some(5.0), Some(0.5)),
+            (None, Some(3.0)),
+        ] {
+            assert!(
+                matches!(with(rate, burst), Err(ConfigError::KeyRate(_))),
+                "{rate:?} {burst:?}"
+            );
+        }
     }
 
     #[test]

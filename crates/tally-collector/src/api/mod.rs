@@ -53,6 +53,7 @@ use crate::error::ApiError;
 use crate::health::monitor::Monitored;
 use crate::health::HealthState;
 use crate::ingest::auth::Keys;
+use crate::ingest::rate::{KeyRate, KeyRates};
 use crate::ingest::slots::BodyKeySlots;
 use crate::metrics::Metrics;
 use crate::store::Store;
@@ -79,6 +80,8 @@ pub struct AppState {
     pub body_key_slots: Arc<BodyKeySlots>,
     /// Failed admin authentication per client.
     pub auth_throttle: Arc<AuthThrottle>,
+    /// Request rate of each write key ([`crate::ingest::rate`]).
+    pub key_rates: Arc<KeyRates>,
     /// Origins whose pages may call the admin, query and export paths.
     pub cors_origins: Vec<HeaderValue>,
     /// Prometheus metrics.
@@ -107,6 +110,7 @@ impl AppState {
             ingest_slots: Arc::new(Semaphore::new(DEFAULT_MAX_IN_FLIGHT)),
             body_key_slots: Arc::new(BodyKeySlots::default()),
             auth_throttle: Arc::new(AuthThrottle::default()),
+            key_rates: Arc::new(KeyRates::default()),
             cors_origins: Vec::new(),
             metrics: Arc::new(Metrics::new()),
             health: Arc::new(HealthState::default()),
@@ -122,6 +126,13 @@ impl AppState {
     /// The same state with these alerting settings (rules, webhook).
     pub fn with_alerts(mut self, alerts: crate::alerts::AlertConfig) -> Self {
         self.health = Arc::new(HealthState::new(alerts));
+        self
+    }
+
+    /// The same state with each write key limited to `rate` requests (none:
+    /// no limit).
+    pub fn with_key_rate(mut self, rate: Option<KeyRate>) -> Self {
+        self.key_rates = Arc::new(KeyRates::new(rate));
         self
     }
 
