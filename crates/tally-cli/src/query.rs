@@ -186,7 +186,10 @@ pub fn run(args: QueryArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&answer)?);
         return Ok(());
     }
-    print!("{}", render(&args.what, &answer));
+    let (table, note) = render(&args.what, &answer);
+    print!("{table}");
+    // What was left out is said on stderr: stdout stays the table.
+    eprint!("{note}");
     Ok(())
 }
 
@@ -292,26 +295,31 @@ fn without_empty_ends(rows: Vec<Vec<String>>, column: usize) -> (Vec<Vec<String>
     (kept, note)
 }
 
-fn render(what: &What, v: &Value) -> String {
-    match what {
+/// The table of an answer, and a note of what it leaves out (for stderr).
+fn render(what: &What, v: &Value) -> (String, String) {
+    let mut note = String::new();
+    let mut trimmed = |rows| {
+        let (rows, left_out) = without_empty_ends(rows, 1);
+        note.push_str(&left_out);
+        rows
+    };
+    let table = match what {
         What::Events { .. } => {
-            let series = rows_of(&v["series"], &["bucket", "count", "people"]);
-            let (mut rows, note) = without_empty_ends(series, 1);
+            let mut rows = trimmed(rows_of(&v["series"], &["bucket", "count", "people"]));
             rows.push(vec![
                 "total".to_owned(),
                 cell(&v["total"]["count"]),
                 cell(&v["total"]["people"]),
             ]);
-            table(&["bucket", "count", "people"], &rows) + &note
+            table(&["bucket", "count", "people"], &rows)
         }
         What::Active { .. } => table(
             &["day", "people"],
             &rows_of(&v["series"], &["bucket", "people"]),
         ),
         What::Sessions { .. } => {
-            let series = rows_of(&v["series"], &["bucket", "sessions"]);
-            let (rows, note) = without_empty_ends(series, 1);
-            let mut out = table(&["bucket", "sessions"], &rows) + &note;
+            let rows = trimmed(rows_of(&v["series"], &["bucket", "sessions"]));
+            let mut out = table(&["bucket", "sessions"], &rows);
             out.push_str(&format!(
                 "\n{} sessions, median length {} s\n",
                 cell(&v["sessions"]),
@@ -363,7 +371,8 @@ fn render(what: &What, v: &Value) -> String {
             &["event", "count", "people"],
             &rows_of(&v["rows"], &["event", "count", "people"]),
         ),
-    }
+    };
+    (table, note)
 }
 
 #[cfg(test)]
