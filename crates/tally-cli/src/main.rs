@@ -2,6 +2,7 @@
 
 use clap::{CommandFactory as _, Parser, Subcommand};
 
+mod backup;
 mod bench;
 mod completions;
 mod emit;
@@ -40,6 +41,8 @@ enum Command {
     Bench(bench::BenchCommand),
     /// Export a collector's stored events to NDJSON or Parquet.
     Export(export::ExportArgs),
+    /// Copy the SQLite store, consistently, while the collector runs.
+    Backup(backup::BackupArgs),
     /// Print a completion script for a shell to stdout.
     Completions(completions::CompletionsArgs),
     /// Print the man page (roff) to stdout.
@@ -56,6 +59,7 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(cmd) => bench::run(cmd),
         Command::Export(args) => export::run(args),
         Command::Query(args) => query::run(args),
+        Command::Backup(args) => backup::run(args),
         Command::Completions(args) => completions::completions(&args, Cli::command()),
         Command::Man => completions::man(Cli::command()),
     }

@@ -19,7 +19,7 @@ fn tally(args: &[&str]) -> String {
 }
 
 /// The subcommands every generated file must name.
-const COMMANDS: [&str; 9] = [
+const COMMANDS: [&str; 10] = [
     "serve",
     "emit",
     "inspect",
@@ -27,6 +27,7 @@ const COMMANDS: [&str; 9] = [
     "query",
     "bench",
     "export",
+    "backup",
     "completions",
     "man",
 ];

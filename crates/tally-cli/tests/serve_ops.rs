@@ -1,5 +1,5 @@
 //! What an operator runs around `tally serve`, against the real binary:
-//! its logs as JSON lines.
+//! its logs as JSON lines, and a backup taken while it runs, restored.
 
 #![allow(clippy::unwrap_used)]
 
@@ -63,4 +63,117 @@ fn an_unknown_log_format_is_refused_before_anything_starts() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("[possible values: text, json]"), "{stderr}");
     assert!(!dir.path().join("data").exists());
+}
+
+/// `tally backup ARGS`: (exit code, stdout, stderr).
+fn backup(args: &[&str]) -> (Option<i32>, Vec<u8>, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tally"))
+        .arg("backup")
+        .args(args)
+        .env_remove("TALLY_DATA_DIR")
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        out.stdout,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_backup_taken_while_serving_restores_to_exactly_what_was_stored() {
+    let dir = temp_dir("backup");
+    let live = dir.path().join("live");
+    let server = Server::start(&live, None, &[]);
+    let agent = agent();
+    let sent = batches("backup", 7, 20);
+    for batch in &sent[..5] {
+        let (status, answer) = post_batch(&agent, &server.base, batch).unwrap();
+        assert_eq!((status, answer["accepted"].as_u64()), (200, Some(20)));
+    }
+    assert_eq!(stats(&agent, &server), (100, 0, 0, 100));
+
+    // Taken while the collector runs, its last commits still in the WAL.
+    let copy = dir.path().join("tally-backup.db");
+    let (code, stdout, stderr) = backup(&[
+        "--data-dir",
+        live.to_str().unwrap(),
+        "--out",
+        copy.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.is_empty());
+    assert!(stderr.starts_with("backed up "), "{stderr}");
+    assert!(!dir.path().join("tally-backup.db.partial").exists());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&copy).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+    // One self-contained file.
+    assert!(!dir.path().join("tally-backup.db-wal").exists());
+
+    // Events after the backup are not in it.
+    for batch in &sent[5..] {
+        let (status, _) = post_batch(&agent, &server.base, batch).unwrap();
+        assert_eq!(status, 200);
+    }
+    assert_eq!(stats(&agent, &server), (140, 0, 0, 140));
+
+    // `--out -`: the same database on stdout.
+    let (code, streamed, stderr) = backup(&["--data-dir", live.to_str().unwrap(), "--out", "-"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(streamed.starts_with(b"SQLite format 3\0"));
+    assert!(stderr.contains(" to stdout "), "{stderr}");
+
+    // The restore procedure of docs/operating.md: the copy becomes the
+    // tally.db of a data directory with no -wal or -shm, and a collector
+    // starts on it.
+    let restored = dir.path().join("restored");
+    std::fs::create_dir(&restored).unwrap();
+    std::fs::copy(&copy, restored.join("tally.db")).unwrap();
+    let second = Server::start(&restored, None, &[]);
+    assert_eq!(stats(&agent, &second), (100, 0, 0, 100));
+    let (status, count) = admin_get(&agent, &second.url("/v1/events/count?event=Item%20Added"));
+    assert_eq!(status, 200, "{count}");
+    assert_eq!(count["count"], 100, "{count}");
+    // A device resending a batch the backup holds is answered duplicate.
+    let (status, answer) = post_batch(&agent, &second.base, &sent[0]).unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(answer["duplicate"], 20, "{answer}");
+    // One sent after the backup is new to the restored store.
+    let (status, answer) = post_batch(&agent, &second.base, &sent[6]).unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(answer["accepted"], 20, "{answer}");
+    assert_eq!(stats(&agent, &second), (120, 20, 0, 120));
+
+    // The stdout copy restores the state after the later batches.
+    let streamed_dir = dir.path().join("streamed");
+    std::fs::create_dir(&streamed_dir).unwrap();
+    std::fs::write(streamed_dir.join("tally.db"), &streamed).unwrap();
+    let third = Server::start(&streamed_dir, None, &[]);
+    assert_eq!(stats(&agent, &third), (140, 0, 0, 140));
+
+    assert!(server.terminate(Duration::from_secs(20)).success());
+    assert!(second.terminate(Duration::from_secs(20)).success());
+    assert!(third.terminate(Duration::from_secs(20)).success());
+}
+
+#[test]
+fn a_backup_without_a_store_is_refused_and_writes_nothing() {
+    let dir = temp_dir("backup-none");
+    let out = dir.path().join("copy.db");
+    let (code, stdout, stderr) = backup(&[
+        "--data-dir",
+        dir.path().join("missing").to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(1));
+    assert!(stdout.is_empty());
+    assert!(stderr.contains("no store at "), "{stderr}");
+    assert!(stderr.contains("pg_dump"), "{stderr}");
+    assert!(!out.exists());
+    assert!(!dir.path().join("missing").exists());
 }
