@@ -2,6 +2,7 @@
 
 use clap::{CommandFactory as _, Parser, Subcommand};
 
+mod args;
 mod backup;
 mod bench;
 mod completions;

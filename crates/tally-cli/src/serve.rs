@@ -91,9 +91,15 @@ pub struct ServeArgs {
     /// for a new one [default: 4096, or half the open-file limit if lower]
     #[arg(long, env = "TALLY_MAX_CONNECTIONS", value_name = "N")]
     max_connections: Option<usize>,
-    /// Seconds a connection may stay idle before it is closed [default: 65]
-    #[arg(long, env = "TALLY_IDLE_TIMEOUT", value_name = "SECONDS")]
-    idle_timeout: Option<f64>,
+    /// How long a connection may stay idle before it is closed: 65s, 2m,
+    /// or seconds [default: 65s]
+    #[arg(
+        long,
+        env = "TALLY_IDLE_TIMEOUT",
+        value_name = "DURATION",
+        value_parser = crate::args::parse_duration
+    )]
+    idle_timeout: Option<std::time::Duration>,
     /// An origin whose pages may call the admin, query and export APIs,
     /// https://host[:port] (repeatable; the variable is comma-separated)
     /// [default: none, the dashboard is same-origin]
@@ -162,7 +168,7 @@ impl ServeArgs {
             tls_key: self.tls_key.clone(),
             max_in_flight: self.max_in_flight,
             max_connections: self.max_connections,
-            idle_timeout_s: self.idle_timeout,
+            idle_timeout_s: self.idle_timeout.map(|d| d.as_secs_f64()),
             cors_origins: Some(self.cors_origins.clone()).filter(|o| !o.is_empty()),
             metrics_token: self.metrics_token.clone(),
             metrics_listen: self.metrics_listen.clone(),
