@@ -1,5 +1,6 @@
 //! What an operator runs around `tally serve`, against the real binary:
-//! its logs as JSON lines, and a backup taken while it runs, restored.
+//! its logs as JSON lines, its metrics by route, and a backup taken while
+//! it runs, restored.
 
 #![allow(clippy::unwrap_used)]
 
@@ -176,4 +177,109 @@ fn a_backup_without_a_store_is_refused_and_writes_nothing() {
     assert!(stderr.contains("pg_dump"), "{stderr}");
     assert!(!out.exists());
     assert!(!dir.path().join("missing").exists());
+}
+
+/// `/metrics` with the admin token.
+fn scrape(agent: &ureq::Agent, server: &Server) -> String {
+    let mut response = agent
+        .get(server.url("/metrics"))
+        .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
+        .call()
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.body_mut().read_to_string().unwrap()
+}
+
+fn assert_lines(text: &str, lines: &[&str]) {
+    for line in lines {
+        assert!(
+            text.lines().any(|l| l == *line),
+            "missing {line:?} in\n{text}"
+        );
+    }
+}
+
+#[test]
+fn metrics_count_requests_by_route_and_describe_the_build_and_process() {
+    let dir = temp_dir("metrics");
+    let server = Server::start(dir.path(), None, &[]);
+    let agent = agent();
+    for batch in &batches("metrics", 3, 5) {
+        let (status, _) = post_batch(&agent, &server.base, batch).unwrap();
+        assert_eq!(status, 200);
+    }
+    for _ in 0..2 {
+        let (status, _) = read(agent.get(server.url("/healthz")).call().unwrap());
+        assert_eq!(status, 200);
+    }
+    assert_eq!(admin_get(&agent, &server.url("/v1/stats")).0, 200);
+    let (status, _) = read(agent.get(server.url("/v1/stats")).call().unwrap());
+    assert_eq!(status, 401);
+    // Two installs, one route: ids never become label values.
+    for (id, want) in [("metrics-install", 200), ("unknown-install", 404)] {
+        let (status, body) = admin_get(&agent, &server.url(&format!("/v1/installs/{id}")));
+        assert_eq!(status, want, "{body}");
+    }
+    let (status, _) = read(agent.get(server.url("/no/such/path")).call().unwrap());
+    assert_eq!(status, 404);
+
+    let text = scrape(&agent, &server);
+    assert_lines(
+        &text,
+        &[
+            "tally_http_requests_total{route=\"/v1/batch\",status=\"200\"} 3",
+            "tally_http_requests_total{route=\"/healthz\",status=\"200\"} 2",
+            "tally_http_requests_total{route=\"/v1/stats\",status=\"200\"} 1",
+            "tally_http_requests_total{route=\"/v1/stats\",status=\"401\"} 1",
+            "tally_http_requests_total{route=\"/v1/installs/{install_id}\",status=\"200\"} 1",
+            "tally_http_requests_total{route=\"/v1/installs/{install_id}\",status=\"404\"} 1",
+            "tally_http_requests_total{route=\"unmatched\",status=\"404\"} 1",
+            "tally_http_request_duration_seconds_count{route=\"/v1/batch\",status_class=\"2xx\"} 3",
+            "tally_http_request_duration_seconds_count{route=\"/v1/stats\",status_class=\"4xx\"} 1",
+            "tally_events_total{outcome=\"accepted\"} 15",
+            "# TYPE tally_http_requests counter",
+            "# TYPE tally_http_request_duration_seconds histogram",
+            "# TYPE tally_pipeline_batches counter",
+            "# TYPE process_cpu_seconds counter",
+            "# TYPE process_resident_memory_bytes gauge",
+            "# TYPE process_open_fds gauge",
+            "# TYPE process_start_time_seconds gauge",
+            concat!(
+                "tally_build_info{version=\"",
+                env!("CARGO_PKG_VERSION"),
+                "\",commit=\"unknown\"} 1"
+            ),
+        ],
+    );
+    // No label holds an install id.
+    assert!(!text.contains("metrics-install"), "{text}");
+    assert!(!text.contains("unknown-install"), "{text}");
+    let value = |text: &str, name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+    };
+    // The collector's own figures, read from /proc/PID of the server.
+    let rss = value(&text, "process_resident_memory_bytes");
+    let vm_rss = server.memory_kib("VmRSS") as f64 * 1024.0;
+    assert!((rss - vm_rss).abs() < vm_rss * 0.5, "{rss} vs {vm_rss}");
+    assert!(value(&text, "process_open_fds") >= 3.0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let start = value(&text, "process_start_time_seconds");
+    assert!(
+        start > now - 120.0 && start <= now + 1.0,
+        "{start} vs {now}"
+    );
+
+    // The first scrape is counted by the second; the start time is fixed.
+    let again = scrape(&agent, &server);
+    assert_lines(
+        &again,
+        &["tally_http_requests_total{route=\"/metrics\",status=\"200\"} 1"],
+    );
+    assert_eq!(value(&again, "process_start_time_seconds"), start);
+    assert!(server.terminate(Duration::from_secs(20)).success());
 }
