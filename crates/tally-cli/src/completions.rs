@@ -34,7 +34,19 @@ pub fn man(cmd: clap::Command) -> anyhow::Result<()> {
     man.render_synopsis_section(&mut page)?;
     man.render_description_section(&mut page)?;
     man.render_options_section(&mut page)?;
-    man.render_subcommands_section(&mut page)?;
+    // clap_mangen names each subcommand as a page of its own,
+    // `tally-serve(1)`; here they are sections of this page.
+    let mut list = Vec::new();
+    man.render_subcommands_section(&mut list)?;
+    let mut list = String::from_utf8_lossy(&list).into_owned();
+    for sub in cmd.get_subcommands() {
+        let name = sub.get_name().replace('-', "\\-");
+        list = list.replace(
+            &format!("{}\\-{name}(1)", cmd.get_name()),
+            &format!("{} {name}", cmd.get_name()),
+        );
+    }
+    page.extend_from_slice(list.as_bytes());
     for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
         render_command_section(&mut page, cmd.get_name(), sub)?;
     }

@@ -75,6 +75,10 @@ fn the_man_page_has_a_section_per_command_with_its_flags() {
         assert!(page.contains(&heading), "no {heading}");
     }
     assert!(page.contains(".SH \"TALLY QUERY FUNNEL\""));
+    // The list of commands points at those sections, not at pages of
+    // their own that are not installed.
+    assert!(page.contains("\ntally serve\n"), "{page}");
+    assert!(!page.contains("(1)"), "{page}");
     assert!(page.contains(".SH \"TALLY INSPECT LOG\""));
     // Flags of subcommands, as roff escapes their dashes.
     for flag in [
