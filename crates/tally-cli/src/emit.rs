@@ -26,8 +26,8 @@ const EXIT_PENDING: i32 = 2;
 /// Arguments of `tally emit`.
 #[derive(Debug, clap::Args)]
 pub struct EmitArgs {
-    /// The collector's base URL (`http://127.0.0.1:8080`).
-    #[arg(long)]
+    /// The collector's base URL
+    #[arg(long, env = "TALLY_ENDPOINT", value_name = "URL", default_value = crate::args::DEFAULT_ENDPOINT)]
     endpoint: String,
     /// The write key.
     #[arg(long, env = "TALLY_WRITE_KEY", hide_env_values = true)]
@@ -47,9 +47,9 @@ pub struct EmitArgs {
     /// How many events to track (0: only resume syncing).
     #[arg(long, default_value_t = 1)]
     count: u64,
-    /// Seconds to keep syncing before giving up.
-    #[arg(long, default_value_t = 30)]
-    timeout: u64,
+    /// How long to keep syncing before giving up: 30s, 5m, or seconds.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = crate::args::parse_duration)]
+    timeout: Duration,
     /// Accept a plain http:// endpoint on a host other than loopback
     /// (events and the write key then travel unencrypted)
     #[arg(long)]
@@ -83,7 +83,7 @@ pub fn run(args: EmitArgs) -> anyhow::Result<()> {
     }
     tracker.flush().context("flushing the SDK log")?;
     eprintln!("flushed {}", args.count - refused);
-    let synced = tracker.wait_until_synced(Duration::from_secs(args.timeout));
+    let synced = tracker.wait_until_synced(args.timeout);
     let health = tracker.health();
     println!("{}", serde_json::to_string(&health)?);
     tracker

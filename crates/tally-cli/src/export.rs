@@ -7,7 +7,9 @@
 //! events, so memory stays bounded by one row group however many events
 //! the window holds. The file is written as `FILE.partial` and renamed to
 //! `FILE` only once the stream ended cleanly: a cut connection never
-//! leaves a file that looks complete.
+//! leaves a file that looks complete. `--out -` writes to stdout instead
+//! (a reader downstream sees a cut stream end early; the exit code is
+//! then non-zero), and the summary goes to stderr only.
 //!
 //! # Parquet schema
 //!
@@ -28,7 +30,7 @@
 //! Columns are zstd-compressed.
 
 use std::fs::File;
-use std::io::{BufRead as _, BufReader, BufWriter, Write as _};
+use std::io::{BufRead as _, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -82,8 +84,13 @@ pub enum Format {
 /// Arguments of `tally export`.
 #[derive(Debug, clap::Args)]
 pub struct ExportArgs {
-    /// The collector's base URL (http://127.0.0.1:8080)
-    #[arg(long, value_name = "URL")]
+    /// The collector's base URL
+    #[arg(
+        long,
+        env = "TALLY_ENDPOINT",
+        value_name = "URL",
+        default_value = crate::args::DEFAULT_ENDPOINT
+    )]
     endpoint: String,
     /// The collector's admin token
     #[arg(
@@ -96,7 +103,8 @@ pub struct ExportArgs {
     /// Output format
     #[arg(long, value_enum)]
     format: Format,
-    /// Output file (written as FILE.partial, renamed when complete)
+    /// Output file (written as FILE.partial, renamed when complete); `-`
+    /// writes to stdout
     #[arg(long, value_name = "FILE")]
     out: PathBuf,
     /// First corrected time to export, RFC 3339, inclusive [default: the beginning]
@@ -165,11 +173,18 @@ pub fn run(args: ExportArgs) -> anyhow::Result<()> {
         .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
 
+    let to_stdout = args.out.as_os_str() == "-";
     let partial = partial_path(&args.out);
     let started = Instant::now();
     let written = (|| -> anyhow::Result<(u64, u64)> {
-        let file = File::create(&partial)
-            .with_context(|| format!("cannot create {}", partial.display()))?;
+        let file = if to_stdout {
+            Out::Stdout(std::io::stdout())
+        } else {
+            Out::File(
+                File::create(&partial)
+                    .with_context(|| format!("cannot create {}", partial.display()))?,
+            )
+        };
         let mut sink = match args.format {
             Format::Ndjson => Sink::Ndjson(BufWriter::with_capacity(1 << 20, file)),
             Format::Parquet => {
@@ -207,10 +222,19 @@ pub fn run(args: ExportArgs) -> anyhow::Result<()> {
     let (events, bytes) = match written {
         Ok(w) => w,
         Err(e) => {
-            let _ = std::fs::remove_file(&partial);
+            if !to_stdout {
+                let _ = std::fs::remove_file(&partial);
+            }
             return Err(e);
         }
     };
+    if to_stdout {
+        eprintln!(
+            "exported {events} events ({bytes} bytes of NDJSON) to stdout in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+        return Ok(());
+    }
     std::fs::rename(&partial, &args.out).with_context(|| {
         format!(
             "cannot rename {} to {}",
@@ -245,8 +269,41 @@ fn partial_path(out: &Path) -> PathBuf {
     out.with_file_name(name)
 }
 
+/// Where the export goes: the partial file, or stdout.
+enum Out {
+    File(File),
+    Stdout(std::io::Stdout),
+}
+
+impl Write for Out {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Out::File(f) => f.write(buf),
+            Out::Stdout(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Out::File(f) => f.flush(),
+            Out::Stdout(s) => s.flush(),
+        }
+    }
+}
+
+impl Out {
+    /// Flushes, and makes a file durable before it is renamed.
+    fn finish(mut self) -> std::io::Result<()> {
+        self.flush()?;
+        match self {
+            Out::File(f) => f.sync_all(),
+            Out::Stdout(_) => Ok(()),
+        }
+    }
+}
+
 enum Sink {
-    Ndjson(BufWriter<File>),
+    Ndjson(BufWriter<Out>),
     Parquet(Box<ParquetSink>),
 }
 
@@ -260,9 +317,8 @@ impl Sink {
 
     fn finish(self) -> anyhow::Result<()> {
         match self {
-            Sink::Ndjson(mut w) => {
-                w.flush()?;
-                w.get_ref().sync_all()?;
+            Sink::Ndjson(w) => {
+                w.into_inner().map_err(|e| e.into_error())?.finish()?;
                 Ok(())
             }
             Sink::Parquet(p) => p.finish(),
@@ -323,7 +379,7 @@ struct RawMembers<'a> {
 
 /// Writes rows into a Parquet file, one row group per `rows_per_group`.
 struct ParquetSink {
-    writer: SerializedFileWriter<File>,
+    writer: SerializedFileWriter<Out>,
     columns: Columns,
     rows: usize,
     rows_per_group: usize,
@@ -334,7 +390,7 @@ fn bytes(s: &str) -> ByteArray {
 }
 
 impl ParquetSink {
-    fn new(file: File, rows_per_group: usize) -> anyhow::Result<ParquetSink> {
+    fn new(file: Out, rows_per_group: usize) -> anyhow::Result<ParquetSink> {
         let schema = Arc::new(parse_message_type(PARQUET_SCHEMA)?);
         let props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(ZstdLevel::default()))
@@ -453,8 +509,7 @@ impl ParquetSink {
 
     fn finish(mut self) -> anyhow::Result<()> {
         self.flush_group()?;
-        let file = self.writer.into_inner()?;
-        file.sync_all()?;
+        self.writer.into_inner()?.finish()?;
         Ok(())
     }
 }

@@ -1,8 +1,11 @@
 //! `tally`: the collector, the SDK's command-line front end, and the tools.
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 
+mod args;
+mod backup;
 mod bench;
+mod completions;
 mod emit;
 mod export;
 mod inspect;
@@ -39,6 +42,12 @@ enum Command {
     Bench(bench::BenchCommand),
     /// Export a collector's stored events to NDJSON or Parquet.
     Export(export::ExportArgs),
+    /// Copy the SQLite store, consistently, while the collector runs.
+    Backup(backup::BackupArgs),
+    /// Print a completion script for a shell to stdout.
+    Completions(completions::CompletionsArgs),
+    /// Print the man page (roff) to stdout.
+    Man,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -51,5 +60,8 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(cmd) => bench::run(cmd),
         Command::Export(args) => export::run(args),
         Command::Query(args) => query::run(args),
+        Command::Backup(args) => backup::run(args),
+        Command::Completions(args) => completions::completions(&args, Cli::command()),
+        Command::Man => completions::man(Cli::command()),
     }
 }

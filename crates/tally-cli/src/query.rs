@@ -13,7 +13,13 @@ pub struct QueryArgs {
     #[command(subcommand)]
     what: What,
     /// Base URL of the collector
-    #[arg(long, global = true, default_value = "http://127.0.0.1:8080")]
+    #[arg(
+        long,
+        global = true,
+        env = "TALLY_ENDPOINT",
+        value_name = "URL",
+        default_value = crate::args::DEFAULT_ENDPOINT
+    )]
     endpoint: String,
     /// Admin token of the collector
     #[arg(long, global = true, env = "TALLY_ADMIN_TOKEN", hide_env_values = true)]
@@ -27,6 +33,45 @@ pub struct QueryArgs {
     /// End of the window, RFC 3339, exclusive [default: now]
     #[arg(long, global = true)]
     to: Option<String>,
+}
+
+/// Buckets of a series.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Interval {
+    /// One bucket per hour.
+    Hour,
+    /// One bucket per day.
+    Day,
+}
+
+impl Interval {
+    fn as_str(self) -> &'static str {
+        match self {
+            Interval::Hour => "hour",
+            Interval::Day => "day",
+        }
+    }
+}
+
+/// The span over which a person counts as active.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Window {
+    /// Daily active people.
+    Day,
+    /// Weekly: the 7 days ending on each day.
+    Week,
+    /// Monthly: the 30 days ending on each day.
+    Month,
+}
+
+impl Window {
+    fn as_str(self) -> &'static str {
+        match self {
+            Window::Day => "day",
+            Window::Week => "week",
+            Window::Month => "month",
+        }
+    }
 }
 
 /// Time zone of buckets and cohort days.
@@ -44,25 +89,25 @@ enum What {
         /// The event name [default: all product events]
         #[arg(long)]
         event: Option<String>,
-        /// hour or day [default: day]
-        #[arg(long)]
-        interval: Option<String>,
+        /// Buckets [default: day]
+        #[arg(long, value_enum)]
+        interval: Option<Interval>,
         #[command(flatten)]
         zone: Zone,
     },
     /// Daily, weekly or monthly active people, one row per day.
     Active {
-        /// day, week or month [default: day]
-        #[arg(long)]
-        window: Option<String>,
+        /// Active over a day, a week or a month [default: day]
+        #[arg(long, value_enum)]
+        window: Option<Window>,
         #[command(flatten)]
         zone: Zone,
     },
     /// Sessions per bucket and their median length.
     Sessions {
-        /// hour or day [default: day]
-        #[arg(long)]
-        interval: Option<String>,
+        /// Buckets [default: day]
+        #[arg(long, value_enum)]
+        interval: Option<Interval>,
         #[command(flatten)]
         zone: Zone,
     },
@@ -71,9 +116,15 @@ enum What {
         /// The steps' event names, in order (2 to 10)
         #[arg(required = true, num_args = 2..=10)]
         steps: Vec<String>,
-        /// Conversion window in seconds from step 1 [default: 86400]
-        #[arg(long)]
-        window_s: Option<u64>,
+        /// Conversion window from step 1: 30m, 24h, 7d, or seconds
+        /// (--window-s is the same flag) [default: 24h]
+        #[arg(
+            long,
+            alias = "window-s",
+            value_name = "DURATION",
+            value_parser = crate::args::parse_duration
+        )]
+        window: Option<Duration>,
     },
     /// Cohorts by first-seen day and their returns on the days after.
     Retention {
@@ -135,28 +186,31 @@ pub fn run(args: QueryArgs) -> anyhow::Result<()> {
             zone,
         } => {
             q.add("event", event.as_ref());
-            q.add("interval", interval.as_ref());
+            q.add("interval", interval.map(Interval::as_str));
             q.add("tz", zone.tz.as_ref());
             "events"
         }
         What::Active { window, zone } => {
-            q.add("window", window.as_ref());
+            q.add("window", window.map(Window::as_str));
             q.add("tz", zone.tz.as_ref());
             "active"
         }
         What::Sessions { interval, zone } => {
-            q.add("interval", interval.as_ref());
+            q.add("interval", interval.map(Interval::as_str));
             q.add("tz", zone.tz.as_ref());
             "sessions"
         }
-        What::Funnel { steps, window_s } => {
+        What::Funnel { steps, window } => {
             // Each name encoded on its own: a comma inside one is %2C.
             let steps: Vec<String> = steps
                 .iter()
                 .map(|s| form_urlencoded::byte_serialize(s.as_bytes()).collect())
                 .collect();
             q.0.push(format!("steps={}", steps.join(",")));
-            q.add("window_s", *window_s);
+            let window_s = window
+                .map(|w| crate::args::whole_seconds(w, "--window"))
+                .transpose()?;
+            q.add("window_s", window_s);
             "funnel"
         }
         What::Retention { days, event, zone } => {

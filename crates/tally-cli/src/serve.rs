@@ -3,7 +3,8 @@
 //! Settings come from flags, then `TALLY_*` environment variables, then the
 //! `tally.toml` given by `--config`, then defaults (the table is in
 //! `tally_collector::config`). Logs go to stderr (`TALLY_LOG` or `RUST_LOG`
-//! filter them, `info` by default) and never hold keys or event content.
+//! filter them, `info` by default; `--log-format json` writes one JSON
+//! object a line) and never hold keys or event content.
 //! SIGTERM or Ctrl-C: stop accepting, finish requests in flight, exit 0.
 
 use std::io::IsTerminal as _;
@@ -110,9 +111,15 @@ pub struct ServeArgs {
     /// for a new one [default: 4096, or half the open-file limit if lower]
     #[arg(long, env = "TALLY_MAX_CONNECTIONS", value_name = "N")]
     max_connections: Option<usize>,
-    /// Seconds a connection may stay idle before it is closed [default: 65]
-    #[arg(long, env = "TALLY_IDLE_TIMEOUT", value_name = "SECONDS")]
-    idle_timeout: Option<f64>,
+    /// How long a connection may stay idle before it is closed: 65s, 2m,
+    /// or seconds [default: 65s]
+    #[arg(
+        long,
+        env = "TALLY_IDLE_TIMEOUT",
+        value_name = "DURATION",
+        value_parser = crate::args::parse_duration
+    )]
+    idle_timeout: Option<std::time::Duration>,
     /// An origin whose pages may call the admin, query and export APIs,
     /// https://host[:port] (repeatable; the variable is comma-separated)
     /// [default: none, the dashboard is same-origin]
@@ -146,6 +153,27 @@ pub struct ServeArgs {
     /// Optional tally.toml with the same settings
     #[arg(long, env = "TALLY_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Log lines on stderr as text, or as one JSON object a line (for a
+    /// log shipper)
+    #[arg(
+        long,
+        env = "TALLY_LOG_FORMAT",
+        value_enum,
+        default_value_t = LogFormat::Text
+    )]
+    log_format: LogFormat,
+}
+
+/// How `tally serve` writes its log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// `2026-12-07T10:00:00Z  INFO tally::serve: listening on ...`,
+    /// coloured on a terminal.
+    Text,
+    /// `{"timestamp":"...","level":"INFO","message":"listening on ...",
+    /// "store":"sqlite","target":"tally::serve"}`: the event's fields
+    /// beside the message, at the top level.
+    Json,
 }
 
 impl ServeArgs {
@@ -163,7 +191,7 @@ impl ServeArgs {
             key_rate: self.key_rate,
             key_burst: self.key_burst,
             max_connections: self.max_connections,
-            idle_timeout_s: self.idle_timeout,
+            idle_timeout_s: self.idle_timeout.map(|d| d.as_secs_f64()),
             cors_origins: Some(self.cors_origins.clone()).filter(|o| !o.is_empty()),
             metrics_token: self.metrics_token.clone(),
             metrics_listen: self.metrics_listen.clone(),
@@ -176,7 +204,7 @@ impl ServeArgs {
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
-    init_logs();
+    init_logs(args.log_format);
     let file = match &args.config {
         Some(path) => Settings::from_file(path)?,
         None => Settings::default(),
@@ -325,15 +353,24 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     served
 }
 
-fn init_logs() {
+fn init_logs(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("TALLY_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .try_init(),
+    };
 }
 
 /// Resolves on SIGTERM or Ctrl-C (SIGINT).

@@ -25,6 +25,7 @@
 //! | [`data_dir`] | the SQLite data directory and its files' modes |
 //! | [`tls`] | loading the certificate and key |
 //! | [`metrics`] | Prometheus metrics |
+//! | [`process_metrics`] | the process's CPU, memory and descriptors for `/metrics` |
 //! | [`error`] | every error answer, `{code, message}` |
 
 pub mod alerts;
@@ -38,6 +39,7 @@ pub mod governance;
 pub mod health;
 pub mod ingest;
 pub mod metrics;
+pub mod process_metrics;
 pub mod queries;
 pub mod server;
 pub mod store;

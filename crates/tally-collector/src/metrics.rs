@@ -2,7 +2,9 @@
 //!
 //! | metric | type | what |
 //! |---|---|---|
-//! | `tally_http_requests_total{status}` | counter | answers by HTTP status |
+//! | `tally_build_info{version,commit}` | gauge | always 1: the build that runs |
+//! | `tally_http_requests_total{route,status}` | counter | answers by route template (`/v1/installs/{install_id}`; `unmatched` for a path no route has) and HTTP status |
+//! | `tally_http_request_duration_seconds{route,status_class}` | histogram | request to response head, by route and `2xx`..`5xx` |
 //! | `tally_events_total{outcome}` | counter | messages by outcome: accepted, duplicate, rejected |
 //! | `tally_dedup_total` | counter | duplicates suppressed (by `messageId` or `dedup_key`) |
 //! | `tally_batch_duration_seconds` | histogram | one ingest request, body read to answer |
@@ -22,7 +24,7 @@
 //!
 //! | metric | type | what |
 //! |---|---|---|
-//! | `tally_pipeline_batches{outcome}` | gauge | ingest requests ever: `succeeded` (200), `failed` |
+//! | `tally_pipeline_batches_total{outcome}` | counter | ingest requests ever: `succeeded` (200), `failed` (the store's totals: a restored store may go back) |
 //! | `tally_pipeline_batch_success_ratio` | gauge | requests answered 200 / requests, over the rate window |
 //! | `tally_pipeline_dedup_ratio` | gauge | duplicates / (accepted + duplicates), over the rate window |
 //! | `tally_pipeline_rejection_ratio` | gauge | rejected / received, over the rate window |
@@ -37,15 +39,27 @@
 //! | `tally_retention_expired_events_total` | counter | stored events deleted by retention |
 //! | `tally_retention_expired_dead_letters_total` | counter | dead letters deleted by retention |
 //! | `tally_retention_chunk_duration_seconds` | histogram | one retention chunk (one transaction) |
+//!
+//! The process, on Linux (from `/proc/self`; absent elsewhere), under the
+//! names every Prometheus client library uses:
+//!
+//! | metric | type | what |
+//! |---|---|---|
+//! | `process_cpu_seconds_total` | counter | user and system CPU time |
+//! | `process_resident_memory_bytes`, `process_virtual_memory_bytes` | gauge | memory |
+//! | `process_open_fds`, `process_max_fds` | gauge | file descriptors open, and the limit |
+//! | `process_threads` | gauge | threads |
+//! | `process_start_time_seconds` | gauge | start, Unix time |
 
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 
 use crate::store::PipelineFigures;
@@ -56,9 +70,76 @@ const LATENCY_START_SECONDS: f64 = 0.0005;
 const LATENCY_FACTOR: f64 = 2.0;
 const LATENCY_BUCKETS: u16 = 15;
 
+/// The `route` of a request that matched no route.
+pub const UNMATCHED_ROUTE: &str = "unmatched";
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct StatusLabel {
+struct RouteStatusLabel {
+    route: String,
     status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteClassLabel {
+    route: String,
+    status_class: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabel {
+    version: &'static str,
+    commit: &'static str,
+}
+
+/// The commit the binary was built from, when the build said
+/// (`TALLY_BUILD_COMMIT=$(git rev-parse --short HEAD) cargo build`).
+const BUILD_COMMIT: &str = match option_env!("TALLY_BUILD_COMMIT") {
+    Some(commit) => commit,
+    None => "unknown",
+};
+
+/// `2xx` for 200..=299, and so on.
+fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(
+        LATENCY_START_SECONDS,
+        LATENCY_FACTOR,
+        LATENCY_BUCKETS,
+    ))
+}
+
+/// A counter whose value is a total kept elsewhere (the store's), set
+/// rather than incremented: monotonic, so exposed as a counter.
+#[derive(Debug, Default)]
+struct TotalCounter(AtomicU64);
+
+impl TotalCounter {
+    fn set(&self, v: u64) {
+        self.0.store(v, Ordering::Relaxed);
+    }
+}
+
+impl TypedMetric for TotalCounter {
+    const TYPE: MetricType = MetricType::Counter;
+}
+
+impl EncodeMetric for TotalCounter {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        encoder.encode_counter::<NoLabelSet, _, u64>(&self.0.load(Ordering::Relaxed), None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -160,7 +241,7 @@ impl ServerCounts {
 /// The pipeline-health gauges (see the module doc).
 #[derive(Debug, Default)]
 struct HealthGauges {
-    batches: Family<OutcomeLabel, Gauge>,
+    batches: Family<OutcomeLabel, TotalCounter>,
     batch_success_ratio: FloatGauge,
     dedup_ratio: FloatGauge,
     rejection_ratio: FloatGauge,
@@ -306,7 +387,8 @@ impl HealthGauges {
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
-    requests: Family<StatusLabel, Counter>,
+    requests: Family<RouteStatusLabel, Counter>,
+    request_latency: Family<RouteClassLabel, Histogram, fn() -> Histogram>,
     events: Family<OutcomeLabel, Counter>,
     dedup: Counter,
     batch_latency: Histogram,
@@ -326,18 +408,40 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// A registry with every collector metric at zero.
+    /// A registry with every collector metric at zero, and the process's.
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("tally");
-        let requests = Family::<StatusLabel, Counter>::default();
+        let mut root = Registry::default();
+        crate::process_metrics::register(&mut root);
+        let registry = root.sub_registry_with_prefix("tally");
+        let build = Family::<BuildLabel, Gauge>::default();
+        build
+            .get_or_create(&BuildLabel {
+                version: env!("CARGO_PKG_VERSION"),
+                commit: BUILD_COMMIT,
+            })
+            .set(1);
+        registry.register("build_info", "The build that runs (always 1)", build);
+        let requests = Family::<RouteStatusLabel, Counter>::default();
+        let request_latency =
+            Family::<RouteClassLabel, Histogram, fn() -> Histogram>::new_with_constructor(
+                latency_histogram,
+            );
         let events = Family::<OutcomeLabel, Counter>::default();
         let dedup = Counter::default();
-        let buckets =
-            || exponential_buckets(LATENCY_START_SECONDS, LATENCY_FACTOR, LATENCY_BUCKETS);
-        let batch_latency = Histogram::new(buckets());
-        let commit_latency = Histogram::new(buckets());
+        let buckets = latency_histogram;
+        let batch_latency = buckets();
+        let commit_latency = buckets();
         let in_flight = Gauge::default();
-        registry.register("http_requests", "HTTP answers by status", requests.clone());
+        registry.register(
+            "http_requests",
+            "HTTP answers by route template and status",
+            requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "Request to response head, by route template and status class",
+            request_latency.clone(),
+        );
         registry.register("events", "Messages by outcome", events.clone());
         registry.register("dedup", "Duplicates suppressed", dedup.clone());
         registry.register(
@@ -357,7 +461,7 @@ impl Metrics {
         );
         let retention_expired = Counter::default();
         let retention_dead_letters = Counter::default();
-        let retention_chunk_latency = Histogram::new(buckets());
+        let retention_chunk_latency = buckets();
         registry.register(
             "retention_expired_events",
             "Stored events deleted by retention",
@@ -378,12 +482,13 @@ impl Metrics {
             let _ = events.get_or_create(&OutcomeLabel { outcome });
         }
         let health = HealthGauges::default();
-        health.register(&mut registry);
+        health.register(registry);
         let connections = ServerCounts::default();
-        connections.register(&mut registry);
+        connections.register(registry);
         Self {
-            registry,
+            registry: root,
             requests,
+            request_latency,
             events,
             dedup,
             batch_latency,
@@ -397,9 +502,21 @@ impl Metrics {
         }
     }
 
-    /// Counts one answer with `status`.
-    pub fn request(&self, status: u16) {
-        self.requests.get_or_create(&StatusLabel { status }).inc();
+    /// Counts one answer with `status` to a request of `route` (the
+    /// route's template, or [`UNMATCHED_ROUTE`]) and records its latency.
+    pub fn request(&self, route: &str, status: u16, latency: Duration) {
+        self.requests
+            .get_or_create(&RouteStatusLabel {
+                route: route.to_owned(),
+                status,
+            })
+            .inc();
+        self.request_latency
+            .get_or_create(&RouteClassLabel {
+                route: route.to_owned(),
+                status_class: status_class(status),
+            })
+            .observe(latency.as_secs_f64());
     }
 
     /// Counts the outcomes of one batch.
@@ -489,10 +606,10 @@ impl Metrics {
             .get_or_create(&OutcomeLabel {
                 outcome: "succeeded",
             })
-            .set(int(t.batches_ok));
+            .set(t.batches_ok);
         h.batches
             .get_or_create(&OutcomeLabel { outcome: "failed" })
-            .set(int(t.batches.saturating_sub(t.batches_ok)));
+            .set(t.batches.saturating_sub(t.batches_ok));
         let nan = f64::NAN;
         h.batch_success_ratio
             .set(rates.batch_success.unwrap_or(nan));
@@ -593,9 +710,10 @@ mod tests {
     #[test]
     fn text_has_every_metric_with_its_values() {
         let m = Metrics::new();
-        m.request(200);
-        m.request(200);
-        m.request(413);
+        m.request("/v1/batch", 200, Duration::from_millis(2));
+        m.request("/v1/batch", 200, Duration::from_millis(3));
+        m.request("/v1/batch", 413, Duration::from_millis(1));
+        m.request(UNMATCHED_ROUTE, 404, Duration::from_millis(1));
         m.outcomes(3, 2, 1);
         m.batch_latency(Duration::from_millis(3));
         m.commit_latency(Duration::from_millis(1));
@@ -604,8 +722,14 @@ mod tests {
         m.retention_dead_letters_chunk(7, Duration::from_millis(2));
         let text = m.encode();
         for line in [
-            "tally_http_requests_total{status=\"200\"} 2",
-            "tally_http_requests_total{status=\"413\"} 1",
+            "tally_http_requests_total{route=\"/v1/batch\",status=\"200\"} 2",
+            "tally_http_requests_total{route=\"/v1/batch\",status=\"413\"} 1",
+            "tally_http_requests_total{route=\"unmatched\",status=\"404\"} 1",
+            "tally_http_request_duration_seconds_count{route=\"/v1/batch\",status_class=\"2xx\"} 2",
+            "tally_http_request_duration_seconds_count{route=\"/v1/batch\",status_class=\"4xx\"} 1",
+            "tally_http_request_duration_seconds_sum{route=\"/v1/batch\",status_class=\"2xx\"} 0.005",
+            "tally_build_info{version=\"0.1.0\",commit=\"unknown\"} 1",
+            "tally_pipeline_batches_total{outcome=\"succeeded\"} 0",
             "tally_events_total{outcome=\"accepted\"} 3",
             "tally_events_total{outcome=\"duplicate\"} 2",
             "tally_events_total{outcome=\"rejected\"} 1",
@@ -621,6 +745,43 @@ mod tests {
                 text.lines().any(|l| l == line),
                 "missing {line:?} in\n{text}"
             );
+        }
+    }
+
+    #[test]
+    fn monotonic_figures_are_counters() {
+        let m = Metrics::new();
+        // A family shows once it has a member.
+        m.request("/healthz", 200, Duration::from_millis(1));
+        let text = m.encode();
+        for family in [
+            "tally_http_requests",
+            "tally_events",
+            "tally_dedup",
+            "tally_pipeline_batches",
+            "tally_connections_shed",
+            "tally_connections_refused",
+            "tally_accept_errors",
+            "tally_auth_failures",
+            "tally_auth_throttled",
+            "tally_alert_webhook_deliveries",
+            "tally_alert_webhook_failures",
+            "tally_alert_webhook_dropped",
+            "tally_health_refresh_errors",
+            "tally_retention_expired_events",
+            "tally_retention_expired_dead_letters",
+        ] {
+            let line = format!("# TYPE {family} counter");
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
+        // And nothing called a total is a gauge.
+        for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
+            if line.ends_with(" gauge") {
+                assert!(!line.contains("_total"), "{line}");
+            }
         }
     }
 }

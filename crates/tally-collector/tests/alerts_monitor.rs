@@ -187,7 +187,7 @@ async fn stale_queues_rejections_and_growing_gaps_fire() {
         "tally_completeness_missing_events 3",
         "tally_completeness_installs_with_gaps 1",
         "tally_pipeline_rejections{reason=\"missing_identity\"} 1",
-        "tally_pipeline_batches{outcome=\"succeeded\"} 1",
+        "tally_pipeline_batches_total{outcome=\"succeeded\"} 1",
         "tally_alert_state{rule=\"stale_client_queues\"} 2",
         "tally_alert_state{rule=\"dedup_rate_high\"} 0",
     ] {

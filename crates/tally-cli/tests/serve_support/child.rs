@@ -48,8 +48,10 @@ pub fn start(mut cmd: Command, what: &str) -> Started {
         for line in BufReader::new(stderr).lines() {
             let Ok(line) = line else { break };
             if let Some(i) = line.find("listening on ") {
+                // Text logs end the URL at a space, JSON logs at the quote
+                // closing the message.
                 let url = line[i + "listening on ".len()..]
-                    .split_whitespace()
+                    .split(|c: char| c.is_whitespace() || c == '"')
                     .next()
                     .unwrap_or_default();
                 let _ = tx.send(url.to_owned());

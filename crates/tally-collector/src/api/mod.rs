@@ -38,7 +38,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, HeaderValue, Method};
 use axum::middleware::{self, Next};
 use axum::response::Response;
@@ -247,9 +247,21 @@ fn admin_cors(origins: Vec<HeaderValue>) -> CorsLayer {
         .max_age(PREFLIGHT_MAX_AGE)
 }
 
+/// Counts every answer by its route's template (`/v1/installs/{install_id}`,
+/// so ids never become label values) and status, and times it to the
+/// response head.
 async fn count_status(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned());
+    let started = std::time::Instant::now();
     let response = next.run(request).await;
-    state.metrics.request(response.status().as_u16());
+    state.metrics.request(
+        route.as_deref().unwrap_or(crate::metrics::UNMATCHED_ROUTE),
+        response.status().as_u16(),
+        started.elapsed(),
+    );
     response
 }
 
