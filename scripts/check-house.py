@@ -9,6 +9,10 @@
    naming its own descendants (declaring and re-exporting them) is
    structure, not a dependency, and is not counted; test modules at the end
    of a file are not counted either.
+4. `ARCHITECTURE.md` maps every folder: each folder that holds a tracked
+   file is named there (as `path/`), except the data below a fuzz corpus,
+   a test's fixtures or a package's generated sources (their parent is
+   named).
 
 Exits non-zero and says what is wrong when a check fails.
 
@@ -270,9 +274,32 @@ def check_cycles() -> list[str]:
     return problems
 
 
+# Folders named through a parent: the data below a fuzz corpus, seeds or
+# a test's fixtures, and the generated packages' own source layouts.
+NAMED_BY_PARENT = re.compile(r"^(.*?/(?:corpus|seeds|fixtures))(?:/.*)?$|^(sdks/(?:kotlin|swift))/.+$")
+
+
+def check_map(files: list[Path]) -> list[str]:
+    text = (ROOT / "ARCHITECTURE.md").read_text(encoding="utf-8")
+    folders = set()
+    for f in files:
+        rel = f.relative_to(ROOT).parent.as_posix()
+        if rel == "." or "node_modules" in rel:
+            continue
+        match = NAMED_BY_PARENT.match(rel)
+        folders.add(next(g for g in match.groups() if g) if match else rel)
+    return [
+        f"ARCHITECTURE.md does not map the folder `{folder}/`"
+        for folder in sorted(folders)
+        if f"`{folder}/`" not in text
+    ]
+
+
 def main() -> int:
     files = tracked_files()
-    problems = check_citations(files) + check_lengths(files) + check_cycles()
+    problems = (
+        check_citations(files) + check_lengths(files) + check_cycles() + check_map(files)
+    )
     for p in problems:
         print(p)
     if problems:

@@ -17,6 +17,11 @@ cargo build --locked --quiet "${flag[@]}" -p tally-ffi
 [ -x "target/$profile/tally" ] || cargo build --locked "${flag[@]}" -p tally-cli
 venv=target/sdk-python-venv
 if ! "$venv/bin/python" -c 'import pytest' 2>/dev/null; then
+  # Debian splits venv (and ensurepip) out of python3.
+  if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
+    apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null
+  fi
+  rm -rf "$venv"
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check --no-cache-dir pytest
 fi

@@ -75,7 +75,9 @@ pub const PARQUET_SCHEMA: &str = "message tally_event {
 pub enum Format {
     /// One stored message per line, as the collector sends it.
     Ndjson,
-    /// Apache Parquet, one row per event (schema in `tally export --help`).
+    /// Apache Parquet, one row per event, zstd-compressed: message_id, type,
+    /// event, user_id, anonymous_id, install_id, seq, session_id, timestamp
+    /// (corrected), received_at, properties and context (JSON text).
     Parquet,
 }
 

@@ -16,7 +16,7 @@ mod simulate;
 /// Offline-first product analytics: every event counted exactly once, or
 /// its absence explained.
 #[derive(Debug, Parser)]
-#[command(name = "tally", version, about)]
+#[command(name = "tally", version)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

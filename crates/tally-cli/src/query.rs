@@ -240,7 +240,10 @@ pub fn run(args: QueryArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&answer)?);
         return Ok(());
     }
-    print!("{}", render(&args.what, &answer));
+    let (table, note) = render(&args.what, &answer);
+    print!("{table}");
+    // What was left out is said on stderr: stdout stays the table.
+    eprint!("{note}");
     Ok(())
 }
 
@@ -321,10 +324,42 @@ fn rows_of(list: &Value, keys: &[&str]) -> Vec<Vec<String>> {
         .unwrap_or_default()
 }
 
-fn render(what: &What, v: &Value) -> String {
-    match what {
+/// A series without the empty buckets before its first non-zero one and
+/// after its last (an hourly series over the default 30 days is 720 rows,
+/// most of them zero), and a line saying how many were left out; the
+/// buckets between stay, zeros included, so gaps remain visible. `--json`
+/// prints every bucket.
+fn without_empty_ends(rows: Vec<Vec<String>>, column: usize) -> (Vec<Vec<String>>, String) {
+    let empty = |row: &Vec<String>| row.get(column).is_none_or(|c| c == "0");
+    let total = rows.len();
+    let first = rows.iter().position(|r| !empty(r)).unwrap_or(total);
+    let last = rows
+        .iter()
+        .rposition(|r| !empty(r))
+        .map_or(first, |i| i + 1);
+    let (before, after) = (first, total - last);
+    let kept = rows.into_iter().skip(first).take(last - first).collect();
+    let note = if before + after == 0 {
+        String::new()
+    } else {
+        format!(
+            "({before} empty buckets before and {after} after not shown; --json has all {total})\n"
+        )
+    };
+    (kept, note)
+}
+
+/// The table of an answer, and a note of what it leaves out (for stderr).
+fn render(what: &What, v: &Value) -> (String, String) {
+    let mut note = String::new();
+    let mut trimmed = |rows| {
+        let (rows, left_out) = without_empty_ends(rows, 1);
+        note.push_str(&left_out);
+        rows
+    };
+    let table = match what {
         What::Events { .. } => {
-            let mut rows = rows_of(&v["series"], &["bucket", "count", "people"]);
+            let mut rows = trimmed(rows_of(&v["series"], &["bucket", "count", "people"]));
             rows.push(vec![
                 "total".to_owned(),
                 cell(&v["total"]["count"]),
@@ -337,10 +372,8 @@ fn render(what: &What, v: &Value) -> String {
             &rows_of(&v["series"], &["bucket", "people"]),
         ),
         What::Sessions { .. } => {
-            let mut out = table(
-                &["bucket", "sessions"],
-                &rows_of(&v["series"], &["bucket", "sessions"]),
-            );
+            let rows = trimmed(rows_of(&v["series"], &["bucket", "sessions"]));
+            let mut out = table(&["bucket", "sessions"], &rows);
             out.push_str(&format!(
                 "\n{} sessions, median length {} s\n",
                 cell(&v["sessions"]),
@@ -392,5 +425,43 @@ fn render(what: &What, v: &Value) -> String {
             &["event", "count", "people"],
             &rows_of(&v["rows"], &["event", "count", "people"]),
         ),
+    };
+    (table, note)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn series(counts: &[u64]) -> Vec<Vec<String>> {
+        counts
+            .iter()
+            .enumerate()
+            .map(|(i, c)| vec![format!("h{i}"), c.to_string()])
+            .collect()
+    }
+
+    #[test]
+    fn empty_buckets_at_the_ends_are_left_out_and_counted() {
+        let (rows, note) = without_empty_ends(series(&[0, 0, 3, 0, 5, 0]), 1);
+        let buckets: Vec<&str> = rows.iter().map(|r| r[0].as_str()).collect();
+        assert_eq!(buckets, ["h2", "h3", "h4"]);
+        assert_eq!(
+            note,
+            "(2 empty buckets before and 1 after not shown; --json has all 6)\n"
+        );
+    }
+
+    #[test]
+    fn a_series_without_empty_ends_is_whole_and_an_empty_one_is_all_note() {
+        let (rows, note) = without_empty_ends(series(&[1, 0, 2]), 1);
+        assert_eq!(rows.len(), 3);
+        assert_eq!(note, "");
+        let (rows, note) = without_empty_ends(series(&[0, 0]), 1);
+        assert!(rows.is_empty());
+        assert_eq!(
+            note,
+            "(2 empty buckets before and 0 after not shown; --json has all 2)\n"
+        );
     }
 }

@@ -33,7 +33,7 @@ const RUNTIME_SHUTDOWN_TIMEOUT: std::time::Duration = std::time::Duration::from_
 const PRECEDENCE: &str = "\
 Each setting is taken from the first of: the flag, its TALLY_* environment
 variable, the --config file (tally.toml: listen, data_dir, database_url,
-write_keys = [..], admin_token, tls_cert, tls_key, max_in_flight,
+write_keys = [..], admin_token, read_tokens = [..], tls_cert, tls_key, max_in_flight, key_rate, key_burst,
 max_connections, idle_timeout_s, cors_origins = [..], metrics_token,
 metrics_listen, alert_webhook,
 an [alerts] table: interval_s, window_s, [alerts.<rule>] threshold, for_s, and
@@ -78,6 +78,17 @@ pub struct ServeArgs {
         hide_env_values = true
     )]
     admin_token: Option<String>,
+    /// A token that may read: product queries, export, totals, the
+    /// dashboard's product views (repeatable; the variable is
+    /// comma-separated)
+    #[arg(
+        long = "read-token",
+        env = "TALLY_READ_TOKENS",
+        value_name = "TOKEN",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    read_tokens: Vec<String>,
     /// PEM certificate chain: serve HTTPS (needs --tls-key)
     #[arg(long, env = "TALLY_TLS_CERT", value_name = "FILE")]
     tls_cert: Option<PathBuf>,
@@ -87,6 +98,15 @@ pub struct ServeArgs {
     /// Ingest requests in flight at most; more are answered 429 [default: 64]
     #[arg(long, env = "TALLY_MAX_IN_FLIGHT", value_name = "N")]
     max_in_flight: Option<usize>,
+    /// Ingest requests a second each write key may send; past it, 429 with
+    /// Retry-After (so one app cannot take every app's capacity)
+    /// [default: no limit]
+    #[arg(long, env = "TALLY_KEY_RATE", value_name = "PER_S")]
+    key_rate: Option<f64>,
+    /// Ingest requests a write key may send at once before its rate
+    /// applies [default: twice --key-rate]
+    #[arg(long, env = "TALLY_KEY_BURST", value_name = "N")]
+    key_burst: Option<f64>,
     /// Connections open at most; at the limit the longest-idle one is closed
     /// for a new one [default: 4096, or half the open-file limit if lower]
     #[arg(long, env = "TALLY_MAX_CONNECTIONS", value_name = "N")]
@@ -164,9 +184,12 @@ impl ServeArgs {
             database_url: self.database_url.clone(),
             write_keys: Some(self.write_keys.clone()).filter(|k| !k.is_empty()),
             admin_token: self.admin_token.clone(),
+            read_tokens: Some(self.read_tokens.clone()).filter(|t| !t.is_empty()),
             tls_cert: self.tls_cert.clone(),
             tls_key: self.tls_key.clone(),
             max_in_flight: self.max_in_flight,
+            key_rate: self.key_rate,
+            key_burst: self.key_burst,
             max_connections: self.max_connections,
             idle_timeout_s: self.idle_timeout.map(|d| d.as_secs_f64()),
             cors_origins: Some(self.cors_origins.clone()).filter(|o| !o.is_empty()),
@@ -215,9 +238,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let state = AppState::new(
         store.clone(),
         Keys::new(config.write_keys.clone(), config.admin_token.clone())
+            .with_read_tokens(config.read_tokens.clone())
             .with_metrics_token(config.metrics_token.clone()),
     )
     .with_max_in_flight(config.max_in_flight)
+    .with_key_rate(config.key_rate)
     .with_cors_origins(&config.cors_origins)
     .with_alerts(config.alerts.clone());
     let health = state.health.clone();

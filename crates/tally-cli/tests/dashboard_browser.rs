@@ -29,6 +29,8 @@ const HEIGHT: u32 = 900;
 /// browser's.
 const BROWSER_TZ: &str = "Europe/Paris";
 const VIEW_TIMEOUT: Duration = Duration::from_secs(30);
+/// A token that may read, not administer.
+const READ_TOKEN: &str = "test-read-token-0123";
 const MIN: i64 = 60_000;
 const HOUR: i64 = 60 * MIN;
 const DAY: i64 = 24 * HOUR;
@@ -348,7 +350,11 @@ fn the_dashboard_shows_what_the_query_api_answers() {
         "[alerts]\ninterval_s = 0.2\n[alerts.dedup_rate_high]\nthreshold = 0.1\nfor_s = 3600\n",
     )
     .unwrap();
-    let server = Server::start_with_config(&dir.path().join("data"), &config, &[]);
+    let server = Server::start_with_config(
+        &dir.path().join("data"),
+        &config,
+        &["--read-token", READ_TOKEN],
+    );
     let agent = agent();
 
     // The fixture, a replayed part of it (duplicates) and two bad messages.
@@ -457,6 +463,12 @@ fn the_dashboard_shows_what_the_query_api_answers() {
         s.assert_int(id, &totals[key]);
     }
     assert_eq!(totals["events"], accepted);
+    let health_tab = "return document.querySelector('#tabs [data-view=health]').hidden;";
+    assert_eq!(
+        browser.execute(health_tab, &[]),
+        json!(false),
+        "the admin sees pipeline health"
+    );
 
     // Events over time, in the browser's zone by default.
     let state = s.settled("events");
@@ -782,6 +794,42 @@ fn the_dashboard_shows_what_the_query_api_answers() {
         &[],
     );
     assert_eq!(left, "–");
+
+    // A read token: the product views, not pipeline health, whose API
+    // refuses it too.
+    let token = browser.find("#token");
+    browser.clear(&token);
+    browser.type_text(&token, READ_TOKEN);
+    browser.click_css("#login-submit");
+    browser.wait_for(
+        "the totals with a read token",
+        "return !document.querySelector('#app').hidden \
+         && document.querySelector('#totals').dataset.state === 'ready';",
+        VIEW_TIMEOUT,
+    );
+    let (_, totals) = s.api("/v1/stats");
+    s.assert_int("#total-events", &totals["events"]);
+    assert_eq!(
+        browser.execute(health_tab, &[]),
+        json!(true),
+        "health is the admin's"
+    );
+    browser.execute("location.hash = '#/health';", &[]);
+    browser.wait_for(
+        "the events view instead of health",
+        "return !document.querySelector('#view-events').hidden \
+         && document.querySelector('#view-health').hidden;",
+        VIEW_TIMEOUT,
+    );
+    let (status, _) = read(
+        s.agent
+            .get(server.url("/v1/alerts"))
+            .header("authorization", format!("Bearer {READ_TOKEN}"))
+            .call()
+            .unwrap(),
+    );
+    assert_eq!(status, 403);
+    s.shot("20-read-token");
 
     for path in &s.saved {
         println!("screenshot: {}", path.display());

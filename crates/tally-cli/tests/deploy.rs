@@ -29,6 +29,7 @@ fn the_example_config_loads_with_the_values_it_shows() {
         Some(vec!["ios-app-key".to_owned(), "android-app-key".to_owned()])
     );
     assert_eq!(settings.admin_token, None);
+    assert_eq!(settings.read_tokens, None);
     assert_eq!(settings.database_url, None);
     let config = settings.resolve().unwrap();
     assert_eq!(
@@ -87,6 +88,10 @@ fn every_commented_key_is_a_valid_setting() {
     // Every key of the reference is there.
     assert!(settings.database_url.is_some());
     assert!(settings.admin_token.is_some());
+    assert_eq!(
+        settings.read_tokens,
+        Some(vec!["change-me-analyst-read-token".to_owned()])
+    );
     assert!(settings.tls_cert.is_some() && settings.tls_key.is_some());
     assert_eq!(settings.max_connections, Some(4096));
     assert!(settings.cors_origins.is_some());
@@ -128,6 +133,7 @@ fn every_commented_key_is_a_valid_setting() {
             "database_url",
             "write_keys",
             "admin_token",
+            "read_tokens",
             "tls_cert",
             "tls_key",
             "max_in_flight",

@@ -8,6 +8,9 @@
 //! | ` ```sh server ` | starts the command in the background (with `--listen 127.0.0.1:0 --data-dir tally-data` appended; a running one is stopped first) and waits for it to listen; later blocks of the page talk to it |
 //! | ` ```sh ` | runs the block with `bash -euo pipefail` in the page's working directory; it must exit 0 |
 //! | ` ```json post=PATH [expect=STATUS[:REASON]] ` | POSTs the payload to PATH with the write key; every result must have that status (default `accepted`) |
+//! | ` ```text output ` right after a ` ```sh ` block | that block's standard output, line for line; `…` in a line matches any text |
+//! | ` ```text stderr ` right after a ` ```sh ` block | the same for its standard error (where `tally simulate` prints its summary) |
+//! | ` ```text output shape `, ` ```text stderr shape ` | the same, with every number and every `{…}` group free: for outputs whose figures vary from run to run but whose lines and words do not |
 //! | ` ```sh no-run `, anything else | not run (output samples, commands that would recurse or take minutes) |
 //!
 //! Before a block runs, `cargo run --release --` becomes the `tally` binary
@@ -42,6 +45,12 @@ const DOC_BASE: &str = "http://127.0.0.1:8080";
 enum Block {
     Server(String),
     Shell(String),
+    /// What the shell block before it must print on stdout (or stderr).
+    Output {
+        text: String,
+        stderr: bool,
+        shape: bool,
+    },
     Post {
         path: String,
         expect: String,
@@ -77,6 +86,26 @@ fn blocks(markdown: &str) -> Vec<Located> {
         let block = match (words.next(), words.next()) {
             (Some("sh"), None) => Block::Shell(body),
             (Some("sh"), Some("server")) => Block::Server(body),
+            (Some("text"), Some(stream @ ("output" | "stderr"))) => {
+                let shape = words.next() == Some("shape");
+                let follows_shell = matches!(
+                    out.last(),
+                    Some(Located {
+                        block: Block::Shell(_),
+                        ..
+                    })
+                );
+                assert!(
+                    follows_shell,
+                    "line {}: an output block must follow a runnable sh block",
+                    n + 1
+                );
+                Block::Output {
+                    text: body,
+                    stderr: stream == "stderr",
+                    shape,
+                }
+            }
             (Some("json"), Some(post)) if post.starts_with("post=") => {
                 let expect = words
                     .find_map(|w| w.strip_prefix("expect="))
@@ -164,7 +193,8 @@ fn start_server(command: &str, data_dir: &Path, workdir: &Path) -> Running {
     Running { child, base }
 }
 
-fn run_shell(script: &str, workdir: &Path, page: &str, line: usize) {
+/// Runs a documented block; returns what it printed on stdout and stderr.
+fn run_shell(script: &str, workdir: &Path, page: &str, line: usize) -> (String, String) {
     let mut cmd = Command::new("bash");
     cmd.args(["-euo", "pipefail", "-c", script])
         .current_dir(workdir)
@@ -177,6 +207,108 @@ fn run_shell(script: &str, workdir: &Path, page: &str, line: usize) {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr),
     );
+    (
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Whether `printed` is the `documented` output: the same lines, where `…`
+/// in a documented line stands for any text and, with `shape`, every
+/// number and every `{…}` group (a JSON object, a map of counts) on either
+/// side stands for any other.
+fn output_matches(documented: &str, printed: &str, shape: bool) -> Result<(), String> {
+    let lines = |text: &str| -> Vec<String> {
+        let mut lines: Vec<String> = text
+            .lines()
+            .map(|l| {
+                let l = l.trim_end();
+                if shape {
+                    numbers_free(&groups_free(l))
+                } else {
+                    l.to_owned()
+                }
+            })
+            .collect();
+        while lines.last().is_some_and(|l| l.is_empty()) {
+            lines.pop();
+        }
+        lines
+    };
+    let (want, got) = (lines(documented), lines(printed));
+    if want.len() != got.len() {
+        return Err(format!(
+            "{} lines documented, {} printed",
+            want.len(),
+            got.len()
+        ));
+    }
+    for (n, (w, g)) in want.iter().zip(&got).enumerate() {
+        if !line_matches(w, g) {
+            return Err(format!("line {}: documented `{w}`, printed `{g}`", n + 1));
+        }
+    }
+    Ok(())
+}
+
+/// `printed` is `documented` with each `…` standing for any text.
+fn line_matches(documented: &str, printed: &str) -> bool {
+    let mut parts = documented.split('…');
+    let first = parts.next().unwrap_or("");
+    let Some(mut rest) = printed.strip_prefix(first) else {
+        return false;
+    };
+    let parts: Vec<&str> = parts.collect();
+    let Some((last, middle)) = parts.split_last() else {
+        return rest.is_empty();
+    };
+    for part in middle {
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
+}
+
+/// Every outermost `{…}` group of a line as `{}`.
+fn groups_free(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut depth = 0usize;
+    for c in line.chars() {
+        match c {
+            '{' => {
+                if depth == 0 {
+                    out.push_str("{}");
+                }
+                depth += 1;
+            }
+            '}' if depth > 0 => depth -= 1,
+            _ if depth > 0 => {}
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// Every number of a line (digits, with a decimal part) as `0`.
+fn numbers_free(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c.is_ascii_digit() {
+            while chars
+                .peek()
+                .is_some_and(|n| n.is_ascii_digit() || *n == '.')
+            {
+                chars.next();
+            }
+            out.push('0');
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn post(base: &str, path: &str, body: &str, expect: &str, page: &str, line: usize) {
@@ -229,6 +361,7 @@ fn run_page(page: &Path) -> usize {
     let work = tempfile::tempdir().unwrap();
     let mut server: Option<Running> = None;
     let mut ran = 0;
+    let mut printed = (String::new(), String::new());
     for Located { line, block } in blocks(&markdown) {
         if server.is_none() && !matches!(block, Block::Server(_)) {
             let data = work.path().join("tally-data");
@@ -242,7 +375,19 @@ fn run_page(page: &Path) -> usize {
             }
             Block::Shell(script) => {
                 let base = server.as_ref().map(|s| s.base.as_str());
-                run_shell(&substitute(&script, base), work.path(), &name, line);
+                printed = run_shell(&substitute(&script, base), work.path(), &name, line);
+            }
+            Block::Output {
+                text,
+                stderr,
+                shape,
+            } => {
+                let printed = if stderr { &printed.1 } else { &printed.0 };
+                if let Err(why) = output_matches(&text, printed, shape) {
+                    panic!(
+                        "{name}:{line}: the documented output differs: {why}\n--- documented\n{text}--- printed\n{printed}"
+                    );
+                }
             }
             Block::Post { path, expect, body } => {
                 let base = &server.as_ref().unwrap().base;
@@ -280,13 +425,18 @@ fn every_documented_command_and_payload_runs() {
 
 #[test]
 fn fences_are_read_by_their_info_string() {
-    let page = "# t\n\n```sh server\nserve --x\n```\n\n```sh\necho hi\n```\n\n```sh no-run\nnope\n```\n\n```json post=/v1/batch expect=rejected:missing_type\n{}\n```\n\n```json\n{}\n```\n";
+    let page = "# t\n\n```sh server\nserve --x\n```\n\n```sh\necho hi\n```\n\n```text stderr shape\nhi 2\n```\n\n```sh no-run\nnope\n```\n\n```json post=/v1/batch expect=rejected:missing_type\n{}\n```\n\n```json\n{}\n```\n";
     let got: Vec<Block> = blocks(page).into_iter().map(|l| l.block).collect();
     assert_eq!(
         got,
         vec![
             Block::Server("serve --x\n".into()),
             Block::Shell("echo hi\n".into()),
+            Block::Output {
+                text: "hi 2\n".into(),
+                stderr: true,
+                shape: true
+            },
             Block::Post {
                 path: "/v1/batch".into(),
                 expect: "rejected:missing_type".into(),
@@ -294,6 +444,22 @@ fn fences_are_read_by_their_info_string() {
             },
         ]
     );
+}
+
+#[test]
+fn documented_outputs_are_compared_line_for_line() {
+    assert_eq!(output_matches("a 1\nb\n", "a 1\nb\n\n", false), Ok(()));
+    assert!(output_matches("a 1\n", "a 2\n", false).is_err());
+    assert!(output_matches("a 1\n", "a 1\nb\n", false).is_err());
+    assert_eq!(output_matches("id …, ok\n", "id x-7, ok\n", false), Ok(()));
+    assert!(output_matches("id …, ok\n", "id x-7, no\n", false).is_err());
+    assert!(output_matches("ab…ba\n", "aba\n", false).is_err());
+    let sample = "tracked 12  dropped {\"log_full\": 3}  ok\n{\"tracked\":12,…}\n";
+    let printed = "tracked 940  dropped {}  ok\n{\"tracked\":940,\"by\":{\"a\":1}}\n";
+    assert_eq!(output_matches(sample, printed, true), Ok(()));
+    assert!(output_matches(sample, printed, false).is_err());
+    let words_differ = "tracked 940  dropped {}  failed\n{}\n";
+    assert!(output_matches(sample, words_differ, true).is_err());
 }
 
 #[test]

@@ -76,10 +76,11 @@ fn metrics_need_a_token_unless_on_their_own_listener() {
             "{text}"
         );
     }
-    // The metrics token opens nothing else.
+    // The metrics token opens nothing else: a known credential short of
+    // the route's role.
     assert_eq!(
         get(&agent, &server.url("/v1/stats"), Some(METRICS_TOKEN), None).0,
-        401
+        403
     );
     let open = metrics_listener(&server);
     let (status, text, _) = get(&agent, &format!("{open}/metrics"), None, None);

@@ -389,3 +389,97 @@ fn admin_metrics(agent: &ureq::Agent, server: &Server) -> (u16, String) {
     let status = response.status().as_u16();
     (status, response.body_mut().read_to_string().unwrap())
 }
+
+/// A second app's write key.
+const OTHER_KEY: &str = "other-app-write-key";
+
+/// Posts one event with `key` in the `Authorization` header, or in the
+/// batch envelope when `in_body`: (status, `Retry-After`).
+fn post_as(
+    agent: &ureq::Agent,
+    server: &Server,
+    key: &str,
+    in_body: bool,
+    n: usize,
+) -> (u16, Option<u64>) {
+    let mut batch = serde_json::json!({"batch": [{
+        "type": "track", "messageId": format!("rate-{key}-{n}"),
+        "anonymousId": "a", "event": "Tapped"
+    }]});
+    let mut request = agent
+        .post(server.url("/v1/batch"))
+        .header("content-type", "application/json");
+    if in_body {
+        batch["writeKey"] = serde_json::json!(key);
+    } else {
+        request = request.header("authorization", format!("Bearer {key}"));
+    }
+    let response = request.send(batch.to_string().as_bytes()).unwrap();
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    (response.status().as_u16(), retry_after)
+}
+
+#[test]
+fn one_apps_request_rate_never_spends_another_apps() {
+    let dir = temp_dir("key-rate");
+    // A burst of 3, then one request every 100 s: the test sees the burst
+    // and nothing of the refill.
+    let server = Server::start(
+        dir.path(),
+        None,
+        &[
+            "--write-key",
+            WRITE_KEY,
+            "--write-key",
+            OTHER_KEY,
+            "--admin-token",
+            ADMIN_TOKEN,
+            "--key-rate",
+            "0.01",
+            "--key-burst",
+            "3",
+        ],
+    );
+    let agent = agent();
+    let noisy: Vec<(u16, Option<u64>)> = (0..6)
+        .map(|n| post_as(&agent, &server, WRITE_KEY, false, n))
+        .collect();
+    assert_eq!(
+        noisy.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+        [200, 200, 200, 429, 429, 429]
+    );
+    // One token every 100 s: told to come back within that, not sooner
+    // than a second.
+    for (_, retry_after) in &noisy[3..] {
+        let retry_after = retry_after.expect("a 429 says when to retry");
+        assert!((1..=100).contains(&retry_after), "{retry_after}");
+    }
+    // The same key in the body is the same source: refused too.
+    assert_eq!(post_as(&agent, &server, WRITE_KEY, true, 6).0, 429);
+    // The other app has its whole burst.
+    let quiet: Vec<u16> = (0..3)
+        .map(|n| post_as(&agent, &server, OTHER_KEY, n == 2, n).0)
+        .collect();
+    assert_eq!(quiet, [200, 200, 200]);
+    // Exactly the accepted requests were stored, and the refusals counted
+    // by source (the key's id, never the key).
+    let (status, stats) = read(
+        agent
+            .get(server.url("/v1/stats"))
+            .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
+            .call()
+            .unwrap(),
+    );
+    assert_eq!(status, 200);
+    assert_eq!(stats["accepted"], 6, "{stats}");
+    let (_, metrics) = admin_metrics(&agent, &server);
+    let source = tally_collector::ingest::auth::source_id(WRITE_KEY);
+    let line = format!("tally_ingest_key_limited_total{{source=\"{source}\"}} 4");
+    assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
+    assert!(!metrics.contains(WRITE_KEY));
+    assert!(!metrics.contains(&tally_collector::ingest::auth::source_id(OTHER_KEY)));
+}

@@ -1,9 +1,8 @@
 //! Two `tally serve` processes on one PostgreSQL database, receiving the
 //! same batches at the same time: every event is counted once.
 //!
-//! Uses the server at `TALLY_TEST_DATABASE_URL` (default
-//! `postgres://postgres@127.0.0.1:5432/test`); the test creates its own
-//! database and drops it after.
+//! The test creates a database of its own and drops it after (see
+//! `tally-collector/tests/support/test_db.rs` for which server).
 
 #![allow(clippy::unwrap_used)]
 

@@ -189,6 +189,11 @@ fn tally_query_prints_a_table_or_the_api_json() {
         .collect::<Vec<_>>();
     assert_eq!(total, ["total", "50", "2"]);
     assert!(table.contains("+05:30"), "{table}");
+    // The empty days before the first event are left out of the table and
+    // said on stderr.
+    let note = String::from_utf8_lossy(&out.stderr);
+    assert!(note.contains(" empty buckets before and "), "{note}");
+    assert!(!table.contains("empty buckets"), "{table}");
 
     let out = tally_query(&server, &["top-events"], None);
     assert!(!out.status.success());

@@ -4,8 +4,8 @@
 //! matters) with hostile batches and check exactly what was stored,
 //! answered and left behind.
 //!
-//! PostgreSQL tests use the server at `TALLY_TEST_DATABASE_URL` (default
-//! `postgres://postgres@127.0.0.1:5432/test`), in a database of their own.
+//! PostgreSQL tests use a database of their own (see
+//! `tally-collector/tests/support/test_db.rs` for which server).
 
 #![allow(clippy::unwrap_used)]
 
@@ -45,6 +45,11 @@ impl Store {
 /// Posts `batch` (a JSON array of messages) as plain JSON with `key`.
 fn post(server: &Server, key: &str, batch: Value) -> (u16, Value) {
     let body = json!({ "batch": batch, "sentAt": now() }).to_string();
+    post_text(server, key, &body)
+}
+
+/// Posts `body`, JSON text, with `key`.
+fn post_text(server: &Server, key: &str, body: &str) -> (u16, Value) {
     read(
         agent()
             .post(server.url("/v1/batch"))
@@ -157,6 +162,78 @@ fn a_nul_character_fails_only_its_own_message_and_no_query() {
             "{}",
             store.name()
         );
+    }
+}
+
+/// Browsers send a lone surrogate escape when a string is cut inside an
+/// emoji. It is JSON by the grammar but no character: stored as it came,
+/// PostgreSQL's jsonb refused the row and every breakdown over it failed.
+/// It is stored as U+FFFD; a real pair is kept.
+#[test]
+fn a_lone_surrogate_escape_fails_no_message_and_no_query() {
+    for store in Store::both("surrogate") {
+        let dir = temp_dir("surrogate");
+        let server = store.start(dir.path(), &[]);
+        let batch = json!({"sentAt": now(), "batch": [
+            track("s-1", "u1", "Plan Chosen", json!({"plan": "pro"})),
+            track("s-2", "u2", "Plan Chosen", json!({"plan": "p@LOW@ro"})),
+            track("s-3", "u3", "Plan Chosen", json!({"plan": "@HIGH@", "@HIGH@k": 1})),
+            track("s-4", "u4", "Plan Chosen", json!({"plan": "@PAIR@"})),
+        ]})
+        .to_string()
+        .replace("@LOW@", "\\udddd")
+        .replace("@HIGH@", "\\ud83d")
+        .replace("@PAIR@", "\\ud83d\\ude00");
+        let (status, answer) = post_text(&server, WRITE_KEY, &batch);
+        assert_eq!(status, 200, "{}: {answer}", store.name());
+        assert_eq!(
+            outcomes(&answer),
+            vec![ok("accepted"); 4],
+            "{}",
+            store.name()
+        );
+        let (status, rows) = admin_get(
+            &agent(),
+            &server.url("/v1/query/breakdown?event=Plan%20Chosen&by=properties.plan"),
+        );
+        assert_eq!(status, 200, "{}: {rows}", store.name());
+        let mut values: Vec<(String, u64)> = rows["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["value"].as_str().unwrap().to_owned(),
+                    r["count"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        values.sort();
+        assert_eq!(
+            values,
+            [
+                ("pro".to_owned(), 1),
+                ("p\u{fffd}ro".to_owned(), 1),
+                ("\u{fffd}".to_owned(), 1),
+                ("\u{1f600}".to_owned(), 1),
+            ],
+            "{}",
+            store.name()
+        );
+        // Every exported line is strict JSON.
+        let export = agent()
+            .get(server.url("/v1/export"))
+            .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
+            .call()
+            .unwrap()
+            .into_body()
+            .read_to_string()
+            .unwrap();
+        let lines: Vec<Value> = export
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 4, "{}", store.name());
     }
 }
 

@@ -19,8 +19,10 @@
 //! | `--database-url` | `TALLY_DATABASE_URL` | `database_url` | none: SQLite in the data dir |
 //! | `--write-key` (repeatable) | `TALLY_WRITE_KEYS` (comma-separated) | `write_keys` (array) | none: at least one is required |
 //! | `--admin-token` | `TALLY_ADMIN_TOKEN` | `admin_token` | none: admin paths answer 401; at least [`MIN_ADMIN_TOKEN_BYTES`] characters |
+//! | `--read-token` (repeatable) | `TALLY_READ_TOKENS` (comma-separated) | `read_tokens` (array) | none: only the admin token reads; each at least [`MIN_ADMIN_TOKEN_BYTES`] characters |
 //! | `--tls-cert`, `--tls-key` | `TALLY_TLS_CERT`, `TALLY_TLS_KEY` | `tls_cert`, `tls_key` | none: plain HTTP |
 //! | `--max-in-flight` | `TALLY_MAX_IN_FLIGHT` | `max_in_flight` | 64 |
+//! | `--key-rate`, `--key-burst` | `TALLY_KEY_RATE`, `TALLY_KEY_BURST` | `key_rate`, `key_burst` | none: no limit per key; burst twice the rate (see [`crate::ingest::rate`]) |
 //! | `--max-connections` | `TALLY_MAX_CONNECTIONS` | `max_connections` | 4096, or half the open-file limit when lower (see [`crate::server`]) |
 //! | `--idle-timeout` | `TALLY_IDLE_TIMEOUT` | `idle_timeout_s` | 65 s |
 //! | `--cors-origin` (repeatable) | `TALLY_CORS_ORIGINS` (comma-separated) | `cors_origins` (array) | none: only same-origin pages call the admin paths |
@@ -41,6 +43,7 @@ use std::time::Duration;
 use crate::alerts::rules::{self, RuleSettings};
 use crate::alerts::{AlertConfig, DEFAULT_INTERVAL, DEFAULT_WINDOW};
 use crate::governance::retention::{RetentionError, RetentionPolicy, RetentionSettings};
+use crate::ingest::rate::KeyRate;
 use crate::server;
 use crate::store::DeadLetterLimits;
 
@@ -99,6 +102,9 @@ pub enum ConfigError {
     /// `max_in_flight` is 0.
     #[error("max_in_flight must be at least 1")]
     NoSlots,
+    /// `key_rate` or `key_burst` is not a usable number.
+    #[error("invalid key rate: {0}")]
+    KeyRate(&'static str),
     /// A token (`admin_token`, or the one named) is shorter than
     /// [`MIN_ADMIN_TOKEN_BYTES`].
     #[error("{0} is too short: use at least {MIN_ADMIN_TOKEN_BYTES} characters (e.g. `openssl rand -hex 16`)")]
@@ -204,12 +210,18 @@ pub struct Settings {
     pub write_keys: Option<Vec<String>>,
     /// The admin token.
     pub admin_token: Option<String>,
+    /// Tokens that may read (product queries, export, the dashboard).
+    pub read_tokens: Option<Vec<String>>,
     /// PEM certificate chain.
     pub tls_cert: Option<PathBuf>,
     /// PEM private key.
     pub tls_key: Option<PathBuf>,
     /// Ingest requests in flight at most.
     pub max_in_flight: Option<usize>,
+    /// Ingest requests a second each write key may send.
+    pub key_rate: Option<f64>,
+    /// Requests a write key may send at once.
+    pub key_burst: Option<f64>,
     /// Connections open at most.
     pub max_connections: Option<usize>,
     /// Seconds a connection may stay idle.
@@ -267,6 +279,7 @@ impl std::fmt::Debug for Settings {
             .field("database_url", &self.database_url.as_ref().map(|_| "<set>"))
             .field("write_keys", &self.write_keys.as_ref().map(Vec::len))
             .field("admin_token", &self.admin_token.as_ref().map(|_| "<set>"))
+            .field("read_tokens", &self.read_tokens.as_ref().map(Vec::len))
             .field("tls_cert", &self.tls_cert)
             .field("tls_key", &self.tls_key)
             .field("max_in_flight", &self.max_in_flight)
@@ -302,10 +315,14 @@ pub struct Config {
     pub write_keys: Vec<String>,
     /// The admin token, if any.
     pub admin_token: Option<String>,
+    /// Read tokens (none empty, each long enough).
+    pub read_tokens: Vec<String>,
     /// Certificate and key, when serving TLS.
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Ingest requests in flight at most.
     pub max_in_flight: usize,
+    /// Each write key's request rate, when limited.
+    pub key_rate: Option<KeyRate>,
     /// Connections and their idle timeout.
     pub connections: server::Limits,
     /// Origins whose pages may call the admin paths (checked).
@@ -338,6 +355,7 @@ impl std::fmt::Debug for Config {
             )
             .field("write_keys", &self.write_keys.len())
             .field("admin_token", &self.admin_token.is_some())
+            .field("read_tokens", &self.read_tokens.len())
             .field("tls", &self.tls)
             .field("max_in_flight", &self.max_in_flight)
             .field("connections", &self.connections)
@@ -373,9 +391,12 @@ impl Settings {
             database_url: self.database_url.or(lower.database_url),
             write_keys: self.write_keys.or(lower.write_keys),
             admin_token: self.admin_token.or(lower.admin_token),
+            read_tokens: self.read_tokens.or(lower.read_tokens),
             tls_cert: self.tls_cert.or(lower.tls_cert),
             tls_key: self.tls_key.or(lower.tls_key),
             max_in_flight: self.max_in_flight.or(lower.max_in_flight),
+            key_rate: self.key_rate.or(lower.key_rate),
+            key_burst: self.key_burst.or(lower.key_burst),
             max_connections: self.max_connections.or(lower.max_connections),
             idle_timeout_s: self.idle_timeout_s.or(lower.idle_timeout_s),
             cors_origins: self.cors_origins.or(lower.cors_origins),
@@ -412,6 +433,16 @@ impl Settings {
             .is_some_and(|t| t.len() < MIN_ADMIN_TOKEN_BYTES)
         {
             return Err(ConfigError::TokenTooShort("the admin token"));
+        }
+        let read_tokens: Vec<String> = self
+            .read_tokens
+            .unwrap_or_default()
+            .into_iter()
+            .map(|t| t.trim().to_owned())
+            .filter(|t| !t.is_empty())
+            .collect();
+        if read_tokens.iter().any(|t| t.len() < MIN_ADMIN_TOKEN_BYTES) {
+            return Err(ConfigError::TokenTooShort("a read token"));
         }
         let metrics_token = non_empty(self.metrics_token);
         if metrics_token
@@ -450,6 +481,20 @@ impl Settings {
         if max_in_flight == 0 {
             return Err(ConfigError::NoSlots);
         }
+        let positive = |v: f64| v.is_finite() && v > 0.0;
+        let key_rate =
+            match (self.key_rate, self.key_burst) {
+                (None, None) => None,
+                (Some(rate), burst)
+                    if positive(rate) && burst.is_none_or(|b| positive(b) && b >= 1.0) =>
+                {
+                    Some(KeyRate::new(rate, burst))
+                }
+                (None, Some(_)) => return Err(ConfigError::KeyRate("key_burst needs key_rate")),
+                _ => return Err(ConfigError::KeyRate(
+                    "key_rate must be a positive number of requests a second, key_burst at least 1",
+                )),
+            };
         let connections = server::Limits {
             max_connections: match self.max_connections {
                 Some(0) => {
@@ -478,8 +523,10 @@ impl Settings {
             database_url: non_empty(self.database_url),
             write_keys,
             admin_token,
+            read_tokens,
             tls,
             max_in_flight,
+            key_rate,
             connections,
             cors_origins,
             metrics_token,
@@ -689,6 +736,74 @@ mod tests {
             ..keys()
         };
         assert!(long_enough.resolve().is_ok());
+        let readers = Settings {
+            read_tokens: Some(vec![
+                " ".into(),
+                "r".repeat(MIN_ADMIN_TOKEN_BYTES),
+                "s".repeat(MIN_ADMIN_TOKEN_BYTES + 1),
+            ]),
+            ..keys()
+        };
+        let resolved = readers.resolve().unwrap();
+        assert_eq!(
+            resolved.read_tokens,
+            [
+                "r".repeat(MIN_ADMIN_TOKEN_BYTES),
+                "s".repeat(MIN_ADMIN_TOKEN_BYTES + 1)
+            ]
+        );
+        assert!(!format!("{resolved:?}").contains("rrrr"));
+        let short_reader = Settings {
+            read_tokens: Some(vec!["r".repeat(MIN_ADMIN_TOKEN_BYTES - 1)]),
+            ..keys()
+        };
+        assert!(matches!(
+            short_reader.resolve(),
+            Err(ConfigError::TokenTooShort("a read token"))
+        ));
+    }
+
+    #[test]
+    fn a_key_rate_is_positive_and_its_burst_at_least_one() {
+        let keys = || Settings {
+            write_keys: Some(vec!["k".into()]),
+            ..Settings::default()
+        };
+        let with = |rate: Option<f64>, burst: Option<f64>| {
+            Settings {
+                key_rate: rate,
+                key_burst: burst,
+                ..keys()
+            }
+            .resolve()
+        };
+        assert_eq!(with(None, None).unwrap().key_rate, None);
+        assert_eq!(
+            with(Some(50.0), None).unwrap().key_rate,
+            Some(KeyRate {
+                per_s: 50.0,
+                burst: 100.0
+            })
+        );
+        assert_eq!(
+            with(Some(0.5), Some(3.0)).unwrap().key_rate,
+            Some(KeyRate {
+                per_s: 0.5,
+                burst: 3.0
+            })
+        );
+        for (rate, burst) in [
+            (Some(0.0), None),
+            (Some(-1.0), None),
+            (Some(f64::INFINITY), None),
+            (Some(5.0), Some(0.5)),
+            (None, Some(3.0)),
+        ] {
+            assert!(
+                matches!(with(rate, burst), Err(ConfigError::KeyRate(_))),
+                "{rate:?} {burst:?}"
+            );
+        }
     }
 
     #[test]

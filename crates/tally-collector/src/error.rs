@@ -55,6 +55,13 @@ pub enum ApiError {
         /// Seconds until the client may try again.
         retry_after_s: u64,
     },
+    /// The request's write key used up its request rate (429, with
+    /// `Retry-After`; see [`crate::ingest::rate`]).
+    #[error("this write key sent more requests than its rate allows; retry later")]
+    KeyRateLimited {
+        /// Seconds until the key may send again.
+        retry_after_s: u64,
+    },
     /// The store is saturated or unreachable (503, with `Retry-After`).
     #[error("the store is unavailable; retry later")]
     Unavailable,
@@ -84,7 +91,7 @@ impl ApiError {
             ),
             Self::RequestTimeout => (StatusCode::REQUEST_TIMEOUT, ErrorCode::RequestTimeout),
             Self::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::PayloadTooLarge),
-            Self::RateLimited | Self::AuthThrottled { .. } => {
+            Self::RateLimited | Self::AuthThrottled { .. } | Self::KeyRateLimited { .. } => {
                 (StatusCode::TOO_MANY_REQUESTS, ErrorCode::RateLimited)
             }
             Self::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable),
@@ -105,7 +112,9 @@ impl IntoResponse for ApiError {
         let mut response = (status, axum::Json(body)).into_response();
         let retry_after = match self {
             Self::RateLimited | Self::Unavailable => Some(u64::from(RETRY_AFTER_SECS)),
-            Self::AuthThrottled { retry_after_s } => Some(retry_after_s),
+            Self::AuthThrottled { retry_after_s } | Self::KeyRateLimited { retry_after_s } => {
+                Some(retry_after_s)
+            }
             _ => None,
         };
         if let Some(seconds) = retry_after {

@@ -16,6 +16,7 @@
 //! | `tally_accept_errors_total` | counter | failed `accept` calls (out of descriptors, say) |
 //! | `tally_auth_failures_total` | counter | requests to admin paths with a wrong token (or a write key) |
 //! | `tally_auth_throttled_total` | counter | requests to admin paths refused by the per-client throttle |
+//! | `tally_ingest_key_limited_total{source}` | counter | ingest requests refused because their write key used up its rate (`--key-rate`; `source` is the key's id, not the key) |
 //!
 //! Pipeline health, refreshed from the store by the health task every
 //! `[alerts] interval_s` (never by a scrape), store-wide (every collector
@@ -190,6 +191,12 @@ struct ServerCounts {
     accept_errors: Counter,
     auth_failures: Counter,
     auth_throttled: Counter,
+    key_limited: Family<SourceLabel, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SourceLabel {
+    source: String,
 }
 
 impl ServerCounts {
@@ -219,6 +226,11 @@ impl ServerCounts {
             "auth_throttled",
             "Requests to admin paths refused by the failed-auth throttle",
             self.auth_throttled.clone(),
+        );
+        r.register(
+            "ingest_key_limited",
+            "Ingest requests refused by their write key's rate, by source",
+            self.key_limited.clone(),
         );
         for reason in ["idle_timeout", "over_limit", "accept_failed"] {
             let _ = self.shed.get_or_create(&ShedLabel { reason });
@@ -568,6 +580,16 @@ impl Metrics {
     /// Counts a request refused by the failed-auth throttle.
     pub fn auth_throttled(&self) {
         self.connections.auth_throttled.inc();
+    }
+
+    /// Counts an ingest request of `source` refused by its key's rate.
+    pub fn key_limited(&self, source: &str) {
+        self.connections
+            .key_limited
+            .get_or_create(&SourceLabel {
+                source: source.to_owned(),
+            })
+            .inc();
     }
 
     /// The in-flight gauge: incremented while an ingest request holds a slot.

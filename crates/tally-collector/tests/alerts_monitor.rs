@@ -452,8 +452,10 @@ async fn a_clean_stop_hands_the_lease_on(db: Arc<TestDb>) -> Vec<AppState> {
     .await;
     assert!(stopped.elapsed() < Duration::from_secs(3));
     reject_one_of_two(&second).await;
+    // The receiver logs the request before the sender has read the answer
+    // and counted the delivery: wait for both.
     wait_for("the firing notification", Duration::from_secs(10), || {
-        !seen(&log).is_empty()
+        !seen(&log).is_empty() && counts(&second).0 > 0
     })
     .await;
     assert_eq!(seen(&log), [change("firing", 200)]);

@@ -14,7 +14,9 @@ use axum::http::{header, HeaderMap, Method, Request, StatusCode};
 use axum::Router;
 use base64::Engine as _;
 use serde_json::{json, Value};
-use tally_collector::api::{app, AppState};
+use tally_collector::api::routes::{self, RouteInfo};
+use tally_collector::api::{app, Access, AppState};
+use tally_collector::client::ClientAddr;
 use tally_collector::clock::now_ms;
 use tally_collector::ingest::auth::Keys;
 use tally_collector::store;
@@ -967,4 +969,226 @@ async fn a_locked_store_is_503_with_retry_after_and_nothing_is_accepted() {
     assert_eq!(body["accepted"], 1);
     drop(state);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A read token and a metrics token, besides the harness's keys.
+const READ: &str = "read-token-0123456789";
+const METRICS: &str = "metrics-token-0123456789";
+const WRONG: &str = "not-a-token-0123456789";
+
+/// What a credential must get on a route: the status when the route is
+/// walked with that credential and a valid request.
+fn expected(route: &RouteInfo, method: &str, credential: Option<&str>) -> StatusCode {
+    use StatusCode as S;
+    let ok = match (method, route.path) {
+        ("POST", "/v1/deletions") => S::ACCEPTED,
+        _ => S::OK,
+    };
+    let known = |allowed: &[&str]| match credential {
+        None => S::UNAUTHORIZED,
+        Some(c) if allowed.contains(&c) => ok,
+        Some(c) if [KEY, READ, ADMIN, METRICS].contains(&c) => S::FORBIDDEN,
+        Some(_) => S::UNAUTHORIZED,
+    };
+    match route.access {
+        Access::App | Access::Public => ok,
+        // A write key is all ingest takes; every other secret is an
+        // unknown write key there.
+        Access::WriteKey => match credential {
+            Some(KEY) => ok,
+            _ => S::UNAUTHORIZED,
+        },
+        // The settings documents: a known write key, in the path (else no
+        // such document) or the Authorization header (else refused).
+        Access::WriteKeyInRequest => match credential {
+            Some(KEY) => ok,
+            _ if route.path.contains("{write_key}") => S::NOT_FOUND,
+            _ => S::UNAUTHORIZED,
+        },
+        Access::Read => known(&[READ, ADMIN]),
+        Access::Admin => known(&[ADMIN]),
+        Access::Metrics => known(&[ADMIN, METRICS]),
+    }
+}
+
+/// A valid request to `path` (parameters filled in; `asset` is one of the
+/// dashboard's) by `method`.
+fn example(
+    path: &str,
+    method: &str,
+    credential: Option<&str>,
+    asset: &str,
+    n: usize,
+) -> Request<Body> {
+    let uri = path
+        .replace("{install_id}", "install-roles")
+        .replace("{file}", asset)
+        .replace("{write_key}", credential.unwrap_or("none"));
+    let uri = match uri.as_str() {
+        "/v1/events/count" => "/v1/events/count?event=Signed%20Up".to_owned(),
+        "/v1/query/funnel" => "/v1/query/funnel?steps=Signed%20Up,Order%20Completed".to_owned(),
+        "/v1/query/breakdown" => {
+            "/v1/query/breakdown?event=Signed%20Up&by=properties.plan".to_owned()
+        }
+        _ => uri,
+    };
+    let message = json!({
+        "messageId": format!("roles-{n}"),
+        "anonymousId": "anon-roles",
+        "userId": format!("user-roles-{n}"),
+        "previousId": format!("before-roles-{n}"),
+        "groupId": "group-roles",
+        "event": "Signed Up",
+        "name": "Home",
+    });
+    let body = match (method, uri.as_str()) {
+        ("GET", _) => Body::empty(),
+        (_, "/v1/batch" | "/v1/b" | "/beacon/v1/batch") => {
+            let mut message = message;
+            message["type"] = json!("track");
+            Body::from(json!({ "batch": [message] }).to_string())
+        }
+        (_, "/v1/deletions") => Body::from(json!({ "userId": format!("gone-{n}") }).to_string()),
+        (_, "/v1/m") => Body::from("{}"),
+        _ => Body::from(message.to_string()),
+    };
+    let mut request = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header(header::HOST, "collector.example")
+        .header(header::CONTENT_TYPE, "application/json");
+    if let Some(c) = credential {
+        request = request.header(header::AUTHORIZATION, format!("Bearer {c}"));
+    }
+    let mut request = request.body(body).unwrap();
+    // Each request from an address of its own: wrong credentials on
+    // purpose must not trip the per-client throttle of the next ones.
+    let [a, b] = u16::try_from(n).unwrap().to_be_bytes();
+    request
+        .extensions_mut()
+        .insert(ClientAddr(std::net::SocketAddr::from((
+            [10, 9, a, b],
+            40_000,
+        ))));
+    request
+}
+
+/// Walks every route of the router's table with every credential and
+/// none: the status is the one the route's role says, on every route.
+#[tokio::test]
+async fn every_route_answers_every_credential_as_its_role_says() {
+    let mut h = harness("roles");
+    h.state.keys = std::sync::Arc::new(
+        Keys::new([KEY.to_owned()], Some(ADMIN.to_owned()))
+            .with_read_tokens([READ.to_owned()])
+            .with_metrics_token(Some(METRICS.to_owned())),
+    );
+    let seed = json!({"batch": [{
+        "type": "track", "messageId": "roles-seed", "anonymousId": "anon-roles",
+        "event": "Signed Up", "context": {"tally": {"install_id": "install-roles", "seq": 1}}
+    }]});
+    assert_eq!(
+        h.send(batch_request("/v1/batch", &seed)).await.0,
+        StatusCode::OK
+    );
+    let (status, _, page) = h.send(example("/", "GET", None, "", 0)).await;
+    assert_eq!(status, StatusCode::OK);
+    let page = page.as_str().unwrap();
+    let at = page.find("/assets/app.").unwrap() + "/assets/".len();
+    let asset = &page[at..at + page[at..].find('"').unwrap()];
+    let credentials = [
+        None,
+        Some(KEY),
+        Some(READ),
+        Some(ADMIN),
+        Some(METRICS),
+        Some(WRONG),
+    ];
+    let table = routes::table();
+    let mut walked = 0;
+    let mut wrong = Vec::new();
+    for route in &table {
+        for method in route.methods {
+            for credential in credentials {
+                walked += 1;
+                let request = example(route.path, method, credential, asset, walked);
+                let (status, _, body) = h.send(request).await;
+                let want = expected(route, method, credential);
+                if status != want {
+                    wrong.push(format!(
+                        "{method} {} ({:?}) with {credential:?}: {status}, expected {want}: {body}",
+                        route.path, route.access
+                    ));
+                }
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    // Every route, every method, six credentials each.
+    let methods: usize = table.iter().map(|r| r.methods.len()).sum();
+    assert_eq!(walked, methods * credentials.len());
+    assert_eq!(table.len(), 40);
+    // Who may do what is a decision: changing it changes this list.
+    let by_access = |access: Access| -> Vec<&str> {
+        let mut paths: Vec<&str> = table
+            .iter()
+            .filter(|r| r.access == access)
+            .map(|r| r.path)
+            .collect();
+        paths.sort_unstable();
+        paths
+    };
+    assert_eq!(
+        by_access(Access::Admin),
+        [
+            "/v1/alerts",
+            "/v1/dead-letters",
+            "/v1/deletions",
+            "/v1/health/pipeline",
+            "/v1/installs/{install_id}",
+            "/v1/installs/{install_id}/events",
+        ]
+    );
+    assert_eq!(
+        by_access(Access::Read),
+        [
+            "/v1/events/count",
+            "/v1/export",
+            "/v1/me",
+            "/v1/query/active",
+            "/v1/query/breakdown",
+            "/v1/query/events",
+            "/v1/query/funnel",
+            "/v1/query/retention",
+            "/v1/query/sessions",
+            "/v1/query/top-events",
+            "/v1/stats",
+        ]
+    );
+    assert_eq!(by_access(Access::Metrics), ["/metrics"]);
+    assert_eq!(
+        by_access(Access::Public),
+        ["/", "/assets/{file}", "/healthz"]
+    );
+    assert_eq!(by_access(Access::App), ["/v1/m", "/v1/time"]);
+    assert_eq!(by_access(Access::WriteKey).len(), 15);
+    // The table names each path once.
+    let mut paths: Vec<&str> = table.iter().map(|r| r.path).collect();
+    paths.sort_unstable();
+    paths.dedup();
+    assert_eq!(paths.len(), table.len());
+}
+
+/// `GET /v1/me` tells the dashboard which views to show.
+#[tokio::test]
+async fn me_names_the_role_of_the_token() {
+    let mut h = harness("me");
+    h.state.keys = std::sync::Arc::new(
+        Keys::new([KEY.to_owned()], Some(ADMIN.to_owned())).with_read_tokens([READ.to_owned()]),
+    );
+    for (token, role) in [(READ, "read"), (ADMIN, "admin")] {
+        let (status, _, body) = h.send(example("/v1/me", "GET", Some(token), "", 1)).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body, json!({ "role": role }));
+    }
 }

@@ -95,7 +95,7 @@ pub struct SimulateArgs {
     spawn_collector: bool,
     /// The collector the simulator runs uses PostgreSQL at this URL instead
     /// of SQLite.
-    #[arg(long, requires = "spawn_collector", hide_env_values = true)]
+    #[arg(long, conflicts_with = "endpoint", hide_env_values = true)]
     database_url: Option<String>,
     /// Ingest slots of the collector the simulator runs (its
     /// `--max-in-flight`).
@@ -709,5 +709,33 @@ mod tests {
         assert!(parse_duration("10 days").is_err());
         assert!(parse_duration("m").is_err());
         assert!(parse_duration("99999999999999999999h").is_err());
+    }
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: SimulateArgs,
+    }
+
+    /// The simulator runs its own collector unless given an endpoint, so
+    /// `--database-url` alone must be enough, and beside `--endpoint` it
+    /// has no collector to configure.
+    #[test]
+    fn a_database_url_needs_no_other_flag_and_no_endpoint() {
+        use clap::Parser as _;
+        let parsed = Cli::try_parse_from(["simulate", "--database-url", "postgres://db/x"])
+            .map(|cli| cli.args.database_url);
+        assert_eq!(parsed.ok().flatten().as_deref(), Some("postgres://db/x"));
+        let both = Cli::try_parse_from([
+            "simulate",
+            "--database-url",
+            "postgres://db/x",
+            "--endpoint",
+            "http://127.0.0.1:8080",
+        ]);
+        assert_eq!(
+            both.err().map(|e| e.kind()),
+            Some(clap::error::ErrorKind::ArgumentConflict)
+        );
     }
 }

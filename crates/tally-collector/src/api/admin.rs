@@ -10,7 +10,7 @@ use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use serde::Deserialize;
 use tally_proto::parse_timestamp;
 
@@ -19,11 +19,18 @@ use super::AppState;
 use crate::clock;
 use crate::error::ApiError;
 use crate::health::{PipelineReport, DEFAULT_WINDOW_MS};
+use crate::ingest::auth::Role;
 use crate::ingest::body;
 
 /// Largest body of an admin request (`{"userId": ...}`): an id is at most
 /// 255 bytes, so 4 KiB leaves room for whitespace and unknown members.
 const MAX_ADMIN_BODY_BYTES: usize = 4 * 1024;
+
+/// `GET /v1/me` → `{"role": "read" | "admin"}`: what the presented token
+/// may do (the dashboard shows the admin views only to an admin token).
+pub(super) async fn me(Extension(role): Extension<Role>) -> Response {
+    Json(serde_json::json!({ "role": role.as_str() })).into_response()
+}
 
 /// `GET /v1/stats` → `{"accepted", "duplicate", "rejected", "events"}`.
 pub(super) async fn stats(State(state): State<AppState>) -> Result<Response, ApiError> {

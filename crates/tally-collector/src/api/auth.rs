@@ -4,7 +4,8 @@
 //! | layer | on | checks |
 //! |---|---|---|
 //! | [`ingest_gate`] | the ingest paths | a write key in the `Authorization` header or the `writeKey` query parameter, before a slot or a byte of the body is spent; a request whose key can only be in the body passes, marked so, to a pool of its own |
-//! | [`admin_gate`] | admin, product query and export paths | the admin token, with wrong ones throttled per client address ([`crate::throttle`]) |
+//! | [`read_gate`] | product query, export and totals paths | a read token or the admin token, with wrong ones throttled per client address ([`crate::throttle`]) |
+//! | [`admin_gate`] | admin paths | the admin token, under the same throttle |
 //! | [`metrics_gate`] | `/metrics` | the metrics token or the admin token, under the same throttle |
 
 use axum::extract::{Request, State};
@@ -15,7 +16,7 @@ use super::AppState;
 use crate::client::ClientAddr;
 use crate::clock;
 use crate::error::ApiError;
-use crate::ingest::auth::{self, query_write_key, Credential, Keys};
+use crate::ingest::auth::{self, query_write_key, Credential, Keys, Role};
 use crate::throttle::Verdict;
 
 /// What the ingest gate learned of a request's write key before its body,
@@ -68,15 +69,31 @@ pub(super) async fn ingest_gate(
     next.run(request).await
 }
 
-/// Authenticates a request to an admin path under the failed-auth
-/// throttle ([`crate::throttle`]); the handler then runs with a checked
-/// token.
+/// Authenticates a request to a read path (a read token or the admin
+/// token) under the failed-auth throttle ([`crate::throttle`]); the
+/// handler then runs with the token's [`Role`] in the request's
+/// extensions.
+pub(super) async fn read_gate(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    gate(&state, request, next, |keys, credential| {
+        keys.authorize(Role::Read, credential).map(Some)
+    })
+    .await
+}
+
+/// Authenticates a request to an admin path, like [`read_gate`].
 pub(super) async fn admin_gate(
     State(state): State<AppState>,
     request: Request,
     next: Next,
 ) -> Response {
-    gate(&state, request, next, Keys::authorize_admin).await
+    gate(&state, request, next, |keys, credential| {
+        keys.authorize(Role::Admin, credential).map(Some)
+    })
+    .await
 }
 
 /// Authenticates a scrape of `/metrics`: the metrics token or the admin
@@ -86,24 +103,33 @@ pub(super) async fn metrics_gate(
     request: Request,
     next: Next,
 ) -> Response {
-    gate(&state, request, next, Keys::authorize_metrics).await
+    gate(&state, request, next, |keys, credential| {
+        keys.authorize_metrics(credential).map(|()| None)
+    })
+    .await
 }
 
 /// Runs `check` on the request's credential: none is refused as `check`
 /// says, without counting; a present one is judged by the throttle, and
 /// refused (429) while its client is throttled whether it is right or
-/// wrong, so the answer tells nothing about the guess.
+/// wrong, so the answer tells nothing about the guess. The role `check`
+/// found goes into the request's extensions.
 async fn gate(
     state: &AppState,
-    request: Request,
+    mut request: Request,
     next: Next,
-    check: fn(&Keys, Option<&Credential>) -> Result<(), ApiError>,
+    check: fn(&Keys, Option<&Credential>) -> Result<Option<Role>, ApiError>,
 ) -> Response {
     let outcome = match auth::credential(request.headers()) {
         // No guess made: refused as `check` says, never counted.
         Ok(None) => {
             return match check(&state.keys, None) {
-                Ok(()) => next.run(request).await,
+                Ok(role) => {
+                    if let Some(role) = role {
+                        request.extensions_mut().insert(role);
+                    }
+                    next.run(request).await
+                }
                 Err(e) => e.into_response(),
             };
         }
@@ -117,7 +143,12 @@ async fn gate(
             ApiError::AuthThrottled { retry_after_s }.into_response()
         }
         Verdict::Allowed => match outcome {
-            Ok(()) => next.run(request).await,
+            Ok(role) => {
+                if let Some(role) = role {
+                    request.extensions_mut().insert(role);
+                }
+                next.run(request).await
+            }
             Err(e) => {
                 state.metrics.auth_failure();
                 e.into_response()

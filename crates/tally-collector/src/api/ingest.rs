@@ -84,6 +84,11 @@ async fn handle_request(
         .get::<IngestKey>()
         .cloned()
         .ok_or(ApiError::Internal)?;
+    // A key in a header is known before the body: its rate is taken before
+    // a slot or a body byte is spent.
+    if let Some(source) = &header_source {
+        take_rate(state, source)?;
+    }
     let slot = if keyed {
         state
             .ingest_slots
@@ -132,6 +137,15 @@ async fn handle_request(
     result.map(|answer| Json(answer).into_response())
 }
 
+/// Takes a request of `source`'s rate ([`crate::ingest::rate`]); refused
+/// (429) and counted when the key used it up.
+fn take_rate(state: &AppState, source: &str) -> Result<(), ApiError> {
+    state.key_rates.take(source).map_err(|retry_after_s| {
+        state.metrics.key_limited(source);
+        ApiError::KeyRateLimited { retry_after_s }
+    })
+}
+
 /// Everything after the body was read: prepare (authenticating from the
 /// body if the header did not: `header_source` is the source the header's
 /// key stands for), store, answer.
@@ -146,9 +160,14 @@ fn process(
     let received_at = clock::now_ms();
     let authorize = |keys: BodyKeys<'_>| match header_source {
         Some(source) => Ok(source),
-        None => state
-            .keys
-            .authorize_ingest(None, keys.envelope, keys.message, query_key),
+        None => {
+            let source =
+                state
+                    .keys
+                    .authorize_ingest(None, keys.envelope, keys.message, query_key)?;
+            take_rate(state, &source)?;
+            Ok(source)
+        }
     };
     let Prepared {
         slots,

@@ -4,19 +4,19 @@
 //! mechanisms (`ingest`, `queries`, `health`, `alerts`, `governance`,
 //! `store`); they never know the router.
 //!
-//! Handlers are grouped by audience, and each audience's routes sit behind
-//! the layer that authenticates it ([`auth`]):
+//! Handlers are grouped by audience; who may call each route is stated
+//! once, in [`routes`], and the router puts each route behind the layer
+//! of its [`Access`] ([`auth`]):
 //!
 //! | module | audience | credential | paths |
 //! |---|---|---|---|
 //! | [`ingest`] | apps and SDKs | write key ([`auth::ingest_gate`]) | `POST /v1/batch`, `/v1/b`, `/beacon/v1/batch`, `/v1/{track,identify,page,screen,group,alias}`, `/v1/{t,i,p,s,g,a}` (the path gives a missing `type`) |
 //! | [`ingest`] | apps and SDKs | none | `POST /v1/m` (client telemetry, answered and dropped), `GET /v1/time` |
 //! | [`ingest`] | browser libraries | the write key in the path or the request | `GET /v1/projects/{writeKey}/settings`, `GET /sourceConfig/` |
-//! | [`admin`] | operators | admin token ([`auth::admin_gate`]) | `GET /v1/stats`, `/v1/events/count`, `/v1/installs/{id}`, `/v1/installs/{id}/events`, `/v1/dead-letters`, `/v1/health/pipeline`, `/v1/alerts`, `/v1/deletions`; `POST /v1/deletions` |
-//! | [`product`] | product teams | admin token | `GET /v1/query/{events,active,sessions,funnel,retention,breakdown,top-events}` (`docs/query-api.md`) |
-//! | [`export`] | data teams | admin token | `GET /v1/export` (NDJSON, streamed) |
+//! | [`product`], [`export`], [`admin`] | product and data teams, the dashboard | read token or admin token ([`auth::read_gate`]) | `GET /v1/query/{events,active,sessions,funnel,retention,breakdown,top-events}` (`docs/query-api.md`), `GET /v1/export` (NDJSON, streamed), `GET /v1/stats`, `/v1/events/count`, `/v1/me` |
+//! | [`admin`] | operators | admin token ([`auth::admin_gate`]) | `GET /v1/installs/{id}`, `/v1/installs/{id}/events`, `/v1/dead-letters`, `/v1/health/pipeline`, `/v1/alerts`, `/v1/deletions`; `POST /v1/deletions` |
 //! | [`ops`] | load balancers, Prometheus | none; metrics or admin token ([`auth::metrics_gate`]) | `GET /healthz`; `GET /metrics` (open on a `--metrics-listen` listener of its own: [`metrics_app`]) |
-//! | [`dashboard`] | people in a browser | none (its data calls need the admin token) | `GET /`, `/assets/{file}` |
+//! | [`dashboard`] | people in a browser | none (its data calls need a read or admin token) | `GET /`, `/assets/{file}` |
 //!
 //! CORS: the app-facing paths answer any origin, without credentials, and
 //! a preflight with the headers it asks for (browsers' Segment and
@@ -32,7 +32,9 @@ pub mod ingest;
 pub mod ops;
 mod params;
 pub mod product;
+pub mod routes;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,9 +42,9 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, HeaderValue, Method};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::Router;
-use tally_proto::{DecodeLimits, MessageType};
+use tally_proto::DecodeLimits;
 use tokio::sync::Semaphore;
 use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 
@@ -51,10 +53,12 @@ use crate::error::ApiError;
 use crate::health::monitor::Monitored;
 use crate::health::HealthState;
 use crate::ingest::auth::Keys;
+use crate::ingest::rate::{KeyRate, KeyRates};
 use crate::ingest::slots::BodyKeySlots;
 use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::throttle::AuthThrottle;
+pub use routes::Access;
 
 /// How long browsers may cache a preflight answer: one day, the longest
 /// Firefox honours (Chromium caps at two hours anyway).
@@ -76,6 +80,8 @@ pub struct AppState {
     pub body_key_slots: Arc<BodyKeySlots>,
     /// Failed admin authentication per client.
     pub auth_throttle: Arc<AuthThrottle>,
+    /// Request rate of each write key ([`crate::ingest::rate`]).
+    pub key_rates: Arc<KeyRates>,
     /// Origins whose pages may call the admin, query and export paths.
     pub cors_origins: Vec<HeaderValue>,
     /// Prometheus metrics.
@@ -104,6 +110,7 @@ impl AppState {
             ingest_slots: Arc::new(Semaphore::new(DEFAULT_MAX_IN_FLIGHT)),
             body_key_slots: Arc::new(BodyKeySlots::default()),
             auth_throttle: Arc::new(AuthThrottle::default()),
+            key_rates: Arc::new(KeyRates::default()),
             cors_origins: Vec::new(),
             metrics: Arc::new(Metrics::new()),
             health: Arc::new(HealthState::default()),
@@ -119,6 +126,13 @@ impl AppState {
     /// The same state with these alerting settings (rules, webhook).
     pub fn with_alerts(mut self, alerts: crate::alerts::AlertConfig) -> Self {
         self.health = Arc::new(HealthState::new(alerts));
+        self
+    }
+
+    /// The same state with each write key limited to `rate` requests (none:
+    /// no limit).
+    pub fn with_key_rate(mut self, rate: Option<KeyRate>) -> Self {
+        self.key_rates = Arc::new(KeyRates::new(rate));
         self
     }
 
@@ -140,83 +154,51 @@ impl AppState {
     }
 }
 
-/// The router of the collector.
+/// The router of the collector, built from [`routes::routes`]: each
+/// route goes behind the layer of its [`Access`].
 pub fn app(state: AppState) -> Router {
-    let mut ingest_paths = Router::new();
-    for (paths, kind) in [
-        (&["/v1/batch", "/v1/b", "/beacon/v1/batch"][..], None),
-        (&["/v1/track", "/v1/t"][..], Some(MessageType::Track)),
-        (&["/v1/identify", "/v1/i"][..], Some(MessageType::Identify)),
-        (&["/v1/page", "/v1/p"][..], Some(MessageType::Page)),
-        (&["/v1/screen", "/v1/s"][..], Some(MessageType::Screen)),
-        (&["/v1/group", "/v1/g"][..], Some(MessageType::Group)),
-        (&["/v1/alias", "/v1/a"][..], Some(MessageType::Alias)),
-    ] {
-        for path in paths {
-            let kind = kind.clone();
-            ingest_paths = ingest_paths.route(
-                path,
-                post(move |State(state): State<AppState>, request: Request| {
-                    ingest::handle(state, kind, request)
-                }),
-            );
-        }
+    let mut groups: HashMap<Access, Router<AppState>> = HashMap::new();
+    for route in routes::routes() {
+        let group = groups.remove(&route.info.access).unwrap_or_default();
+        groups.insert(
+            route.info.access,
+            group.route(route.info.path, route.handler),
+        );
     }
-    let apps = ingest_paths
+    let mut take = |access: Access| groups.remove(&access).unwrap_or_default();
+    let apps = take(Access::WriteKey)
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::ingest_gate,
         ))
-        .route("/v1/m", post(ingest::client_telemetry))
-        .route("/v1/time", get(ingest::time))
+        .merge(take(Access::App))
         // Browser libraries fetch their settings cross-origin, like ingest.
-        .route("/v1/projects/{write_key}/settings", get(ingest::segment))
-        .route("/sourceConfig/", get(ingest::rudderstack))
+        .merge(take(Access::WriteKeyInRequest))
         // Set before the CORS layer, so a preflight of a POST-only path
         // reaches the layer instead of this answer.
         .method_not_allowed_fallback(method_not_allowed)
         .layer(ingest_cors());
-    // Every path that needs the admin token goes through the gate, which
+    // Every path that needs a token goes through its gate, which
     // throttles wrong tokens per client before the handler runs.
-    let admin = Router::new()
-        .route("/v1/dead-letters", get(admin::dead_letters))
-        .route("/v1/stats", get(admin::stats))
-        .route("/v1/events/count", get(admin::count_events))
-        .route("/v1/installs/{install_id}", get(admin::install))
-        .route(
-            "/v1/installs/{install_id}/events",
-            get(admin::install_events),
+    let rest = take(Access::Public)
+        .merge(
+            take(Access::Read).route_layer(middleware::from_fn_with_state(
+                state.clone(),
+                auth::read_gate,
+            )),
         )
-        .route(
-            "/v1/deletions",
-            post(admin::delete_user).get(admin::list_deletions),
+        .merge(
+            take(Access::Admin).route_layer(middleware::from_fn_with_state(
+                state.clone(),
+                auth::admin_gate,
+            )),
         )
-        .route("/v1/health/pipeline", get(admin::pipeline))
-        .route("/v1/alerts", get(admin::alerts))
-        .route("/v1/export", get(export::export))
-        .route("/v1/query/events", get(product::events))
-        .route("/v1/query/active", get(product::active))
-        .route("/v1/query/sessions", get(product::sessions))
-        .route("/v1/query/funnel", get(product::funnel))
-        .route("/v1/query/retention", get(product::retention))
-        .route("/v1/query/breakdown", get(product::breakdown))
-        .route("/v1/query/top-events", get(product::top_events))
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            auth::admin_gate,
-        ));
-    let metrics = Router::new()
-        .route("/metrics", get(ops::metrics_text))
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            auth::metrics_gate,
-        ));
-    let rest = Router::new()
-        .route("/healthz", get(ops::healthz))
-        .route("/", get(dashboard::index))
-        .route("/assets/{file}", get(dashboard::asset))
-        .merge(admin)
-        .merge(metrics)
+        .merge(
+            take(Access::Metrics).route_layer(middleware::from_fn_with_state(
+                state.clone(),
+                auth::metrics_gate,
+            )),
+        )
         .method_not_allowed_fallback(method_not_allowed)
         .layer(admin_cors(state.cors_origins.clone()));
     Router::new()

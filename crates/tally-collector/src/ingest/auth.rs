@@ -1,4 +1,5 @@
-//! Authentication: write keys for ingest, the admin token for queries.
+//! Authentication: write keys for ingest, read tokens for product queries
+//! and export, the admin token for everything.
 //!
 //! A write key may arrive in five places (what Segment's and RudderStack's
 //! libraries send); the first present wins, in this order:
@@ -15,7 +16,19 @@
 //! key. A write key is never an admin token, and the admin token is never
 //! a write key.
 //!
-//! The admin token (and the metrics token) are kept only as SHA-256
+//! # Roles
+//!
+//! | credential | may |
+//! |---|---|
+//! | write key | send events (public: it ships inside every app) |
+//! | read token ([`Role::Read`]) | read aggregates: product queries, totals, export of events, the dashboard's product views |
+//! | admin token ([`Role::Admin`]) | all a read token may, and deletions, dead letters, installs' events, pipeline health, alerts |
+//! | metrics token | `/metrics` only |
+//!
+//! A credential known to the collector but short of the route's role is
+//! refused 403; an unknown one 401.
+//!
+//! The admin, read and metrics tokens are kept only as SHA-256
 //! digests, and a presented token is hashed and compared in constant time
 //! with them: 32 bytes against 32 bytes, so the time taken tells neither
 //! the token's bytes nor its length. (Write keys are public, so their
@@ -57,7 +70,28 @@ fn digest_matches(expected: Option<&SecretDigest>, presented: &str) -> bool {
 pub struct Keys {
     write: Vec<Box<[u8]>>,
     admin: Option<SecretDigest>,
+    read: Vec<SecretDigest>,
     metrics: Option<SecretDigest>,
+}
+
+/// What a token may do on the query and admin paths; an admin token may
+/// do all a read token may.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Role {
+    /// Product queries, totals, export of events, the dashboard.
+    Read,
+    /// Everything: deletions, dead letters, pipeline health, alerts.
+    Admin,
+}
+
+impl Role {
+    /// The role's name in answers and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Read => "read",
+            Role::Admin => "admin",
+        }
+    }
 }
 
 /// The id of the source a write key stands for (see the module doc).
@@ -77,6 +111,7 @@ impl std::fmt::Debug for Keys {
         f.debug_struct("Keys")
             .field("write_keys", &self.write.len())
             .field("admin_token", &self.admin.is_some())
+            .field("read_tokens", &self.read.len())
             .field("metrics_token", &self.metrics.is_some())
             .finish()
     }
@@ -111,8 +146,20 @@ impl Keys {
                 .map(|k| k.into_bytes().into_boxed_slice())
                 .collect(),
             admin: admin_token.filter(|t| !t.is_empty()).map(|t| digest(&t)),
+            read: Vec::new(),
             metrics: None,
         }
+    }
+
+    /// The same keys, with tokens that may read (see [`Role::Read`]);
+    /// empty ones are ignored.
+    pub fn with_read_tokens(mut self, tokens: impl IntoIterator<Item = String>) -> Self {
+        self.read = tokens
+            .into_iter()
+            .filter(|t| !t.is_empty())
+            .map(|t| digest(&t))
+            .collect();
+        self
     }
 
     /// The same keys, with a token that may read `/metrics` (besides the
@@ -171,20 +218,52 @@ impl Keys {
         }
     }
 
-    /// Checks the admin token of a query or admin request: `Bearer`
-    /// (Basic with the token as user name is taken too, for curl users).
-    pub fn authorize_admin(&self, header: Option<&Credential>) -> Result<(), ApiError> {
+    /// Whether `token` is one of the read tokens; every one is compared.
+    pub fn is_read_token(&self, token: &str) -> bool {
+        let presented = digest(token);
+        let mut found = Choice::from(0);
+        for t in &self.read {
+            found |= t.ct_eq(&presented);
+        }
+        found.into()
+    }
+
+    /// Checks the token of a request that needs `needed`: `Bearer` (Basic
+    /// with the token as user name is taken too, for curl users), and
+    /// returns the token's role. A known credential short of the role (a
+    /// read token on an admin path, a write key, the metrics token) is
+    /// 403; an unknown one 401.
+    pub fn authorize(&self, needed: Role, header: Option<&Credential>) -> Result<Role, ApiError> {
         let token = header
             .map(Credential::secret)
             .filter(|t| !t.is_empty())
-            .ok_or(ApiError::Unauthorized("missing admin token"))?;
-        if self.is_admin_token(token) {
-            Ok(())
-        } else if self.is_write_key(token) {
-            Err(ApiError::Forbidden)
+            .ok_or(match needed {
+                Role::Read => ApiError::Unauthorized("missing token"),
+                Role::Admin => ApiError::Unauthorized("missing admin token"),
+            })?;
+        let role = if self.is_admin_token(token) {
+            Some(Role::Admin)
+        } else if self.is_read_token(token) {
+            Some(Role::Read)
         } else {
-            Err(ApiError::Unauthorized("unknown admin token"))
+            None
+        };
+        match role {
+            Some(role) if role >= needed => Ok(role),
+            Some(_) => Err(ApiError::Forbidden),
+            None if self.is_write_key(token) || digest_matches(self.metrics.as_ref(), token) => {
+                Err(ApiError::Forbidden)
+            }
+            None => Err(ApiError::Unauthorized(match needed {
+                Role::Read => "unknown token",
+                Role::Admin => "unknown admin token",
+            })),
         }
+    }
+
+    /// Checks the admin token of an admin request (see [`Keys::authorize`]).
+    pub fn authorize_admin(&self, header: Option<&Credential>) -> Result<(), ApiError> {
+        self.authorize(Role::Admin, header).map(|_| ())
     }
 
     /// Checks the token of a `/metrics` scrape: the metrics token or the
@@ -363,6 +442,43 @@ mod tests {
         let none = keys();
         assert!(none.authorize_metrics(Some(&bearer(""))).is_err());
         assert!(none.authorize_metrics(Some(&bearer("admin"))).is_ok());
+    }
+
+    #[test]
+    fn a_read_token_reads_and_is_refused_what_only_the_admin_may() {
+        let k = keys()
+            .with_read_tokens([
+                "reader-one".to_owned(),
+                String::new(),
+                "reader-two".to_owned(),
+            ])
+            .with_metrics_token(Some("scrape-token".into()));
+        let bearer = |t: &str| Credential::Bearer(t.into());
+        let read = |t: &str| k.authorize(Role::Read, Some(&bearer(t)));
+        let admin = |t: &str| k.authorize(Role::Admin, Some(&bearer(t)));
+        assert_eq!(read("reader-one").ok(), Some(Role::Read));
+        assert_eq!(read("reader-two").ok(), Some(Role::Read));
+        assert_eq!(read("admin").ok(), Some(Role::Admin));
+        assert_eq!(admin("admin").ok(), Some(Role::Admin));
+        assert!(matches!(admin("reader-one"), Err(ApiError::Forbidden)));
+        assert!(matches!(read("wk1"), Err(ApiError::Forbidden)));
+        assert!(matches!(read("scrape-token"), Err(ApiError::Forbidden)));
+        assert!(matches!(read("reader"), Err(ApiError::Unauthorized(_))));
+        assert!(matches!(read(""), Err(ApiError::Unauthorized(_))));
+        assert!(matches!(
+            k.authorize(Role::Read, None),
+            Err(ApiError::Unauthorized("missing token"))
+        ));
+        // A read token is no metrics token and no write key.
+        assert!(matches!(
+            k.authorize_metrics(Some(&bearer("reader-one"))),
+            Err(ApiError::Forbidden)
+        ));
+        assert!(k
+            .authorize_ingest(Some(&bearer("reader-one")), None, None, None)
+            .is_err());
+        assert!(format!("{k:?}").contains("read_tokens: 2"));
+        assert!(!format!("{k:?}").contains("reader"));
     }
 
     #[test]

@@ -7,14 +7,23 @@
 //! completeness tells a gap by policy from a gap in transit. The report is
 //! itself stored as an event.
 //!
-//! # NUL characters
+//! # Escapes no reader can take
 //!
 //! PostgreSQL's text and JSON types cannot hold U+0000, so one `\u0000`
 //! escape would fail a whole batch or every query that reads the message's
 //! properties. Ids and names holding one are rejected by validation
 //! (`nul_character`); inside properties, traits and context the escape is
 //! stored as `\ufffd`, the replacement character, on both stores alike
-//! ([`without_nul_escapes`]).
+//! ([`storable_escapes`]).
+//!
+//! The same holds for a `\uD800`–`\uDFFF` escape that is not half of a
+//! surrogate pair: JSON's grammar lets it through (the decoder keeps
+//! unknown members as raw text, checked only for syntax), but it stands
+//! for no character, so PostgreSQL's `jsonb` refuses the whole row (one
+//! such event made every breakdown over its window fail) and strict JSON
+//! readers (`tally export --format parquet`) stop at it. Browsers produce
+//! them when a string is cut inside an emoji; each is stored as `\ufffd`
+//! too, and the event is counted as sent.
 
 use std::borrow::Cow;
 
@@ -61,7 +70,7 @@ pub fn new_event(
         ts_corrected: times.correction.ts_corrected,
         clamped: times.correction.clamped,
         drops,
-        raw: without_nul_escapes(raw).into_owned(),
+        raw: storable_escapes(raw).into_owned(),
     };
     #[cfg(feature = "broken-dedup-for-tests")]
     let event = broken::defeat_dedup(event);
@@ -108,35 +117,59 @@ fn drop_ranges(msg: &Message) -> Vec<DroppedRange> {
         .collect()
 }
 
-/// `raw` with every `\u0000` escape replaced by `\ufffd` (see the module
-/// doc). `raw` is JSON text the decoder accepted, so a backslash only ever
+/// `raw` with every `\u0000` escape and every unpaired surrogate escape
+/// replaced by `\ufffd` (see the module doc); borrowed when there is none.
+/// `raw` is JSON text the decoder accepted, so a backslash only ever
 /// starts an escape: skipping each escape whole keeps an escaped backslash
 /// followed by `u0000` (the text `\u0000`) as it is.
-pub fn without_nul_escapes(raw: &str) -> Cow<'_, str> {
-    const NUL: &[u8] = b"\\u0000";
-    if !raw.contains("\\u0000") {
+pub fn storable_escapes(raw: &str) -> Cow<'_, str> {
+    if !raw.contains("\\u") {
         return Cow::Borrowed(raw);
     }
     let bytes = raw.as_bytes();
-    let mut out = String::with_capacity(raw.len());
+    let mut out: Option<String> = None;
     let (mut i, mut copied) = (0, 0);
     while i < bytes.len() {
         if bytes[i] != b'\\' {
             i += 1;
             continue;
         }
-        if bytes[i..].starts_with(NUL) {
+        let Some(unit) = unicode_escape(bytes, i) else {
+            // A two-byte escape.
+            i += 2;
+            continue;
+        };
+        let paired = (0xD800..=0xDBFF).contains(&unit)
+            && unicode_escape(bytes, i + 6).is_some_and(|low| (0xDC00..=0xDFFF).contains(&low));
+        if paired {
+            i += 12;
+        } else if unit == 0 || (0xD800..=0xDFFF).contains(&unit) {
+            let out = out.get_or_insert_with(|| String::with_capacity(raw.len()));
             out.push_str(&raw[copied..i]);
             out.push_str("\\ufffd");
-            i += NUL.len();
+            i += 6;
             copied = i;
         } else {
-            // A two-byte escape, or the start of another \uXXXX.
-            i += 2;
+            i += 6;
         }
     }
-    out.push_str(&raw[copied.min(raw.len())..]);
-    Cow::Owned(out)
+    match out {
+        None => Cow::Borrowed(raw),
+        Some(mut out) => {
+            out.push_str(&raw[copied.min(raw.len())..]);
+            Cow::Owned(out)
+        }
+    }
+}
+
+/// The code unit of the `\uXXXX` escape at `at`, if one is there.
+fn unicode_escape(bytes: &[u8], at: usize) -> Option<u32> {
+    let escape = bytes.get(at..at + 6)?;
+    if escape[0] != b'\\' || escape[1] != b'u' {
+        return None;
+    }
+    let hex = std::str::from_utf8(&escape[2..]).ok()?;
+    u32::from_str_radix(hex, 16).ok()
 }
 
 /// The dead letter of a message `source` sent and validation rejected.
@@ -283,12 +316,40 @@ mod tests {
             (r#"{"a":"\"\u0000"}"#, r#"{"a":"\"\ufffd"}"#),
         ];
         for (raw, want) in cases {
-            assert_eq!(without_nul_escapes(raw), want, "{raw}");
+            assert_eq!(storable_escapes(raw), want, "{raw}");
             let parsed: serde_json::Value = serde_json::from_str(want).unwrap();
             assert!(!parsed.to_string().contains('\0'));
         }
+        assert!(matches!(storable_escapes(r#"{"a":1}"#), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn unpaired_surrogate_escapes_become_replacement_characters_and_pairs_stay() {
+        let cases = [
+            // A pair (an emoji) stays, in either case of hex digits.
+            (r#"{"a":"\ud83d\ude00"}"#, r#"{"a":"\ud83d\ude00"}"#),
+            (r#"{"a":"\uD83D\uDE00"}"#, r#"{"a":"\uD83D\uDE00"}"#),
+            // A high half cut from its low half, at the end or before text.
+            (r#"{"a":"x\ud83d"}"#, r#"{"a":"x\ufffd"}"#),
+            (r#"{"a":"\ud83dy"}"#, r#"{"a":"\ufffdy"}"#),
+            // Two high halves: neither has its low half.
+            (r#"{"a":"\ud83d\ud83d"}"#, r#"{"a":"\ufffd\ufffd"}"#),
+            // A low half alone, and in a member name.
+            (r#"{"\udddd":"\uDDDD"}"#, r#"{"\ufffd":"\ufffd"}"#),
+            // A high half before an escape that is not a low half.
+            (r#"{"a":"\ud800\u0041"}"#, r#"{"a":"\ufffd\u0041"}"#),
+            // An escaped backslash, then text that only looks like one.
+            (r#"{"a":"\\udddd"}"#, r#"{"a":"\\udddd"}"#),
+            // Other escapes are left alone.
+            (r#"{"a":"\u00e9\n"}"#, r#"{"a":"\u00e9\n"}"#),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(storable_escapes(raw), want, "{raw}");
+            let parsed: Result<serde_json::Value, _> = serde_json::from_str(want);
+            assert!(parsed.is_ok(), "{want} is strict JSON");
+        }
         assert!(matches!(
-            without_nul_escapes(r#"{"a":1}"#),
+            storable_escapes(r#"{"a":"\ud83d\ude00\u00e9"}"#),
             Cow::Borrowed(_)
         ));
     }

@@ -4,11 +4,13 @@
 //! | stage | module | refuses with |
 //! |---|---|---|
 //! | authenticate (header, query) | [`auth`] | 401 |
+//! | the key's request rate (a key in a header) | [`rate`] | 429 + `Retry-After` |
 //! | take an ingest slot of the request's pool | [`slots`] | 429 + `Retry-After` |
 //! | bound the body as sent, in size and time | [`body`] | 413, 408 |
 //! | verify `Content-Digest`, decompress under limits | [`decode`] | 400, 413, 415 |
 //! | decode the JSON (per-message isolation) | `tally_proto::decode_json` | 400, 413 |
 //! | authenticate (body, message, query) | [`auth`] | 401 |
+//! | the key's request rate (a key in the body or query) | [`rate`] | 429 + `Retry-After` |
 //! | validate each message | `tally_proto::validate` | per message: `rejected` + reason |
 //! | correct the clock | [`clock`] | never |
 //! | build events and dead letters | [`events`] | — |
@@ -52,6 +54,7 @@ pub mod body;
 pub mod clock;
 pub mod decode;
 pub mod events;
+pub mod rate;
 pub mod slots;
 
 use axum::http::HeaderMap;

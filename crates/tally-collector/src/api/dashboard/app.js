@@ -1,6 +1,7 @@
 // Tally dashboard: login, the API client and the views. Every number on
-// the page comes from an admin-token-protected endpoint of the collector
-// (docs/query-api.md); the token lives in sessionStorage and goes out as
+// the page comes from a token-protected endpoint of the collector
+// (docs/query-api.md); the token (a read token, or the admin token, which
+// alone sees pipeline health) lives in sessionStorage and goes out as
 // `Authorization: Bearer` on every call. Each view records the exact API
 // request it showed (the "API:" line under it), so what the page shows can
 // be checked against the API by hand or by a test.
@@ -17,6 +18,8 @@
 
   const state = {
     token: null,
+    // 'read' or 'admin', as `GET /v1/me` says.
+    role: null,
     view: 'events',
     interval: 'day',
     retentionShow: 'percent',
@@ -206,7 +209,7 @@
   function describeLoginFailure(e) {
     if (!(e instanceof ApiError)) return `Sign-in failed: ${e.message}`;
     if (e.status === 401) return `This token was refused (401 ${e.code}: ${e.message}).`;
-    if (e.status === 403) return `This is not an admin token (403 ${e.code}: ${e.message}).`;
+    if (e.status === 403) return `This token may not read queries (403 ${e.code}: ${e.message}).`;
     return `Sign-in failed: ${e.describe()}`;
   }
 
@@ -218,8 +221,10 @@
     button.disabled = true;
     try {
       const stats = await api('/v1/stats', token);
+      const me = await api('/v1/me', token);
       sessionStorage.setItem(TOKEN_KEY, token);
       state.token = token;
+      state.role = me.role;
       start(stats);
     } catch (e) {
       showLogin(describeLoginFailure(e));
@@ -231,6 +236,7 @@
   function logout(message) {
     sessionStorage.removeItem(TOKEN_KEY);
     state.token = null;
+    state.role = null;
     state.generation += 1;
     state.loadedWith = {};
     state.topEvents = [];
@@ -245,6 +251,7 @@
       $('.query code', section).textContent = '';
     }
     for (const node of $$('#totals .stat-value')) node.textContent = '–';
+    delete $('#totals').dataset.state;
     for (const id of ['#events-event', '#retention-event', '#breakdown-event']) $(id).replaceChildren();
     $('#funnel-steps').replaceChildren();
     $('#alerts-webhook').textContent = '';
@@ -253,7 +260,13 @@
     showLogin(message);
   }
 
+  /** The views this token may see: pipeline health is the admin's. */
+  function allowedViews() {
+    return VIEWS.filter((view) => view !== 'health' || state.role === 'admin');
+  }
+
   async function start(stats) {
+    for (const node of $$('[data-admin]')) node.hidden = state.role !== 'admin';
     showApp();
     state.generation += 1;
     state.loadedWith = {};
@@ -794,7 +807,7 @@
 
   function route() {
     const asked = (location.hash || '').replace(/^#\/?/, '');
-    state.view = VIEWS.includes(asked) ? asked : 'events';
+    state.view = allowedViews().includes(asked) ? asked : 'events';
     for (const section of $$('.view')) section.hidden = section.dataset.view !== state.view;
     for (const tab of $$('#tabs .tab')) {
       const on = tab.dataset.view === state.view;
@@ -860,8 +873,11 @@
       return;
     }
     state.token = saved;
-    api('/v1/stats')
-      .then((stats) => start(stats))
+    Promise.all([api('/v1/stats'), api('/v1/me')])
+      .then(([stats, me]) => {
+        state.role = me.role;
+        start(stats);
+      })
       .catch((e) => {
         if (e instanceof ApiError && (e.status === 401 || e.status === 403)) {
           logout('The saved token is no longer accepted. Sign in again.');
