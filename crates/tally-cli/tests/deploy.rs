@@ -29,6 +29,7 @@ fn the_example_config_loads_with_the_values_it_shows() {
         Some(vec!["ios-app-key".to_owned(), "android-app-key".to_owned()])
     );
     assert_eq!(settings.admin_token, None);
+    assert_eq!(settings.read_tokens, None);
     assert_eq!(settings.database_url, None);
     let config = settings.resolve().unwrap();
     assert_eq!(
@@ -76,6 +77,25 @@ fn every_key_on(text: &str) -> String {
         .join("\n")
 }
 
+/// The `tally.toml` keys of the flags' rows of the configuration reference
+/// in docs/operating.md (its third column).
+fn reference_keys() -> Vec<String> {
+    let guide = std::fs::read_to_string(deploy().join("../docs/operating.md")).unwrap();
+    guide
+        .lines()
+        .filter(|l| l.starts_with("| `--"))
+        .filter_map(|l| l.split('|').nth(3))
+        .flat_map(|cell| {
+            cell.split('`')
+                .skip(1)
+                .step_by(2)
+                .filter(|k| !k.is_empty() && k.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
 #[test]
 fn every_commented_key_is_a_valid_setting() {
     let text = std::fs::read_to_string(deploy().join("tally.toml")).unwrap();
@@ -87,6 +107,10 @@ fn every_commented_key_is_a_valid_setting() {
     // Every key of the reference is there.
     assert!(settings.database_url.is_some());
     assert!(settings.admin_token.is_some());
+    assert_eq!(
+        settings.read_tokens,
+        Some(vec!["change-me-analyst-read-token".to_owned()])
+    );
     assert!(settings.tls_cert.is_some() && settings.tls_key.is_some());
     assert_eq!(settings.max_connections, Some(4096));
     assert!(settings.cors_origins.is_some());
@@ -121,31 +145,8 @@ fn every_commented_key_is_a_valid_setting() {
         .take_while(|l| !l.starts_with('['))
         .filter_map(|l| l.split_once(" = ").map(|(k, _)| k))
         .collect();
-    let guide = std::fs::read_to_string(deploy().join("../docs/operating.md")).unwrap();
-    let reference = guide
-        .split("## Configuration reference")
-        .nth(1)
-        .and_then(|rest| rest.split("\n## ").next())
-        .unwrap();
-    let documented: Vec<String> = reference
-        .lines()
-        .filter(|l| l.starts_with("| `--"))
-        .filter_map(|l| l.split('|').nth(3))
-        .flat_map(|cell| {
-            cell.split('`')
-                .skip(1)
-                .step_by(2)
-                .map(str::to_owned)
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    assert_eq!(top, documented);
-    assert!(top.contains(&"read_tokens") && top.contains(&"key_rate"));
-    assert_eq!(config.read_tokens.len(), 1);
-    assert_eq!(
-        config.key_rate.map(|r| (r.per_s, r.burst)),
-        Some((200.0, 400.0))
-    );
+    assert_eq!(top, reference_keys(), "{all}");
+    assert!(config.key_rate.is_some());
     let tables: Vec<&str> = all.lines().filter(|l| l.starts_with('[')).collect();
     assert_eq!(
         tables,
