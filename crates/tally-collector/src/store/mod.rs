@@ -213,6 +213,21 @@ pub(crate) fn owns(owner: Option<&str>, source: &str) -> bool {
     owner.is_none_or(|o| o.is_empty() || o == source)
 }
 
+/// The stored form of a seq: one that fits the signed column, else none
+/// (see [`ranges::MAX_TRACKED_SEQ`]).
+pub(crate) fn tracked(seq: Option<u64>) -> Option<i64> {
+    seq.filter(|s| *s <= ranges::MAX_TRACKED_SEQ)
+        .and_then(|s| i64::try_from(s).ok())
+}
+
+/// The stored code of a priority.
+pub(crate) fn priority_str(p: Priority) -> &'static str {
+    match p {
+        Priority::Normal => "normal",
+        Priority::Critical => "critical",
+    }
+}
+
 /// Sequence numbers `from..=to` of one install, dropped on the device.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DroppedRange {
