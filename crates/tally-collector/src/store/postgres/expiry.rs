@@ -127,7 +127,7 @@ const EXPIRE_ALL_EXCEPT_SQL: &str = "WITH gone AS (DELETE FROM events WHERE (sou
 
 /// Locks the `active_slots` rows (`$1` slots, `$2` identities) of the
 /// product events a retention chunk deleted, in key order (the order
-/// batches lock them in, [`ADD_ACTIVITY_SQL`]), before the chunk reads
+/// batches lock them in, [`ADD_ACTIVITY_SQL`](super::statements::ADD_ACTIVITY_SQL)), before the chunk reads
 /// which of them still have events: it waits for the batches that
 /// upserted them, so their events are seen.
 const LOCK_EXPIRED_SLOTS_SQL: &str = "SELECT 1 FROM active_slots a \

@@ -10,7 +10,7 @@ use crate::store::health::{self, BatchHealth, PipelineFigures};
 use crate::store::StoreError;
 use ::postgres::{Client, IsolationLevel};
 
-/// Requests that reached no write transaction (see [`Store::add_batches`]).
+/// Requests that reached no write transaction (see [`Store::add_batches`](crate::store::Store::add_batches)).
 const ADD_BATCHES_SQL: &str = "WITH c AS (UPDATE counters SET batches = batches + $3, \
     batches_ok = batches_ok + $4 WHERE shard = $1) \
     INSERT INTO health_hours AS t (hour, shard, batches, batches_ok, accepted, duplicate, rejected) \

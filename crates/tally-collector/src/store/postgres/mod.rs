@@ -69,7 +69,7 @@
 //! |---|---|
 //! | `schema` | the migrations and the runner that applies them under [`MIGRATION_LOCK`] |
 //! | `pool` | the connection pool, each connection with the write path's statements prepared |
-//! | `statements` | the write path's statements ([`statements::Prepared`]) |
+//! | `statements` | the write path's statements (`Prepared`) |
 //! | `write` | one batch's write: refusals, dedup, identities, links, rollups, counters |
 //! | `installs` | completeness: seen and dropped seq ranges of an install, written and read |
 //! | `dead_letters` | rejected messages read back, and the totals of what was kept |

@@ -1,6 +1,6 @@
 //! The PostgreSQL schema: versioned migrations ([`MIGRATIONS`]), applied
 //! at connect in one transaction holding the advisory lock
-//! [`MIGRATION_LOCK`](super::MIGRATION_LOCK), so collectors starting
+//! [`MIGRATION_LOCK`], so collectors starting
 //! together apply each one once. `schema_version` holds the number
 //! applied (one row). A schema newer than this binary is refused
 //! ([`StoreError::Migration`]).

@@ -151,7 +151,7 @@ pub(super) const SELECT_IDENTS_SQL: &str =
 /// A slot row that exists is locked, not rewritten (`DO UPDATE ... WHERE
 /// false` locks the conflicting row and updates nothing): a retention
 /// chunk that would delete it as emptied waits for this batch to commit
-/// and then sees its event (see [`LOCK_EXPIRED_SLOTS_SQL`]). A row that a
+/// and then sees its event (see `LOCK_EXPIRED_SLOTS_SQL` in [`super::expiry`]). A row that a
 /// chunk is deleting makes the upsert wait for that chunk and then insert
 /// it again. `DO NOTHING` locks nothing, and the chunk could delete the
 /// row this batch's event needs.

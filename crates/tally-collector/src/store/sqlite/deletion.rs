@@ -135,7 +135,7 @@ fn tombstoned(conn: &Connection, user: &str) -> Result<bool, StoreError> {
 /// bytes, so the page images a deletion replaced (which still hold the
 /// deleted values) leave the WAL now rather than when later commits
 /// happen to overwrite them. Ingest waits while it runs (milliseconds
-/// for a WAL of [`WAL_AUTOCHECKPOINT_PAGES`]); a reader that keeps it
+/// for a WAL of [`WAL_AUTOCHECKPOINT_PAGES`](super::WAL_AUTOCHECKPOINT_PAGES)); a reader that keeps it
 /// waiting past [`ERASE_WAL_TIMEOUT`] leaves the old frames to the next
 /// checkpoint, with a warning.
 fn erase_wal(store: &SqliteStore) {

@@ -224,7 +224,7 @@ impl Writer {
 /// Copies the WAL into the database file on its own connection and
 /// thread, every [`CHECKPOINT_INTERVAL`], so the writer's commits rarely
 /// pay for it. A passive checkpoint never blocks the writer; the writer's
-/// own auto-checkpoint ([`WAL_AUTOCHECKPOINT_PAGES`]) stays as the
+/// own auto-checkpoint ([`WAL_AUTOCHECKPOINT_PAGES`](super::WAL_AUTOCHECKPOINT_PAGES)) stays as the
 /// backstop that lets the WAL restart from its beginning, and finds most
 /// pages already copied.
 #[derive(Debug)]
