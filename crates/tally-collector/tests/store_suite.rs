@@ -1363,7 +1363,10 @@ macro_rules! store_suite {
 
 mod sqlite {
     use super::*;
-    use tally_collector::store::{SqliteOptions, SqliteStore, StoreError, Synchronous};
+    use tally_collector::store::{
+        AdminStore, HealthStore, IngestStore, QueryStore, SqliteOptions, SqliteStore, StoreError,
+        Synchronous,
+    };
 
     pub(super) fn fresh() -> (Arc<dyn Store>, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
@@ -1627,7 +1630,7 @@ mod sqlite {
 
 mod postgres {
     use super::*;
-    use tally_collector::store::{PostgresStore, StoreError};
+    use tally_collector::store::{HealthStore, IngestStore, PostgresStore, StoreError};
 
     pub use super::test_db::TestDb;
 

@@ -7,72 +7,104 @@
 use super::statements::Prepared;
 use super::{pg_error, PostgresStore};
 use crate::store::health::{self, BatchHealth, PipelineFigures};
-use crate::store::StoreError;
+use crate::store::outbox::AlertOutbox;
+use crate::store::{HealthStore, Stats, StoreError};
 use ::postgres::{Client, IsolationLevel};
 
-/// Requests that reached no write transaction (see [`Store::add_batches`](crate::store::Store::add_batches)).
+/// Requests that reached no write transaction (see [`HealthStore::add_batches`]).
 const ADD_BATCHES_SQL: &str = "WITH c AS (UPDATE counters SET batches = batches + $3, \
     batches_ok = batches_ok + $4 WHERE shard = $1) \
     INSERT INTO health_hours AS t (hour, shard, batches, batches_ok, accepted, duplicate, rejected) \
     VALUES ($2, $1, $3, $4, 0, 0, 0) ON CONFLICT (hour, shard) DO UPDATE SET \
     batches = t.batches + excluded.batches, batches_ok = t.batches_ok + excluded.batches_ok";
 
-pub(super) fn add_batches(
-    store: &PostgresStore,
-    at: i64,
-    batches: u64,
-    succeeded: u64,
-) -> Result<(), StoreError> {
-    if batches == 0 {
-        return Ok(());
+impl HealthStore for PostgresStore {
+    fn stats(&self) -> Result<Stats, StoreError> {
+        let mut conn = self.pool.get()?;
+        let row = conn
+            .client
+            .query_one(
+                "SELECT sum(accepted)::int8, sum(duplicate)::int8, sum(rejected)::int8, sum(stored)::int8 \
+                 FROM counters",
+                &[],
+            )
+            .map_err(pg_error)?;
+        // An empty sum is NULL; a shard can go negative after a deletion,
+        // the sum cannot.
+        let get = |i: usize| -> Result<u64, StoreError> {
+            Ok(row
+                .try_get::<_, Option<i64>>(i)
+                .map_err(pg_error)?
+                .unwrap_or(0)
+                .max(0) as u64)
+        };
+        Ok(Stats {
+            accepted: get(0)?,
+            duplicate: get(1)?,
+            rejected: get(2)?,
+            events: get(3)?,
+        })
     }
-    let shard = store.shard();
-    let hour = health::hour_of(at);
-    let (batches, succeeded) = (batches as i64, succeeded as i64);
-    let mut conn = store.pool.get()?;
-    conn.client
-        .execute(ADD_BATCHES_SQL, &[&shard, &hour, &batches, &succeeded])
-        .map(|_| ())
-        .map_err(pg_error)
-}
 
-pub(super) fn pipeline_health(
-    store: &PostgresStore,
-    from: i64,
-    to: i64,
-    now: i64,
-) -> Result<PipelineFigures, StoreError> {
-    let mut conn = store.pool.get()?;
-    // One snapshot for every figure.
-    let mut tx = conn
-        .client
-        .build_transaction()
-        .isolation_level(IsolationLevel::RepeatableRead)
-        .read_only(true)
-        .start()
-        .map_err(pg_error)?;
-    let figures = read_pipeline_health(&mut tx, from, to, now).map_err(pg_error)?;
-    tx.commit().map_err(pg_error)?;
-    Ok(figures)
-}
-
-pub(super) fn prune_health(store: &PostgresStore, before: i64) -> Result<u64, StoreError> {
-    let mut conn = store.pool.get()?;
-    // One statement per table, each its own transaction: they touch
-    // only past hours, which no batch writes any more.
-    let mut deleted = 0;
-    for sql in health::PRUNE_SQL {
-        deleted += conn.client.execute(sql, &[&before]).map_err(pg_error)?;
+    fn ping(&self) -> Result<(), StoreError> {
+        let mut conn = self.pool.get()?;
+        conn.client
+            .simple_query("SELECT 1")
+            .map(|_| ())
+            .map_err(pg_error)
     }
-    // Notifications done with (delivered or given up) as long ago.
-    deleted += conn
-        .client
-        .execute(
-            "DELETE FROM alert_outbox WHERE done_at IS NOT NULL AND done_at < $1",
-            &[&before],
-        )
-        .map_err(pg_error)?;
-    Ok(deleted)
+
+    fn alert_outbox(&self) -> Option<&dyn AlertOutbox> {
+        Some(self)
+    }
+
+    fn add_batches(&self, at: i64, batches: u64, succeeded: u64) -> Result<(), StoreError> {
+        if batches == 0 {
+            return Ok(());
+        }
+        let shard = self.shard();
+        let hour = health::hour_of(at);
+        let (batches, succeeded) = (batches as i64, succeeded as i64);
+        let mut conn = self.pool.get()?;
+        conn.client
+            .execute(ADD_BATCHES_SQL, &[&shard, &hour, &batches, &succeeded])
+            .map(|_| ())
+            .map_err(pg_error)
+    }
+
+    fn pipeline_health(&self, from: i64, to: i64, now: i64) -> Result<PipelineFigures, StoreError> {
+        let mut conn = self.pool.get()?;
+        // One snapshot for every figure.
+        let mut tx = conn
+            .client
+            .build_transaction()
+            .isolation_level(IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .map_err(pg_error)?;
+        let figures = read_pipeline_health(&mut tx, from, to, now).map_err(pg_error)?;
+        tx.commit().map_err(pg_error)?;
+        Ok(figures)
+    }
+
+    fn prune_health(&self, before: i64) -> Result<u64, StoreError> {
+        let mut conn = self.pool.get()?;
+        // One statement per table, each its own transaction: they touch
+        // only past hours, which no batch writes any more.
+        let mut deleted = 0;
+        for sql in health::PRUNE_SQL {
+            deleted += conn.client.execute(sql, &[&before]).map_err(pg_error)?;
+        }
+        // Notifications done with (delivered or given up) as long ago.
+        deleted += conn
+            .client
+            .execute(
+                "DELETE FROM alert_outbox WHERE done_at IS NOT NULL AND done_at < $1",
+                &[&before],
+            )
+            .map_err(pg_error)?;
+        Ok(deleted)
+    }
 }
 
 pub(super) fn write_health(

@@ -96,13 +96,10 @@ mod write;
 pub use pool::{CHECKOUT_TIMEOUT, CONNECT_TIMEOUT, MAX_CONNECTIONS};
 pub use schema::MIGRATIONS;
 
-use super::health::PipelineFigures;
-use super::outbox::AlertOutbox;
 use super::InstallEvent;
 use super::{
-    DeadLetter, DeadLetterLimits, DeadLetterTotals, DeletionRecord, DeletionReport, EventCount,
-    ExpiryScope, ExportCursor, ExportedEvent, InstallReport, NewEvent, Stats, Store, StoreError,
-    StoredDeadLetter, WriteOutcome,
+    AdminStore, DeadLetterLimits, DeadLetterTotals, DeletionRecord, DeletionReport, ExportCursor,
+    ExportedEvent, InstallReport, StoreError, StoredDeadLetter,
 };
 use ::postgres::error::SqlState;
 use ::postgres::{Config, SimpleQueryMessage};
@@ -308,55 +305,7 @@ impl PostgresStore {
     }
 }
 
-impl Store for PostgresStore {
-    fn alert_outbox(&self) -> Option<&dyn AlertOutbox> {
-        Some(self)
-    }
-
-    fn write_batch(
-        &self,
-        events: &[NewEvent],
-        dead_letters: &[DeadLetter],
-    ) -> Result<Vec<WriteOutcome>, StoreError> {
-        write::write_batch(self, events, dead_letters)
-    }
-
-    fn stats(&self) -> Result<Stats, StoreError> {
-        let mut conn = self.pool.get()?;
-        let row = conn
-            .client
-            .query_one(
-                "SELECT sum(accepted)::int8, sum(duplicate)::int8, sum(rejected)::int8, sum(stored)::int8 \
-                 FROM counters",
-                &[],
-            )
-            .map_err(pg_error)?;
-        // An empty sum is NULL; a shard can go negative after a deletion,
-        // the sum cannot.
-        let get = |i: usize| -> Result<u64, StoreError> {
-            Ok(row
-                .try_get::<_, Option<i64>>(i)
-                .map_err(pg_error)?
-                .unwrap_or(0)
-                .max(0) as u64)
-        };
-        Ok(Stats {
-            accepted: get(0)?,
-            duplicate: get(1)?,
-            rejected: get(2)?,
-            events: get(3)?,
-        })
-    }
-
-    fn count_events(
-        &self,
-        event: &str,
-        from: Option<i64>,
-        to: Option<i64>,
-    ) -> Result<EventCount, StoreError> {
-        queries::count_events(self, event, from, to)
-    }
-
+impl AdminStore for PostgresStore {
     fn install(&self, install_id: &str) -> Result<Option<InstallReport>, StoreError> {
         installs::install(self, install_id)
     }
@@ -369,45 +318,12 @@ impl Store for PostgresStore {
         deletion::is_deleted(self, user_id)
     }
 
-    fn ping(&self) -> Result<(), StoreError> {
-        let mut conn = self.pool.get()?;
-        conn.client
-            .simple_query("SELECT 1")
-            .map(|_| ())
-            .map_err(pg_error)
-    }
-
     fn dead_letters(&self, limit: usize) -> Result<Vec<StoredDeadLetter>, StoreError> {
         dead_letters::dead_letters(self, limit)
     }
 
     fn dead_letter_totals(&self) -> Result<DeadLetterTotals, StoreError> {
         dead_letters::dead_letter_totals(self)
-    }
-
-    fn add_batches(&self, at: i64, batches: u64, succeeded: u64) -> Result<(), StoreError> {
-        health::add_batches(self, at, batches, succeeded)
-    }
-
-    fn pipeline_health(&self, from: i64, to: i64, now: i64) -> Result<PipelineFigures, StoreError> {
-        health::pipeline_health(self, from, to, now)
-    }
-
-    fn prune_health(&self, before: i64) -> Result<u64, StoreError> {
-        health::prune_health(self, before)
-    }
-
-    fn expire_events(
-        &self,
-        scope: ExpiryScope<'_>,
-        before: i64,
-        limit: usize,
-    ) -> Result<u64, StoreError> {
-        expiry::expire_events(self, scope, before, limit)
-    }
-
-    fn expire_dead_letters(&self, before: i64, limit: usize) -> Result<u64, StoreError> {
-        expiry::expire_dead_letters(self, before, limit)
     }
 
     fn deletions(&self, limit: usize) -> Result<Vec<DeletionRecord>, StoreError> {

@@ -13,7 +13,7 @@ use crate::store::query::{
     name_idents_sql, push_name_ident, sessions_sql, step_idents_sql, BreakdownGroup, CountPeople,
     ProductQueries, Span, SLOT_IDENTS_SQL,
 };
-use crate::store::{EventCount, StoreError};
+use crate::store::{EventCount, QueryStore, StoreError};
 use ::postgres::types::ToSql;
 use ::postgres::Row;
 
@@ -145,25 +145,27 @@ impl PostgresStore {
     }
 }
 
-pub(super) fn count_events(
-    store: &PostgresStore,
-    event: &str,
-    from: Option<i64>,
-    to: Option<i64>,
-) -> Result<EventCount, StoreError> {
-    let sql = identity::count_sql("$2", "$3", "$1");
-    let mut conn = store.pool.get()?;
-    let row = conn
-        .client
-        .query_one(
-            &sql,
-            &[&event, &from.unwrap_or(i64::MIN), &to.unwrap_or(i64::MAX)],
-        )
-        .map_err(pg_error)?;
-    Ok(EventCount {
-        count: row.try_get::<_, i64>(0).map_err(pg_error)? as u64,
-        users: row.try_get::<_, i64>(1).map_err(pg_error)? as u64,
-    })
+impl QueryStore for PostgresStore {
+    fn count_events(
+        &self,
+        event: &str,
+        from: Option<i64>,
+        to: Option<i64>,
+    ) -> Result<EventCount, StoreError> {
+        let sql = identity::count_sql("$2", "$3", "$1");
+        let mut conn = self.pool.get()?;
+        let row = conn
+            .client
+            .query_one(
+                &sql,
+                &[&event, &from.unwrap_or(i64::MIN), &to.unwrap_or(i64::MAX)],
+            )
+            .map_err(pg_error)?;
+        Ok(EventCount {
+            count: row.try_get::<_, i64>(0).map_err(pg_error)? as u64,
+            users: row.try_get::<_, i64>(1).map_err(pg_error)? as u64,
+        })
+    }
 }
 
 impl ProductQueries for PostgresStore {

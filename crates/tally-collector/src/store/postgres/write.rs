@@ -19,27 +19,29 @@ use crate::store::health::BatchHealth;
 use crate::store::identity::{self, Link};
 use crate::store::query;
 use crate::store::{
-    priority_str, tracked, DeadLetter, DeadLetterBudget, DeadLetterLimits, NewEvent, StoreError,
-    WriteOutcome,
+    priority_str, tracked, DeadLetter, DeadLetterBudget, DeadLetterLimits, IngestStore, NewEvent,
+    StoreError, WriteOutcome,
 };
 use ::postgres::Client;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use tally_proto::RejectReason;
 
-pub(super) fn write_batch(
-    store: &PostgresStore,
-    events: &[NewEvent],
-    dead_letters: &[DeadLetter],
-) -> Result<Vec<WriteOutcome>, StoreError> {
-    let shard = store.shard();
-    store.transaction(true, |conn, tombstones_exist| {
-        let flags = Flags {
-            tombstones_exist,
-            legacy_events: store.legacy_events,
-            dead_letters: store.dead_letter_limits,
-        };
-        write(conn, events, dead_letters, shard, flags)
-    })
+impl IngestStore for PostgresStore {
+    fn write_batch(
+        &self,
+        events: &[NewEvent],
+        dead_letters: &[DeadLetter],
+    ) -> Result<Vec<WriteOutcome>, StoreError> {
+        let shard = self.shard();
+        self.transaction(true, |conn, tombstones_exist| {
+            let flags = Flags {
+                tombstones_exist,
+                legacy_events: self.legacy_events,
+                dead_letters: self.dead_letter_limits,
+            };
+            write(conn, events, dead_letters, shard, flags)
+        })
+    }
 }
 
 /// The dead letters a batch keeps, as the insert's arrays.

@@ -11,87 +11,85 @@
 
 use super::{db_error, SqliteStore};
 use crate::store::query;
-use crate::store::{ExpiryScope, StoreError};
+use crate::store::{ExpiryScope, RetentionStore, StoreError};
 use rusqlite::{params, Connection};
 use std::collections::HashSet;
 
-pub(super) fn expire_events(
-    store: &SqliteStore,
-    scope: ExpiryScope<'_>,
-    before: i64,
-    limit: usize,
-) -> Result<u64, StoreError> {
-    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    // The row ids first (an index range: by name and time, or by time),
-    // then those rows; the writer holds them for one chunk only.
-    let (sql, left, names) = match scope {
-        ExpiryScope::Event(name) => (EXPIRE_EVENT, EXPIRED_EVENT_LEFT, name.to_owned()),
-        ExpiryScope::AllExcept(names) => (
-            EXPIRE_ALL_EXCEPT,
-            EXPIRED_ALL_EXCEPT_LEFT,
-            serde_json::to_string(names).map_err(|e| StoreError::Backend(e.to_string()))?,
-        ),
-    };
-    store.writer.run(0, |state| {
-        let conn = &state.conn;
-        let mut expired = query::Expired::default();
-        let deleted = conn
-            .prepare_cached(sql)
-            .and_then(|mut s| {
-                let mut rows = s.query(params![names, before, limit])?;
-                let mut deleted = 0_u64;
-                while let Some(row) = rows.next()? {
-                    expired.add(row.get(0)?, row.get(1)?, row.get(2)?);
-                    deleted += 1;
-                }
-                Ok(deleted)
-            })
-            .map_err(db_error)?;
-        if deleted > 0 {
-            conn.prepare_cached("UPDATE counters SET stored = stored - ?1 WHERE id = 0")
-                .and_then(|mut s| s.execute([deleted as i64]))
-                .map_err(db_error)?;
-        }
-        // Only a full chunk can have stopped inside a slot.
-        let more_in_last = match expired.rest_of_last_slot(before) {
-            Some((from, to)) if deleted == limit as u64 => conn
-                .prepare_cached(left)
-                .and_then(|mut s| s.exists(params![names, from, to]))
-                .map_err(db_error)?,
-            _ => false,
+impl RetentionStore for SqliteStore {
+    fn expire_events(
+        &self,
+        scope: ExpiryScope<'_>,
+        before: i64,
+        limit: usize,
+    ) -> Result<u64, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        // The row ids first (an index range: by name and time, or by time),
+        // then those rows; the writer holds them for one chunk only.
+        let (sql, left, names) = match scope {
+            ExpiryScope::Event(name) => (EXPIRE_EVENT, EXPIRED_EVENT_LEFT, name.to_owned()),
+            ExpiryScope::AllExcept(names) => (
+                EXPIRE_ALL_EXCEPT,
+                EXPIRED_ALL_EXCEPT_LEFT,
+                serde_json::to_string(names).map_err(|e| StoreError::Backend(e.to_string()))?,
+            ),
         };
-        for pair in drop_emptied_rollups(conn, &expired, more_in_last)? {
-            state.known.slots.remove(&pair);
-        }
-        Ok(deleted)
-    })
-}
+        self.writer.run(0, |state| {
+            let conn = &state.conn;
+            let mut expired = query::Expired::default();
+            let deleted = conn
+                .prepare_cached(sql)
+                .and_then(|mut s| {
+                    let mut rows = s.query(params![names, before, limit])?;
+                    let mut deleted = 0_u64;
+                    while let Some(row) = rows.next()? {
+                        expired.add(row.get(0)?, row.get(1)?, row.get(2)?);
+                        deleted += 1;
+                    }
+                    Ok(deleted)
+                })
+                .map_err(db_error)?;
+            if deleted > 0 {
+                conn.prepare_cached("UPDATE counters SET stored = stored - ?1 WHERE id = 0")
+                    .and_then(|mut s| s.execute([deleted as i64]))
+                    .map_err(db_error)?;
+            }
+            // Only a full chunk can have stopped inside a slot.
+            let more_in_last = match expired.rest_of_last_slot(before) {
+                Some((from, to)) if deleted == limit as u64 => conn
+                    .prepare_cached(left)
+                    .and_then(|mut s| s.exists(params![names, from, to]))
+                    .map_err(db_error)?,
+                _ => false,
+            };
+            for pair in drop_emptied_rollups(conn, &expired, more_in_last)? {
+                state.known.slots.remove(&pair);
+            }
+            Ok(deleted)
+        })
+    }
 
-pub(super) fn expire_dead_letters(
-    store: &SqliteStore,
-    before: i64,
-    limit: usize,
-) -> Result<u64, StoreError> {
-    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    store.writer.run(0, |state| {
-        let conn = &state.conn;
-        let bytes: Vec<i64> = conn
-            .prepare_cached(
-                "DELETE FROM dead_letters WHERE row_id IN (SELECT row_id FROM dead_letters \
-                 WHERE received_at < ?1 LIMIT ?2) RETURNING length(CAST(raw AS BLOB))",
-            )
-            .and_then(|mut s| s.query_map(params![before, limit], |r| r.get(0))?.collect())
-            .map_err(db_error)?;
-        if !bytes.is_empty() {
-            conn.prepare_cached(
-                "UPDATE counters SET dead_letter_rows = dead_letter_rows - ?1, \
-                 dead_letter_bytes = dead_letter_bytes - ?2 WHERE id = 0",
-            )
-            .and_then(|mut s| s.execute(params![bytes.len() as i64, bytes.iter().sum::<i64>()]))
-            .map_err(db_error)?;
-        }
-        Ok(bytes.len() as u64)
-    })
+    fn expire_dead_letters(&self, before: i64, limit: usize) -> Result<u64, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.writer.run(0, |state| {
+            let conn = &state.conn;
+            let bytes: Vec<i64> = conn
+                .prepare_cached(
+                    "DELETE FROM dead_letters WHERE row_id IN (SELECT row_id FROM dead_letters \
+                     WHERE received_at < ?1 LIMIT ?2) RETURNING length(CAST(raw AS BLOB))",
+                )
+                .and_then(|mut s| s.query_map(params![before, limit], |r| r.get(0))?.collect())
+                .map_err(db_error)?;
+            if !bytes.is_empty() {
+                conn.prepare_cached(
+                    "UPDATE counters SET dead_letter_rows = dead_letter_rows - ?1, \
+                     dead_letter_bytes = dead_letter_bytes - ?2 WHERE id = 0",
+                )
+                .and_then(|mut s| s.execute(params![bytes.len() as i64, bytes.iter().sum::<i64>()]))
+                .map_err(db_error)?;
+            }
+            Ok(bytes.len() as u64)
+        })
+    }
 }
 
 /// One chunk of one event name's expired events (`?1` the name, `?2` the

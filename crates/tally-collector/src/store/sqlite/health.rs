@@ -5,57 +5,72 @@
 
 use super::{db_error, SqliteStore};
 use crate::store::health::{self, BatchHealth, PipelineFigures};
-use crate::store::StoreError;
+use crate::store::{HealthStore, Stats, StoreError};
 use rusqlite::{params, Connection};
 
-pub(super) fn add_batches(
-    store: &SqliteStore,
-    at: i64,
-    batches: u64,
-    succeeded: u64,
-) -> Result<(), StoreError> {
-    if batches == 0 {
-        return Ok(());
+impl HealthStore for SqliteStore {
+    fn stats(&self) -> Result<Stats, StoreError> {
+        self.readers.with(|c| {
+            c.query_row(
+                "SELECT accepted, duplicate, rejected, stored FROM counters WHERE id = 0",
+                [],
+                |r| {
+                    Ok(Stats {
+                        accepted: r.get::<_, i64>(0)? as u64,
+                        duplicate: r.get::<_, i64>(1)? as u64,
+                        rejected: r.get::<_, i64>(2)? as u64,
+                        events: r.get::<_, i64>(3)? as u64,
+                    })
+                },
+            )
+            .map_err(db_error)
+        })
     }
-    let (batches, succeeded) = (batches as i64, succeeded as i64);
-    store.writer.run(0, |state| {
-        let conn = &state.conn;
-        conn.prepare_cached(
-            "UPDATE counters SET batches = batches + ?1, batches_ok = batches_ok + ?2 WHERE id = 0",
-        )
-        .and_then(|mut s| s.execute(params![batches, succeeded]))
-        .map_err(db_error)?;
-        add_health_hour(conn, health::hour_of(at), batches, succeeded, [0, 0, 0])
-    })
-}
 
-pub(super) fn pipeline_health(
-    store: &SqliteStore,
-    from: i64,
-    to: i64,
-    now: i64,
-) -> Result<PipelineFigures, StoreError> {
-    store.readers.with(|c| {
-        // One read transaction: every figure sees the same commit.
-        c.execute_batch("BEGIN").map_err(db_error)?;
-        let figures = read_pipeline_health(c, from, to, now);
-        let _ = c.execute_batch("COMMIT");
-        figures
-    })
-}
+    fn ping(&self) -> Result<(), StoreError> {
+        self.readers
+            .with(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(db_error))
+    }
 
-pub(super) fn prune_health(store: &SqliteStore, before: i64) -> Result<u64, StoreError> {
-    store.writer.run(0, |state| {
-        let mut deleted = 0;
-        for sql in health::PRUNE_SQL {
-            deleted += state
-                .conn
-                .prepare_cached(&health::sqlite_sql(sql))
-                .and_then(|mut s| s.execute([before]))
-                .map_err(db_error)? as u64;
+    fn add_batches(&self, at: i64, batches: u64, succeeded: u64) -> Result<(), StoreError> {
+        if batches == 0 {
+            return Ok(());
         }
-        Ok(deleted)
-    })
+        let (batches, succeeded) = (batches as i64, succeeded as i64);
+        self.writer.run(0, |state| {
+            let conn = &state.conn;
+            conn.prepare_cached(
+                "UPDATE counters SET batches = batches + ?1, batches_ok = batches_ok + ?2 WHERE id = 0",
+            )
+            .and_then(|mut s| s.execute(params![batches, succeeded]))
+            .map_err(db_error)?;
+            add_health_hour(conn, health::hour_of(at), batches, succeeded, [0, 0, 0])
+        })
+    }
+
+    fn pipeline_health(&self, from: i64, to: i64, now: i64) -> Result<PipelineFigures, StoreError> {
+        self.readers.with(|c| {
+            // One read transaction: every figure sees the same commit.
+            c.execute_batch("BEGIN").map_err(db_error)?;
+            let figures = read_pipeline_health(c, from, to, now);
+            let _ = c.execute_batch("COMMIT");
+            figures
+        })
+    }
+
+    fn prune_health(&self, before: i64) -> Result<u64, StoreError> {
+        self.writer.run(0, |state| {
+            let mut deleted = 0;
+            for sql in health::PRUNE_SQL {
+                deleted += state
+                    .conn
+                    .prepare_cached(&health::sqlite_sql(sql))
+                    .and_then(|mut s| s.execute([before]))
+                    .map_err(db_error)? as u64;
+            }
+            Ok(deleted)
+        })
+    }
 }
 
 /// Adds to the `health_hours` row of (`hour`, shard 0).

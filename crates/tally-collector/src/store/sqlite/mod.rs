@@ -3,7 +3,7 @@
 //! # Writes: one connection, group commit
 //!
 //! SQLite allows one writer at a time, so the store keeps one writer
-//! connection behind a mutex and merges concurrent [`Store::write_batch`]
+//! connection behind a mutex and merges concurrent [`IngestStore::write_batch`](crate::store::IngestStore::write_batch)
 //! calls into one transaction (group commit): the first caller opens the
 //! transaction, each caller runs its own batch inside a `SAVEPOINT` (a
 //! failure rolls back that batch alone), and the caller that finds nobody
@@ -85,12 +85,10 @@ mod writer;
 pub use schema::MIGRATIONS;
 pub use writer::{MAX_GROUP_AGE, MAX_GROUP_EVENTS};
 
-use super::health::PipelineFigures;
 use super::InstallEvent;
 use super::{
-    DeadLetter, DeadLetterLimits, DeadLetterTotals, DeletionRecord, DeletionReport, EventCount,
-    ExpiryScope, ExportCursor, ExportedEvent, InstallReport, NewEvent, Stats, Store, StoreError,
-    StoredDeadLetter, WriteOutcome,
+    AdminStore, DeadLetterLimits, DeadLetterTotals, DeletionRecord, DeletionReport, ExportCursor,
+    ExportedEvent, InstallReport, StoreError, StoredDeadLetter,
 };
 use rusqlite::{Connection, ErrorCode};
 use std::path::{Path, PathBuf};
@@ -305,42 +303,7 @@ pub(crate) fn db_error(e: rusqlite::Error) -> StoreError {
     }
 }
 
-impl Store for SqliteStore {
-    fn write_batch(
-        &self,
-        events: &[NewEvent],
-        dead_letters: &[DeadLetter],
-    ) -> Result<Vec<WriteOutcome>, StoreError> {
-        write::write_batch(self, events, dead_letters)
-    }
-
-    fn stats(&self) -> Result<Stats, StoreError> {
-        self.readers.with(|c| {
-            c.query_row(
-                "SELECT accepted, duplicate, rejected, stored FROM counters WHERE id = 0",
-                [],
-                |r| {
-                    Ok(Stats {
-                        accepted: r.get::<_, i64>(0)? as u64,
-                        duplicate: r.get::<_, i64>(1)? as u64,
-                        rejected: r.get::<_, i64>(2)? as u64,
-                        events: r.get::<_, i64>(3)? as u64,
-                    })
-                },
-            )
-            .map_err(db_error)
-        })
-    }
-
-    fn count_events(
-        &self,
-        event: &str,
-        from: Option<i64>,
-        to: Option<i64>,
-    ) -> Result<EventCount, StoreError> {
-        queries::count_events(self, event, from, to)
-    }
-
+impl AdminStore for SqliteStore {
     fn install(&self, install_id: &str) -> Result<Option<InstallReport>, StoreError> {
         installs::install(self, install_id)
     }
@@ -353,42 +316,12 @@ impl Store for SqliteStore {
         deletion::is_deleted(self, user_id)
     }
 
-    fn ping(&self) -> Result<(), StoreError> {
-        self.readers
-            .with(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(db_error))
-    }
-
     fn dead_letters(&self, limit: usize) -> Result<Vec<StoredDeadLetter>, StoreError> {
         dead_letters::dead_letters(self, limit)
     }
 
     fn dead_letter_totals(&self) -> Result<DeadLetterTotals, StoreError> {
         dead_letters::dead_letter_totals(self)
-    }
-
-    fn add_batches(&self, at: i64, batches: u64, succeeded: u64) -> Result<(), StoreError> {
-        health::add_batches(self, at, batches, succeeded)
-    }
-
-    fn pipeline_health(&self, from: i64, to: i64, now: i64) -> Result<PipelineFigures, StoreError> {
-        health::pipeline_health(self, from, to, now)
-    }
-
-    fn prune_health(&self, before: i64) -> Result<u64, StoreError> {
-        health::prune_health(self, before)
-    }
-
-    fn expire_events(
-        &self,
-        scope: ExpiryScope<'_>,
-        before: i64,
-        limit: usize,
-    ) -> Result<u64, StoreError> {
-        expiry::expire_events(self, scope, before, limit)
-    }
-
-    fn expire_dead_letters(&self, before: i64, limit: usize) -> Result<u64, StoreError> {
-        expiry::expire_dead_letters(self, before, limit)
     }
 
     fn deletions(&self, limit: usize) -> Result<Vec<DeletionRecord>, StoreError> {

@@ -11,7 +11,7 @@ use crate::store::query::{
 use std::sync::Arc;
 
 use super::{db_error, SqliteStore};
-use crate::store::{EventCount, StoreError};
+use crate::store::{EventCount, QueryStore, StoreError};
 use rusqlite::types::{Type, Value};
 use rusqlite::{params, params_from_iter, Connection, Row};
 
@@ -63,28 +63,30 @@ fn window(w: Span) -> Vec<Value> {
     vec![Value::Integer(w.from), Value::Integer(w.to)]
 }
 
-pub(super) fn count_events(
-    store: &SqliteStore,
-    event: &str,
-    from: Option<i64>,
-    to: Option<i64>,
-) -> Result<EventCount, StoreError> {
-    let sql = identity::count_sql("?2", "?3", "?1");
-    store.readers.with(|c| {
-        c.prepare_cached(&sql)
-            .and_then(|mut s| {
-                s.query_row(
-                    params![event, from.unwrap_or(i64::MIN), to.unwrap_or(i64::MAX)],
-                    |r| {
-                        Ok(EventCount {
-                            count: r.get::<_, i64>(0)? as u64,
-                            users: r.get::<_, i64>(1)? as u64,
-                        })
-                    },
-                )
-            })
-            .map_err(db_error)
-    })
+impl QueryStore for SqliteStore {
+    fn count_events(
+        &self,
+        event: &str,
+        from: Option<i64>,
+        to: Option<i64>,
+    ) -> Result<EventCount, StoreError> {
+        let sql = identity::count_sql("?2", "?3", "?1");
+        self.readers.with(|c| {
+            c.prepare_cached(&sql)
+                .and_then(|mut s| {
+                    s.query_row(
+                        params![event, from.unwrap_or(i64::MIN), to.unwrap_or(i64::MAX)],
+                        |r| {
+                            Ok(EventCount {
+                                count: r.get::<_, i64>(0)? as u64,
+                                users: r.get::<_, i64>(1)? as u64,
+                            })
+                        },
+                    )
+                })
+                .map_err(db_error)
+        })
+    }
 }
 
 impl ProductQueries for SqliteStore {

@@ -21,22 +21,23 @@ use crate::store::identity::{self, Link};
 use crate::store::query;
 use crate::store::ranges::MAX_TRACKED_SEQ;
 use crate::store::{
-    owns, priority_str, tracked, DeadLetter, DeadLetterBudget, NewEvent, StoreError, WriteOutcome,
+    owns, priority_str, tracked, DeadLetter, DeadLetterBudget, IngestStore, NewEvent, StoreError,
+    WriteOutcome,
 };
 use rusqlite::{params, Connection, OptionalExtension, Statement};
 use std::collections::HashMap;
 use tally_proto::RejectReason;
 
-pub(super) fn write_batch(
-    store: &SqliteStore,
-    events: &[NewEvent],
-    dead_letters: &[DeadLetter],
-) -> Result<Vec<WriteOutcome>, StoreError> {
-    store
-        .writer
-        .run(events.len() + dead_letters.len(), |state| {
+impl IngestStore for SqliteStore {
+    fn write_batch(
+        &self,
+        events: &[NewEvent],
+        dead_letters: &[DeadLetter],
+    ) -> Result<Vec<WriteOutcome>, StoreError> {
+        self.writer.run(events.len() + dead_letters.len(), |state| {
             write_events(state, events, dead_letters)
         })
+    }
 }
 
 const INSERT_EVENT: &str = "INSERT INTO events (message_id, dedup_key, kind, event, user_id, \

@@ -323,7 +323,7 @@ mod tests {
 
     use super::*;
     use crate::store::sqlite::SqliteStore;
-    use crate::store::Store;
+    use crate::store::HealthStore;
     use std::sync::atomic::AtomicBool;
 
     fn bump(state: &mut WriterState) -> Result<(), StoreError> {
