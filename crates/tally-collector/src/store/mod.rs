@@ -115,6 +115,7 @@
 pub mod bulk;
 pub mod health;
 mod identity;
+mod migrations;
 pub mod outbox;
 pub mod postgres;
 pub mod query;
