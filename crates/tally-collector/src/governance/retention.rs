@@ -35,7 +35,7 @@
 //! A pass deletes, rule by rule, chunks of at most `chunk_rows` expired
 //! events, oldest first, each in one short transaction that also lowers
 //! the stored `events` counter by exactly what it deleted
-//! ([`Store::expire_events`]), until a chunk comes back short. The same
+//! ([`RetentionStore::expire_events`](crate::store::RetentionStore::expire_events)), until a chunk comes back short. The same
 //! transaction deletes the activity rollup rows (15-minute slot, identity)
 //! left without any product event, so DAU/WAU/MAU and retention cohorts
 //! stop counting expired activity. It checks the events left in a slot,
@@ -58,7 +58,7 @@
 //! lock.
 //!
 //! After the event rules, the pass deletes expired dead letters the same
-//! way: chunks of `chunk_rows` ([`Store::expire_dead_letters`]) with the
+//! way: chunks of `chunk_rows` ([`RetentionStore::expire_dead_letters`](crate::store::RetentionStore::expire_dead_letters)) with the
 //! same pauses (on PostgreSQL without turns: a collector's chunk skips
 //! the rows another one is deleting).
 //!

@@ -14,7 +14,7 @@
 //! | validate each message | `tally_proto::validate` | per message: `rejected` + reason |
 //! | correct the clock | [`clock`] | never |
 //! | build events and dead letters | [`events`] | — |
-//! | dedup and store, one transaction | [`crate::store::Store::write_batch`] | 503 (+ `Retry-After`), 500 |
+//! | dedup and store, one transaction | [`crate::store::IngestStore::write_batch`] | 503 (+ `Retry-After`), 500 |
 //! | answer | [`answer`] | — |
 //!
 //! # Invariants

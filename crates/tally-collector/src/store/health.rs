@@ -21,7 +21,7 @@
 //!
 //! Requests that never reach a write transaction (refused before the
 //! store, or an empty batch) are counted by the HTTP layer and added with
-//! [`super::Store::add_batches`] a few seconds later (see
+//! [`super::HealthStore::add_batches`] a few seconds later (see
 //! `crate::health::batches`).
 //!
 //! # Histograms
@@ -357,7 +357,7 @@ pub struct Fleet {
     pub installs_oldest_pending_over_24h: u64,
 }
 
-/// Everything [`super::Store::pipeline_health`] reads, from one snapshot.
+/// Everything [`super::HealthStore::pipeline_health`] reads, from one snapshot.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct PipelineFigures {
     /// Cumulative totals.
@@ -422,7 +422,7 @@ pub(crate) const FLEET_SQL: &str = "SELECT CAST(count(*) AS BIGINT), \
     CAST(coalesce(sum(CASE WHEN oldest_pending_age_s > $2 THEN 1 ELSE 0 END), 0) AS BIGINT) \
     FROM install_health WHERE at >= $1";
 
-/// Statements of [`super::Store::prune_health`], each with `$1` = before.
+/// Statements of [`super::HealthStore::prune_health`], each with `$1` = before.
 pub(crate) const PRUNE_SQL: [&str; 4] = [
     "DELETE FROM health_hours WHERE hour < $1",
     "DELETE FROM health_rejections WHERE hour < $1",

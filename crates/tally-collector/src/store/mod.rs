@@ -1,10 +1,27 @@
 //! The store: where accepted events, dead letters, identities, tombstones
-//! and completeness live. One trait, two implementations: SQLite (the
-//! embedded default) and PostgreSQL (shared by several collectors).
+//! and completeness live. Two implementations: SQLite (the embedded
+//! default) and PostgreSQL (shared by several collectors).
+//!
+//! # Roles
+//!
+//! What the collector asks of a store is split by who asks it, one trait
+//! each; [`Store`] is all of them, the handle the collector holds
+//! (`Arc<dyn Store>`).
+//!
+//! | trait | asked by | operations |
+//! |---|---|---|
+//! | [`IngestStore`] | ingest | one request's events and dead letters |
+//! | [`QueryStore`] | the query API | event counts and the product queries |
+//! | [`AdminStore`] | the admin API | completeness of an install, deletions, dead letters, export |
+//! | [`HealthStore`] | health, stats, alerts | totals, liveness, pipeline-health figures, the alert outbox |
+//! | [`RetentionStore`] | retention | expired events and dead letters, in chunks |
+//!
+//! Each backend implements each role in the file of its concern
+//! (`sqlite/write.rs`, `postgres/expiry.rs`, ...).
 //!
 //! # Contract
 //!
-//! - [`Store::write_batch`] writes one request's events and dead letters in
+//! - [`IngestStore::write_batch`] writes one request's events and dead letters in
 //!   **one transaction** and returns only after it committed. The HTTP layer
 //!   answers `accepted` only after that, so a crash at any moment loses no
 //!   event that was answered `accepted`.
@@ -31,7 +48,7 @@
 //! - Dead letters are bounded ([`DeadLetterLimits`]): past the limits a
 //!   rejection is still answered and counted, but not kept.
 //! - Counters (`accepted`, `duplicate`, `rejected`) are kept in the store,
-//!   in the same transaction as the rows, so [`Store::stats`] is exact across
+//!   in the same transaction as the rows, so [`HealthStore::stats`] is exact across
 //!   restarts and across collectors.
 //! - Every method blocks; the HTTP layer calls them on the blocking pool
 //!   with its own bound on in-flight work.
@@ -98,6 +115,7 @@
 pub mod bulk;
 pub mod health;
 mod identity;
+mod migrations;
 pub mod outbox;
 pub mod postgres;
 pub mod query;
@@ -211,6 +229,21 @@ impl NewEvent {
 /// an install stored before sources were recorded) or `source` has.
 pub(crate) fn owns(owner: Option<&str>, source: &str) -> bool {
     owner.is_none_or(|o| o.is_empty() || o == source)
+}
+
+/// The stored form of a seq: one that fits the signed column, else none
+/// (see [`ranges::MAX_TRACKED_SEQ`]).
+pub(crate) fn tracked(seq: Option<u64>) -> Option<i64> {
+    seq.filter(|s| *s <= ranges::MAX_TRACKED_SEQ)
+        .and_then(|s| i64::try_from(s).ok())
+}
+
+/// The stored code of a priority.
+pub(crate) fn priority_str(p: Priority) -> &'static str {
+    match p {
+        Priority::Normal => "normal",
+        Priority::Critical => "critical",
+    }
 }
 
 /// Sequence numbers `from..=to` of one install, dropped on the device.
@@ -481,8 +514,8 @@ pub enum StoreError {
     Backend(String),
 }
 
-/// The operations the collector needs from a store.
-pub trait Store: query::ProductQueries + Send + Sync + 'static {
+/// Writing what ingest accepted ([`IngestStore::write_batch`]).
+pub trait IngestStore {
     /// Writes events and dead letters of one request in one transaction
     /// and returns one outcome per event, in order.
     fn write_batch(
@@ -490,10 +523,11 @@ pub trait Store: query::ProductQueries + Send + Sync + 'static {
         events: &[NewEvent],
         dead_letters: &[DeadLetter],
     ) -> Result<Vec<WriteOutcome>, StoreError>;
+}
 
-    /// Totals.
-    fn stats(&self) -> Result<Stats, StoreError>;
-
+/// Product answers: event counts, and the building blocks of the query API
+/// ([`query::ProductQueries`]).
+pub trait QueryStore: query::ProductQueries {
     /// Count and distinct people for one event name, `from <= ts_corrected
     /// < to` (Unix ms), either bound optional.
     fn count_events(
@@ -502,9 +536,24 @@ pub trait Store: query::ProductQueries + Send + Sync + 'static {
         from: Option<i64>,
         to: Option<i64>,
     ) -> Result<EventCount, StoreError>;
+}
 
+/// What an operator reads and asks of the store: completeness of an
+/// install, deletions, dead letters, export.
+pub trait AdminStore {
     /// Completeness of one install; `None` if the store never saw it.
     fn install(&self, install_id: &str) -> Result<Option<InstallReport>, StoreError>;
+
+    /// Stored events of one install with a seq above `after_seq`, in seq
+    /// order, at most `limit`, each with its person (see the module docs).
+    /// It scans the events table (install ids have no index, as for
+    /// deletion): for checks and investigations, not dashboards.
+    fn install_events(
+        &self,
+        install_id: &str,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<InstallEvent>, StoreError>;
 
     /// Deletes the user's events (their own and those stitched to them)
     /// and writes a tombstone so later events for them are refused.
@@ -513,8 +562,8 @@ pub trait Store: query::ProductQueries + Send + Sync + 'static {
     /// Whether `user_id` has a tombstone.
     fn is_deleted(&self, user_id: &str) -> Result<bool, StoreError>;
 
-    /// A cheap round trip, for `/healthz`.
-    fn ping(&self) -> Result<(), StoreError>;
+    /// The recorded deletion requests, newest first, at most `limit`.
+    fn deletions(&self, limit: usize) -> Result<Vec<DeletionRecord>, StoreError>;
 
     /// The most recent dead letters, newest first, at most `limit`.
     fn dead_letters(&self, limit: usize) -> Result<Vec<StoredDeadLetter>, StoreError>;
@@ -522,10 +571,37 @@ pub trait Store: query::ProductQueries + Send + Sync + 'static {
     /// What the dead letters hold, and what was not kept of them.
     fn dead_letter_totals(&self) -> Result<DeadLetterTotals, StoreError>;
 
+    /// Stored events with `from <= ts_corrected < to`, ordered by corrected
+    /// time (ties in an order of the store's own), at most `limit`, after
+    /// `after` (the cursor of the previous page's last event). Pages are
+    /// read by a keyset cursor: each costs an index range scan, however
+    /// deep into the window it is.
+    fn export_page(
+        &self,
+        from: i64,
+        to: i64,
+        after: Option<&ExportCursor>,
+        limit: usize,
+    ) -> Result<Vec<ExportedEvent>, StoreError>;
+
+    /// Stored events with `from <= ts_corrected < to`.
+    fn count_stored(&self, from: i64, to: i64) -> Result<u64, StoreError>;
+}
+
+/// The collector's own health: totals, liveness, pipeline-health figures
+/// (written here for requests that wrote nothing, read, pruned) and, for a
+/// shared store, the alert outbox.
+pub trait HealthStore {
+    /// Totals.
+    fn stats(&self) -> Result<Stats, StoreError>;
+
+    /// A cheap round trip, for `/healthz`.
+    fn ping(&self) -> Result<(), StoreError>;
+
     /// Adds ingest requests that reached no write transaction (refused
     /// before the store, or empty) to the request counts of the hour of
     /// `at` (Unix ms): `batches` requests, `succeeded` of them answered 200.
-    /// A request that wrote is counted by [`Store::write_batch`] itself.
+    /// A request that wrote is counted by [`IngestStore::write_batch`] itself.
     fn add_batches(&self, at: i64, batches: u64, succeeded: u64) -> Result<(), StoreError>;
 
     /// Pipeline-health figures from one snapshot: cumulative totals, the
@@ -539,6 +615,17 @@ pub trait Store: query::ProductQueries + Send + Sync + 'static {
     /// health task calls it hourly with [`health::HEALTH_RETENTION_MS`],
     /// so each call deletes about one hour of rows.
     fn prune_health(&self, before: i64) -> Result<u64, StoreError>;
+
+    /// The alert sender lease and notification outbox, for a store
+    /// several collectors share (PostgreSQL); `None` for a store of one
+    /// collector (SQLite), whose collector notifies from memory.
+    fn alert_outbox(&self) -> Option<&dyn outbox::AlertOutbox> {
+        None
+    }
+}
+
+/// Retention: expired events and dead letters deleted in short chunks.
+pub trait RetentionStore {
     /// Deletes at most `limit` events of `scope` whose corrected time is
     /// before `before` (Unix ms), oldest first, in one short transaction
     /// that also lowers the `events` counter by the number returned and
@@ -558,50 +645,25 @@ pub trait Store: query::ProductQueries + Send + Sync + 'static {
     /// Deletes at most `limit` dead letters received before `before` (Unix
     /// ms, collector clock), in one short transaction, by the index on
     /// their receipt time; returns how many. Retention calls it in a loop
-    /// like [`Store::expire_events`]. The `rejected` total is not lowered:
+    /// like [`RetentionStore::expire_events`]. The `rejected` total is not lowered:
     /// it counts messages ever rejected.
     fn expire_dead_letters(&self, before: i64, limit: usize) -> Result<u64, StoreError>;
-
-    /// The recorded deletion requests, newest first, at most `limit`.
-    fn deletions(&self, limit: usize) -> Result<Vec<DeletionRecord>, StoreError>;
-
-    /// Stored events with `from <= ts_corrected < to`, ordered by corrected
-    /// time (ties in an order of the store's own), at most `limit`, after
-    /// `after` (the cursor of the previous page's last event). Pages are
-    /// read by a keyset cursor: each costs an index range scan, however
-    /// deep into the window it is.
-    fn export_page(
-        &self,
-        from: i64,
-        to: i64,
-        after: Option<&ExportCursor>,
-        limit: usize,
-    ) -> Result<Vec<ExportedEvent>, StoreError>;
-
-    /// Stored events with `from <= ts_corrected < to`.
-    fn count_stored(&self, from: i64, to: i64) -> Result<u64, StoreError>;
-
-    /// Stored events of one install with a seq above `after_seq`, in seq
-    /// order, at most `limit`, each with its person (see the module docs).
-    /// It scans the events table (install ids have no index, as for
-    /// deletion): for checks and investigations, not dashboards.
-    fn install_events(
-        &self,
-        install_id: &str,
-        after_seq: u64,
-        limit: usize,
-    ) -> Result<Vec<InstallEvent>, StoreError>;
-
-    /// The alert sender lease and notification outbox, for a store
-    /// several collectors share (PostgreSQL); `None` for a store of one
-    /// collector (SQLite), whose collector notifies from memory.
-    fn alert_outbox(&self) -> Option<&dyn outbox::AlertOutbox> {
-        None
-    }
 }
 
+/// Everything the collector needs from a store, as one handle
+/// (`Arc<dyn Store>`): every store that plays all the roles is one. A
+/// part of the collector that needs one role can take just that trait.
+pub trait Store:
+    IngestStore + QueryStore + AdminStore + HealthStore + RetentionStore + Send + Sync + 'static
+{
+}
+
+impl<T> Store for T where
+    T: IngestStore + QueryStore + AdminStore + HealthStore + RetentionStore + Send + Sync + 'static
+{
+}
 /// Which stored events a retention rule expires
-/// ([`Store::expire_events`]).
+/// ([`RetentionStore::expire_events`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExpiryScope<'a> {
     /// Events with this name (`event` of a track, `name` of a page or
@@ -677,7 +739,7 @@ enum CursorTie {
     },
 }
 
-/// One stored event as exported ([`Store::export_page`]).
+/// One stored event as exported ([`AdminStore::export_page`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExportedEvent {
     /// Capture time on the collector's clock, Unix ms.

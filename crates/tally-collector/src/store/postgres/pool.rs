@@ -8,7 +8,8 @@
 //! to [`CHECKOUT_TIMEOUT`] and then gets [`StoreError::Unavailable`] (503):
 //! saturation is refused, never queued without bound.
 
-use super::{pg_error, Prepared};
+use super::pg_error;
+use super::statements::Prepared;
 use crate::store::StoreError;
 use ::postgres::{Client, Config, NoTls};
 use std::sync::{Condvar, Mutex};

@@ -33,9 +33,6 @@
 //! does not start with `tally.` (the SDK's internal events): they are what
 //! counts as activity.
 
-pub(crate) mod postgres;
-pub(crate) mod sqlite;
-
 use super::{NewEvent, StoreError};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;

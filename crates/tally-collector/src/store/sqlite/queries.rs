@@ -1,17 +1,19 @@
-//! [`ProductQueries`] on the SQLite store: the shared statements with
-//! `?N` parameters, run on a reader connection.
+//! Queries on the SQLite store, on the reader connections: the event
+//! count of `GET /v1/events/count`, and [`ProductQueries`] (the shared
+//! statements of [`crate::store::query`] with `?N` parameters).
 
-use super::{
+use crate::store::identity;
+use crate::store::query::{
     any_activity_sql, breakdown_rest_sql, breakdown_sql, event_activity_sql, event_idents_sql,
     name_idents_sql, push_name_ident, sessions_sql, step_idents_sql, BreakdownGroup, CountPeople,
     ProductQueries, Span, SLOT_IDENTS_SQL,
 };
 use std::sync::Arc;
 
-use crate::store::sqlite::{db_error, SqliteStore};
-use crate::store::StoreError;
+use super::{db_error, SqliteStore};
+use crate::store::{EventCount, QueryStore, StoreError};
 use rusqlite::types::{Type, Value};
-use rusqlite::{params_from_iter, Connection, Row};
+use rusqlite::{params, params_from_iter, Connection, Row};
 
 /// SQLite numbers parameters `?N`; the shared statements write `$N`.
 fn sql(text: &str) -> String {
@@ -59,6 +61,32 @@ fn rows<T>(
 
 fn window(w: Span) -> Vec<Value> {
     vec![Value::Integer(w.from), Value::Integer(w.to)]
+}
+
+impl QueryStore for SqliteStore {
+    fn count_events(
+        &self,
+        event: &str,
+        from: Option<i64>,
+        to: Option<i64>,
+    ) -> Result<EventCount, StoreError> {
+        let sql = identity::count_sql("?2", "?3", "?1");
+        self.readers.with(|c| {
+            c.prepare_cached(&sql)
+                .and_then(|mut s| {
+                    s.query_row(
+                        params![event, from.unwrap_or(i64::MIN), to.unwrap_or(i64::MAX)],
+                        |r| {
+                            Ok(EventCount {
+                                count: r.get::<_, i64>(0)? as u64,
+                                users: r.get::<_, i64>(1)? as u64,
+                            })
+                        },
+                    )
+                })
+                .map_err(db_error)
+        })
+    }
 }
 
 impl ProductQueries for SqliteStore {

@@ -1,16 +1,19 @@
-//! [`ProductQueries`] on the PostgreSQL store: the shared statements,
-//! run on a pooled connection.
+//! Queries on the PostgreSQL store, on pooled connections: the event
+//! count of `GET /v1/events/count`, and [`ProductQueries`] (the shared
+//! statements of [`crate::store::query`]), whose persons come from a
+//! collector's cache ([`PersonCache`]).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, MutexGuard};
 
-use super::{
+use super::{pg_error, PostgresStore};
+use crate::store::identity;
+use crate::store::query::{
     any_activity_sql, breakdown_rest_sql, breakdown_sql, event_activity_sql, event_idents_sql,
     name_idents_sql, push_name_ident, sessions_sql, step_idents_sql, BreakdownGroup, CountPeople,
     ProductQueries, Span, SLOT_IDENTS_SQL,
 };
-use crate::store::postgres::{pg_error, PostgresStore};
-use crate::store::StoreError;
+use crate::store::{EventCount, QueryStore, StoreError};
 use ::postgres::types::ToSql;
 use ::postgres::Row;
 
@@ -139,6 +142,29 @@ impl PostgresStore {
             .query(text, params)
             .and_then(|rows| rows.iter().map(&f).collect())
             .map_err(pg_error)
+    }
+}
+
+impl QueryStore for PostgresStore {
+    fn count_events(
+        &self,
+        event: &str,
+        from: Option<i64>,
+        to: Option<i64>,
+    ) -> Result<EventCount, StoreError> {
+        let sql = identity::count_sql("$2", "$3", "$1");
+        let mut conn = self.pool.get()?;
+        let row = conn
+            .client
+            .query_one(
+                &sql,
+                &[&event, &from.unwrap_or(i64::MIN), &to.unwrap_or(i64::MAX)],
+            )
+            .map_err(pg_error)?;
+        Ok(EventCount {
+            count: row.try_get::<_, i64>(0).map_err(pg_error)? as u64,
+            users: row.try_get::<_, i64>(1).map_err(pg_error)? as u64,
+        })
     }
 }
 

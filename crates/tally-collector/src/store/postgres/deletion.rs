@@ -1,0 +1,105 @@
+//! Deletion on PostgreSQL: a user's tombstone, events, dead letters,
+//! identities and links go in one transaction holding the deletion lock
+//! exclusively, recorded in `deletions` (see the [store
+//! module](crate::store) for what a deletion reaches). The batches in
+//! flight finish first; the batches after it see the tombstone, so no
+//! event of a deleted user slips in between.
+
+use super::{pg_error, PostgresStore};
+use crate::store::identity;
+use crate::store::{DeletionRecord, DeletionReport, DeletionStatus, StoreError};
+
+pub(super) fn delete_user(
+    store: &PostgresStore,
+    user_id: &str,
+    requested_at: i64,
+) -> Result<DeletionReport, StoreError> {
+    let sql = identity::DeletionSql::new("$1", "octet_length(raw)");
+    let shard = store.shard();
+    store.transaction(false, |conn, _| {
+        let client = &mut conn.client;
+        client.execute(
+            "INSERT INTO tombstones (user_id, requested_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            &[&user_id, &requested_at],
+        )?;
+        let aliased: Vec<String> = client
+            .query(&sql.aliased, &[&user_id])?
+            .iter()
+            .map(|r| r.try_get(0))
+            .collect::<Result<_, _>>()?;
+        let deleted = client.execute(&sql.events, &[&user_id])? as i64;
+        let letters: Vec<i32> = client
+            .query(&sql.dead_letters, &[&user_id])?
+            .iter()
+            .map(|r| r.try_get(0))
+            .collect::<Result<_, _>>()?;
+        client.execute(&sql.activity, &[&user_id])?;
+        client.execute(&sql.idents, &[&user_id])?;
+        for statement in &sql.unlink {
+            client.execute(statement, &[&user_id])?;
+        }
+        for alias in &aliased {
+            client.execute(&identity::repoint_sql("u", "$1"), &[alias])?;
+        }
+        let letter_bytes: i64 = letters.iter().map(|&b| i64::from(b)).sum();
+        client.execute(
+            "UPDATE counters SET stored = stored - $1, dead_letter_rows = dead_letter_rows - $2, \
+             dead_letter_bytes = dead_letter_bytes - $3 WHERE shard = $4",
+            &[&deleted, &(letters.len() as i64), &letter_bytes, &shard],
+        )?;
+        client.execute(
+            "INSERT INTO deletions (user_id, requested_at, status, deleted_events) \
+             VALUES ($1, $2, $3, $4)",
+            &[
+                &user_id,
+                &requested_at,
+                &DeletionStatus::Done.as_str(),
+                &deleted,
+            ],
+        )?;
+        Ok(DeletionReport {
+            deleted_events: deleted as u64,
+            deleted_dead_letters: letters.len() as u64,
+            aliased_user_ids: aliased,
+        })
+    })
+}
+
+pub(super) fn is_deleted(store: &PostgresStore, user_id: &str) -> Result<bool, StoreError> {
+    let mut conn = store.pool.get()?;
+    let row = conn
+        .client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM tombstones WHERE user_id = $1)",
+            &[&user_id],
+        )
+        .map_err(pg_error)?;
+    row.try_get(0).map_err(pg_error)
+}
+
+pub(super) fn deletions(
+    store: &PostgresStore,
+    limit: usize,
+) -> Result<Vec<DeletionRecord>, StoreError> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let mut conn = store.pool.get()?;
+    let rows = conn
+        .client
+        .query(
+            "SELECT user_id, requested_at, status, deleted_events FROM deletions \
+             ORDER BY row_id DESC LIMIT $1",
+            &[&limit],
+        )
+        .map_err(pg_error)?;
+    rows.iter()
+        .map(|r| {
+            let status: &str = r.try_get(2).map_err(pg_error)?;
+            Ok(DeletionRecord {
+                user_id: r.try_get(0).map_err(pg_error)?,
+                requested_at: r.try_get(1).map_err(pg_error)?,
+                status: DeletionStatus::from_stored(status)?,
+                deleted_events: r.try_get::<_, i64>(3).map_err(pg_error)?.max(0) as u64,
+            })
+        })
+        .collect()
+}

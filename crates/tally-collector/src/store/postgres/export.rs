@@ -1,0 +1,71 @@
+//! Export on PostgreSQL: stored events in corrected-time order, read in
+//! pages by the `(ts_corrected, source, message_id)` keyset of the
+//! `events_by_time` index, so each page costs one index range scan however
+//! deep into the window it is.
+
+use super::{pg_error, PostgresStore};
+use crate::store::{CursorTie, ExportCursor, ExportedEvent, StoreError};
+
+pub(super) fn export_page(
+    store: &PostgresStore,
+    from: i64,
+    to: i64,
+    after: Option<&ExportCursor>,
+    limit: usize,
+) -> Result<Vec<ExportedEvent>, StoreError> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let mut conn = store.pool.get()?;
+    let rows = match after {
+        None => conn.client.query(
+            "SELECT source, message_id, ts_corrected, received_at, raw FROM events \
+             WHERE ts_corrected >= $1 AND ts_corrected < $2 \
+             ORDER BY ts_corrected, source, message_id LIMIT $3",
+            &[&from, &to, &limit],
+        ),
+        Some(ExportCursor {
+            ts_corrected,
+            tie: CursorTie::MessageId { source, id },
+        }) => conn.client.query(
+            "SELECT source, message_id, ts_corrected, received_at, raw FROM events \
+             WHERE (ts_corrected, source, message_id) > ($1, $2, $3) AND ts_corrected < $4 \
+             ORDER BY ts_corrected, source, message_id LIMIT $5",
+            &[ts_corrected, source, id, &to, &limit],
+        ),
+        Some(_) => {
+            return Err(StoreError::Backend(
+                "an export cursor of another store kind".into(),
+            ))
+        }
+    }
+    .map_err(pg_error)?;
+    rows.iter()
+        .map(|r| {
+            let ts_corrected = r.try_get(2)?;
+            Ok(ExportedEvent {
+                ts_corrected,
+                received_at: r.try_get(3)?,
+                raw: r.try_get(4)?,
+                cursor: ExportCursor {
+                    ts_corrected,
+                    tie: CursorTie::MessageId {
+                        source: r.try_get(0)?,
+                        id: r.try_get(1)?,
+                    },
+                },
+            })
+        })
+        .collect::<Result<_, ::postgres::Error>>()
+        .map_err(pg_error)
+}
+
+pub(super) fn count_stored(store: &PostgresStore, from: i64, to: i64) -> Result<u64, StoreError> {
+    let mut conn = store.pool.get()?;
+    let row = conn
+        .client
+        .query_one(
+            "SELECT count(*) FROM events WHERE ts_corrected >= $1 AND ts_corrected < $2",
+            &[&from, &to],
+        )
+        .map_err(pg_error)?;
+    Ok(row.try_get::<_, i64>(0).map_err(pg_error)?.max(0) as u64)
+}

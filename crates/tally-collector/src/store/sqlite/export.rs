@@ -1,0 +1,65 @@
+//! Export on SQLite: stored events in corrected-time order, read in pages
+//! on the reader connections by the `(ts_corrected, row_id)` keyset of
+//! the `events_by_time` index, so each page costs one index range scan
+//! however deep into the window it is.
+
+use super::{db_error, SqliteStore};
+use crate::store::{CursorTie, ExportCursor, ExportedEvent, StoreError};
+use rusqlite::params;
+
+pub(super) fn export_page(
+    store: &SqliteStore,
+    from: i64,
+    to: i64,
+    after: Option<&ExportCursor>,
+    limit: usize,
+) -> Result<Vec<ExportedEvent>, StoreError> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    // Row ids start at 1: (from, 0) is before every event of the window.
+    let (ts, row) = match after {
+        None => (from, 0),
+        Some(ExportCursor {
+            ts_corrected,
+            tie: CursorTie::Row(row),
+        }) => (*ts_corrected, *row),
+        Some(_) => {
+            return Err(StoreError::Backend(
+                "an export cursor of another store kind".into(),
+            ))
+        }
+    };
+    store.readers.with(|c| {
+        c.prepare_cached(
+            "SELECT row_id, ts_corrected, received_at, raw FROM events \
+             WHERE (ts_corrected, row_id) > (?1, ?2) AND ts_corrected < ?3 \
+             ORDER BY ts_corrected, row_id LIMIT ?4",
+        )
+        .and_then(|mut s| {
+            s.query_map(params![ts, row, to, limit], |r| {
+                let ts_corrected = r.get(1)?;
+                Ok(ExportedEvent {
+                    ts_corrected,
+                    received_at: r.get(2)?,
+                    raw: r.get(3)?,
+                    cursor: ExportCursor {
+                        ts_corrected,
+                        tie: CursorTie::Row(r.get(0)?),
+                    },
+                })
+            })?
+            .collect()
+        })
+        .map_err(db_error)
+    })
+}
+
+pub(super) fn count_stored(store: &SqliteStore, from: i64, to: i64) -> Result<u64, StoreError> {
+    store.readers.with(|c| {
+        c.prepare_cached(
+            "SELECT count(*) FROM events WHERE ts_corrected >= ?1 AND ts_corrected < ?2",
+        )
+        .and_then(|mut s| s.query_row([from, to], |r| r.get::<_, i64>(0)))
+        .map(|n| n.max(0) as u64)
+        .map_err(db_error)
+    })
+}
