@@ -11,9 +11,12 @@
 //! - [`lint::check`]: the rules `tally plan check` applies to one file.
 //! - [`diff::diff`]: what changed between two files and whether it breaks
 //!   events valid under the old one (`tally plan diff`).
+//! - [`codegen::generate`]: typed tracking functions (`tally plan
+//!   codegen`) for Rust, TypeScript, Kotlin and Swift.
 //!
 //! This crate does no I/O but reading a plan file when asked to.
 
+pub mod codegen;
 mod compat;
 mod compiled;
 pub mod diff;
