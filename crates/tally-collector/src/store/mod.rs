@@ -112,6 +112,7 @@
 //! `i64::MAX` (a corrupt device counter) is stored as absent and not
 //! tracked.
 
+#[cfg(feature = "bench")]
 pub mod bulk;
 pub mod health;
 mod identity;
