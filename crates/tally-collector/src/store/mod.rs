@@ -118,6 +118,7 @@ pub mod health;
 mod identity;
 mod migrations;
 pub mod outbox;
+mod plan;
 pub mod postgres;
 pub mod query;
 mod ranges;

@@ -17,6 +17,7 @@ use super::statements::{Prepared, DEAD_LETTER_TOTALS_SQL};
 use super::{PostgresStore, IDENT_LOCK};
 use crate::store::health::BatchHealth;
 use crate::store::identity::{self, Link};
+use crate::store::plan::install_deltas;
 use crate::store::query;
 use crate::store::{
     priority_str, tracked, DeadLetter, DeadLetterBudget, DeadLetterLimits, IngestStore, NewEvent,
@@ -373,7 +374,11 @@ fn write(
         }
     }
 
-    write_installs(client, prepared, events, &outcomes, &own_install)?;
+    write_installs(
+        client,
+        prepared,
+        &install_deltas(events, &outcomes, own_install),
+    )?;
     write_health(
         client,
         prepared,

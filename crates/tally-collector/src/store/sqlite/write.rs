@@ -13,13 +13,13 @@
 
 use super::dead_letters::write_dead_letter;
 use super::health::write_health;
-use super::installs::{write_install, InstallWork};
+use super::installs::write_install;
 use super::writer::{Known, WriterState, KNOWN_CAPACITY};
 use super::{db_error, SqliteStore};
 use crate::store::health::BatchHealth;
 use crate::store::identity::{self, Link};
+use crate::store::plan::install_deltas;
 use crate::store::query;
-use crate::store::ranges::MAX_TRACKED_SEQ;
 use crate::store::{
     owns, priority_str, tracked, DeadLetter, DeadLetterBudget, IngestStore, NewEvent, StoreError,
     WriteOutcome,
@@ -157,8 +157,6 @@ struct Pass<'e> {
     /// Read from the counters on the first dead letter (see
     /// [`write_dead_letter`]).
     budget: Option<DeadLetterBudget>,
-    /// Seen seqs and reported drops, per install of the events' own source.
-    installs: HashMap<&'e str, InstallWork<'e>>,
     /// Identity ids of this batch's keys (see `identity::ident_key`).
     idents: HashMap<(&'e str, &'e str, &'e str), i64>,
     /// Event names and active slots of the accepted events.
@@ -166,16 +164,6 @@ struct Pass<'e> {
 }
 
 impl<'e> Pass<'e> {
-    /// Marks the event's seq seen on its install (of its own source),
-    /// whatever its outcome: the collector saw it.
-    fn mark_seen(&mut self, install: &'e str, e: &'e NewEvent) {
-        let work = self.installs.entry(install).or_default();
-        work.source = &e.source;
-        if let Some(seq) = tracked(e.seq) {
-            work.seqs.push(seq as u64);
-        }
-    }
-
     fn refuse(&mut self, reason: RejectReason) {
         self.rejected += 1;
         self.outcomes.push(WriteOutcome::Rejected(reason));
@@ -186,20 +174,11 @@ impl<'e> Pass<'e> {
         self.outcomes.push(WriteOutcome::Duplicate);
     }
 
-    /// Records a stored event: its rollups, and the drops it reports for
-    /// its own install.
-    fn accept(&mut self, e: &'e NewEvent, ident: i64, own_install: Option<&'e str>) {
+    /// Records a stored event and its rollups.
+    fn accept(&mut self, e: &'e NewEvent, ident: i64) {
         self.accepted += 1;
         self.outcomes.push(WriteOutcome::Accepted);
         self.activity.add(e, ident);
-        if let Some(install) = own_install {
-            let work = self.installs.entry(install).or_default();
-            for d in &e.drops {
-                if d.from >= 1 && d.from <= d.to && d.to <= MAX_TRACKED_SEQ {
-                    work.drops.push((d.from, d.to, d.reason.as_str()));
-                }
-            }
-        }
     }
 
     /// The identity id of `e`: from this batch, else from what the writer
@@ -336,7 +315,8 @@ fn write_counters(conn: &Connection, pass: &Pass<'_>) -> Result<(), StoreError> 
 }
 
 /// One batch, in the caller's savepoint: each event's outcome, then the
-/// batch's dead letters, completeness, rollups, counters and health.
+/// batch's dead letters, completeness ([`install_deltas`]), rollups,
+/// counters and health.
 fn write_events(
     state: &mut WriterState,
     events: &[NewEvent],
@@ -370,9 +350,6 @@ fn write_events(
     let mut insert = conn.prepare_cached(INSERT_EVENT).map_err(db_error)?;
     for e in events {
         let own = e.install_id.as_deref().filter(|_| own_install(e));
-        if let Some(install) = own {
-            pass.mark_seen(install, e);
-        }
         if let Some(reason) = refusal(conn, e, own, *tombstones_exist)? {
             let letter = DeadLetter::refused(e, reason);
             write_dead_letter(conn, &mut pass.budget, *limits, &letter)?;
@@ -388,7 +365,7 @@ fn write_events(
             pass.duplicate();
             continue;
         }
-        pass.accept(e, ident, own);
+        pass.accept(e, ident);
         write_links(conn, &identity::links_of(e))?;
     }
     drop(insert);
@@ -396,8 +373,8 @@ fn write_events(
         write_dead_letter(conn, &mut pass.budget, *limits, d)?;
         pass.rejected += 1;
     }
-    for (install, work) in pass.installs.iter_mut() {
-        write_install(conn, install, work)?;
+    for (install, delta) in &install_deltas(events, &pass.outcomes, own_install) {
+        write_install(conn, install, delta)?;
     }
     write_activity(conn, known, &pass.activity)?;
     write_counters(conn, &pass)?;
