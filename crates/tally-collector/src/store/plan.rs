@@ -7,7 +7,7 @@
 //! | change | computed by |
 //! |---|---|
 //! | completeness: seqs seen, drops reported, highest seq per install | [`install_deltas`] |
-//! | identity links of accepted identify and alias calls | [`identity::links_of`](super::identity) |
+//! | identity links of accepted identify and alias calls, one per key | [`links`] |
 //! | event names and active slots | [`query::Activity`](super::query) |
 //! | health figures | [`BatchHealth::of`](super::health::BatchHealth::of) |
 //!
@@ -16,7 +16,12 @@
 //! an accepted event's drop report counts, and only for an install of the
 //! event's own source (`own_install`). A seq or drop past
 //! [`MAX_TRACKED_SEQ`] is not tracked.
+//!
+//! Links are written after the batch's identities exist: a link
+//! re-resolves the persons of the identities it names
+//! (`identity::repoint_sql`), those of this batch included.
 
+use super::identity::{self, Link};
 use super::ranges::{self, SeqRange, MAX_TRACKED_SEQ};
 use super::{tracked, NewEvent, WriteOutcome};
 use std::collections::BTreeMap;
@@ -97,6 +102,34 @@ pub(crate) fn install_deltas<'e>(
     deltas
 }
 
+/// The identity links the batch's accepted identify and alias calls make
+/// (`identity::links_of`), one per `(kind, id)`: the winner under the
+/// conflict rule (the earliest corrected time, then the smaller user id),
+/// sorted by key, the order PostgreSQL transactions lock them in. A
+/// store upserts each under the same rule against the stored link.
+pub(crate) fn links<'e>(
+    events: &'e [NewEvent],
+    outcomes: &[WriteOutcome],
+) -> BTreeMap<(&'static str, &'e str), Link<'e>> {
+    let mut links: BTreeMap<(&str, &str), Link<'_>> = BTreeMap::new();
+    for (e, outcome) in events.iter().zip(outcomes) {
+        if *outcome != WriteOutcome::Accepted {
+            continue;
+        }
+        for link in identity::links_of(e) {
+            links
+                .entry((link.kind, link.id))
+                .and_modify(|old| {
+                    if (link.linked_at, link.target) < (old.linked_at, old.target) {
+                        *old = link.clone();
+                    }
+                })
+                .or_insert(link);
+        }
+    }
+    links
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)] // tests unwrap: a failure is the assertion
@@ -166,6 +199,34 @@ mod tests {
         // Invalid drop ranges are not tracked.
         assert_eq!(deltas["i2"].drops, [(6, 6, "queue_full")]);
         assert_eq!(deltas["i2"].max_seq, 7);
+    }
+
+    fn identify(user: &str, anon: &str, at: i64) -> NewEvent {
+        let mut e = event("i1", 1, &[]);
+        e.kind = MessageType::Identify;
+        e.event = None;
+        e.install_id = None;
+        e.user_id = Some(user.into());
+        e.anonymous_id = Some(anon.into());
+        e.ts_corrected = at;
+        e
+    }
+
+    #[test]
+    fn one_link_per_key_the_earliest_then_the_smaller_user_of_accepted_calls() {
+        let events = [
+            identify("u2", "a1", 5),
+            identify("u1", "a1", 5),
+            identify("u0", "a1", 1),
+            identify("u3", "a2", 9),
+        ];
+        use WriteOutcome::{Accepted as A, Duplicate as D};
+        let links = links(&events, &[A, A, D, A]);
+        let found: Vec<(&str, &str, &str, i64)> = links
+            .values()
+            .map(|l| (l.kind, l.id, l.target, l.linked_at))
+            .collect();
+        assert_eq!(found, [("a", "a1", "u1", 5), ("a", "a2", "u3", 9)]);
     }
 
     #[test]

@@ -16,15 +16,15 @@ use super::pool::Conn;
 use super::statements::{Prepared, DEAD_LETTER_TOTALS_SQL};
 use super::{PostgresStore, IDENT_LOCK};
 use crate::store::health::BatchHealth;
-use crate::store::identity::{self, Link};
-use crate::store::plan::install_deltas;
+use crate::store::identity;
+use crate::store::plan::{install_deltas, links};
 use crate::store::query;
 use crate::store::{
     priority_str, tracked, DeadLetter, DeadLetterBudget, DeadLetterLimits, IngestStore, NewEvent,
     StoreError, WriteOutcome,
 };
 use ::postgres::Client;
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use tally_proto::RejectReason;
 
 impl IngestStore for PostgresStore {
@@ -345,24 +345,7 @@ fn write(
         client.execute(&prepared.add_activity, &[&names, &slots, &slot_idents])?;
     }
 
-    // Identity links of accepted identify and alias calls; one row per
-    // key (the winner under the conflict rule), sorted.
-    let mut links: BTreeMap<(&str, &str), Link<'_>> = BTreeMap::new();
-    for (e, o) in events.iter().zip(&outcomes) {
-        if *o != WriteOutcome::Accepted {
-            continue;
-        }
-        for link in identity::links_of(e) {
-            links
-                .entry((link.kind, link.id))
-                .and_modify(|old| {
-                    if (link.linked_at, link.target) < (old.linked_at, old.target) {
-                        *old = link.clone();
-                    }
-                })
-                .or_insert(link);
-        }
-    }
+    let links = links(events, &outcomes);
     if !links.is_empty() {
         let kinds: Vec<&str> = links.values().map(|l| l.kind).collect();
         let ids: Vec<&str> = links.values().map(|l| l.id).collect();

@@ -4,11 +4,11 @@
 //! In order, for each event: the refusals only the store can decide
 //! (deleted person, another source's drop report, an alias of an
 //! identified user), dedup against events stored before sources were
-//! recorded, its identity, the insert (whose `ON CONFLICT DO NOTHING`
-//! decides dedup within the source), and the links of an accepted
-//! identify or alias. Then, for the batch: dead letters, completeness of
-//! the batch's own installs, event names and active slots, counters and
-//! health figures. Everything is in the same transaction as the rows, so
+//! recorded, its identity, and the insert (whose `ON CONFLICT DO NOTHING`
+//! decides dedup within the source). Then, for the batch: dead letters,
+//! the links of its accepted identify and alias calls, completeness of
+//! its own installs, event names and active slots, counters and health
+//! figures, as [`crate::store::plan`] computes them. Everything is in the same transaction as the rows, so
 //! the counters stay exact.
 
 use super::dead_letters::write_dead_letter;
@@ -18,7 +18,7 @@ use super::writer::{Known, WriterState, KNOWN_CAPACITY};
 use super::{db_error, SqliteStore};
 use crate::store::health::BatchHealth;
 use crate::store::identity::{self, Link};
-use crate::store::plan::install_deltas;
+use crate::store::plan::{install_deltas, links};
 use crate::store::query;
 use crate::store::{
     owns, priority_str, tracked, DeadLetter, DeadLetterBudget, IngestStore, NewEvent, StoreError,
@@ -109,7 +109,10 @@ fn install_owners<'e>(
 
 /// Writes the links and re-resolves the persons of the identities they
 /// affect (see `identity::repoint_sql`).
-fn write_links(conn: &Connection, links: &[Link<'_>]) -> Result<(), StoreError> {
+fn write_links<'l>(
+    conn: &Connection,
+    links: impl IntoIterator<Item = &'l Link<'l>>,
+) -> Result<(), StoreError> {
     for link in links {
         conn.prepare_cached(UPSERT_LINK)
             .and_then(|mut s| s.execute(params![link.kind, link.id, link.target, link.linked_at]))
@@ -315,8 +318,8 @@ fn write_counters(conn: &Connection, pass: &Pass<'_>) -> Result<(), StoreError> 
 }
 
 /// One batch, in the caller's savepoint: each event's outcome, then the
-/// batch's dead letters, completeness ([`install_deltas`]), rollups,
-/// counters and health.
+/// batch's dead letters, identity links ([`links`]), completeness
+/// ([`install_deltas`]), rollups, counters and health.
 fn write_events(
     state: &mut WriterState,
     events: &[NewEvent],
@@ -366,13 +369,13 @@ fn write_events(
             continue;
         }
         pass.accept(e, ident);
-        write_links(conn, &identity::links_of(e))?;
     }
     drop(insert);
     for d in dead_letters {
         write_dead_letter(conn, &mut pass.budget, *limits, d)?;
         pass.rejected += 1;
     }
+    write_links(conn, links(events, &pass.outcomes).values())?;
     for (install, delta) in &install_deltas(events, &pass.outcomes, own_install) {
         write_install(conn, install, delta)?;
     }
