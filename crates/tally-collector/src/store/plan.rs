@@ -4,8 +4,9 @@
 //! statement per row on SQLite's single writer, one array statement per
 //! table on PostgreSQL).
 //!
-//! | change | computed by |
+//! | decision or change | computed by |
 //! |---|---|
+//! | refusals: the rules only the store can check, in their order | [`refusal`] |
 //! | completeness: seqs seen, drops reported, highest seq per install | [`install_deltas`] |
 //! | identity links of accepted identify and alias calls, one per key | [`links`] |
 //! | event names and active slots | [`query::Activity`](super::query) |
@@ -25,6 +26,31 @@ use super::identity::{self, Link};
 use super::ranges::{self, SeqRange, MAX_TRACKED_SEQ};
 use super::{tracked, NewEvent, WriteOutcome};
 use std::collections::BTreeMap;
+use tally_proto::RejectReason;
+
+/// Why the store refuses `e`, if it does, by the first rule that applies:
+/// its person was deleted (`deleted_person`), it is a drop report for an
+/// install another source owns (`own_install` is whether its install is
+/// its source's), or it is an alias merging a user id that has events of
+/// its own (`merges_identified_user`, see `identity::merged_user`). Each
+/// check is asked only if the ones before it passed: a store may answer
+/// it with a query.
+pub(crate) fn refusal<E>(
+    e: &NewEvent,
+    own_install: bool,
+    deleted_person: impl FnOnce() -> Result<bool, E>,
+    merges_identified_user: impl FnOnce() -> Result<bool, E>,
+) -> Result<Option<RejectReason>, E> {
+    Ok(if deleted_person()? {
+        Some(RejectReason::DeletedUser)
+    } else if e.install_id.is_some() && !own_install && e.is_drop_report() {
+        Some(RejectReason::InvalidDropReport)
+    } else if merges_identified_user()? {
+        Some(RejectReason::AliasOfIdentifiedUser)
+    } else {
+        None
+    })
+}
 
 /// What one batch adds to one install's completeness.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -18,7 +18,7 @@ use super::writer::{Known, WriterState, KNOWN_CAPACITY};
 use super::{db_error, SqliteStore};
 use crate::store::health::BatchHealth;
 use crate::store::identity::{self, Link};
-use crate::store::plan::{install_deltas, links};
+use crate::store::plan::{install_deltas, links, refusal};
 use crate::store::query;
 use crate::store::{
     owns, priority_str, tracked, DeadLetter, DeadLetterBudget, IngestStore, NewEvent, StoreError,
@@ -210,27 +210,6 @@ impl<'e> Pass<'e> {
     }
 }
 
-/// Why the store refuses `e`, if it does: its person was deleted, it is a
-/// drop report for an install another source owns (`own_install` is
-/// `None` for an install of another source), or an alias of a user id
-/// with events of its own.
-fn refusal(
-    conn: &Connection,
-    e: &NewEvent,
-    own_install: Option<&str>,
-    check_tombstones: bool,
-) -> Result<Option<RejectReason>, StoreError> {
-    Ok(if check_tombstones && refused(conn, e)? {
-        Some(RejectReason::DeletedUser)
-    } else if e.install_id.is_some() && own_install.is_none() && e.is_drop_report() {
-        Some(RejectReason::InvalidDropReport)
-    } else if alias_of_identified_user(conn, e)? {
-        Some(RejectReason::AliasOfIdentifiedUser)
-    } else {
-        None
-    })
-}
-
 /// Whether an event stored before sources were recorded has the id or
 /// business key of `e` (see `WriterState::legacy_events`).
 fn legacy_duplicate(conn: &Connection, e: &NewEvent) -> Result<bool, StoreError> {
@@ -352,8 +331,13 @@ fn write_events(
     };
     let mut insert = conn.prepare_cached(INSERT_EVENT).map_err(db_error)?;
     for e in events {
-        let own = e.install_id.as_deref().filter(|_| own_install(e));
-        if let Some(reason) = refusal(conn, e, own, *tombstones_exist)? {
+        let reason = refusal(
+            e,
+            own_install(e),
+            || Ok(*tombstones_exist && refused(conn, e)?),
+            || alias_of_identified_user(conn, e),
+        )?;
+        if let Some(reason) = reason {
             let letter = DeadLetter::refused(e, reason);
             write_dead_letter(conn, &mut pass.budget, *limits, &letter)?;
             pass.refuse(reason);
