@@ -8,8 +8,8 @@
 //! decides dedup within the source). Then, for the batch: dead letters,
 //! the links of its accepted identify and alias calls, completeness of
 //! its own installs, event names and active slots, counters and health
-//! figures, as [`crate::store::plan`] computes them. Everything is in the same transaction as the rows, so
-//! the counters stay exact.
+//! figures, as [`crate::store::plan`] computes them. Everything is in
+//! the same transaction as the rows, so the counters stay exact.
 
 use super::dead_letters::write_dead_letter;
 use super::health::write_health;
