@@ -8,7 +8,8 @@
 //! persons resolved by the shared rule (`identity::IDENT_PERSON_SQL`, run
 //! once at the end), `event_names`, `active_slots` and the counters.
 //! Message ids must be new: a repeated id is an error, not a duplicate.
-//! Never used by the collector itself.
+//! Never used by the collector itself: compiled only with the `bench`
+//! feature, which tally-cli enables for its bench command.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;

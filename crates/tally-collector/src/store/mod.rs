@@ -112,11 +112,13 @@
 //! `i64::MAX` (a corrupt device counter) is stored as absent and not
 //! tracked.
 
+#[cfg(feature = "bench")]
 pub mod bulk;
 pub mod health;
 mod identity;
 mod migrations;
 pub mod outbox;
+mod plan;
 pub mod postgres;
 pub mod query;
 mod ranges;

@@ -11,59 +11,26 @@
 use super::statements::Prepared;
 use super::{pg_error, PostgresStore};
 use crate::store::identity;
-use crate::store::ranges::{self, SeqRange, MAX_TRACKED_SEQ};
-use crate::store::{tracked, InstallEvent, InstallReport, NewEvent, StoreError, WriteOutcome};
+use crate::store::plan::InstallDelta;
+use crate::store::ranges::{self, SeqRange};
+use crate::store::{InstallEvent, InstallReport, StoreError};
 use ::postgres::{Client, IsolationLevel};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-/// Seen seqs (of every event, whatever its outcome: the server saw it)
-/// and drops (of accepted events) merged into each install's ranges, for
-/// the installs of the events' own source (`own_install`).
+/// Each install's completeness gained in the batch ([`InstallDelta`])
+/// merged into its stored ranges; an install another source claimed
+/// meanwhile is left alone.
 pub(super) fn write_installs(
     client: &mut Client,
     prepared: &Prepared,
-    events: &[NewEvent],
-    outcomes: &[WriteOutcome],
-    own_install: &dyn Fn(&NewEvent) -> bool,
+    deltas: &BTreeMap<&str, InstallDelta<'_>>,
 ) -> Result<(), ::postgres::Error> {
-    let mut seqs: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
-    let mut sources: BTreeMap<&str, &str> = BTreeMap::new();
-    let mut drops: Vec<(&str, i64, i64, &str)> = Vec::new();
-    for (e, o) in events.iter().zip(outcomes) {
-        let Some(install) = e.install_id.as_deref().filter(|_| own_install(e)) else {
-            continue;
-        };
-        sources.insert(install, &e.source);
-        let entry = seqs.entry(install).or_default();
-        if let Some(seq) = tracked(e.seq) {
-            entry.push(seq as u64);
-        }
-        if *o == WriteOutcome::Accepted {
-            for d in &e.drops {
-                if d.from >= 1 && d.from <= d.to && d.to <= MAX_TRACKED_SEQ {
-                    drops.push((install, d.from as i64, d.to as i64, d.reason.as_str()));
-                }
-            }
-        }
-    }
-    if seqs.is_empty() {
+    if deltas.is_empty() {
         return Ok(());
     }
-    let new: BTreeMap<&str, Vec<SeqRange>> = seqs
-        .into_iter()
-        .map(|(i, mut s)| (i, ranges::ranges_from_seqs(&mut s)))
-        .collect();
-    let mut max_by_install: BTreeMap<&str, i64> = new
-        .iter()
-        .map(|(i, r)| (*i, r.last().map_or(0, |l| l.1 as i64)))
-        .collect();
-    for (install, _, to, _) in &drops {
-        let max = max_by_install.entry(install).or_default();
-        *max = (*max).max(*to);
-    }
-    let install_ids: Vec<&str> = max_by_install.keys().copied().collect();
-    let maxes: Vec<i64> = max_by_install.values().copied().collect();
-    let owner_ids: Vec<&str> = install_ids.iter().map(|i| sources[i]).collect();
+    let install_ids: Vec<&str> = deltas.keys().copied().collect();
+    let maxes: Vec<i64> = deltas.values().map(|d| d.max_seq as i64).collect();
+    let owner_ids: Vec<&str> = deltas.values().map(|d| d.source).collect();
     let written: HashSet<String> = client
         .query(
             &prepared.upsert_installs,
@@ -72,7 +39,15 @@ pub(super) fn write_installs(
         .iter()
         .map(|r| r.try_get(0))
         .collect::<Result<_, _>>()?;
-    drops.retain(|d| written.contains(d.0));
+    let drops: Vec<(&str, i64, i64, &str)> = deltas
+        .iter()
+        .filter(|(i, _)| written.contains(**i))
+        .flat_map(|(i, d)| {
+            d.drops
+                .iter()
+                .map(move |&(from, to, reason)| (*i, from as i64, to as i64, reason))
+        })
+        .collect();
     if !drops.is_empty() {
         let drop_ids: Vec<&str> = drops.iter().map(|d| d.0).collect();
         let drop_froms: Vec<i64> = drops.iter().map(|d| d.1).collect();
@@ -86,14 +61,12 @@ pub(super) fn write_installs(
 
     // Read after the lock above (a new statement, a new snapshot): the
     // ranges another collector committed meanwhile are seen.
-    let spans: Vec<(&str, i64, i64)> = new
+    let spans: Vec<(&str, i64, i64)> = deltas
         .iter()
         .filter(|(i, _)| written.contains(**i))
-        .filter_map(|(i, r)| {
-            let (first, last) = (r.first()?, r.last()?);
-            let lo = first.0.saturating_sub(1) as i64;
-            let hi = last.1.saturating_add(1).min(MAX_TRACKED_SEQ) as i64;
-            Some((*i, lo, hi))
+        .filter_map(|(i, d)| {
+            let (lo, hi) = d.span()?;
+            Some((*i, lo as i64, hi as i64))
         })
         .collect();
     if spans.is_empty() {
@@ -111,10 +84,10 @@ pub(super) fn write_installs(
     }
     let (mut del_ids, mut del_froms) = (Vec::new(), Vec::new());
     let (mut up_ids, mut up_froms, mut up_tos) = (Vec::new(), Vec::new(), Vec::new());
-    for (install, fresh) in new.iter().filter(|(i, _)| written.contains(**i)) {
+    for (install, delta) in deltas.iter().filter(|(i, _)| written.contains(**i)) {
         let mut stored = old.remove(*install).unwrap_or_default();
         stored.sort_unstable();
-        let merged = ranges::merge(&stored, fresh);
+        let merged = ranges::merge(&stored, &delta.seen);
         if merged == stored {
             continue;
         }

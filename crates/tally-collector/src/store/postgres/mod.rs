@@ -67,16 +67,16 @@
 //!
 //! | file | holds |
 //! |---|---|
-//! | `schema` | the migrations and the runner that applies them under [`MIGRATION_LOCK`] |
+//! | `schema` | the migrations, applied at connect by the shared runner (`store/migrations.rs`) under [`MIGRATION_LOCK`] |
 //! | `pool` | the connection pool, each connection with the write path's statements prepared |
 //! | `statements` | the write path's statements (`Prepared`) |
-//! | `write` | one batch's write: refusals, dedup, identities, links, rollups, counters |
+//! | `write` | one batch's write: refusals, dedup, identities, links, rollups, counters (what to write: `store/plan.rs`) |
 //! | `installs` | completeness: seen and dropped seq ranges of an install, written and read |
 //! | `dead_letters` | rejected messages read back, and the totals of what was kept |
 //! | `deletion` | deletion requests: tombstone and the person's rows, under the exclusive lock |
 //! | `expiry` | retention: expired events and dead letters, in chunks |
 //! | `export` | keyset pages of stored events |
-//! | `health` | pipeline-health figures: written with each batch, read, pruned |
+//! | `health` | totals, liveness, pipeline-health figures: written with each batch, read, pruned |
 //! | `outbox` | the alert sender lease and notification outbox |
 //! | `queries` | event counts and the product queries, with the cache of persons |
 

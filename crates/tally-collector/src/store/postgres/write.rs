@@ -17,6 +17,7 @@ use super::statements::{Prepared, DEAD_LETTER_TOTALS_SQL};
 use super::{PostgresStore, IDENT_LOCK};
 use crate::store::health::BatchHealth;
 use crate::store::identity::{self, Link};
+use crate::store::plan::{install_deltas, links, refusal};
 use crate::store::query;
 use crate::store::{
     priority_str, tracked, DeadLetter, DeadLetterBudget, DeadLetterLimits, IngestStore, NewEvent,
@@ -24,7 +25,7 @@ use crate::store::{
 };
 use ::postgres::Client;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use tally_proto::RejectReason;
+use std::convert::Infallible;
 
 impl IngestStore for PostgresStore {
     fn write_batch(
@@ -86,7 +87,11 @@ struct Flags {
     dead_letters: DeadLetterLimits,
 }
 
-/// One batch's write, inside the transaction.
+/// One batch's write, inside the transaction: what the store knows of
+/// its events ([`Found`]), each event's outcome decided ([`decide`]),
+/// dead letters within their budget, the identities, one statement for
+/// the rows and counters ([`insert`]), then the batch's rollups, links,
+/// completeness and health.
 fn write(
     conn: &mut Conn,
     events: &[NewEvent],
@@ -94,7 +99,6 @@ fn write(
     shard: i32,
     flags: Flags,
 ) -> Result<Vec<WriteOutcome>, ::postgres::Error> {
-    let tombstones_exist = flags.tombstones_exist;
     let Conn { client, prepared } = conn;
 
     // A batch that links identities re-resolves identities' persons: it
@@ -103,113 +107,13 @@ fn write(
     if events.iter().any(|e| !identity::links_of(e).is_empty()) {
         client.execute("SELECT pg_advisory_xact_lock($1)", &[&IDENT_LOCK])?;
     }
-
-    // Deleted people.
-    let refused: HashSet<usize> = if tombstones_exist {
-        let users: Vec<Option<&str>> = events.iter().map(|e| e.user_id.as_deref()).collect();
-        let anons: Vec<Option<&str>> = events.iter().map(|e| e.anonymous_id.as_deref()).collect();
-        let installs: Vec<Option<&str>> = events.iter().map(|e| e.install_id.as_deref()).collect();
-        client
-            .query(&prepared.refused, &[&users, &anons, &installs])?
-            .iter()
-            .map(|r| r.try_get::<_, i64>(0).map(|n| (n - 1) as usize))
-            .collect::<Result<_, _>>()?
-    } else {
-        HashSet::new()
-    };
-
-    // The owners of the batch's installs: another source's drop report
-    // for an install is refused, and its events touch no completeness.
-    let batch_installs: BTreeSet<&str> = events
-        .iter()
-        .filter_map(|e| e.install_id.as_deref())
-        .collect();
-    let mut owners: HashMap<String, String> = HashMap::new();
-    if !batch_installs.is_empty() {
-        let list: Vec<&str> = batch_installs.iter().copied().collect();
-        for row in client.query(&prepared.install_owners, &[&list])? {
-            owners.insert(row.try_get(0)?, row.try_get(1)?);
-        }
-    }
-    let own_install = |e: &NewEvent| {
-        e.install_id
-            .as_deref()
-            .is_some_and(|i| crate::store::owns(owners.get(i).map(String::as_str), &e.source))
-    };
-
-    // Aliases of a user id that already has events of its own are refused
-    // (see `identity::merged_user`): stored before this batch, or carried
-    // as an event's own user id earlier in it.
-    let merged: Vec<&str> = events.iter().filter_map(identity::merged_user).collect();
-    let identified: HashSet<String> = if merged.is_empty() {
-        HashSet::new()
-    } else {
-        client
-            .query(&prepared.identified_users, &[&merged])?
-            .iter()
-            .map(|r| r.try_get(0))
-            .collect::<Result<_, _>>()?
-    };
-    let mut users_so_far: HashSet<&str> = HashSet::new();
-
-    // Events recorded before sources were: their ids and keys still count.
-    let legacy: HashSet<String> = if flags.legacy_events {
-        let ids: Vec<&str> = events.iter().map(|e| e.message_id.as_str()).collect();
-        let keys: Vec<&str> = events
-            .iter()
-            .filter_map(|e| e.dedup_key.as_deref())
-            .collect();
-        client
-            .query(&prepared.legacy_duplicates, &[&ids, &keys])?
-            .iter()
-            .map(|r| r.try_get(0))
-            .collect::<Result<_, _>>()?
-    } else {
-        HashSet::new()
-    };
-
-    // In-batch dedup: a later message with an id or key already taken by
-    // an earlier candidate of the same source is a duplicate without
-    // asking.
-    let mut outcomes = vec![WriteOutcome::Duplicate; events.len()];
-    let mut ids: HashSet<(&str, &str)> = HashSet::with_capacity(events.len());
-    let mut keys: HashSet<(&str, &str)> = HashSet::new();
-    let mut candidates: Vec<&NewEvent> = Vec::with_capacity(events.len());
-    let mut candidate_index: Vec<usize> = Vec::with_capacity(events.len());
-    for (i, e) in events.iter().enumerate() {
-        if refused.contains(&i) {
-            outcomes[i] = WriteOutcome::Rejected(RejectReason::DeletedUser);
-            continue;
-        }
-        if e.is_drop_report() && e.install_id.is_some() && !own_install(e) {
-            outcomes[i] = WriteOutcome::Rejected(RejectReason::InvalidDropReport);
-            continue;
-        }
-        if identity::merged_user(e)
-            .is_some_and(|p| identified.contains(p) || users_so_far.contains(p))
-        {
-            outcomes[i] = WriteOutcome::Rejected(RejectReason::AliasOfIdentifiedUser);
-            continue;
-        }
-        if let Some(user) = e.user_id.as_deref() {
-            users_so_far.insert(user);
-        }
-        let source = e.source.as_str();
-        let key = e.dedup_key.as_deref();
-        if ids.contains(&(source, e.message_id.as_str()))
-            || key.is_some_and(|k| keys.contains(&(source, k)))
-            || legacy.contains(&e.message_id)
-            || key.is_some_and(|k| legacy.contains(k))
-        {
-            continue;
-        }
-        ids.insert((source, &e.message_id));
-        if let Some(k) = key {
-            keys.insert((source, k));
-        }
-        candidates.push(e);
-        candidate_index.push(i);
-    }
+    let found = Found::read(client, prepared, events, flags)?;
+    let own_install = |e: &NewEvent| found.own_install(e);
+    let Decided {
+        mut outcomes,
+        candidates,
+        positions,
+    } = decide(events, &found);
 
     // Dead letters: refused events and the batch's rejected messages.
     let refused_letters: Vec<DeadLetter> = events
@@ -220,18 +124,189 @@ fn write(
             _ => None,
         })
         .collect();
-    let rejected = (refused_letters.len() + dead_letters.len()) as i64;
-    let mut budget = if rejected > 0 {
-        let totals = client.query_one(DEAD_LETTER_TOTALS_SQL, &[])?;
-        DeadLetterBudget::new(flags.dead_letters, totals.try_get(0)?, totals.try_get(1)?)
-    } else {
-        DeadLetterBudget::new(flags.dead_letters, 0, 0)
+    let letters = Letters::keep(
+        client,
+        refused_letters.iter().chain(dead_letters),
+        flags.dead_letters,
+    )?;
+    let counts = Counts {
+        not_refused: (events.len() - refused_letters.len()) as i64,
+        rejected: (refused_letters.len() + dead_letters.len()) as i64,
+        shard,
     };
-    let mut dl = DeadLetterColumns::default();
-    for d in refused_letters.iter().chain(dead_letters) {
-        if let Some(raw) = budget.keep(&d.raw) {
-            dl.push(d, raw);
+    let ident_ids = ident_ids(client, prepared, &candidates)?;
+    let inserted = insert(client, prepared, &candidates, &ident_ids, &letters, counts)?;
+
+    let mut activity = query::Activity::default();
+    for ((e, &i), ident) in candidates.iter().zip(&positions).zip(&ident_ids) {
+        if inserted.contains(&(e.source.clone(), e.message_id.clone())) {
+            outcomes[i] = WriteOutcome::Accepted;
+            if let Some(ident) = ident {
+                activity.add(e, *ident);
+            }
         }
+    }
+    if !activity.names.is_empty() {
+        let names: Vec<&str> = activity.names.iter().copied().collect();
+        let slots: Vec<i64> = activity.slots.iter().map(|s| s.0).collect();
+        let slot_idents: Vec<i64> = activity.slots.iter().map(|s| s.1).collect();
+        client.execute(&prepared.add_activity, &[&names, &slots, &slot_idents])?;
+    }
+    write_links(client, prepared, &links(events, &outcomes))?;
+    write_installs(
+        client,
+        prepared,
+        &install_deltas(events, &outcomes, own_install),
+    )?;
+    write_health(
+        client,
+        prepared,
+        shard,
+        &BatchHealth::of(events, &outcomes, dead_letters, own_install),
+    )?;
+    Ok(outcomes)
+}
+
+/// What the store knows of a batch's events before deciding them, one
+/// round trip each.
+struct Found {
+    /// Positions (from 0) of the events of deleted people.
+    refused: HashSet<usize>,
+    /// The stored owner of each install of the batch that has one.
+    owners: HashMap<String, String>,
+    /// The user ids an alias of the batch would merge that have events of
+    /// their own (see `identity::merged_user`).
+    identified: HashSet<String>,
+    /// The batch's ids and business keys already stored by events
+    /// recorded before sources were.
+    legacy: HashSet<String>,
+}
+
+impl Found {
+    fn read(
+        client: &mut Client,
+        prepared: &Prepared,
+        events: &[NewEvent],
+        flags: Flags,
+    ) -> Result<Found, ::postgres::Error> {
+        let refused = if flags.tombstones_exist {
+            let users: Vec<Option<&str>> = events.iter().map(|e| e.user_id.as_deref()).collect();
+            let anons: Vec<Option<&str>> =
+                events.iter().map(|e| e.anonymous_id.as_deref()).collect();
+            let installs: Vec<Option<&str>> =
+                events.iter().map(|e| e.install_id.as_deref()).collect();
+            client
+                .query(&prepared.refused, &[&users, &anons, &installs])?
+                .iter()
+                .map(|r| r.try_get::<_, i64>(0).map(|n| (n - 1) as usize))
+                .collect::<Result<_, _>>()?
+        } else {
+            HashSet::new()
+        };
+        // Another source's drop report for an install is refused, and its
+        // events touch no completeness.
+        let installs: BTreeSet<&str> = events
+            .iter()
+            .filter_map(|e| e.install_id.as_deref())
+            .collect();
+        let mut owners = HashMap::new();
+        if !installs.is_empty() {
+            let list: Vec<&str> = installs.into_iter().collect();
+            for row in client.query(&prepared.install_owners, &[&list])? {
+                owners.insert(row.try_get(0)?, row.try_get(1)?);
+            }
+        }
+        let merged: Vec<&str> = events.iter().filter_map(identity::merged_user).collect();
+        let identified = if merged.is_empty() {
+            HashSet::new()
+        } else {
+            client
+                .query(&prepared.identified_users, &[&merged])?
+                .iter()
+                .map(|r| r.try_get(0))
+                .collect::<Result<_, _>>()?
+        };
+        let legacy = if flags.legacy_events {
+            let ids: Vec<&str> = events.iter().map(|e| e.message_id.as_str()).collect();
+            let keys: Vec<&str> = events
+                .iter()
+                .filter_map(|e| e.dedup_key.as_deref())
+                .collect();
+            client
+                .query(&prepared.legacy_duplicates, &[&ids, &keys])?
+                .iter()
+                .map(|r| r.try_get(0))
+                .collect::<Result<_, _>>()?
+        } else {
+            HashSet::new()
+        };
+        Ok(Found {
+            refused,
+            owners,
+            identified,
+            legacy,
+        })
+    }
+
+    /// Whether `e` has an install of its own source (see
+    /// `crate::store::owns`).
+    fn own_install(&self, e: &NewEvent) -> bool {
+        e.install_id
+            .as_deref()
+            .is_some_and(|i| crate::store::owns(self.owners.get(i).map(String::as_str), &e.source))
+    }
+}
+
+/// Each event's outcome as far as it is known before the insert, and the
+/// events to insert, sorted by key, with their positions in the batch.
+struct Decided<'e> {
+    outcomes: Vec<WriteOutcome>,
+    candidates: Vec<&'e NewEvent>,
+    positions: Vec<usize>,
+}
+
+/// Refusals ([`refusal`]), then in-batch dedup: a later message with an
+/// id or key already taken by an earlier candidate of the same source,
+/// or stored before sources were, is a duplicate without asking. An
+/// alias merging a user id carried as its own by an earlier event of the
+/// batch is refused like one stored before it.
+fn decide<'e>(events: &'e [NewEvent], found: &Found) -> Decided<'e> {
+    let mut outcomes = vec![WriteOutcome::Duplicate; events.len()];
+    let mut users_so_far: HashSet<&str> = HashSet::new();
+    let mut ids: HashSet<(&str, &str)> = HashSet::with_capacity(events.len());
+    let mut keys: HashSet<(&str, &str)> = HashSet::new();
+    let mut candidates: Vec<(usize, &NewEvent)> = Vec::with_capacity(events.len());
+    for (i, e) in events.iter().enumerate() {
+        let Ok(refused) = refusal::<Infallible>(
+            e,
+            found.own_install(e),
+            || Ok(found.refused.contains(&i)),
+            || {
+                Ok(identity::merged_user(e)
+                    .is_some_and(|p| found.identified.contains(p) || users_so_far.contains(p)))
+            },
+        );
+        if let Some(reason) = refused {
+            outcomes[i] = WriteOutcome::Rejected(reason);
+            continue;
+        }
+        if let Some(user) = e.user_id.as_deref() {
+            users_so_far.insert(user);
+        }
+        let source = e.source.as_str();
+        let key = e.dedup_key.as_deref();
+        if ids.contains(&(source, e.message_id.as_str()))
+            || key.is_some_and(|k| keys.contains(&(source, k)))
+            || found.legacy.contains(&e.message_id)
+            || key.is_some_and(|k| found.legacy.contains(k))
+        {
+            continue;
+        }
+        ids.insert((source, &e.message_id));
+        if let Some(k) = key {
+            keys.insert((source, k));
+        }
+        candidates.push((i, e));
     }
     // Sorted by id here rather than by an ORDER BY in the statement (which
     // sorted whole rows on the server, ~30% of the insert's cost): every
@@ -239,15 +314,78 @@ fn write(
     // batches wait on one another instead of deadlocking. PostgreSQL's
     // unnest yields the arrays' order; were it ever not to, a deadlock is
     // still detected and retried.
-    let mut order: Vec<usize> = (0..candidates.len()).collect();
-    order.sort_unstable_by(|&a, &b| {
-        let (a, b) = (candidates[a], candidates[b]);
+    candidates.sort_unstable_by(|(_, a), (_, b)| {
         (&a.source, &a.message_id).cmp(&(&b.source, &b.message_id))
     });
-    let candidates: Vec<&NewEvent> = order.iter().map(|&k| candidates[k]).collect();
-    let candidate_index: Vec<usize> = order.iter().map(|&k| candidate_index[k]).collect();
-    let not_refused = (events.len() - refused_letters.len()) as i64;
+    let (positions, candidates) = candidates.into_iter().unzip();
+    Decided {
+        outcomes,
+        candidates,
+        positions,
+    }
+}
 
+/// The dead letters a batch keeps within the budget, and the budget's
+/// counts.
+struct Letters<'a> {
+    columns: DeadLetterColumns<'a>,
+    budget: DeadLetterBudget,
+}
+
+impl<'a> Letters<'a> {
+    /// Keeps what the limits allow of `letters`; the totals are read only
+    /// if there is a letter to keep.
+    fn keep(
+        client: &mut Client,
+        letters: impl Iterator<Item = &'a DeadLetter> + Clone,
+        limits: DeadLetterLimits,
+    ) -> Result<Letters<'a>, ::postgres::Error> {
+        let mut budget = if letters.clone().next().is_some() {
+            let totals = client.query_one(DEAD_LETTER_TOTALS_SQL, &[])?;
+            DeadLetterBudget::new(limits, totals.try_get(0)?, totals.try_get(1)?)
+        } else {
+            DeadLetterBudget::new(limits, 0, 0)
+        };
+        let mut columns = DeadLetterColumns::default();
+        for d in letters {
+            if let Some(raw) = budget.keep(&d.raw) {
+                columns.push(d, raw);
+            }
+        }
+        Ok(Letters { columns, budget })
+    }
+}
+
+/// The counter changes of a batch: `accepted` and `duplicate` follow
+/// from what the insert returns.
+#[derive(Debug, Clone, Copy)]
+struct Counts {
+    /// Events not refused: inserted or duplicates.
+    not_refused: i64,
+    /// Refused events and rejected messages.
+    rejected: i64,
+    /// The counter row the batch adds to.
+    shard: i32,
+}
+
+/// The batch's events (`candidates`, with their identities), dead letters
+/// and counters in one statement ([`INSERT_EVENTS_SQL`](super::statements::INSERT_EVENTS_SQL)); returns the
+/// `(source, message_id)` of the events inserted (the others were
+/// duplicates).
+fn insert(
+    client: &mut Client,
+    prepared: &Prepared,
+    candidates: &[&NewEvent],
+    ident_ids: &[Option<i64>],
+    letters: &Letters<'_>,
+    counts: Counts,
+) -> Result<HashSet<(String, String)>, ::postgres::Error> {
+    let Counts {
+        not_refused,
+        rejected,
+        shard,
+    } = counts;
+    let (dl, budget) = (&letters.columns, &letters.budget);
     let text = |f: &dyn Fn(&NewEvent) -> Option<&str>| -> Vec<Option<&str>> {
         candidates.iter().map(|e| f(e)).collect()
     };
@@ -277,14 +415,13 @@ fn write(
     let corrected: Vec<i64> = candidates.iter().map(|e| e.ts_corrected).collect();
     let clamped: Vec<bool> = candidates.iter().map(|e| e.clamped).collect();
     let sources: Vec<&str> = candidates.iter().map(|e| e.source.as_str()).collect();
-    let ident_ids = ident_ids(client, prepared, &candidates)?;
     let dead_letter_counts: Vec<i64> = vec![
         budget.kept_rows,
         budget.kept_bytes,
         budget.not_kept,
         budget.truncated,
     ];
-    let inserted: HashSet<(String, String)> = client
+    client
         .query(
             &prepared.insert_events,
             &[
@@ -327,60 +464,28 @@ fn write(
         )?
         .into_iter()
         .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-        .collect::<Result<_, ::postgres::Error>>()?;
-    let mut activity = query::Activity::default();
-    for ((e, &i), ident) in candidates.iter().zip(&candidate_index).zip(&ident_ids) {
-        if inserted.contains(&(e.source.clone(), e.message_id.clone())) {
-            outcomes[i] = WriteOutcome::Accepted;
-            if let Some(ident) = ident {
-                activity.add(e, *ident);
-            }
-        }
-    }
-    if !activity.names.is_empty() {
-        let names: Vec<&str> = activity.names.iter().copied().collect();
-        let slots: Vec<i64> = activity.slots.iter().map(|s| s.0).collect();
-        let slot_idents: Vec<i64> = activity.slots.iter().map(|s| s.1).collect();
-        client.execute(&prepared.add_activity, &[&names, &slots, &slot_idents])?;
-    }
+        .collect()
+}
 
-    // Identity links of accepted identify and alias calls; one row per
-    // key (the winner under the conflict rule), sorted.
-    let mut links: BTreeMap<(&str, &str), Link<'_>> = BTreeMap::new();
-    for (e, o) in events.iter().zip(&outcomes) {
-        if *o != WriteOutcome::Accepted {
-            continue;
-        }
-        for link in identity::links_of(e) {
-            links
-                .entry((link.kind, link.id))
-                .and_modify(|old| {
-                    if (link.linked_at, link.target) < (old.linked_at, old.target) {
-                        *old = link.clone();
-                    }
-                })
-                .or_insert(link);
-        }
+/// The batch's links ([`links`]) upserted, and the persons of the
+/// identities each names re-resolved (see `identity::repoint_sql`).
+fn write_links(
+    client: &mut Client,
+    prepared: &Prepared,
+    links: &BTreeMap<(&str, &str), Link<'_>>,
+) -> Result<(), ::postgres::Error> {
+    if links.is_empty() {
+        return Ok(());
     }
-    if !links.is_empty() {
-        let kinds: Vec<&str> = links.values().map(|l| l.kind).collect();
-        let ids: Vec<&str> = links.values().map(|l| l.id).collect();
-        let targets: Vec<&str> = links.values().map(|l| l.target).collect();
-        let ats: Vec<i64> = links.values().map(|l| l.linked_at).collect();
-        client.execute(&prepared.upsert_links, &[&kinds, &ids, &targets, &ats])?;
-        for link in links.values() {
-            client.execute(&identity::repoint_sql(link.kind, "$1"), &[&link.id])?;
-        }
+    let kinds: Vec<&str> = links.values().map(|l| l.kind).collect();
+    let ids: Vec<&str> = links.values().map(|l| l.id).collect();
+    let targets: Vec<&str> = links.values().map(|l| l.target).collect();
+    let ats: Vec<i64> = links.values().map(|l| l.linked_at).collect();
+    client.execute(&prepared.upsert_links, &[&kinds, &ids, &targets, &ats])?;
+    for link in links.values() {
+        client.execute(&identity::repoint_sql(link.kind, "$1"), &[&link.id])?;
     }
-
-    write_installs(client, prepared, events, &outcomes, &own_install)?;
-    write_health(
-        client,
-        prepared,
-        shard,
-        &BatchHealth::of(events, &outcomes, dead_letters, own_install),
-    )?;
-    Ok(outcomes)
+    Ok(())
 }
 
 /// The identity id of each event (see `identity::ident_key`), creating

@@ -10,30 +10,20 @@
 
 use super::{db_error, SqliteStore};
 use crate::store::identity;
-use crate::store::ranges::{self, SeqRange, MAX_TRACKED_SEQ};
+use crate::store::plan::InstallDelta;
+use crate::store::ranges::{self, SeqRange};
 use crate::store::{InstallEvent, InstallReport, StoreError};
 use rusqlite::{params, Connection, OptionalExtension};
 
-/// Per-install work of one batch: seen seqs and reported drops, for an
-/// install of the events' own source.
-#[derive(Debug, Default)]
-pub(super) struct InstallWork<'a> {
-    pub(super) source: &'a str,
-    pub(super) seqs: Vec<u64>,
-    pub(super) drops: Vec<(u64, u64, &'a str)>,
-}
-
-/// Merges one batch's seqs and drops of one install into its stored ranges,
-/// claiming the install for the batch's source if no source had it.
+/// Merges one batch's completeness of one install ([`InstallDelta`]) into
+/// its stored ranges, claiming the install for the batch's source if no
+/// source had it.
 pub(super) fn write_install(
     conn: &Connection,
     install: &str,
-    work: &mut InstallWork<'_>,
+    delta: &InstallDelta<'_>,
 ) -> Result<(), StoreError> {
-    let new = ranges::ranges_from_seqs(&mut work.seqs);
-    let mut max_seq = new.last().map_or(0, |r| r.1);
-    for &(from, to, reason) in &work.drops {
-        max_seq = max_seq.max(to);
+    for &(from, to, reason) in &delta.drops {
         conn.prepare_cached(
             "INSERT INTO install_drops (install_id, from_seq, to_seq, reason) VALUES (?1, ?2, ?3, ?4) \
              ON CONFLICT DO NOTHING",
@@ -46,27 +36,25 @@ pub(super) fn write_install(
          ON CONFLICT (install_id) DO UPDATE SET max_seq = max(max_seq, excluded.max_seq), \
          source = excluded.source",
     )
-    .and_then(|mut s| s.execute(params![install, max_seq as i64, work.source]))
+    .and_then(|mut s| s.execute(params![install, delta.max_seq as i64, delta.source]))
     .map_err(db_error)?;
-    let (Some(first), Some(last)) = (new.first(), new.last()) else {
+    // Stored ranges touching the span of the new ones: they merge.
+    let Some((lo, hi)) = delta.span() else {
         return Ok(());
     };
-    // Stored ranges touching the span of the new ones: they merge.
-    let lo = first.0.saturating_sub(1) as i64;
-    let hi = last.1.saturating_add(1).min(MAX_TRACKED_SEQ) as i64;
     let old: Vec<SeqRange> = conn
         .prepare_cached(
             "SELECT from_seq, to_seq FROM install_seen WHERE install_id = ?1 \
              AND from_seq <= ?3 AND to_seq >= ?2",
         )
         .and_then(|mut s| {
-            s.query_map(params![install, lo, hi], |r| {
+            s.query_map(params![install, lo as i64, hi as i64], |r| {
                 Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
             })?
             .collect()
         })
         .map_err(db_error)?;
-    let merged = ranges::merge(&old, &new);
+    let merged = ranges::merge(&old, &delta.seen);
     if merged == old {
         return Ok(());
     }

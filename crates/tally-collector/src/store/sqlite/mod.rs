@@ -13,8 +13,8 @@
 //! [`MAX_GROUP_EVENTS`] events or is [`MAX_GROUP_AGE`] old, bounding
 //! latency under sustained load.
 //!
-//! Reads (`stats`, `count_events`, `install`, `is_deleted`, `ping`) use a
-//! small pool of separate connections: in WAL mode readers see the last
+//! Reads (totals, counts, queries, completeness, dead letters, export) use
+//! a small pool of separate connections: in WAL mode readers see the last
 //! commit and never block the writer.
 //!
 //! # Durability ([`Synchronous`])
@@ -31,17 +31,20 @@
 //!
 //! # Schema
 //!
-//! Versioned migrations ([`MIGRATIONS`]) run at open inside one
-//! `BEGIN IMMEDIATE` transaction; `schema_version` holds the number applied.
-//! A database newer than this binary is refused ([`StoreError::Migration`]).
+//! Numbered migrations (`migrations/NNNN_*.sql`, [`MIGRATIONS`]) run at
+//! open inside one `BEGIN IMMEDIATE` transaction; `schema_version` holds
+//! the number applied. A database newer than this binary is refused
+//! ([`StoreError::Migration`]).
 //!
 //! | table | holds |
 //! |---|---|
-//! | `events` | accepted messages; `message_id` unique, `dedup_key` unique when present |
+//! | `events` | accepted messages; `(source, message_id)` unique, `(source, dedup_key)` unique when present |
 //! | `dead_letters` | rejected messages with reason, detail and raw JSON; expired by receipt time |
-//! | `counters` | one row: accepted, duplicate, rejected, stored |
+//! | `counters` | one row: accepted, duplicate, rejected, stored, requests, dead letters kept and not |
 //! | `links` | identity links (see the [store module](super)) |
-//! | `tombstones` | deleted users |
+//! | `idents` | identities and their current person (see [`super::query`]) |
+//! | `event_names`, `active_slots` | rollups of the product queries (see [`super::query`]) |
+//! | `tombstones`, `tombstone_links` | deleted users, and the device links they had |
 //! | `installs`, `install_seen`, `install_drops` | completeness: max seq, seen seq ranges (merged), dropped ranges with reasons |
 //! | `health_hours`, `health_rejections`, `health_histograms`, `install_health` | pipeline health (see [`super::health`]) |
 //! | `deletions` | every deletion request: user, time, status, events removed |
@@ -60,15 +63,15 @@
 //!
 //! | file | holds |
 //! |---|---|
-//! | `schema` | the migrations and the runner that applies them at open |
+//! | `schema` | the migrations, applied at open by the shared runner (`store/migrations.rs`) |
 //! | `writer` | the group-commit writer, the background checkpointer, the reader pool |
-//! | `write` | one batch's write: refusals, dedup, identities, links, rollups, counters |
+//! | `write` | one batch's write: refusals, dedup, identities, links, rollups, counters (what to write: `store/plan.rs`) |
 //! | `installs` | completeness: seen and dropped seq ranges of an install, written and read |
 //! | `dead_letters` | what is kept of rejected messages, within its limits, and read back |
 //! | `deletion` | deletion requests: tombstone, the person's rows, the WAL erased |
 //! | `expiry` | retention: expired events and dead letters, in chunks |
 //! | `export` | keyset pages of stored events |
-//! | `health` | pipeline-health figures: written with each batch, read, pruned |
+//! | `health` | totals, liveness, pipeline-health figures: written with each batch, read, pruned |
 //! | `queries` | event counts and the product queries, on the reader connections |
 
 mod dead_letters;

@@ -4,22 +4,22 @@
 //! In order, for each event: the refusals only the store can decide
 //! (deleted person, another source's drop report, an alias of an
 //! identified user), dedup against events stored before sources were
-//! recorded, its identity, the insert (whose `ON CONFLICT DO NOTHING`
-//! decides dedup within the source), and the links of an accepted
-//! identify or alias. Then, for the batch: dead letters, completeness of
-//! the batch's own installs, event names and active slots, counters and
-//! health figures. Everything is in the same transaction as the rows, so
-//! the counters stay exact.
+//! recorded, its identity, and the insert (whose `ON CONFLICT DO NOTHING`
+//! decides dedup within the source). Then, for the batch: dead letters,
+//! the links of its accepted identify and alias calls, completeness of
+//! its own installs, event names and active slots, counters and health
+//! figures, as [`crate::store::plan`] computes them. Everything is in
+//! the same transaction as the rows, so the counters stay exact.
 
 use super::dead_letters::write_dead_letter;
 use super::health::write_health;
-use super::installs::{write_install, InstallWork};
+use super::installs::write_install;
 use super::writer::{Known, WriterState, KNOWN_CAPACITY};
 use super::{db_error, SqliteStore};
 use crate::store::health::BatchHealth;
 use crate::store::identity::{self, Link};
+use crate::store::plan::{install_deltas, links, refusal};
 use crate::store::query;
-use crate::store::ranges::MAX_TRACKED_SEQ;
 use crate::store::{
     owns, priority_str, tracked, DeadLetter, DeadLetterBudget, IngestStore, NewEvent, StoreError,
     WriteOutcome,
@@ -109,7 +109,10 @@ fn install_owners<'e>(
 
 /// Writes the links and re-resolves the persons of the identities they
 /// affect (see `identity::repoint_sql`).
-fn write_links(conn: &Connection, links: &[Link<'_>]) -> Result<(), StoreError> {
+fn write_links<'l>(
+    conn: &Connection,
+    links: impl IntoIterator<Item = &'l Link<'l>>,
+) -> Result<(), StoreError> {
     for link in links {
         conn.prepare_cached(UPSERT_LINK)
             .and_then(|mut s| s.execute(params![link.kind, link.id, link.target, link.linked_at]))
@@ -157,8 +160,6 @@ struct Pass<'e> {
     /// Read from the counters on the first dead letter (see
     /// [`write_dead_letter`]).
     budget: Option<DeadLetterBudget>,
-    /// Seen seqs and reported drops, per install of the events' own source.
-    installs: HashMap<&'e str, InstallWork<'e>>,
     /// Identity ids of this batch's keys (see `identity::ident_key`).
     idents: HashMap<(&'e str, &'e str, &'e str), i64>,
     /// Event names and active slots of the accepted events.
@@ -166,16 +167,6 @@ struct Pass<'e> {
 }
 
 impl<'e> Pass<'e> {
-    /// Marks the event's seq seen on its install (of its own source),
-    /// whatever its outcome: the collector saw it.
-    fn mark_seen(&mut self, install: &'e str, e: &'e NewEvent) {
-        let work = self.installs.entry(install).or_default();
-        work.source = &e.source;
-        if let Some(seq) = tracked(e.seq) {
-            work.seqs.push(seq as u64);
-        }
-    }
-
     fn refuse(&mut self, reason: RejectReason) {
         self.rejected += 1;
         self.outcomes.push(WriteOutcome::Rejected(reason));
@@ -186,20 +177,11 @@ impl<'e> Pass<'e> {
         self.outcomes.push(WriteOutcome::Duplicate);
     }
 
-    /// Records a stored event: its rollups, and the drops it reports for
-    /// its own install.
-    fn accept(&mut self, e: &'e NewEvent, ident: i64, own_install: Option<&'e str>) {
+    /// Records a stored event and its rollups.
+    fn accept(&mut self, e: &'e NewEvent, ident: i64) {
         self.accepted += 1;
         self.outcomes.push(WriteOutcome::Accepted);
         self.activity.add(e, ident);
-        if let Some(install) = own_install {
-            let work = self.installs.entry(install).or_default();
-            for d in &e.drops {
-                if d.from >= 1 && d.from <= d.to && d.to <= MAX_TRACKED_SEQ {
-                    work.drops.push((d.from, d.to, d.reason.as_str()));
-                }
-            }
-        }
     }
 
     /// The identity id of `e`: from this batch, else from what the writer
@@ -226,27 +208,6 @@ impl<'e> Pass<'e> {
         self.idents.insert(key, id);
         Ok(id)
     }
-}
-
-/// Why the store refuses `e`, if it does: its person was deleted, it is a
-/// drop report for an install another source owns (`own_install` is
-/// `None` for an install of another source), or an alias of a user id
-/// with events of its own.
-fn refusal(
-    conn: &Connection,
-    e: &NewEvent,
-    own_install: Option<&str>,
-    check_tombstones: bool,
-) -> Result<Option<RejectReason>, StoreError> {
-    Ok(if check_tombstones && refused(conn, e)? {
-        Some(RejectReason::DeletedUser)
-    } else if e.install_id.is_some() && own_install.is_none() && e.is_drop_report() {
-        Some(RejectReason::InvalidDropReport)
-    } else if alias_of_identified_user(conn, e)? {
-        Some(RejectReason::AliasOfIdentifiedUser)
-    } else {
-        None
-    })
 }
 
 /// Whether an event stored before sources were recorded has the id or
@@ -336,7 +297,8 @@ fn write_counters(conn: &Connection, pass: &Pass<'_>) -> Result<(), StoreError> 
 }
 
 /// One batch, in the caller's savepoint: each event's outcome, then the
-/// batch's dead letters, completeness, rollups, counters and health.
+/// batch's dead letters, identity links ([`links`]), completeness
+/// ([`install_deltas`]), rollups, counters and health.
 fn write_events(
     state: &mut WriterState,
     events: &[NewEvent],
@@ -369,11 +331,13 @@ fn write_events(
     };
     let mut insert = conn.prepare_cached(INSERT_EVENT).map_err(db_error)?;
     for e in events {
-        let own = e.install_id.as_deref().filter(|_| own_install(e));
-        if let Some(install) = own {
-            pass.mark_seen(install, e);
-        }
-        if let Some(reason) = refusal(conn, e, own, *tombstones_exist)? {
+        let reason = refusal(
+            e,
+            own_install(e),
+            || Ok(*tombstones_exist && refused(conn, e)?),
+            || alias_of_identified_user(conn, e),
+        )?;
+        if let Some(reason) = reason {
             let letter = DeadLetter::refused(e, reason);
             write_dead_letter(conn, &mut pass.budget, *limits, &letter)?;
             pass.refuse(reason);
@@ -388,16 +352,16 @@ fn write_events(
             pass.duplicate();
             continue;
         }
-        pass.accept(e, ident, own);
-        write_links(conn, &identity::links_of(e))?;
+        pass.accept(e, ident);
     }
     drop(insert);
     for d in dead_letters {
         write_dead_letter(conn, &mut pass.budget, *limits, d)?;
         pass.rejected += 1;
     }
-    for (install, work) in pass.installs.iter_mut() {
-        write_install(conn, install, work)?;
+    write_links(conn, links(events, &pass.outcomes).values())?;
+    for (install, delta) in &install_deltas(events, &pass.outcomes, own_install) {
+        write_install(conn, install, delta)?;
     }
     write_activity(conn, known, &pass.activity)?;
     write_counters(conn, &pass)?;
