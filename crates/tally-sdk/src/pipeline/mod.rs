@@ -38,7 +38,8 @@ use std::time::Duration;
 
 use tally_proto::limits::SCHEMA_VERSION;
 use tally_proto::{
-    format_timestamp, validate, Context, Message, MessageType, Priority, RawJson, TallyContext,
+    format_timestamp, validate, Context, DropReason, Message, MessageType, Priority, RawJson,
+    TallyContext,
 };
 
 use crate::config::Config;
@@ -495,22 +496,19 @@ impl Pipeline {
                 .fetch_add(1, Ordering::Relaxed);
             return Err(log_error(e));
         }
-        bump(
-            &self.shared.metrics.dropped,
-            "consent_denied",
-            seqs.len() as u64,
-        );
+        let reason = DropReason::ConsentDenied.as_str();
+        bump(&self.shared.metrics.dropped, reason, seqs.len() as u64);
         let mut state = self.shared.lock_state();
         for seq in seqs {
-            state.record_drop("consent_denied", seq);
+            state.record_drop(reason, seq);
         }
         self.shared.save_state(&state);
         Ok(())
     }
 
-    fn drop_seq(&mut self, seq: u64, reason: &str) {
-        bump(&self.shared.metrics.dropped, reason, 1);
-        self.shared.lock_state().record_drop(reason, seq);
+    fn drop_seq(&mut self, seq: u64, reason: DropReason) {
+        bump(&self.shared.metrics.dropped, reason.as_str(), 1);
+        self.shared.lock_state().record_drop(reason.as_str(), seq);
         self.state_dirty = true;
         self.last_appended = self.last_appended.max(seq);
         self.drop_to_report();
@@ -525,14 +523,14 @@ impl Pipeline {
     fn process(&mut self, captured: Captured<'_>) {
         let seq = captured.seq;
         if self.shared.consent() == Consent::Denied {
-            self.drop_seq(seq, "consent_denied");
+            self.drop_seq(seq, DropReason::ConsentDenied);
             return;
         }
         let priority = captured.priority;
         let msg = self.build(captured);
         let json = self.with_static_context(msg.to_json());
         if let Err(rejection) = validate(&msg, &json) {
-            self.drop_seq(seq, &format!("invalid:{}", rejection.reason));
+            self.drop_seq(seq, DropReason::Invalid(rejection.reason));
             return;
         }
         match self.shared.log.append(Entry {
@@ -546,13 +544,13 @@ impl Pipeline {
             }
             // The log counted these two itself, in its drop ledger.
             Err(AppendError::Full | AppendError::Backlog) => self.drop_to_report(),
-            Err(AppendError::TooLarge(_)) => self.drop_seq(seq, "too_large"),
+            Err(AppendError::TooLarge(_)) => self.drop_seq(seq, DropReason::TooLarge),
             Err(_) => {
                 self.shared
                     .metrics
                     .persistence_errors
                     .fetch_add(1, Ordering::Relaxed);
-                self.drop_seq(seq, "persist_failed");
+                self.drop_seq(seq, DropReason::PersistFailed);
             }
         }
     }

@@ -43,7 +43,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use serde::Deserialize;
 use tally_proto::{
-    device_offset, format_timestamp, parse_timestamp, BatchResponse, Priority, Status,
+    device_offset, format_timestamp, parse_timestamp, BatchResponse, DropReason, Priority, Status,
 };
 
 use crate::health::{Health, LogFigures};
@@ -81,6 +81,37 @@ const DROP_REPORT_RETRY_MS: u64 = 10;
 /// may suspend the app mid-request), and twice the p99 leaves room for
 /// the slowest send of a window without giving up half the time.
 const BACKGROUND_SEND_MARGIN: u64 = 2;
+
+/// Why the uploader gives up on a record the collector cannot take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Quarantine {
+    /// Undecodable even alone and re-encoded (400).
+    Undecodable,
+    /// Too large even alone (413).
+    TooLarge,
+    /// Kept failing with a server error (5xx).
+    ServerError,
+}
+
+impl Quarantine {
+    /// The code the record's rejection is counted under in the log.
+    fn rejected_code(self) -> &'static str {
+        match self {
+            Self::Undecodable => "undecodable",
+            Self::TooLarge => "too_large",
+            Self::ServerError => "server_error",
+        }
+    }
+
+    /// The reason its seq is reported as dropped.
+    fn drop_reason(self) -> DropReason {
+        match self {
+            Self::Undecodable => DropReason::QuarantinedUndecodable,
+            Self::TooLarge => DropReason::QuarantinedTooLarge,
+            Self::ServerError => DropReason::QuarantinedServerError,
+        }
+    }
+}
 
 /// What one attempt achieved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -314,13 +345,13 @@ impl Uploader {
             }
             Outcome::BadRequest if !reencoded => self.deliver(records, true),
             Outcome::BadRequest if records.len() > 1 => self.split(records),
-            Outcome::BadRequest => self.quarantine(&records[0], "undecodable"),
+            Outcome::BadRequest => self.quarantine(&records[0], Quarantine::Undecodable),
             Outcome::TooLarge => {
                 self.budget.shrink();
                 if records.len() > 1 {
                     self.split(records)
                 } else {
-                    self.quarantine(&records[0], "too_large")
+                    self.quarantine(&records[0], Quarantine::TooLarge)
                 }
             }
             Outcome::Unauthorized(_) => {
@@ -365,7 +396,7 @@ impl Uploader {
         self.head_failures = Some((head, count));
         if records.len() == 1 && count >= POISON_QUARANTINE_AFTER {
             self.head_failures = None;
-            return self.quarantine(&records[0], "server_error");
+            return self.quarantine(&records[0], Quarantine::ServerError);
         }
         if count >= POISON_SPLIT_AFTER {
             self.max_records = (records.len() / 2).max(1);
@@ -386,15 +417,15 @@ impl Uploader {
     /// Gives up on a record the collector cannot take. The collector
     /// never stored it, so its seq is also reported as dropped
     /// (`quarantined_<reason>`), keeping it out of the missing ranges.
-    fn quarantine(&mut self, record: &Record, reason: &str) -> Step {
+    fn quarantine(&mut self, record: &Record, reason: Quarantine) -> Step {
         {
             let mut state = self.shared.lock_state();
-            state.record_drop(&format!("quarantined_{reason}"), record.seq);
+            state.record_drop(reason.drop_reason().as_str(), record.seq);
             self.shared.save_state(&state);
         }
         self.ack(vec![(
             record.clone(),
-            Disposition::Rejected(reason.to_owned()),
+            Disposition::Rejected(reason.rejected_code().to_owned()),
         )]);
         self.succeeded();
         Step::Progress
@@ -499,7 +530,12 @@ impl Uploader {
                     .and_then(|m| m.user_id)
                     .is_some_and(|u| users.contains(u.as_str()))
             })
-            .map(|r| (r, Disposition::Dropped("deleted_user".to_owned())))
+            .map(|r| {
+                (
+                    r,
+                    Disposition::Dropped(DropReason::DeletedUser.as_str().to_owned()),
+                )
+            })
             .collect();
         // The log counts these drops and keeps their ranges in its ledger.
         self.ack(doomed);
