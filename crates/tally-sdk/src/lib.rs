@@ -30,7 +30,9 @@
 //! | [`mobile`] | network, low power, background syncs, no idle wake-ups |
 //! | [`props`] | properties built as JSON text |
 //! | [`config`] | options and their defaults |
+//! | [`clock`] | real and virtual time, and the wake-up signal the threads wait on |
 
+pub mod clock;
 pub mod config;
 pub mod health;
 pub mod log;
@@ -41,6 +43,7 @@ mod state;
 pub mod tracker;
 pub mod upload;
 
+pub use clock::{Clock, SystemClock, VirtualClock};
 pub use config::WhenFull;
 pub use health::Health;
 pub use log::Durability;
@@ -53,7 +56,6 @@ pub use tracker::{
     Accepted, BuildError, FlushError, Refusal, ShutdownError, TrackOptions, TrackResult, Tracker,
     TrackerBuilder,
 };
-pub use upload::clock::{Clock, SystemClock, VirtualClock};
 pub use upload::transport::{HttpTransport, Method, Request, Response, Transport, TransportError};
 
 /// The Rust code in `docs/getting-started.md` compiles against this crate.

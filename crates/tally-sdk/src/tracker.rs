@@ -37,6 +37,7 @@ use tally_proto::limits::{
 };
 use tally_proto::{Priority, RejectReason};
 
+use crate::clock::{Clock, Wake};
 use crate::config::{Config, WhenFull, MAX_PROPERTY_COUNT};
 use crate::health::{bump, Health, Metrics};
 use crate::log::{Durability, Log};
@@ -48,7 +49,6 @@ use crate::pipeline::session::Sessions;
 use crate::pipeline::{self, Captured, Command, Kind};
 use crate::props::Props;
 use crate::state::{State, StateError, StateFile};
-use crate::upload::clock::{Clock, Wake};
 use crate::upload::transport::{HttpTransport, Transport};
 use crate::upload::{self, Uploader};
 

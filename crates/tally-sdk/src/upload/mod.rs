@@ -26,11 +26,9 @@
 //! | [`outcome`] | answer → [`outcome::Outcome`] |
 //! | [`backoff`] | full-jitter exponential backoff |
 //! | [`policy`] | every limit and delay |
-//! | [`clock`] | real and virtual time |
 
 pub mod backoff;
 pub mod batcher;
-pub mod clock;
 pub mod outcome;
 pub mod policy;
 pub mod transport;
