@@ -108,6 +108,7 @@ pub mod fs;
 mod handle;
 mod inspect;
 pub mod ledger;
+mod queue;
 pub mod record;
 pub mod segment;
 mod state;
