@@ -6,10 +6,10 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::crypto::Cipher;
+use super::index::{now_ms, Counts, State};
 use super::queue::{Queue, QueuedMeta, Shared};
 use super::record::{MAX_PAYLOAD_BYTES, OVERHEAD_BYTES};
 use super::segment::Lane;
-use super::state::{now_ms, Counts, State};
 use super::writer::Writer;
 use super::{
     AppendError, Disposition, DroppedRange, Entry, FullPolicy, LogConfig, LogError, LogStats,

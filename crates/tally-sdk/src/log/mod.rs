@@ -106,12 +106,12 @@ use tally_proto::{DropReason, Priority};
 pub mod crypto;
 pub mod fs;
 mod handle;
+mod index;
 mod inspect;
 pub mod ledger;
 mod queue;
 pub mod record;
 pub mod segment;
-mod state;
 mod wiped;
 mod writer;
 

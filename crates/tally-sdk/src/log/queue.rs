@@ -15,7 +15,7 @@
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use super::crypto::{Cipher, KeyId};
-use super::state::{Counts, State};
+use super::index::{Counts, State};
 use super::{LogConfig, LogError};
 
 /// Queued bytes that end the gathering at once (and that wake a gathering

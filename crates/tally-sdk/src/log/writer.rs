@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 
 use super::crypto::Cipher;
 use super::fs::FileHandle;
+use super::index::{now_ms, Seg, State, Written};
 use super::queue::{lock_queue, lock_state, LaneBuf, QueuedMeta, Shared};
 use super::record::{self, HEADER_BYTES};
 use super::segment::{self, Lane};
-use super::state::{now_ms, Seg, State, Written};
 use super::{Durability, FullPolicy, LogError};
 
 /// Most often the writer does housekeeping (the age bound, retiring a
