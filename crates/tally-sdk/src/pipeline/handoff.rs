@@ -1,6 +1,6 @@
 //! The hand-off queue from the callers' threads to the pipeline thread,
-//! and what travels in it: captured messages ([`Captured`], of a [`Kind`])
-//! and control commands ([`Command`]), with their encoding.
+//! and what travels in it: captured messages (`Captured`, of a `Kind`)
+//! and control commands (`Command`), with their encoding.
 //!
 //! Contract: a caller, holding the tracker's capture lock, appends a
 //! captured message as one compact record to a byte buffer ([`Handoff`]);

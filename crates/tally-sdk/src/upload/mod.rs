@@ -26,7 +26,7 @@
 //! | [`outcome`] | answer → [`outcome::Outcome`] |
 //! | [`backoff`] | full-jitter exponential backoff |
 //! | [`policy`] | every limit and delay |
-//! | `reports` | `tally.dropped` and `tally.health`, handed to the pipeline through [`reports::Emitter`] |
+//! | `reports` | `tally.dropped` and `tally.health`, handed to the pipeline through `reports::Emitter` |
 
 pub mod backoff;
 pub mod batcher;
