@@ -19,7 +19,7 @@
 //! | [`batch`] | the envelope: [`Batch::encode`], [`decompress`], [`decode_json`] |
 //! | [`encoding`] | identity / gzip / zstd, bounded decompression |
 //! | [`digest`] | RFC 9530 `Content-Digest` |
-//! | [`drops`] | the SDK's `tally.dropped` report and the rules a collector believes it by |
+//! | [`drops`] | the SDK's `tally.dropped` report and the rules a collector believes it by; its reasons are [`DropReason`]s |
 //! | [`answer`] | per-message results and error bodies |
 //! | [`clock`] | `ts_corrected = timestamp + (received_at − sentAt)` |
 //!
@@ -82,7 +82,7 @@ pub use limits::DecodeLimits;
 pub use message::{
     App, Context, Device, Library, Message, MessageType, Os, Priority, TallyContext,
 };
-pub use reason::RejectReason;
 pub use reason::Rejection;
+pub use reason::{DropReason, RejectReason, UnknownDropReason};
 pub use timestamp::{format_timestamp, parse_timestamp};
 pub use validate::{validate, Checked};

@@ -1,4 +1,10 @@
-//! Why a message was rejected: a stable code per reason.
+//! Why a message was rejected ([`RejectReason`]) or dropped on the device
+//! ([`DropReason`]): a stable code per reason.
+//!
+//! Both vocabularies are part of the wire protocol: a rejection's code
+//! travels in the collector's answer, a drop's in the SDK's
+//! `tally.dropped` report (see [`crate::drops`]) and in its health
+//! report. A code never changes meaning; a new reason gets a new code.
 
 use std::fmt;
 use std::str::FromStr;
@@ -20,9 +26,17 @@ macro_rules! reasons {
             pub const ALL: &'static [RejectReason] = &[$(RejectReason::$variant),*];
 
             /// The stable wire code.
-            pub fn as_str(self) -> &'static str {
+            pub const fn as_str(self) -> &'static str {
                 match self {
                     $( RejectReason::$variant => $code, )*
+                }
+            }
+
+            /// The drop code of a message the device built and found this
+            /// rejection in: `invalid:` and the code.
+            const fn invalid_drop_code(self) -> &'static str {
+                match self {
+                    $( RejectReason::$variant => concat!("invalid:", $code), )*
                 }
             }
         }
@@ -130,6 +144,125 @@ impl<'de> Deserialize<'de> for RejectReason {
     }
 }
 
+macro_rules! drop_reasons {
+    ($( $(#[$doc:meta])* $variant:ident = $code:literal, )*) => {
+        /// Why the device dropped a message that had taken a `seq`: the
+        /// reason a `tally.dropped` report names for its ranges, and the key
+        /// of the SDK's `health().dropped` counts.
+        ///
+        /// The codes ([`DropReason::as_str`]) are the documented list: the
+        /// plain ones of [`DropReason::PLAIN`], `invalid:` followed by a
+        /// [`RejectReason`] code, and [`DropReason::Uninstalled`], which no
+        /// device reports (it is the simulator's name for what an
+        /// uninstalled app still held). A code from another SDK version
+        /// that is not one of these is not an error where drops are
+        /// stored and counted: the collector and the device's files keep
+        /// the code as it came and count it under it.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        #[non_exhaustive]
+        pub enum DropReason {
+            $( $(#[$doc])* $variant, )*
+            /// The message the pipeline built would be rejected for this
+            /// reason (`invalid:<reject code>`): the caller's checks catch
+            /// most rules at the call, so this is rare (a message over
+            /// the size limit only with its context).
+            Invalid(RejectReason),
+        }
+
+        impl DropReason {
+            /// Every reason without a parameter, in declaration order.
+            pub const PLAIN: &'static [DropReason] = &[$(DropReason::$variant),*];
+
+            /// The stable wire code.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $( DropReason::$variant => $code, )*
+                    DropReason::Invalid(r) => r.invalid_drop_code(),
+                }
+            }
+        }
+
+        impl FromStr for DropReason {
+            type Err = UnknownDropReason;
+            fn from_str(s: &str) -> Result<Self, UnknownDropReason> {
+                match s {
+                    $( $code => Ok(DropReason::$variant), )*
+                    _ => s
+                        .strip_prefix(INVALID_PREFIX)
+                        .and_then(|r| r.parse().ok())
+                        .map(DropReason::Invalid)
+                        .ok_or(UnknownDropReason),
+                }
+            }
+        }
+    };
+}
+
+/// What a [`DropReason::Invalid`] code starts with.
+const INVALID_PREFIX: &str = "invalid:";
+
+drop_reasons! {
+    /// A bound of the device's log (its most events or bytes) dropped the
+    /// record to make room, the oldest normal records first, or refused
+    /// its append.
+    LogFull = "log_full",
+    /// The record stayed pending longer than the log's age bound.
+    Expired = "expired",
+    /// The append was refused because the log's writer was too far behind
+    /// (the disk stalls or is full).
+    WriterBacklog = "writer_backlog",
+    /// The record failed its checksum or could not be decrypted (its key is
+    /// gone).
+    Corrupt = "corrupt",
+    /// Consent was denied: what was stored was shredded, and what was
+    /// captured before the denial took effect was not stored.
+    ConsentDenied = "consent_denied",
+    /// The collector answered that the record's user was deleted.
+    DeletedUser = "deleted_user",
+    /// The log refused the record as larger than it can hold.
+    TooLarge = "too_large",
+    /// The log could not store the record (an I/O error).
+    PersistFailed = "persist_failed",
+    /// The uploader gave up on the record: the collector could not decode
+    /// it, even alone and re-encoded.
+    QuarantinedUndecodable = "quarantined_undecodable",
+    /// The uploader gave up on the record: the collector refused it as too
+    /// large even alone.
+    QuarantinedTooLarge = "quarantined_too_large",
+    /// The uploader gave up on the record: the collector kept answering it
+    /// with a server error.
+    QuarantinedServerError = "quarantined_server_error",
+    /// Not reported by a device: what an uninstalled app still held, as
+    /// the simulator accounts for it.
+    Uninstalled = "uninstalled",
+}
+
+/// A drop code that is none of [`DropReason`]'s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("unknown drop reason code")]
+pub struct UnknownDropReason;
+
+impl fmt::Display for DropReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for DropReason {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for DropReason {
+    /// An unknown code is an error: where a code from another version may
+    /// arrive, it is kept as text (see [`DropReason`]).
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let key = crate::json::Key::deserialize(d)?;
+        key.0.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// A rejected message: the reason, and which rule in words.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("{reason}: {detail}")]
@@ -169,5 +302,65 @@ mod tests {
             serde_json::from_str::<RejectReason>("\"from_the_future\"").unwrap(),
             RejectReason::Unrecognized
         );
+    }
+
+    #[test]
+    fn drop_codes_are_exactly_the_documented_list() {
+        let plain: Vec<&str> = DropReason::PLAIN.iter().map(|r| r.as_str()).collect();
+        assert_eq!(
+            plain,
+            [
+                "log_full",
+                "expired",
+                "writer_backlog",
+                "corrupt",
+                "consent_denied",
+                "deleted_user",
+                "too_large",
+                "persist_failed",
+                "quarantined_undecodable",
+                "quarantined_too_large",
+                "quarantined_server_error",
+                "uninstalled",
+            ]
+        );
+        assert_eq!(
+            DropReason::Invalid(RejectReason::MessageTooLarge).as_str(),
+            "invalid:message_too_large"
+        );
+        for r in RejectReason::ALL {
+            let code = DropReason::Invalid(*r).as_str();
+            assert_eq!(code, format!("invalid:{}", r.as_str()));
+        }
+    }
+
+    #[test]
+    fn drop_codes_round_trip_and_unknown_ones_are_refused() {
+        let every = DropReason::PLAIN
+            .iter()
+            .copied()
+            .chain(RejectReason::ALL.iter().map(|r| DropReason::Invalid(*r)));
+        let mut seen = std::collections::HashSet::new();
+        for r in every {
+            let code = r.as_str();
+            assert!(seen.insert(code), "{code} twice");
+            assert_eq!(code.parse::<DropReason>(), Ok(r));
+            assert_eq!(r.to_string(), code);
+            let json = serde_json::to_string(&r).unwrap();
+            assert_eq!(json, format!("\"{code}\""));
+            assert_eq!(serde_json::from_str::<DropReason>(&json).unwrap(), r);
+        }
+        // The plain codes pass a drop report's code check.
+        for r in DropReason::PLAIN {
+            let code = r.as_str();
+            assert!(
+                code.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+                "{code}"
+            );
+        }
+        for unknown in ["queue_full", "invalid:", "invalid:from_the_future", ""] {
+            assert_eq!(unknown.parse::<DropReason>(), Err(UnknownDropReason));
+        }
+        assert!(serde_json::from_str::<DropReason>("\"queue_full\"").is_err());
     }
 }

@@ -4,11 +4,11 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::clock::{Clock, SystemClock};
 use crate::log;
 use crate::pipeline::enrich::{ContextProvider, DefaultContextProvider};
 use crate::pipeline::privacy::{Consent, PrivacyConfig};
 use crate::pipeline::session::DEFAULT_SESSION_TIMEOUT_MS;
-use crate::upload::clock::{Clock, SystemClock};
 use crate::upload::transport::Transport;
 
 /// Default capacity of the hand-off queue between `track()` and the

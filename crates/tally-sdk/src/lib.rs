@@ -23,24 +23,34 @@
 //! | module | concern |
 //! |---|---|
 //! | [`tracker`] | the API, what runs on which thread, `seq` across crashes |
-//! | [`pipeline`] | capture → log: sessions, enrichment, privacy, identity |
+//! | `capture` | the caller's half of a message: checks, `seq`, the hand-off queue |
+//! | `shared` | what the threads share: config, clock, log, SDK state, counters |
+//! | `error` | refusals and errors |
+//! | `install_state` | the SDK state file: identity, consent, watermarks, drops to report |
+//! | [`pipeline`] | hand-off → log: sessions, enrichment, privacy, identity |
 //! | [`log`] | the durable, encrypted, bounded event log |
 //! | [`upload`] | log → collector: batches, transport, answers, backoff |
 //! | [`health`] | the health report |
 //! | [`mobile`] | network, low power, background syncs, no idle wake-ups |
 //! | [`props`] | properties built as JSON text |
 //! | [`config`] | options and their defaults |
+//! | [`clock`] | real and virtual time, and the wake-up signal the threads wait on |
 
+mod capture;
+pub mod clock;
 pub mod config;
+mod error;
 pub mod health;
+mod install_state;
 pub mod log;
 pub mod mobile;
 pub mod pipeline;
 pub mod props;
-mod state;
+mod shared;
 pub mod tracker;
 pub mod upload;
 
+pub use clock::{Clock, SystemClock, VirtualClock};
 pub use config::WhenFull;
 pub use health::Health;
 pub use log::Durability;
@@ -53,7 +63,6 @@ pub use tracker::{
     Accepted, BuildError, FlushError, Refusal, ShutdownError, TrackOptions, TrackResult, Tracker,
     TrackerBuilder,
 };
-pub use upload::clock::{Clock, SystemClock, VirtualClock};
 pub use upload::transport::{HttpTransport, Method, Request, Response, Transport, TransportError};
 
 /// The Rust code in `docs/getting-started.md` compiles against this crate.

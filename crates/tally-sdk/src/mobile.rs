@@ -36,13 +36,8 @@
 //! commit. `flush`, `sync_now` and background syncs do not wait.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
-use std::time::{Duration, Instant};
 
 use tally_proto::Priority;
-
-use crate::pipeline::privacy::Consent;
-use crate::tracker::{Shared, Tracker};
-use crate::upload;
 
 /// How long low-power mode holds pending records before sending them: a
 /// cellular radio stays in its high-power state for about ten seconds
@@ -50,11 +45,6 @@ use crate::upload;
 /// a minute keeps the radio's active time to a fraction of one send per
 /// group commit, while a dashboard still sees the session within a minute.
 pub const LOW_POWER_HOLD_MS: u64 = 60_000;
-
-/// How often `run_background_sync` looks at its progress: a small fraction
-/// of a batch round trip, and of the shortest background window an OS
-/// grants (iOS gives a refresh task about 30 s).
-const BACKGROUND_POLL: Duration = Duration::from_millis(10);
 
 /// What may be sent on a metered network (mobile data).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -124,6 +114,19 @@ const BG_IDLE: u8 = 1;
 const BG_NO_TIME: u8 = 2;
 const BG_FAILED: u8 = 3;
 
+/// Where a background sync stands, as the uploader last told it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BackgroundState {
+    /// Still sending, or not told anything yet.
+    Running,
+    /// The uploader found nothing it may send.
+    Idle,
+    /// The uploader will not start a batch that cannot end in time.
+    OutOfTime,
+    /// A send failed.
+    Failed,
+}
+
 /// The device's state as the app reports it, shared by the tracker's
 /// threads.
 #[derive(Debug, Default)]
@@ -191,6 +194,47 @@ impl Device {
         self.background_end(BG_FAILED);
     }
 
+    /// The app's connectivity callback: whether the device is online, and
+    /// whether the network is metered. Going online (or to an unmetered
+    /// network) asks the uploader to drop its backoff wait.
+    pub(crate) fn set_network(&self, online: bool, metered: bool) {
+        let was_offline = self.offline.swap(!online, Ordering::SeqCst);
+        let was_metered = self.metered.swap(metered, Ordering::SeqCst);
+        if online && (was_offline || (was_metered && !metered)) {
+            self.retry_now.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// Low-power mode on or off.
+    pub(crate) fn set_low_power(&self, on: bool) {
+        self.low_power.store(on, Ordering::SeqCst);
+    }
+
+    /// A background sync starts, to end by `deadline_ms` on the tracker's
+    /// monotonic clock; the uploader drops its backoff wait.
+    pub(crate) fn background_start(&self, deadline_ms: u64) {
+        self.background_state.store(BG_RUNNING, Ordering::SeqCst);
+        self.background_deadline_ms
+            .store(deadline_ms.max(1), Ordering::SeqCst);
+        self.retry_now.store(true, Ordering::SeqCst);
+    }
+
+    /// Where the running background sync stands.
+    pub(crate) fn background_state(&self) -> BackgroundState {
+        match self.background_state.load(Ordering::SeqCst) {
+            BG_IDLE => BackgroundState::Idle,
+            BG_NO_TIME => BackgroundState::OutOfTime,
+            BG_FAILED => BackgroundState::Failed,
+            _ => BackgroundState::Running,
+        }
+    }
+
+    /// The background sync returned: the uploader goes back to its own
+    /// schedule.
+    pub(crate) fn background_stop(&self) {
+        self.background_deadline_ms.store(0, Ordering::SeqCst);
+    }
+
     fn background_end(&self, state: u8) {
         let _ = self.background_state.compare_exchange(
             BG_RUNNING,
@@ -198,90 +242,5 @@ impl Device {
             Ordering::SeqCst,
             Ordering::SeqCst,
         );
-    }
-}
-
-/// Messages the collector answered for so far (accepted, duplicate,
-/// rejected).
-fn answered(shared: &Shared) -> u64 {
-    let h = upload::health(shared);
-    h.accepted + h.duplicate + h.rejected.values().sum::<u64>()
-}
-
-impl Tracker {
-    /// From the app's connectivity callback: whether the device is online,
-    /// and whether the network is metered. Offline, nothing is attempted;
-    /// going online (or to an unmetered network) cancels the backoff wait
-    /// and syncs at once. Cheap; call it on every change.
-    pub fn set_network(&self, online: bool, metered: bool) {
-        let device = &self.shared.device;
-        let was_offline = device.offline.swap(!online, Ordering::SeqCst);
-        let was_metered = device.metered.swap(metered, Ordering::SeqCst);
-        if online && (was_offline || (was_metered && !metered)) {
-            device.retry_now.store(true, Ordering::SeqCst);
-        }
-        self.shared.upload_wake.notify();
-    }
-
-    /// Low-power mode (Android power saver, iOS Low Power Mode): uploads
-    /// are batched over [`LOW_POWER_HOLD_MS`] instead of following every
-    /// group commit.
-    pub fn set_low_power(&self, on: bool) {
-        self.shared.device.low_power.store(on, Ordering::SeqCst);
-        self.shared.upload_wake.notify();
-    }
-
-    /// For a background task the OS granted `within` (Android WorkManager,
-    /// iOS BGTaskScheduler): flushes, sends what fits before the deadline
-    /// (a batch is started only if twice the recent p99 round trip ends in
-    /// time), and returns by the deadline with what was sent and
-    /// what is left. Blocks the calling thread, which must not be the UI
-    /// thread. Consent, the network and the metered policy apply.
-    pub fn run_background_sync(&self, within: Duration) -> BackgroundSync {
-        let shared = &self.shared;
-        let device = &shared.device;
-        let until = Instant::now() + within;
-        let before = answered(shared);
-        let flushed = self.flush().is_ok();
-        let within_ms = u64::try_from(within.as_millis()).unwrap_or(u64::MAX);
-        device.background_state.store(BG_RUNNING, Ordering::SeqCst);
-        device.background_deadline_ms.store(
-            shared.clock.mono_ms().saturating_add(within_ms).max(1),
-            Ordering::SeqCst,
-        );
-        device.retry_now.store(true, Ordering::SeqCst);
-        shared.upload_wake.notify();
-        let outcome = loop {
-            let pending = shared.log.stats().pending_events;
-            if flushed && pending == 0 && !upload::has_unreported_drops(shared) {
-                break BackgroundOutcome::Done;
-            }
-            if device.offline() {
-                break BackgroundOutcome::Offline;
-            }
-            if shared.consent() != Consent::Granted
-                || shared.metrics.auth_failed.load(Ordering::SeqCst)
-            {
-                break BackgroundOutcome::Blocked;
-            }
-            match device.background_state.load(Ordering::SeqCst) {
-                BG_IDLE if pending == 0 => break BackgroundOutcome::Done,
-                BG_IDLE => break BackgroundOutcome::Held,
-                BG_NO_TIME => break BackgroundOutcome::DeadlineReached,
-                BG_FAILED => break BackgroundOutcome::Failed,
-                _ => {}
-            }
-            if Instant::now() >= until {
-                break BackgroundOutcome::DeadlineReached;
-            }
-            std::thread::sleep(BACKGROUND_POLL);
-        };
-        device.background_deadline_ms.store(0, Ordering::SeqCst);
-        shared.upload_wake.notify();
-        BackgroundSync {
-            sent: answered(shared).saturating_sub(before),
-            remaining: shared.log.stats().pending_events,
-            outcome,
-        }
     }
 }

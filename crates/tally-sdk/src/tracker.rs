@@ -1,12 +1,16 @@
-//! The public API: [`Tracker`] and its builder.
+//! The public API: [`Tracker`] and its builder, and which thread does what.
 //!
 //! ## What runs where
 //!
-//! | thread | does | never does |
-//! |---|---|---|
-//! | the caller's | check the limits in O(1), take the capture lock, stamp `seq`, capture time and session, append one record to the hand-off queue (`pipeline/handoff.rs`) | I/O, JSON parsing, waiting (unless [`WhenFull::Block`] is chosen) |
-//! | pipeline | identity → `messageId` (UUIDv7 of the capture time) → enrich → privacy → serialize → validate → `log.append`; group-commit flushes; state saves | network |
-//! | uploader | read durable records → batch → encode → send → classify → ack, backoff, drop reports, health beacons | capture |
+//! | thread | does | never does | where |
+//! |---|---|---|---|
+//! | the caller's | check the limits in O(1), take the capture lock, stamp `seq`, capture time and session, append one record to the hand-off queue | I/O, JSON parsing, waiting (unless [`WhenFull::Block`] is chosen) | this file's checks, then `capture.rs` → `pipeline/handoff.rs` |
+//! | pipeline | identity → `messageId` (UUIDv7 of the capture time) → enrich → privacy → serialize → validate → `log.append`; group-commit flushes; state saves | network | `pipeline/thread.rs` |
+//! | uploader | read durable records → batch → encode → send → classify → ack, backoff, drop reports, health beacons | capture, except handing its own events over through `upload::reports::Emitter` | `upload/` |
+//!
+//! What the threads share (config, clock, log, SDK state, counters) is in
+//! `shared.rs`; the imports go one way: this file → capture and pipeline →
+//! the log, and the uploader sees only what is shared and the emitter.
 //!
 //! `seq` is assigned and handed off under one lock, so the channel (and so
 //! the log) holds messages in `seq` order, and a message refused at the
@@ -26,159 +30,43 @@
 //! are reused without the collector ever seeing a number twice.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use tally_proto::limits::{
     MAX_EVENT_NAME_BYTES, MAX_ID_BYTES, MAX_JSON_DEPTH, MAX_PROPERTIES_BYTES,
 };
-use tally_proto::{Priority, RejectReason};
+use tally_proto::RejectReason;
 
+use crate::capture::Capture;
+use crate::clock::Clock;
 use crate::config::{Config, WhenFull, MAX_PROPERTY_COUNT};
-use crate::health::{bump, Health, Metrics};
+use crate::health::Health;
+use crate::install_state::StateFile;
 use crate::log::{Durability, Log};
-use crate::mobile::{Device, MeteredPolicy};
+use crate::mobile::MeteredPolicy;
 use crate::pipeline::enrich::ContextProvider;
-use crate::pipeline::handoff::{message_bytes, Handoff};
+use crate::pipeline::handoff::{Command, Kind};
 use crate::pipeline::privacy::{Consent, KeyScope};
 use crate::pipeline::session::Sessions;
-use crate::pipeline::{self, Captured, Command, Kind};
+use crate::pipeline::thread::Pipeline;
+use crate::pipeline::{self};
 use crate::props::Props;
-use crate::state::{State, StateError, StateFile};
-use crate::upload::clock::{Clock, Wake};
+use crate::shared::Shared;
 use crate::upload::transport::{HttpTransport, Transport};
-use crate::upload::{self, Uploader};
+use crate::upload::Uploader;
 
-/// How long a blocked caller sleeps between retries when the channel is
-/// full under [`WhenFull::Block`]: short against the pipeline's per-message
-/// time (microseconds), so room is noticed quickly.
-const BLOCK_RETRY: Duration = Duration::from_micros(50);
+pub use crate::capture::{Accepted, TrackOptions, TrackResult};
+pub use crate::error::{BuildError, FlushError, Refusal, ShutdownError};
+
+mod mobile;
 
 /// How often `wait_until_synced` looks at the pending count: a small
 /// fraction of a batch round trip on a local network.
 const SYNC_POLL: Duration = Duration::from_millis(10);
-
-/// A message accepted by the tracker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Accepted {
-    /// The message's per-install sequence number.
-    pub seq: u64,
-}
-
-/// Why a message was refused at the call. A refused message takes no
-/// sequence number and is counted in `health().refused`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum Refusal {
-    /// The message breaks a rule the collector would reject it for.
-    #[error("invalid message: {0}")]
-    Invalid(RejectReason),
-    /// More properties than [`MAX_PROPERTY_COUNT`].
-    #[error("more than {MAX_PROPERTY_COUNT} properties")]
-    TooManyProperties,
-    /// The hand-off queue is full: its byte budget (see
-    /// [`crate::config::DEFAULT_QUEUE_BUDGET_BYTES`]) or its message
-    /// capacity is reached while the pipeline is behind.
-    #[error("queue full")]
-    QueueFull,
-    /// Consent is denied.
-    #[error("consent denied")]
-    ConsentDenied,
-    /// Consent is pending and the tracker is configured to store nothing
-    /// until it is granted.
-    #[error("consent pending")]
-    ConsentPending,
-    /// The tracker was shut down (or its pipeline thread is gone).
-    #[error("tracker shut down")]
-    ShutDown,
-    /// The message names a session that does not exist: never started by
-    /// this install, or already ended (inactivity, `reset()`, a restart
-    /// after the timeout). See [`crate::pipeline::session`].
-    #[error("unknown or ended session")]
-    UnknownSession,
-}
-
-impl Refusal {
-    /// The reason code counted in health.
-    pub fn code(&self) -> &'static str {
-        match self {
-            Self::Invalid(r) => r.as_str(),
-            Self::TooManyProperties => "too_many_properties",
-            Self::QueueFull => "queue_full",
-            Self::ConsentDenied => "consent_denied",
-            Self::ConsentPending => "consent_pending",
-            Self::ShutDown => "shut_down",
-            Self::UnknownSession => "unknown_session",
-        }
-    }
-}
-
-/// The result of `track()` and its siblings.
-pub type TrackResult = Result<Accepted, Refusal>;
-
-/// Options of one tracked message.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TrackOptions {
-    /// Delivery priority (critical: kept longest, sent first).
-    pub priority: Priority,
-    /// Business idempotency key (an order id).
-    pub dedup_key: Option<String>,
-}
-
-/// Why the tracker could not be built.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum BuildError {
-    /// The SDK state in the data directory could not be read or created.
-    #[error("SDK state: {0}")]
-    State(#[from] StateError),
-    /// The durable log could not be opened.
-    #[error("event log: {0}")]
-    Log(String),
-    /// The trusted CA certificates given to the builder are unusable.
-    #[error("TLS configuration: {0}")]
-    Tls(String),
-    /// A background thread could not be started.
-    #[error("could not start a thread: {0}")]
-    Thread(#[source] std::io::Error),
-    /// The endpoint is plain `http://` to a host that is not loopback, and
-    /// [`TrackerBuilder::allow_insecure_http`] was not set: events and the
-    /// write key would cross the network unencrypted.
-    #[error(
-        "refusing plain http:// to {0}: events and the write key would travel unencrypted; \
-         use https://, or allow_insecure_http(true) on a network you trust"
-    )]
-    InsecureEndpoint(String),
-}
-
-/// Why a flush (or a consent change that purges) did not complete.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum FlushError {
-    /// The log could not make the data durable (the message is the log's
-    /// error).
-    #[error("log flush failed: {0}")]
-    Log(String),
-    /// The pipeline thread is gone (the tracker was shut down).
-    #[error("tracker shut down")]
-    ShutDown,
-}
-
-/// Why shutdown did not finish cleanly.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum ShutdownError {
-    /// The final flush failed; what it did not persist is lost.
-    #[error(transparent)]
-    Flush(#[from] FlushError),
-    /// The background threads did not stop within the timeout (they are
-    /// left to finish on their own).
-    #[error("background threads still running after the timeout")]
-    Timeout,
-}
 
 /// Builds a [`Tracker`].
 #[derive(Debug)]
@@ -348,196 +236,6 @@ impl TrackerBuilder {
     }
 }
 
-/// The caller-side capture state, under one lock.
-#[derive(Debug)]
-pub(crate) struct Capture {
-    pub(crate) next_seq: u64,
-    pub(crate) sessions: Sessions,
-    pub(crate) handoff: Handoff,
-}
-
-/// What the tracker's threads share.
-#[derive(Debug)]
-pub(crate) struct Shared {
-    pub(crate) config: Config,
-    pub(crate) capture: Mutex<Capture>,
-    /// Signals the pipeline that the hand-off queue has records for it.
-    pub(crate) handoff_ready: Condvar,
-    /// Bytes of message records in the hand-off queue (waiting, or taken
-    /// and not yet processed), against the byte budget.
-    pub(crate) queued_bytes: AtomicUsize,
-    /// Messages in the hand-off queue (at most `channel_capacity`).
-    pub(crate) queued_messages: AtomicUsize,
-    pub(crate) consent: AtomicU8,
-    pub(crate) clock: Arc<dyn Clock>,
-    pub(crate) metrics: Metrics,
-    pub(crate) log: Log,
-    pub(crate) state: Mutex<State>,
-    pub(crate) state_file: StateFile,
-    pub(crate) upload_wake: Wake,
-    /// Highest seq a flush made durable: the uploader sends nothing above.
-    pub(crate) durable_seq: AtomicU64,
-    pub(crate) sync_requested: AtomicBool,
-    pub(crate) stopping: AtomicBool,
-    pub(crate) install_id: String,
-    /// The network and power state the app reports.
-    pub(crate) device: Device,
-}
-
-fn consent_code(c: Consent) -> u8 {
-    match c {
-        Consent::Pending => 0,
-        Consent::Granted => 1,
-        Consent::Denied => 2,
-    }
-}
-
-impl Shared {
-    pub(crate) fn consent(&self) -> Consent {
-        match self.consent.load(Ordering::Acquire) {
-            1 => Consent::Granted,
-            2 => Consent::Denied,
-            _ => Consent::Pending,
-        }
-    }
-
-    pub(crate) fn lock_capture(&self) -> MutexGuard<'_, Capture> {
-        self.capture.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    pub(crate) fn lock_state(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Saves the state; a failure is counted, and retried at the next save.
-    pub(crate) fn save_state(&self, state: &State) {
-        if self.state_file.save(state).is_err() {
-            self.metrics
-                .persistence_errors
-                .fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    fn refuse(&self, refusal: Refusal) -> TrackResult {
-        bump(&self.metrics.refused, refusal.code(), 1);
-        Err(refusal)
-    }
-
-    /// The caller-thread half of every message; `session` is the session
-    /// the app named, if it named one.
-    pub(crate) fn capture(
-        &self,
-        kind: Kind<'_>,
-        options: TrackOptions,
-        session: Option<&str>,
-    ) -> TrackResult {
-        match self.consent() {
-            Consent::Denied => return self.refuse(Refusal::ConsentDenied),
-            Consent::Pending if self.config.store_nothing_while_pending => {
-                return self.refuse(Refusal::ConsentPending)
-            }
-            _ => {}
-        }
-        if self.stopping.load(Ordering::Relaxed) {
-            return self.refuse(Refusal::ShutDown);
-        }
-        let dedup_key = options.dedup_key.as_deref();
-        if dedup_key.is_some_and(|d| d.len() > MAX_ID_BYTES) {
-            return self.refuse(Refusal::Invalid(RejectReason::IdTooLong));
-        }
-        if dedup_key.is_some_and(|d| d.contains('\0')) {
-            return self.refuse(Refusal::Invalid(RejectReason::NulCharacter));
-        }
-        let ts_ms = self.clock.wall_ms();
-        let deadline = match self.config.when_full {
-            WhenFull::Refuse => None,
-            WhenFull::Block(ms) => Some(Instant::now() + Duration::from_millis(ms)),
-        };
-        let mut captured = Captured {
-            seq: 0,
-            ts_ms,
-            session_index: 0,
-            kind,
-            priority: options.priority,
-            dedup_key,
-        };
-        let cost = message_bytes(&captured);
-        let budget = self.config.queue_budget_bytes;
-        let capacity = self.config.channel_capacity;
-        loop {
-            let mut capture = self.lock_capture();
-            if capture.handoff.closed {
-                drop(capture);
-                return self.refuse(Refusal::ShutDown);
-            }
-            // Within the budget, and within half of it in the buffer not
-            // yet taken: the pipeline's batch and this buffer together
-            // never hold more than the budget.
-            if self.queued_bytes.load(Ordering::Relaxed) + cost > budget
-                || capture.handoff.len() + cost > budget / 2
-                || self.queued_messages.load(Ordering::Relaxed) >= capacity
-            {
-                if capture.handoff.wake_when_full() {
-                    self.handoff_ready.notify_one();
-                }
-                drop(capture);
-                match deadline {
-                    Some(d) if Instant::now() < d => {
-                        std::thread::sleep(BLOCK_RETRY);
-                        continue;
-                    }
-                    _ => return self.refuse(Refusal::QueueFull),
-                }
-            }
-            let (session_id, session_index) = match session {
-                None => capture.sessions.touch(ts_ms),
-                Some(named) => match capture.sessions.touch_named(named, ts_ms) {
-                    Some(found) => found,
-                    None => {
-                        drop(capture);
-                        return self.refuse(Refusal::UnknownSession);
-                    }
-                },
-            };
-            let seq = capture.next_seq;
-            captured.seq = seq;
-            captured.session_index = session_index;
-            self.queued_bytes.fetch_add(cost, Ordering::Relaxed);
-            self.queued_messages.fetch_add(1, Ordering::Relaxed);
-            if capture.handoff.push_message(&captured, &session_id) {
-                self.handoff_ready.notify_one();
-            }
-            capture.next_seq += 1;
-            drop(capture);
-            self.metrics.tracked.fetch_add(1, Ordering::Relaxed);
-            return Ok(Accepted { seq });
-        }
-    }
-
-    /// Sends a control command in order with the messages.
-    pub(crate) fn control(&self, command: Command) -> Result<(), FlushError> {
-        let mut capture = self.lock_capture();
-        self.push_control(&mut capture, command)
-    }
-
-    fn push_control(&self, capture: &mut Capture, command: Command) -> Result<(), FlushError> {
-        if capture.handoff.closed {
-            return Err(FlushError::ShutDown);
-        }
-        if capture.handoff.push_control(command) {
-            self.handoff_ready.notify_one();
-        }
-        Ok(())
-    }
-
-    /// Waits until everything handed off so far is durable.
-    pub(crate) fn flush(&self) -> Result<(), FlushError> {
-        let (tx, rx) = mpsc::sync_channel(1);
-        self.control(Command::Flush(tx))?;
-        rx.recv().map_err(|_| FlushError::ShutDown)?
-    }
-}
-
 /// The SDK's entry point: cheap to call from any thread.
 ///
 /// ```no_run
@@ -555,7 +253,8 @@ impl Shared {
 /// ```
 #[derive(Debug)]
 pub struct Tracker {
-    pub(crate) shared: Arc<Shared>,
+    shared: Arc<Shared>,
+    capture: Arc<Capture>,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -589,8 +288,7 @@ impl Tracker {
         // Moves a user id sealed under an older key (or in clear, from an
         // earlier version) to the current key; writes nothing otherwise.
         state_file.save(&state)?;
-        let clock = Arc::clone(&config.clock);
-        let now = clock.wall_ms();
+        let now = config.clock.wall_ms();
         let (next_seq, changed) = pipeline::recover_next_seq(&log, &mut state);
         if changed {
             state_file.save(&state)?;
@@ -604,38 +302,17 @@ impl Tracker {
             ),
             (None, None) => Arc::new(HttpTransport::new(&config.endpoint)),
         };
-        let shared = Arc::new(Shared {
-            capture: Mutex::new(Capture {
-                next_seq,
-                sessions,
-                handoff: Handoff::new(),
-            }),
-            handoff_ready: Condvar::new(),
-            queued_bytes: AtomicUsize::new(0),
-            queued_messages: AtomicUsize::new(0),
-            consent: AtomicU8::new(consent_code(state.consent)),
-            clock,
-            metrics: Metrics::default(),
-            log,
-            install_id: state.identity.install_id.clone(),
-            durable_seq: AtomicU64::new(next_seq - 1),
-            state: Mutex::new(state),
-            state_file,
-            upload_wake: Wake::default(),
-            sync_requested: AtomicBool::new(false),
-            stopping: AtomicBool::new(false),
-            device: Device::default(),
-            config,
-        });
+        let shared = Arc::new(Shared::new(config, log, state, state_file, next_seq - 1));
+        let capture = Arc::new(Capture::new(Arc::clone(&shared), next_seq, sessions));
         let mut threads = Vec::with_capacity(2);
-        let pipeline = pipeline::Pipeline::new(Arc::clone(&shared));
+        let pipeline = Pipeline::new(Arc::clone(&capture));
         threads.push(
             std::thread::Builder::new()
                 .name("tally-pipeline".into())
                 .spawn(move || pipeline.run())
                 .map_err(BuildError::Thread)?,
         );
-        let uploader = Uploader::new(Arc::clone(&shared), transport);
+        let uploader = Uploader::new(Arc::clone(&shared), capture.clone(), transport);
         match std::thread::Builder::new()
             .name("tally-upload".into())
             .spawn(move || uploader.run())
@@ -643,12 +320,13 @@ impl Tracker {
             Ok(handle) => threads.push(handle),
             Err(e) => {
                 shared.stopping.store(true, Ordering::SeqCst);
-                let _ = shared.control(Command::Shutdown);
+                let _ = capture.control(Command::Shutdown);
                 return Err(BuildError::Thread(e));
             }
         }
         Ok(Self {
             shared,
+            capture,
             threads: Mutex::new(threads),
         })
     }
@@ -711,8 +389,8 @@ impl Tracker {
         options: TrackOptions,
     ) -> TrackResult {
         match check {
-            Ok(()) => self.shared.capture(kind, options, None),
-            Err(refusal) => self.shared.refuse(refusal),
+            Ok(()) => self.capture.accept(kind, options, None),
+            Err(refusal) => self.capture.refuse(refusal),
         }
     }
 
@@ -744,20 +422,18 @@ impl Tracker {
         options: TrackOptions,
     ) -> TrackResult {
         if let Err(refusal) = self.checked(&props, &Self::name_checks(name)) {
-            return self.shared.refuse(refusal);
+            return self.capture.refuse(refusal);
         }
         let kind = Kind::Track {
             event: name,
             props: props.as_json(),
         };
-        self.shared.capture(kind, options, Some(session_id))
+        self.capture.accept(kind, options, Some(session_id))
     }
 
     /// The current session's id and index.
     pub fn session(&self) -> (String, u64) {
-        let capture = self.shared.lock_capture();
-        let (id, index) = capture.sessions.current();
-        (id.to_string(), index)
+        self.capture.current_session()
     }
 
     /// A screen view (mobile).
@@ -820,27 +496,17 @@ impl Tracker {
     /// Logout: forgets the user and starts a new anonymous identity and
     /// session; messages before this call keep the old identity.
     pub fn reset(&self) -> Result<(), FlushError> {
-        let now = self.shared.clock.wall_ms();
-        let mut capture = self.shared.lock_capture();
-        capture.sessions.start_new(now);
-        self.shared.push_control(&mut capture, Command::Reset)
+        self.capture.reset(self.shared.clock.wall_ms())
     }
 
     /// Sets consent. `Denied` refuses new messages and shreds everything
     /// stored (returns once the purge is done); `Granted` lets the
     /// uploader send; `Pending` keeps (or refuses) messages and sends none.
     pub fn set_consent(&self, consent: Consent) -> Result<(), FlushError> {
-        self.shared
-            .consent
-            .store(consent_code(consent), Ordering::Release);
-        {
-            let mut state = self.shared.lock_state();
-            state.consent = consent;
-            self.shared.save_state(&state);
-        }
+        self.shared.set_consent(consent);
         if consent == Consent::Denied {
             let (tx, rx) = mpsc::sync_channel(1);
-            self.shared.control(Command::Purge(tx))?;
+            self.capture.control(Command::Purge(tx))?;
             rx.recv().map_err(|_| FlushError::ShutDown)??;
         }
         self.shared.upload_wake.notify();
@@ -850,7 +516,7 @@ impl Tracker {
     /// The durability barrier: returns once every message accepted before
     /// the call is in the log on disk.
     pub fn flush(&self) -> Result<(), FlushError> {
-        self.shared.flush()
+        self.capture.flush()
     }
 
     /// Seals events from now on under a new key. Events sealed under older
@@ -865,8 +531,7 @@ impl Tracker {
         // delete the old one once its records are acknowledged.
         let state = self.shared.lock_state();
         self.shared
-            .state_file
-            .save(&state)
+            .try_save_state(&state)
             .map_err(|e| FlushError::Log(e.to_string()))
     }
 
@@ -892,9 +557,7 @@ impl Tracker {
         }
         self.sync_now();
         loop {
-            if self.shared.log.stats().pending_events == 0
-                && !upload::has_unreported_drops(&self.shared)
-            {
+            if self.shared.log.stats().pending_events == 0 && !self.shared.has_unreported_drops() {
                 return true;
             }
             if Instant::now() >= deadline {
@@ -906,7 +569,7 @@ impl Tracker {
 
     /// The health report.
     pub fn health(&self) -> Health {
-        upload::health(&self.shared)
+        self.shared.health()
     }
 
     /// This install's id.
@@ -917,7 +580,7 @@ impl Tracker {
     /// Flushes, stops the background threads and waits up to `timeout`
     /// for them.
     pub fn shutdown(self, timeout: Duration) -> Result<(), ShutdownError> {
-        let flushed = self.shared.flush();
+        let flushed = self.capture.flush();
         self.stop(timeout)?;
         flushed.map_err(ShutdownError::from)
     }
@@ -925,7 +588,7 @@ impl Tracker {
     fn stop(&self, timeout: Duration) -> Result<(), ShutdownError> {
         self.shared.stopping.store(true, Ordering::SeqCst);
         self.shared.upload_wake.notify();
-        let _ = self.shared.control(Command::Shutdown);
+        let _ = self.capture.control(Command::Shutdown);
         let deadline = Instant::now() + timeout;
         let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
         for handle in threads {

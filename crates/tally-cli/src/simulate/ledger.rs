@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use tally_proto::DropReason;
 use tally_sdk::log::Inspection;
 use tally_sdk::TrackResult;
 
@@ -137,7 +138,10 @@ impl Ledger {
         self.acknowledged += log.acknowledged;
         self.corrupt += log.corrupt;
         if uninstalled {
-            *self.dropped.entry("uninstalled".into()).or_default() += log.pending;
+            *self
+                .dropped
+                .entry(DropReason::Uninstalled.as_str().to_owned())
+                .or_default() += log.pending;
         } else {
             self.pending += log.pending;
         }

@@ -48,7 +48,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 use indicatif::{ProgressBar, ProgressStyle};
 use tally_proto::Priority;
-use tally_sdk::upload::clock::SystemClock;
+use tally_sdk::clock::SystemClock;
 use tally_sdk::upload::transport::{HttpTransport, Transport};
 use tally_sdk::{Consent, Props, TrackOptions, TrackResult, Tracker};
 

@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde_json::Value;
+use tally_proto::DROPPED_EVENT;
+use tally_sdk::upload::HEALTH_EVENT;
 
 /// Event names whose counts the report checks (the scenario's, and the
 /// SDK's own reports that must be subtracted).
@@ -19,8 +21,8 @@ pub fn event_names() -> Vec<&'static str> {
         "Search",
         "Item",
         "Cart",
-        "tally.dropped",
-        "tally.health",
+        DROPPED_EVENT,
+        HEALTH_EVENT,
     ]
 }
 

@@ -47,6 +47,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use tally_proto::DROPPED_EVENT;
+use tally_sdk::upload::HEALTH_EVENT;
 
 use super::faults::Traffic;
 use super::ledger::Ledger;
@@ -251,7 +253,7 @@ fn attribution_check(
 pub fn build(i: Inputs<'_>) -> Report {
     use std::sync::atomic::Ordering::Relaxed;
     let l = i.ledger;
-    let internal: u64 = ["tally.dropped", "tally.health"]
+    let internal: u64 = [DROPPED_EVENT, HEALTH_EVENT]
         .iter()
         .map(|n| name_delta(&i, n).0)
         .sum();

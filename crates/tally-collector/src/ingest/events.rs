@@ -101,7 +101,9 @@ mod broken {
 }
 
 /// The ranges of a drop report (none for any other event). Validation
-/// refused malformed reports, so what is read here is well formed.
+/// refused malformed reports, so what is read here is well formed. The
+/// reason is kept as the device sent it: a [`tally_proto::DropReason`]
+/// code, or one of another SDK version, counted all the same.
 fn drop_ranges(msg: &Message) -> Vec<DroppedRange> {
     let Ok(Some(report)) = DropReport::of(msg) else {
         return Vec::new();

@@ -67,6 +67,10 @@ pub(crate) fn missing(max_seq: u64, seen: &[SeqRange], dropped: &[SeqRange]) -> 
 }
 
 /// Builds an install's report from its stored seen ranges and drops.
+///
+/// A drop's reason is counted under the code the device sent: one of
+/// [`tally_proto::DropReason`]'s, or a code another SDK version uses,
+/// which is kept as it came rather than refused or renamed.
 pub(crate) fn report(
     max_seq: u64,
     seen: &[SeqRange],
@@ -127,5 +131,36 @@ mod tests {
         );
         assert_eq!(missing(0, &[], &[]), Vec::<[u64; 2]>::new());
         assert_eq!(missing(5, &[(3, 9)], &[]), vec![[1, 2]]);
+    }
+
+    #[test]
+    fn drops_are_counted_under_the_code_sent_known_or_not() {
+        use tally_proto::DropReason;
+        let drops = vec![
+            (2, 3, DropReason::LogFull.as_str().to_owned()),
+            (
+                5,
+                5,
+                DropReason::Invalid(tally_proto::RejectReason::MessageTooLarge).to_string(),
+            ),
+            (6, 6, DropReason::LogFull.as_str().to_owned()),
+            (7, 8, "from_a_newer_sdk".to_owned()),
+        ];
+        let r = report(9, &[(1, 1), (4, 4), (9, 9)], drops);
+        assert_eq!(r.dropped, 6);
+        assert!(r.missing.is_empty(), "{:?}", r.missing);
+        let by_reason: Vec<(&str, u64)> = r
+            .dropped_by_reason
+            .iter()
+            .map(|(k, v)| (k.as_str(), *v))
+            .collect();
+        assert_eq!(
+            by_reason,
+            [
+                ("from_a_newer_sdk", 2),
+                ("invalid:message_too_large", 1),
+                ("log_full", 3)
+            ]
+        );
     }
 }

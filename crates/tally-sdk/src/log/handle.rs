@@ -6,10 +6,11 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::crypto::Cipher;
+use super::index::{now_ms, Counts, State};
+use super::queue::{Queue, QueuedMeta, Shared};
 use super::record::{MAX_PAYLOAD_BYTES, OVERHEAD_BYTES};
 use super::segment::Lane;
-use super::state::{now_ms, Counts, State};
-use super::writer::{Queue, QueuedMeta, Writer};
+use super::writer::Writer;
 use super::{
     AppendError, Disposition, DroppedRange, Entry, FullPolicy, LogConfig, LogError, LogStats,
     OpenError, Record, RecordId, REASON_BACKLOG, REASON_LOG_FULL,
@@ -20,18 +21,6 @@ use super::{
 /// so two seconds means the disk is stalled or full and the caller should
 /// not hang with it.
 const BACKLOG_WAIT: Duration = Duration::from_secs(2);
-
-#[derive(Debug)]
-pub(crate) struct Shared {
-    pub config: LogConfig,
-    pub queue: Mutex<Queue>,
-    /// Wakes the writer.
-    pub work: Condvar,
-    /// Wakes flush, purge and close waiters, and appends waiting for room.
-    pub done: Condvar,
-    pub state: Mutex<State>,
-    pub counts: Arc<Counts>,
-}
 
 /// The durable event log. `Send + Sync`: share it in an `Arc`. See the
 /// [module documentation](super) for the design.

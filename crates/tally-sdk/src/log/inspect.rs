@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use super::crypto::MemKeyProvider;
 use super::fs::Filesystem;
+use super::index::{now_ms, Counts, State};
 use super::segment::Lane;
-use super::state::{now_ms, Counts, State};
 use super::OpenError;
 
 /// What a log directory holds.

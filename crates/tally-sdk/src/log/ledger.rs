@@ -91,7 +91,7 @@ pub(crate) struct Counters {
 
 /// Reason recorded when the log drops records that fail their checksum or
 /// decryption.
-pub const REASON_CORRUPT: &str = "corrupt";
+pub const REASON_CORRUPT: &str = tally_proto::DropReason::Corrupt.as_str();
 
 impl Counters {
     /// Folds one entry into the counters.

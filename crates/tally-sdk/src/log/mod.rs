@@ -101,16 +101,17 @@ use std::sync::atomic::AtomicU32;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tally_proto::Priority;
+use tally_proto::{DropReason, Priority};
 
 pub mod crypto;
 pub mod fs;
 mod handle;
+mod index;
 mod inspect;
 pub mod ledger;
+mod queue;
 pub mod record;
 pub mod segment;
-mod state;
 mod wiped;
 mod writer;
 
@@ -143,12 +144,12 @@ pub const DEFAULT_MAX_INFLIGHT_BYTES: usize = 2 * 1024 * 1024;
 pub const DEFAULT_BUFFERED_DELAY: Duration = Duration::from_millis(200);
 
 /// Reason recorded when a bound drops a record or rejects an append.
-pub const REASON_LOG_FULL: &str = "log_full";
+pub const REASON_LOG_FULL: &str = DropReason::LogFull.as_str();
 /// Reason recorded when a record passes the age bound.
-pub const REASON_EXPIRED: &str = "expired";
+pub const REASON_EXPIRED: &str = DropReason::Expired.as_str();
 /// Reason recorded when an append is refused because the writer is too far
 /// behind (the disk stalls or is full).
-pub const REASON_BACKLOG: &str = "writer_backlog";
+pub const REASON_BACKLOG: &str = DropReason::WriterBacklog.as_str();
 pub use ledger::REASON_CORRUPT;
 
 /// When appended entries reach the disk.

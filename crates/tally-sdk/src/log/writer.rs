@@ -4,15 +4,15 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::crypto::{Cipher, KeyId};
+use super::crypto::Cipher;
 use super::fs::FileHandle;
-use super::handle::Shared;
+use super::index::{now_ms, Seg, State, Written};
+use super::queue::{lock_queue, lock_state, LaneBuf, QueuedMeta, Shared};
 use super::record::{self, HEADER_BYTES};
 use super::segment::{self, Lane};
-use super::state::{now_ms, Seg, State, Written};
 use super::{Durability, FullPolicy, LogError};
 
 /// Most often the writer does housekeeping (the age bound, retiring a
@@ -21,110 +21,16 @@ use super::{Durability, FullPolicy, LogError};
 /// pending record reaches the age bound: an idle log sets no timer.
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
 /// In [`Durability::Buffered`] mode an idle writer woken by an append
-/// gathers appends for up to this long, or until [`GROUP_WAKE_BYTES`] are
+/// gathers appends for up to this long, or until [`super::queue::GROUP_WAKE_BYTES`] are
 /// queued, before it takes the group: without it, a fast stream of appends
 /// wakes it for groups of a record or two, and the per-group cost (locks,
 /// a write call, indexing) dominates. 2 ms is far inside the loss window
 /// the mode documents, and one sync interval holds a hundred such groups.
 pub(crate) const GROUP_GATHER: Duration = Duration::from_millis(2);
-/// Queued bytes that end the gathering at once (and that wake a gathering
-/// writer): about 300 events of 200 bytes, one write call's worth.
-pub(crate) const GROUP_WAKE_BYTES: usize = 64 * 1024;
 /// Wait before retrying a group that failed with ENOSPC or an I/O error:
 /// long enough not to spin on a full disk, short enough that the log
 /// resumes within a moment of space returning.
 const RETRY_DELAY: Duration = Duration::from_millis(200);
-
-/// Appended frames of one lane waiting for the writer.
-#[derive(Debug, Default)]
-pub(crate) struct LaneBuf {
-    pub bytes: Vec<u8>,
-    pub metas: Vec<QueuedMeta>,
-}
-
-impl LaneBuf {
-    fn is_empty(&self) -> bool {
-        self.metas.is_empty()
-    }
-}
-
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct QueuedMeta {
-    pub seq: u64,
-    pub appended_at_ms: u64,
-    pub len: u32,
-    pub key: KeyId,
-}
-
-/// The queue between `append` and the writer, and the writer's replies.
-#[derive(Debug)]
-pub(crate) struct Queue {
-    /// Plaintext payloads per lane (sealed by the writer).
-    pub lanes: [LaneBuf; 2],
-    /// The key new records are sealed with.
-    pub cipher: Arc<Cipher>,
-    pub bytes: usize,
-    /// Appends refused (seq, reason), for the ledger.
-    pub refused: Vec<(u64, &'static str)>,
-    pub flush_requested: u64,
-    pub flush_done: u64,
-    pub flush_result: Option<LogError>,
-    pub purge_requested: u64,
-    pub purge_done: u64,
-    pub purge_result: Option<LogError>,
-    pub closing: bool,
-    pub stopped: bool,
-    pub writer_waiting: bool,
-    /// The writer waits for a group to fill (see [`GROUP_GATHER`]): only
-    /// an append that brings the queue to [`GROUP_WAKE_BYTES`] wakes it.
-    pub writer_gathering: bool,
-    /// Records were acknowledged since the writer last looked: it owes
-    /// housekeeping.
-    pub acked: bool,
-}
-
-impl Queue {
-    pub(crate) fn new(cipher: Arc<Cipher>) -> Queue {
-        Queue {
-            lanes: Default::default(),
-            cipher,
-            bytes: 0,
-            refused: Vec::new(),
-            flush_requested: 0,
-            flush_done: 0,
-            flush_result: None,
-            purge_requested: 0,
-            purge_done: 0,
-            purge_result: None,
-            closing: false,
-            stopped: false,
-            writer_waiting: false,
-            writer_gathering: false,
-            acked: false,
-        }
-    }
-
-    /// Whether an append that left `bytes` queued should wake the writer.
-    pub(crate) fn append_wakes_writer(&self) -> bool {
-        self.writer_waiting && (!self.writer_gathering || self.bytes >= GROUP_WAKE_BYTES)
-    }
-
-    fn needs_writer_now(&self) -> bool {
-        self.bytes >= GROUP_WAKE_BYTES
-            || !self.refused.is_empty()
-            || self.flush_requested > self.flush_done
-            || self.purge_requested > self.purge_done
-            || self.closing
-    }
-
-    fn has_work(&self) -> bool {
-        self.bytes > 0
-            || !self.refused.is_empty()
-            || self.flush_requested > self.flush_done
-            || self.purge_requested > self.purge_done
-            || self.closing
-    }
-}
 
 #[derive(Debug)]
 struct Active {
@@ -174,14 +80,6 @@ fn seal_run(
         p += plen;
         o += len;
     }
-}
-
-fn lock_queue(shared: &Shared) -> MutexGuard<'_, Queue> {
-    shared.queue.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn lock_state(shared: &Shared) -> MutexGuard<'_, State> {
-    shared.state.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// When the oldest pending record passes the age bound (`None`: nothing

@@ -1,4 +1,6 @@
-//! The hand-off queue from the callers' threads to the pipeline thread.
+//! The hand-off queue from the callers' threads to the pipeline thread,
+//! and what travels in it: captured messages (`Captured`, of a `Kind`)
+//! and control commands (`Command`), with their encoding.
 //!
 //! Contract: a caller, holding the tracker's capture lock, appends a
 //! captured message as one compact record to a byte buffer ([`Handoff`]);
@@ -34,11 +36,99 @@
 //! | control | `17`: the next command of the side queue applies here |
 
 use std::collections::VecDeque;
+use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
 
 use tally_proto::Priority;
 
-use super::{Captured, Command, Kind};
+use crate::error::FlushError;
+
+/// What a message is, as captured on the caller's thread (borrowed from
+/// the call, or from the hand-off batch on the pipeline's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind<'a> {
+    Track { event: &'a str, props: &'a str },
+    Screen { name: &'a str, props: &'a str },
+    Page { name: &'a str, props: &'a str },
+    Identify { user_id: &'a str, traits: &'a str },
+    Alias { user_id: &'a str },
+    Group { group_id: &'a str, traits: &'a str },
+}
+
+impl<'a> Kind<'a> {
+    /// The kind's code in a hand-off record.
+    pub(crate) fn tag(&self) -> u8 {
+        match self {
+            Self::Track { .. } => 0,
+            Self::Screen { .. } => 1,
+            Self::Page { .. } => 2,
+            Self::Identify { .. } => 3,
+            Self::Alias { .. } => 4,
+            Self::Group { .. } => 5,
+        }
+    }
+
+    /// Its two strings (the second empty for an alias).
+    pub(crate) fn strings(&self) -> (&'a str, &'a str) {
+        match *self {
+            Self::Track { event: a, props: b }
+            | Self::Screen { name: a, props: b }
+            | Self::Page { name: a, props: b }
+            | Self::Identify {
+                user_id: a,
+                traits: b,
+            }
+            | Self::Group {
+                group_id: a,
+                traits: b,
+            } => (a, b),
+            Self::Alias { user_id } => (user_id, ""),
+        }
+    }
+
+    /// The kind of code `tag` with strings `a` and `b`.
+    pub(crate) fn from_tag(tag: u8, a: &'a str, b: &'a str) -> Option<Self> {
+        Some(match tag {
+            0 => Self::Track { event: a, props: b },
+            1 => Self::Screen { name: a, props: b },
+            2 => Self::Page { name: a, props: b },
+            3 => Self::Identify {
+                user_id: a,
+                traits: b,
+            },
+            4 => Self::Alias { user_id: a },
+            5 => Self::Group {
+                group_id: a,
+                traits: b,
+            },
+            _ => return None,
+        })
+    }
+}
+
+/// A message handed off by the caller.
+#[derive(Debug)]
+pub(crate) struct Captured<'a> {
+    pub(crate) seq: u64,
+    pub(crate) ts_ms: i64,
+    pub(crate) session_index: u64,
+    pub(crate) kind: Kind<'a>,
+    pub(crate) priority: Priority,
+    pub(crate) dedup_key: Option<&'a str>,
+}
+
+/// A control command: travels in the hand-off queue in order with the
+/// messages.
+#[derive(Debug)]
+pub(crate) enum Command {
+    Flush(SyncSender<Result<(), FlushError>>),
+    Reset,
+    /// The collector deleted these users: if one is the current user,
+    /// forget them (as `reset()` does).
+    Forget(Vec<String>),
+    Purge(SyncSender<Result<(), FlushError>>),
+    Shutdown,
+}
 
 /// Bytes waiting that make a caller wake a polling pipeline at once.
 pub(crate) const WAKE_BYTES: usize = 64 * 1024;

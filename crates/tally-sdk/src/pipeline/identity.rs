@@ -39,7 +39,7 @@ pub struct Identity {
     /// The current anonymous identity.
     pub anonymous_id: String,
     /// The known user, if any (already pseudonymised when configured).
-    /// The state file keeps it sealed, never here (see [`crate::state`]).
+    /// The state file keeps it sealed, never here (see [`crate::install_state`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_id: Option<String>,
 }

@@ -26,16 +26,16 @@
 //! | [`outcome`] | answer → [`outcome::Outcome`] |
 //! | [`backoff`] | full-jitter exponential backoff |
 //! | [`policy`] | every limit and delay |
-//! | [`clock`] | real and virtual time |
+//! | `reports` | `tally.dropped` and `tally.health`, handed to the pipeline through `reports::Emitter` |
 
 pub mod backoff;
 pub mod batcher;
-pub mod clock;
 pub mod outcome;
 pub mod policy;
+pub(crate) mod reports;
 pub mod transport;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -43,33 +43,22 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use serde::Deserialize;
 use tally_proto::{
-    device_offset, format_timestamp, parse_timestamp, BatchResponse, Priority, Status,
+    device_offset, format_timestamp, parse_timestamp, BatchResponse, DropReason, Status,
 };
 
-use crate::health::{Health, LogFigures};
 use crate::log::{Disposition, Record};
 use crate::mobile::{Allowed, LOW_POWER_HOLD_MS};
 use crate::pipeline::privacy::Consent;
-use crate::pipeline::{Command, Kind};
-use crate::props::Props;
-use crate::state::SentReport;
-use crate::tracker::{Shared, TrackOptions};
+use crate::shared::Shared;
 
 use self::backoff::Backoff;
 use self::batcher::Budget;
 use self::outcome::{classify, Outcome};
 use self::policy::{MAX_BATCH_RECORDS, POISON_QUARANTINE_AFTER, POISON_SPLIT_AFTER};
+use self::reports::Emitter;
 use self::transport::{Method, Request, Transport, TransportError};
 
-/// The event that reports device-side drops to the collector.
-pub use tally_proto::DROPPED_EVENT;
-
-/// The periodic health beacon event.
-pub const HEALTH_EVENT: &str = "tally.health";
-
-/// Most ranges in one `tally.dropped` event: keeps its properties far under
-/// the 24 KiB limit (a range is at most about 45 bytes of JSON).
-const MAX_RANGES_PER_REPORT: usize = 400;
+pub use self::reports::{DROPPED_EVENT, HEALTH_EVENT};
 
 /// Pause before reporting drops again when a report could not be queued
 /// (full hand-off queue): long enough not to spin, short against a sync.
@@ -81,6 +70,37 @@ const DROP_REPORT_RETRY_MS: u64 = 10;
 /// may suspend the app mid-request), and twice the p99 leaves room for
 /// the slowest send of a window without giving up half the time.
 const BACKGROUND_SEND_MARGIN: u64 = 2;
+
+/// Why the uploader gives up on a record the collector cannot take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Quarantine {
+    /// Undecodable even alone and re-encoded (400).
+    Undecodable,
+    /// Too large even alone (413).
+    TooLarge,
+    /// Kept failing with a server error (5xx).
+    ServerError,
+}
+
+impl Quarantine {
+    /// The code the record's rejection is counted under in the log.
+    fn rejected_code(self) -> &'static str {
+        match self {
+            Self::Undecodable => "undecodable",
+            Self::TooLarge => "too_large",
+            Self::ServerError => "server_error",
+        }
+    }
+
+    /// The reason its seq is reported as dropped.
+    fn drop_reason(self) -> DropReason {
+        match self {
+            Self::Undecodable => DropReason::QuarantinedUndecodable,
+            Self::TooLarge => DropReason::QuarantinedTooLarge,
+            Self::ServerError => DropReason::QuarantinedServerError,
+        }
+    }
+}
 
 /// What one attempt achieved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,6 +116,8 @@ enum Step {
 /// The uploader thread's state.
 pub(crate) struct Uploader {
     shared: Arc<Shared>,
+    /// Where the SDK's own events go: the capture path, like a call's.
+    emitter: Arc<dyn Emitter>,
     transport: Arc<dyn Transport>,
     backoff: Backoff,
     budget: Budget,
@@ -119,7 +141,11 @@ impl std::fmt::Debug for Uploader {
 }
 
 impl Uploader {
-    pub(crate) fn new(shared: Arc<Shared>, transport: Arc<dyn Transport>) -> Self {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        emitter: Arc<dyn Emitter>,
+        transport: Arc<dyn Transport>,
+    ) -> Self {
         let rng = match shared.config.jitter_seed {
             Some(seed) => fastrand::Rng::with_seed(seed),
             None => fastrand::Rng::new(),
@@ -132,6 +158,7 @@ impl Uploader {
         let now = shared.clock.mono_ms();
         Self {
             shared,
+            emitter,
             transport,
             backoff: Backoff::new(rng),
             budget: Budget::default(),
@@ -176,7 +203,7 @@ impl Uploader {
                 continue;
             }
             if let Some(deadline) = background {
-                let p99 = health(&self.shared).sync_latency_p99_ms.unwrap_or(0);
+                let p99 = self.shared.health().sync_latency_p99_ms.unwrap_or(0);
                 if now.saturating_add(p99.saturating_mul(BACKGROUND_SEND_MARGIN)) >= deadline {
                     device.background_out_of_time();
                     clock.wait_for_wake(&self.shared.upload_wake);
@@ -195,7 +222,7 @@ impl Uploader {
                 Step::Progress => {}
                 // Drops found while sending (a report pushing out an old
                 // event in a full log) are reported before going idle.
-                Step::Idle if has_unreported_drops(&self.shared) => {
+                Step::Idle if self.shared.has_unreported_drops() => {
                     clock.wait(&self.shared.upload_wake, DROP_REPORT_RETRY_MS);
                 }
                 Step::Idle => {
@@ -314,13 +341,13 @@ impl Uploader {
             }
             Outcome::BadRequest if !reencoded => self.deliver(records, true),
             Outcome::BadRequest if records.len() > 1 => self.split(records),
-            Outcome::BadRequest => self.quarantine(&records[0], "undecodable"),
+            Outcome::BadRequest => self.quarantine(&records[0], Quarantine::Undecodable),
             Outcome::TooLarge => {
                 self.budget.shrink();
                 if records.len() > 1 {
                     self.split(records)
                 } else {
-                    self.quarantine(&records[0], "too_large")
+                    self.quarantine(&records[0], Quarantine::TooLarge)
                 }
             }
             Outcome::Unauthorized(_) => {
@@ -365,7 +392,7 @@ impl Uploader {
         self.head_failures = Some((head, count));
         if records.len() == 1 && count >= POISON_QUARANTINE_AFTER {
             self.head_failures = None;
-            return self.quarantine(&records[0], "server_error");
+            return self.quarantine(&records[0], Quarantine::ServerError);
         }
         if count >= POISON_SPLIT_AFTER {
             self.max_records = (records.len() / 2).max(1);
@@ -386,15 +413,15 @@ impl Uploader {
     /// Gives up on a record the collector cannot take. The collector
     /// never stored it, so its seq is also reported as dropped
     /// (`quarantined_<reason>`), keeping it out of the missing ranges.
-    fn quarantine(&mut self, record: &Record, reason: &str) -> Step {
+    fn quarantine(&mut self, record: &Record, reason: Quarantine) -> Step {
         {
             let mut state = self.shared.lock_state();
-            state.record_drop(&format!("quarantined_{reason}"), record.seq);
+            state.record_drop(reason.drop_reason().as_str(), record.seq);
             self.shared.save_state(&state);
         }
         self.ack(vec![(
             record.clone(),
-            Disposition::Rejected(reason.to_owned()),
+            Disposition::Rejected(reason.rejected_code().to_owned()),
         )]);
         self.succeeded();
         Step::Progress
@@ -482,7 +509,7 @@ impl Uploader {
             user_id: Option<String>,
         }
         // Later messages must not be about the deleted person either.
-        let _ = self.shared.control(Command::Forget(users.to_vec()));
+        self.emitter.forget(users.to_vec());
         let users: HashSet<&str> = users.iter().map(String::as_str).collect();
         let Ok(pending) = self.shared.log.read_pending(usize::MAX, usize::MAX) else {
             self.shared
@@ -499,256 +526,14 @@ impl Uploader {
                     .and_then(|m| m.user_id)
                     .is_some_and(|u| users.contains(u.as_str()))
             })
-            .map(|r| (r, Disposition::Dropped("deleted_user".to_owned())))
+            .map(|r| {
+                (
+                    r,
+                    Disposition::Dropped(DropReason::DeletedUser.as_str().to_owned()),
+                )
+            })
             .collect();
         // The log counts these drops and keeps their ranges in its ledger.
         self.ack(doomed);
-    }
-
-    /// Reports device-side drops (the pipeline's, and new ranges of the
-    /// log's drop ledger) as `tally.dropped` events. Once a report is
-    /// durable its ranges are in flight: not reported again while it is
-    /// pending, reported for good when the collector answers for it (see
-    /// [`Uploader::ack`]), and reported again if its record is lost on the
-    /// device first (dropped by a bound or a purge).
-    fn report_drops(&self) {
-        let ledger = self.shared.log.drop_ledger();
-        let (own, from_ledger) = {
-            let mut state = self.shared.lock_state();
-            let own_dropped = |seq: u64| {
-                state
-                    .unreported_drops
-                    .iter()
-                    .any(|d| (d.from..=d.to).contains(&seq))
-            };
-            let lost: Vec<u64> = state
-                .reports_in_flight
-                .iter()
-                .map(|r| r.seq)
-                .filter(|&seq| {
-                    ledger
-                        .iter()
-                        .any(|r| (r.first_seq..=r.last_seq).contains(&seq))
-                        || own_dropped(seq)
-                })
-                .collect();
-            if !lost.is_empty() {
-                state.requeue_lost_reports(|seq| lost.contains(&seq));
-                self.shared.save_state(&state);
-            }
-            let from_ledger: Vec<(String, [u64; 2])> = ledger
-                .iter()
-                .flat_map(|r| {
-                    state
-                        .unreported_ledger(&r.reason, r.first_seq, r.last_seq)
-                        .into_iter()
-                        .map(|range| (r.reason.clone(), range))
-                })
-                .collect();
-            (state.unreported_drops.clone(), from_ledger)
-        };
-        if own.is_empty() && from_ledger.is_empty() {
-            return;
-        }
-        // Per reason, each range with where it comes from (own: true).
-        let mut by_reason: BTreeMap<&str, Vec<([u64; 2], bool)>> = BTreeMap::new();
-        for d in &own {
-            by_reason
-                .entry(&d.reason)
-                .or_default()
-                .push(([d.from, d.to], true));
-        }
-        for (reason, range) in &from_ledger {
-            by_reason.entry(reason).or_default().push((*range, false));
-        }
-        let mut sent = Vec::new();
-        'reasons: for (reason, ranges) in by_reason {
-            for chunk in ranges.chunks(MAX_RANGES_PER_REPORT) {
-                let plain: Vec<[u64; 2]> = chunk.iter().map(|(r, _)| *r).collect();
-                let props = Props::new().with("reason", reason).with("ranges", &plain);
-                let kind = Kind::Track {
-                    event: DROPPED_EVENT,
-                    props: props.as_json(),
-                };
-                let options = TrackOptions {
-                    priority: Priority::Critical,
-                    dedup_key: None,
-                };
-                let Ok(accepted) = self.shared.capture(kind, options, None) else {
-                    break 'reasons;
-                };
-                let pick = |own: bool| -> Vec<[u64; 2]> {
-                    chunk
-                        .iter()
-                        .filter(|(_, o)| *o == own)
-                        .map(|(r, _)| *r)
-                        .collect()
-                };
-                sent.push(SentReport {
-                    seq: accepted.seq,
-                    reason: reason.to_owned(),
-                    own: pick(true),
-                    ledger: pick(false),
-                });
-            }
-        }
-        // Reports not made durable stay unreported; if they reach the
-        // collector anyway, the repeat is merged there.
-        if sent.is_empty() || self.shared.flush().is_err() {
-            return;
-        }
-        let mut state = self.shared.lock_state();
-        for report in sent {
-            state.report_sent(report);
-        }
-        self.shared.save_state(&state);
-    }
-
-    fn beacon(&mut self, now: u64) {
-        let Some(every) = self.shared.config.health_beacon_ms else {
-            return;
-        };
-        if now.saturating_sub(self.last_beacon_ms) < every {
-            return;
-        }
-        self.last_beacon_ms = now;
-        let props = beacon_props(&health(&self.shared));
-        let kind = Kind::Track {
-            event: HEALTH_EVENT,
-            props: props.as_json(),
-        };
-        let _ = self.shared.capture(kind, TrackOptions::default(), None);
-    }
-}
-
-/// The properties of a `tally.health` beacon: exactly the members
-/// docs/query-api.md lists ("The SDK's tally.health beacon"), which the
-/// collector's fleet view reads; nothing that identifies a person. A figure
-/// not known yet (no send has succeeded, so no latency or clock offset) is
-/// left out rather than sent as 0, which would read as a measurement.
-pub(crate) fn beacon_props(h: &Health) -> Props {
-    let mut props = Props::new()
-        .with("pending", h.pending)
-        .with("pending_bytes", h.pending_bytes)
-        .with("oldest_pending_age_s", h.oldest_pending_age_s)
-        .with("consecutive_failures", h.consecutive_failures)
-        .with("backoff_ms", h.backoff_ms)
-        .with("persistence_errors", h.persistence_errors);
-    let known: [(&str, Option<i64>); 3] = [
-        (
-            "sync_latency_p50_ms",
-            h.sync_latency_p50_ms.and_then(|v| i64::try_from(v).ok()),
-        ),
-        (
-            "sync_latency_p99_ms",
-            h.sync_latency_p99_ms.and_then(|v| i64::try_from(v).ok()),
-        ),
-        ("clock_offset_ms", h.clock_offset_ms),
-    ];
-    for (key, value) in known {
-        if let Some(v) = value {
-            props = props.with(key, v);
-        }
-    }
-    props
-        .with("consent", h.consent)
-        .with("dropped", &h.dropped)
-        .with("rejected", &h.rejected)
-}
-
-/// Whether device-side drops wait to be reported to the collector (or for
-/// the collector's answer to their report).
-pub(crate) fn has_unreported_drops(shared: &Shared) -> bool {
-    let ledger = shared.log.drop_ledger();
-    let state = shared.lock_state();
-    !state.unreported_drops.is_empty()
-        || !state.reports_in_flight.is_empty()
-        || ledger.iter().any(|r| {
-            !state
-                .unreported_ledger(&r.reason, r.first_seq, r.last_seq)
-                .is_empty()
-        })
-}
-
-/// The health report of a tracker.
-pub(crate) fn health(shared: &Shared) -> Health {
-    let stats = shared.log.stats();
-    let figures = LogFigures {
-        pending: stats.pending_events,
-        pending_bytes: stats.pending_bytes,
-        oldest_pending_age_s: stats.oldest_pending_age.map_or(0.0, |a| a.as_secs_f64()),
-        corrupt: stats.corrupt,
-        rejected: stats.rejected,
-        dropped: stats.dropped,
-        persistence_errors: stats.persistence_errors,
-    };
-    shared
-        .metrics
-        .report(figures, shared.install_id.clone(), shared.consent())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::health::Metrics;
-
-    fn keys(props: &Props) -> Vec<String> {
-        let value: serde_json::Value =
-            serde_json::from_str(props.as_json()).unwrap_or(serde_json::Value::Null);
-        let mut keys: Vec<String> = value
-            .as_object()
-            .map(|o| o.keys().cloned().collect())
-            .unwrap_or_default();
-        keys.sort_unstable();
-        keys
-    }
-
-    #[test]
-    fn the_health_beacon_carries_exactly_the_documented_members() {
-        let metrics = Metrics::default();
-        let before = metrics.report(LogFigures::default(), "i".into(), Consent::Pending);
-        // Before any send: no latency and no clock offset to report.
-        let mut expected = vec![
-            "backoff_ms",
-            "consecutive_failures",
-            "consent",
-            "dropped",
-            "oldest_pending_age_s",
-            "pending",
-            "pending_bytes",
-            "persistence_errors",
-            "rejected",
-        ];
-        expected.sort_unstable();
-        assert_eq!(keys(&beacon_props(&before)), expected);
-
-        metrics.record_latency(12);
-        metrics.record_latency(40);
-        metrics.record_offset(-250, 8);
-        metrics.backoff_ms.store(1_500, Ordering::Relaxed);
-        let figures = LogFigures {
-            pending: 3,
-            persistence_errors: 2,
-            dropped: BTreeMap::from([("log_full".to_owned(), 4)]),
-            ..LogFigures::default()
-        };
-        let h = metrics.report(figures, "i".into(), Consent::Granted);
-        let props = beacon_props(&h);
-        expected.extend([
-            "sync_latency_p50_ms",
-            "sync_latency_p99_ms",
-            "clock_offset_ms",
-        ]);
-        expected.sort_unstable();
-        assert_eq!(keys(&props), expected);
-        let v: serde_json::Value = serde_json::from_str(props.as_json()).unwrap_or_default();
-        assert_eq!(v["backoff_ms"], 1_500);
-        assert_eq!(v["persistence_errors"], 2);
-        assert_eq!(v["sync_latency_p50_ms"], 12);
-        assert_eq!(v["sync_latency_p99_ms"], 40);
-        assert_eq!(v["clock_offset_ms"], -250);
-        assert_eq!(v["consent"], "granted");
-        assert_eq!(v["dropped"]["log_full"], 4);
-        assert_eq!(v["pending"], 3);
     }
 }

@@ -1,6 +1,11 @@
-//! Time as the uploader sees it, behind a trait so tests run on a virtual
-//! clock: backoff schedules are asserted from what was recorded, not by
-//! sleeping.
+//! Time as the SDK's threads see it, behind a trait so tests run on a
+//! virtual clock: backoff schedules, group commits and session timeouts
+//! are asserted from what was recorded, not by sleeping.
+//!
+//! Every thread takes its time from the one [`Clock`] the tracker was
+//! built with (the capture time of a message, the pipeline's group
+//! commit, the uploader's backoff), and waits on a [`Wake`] so that a
+//! thread with nothing due sleeps without a timer.
 
 use std::fmt;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
