@@ -31,7 +31,10 @@ pub fn admin_url() -> &'static str {
         if std::env::var("TALLY_TEST_POSTGRES").is_ok_and(|v| v == "own") {
             return own_cluster::start();
         }
-        if let Ok(url) = std::env::var("TALLY_TEST_DATABASE_URL") {
+        if let Some(url) = std::env::var("TALLY_TEST_DATABASE_URL")
+            .ok()
+            .filter(|u| !u.is_empty())
+        {
             return url;
         }
         if may_create_databases(LOCAL_DEFAULT) {
