@@ -23,7 +23,9 @@ use crate::reason::Rejection;
 pub const DROPPED_EVENT: &str = "tally.dropped";
 
 /// Longest drop reason code, in bytes: the codes are short snake_case words
-/// (`queue_full`, `deleted_user`); 64 leaves room for new ones.
+/// (`queue_full`, `deleted_user`), or `invalid:` and a reject reason's code
+/// for an event that failed validation after `track()` accepted it; 64
+/// leaves room for new ones.
 pub const MAX_DROP_REASON_BYTES: usize = 64;
 
 /// A drop report, checked.
@@ -70,7 +72,7 @@ impl DropReport {
             && shape
                 .reason
                 .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b':');
         if !code_ok {
             return Err(invalid("drop reason is not a snake_case code"));
         }
@@ -113,6 +115,28 @@ mod tests {
                 ranges: vec![(1, 3), (5, 9)],
             }))
         );
+    }
+
+    /// Both SDKs drop an event that fails validation after `track()`
+    /// accepted it (enrichment made it too large, say) as
+    /// `invalid:<reject reason>`: its report must count, or its seqs would
+    /// read as missing.
+    #[test]
+    fn a_report_of_events_that_failed_validation_is_read() {
+        for reason in [
+            "invalid:message_too_large",
+            crate::DropReason::Invalid(RejectReason::PropertiesTooLarge).as_str(),
+        ] {
+            let props = format!(r#"{{"reason":"{reason}","ranges":[[4,4]]}}"#);
+            assert_eq!(
+                report(&props, INSTALL),
+                Ok(Some(DropReport {
+                    reason: reason.to_owned(),
+                    ranges: vec![(4, 4)],
+                })),
+                "{reason}"
+            );
+        }
     }
 
     #[test]
