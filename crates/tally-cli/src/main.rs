@@ -6,6 +6,7 @@ mod bench;
 mod emit;
 mod export;
 mod inspect;
+mod plan;
 mod query;
 mod serve;
 mod simulate;
@@ -39,6 +40,9 @@ enum Command {
     Bench(bench::BenchCommand),
     /// Export a collector's stored events to NDJSON or Parquet.
     Export(export::ExportArgs),
+    /// Tracking plans: lint one, diff two, generate typed tracking code.
+    #[command(subcommand)]
+    Plan(plan::PlanCommand),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -51,5 +55,6 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(cmd) => bench::run(cmd),
         Command::Export(args) => export::run(args),
         Command::Query(args) => query::run(args),
+        Command::Plan(cmd) => plan::run(cmd),
     }
 }
