@@ -9,6 +9,7 @@ mod completions;
 mod emit;
 mod export;
 mod inspect;
+mod plan;
 mod query;
 mod serve;
 mod simulate;
@@ -48,6 +49,9 @@ enum Command {
     Completions(completions::CompletionsArgs),
     /// Print the man page (roff) to stdout.
     Man,
+    /// Tracking plans: lint one, diff two, generate typed tracking code.
+    #[command(subcommand)]
+    Plan(plan::PlanCommand),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -63,5 +67,6 @@ fn main() -> anyhow::Result<()> {
         Command::Backup(args) => backup::run(args),
         Command::Completions(args) => completions::completions(&args, Cli::command()),
         Command::Man => completions::man(Cli::command()),
+        Command::Plan(cmd) => plan::run(cmd),
     }
 }
