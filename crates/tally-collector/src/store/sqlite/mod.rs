@@ -88,11 +88,7 @@ mod writer;
 pub use schema::MIGRATIONS;
 pub use writer::{MAX_GROUP_AGE, MAX_GROUP_EVENTS};
 
-use super::InstallEvent;
-use super::{
-    AdminStore, DeadLetterLimits, DeadLetterTotals, DeletionRecord, DeletionReport, ExportCursor,
-    ExportedEvent, InstallReport, StoreError, StoredDeadLetter,
-};
+use super::{DeadLetterLimits, StoreError};
 use rusqlite::{Connection, ErrorCode};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicUsize;
@@ -306,51 +302,4 @@ pub(crate) fn db_error(e: rusqlite::Error) -> StoreError {
     }
 }
 
-impl AdminStore for SqliteStore {
-    fn install(&self, install_id: &str) -> Result<Option<InstallReport>, StoreError> {
-        installs::install(self, install_id)
-    }
-
-    fn delete_user(&self, user_id: &str, requested_at: i64) -> Result<DeletionReport, StoreError> {
-        deletion::delete_user(self, user_id, requested_at)
-    }
-
-    fn is_deleted(&self, user_id: &str) -> Result<bool, StoreError> {
-        deletion::is_deleted(self, user_id)
-    }
-
-    fn dead_letters(&self, limit: usize) -> Result<Vec<StoredDeadLetter>, StoreError> {
-        dead_letters::dead_letters(self, limit)
-    }
-
-    fn dead_letter_totals(&self) -> Result<DeadLetterTotals, StoreError> {
-        dead_letters::dead_letter_totals(self)
-    }
-
-    fn deletions(&self, limit: usize) -> Result<Vec<DeletionRecord>, StoreError> {
-        deletion::deletions(self, limit)
-    }
-
-    fn export_page(
-        &self,
-        from: i64,
-        to: i64,
-        after: Option<&ExportCursor>,
-        limit: usize,
-    ) -> Result<Vec<ExportedEvent>, StoreError> {
-        export::export_page(self, from, to, after, limit)
-    }
-
-    fn count_stored(&self, from: i64, to: i64) -> Result<u64, StoreError> {
-        export::count_stored(self, from, to)
-    }
-
-    fn install_events(
-        &self,
-        install_id: &str,
-        after_seq: u64,
-        limit: usize,
-    ) -> Result<Vec<InstallEvent>, StoreError> {
-        installs::install_events(self, install_id, after_seq, limit)
-    }
-}
+admin_store_by_concern!(SqliteStore);
