@@ -138,23 +138,7 @@ fn a_nul_character_fails_only_its_own_message_and_no_query() {
             "{}",
             store.name()
         );
-        let (status, rows) = admin_get(
-            &agent(),
-            &server.url("/v1/query/breakdown?event=Plan%20Chosen&by=properties.plan"),
-        );
-        assert_eq!(status, 200, "{}: {rows}", store.name());
-        let mut values: Vec<(String, u64)> = rows["rows"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| {
-                (
-                    r["value"].as_str().unwrap().to_owned(),
-                    r["count"].as_u64().unwrap(),
-                )
-            })
-            .collect();
-        values.sort();
+        let values = plan_breakdown(&server, &store);
         // The NUL inside a property is kept as U+FFFD on both stores.
         assert_eq!(
             values,
@@ -163,6 +147,28 @@ fn a_nul_character_fails_only_its_own_message_and_no_query() {
             store.name()
         );
     }
+}
+
+/// The `Plan Chosen` events by `properties.plan`, sorted: (value, count).
+fn plan_breakdown(server: &Server, store: &Store) -> Vec<(String, u64)> {
+    let (status, rows) = admin_get(
+        &agent(),
+        &server.url("/v1/query/breakdown?event=Plan%20Chosen&by=properties.plan"),
+    );
+    assert_eq!(status, 200, "{}: {rows}", store.name());
+    let mut values: Vec<(String, u64)> = rows["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["value"].as_str().unwrap().to_owned(),
+                r["count"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    values.sort();
+    values
 }
 
 /// Browsers send a lone surrogate escape when a string is cut inside an
@@ -192,23 +198,7 @@ fn a_lone_surrogate_escape_fails_no_message_and_no_query() {
             "{}",
             store.name()
         );
-        let (status, rows) = admin_get(
-            &agent(),
-            &server.url("/v1/query/breakdown?event=Plan%20Chosen&by=properties.plan"),
-        );
-        assert_eq!(status, 200, "{}: {rows}", store.name());
-        let mut values: Vec<(String, u64)> = rows["rows"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| {
-                (
-                    r["value"].as_str().unwrap().to_owned(),
-                    r["count"].as_u64().unwrap(),
-                )
-            })
-            .collect();
-        values.sort();
+        let values = plan_breakdown(&server, &store);
         assert_eq!(
             values,
             [
