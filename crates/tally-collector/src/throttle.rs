@@ -51,32 +51,56 @@ pub enum Verdict {
     },
 }
 
+/// A token bucket: `burst` tokens at most, `per_s` more each second. The
+/// failed-auth throttle here and the per-key ingest rate
+/// ([`crate::ingest::rate`]) both count with it.
 #[derive(Debug, Clone, Copy)]
-struct Bucket {
+pub(crate) struct Bucket {
     tokens: f64,
     at: Instant,
 }
 
 impl Bucket {
-    fn full(now: Instant) -> Self {
+    /// A bucket holding `burst` tokens at `now`.
+    pub(crate) fn full(burst: f64, now: Instant) -> Self {
         Self {
-            tokens: FAILED_AUTH_BURST,
+            tokens: burst,
             at: now,
         }
     }
 
-    fn refill(&mut self, now: Instant) {
-        let gained = now.duration_since(self.at).as_secs_f64() / FAILED_AUTH_REFILL.as_secs_f64();
-        self.tokens = (self.tokens + gained).min(FAILED_AUTH_BURST);
+    /// Adds what `now` earned since the last refill, up to `burst`.
+    pub(crate) fn refill(&mut self, now: Instant, per_s: f64, burst: f64) {
+        let gained = now.saturating_duration_since(self.at).as_secs_f64() * per_s;
+        self.tokens = (self.tokens + gained).min(burst);
         self.at = now;
+    }
+
+    /// Takes a token when there is one; otherwise the whole seconds until
+    /// there is (at least 1). Refill first.
+    pub(crate) fn take(&mut self, per_s: f64) -> Result<(), u64> {
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(self.wait_s(per_s))
+        }
+    }
+
+    /// Whole seconds until the bucket holds a token (at least 1).
+    fn wait_s(&self, per_s: f64) -> u64 {
+        ((1.0 - self.tokens) / per_s).ceil().max(1.0) as u64
     }
 
     fn is_full(&self, now: Instant) -> bool {
         let mut b = *self;
-        b.refill(now);
+        b.refill(now, FAILED_AUTH_PER_S, FAILED_AUTH_BURST);
         b.tokens >= FAILED_AUTH_BURST
     }
 }
+
+/// Tokens a client earns a second: one per [`FAILED_AUTH_REFILL`].
+const FAILED_AUTH_PER_S: f64 = 1.0 / FAILED_AUTH_REFILL.as_secs_f64();
 
 /// The per-client buckets.
 #[derive(Debug)]
@@ -95,7 +119,7 @@ impl Default for AuthThrottle {
         Self {
             inner: Mutex::new(Table {
                 clients: HashMap::new(),
-                overflow: Bucket::full(Instant::now()),
+                overflow: Bucket::full(FAILED_AUTH_BURST, Instant::now()),
             }),
         }
     }
@@ -111,15 +135,15 @@ impl AuthThrottle {
     fn judge_at(&self, client: Option<AddrBucket>, correct: bool, now: Instant) -> Verdict {
         let mut table = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let bucket = table.bucket(client, now);
-        bucket.refill(now);
+        bucket.refill(now, FAILED_AUTH_PER_S, FAILED_AUTH_BURST);
         if bucket.tokens < 1.0 {
-            let wait = (1.0 - bucket.tokens) * FAILED_AUTH_REFILL.as_secs_f64();
             return Verdict::Throttled {
-                retry_after_s: wait.ceil().max(1.0) as u64,
+                retry_after_s: bucket.wait_s(FAILED_AUTH_PER_S),
             };
         }
         if !correct {
-            bucket.tokens -= 1.0;
+            // There is a token: this cannot fail.
+            let _ = bucket.take(FAILED_AUTH_PER_S);
         }
         Verdict::Allowed
     }
@@ -142,7 +166,7 @@ impl Table {
         }
         self.clients
             .entry(client)
-            .or_insert_with(|| Bucket::full(now))
+            .or_insert_with(|| Bucket::full(FAILED_AUTH_BURST, now))
     }
 }
 

@@ -21,7 +21,9 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Instant;
+
+use crate::throttle::Bucket;
 
 /// Requests a second and burst of one source.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -38,12 +40,6 @@ impl KeyRate {
         let burst = burst.unwrap_or(per_s * 2.0).max(1.0);
         KeyRate { per_s, burst }
     }
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Bucket {
-    tokens: f64,
-    at: Instant,
 }
 
 /// The buckets of every source; no limit when built without a rate.
@@ -81,27 +77,19 @@ impl KeyRates {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let bucket = match buckets.get_mut(source) {
             Some(bucket) => bucket,
-            None => buckets.entry(source.to_owned()).or_insert(Bucket {
-                tokens: rate.burst,
-                at: now,
-            }),
+            None => buckets
+                .entry(source.to_owned())
+                .or_insert(Bucket::full(rate.burst, now)),
         };
-        let elapsed = now.saturating_duration_since(bucket.at).as_secs_f64();
-        bucket.tokens = (bucket.tokens + elapsed * rate.per_s).min(rate.burst);
-        bucket.at = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
-            Ok(())
-        } else {
-            let wait = Duration::from_secs_f64((1.0 - bucket.tokens) / rate.per_s);
-            Err(wait.as_secs_f64().ceil().max(1.0) as u64)
-        }
+        bucket.refill(now, rate.per_s, rate.burst);
+        bucket.take(rate.per_s)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn a_source_gets_its_burst_then_its_rate_and_others_are_untouched() {
