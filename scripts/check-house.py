@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """The shape of the tree, checked: what a newcomer relies on when reading it.
 
-1. The repository stands alone: no file cites a design document that lives
-   outside it.
+1. The repository stands alone: every relative path a file cites (a
+   Markdown link, a Rust `#[path]` or `include_str!`) names a file of the
+   repository, and every upper-case Markdown document a file names (as in
+   README or ARCHITECTURE, with the .md ending) is one the repository has.
 2. No non-test Rust source file is longer than MAX_LINES lines.
 3. No import cycle between the files of a crate: a file never depends,
    directly or through others, on a file that depends on it. A module
@@ -30,8 +32,12 @@ MAX_LINES = 800
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# Documents that exist only outside the repository.
-OUTSIDE = re.compile(r"DESIGN\.md|STYLE\.md|\.\./shared/|shared/anchors")
+# A cited relative path (a Markdown link, a Rust path attribute or include),
+# and an upper-case document name.
+RELATIVE = re.compile(
+    r"\]\((\.{1,2}/[^)#\s]+)|(?:path = |include_(?:str|bytes)!\()\"(\.{1,2}/[^\"]+)\""
+)
+DOCUMENT = re.compile(r"\b[A-Z][A-Z_]+\.md\b")
 
 
 def tracked_files() -> list[Path]:
@@ -43,17 +49,29 @@ def tracked_files() -> list[Path]:
 
 def check_citations(files: list[Path]) -> list[str]:
     problems = []
-    me = Path(__file__).resolve()
+    documents = {f.name for f in files if f.suffix == ".md"}
     for f in files:
-        if f == me or f.suffix in {".lock"} or "node_modules" in f.parts:
+        if f.suffix in {".lock"} or "node_modules" in f.parts:
             continue
         try:
             text = f.read_text(encoding="utf-8")
         except (UnicodeDecodeError, OSError):
             continue
         for n, line in enumerate(text.splitlines(), 1):
-            if OUTSIDE.search(line):
-                problems.append(f"{f.relative_to(ROOT)}:{n}: cites a document outside the repository")
+            cited = [m.group(1) or m.group(2) for m in RELATIVE.finditer(line)]
+            outside = [
+                c
+                for c in cited
+                if not (
+                    (f.parent / c).resolve().is_relative_to(ROOT)
+                    and (f.parent / c).resolve().exists()
+                )
+            ]
+            outside += [d for d in DOCUMENT.findall(line) if d not in documents]
+            for cited in outside:
+                problems.append(
+                    f"{f.relative_to(ROOT)}:{n}: cites {cited}, which is not in the repository"
+                )
     return problems
 
 
