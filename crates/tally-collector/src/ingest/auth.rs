@@ -61,8 +61,12 @@ fn digest(secret: &str) -> SecretDigest {
 
 /// Whether `presented` hashes to `expected`, in time independent of both.
 fn digest_matches(expected: Option<&SecretDigest>, presented: &str) -> bool {
-    let presented = digest(presented);
-    expected.is_some_and(|e| bool::from(e.ct_eq(&presented)))
+    same_digest(expected, &digest(presented))
+}
+
+/// Whether the digests are equal, in constant time.
+fn same_digest(expected: Option<&SecretDigest>, presented: &SecretDigest) -> bool {
+    expected.is_some_and(|e| bool::from(e.ct_eq(presented)))
 }
 
 /// The configured secrets.
@@ -220,10 +224,13 @@ impl Keys {
 
     /// Whether `token` is one of the read tokens; every one is compared.
     pub fn is_read_token(&self, token: &str) -> bool {
-        let presented = digest(token);
+        self.is_read_digest(&digest(token))
+    }
+
+    fn is_read_digest(&self, presented: &SecretDigest) -> bool {
         let mut found = Choice::from(0);
         for t in &self.read {
-            found |= t.ct_eq(&presented);
+            found |= t.ct_eq(presented);
         }
         found.into()
     }
@@ -241,9 +248,11 @@ impl Keys {
                 Role::Read => ApiError::Unauthorized("missing token"),
                 Role::Admin => ApiError::Unauthorized("missing admin token"),
             })?;
-        let role = if self.is_admin_token(token) {
+        // Hashed once, compared with each kind of token.
+        let presented = digest(token);
+        let role = if same_digest(self.admin.as_ref(), &presented) {
             Some(Role::Admin)
-        } else if self.is_read_token(token) {
+        } else if self.is_read_digest(&presented) {
             Some(Role::Read)
         } else {
             None
@@ -251,7 +260,7 @@ impl Keys {
         match role {
             Some(role) if role >= needed => Ok(role),
             Some(_) => Err(ApiError::Forbidden),
-            None if self.is_write_key(token) || digest_matches(self.metrics.as_ref(), token) => {
+            None if self.is_write_key(token) || same_digest(self.metrics.as_ref(), &presented) => {
                 Err(ApiError::Forbidden)
             }
             None => Err(ApiError::Unauthorized(match needed {
