@@ -5,10 +5,12 @@ use clap::{CommandFactory as _, Parser, Subcommand};
 mod args;
 mod backup;
 mod bench;
+mod client;
 mod completions;
 mod emit;
 mod export;
 mod inspect;
+mod operate;
 mod plan;
 mod query;
 mod serve;
@@ -49,6 +51,11 @@ enum Command {
     Completions(completions::CompletionsArgs),
     /// Print the man page (roff) to stdout.
     Man,
+    /// Installs whose queues are not draining (from their health beacons),
+    /// or one install's completeness.
+    Installs(operate::InstallsArgs),
+    /// Rejected messages kept by the collector: by reason and time, paged.
+    DeadLetters(operate::DeadLettersArgs),
     /// Tracking plans: lint one, diff two, generate typed tracking code.
     #[command(subcommand)]
     Plan(plan::PlanCommand),
@@ -68,5 +75,7 @@ fn main() -> anyhow::Result<()> {
         Command::Completions(args) => completions::completions(&args, Cli::command()),
         Command::Man => completions::man(Cli::command()),
         Command::Plan(cmd) => plan::run(cmd),
+        Command::Installs(args) => operate::installs(args),
+        Command::DeadLetters(args) => operate::dead_letters(args),
     }
 }

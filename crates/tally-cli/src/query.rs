@@ -4,8 +4,10 @@
 
 use std::time::Duration;
 
-use anyhow::{bail, Context as _};
+use anyhow::Context as _;
 use serde_json::Value;
+
+use crate::client::{cell, get, rows_of, table};
 
 /// Arguments of `tally query`.
 #[derive(Debug, clap::Args)]
@@ -245,83 +247,6 @@ pub fn run(args: QueryArgs) -> anyhow::Result<()> {
     // What was left out is said on stderr: stdout stays the table.
     eprint!("{note}");
     Ok(())
-}
-
-fn get(url: &str, token: &str) -> anyhow::Result<Value> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(120)))
-        .build()
-        .into();
-    let mut response = agent
-        .get(url)
-        .header("authorization", format!("Bearer {token}"))
-        .call()
-        .with_context(|| format!("cannot reach the collector at {url}"))?;
-    let status = response.status();
-    let text = response.body_mut().read_to_string()?;
-    let body: Value = serde_json::from_str(&text)
-        .with_context(|| format!("the collector answered {status} with a body that is not JSON"))?;
-    if !status.is_success() {
-        let message = body["error"]["message"].as_str().unwrap_or("no message");
-        bail!("the collector answered {status}: {message}");
-    }
-    Ok(body)
-}
-
-/// A cell: strings as themselves, numbers compact, null as `-`.
-fn cell(v: &Value) -> String {
-    match v {
-        Value::Null => "-".to_owned(),
-        Value::String(s) => s.clone(),
-        Value::Number(n) => match n.as_f64() {
-            Some(f) if n.is_f64() => format!("{f:.3}"),
-            _ => n.to_string(),
-        },
-        other => other.to_string(),
-    }
-}
-
-/// `rows` of `keys` under `headers`, columns padded; numbers right-aligned.
-fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
-    for row in rows {
-        for (w, c) in widths.iter_mut().zip(row) {
-            *w = (*w).max(c.chars().count());
-        }
-    }
-    let line = |cells: Vec<String>| -> String {
-        let padded: Vec<String> = cells
-            .iter()
-            .zip(&widths)
-            .enumerate()
-            .map(|(i, (c, w))| {
-                let numeric = i > 0 && c.parse::<f64>().is_ok();
-                if numeric {
-                    format!("{c:>w$}")
-                } else {
-                    format!("{c:<w$}")
-                }
-            })
-            .collect();
-        format!("{}\n", padded.join("  ").trim_end())
-    };
-    let mut out = line(headers.iter().map(|h| (*h).to_owned()).collect());
-    out.push_str(&line(widths.iter().map(|w| "-".repeat(*w)).collect()));
-    for row in rows {
-        out.push_str(&line(row.clone()));
-    }
-    out
-}
-
-fn rows_of(list: &Value, keys: &[&str]) -> Vec<Vec<String>> {
-    list.as_array()
-        .map(|rows| {
-            rows.iter()
-                .map(|r| keys.iter().map(|k| cell(&r[*k])).collect())
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// A series without the empty buckets before its first non-zero one and

@@ -730,6 +730,157 @@ async fn drop_reports_fill_completeness() {
     assert_eq!(install["dropped"], 2);
 }
 
+/// Dead letters read a page at a time, newest first, by reason and by
+/// time of receipt; `next` is the cursor of the following page.
+#[tokio::test]
+async fn dead_letters_are_paged_and_filtered() {
+    let h = harness("dead-pages");
+    let unnamed = |id: &str| {
+        let mut m = track(id);
+        m.as_object_mut().unwrap().remove("event");
+        m
+    };
+    let seq_zero = |id: &str| {
+        let mut m = track(id);
+        m["context"] = json!({"tally": {"install_id": "inst-z", "seq": 0}});
+        m
+    };
+    let batch = json!({"batch": [unnamed("n-1"), seq_zero("z-1"), unnamed("n-2"),
+        seq_zero("z-2"), unnamed("n-3"), track("fine")]});
+    let (status, _, body) = h.send(batch_request("/v1/batch", &batch)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        statuses(&body).iter().filter(|s| s.0 == "rejected").count(),
+        5
+    );
+
+    let ids = |page: &Value| -> Vec<String> {
+        page["dead_letters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["message_id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let (status, _, first) = h.send(admin_get("/v1/dead-letters?limit=2")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(ids(&first), ["n-3", "z-2"]);
+    assert_eq!(first["next"], first["dead_letters"][1]["id"]);
+    assert_eq!(first["totals"]["kept"], 5);
+    let next = first["next"].as_i64().unwrap();
+    let (_, _, second) = h
+        .send(admin_get(&format!(
+            "/v1/dead-letters?limit=2&before={next}"
+        )))
+        .await;
+    assert_eq!(ids(&second), ["n-2", "z-1"]);
+    let next = second["next"].as_i64().unwrap();
+    let (_, _, last) = h
+        .send(admin_get(&format!(
+            "/v1/dead-letters?limit=2&before={next}"
+        )))
+        .await;
+    assert_eq!(ids(&last), ["n-1"]);
+    assert_eq!(last["next"], Value::Null, "a short page is the last");
+
+    let (_, _, by_reason) = h.send(admin_get("/v1/dead-letters?reason=seq_zero")).await;
+    assert_eq!(ids(&by_reason), ["z-2", "z-1"]);
+    assert_eq!(by_reason["next"], Value::Null);
+    assert_eq!(by_reason["dead_letters"][0]["reason"], "seq_zero");
+    let (_, _, none_yet) = h
+        .send(admin_get(&format!(
+            "/v1/dead-letters?since={}",
+            format_timestamp(now_ms() + 60_000)
+        )))
+        .await;
+    assert_eq!(ids(&none_yet), Vec::<String>::new());
+    let (_, _, all_before) = h
+        .send(admin_get(&format!(
+            "/v1/dead-letters?reason=missing_event_name&until={}",
+            format_timestamp(now_ms() + 60_000)
+        )))
+        .await;
+    assert_eq!(ids(&all_before), ["n-3", "n-2", "n-1"]);
+
+    for bad in [
+        "/v1/dead-letters?reason=no_such_reason",
+        "/v1/dead-letters?since=yesterday",
+        "/v1/dead-letters?before=x",
+        "/v1/dead-letters?limit=-1",
+    ] {
+        let (status, _, answer) = h.send(admin_get(bad)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+        assert_eq!(answer["code"], "bad_request");
+    }
+}
+
+/// `GET /v1/installs?stalled=` lists the installs whose latest beacon
+/// shows an event pending longer than the threshold, oldest queue first.
+#[tokio::test]
+async fn stalled_installs_are_listed_by_their_latest_beacon() {
+    let h = harness("stalled");
+    let beacon = |id: &str, install: &str, pending: u64, age_s: f64| {
+        let mut m = track(id);
+        m["event"] = json!("tally.health");
+        m["context"] = json!({"tally": {"install_id": install, "seq": 1}});
+        m["properties"] = json!({"pending": pending, "pending_bytes": pending * 100,
+            "oldest_pending_age_s": age_s, "consecutive_failures": 4});
+        m
+    };
+    let batch = json!({"batch": [
+        beacon("b-a", "inst-a", 5, 10.0),
+        beacon("b-b", "inst-b", 3, 90_000.0),
+        beacon("b-c", "inst-c", 7, 200_000.0),
+        beacon("b-d", "inst-d", 0, 300_000.0),
+    ]});
+    let (status, _, body) = h.send(batch_request("/v1/batch", &batch)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        statuses(&body).iter().filter(|s| s.0 == "accepted").count(),
+        4
+    );
+    let listed = |answer: &Value| -> Vec<(String, i64)> {
+        answer["installs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| {
+                (
+                    b["install_id"].as_str().unwrap().to_owned(),
+                    b["pending"].as_i64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let (status, _, default) = h.send(admin_get("/v1/installs")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(default["stalled_s"], 86_400.0);
+    assert_eq!(
+        listed(&default),
+        [("inst-c".to_owned(), 7), ("inst-b".to_owned(), 3)],
+        "a queue older than a day, with events in it"
+    );
+    assert_eq!(default["installs"][0]["oldest_pending_age_s"], 200_000.0);
+    assert_eq!(default["installs"][0]["pending_bytes"], 700);
+    assert_eq!(default["installs"][0]["consecutive_failures"], 4);
+    let (_, _, low) = h.send(admin_get("/v1/installs?stalled=5")).await;
+    assert_eq!(
+        listed(&low),
+        [
+            ("inst-c".to_owned(), 7),
+            ("inst-b".to_owned(), 3),
+            ("inst-a".to_owned(), 5)
+        ]
+    );
+    let (_, _, one) = h.send(admin_get("/v1/installs?stalled=5&limit=1")).await;
+    assert_eq!(listed(&one), [("inst-c".to_owned(), 7)]);
+    for bad in ["/v1/installs?stalled=-1", "/v1/installs?stalled=soon"] {
+        let (status, _, answer) = h.send(admin_get(bad)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+        assert_eq!(answer["code"], "bad_request");
+    }
+}
+
 #[tokio::test]
 async fn plain_endpoints_404_and_405() {
     let h = harness("plain");
@@ -1127,7 +1278,7 @@ async fn every_route_answers_every_credential_as_its_role_says() {
     // Every route, every method, six credentials each.
     let methods: usize = table.iter().map(|r| r.methods.len()).sum();
     assert_eq!(walked, methods * credentials.len());
-    assert_eq!(table.len(), 40);
+    assert_eq!(table.len(), 41);
     // Who may do what is a decision: changing it changes this list.
     let by_access = |access: Access| -> Vec<&str> {
         let mut paths: Vec<&str> = table
@@ -1145,6 +1296,7 @@ async fn every_route_answers_every_credential_as_its_role_says() {
             "/v1/dead-letters",
             "/v1/deletions",
             "/v1/health/pipeline",
+            "/v1/installs",
             "/v1/installs/{install_id}",
             "/v1/installs/{install_id}/events",
         ]

@@ -12,8 +12,8 @@ use tally_collector::governance::retention::{self, RetentionSettings, Stop};
 use tally_collector::metrics::Metrics;
 use tally_collector::queries::{answer, ProductQuery};
 use tally_collector::store::{
-    DeadLetter, DeletionRecord, DeletionStatus, DroppedRange, EventCount, ExpiryScope,
-    ExportedEvent, InstallEvent, InstallReport, NewEvent, Stats, Store, WriteOutcome,
+    DeadLetter, DeadLetterQuery, DeletionRecord, DeletionStatus, DroppedRange, EventCount,
+    ExpiryScope, ExportedEvent, InstallEvent, InstallReport, NewEvent, Stats, Store, WriteOutcome,
 };
 use tally_proto::{MessageType, Priority, RejectReason};
 
@@ -176,7 +176,7 @@ fn dead_letters_kept_with_reason(store: &dyn Store) {
     no_id.raw = "[1,2]".into();
     assert_eq!(store.write_batch(&[], &[no_id]).unwrap(), vec![]);
     assert_eq!(store.stats().unwrap(), stats(1, 0, 3, 1));
-    let letters = store.dead_letters(10).unwrap();
+    let letters = store.dead_letters(&DeadLetterQuery::newest(10)).unwrap();
     let summary: Vec<(Option<&str>, &str, &str, &str)> = letters
         .iter()
         .map(|d| {
@@ -207,7 +207,58 @@ fn dead_letters_kept_with_reason(store: &dyn Store) {
         ]
     );
     assert_eq!(letters[0].received_at, 7);
-    assert_eq!(store.dead_letters(1).unwrap().len(), 1);
+    assert_eq!(
+        store
+            .dead_letters(&DeadLetterQuery::newest(1))
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // Filtered and paged: by reason, by receipt time, before a row id.
+    let mut later = dead("bad-3", RejectReason::SeqZero);
+    later.received_at = 50;
+    assert_eq!(store.write_batch(&[], &[later]).unwrap(), vec![]);
+    let ids = |q: DeadLetterQuery| -> Vec<Option<String>> {
+        store
+            .dead_letters(&q)
+            .unwrap()
+            .into_iter()
+            .map(|d| d.message_id)
+            .collect()
+    };
+    let some = |ids: &[&str]| -> Vec<Option<String>> {
+        ids.iter().map(|i| Some((*i).to_owned())).collect()
+    };
+    let reason = |r: RejectReason| DeadLetterQuery {
+        reason: Some(r.as_str().to_owned()),
+        ..DeadLetterQuery::newest(10)
+    };
+    assert_eq!(
+        ids(reason(RejectReason::SeqZero)),
+        some(&["bad-3", "bad-2"])
+    );
+    let since = DeadLetterQuery {
+        since: Some(8),
+        ..DeadLetterQuery::newest(10)
+    };
+    assert_eq!(ids(since), some(&["bad-3"]));
+    let until = DeadLetterQuery {
+        until: Some(50),
+        ..reason(RejectReason::SeqZero)
+    };
+    assert_eq!(ids(until), some(&["bad-2"]), "until is exclusive");
+    let page = store.dead_letters(&DeadLetterQuery::newest(2)).unwrap();
+    assert_eq!(page.len(), 2);
+    let rest = DeadLetterQuery {
+        before: Some(page[1].id),
+        ..DeadLetterQuery::newest(10)
+    };
+    assert_eq!(
+        ids(rest),
+        vec![Some("bad-2".to_owned()), Some("bad-1".to_owned())]
+    );
+    assert!(page[0].id > page[1].id);
 }
 
 /// A fixture database of each released schema version
@@ -251,7 +302,7 @@ fn fixture_reads_back(store: &dyn Store, from: usize) {
     assert_eq!(page.len(), 1, "{at}");
     assert_eq!(page[0].ts_corrected, TS, "{at}");
     assert!(page[0].raw.contains(r#""messageId":"fixture-1""#), "{at}");
-    let letters = store.dead_letters(10).unwrap();
+    let letters = store.dead_letters(&DeadLetterQuery::newest(10)).unwrap();
     assert_eq!(letters.len(), 1, "{at}");
     assert_eq!(
         letters[0].message_id.as_deref(),
@@ -521,7 +572,7 @@ fn deletion_and_tombstone(store: &dyn Store) {
     // The alias is gone with u1: pre-u1 is a person of its own again.
     assert_eq!(store.count_events("Buy", None, None).unwrap(), count(2, 2));
     let kept: Vec<Option<String>> = store
-        .dead_letters(10)
+        .dead_letters(&DeadLetterQuery::newest(10))
         .unwrap()
         .into_iter()
         .map(|d| d.message_id)
@@ -542,7 +593,7 @@ fn deletion_and_tombstone(store: &dyn Store) {
         vec![X, X, X, A, A, X]
     );
     assert_eq!(store.stats().unwrap(), stats(11, 0, 7, 6));
-    let letters = store.dead_letters(10).unwrap();
+    let letters = store.dead_letters(&DeadLetterQuery::newest(10)).unwrap();
     assert_eq!(letters.len(), 5);
     let refused: Vec<_> = letters
         .iter()
@@ -934,7 +985,7 @@ fn retention_expires_dead_letters_by_receipt_time(store: &dyn Store) {
     assert!(store.write_batch(&[], &letters).unwrap().is_empty());
     let ids = |store: &dyn Store| -> Vec<String> {
         store
-            .dead_letters(100)
+            .dead_letters(&DeadLetterQuery::newest(100))
             .unwrap()
             .into_iter()
             .map(|d| d.message_id.unwrap())
@@ -2206,7 +2257,7 @@ mod postgres {
 /// stores; and across two stores sharing one PostgreSQL database.
 mod health_suite {
     use super::*;
-    use tally_collector::store::health::{Histogram, HOUR_MS};
+    use tally_collector::store::health::{self, Histogram, HOUR_MS};
     use tally_collector::store::{Completeness, Fleet, HealthTotals, PipelineFigures};
 
     /// 2026-11-01T10:00:00Z: the hour the fixture's first batches arrive in.
@@ -2392,6 +2443,56 @@ mod health_suite {
         assert_eq!(store.install("i1").unwrap().unwrap().missing, vec![[3, 3]]);
     }
 
+    /// The installs whose latest beacon shows a queue older than the
+    /// threshold (`Store::stalled_installs`) in the fixture.
+    fn stalled(store: &dyn Store, older_than_s: f64, limit: usize) -> Vec<(String, i64, f64)> {
+        store
+            .stalled_installs(older_than_s, limit)
+            .unwrap()
+            .into_iter()
+            .map(|b| (b.install_id, b.pending, b.oldest_pending_age_s))
+            .collect()
+    }
+
+    fn check_stalled(store: &dyn Store) {
+        // Stalled queues: every kept beacon, the oldest queue first; i3's
+        // (captured 8 days ago, out of the fleet) included, i1's older
+        // beacon (pending 999) never replacing its latest.
+        let day = health::STALE_QUEUE_AGE_S;
+        assert_eq!(
+            stalled(store, day, 10),
+            [("i3".to_owned(), 7, 1e9), ("i1".to_owned(), 5, 90000.5)]
+        );
+        assert_eq!(
+            stalled(store, 9.5, 10),
+            [
+                ("i3".to_owned(), 7, 1e9),
+                ("i1".to_owned(), 5, 90000.5),
+                ("i2".to_owned(), 3, 10.0)
+            ]
+        );
+        assert_eq!(
+            stalled(store, 10.0, 10).len(),
+            2,
+            "longer than, not as long as"
+        );
+        assert_eq!(stalled(store, 0.0, 1), [("i3".to_owned(), 7, 1e9)]);
+        let i1 = store.stalled_installs(day, 10).unwrap().remove(1);
+        assert_eq!(
+            (
+                i1.at,
+                i1.received_at,
+                i1.consecutive_failures,
+                i1.persistence_errors
+            ),
+            (H, H + 2_000, 2, 1)
+        );
+        assert_eq!(
+            (i1.sync_latency_p50_ms, i1.sync_latency_p99_ms),
+            (Some(70.0), Some(500.0))
+        );
+    }
+
     #[test]
     fn sqlite_figures_are_exact_and_survive_a_reopen() {
         let dir = tempfile::tempdir().unwrap();
@@ -2399,6 +2500,7 @@ mod health_suite {
         let store = tally_collector::store::SqliteStore::open(&path).unwrap();
         let now = write_fixture(&store, &store);
         check(&store, now);
+        check_stalled(&store);
         drop(store);
         let store = tally_collector::store::SqliteStore::open(&path).unwrap();
         check(&store, now);
@@ -2412,6 +2514,7 @@ mod health_suite {
         let now = write_fixture(&a, &b);
         check(&a, now);
         check(&b, now);
+        check_stalled(&a);
     }
 
     /// Pruning deletes the hours before its bound and the beacons
@@ -2422,6 +2525,11 @@ mod health_suite {
         // before `now` (the fleet already ignored it).
         assert_eq!(store.prune_health(H).unwrap(), 1);
         check(store, now);
+        assert_eq!(
+            stalled(store, health::STALE_QUEUE_AGE_S, 10),
+            [("i1".to_owned(), 5, 90000.5)],
+            "i3's beacon was pruned"
+        );
         // The first hour's rows go, and the beacons captured in it (b1,
         // b2); b0 (captured before b1) never replaced b1.
         assert!(store.prune_health(H + HOUR_MS).unwrap() > 0);

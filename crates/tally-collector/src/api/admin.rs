@@ -1,6 +1,7 @@
 //! The operators' paths (admin token, checked by
 //! [`super::auth::admin_gate`]): totals, event counts, completeness and
-//! events of one install, dead letters, user deletion and the list of
+//! events of one install, installs whose queues are not draining, dead
+//! letters (filtered, paged), user deletion and the list of
 //! deletions, pipeline health and the alert rules.
 //!
 //! Each handler runs its store call on the blocking pool (store calls
@@ -12,15 +13,17 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde::Deserialize;
-use tally_proto::parse_timestamp;
 
-use super::params::{blocking, query_params};
+use super::params::{blocking, query_params, timestamp_param};
 use super::AppState;
 use crate::clock;
 use crate::error::ApiError;
 use crate::health::{PipelineReport, DEFAULT_WINDOW_MS};
 use crate::ingest::auth::Role;
 use crate::ingest::body;
+use crate::store::health::STALE_QUEUE_AGE_S;
+use crate::store::DeadLetterQuery;
+use tally_proto::RejectReason;
 
 /// Largest body of an admin request (`{"userId": ...}`): an id is at most
 /// 255 bytes, so 4 KiB leaves room for whitespace and unknown members.
@@ -45,26 +48,58 @@ pub(super) async fn stats(State(state): State<AppState>) -> Result<Response, Api
 const MAX_DEAD_LETTERS: usize = 1_000;
 
 #[derive(Deserialize)]
-struct DeadLetterQuery {
+struct DeadLetterParams {
     limit: Option<usize>,
+    reason: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    before: Option<i64>,
 }
 
-/// `GET /v1/dead-letters[?limit=N]` → `{"dead_letters": [...], "totals":
-/// {"kept", "bytes", "not_kept", "truncated"}}`: the most recent rejected
-/// messages, newest first, with their reason (default 100, at most 1,000),
-/// and what the store holds and did not keep of them.
+/// `GET /v1/dead-letters[?limit=N&reason=CODE&since=T&until=T&before=ID]` →
+/// `{"dead_letters": [...], "next": ID | null, "totals": {"kept", "bytes",
+/// "not_kept", "truncated"}}`: rejected messages newest first, with their
+/// row id and reason (default 100, at most 1,000 a page), filtered by
+/// reason code and by receipt time (`since` inclusive, `until` exclusive,
+/// RFC 3339); `next` is the `before` of the following page, `null` on the
+/// last. `totals` is what the store holds and did not keep, unfiltered.
 pub(super) async fn dead_letters(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    let q: DeadLetterQuery =
-        query_params(query.as_deref(), "limit must be a non-negative integer")?;
-    let limit = q.limit.unwrap_or(100).min(MAX_DEAD_LETTERS);
+    let q: DeadLetterParams = query_params(
+        query.as_deref(),
+        "limit and before must be non-negative integers",
+    )?;
+    let reason = match q.reason.filter(|r| !r.is_empty()) {
+        None => None,
+        Some(r) => Some(
+            r.parse::<RejectReason>()
+                .map_err(|_| ApiError::BadRequest("reason is not a rejection reason code"))?
+                .as_str()
+                .to_owned(),
+        ),
+    };
+    let query = DeadLetterQuery {
+        reason,
+        since: timestamp_param(q.since, "since is not an RFC 3339 date-time")?,
+        until: timestamp_param(q.until, "until is not an RFC 3339 date-time")?,
+        before: q.before,
+        limit: q.limit.unwrap_or(100).min(MAX_DEAD_LETTERS),
+    };
+    let limit = query.limit;
     let (rows, totals) = blocking(&state, move |s| {
-        Ok((s.dead_letters(limit)?, s.dead_letter_totals()?))
+        Ok((s.dead_letters(&query)?, s.dead_letter_totals()?))
     })
     .await?;
-    Ok(Json(serde_json::json!({ "dead_letters": rows, "totals": totals })).into_response())
+    let next = match rows.last() {
+        Some(last) if rows.len() == limit => Some(last.id),
+        _ => None,
+    };
+    Ok(
+        Json(serde_json::json!({ "dead_letters": rows, "next": next, "totals": totals }))
+            .into_response(),
+    )
 }
 
 #[derive(Deserialize)]
@@ -86,18 +121,44 @@ pub(super) async fn count_events(
         .event
         .filter(|e| !e.is_empty())
         .ok_or(ApiError::BadRequest("the event parameter is required"))?;
-    let bound = |t: Option<String>, what: &'static str| -> Result<Option<i64>, ApiError> {
-        match t.filter(|t| !t.is_empty()) {
-            None => Ok(None),
-            Some(t) => parse_timestamp(&t)
-                .map(Some)
-                .ok_or(ApiError::BadRequest(what)),
-        }
-    };
-    let from = bound(q.from, "from is not an RFC 3339 date-time")?;
-    let to = bound(q.to, "to is not an RFC 3339 date-time")?;
+    let from = timestamp_param(q.from, "from is not an RFC 3339 date-time")?;
+    let to = timestamp_param(q.to, "to is not an RFC 3339 date-time")?;
     let count = blocking(&state, move |s| s.count_events(&event, from, to)).await?;
     Ok(Json(count).into_response())
+}
+
+#[derive(Deserialize)]
+struct InstallsParams {
+    stalled: Option<f64>,
+    limit: Option<usize>,
+}
+
+/// Most installs one request lists.
+const MAX_INSTALLS: usize = 1_000;
+
+/// `GET /v1/installs[?stalled=SECONDS&limit=N]` → `{"stalled_s", "installs":
+/// [beacon...]}`: the installs whose latest `tally.health` beacon shows an
+/// event pending longer than `stalled` seconds (default: a day, the age at
+/// which the pipeline health counts a queue as stale), the oldest queue
+/// first (default 100, at most 1,000), each with its beacon's queue
+/// figures and when it was captured and received.
+pub(super) async fn stalled_installs(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let q: InstallsParams = query_params(
+        query.as_deref(),
+        "stalled must be a number of seconds and limit a non-negative integer",
+    )?;
+    let stalled = q.stalled.unwrap_or(STALE_QUEUE_AGE_S);
+    if !(stalled.is_finite() && stalled >= 0.0) {
+        return Err(ApiError::BadRequest(
+            "stalled must be a non-negative number of seconds",
+        ));
+    }
+    let limit = q.limit.unwrap_or(100).min(MAX_INSTALLS);
+    let installs = blocking(&state, move |s| s.stalled_installs(stalled, limit)).await?;
+    Ok(Json(serde_json::json!({ "stalled_s": stalled, "installs": installs })).into_response())
 }
 
 /// `GET /v1/installs/{install_id}` → `{"max_seq", "missing", "dropped"}`;
@@ -231,14 +292,8 @@ struct WindowQuery {
 fn window(query: Option<&str>, now: i64) -> Result<(i64, i64), ApiError> {
     let q: WindowQuery = serde_urlencoded::from_str(query.unwrap_or_default())
         .map_err(|_| ApiError::BadRequest("malformed query string"))?;
-    let parse = |t: Option<String>, what: &'static str| match t.filter(|t| !t.is_empty()) {
-        None => Ok(None),
-        Some(t) => parse_timestamp(&t)
-            .map(Some)
-            .ok_or(ApiError::BadRequest(what)),
-    };
-    let to = parse(q.to, "to is not an RFC 3339 date-time")?.unwrap_or(now);
-    let from = parse(q.from, "from is not an RFC 3339 date-time")?
+    let to = timestamp_param(q.to, "to is not an RFC 3339 date-time")?.unwrap_or(now);
+    let from = timestamp_param(q.from, "from is not an RFC 3339 date-time")?
         .unwrap_or(to.saturating_sub(DEFAULT_WINDOW_MS));
     if from >= to {
         return Err(ApiError::BadRequest("from must be before to"));

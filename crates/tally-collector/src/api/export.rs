@@ -10,9 +10,8 @@ use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use tally_proto::parse_timestamp;
 
-use super::params::{blocking, query_params};
+use super::params::{blocking, query_params, timestamp_param};
 use super::AppState;
 use crate::clock;
 use crate::error::ApiError;
@@ -39,16 +38,9 @@ pub(super) async fn export(
             ))
         }
     }
-    let bound = |t: Option<String>, what: &'static str| -> Result<Option<i64>, ApiError> {
-        match t.filter(|t| !t.is_empty()) {
-            None => Ok(None),
-            Some(t) => parse_timestamp(&t)
-                .map(Some)
-                .ok_or(ApiError::BadRequest(what)),
-        }
-    };
-    let from = bound(q.from, "from is not an RFC 3339 date-time")?.unwrap_or(i64::MIN);
-    let to = bound(q.to, "to is not an RFC 3339 date-time")?.unwrap_or_else(clock::now_ms);
+    let from = timestamp_param(q.from, "from is not an RFC 3339 date-time")?.unwrap_or(i64::MIN);
+    let to =
+        timestamp_param(q.to, "to is not an RFC 3339 date-time")?.unwrap_or_else(clock::now_ms);
     if from > to {
         return Err(ApiError::BadRequest("from is after to"));
     }

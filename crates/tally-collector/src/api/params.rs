@@ -2,6 +2,7 @@
 //! string, and running a store call on the blocking pool.
 
 use serde::de::DeserializeOwned;
+use tally_proto::parse_timestamp;
 
 use super::AppState;
 use crate::error::ApiError;
@@ -15,6 +16,21 @@ pub(super) fn query_params<T: DeserializeOwned>(
 ) -> Result<T, ApiError> {
     serde_urlencoded::from_str(query.unwrap_or_default())
         .map_err(|_| ApiError::BadRequest(malformed))
+}
+
+/// An optional RFC 3339 bound of a query string, as Unix ms: absent or
+/// empty is `None`; anything else that does not parse is a 400 saying
+/// `what`.
+pub(super) fn timestamp_param(
+    text: Option<String>,
+    what: &'static str,
+) -> Result<Option<i64>, ApiError> {
+    match text.filter(|t| !t.is_empty()) {
+        None => Ok(None),
+        Some(t) => parse_timestamp(&t)
+            .map(Some)
+            .ok_or(ApiError::BadRequest(what)),
+    }
 }
 
 /// Runs `f` on the store on the blocking pool (store calls block).

@@ -158,6 +158,7 @@ pub(super) fn routes() -> Vec<Route> {
         get_route("/v1/query/top-events", Read, product::top_events),
         get_route("/v1/export", Read, export::export),
         get_route("/v1/dead-letters", Admin, admin::dead_letters),
+        get_route("/v1/installs", Admin, admin::stalled_installs),
         get_route("/v1/installs/{install_id}", Admin, admin::install),
         get_route(
             "/v1/installs/{install_id}/events",

@@ -31,9 +31,9 @@ macro_rules! admin_store_by_concern {
 
             fn dead_letters(
                 &self,
-                limit: usize,
+                q: &$crate::store::DeadLetterQuery,
             ) -> Result<Vec<$crate::store::StoredDeadLetter>, $crate::store::StoreError> {
-                dead_letters::dead_letters(self, limit)
+                dead_letters::dead_letters(self, q)
             }
 
             fn dead_letter_totals(

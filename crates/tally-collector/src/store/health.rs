@@ -126,7 +126,7 @@ impl Histogram {
 
 /// The latest health report of one install, from a `tally.health` beacon.
 /// Every member the beacon lacks, or has with another type, reads as 0.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize)]
 pub struct Beacon {
     /// The install.
     pub install_id: String,
@@ -421,6 +421,16 @@ pub(crate) const FLEET_SQL: &str = "SELECT CAST(count(*) AS BIGINT), \
     CAST(coalesce(sum(CASE WHEN backoff_ms > 0 OR consecutive_failures > 0 THEN 1 ELSE 0 END), 0) AS BIGINT), \
     CAST(coalesce(sum(CASE WHEN oldest_pending_age_s > $2 THEN 1 ELSE 0 END), 0) AS BIGINT) \
     FROM install_health WHERE at >= $1";
+
+/// The latest beacons that show an event pending longer than `$1` seconds,
+/// the oldest queue first, at most `$2` (see
+/// [`super::HealthStore::stalled_installs`]); columns in the order
+/// [`Beacon`] lists its members.
+pub(crate) const STALLED_SQL: &str = "SELECT install_id, at, received_at, pending, \
+    pending_bytes, oldest_pending_age_s, consecutive_failures, backoff_ms, persistence_errors, \
+    sync_p50_ms, sync_p99_ms, clock_offset_ms FROM install_health \
+    WHERE pending > 0 AND oldest_pending_age_s > $1 \
+    ORDER BY oldest_pending_age_s DESC, install_id LIMIT $2";
 
 /// Statements of [`super::HealthStore::prune_health`], each with `$1` = before.
 pub(crate) const PRUNE_SQL: [&str; 4] = [

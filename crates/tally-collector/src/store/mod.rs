@@ -112,6 +112,7 @@
 //! `i64::MAX` (a corrupt device counter) is stored as absent and not
 //! tracked.
 
+mod dead_letters;
 #[macro_use]
 mod delegate;
 
@@ -128,6 +129,7 @@ mod ranges;
 pub mod sqlite;
 
 pub use self::postgres::PostgresStore;
+pub use dead_letters::{DeadLetterQuery, StoredDeadLetter};
 pub use health::{
     Beacon, Completeness, Fleet, HealthTotals, HealthWindow, Histogram, PipelineFigures,
 };
@@ -316,21 +318,6 @@ impl DeadLetter {
             install_id: e.install_id.clone(),
         }
     }
-}
-
-/// A dead letter as stored (read back for inspection).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct StoredDeadLetter {
-    /// The `messageId`, if one could be read.
-    pub message_id: Option<String>,
-    /// The reason code ([`RejectReason::as_str`]).
-    pub reason: String,
-    /// Which rule, in words.
-    pub detail: String,
-    /// Collector clock at receipt, Unix ms.
-    pub received_at: i64,
-    /// The message JSON as received.
-    pub raw: String,
 }
 
 /// What the store did with one [`NewEvent`].
@@ -570,8 +557,8 @@ pub trait AdminStore {
     /// The recorded deletion requests, newest first, at most `limit`.
     fn deletions(&self, limit: usize) -> Result<Vec<DeletionRecord>, StoreError>;
 
-    /// The most recent dead letters, newest first, at most `limit`.
-    fn dead_letters(&self, limit: usize) -> Result<Vec<StoredDeadLetter>, StoreError>;
+    /// Dead letters newest first, filtered and paged as `q` says.
+    fn dead_letters(&self, q: &DeadLetterQuery) -> Result<Vec<StoredDeadLetter>, StoreError>;
 
     /// What the dead letters hold, and what was not kept of them.
     fn dead_letter_totals(&self) -> Result<DeadLetterTotals, StoreError>;
@@ -614,6 +601,17 @@ pub trait HealthStore {
     /// whole hours), completeness, and the fleet's latest beacons captured
     /// at or after `now` − [`health::FLEET_MAX_AGE_MS`].
     fn pipeline_health(&self, from: i64, to: i64, now: i64) -> Result<PipelineFigures, StoreError>;
+
+    /// The installs whose latest `tally.health` beacon shows an event
+    /// pending longer than `older_than_s` seconds, the oldest queue first,
+    /// at most `limit`: the queues that are not draining. Every kept
+    /// beacon counts, however old (an install that went silent with a
+    /// full queue is the one to look at); `at` says when it was captured.
+    fn stalled_installs(
+        &self,
+        older_than_s: f64,
+        limit: usize,
+    ) -> Result<Vec<health::Beacon>, StoreError>;
 
     /// Deletes the health figures of the hours before `before` (Unix ms),
     /// and beacons captured before it; returns the rows deleted. The

@@ -5,30 +5,35 @@
 
 use super::statements::DEAD_LETTER_TOTALS_SQL;
 use super::{pg_error, PostgresStore};
-use crate::store::{DeadLetterTotals, StoreError, StoredDeadLetter};
+use crate::store::{dead_letters, DeadLetterQuery, DeadLetterTotals, StoreError, StoredDeadLetter};
 
 pub(super) fn dead_letters(
     store: &PostgresStore,
-    limit: usize,
+    q: &DeadLetterQuery,
 ) -> Result<Vec<StoredDeadLetter>, StoreError> {
-    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     let mut conn = store.pool.get()?;
     let rows = conn
         .client
         .query(
-            "SELECT message_id, reason, detail, received_at, raw FROM dead_letters \
-             ORDER BY row_id DESC LIMIT $1",
-            &[&limit],
+            dead_letters::PAGE_SQL,
+            &[
+                &q.reason,
+                &q.since,
+                &q.until,
+                &q.before,
+                &dead_letters::sql_limit(q.limit),
+            ],
         )
         .map_err(pg_error)?;
     rows.iter()
         .map(|r| {
             Ok(StoredDeadLetter {
-                message_id: r.try_get(0)?,
-                reason: r.try_get(1)?,
-                detail: r.try_get(2)?,
-                received_at: r.try_get(3)?,
-                raw: r.try_get(4)?,
+                id: r.try_get(0)?,
+                message_id: r.try_get(1)?,
+                reason: r.try_get(2)?,
+                detail: r.try_get(3)?,
+                received_at: r.try_get(4)?,
+                raw: r.try_get(5)?,
             })
         })
         .collect::<Result<_, ::postgres::Error>>()

@@ -6,7 +6,7 @@
 
 use super::statements::Prepared;
 use super::{pg_error, PostgresStore};
-use crate::store::health::{self, BatchHealth, PipelineFigures};
+use crate::store::health::{self, BatchHealth, Beacon, PipelineFigures};
 use crate::store::outbox::AlertOutbox;
 use crate::store::{HealthStore, Stats, StoreError};
 use ::postgres::{Client, IsolationLevel};
@@ -85,6 +85,34 @@ impl HealthStore for PostgresStore {
         let figures = read_pipeline_health(&mut tx, from, to, now).map_err(pg_error)?;
         tx.commit().map_err(pg_error)?;
         Ok(figures)
+    }
+
+    fn stalled_installs(&self, older_than_s: f64, limit: usize) -> Result<Vec<Beacon>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut conn = self.pool.get()?;
+        let rows = conn
+            .client
+            .query(health::STALLED_SQL, &[&older_than_s, &limit])
+            .map_err(pg_error)?;
+        rows.iter()
+            .map(|r| {
+                Ok(Beacon {
+                    install_id: r.try_get(0)?,
+                    at: r.try_get(1)?,
+                    received_at: r.try_get(2)?,
+                    pending: r.try_get(3)?,
+                    pending_bytes: r.try_get(4)?,
+                    oldest_pending_age_s: r.try_get(5)?,
+                    consecutive_failures: r.try_get(6)?,
+                    backoff_ms: r.try_get(7)?,
+                    persistence_errors: r.try_get(8)?,
+                    sync_latency_p50_ms: r.try_get(9)?,
+                    sync_latency_p99_ms: r.try_get(10)?,
+                    clock_offset_ms: r.try_get(11)?,
+                })
+            })
+            .collect::<Result<_, ::postgres::Error>>()
+            .map_err(pg_error)
     }
 
     fn prune_health(&self, before: i64) -> Result<u64, StoreError> {

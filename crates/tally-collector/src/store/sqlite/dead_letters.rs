@@ -4,8 +4,11 @@
 //! back newest first.
 
 use super::{db_error, SqliteStore};
+use crate::store::dead_letters;
+use crate::store::health::sqlite_sql;
 use crate::store::{
-    DeadLetter, DeadLetterBudget, DeadLetterLimits, DeadLetterTotals, StoreError, StoredDeadLetter,
+    DeadLetter, DeadLetterBudget, DeadLetterLimits, DeadLetterQuery, DeadLetterTotals, StoreError,
+    StoredDeadLetter,
 };
 use rusqlite::{params, Connection};
 
@@ -59,27 +62,33 @@ pub(super) fn write_dead_letter(
 
 pub(super) fn dead_letters(
     store: &SqliteStore,
-    limit: usize,
+    q: &DeadLetterQuery,
 ) -> Result<Vec<StoredDeadLetter>, StoreError> {
-    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     store.readers.with(|c| {
-        c.prepare_cached(
-            "SELECT message_id, reason, detail, received_at, raw FROM dead_letters \
-             ORDER BY row_id DESC LIMIT ?1",
-        )
-        .and_then(|mut s| {
-            s.query_map([limit], |r| {
-                Ok(StoredDeadLetter {
-                    message_id: r.get(0)?,
-                    reason: r.get(1)?,
-                    detail: r.get(2)?,
-                    received_at: r.get(3)?,
-                    raw: r.get(4)?,
-                })
-            })?
-            .collect()
-        })
-        .map_err(db_error)
+        c.prepare_cached(&sqlite_sql(dead_letters::PAGE_SQL))
+            .and_then(|mut s| {
+                s.query_map(
+                    params![
+                        q.reason,
+                        q.since,
+                        q.until,
+                        q.before,
+                        dead_letters::sql_limit(q.limit)
+                    ],
+                    |r| {
+                        Ok(StoredDeadLetter {
+                            id: r.get(0)?,
+                            message_id: r.get(1)?,
+                            reason: r.get(2)?,
+                            detail: r.get(3)?,
+                            received_at: r.get(4)?,
+                            raw: r.get(5)?,
+                        })
+                    },
+                )?
+                .collect()
+            })
+            .map_err(db_error)
     })
 }
 

@@ -4,7 +4,7 @@
 //! SQLite has one writer, so every row is shard 0.
 
 use super::{db_error, SqliteStore};
-use crate::store::health::{self, BatchHealth, PipelineFigures};
+use crate::store::health::{self, BatchHealth, Beacon, PipelineFigures};
 use crate::store::{HealthStore, Stats, StoreError};
 use rusqlite::{params, Connection};
 
@@ -55,6 +55,33 @@ impl HealthStore for SqliteStore {
             let figures = read_pipeline_health(c, from, to, now);
             let _ = c.execute_batch("COMMIT");
             figures
+        })
+    }
+
+    fn stalled_installs(&self, older_than_s: f64, limit: usize) -> Result<Vec<Beacon>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.readers.with(|c| {
+            c.prepare_cached(&health::sqlite_sql(health::STALLED_SQL))
+                .and_then(|mut s| {
+                    s.query_map(params![older_than_s, limit], |r| {
+                        Ok(Beacon {
+                            install_id: r.get(0)?,
+                            at: r.get(1)?,
+                            received_at: r.get(2)?,
+                            pending: r.get(3)?,
+                            pending_bytes: r.get(4)?,
+                            oldest_pending_age_s: r.get(5)?,
+                            consecutive_failures: r.get(6)?,
+                            backoff_ms: r.get(7)?,
+                            persistence_errors: r.get(8)?,
+                            sync_latency_p50_ms: r.get(9)?,
+                            sync_latency_p99_ms: r.get(10)?,
+                            clock_offset_ms: r.get(11)?,
+                        })
+                    })?
+                    .collect()
+                })
+                .map_err(db_error)
         })
     }
 

@@ -1,0 +1,297 @@
+//! `tally installs` and `tally dead-letters`: the operator's questions
+//! "which devices are not draining their queue?" and "what was rejected,
+//! and why?" from the command line, through the collector's admin API
+//! (`GET /v1/installs`, `GET /v1/installs/{id}`, `GET /v1/dead-letters`).
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use serde_json::Value;
+
+use crate::client::{cell, get, rows_of, table};
+
+/// The collector and the admin token, as every admin command takes them.
+#[derive(Debug, clap::Args)]
+pub struct AdminApi {
+    /// Base URL of the collector
+    #[arg(
+        long,
+        env = "TALLY_ENDPOINT",
+        value_name = "URL",
+        default_value = crate::args::DEFAULT_ENDPOINT
+    )]
+    endpoint: String,
+    /// Admin token of the collector
+    #[arg(long, env = "TALLY_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// Print the API's JSON instead of a table
+    #[arg(long)]
+    json: bool,
+}
+
+impl AdminApi {
+    fn get(&self, path_and_query: &str) -> anyhow::Result<Value> {
+        let token = self
+            .admin_token
+            .as_deref()
+            .context("the admin token is needed: --admin-token or TALLY_ADMIN_TOKEN")?;
+        get(
+            &format!("{}{path_and_query}", self.endpoint.trim_end_matches('/')),
+            token,
+        )
+    }
+}
+
+/// Arguments of `tally installs`.
+#[derive(Debug, clap::Args)]
+pub struct InstallsArgs {
+    /// One install's completeness (highest seq, missing ranges, drops)
+    /// instead of the list of stalled ones
+    install_id: Option<String>,
+    /// List the installs whose latest health beacon shows an event pending
+    /// longer than this: 30m, 24h, 7d, or seconds [default: 24h]
+    #[arg(long, value_name = "DURATION", value_parser = crate::args::parse_duration)]
+    stalled: Option<Duration>,
+    /// Rows at most [default: 100, at most 1000]
+    #[arg(long)]
+    limit: Option<usize>,
+    #[command(flatten)]
+    api: AdminApi,
+}
+
+/// Arguments of `tally dead-letters`.
+#[derive(Debug, clap::Args)]
+pub struct DeadLettersArgs {
+    /// Only messages rejected for this reason code (bad_timestamp, seq_zero, ...)
+    #[arg(long)]
+    reason: Option<String>,
+    /// Only those received at or after this time, RFC 3339
+    #[arg(long)]
+    since: Option<String>,
+    /// Only those received before this time, RFC 3339
+    #[arg(long)]
+    until: Option<String>,
+    /// Rows per page [default: 100, at most 1000]
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Start after this row id (the `next` a previous page printed)
+    #[arg(long, value_name = "ID")]
+    before: Option<i64>,
+    /// Follow `next` until the last page (with --json, one answer per line)
+    #[arg(long)]
+    all: bool,
+    #[command(flatten)]
+    api: AdminApi,
+}
+
+/// `name=value` pairs of a query string, form-encoded.
+fn query_string(pairs: &[(&str, Option<String>)]) -> String {
+    let encoded: Vec<String> = pairs
+        .iter()
+        .filter_map(|(name, value)| {
+            let value = value.as_deref()?;
+            let value: String = form_urlencoded::byte_serialize(value.as_bytes()).collect();
+            Some(format!("{name}={value}"))
+        })
+        .collect();
+    if encoded.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", encoded.join("&"))
+    }
+}
+
+pub fn installs(args: InstallsArgs) -> anyhow::Result<()> {
+    if let Some(id) = &args.install_id {
+        let id: String = form_urlencoded::byte_serialize(id.as_bytes()).collect();
+        let answer = args.api.get(&format!("/v1/installs/{id}"))?;
+        if args.api.json {
+            println!("{}", serde_json::to_string_pretty(&answer)?);
+        } else {
+            print!("{}", install_report(&answer));
+        }
+        return Ok(());
+    }
+    let stalled = args.stalled.map(|d| d.as_secs_f64().to_string());
+    let limit = args.limit.map(|n| n.to_string());
+    let answer = args.api.get(&format!(
+        "/v1/installs{}",
+        query_string(&[("stalled", stalled), ("limit", limit)])
+    ))?;
+    if args.api.json {
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+        return Ok(());
+    }
+    print!("{}", stalled_table(&answer));
+    Ok(())
+}
+
+/// One install's completeness: its highest seq, the ranges never seen,
+/// and what the device reported dropped.
+fn install_report(v: &Value) -> String {
+    let missing: Vec<String> = v["missing"]
+        .as_array()
+        .map(|ranges| {
+            ranges
+                .iter()
+                .map(|r| format!("{}-{}", cell(&r[0]), cell(&r[1])))
+                .collect()
+        })
+        .unwrap_or_default();
+    let missing = if missing.is_empty() {
+        "none".to_owned()
+    } else {
+        missing.join(", ")
+    };
+    format!(
+        "max_seq  {}\nmissing  {missing}\ndropped  {}\n",
+        cell(&v["max_seq"]),
+        cell(&v["dropped"])
+    )
+}
+
+/// The stalled installs, oldest queue first, and how many.
+fn stalled_table(v: &Value) -> String {
+    let mut rows = rows_of(
+        &v["installs"],
+        &[
+            "install_id",
+            "pending",
+            "pending_bytes",
+            "oldest_pending_age_s",
+            "consecutive_failures",
+            "persistence_errors",
+        ],
+    );
+    // Ages in whole hours read better than seconds with decimals.
+    for (row, b) in rows
+        .iter_mut()
+        .zip(v["installs"].as_array().into_iter().flatten())
+    {
+        row[3] = format!(
+            "{:.1}",
+            b["oldest_pending_age_s"].as_f64().unwrap_or(0.0) / 3_600.0
+        );
+        row.push(tally_proto::format_timestamp(b["at"].as_i64().unwrap_or(0)));
+    }
+    let mut out = table(
+        &[
+            "install",
+            "pending",
+            "bytes",
+            "oldest_h",
+            "failures",
+            "disk_errors",
+            "beacon_at",
+        ],
+        &rows,
+    );
+    let n = rows.len();
+    out.push_str(&format!(
+        "\n{n} install{} with an event pending longer than {} s\n",
+        if n == 1 { "" } else { "s" },
+        v["stalled_s"].as_f64().unwrap_or(0.0)
+    ));
+    out
+}
+
+pub fn dead_letters(args: DeadLettersArgs) -> anyhow::Result<()> {
+    let mut before = args.before;
+    let mut printed = 0usize;
+    let mut first_page = true;
+    loop {
+        let answer = args.api.get(&format!(
+            "/v1/dead-letters{}",
+            query_string(&[
+                ("reason", args.reason.clone()),
+                ("since", args.since.clone()),
+                ("until", args.until.clone()),
+                ("limit", args.limit.map(|n| n.to_string())),
+                ("before", before.map(|id| id.to_string())),
+            ])
+        ))?;
+        let next = answer["next"].as_i64();
+        if args.api.json {
+            // One answer per line when paging through all of them.
+            if args.all {
+                println!("{answer}");
+            } else {
+                println!("{}", serde_json::to_string_pretty(&answer)?);
+            }
+        } else {
+            let rows = rows_of(
+                &answer["dead_letters"],
+                &["id", "received_at", "reason", "message_id", "detail"],
+            );
+            let rows: Vec<Vec<String>> = rows
+                .into_iter()
+                .zip(answer["dead_letters"].as_array().into_iter().flatten())
+                .map(|(mut row, d)| {
+                    row[1] = tally_proto::format_timestamp(d["received_at"].as_i64().unwrap_or(0));
+                    row
+                })
+                .collect();
+            printed += rows.len();
+            if first_page || !rows.is_empty() {
+                print!(
+                    "{}",
+                    table(
+                        &["id", "received_at", "reason", "message_id", "detail"],
+                        &rows
+                    )
+                );
+            }
+            if next.is_none() || !args.all {
+                let totals = &answer["totals"];
+                // What the store did not keep is said on stderr: stdout stays the table.
+                eprintln!(
+                    "{printed} shown{}; the store keeps {} ({} bytes), {} not kept, {} truncated",
+                    next.map(|n| format!(", more with --before {n}"))
+                        .unwrap_or_default(),
+                    cell(&totals["kept"]),
+                    cell(&totals["bytes"]),
+                    cell(&totals["not_kept"]),
+                    cell(&totals["truncated"]),
+                );
+            }
+        }
+        first_page = false;
+        match next {
+            Some(n) if args.all => before = Some(n),
+            _ => return Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_query_string_encodes_what_is_given_and_skips_the_rest() {
+        assert_eq!(query_string(&[("a", None)]), "");
+        assert_eq!(
+            query_string(&[
+                ("since", Some("2026-12-01T00:00:00+01:00".to_owned())),
+                ("reason", None),
+                ("limit", Some("5".to_owned())),
+            ]),
+            "?since=2026-12-01T00%3A00%3A00%2B01%3A00&limit=5"
+        );
+    }
+
+    #[test]
+    fn an_install_report_names_its_missing_ranges() {
+        let v = json!({"max_seq": 9, "missing": [[2, 3], [7, 7]], "dropped": 1});
+        assert_eq!(
+            install_report(&v),
+            "max_seq  9\nmissing  2-3, 7-7\ndropped  1\n"
+        );
+        let whole = json!({"max_seq": 4, "missing": [], "dropped": 0});
+        assert_eq!(
+            install_report(&whole),
+            "max_seq  4\nmissing  none\ndropped  0\n"
+        );
+    }
+}
