@@ -66,21 +66,43 @@ pub(crate) fn missing(max_seq: u64, seen: &[SeqRange], dropped: &[SeqRange]) -> 
     out
 }
 
+/// How many seqs of `range` lie outside `covered` (disjoint, ascending).
+fn len_outside(range: SeqRange, covered: &[SeqRange]) -> u64 {
+    let (from, to) = range;
+    let inside: u64 = covered
+        .iter()
+        .filter(|&&(f, t)| f <= to && t >= from)
+        .map(|&(f, t)| t.min(to) - f.max(from) + 1)
+        .sum();
+    (to - from + 1) - inside
+}
+
 /// Builds an install's report from its stored seen ranges and drops.
 ///
 /// A drop's reason is counted under the code the device sent: one of
 /// [`tally_proto::DropReason`]'s, or a code another SDK version uses,
 /// which is kept as it came rather than refused or renamed.
+///
+/// A seq is explained once: a dropped seq the store also holds (the device
+/// sent it, lost the answer, then dropped it from a full log) counts as
+/// stored, not dropped, and a seq two reports cover counts under the
+/// first reason in seq order.
 pub(crate) fn report(
     max_seq: u64,
     seen: &[SeqRange],
-    drops: Vec<(u64, u64, String)>,
+    mut drops: Vec<(u64, u64, String)>,
 ) -> InstallReport {
+    drops.sort_unstable();
     let mut dropped_by_reason: BTreeMap<String, u64> = BTreeMap::new();
     let mut dropped_ranges = Vec::with_capacity(drops.len());
+    let mut explained = merge(seen, &[]);
     for (from, to, reason) in drops {
-        *dropped_by_reason.entry(reason).or_default() += to - from + 1;
+        let n = len_outside((from, to), &explained);
+        if n > 0 {
+            *dropped_by_reason.entry(reason).or_default() += n;
+        }
         dropped_ranges.push((from, to));
+        explained = merge(&explained, &[(from, to)]);
     }
     InstallReport {
         max_seq,
@@ -162,5 +184,40 @@ mod tests {
                 ("log_full", 3)
             ]
         );
+    }
+
+    /// A seq both stored and reported dropped (sent, answer lost, then
+    /// dropped from a full log) is counted once, as stored; overlapping
+    /// reports count each seq once.
+    #[test]
+    fn a_stored_seq_is_never_also_dropped() {
+        let drops = vec![
+            (1, 6, "log_full".to_owned()),
+            (5, 8, "expired".to_owned()),
+            (20, 20, "log_full".to_owned()),
+        ];
+        // Seqs 2..=4 reached the collector before the device dropped them.
+        let r = report(20, &[(2, 4), (9, 19)], drops);
+        let by_reason: Vec<(&str, u64)> = r
+            .dropped_by_reason
+            .iter()
+            .map(|(k, v)| (k.as_str(), *v))
+            .collect();
+        // log_full: 1, 5, 6 and 20; expired: 7 and 8 (5 and 6 already counted).
+        assert_eq!(by_reason, [("expired", 2), ("log_full", 4)]);
+        assert_eq!(r.dropped, 6);
+        assert!(r.missing.is_empty(), "{:?}", r.missing);
+        // Stored + dropped = every seq, once.
+        assert_eq!(3 + 11 + r.dropped, 20);
+        // A drop wholly stored counts nothing and leaves no zero entry.
+        let r = report(3, &[(1, 3)], vec![(2, 3, "log_full".to_owned())]);
+        assert_eq!((r.dropped, r.dropped_by_reason.len()), (0, 0));
+    }
+
+    #[test]
+    fn len_outside_counts_the_uncovered_part() {
+        assert_eq!(len_outside((1, 10), &[]), 10);
+        assert_eq!(len_outside((1, 10), &[(3, 4), (9, 12)]), 6);
+        assert_eq!(len_outside((5, 5), &[(1, 10)]), 0);
     }
 }
