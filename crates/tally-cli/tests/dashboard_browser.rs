@@ -479,7 +479,8 @@ fn the_dashboard_shows_what_the_query_api_answers() {
         paths[0]
     );
     if let Some(answer) = s.answer_or_shown_error("events", &state, &paths[0]) {
-        check_events(&s, &answer);
+        let finality = s.api(&paths[1]).1;
+        check_events(&s, &answer, Some(&finality));
     }
     s.shot("02-events");
     // Pick one event: the page asks for it and shows its series.
@@ -489,7 +490,8 @@ fn the_dashboard_shows_what_the_query_api_answers() {
     let paths = s.paths("events");
     assert!(paths[0].contains("event=App%20Opened"), "{}", paths[0]);
     if let Some(answer) = s.answer_or_shown_error("events", &state, &paths[0]) {
-        check_events(&s, &answer);
+        let finality = s.api(&paths[1]).1;
+        check_events(&s, &answer, Some(&finality));
     }
     // By hour: one bucket per hour of the week.
     let state = s.reload("events", || {
@@ -500,7 +502,8 @@ fn the_dashboard_shows_what_the_query_api_answers() {
     if let Some(answer) = s.answer_or_shown_error("events", &state, &paths[0]) {
         let buckets = answer["series"].as_array().unwrap().len();
         assert!((168..=169).contains(&buckets), "{buckets} hours in 7 days");
-        check_events(&s, &answer);
+        assert_eq!(paths.len(), 1, "finality is asked for days only");
+        check_events(&s, &answer, None);
     }
     s.reload("events", || {
         browser.click_css("#view-events [data-interval='day']");
@@ -897,20 +900,69 @@ fn check_deletions(s: &Session<'_>, path: &str, expected: &[(&str, u64)]) {
     );
 }
 
+/// What the events view says of a day of `/v1/query/finality`: why it is
+/// not final yet, or how it became final.
+fn finality_note(day: &Value) -> String {
+    match day["status"].as_str().unwrap() {
+        "in_progress" => "day in progress".to_owned(),
+        "waiting" => {
+            let count = |n: u64, one: &str, many: &str| {
+                format!("{} {}", grouped(n), if n == 1 { one } else { many })
+            };
+            format!(
+                "{} waiting, {} pending",
+                count(
+                    day["waiting_installs"].as_u64().unwrap(),
+                    "install",
+                    "installs"
+                ),
+                count(day["pending_events"].as_u64().unwrap(), "event", "events")
+            )
+        }
+        _ => format!("yes, {}", day["final_by"].as_str().unwrap()),
+    }
+}
+
 /// The events view equals the API's `/v1/query/events` answer: totals,
 /// one table row per bucket, one chart point per bucket, and the tooltip
-/// of the busiest bucket.
-fn check_events(s: &Session<'_>, answer: &Value) {
+/// of the busiest bucket; by day, each day's finality (`finality`, the
+/// `/v1/query/finality` answer) in the table, the chart's bands and the
+/// tooltip.
+fn check_events(s: &Session<'_>, answer: &Value, finality: Option<&Value>) {
     s.assert_int("#events-total-count", &answer["total"]["count"]);
     s.assert_int("#events-total-people", &answer["total"]["people"]);
     let series = answer["series"].as_array().unwrap();
     let rows = s.table("#events-table");
     assert_eq!(rows.len(), series.len(), "one row per bucket");
+    let day_of = |bucket: &Value| -> Option<Value> {
+        finality.and_then(|f| {
+            f["days"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|d| d["day"] == bucket["bucket"])
+                .cloned()
+        })
+    };
+    let mut not_final = 0;
     for (row, bucket) in rows.iter().zip(series) {
         assert_eq!(row[0].0, js_string(&bucket["bucket"]));
         assert_eq!(digits(&row[1].1), js_string(&bucket["count"]));
         assert_eq!(digits(&row[2].1), js_string(&bucket["people"]));
+        if finality.is_some() {
+            let day = day_of(bucket).expect("a finality row for each day");
+            assert_eq!(row[3].0, js_string(&day["status"]));
+            assert_eq!(row[3].1, finality_note(&day));
+            not_final += usize::from(day["status"] != "final");
+        } else {
+            assert_eq!(row.len(), 3, "no finality column by hour");
+        }
     }
+    let bands = s.browser.execute(
+        "return document.querySelectorAll('#events-chart .bands.not-final rect').length;",
+        &[],
+    );
+    assert_eq!(bands, not_final, "one band per day not final");
     let points = s.browser.execute(
         "return document.querySelectorAll('#events-chart .dots.s0 circle').length;",
         &[],
@@ -946,12 +998,15 @@ fn check_events(s: &Session<'_>, answer: &Value) {
         };
         let tip = tip.as_str().unwrap();
         let flat = tip.split_whitespace().collect::<Vec<_>>().join(" ");
-        let shown = format!(
+        let mut shown = format!(
             "{} Events {} People {}",
             s.text_of_cell(busiest),
             grouped(top["count"].as_u64().unwrap()),
             grouped(top["people"].as_u64().unwrap())
         );
+        if let Some(day) = day_of(top).filter(|d| d["status"] != "final") {
+            shown.push_str(&format!(" Not final {}", finality_note(&day)));
+        }
         assert_eq!(flat, shown, "the tooltip of the busiest bucket");
     }
 }

@@ -1278,7 +1278,7 @@ async fn every_route_answers_every_credential_as_its_role_says() {
     // Every route, every method, six credentials each.
     let methods: usize = table.iter().map(|r| r.methods.len()).sum();
     assert_eq!(walked, methods * credentials.len());
-    assert_eq!(table.len(), 41);
+    assert_eq!(table.len(), 42);
     // Who may do what is a decision: changing it changes this list.
     let by_access = |access: Access| -> Vec<&str> {
         let mut paths: Vec<&str> = table
@@ -1310,6 +1310,7 @@ async fn every_route_answers_every_credential_as_its_role_says() {
             "/v1/query/active",
             "/v1/query/breakdown",
             "/v1/query/events",
+            "/v1/query/finality",
             "/v1/query/funnel",
             "/v1/query/retention",
             "/v1/query/sessions",

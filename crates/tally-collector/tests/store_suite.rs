@@ -32,6 +32,9 @@ mod queries;
 #[path = "support/test_db.rs"]
 mod test_db;
 
+#[path = "store_suite/finality.rs"]
+mod finality;
+
 /// A track event `name` by anonymous id `anon` at corrected time `ts`.
 fn track(id: &str, name: &str, anon: &str, ts: i64) -> NewEvent {
     NewEvent {
@@ -1485,6 +1488,11 @@ macro_rules! store_suite {
         fn install_events_in_seq_order_with_their_person() {
             let (store, _guard) = $fresh();
             super::install_events_in_seq_order_with_their_person(&*store);
+        }
+        #[test]
+        fn finality_per_day() {
+            let (store, _guard) = $fresh();
+            super::finality::finality_per_day(&*store);
         }
     };
 }

@@ -1,6 +1,6 @@
 //! The product teams' paths (admin token, checked by
 //! [`super::auth::admin_gate`]): `GET /v1/query/{events,active,sessions,
-//! funnel,retention,breakdown,top-events}`, each answered by
+//! funnel,retention,breakdown,top-events,finality}`, each answered by
 //! [`crate::queries::answer`] on the blocking pool.
 
 use axum::extract::{RawQuery, State};
@@ -58,6 +58,8 @@ handlers! {
     sessions => Sessions;
     /// `GET /v1/query/funnel`.
     funnel => Funnel;
+    /// `GET /v1/query/finality`.
+    finality => Finality;
     /// `GET /v1/query/retention`.
     retention => Retention;
     /// `GET /v1/query/breakdown`.

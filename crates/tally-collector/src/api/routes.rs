@@ -156,6 +156,7 @@ pub(super) fn routes() -> Vec<Route> {
         get_route("/v1/query/retention", Read, product::retention),
         get_route("/v1/query/breakdown", Read, product::breakdown),
         get_route("/v1/query/top-events", Read, product::top_events),
+        get_route("/v1/query/finality", Read, product::finality),
         get_route("/v1/export", Read, export::export),
         get_route("/v1/dead-letters", Admin, admin::dead_letters),
         get_route("/v1/installs", Admin, admin::stalled_installs),

@@ -10,6 +10,7 @@
 //! | `/v1/query/retention` | first-seen-day cohorts and their returns |
 //! | `/v1/query/breakdown` | count and people by a property or context field |
 //! | `/v1/query/top-events` | the most frequent events |
+//! | `/v1/query/finality` | per day, how much of it has arrived and whether it is final ([`finality`]) |
 //!
 //! Parameters are parsed and buckets cut in the request's time zone here
 //! ([`time`]); the store answers per bucket ([`crate::store::query`]);
@@ -17,6 +18,7 @@
 //! so both stores give the same answers.
 
 pub mod compute;
+pub mod finality;
 pub mod people;
 pub mod time;
 
@@ -64,6 +66,8 @@ pub enum ProductQuery {
     Breakdown,
     /// `/v1/query/top-events`.
     TopEvents,
+    /// `/v1/query/finality`.
+    Finality,
 }
 
 /// The JSON answer of `query` for the query string `query_string` (as
@@ -82,6 +86,7 @@ pub fn answer(
         ProductQuery::Retention => retention_answer(store, &p),
         ProductQuery::Breakdown => breakdown_answer(store, &p),
         ProductQuery::TopEvents => top_events_answer(store, &p),
+        ProductQuery::Finality => finality::finality_answer(store, &p),
     }
 }
 

@@ -398,21 +398,37 @@ pub(crate) const HISTOGRAMS_SQL: &str = "SELECT metric, le, CAST(sum(n) AS BIGIN
     FROM health_histograms WHERE hour >= $1 AND hour < $2 GROUP BY metric, le";
 
 /// Seen and dropped ranges of each install merged where they overlap
-/// (gaps and islands), their lengths summed, and compared with `max_seq`.
-pub(crate) const COMPLETENESS_SQL: &str = "WITH r AS ( \
-      SELECT install_id, from_seq AS f, to_seq AS t FROM install_seen \
-      UNION ALL SELECT install_id, from_seq, to_seq FROM install_drops), \
-    o AS (SELECT install_id, f, t, max(t) OVER (PARTITION BY install_id ORDER BY f, t \
-      ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS prev FROM r), \
-    g AS (SELECT install_id, f, t, sum(CASE WHEN prev IS NULL OR f > prev THEN 1 ELSE 0 END) \
-      OVER (PARTITION BY install_id ORDER BY f, t ROWS UNBOUNDED PRECEDING) AS island FROM o), \
-    m AS (SELECT install_id, max(t) - min(f) + 1 AS len FROM g GROUP BY install_id, island), \
-    c AS (SELECT install_id, sum(len) AS covered FROM m GROUP BY install_id), \
-    x AS (SELECT i.max_seq - coalesce(c.covered, 0) AS missing FROM installs i \
-      LEFT JOIN c ON c.install_id = i.install_id) \
-    SELECT CAST(count(*) AS BIGINT), \
+/// (gaps and islands), their lengths summed, and compared with `max_seq`:
+/// `x` holds each install's `missing` count.
+macro_rules! missing_per_install {
+    () => {
+        "WITH r AS ( \
+          SELECT install_id, from_seq AS f, to_seq AS t FROM install_seen \
+          UNION ALL SELECT install_id, from_seq, to_seq FROM install_drops), \
+        o AS (SELECT install_id, f, t, max(t) OVER (PARTITION BY install_id ORDER BY f, t \
+          ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS prev FROM r), \
+        g AS (SELECT install_id, f, t, sum(CASE WHEN prev IS NULL OR f > prev THEN 1 ELSE 0 END) \
+          OVER (PARTITION BY install_id ORDER BY f, t ROWS UNBOUNDED PRECEDING) AS island FROM o), \
+        m AS (SELECT install_id, max(t) - min(f) + 1 AS len FROM g GROUP BY install_id, island), \
+        c AS (SELECT install_id, sum(len) AS covered FROM m GROUP BY install_id), \
+        x AS (SELECT i.install_id, i.max_seq - coalesce(c.covered, 0) AS missing FROM installs i \
+          LEFT JOIN c ON c.install_id = i.install_id) "
+    };
+}
+
+/// Installs, installs with a gap, and seqs missing over all of them.
+pub(crate) const COMPLETENESS_SQL: &str = concat!(
+    missing_per_install!(),
+    "SELECT CAST(count(*) AS BIGINT), \
       CAST(coalesce(sum(CASE WHEN missing > 0 THEN 1 ELSE 0 END), 0) AS BIGINT), \
-      CAST(coalesce(sum(CASE WHEN missing > 0 THEN missing ELSE 0 END), 0) AS BIGINT) FROM x";
+      CAST(coalesce(sum(CASE WHEN missing > 0 THEN missing ELSE 0 END), 0) AS BIGINT) FROM x"
+);
+
+/// The installs with a seq neither stored nor reported dropped.
+pub(crate) const GAPS_SQL: &str = concat!(
+    missing_per_install!(),
+    "SELECT install_id FROM x WHERE missing > 0"
+);
 
 pub(crate) const FLEET_SQL: &str = "SELECT CAST(count(*) AS BIGINT), \
     CAST(coalesce(sum(pending), 0) AS BIGINT), \

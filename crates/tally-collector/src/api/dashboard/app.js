@@ -347,11 +347,18 @@
     const path = query('/v1/query/events', {
       event: $('#events-event').value, interval: state.interval, from: w.from, to: w.to, tz: w.tz,
     });
-    showQuery(section, [path]);
-    const answer = await api(path);
+    // Days only: whether each day is final (offline devices may still
+    // bring events of it), shaded on the chart.
+    const finalityPath = state.interval === 'day'
+      ? query('/v1/query/finality', { from: w.from, to: w.to, tz: w.tz })
+      : null;
+    showQuery(section, finalityPath ? [path, finalityPath] : [path]);
+    const [answer, finality] = await Promise.all([api(path), finalityPath ? api(finalityPath) : null]);
     if (!current()) return;
     const series = answer.series || [];
     const interval = answer.interval || state.interval;
+    const days = new Map(((finality && finality.days) || []).map((d) => [d.day, d]));
+    const dayOf = (r) => days.get(r.bucket);
     setNumber($('#events-total-count'), answer.total ? answer.total.count : null);
     setNumber($('#events-total-people'), answer.total ? answer.total.people : null);
     Charts.lineChart($('#events-chart'), {
@@ -363,13 +370,32 @@
       xLabel: (b) => fmt.bucket(b, interval),
       title: (b) => fmt.bucket(b, interval),
       value: fmt.int,
+      shade: series.map((r) => Boolean(dayOf(r) && dayOf(r).status !== 'final')),
+      notes: series.map((r) => notFinal(dayOf(r))),
     });
-    table($('#events-table'), [interval === 'hour' ? 'Hour' : 'Day', 'Events', 'People'],
-      series.map((r) => [
-        { text: fmt.bucket(r.bucket, interval), value: r.bucket },
-        { text: fmt.int(r.count), value: r.count, num: true },
-        { text: fmt.int(r.people), value: r.people, num: true },
-      ]));
+    const headers = [interval === 'hour' ? 'Hour' : 'Day', 'Events', 'People'];
+    if (finality) headers.push('Final');
+    table($('#events-table'), headers,
+      series.map((r) => {
+        const row = [
+          { text: fmt.bucket(r.bucket, interval), value: r.bucket },
+          { text: fmt.int(r.count), value: r.count, num: true },
+          { text: fmt.int(r.people), value: r.people, num: true },
+        ];
+        if (finality) {
+          const d = dayOf(r);
+          row.push({ text: d ? (notFinal(d) || `yes, ${d.final_by}`) : '–', value: d ? d.status : '' });
+        }
+        return row;
+      }));
+  }
+
+  /** Why a day (of `/v1/query/finality`) is not final yet, or null. */
+  function notFinal(d) {
+    if (!d || d.status === 'final') return null;
+    if (d.status === 'in_progress') return 'day in progress';
+    const count = (n, one, many) => `${fmt.int(n)} ${n === 1 ? one : many}`;
+    return `${count(d.waiting_installs, 'install', 'installs')} waiting, ${count(d.pending_events, 'event', 'events')} pending`;
   }
 
   // ---- active people ---------------------------------------------------------------------

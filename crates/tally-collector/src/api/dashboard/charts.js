@@ -163,19 +163,22 @@ const Charts = (() => {
   /**
    * Lines over shared x labels.
    * opts: {labels: [string], series: [{name, values: [number], cls}],
-   *        xLabel(label) → string, value(n) → string, title(label) → string}
+   *        xLabel(label) → string, value(n) → string, title(label) → string,
+   *        shade: [boolean] (buckets drawn on a band: days not final yet),
+   *        notes: [string | null] (a last tooltip row per bucket)}
    */
   function lineChart(container, opts) {
     responsive(container, () => drawLine(container, opts));
   }
 
-  function drawLine(container, { labels, series, xLabel, value, title }) {
+  function drawLine(container, { labels, series, xLabel, value, title, shade, notes }) {
     container.replaceChildren();
     if (!labels.length) {
       empty(container, 'No buckets in this range.');
       return;
     }
-    legend(container, series);
+    const shaded = (shade || []).some(Boolean);
+    legend(container, shaded ? [...series, { name: 'Not final yet', cls: 'not-final' }] : series);
     const width = widthOf(container);
     const plotW = width - MARGIN.left - MARGIN.right;
     const plotH = HEIGHT - MARGIN.top - MARGIN.bottom;
@@ -194,6 +197,18 @@ const Charts = (() => {
       role: 'img',
       'aria-label': series.map((s) => `${s.name}: ${s.values.map((v) => value(v)).join(', ')}`).join('; '),
     }, container);
+
+    if (shaded) {
+      // A band per bucket that may still grow, behind everything else.
+      const half = n === 1 ? plotW / 2 : plotW / (n - 1) / 2;
+      const bands = svgEl('g', { class: 'bands not-final' }, svg);
+      shade.forEach((on, i) => {
+        if (!on) return;
+        const left = Math.max(MARGIN.left, x(i) - half);
+        const right = Math.min(width - MARGIN.right, x(i) + half);
+        svgEl('rect', { x: left, y: MARGIN.top, width: right - left, height: plotH, 'data-index': i }, bands);
+      });
+    }
 
     const grid = svgEl('g', { class: 'grid' }, svg);
     for (let v = 0; v <= top + 1e-9; v += step) {
@@ -241,7 +256,9 @@ const Charts = (() => {
       guide.setAttribute('visibility', 'visible');
       svg.querySelectorAll('circle.active').forEach((c) => c.classList.remove('active'));
       svg.querySelectorAll(`circle[data-index="${i}"]`).forEach((c) => c.classList.add('active'));
-      showTooltip(event, title(labels[i]), series.map((s) => ({ label: s.name, value: value(s.values[i]), cls: s.cls })));
+      const rows = series.map((s) => ({ label: s.name, value: value(s.values[i]), cls: s.cls }));
+      if (notes && notes[i]) rows.push({ label: 'Not final', value: notes[i], cls: 'not-final' });
+      showTooltip(event, title(labels[i]), rows);
     });
     hover.addEventListener('mouseleave', () => {
       guide.setAttribute('visibility', 'hidden');

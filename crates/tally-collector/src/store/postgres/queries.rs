@@ -7,12 +7,12 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, MutexGuard};
 
 use super::{pg_error, PostgresStore};
-use crate::store::identity;
 use crate::store::query::{
     any_activity_sql, breakdown_rest_sql, breakdown_sql, event_activity_sql, event_idents_sql,
     name_idents_sql, push_name_ident, sessions_sql, step_idents_sql, BreakdownGroup, CountPeople,
-    ProductQueries, Span, SLOT_IDENTS_SQL,
+    ProductQueries, Span, INSTALL_ACTIVITY_SQL, SLOT_IDENTS_SQL,
 };
+use crate::store::{health, identity};
 use crate::store::{EventCount, QueryStore, StoreError};
 use ::postgres::types::ToSql;
 use ::postgres::Row;
@@ -267,6 +267,20 @@ impl ProductQueries for PostgresStore {
     /// Catches the cache of persons up from nothing: every identity once.
     fn warm(&self) -> Result<usize, StoreError> {
         Ok(self.caught_up()?.map.len())
+    }
+
+    fn install_activity(
+        &self,
+        from: i64,
+        quantum_ms: i64,
+    ) -> Result<Vec<(String, i64, i64)>, StoreError> {
+        self.rows(INSTALL_ACTIVITY_SQL, &[&from, &quantum_ms.max(1)], |r| {
+            Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?))
+        })
+    }
+
+    fn installs_with_gaps(&self) -> Result<Vec<String>, StoreError> {
+        self.rows(health::GAPS_SQL, &[], |r| r.try_get(0))
     }
 
     fn name_idents(&self, win: Span) -> Result<Vec<(String, Vec<i64>)>, StoreError> {

@@ -128,6 +128,20 @@ pub trait ProductQueries {
     /// (top events), as for [`ProductQueries::event_idents`].
     fn name_idents(&self, window: Span) -> Result<Vec<(String, Vec<i64>)>, StoreError>;
 
+    /// Activity of installs since `from` (Unix ms, corrected time, through
+    /// now): per install and per `quantum_ms` bucket of corrected time
+    /// (`ts_corrected / quantum_ms`), the earliest receipt of its events;
+    /// internal events count (a beacon is activity too). Scans the time
+    /// index from `from` (see [`crate::queries::finality`]).
+    fn install_activity(
+        &self,
+        from: i64,
+        quantum_ms: i64,
+    ) -> Result<Vec<(String, i64, i64)>, StoreError>;
+
+    /// The installs with a seq neither stored nor reported dropped.
+    fn installs_with_gaps(&self) -> Result<Vec<String>, StoreError>;
+
     /// Fills what the queries keep in memory, so the first query after a
     /// start does not pay for it; returns how many entries that took. A
     /// store without such a cache does nothing.
@@ -366,6 +380,11 @@ pub(crate) fn sessions_sql() -> String {
          GROUP BY e.session_id"
     )
 }
+
+/// [`ProductQueries::install_activity`]: `$1` from, `$2` quantum (ms).
+pub(crate) const INSTALL_ACTIVITY_SQL: &str = "SELECT e.install_id, e.ts_corrected / $2, \
+    MIN(e.received_at) FROM events e WHERE e.ts_corrected >= $1 AND e.install_id IS NOT NULL \
+    GROUP BY 1, 2";
 
 /// [`ProductQueries::name_idents`]: `$1` from, `$2` to.
 pub(crate) fn name_idents_sql() -> String {

@@ -2,12 +2,12 @@
 //! count of `GET /v1/events/count`, and [`ProductQueries`] (the shared
 //! statements of [`crate::store::query`] with `?N` parameters).
 
-use crate::store::identity;
 use crate::store::query::{
     any_activity_sql, breakdown_rest_sql, breakdown_sql, event_activity_sql, event_idents_sql,
     name_idents_sql, push_name_ident, sessions_sql, step_idents_sql, BreakdownGroup, CountPeople,
-    ProductQueries, Span, SLOT_IDENTS_SQL,
+    ProductQueries, Span, INSTALL_ACTIVITY_SQL, SLOT_IDENTS_SQL,
 };
+use crate::store::{health, identity};
 use std::sync::Arc;
 
 use super::{db_error, SqliteStore};
@@ -205,6 +205,23 @@ impl ProductQueries for SqliteStore {
                 },
             )
         })
+    }
+
+    fn install_activity(
+        &self,
+        from: i64,
+        quantum_ms: i64,
+    ) -> Result<Vec<(String, i64, i64)>, StoreError> {
+        let params = vec![Value::Integer(from), Value::Integer(quantum_ms.max(1))];
+        self.read(|c| {
+            rows(c, INSTALL_ACTIVITY_SQL, params, |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+        })
+    }
+
+    fn installs_with_gaps(&self) -> Result<Vec<String>, StoreError> {
+        self.read(|c| rows(c, health::GAPS_SQL, Vec::new(), |r| r.get(0)))
     }
 
     fn name_idents(&self, win: Span) -> Result<Vec<(String, Vec<i64>)>, StoreError> {
