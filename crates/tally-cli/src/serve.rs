@@ -16,7 +16,7 @@ use tally_collector::api::{app, AppState};
 use tally_collector::config::Settings;
 use tally_collector::governance::retention::RetentionJob;
 use tally_collector::ingest::auth::Keys;
-use tally_collector::{data_dir, server, store, tls};
+use tally_collector::{data_dir, plan, server, store, tls};
 
 /// How long a stop waits for the health task: a webhook request's timeout
 /// and a little more.
@@ -150,6 +150,14 @@ pub struct ServeArgs {
         hide_env_values = true
     )]
     alert_webhook: Option<String>,
+    /// A tracking plan (YAML or JSON) to judge track events against;
+    /// reloaded when the file changes [default: none]
+    #[arg(long, env = "TALLY_PLAN", value_name = "FILE")]
+    plan: Option<PathBuf>,
+    /// What a plan violation does, for sources [plan.sources] does not
+    /// name [default: warn]
+    #[arg(long, env = "TALLY_PLAN_MODE", value_enum)]
+    plan_mode: Option<PlanModeArg>,
     /// Optional tally.toml with the same settings
     #[arg(long, env = "TALLY_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
@@ -162,6 +170,27 @@ pub struct ServeArgs {
         default_value_t = LogFormat::Text
     )]
     log_format: LogFormat,
+}
+
+/// What a tracking-plan violation does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PlanModeArg {
+    /// Rejected as plan_violation (kept as a dead letter).
+    Enforce,
+    /// Accepted and counted.
+    Warn,
+    /// Not checked.
+    Off,
+}
+
+impl From<PlanModeArg> for plan::Mode {
+    fn from(m: PlanModeArg) -> plan::Mode {
+        match m {
+            PlanModeArg::Enforce => plan::Mode::Enforce,
+            PlanModeArg::Warn => plan::Mode::Warn,
+            PlanModeArg::Off => plan::Mode::Off,
+        }
+    }
 }
 
 /// How `tally serve` writes its log lines.
@@ -199,6 +228,11 @@ impl ServeArgs {
             alerts: None,
             retention: None,
             dead_letters: None,
+            plan: (self.plan.is_some() || self.plan_mode.is_some()).then(|| plan::PlanSettings {
+                file: self.plan.clone(),
+                mode: self.plan_mode.map(plan::Mode::from),
+                sources: None,
+            }),
         }
     }
 }
@@ -245,6 +279,18 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     .with_key_rate(config.key_rate)
     .with_cors_origins(&config.cors_origins)
     .with_alerts(config.alerts.clone());
+    let plans = plan::Plans::start(&config.plan, tally_collector::clock::now_ms())
+        .context("cannot start with the tracking plan")?
+        .map(Arc::new);
+    if let Some(p) = &plans {
+        tracing::info!(
+            file = %p.file().display(),
+            mode = p.default_mode().as_str(),
+            sources = p.source_modes().len(),
+            "tracking plan in force"
+        );
+    }
+    let state = state.with_plans(plans.clone());
     let health = state.health.clone();
     // Always on: dead letters expire even when events are kept forever.
     tracing::info!(
@@ -283,6 +329,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             );
         }
         let monitor = tally_collector::health::monitor::spawn(state.clone());
+        let plan_reloader = plans
+            .clone()
+            .map(|p| plan::spawn_reloader(p, state.metrics.clone()));
         let (stop, stopping) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             shutdown_signal().await;
@@ -327,6 +376,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .await;
         if let Some(metrics_server) = metrics_server {
             let _ = metrics_server.await;
+        }
+        if let Some(reloader) = plan_reloader {
+            reloader.abort();
         }
         // Hands the alert sender lease on (a shared store): a webhook
         // attempt in flight ends within its timeout.

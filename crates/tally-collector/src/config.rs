@@ -32,6 +32,7 @@
 //! | — | — | `[alerts]` `interval_s`, `window_s`, and per rule `[alerts.<rule>]` `threshold`, `for_s` | see [`crate::alerts`] |
 //! | — | — | `[retention]` table | events are kept; dead letters 30 days (see [`crate::governance::retention`]) |
 //! | — | — | `[dead_letters]` `max_rows`, `max_bytes`, `max_message_bytes` | 100,000 rows, 256 MiB, 32 KiB (see [`DeadLetterLimits`]) |
+//! | `--plan`, `--plan-mode` | `TALLY_PLAN`, `TALLY_PLAN_MODE` | `[plan]` `file`, `mode`, and `[plan.sources]` a mode per source id | none: no plan; mode `warn` (see [`crate::plan`]) |
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -44,6 +45,7 @@ use crate::alerts::rules::{self, RuleSettings};
 use crate::alerts::{AlertConfig, DEFAULT_INTERVAL, DEFAULT_WINDOW};
 use crate::governance::retention::{RetentionError, RetentionPolicy, RetentionSettings};
 use crate::ingest::rate::KeyRate;
+use crate::plan::PlanSettings;
 use crate::server;
 use crate::store::DeadLetterLimits;
 
@@ -240,6 +242,8 @@ pub struct Settings {
     pub retention: Option<RetentionSettings>,
     /// The `[dead_letters]` table (only in `tally.toml`).
     pub dead_letters: Option<DeadLetterSettings>,
+    /// The tracking plan and its modes.
+    pub plan: Option<PlanSettings>,
 }
 
 /// The `[dead_letters]` table of `tally.toml`; every member optional.
@@ -298,6 +302,7 @@ impl std::fmt::Debug for Settings {
             .field("alerts", &self.alerts)
             .field("retention", &self.retention)
             .field("dead_letters", &self.dead_letters)
+            .field("plan", &self.plan)
             .finish()
     }
 }
@@ -337,6 +342,8 @@ pub struct Config {
     pub retention: RetentionPolicy,
     /// What the store keeps of rejected messages.
     pub dead_letters: DeadLetterLimits,
+    /// The tracking plan (loaded at start by the caller) and its modes.
+    pub plan: PlanSettings,
 }
 
 impl std::fmt::Debug for Config {
@@ -366,6 +373,7 @@ impl std::fmt::Debug for Config {
             .field("alert_webhook", &self.alerts.webhook.is_some())
             .field("retention", &self.retention)
             .field("dead_letters", &self.dead_letters)
+            .field("plan", &self.plan)
             .finish()
     }
 }
@@ -406,6 +414,10 @@ impl Settings {
             alerts: self.alerts.or(lower.alerts),
             retention: self.retention.or(lower.retention),
             dead_letters: self.dead_letters.or(lower.dead_letters),
+            plan: match (self.plan, lower.plan) {
+                (Some(upper), Some(lower)) => Some(upper.or(lower)),
+                (upper, lower) => upper.or(lower),
+            },
         }
     }
 
@@ -537,6 +549,7 @@ impl Settings {
                 .resolve(non_empty(self.alert_webhook))?,
             retention: self.retention.unwrap_or_default().resolve()?,
             dead_letters: self.dead_letters.unwrap_or_default().resolve()?,
+            plan: self.plan.unwrap_or_default(),
         })
     }
 }

@@ -34,6 +34,10 @@ pub enum ApiError {
     /// A malformed query parameter or admin request body (400).
     #[error("{0}")]
     BadRequest(&'static str),
+    /// A request that cannot be done as asked, and why (400): a tracking
+    /// plan that does not load.
+    #[error("{0}")]
+    Invalid(String),
     /// A `Content-Encoding` other than identity, gzip or zstd (415).
     #[error("supported content encodings are identity, gzip and zstd")]
     UnsupportedEncoding,
@@ -84,7 +88,9 @@ impl ApiError {
             Self::Forbidden => (StatusCode::FORBIDDEN, ErrorCode::Forbidden),
             Self::Undecodable(_) => (StatusCode::BAD_REQUEST, ErrorCode::Undecodable),
             Self::DigestMismatch(_) => (StatusCode::BAD_REQUEST, ErrorCode::DigestMismatch),
-            Self::BadRequest(_) => (StatusCode::BAD_REQUEST, ErrorCode::BadRequest),
+            Self::BadRequest(_) | Self::Invalid(_) => {
+                (StatusCode::BAD_REQUEST, ErrorCode::BadRequest)
+            }
             Self::UnsupportedEncoding => (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 ErrorCode::UnsupportedEncoding,

@@ -39,6 +39,7 @@ pub mod governance;
 pub mod health;
 pub mod ingest;
 pub mod metrics;
+pub mod plan;
 pub mod process_metrics;
 pub mod queries;
 pub mod server;

@@ -17,6 +17,7 @@
 //! | `tally_auth_failures_total` | counter | requests to admin paths with a wrong token (or a write key) |
 //! | `tally_auth_throttled_total` | counter | requests to admin paths refused by the per-client throttle |
 //! | `tally_ingest_key_limited_total{source}` | counter | ingest requests refused because their write key used up its rate (`--key-rate`; `source` is the key's id, not the key) |
+//! | `tally_plan_findings_total`, `tally_plan_reloads_total` | counter | the tracking plan's findings and reloads ([`crate::plan::metrics`]) |
 //!
 //! Pipeline health, refreshed from the store by the health task every
 //! `[alerts] interval_s` (never by a scrape), store-wide (every collector
@@ -399,6 +400,8 @@ pub struct Metrics {
     retention_expired: Counter,
     retention_dead_letters: Counter,
     retention_chunk_latency: Histogram,
+    /// The tracking plan's counters.
+    pub plan: crate::plan::metrics::PlanMetrics,
 }
 
 impl Default for Metrics {
@@ -485,6 +488,8 @@ impl Metrics {
         health.register(registry);
         let connections = ServerCounts::default();
         connections.register(registry);
+        let plan = crate::plan::metrics::PlanMetrics::default();
+        plan.register(registry);
         Self {
             registry: root,
             requests,
@@ -498,6 +503,7 @@ impl Metrics {
             health,
             retention_expired,
             retention_dead_letters,
+            plan,
             retention_chunk_latency,
         }
     }

@@ -544,7 +544,7 @@ fn rejected() -> DeadLetter {
         source: "wk_alerts".to_owned(),
         message_id: Some("bad".to_owned()),
         reason: RejectReason::MissingIdentity,
-        detail: "test",
+        detail: "test".into(),
         received_at: now_ms(),
         raw: "{}".to_owned(),
         user_id: None,

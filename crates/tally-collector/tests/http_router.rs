@@ -53,6 +53,27 @@ fn harness(name: &str) -> Harness {
 }
 
 impl Harness {
+    /// Judges events against a plan with one event, `Plan Checked` (a
+    /// required integer `n`), in `mode`.
+    fn with_plan(mut self, mode: tally_collector::plan::Mode) -> Harness {
+        let file = self.dir.join("plan.yaml");
+        std::fs::write(
+            &file,
+            "name: router\nevents:\n  - name: Plan Checked\n    versions:\n      - version: 1\n        properties:\n          type: object\n          required: [n]\n          properties:\n            n: { type: integer }\n",
+        )
+        .unwrap();
+        let settings = tally_collector::plan::PlanSettings {
+            file: Some(file),
+            mode: Some(mode),
+            sources: None,
+        };
+        let plans = tally_collector::plan::Plans::start(&settings, 0)
+            .unwrap()
+            .map(std::sync::Arc::new);
+        self.state.plans = plans;
+        self
+    }
+
     fn app(&self) -> Router {
         app(self.state.clone())
     }
@@ -163,7 +184,7 @@ async fn accepted_then_a_replay_is_all_duplicate_and_counts_do_not_move() {
 
 #[tokio::test]
 async fn every_rejection_reason_reachable_over_http_is_answered_and_kept() {
-    let h = harness("reasons");
+    let h = harness("reasons").with_plan(tally_collector::plan::Mode::Enforce);
     // Delete a user first so that `deleted_user` is reachable.
     let deletion = Request::builder()
         .method(Method::POST)
@@ -294,6 +315,11 @@ async fn every_rejection_reason_reachable_over_http_is_answered_and_kept() {
             json!({"type": "alias", "messageId": "r20", "userId": "other", "previousId": "known",
                 "timestamp": ts}),
             RejectReason::AliasOfIdentifiedUser,
+        ),
+        (
+            with(json!({"messageId": "r21", "event": "Plan Checked",
+                "properties": {"n": "three"}})),
+            RejectReason::PlanViolation,
         ),
     ];
     let mut messages: Vec<Value> = cases.iter().map(|(m, _)| m.clone()).collect();
@@ -1228,7 +1254,7 @@ fn example(
 /// none: the status is the one the route's role says, on every route.
 #[tokio::test]
 async fn every_route_answers_every_credential_as_its_role_says() {
-    let mut h = harness("roles");
+    let mut h = harness("roles").with_plan(tally_collector::plan::Mode::Warn);
     h.state.keys = std::sync::Arc::new(
         Keys::new([KEY.to_owned()], Some(ADMIN.to_owned()))
             .with_read_tokens([READ.to_owned()])
@@ -1278,7 +1304,7 @@ async fn every_route_answers_every_credential_as_its_role_says() {
     // Every route, every method, six credentials each.
     let methods: usize = table.iter().map(|r| r.methods.len()).sum();
     assert_eq!(walked, methods * credentials.len());
-    assert_eq!(table.len(), 42);
+    assert_eq!(table.len(), 44);
     // Who may do what is a decision: changing it changes this list.
     let by_access = |access: Access| -> Vec<&str> {
         let mut paths: Vec<&str> = table
@@ -1299,6 +1325,7 @@ async fn every_route_answers_every_credential_as_its_role_says() {
             "/v1/installs",
             "/v1/installs/{install_id}",
             "/v1/installs/{install_id}/events",
+            "/v1/plan/reload",
         ]
     );
     assert_eq!(
@@ -1307,6 +1334,7 @@ async fn every_route_answers_every_credential_as_its_role_says() {
             "/v1/events/count",
             "/v1/export",
             "/v1/me",
+            "/v1/plan",
             "/v1/query/active",
             "/v1/query/breakdown",
             "/v1/query/events",

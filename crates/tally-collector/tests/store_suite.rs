@@ -96,7 +96,7 @@ fn dead(id: &str, reason: RejectReason) -> DeadLetter {
         source: SOURCE.to_owned(),
         message_id: Some(id.to_owned()),
         reason,
-        detail: "test rule",
+        detail: "test rule".into(),
         received_at: 7,
         raw: format!(r#"{{"messageId":"{id}"}}"#),
         user_id: None,

@@ -121,6 +121,9 @@ json_object! {
         /// Business idempotency key (an order id): first writer wins across
         /// every device.
         dedup_key: String = "dedup_key",
+        /// The version of this event in the tracking plan the app was
+        /// built against: the collector judges the event by that version.
+        event_version: u32 = "event_version",
     }
 }
 

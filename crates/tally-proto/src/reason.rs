@@ -114,6 +114,10 @@ reasons! {
     /// its own: merging two identified users is refused, so no client can
     /// join another user's data to its own.
     AliasOfIdentifiedUser = "alias_of_identified_user",
+    /// A track event whose properties break the schema of its version in
+    /// the tracking plan, from a source whose plan mode is `enforce`; the
+    /// dead letter names the version, the rule and the path.
+    PlanViolation = "plan_violation",
     /// A code this version does not know (from a newer collector).
     Unrecognized = "unrecognized",
 }

@@ -71,10 +71,21 @@ fn tally_context() -> impl Strategy<Value = TallyContext> {
             Just(Priority::Critical)
         ]),
         opt_text(),
+        option::of(any::<u32>()),
         extra(),
     )
         .prop_map(
-            |(install_id, seq, session_id, session_index, schema, priority, dedup_key, extra)| {
+            |(
+                install_id,
+                seq,
+                session_id,
+                session_index,
+                schema,
+                priority,
+                dedup_key,
+                event_version,
+                extra,
+            )| {
                 TallyContext {
                     install_id,
                     seq,
@@ -83,6 +94,7 @@ fn tally_context() -> impl Strategy<Value = TallyContext> {
                     schema,
                     priority,
                     dedup_key,
+                    event_version,
                     extra,
                 }
             },

@@ -76,7 +76,7 @@ pub fn run(data: &[u8]) {
         ratio_floor_bytes: 4096,
         max_batch_messages: 64,
     };
-    let Ok(prepared) = prepare(&headers, body, implied, &limits, NOW, |_| {
+    let Ok(prepared) = prepare(&headers, body, implied, &limits, NOW, None, |_| {
         Ok(SOURCE.to_owned())
     }) else {
         return;

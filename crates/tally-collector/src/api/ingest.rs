@@ -173,12 +173,15 @@ fn process(
         slots,
         events: new_events,
         dead_letters,
+        findings,
+        source,
     } = prepare(
         headers,
         bytes,
         implied,
         &state.limits,
         received_at,
+        state.plans.as_deref(),
         authorize,
     )?;
 
@@ -199,6 +202,11 @@ fn process(
             "store returned the wrong number of outcomes"
         );
         return Err(ApiError::Internal);
+    }
+    // Counted once the batch is stored: a request the store refused is
+    // sent again, and judged again.
+    for finding in &findings {
+        state.metrics.plan.finding(&source, finding);
     }
     let response = answer::build(slots, &new_events, &outcomes, clock::now_ms());
     state

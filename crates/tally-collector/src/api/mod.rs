@@ -31,6 +31,7 @@ pub mod export;
 pub mod ingest;
 pub mod ops;
 mod params;
+pub mod plan;
 pub mod product;
 pub mod routes;
 
@@ -88,6 +89,9 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Pipeline health shared with the health task.
     pub health: Arc<HealthState>,
+    /// The tracking plan in force and each source's mode, if a plan is
+    /// configured.
+    pub plans: Option<Arc<crate::plan::Plans>>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -114,7 +118,14 @@ impl AppState {
             cors_origins: Vec::new(),
             metrics: Arc::new(Metrics::new()),
             health: Arc::new(HealthState::default()),
+            plans: None,
         }
+    }
+
+    /// The same state judging events against `plans`.
+    pub fn with_plans(mut self, plans: Option<Arc<crate::plan::Plans>>) -> Self {
+        self.plans = plans;
+        self
     }
 
     /// The same state with other decode limits.

@@ -9,7 +9,7 @@ use axum::handler::Handler;
 use axum::routing::{get, post, MethodRouter};
 use tally_proto::MessageType;
 
-use super::{admin, dashboard, export, ingest, ops, product, AppState};
+use super::{admin, dashboard, export, ingest, ops, plan, product, AppState};
 
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -174,6 +174,8 @@ pub(super) fn routes() -> Vec<Route> {
         ),
         get_route("/v1/health/pipeline", Admin, admin::pipeline),
         get_route("/v1/alerts", Admin, admin::alerts),
+        get_route("/v1/plan", Read, plan::show),
+        post_route("/v1/plan/reload", Admin, plan::reload),
     ]);
     routes
 }

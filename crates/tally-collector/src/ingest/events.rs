@@ -29,7 +29,7 @@ use std::borrow::Cow;
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use tally_proto::{Checked, DropReport, Message, Rejection};
+use tally_proto::{Checked, DropReport, Message, RejectReason, Rejection};
 
 use super::clock::MessageTimes;
 use crate::store::{DeadLetter, DroppedRange, NewEvent};
@@ -182,12 +182,32 @@ pub fn dead_letter(
     received_at: i64,
     raw: &str,
 ) -> DeadLetter {
+    dead_letter_with(
+        source,
+        message_id,
+        rejection.reason,
+        rejection.detail.into(),
+        received_at,
+        raw,
+    )
+}
+
+/// [`dead_letter`] with a detail made for this message (which rule of the
+/// tracking plan, where: never the message's content).
+pub fn dead_letter_with(
+    source: &str,
+    message_id: Option<&str>,
+    reason: RejectReason,
+    detail: Cow<'static, str>,
+    received_at: i64,
+    raw: &str,
+) -> DeadLetter {
     let ids = LenientIds::of(raw);
     DeadLetter {
         source: source.to_owned(),
         message_id: message_id.and_then(usable_id),
-        reason: rejection.reason,
-        detail: rejection.detail,
+        reason,
+        detail,
         received_at,
         raw: raw.to_owned(),
         user_id: ids.user_id.and_then(text_of),

@@ -12,6 +12,7 @@
 //! | authenticate (body, message, query) | [`auth`] | 401 |
 //! | the key's request rate (a key in the body or query) | [`rate`] | 429 + `Retry-After` |
 //! | validate each message | `tally_proto::validate` | per message: `rejected` + reason |
+//! | judge track events against the tracking plan | [`crate::plan`] | per message, in `enforce` mode: `rejected` + `plan_violation` |
 //! | correct the clock | [`clock`] | never |
 //! | build events and dead letters | [`events`] | — |
 //! | dedup and store, one transaction | [`crate::store::IngestStore::write_batch`] | 503 (+ `Retry-After`), 500 |
@@ -58,9 +59,12 @@ pub mod rate;
 pub mod slots;
 
 use axum::http::HeaderMap;
-use tally_proto::{decode_json, validate, DecodeLimits, Message, MessageType, Rejection};
+use tally_proto::{
+    decode_json, validate, DecodeLimits, Message, MessageType, RejectReason, Rejection,
+};
 
 use crate::error::ApiError;
+use crate::plan::{Finding, Judgement, PlanCheck, Plans};
 use crate::store::{DeadLetter, NewEvent};
 use answer::Slot;
 
@@ -83,21 +87,29 @@ pub struct Prepared {
     pub events: Vec<NewEvent>,
     /// The rejected messages, as the store keeps them.
     pub dead_letters: Vec<DeadLetter>,
+    /// What the tracking plan found (unplanned events, violations, ...),
+    /// accepted or rejected, for the metrics.
+    pub findings: Vec<Finding>,
+    /// The source (write key id) that sent the request.
+    pub source: String,
 }
 
 /// The ingest path after the body was read and before the store: verify
 /// the digest, decompress and decode under `limits`, authenticate (through
 /// `authorize`, which gets the body's keys and returns the source), then
 /// validate each message, correct its clock (the collector's clock is
-/// `received_at`), and build its event or dead letter. `implied` is the type
-/// a single-message path gives a message without one. Pure: no I/O, no
-/// clock; the fuzz target `ingest` runs it on arbitrary requests.
+/// `received_at`), judge track events against the tracking plan in force
+/// (`plans`, in the source's mode; one plan for the whole request), and
+/// build its event or dead letter. `implied` is the type a single-message
+/// path gives a message without one. Pure: no I/O, no clock; the fuzz
+/// target `ingest` runs it on arbitrary requests.
 pub fn prepare(
     headers: &HeaderMap,
     bytes: &[u8],
     implied: Option<MessageType>,
     limits: &DecodeLimits,
     received_at: i64,
+    plans: Option<&Plans>,
     authorize: impl FnOnce(BodyKeys<'_>) -> Result<String, ApiError>,
 ) -> Result<Prepared, ApiError> {
     let json = decode::decode_body(bytes, headers, limits)?;
@@ -113,12 +125,15 @@ pub fn prepare(
         message: message_key,
     })?;
 
+    let check = plans.and_then(|p| PlanCheck::for_source(p, &source));
     let batch_sent_at = clock::batch_sent_at(&body, headers);
     let count = body.messages.len();
     let mut prepared = Prepared {
         slots: Vec::with_capacity(count),
         events: Vec::with_capacity(count),
         dead_letters: Vec::new(),
+        findings: Vec::new(),
+        source: String::new(),
     };
     for decoded in body.messages {
         let mut msg = match decoded.parsed {
@@ -134,6 +149,27 @@ pub fn prepare(
         }
         match validate(&msg, decoded.raw) {
             Ok(checked) => {
+                match check.as_ref().map(|c| c.judge(&msg)) {
+                    None | Some(Judgement::Accept(None)) => {}
+                    Some(Judgement::Accept(Some(finding))) => prepared.findings.push(finding),
+                    Some(Judgement::Reject(finding, detail)) => {
+                        prepared.findings.push(finding);
+                        let id = Message::non_empty(&msg.message_id);
+                        prepared.dead_letters.push(events::dead_letter_with(
+                            &source,
+                            id,
+                            RejectReason::PlanViolation,
+                            detail.into(),
+                            received_at,
+                            decoded.raw,
+                        ));
+                        prepared.slots.push(Slot::Rejected {
+                            id: id.map(str::to_owned),
+                            reason: RejectReason::PlanViolation,
+                        });
+                        continue;
+                    }
+                }
                 let times = clock::message_times(&checked, batch_sent_at, received_at);
                 prepared.slots.push(Slot::Event(prepared.events.len()));
                 prepared.events.push(events::new_event(
@@ -151,6 +187,7 @@ pub fn prepare(
             }
         }
     }
+    prepared.source = source;
     Ok(prepared)
 }
 

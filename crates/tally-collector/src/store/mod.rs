@@ -273,8 +273,8 @@ pub struct DeadLetter {
     pub message_id: Option<String>,
     /// Why it was rejected.
     pub reason: RejectReason,
-    /// Which rule, in words.
-    pub detail: &'static str,
+    /// Which rule, in words (never the message's content).
+    pub detail: std::borrow::Cow<'static, str>,
     /// Collector clock at receipt, Unix ms.
     pub received_at: i64,
     /// The message JSON as received.
@@ -303,7 +303,8 @@ impl DeadLetter {
                     "alias of a user id that has events of its own"
                 }
                 _ => "refused by the store",
-            },
+            }
+            .into(),
             received_at: e.received_at,
             // A deleted user's late message is refused, not kept: its
             // dead letter records the reason and the ids (which the

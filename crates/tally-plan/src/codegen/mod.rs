@@ -7,9 +7,9 @@
 //! version: required properties are required (struct fields or
 //! parameters), optional ones optional, string enums become enum types,
 //! and the event's priority is set. Each event's version is generated as
-//! a constant; the SDKs cannot send it yet (`context.tally` has no member
-//! for it), so the collector judges events from generated code by the
-//! latest version until they do.
+//! a constant; the SDKs' `track()` cannot send it yet (the collector reads
+//! it from `context.tally.event_version`), so the collector judges events
+//! from generated code by the latest version until they do.
 //!
 //! The JSON Schema keywords that become types: `type` (`string`,
 //! `integer`, `number`, `boolean`, `array` with `items`, `object`),

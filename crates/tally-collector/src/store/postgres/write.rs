@@ -66,7 +66,7 @@ impl<'a> DeadLetterColumns<'a> {
         self.sources.push(&d.source);
         self.ids.push(d.message_id.as_deref());
         self.reasons.push(d.reason.as_str());
-        self.details.push(d.detail);
+        self.details.push(&d.detail);
         self.received.push(d.received_at);
         self.raws.push(raw);
         self.user_ids.push(d.user_id.as_deref());

@@ -46,7 +46,7 @@ pub(super) fn write_dead_letter(
             s.execute(params![
                 d.message_id,
                 d.reason.as_str(),
-                d.detail,
+                d.detail.as_ref(),
                 d.received_at,
                 raw,
                 d.source,
