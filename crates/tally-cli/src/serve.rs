@@ -329,9 +329,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             );
         }
         let monitor = tally_collector::health::monitor::spawn(state.clone());
-        let plan_reloader = plans
-            .clone()
-            .map(|p| plan::spawn_reloader(p, state.metrics.clone()));
+        let plan_reloader = plans.clone().map(|p| {
+            let metrics = state.metrics.clone();
+            plan::spawn_reloader(p, move |outcome| metrics.plan.reload(outcome))
+        });
         let (stop, stopping) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             shutdown_signal().await;

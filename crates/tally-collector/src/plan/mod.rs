@@ -368,10 +368,11 @@ impl PlanCheck {
 }
 
 /// Checks the plan file every [`RELOAD_INTERVAL`] until the process ends,
-/// putting a changed plan in force; each reload is counted.
+/// putting a changed plan in force; `count` gets the outcome of each
+/// reload (`ok`, `failed`), for [`metrics::PlanMetrics::reload`].
 pub fn spawn_reloader(
     plans: Arc<Plans>,
-    metrics: Arc<crate::metrics::Metrics>,
+    count: impl Fn(&'static str) + Send + 'static,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(RELOAD_INTERVAL);
@@ -383,12 +384,12 @@ pub fn spawn_reloader(
                 tokio::task::spawn_blocking(move || plans.reload(crate::clock::now_ms())).await;
             match result {
                 Ok(Ok(true)) => {
-                    metrics.plan.reload("ok");
+                    count("ok");
                     tracing::info!("the tracking plan changed and is in force");
                 }
                 Ok(Ok(false)) => {}
                 Ok(Err(e)) => {
-                    metrics.plan.reload("failed");
+                    count("failed");
                     tracing::warn!(error = %e, "the changed tracking plan does not load; the previous one stays in force");
                 }
                 Err(e) => tracing::error!(error = %e, "plan reload task failed"),
