@@ -9,6 +9,7 @@ mod completions;
 mod emit;
 mod export;
 mod inspect;
+mod keys;
 mod plan;
 mod query;
 mod serve;
@@ -43,6 +44,9 @@ enum Command {
     Bench(bench::BenchCommand),
     /// Export a collector's stored events to NDJSON or Parquet.
     Export(export::ExportArgs),
+    /// Manage a collector's write keys, read tokens and admin tokens while
+    /// it runs: create, list, rotate, revoke.
+    Keys(keys::KeysArgs),
     /// Copy the SQLite store, consistently, while the collector runs.
     Backup(backup::BackupArgs),
     /// Print a completion script for a shell to stdout.
@@ -64,6 +68,7 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(cmd) => bench::run(cmd),
         Command::Export(args) => export::run(args),
         Command::Query(args) => query::run(args),
+        Command::Keys(args) => keys::run(args),
         Command::Backup(args) => backup::run(args),
         Command::Completions(args) => completions::completions(&args, Cli::command()),
         Command::Man => completions::man(Cli::command()),

@@ -245,6 +245,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     .with_key_rate(config.key_rate)
     .with_cors_origins(&config.cors_origins)
     .with_alerts(config.alerts.clone());
+    // The configured keys are recorded in the store (so they can be
+    // listed, rotated and revoked), and the ring follows the store's keys.
+    let key_version = tally_collector::keyring::bootstrap(store.as_ref(), &state.keys)
+        .context("cannot record the configured keys in the store")?;
     let health = state.health.clone();
     // Always on: dead letters expire even when events are kept forever.
     tracing::info!(
@@ -283,6 +287,12 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             );
         }
         let monitor = tally_collector::health::monitor::spawn(state.clone());
+        let key_poller = tally_collector::keyring::spawn_poller(
+            store.clone(),
+            state.keys.clone(),
+            key_version,
+            tally_collector::keyring::KEY_POLL_INTERVAL,
+        );
         let (stop, stopping) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             shutdown_signal().await;
@@ -328,6 +338,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         if let Some(metrics_server) = metrics_server {
             let _ = metrics_server.await;
         }
+        key_poller.abort();
         // Hands the alert sender lease on (a shared store): a webhook
         // attempt in flight ends within its timeout.
         if tokio::time::timeout(MONITOR_STOP_TIMEOUT, monitor.stop())

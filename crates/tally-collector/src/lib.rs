@@ -12,6 +12,7 @@
 //! |---|---|
 //! | [`api`] | the [`Router`](axum::Router) ([`api::app`]), its state and layers (authentication, CORS), and the handlers by audience |
 //! | [`ingest`] | the ingest path, one module per stage (design in its doc): authentication, body bounds, decoding, events |
+//! | [`keyring`] | the secrets accepted now: configured keys and the keys in the store, followed by polling its key version |
 //! | [`store`] | the store contract and its SQLite and PostgreSQL implementations |
 //! | [`queries`] | product queries: events, active people, sessions, funnels, retention, breakdowns |
 //! | [`health`] | pipeline health: its figures and the task that refreshes them |
@@ -38,6 +39,7 @@ pub mod error;
 pub mod governance;
 pub mod health;
 pub mod ingest;
+pub mod keyring;
 pub mod metrics;
 pub mod process_metrics;
 pub mod queries;

@@ -20,6 +20,7 @@ use tally_collector::client::ClientAddr;
 use tally_collector::clock::now_ms;
 use tally_collector::ingest::auth::Keys;
 use tally_collector::store;
+use tally_collector::store::keys::{KeyKind, KeyOrigin, NewKey};
 use tally_proto::{content_digest, format_timestamp, DecodeLimits, RejectReason};
 use tower::ServiceExt as _;
 
@@ -975,6 +976,8 @@ async fn a_locked_store_is_503_with_retry_after_and_nothing_is_accepted() {
 const READ: &str = "read-token-0123456789";
 const METRICS: &str = "metrics-token-0123456789";
 const WRONG: &str = "not-a-token-0123456789";
+/// The stored key the role walk rotates and revokes.
+const ROLES_KEY_ID: &str = "rt_00000000000000aa";
 
 /// What a credential must get on a route: the status when the route is
 /// walked with that credential and a valid request.
@@ -982,6 +985,7 @@ fn expected(route: &RouteInfo, method: &str, credential: Option<&str>) -> Status
     use StatusCode as S;
     let ok = match (method, route.path) {
         ("POST", "/v1/deletions") => S::ACCEPTED,
+        ("POST", "/v1/keys") => S::CREATED,
         _ => S::OK,
     };
     let known = |allowed: &[&str]| match credential {
@@ -1022,6 +1026,7 @@ fn example(
 ) -> Request<Body> {
     let uri = path
         .replace("{install_id}", "install-roles")
+        .replace("{key_id}", ROLES_KEY_ID)
         .replace("{file}", asset)
         .replace("{write_key}", credential.unwrap_or("none"));
     let uri = match uri.as_str() {
@@ -1050,6 +1055,8 @@ fn example(
         }
         (_, "/v1/deletions") => Body::from(json!({ "userId": format!("gone-{n}") }).to_string()),
         (_, "/v1/m") => Body::from("{}"),
+        (_, "/v1/keys") => Body::from(json!({ "kind": "read", "name": "roles" }).to_string()),
+        (_, p) if p.starts_with("/v1/keys/") => Body::from("{}"),
         _ => Body::from(message.to_string()),
     };
     let mut request = Request::builder()
@@ -1083,6 +1090,18 @@ async fn every_route_answers_every_credential_as_its_role_says() {
             .with_read_tokens([READ.to_owned()])
             .with_metrics_token(Some(METRICS.to_owned())),
     );
+    // A key to rotate and revoke (once, by the admin token).
+    h.state
+        .store
+        .create_key(&NewKey {
+            id: ROLES_KEY_ID.to_owned(),
+            kind: KeyKind::Read,
+            name: "roles".to_owned(),
+            origin: KeyOrigin::Api,
+            created_at: now_ms(),
+            digest: tally_collector::keyring::digest("roles-key-secret-0123456789"),
+        })
+        .unwrap();
     let seed = json!({"batch": [{
         "type": "track", "messageId": "roles-seed", "anonymousId": "anon-roles",
         "event": "Signed Up", "context": {"tally": {"install_id": "install-roles", "seq": 1}}
@@ -1127,7 +1146,7 @@ async fn every_route_answers_every_credential_as_its_role_says() {
     // Every route, every method, six credentials each.
     let methods: usize = table.iter().map(|r| r.methods.len()).sum();
     assert_eq!(walked, methods * credentials.len());
-    assert_eq!(table.len(), 40);
+    assert_eq!(table.len(), 43);
     // Who may do what is a decision: changing it changes this list.
     let by_access = |access: Access| -> Vec<&str> {
         let mut paths: Vec<&str> = table
@@ -1147,6 +1166,9 @@ async fn every_route_answers_every_credential_as_its_role_says() {
             "/v1/health/pipeline",
             "/v1/installs/{install_id}",
             "/v1/installs/{install_id}/events",
+            "/v1/keys",
+            "/v1/keys/{key_id}/revoke",
+            "/v1/keys/{key_id}/rotate",
         ]
     );
     assert_eq!(

@@ -29,6 +29,10 @@ const SOURCE: &str = "wk_suite";
 #[path = "store_suite/queries.rs"]
 mod queries;
 
+#[macro_use]
+#[path = "store_suite/keys.rs"]
+mod keys;
+
 #[path = "support/test_db.rs"]
 mod test_db;
 
@@ -1453,6 +1457,7 @@ mod sqlite {
 
     store_suite!(fresh);
     query_suite!(fresh);
+    keys_suite!(fresh);
 
     /// SQLite's writer is alone: a chunk also deletes the names it left
     /// without events, exactly (PostgreSQL keeps them: see its store).
@@ -1735,6 +1740,7 @@ mod postgres {
 
     store_suite!(fresh);
     query_suite!(fresh);
+    keys_suite!(fresh);
 
     /// The collector's cache of persons sees a change made by a
     /// transaction that was still running when it last caught up, once

@@ -9,7 +9,7 @@ use axum::handler::Handler;
 use axum::routing::{get, post, MethodRouter};
 use tally_proto::MessageType;
 
-use super::{admin, dashboard, export, ingest, ops, product, AppState};
+use super::{admin, dashboard, export, ingest, keys, ops, product, AppState};
 
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -172,6 +172,14 @@ pub(super) fn routes() -> Vec<Route> {
         ),
         get_route("/v1/health/pipeline", Admin, admin::pipeline),
         get_route("/v1/alerts", Admin, admin::alerts),
+        route(
+            "/v1/keys",
+            &["GET", "POST"],
+            Admin,
+            get(keys::list).post(keys::create),
+        ),
+        post_route("/v1/keys/{key_id}/rotate", Admin, keys::rotate),
+        post_route("/v1/keys/{key_id}/revoke", Admin, keys::revoke),
     ]);
     routes
 }

@@ -15,6 +15,7 @@
 //! | [`AdminStore`] | the admin API | completeness of an install, deletions, dead letters, export |
 //! | [`HealthStore`] | health, stats, alerts | totals, liveness, pipeline-health figures, the alert outbox |
 //! | [`RetentionStore`] | retention | expired events and dead letters, in chunks |
+//! | [`keys::KeyStore`] | the key ring, the admin API | write keys and tokens: created, rotated, revoked, polled by version |
 //!
 //! Each backend implements each role in the file of its concern
 //! (`sqlite/write.rs`, `postgres/expiry.rs`, ...).
@@ -119,6 +120,7 @@ mod delegate;
 pub mod bulk;
 pub mod health;
 mod identity;
+pub mod keys;
 mod migrations;
 pub mod outbox;
 mod plan;
@@ -659,12 +661,28 @@ pub trait RetentionStore {
 /// (`Arc<dyn Store>`): every store that plays all the roles is one. A
 /// part of the collector that needs one role can take just that trait.
 pub trait Store:
-    IngestStore + QueryStore + AdminStore + HealthStore + RetentionStore + Send + Sync + 'static
+    IngestStore
+    + QueryStore
+    + AdminStore
+    + HealthStore
+    + RetentionStore
+    + keys::KeyStore
+    + Send
+    + Sync
+    + 'static
 {
 }
 
 impl<T> Store for T where
-    T: IngestStore + QueryStore + AdminStore + HealthStore + RetentionStore + Send + Sync + 'static
+    T: IngestStore
+        + QueryStore
+        + AdminStore
+        + HealthStore
+        + RetentionStore
+        + keys::KeyStore
+        + Send
+        + Sync
+        + 'static
 {
 }
 /// Which stored events a retention rule expires

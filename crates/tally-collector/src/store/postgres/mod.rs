@@ -79,6 +79,7 @@
 //! | `health` | totals, liveness, pipeline-health figures: written with each batch, read, pruned |
 //! | `outbox` | the alert sender lease and notification outbox |
 //! | `queries` | event counts and the product queries, with the cache of persons |
+//! | `keys` | keys managed live: each change under the lock of the key version row |
 
 mod dead_letters;
 mod deletion;
@@ -86,6 +87,7 @@ mod expiry;
 mod export;
 mod health;
 mod installs;
+mod keys;
 mod outbox;
 mod pool;
 mod queries;

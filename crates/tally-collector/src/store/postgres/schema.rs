@@ -26,6 +26,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0006_idents_changed.sql"),
     include_str!("migrations/0007_sources.sql"),
     include_str!("migrations/0008_deletion_reach.sql"),
+    include_str!("migrations/0009_keys.sql"),
 ];
 
 /// The migration's transaction.

@@ -48,6 +48,7 @@
 //! | `installs`, `install_seen`, `install_drops` | completeness: max seq, seen seq ranges (merged), dropped ranges with reasons |
 //! | `health_hours`, `health_rejections`, `health_histograms`, `install_health` | pipeline health (see [`super::health`]) |
 //! | `deletions` | every deletion request: user, time, status, events removed |
+//! | `api_keys`, `api_key_secrets`, `key_versions` | keys managed live, their secrets' digests, the version collectors poll (see [`super::keys`]) |
 //!
 //! Retention deletes expired events in chunks through the writer (each
 //! chunk waits its turn like a batch and holds the writer for that chunk
@@ -73,6 +74,7 @@
 //! | `export` | keyset pages of stored events |
 //! | `health` | totals, liveness, pipeline-health figures: written with each batch, read, pruned |
 //! | `queries` | event counts and the product queries, on the reader connections |
+//! | `keys` | keys managed live: created, rotated, revoked through the writer |
 
 mod dead_letters;
 mod deletion;
@@ -80,6 +82,7 @@ mod expiry;
 mod export;
 mod health;
 mod installs;
+mod keys;
 mod queries;
 mod schema;
 mod write;
