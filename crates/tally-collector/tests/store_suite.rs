@@ -33,6 +33,10 @@ mod queries;
 #[path = "store_suite/keys.rs"]
 mod keys;
 
+#[macro_use]
+#[path = "store_suite/audit.rs"]
+mod audit;
+
 #[path = "support/test_db.rs"]
 mod test_db;
 
@@ -845,11 +849,11 @@ fn retention_pass_applies_named_rules_and_the_default(store: &dyn Store) {
     let metrics = Metrics::new();
     let report = retention::pass(store, &policy, now, &metrics, &Stop::default()).unwrap();
     // song-40d, order-3000d, open-100d, ident-100d; a chunk of one row
-    // each, and one short chunk per rule to see the end (and one for the
-    // dead letters: none).
+    // each, and one short chunk per rule to see the end (and one each for
+    // the dead letters and the audit log: none).
     assert_eq!(report.expired, 4);
     assert_eq!(report.dead_letters, 0);
-    assert_eq!(report.chunks, 8);
+    assert_eq!(report.chunks, 9);
     assert_eq!(store.stats().unwrap(), stats(7, 0, 0, 3));
     let left: Vec<i64> = store
         .export_page(i64::MIN, i64::MAX, None, 100)
@@ -964,7 +968,8 @@ fn retention_expires_dead_letters_by_receipt_time(store: &dyn Store) {
     let report = retention::pass(store, &policy, now, &metrics, &Stop::default()).unwrap();
     assert_eq!(report.dead_letters, 3);
     assert_eq!(report.expired, 0);
-    assert_eq!(report.chunks, 2);
+    // Two of dead letters, one of the (empty) audit log.
+    assert_eq!(report.chunks, 3);
     assert_eq!(ids(store), ["dl-1", "dl-29", "dl-30"]);
     assert!(metrics
         .encode()
@@ -973,7 +978,8 @@ fn retention_expires_dead_letters_by_receipt_time(store: &dyn Store) {
     // The rejected total counts messages ever rejected: it stays.
     assert_eq!(store.stats().unwrap(), stats(0, 0, 8, 0));
     let again = retention::pass(store, &policy, now, &metrics, &Stop::default()).unwrap();
-    assert_eq!((again.dead_letters, again.chunks), (0, 1));
+    // One empty chunk of dead letters, one of the audit log.
+    assert_eq!((again.dead_letters, again.chunks), (0, 2));
 
     // A policy of its own: 7 days leaves the newest only.
     let week = RetentionSettings {
@@ -1458,6 +1464,7 @@ mod sqlite {
     store_suite!(fresh);
     query_suite!(fresh);
     keys_suite!(fresh);
+    audit_suite!(fresh);
 
     /// SQLite's writer is alone: a chunk also deletes the names it left
     /// without events, exactly (PostgreSQL keeps them: see its store).
@@ -1741,6 +1748,7 @@ mod postgres {
     store_suite!(fresh);
     query_suite!(fresh);
     keys_suite!(fresh);
+    audit_suite!(fresh);
 
     /// The collector's cache of persons sees a change made by a
     /// transaction that was still running when it last caught up, once

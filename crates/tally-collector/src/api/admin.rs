@@ -16,6 +16,7 @@ use tally_proto::parse_timestamp;
 
 use super::params::{blocking, query_params};
 use super::AppState;
+use crate::audit::AuditNote;
 use crate::clock;
 use crate::error::ApiError;
 use crate::health::{PipelineReport, DEFAULT_WINDOW_MS};
@@ -137,6 +138,7 @@ pub(super) async fn delete_user(
         return Err(ApiError::BadRequest("userId is empty"));
     }
     let requested_at = clock::now_ms();
+    let note = AuditNote::of("userId", request.user_id.as_str());
     let report = blocking(&state, move |s| {
         s.delete_user(&request.user_id, requested_at)
     })
@@ -147,7 +149,9 @@ pub(super) async fn delete_user(
         aliased = report.aliased_user_ids.len(),
         "user deleted"
     );
-    Ok((StatusCode::ACCEPTED, Json(report)).into_response())
+    let mut response = (StatusCode::ACCEPTED, Json(report)).into_response();
+    response.extensions_mut().insert(note);
+    Ok(response)
 }
 
 /// Deletions listed at most, newest first, unless `limit` says otherwise.

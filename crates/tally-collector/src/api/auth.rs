@@ -116,7 +116,7 @@ pub(super) async fn metrics_gate(
 /// `check` found, and its [`Role`], go into the request's extensions.
 async fn gate(
     state: &AppState,
-    mut request: Request,
+    request: Request,
     next: Next,
     check: fn(&Keys, Option<&Credential>) -> Result<Option<Principal>, ApiError>,
 ) -> Response {
@@ -124,13 +124,7 @@ async fn gate(
         // No guess made: refused as `check` says, never counted.
         Ok(None) => {
             return match check(&state.keys, None) {
-                Ok(principal) => {
-                    if let Some(principal) = principal {
-                        request.extensions_mut().insert(principal.role);
-                        request.extensions_mut().insert(principal);
-                    }
-                    next.run(request).await
-                }
+                Ok(principal) => run(request, next, principal).await,
                 Err(e) => e.into_response(),
             };
         }
@@ -144,17 +138,25 @@ async fn gate(
             ApiError::AuthThrottled { retry_after_s }.into_response()
         }
         Verdict::Allowed => match outcome {
-            Ok(principal) => {
-                if let Some(principal) = principal {
-                    request.extensions_mut().insert(principal.role);
-                    request.extensions_mut().insert(principal);
-                }
-                next.run(request).await
-            }
+            Ok(principal) => run(request, next, principal).await,
             Err(e) => {
                 state.metrics.auth_failure();
                 e.into_response()
             }
         },
     }
+}
+
+/// Runs the handler with the [`Principal`] and its [`Role`] in the
+/// request's extensions, and the principal in the response's too (for
+/// the audit layer outside the gate).
+async fn run(mut request: Request, next: Next, principal: Option<Principal>) -> Response {
+    let Some(principal) = principal else {
+        return next.run(request).await;
+    };
+    request.extensions_mut().insert(principal.role);
+    request.extensions_mut().insert(principal.clone());
+    let mut response = next.run(request).await;
+    response.extensions_mut().insert(principal);
+    response
 }

@@ -17,6 +17,7 @@ use tally_proto::format_timestamp;
 
 use super::params::blocking;
 use super::AppState;
+use crate::audit::AuditNote;
 use crate::clock;
 use crate::error::ApiError;
 use crate::ingest::body;
@@ -137,9 +138,14 @@ pub(super) async fn create(
         .find(|k| k.id == id)
         .ok_or(ApiError::Internal)?;
     tracing::info!(key_id = %key.id, kind = key.kind.as_str(), "key created");
+    let note = AuditNote::of("key_id", key.id.as_str())
+        .with("kind", key.kind.as_str())
+        .with("name", key.name.as_str());
     let mut body = view(key);
     body["secret"] = Value::String(secret);
-    Ok((StatusCode::CREATED, Json(body)).into_response())
+    let mut response = (StatusCode::CREATED, Json(body)).into_response();
+    response.extensions_mut().insert(note);
+    Ok(response)
 }
 
 #[derive(Deserialize, Default)]
@@ -202,7 +208,11 @@ pub(super) async fn rotate(
     let mut body = view(&key);
     body["secret"] = Value::String(secret);
     body["previous_expires_at"] = Value::String(format_timestamp(until));
-    Ok(Json(body).into_response())
+    let mut response = Json(body).into_response();
+    response
+        .extensions_mut()
+        .insert(AuditNote::of("grace_s", grace));
+    Ok(response)
 }
 
 /// `POST /v1/keys/{key_id}/revoke` → the key as listed: refused from now

@@ -9,7 +9,7 @@ use axum::handler::Handler;
 use axum::routing::{get, post, MethodRouter};
 use tally_proto::MessageType;
 
-use super::{admin, dashboard, export, ingest, keys, ops, product, AppState};
+use super::{admin, audit, dashboard, export, ingest, keys, ops, product, AppState};
 
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -180,6 +180,7 @@ pub(super) fn routes() -> Vec<Route> {
         ),
         post_route("/v1/keys/{key_id}/rotate", Admin, keys::rotate),
         post_route("/v1/keys/{key_id}/revoke", Admin, keys::revoke),
+        get_route("/v1/audit", Admin, audit::list),
     ]);
     routes
 }

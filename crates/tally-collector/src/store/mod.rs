@@ -16,6 +16,7 @@
 //! | [`HealthStore`] | health, stats, alerts | totals, liveness, pipeline-health figures, the alert outbox |
 //! | [`RetentionStore`] | retention | expired events and dead letters, in chunks |
 //! | [`keys::KeyStore`] | the key ring, the admin API | write keys and tokens: created, rotated, revoked, polled by version |
+//! | [`audit::AuditStore`] | the audit layer, retention | the audit log: appended, read in pages, expired |
 //!
 //! Each backend implements each role in the file of its concern
 //! (`sqlite/write.rs`, `postgres/expiry.rs`, ...).
@@ -116,6 +117,7 @@
 #[macro_use]
 mod delegate;
 
+pub mod audit;
 #[cfg(feature = "bench")]
 pub mod bulk;
 pub mod health;
@@ -667,6 +669,7 @@ pub trait Store:
     + HealthStore
     + RetentionStore
     + keys::KeyStore
+    + audit::AuditStore
     + Send
     + Sync
     + 'static
@@ -680,6 +683,7 @@ impl<T> Store for T where
         + HealthStore
         + RetentionStore
         + keys::KeyStore
+        + audit::AuditStore
         + Send
         + Sync
         + 'static

@@ -80,7 +80,9 @@
 //! | `outbox` | the alert sender lease and notification outbox |
 //! | `queries` | event counts and the product queries, with the cache of persons |
 //! | `keys` | keys managed live: each change under the lock of the key version row |
+//! | `audit` | the audit log: appended, read in pages, expired in chunks |
 
+mod audit;
 mod dead_letters;
 mod deletion;
 mod expiry;

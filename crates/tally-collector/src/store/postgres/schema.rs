@@ -27,6 +27,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0007_sources.sql"),
     include_str!("migrations/0008_deletion_reach.sql"),
     include_str!("migrations/0009_keys.sql"),
+    include_str!("migrations/0010_audit.sql"),
 ];
 
 /// The migration's transaction.

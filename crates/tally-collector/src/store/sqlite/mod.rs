@@ -48,6 +48,7 @@
 //! | `installs`, `install_seen`, `install_drops` | completeness: max seq, seen seq ranges (merged), dropped ranges with reasons |
 //! | `health_hours`, `health_rejections`, `health_histograms`, `install_health` | pipeline health (see [`super::health`]) |
 //! | `deletions` | every deletion request: user, time, status, events removed |
+//! | `audit_log` | every read and admin action, and windows of refused authentications (see [`crate::audit`]) |
 //! | `api_keys`, `api_key_secrets`, `key_versions` | keys managed live, their secrets' digests, the version collectors poll (see [`super::keys`]) |
 //!
 //! Retention deletes expired events in chunks through the writer (each
@@ -75,7 +76,9 @@
 //! | `health` | totals, liveness, pipeline-health figures: written with each batch, read, pruned |
 //! | `queries` | event counts and the product queries, on the reader connections |
 //! | `keys` | keys managed live: created, rotated, revoked through the writer |
+//! | `audit` | the audit log: appended and expired through the writer, read in pages |
 
+mod audit;
 mod dead_letters;
 mod deletion;
 mod expiry;

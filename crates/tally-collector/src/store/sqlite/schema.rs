@@ -21,6 +21,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0005_sources.sql"),
     include_str!("migrations/0006_deletion_reach.sql"),
     include_str!("migrations/0007_keys.sql"),
+    include_str!("migrations/0008_audit.sql"),
 ];
 
 /// The migration's transaction on the writer connection.
