@@ -247,7 +247,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     .with_alerts(config.alerts.clone());
     // The configured keys are recorded in the store (so they can be
     // listed, rotated and revoked), and the ring follows the store's keys.
-    let key_version = tally_collector::keyring::bootstrap(store.as_ref(), &state.keys)
+    let key_version = tally_collector::keyring::bootstrap(store.as_ref(), state.keys.as_ref())
         .context("cannot record the configured keys in the store")?;
     let health = state.health.clone();
     let audit_denied = state.audit_denied.clone();

@@ -74,7 +74,10 @@ async fn read_json<T: serde::de::DeserializeOwned + Default>(
 /// Reloads this collector's ring from the store after a change.
 async fn reload(state: &AppState) -> Result<(), ApiError> {
     let keys = state.keys.clone();
-    blocking(state, move |s| keyring::reload(s, &keys).map(|_| ())).await
+    blocking(state, move |s| {
+        keyring::reload(s, keys.as_ref()).map(|_| ())
+    })
+    .await
 }
 
 /// `GET /v1/keys` → `{"keys": [{"id", "kind", "name", "origin",

@@ -207,6 +207,18 @@ impl Keys {
     /// Puts the ring of `stored` and the configuration in force
     /// ([`keyring::Ring::from_store`]).
     pub fn install(&self, stored: &[StoredKey]) {
+        <Self as keyring::RingHolder>::install(self, stored);
+    }
+
+    /// The configured keys as the store records them (their secrets only
+    /// as digests), made at `now`.
+    pub fn configured_keys(&self, now: i64) -> Vec<NewKey> {
+        <Self as keyring::RingHolder>::configured_keys(self, now)
+    }
+}
+
+impl keyring::RingHolder for Keys {
+    fn install(&self, stored: &[StoredKey]) {
         let ring = Arc::new(Ring::from_store(&self.configured, stored));
         match self.ring.write() {
             Ok(mut current) => *current = ring,
@@ -214,9 +226,7 @@ impl Keys {
         }
     }
 
-    /// The configured keys as the store records them (their secrets only
-    /// as digests), made at `now`.
-    pub fn configured_keys(&self, now: i64) -> Vec<NewKey> {
+    fn configured_keys(&self, now: i64) -> Vec<NewKey> {
         self.configured
             .iter()
             .map(|(kind, digest)| NewKey {
@@ -229,7 +239,9 @@ impl Keys {
             })
             .collect()
     }
+}
 
+impl Keys {
     fn find(&self, presented: &SecretDigest) -> Option<keyring::Found> {
         self.ring().find(presented, crate::clock::now_ms())
     }

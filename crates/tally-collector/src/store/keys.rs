@@ -225,11 +225,18 @@ pub trait KeyStore {
     fn revoke_key(&self, id: &str, at: i64) -> Result<KeyChange, StoreError>;
 }
 
+/// A row of `api_keys`: id, kind, name, origin, created, revoked.
+pub(crate) type KeyRow = (String, String, String, String, i64, Option<i64>);
+
+/// A row of `api_key_secrets`: digest, key id, configured, created,
+/// expires.
+pub(crate) type SecretRow = (Vec<u8>, String, bool, i64, Option<i64>);
+
 /// The rows of the two key tables, grouped into keys (both stores read
 /// them alike).
 pub(crate) fn group(
-    keys: Vec<(String, String, String, String, i64, Option<i64>)>,
-    secrets: Vec<(Vec<u8>, String, bool, i64, Option<i64>)>,
+    keys: Vec<KeyRow>,
+    secrets: Vec<SecretRow>,
 ) -> Result<Vec<StoredKey>, StoreError> {
     let mut out = Vec::with_capacity(keys.len());
     let mut index = std::collections::HashMap::new();
