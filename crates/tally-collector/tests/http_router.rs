@@ -1215,3 +1215,68 @@ async fn me_names_the_role_of_the_token() {
         assert_eq!(body, json!({ "role": role }));
     }
 }
+
+/// `POST /v1/deletions` takes a user id, an anonymous id or an install
+/// id (exactly one); a never-identified person's late events are refused
+/// after it, and the list names each request's kind.
+#[tokio::test]
+async fn deletion_by_anonymous_id_or_install_id() {
+    let h = harness("erase");
+    let anonymous = |id: &str, anon: &str, install: &str| {
+        json!({
+            "type": "track", "messageId": id, "anonymousId": anon, "event": "Opened",
+            "timestamp": format_timestamp(now_ms() - 1_000),
+            "context": {"tally": {"install_id": install, "seq": 1}},
+        })
+    };
+    let batch = json!({"batch": [
+        anonymous("e1", "anon-erase", "inst-1"),
+        anonymous("e2", "anon-keep", "inst-erase"),
+    ]});
+    assert_eq!(
+        h.send(batch_request("/v1/batch", &batch)).await.0,
+        StatusCode::OK
+    );
+    let delete = |body: Value| {
+        Request::builder()
+            .method(Method::POST)
+            .uri("/v1/deletions")
+            .header(header::AUTHORIZATION, format!("Bearer {ADMIN}"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body.to_string()))
+            .unwrap()
+    };
+    for bad in [
+        json!({}),
+        json!({"userId": "u", "anonymousId": "a"}),
+        json!({"anonymousId": ""}),
+        json!({"deviceId": "d"}),
+    ] {
+        let (status, _, body) = h.send(delete(bad.clone())).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+    }
+    let (status, _, report) = h.send(delete(json!({"anonymousId": "anon-erase"}))).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(
+        report,
+        json!({"deleted_events": 1, "deleted_dead_letters": 0, "aliased_user_ids": []})
+    );
+    let (status, _, report) = h.send(delete(json!({"installId": "inst-erase"}))).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(report["deleted_events"], 1);
+    // The offline device syncs later: refused, with the reason.
+    let late = json!({"batch": [anonymous("e3", "anon-erase", "inst-2")]});
+    let (_, _, body) = h.send(batch_request("/v1/batch", &late)).await;
+    assert_eq!(
+        statuses(&body),
+        [("rejected".to_owned(), Some("deleted_user".to_owned()))]
+    );
+    let (_, _, list) = h.send(admin_get("/v1/deletions")).await;
+    let rows = list["deletions"].as_array().unwrap();
+    assert_eq!(rows[0]["kind"], "installId");
+    assert_eq!(rows[0]["installId"], "inst-erase");
+    assert_eq!(rows[1]["kind"], "anonymousId");
+    assert_eq!(rows[1]["anonymousId"], "anon-erase");
+    assert_eq!(rows[1]["deleted_events"], 1);
+    assert!(rows[1].get("userId").is_none());
+}

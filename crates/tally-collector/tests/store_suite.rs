@@ -13,7 +13,7 @@ use tally_collector::metrics::Metrics;
 use tally_collector::queries::{answer, ProductQuery};
 use tally_collector::store::{
     DeadLetter, DeletionRecord, DeletionStatus, DroppedRange, EventCount, ExpiryScope,
-    ExportedEvent, InstallEvent, InstallReport, NewEvent, Stats, Store, WriteOutcome,
+    ExportedEvent, InstallEvent, InstallReport, NewEvent, PersonKind, Stats, Store, WriteOutcome,
 };
 use tally_proto::{MessageType, Priority, RejectReason};
 
@@ -36,6 +36,10 @@ mod keys;
 #[macro_use]
 #[path = "store_suite/audit.rs"]
 mod audit;
+
+#[macro_use]
+#[path = "store_suite/erasure.rs"]
+mod erasure;
 
 #[path = "support/test_db.rs"]
 mod test_db;
@@ -1200,6 +1204,7 @@ fn deletions_are_listed_newest_first(store: &dyn Store) {
     assert_eq!(store.delete_user("u9", 2_000).unwrap().deleted_events, 0);
     assert_eq!(store.delete_user("u1", 3_000).unwrap().deleted_events, 0);
     let record = |user: &str, at: i64, deleted: u64| DeletionRecord {
+        kind: PersonKind::User,
         user_id: user.to_owned(),
         requested_at: at,
         status: DeletionStatus::Done,
@@ -1465,6 +1470,7 @@ mod sqlite {
     query_suite!(fresh);
     keys_suite!(fresh);
     audit_suite!(fresh);
+    erasure_suite!(fresh);
 
     /// SQLite's writer is alone: a chunk also deletes the names it left
     /// without events, exactly (PostgreSQL keeps them: see its store).
@@ -1749,6 +1755,7 @@ mod postgres {
     query_suite!(fresh);
     keys_suite!(fresh);
     audit_suite!(fresh);
+    erasure_suite!(fresh);
 
     /// The collector's cache of persons sees a change made by a
     /// transaction that was still running when it last caught up, once

@@ -22,6 +22,7 @@ use crate::error::ApiError;
 use crate::health::{PipelineReport, DEFAULT_WINDOW_MS};
 use crate::ingest::auth::Role;
 use crate::ingest::body;
+use crate::store::PersonKind;
 
 /// Largest body of an admin request (`{"userId": ...}`): an id is at most
 /// 255 bytes, so 4 KiB leaves room for whitespace and unknown members.
@@ -114,13 +115,22 @@ pub(super) async fn install(
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct DeletionRequest {
     #[serde(rename = "userId")]
-    user_id: String,
+    user_id: Option<String>,
+    #[serde(rename = "anonymousId")]
+    anonymous_id: Option<String>,
+    #[serde(rename = "installId")]
+    install_id: Option<String>,
 }
 
-/// `POST /v1/deletions` with `{"userId"}` → 202 `{"deleted_events",
-/// "deleted_dead_letters", "aliased_user_ids"}`.
+/// `POST /v1/deletions` with one of `{"userId"}`, `{"anonymousId"}`,
+/// `{"installId"}` → 202 `{"deleted_events", "deleted_dead_letters",
+/// "aliased_user_ids"[, "linked_user_ids"]}`. A user id takes the user's
+/// events and those stitched to them; an anonymous id or install id (a
+/// person who never identified) the events carrying it without a user id.
+/// Each leaves a tombstone refusing that person's late events.
 pub(super) async fn delete_user(
     State(state): State<AppState>,
     request_body: Body,
@@ -132,22 +142,32 @@ pub(super) async fn delete_user(
         body::BODY_READ_TIMEOUT,
     )
     .await?;
-    let request: DeletionRequest = serde_json::from_slice(&bytes)
-        .map_err(|_| ApiError::BadRequest("expected {\"userId\": \"...\"}"))?;
-    if request.user_id.is_empty() {
-        return Err(ApiError::BadRequest("userId is empty"));
+    let expected = "expected one of {\"userId\"}, {\"anonymousId\"}, {\"installId\"}";
+    let request: DeletionRequest =
+        serde_json::from_slice(&bytes).map_err(|_| ApiError::BadRequest(expected))?;
+    let (kind, id) = match (request.user_id, request.anonymous_id, request.install_id) {
+        (Some(id), None, None) => (PersonKind::User, id),
+        (None, Some(id), None) => (PersonKind::Anonymous, id),
+        (None, None, Some(id)) => (PersonKind::Install, id),
+        _ => return Err(ApiError::BadRequest(expected)),
+    };
+    if id.is_empty() {
+        return Err(ApiError::BadRequest("the id to delete is empty"));
     }
     let requested_at = clock::now_ms();
-    let note = AuditNote::of("userId", request.user_id.as_str());
-    let report = blocking(&state, move |s| {
-        s.delete_user(&request.user_id, requested_at)
+    let note = AuditNote::of(kind.as_str(), id.as_str());
+    let report = blocking(&state, move |s| match kind {
+        PersonKind::User => s.delete_user(&id, requested_at),
+        _ => s.delete_device(kind, &id, requested_at),
     })
     .await?;
     tracing::info!(
+        kind = kind.as_str(),
         deleted_events = report.deleted_events,
         deleted_dead_letters = report.deleted_dead_letters,
         aliased = report.aliased_user_ids.len(),
-        "user deleted"
+        linked = report.linked_user_ids.len(),
+        "person deleted"
     );
     let mut response = (StatusCode::ACCEPTED, Json(report)).into_response();
     response.extensions_mut().insert(note);
@@ -165,8 +185,9 @@ struct DeletionsQuery {
     limit: Option<usize>,
 }
 
-/// `GET /v1/deletions[?limit=N]` → `{"deletions": [{"userId", "requested_at",
-/// "status", "deleted_events"}]}`, newest first.
+/// `GET /v1/deletions[?limit=N]` → `{"deletions": [{"kind", "userId" |
+/// "anonymousId" | "installId", "requested_at", "status",
+/// "deleted_events"}]}`, newest first.
 pub(super) async fn list_deletions(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
@@ -180,12 +201,14 @@ pub(super) async fn list_deletions(
     let deletions: Vec<serde_json::Value> = records
         .iter()
         .map(|r| {
-            serde_json::json!({
-                "userId": r.user_id,
+            let mut row = serde_json::json!({
+                "kind": r.kind,
                 "requested_at": tally_proto::format_timestamp(r.requested_at),
                 "status": r.status,
                 "deleted_events": r.deleted_events,
-            })
+            });
+            row[r.kind.as_str()] = serde_json::Value::String(r.user_id.clone());
+            row
         })
         .collect();
     Ok(Json(serde_json::json!({ "deletions": deletions })).into_response())

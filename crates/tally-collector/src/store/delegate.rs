@@ -25,6 +25,15 @@ macro_rules! admin_store_by_concern {
                 deletion::delete_user(self, user_id, requested_at)
             }
 
+            fn delete_device(
+                &self,
+                kind: $crate::store::PersonKind,
+                id: &str,
+                requested_at: i64,
+            ) -> Result<$crate::store::DeletionReport, $crate::store::StoreError> {
+                deletion::delete_device(self, kind, id, requested_at)
+            }
+
             fn is_deleted(&self, user_id: &str) -> Result<bool, $crate::store::StoreError> {
                 deletion::is_deleted(self, user_id)
             }

@@ -101,6 +101,10 @@
 //! to the user move into the tombstone and every link naming it goes. From
 //! then on an event with that user id, or an anonymous event of a device
 //! linked to it, is refused as `deleted_user` (see `identity::refused_sql`).
+//! A person who never identified is deleted by anonymous id or install
+//! ([`AdminStore::delete_device`]): the events carrying it without a user
+//! id go, and its tombstone refuses that device's later anonymous events
+//! the same way.
 //! Deletion scans the events table: it is rare, and an index per id column
 //! would cost every insert.
 //!
@@ -120,6 +124,7 @@ mod delegate;
 pub mod audit;
 #[cfg(feature = "bench")]
 pub mod bulk;
+mod deletions;
 pub mod health;
 mod identity;
 pub mod keys;
@@ -132,6 +137,7 @@ mod ranges;
 pub mod sqlite;
 
 pub use self::postgres::PostgresStore;
+pub use deletions::{DeletionRecord, DeletionReport, DeletionStatus, PersonKind};
 pub use health::{
     Beacon, Completeness, Fleet, HealthTotals, HealthWindow, Histogram, PipelineFigures,
 };
@@ -493,20 +499,6 @@ pub struct InstallReport {
     pub dropped_by_reason: std::collections::BTreeMap<String, u64>,
 }
 
-/// The result of a deletion request.
-#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
-pub struct DeletionReport {
-    /// Stored events removed.
-    pub deleted_events: u64,
-    /// Dead letters (rejected messages) removed.
-    pub deleted_dead_letters: u64,
-    /// User ids an `alias` had merged into this user. Their events carry
-    /// their own user id, so the deletion did not remove them (no client
-    /// can make a deletion reach another user's data); if they are the
-    /// same person, delete them too.
-    pub aliased_user_ids: Vec<String>,
-}
-
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -567,6 +559,18 @@ pub trait AdminStore {
     /// Deletes the user's events (their own and those stitched to them)
     /// and writes a tombstone so later events for them are refused.
     fn delete_user(&self, user_id: &str, requested_at: i64) -> Result<DeletionReport, StoreError>;
+
+    /// Deletes the events of an anonymous id or an install that carry no
+    /// user id (a person who never identified, or one device of one), its
+    /// dead letters, identities and links, and writes a tombstone so that
+    /// device's later anonymous events are refused (see the module docs).
+    /// `kind` is [`PersonKind::Anonymous`] or [`PersonKind::Install`].
+    fn delete_device(
+        &self,
+        kind: PersonKind,
+        id: &str,
+        requested_at: i64,
+    ) -> Result<DeletionReport, StoreError>;
 
     /// Whether `user_id` has a tombstone.
     fn is_deleted(&self, user_id: &str) -> Result<bool, StoreError>;
@@ -700,49 +704,6 @@ pub enum ExpiryScope<'a> {
     /// of their own); events without a name (identify, group, alias) are
     /// included.
     AllExcept(&'a [String]),
-}
-
-/// What became of a deletion request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-#[non_exhaustive]
-pub enum DeletionStatus {
-    /// The user's events were removed and the tombstone written, in the
-    /// transaction that recorded the request. (A request whose transaction
-    /// failed leaves no record: it was answered with an error and is
-    /// retried by its sender.)
-    Done,
-}
-
-impl DeletionStatus {
-    /// The stored code.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Self::Done => "done",
-        }
-    }
-
-    fn from_stored(code: &str) -> Result<Self, StoreError> {
-        match code {
-            "done" => Ok(Self::Done),
-            other => Err(StoreError::Backend(format!(
-                "unknown deletion status {other:?} in the store"
-            ))),
-        }
-    }
-}
-
-/// One deletion request as recorded (`GET /v1/deletions`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeletionRecord {
-    /// The deleted user.
-    pub user_id: String,
-    /// When the request arrived, Unix ms (collector clock).
-    pub requested_at: i64,
-    /// What became of it.
-    pub status: DeletionStatus,
-    /// Stored events it removed (0 when the user had none left).
-    pub deleted_events: u64,
 }
 
 /// Where an export page ends; pass it back to read the next page. Opaque:

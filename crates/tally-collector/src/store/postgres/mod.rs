@@ -254,10 +254,11 @@ impl PostgresStore {
             "pg_advisory_xact_lock"
         };
         // One round trip: open, lock, and learn whether any tombstone
-        // exists (read after the lock, so a deletion that committed
+        // (of a user, or of an anonymous id or install) exists (read after the lock, so a deletion that committed
         // before is seen); without one the per-event check is skipped.
         let begin = format!(
-            "BEGIN; SELECT {lock}({DELETION_LOCK}); SELECT EXISTS (SELECT 1 FROM tombstones)::text"
+            "BEGIN; SELECT {lock}({DELETION_LOCK}); \
+             SELECT (EXISTS (SELECT 1 FROM tombstones) OR EXISTS (SELECT 1 FROM tombstone_links))::text"
         );
         let mut attempt = 0;
         loop {

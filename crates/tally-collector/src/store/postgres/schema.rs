@@ -28,6 +28,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0008_deletion_reach.sql"),
     include_str!("migrations/0009_keys.sql"),
     include_str!("migrations/0010_audit.sql"),
+    include_str!("migrations/0011_deletion_kinds.sql"),
 ];
 
 /// The migration's transaction.

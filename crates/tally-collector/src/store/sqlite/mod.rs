@@ -229,7 +229,11 @@ impl SqliteStore {
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         schema::migrate(&mut conn, path)?;
         let tombstones_exist = conn
-            .query_row("SELECT EXISTS (SELECT 1 FROM tombstones)", [], |r| r.get(0))
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM tombstones) OR EXISTS (SELECT 1 FROM tombstone_links)",
+                [],
+                |r| r.get(0),
+            )
             .map_err(context)?;
         let legacy_events = conn
             .query_row(
