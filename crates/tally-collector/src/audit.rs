@@ -72,6 +72,7 @@ pub const RECORDED_PARAMS: &[&str] = &[
     "from",
     "interval",
     "key_id",
+    "kind",
     "limit",
     "outcome",
     "source",

@@ -1027,6 +1027,7 @@ fn example(
     let uri = path
         .replace("{install_id}", "install-roles")
         .replace("{key_id}", ROLES_KEY_ID)
+        .replace("{person_id}", "user-roles-1")
         .replace("{file}", asset)
         .replace("{write_key}", credential.unwrap_or("none"));
     let uri = match uri.as_str() {
@@ -1146,7 +1147,7 @@ async fn every_route_answers_every_credential_as_its_role_says() {
     // Every route, every method, six credentials each.
     let methods: usize = table.iter().map(|r| r.methods.len()).sum();
     assert_eq!(walked, methods * credentials.len());
-    assert_eq!(table.len(), 44);
+    assert_eq!(table.len(), 45);
     // Who may do what is a decision: changing it changes this list.
     let by_access = |access: Access| -> Vec<&str> {
         let mut paths: Vec<&str> = table
@@ -1170,6 +1171,7 @@ async fn every_route_answers_every_credential_as_its_role_says() {
             "/v1/keys",
             "/v1/keys/{key_id}/revoke",
             "/v1/keys/{key_id}/rotate",
+            "/v1/people/{person_id}/export",
         ]
     );
     assert_eq!(
@@ -1279,4 +1281,66 @@ async fn deletion_by_anonymous_id_or_install_id() {
     assert_eq!(rows[1]["anonymousId"], "anon-erase");
     assert_eq!(rows[1]["deleted_events"], 1);
     assert!(rows[1].get("userId").is_none());
+}
+
+/// `GET /v1/people/{id}/export`: one person's stored events for an access
+/// request, as export lines: a user's own and stitched events, or a
+/// device's anonymous ones, and nothing of anyone else.
+#[tokio::test]
+async fn a_person_export_holds_that_person_and_no_one_else() {
+    let h = harness("person");
+    let ts = |ms: i64| format_timestamp(now_ms() - ms);
+    let batch = json!({"batch": [
+        {"type": "track", "messageId": "p1", "anonymousId": "anon-p", "event": "Opened",
+         "timestamp": ts(5_000), "properties": {"n": 1}},
+        {"type": "identify", "messageId": "p2", "anonymousId": "anon-p", "userId": "user-p",
+         "timestamp": ts(4_000)},
+        {"type": "track", "messageId": "p3", "userId": "user-p", "event": "Paid",
+         "timestamp": ts(3_000)},
+        {"type": "track", "messageId": "o1", "anonymousId": "anon-o", "event": "Opened",
+         "timestamp": ts(2_000), "context": {"tally": {"install_id": "inst-o", "seq": 1}}},
+    ]});
+    assert_eq!(
+        h.send(batch_request("/v1/batch", &batch)).await.0,
+        StatusCode::OK
+    );
+    // One line is read back as a JSON object, several as text.
+    let ids = |body: &Value| -> Vec<String> {
+        let lines: Vec<Value> = match body {
+            Value::Object(_) => vec![body.clone()],
+            other => other
+                .as_str()
+                .unwrap_or_default()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect(),
+        };
+        lines
+            .iter()
+            .map(|v| v["messageId"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let (status, headers, body) = h.send(admin_get("/v1/people/user-p/export")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers[header::CONTENT_TYPE], "application/x-ndjson");
+    // The user's own events and the anonymous one stitched to them.
+    assert_eq!(ids(&body), ["p1", "p2", "p3"]);
+    let line: Value = serde_json::from_str(body.as_str().unwrap().lines().next().unwrap()).unwrap();
+    assert_eq!(line["properties"], json!({"n": 1}));
+    assert!(line["receivedAt"].is_string());
+    let (_, _, body) = h
+        .send(admin_get("/v1/people/anon-o/export?kind=anonymousId"))
+        .await;
+    assert_eq!(ids(&body), ["o1"]);
+    let (_, _, body) = h
+        .send(admin_get("/v1/people/inst-o/export?kind=installId"))
+        .await;
+    assert_eq!(ids(&body), ["o1"]);
+    let (status, _, body) = h.send(admin_get("/v1/people/nobody/export")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, Value::Null);
+    let (status, _, _) = h
+        .send(admin_get("/v1/people/user-p/export?kind=email"))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
 }

@@ -6,7 +6,7 @@
 //! when the export started.
 
 use axum::body::Body;
-use axum::extract::{RawQuery, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -17,6 +17,7 @@ use super::AppState;
 use crate::clock;
 use crate::error::ApiError;
 use crate::governance::export::{Pages, EVENTS_HEADER};
+use crate::store::PersonKind;
 
 #[derive(Deserialize)]
 struct ExportQuery {
@@ -64,5 +65,46 @@ pub(super) async fn export(
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(EVENTS_HEADER, HeaderValue::from(total));
+    Ok(response)
+}
+
+#[derive(Deserialize)]
+struct PersonQuery {
+    kind: Option<String>,
+}
+
+/// `GET /v1/people/{person_id}/export[?kind=userId|anonymousId|installId]`
+/// (admin token): every stored event of one person, for an access
+/// request, as NDJSON lines like `GET /v1/export`'s, in corrected-time
+/// order. A user id (the default kind) gives what a deletion of it would
+/// remove; an anonymous id or install id the events carrying it without
+/// a user id. A person with no events is an empty body.
+pub(super) async fn person(
+    State(state): State<AppState>,
+    Path(person_id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let q: PersonQuery = query_params(query.as_deref(), "malformed query string")?;
+    let kind = match q.kind.as_deref() {
+        None | Some("userId") => PersonKind::User,
+        Some("anonymousId") => PersonKind::Anonymous,
+        Some("installId") => PersonKind::Install,
+        Some(_) => {
+            return Err(ApiError::BadRequest(
+                "kind must be userId, anonymousId or installId",
+            ))
+        }
+    };
+    if person_id.is_empty() {
+        return Err(ApiError::BadRequest("the person id is empty"));
+    }
+    let pages = Pages::person(state.store.clone(), kind, person_id);
+    let mut response = Body::from_stream(pages.into_stream()).into_response();
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-ndjson"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)
 }

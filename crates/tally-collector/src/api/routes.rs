@@ -181,6 +181,7 @@ pub(super) fn routes() -> Vec<Route> {
         post_route("/v1/keys/{key_id}/rotate", Admin, keys::rotate),
         post_route("/v1/keys/{key_id}/revoke", Admin, keys::revoke),
         get_route("/v1/audit", Admin, audit::list),
+        get_route("/v1/people/{person_id}/export", Admin, export::person),
     ]);
     routes
 }

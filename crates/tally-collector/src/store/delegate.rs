@@ -72,6 +72,16 @@ macro_rules! admin_store_by_concern {
                 export::count_stored(self, from, to)
             }
 
+            fn person_page(
+                &self,
+                kind: $crate::store::PersonKind,
+                id: &str,
+                after: Option<&$crate::store::ExportCursor>,
+                limit: usize,
+            ) -> Result<Vec<$crate::store::ExportedEvent>, $crate::store::StoreError> {
+                export::person_page(self, kind, id, after, limit)
+            }
+
             fn install_events(
                 &self,
                 install_id: &str,

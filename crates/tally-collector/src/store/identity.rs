@@ -352,3 +352,17 @@ impl DeviceDeletionSql {
         }
     }
 }
+
+/// The `WHERE` predicate (events aliased `e`) of one person's events for
+/// an access request, the id as `param`: what a deletion of that id
+/// reaches ([`deletion_predicate`] for a user; for an anonymous id or an
+/// install, the events carrying it without a user id).
+pub(crate) fn person_predicate(kind: super::PersonKind, param: &str) -> String {
+    match kind {
+        super::PersonKind::User => format!("({})", deletion_predicate(param)),
+        super::PersonKind::Anonymous => {
+            format!("(e.user_id IS NULL AND e.anonymous_id = {param})")
+        }
+        super::PersonKind::Install => format!("(e.user_id IS NULL AND e.install_id = {param})"),
+    }
+}

@@ -599,6 +599,20 @@ pub trait AdminStore {
 
     /// Stored events with `from <= ts_corrected < to`.
     fn count_stored(&self, from: i64, to: i64) -> Result<u64, StoreError>;
+
+    /// The stored events of one person, for an access request, in
+    /// corrected-time order, at most `limit`, after `after`: for a user id
+    /// what a deletion of it would remove (its events and the anonymous
+    /// events stitched to it directly), for an anonymous id or an install
+    /// id the events carrying it without a user id. It scans the events
+    /// table, like a deletion.
+    fn person_page(
+        &self,
+        kind: PersonKind,
+        id: &str,
+        after: Option<&ExportCursor>,
+        limit: usize,
+    ) -> Result<Vec<ExportedEvent>, StoreError>;
 }
 
 /// The collector's own health: totals, liveness, pipeline-health figures

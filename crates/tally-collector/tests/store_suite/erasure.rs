@@ -3,7 +3,8 @@
 //! id goes (events, dead letters, activity), the rest stays, the counters
 //! stay exact, the tombstone refuses that device's late anonymous events
 //! (an offline device syncing after the request), the users an identify
-//! linked are reported, and each request is recorded with its kind.
+//! linked are reported, and each request is recorded with its kind; and
+//! the access request's read of one person, before.
 
 use super::*;
 
@@ -40,6 +41,29 @@ pub(crate) fn deletion_by_anonymous_id_and_install(store: &dyn Store) {
     ];
     assert_eq!(store.write_batch(&batch, &letters).unwrap(), vec![A; 8]);
     assert_eq!(store.stats().unwrap(), stats(8, 0, 2, 8));
+
+    // Access requests read what a deletion would reach, page by page.
+    let person = |kind: PersonKind, id: &str| -> Vec<String> {
+        let mut out = Vec::new();
+        let mut after = None;
+        loop {
+            let page = store.person_page(kind, id, after.as_ref(), 1).unwrap();
+            let Some(last) = page.last() else { break };
+            after = Some(last.cursor.clone());
+            out.extend(page.iter().map(|e| e.raw.clone()));
+        }
+        out.iter()
+            .map(|raw| {
+                let v: serde_json::Value = serde_json::from_str(raw).unwrap();
+                v["messageId"].as_str().unwrap().to_owned()
+            })
+            .collect()
+    };
+    assert_eq!(person(PersonKind::Anonymous, "anon-gone"), ["n1", "n2"]);
+    assert_eq!(person(PersonKind::Install, "inst-gone"), ["i1", "i2"]);
+    assert_eq!(person(PersonKind::User, "user-2"), ["l1", "l2"]);
+    assert_eq!(person(PersonKind::User, "user-1"), ["u1"]);
+    assert!(person(PersonKind::User, "nobody").is_empty());
 
     let report = store
         .delete_device(PersonKind::Anonymous, "anon-gone", 1_000)
