@@ -1336,6 +1336,18 @@ async fn a_person_export_holds_that_person_and_no_one_else() {
         .send(admin_get("/v1/people/inst-o/export?kind=installId"))
         .await;
     assert_eq!(ids(&body), ["o1"]);
+    let own = tally_collector::ingest::auth::source_id(KEY);
+    let (_, _, body) = h
+        .send(admin_get(&format!("/v1/people/user-p/export?source={own}")))
+        .await;
+    assert_eq!(ids(&body), ["p1", "p2", "p3"]);
+    let other = tally_collector::ingest::auth::source_id(OTHER_KEY);
+    let (_, _, body) = h
+        .send(admin_get(&format!(
+            "/v1/people/user-p/export?source={other}"
+        )))
+        .await;
+    assert!(ids(&body).is_empty());
     let (status, _, body) = h.send(admin_get("/v1/people/nobody/export")).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body, Value::Null);

@@ -71,14 +71,16 @@ pub(super) async fn export(
 #[derive(Deserialize)]
 struct PersonQuery {
     kind: Option<String>,
+    source: Option<String>,
 }
 
-/// `GET /v1/people/{person_id}/export[?kind=userId|anonymousId|installId]`
+/// `GET /v1/people/{person_id}/export[?kind=userId|anonymousId|installId][&source=wk_…]`
 /// (admin token): every stored event of one person, for an access
 /// request, as NDJSON lines like `GET /v1/export`'s, in corrected-time
 /// order. A user id (the default kind) gives what a deletion of it would
 /// remove; an anonymous id or install id the events carrying it without
-/// a user id. A person with no events is an empty body.
+/// a user id; with `source`, only the events that source (write key id)
+/// sent. A person with no events is an empty body.
 pub(super) async fn person(
     State(state): State<AppState>,
     Path(person_id): Path<String>,
@@ -98,7 +100,8 @@ pub(super) async fn person(
     if person_id.is_empty() {
         return Err(ApiError::BadRequest("the person id is empty"));
     }
-    let pages = Pages::person(state.store.clone(), kind, person_id);
+    let source = q.source.filter(|s| !s.is_empty());
+    let pages = Pages::person(state.store.clone(), kind, person_id, source);
     let mut response = Body::from_stream(pages.into_stream()).into_response();
     let h = response.headers_mut();
     h.insert(

@@ -60,8 +60,9 @@ pub const EVENTS_HEADER: &str = "tally-export-events";
 /// An export's position: the next page starts after `cursor`.
 pub struct Pages {
     store: Arc<dyn Store>,
-    /// One person's events (an access request) instead of a window.
-    person: Option<(PersonKind, String)>,
+    /// One person's events (an access request) instead of a window, of
+    /// one source if given.
+    person: Option<(PersonKind, String, Option<String>)>,
     from: i64,
     to: i64,
     cursor: Option<ExportCursor>,
@@ -94,9 +95,14 @@ impl Pages {
     /// The pages of one person's stored events, in corrected-time order
     /// (`GET /v1/people/{id}/export`; see
     /// [`AdminStore::person_page`](crate::store::AdminStore::person_page)).
-    pub fn person(store: Arc<dyn Store>, kind: PersonKind, id: String) -> Pages {
+    pub fn person(
+        store: Arc<dyn Store>,
+        kind: PersonKind,
+        id: String,
+        source: Option<String>,
+    ) -> Pages {
         Pages {
-            person: Some((kind, id)),
+            person: Some((kind, id, source)),
             ..Pages::new(store, i64::MIN, i64::MAX)
         }
     }
@@ -122,7 +128,9 @@ impl Pages {
         let page = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
             let events = match &person {
                 None => store.export_page(from, to, cursor.as_ref(), PAGE_ROWS)?,
-                Some((kind, id)) => store.person_page(*kind, id, cursor.as_ref(), PAGE_ROWS)?,
+                Some((kind, id, source)) => {
+                    store.person_page(*kind, id, source.as_deref(), cursor.as_ref(), PAGE_ROWS)?
+                }
             };
             let mut out = Vec::with_capacity(events.iter().map(|e| e.raw.len() + 96).sum());
             for e in &events {

@@ -76,10 +76,11 @@ macro_rules! admin_store_by_concern {
                 &self,
                 kind: $crate::store::PersonKind,
                 id: &str,
+                source: Option<&str>,
                 after: Option<&$crate::store::ExportCursor>,
                 limit: usize,
             ) -> Result<Vec<$crate::store::ExportedEvent>, $crate::store::StoreError> {
-                export::person_page(self, kind, id, after, limit)
+                export::person_page(self, kind, id, source, after, limit)
             }
 
             fn install_events(

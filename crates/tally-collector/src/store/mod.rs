@@ -604,12 +604,13 @@ pub trait AdminStore {
     /// corrected-time order, at most `limit`, after `after`: for a user id
     /// what a deletion of it would remove (its events and the anonymous
     /// events stitched to it directly), for an anonymous id or an install
-    /// id the events carrying it without a user id. It scans the events
-    /// table, like a deletion.
+    /// id the events carrying it without a user id; with `source`, only
+    /// those that source sent. It scans the events table, like a deletion.
     fn person_page(
         &self,
         kind: PersonKind,
         id: &str,
+        source: Option<&str>,
         after: Option<&ExportCursor>,
         limit: usize,
     ) -> Result<Vec<ExportedEvent>, StoreError>;

@@ -43,11 +43,13 @@ pub(crate) fn deletion_by_anonymous_id_and_install(store: &dyn Store) {
     assert_eq!(store.stats().unwrap(), stats(8, 0, 2, 8));
 
     // Access requests read what a deletion would reach, page by page.
-    let person = |kind: PersonKind, id: &str| -> Vec<String> {
+    let scoped = |kind: PersonKind, id: &str, source: Option<&str>| -> Vec<String> {
         let mut out = Vec::new();
         let mut after = None;
         loop {
-            let page = store.person_page(kind, id, after.as_ref(), 1).unwrap();
+            let page = store
+                .person_page(kind, id, source, after.as_ref(), 1)
+                .unwrap();
             let Some(last) = page.last() else { break };
             after = Some(last.cursor.clone());
             out.extend(page.iter().map(|e| e.raw.clone()));
@@ -59,7 +61,14 @@ pub(crate) fn deletion_by_anonymous_id_and_install(store: &dyn Store) {
             })
             .collect()
     };
+    let person = |kind: PersonKind, id: &str| scoped(kind, id, None);
     assert_eq!(person(PersonKind::Anonymous, "anon-gone"), ["n1", "n2"]);
+    // Scoped to a source: the suite's own, or another that sent nothing.
+    assert_eq!(
+        scoped(PersonKind::Anonymous, "anon-gone", Some(SOURCE)),
+        ["n1", "n2"]
+    );
+    assert!(scoped(PersonKind::User, "user-2", Some("wk_other")).is_empty());
     assert_eq!(person(PersonKind::Install, "inst-gone"), ["i1", "i2"]);
     assert_eq!(person(PersonKind::User, "user-2"), ["l1", "l2"]);
     assert_eq!(person(PersonKind::User, "user-1"), ["u1"]);

@@ -74,11 +74,12 @@ pub(super) fn person_page(
     store: &PostgresStore,
     kind: PersonKind,
     id: &str,
+    source: Option<&str>,
     after: Option<&ExportCursor>,
     limit: usize,
 ) -> Result<Vec<ExportedEvent>, StoreError> {
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    let (ts, source, message_id) = match after {
+    let (ts, after_source, message_id) = match after {
         None => (i64::MIN, String::new(), String::new()),
         Some(ExportCursor {
             ts_corrected,
@@ -92,14 +93,18 @@ pub(super) fn person_page(
     };
     let sql = format!(
         "SELECT e.source, e.message_id, e.ts_corrected, e.received_at, e.raw FROM events e \
-         WHERE {} AND (e.ts_corrected, e.source, e.message_id) > ($2, $3, $4) \
+         WHERE {} AND ($6::text IS NULL OR e.source = $6::text) \
+         AND (e.ts_corrected, e.source, e.message_id) > ($2, $3, $4) \
          ORDER BY e.ts_corrected, e.source, e.message_id LIMIT $5",
         identity::person_predicate(kind, "$1::text")
     );
     let mut conn = store.pool.get()?;
     let rows = conn
         .client
-        .query(&sql, &[&id, &ts, &source, &message_id, &limit])
+        .query(
+            &sql,
+            &[&id, &ts, &after_source, &message_id, &limit, &source],
+        )
         .map_err(pg_error)?;
     rows.iter()
         .map(|r| {

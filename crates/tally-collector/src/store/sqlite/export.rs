@@ -68,6 +68,7 @@ pub(super) fn person_page(
     store: &SqliteStore,
     kind: PersonKind,
     id: &str,
+    source: Option<&str>,
     after: Option<&ExportCursor>,
     limit: usize,
 ) -> Result<Vec<ExportedEvent>, StoreError> {
@@ -86,14 +87,14 @@ pub(super) fn person_page(
     };
     let sql = format!(
         "SELECT e.row_id, e.ts_corrected, e.received_at, e.raw FROM events e \
-         WHERE {} AND (e.ts_corrected, e.row_id) > (?2, ?3) \
+         WHERE {} AND (?5 IS NULL OR e.source = ?5) AND (e.ts_corrected, e.row_id) > (?2, ?3) \
          ORDER BY e.ts_corrected, e.row_id LIMIT ?4",
         identity::person_predicate(kind, "?1")
     );
     store.readers.with(|c| {
         c.prepare_cached(&sql)
             .and_then(|mut s| {
-                s.query_map(params![id, ts, row, limit], |r| {
+                s.query_map(params![id, ts, row, limit, source], |r| {
                     let ts_corrected = r.get(1)?;
                     Ok(ExportedEvent {
                         ts_corrected,
