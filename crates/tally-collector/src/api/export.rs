@@ -4,6 +4,9 @@
 //! format and the paging are [`crate::governance::export`]'s). The
 //! answer's `Tally-Export-Events` header counts the events of the window
 //! when the export started.
+//!
+//! `GET /v1/people/{person_id}/export` (admin token) streams one person's
+//! events the same way, for an access request.
 
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
