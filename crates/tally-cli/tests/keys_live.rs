@@ -184,6 +184,9 @@ fn a_rotated_token_keeps_working_until_its_grace_period_ends() {
     // A read token is refused on an admin path (403), not unknown.
     assert_eq!(get_with(&agent, &server.url("/v1/keys"), &old).0, 403);
 
+    // Taken before the request: the grace period starts when the
+    // collector handles it, which is later.
+    let rotated_at = Instant::now();
     let (new, note) = tally_keys(&server, &["rotate", &id, "--grace", "2s"]);
     let new = new.trim().to_owned();
     assert_ne!(new, old);
@@ -191,7 +194,6 @@ fn a_rotated_token_keeps_working_until_its_grace_period_ends() {
         note.contains("the previous secret stays valid until"),
         "{note}"
     );
-    let rotated_at = Instant::now();
     // Both are valid during the grace period.
     assert_eq!(get_with(&agent, &me, &old).0, 200);
     assert_eq!(get_with(&agent, &me, &new).0, 200);
@@ -201,7 +203,7 @@ fn a_rotated_token_keeps_working_until_its_grace_period_ends() {
     });
     let ended = rotated_at.elapsed();
     assert!(
-        ended >= Duration::from_millis(1_900),
+        ended >= Duration::from_millis(1_990),
         "the old secret ended after {ended:?} ({waited:?} of polling), before its 2 s grace"
     );
     assert_eq!(get_with(&agent, &me, &new), (200, json!({"role": "read"})));
@@ -282,9 +284,10 @@ fn a_key_revoked_on_one_collector_is_refused_by_another_on_the_same_database() {
         n += 1;
         post_with(&agent, &b.base, &secret, &format!("after-{n}")).0
     });
-    // The poll interval is 1 s: refused well within seconds.
+    // The poll interval is 1 s: refused within seconds (the bound leaves
+    // room for a loaded machine).
     assert!(
-        refused < Duration::from_secs(3),
+        refused < Duration::from_secs(5),
         "refused after {refused:?}"
     );
     // Both collectors list the same keys.
