@@ -3,6 +3,7 @@
 use clap::{CommandFactory as _, Parser, Subcommand};
 
 mod args;
+mod audit;
 mod backup;
 mod bench;
 mod client;
@@ -10,6 +11,7 @@ mod completions;
 mod emit;
 mod export;
 mod inspect;
+mod keys;
 mod operate;
 mod plan;
 mod query;
@@ -45,6 +47,12 @@ enum Command {
     Bench(bench::BenchCommand),
     /// Export a collector's stored events to NDJSON or Parquet.
     Export(export::ExportArgs),
+    /// Manage a collector's write keys, read tokens and admin tokens while
+    /// it runs: create, list, rotate, revoke.
+    Keys(keys::KeysArgs),
+    /// Read a collector's audit log: who read, deleted or changed what,
+    /// and the refused authentications.
+    Audit(audit::AuditArgs),
     /// Copy the SQLite store, consistently, while the collector runs.
     Backup(backup::BackupArgs),
     /// Print a completion script for a shell to stdout.
@@ -71,6 +79,8 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(cmd) => bench::run(cmd),
         Command::Export(args) => export::run(args),
         Command::Query(args) => query::run(args),
+        Command::Keys(args) => keys::run(args),
+        Command::Audit(args) => audit::run(args),
         Command::Backup(args) => backup::run(args),
         Command::Completions(args) => completions::completions(&args, Cli::command()),
         Command::Man => completions::man(Cli::command()),

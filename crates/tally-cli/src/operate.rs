@@ -74,10 +74,10 @@ pub struct DeadLettersArgs {
     /// Rows per page [default: 100, at most 1000]
     #[arg(long)]
     limit: Option<usize>,
-    /// Start after this row id (the `next` a previous page printed)
+    /// Start after this row id (the `--before` a previous page printed)
     #[arg(long, value_name = "ID")]
     before: Option<i64>,
-    /// Follow `next` until the last page (with --json, one answer per line)
+    /// Follow the pages to the last (with --json, one answer per line)
     #[arg(long)]
     all: bool,
     #[command(flatten)]
@@ -207,10 +207,10 @@ pub fn dead_letters(args: DeadLettersArgs) -> anyhow::Result<()> {
                 ("since", args.since.clone()),
                 ("until", args.until.clone()),
                 ("limit", args.limit.map(|n| n.to_string())),
-                ("before", before.map(|id| id.to_string())),
+                ("before_id", before.map(|id| id.to_string())),
             ])
         ))?;
-        let next = answer["next"].as_i64();
+        let next = answer["next_before_id"].as_i64();
         if args.api.json {
             // One answer per line when paging through all of them.
             if args.all {

@@ -37,7 +37,7 @@ write_keys = [..], admin_token, read_tokens = [..], tls_cert, tls_key, max_in_fl
 max_connections, idle_timeout_s, cors_origins = [..], metrics_token,
 metrics_listen, alert_webhook,
 an [alerts] table: interval_s, window_s, [alerts.<rule>] threshold, for_s, and
-a [retention] table: default_days, dead_letters_days, interval_s, chunk_rows,
+a [retention] table: default_days, dead_letters_days, audit_days, interval_s, chunk_rows,
 [retention.events] \"Event Name\" = days), the default.
 SIGTERM or Ctrl-C stops accepting, finishes requests in flight and exits 0.";
 
@@ -291,12 +291,18 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         );
     }
     let state = state.with_plans(plans.clone());
+    // The configured keys are recorded in the store (so they can be
+    // listed, rotated and revoked), and the ring follows the store's keys.
+    let key_version = tally_collector::keyring::bootstrap(store.as_ref(), state.keys.as_ref())
+        .context("cannot record the configured keys in the store")?;
     let health = state.health.clone();
+    let audit_denied = state.audit_denied.clone();
     // Always on: dead letters expire even when events are kept forever.
     tracing::info!(
         default_days = config.retention.default_days,
         event_rules = config.retention.events.len(),
         dead_letters_days = config.retention.dead_letters_days,
+        audit_days = config.retention.audit_days,
         interval_s = config.retention.interval.as_secs(),
         "retention on"
     );
@@ -333,6 +339,17 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             let metrics = state.metrics.clone();
             plan::spawn_reloader(p, move |outcome| metrics.plan.reload(outcome))
         });
+        let audit_flusher = tally_collector::audit::spawn_flusher(
+            store.clone(),
+            state.audit_denied.clone(),
+            tally_collector::audit::DENIED_FLUSH_INTERVAL,
+        );
+        let key_poller = tally_collector::keyring::spawn_poller(
+            store.clone(),
+            state.keys.clone(),
+            key_version,
+            tally_collector::keyring::KEY_POLL_INTERVAL,
+        );
         let (stop, stopping) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             shutdown_signal().await;
@@ -381,6 +398,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         if let Some(reloader) = plan_reloader {
             reloader.abort();
         }
+        key_poller.abort();
+        audit_flusher.abort();
         // Hands the alert sender lease on (a shared store): a webhook
         // attempt in flight ends within its timeout.
         if tokio::time::timeout(MONITOR_STOP_TIMEOUT, monitor.stop())
@@ -395,6 +414,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     // PostgreSQL client runs its own runtime to close its connections, which
     // panics when that happens on a thread driving (or blocking for) tokio.
     runtime.shutdown_timeout(RUNTIME_SHUTDOWN_TIMEOUT);
+    // Refusals counted since the audit log's last window.
+    if let Err(e) = audit_denied.flush(store.as_ref(), tally_collector::clock::now_ms()) {
+        tracing::warn!(error = %e, "refused authentications not written to the audit log: the store did not answer");
+    }
     // Requests refused before the store since the last flush.
     if let Err(e) = health.batches.flush(store.as_ref()) {
         tracing::warn!(error = %e, "request counts not saved: the store did not answer");

@@ -50,6 +50,7 @@ fn the_example_config_loads_with_the_values_it_shows() {
     assert_eq!((stale.threshold, stale.for_s), (0.05, 0.0));
     assert_eq!(config.retention.default_days, None);
     assert_eq!(config.retention.dead_letters_days, 30);
+    assert_eq!(config.retention.audit_days, 365);
     assert_eq!(config.retention.interval, Duration::from_secs(3600));
     assert_eq!(config.retention.chunk_rows, 5000);
     assert_eq!(config.dead_letters.max_rows, 100_000);

@@ -162,7 +162,7 @@ fn dead_letters_are_read_by_reason_and_a_page_at_a_time() {
     let out = tally(&server, &["dead-letters", "--reason", "seq_zero", "--json"]);
     let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(v["dead_letters"][0]["message_id"], "s-1");
-    assert_eq!(v["next"], Value::Null);
+    assert_eq!(v["next_before_id"], Value::Null);
 
     // The collector's refusal reaches the operator in its own words.
     let out = tally(&server, &["dead-letters", "--reason", "no_such_reason"]);

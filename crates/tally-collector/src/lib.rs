@@ -12,6 +12,8 @@
 //! |---|---|
 //! | [`api`] | the [`Router`](axum::Router) ([`api::app`]), its state and layers (authentication, CORS), and the handlers by audience |
 //! | [`ingest`] | the ingest path, one module per stage (design in its doc): authentication, body bounds, decoding, events |
+//! | [`audit`] | the audit trail: what a row of every read and admin action holds, refusals counted in windows |
+//! | [`keyring`] | the secrets accepted now: configured keys and the keys in the store, followed by polling its key version |
 //! | [`store`] | the store contract and its SQLite and PostgreSQL implementations |
 //! | [`queries`] | product queries: events, active people, sessions, funnels, retention, breakdowns |
 //! | [`health`] | pipeline health: its figures and the task that refreshes them |
@@ -30,6 +32,7 @@
 
 pub mod alerts;
 pub mod api;
+pub mod audit;
 pub mod client;
 pub mod clock;
 pub mod config;
@@ -38,6 +41,7 @@ pub mod error;
 pub mod governance;
 pub mod health;
 pub mod ingest;
+pub mod keyring;
 pub mod metrics;
 pub mod plan;
 pub mod process_metrics;

@@ -20,6 +20,7 @@ use tally_collector::client::ClientAddr;
 use tally_collector::clock::now_ms;
 use tally_collector::ingest::auth::Keys;
 use tally_collector::store;
+use tally_collector::store::keys::{KeyKind, KeyOrigin, NewKey};
 use tally_proto::{content_digest, format_timestamp, DecodeLimits, RejectReason};
 use tower::ServiceExt as _;
 
@@ -757,7 +758,7 @@ async fn drop_reports_fill_completeness() {
 }
 
 /// Dead letters read a page at a time, newest first, by reason and by
-/// time of receipt; `next` is the cursor of the following page.
+/// time of receipt; `next_before_id` is the cursor of the following page.
 #[tokio::test]
 async fn dead_letters_are_paged_and_filtered() {
     let h = harness("dead-pages");
@@ -791,27 +792,31 @@ async fn dead_letters_are_paged_and_filtered() {
     let (status, _, first) = h.send(admin_get("/v1/dead-letters?limit=2")).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(ids(&first), ["n-3", "z-2"]);
-    assert_eq!(first["next"], first["dead_letters"][1]["id"]);
+    assert_eq!(first["next_before_id"], first["dead_letters"][1]["id"]);
     assert_eq!(first["totals"]["kept"], 5);
-    let next = first["next"].as_i64().unwrap();
+    let next = first["next_before_id"].as_i64().unwrap();
     let (_, _, second) = h
         .send(admin_get(&format!(
-            "/v1/dead-letters?limit=2&before={next}"
+            "/v1/dead-letters?limit=2&before_id={next}"
         )))
         .await;
     assert_eq!(ids(&second), ["n-2", "z-1"]);
-    let next = second["next"].as_i64().unwrap();
+    let next = second["next_before_id"].as_i64().unwrap();
     let (_, _, last) = h
         .send(admin_get(&format!(
-            "/v1/dead-letters?limit=2&before={next}"
+            "/v1/dead-letters?limit=2&before_id={next}"
         )))
         .await;
     assert_eq!(ids(&last), ["n-1"]);
-    assert_eq!(last["next"], Value::Null, "a short page is the last");
+    assert_eq!(
+        last["next_before_id"],
+        Value::Null,
+        "a short page is the last"
+    );
 
     let (_, _, by_reason) = h.send(admin_get("/v1/dead-letters?reason=seq_zero")).await;
     assert_eq!(ids(&by_reason), ["z-2", "z-1"]);
-    assert_eq!(by_reason["next"], Value::Null);
+    assert_eq!(by_reason["next_before_id"], Value::Null);
     assert_eq!(by_reason["dead_letters"][0]["reason"], "seq_zero");
     let (_, _, none_yet) = h
         .send(admin_get(&format!(
@@ -831,7 +836,7 @@ async fn dead_letters_are_paged_and_filtered() {
     for bad in [
         "/v1/dead-letters?reason=no_such_reason",
         "/v1/dead-letters?since=yesterday",
-        "/v1/dead-letters?before=x",
+        "/v1/dead-letters?before_id=x",
         "/v1/dead-letters?limit=-1",
     ] {
         let (status, _, answer) = h.send(admin_get(bad)).await;
@@ -1152,6 +1157,8 @@ async fn a_locked_store_is_503_with_retry_after_and_nothing_is_accepted() {
 const READ: &str = "read-token-0123456789";
 const METRICS: &str = "metrics-token-0123456789";
 const WRONG: &str = "not-a-token-0123456789";
+/// The stored key the role walk rotates and revokes.
+const ROLES_KEY_ID: &str = "rt_00000000000000aa";
 
 /// What a credential must get on a route: the status when the route is
 /// walked with that credential and a valid request.
@@ -1159,6 +1166,7 @@ fn expected(route: &RouteInfo, method: &str, credential: Option<&str>) -> Status
     use StatusCode as S;
     let ok = match (method, route.path) {
         ("POST", "/v1/deletions") => S::ACCEPTED,
+        ("POST", "/v1/keys") => S::CREATED,
         _ => S::OK,
     };
     let known = |allowed: &[&str]| match credential {
@@ -1199,6 +1207,8 @@ fn example(
 ) -> Request<Body> {
     let uri = path
         .replace("{install_id}", "install-roles")
+        .replace("{key_id}", ROLES_KEY_ID)
+        .replace("{person_id}", "user-roles-1")
         .replace("{file}", asset)
         .replace("{write_key}", credential.unwrap_or("none"));
     let uri = match uri.as_str() {
@@ -1227,6 +1237,8 @@ fn example(
         }
         (_, "/v1/deletions") => Body::from(json!({ "userId": format!("gone-{n}") }).to_string()),
         (_, "/v1/m") => Body::from("{}"),
+        (_, "/v1/keys") => Body::from(json!({ "kind": "read", "name": "roles" }).to_string()),
+        (_, p) if p.starts_with("/v1/keys/") => Body::from("{}"),
         _ => Body::from(message.to_string()),
     };
     let mut request = Request::builder()
@@ -1260,6 +1272,18 @@ async fn every_route_answers_every_credential_as_its_role_says() {
             .with_read_tokens([READ.to_owned()])
             .with_metrics_token(Some(METRICS.to_owned())),
     );
+    // A key to rotate and revoke (once, by the admin token).
+    h.state
+        .store
+        .create_key(&NewKey {
+            id: ROLES_KEY_ID.to_owned(),
+            kind: KeyKind::Read,
+            name: "roles".to_owned(),
+            origin: KeyOrigin::Api,
+            created_at: now_ms(),
+            digest: tally_collector::keyring::digest("roles-key-secret-0123456789"),
+        })
+        .unwrap();
     let seed = json!({"batch": [{
         "type": "track", "messageId": "roles-seed", "anonymousId": "anon-roles",
         "event": "Signed Up", "context": {"tally": {"install_id": "install-roles", "seq": 1}}
@@ -1304,7 +1328,7 @@ async fn every_route_answers_every_credential_as_its_role_says() {
     // Every route, every method, six credentials each.
     let methods: usize = table.iter().map(|r| r.methods.len()).sum();
     assert_eq!(walked, methods * credentials.len());
-    assert_eq!(table.len(), 44);
+    assert_eq!(table.len(), 49);
     // Who may do what is a decision: changing it changes this list.
     let by_access = |access: Access| -> Vec<&str> {
         let mut paths: Vec<&str> = table
@@ -1319,12 +1343,17 @@ async fn every_route_answers_every_credential_as_its_role_says() {
         by_access(Access::Admin),
         [
             "/v1/alerts",
+            "/v1/audit",
             "/v1/dead-letters",
             "/v1/deletions",
             "/v1/health/pipeline",
             "/v1/installs",
             "/v1/installs/{install_id}",
             "/v1/installs/{install_id}/events",
+            "/v1/keys",
+            "/v1/keys/{key_id}/revoke",
+            "/v1/keys/{key_id}/rotate",
+            "/v1/people/{person_id}/export",
             "/v1/plan/reload",
         ]
     );
@@ -1372,4 +1401,143 @@ async fn me_names_the_role_of_the_token() {
         assert_eq!(status, StatusCode::OK);
         assert_eq!(body, json!({ "role": role }));
     }
+}
+
+/// `POST /v1/deletions` takes a user id, an anonymous id or an install
+/// id (exactly one); a never-identified person's late events are refused
+/// after it, and the list names each request's kind.
+#[tokio::test]
+async fn deletion_by_anonymous_id_or_install_id() {
+    let h = harness("erase");
+    let anonymous = |id: &str, anon: &str, install: &str| {
+        json!({
+            "type": "track", "messageId": id, "anonymousId": anon, "event": "Opened",
+            "timestamp": format_timestamp(now_ms() - 1_000),
+            "context": {"tally": {"install_id": install, "seq": 1}},
+        })
+    };
+    let batch = json!({"batch": [
+        anonymous("e1", "anon-erase", "inst-1"),
+        anonymous("e2", "anon-keep", "inst-erase"),
+    ]});
+    assert_eq!(
+        h.send(batch_request("/v1/batch", &batch)).await.0,
+        StatusCode::OK
+    );
+    let delete = |body: Value| {
+        Request::builder()
+            .method(Method::POST)
+            .uri("/v1/deletions")
+            .header(header::AUTHORIZATION, format!("Bearer {ADMIN}"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body.to_string()))
+            .unwrap()
+    };
+    for bad in [
+        json!({}),
+        json!({"userId": "u", "anonymousId": "a"}),
+        json!({"anonymousId": ""}),
+        json!({"deviceId": "d"}),
+    ] {
+        let (status, _, body) = h.send(delete(bad.clone())).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+    }
+    let (status, _, report) = h.send(delete(json!({"anonymousId": "anon-erase"}))).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(
+        report,
+        json!({"deleted_events": 1, "deleted_dead_letters": 0, "aliased_user_ids": []})
+    );
+    let (status, _, report) = h.send(delete(json!({"installId": "inst-erase"}))).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(report["deleted_events"], 1);
+    // The offline device syncs later: refused, with the reason.
+    let late = json!({"batch": [anonymous("e3", "anon-erase", "inst-2")]});
+    let (_, _, body) = h.send(batch_request("/v1/batch", &late)).await;
+    assert_eq!(
+        statuses(&body),
+        [("rejected".to_owned(), Some("deleted_user".to_owned()))]
+    );
+    let (_, _, list) = h.send(admin_get("/v1/deletions")).await;
+    let rows = list["deletions"].as_array().unwrap();
+    assert_eq!(rows[0]["kind"], "installId");
+    assert_eq!(rows[0]["installId"], "inst-erase");
+    assert_eq!(rows[1]["kind"], "anonymousId");
+    assert_eq!(rows[1]["anonymousId"], "anon-erase");
+    assert_eq!(rows[1]["deleted_events"], 1);
+    assert!(rows[1].get("userId").is_none());
+}
+
+/// `GET /v1/people/{id}/export`: one person's stored events for an access
+/// request, as export lines: a user's own and stitched events, or a
+/// device's anonymous ones, and nothing of anyone else.
+#[tokio::test]
+async fn a_person_export_holds_that_person_and_no_one_else() {
+    let h = harness("person");
+    let ts = |ms: i64| format_timestamp(now_ms() - ms);
+    let batch = json!({"batch": [
+        {"type": "track", "messageId": "p1", "anonymousId": "anon-p", "event": "Opened",
+         "timestamp": ts(5_000), "properties": {"n": 1}},
+        {"type": "identify", "messageId": "p2", "anonymousId": "anon-p", "userId": "user-p",
+         "timestamp": ts(4_000)},
+        {"type": "track", "messageId": "p3", "userId": "user-p", "event": "Paid",
+         "timestamp": ts(3_000)},
+        {"type": "track", "messageId": "o1", "anonymousId": "anon-o", "event": "Opened",
+         "timestamp": ts(2_000), "context": {"tally": {"install_id": "inst-o", "seq": 1}}},
+    ]});
+    assert_eq!(
+        h.send(batch_request("/v1/batch", &batch)).await.0,
+        StatusCode::OK
+    );
+    // One line is read back as a JSON object, several as text.
+    let ids = |body: &Value| -> Vec<String> {
+        let lines: Vec<Value> = match body {
+            Value::Object(_) => vec![body.clone()],
+            other => other
+                .as_str()
+                .unwrap_or_default()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect(),
+        };
+        lines
+            .iter()
+            .map(|v| v["messageId"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let (status, headers, body) = h.send(admin_get("/v1/people/user-p/export")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers[header::CONTENT_TYPE], "application/x-ndjson");
+    // The user's own events and the anonymous one stitched to them.
+    assert_eq!(ids(&body), ["p1", "p2", "p3"]);
+    let line: Value = serde_json::from_str(body.as_str().unwrap().lines().next().unwrap()).unwrap();
+    assert_eq!(line["properties"], json!({"n": 1}));
+    assert!(line["receivedAt"].is_string());
+    let (_, _, body) = h
+        .send(admin_get("/v1/people/anon-o/export?kind=anonymousId"))
+        .await;
+    assert_eq!(ids(&body), ["o1"]);
+    let (_, _, body) = h
+        .send(admin_get("/v1/people/inst-o/export?kind=installId"))
+        .await;
+    assert_eq!(ids(&body), ["o1"]);
+    let own = tally_collector::ingest::auth::source_id(KEY);
+    let (_, _, body) = h
+        .send(admin_get(&format!("/v1/people/user-p/export?source={own}")))
+        .await;
+    assert_eq!(ids(&body), ["p1", "p2", "p3"]);
+    let other = tally_collector::ingest::auth::source_id(OTHER_KEY);
+    let (_, _, body) = h
+        .send(admin_get(&format!(
+            "/v1/people/user-p/export?source={other}"
+        )))
+        .await;
+    assert!(ids(&body).is_empty());
+    let (status, _, body) = h.send(admin_get("/v1/people/nobody/export")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, Value::Null);
+    let (status, _, _) = h
+        .send(admin_get("/v1/people/user-p/export?kind=email"))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
 }

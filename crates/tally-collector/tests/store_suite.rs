@@ -13,7 +13,8 @@ use tally_collector::metrics::Metrics;
 use tally_collector::queries::{answer, ProductQuery};
 use tally_collector::store::{
     DeadLetter, DeadLetterQuery, DeletionRecord, DeletionStatus, DroppedRange, EventCount,
-    ExpiryScope, ExportedEvent, InstallEvent, InstallReport, NewEvent, Stats, Store, WriteOutcome,
+    ExpiryScope, ExportedEvent, InstallEvent, InstallReport, NewEvent, PersonKind, Stats, Store,
+    WriteOutcome,
 };
 use tally_proto::{MessageType, Priority, RejectReason};
 
@@ -28,6 +29,18 @@ const SOURCE: &str = "wk_suite";
 #[macro_use]
 #[path = "store_suite/queries.rs"]
 mod queries;
+
+#[macro_use]
+#[path = "store_suite/keys.rs"]
+mod keys;
+
+#[macro_use]
+#[path = "store_suite/audit.rs"]
+mod audit;
+
+#[macro_use]
+#[path = "store_suite/erasure.rs"]
+mod erasure;
 
 #[path = "support/test_db.rs"]
 mod test_db;
@@ -895,11 +908,11 @@ fn retention_pass_applies_named_rules_and_the_default(store: &dyn Store) {
     let metrics = Metrics::new();
     let report = retention::pass(store, &policy, now, &metrics, &Stop::default()).unwrap();
     // song-40d, order-3000d, open-100d, ident-100d; a chunk of one row
-    // each, and one short chunk per rule to see the end (and one for the
-    // dead letters: none).
+    // each, and one short chunk per rule to see the end (and one each for
+    // the dead letters and the audit log: none).
     assert_eq!(report.expired, 4);
     assert_eq!(report.dead_letters, 0);
-    assert_eq!(report.chunks, 8);
+    assert_eq!(report.chunks, 9);
     assert_eq!(store.stats().unwrap(), stats(7, 0, 0, 3));
     let left: Vec<i64> = store
         .export_page(i64::MIN, i64::MAX, None, 100)
@@ -1014,7 +1027,8 @@ fn retention_expires_dead_letters_by_receipt_time(store: &dyn Store) {
     let report = retention::pass(store, &policy, now, &metrics, &Stop::default()).unwrap();
     assert_eq!(report.dead_letters, 3);
     assert_eq!(report.expired, 0);
-    assert_eq!(report.chunks, 2);
+    // Two of dead letters, one of the (empty) audit log.
+    assert_eq!(report.chunks, 3);
     assert_eq!(ids(store), ["dl-1", "dl-29", "dl-30"]);
     assert!(metrics
         .encode()
@@ -1023,7 +1037,8 @@ fn retention_expires_dead_letters_by_receipt_time(store: &dyn Store) {
     // The rejected total counts messages ever rejected: it stays.
     assert_eq!(store.stats().unwrap(), stats(0, 0, 8, 0));
     let again = retention::pass(store, &policy, now, &metrics, &Stop::default()).unwrap();
-    assert_eq!((again.dead_letters, again.chunks), (0, 1));
+    // One empty chunk of dead letters, one of the audit log.
+    assert_eq!((again.dead_letters, again.chunks), (0, 2));
 
     // A policy of its own: 7 days leaves the newest only.
     let week = RetentionSettings {
@@ -1244,6 +1259,7 @@ fn deletions_are_listed_newest_first(store: &dyn Store) {
     assert_eq!(store.delete_user("u9", 2_000).unwrap().deleted_events, 0);
     assert_eq!(store.delete_user("u1", 3_000).unwrap().deleted_events, 0);
     let record = |user: &str, at: i64, deleted: u64| DeletionRecord {
+        kind: PersonKind::User,
         user_id: user.to_owned(),
         requested_at: at,
         status: DeletionStatus::Done,
@@ -1512,6 +1528,9 @@ mod sqlite {
 
     store_suite!(fresh);
     query_suite!(fresh);
+    keys_suite!(fresh);
+    audit_suite!(fresh);
+    erasure_suite!(fresh);
 
     /// SQLite's writer is alone: a chunk also deletes the names it left
     /// without events, exactly (PostgreSQL keeps them: see its store).
@@ -1794,6 +1813,9 @@ mod postgres {
 
     store_suite!(fresh);
     query_suite!(fresh);
+    keys_suite!(fresh);
+    audit_suite!(fresh);
+    erasure_suite!(fresh);
 
     /// The collector's cache of persons sees a change made by a
     /// transaction that was still running when it last caught up, once

@@ -16,13 +16,14 @@ use serde::Deserialize;
 
 use super::params::{blocking, query_params, timestamp_param};
 use super::AppState;
+use crate::audit::AuditNote;
 use crate::clock;
 use crate::error::ApiError;
 use crate::health::{PipelineReport, DEFAULT_WINDOW_MS};
 use crate::ingest::auth::Role;
 use crate::ingest::body;
 use crate::store::health::STALE_QUEUE_AGE_S;
-use crate::store::DeadLetterQuery;
+use crate::store::{DeadLetterQuery, PersonKind};
 use tally_proto::RejectReason;
 
 /// Largest body of an admin request (`{"userId": ...}`): an id is at most
@@ -53,23 +54,23 @@ struct DeadLetterParams {
     reason: Option<String>,
     since: Option<String>,
     until: Option<String>,
-    before: Option<i64>,
+    before_id: Option<i64>,
 }
 
-/// `GET /v1/dead-letters[?limit=N&reason=CODE&since=T&until=T&before=ID]` →
-/// `{"dead_letters": [...], "next": ID | null, "totals": {"kept", "bytes",
+/// `GET /v1/dead-letters[?limit=N&reason=CODE&since=T&until=T&before_id=ID]` →
+/// `{"dead_letters": [...], "next_before_id": ID | null, "totals": {"kept", "bytes",
 /// "not_kept", "truncated"}}`: rejected messages newest first, with their
 /// row id and reason (default 100, at most 1,000 a page), filtered by
 /// reason code and by receipt time (`since` inclusive, `until` exclusive,
-/// RFC 3339); `next` is the `before` of the following page, `null` on the
-/// last. `totals` is what the store holds and did not keep, unfiltered.
+/// RFC 3339); `next_before_id` is the `before_id` of the following page,
+/// `null` on the last (as `GET /v1/audit` pages). `totals` is what the store holds and did not keep, unfiltered.
 pub(super) async fn dead_letters(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let q: DeadLetterParams = query_params(
         query.as_deref(),
-        "limit and before must be non-negative integers",
+        "limit and before_id must be non-negative integers",
     )?;
     let reason = match q.reason.filter(|r| !r.is_empty()) {
         None => None,
@@ -84,7 +85,7 @@ pub(super) async fn dead_letters(
         reason,
         since: timestamp_param(q.since, "since is not an RFC 3339 date-time")?,
         until: timestamp_param(q.until, "until is not an RFC 3339 date-time")?,
-        before: q.before,
+        before: q.before_id,
         limit: q.limit.unwrap_or(100).min(MAX_DEAD_LETTERS),
     };
     let limit = query.limit;
@@ -97,7 +98,7 @@ pub(super) async fn dead_letters(
         _ => None,
     };
     Ok(
-        Json(serde_json::json!({ "dead_letters": rows, "next": next, "totals": totals }))
+        Json(serde_json::json!({ "dead_letters": rows, "next_before_id": next, "totals": totals }))
             .into_response(),
     )
 }
@@ -174,13 +175,22 @@ pub(super) async fn install(
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct DeletionRequest {
     #[serde(rename = "userId")]
-    user_id: String,
+    user_id: Option<String>,
+    #[serde(rename = "anonymousId")]
+    anonymous_id: Option<String>,
+    #[serde(rename = "installId")]
+    install_id: Option<String>,
 }
 
-/// `POST /v1/deletions` with `{"userId"}` → 202 `{"deleted_events",
-/// "deleted_dead_letters", "aliased_user_ids"}`.
+/// `POST /v1/deletions` with one of `{"userId"}`, `{"anonymousId"}`,
+/// `{"installId"}` → 202 `{"deleted_events", "deleted_dead_letters",
+/// "aliased_user_ids"[, "linked_user_ids"]}`. A user id takes the user's
+/// events and those stitched to them; an anonymous id or install id (a
+/// person who never identified) the events carrying it without a user id.
+/// Each leaves a tombstone refusing that person's late events.
 pub(super) async fn delete_user(
     State(state): State<AppState>,
     request_body: Body,
@@ -192,23 +202,36 @@ pub(super) async fn delete_user(
         body::BODY_READ_TIMEOUT,
     )
     .await?;
-    let request: DeletionRequest = serde_json::from_slice(&bytes)
-        .map_err(|_| ApiError::BadRequest("expected {\"userId\": \"...\"}"))?;
-    if request.user_id.is_empty() {
-        return Err(ApiError::BadRequest("userId is empty"));
+    let expected = "expected one of {\"userId\"}, {\"anonymousId\"}, {\"installId\"}";
+    let request: DeletionRequest =
+        serde_json::from_slice(&bytes).map_err(|_| ApiError::BadRequest(expected))?;
+    let (kind, id) = match (request.user_id, request.anonymous_id, request.install_id) {
+        (Some(id), None, None) => (PersonKind::User, id),
+        (None, Some(id), None) => (PersonKind::Anonymous, id),
+        (None, None, Some(id)) => (PersonKind::Install, id),
+        _ => return Err(ApiError::BadRequest(expected)),
+    };
+    if id.is_empty() {
+        return Err(ApiError::BadRequest("the id to delete is empty"));
     }
     let requested_at = clock::now_ms();
-    let report = blocking(&state, move |s| {
-        s.delete_user(&request.user_id, requested_at)
+    let note = AuditNote::of(kind.as_str(), id.as_str());
+    let report = blocking(&state, move |s| match kind {
+        PersonKind::User => s.delete_user(&id, requested_at),
+        _ => s.delete_device(kind, &id, requested_at),
     })
     .await?;
     tracing::info!(
+        kind = kind.as_str(),
         deleted_events = report.deleted_events,
         deleted_dead_letters = report.deleted_dead_letters,
         aliased = report.aliased_user_ids.len(),
-        "user deleted"
+        linked = report.linked_user_ids.len(),
+        "person deleted"
     );
-    Ok((StatusCode::ACCEPTED, Json(report)).into_response())
+    let mut response = (StatusCode::ACCEPTED, Json(report)).into_response();
+    response.extensions_mut().insert(note);
+    Ok(response)
 }
 
 /// Deletions listed at most, newest first, unless `limit` says otherwise.
@@ -222,8 +245,9 @@ struct DeletionsQuery {
     limit: Option<usize>,
 }
 
-/// `GET /v1/deletions[?limit=N]` → `{"deletions": [{"userId", "requested_at",
-/// "status", "deleted_events"}]}`, newest first.
+/// `GET /v1/deletions[?limit=N]` → `{"deletions": [{"kind", "userId" |
+/// "anonymousId" | "installId", "requested_at", "status",
+/// "deleted_events"}]}`, newest first.
 pub(super) async fn list_deletions(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
@@ -237,12 +261,14 @@ pub(super) async fn list_deletions(
     let deletions: Vec<serde_json::Value> = records
         .iter()
         .map(|r| {
-            serde_json::json!({
-                "userId": r.user_id,
+            let mut row = serde_json::json!({
+                "kind": r.kind,
                 "requested_at": tally_proto::format_timestamp(r.requested_at),
                 "status": r.status,
                 "deleted_events": r.deleted_events,
-            })
+            });
+            row[r.kind.as_str()] = serde_json::Value::String(r.user_id.clone());
+            row
         })
         .collect();
     Ok(Json(serde_json::json!({ "deletions": deletions })).into_response())

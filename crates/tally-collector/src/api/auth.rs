@@ -16,7 +16,7 @@ use super::AppState;
 use crate::client::ClientAddr;
 use crate::clock;
 use crate::error::ApiError;
-use crate::ingest::auth::{self, query_write_key, Credential, Keys, Role};
+use crate::ingest::auth::{self, query_write_key, Credential, Keys, Principal, Role};
 use crate::throttle::Verdict;
 
 /// What the ingest gate learned of a request's write key before its body,
@@ -79,7 +79,7 @@ pub(super) async fn read_gate(
     next: Next,
 ) -> Response {
     gate(&state, request, next, |keys, credential| {
-        keys.authorize(Role::Read, credential).map(Some)
+        keys.principal(Role::Read, credential).map(Some)
     })
     .await
 }
@@ -91,7 +91,7 @@ pub(super) async fn admin_gate(
     next: Next,
 ) -> Response {
     gate(&state, request, next, |keys, credential| {
-        keys.authorize(Role::Admin, credential).map(Some)
+        keys.principal(Role::Admin, credential).map(Some)
     })
     .await
 }
@@ -112,24 +112,19 @@ pub(super) async fn metrics_gate(
 /// Runs `check` on the request's credential: none is refused as `check`
 /// says, without counting; a present one is judged by the throttle, and
 /// refused (429) while its client is throttled whether it is right or
-/// wrong, so the answer tells nothing about the guess. The role `check`
-/// found goes into the request's extensions.
+/// wrong, so the answer tells nothing about the guess. The [`Principal`]
+/// `check` found, and its [`Role`], go into the request's extensions.
 async fn gate(
     state: &AppState,
-    mut request: Request,
+    request: Request,
     next: Next,
-    check: fn(&Keys, Option<&Credential>) -> Result<Option<Role>, ApiError>,
+    check: fn(&Keys, Option<&Credential>) -> Result<Option<Principal>, ApiError>,
 ) -> Response {
     let outcome = match auth::credential(request.headers()) {
         // No guess made: refused as `check` says, never counted.
         Ok(None) => {
             return match check(&state.keys, None) {
-                Ok(role) => {
-                    if let Some(role) = role {
-                        request.extensions_mut().insert(role);
-                    }
-                    next.run(request).await
-                }
+                Ok(principal) => run(request, next, principal).await,
                 Err(e) => e.into_response(),
             };
         }
@@ -143,16 +138,25 @@ async fn gate(
             ApiError::AuthThrottled { retry_after_s }.into_response()
         }
         Verdict::Allowed => match outcome {
-            Ok(role) => {
-                if let Some(role) = role {
-                    request.extensions_mut().insert(role);
-                }
-                next.run(request).await
-            }
+            Ok(principal) => run(request, next, principal).await,
             Err(e) => {
                 state.metrics.auth_failure();
                 e.into_response()
             }
         },
     }
+}
+
+/// Runs the handler with the [`Principal`] and its [`Role`] in the
+/// request's extensions, and the principal in the response's too (for
+/// the audit layer outside the gate).
+async fn run(mut request: Request, next: Next, principal: Option<Principal>) -> Response {
+    let Some(principal) = principal else {
+        return next.run(request).await;
+    };
+    request.extensions_mut().insert(principal.role);
+    request.extensions_mut().insert(principal.clone());
+    let mut response = next.run(request).await;
+    response.extensions_mut().insert(principal);
+    response
 }

@@ -4,9 +4,12 @@
 //! format and the paging are [`crate::governance::export`]'s). The
 //! answer's `Tally-Export-Events` header counts the events of the window
 //! when the export started.
+//!
+//! `GET /v1/people/{person_id}/export` (admin token) streams one person's
+//! events the same way, for an access request.
 
 use axum::body::Body;
-use axum::extract::{RawQuery, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -16,6 +19,7 @@ use super::AppState;
 use crate::clock;
 use crate::error::ApiError;
 use crate::governance::export::{Pages, EVENTS_HEADER};
+use crate::store::PersonKind;
 
 #[derive(Deserialize)]
 struct ExportQuery {
@@ -56,5 +60,49 @@ pub(super) async fn export(
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(EVENTS_HEADER, HeaderValue::from(total));
+    Ok(response)
+}
+
+#[derive(Deserialize)]
+struct PersonQuery {
+    kind: Option<String>,
+    source: Option<String>,
+}
+
+/// `GET /v1/people/{person_id}/export[?kind=userId|anonymousId|installId][&source=wk_…]`
+/// (admin token): every stored event of one person, for an access
+/// request, as NDJSON lines like `GET /v1/export`'s, in corrected-time
+/// order. A user id (the default kind) gives what a deletion of it would
+/// remove; an anonymous id or install id the events carrying it without
+/// a user id; with `source`, only the events that source (write key id)
+/// sent. A person with no events is an empty body.
+pub(super) async fn person(
+    State(state): State<AppState>,
+    Path(person_id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let q: PersonQuery = query_params(query.as_deref(), "malformed query string")?;
+    let kind = match q.kind.as_deref() {
+        None | Some("userId") => PersonKind::User,
+        Some("anonymousId") => PersonKind::Anonymous,
+        Some("installId") => PersonKind::Install,
+        Some(_) => {
+            return Err(ApiError::BadRequest(
+                "kind must be userId, anonymousId or installId",
+            ))
+        }
+    };
+    if person_id.is_empty() {
+        return Err(ApiError::BadRequest("the person id is empty"));
+    }
+    let source = q.source.filter(|s| !s.is_empty());
+    let pages = Pages::person(state.store.clone(), kind, person_id, source);
+    let mut response = Body::from_stream(pages.into_stream()).into_response();
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-ndjson"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)
 }

@@ -14,7 +14,9 @@
 //! | [`ingest`] | apps and SDKs | none | `POST /v1/m` (client telemetry, answered and dropped), `GET /v1/time` |
 //! | [`ingest`] | browser libraries | the write key in the path or the request | `GET /v1/projects/{writeKey}/settings`, `GET /sourceConfig/` |
 //! | [`product`], [`export`], [`admin`] | product and data teams, the dashboard | read token or admin token ([`auth::read_gate`]) | `GET /v1/query/{events,active,sessions,funnel,retention,breakdown,top-events}` (`docs/query-api.md`), `GET /v1/export` (NDJSON, streamed), `GET /v1/stats`, `/v1/events/count`, `/v1/me` |
-//! | [`admin`] | operators | admin token ([`auth::admin_gate`]) | `GET /v1/installs/{id}`, `/v1/installs/{id}/events`, `/v1/dead-letters`, `/v1/health/pipeline`, `/v1/alerts`, `/v1/deletions`; `POST /v1/deletions` |
+//! | [`admin`], [`export`] | operators | admin token ([`auth::admin_gate`]) | `GET /v1/installs/{id}`, `/v1/installs/{id}/events`, `/v1/dead-letters`, `/v1/health/pipeline`, `/v1/alerts`, `/v1/deletions`, `/v1/people/{id}/export` (one person's events, NDJSON); `POST /v1/deletions` (by `userId`, `anonymousId` or `installId`) |
+//! | [`keys`] | operators | admin token ([`auth::admin_gate`]) | `GET /v1/keys`, `POST /v1/keys`, `POST /v1/keys/{id}/rotate`, `POST /v1/keys/{id}/revoke` |
+//! | [`audit`] | operators | admin token ([`auth::admin_gate`]) | `GET /v1/audit`; and the audit layer on every read and admin path |
 //! | [`ops`] | load balancers, Prometheus | none; metrics or admin token ([`auth::metrics_gate`]) | `GET /healthz`; `GET /metrics` (open on a `--metrics-listen` listener of its own: [`metrics_app`]) |
 //! | [`dashboard`] | people in a browser | none (its data calls need a read or admin token) | `GET /`, `/assets/{file}` |
 //!
@@ -25,10 +27,12 @@
 //! default), never `null`.
 
 pub mod admin;
+pub mod audit;
 pub mod auth;
 pub mod dashboard;
 pub mod export;
 pub mod ingest;
+pub mod keys;
 pub mod ops;
 mod params;
 pub mod plan;
@@ -49,6 +53,7 @@ use tally_proto::DecodeLimits;
 use tokio::sync::Semaphore;
 use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 
+use crate::audit::DeniedCounts;
 use crate::config::DEFAULT_MAX_IN_FLIGHT;
 use crate::error::ApiError;
 use crate::health::monitor::Monitored;
@@ -81,6 +86,9 @@ pub struct AppState {
     pub body_key_slots: Arc<BodyKeySlots>,
     /// Failed admin authentication per client.
     pub auth_throttle: Arc<AuthThrottle>,
+    /// Refused read and admin requests, counted until written to the
+    /// audit log ([`crate::audit`]).
+    pub audit_denied: Arc<DeniedCounts>,
     /// Request rate of each write key ([`crate::ingest::rate`]).
     pub key_rates: Arc<KeyRates>,
     /// Origins whose pages may call the admin, query and export paths.
@@ -114,6 +122,7 @@ impl AppState {
             ingest_slots: Arc::new(Semaphore::new(DEFAULT_MAX_IN_FLIGHT)),
             body_key_slots: Arc::new(BodyKeySlots::default()),
             auth_throttle: Arc::new(AuthThrottle::default()),
+            audit_denied: Arc::new(DeniedCounts::default()),
             key_rates: Arc::new(KeyRates::default()),
             cors_origins: Vec::new(),
             metrics: Arc::new(Metrics::new()),
@@ -190,19 +199,25 @@ pub fn app(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(ingest_cors());
     // Every path that needs a token goes through its gate, which
-    // throttles wrong tokens per client before the handler runs.
+    // throttles wrong tokens per client before the handler runs; read and
+    // admin paths are audited outside their gate, refusals included.
+    let audited = || middleware::from_fn_with_state(state.clone(), audit::record);
     let rest = take(Access::Public)
         .merge(
-            take(Access::Read).route_layer(middleware::from_fn_with_state(
-                state.clone(),
-                auth::read_gate,
-            )),
+            take(Access::Read)
+                .route_layer(middleware::from_fn_with_state(
+                    state.clone(),
+                    auth::read_gate,
+                ))
+                .route_layer(audited()),
         )
         .merge(
-            take(Access::Admin).route_layer(middleware::from_fn_with_state(
-                state.clone(),
-                auth::admin_gate,
-            )),
+            take(Access::Admin)
+                .route_layer(middleware::from_fn_with_state(
+                    state.clone(),
+                    auth::admin_gate,
+                ))
+                .route_layer(audited()),
         )
         .merge(
             take(Access::Metrics).route_layer(middleware::from_fn_with_state(

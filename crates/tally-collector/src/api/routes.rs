@@ -9,7 +9,7 @@ use axum::handler::Handler;
 use axum::routing::{get, post, MethodRouter};
 use tally_proto::MessageType;
 
-use super::{admin, dashboard, export, ingest, ops, plan, product, AppState};
+use super::{admin, audit, dashboard, export, ingest, keys, ops, plan, product, AppState};
 
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -176,6 +176,16 @@ pub(super) fn routes() -> Vec<Route> {
         get_route("/v1/alerts", Admin, admin::alerts),
         get_route("/v1/plan", Read, plan::show),
         post_route("/v1/plan/reload", Admin, plan::reload),
+        route(
+            "/v1/keys",
+            &["GET", "POST"],
+            Admin,
+            get(keys::list).post(keys::create),
+        ),
+        post_route("/v1/keys/{key_id}/rotate", Admin, keys::rotate),
+        post_route("/v1/keys/{key_id}/revoke", Admin, keys::revoke),
+        get_route("/v1/audit", Admin, audit::list),
+        get_route("/v1/people/{person_id}/export", Admin, export::person),
     ]);
     routes
 }

@@ -47,7 +47,7 @@ use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 use tally_proto::format_timestamp;
 
-use crate::store::{ExportCursor, Store, StoreError};
+use crate::store::{ExportCursor, PersonKind, Store, StoreError};
 
 /// Events per page read from the store: about 0.7 MB of NDJSON for
 /// SDK-sized messages, large enough that a page's query cost is spread
@@ -60,6 +60,9 @@ pub const EVENTS_HEADER: &str = "tally-export-events";
 /// An export's position: the next page starts after `cursor`.
 pub struct Pages {
     store: Arc<dyn Store>,
+    /// One person's events (an access request) instead of a window, of
+    /// one source if given.
+    person: Option<(PersonKind, String, Option<String>)>,
     from: i64,
     to: i64,
     cursor: Option<ExportCursor>,
@@ -81,10 +84,26 @@ impl Pages {
     pub fn new(store: Arc<dyn Store>, from: i64, to: i64) -> Pages {
         Pages {
             store,
+            person: None,
             from,
             to,
             cursor: None,
             done: false,
+        }
+    }
+
+    /// The pages of one person's stored events, in corrected-time order
+    /// (`GET /v1/people/{id}/export`; see
+    /// [`AdminStore::person_page`](crate::store::AdminStore::person_page)).
+    pub fn person(
+        store: Arc<dyn Store>,
+        kind: PersonKind,
+        id: String,
+        source: Option<String>,
+    ) -> Pages {
+        Pages {
+            person: Some((kind, id, source)),
+            ..Pages::new(store, i64::MIN, i64::MAX)
         }
     }
 
@@ -105,8 +124,14 @@ impl Pages {
         }
         let (from, to, cursor) = (self.from, self.to, self.cursor.take());
         let store = Arc::clone(&self.store);
+        let person = self.person.clone();
         let page = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
-            let events = store.export_page(from, to, cursor.as_ref(), PAGE_ROWS)?;
+            let events = match &person {
+                None => store.export_page(from, to, cursor.as_ref(), PAGE_ROWS)?,
+                Some((kind, id, source)) => {
+                    store.person_page(*kind, id, source.as_deref(), cursor.as_ref(), PAGE_ROWS)?
+                }
+            };
             let mut out = Vec::with_capacity(events.iter().map(|e| e.raw.len() + 96).sum());
             for e in &events {
                 write_line(&e.raw, e.ts_corrected, e.received_at, &mut out).map_err(|err| {

@@ -7,6 +7,7 @@
 //! [retention]
 //! default_days = 395            # every event without a rule of its own
 //! dead_letters_days = 30        # rejected messages (default 30 days)
+//! audit_days = 365              # the audit log (default 365 days)
 //! interval_s = 3600             # how often a pass starts (default 1 hour)
 //! chunk_rows = 5000             # rows deleted per transaction (default 5000)
 //!
@@ -67,6 +68,12 @@
 //! a PostgreSQL store may all run the job: their chunks take turns, each
 //! seeing what the others deleted.
 //!
+//! Last, the audit log's rows older than `audit_days`
+//! ([`DEFAULT_AUDIT_DAYS`] unless set) go, in the same chunks
+//! ([`AuditStore::expire_audit`](crate::store::audit::AuditStore::expire_audit)):
+//! it has a retention of its own, since who read or deleted what is kept
+//! longer than the rejected messages and independently of the events.
+//!
 //! Progress is logged per pass (`retention pass` with the numbers deleted)
 //! and counted in `tally_retention_expired_events_total` and
 //! `tally_retention_expired_dead_letters_total`.
@@ -93,6 +100,10 @@ pub const DEFAULT_CHUNK_ROWS: usize = 5_000;
 /// Days a dead letter is kept unless `dead_letters_days` says otherwise:
 /// long enough to investigate a rejection a client reported weeks later.
 pub const DEFAULT_DEAD_LETTERS_DAYS: u32 = 30;
+
+/// Days an audit row is kept unless `audit_days` says otherwise: a year,
+/// what a yearly access review looks back over.
+pub const DEFAULT_AUDIT_DAYS: u32 = 365;
 
 /// How often a pass starts unless `interval_s` says otherwise. Expiry is
 /// counted in days; an hour's lateness is invisible in it.
@@ -122,6 +133,8 @@ pub struct RetentionSettings {
     pub events: Option<BTreeMap<String, u32>>,
     /// Days a dead letter is kept (by receipt time).
     pub dead_letters_days: Option<u32>,
+    /// Days an audit row is kept.
+    pub audit_days: Option<u32>,
     /// Seconds between the starts of two passes.
     pub interval_s: Option<u64>,
     /// Rows deleted per transaction.
@@ -149,6 +162,8 @@ pub struct RetentionPolicy {
     pub events: BTreeMap<String, u32>,
     /// Days a dead letter is kept (by receipt time).
     pub dead_letters_days: u32,
+    /// Days an audit row is kept.
+    pub audit_days: u32,
     /// Time between the starts of two passes.
     pub interval: Duration,
     /// Rows deleted per transaction.
@@ -161,6 +176,7 @@ impl Default for RetentionPolicy {
             default_days: None,
             events: BTreeMap::new(),
             dead_letters_days: DEFAULT_DEAD_LETTERS_DAYS,
+            audit_days: DEFAULT_AUDIT_DAYS,
             interval: DEFAULT_INTERVAL,
             chunk_rows: DEFAULT_CHUNK_ROWS,
         }
@@ -182,6 +198,11 @@ impl RetentionSettings {
             Some(days) => days,
             None => DEFAULT_DEAD_LETTERS_DAYS,
         };
+        let audit_days = match self.audit_days {
+            Some(0) => return Err(RetentionError::ZeroDays("audit_days".into())),
+            Some(days) => days,
+            None => DEFAULT_AUDIT_DAYS,
+        };
         let interval = match self.interval_s {
             Some(0) => return Err(RetentionError::Zero("interval_s")),
             Some(s) => Duration::from_secs(s),
@@ -196,6 +217,7 @@ impl RetentionSettings {
             default_days: self.default_days,
             events,
             dead_letters_days,
+            audit_days,
             interval,
             chunk_rows,
         })
@@ -238,6 +260,8 @@ pub struct PassReport {
     pub expired: u64,
     /// Dead letters deleted.
     pub dead_letters: u64,
+    /// Audit rows deleted.
+    pub audit: u64,
     /// Transactions (chunks) it took, events and dead letters.
     pub chunks: u64,
 }
@@ -281,6 +305,13 @@ pub fn pass(
         report.dead_letters += deleted;
         metrics.retention_dead_letters_chunk(deleted, took);
         Ok((deleted, took))
+    })?;
+    let before = now_ms.saturating_sub(i64::from(policy.audit_days).saturating_mul(DAY_MS));
+    drain(policy, stop, &mut report.chunks, || {
+        let started = Instant::now();
+        let deleted = store.expire_audit(before, policy.chunk_rows)?;
+        report.audit += deleted;
+        Ok((deleted, started.elapsed()))
     })?;
     Ok(report)
 }
@@ -374,13 +405,18 @@ impl RetentionJob {
             .spawn(move || loop {
                 let started = Instant::now();
                 match pass(store.as_ref(), &policy, clock::now_ms(), &metrics, &flag) {
-                    Ok(report) if report.expired > 0 || report.dead_letters > 0 => tracing::info!(
-                        expired = report.expired,
-                        dead_letters = report.dead_letters,
-                        chunks = report.chunks,
-                        elapsed_ms = started.elapsed().as_millis() as u64,
-                        "retention pass"
-                    ),
+                    Ok(report)
+                        if report.expired > 0 || report.dead_letters > 0 || report.audit > 0 =>
+                    {
+                        tracing::info!(
+                            expired = report.expired,
+                            dead_letters = report.dead_letters,
+                            audit = report.audit,
+                            chunks = report.chunks,
+                            elapsed_ms = started.elapsed().as_millis() as u64,
+                            "retention pass"
+                        )
+                    }
                     Ok(_) => tracing::debug!("retention pass: nothing expired"),
                     Err(e) => tracing::warn!(
                         error = %e,

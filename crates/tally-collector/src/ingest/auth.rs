@@ -12,9 +12,8 @@
 //!
 //! A key that is present but unknown is refused (401) even if a later place
 //! holds a good one: the precedence is the client's statement of which key
-//! it means. Keys are compared in constant time against every configured
-//! key. A write key is never an admin token, and the admin token is never
-//! a write key.
+//! it means. A write key is never an admin token, and the admin token is
+//! never a write key.
 //!
 //! # Roles
 //!
@@ -28,54 +27,63 @@
 //! A credential known to the collector but short of the route's role is
 //! refused 403; an unknown one 401.
 //!
-//! The admin, read and metrics tokens are kept only as SHA-256
-//! digests, and a presented token is hashed and compared in constant time
-//! with them: 32 bytes against 32 bytes, so the time taken tells neither
-//! the token's bytes nor its length. (Write keys are public, so their
-//! length is no secret.) Failed admin authentication is throttled per
-//! client by [`crate::throttle`].
+//! Every secret is kept only as its SHA-256 digest, and a presented one
+//! is hashed once and compared in constant time with every accepted
+//! digest ([`crate::keyring`]): 32 bytes against 32 bytes, so the time
+//! taken tells neither the secret's bytes nor its length nor which key
+//! matched. Failed token authentication is throttled per client by
+//! [`crate::throttle`].
+//!
+//! # Live keys
+//!
+//! Besides the configured keys, write keys and tokens live in the store
+//! ([`crate::store::keys`]): created, rotated and revoked through
+//! `/v1/keys` while the collectors run. Which secrets are accepted at a
+//! moment is the key ring's ([`Keys::ring`]), which follows the store: a
+//! revoked or expired secret is unknown (401).
 //!
 //! # Sources
 //!
-//! Each write key is a **source**: the events it sends record its id
-//! ([`source_id`]), dedup is exact within a source, and an install's
-//! completeness belongs to the source that first sent for it. The id is
-//! derived from the key (`wk_` and 16 hex digits of its SHA-256), so every
-//! collector sharing a store names a source alike without coordination,
-//! and the id reveals nothing a holder of the key does not already have.
+//! Each write key is a **source**: the events it sends record its key id
+//! ([`source_id`] for a configured key: `wk_` and 16 hex digits of its
+//! SHA-256, so every collector sharing a store names it alike without
+//! coordination; a random `wk_…` for a key made through the API), dedup is
+//! exact within a source, and an install's completeness belongs to the
+//! source that first sent for it. A rotation keeps the key's id, so its
+//! source stays one source.
+
+use std::sync::{Arc, RwLock};
 
 use axum::http::{header, HeaderMap};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
-use sha2::{Digest as _, Sha256};
-use subtle::{Choice, ConstantTimeEq};
+use subtle::ConstantTimeEq;
 
 use crate::error::ApiError;
-
-/// The SHA-256 digest of a secret.
-type SecretDigest = [u8; 32];
-
-fn digest(secret: &str) -> SecretDigest {
-    Sha256::digest(secret.as_bytes()).into()
-}
-
-/// Whether `presented` hashes to `expected`, in time independent of both.
-fn digest_matches(expected: Option<&SecretDigest>, presented: &str) -> bool {
-    same_digest(expected, &digest(presented))
-}
+use crate::keyring::{self, digest, Ring};
+use crate::store::keys::{KeyKind, KeyOrigin, NewKey, SecretDigest, StoredKey};
 
 /// Whether the digests are equal, in constant time.
 fn same_digest(expected: Option<&SecretDigest>, presented: &SecretDigest) -> bool {
     expected.is_some_and(|e| bool::from(e.ct_eq(presented)))
 }
 
-/// The configured secrets.
-#[derive(Clone)]
+/// The accepted secrets: the configured ones, and the key ring that
+/// follows the store ([`crate::keyring`]).
 pub struct Keys {
-    write: Vec<Box<[u8]>>,
-    admin: Option<SecretDigest>,
-    read: Vec<SecretDigest>,
+    configured: Vec<(KeyKind, SecretDigest)>,
     metrics: Option<SecretDigest>,
+    ring: RwLock<Arc<Ring>>,
+}
+
+impl Clone for Keys {
+    fn clone(&self) -> Self {
+        Self {
+            configured: self.configured.clone(),
+            metrics: self.metrics,
+            ring: RwLock::new(self.ring()),
+        }
+    }
 }
 
 /// What a token may do on the query and admin paths; an admin token may
@@ -98,25 +106,32 @@ impl Role {
     }
 }
 
-/// The id of the source a write key stands for (see the module doc).
+/// Who made a request on a read or admin path: the role and id of the
+/// token's key (what audit rows record; never the secret).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// What the token may do.
+    pub role: Role,
+    /// Its key's id (`at_…`, `rt_…`).
+    pub key_id: Arc<str>,
+}
+
+/// The id of the source a configured write key stands for (see the
+/// module doc).
 pub fn source_id(key: &str) -> String {
-    let digest = Sha256::digest(key.as_bytes());
-    let mut id = String::with_capacity(3 + 16);
-    id.push_str("wk_");
-    for byte in &digest[..8] {
-        id.push_str(&format!("{byte:02x}"));
-    }
-    id
+    keyring::configured_id(KeyKind::Write, &digest(key))
 }
 
 impl std::fmt::Debug for Keys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never print the secrets themselves.
+        let count = |k: KeyKind| self.configured.iter().filter(|(c, _)| *c == k).count();
         f.debug_struct("Keys")
-            .field("write_keys", &self.write.len())
-            .field("admin_token", &self.admin.is_some())
-            .field("read_tokens", &self.read.len())
+            .field("write_keys", &count(KeyKind::Write))
+            .field("admin_token", &(count(KeyKind::Admin) > 0))
+            .field("read_tokens", &count(KeyKind::Read))
             .field("metrics_token", &self.metrics.is_some())
+            .field("ring", &self.ring())
             .finish()
     }
 }
@@ -143,59 +158,115 @@ impl Keys {
     /// Keys from configuration; empty strings are ignored (an empty key
     /// would match a client that sends none).
     pub fn new(write_keys: impl IntoIterator<Item = String>, admin_token: Option<String>) -> Self {
+        let mut configured: Vec<(KeyKind, SecretDigest)> = write_keys
+            .into_iter()
+            .filter(|k| !k.is_empty())
+            .map(|k| (KeyKind::Write, digest(&k)))
+            .collect();
+        if let Some(t) = admin_token.filter(|t| !t.is_empty()) {
+            configured.push((KeyKind::Admin, digest(&t)));
+        }
+        let ring = RwLock::new(Arc::new(Ring::configured(&configured)));
         Self {
-            write: write_keys
-                .into_iter()
-                .filter(|k| !k.is_empty())
-                .map(|k| k.into_bytes().into_boxed_slice())
-                .collect(),
-            admin: admin_token.filter(|t| !t.is_empty()).map(|t| digest(&t)),
-            read: Vec::new(),
+            configured,
             metrics: None,
+            ring,
         }
     }
 
     /// The same keys, with tokens that may read (see [`Role::Read`]);
     /// empty ones are ignored.
     pub fn with_read_tokens(mut self, tokens: impl IntoIterator<Item = String>) -> Self {
-        self.read = tokens
-            .into_iter()
-            .filter(|t| !t.is_empty())
-            .map(|t| digest(&t))
-            .collect();
+        self.configured.retain(|(k, _)| *k != KeyKind::Read);
+        self.configured.extend(
+            tokens
+                .into_iter()
+                .filter(|t| !t.is_empty())
+                .map(|t| (KeyKind::Read, digest(&t))),
+        );
+        self.ring = RwLock::new(Arc::new(Ring::configured(&self.configured)));
         self
     }
 
     /// The same keys, with a token that may read `/metrics` (besides the
-    /// admin token); empty is none.
+    /// admin token); empty is none. The metrics token is configured only,
+    /// never stored.
     pub fn with_metrics_token(mut self, token: Option<String>) -> Self {
         self.metrics = token.filter(|t| !t.is_empty()).map(|t| digest(&t));
         self
     }
 
-    /// Whether `key` is one of the write keys. Every configured key is
-    /// compared, so the time taken does not tell which one matched.
-    pub fn is_write_key(&self, key: &str) -> bool {
-        let mut found = Choice::from(0);
-        for k in &self.write {
-            found |= k.as_ref().ct_eq(key.as_bytes());
+    /// The ring in force now.
+    pub fn ring(&self) -> Arc<Ring> {
+        match self.ring.read() {
+            Ok(ring) => Arc::clone(&ring),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
         }
-        found.into()
     }
 
-    /// Whether `token` is the admin token.
+    /// Puts the ring of `stored` and the configuration in force
+    /// ([`keyring::Ring::from_store`]).
+    pub fn install(&self, stored: &[StoredKey]) {
+        <Self as keyring::RingHolder>::install(self, stored);
+    }
+
+    /// The configured keys as the store records them (their secrets only
+    /// as digests), made at `now`.
+    pub fn configured_keys(&self, now: i64) -> Vec<NewKey> {
+        <Self as keyring::RingHolder>::configured_keys(self, now)
+    }
+}
+
+impl keyring::RingHolder for Keys {
+    fn install(&self, stored: &[StoredKey]) {
+        let ring = Arc::new(Ring::from_store(&self.configured, stored));
+        match self.ring.write() {
+            Ok(mut current) => *current = ring,
+            Err(poisoned) => *poisoned.into_inner() = ring,
+        }
+    }
+
+    fn configured_keys(&self, now: i64) -> Vec<NewKey> {
+        self.configured
+            .iter()
+            .map(|(kind, digest)| NewKey {
+                id: keyring::configured_id(*kind, digest),
+                kind: *kind,
+                name: format!("configured {} key", kind.as_str()),
+                origin: KeyOrigin::Config,
+                created_at: now,
+                digest: *digest,
+            })
+            .collect()
+    }
+}
+
+impl Keys {
+    fn find(&self, presented: &SecretDigest) -> Option<keyring::Found> {
+        self.ring().find(presented, crate::clock::now_ms())
+    }
+
+    /// Whether `key` is a valid write key now. Every secret of the ring
+    /// is compared, so the time taken does not tell which one matched.
+    pub fn is_write_key(&self, key: &str) -> bool {
+        self.find(&digest(key))
+            .is_some_and(|f| f.kind == KeyKind::Write)
+    }
+
+    /// Whether `token` is a valid admin token now.
     pub fn is_admin_token(&self, token: &str) -> bool {
-        digest_matches(self.admin.as_ref(), token)
+        self.find(&digest(token))
+            .is_some_and(|f| f.kind == KeyKind::Admin)
     }
 
-    /// Whether any write key is configured.
+    /// Whether any write key is configured or stored.
     pub fn has_write_keys(&self) -> bool {
-        !self.write.is_empty()
+        self.ring().has(KeyKind::Write)
     }
 
-    /// Whether an admin token is configured.
+    /// Whether any admin token is configured or stored.
     pub fn has_admin_token(&self) -> bool {
-        self.admin.is_some()
+        self.ring().has(KeyKind::Admin)
     }
 
     /// Checks the write key of an ingest request, given each place it may
@@ -215,32 +286,33 @@ impl Keys {
             .or(query)
             .filter(|k| !k.is_empty())
             .ok_or(ApiError::Unauthorized("missing write key"))?;
-        if self.is_write_key(key) {
-            Ok(source_id(key))
-        } else {
-            Err(ApiError::Unauthorized("unknown write key"))
+        match self.find(&digest(key)) {
+            Some(found) if found.kind == KeyKind::Write => Ok(found.key_id.to_string()),
+            _ => Err(ApiError::Unauthorized("unknown write key")),
         }
     }
 
-    /// Whether `token` is one of the read tokens; every one is compared.
+    /// Whether `token` is a valid read token now.
     pub fn is_read_token(&self, token: &str) -> bool {
-        self.is_read_digest(&digest(token))
-    }
-
-    fn is_read_digest(&self, presented: &SecretDigest) -> bool {
-        let mut found = Choice::from(0);
-        for t in &self.read {
-            found |= t.ct_eq(presented);
-        }
-        found.into()
+        self.find(&digest(token))
+            .is_some_and(|f| f.kind == KeyKind::Read)
     }
 
     /// Checks the token of a request that needs `needed`: `Bearer` (Basic
     /// with the token as user name is taken too, for curl users), and
     /// returns the token's role. A known credential short of the role (a
     /// read token on an admin path, a write key, the metrics token) is
-    /// 403; an unknown one 401.
+    /// 403; an unknown one (or a revoked or expired one) 401.
     pub fn authorize(&self, needed: Role, header: Option<&Credential>) -> Result<Role, ApiError> {
+        self.principal(needed, header).map(|p| p.role)
+    }
+
+    /// [`Keys::authorize`], returning the token's key id with its role.
+    pub fn principal(
+        &self,
+        needed: Role,
+        header: Option<&Credential>,
+    ) -> Result<Principal, ApiError> {
         let token = header
             .map(Credential::secret)
             .filter(|t| !t.is_empty())
@@ -248,22 +320,23 @@ impl Keys {
                 Role::Read => ApiError::Unauthorized("missing token"),
                 Role::Admin => ApiError::Unauthorized("missing admin token"),
             })?;
-        // Hashed once, compared with each kind of token.
+        // Hashed once, compared with every secret.
         let presented = digest(token);
-        let role = if same_digest(self.admin.as_ref(), &presented) {
-            Some(Role::Admin)
-        } else if self.is_read_digest(&presented) {
-            Some(Role::Read)
-        } else {
-            None
+        let found = self.find(&presented);
+        let role = match found.as_ref().map(|f| f.kind) {
+            Some(KeyKind::Admin) => Some(Role::Admin),
+            Some(KeyKind::Read) => Some(Role::Read),
+            Some(KeyKind::Write) => return Err(ApiError::Forbidden),
+            None => None,
         };
-        match role {
-            Some(role) if role >= needed => Ok(role),
-            Some(_) => Err(ApiError::Forbidden),
-            None if self.is_write_key(token) || same_digest(self.metrics.as_ref(), &presented) => {
-                Err(ApiError::Forbidden)
-            }
-            None => Err(ApiError::Unauthorized(match needed {
+        match (role, found) {
+            (Some(role), Some(found)) if role >= needed => Ok(Principal {
+                role,
+                key_id: found.key_id,
+            }),
+            (Some(_), _) => Err(ApiError::Forbidden),
+            _ if same_digest(self.metrics.as_ref(), &presented) => Err(ApiError::Forbidden),
+            _ => Err(ApiError::Unauthorized(match needed {
                 Role::Read => "unknown token",
                 Role::Admin => "unknown admin token",
             })),
@@ -279,7 +352,7 @@ impl Keys {
     /// admin token.
     pub fn authorize_metrics(&self, header: Option<&Credential>) -> Result<(), ApiError> {
         match header.map(Credential::secret) {
-            Some(t) if !t.is_empty() && digest_matches(self.metrics.as_ref(), t) => Ok(()),
+            Some(t) if !t.is_empty() && same_digest(self.metrics.as_ref(), &digest(t)) => Ok(()),
             _ => self.authorize_admin(header),
         }
     }

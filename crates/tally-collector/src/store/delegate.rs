@@ -25,6 +25,15 @@ macro_rules! admin_store_by_concern {
                 deletion::delete_user(self, user_id, requested_at)
             }
 
+            fn delete_device(
+                &self,
+                kind: $crate::store::PersonKind,
+                id: &str,
+                requested_at: i64,
+            ) -> Result<$crate::store::DeletionReport, $crate::store::StoreError> {
+                deletion::delete_device(self, kind, id, requested_at)
+            }
+
             fn is_deleted(&self, user_id: &str) -> Result<bool, $crate::store::StoreError> {
                 deletion::is_deleted(self, user_id)
             }
@@ -61,6 +70,17 @@ macro_rules! admin_store_by_concern {
 
             fn count_stored(&self, from: i64, to: i64) -> Result<u64, $crate::store::StoreError> {
                 export::count_stored(self, from, to)
+            }
+
+            fn person_page(
+                &self,
+                kind: $crate::store::PersonKind,
+                id: &str,
+                source: Option<&str>,
+                after: Option<&$crate::store::ExportCursor>,
+                limit: usize,
+            ) -> Result<Vec<$crate::store::ExportedEvent>, $crate::store::StoreError> {
+                export::person_page(self, kind, id, source, after, limit)
             }
 
             fn install_events(

@@ -298,3 +298,71 @@ pub(crate) fn repoint_sql(kind: &str, param: &str) -> String {
 pub(crate) fn expand_migration(sql: &str) -> String {
     sql.replace("{IDENT_PERSON_SQL}", IDENT_PERSON_SQL)
 }
+
+/// The statements of a deletion of an anonymous id or an install (link
+/// kind `a` or `i`, the id as parameter `param`), run in this order in one
+/// transaction (both stores): [`linked`](Self::linked) (the users an
+/// identify linked it to, for the report), then the events, dead letters,
+/// activity and identities that carry it without a user id, then the
+/// tombstone (a `tombstone_links` row naming no user, which
+/// [`refused_sql`] reads like the others) and its links.
+#[derive(Debug)]
+pub(crate) struct DeviceDeletionSql {
+    pub linked: String,
+    pub events: String,
+    pub dead_letters: String,
+    pub activity: String,
+    pub idents: String,
+    pub tombstone: String,
+    pub unlink: String,
+}
+
+impl DeviceDeletionSql {
+    /// The statements for link kind `kind` (`a` or `i`); `raw_bytes` as
+    /// for [`DeletionSql::new`].
+    pub(crate) fn new(kind: &str, param: &str, raw_bytes: &str) -> DeviceDeletionSql {
+        let column = if kind == "a" {
+            "anonymous_id"
+        } else {
+            "install_id"
+        };
+        DeviceDeletionSql {
+            linked: format!(
+                "SELECT target FROM links WHERE kind = '{kind}' AND id = {param} ORDER BY target"
+            ),
+            events: format!(
+                "DELETE FROM events AS e WHERE e.user_id IS NULL AND e.{column} = {param}"
+            ),
+            dead_letters: format!(
+                "DELETE FROM dead_letters AS d WHERE d.user_id IS NULL AND d.{column} = {param} \
+                 RETURNING {raw_bytes}"
+            ),
+            activity: format!(
+                "DELETE FROM active_slots WHERE ident IN \
+                 (SELECT k.id FROM idents k WHERE k.user_id = '' AND k.{column} = {param})"
+            ),
+            idents: format!(
+                "DELETE FROM idents AS k WHERE k.user_id = '' AND k.{column} = {param}"
+            ),
+            tombstone: format!(
+                "INSERT INTO tombstone_links (kind, id, user_id) VALUES ('{kind}', {param}, '') \
+                 ON CONFLICT DO NOTHING"
+            ),
+            unlink: format!("DELETE FROM links WHERE kind = '{kind}' AND id = {param}"),
+        }
+    }
+}
+
+/// The `WHERE` predicate (events aliased `e`) of one person's events for
+/// an access request, the id as `param`: what a deletion of that id
+/// reaches ([`deletion_predicate`] for a user; for an anonymous id or an
+/// install, the events carrying it without a user id).
+pub(crate) fn person_predicate(kind: super::PersonKind, param: &str) -> String {
+    match kind {
+        super::PersonKind::User => format!("({})", deletion_predicate(param)),
+        super::PersonKind::Anonymous => {
+            format!("(e.user_id IS NULL AND e.anonymous_id = {param})")
+        }
+        super::PersonKind::Install => format!("(e.user_id IS NULL AND e.install_id = {param})"),
+    }
+}

@@ -15,6 +15,8 @@
 //! | [`AdminStore`] | the admin API | completeness of an install, deletions, dead letters, export |
 //! | [`HealthStore`] | health, stats, alerts | totals, liveness, pipeline-health figures, the alert outbox |
 //! | [`RetentionStore`] | retention | expired events and dead letters, in chunks |
+//! | [`keys::KeyStore`] | the key ring, the admin API | write keys and tokens: created, rotated, revoked, polled by version |
+//! | [`audit::AuditStore`] | the audit layer, retention | the audit log: appended, read in pages, expired |
 //!
 //! Each backend implements each role in the file of its concern
 //! (`sqlite/write.rs`, `postgres/expiry.rs`, ...).
@@ -99,6 +101,10 @@
 //! to the user move into the tombstone and every link naming it goes. From
 //! then on an event with that user id, or an anonymous event of a device
 //! linked to it, is refused as `deleted_user` (see `identity::refused_sql`).
+//! A person who never identified is deleted by anonymous id or install
+//! ([`AdminStore::delete_device`]): the events carrying it without a user
+//! id go, and its tombstone refuses that device's later anonymous events
+//! the same way.
 //! Deletion scans the events table: it is rare, and an index per id column
 //! would cost every insert.
 //!
@@ -116,10 +122,13 @@ mod dead_letters;
 #[macro_use]
 mod delegate;
 
+pub mod audit;
 #[cfg(feature = "bench")]
 pub mod bulk;
+mod deletions;
 pub mod health;
 mod identity;
+pub mod keys;
 mod migrations;
 pub mod outbox;
 mod plan;
@@ -130,6 +139,7 @@ pub mod sqlite;
 
 pub use self::postgres::PostgresStore;
 pub use dead_letters::{DeadLetterQuery, StoredDeadLetter};
+pub use deletions::{DeletionRecord, DeletionReport, DeletionStatus, PersonKind};
 pub use health::{
     Beacon, Completeness, Fleet, HealthTotals, HealthWindow, Histogram, PipelineFigures,
 };
@@ -477,20 +487,6 @@ pub struct InstallReport {
     pub dropped_by_reason: std::collections::BTreeMap<String, u64>,
 }
 
-/// The result of a deletion request.
-#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
-pub struct DeletionReport {
-    /// Stored events removed.
-    pub deleted_events: u64,
-    /// Dead letters (rejected messages) removed.
-    pub deleted_dead_letters: u64,
-    /// User ids an `alias` had merged into this user. Their events carry
-    /// their own user id, so the deletion did not remove them (no client
-    /// can make a deletion reach another user's data); if they are the
-    /// same person, delete them too.
-    pub aliased_user_ids: Vec<String>,
-}
-
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -552,6 +548,18 @@ pub trait AdminStore {
     /// and writes a tombstone so later events for them are refused.
     fn delete_user(&self, user_id: &str, requested_at: i64) -> Result<DeletionReport, StoreError>;
 
+    /// Deletes the events of an anonymous id or an install that carry no
+    /// user id (a person who never identified, or one device of one), its
+    /// dead letters, identities and links, and writes a tombstone so that
+    /// device's later anonymous events are refused (see the module docs).
+    /// `kind` is [`PersonKind::Anonymous`] or [`PersonKind::Install`].
+    fn delete_device(
+        &self,
+        kind: PersonKind,
+        id: &str,
+        requested_at: i64,
+    ) -> Result<DeletionReport, StoreError>;
+
     /// Whether `user_id` has a tombstone.
     fn is_deleted(&self, user_id: &str) -> Result<bool, StoreError>;
 
@@ -579,6 +587,21 @@ pub trait AdminStore {
 
     /// Stored events with `from <= ts_corrected < to`.
     fn count_stored(&self, from: i64, to: i64) -> Result<u64, StoreError>;
+
+    /// The stored events of one person, for an access request, in
+    /// corrected-time order, at most `limit`, after `after`: for a user id
+    /// what a deletion of it would remove (its events and the anonymous
+    /// events stitched to it directly), for an anonymous id or an install
+    /// id the events carrying it without a user id; with `source`, only
+    /// those that source sent. It scans the events table, like a deletion.
+    fn person_page(
+        &self,
+        kind: PersonKind,
+        id: &str,
+        source: Option<&str>,
+        after: Option<&ExportCursor>,
+        limit: usize,
+    ) -> Result<Vec<ExportedEvent>, StoreError>;
 }
 
 /// The collector's own health: totals, liveness, pipeline-health figures
@@ -658,12 +681,30 @@ pub trait RetentionStore {
 /// (`Arc<dyn Store>`): every store that plays all the roles is one. A
 /// part of the collector that needs one role can take just that trait.
 pub trait Store:
-    IngestStore + QueryStore + AdminStore + HealthStore + RetentionStore + Send + Sync + 'static
+    IngestStore
+    + QueryStore
+    + AdminStore
+    + HealthStore
+    + RetentionStore
+    + keys::KeyStore
+    + audit::AuditStore
+    + Send
+    + Sync
+    + 'static
 {
 }
 
 impl<T> Store for T where
-    T: IngestStore + QueryStore + AdminStore + HealthStore + RetentionStore + Send + Sync + 'static
+    T: IngestStore
+        + QueryStore
+        + AdminStore
+        + HealthStore
+        + RetentionStore
+        + keys::KeyStore
+        + audit::AuditStore
+        + Send
+        + Sync
+        + 'static
 {
 }
 /// Which stored events a retention rule expires
@@ -677,49 +718,6 @@ pub enum ExpiryScope<'a> {
     /// of their own); events without a name (identify, group, alias) are
     /// included.
     AllExcept(&'a [String]),
-}
-
-/// What became of a deletion request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-#[non_exhaustive]
-pub enum DeletionStatus {
-    /// The user's events were removed and the tombstone written, in the
-    /// transaction that recorded the request. (A request whose transaction
-    /// failed leaves no record: it was answered with an error and is
-    /// retried by its sender.)
-    Done,
-}
-
-impl DeletionStatus {
-    /// The stored code.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Self::Done => "done",
-        }
-    }
-
-    fn from_stored(code: &str) -> Result<Self, StoreError> {
-        match code {
-            "done" => Ok(Self::Done),
-            other => Err(StoreError::Backend(format!(
-                "unknown deletion status {other:?} in the store"
-            ))),
-        }
-    }
-}
-
-/// One deletion request as recorded (`GET /v1/deletions`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeletionRecord {
-    /// The deleted user.
-    pub user_id: String,
-    /// When the request arrived, Unix ms (collector clock).
-    pub requested_at: i64,
-    /// What became of it.
-    pub status: DeletionStatus,
-    /// Stored events it removed (0 when the user had none left).
-    pub deleted_events: u64,
 }
 
 /// Where an export page ends; pass it back to read the next page. Opaque:

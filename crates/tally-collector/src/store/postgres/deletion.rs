@@ -7,7 +7,7 @@
 
 use super::{pg_error, PostgresStore};
 use crate::store::identity;
-use crate::store::{DeletionRecord, DeletionReport, DeletionStatus, StoreError};
+use crate::store::{DeletionRecord, DeletionReport, DeletionStatus, PersonKind, StoreError};
 
 pub(super) fn delete_user(
     store: &PostgresStore,
@@ -61,6 +61,63 @@ pub(super) fn delete_user(
             deleted_events: deleted as u64,
             deleted_dead_letters: letters.len() as u64,
             aliased_user_ids: aliased,
+            linked_user_ids: Vec::new(),
+        })
+    })
+}
+
+pub(super) fn delete_device(
+    store: &PostgresStore,
+    kind: PersonKind,
+    id: &str,
+    requested_at: i64,
+) -> Result<DeletionReport, StoreError> {
+    let Some(link) = kind.link_kind() else {
+        return delete_user(store, id, requested_at);
+    };
+    let sql = identity::DeviceDeletionSql::new(link, "$1", "octet_length(raw)");
+    let shard = store.shard();
+    // Under the deletion lock, exclusively, like a user's: the batches in
+    // flight finish first, and the ones after see the tombstone.
+    store.transaction(false, |conn, _| {
+        let client = &mut conn.client;
+        let linked: Vec<String> = client
+            .query(&sql.linked, &[&id])?
+            .iter()
+            .map(|r| r.try_get(0))
+            .collect::<Result<_, _>>()?;
+        let deleted = client.execute(&sql.events, &[&id])? as i64;
+        let letters: Vec<i32> = client
+            .query(&sql.dead_letters, &[&id])?
+            .iter()
+            .map(|r| r.try_get(0))
+            .collect::<Result<_, _>>()?;
+        client.execute(&sql.activity, &[&id])?;
+        client.execute(&sql.idents, &[&id])?;
+        client.execute(&sql.tombstone, &[&id])?;
+        client.execute(&sql.unlink, &[&id])?;
+        let letter_bytes: i64 = letters.iter().map(|&b| i64::from(b)).sum();
+        client.execute(
+            "UPDATE counters SET stored = stored - $1, dead_letter_rows = dead_letter_rows - $2, \
+             dead_letter_bytes = dead_letter_bytes - $3 WHERE shard = $4",
+            &[&deleted, &(letters.len() as i64), &letter_bytes, &shard],
+        )?;
+        client.execute(
+            "INSERT INTO deletions (user_id, requested_at, status, deleted_events, kind) \
+             VALUES ($1, $2, $3, $4, $5)",
+            &[
+                &id,
+                &requested_at,
+                &DeletionStatus::Done.as_str(),
+                &deleted,
+                &kind.as_str(),
+            ],
+        )?;
+        Ok(DeletionReport {
+            deleted_events: deleted as u64,
+            deleted_dead_letters: letters.len() as u64,
+            aliased_user_ids: Vec::new(),
+            linked_user_ids: linked,
         })
     })
 }
@@ -86,7 +143,7 @@ pub(super) fn deletions(
     let rows = conn
         .client
         .query(
-            "SELECT user_id, requested_at, status, deleted_events FROM deletions \
+            "SELECT user_id, requested_at, status, deleted_events, kind FROM deletions \
              ORDER BY row_id DESC LIMIT $1",
             &[&limit],
         )
@@ -94,7 +151,9 @@ pub(super) fn deletions(
     rows.iter()
         .map(|r| {
             let status: &str = r.try_get(2).map_err(pg_error)?;
+            let kind: &str = r.try_get(4).map_err(pg_error)?;
             Ok(DeletionRecord {
+                kind: PersonKind::from_stored(kind)?,
                 user_id: r.try_get(0).map_err(pg_error)?,
                 requested_at: r.try_get(1).map_err(pg_error)?,
                 status: DeletionStatus::from_stored(status)?,

@@ -4,7 +4,7 @@
 //! deep into the window it is.
 
 use super::{pg_error, PostgresStore};
-use crate::store::{CursorTie, ExportCursor, ExportedEvent, StoreError};
+use crate::store::{identity, CursorTie, ExportCursor, ExportedEvent, PersonKind, StoreError};
 
 pub(super) fn export_page(
     store: &PostgresStore,
@@ -68,4 +68,60 @@ pub(super) fn count_stored(store: &PostgresStore, from: i64, to: i64) -> Result<
         )
         .map_err(pg_error)?;
     Ok(row.try_get::<_, i64>(0).map_err(pg_error)?.max(0) as u64)
+}
+
+pub(super) fn person_page(
+    store: &PostgresStore,
+    kind: PersonKind,
+    id: &str,
+    source: Option<&str>,
+    after: Option<&ExportCursor>,
+    limit: usize,
+) -> Result<Vec<ExportedEvent>, StoreError> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let (ts, after_source, message_id) = match after {
+        None => (i64::MIN, String::new(), String::new()),
+        Some(ExportCursor {
+            ts_corrected,
+            tie: CursorTie::MessageId { source, id },
+        }) => (*ts_corrected, source.clone(), id.clone()),
+        Some(_) => {
+            return Err(StoreError::Backend(
+                "an export cursor of another store kind".into(),
+            ))
+        }
+    };
+    let sql = format!(
+        "SELECT e.source, e.message_id, e.ts_corrected, e.received_at, e.raw FROM events e \
+         WHERE {} AND ($6::text IS NULL OR e.source = $6::text) \
+         AND (e.ts_corrected, e.source, e.message_id) > ($2, $3, $4) \
+         ORDER BY e.ts_corrected, e.source, e.message_id LIMIT $5",
+        identity::person_predicate(kind, "$1::text")
+    );
+    let mut conn = store.pool.get()?;
+    let rows = conn
+        .client
+        .query(
+            &sql,
+            &[&id, &ts, &after_source, &message_id, &limit, &source],
+        )
+        .map_err(pg_error)?;
+    rows.iter()
+        .map(|r| {
+            let ts_corrected = r.try_get(2)?;
+            Ok(ExportedEvent {
+                ts_corrected,
+                received_at: r.try_get(3)?,
+                raw: r.try_get(4)?,
+                cursor: ExportCursor {
+                    ts_corrected,
+                    tie: CursorTie::MessageId {
+                        source: r.try_get(0)?,
+                        id: r.try_get(1)?,
+                    },
+                },
+            })
+        })
+        .collect::<Result<_, ::postgres::Error>>()
+        .map_err(pg_error)
 }

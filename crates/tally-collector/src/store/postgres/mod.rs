@@ -79,13 +79,17 @@
 //! | `health` | totals, liveness, pipeline-health figures: written with each batch, read, pruned |
 //! | `outbox` | the alert sender lease and notification outbox |
 //! | `queries` | event counts and the product queries, with the cache of persons |
+//! | `keys` | keys managed live: each change under the lock of the key version row |
+//! | `audit` | the audit log: appended, read in pages, expired in chunks |
 
+mod audit;
 mod dead_letters;
 mod deletion;
 mod expiry;
 mod export;
 mod health;
 mod installs;
+mod keys;
 mod outbox;
 mod pool;
 mod queries;
@@ -250,10 +254,11 @@ impl PostgresStore {
             "pg_advisory_xact_lock"
         };
         // One round trip: open, lock, and learn whether any tombstone
-        // exists (read after the lock, so a deletion that committed
+        // (of a user, or of an anonymous id or install) exists (read after the lock, so a deletion that committed
         // before is seen); without one the per-event check is skipped.
         let begin = format!(
-            "BEGIN; SELECT {lock}({DELETION_LOCK}); SELECT EXISTS (SELECT 1 FROM tombstones)::text"
+            "BEGIN; SELECT {lock}({DELETION_LOCK}); \
+             SELECT (EXISTS (SELECT 1 FROM tombstones) OR EXISTS (SELECT 1 FROM tombstone_links))::text"
         );
         let mut attempt = 0;
         loop {

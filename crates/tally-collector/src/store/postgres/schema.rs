@@ -26,6 +26,9 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0006_idents_changed.sql"),
     include_str!("migrations/0007_sources.sql"),
     include_str!("migrations/0008_deletion_reach.sql"),
+    include_str!("migrations/0009_keys.sql"),
+    include_str!("migrations/0010_audit.sql"),
+    include_str!("migrations/0011_deletion_kinds.sql"),
 ];
 
 /// The migration's transaction.

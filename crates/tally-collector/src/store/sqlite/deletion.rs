@@ -11,7 +11,7 @@
 
 use super::{db_error, SqliteStore, ERASE_WAL_TIMEOUT};
 use crate::store::identity;
-use crate::store::{DeletionRecord, DeletionReport, DeletionStatus, StoreError};
+use crate::store::{DeletionRecord, DeletionReport, DeletionStatus, PersonKind, StoreError};
 use rusqlite::{params, Connection};
 
 pub(super) fn delete_user(
@@ -85,6 +85,77 @@ pub(super) fn delete_user(
             deleted_events: deleted as u64,
             deleted_dead_letters: letters.len() as u64,
             aliased_user_ids: aliased,
+            linked_user_ids: Vec::new(),
+        })
+    })?;
+    erase_wal(store);
+    Ok(report)
+}
+
+pub(super) fn delete_device(
+    store: &SqliteStore,
+    kind: PersonKind,
+    id: &str,
+    requested_at: i64,
+) -> Result<DeletionReport, StoreError> {
+    let Some(link) = kind.link_kind() else {
+        return delete_user(store, id, requested_at);
+    };
+    let sql = identity::DeviceDeletionSql::new(link, "?1", "length(CAST(raw AS BLOB))");
+    let report = store.writer.run(0, |state| {
+        // As for a user: from now on every event is checked.
+        state.tombstones_exist = true;
+        state.known.clear();
+        let conn = &state.conn;
+        let run = |sql: &str| {
+            conn.prepare_cached(sql)
+                .and_then(|mut s| s.execute([id]))
+                .map_err(db_error)
+        };
+        let linked: Vec<String> = conn
+            .prepare_cached(&sql.linked)
+            .and_then(|mut s| s.query_map([id], |r| r.get(0))?.collect())
+            .map_err(db_error)?;
+        let deleted = run(&sql.events)? as i64;
+        let letters: Vec<i64> = conn
+            .prepare_cached(&sql.dead_letters)
+            .and_then(|mut s| s.query_map([id], |r| r.get(0))?.collect())
+            .map_err(db_error)?;
+        run(&sql.activity)?;
+        run(&sql.idents)?;
+        run(&sql.tombstone)?;
+        run(&sql.unlink)?;
+        conn.prepare_cached(
+            "UPDATE counters SET stored = stored - ?1, dead_letter_rows = dead_letter_rows - ?2, \
+             dead_letter_bytes = dead_letter_bytes - ?3 WHERE id = 0",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                deleted,
+                letters.len() as i64,
+                letters.iter().sum::<i64>()
+            ])
+        })
+        .map_err(db_error)?;
+        conn.prepare_cached(
+            "INSERT INTO deletions (user_id, requested_at, status, deleted_events, kind) \
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                id,
+                requested_at,
+                DeletionStatus::Done.as_str(),
+                deleted,
+                kind.as_str()
+            ])
+        })
+        .map_err(db_error)?;
+        Ok(DeletionReport {
+            deleted_events: deleted as u64,
+            deleted_dead_letters: letters.len() as u64,
+            aliased_user_ids: Vec::new(),
+            linked_user_ids: linked,
         })
     })?;
     erase_wal(store);
@@ -100,22 +171,23 @@ pub(super) fn deletions(
     limit: usize,
 ) -> Result<Vec<DeletionRecord>, StoreError> {
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    let rows: Vec<(String, i64, String, i64)> = store.readers.with(|c| {
+    let rows: Vec<(String, i64, String, i64, String)> = store.readers.with(|c| {
         c.prepare_cached(
-            "SELECT user_id, requested_at, status, deleted_events FROM deletions \
+            "SELECT user_id, requested_at, status, deleted_events, kind FROM deletions \
              ORDER BY row_id DESC LIMIT ?1",
         )
         .and_then(|mut s| {
             s.query_map([limit], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
             })?
             .collect()
         })
         .map_err(db_error)
     })?;
     rows.into_iter()
-        .map(|(user_id, requested_at, status, deleted)| {
+        .map(|(user_id, requested_at, status, deleted, kind)| {
             Ok(DeletionRecord {
+                kind: PersonKind::from_stored(&kind)?,
                 user_id,
                 requested_at,
                 status: DeletionStatus::from_stored(&status)?,

@@ -4,7 +4,7 @@
 //! however deep into the window it is.
 
 use super::{db_error, SqliteStore};
-use crate::store::{CursorTie, ExportCursor, ExportedEvent, StoreError};
+use crate::store::{identity, CursorTie, ExportCursor, ExportedEvent, PersonKind, StoreError};
 use rusqlite::params;
 
 pub(super) fn export_page(
@@ -61,5 +61,53 @@ pub(super) fn count_stored(store: &SqliteStore, from: i64, to: i64) -> Result<u6
         .and_then(|mut s| s.query_row([from, to], |r| r.get::<_, i64>(0)))
         .map(|n| n.max(0) as u64)
         .map_err(db_error)
+    })
+}
+
+pub(super) fn person_page(
+    store: &SqliteStore,
+    kind: PersonKind,
+    id: &str,
+    source: Option<&str>,
+    after: Option<&ExportCursor>,
+    limit: usize,
+) -> Result<Vec<ExportedEvent>, StoreError> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let (ts, row) = match after {
+        None => (i64::MIN, 0),
+        Some(ExportCursor {
+            ts_corrected,
+            tie: CursorTie::Row(row),
+        }) => (*ts_corrected, *row),
+        Some(_) => {
+            return Err(StoreError::Backend(
+                "an export cursor of another store kind".into(),
+            ))
+        }
+    };
+    let sql = format!(
+        "SELECT e.row_id, e.ts_corrected, e.received_at, e.raw FROM events e \
+         WHERE {} AND (?5 IS NULL OR e.source = ?5) AND (e.ts_corrected, e.row_id) > (?2, ?3) \
+         ORDER BY e.ts_corrected, e.row_id LIMIT ?4",
+        identity::person_predicate(kind, "?1")
+    );
+    store.readers.with(|c| {
+        c.prepare_cached(&sql)
+            .and_then(|mut s| {
+                s.query_map(params![id, ts, row, limit, source], |r| {
+                    let ts_corrected = r.get(1)?;
+                    Ok(ExportedEvent {
+                        ts_corrected,
+                        received_at: r.get(2)?,
+                        raw: r.get(3)?,
+                        cursor: ExportCursor {
+                            ts_corrected,
+                            tie: CursorTie::Row(r.get(0)?),
+                        },
+                    })
+                })?
+                .collect()
+            })
+            .map_err(db_error)
     })
 }

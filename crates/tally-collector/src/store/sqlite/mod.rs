@@ -48,6 +48,8 @@
 //! | `installs`, `install_seen`, `install_drops` | completeness: max seq, seen seq ranges (merged), dropped ranges with reasons |
 //! | `health_hours`, `health_rejections`, `health_histograms`, `install_health` | pipeline health (see [`super::health`]) |
 //! | `deletions` | every deletion request: user, time, status, events removed |
+//! | `audit_log` | every read and admin action, and windows of refused authentications (see [`crate::audit`]) |
+//! | `api_keys`, `api_key_secrets`, `key_versions` | keys managed live, their secrets' digests, the version collectors poll (see [`super::keys`]) |
 //!
 //! Retention deletes expired events in chunks through the writer (each
 //! chunk waits its turn like a batch and holds the writer for that chunk
@@ -73,13 +75,17 @@
 //! | `export` | keyset pages of stored events |
 //! | `health` | totals, liveness, pipeline-health figures: written with each batch, read, pruned |
 //! | `queries` | event counts and the product queries, on the reader connections |
+//! | `keys` | keys managed live: created, rotated, revoked through the writer |
+//! | `audit` | the audit log: appended and expired through the writer, read in pages |
 
+mod audit;
 mod dead_letters;
 mod deletion;
 mod expiry;
 mod export;
 mod health;
 mod installs;
+mod keys;
 mod queries;
 mod schema;
 mod write;
@@ -223,7 +229,11 @@ impl SqliteStore {
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         schema::migrate(&mut conn, path)?;
         let tombstones_exist = conn
-            .query_row("SELECT EXISTS (SELECT 1 FROM tombstones)", [], |r| r.get(0))
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM tombstones) OR EXISTS (SELECT 1 FROM tombstone_links)",
+                [],
+                |r| r.get(0),
+            )
             .map_err(context)?;
         let legacy_events = conn
             .query_row(

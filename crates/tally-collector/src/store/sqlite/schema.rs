@@ -20,6 +20,9 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0004_dead_letters_by_received.sql"),
     include_str!("migrations/0005_sources.sql"),
     include_str!("migrations/0006_deletion_reach.sql"),
+    include_str!("migrations/0007_keys.sql"),
+    include_str!("migrations/0008_audit.sql"),
+    include_str!("migrations/0009_deletion_kinds.sql"),
 ];
 
 /// The migration's transaction on the writer connection.

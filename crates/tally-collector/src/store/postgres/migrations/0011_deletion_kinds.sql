@@ -1,0 +1,4 @@
+-- Deletion by anonymous id and by install id besides user id: a
+-- deletion request records which kind of id it named (`user_id` holds
+-- the id, whatever its kind).
+ALTER TABLE deletions ADD COLUMN kind text COLLATE "C" NOT NULL DEFAULT 'userId';
