@@ -160,6 +160,8 @@ fn every_commented_key_is_a_valid_setting() {
             "[retention]",
             "[retention.events]",
             "[dead_letters]",
+            "[plan]",
+            "[plan.sources]",
         ]
     );
 }
