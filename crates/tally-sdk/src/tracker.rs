@@ -283,6 +283,7 @@ impl Tracker {
             config.initial_consent,
             log_config.key_provider.clone(),
             log_config.retained_key.clone(),
+            log_config.fs.clone(),
         )?;
         let log = Log::open(log_config).map_err(|e| BuildError::Log(e.to_string()))?;
         // Moves a user id sealed under an older key (or in clear, from an

@@ -80,6 +80,14 @@ pub trait Filesystem: Send + Sync + Debug {
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
     /// Makes the directory's entries (creates, renames, removals) durable.
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    /// Narrows the access of an existing file or directory to exactly
+    /// `mode` (Unix permission bits; the SDK's state file and data
+    /// directory are its owner's only). The default does nothing: a
+    /// filesystem without Unix permissions has its own access control.
+    fn restrict_mode(&self, path: &Path, mode: u32) -> io::Result<()> {
+        let _ = (path, mode);
+        Ok(())
+    }
 }
 
 /// The real filesystem (`std::fs`).
@@ -163,6 +171,18 @@ impl Filesystem for StdFs {
     }
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         std::fs::rename(from, to)
+    }
+    fn restrict_mode(&self, path: &Path, mode: u32) -> io::Result<()> {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            if std::fs::metadata(path)?.permissions().mode() & 0o777 != mode {
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = (path, mode);
+        Ok(())
     }
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         #[cfg(unix)]
