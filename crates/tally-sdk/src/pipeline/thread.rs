@@ -7,10 +7,10 @@
 //!
 //! - Records are appended in `seq` order, the order the queue holds them.
 //! - A message that takes a `seq` and is not appended (consent withdrawn,
-//!   invalid once built, too large, a failed write) is recorded as a
-//!   counted drop with its [`DropReason`], to be reported to the collector;
-//!   the two drops the log counts itself (`log_full`, `writer_backlog`)
-//!   are only announced to the uploader.
+//!   invalid once built, too large, a failed write) is recorded with its
+//!   [`DropReason`] in the log's drop ledger, like the two drops the log
+//!   makes itself (`log_full`, `writer_backlog`): durable before any later
+//!   record, counted, and reported to the collector.
 //! - The durable watermark is published only after the log's flush
 //!   succeeded, and only grows.
 //! - When the thread ends, however it ends, the hand-off queue is closed:
@@ -316,11 +316,14 @@ impl Pipeline {
         Ok(())
     }
 
+    /// A message that took `seq` and will not be appended: the drop goes
+    /// to the log's drop ledger, which the writer makes durable before any
+    /// record appended after it (so a kill never leaves a record above an
+    /// unexplained seq), and which counts it.
     fn drop_seq(&mut self, seq: u64, reason: DropReason) {
-        bump(&self.shared.metrics.dropped, reason.as_str(), 1);
-        self.shared.lock_state().record_drop(reason.as_str(), seq);
-        self.state_dirty = true;
+        self.shared.log.record_drop(seq, reason.as_str());
         self.last_appended = self.last_appended.max(seq);
+        self.unflushed = true;
         self.drop_to_report();
     }
 
