@@ -58,9 +58,10 @@ pub(crate) struct Pipeline {
     /// A shutdown command was read: finish what was accepted, then stop.
     stopping: bool,
     identity: Identity,
-    /// The context template's members as JSON text (without braces),
-    /// spliced into every message: serialized once, not per message.
-    static_context: String,
+    /// The context template (app, device, OS, locale, time zone,
+    /// library): moved into each message as it is built and back once it
+    /// is serialized, so it is neither copied nor spliced as text.
+    context: Context,
     privacy: Privacy,
     rng: fastrand::Rng,
     last_appended: u64,
@@ -74,13 +75,7 @@ impl Pipeline {
     pub(crate) fn new(capture: Arc<Capture>) -> Self {
         let shared = Arc::clone(capture.shared());
         let identity = shared.lock_state().identity.clone();
-        let template = enrich::context_template(&shared.config.context.device_context());
-        let template_json = serde_json::to_string(&template).unwrap_or_default();
-        let static_context = template_json
-            .strip_prefix('{')
-            .and_then(|t| t.strip_suffix('}'))
-            .unwrap_or_default()
-            .to_owned();
+        let context = enrich::context_template(&shared.config.context.device_context());
         let privacy = Privacy::new(shared.config.privacy.clone());
         let last_appended = shared.durable_seq.load(Ordering::SeqCst);
         let now = shared.clock.mono_ms();
@@ -93,7 +88,7 @@ impl Pipeline {
             session_index: 0,
             stopping: false,
             identity,
-            static_context,
+            context,
             privacy,
             rng: fastrand::Rng::new(),
             last_appended,
@@ -340,9 +335,15 @@ impl Pipeline {
             return;
         }
         let priority = captured.priority;
-        let msg = self.build(captured);
-        let json = self.with_static_context(msg.to_json());
-        if let Err(rejection) = validate(&msg, &json) {
+        let mut msg = self.build(captured);
+        let json = msg.to_json();
+        let valid = validate(&msg, &json);
+        // The template goes back for the next message.
+        if let Some(mut context) = msg.context.take() {
+            context.tally = None;
+            self.context = context;
+        }
+        if let Err(rejection) = valid {
             self.drop_seq(seq, DropReason::Invalid(rejection.reason));
             return;
         }
@@ -366,22 +367,6 @@ impl Pipeline {
                 self.drop_seq(seq, DropReason::PersistFailed);
             }
         }
-    }
-
-    /// Inserts the static context members before `"tally"`. The message's
-    /// context is its last member and holds only `tally` (whose members
-    /// are ids and numbers), so the last `"context":{"tally":` is it.
-    fn with_static_context(&self, mut json: String) -> String {
-        const MARK: &str = "\"context\":{\"tally\":";
-        if self.static_context.is_empty() {
-            return json;
-        }
-        if let Some(at) = json.rfind(MARK) {
-            let insert_at = at + "\"context\":{".len();
-            json.insert(insert_at, ',');
-            json.insert_str(insert_at, &self.static_context);
-        }
-        json
     }
 
     fn message_id(&mut self, ts_ms: i64) -> String {
@@ -468,7 +453,7 @@ impl Pipeline {
                 dedup_key: c.dedup_key.map(str::to_owned),
                 ..TallyContext::default()
             }),
-            ..Context::default()
+            ..std::mem::take(&mut self.context)
         };
         msg.context = Some(context);
         msg
