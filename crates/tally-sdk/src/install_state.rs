@@ -144,6 +144,32 @@ pub struct State {
     /// Reports durable in the log, waiting for the collector's answer.
     #[serde(default)]
     pub reports_in_flight: Vec<SentReport>,
+    /// The health counters kept for the life of the install (the log
+    /// keeps its own): saved with every save, so a restart loses at most
+    /// what changed since the last one. Absent from a file of an earlier
+    /// version: zeros.
+    #[serde(default)]
+    pub totals: Totals,
+}
+
+/// The health counters that survive a restart, as of the last save.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Totals {
+    /// Messages the collector accepted.
+    pub accepted: u64,
+    /// Messages the collector had already.
+    pub duplicate: u64,
+    /// Messages refused at the call, by reason.
+    pub refused: BTreeMap<String, u64>,
+    /// Drops the tracker counted outside the log (a purge), by reason.
+    pub dropped: BTreeMap<String, u64>,
+    /// Failed log writes and state saves.
+    pub persistence_errors: u64,
+    /// Batches sent.
+    pub sync_attempts: u64,
+    /// Batches that got an answer with a result per message.
+    pub sync_successes: u64,
 }
 
 impl State {
@@ -157,6 +183,7 @@ impl State {
             unreported_drops: Vec::new(),
             reported_ledger: BTreeMap::new(),
             reports_in_flight: Vec::new(),
+            totals: Totals::default(),
         }
     }
 
