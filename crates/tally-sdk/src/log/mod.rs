@@ -121,7 +121,7 @@ mod writer;
 pub use crypto::{FileKeyProvider, Key, KeyError, KeyId, KeyProvider, MemKeyProvider};
 pub use fs::{FileHandle, Filesystem, MemFs, StdFs};
 pub use handle::Log;
-pub use inspect::{inspect, Inspection};
+pub use inspect::{find_log_dir, inspect, Inspection, LOG_FOLDER};
 pub use ledger::{Disposition, DroppedRange};
 pub use segment::Lane;
 
