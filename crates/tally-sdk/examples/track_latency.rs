@@ -11,7 +11,11 @@
 //! ```
 //!
 //! Prints one JSON line. No collector runs: the uploader backs off against
-//! a closed port, so the figures are capture and persistence alone.
+//! a closed port, so the figures are capture and persistence alone. Every
+//! rate counts stored events only (a refused call is not persisted work):
+//! `events_per_s_persisted` is `stored / persisted_s`, from the first
+//! `track()` to `flush()` returning after the last. `stored_bytes_per_event`
+//! is the log's pending bytes as stored (sealed frames) per stored event.
 
 #![allow(clippy::unwrap_used)]
 
@@ -103,6 +107,7 @@ fn main() {
 
     // What the uploader would send: batches of the stored JSON, zstd.
     let log = Log::open(LogConfig::new(dir.join("log"))).unwrap();
+    let stored_bytes = log.stats().pending_bytes;
     let records = log.read_pending(usize::MAX, usize::MAX).unwrap();
     let (mut json_bytes, mut wire_bytes) = (0usize, 0usize);
     for chunk in records.chunks(MAX_BATCH_RECORDS) {
@@ -136,8 +141,9 @@ fn main() {
             "caller_minor_faults": caller_faults,
             "calls_over_1us": slow_calls,
             "persisted_s": persisted_s,
-            "events_per_s_persisted": events as f64 / persisted_s,
+            "events_per_s_persisted": stored as f64 / persisted_s,
             "peak_rss_mb": rss,
+            "stored_bytes_per_event": stored_bytes as f64 / stored.max(1) as f64,
             "json_bytes_per_event": json_bytes as f64 / stored.max(1) as f64,
             "wire_bytes_per_event": wire_bytes as f64 / stored.max(1) as f64,
             "dropped": health.dropped,
