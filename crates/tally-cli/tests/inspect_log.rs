@@ -141,16 +141,17 @@ fn the_data_directory_of_an_app_reports_its_log() {
         tracker.track("E", tally_sdk::Props::new()).unwrap();
     }
     tracker.flush().unwrap();
-    tracker
-        .shutdown(std::time::Duration::from_secs(5))
-        .unwrap();
+    tracker.shutdown(std::time::Duration::from_secs(5)).unwrap();
     let mut from_data_dir = inspect(&dir);
     assert_eq!(from_data_dir["pending"], 3);
     assert_eq!(from_data_dir["records"], 3);
     let mut from_log_dir = inspect(&dir.join("log"));
     // The same report, but for the time between the two runs.
     for report in [&mut from_data_dir, &mut from_log_dir] {
-        report.as_object_mut().unwrap().remove("oldest_pending_age_s");
+        report
+            .as_object_mut()
+            .unwrap()
+            .remove("oldest_pending_age_s");
     }
     assert_eq!(from_log_dir, from_data_dir);
     std::fs::remove_dir_all(&dir).unwrap();

@@ -674,15 +674,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let keys = keys(dir.path());
         let retained = Arc::new(AtomicU32::new(0));
-        let (file, mut state) =
-            StateFile::open(
-                dir.path(),
-                Consent::Granted,
-                keys.clone(),
-                retained.clone(),
-                Arc::new(StdFs),
-            )
-            .unwrap();
+        let (file, mut state) = StateFile::open(
+            dir.path(),
+            Consent::Granted,
+            keys.clone(),
+            retained.clone(),
+            Arc::new(StdFs),
+        )
+        .unwrap();
         state.identity.identify("u-1".into());
         file.save(&state).unwrap();
         assert_eq!(retained.load(Ordering::Acquire), 1);

@@ -241,10 +241,9 @@ fn a_power_cut_between_any_two_syncs_keeps_a_prefix_of_the_seqs() {
         let mut seen = Vec::new();
         for cut in 0..12 {
             let fs = MemFs::new();
-            let log = Log::open(
-                LogConfig::with_fs("/log", Arc::new(fs.clone())).durability(durability),
-            )
-            .unwrap();
+            let log =
+                Log::open(LogConfig::with_fs("/log", Arc::new(fs.clone())).durability(durability))
+                    .unwrap();
             // Both lanes' segments exist before the cut.
             log.append(entry(1)).unwrap();
             log.append(critical(2)).unwrap();

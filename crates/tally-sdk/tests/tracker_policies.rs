@@ -80,7 +80,9 @@ fn aged(configure: impl Fn(TrackerBuilder) -> TrackerBuilder) -> (Vec<u64>, BTre
     let t = configure(builder(dir.path())).build().unwrap();
     assert_eq!(t.track("Normal", Props::new()).unwrap().seq, 1);
     assert_eq!(
-        t.track_with("Purchase", Props::new(), critical).unwrap().seq,
+        t.track_with("Purchase", Props::new(), critical)
+            .unwrap()
+            .seq,
         2
     );
     t.flush().unwrap();
