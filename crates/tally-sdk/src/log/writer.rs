@@ -220,6 +220,11 @@ impl Writer {
 
             if purge {
                 let result = self.purge();
+                // Drops recorded before the purge stay counted: the new
+                // ledger takes them before the purge is reported done.
+                if result.is_ok() && !self.refused.is_empty() {
+                    let _ = self.cycle(true);
+                }
                 let mut q = lock_queue(&shared);
                 q.purge_done = purge_gen;
                 q.purge_result = result.err();

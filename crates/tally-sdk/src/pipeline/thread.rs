@@ -302,7 +302,9 @@ impl Pipeline {
             return Err(log_error(e));
         }
         let reason = DropReason::ConsentDenied.as_str();
-        bump(&self.shared.metrics.dropped, reason, seqs.len() as u64);
+        if !seqs.is_empty() {
+            bump(&self.shared.metrics.dropped, reason, seqs.len() as u64);
+        }
         let mut state = self.shared.lock_state();
         for seq in seqs {
             state.record_drop(reason, seq);
