@@ -305,16 +305,21 @@ impl State {
     /// Adds a dropped seq, extending the last range of the same reason
     /// when contiguous.
     pub fn record_drop(&mut self, reason: &str, seq: u64) {
+        self.record_drops(reason, seq, seq);
+    }
+
+    /// Records that `from..=to` were dropped for `reason`.
+    pub fn record_drops(&mut self, reason: &str, from: u64, to: u64) {
         if let Some(last) = self.unreported_drops.last_mut() {
-            if last.reason == reason && last.to + 1 == seq {
-                last.to = seq;
+            if last.reason == reason && last.to.checked_add(1) == Some(from) {
+                last.to = last.to.max(to);
                 return;
             }
         }
         self.unreported_drops.push(DropRange {
             reason: reason.to_owned(),
-            from: seq,
-            to: seq,
+            from,
+            to,
         });
     }
 }

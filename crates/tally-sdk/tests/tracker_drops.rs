@@ -66,3 +66,42 @@ fn a_message_invalid_once_enriched_is_in_the_drop_ledger_before_the_next_record(
     );
     t.shutdown(Duration::from_secs(5)).unwrap();
 }
+
+/// An event still on its way through the pipeline when consent is
+/// withdrawn is dropped by the pipeline, just before the purge shreds the
+/// log: its drop is counted once, by the new ledger, as soon as the
+/// consent call returns, and a restart still finds it (the purge moves it
+/// from the shredded ledger to the SDK's state).
+#[test]
+fn a_drop_just_before_a_purge_is_counted_once_and_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let consent_denied = BTreeMap::from([("consent_denied".to_owned(), 1)]);
+    let t = Tracker::builder("wk", "http://127.0.0.1:9", dir.path())
+        .consent(Consent::Granted)
+        .auto_upload(false)
+        .build()
+        .unwrap();
+    assert_eq!(t.track("Before", Props::new()).unwrap().seq, 1);
+    t.set_consent(Consent::Denied).unwrap();
+    assert_eq!(t.health().dropped, consent_denied);
+    assert_eq!(t.health().pending, 0);
+    t.shutdown(Duration::from_secs(5)).unwrap();
+    // The purge took the ledger: the drop now waits to be reported in the
+    // SDK's state, and its count with the tracker's.
+    let t = Tracker::builder("wk", "http://127.0.0.1:9", dir.path())
+        .auto_upload(false)
+        .build()
+        .unwrap();
+    assert_eq!(t.health().dropped, consent_denied);
+    assert_eq!(
+        t.track("After", Props::new()).unwrap_err().code(),
+        "consent_denied"
+    );
+    t.shutdown(Duration::from_secs(5)).unwrap();
+    let state = std::fs::read_to_string(dir.path().join("tally-state.json")).unwrap();
+    let state: serde_json::Value = serde_json::from_str(&state).unwrap();
+    assert_eq!(
+        state["unreported_drops"],
+        serde_json::json!([{"reason": "consent_denied", "from": 1, "to": 1}])
+    );
+}

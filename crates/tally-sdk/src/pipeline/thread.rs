@@ -281,7 +281,8 @@ impl Pipeline {
 
     /// Consent withdrawn: shreds the log. What was shredded was never
     /// sent; its numbers are recorded as dropped by consent, so if consent
-    /// returns the collector sees them explained, not missing.
+    /// returns the collector sees them explained, not missing; so are the
+    /// drop ledger's ranges not yet reported.
     fn purge(&mut self) -> Result<(), FlushError> {
         let log_error = |e: crate::log::LogError| FlushError::Log(e.to_string());
         let _ = self.flush(false);
@@ -294,12 +295,31 @@ impl Pipeline {
             .map(|r| r.seq)
             .collect();
         seqs.sort_unstable();
+        // The shredding takes the drop ledger with it: what it holds that
+        // is not yet reported moves to the state's own drops (saved before
+        // the log is purged), and its counts to the tracker's, so every
+        // drop stays explained and counted.
+        let ledger = self.shared.log.drop_ledger();
+        let log_dropped = self.shared.log.stats().dropped;
+        {
+            let mut state = self.shared.lock_state();
+            for range in &ledger {
+                let open = state.unreported_ledger(&range.reason, range.first_seq, range.last_seq);
+                for [from, to] in open {
+                    state.record_drops(&range.reason, from, to);
+                }
+            }
+            self.shared.save_state(&state);
+        }
         if let Err(e) = self.shared.log.purge() {
             self.shared
                 .metrics
                 .persistence_errors
                 .fetch_add(1, Ordering::Relaxed);
             return Err(log_error(e));
+        }
+        for (reason, n) in log_dropped {
+            bump(&self.shared.metrics.dropped, &reason, n);
         }
         let reason = DropReason::ConsentDenied.as_str();
         if !seqs.is_empty() {
