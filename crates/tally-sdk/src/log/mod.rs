@@ -92,7 +92,7 @@
 //! | `tests/log_known_errors.rs` | flipped bits, zeroed and overlong lengths, truncation at every byte of the last record, a deleted segment, a wrong key: exactly what recovery keeps and counts |
 //! | `tests/log_model.rs` | proptest: append / flush / ack / crash / reopen / rotate against a model, on [`MemFs`] (a crash keeps only synced bytes plus a torn tail) |
 //! | `tests/log_crash.rs` | real processes killed with SIGKILL; `TALLY_LOG_CRASH_TRIALS=1000 cargo test -p tally-sdk --test log_crash` for 1,000 trials |
-//! | `tests/log_faults.rs` | failed fsync (poison), ENOSPC (retry), short writes, no plaintext on disk |
+//! | `tests/log_faults.rs` | failed fsync (poison), ENOSPC (retry), short writes, a power cut between any two syncs (a prefix of the seqs survives), no plaintext on disk |
 //! | `tests/log_fixtures.rs` | files written by format version 1 still open with exactly their content |
 //! | `fuzz/` | `cargo +nightly fuzz run segment_reader` (segment scan, ledger, full recovery) |
 //! | `benches/log_figures.rs` | throughput, `append` percentiles and peak RSS as one JSON line |
