@@ -1063,6 +1063,31 @@ class _UniffiFfiConverterMapStringUInt64(_UniffiConverterRustBuffer):
             d[key] = val
         return d
 
+class _UniffiFfiConverterOptionalFloat64(_UniffiConverterRustBuffer):
+    @classmethod
+    def check_lower(cls, value):
+        if value is not None:
+            _UniffiFfiConverterFloat64.check_lower(value)
+
+    @classmethod
+    def write(cls, value, buf):
+        if value is None:
+            buf.write_u8(0)
+            return
+
+        buf.write_u8(1)
+        _UniffiFfiConverterFloat64.write(value, buf)
+
+    @classmethod
+    def read(cls, buf):
+        flag = buf.read_u8()
+        if flag == 0:
+            return None
+        elif flag == 1:
+            return _UniffiFfiConverterFloat64.read(buf)
+        else:
+            raise InternalError("Unexpected flag byte for optional type")
+
 class _UniffiFfiConverterInt64(_UniffiConverterPrimitiveInt):
     CLASS_NAME = "i64"
     VALUE_MIN = -2**63
@@ -1213,14 +1238,17 @@ class Health:
     """
     The health report: member for member the Rust SDK's `Health`, where
     each is described. In short: `pending`/`pending_bytes`/
-    `oldest_pending_age_s` wait on the device; `tracked` and `refused` (by
-    code) were taken or refused at the call in this process; `accepted`,
+    `oldest_pending_age_s` wait on the device; `tracked` were taken at the
+    call in this process, `refused` (by code) refused at the call; `accepted`,
     `duplicate`, `rejected` (by reason) are the collector's answers;
-    `dropped` (by reason) went by a device policy; `backoff_ms` and
+    `dropped` (by reason) went by a device policy; `sync_attempts`,
+    `sync_successes` and `sync_success_rate` say how well the link works
+    (these, the answers, `refused`, `dropped` and `persistence_errors`
+    count for the life of the install); `backoff_ms` and
     `consecutive_failures` describe a failing link; `auth_failed` means the
     write key was refused and sending stopped until `sync_now()`.
 """
-    def __init__(self, *, install_id:str, pending:int, pending_bytes:int, oldest_pending_age_s:float, tracked:int, refused:dict[str, int], accepted:int, duplicate:int, rejected:dict[str, int], dropped:dict[str, int], corrupt:int, persistence_errors:int, consecutive_failures:int, backoff_ms:int, last_success_ms:typing.Optional[int], sync_latency_p50_ms:typing.Optional[int], sync_latency_p99_ms:typing.Optional[int], clock_offset_ms:typing.Optional[int], consent:Consent, auth_failed:bool):
+    def __init__(self, *, install_id:str, pending:int, pending_bytes:int, oldest_pending_age_s:float, tracked:int, refused:dict[str, int], accepted:int, duplicate:int, rejected:dict[str, int], dropped:dict[str, int], corrupt:int, persistence_errors:int, sync_attempts:int, sync_successes:int, sync_success_rate:typing.Optional[float], consecutive_failures:int, backoff_ms:int, last_success_ms:typing.Optional[int], sync_latency_p50_ms:typing.Optional[int], sync_latency_p99_ms:typing.Optional[int], clock_offset_ms:typing.Optional[int], consent:Consent, auth_failed:bool):
         self.install_id = install_id
         self.pending = pending
         self.pending_bytes = pending_bytes
@@ -1233,6 +1261,9 @@ class Health:
         self.dropped = dropped
         self.corrupt = corrupt
         self.persistence_errors = persistence_errors
+        self.sync_attempts = sync_attempts
+        self.sync_successes = sync_successes
+        self.sync_success_rate = sync_success_rate
         self.consecutive_failures = consecutive_failures
         self.backoff_ms = backoff_ms
         self.last_success_ms = last_success_ms
@@ -1246,7 +1277,7 @@ class Health:
 
     
     def __str__(self):
-        return "Health(install_id={}, pending={}, pending_bytes={}, oldest_pending_age_s={}, tracked={}, refused={}, accepted={}, duplicate={}, rejected={}, dropped={}, corrupt={}, persistence_errors={}, consecutive_failures={}, backoff_ms={}, last_success_ms={}, sync_latency_p50_ms={}, sync_latency_p99_ms={}, clock_offset_ms={}, consent={}, auth_failed={})".format(self.install_id, self.pending, self.pending_bytes, self.oldest_pending_age_s, self.tracked, self.refused, self.accepted, self.duplicate, self.rejected, self.dropped, self.corrupt, self.persistence_errors, self.consecutive_failures, self.backoff_ms, self.last_success_ms, self.sync_latency_p50_ms, self.sync_latency_p99_ms, self.clock_offset_ms, self.consent, self.auth_failed)
+        return "Health(install_id={}, pending={}, pending_bytes={}, oldest_pending_age_s={}, tracked={}, refused={}, accepted={}, duplicate={}, rejected={}, dropped={}, corrupt={}, persistence_errors={}, sync_attempts={}, sync_successes={}, sync_success_rate={}, consecutive_failures={}, backoff_ms={}, last_success_ms={}, sync_latency_p50_ms={}, sync_latency_p99_ms={}, clock_offset_ms={}, consent={}, auth_failed={})".format(self.install_id, self.pending, self.pending_bytes, self.oldest_pending_age_s, self.tracked, self.refused, self.accepted, self.duplicate, self.rejected, self.dropped, self.corrupt, self.persistence_errors, self.sync_attempts, self.sync_successes, self.sync_success_rate, self.consecutive_failures, self.backoff_ms, self.last_success_ms, self.sync_latency_p50_ms, self.sync_latency_p99_ms, self.clock_offset_ms, self.consent, self.auth_failed)
     def __eq__(self, other):
         if self.install_id != other.install_id:
             return False
@@ -1271,6 +1302,12 @@ class Health:
         if self.corrupt != other.corrupt:
             return False
         if self.persistence_errors != other.persistence_errors:
+            return False
+        if self.sync_attempts != other.sync_attempts:
+            return False
+        if self.sync_successes != other.sync_successes:
+            return False
+        if self.sync_success_rate != other.sync_success_rate:
             return False
         if self.consecutive_failures != other.consecutive_failures:
             return False
@@ -1306,6 +1343,9 @@ class _UniffiFfiConverterTypeHealth(_UniffiConverterRustBuffer):
             dropped=_UniffiFfiConverterMapStringUInt64.read(buf),
             corrupt=_UniffiFfiConverterUInt64.read(buf),
             persistence_errors=_UniffiFfiConverterUInt64.read(buf),
+            sync_attempts=_UniffiFfiConverterUInt64.read(buf),
+            sync_successes=_UniffiFfiConverterUInt64.read(buf),
+            sync_success_rate=_UniffiFfiConverterOptionalFloat64.read(buf),
             consecutive_failures=_UniffiFfiConverterUInt64.read(buf),
             backoff_ms=_UniffiFfiConverterUInt64.read(buf),
             last_success_ms=_UniffiFfiConverterOptionalInt64.read(buf),
@@ -1330,6 +1370,9 @@ class _UniffiFfiConverterTypeHealth(_UniffiConverterRustBuffer):
         _UniffiFfiConverterMapStringUInt64.check_lower(value.dropped)
         _UniffiFfiConverterUInt64.check_lower(value.corrupt)
         _UniffiFfiConverterUInt64.check_lower(value.persistence_errors)
+        _UniffiFfiConverterUInt64.check_lower(value.sync_attempts)
+        _UniffiFfiConverterUInt64.check_lower(value.sync_successes)
+        _UniffiFfiConverterOptionalFloat64.check_lower(value.sync_success_rate)
         _UniffiFfiConverterUInt64.check_lower(value.consecutive_failures)
         _UniffiFfiConverterUInt64.check_lower(value.backoff_ms)
         _UniffiFfiConverterOptionalInt64.check_lower(value.last_success_ms)
@@ -1353,6 +1396,9 @@ class _UniffiFfiConverterTypeHealth(_UniffiConverterRustBuffer):
         _UniffiFfiConverterMapStringUInt64.write(value.dropped, buf)
         _UniffiFfiConverterUInt64.write(value.corrupt, buf)
         _UniffiFfiConverterUInt64.write(value.persistence_errors, buf)
+        _UniffiFfiConverterUInt64.write(value.sync_attempts, buf)
+        _UniffiFfiConverterUInt64.write(value.sync_successes, buf)
+        _UniffiFfiConverterOptionalFloat64.write(value.sync_success_rate, buf)
         _UniffiFfiConverterUInt64.write(value.consecutive_failures, buf)
         _UniffiFfiConverterUInt64.write(value.backoff_ms, buf)
         _UniffiFfiConverterOptionalInt64.write(value.last_success_ms, buf)

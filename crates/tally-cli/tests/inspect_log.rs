@@ -101,12 +101,58 @@ fn reports_pending_acknowledged_dropped_and_corrupt_without_writing() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// The tool run on `dir`: its exit status, stdout and stderr.
+fn inspect_raw(dir: &Path) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_tally"))
+        .args(["inspect", "log"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 #[test]
-fn an_empty_or_missing_directory_reports_zeros() {
-    let dir = scratch_dir("missing").join("nothing-here");
-    let report = inspect(&dir);
-    assert_eq!(report["segments"], 0);
-    assert_eq!(report["pending"], 0);
-    assert!(report["oldest_pending_age_s"].is_null());
-    assert!(!dir.exists());
+fn a_directory_with_no_log_is_refused_with_a_hint() {
+    let scratch = scratch_dir("missing");
+    for dir in [scratch.join("nothing-here"), scratch.clone()] {
+        let (ok, stdout, stderr) = inspect_raw(&dir);
+        assert!(!ok, "{} was reported as a log: {stdout}", dir.display());
+        assert!(stdout.is_empty(), "{stdout}");
+        assert!(stderr.contains("holds no Tally log"), "{stderr}");
+        assert!(stderr.contains("data directory"), "{stderr}");
+    }
+    assert!(!scratch.join("nothing-here").exists());
+    std::fs::remove_dir_all(&scratch).unwrap();
+}
+
+#[test]
+fn the_data_directory_of_an_app_reports_its_log() {
+    let dir = scratch_dir("data-dir");
+    let tracker = tally_sdk::Tracker::builder("wk", "http://127.0.0.1:9", &dir)
+        .consent(tally_sdk::Consent::Granted)
+        .auto_upload(false)
+        .build()
+        .unwrap();
+    for _ in 0..3 {
+        tracker.track("E", tally_sdk::Props::new()).unwrap();
+    }
+    tracker.flush().unwrap();
+    tracker.shutdown(std::time::Duration::from_secs(5)).unwrap();
+    let mut from_data_dir = inspect(&dir);
+    assert_eq!(from_data_dir["pending"], 3);
+    assert_eq!(from_data_dir["records"], 3);
+    let mut from_log_dir = inspect(&dir.join("log"));
+    // The same report, but for the time between the two runs.
+    for report in [&mut from_data_dir, &mut from_log_dir] {
+        report
+            .as_object_mut()
+            .unwrap()
+            .remove("oldest_pending_age_s");
+    }
+    assert_eq!(from_log_dir, from_data_dir);
+    std::fs::remove_dir_all(&dir).unwrap();
 }

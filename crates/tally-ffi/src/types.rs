@@ -247,10 +247,13 @@ pub struct TallyConfig {
 
 /// The health report: member for member the Rust SDK's `Health`, where
 /// each is described. In short: `pending`/`pending_bytes`/
-/// `oldest_pending_age_s` wait on the device; `tracked` and `refused` (by
-/// code) were taken or refused at the call in this process; `accepted`,
+/// `oldest_pending_age_s` wait on the device; `tracked` were taken at the
+/// call in this process, `refused` (by code) refused at the call; `accepted`,
 /// `duplicate`, `rejected` (by reason) are the collector's answers;
-/// `dropped` (by reason) went by a device policy; `backoff_ms` and
+/// `dropped` (by reason) went by a device policy; `sync_attempts`,
+/// `sync_successes` and `sync_success_rate` say how well the link works
+/// (these, the answers, `refused`, `dropped` and `persistence_errors`
+/// count for the life of the install); `backoff_ms` and
 /// `consecutive_failures` describe a failing link; `auth_failed` means the
 /// write key was refused and sending stopped until `sync_now()`.
 #[derive(Debug, Clone, PartialEq, uniffi::Record)]
@@ -267,6 +270,9 @@ pub struct Health {
     pub dropped: HashMap<String, u64>,
     pub corrupt: u64,
     pub persistence_errors: u64,
+    pub sync_attempts: u64,
+    pub sync_successes: u64,
+    pub sync_success_rate: Option<f64>,
     pub consecutive_failures: u64,
     pub backoff_ms: u64,
     pub last_success_ms: Option<i64>,
@@ -292,6 +298,9 @@ impl From<SdkHealth> for Health {
             dropped: h.dropped.into_iter().collect(),
             corrupt: h.corrupt,
             persistence_errors: h.persistence_errors,
+            sync_attempts: h.sync_attempts,
+            sync_successes: h.sync_successes,
+            sync_success_rate: h.sync_success_rate,
             consecutive_failures: h.consecutive_failures,
             backoff_ms: h.backoff_ms,
             last_success_ms: h.last_success_ms,

@@ -7,11 +7,19 @@
 //! vary per event, the properties built before the timer starts.
 //!
 //! ```text
-//! cargo run --release -p tally-sdk --example track_latency -- [EVENTS] [DATA_DIR] [CHANNEL_CAPACITY] [QUEUE_BUDGET_BYTES]
+//! cargo run --release -p tally-sdk --example track_latency -- [EVENTS] [DATA_DIR] [CHANNEL_CAPACITY] [QUEUE_BUDGET_BYTES] [THREADS]
 //! ```
 //!
+//! `THREADS` (default 1) splits the same EVENTS between that many threads
+//! tracking at once; the latency percentiles are over every call of every
+//! thread, `caller_minor_faults` is the first thread's.
+//!
 //! Prints one JSON line. No collector runs: the uploader backs off against
-//! a closed port, so the figures are capture and persistence alone.
+//! a closed port, so the figures are capture and persistence alone. Every
+//! rate counts stored events only (a refused call is not persisted work):
+//! `events_per_s_persisted` is `stored / persisted_s`, from the first
+//! `track()` to `flush()` returning after the last. `stored_bytes_per_event`
+//! is the log's pending bytes as stored (sealed frames) per stored event.
 
 #![allow(clippy::unwrap_used)]
 
@@ -58,6 +66,11 @@ fn main() {
     );
     let capacity: Option<usize> = args.next().and_then(|a| a.parse().ok());
     let budget: Option<usize> = args.next().and_then(|a| a.parse().ok());
+    let threads: u64 = args
+        .next()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1u64)
+        .max(1);
     let _ = std::fs::remove_dir_all(&dir);
     let mut builder =
         Tracker::builder("bench", "http://127.0.0.1:9", &dir).consent(Consent::Granted);
@@ -76,24 +89,38 @@ fn main() {
         }
         t.elapsed().as_nanos() as u64 / 1_000
     };
-    let mut ns = Vec::with_capacity(events as usize);
-    let mut refused = 0u64;
-    let faults_before = thread_minor_faults();
     let loop_start = Instant::now();
-    for i in 0..events {
-        let props = Props::new()
-            .with("screen", SCREENS[(i % 4) as usize])
-            .with("button", BUTTONS[(i % 3) as usize])
-            .with("variant", i % 7);
-        let t = Instant::now();
-        let r = tracker.track("bench.track", props);
-        ns.push(t.elapsed().as_nanos() as u64);
-        if r.is_err() {
-            refused += 1;
-        }
-    }
+    let per_thread: Vec<(Vec<u64>, u64, u64)> = std::thread::scope(|scope| {
+        let tracker = &tracker;
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                scope.spawn(move || {
+                    let faults_before = thread_minor_faults();
+                    let mine = events / threads + u64::from(t < events % threads);
+                    let mut ns = Vec::with_capacity(mine as usize);
+                    let mut refused = 0u64;
+                    for i in 0..mine {
+                        let props = Props::new()
+                            .with("screen", SCREENS[(i % 4) as usize])
+                            .with("button", BUTTONS[(i % 3) as usize])
+                            .with("variant", i % 7);
+                        let t = Instant::now();
+                        let r = tracker.track("bench.track", props);
+                        ns.push(t.elapsed().as_nanos() as u64);
+                        if r.is_err() {
+                            refused += 1;
+                        }
+                    }
+                    (ns, refused, thread_minor_faults() - faults_before)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let caller_faults = per_thread.first().map_or(0, |p| p.2);
+    let refused: u64 = per_thread.iter().map(|p| p.1).sum();
+    let mut ns: Vec<u64> = per_thread.into_iter().flat_map(|p| p.0).collect();
     let caller_loop_s = loop_start.elapsed().as_secs_f64();
-    let caller_faults = thread_minor_faults() - faults_before;
     let slow_calls = ns.iter().filter(|&&n| n > 1_000).count();
     tracker.flush().unwrap();
     let persisted_s = loop_start.elapsed().as_secs_f64();
@@ -103,6 +130,7 @@ fn main() {
 
     // What the uploader would send: batches of the stored JSON, zstd.
     let log = Log::open(LogConfig::new(dir.join("log"))).unwrap();
+    let stored_bytes = log.stats().pending_bytes;
     let records = log.read_pending(usize::MAX, usize::MAX).unwrap();
     let (mut json_bytes, mut wire_bytes) = (0usize, 0usize);
     for chunk in records.chunks(MAX_BATCH_RECORDS) {
@@ -123,6 +151,7 @@ fn main() {
         "{}",
         serde_json::json!({
             "events": events,
+            "threads": threads,
             "refused": refused,
             "stored": stored,
             "track_p50_us": percentile(&ns, 0.50),
@@ -136,8 +165,9 @@ fn main() {
             "caller_minor_faults": caller_faults,
             "calls_over_1us": slow_calls,
             "persisted_s": persisted_s,
-            "events_per_s_persisted": events as f64 / persisted_s,
+            "events_per_s_persisted": stored as f64 / persisted_s,
             "peak_rss_mb": rss,
+            "stored_bytes_per_event": stored_bytes as f64 / stored.max(1) as f64,
             "json_bytes_per_event": json_bytes as f64 / stored.max(1) as f64,
             "wire_bytes_per_event": wire_bytes as f64 / stored.max(1) as f64,
             "dropped": health.dropped,

@@ -91,8 +91,12 @@ pub struct Config {
     pub log_max_bytes: u64,
     /// Log event capacity.
     pub log_max_events: u64,
-    /// Oldest event the log keeps.
+    /// Oldest normal-priority event the log keeps.
     pub log_max_age_ms: u64,
+    /// Oldest critical event the log keeps.
+    pub log_critical_max_age_ms: u64,
+    /// What the log does at its capacity.
+    pub log_full_policy: log::FullPolicy,
     /// Upload in the background (off: only `sync_now` and
     /// `wait_until_synced` upload).
     pub auto_upload: bool,
@@ -130,6 +134,9 @@ impl Config {
             log_max_bytes: log::DEFAULT_MAX_BYTES,
             log_max_events: log::DEFAULT_MAX_EVENTS,
             log_max_age_ms: u64::try_from(log::DEFAULT_MAX_AGE.as_millis()).unwrap_or(u64::MAX),
+            log_critical_max_age_ms: u64::try_from(log::DEFAULT_CRITICAL_MAX_AGE.as_millis())
+                .unwrap_or(u64::MAX),
+            log_full_policy: log::FullPolicy::DropOldest,
             auto_upload: true,
             health_beacon_ms: None,
             jitter_seed: None,

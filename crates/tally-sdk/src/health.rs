@@ -5,9 +5,18 @@
 //! Counters are kept in [`Metrics`] (atomics, and small maps for counts by
 //! reason), updated by the caller, pipeline and uploader threads; the
 //! report combines them with the log's statistics at the time of the call.
-//! Counts are for the life of this process, except what comes from the
-//! log: `pending`, `pending_bytes`, `oldest_pending_age_s`, `corrupt`,
-//! `rejected`, and the log's share of `dropped`.
+//!
+//! Counts are for the life of the install, so a product team can act on
+//! them across app launches: the log persists its own (`pending`,
+//! `pending_bytes`, `oldest_pending_age_s`, `corrupt`, `rejected`, and its
+//! share of `dropped`: every drop after `track()` accepted a message but
+//! a purge's), and the SDK state file the rest (`accepted`, `duplicate`,
+//! `refused`, the purge's share of `dropped`, `persistence_errors`,
+//! `sync_attempts`, `sync_successes`), saved with each state save (every
+//! flush, every answered batch, and at most 5 s after a change while
+//! events flow), so a kill loses at most what changed since. `tracked`,
+//! the backoff and latency figures and the clock offset describe this
+//! process.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -15,6 +24,7 @@ use std::sync::Mutex;
 
 use serde::Serialize;
 
+use crate::install_state::Totals;
 use crate::pipeline::privacy::Consent;
 use crate::upload::policy::{LATENCY_WINDOW, OFFSET_WINDOW};
 
@@ -47,6 +57,14 @@ pub struct Health {
     pub corrupt: u64,
     /// Failed log writes or state saves.
     pub persistence_errors: u64,
+    /// Batches sent to the collector.
+    pub sync_attempts: u64,
+    /// Batches that got an answer with a result per message (the
+    /// others: no answer, a 5xx or 429, an answer the SDK could not use).
+    pub sync_successes: u64,
+    /// `sync_successes / sync_attempts` (`None` before the first send):
+    /// how well this install's link works.
+    pub sync_success_rate: Option<f64>,
     /// Sends in a row that got no usable answer.
     pub consecutive_failures: u64,
     /// The wait before the next try, in ms (0 when not backing off).
@@ -76,6 +94,11 @@ pub struct Metrics {
     pub(crate) accepted: AtomicU64,
     pub(crate) duplicate: AtomicU64,
     pub(crate) persistence_errors: AtomicU64,
+    /// Persistence errors of earlier runs (the log counts its own since
+    /// it opened, so the total adds both).
+    earlier_persistence_errors: AtomicU64,
+    pub(crate) sync_attempts: AtomicU64,
+    pub(crate) sync_successes: AtomicU64,
     pub(crate) consecutive_failures: AtomicU64,
     pub(crate) backoff_ms: AtomicU64,
     pub(crate) last_success_ms: AtomicI64,
@@ -102,6 +125,42 @@ fn snapshot(map: &Mutex<BTreeMap<String, u64>>) -> BTreeMap<String, u64> {
 }
 
 impl Metrics {
+    /// Counters that go on from what earlier runs saved.
+    pub(crate) fn restored(totals: &Totals) -> Metrics {
+        let m = Metrics::default();
+        m.accepted.store(totals.accepted, Ordering::Relaxed);
+        m.duplicate.store(totals.duplicate, Ordering::Relaxed);
+        m.earlier_persistence_errors
+            .store(totals.persistence_errors, Ordering::Relaxed);
+        m.sync_attempts
+            .store(totals.sync_attempts, Ordering::Relaxed);
+        m.sync_successes
+            .store(totals.sync_successes, Ordering::Relaxed);
+        *m.refused.lock().unwrap_or_else(|p| p.into_inner()) = totals.refused.clone();
+        *m.dropped.lock().unwrap_or_else(|p| p.into_inner()) = totals.dropped.clone();
+        m
+    }
+
+    /// The counters to save, given the log's persistence errors since it
+    /// opened.
+    pub(crate) fn totals(&self, log_persistence_errors: u64) -> Totals {
+        Totals {
+            accepted: self.accepted.load(Ordering::Relaxed),
+            duplicate: self.duplicate.load(Ordering::Relaxed),
+            refused: snapshot(&self.refused),
+            dropped: snapshot(&self.dropped),
+            persistence_errors: self.persistence_errors(log_persistence_errors),
+            sync_attempts: self.sync_attempts.load(Ordering::Relaxed),
+            sync_successes: self.sync_successes.load(Ordering::Relaxed),
+        }
+    }
+
+    fn persistence_errors(&self, log: u64) -> u64 {
+        self.earlier_persistence_errors.load(Ordering::Relaxed)
+            + self.persistence_errors.load(Ordering::Relaxed)
+            + log
+    }
+
     /// Records the latency of one send.
     pub(crate) fn record_latency(&self, ms: u64) {
         let mut window = self.latencies.lock().unwrap_or_else(|p| p.into_inner());
@@ -152,6 +211,8 @@ impl Metrics {
         }
         let offset = self.clock_offset();
         let last = self.last_success_ms.load(Ordering::Relaxed);
+        let sync_attempts = self.sync_attempts.load(Ordering::Relaxed);
+        let sync_successes = self.sync_successes.load(Ordering::Relaxed);
         Health {
             install_id,
             pending: log.pending,
@@ -164,8 +225,11 @@ impl Metrics {
             rejected: log.rejected,
             dropped,
             corrupt: log.corrupt,
-            persistence_errors: self.persistence_errors.load(Ordering::Relaxed)
-                + log.persistence_errors,
+            persistence_errors: self.persistence_errors(log.persistence_errors),
+            sync_attempts,
+            sync_successes,
+            sync_success_rate: (sync_attempts > 0)
+                .then(|| sync_successes as f64 / sync_attempts as f64),
             consecutive_failures: self.consecutive_failures.load(Ordering::Relaxed),
             backoff_ms: self.backoff_ms.load(Ordering::Relaxed),
             last_success_ms: (last != 0).then_some(last),

@@ -4,7 +4,9 @@
 //!
 //! A write goes to a temporary file, is synced, renamed over the old file,
 //! and the directory is synced: after a crash the file is the old or the
-//! new version, never a mix. The events themselves live in the log; this
+//! new version, never a mix. Every byte goes through the log's
+//! [`Filesystem`], so the tests inject the same faults (failed fsync, a
+//! full disk, power loss) into this file as into the log. The events themselves live in the log; this
 //! file is rewritten at flushes and acks, not per event.
 //!
 //! # Privacy
@@ -29,7 +31,6 @@
 //!   rewritten sealed when the tracker starts.
 
 use std::collections::BTreeMap;
-use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -40,7 +41,7 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
 use crate::log::crypto::{Cipher, NONCE_BYTES, TAG_BYTES};
-use crate::log::{Filesystem as _, KeyError, KeyId, KeyProvider, StdFs};
+use crate::log::{Filesystem, KeyError, KeyId, KeyProvider};
 use crate::pipeline::identity::Identity;
 use crate::pipeline::privacy::Consent;
 use crate::pipeline::session::SavedSession;
@@ -143,6 +144,32 @@ pub struct State {
     /// Reports durable in the log, waiting for the collector's answer.
     #[serde(default)]
     pub reports_in_flight: Vec<SentReport>,
+    /// The health counters kept for the life of the install (the log
+    /// keeps its own): saved with every save, so a restart loses at most
+    /// what changed since the last one. Absent from a file of an earlier
+    /// version: zeros.
+    #[serde(default)]
+    pub totals: Totals,
+}
+
+/// The health counters that survive a restart, as of the last save.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Totals {
+    /// Messages the collector accepted.
+    pub accepted: u64,
+    /// Messages the collector had already.
+    pub duplicate: u64,
+    /// Messages refused at the call, by reason.
+    pub refused: BTreeMap<String, u64>,
+    /// Drops the tracker counted outside the log (a purge), by reason.
+    pub dropped: BTreeMap<String, u64>,
+    /// Failed log writes and state saves.
+    pub persistence_errors: u64,
+    /// Batches sent.
+    pub sync_attempts: u64,
+    /// Batches that got an answer with a result per message.
+    pub sync_successes: u64,
 }
 
 impl State {
@@ -156,6 +183,7 @@ impl State {
             unreported_drops: Vec::new(),
             reported_ledger: BTreeMap::new(),
             reports_in_flight: Vec::new(),
+            totals: Totals::default(),
         }
     }
 
@@ -277,16 +305,21 @@ impl State {
     /// Adds a dropped seq, extending the last range of the same reason
     /// when contiguous.
     pub fn record_drop(&mut self, reason: &str, seq: u64) {
+        self.record_drops(reason, seq, seq);
+    }
+
+    /// Records that `from..=to` were dropped for `reason`.
+    pub fn record_drops(&mut self, reason: &str, from: u64, to: u64) {
         if let Some(last) = self.unreported_drops.last_mut() {
-            if last.reason == reason && last.to + 1 == seq {
-                last.to = seq;
+            if last.reason == reason && last.to.checked_add(1) == Some(from) {
+                last.to = last.to.max(to);
                 return;
             }
         }
         self.unreported_drops.push(DropRange {
             reason: reason.to_owned(),
-            from: seq,
-            to: seq,
+            from,
+            to,
         });
     }
 }
@@ -295,6 +328,7 @@ impl State {
 #[derive(Debug)]
 pub struct StateFile {
     dir: PathBuf,
+    fs: Arc<dyn Filesystem>,
     keys: Arc<dyn KeyProvider>,
     /// The key the file's user id is sealed under (0: none), shared with
     /// the log, which does not delete that key.
@@ -322,26 +356,28 @@ impl StateFile {
     /// Opens (or creates) the state in `dir`, sealing and unsealing the
     /// user id with `keys` (the log's provider) and recording in
     /// `retained` the key the file uses; a new install starts with
-    /// `initial_consent`.
+    /// `initial_consent`. Every read and write goes through `fs`.
     pub fn open(
         dir: &Path,
         initial_consent: Consent,
         keys: Arc<dyn KeyProvider>,
         retained: Arc<AtomicU32>,
+        fs: Arc<dyn Filesystem>,
     ) -> Result<(Self, State), StateError> {
-        fs::create_dir_all(dir)?;
-        set_mode(dir, DIR_MODE)?;
+        fs.create_dir_all(dir)?;
+        fs.restrict_mode(dir, DIR_MODE)?;
         let file = Self {
             dir: dir.to_owned(),
+            fs,
             keys,
             retained,
             saved: Mutex::new(Vec::new()),
             sealed: Mutex::new(None),
         };
         let path = dir.join(FILE_NAME);
-        let state = match fs::read(&path) {
+        let state = match file.fs.read(&path) {
             Ok(bytes) => {
-                set_mode(&path, FILE_MODE)?;
+                file.fs.restrict_mode(&path, FILE_MODE)?;
                 let disk: OnDisk = serde_json::from_slice(&bytes).map_err(StateError::Corrupt)?;
                 let mut state = disk.state;
                 match (&state.identity.user_id, disk.sealed_user) {
@@ -449,7 +485,8 @@ impl StateFile {
             return Ok(());
         }
         // A temporary file (0600), synced, renamed over, directory synced.
-        StdFs.write_private_atomic(&self.dir.join(FILE_NAME), &json)?;
+        self.fs
+            .write_private_atomic(&self.dir.join(FILE_NAME), &json)?;
         // Only once the file names the new key may the log drop the old.
         self.retained.store(
             disk.sealed_user.as_ref().map_or(0, |s| s.key),
@@ -466,25 +503,13 @@ fn aad(install_id: &str) -> Vec<u8> {
     [USER_AAD, install_id.as_bytes()].concat()
 }
 
-/// Gives `path` exactly `mode` (Unix; elsewhere the platform's own
-/// access control applies and this does nothing).
-fn set_mode(path: &Path, mode: u32) -> io::Result<()> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        if fs::metadata(path)?.permissions().mode() & 0o777 != mode {
-            fs::set_permissions(path, fs::Permissions::from_mode(mode))?;
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = (path, mode);
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
+    use std::fs;
+
     use super::*;
-    use crate::log::{FileKeyProvider, MemKeyProvider};
+    use crate::log::fs::Faults;
+    use crate::log::{FileKeyProvider, MemFs, MemKeyProvider, StdFs};
 
     /// The provider a tracker on `dir` has by default.
     fn keys(dir: &Path) -> Arc<dyn KeyProvider> {
@@ -492,7 +517,81 @@ mod tests {
     }
 
     fn open(dir: &Path, consent: Consent) -> Result<(StateFile, State), StateError> {
-        StateFile::open(dir, consent, keys(dir), Arc::default())
+        StateFile::open(dir, consent, keys(dir), Arc::default(), Arc::new(StdFs))
+    }
+
+    /// The state file of `/data` on `fs`, keys in memory.
+    fn open_mem(fs: &MemFs, keys: &Arc<MemKeyProvider>) -> (StateFile, State) {
+        StateFile::open(
+            Path::new("/data"),
+            Consent::Granted,
+            keys.clone(),
+            Arc::default(),
+            Arc::new(fs.clone()),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_failed_fsync_keeps_the_old_state_and_the_next_save_writes_again() {
+        let fs = MemFs::new();
+        let keys = Arc::new(MemKeyProvider::new());
+        let (file, mut state) = open_mem(&fs, &keys);
+        state.acked_seq = 10;
+        file.save(&state).unwrap();
+
+        fs.set_faults(Faults {
+            fail_sync: true,
+            ..Faults::default()
+        });
+        state.acked_seq = 11;
+        assert!(matches!(file.save(&state), Err(StateError::Io(_))));
+        // A power cut now: the file is the last durable state, whole.
+        let (_, after) = open_mem(&fs.crash(), &keys);
+        assert_eq!(after.acked_seq, 10);
+
+        // The same state is saved again once the disk works: the failed
+        // save did not count as written.
+        fs.set_faults(Faults::default());
+        file.save(&state).unwrap();
+        let (_, after) = open_mem(&fs.crash(), &keys);
+        assert_eq!(after.acked_seq, 11);
+        assert_eq!(after, state);
+    }
+
+    #[test]
+    fn a_full_disk_or_a_power_cut_mid_save_leaves_the_old_state_whole() {
+        let fs = MemFs::new();
+        let keys = Arc::new(MemKeyProvider::new());
+        let (file, mut state) = open_mem(&fs, &keys);
+        state.identity.identify("user-1".into());
+        state.acked_seq = 3;
+        file.save(&state).unwrap();
+        let saved = fs.file(Path::new("/data/tally-state.json")).unwrap();
+
+        // Room for half the file: the temporary file is cut short.
+        let used: u64 = saved.len() as u64;
+        fs.set_faults(Faults {
+            space_limit: Some(used + used / 2),
+            ..Faults::default()
+        });
+        state.acked_seq = 4;
+        state.record_drop("invalid:message_too_large", 2);
+        assert!(matches!(file.save(&state), Err(StateError::Io(_))));
+        assert_eq!(
+            fs.file(Path::new("/data/tally-state.json")).unwrap(),
+            saved,
+            "the state file itself is never written in place"
+        );
+        let (_, after) = open_mem(&fs.crash(), &keys);
+        assert_eq!(after.acked_seq, 3);
+        assert_eq!(after.identity.user_id.as_deref(), Some("user-1"));
+        assert!(after.unreported_drops.is_empty());
+
+        fs.set_faults(Faults::default());
+        file.save(&state).unwrap();
+        let (_, after) = open_mem(&fs.crash(), &keys);
+        assert_eq!(after, state);
     }
 
     /// Every file under `dir`, read whole.
@@ -553,6 +652,7 @@ mod tests {
             Consent::Granted,
             Arc::new(MemKeyProvider::new()),
             Arc::default(),
+            Arc::new(StdFs),
         )
         .unwrap();
         assert_eq!(keyless.identity.user_id, None);
@@ -579,8 +679,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let keys = keys(dir.path());
         let retained = Arc::new(AtomicU32::new(0));
-        let (file, mut state) =
-            StateFile::open(dir.path(), Consent::Granted, keys.clone(), retained.clone()).unwrap();
+        let (file, mut state) = StateFile::open(
+            dir.path(),
+            Consent::Granted,
+            keys.clone(),
+            retained.clone(),
+            Arc::new(StdFs),
+        )
+        .unwrap();
         state.identity.identify("u-1".into());
         file.save(&state).unwrap();
         assert_eq!(retained.load(Ordering::Acquire), 1);

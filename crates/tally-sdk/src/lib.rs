@@ -53,7 +53,7 @@ pub mod upload;
 pub use clock::{Clock, SystemClock, VirtualClock};
 pub use config::WhenFull;
 pub use health::Health;
-pub use log::Durability;
+pub use log::{Durability, FullPolicy};
 pub use mobile::{BackgroundOutcome, BackgroundSync, MeteredPolicy, LOW_POWER_HOLD_MS};
 pub use pipeline::enrich::{ContextProvider, DeviceContext};
 pub use pipeline::privacy::{Consent, KeyScope};

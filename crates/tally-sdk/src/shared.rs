@@ -75,7 +75,7 @@ impl Shared {
         Self {
             consent: AtomicU8::new(consent_code(state.consent)),
             clock: Arc::clone(&config.clock),
-            metrics: Metrics::default(),
+            metrics: Metrics::restored(&state.totals),
             log,
             install_id: state.identity.install_id.clone(),
             durable_seq: AtomicU64::new(durable_seq),
@@ -112,16 +112,19 @@ impl Shared {
 
     /// Saves the state; a failure is counted, and retried at the next save.
     pub(crate) fn save_state(&self, state: &State) {
-        if self.state_file.save(state).is_err() {
+        if self.try_save_state(state).is_err() {
             self.metrics
                 .persistence_errors
                 .fetch_add(1, Ordering::Relaxed);
         }
     }
 
-    /// Saves the state, saying why it could not.
+    /// Saves the state with the health counters as they are now, saying
+    /// why it could not.
     pub(crate) fn try_save_state(&self, state: &State) -> Result<(), StateError> {
-        self.state_file.save(state)
+        let mut state = state.clone();
+        state.totals = self.metrics.totals(self.log.stats().persistence_errors);
+        self.state_file.save(&state)
     }
 
     /// Whether device-side drops wait to be reported to the collector (or

@@ -46,7 +46,7 @@ use crate::clock::Clock;
 use crate::config::{Config, WhenFull, MAX_PROPERTY_COUNT};
 use crate::health::Health;
 use crate::install_state::StateFile;
-use crate::log::{Durability, Log};
+use crate::log::{Durability, FullPolicy, Log};
 use crate::mobile::MeteredPolicy;
 use crate::pipeline::enrich::ContextProvider;
 use crate::pipeline::handoff::{Command, Kind};
@@ -186,9 +186,39 @@ impl TrackerBuilder {
         self
     }
 
-    /// Oldest event the log keeps.
+    /// Oldest normal-priority event the log keeps (default 30 days,
+    /// [`crate::log::DEFAULT_MAX_AGE`]); older ones are dropped as
+    /// `expired` and reported.
     pub fn log_max_age(mut self, age: Duration) -> Self {
         self.config.log_max_age_ms = u64::try_from(age.as_millis()).unwrap_or(u64::MAX);
+        self
+    }
+
+    /// Oldest critical event the log keeps (default 90 days,
+    /// [`crate::log::DEFAULT_CRITICAL_MAX_AGE`]): critical events are kept
+    /// longer in age, as they are when the log is full.
+    pub fn log_critical_max_age(mut self, age: Duration) -> Self {
+        self.config.log_critical_max_age_ms = u64::try_from(age.as_millis()).unwrap_or(u64::MAX);
+        self
+    }
+
+    /// What the log does when its capacity ([`Self::log_capacity`]) is
+    /// reached. Whatever the policy, every event lost to it is counted as
+    /// `log_full` and reported to the collector.
+    ///
+    /// - [`FullPolicy::DropOldest`] (default): the new event is kept and
+    ///   the oldest pending normal-priority events make room (critical
+    ///   ones only when no normal one is left). **Loses** the oldest
+    ///   events not yet sent.
+    /// - [`FullPolicy::RejectNew`]: what is stored is kept; the new event
+    ///   is dropped. **Loses** the newest events, as long as the device
+    ///   cannot upload.
+    /// - [`FullPolicy::Block`]: the pipeline waits up to `timeout` for an
+    ///   upload to make room, then drops the new event as `RejectNew`
+    ///   does. While it waits, `track()` fills the hand-off queue and is
+    ///   then refused (`queue_full`, or waits under [`WhenFull::Block`]).
+    pub fn log_full_policy(mut self, policy: FullPolicy) -> Self {
+        self.config.log_full_policy = policy;
         self
     }
 
@@ -215,10 +245,22 @@ impl TrackerBuilder {
         self
     }
 
-    /// When the log's writer syncs what it wrote (default: buffered, a
-    /// group commit at most 200 ms later). [`Durability::Synced`] narrows
-    /// what a power cut can lose to what the writer had not yet taken, for
-    /// an fdatasync per group.
+    /// When the log's writer syncs what it wrote. In either mode,
+    /// `track()` returns before its event is in the log, and
+    /// [`Tracker::flush`] is the barrier that makes everything accepted
+    /// before it durable.
+    ///
+    /// - [`Durability::Buffered`] (default, `max_delay` 200 ms): the
+    ///   writer writes groups as they come and syncs at the pipeline's
+    ///   group commit (every 200 ms while events flow). **Loss window**: a
+    ///   process kill loses only what is still in memory (the hand-off
+    ///   queue and what the writer has not yet written: well under a
+    ///   millisecond of events, at most the queue budget in a burst); a
+    ///   power cut or kernel crash also loses what was written and not yet
+    ///   synced, at most the last 200 ms.
+    /// - [`Durability::Synced`]: every group is synced before the writer
+    ///   takes the next one. **Loss window**: a kill or a power cut loses
+    ///   only what is still in memory, for an fdatasync per group.
     pub fn durability(mut self, durability: Durability) -> Self {
         self.config.durability = durability;
         self
@@ -283,6 +325,7 @@ impl Tracker {
             config.initial_consent,
             log_config.key_provider.clone(),
             log_config.retained_key.clone(),
+            log_config.fs.clone(),
         )?;
         let log = Log::open(log_config).map_err(|e| BuildError::Log(e.to_string()))?;
         // Moves a user id sealed under an older key (or in clear, from an

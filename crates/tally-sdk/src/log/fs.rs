@@ -80,6 +80,14 @@ pub trait Filesystem: Send + Sync + Debug {
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
     /// Makes the directory's entries (creates, renames, removals) durable.
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    /// Narrows the access of an existing file or directory to exactly
+    /// `mode` (Unix permission bits; the SDK's state file and data
+    /// directory are its owner's only). The default does nothing: a
+    /// filesystem without Unix permissions has its own access control.
+    fn restrict_mode(&self, path: &Path, mode: u32) -> io::Result<()> {
+        let _ = (path, mode);
+        Ok(())
+    }
 }
 
 /// The real filesystem (`std::fs`).
@@ -164,6 +172,18 @@ impl Filesystem for StdFs {
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         std::fs::rename(from, to)
     }
+    fn restrict_mode(&self, path: &Path, mode: u32) -> io::Result<()> {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            if std::fs::metadata(path)?.permissions().mode() & 0o777 != mode {
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = (path, mode);
+        Ok(())
+    }
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         #[cfg(unix)]
         {
@@ -212,6 +232,12 @@ pub struct Faults {
     /// On [`MemFs::crash`], keep this many bytes of each file's unsynced
     /// appended tail (a torn write) instead of none.
     pub torn_tail_bytes: usize,
+    /// The power is cut after this many more syncs (`sync_data` and
+    /// `sync_dir`, counted from when the faults are set): later syncs
+    /// report success and make nothing durable, so [`MemFs::crash`] gives
+    /// the image of a power cut between those two syncs while the code
+    /// under test runs on.
+    pub power_cut_after_syncs: Option<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -229,9 +255,25 @@ struct MemState {
     dirs: BTreeSet<PathBuf>,
     faults: Faults,
     syncs: u64,
+    /// Syncs since the faults were set.
+    syncs_since_faults: u64,
 }
 
 impl MemState {
+    /// Counts a sync about to succeed; false when the power is already
+    /// cut ([`Faults::power_cut_after_syncs`]): it makes nothing durable.
+    fn sync_lands(&mut self) -> bool {
+        if self
+            .faults
+            .power_cut_after_syncs
+            .is_some_and(|n| self.syncs_since_faults >= n)
+        {
+            return false;
+        }
+        self.syncs_since_faults += 1;
+        true
+    }
+
     fn live_total(&self) -> u64 {
         self.live_names
             .values()
@@ -270,7 +312,9 @@ impl MemFs {
 
     /// Sets the faults to inject from now on.
     pub fn set_faults(&self, faults: Faults) {
-        self.lock().faults = faults;
+        let mut s = self.lock();
+        s.faults = faults;
+        s.syncs_since_faults = 0;
     }
 
     /// How many successful `sync_data` calls were made.
@@ -365,6 +409,9 @@ impl FileHandle for MemFile {
             return Err(io::Error::other("injected fsync failure"));
         }
         s.syncs += 1;
+        if !s.sync_lands() {
+            return Ok(());
+        }
         let node = s.inodes.get_mut(&self.inode).ok_or_else(not_found)?;
         node.durable = node.live.clone();
         Ok(())
@@ -454,6 +501,9 @@ impl Filesystem for MemFs {
         let mut s = self.lock();
         if s.faults.fail_sync {
             return Err(io::Error::other("injected fsync failure"));
+        }
+        if !s.sync_lands() {
+            return Ok(());
         }
         s.durable_names.retain(|p, _| p.parent() != Some(dir));
         let entries: Vec<(PathBuf, u64)> = s

@@ -62,7 +62,7 @@ impl Log {
         let drop_oldest = config.full_policy == FullPolicy::DropOldest;
         state.enforce_bounds(
             now_ms(),
-            config.max_age,
+            config.max_ages(),
             config.max_events,
             config.max_bytes,
             drop_oldest,
@@ -104,6 +104,18 @@ impl Log {
         if q.writer_waiting {
             self.shared.work.notify_one();
         }
+    }
+
+    /// Records that `seq` took a number and will never be appended (the
+    /// caller dropped it: invalid once built, too large, consent
+    /// withdrawn, a failed append), for `reason`. The drop goes to the
+    /// drop ledger by the same path as a refused append: the writer puts
+    /// it there before any record appended after this call, so whatever a
+    /// kill interrupts, no record on disk sits above an unexplained seq.
+    /// Counted in [`LogStats::dropped`] and listed by [`Log::drop_ledger`]
+    /// once written ([`Log::flush`] waits for it).
+    pub fn record_drop(&self, seq: u64, reason: &'static str) {
+        self.refuse(self.queue(), seq, reason);
     }
 
     /// Hands `entry` to the writer: one copy into the queue under a short

@@ -380,20 +380,21 @@ impl State {
         self.append_ledger(&bytes)
     }
 
-    /// Applies the age bound, then the bytes and events bounds by dropping
+    /// Applies each lane's age bound (`max_age` by [`Lane`] index), then the bytes and events bounds by dropping
     /// the oldest normal records first (critical ones only when no normal
     /// one is left).
     pub(crate) fn enforce_bounds(
         &mut self,
         now_ms: u64,
-        max_age: Duration,
+        max_age: [Duration; 2],
         max_events: u64,
         max_bytes: u64,
         drop_oldest: bool,
     ) -> Result<(), LogError> {
         let mut bytes = Vec::new();
-        let cutoff = now_ms.saturating_sub(max_age.as_millis() as u64);
         for lane in Lane::ALL {
+            let age_ms = u64::try_from(max_age[lane.index()].as_millis()).unwrap_or(u64::MAX);
+            let cutoff = now_ms.saturating_sub(age_ms);
             while let Some(id) = self.oldest(lane) {
                 let expired = self.meta(id).is_some_and(|m| m.appended_at_ms < cutoff);
                 if !expired {
@@ -442,6 +443,12 @@ impl State {
                     offset: s.records[i].offset,
                 })
             })
+    }
+
+    /// When the oldest pending record of `lane` was appended.
+    pub(crate) fn oldest_pending_ms_of(&mut self, lane: Lane) -> Option<u64> {
+        let id = self.oldest(lane)?;
+        self.meta(id).map(|m| m.appended_at_ms)
     }
 
     /// When the oldest pending record was appended.

@@ -3,7 +3,7 @@
 //! of an app that is running.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,6 +38,28 @@ pub struct Inspection {
     pub rejected: BTreeMap<String, u64>,
     /// Bytes of torn tails a writable open would truncate.
     pub torn_bytes: u64,
+}
+
+/// The name of the log's folder in a tracker's data directory.
+pub const LOG_FOLDER: &str = "log";
+
+/// The log directory `dir` names: `dir` itself when it holds a log (a
+/// ledger, a segment or the folder of keys), else its `log/` folder when
+/// that does (`dir` is the data directory a tracker was built with), else
+/// `None` (nothing there is a log; reading it would report an empty one).
+pub fn find_log_dir(dir: &Path, fs: &dyn Filesystem) -> Option<PathBuf> {
+    let holds_log = |d: &Path| {
+        let files = fs.list(d).unwrap_or_default();
+        files
+            .iter()
+            .any(|f| f == super::ledger::FILE_NAME || f.ends_with(super::segment::SUFFIX))
+            || fs.list(&d.join("keys")).is_ok_and(|keys| !keys.is_empty())
+    };
+    if holds_log(dir) {
+        return Some(dir.to_owned());
+    }
+    let nested = dir.join(LOG_FOLDER);
+    holds_log(&nested).then_some(nested)
 }
 
 /// Reads the log in `dir` without changing anything. Checksums are

@@ -42,10 +42,13 @@
 //! and syncs per [`Durability`] (group commit). Plaintext exists only in
 //! that queue, in memory.
 //!
-//! Within a group, the ledger entries of refused appends are written
-//! first, then the lanes in seq order (run by run where they interleave):
-//! whatever a kill interrupts, what is on disk never holds a record above
-//! a seq that is neither on disk nor counted in the ledger.
+//! Within a group, the ledger entries of refused appends (and of the
+//! drops the caller records with [`Log::record_drop`]) are written and
+//! synced first, then the lanes in seq order (run by run where they
+//! interleave), a lane's unsynced writes synced before the other lane is
+//! written: whatever a kill or a power cut interrupts, what is on disk
+//! never holds a record above a seq that is neither on disk nor counted
+//! in the ledger.
 //!
 //! ## On-disk layout
 //!
@@ -89,7 +92,7 @@
 //! | `tests/log_known_errors.rs` | flipped bits, zeroed and overlong lengths, truncation at every byte of the last record, a deleted segment, a wrong key: exactly what recovery keeps and counts |
 //! | `tests/log_model.rs` | proptest: append / flush / ack / crash / reopen / rotate against a model, on [`MemFs`] (a crash keeps only synced bytes plus a torn tail) |
 //! | `tests/log_crash.rs` | real processes killed with SIGKILL; `TALLY_LOG_CRASH_TRIALS=1000 cargo test -p tally-sdk --test log_crash` for 1,000 trials |
-//! | `tests/log_faults.rs` | failed fsync (poison), ENOSPC (retry), short writes, no plaintext on disk |
+//! | `tests/log_faults.rs` | failed fsync (poison), ENOSPC (retry), short writes, a power cut between any two syncs (a prefix of the seqs survives), no plaintext on disk |
 //! | `tests/log_fixtures.rs` | files written by format version 1 still open with exactly their content |
 //! | `fuzz/` | `cargo +nightly fuzz run segment_reader` (segment scan, ledger, full recovery) |
 //! | `benches/log_figures.rs` | throughput, `append` percentiles and peak RSS as one JSON line |
@@ -118,7 +121,7 @@ mod writer;
 pub use crypto::{FileKeyProvider, Key, KeyError, KeyId, KeyProvider, MemKeyProvider};
 pub use fs::{FileHandle, Filesystem, MemFs, StdFs};
 pub use handle::Log;
-pub use inspect::{inspect, Inspection};
+pub use inspect::{find_log_dir, inspect, Inspection, LOG_FOLDER};
 pub use ledger::{Disposition, DroppedRange};
 pub use segment::Lane;
 
@@ -131,6 +134,11 @@ pub const DEFAULT_MAX_EVENTS: u64 = 200_000;
 /// Default bound on a pending event's age: 30 days, after which most
 /// analytics questions about that period have been asked already.
 pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
+/// Default bound on a pending *critical* event's age: 90 days. Critical
+/// events (a purchase, a sign-up) are the ones a product team reconciles
+/// against other records months later, and they are few, so they are kept
+/// three times as long as the rest while a device stays offline.
+pub const DEFAULT_CRITICAL_MAX_AGE: Duration = Duration::from_secs(90 * 24 * 3600);
 /// Default segment size: 8 MiB keeps the number of files small while a
 /// fully acknowledged segment frees its space promptly.
 pub const DEFAULT_SEGMENT_BYTES: u64 = 8 * 1024 * 1024;
@@ -196,8 +204,12 @@ pub struct LogConfig {
     pub max_bytes: u64,
     /// Bound on pending events.
     pub max_events: u64,
-    /// Bound on a pending event's age; older ones are dropped as `expired`.
+    /// Bound on a pending normal-priority event's age; older ones are
+    /// dropped as `expired`.
     pub max_age: Duration,
+    /// Bound on a pending critical event's age (default
+    /// [`DEFAULT_CRITICAL_MAX_AGE`]); older ones are dropped as `expired`.
+    pub critical_max_age: Duration,
     /// What happens at the bytes / events bound.
     pub full_policy: FullPolicy,
     /// Where keys come from.
@@ -232,6 +244,7 @@ impl LogConfig {
             max_bytes: DEFAULT_MAX_BYTES,
             max_events: DEFAULT_MAX_EVENTS,
             max_age: DEFAULT_MAX_AGE,
+            critical_max_age: DEFAULT_CRITICAL_MAX_AGE,
             full_policy: FullPolicy::DropOldest,
             fs,
             segment_bytes: DEFAULT_SEGMENT_BYTES,
@@ -245,12 +258,26 @@ impl LogConfig {
         self.durability = d;
         self
     }
-    /// Sets the bounds.
+    /// Sets the bounds; `max_age` applies to both lanes (a different one
+    /// for the critical lane is set after, with
+    /// [`LogConfig::critical_max_age`]).
     pub fn bounds(mut self, max_bytes: u64, max_events: u64, max_age: Duration) -> LogConfig {
         self.max_bytes = max_bytes;
         self.max_events = max_events;
         self.max_age = max_age;
+        self.critical_max_age = max_age;
         self
+    }
+    /// Sets the age bound of the critical lane.
+    pub fn critical_max_age(mut self, age: Duration) -> LogConfig {
+        self.critical_max_age = age;
+        self
+    }
+    /// The age bound of each lane, by [`Lane`] index.
+    pub(crate) fn max_ages(&self) -> [Duration; 2] {
+        let mut ages = [self.max_age; 2];
+        ages[Lane::Critical.index()] = self.critical_max_age;
+        ages
     }
     /// Sets the full policy.
     pub fn full_policy(mut self, p: FullPolicy) -> LogConfig {

@@ -48,6 +48,14 @@ impl Lane {
             Priority::Normal => Lane::Normal,
         }
     }
+    /// The other lane.
+    pub(crate) fn other(self) -> Lane {
+        match self {
+            Lane::Critical => Lane::Normal,
+            Lane::Normal => Lane::Critical,
+        }
+    }
+
     pub(crate) fn index(self) -> usize {
         match self {
             Lane::Critical => 0,

@@ -84,10 +84,16 @@ fn seal_run(
 
 /// When the oldest pending record passes the age bound (`None`: nothing
 /// is pending, or that is further than an `Instant` reaches).
-fn expiry(state: &mut State, max_age: Duration) -> Option<Instant> {
-    let oldest = state.oldest_pending_ms()?;
-    let age_ms = u64::try_from(max_age.as_millis()).unwrap_or(u64::MAX);
-    let left = oldest.saturating_add(age_ms).saturating_sub(now_ms());
+fn expiry(state: &mut State, max_age: [Duration; 2]) -> Option<Instant> {
+    let now = now_ms();
+    let left = Lane::ALL
+        .into_iter()
+        .filter_map(|lane| {
+            let oldest = state.oldest_pending_ms_of(lane)?;
+            let age_ms = u64::try_from(max_age[lane.index()].as_millis()).unwrap_or(u64::MAX);
+            Some(oldest.saturating_add(age_ms).saturating_sub(now))
+        })
+        .min()?;
     Instant::now().checked_add(Duration::from_millis(left))
 }
 
@@ -104,11 +110,16 @@ pub(crate) struct Writer {
     /// When the oldest pending record passes the age bound (`None`: no
     /// record is pending).
     expires_at: Option<Instant>,
+    /// Drops (refused appends, and those recorded by the log's caller)
+    /// not yet in the ledger, in seq order: each goes there once every
+    /// record below it is on disk (see `cycle`). Kept across a purge: what
+    /// was counted stays counted.
+    refused: Vec<(u64, &'static str)>,
 }
 
 impl Writer {
     pub(crate) fn new(shared: Arc<Shared>) -> Writer {
-        let expires_at = expiry(&mut lock_state(&shared), shared.config.max_age);
+        let expires_at = expiry(&mut lock_state(&shared), shared.config.max_ages());
         Writer {
             shared,
             active: [None, None],
@@ -119,6 +130,7 @@ impl Writer {
             last_housekeeping: Instant::now(),
             housekeeping_owed: false,
             expires_at,
+            refused: Vec::new(),
         }
     }
 
@@ -196,7 +208,10 @@ impl Writer {
             let cipher = q.cipher.clone();
             let flush_gen = q.flush_requested;
             let flush_pending = q.flush_requested > q.flush_done;
-            let refused = std::mem::take(&mut q.refused);
+            self.refused.append(&mut q.refused);
+            // In seq order (the log's refusals and its caller's drops
+            // arrive from one thread, so this only guards).
+            self.refused.sort_by_key(|(seq, _)| *seq);
             let closing = q.closing;
             let purge_gen = q.purge_requested;
             let purge = q.purge_requested > q.purge_done;
@@ -205,6 +220,11 @@ impl Writer {
 
             if purge {
                 let result = self.purge();
+                // Drops recorded before the purge stay counted: the new
+                // ledger takes them before the purge is reported done.
+                if result.is_ok() && !self.refused.is_empty() {
+                    let _ = self.cycle(true);
+                }
                 let mut q = lock_queue(&shared);
                 q.purge_done = purge_gen;
                 q.purge_result = result.err();
@@ -216,7 +236,7 @@ impl Writer {
             for lane in Lane::ALL {
                 self.seal_into_carry(lane, &cipher);
             }
-            let result = self.cycle(flush_pending || closing, &refused);
+            let result = self.cycle(flush_pending || closing);
             let mut q = lock_queue(&shared);
             if flush_gen > q.flush_done && (result.is_err() || self.unsynced_since.is_none()) {
                 q.flush_done = flush_gen;
@@ -282,7 +302,7 @@ impl Writer {
     }
 
     /// Writes what is carried, syncs when due, indexes, applies bounds.
-    fn cycle(&mut self, flush: bool, refused: &[(u64, &'static str)]) -> Result<(), LogError> {
+    fn cycle(&mut self, flush: bool) -> Result<(), LogError> {
         let shared = self.shared.clone();
         let config = &shared.config;
         let poisoned = self.shared.counts.poisoned.load(Ordering::Acquire);
@@ -292,15 +312,14 @@ impl Writer {
         let mut error = None;
         let now = Instant::now();
         let retry_due = self.retry_at.is_none_or(|at| at <= now) || flush;
-        // Drops go first, with the counts the ledger could not take before
-        // (a full disk): no record is written after a drop whose count is
-        // not in the ledger. A refused seq is below every seq appended
-        // after it, so a kill between this cycle's records and its drops
-        // would leave a gap nothing explains.
-        let refused_result = lock_state(&shared).record_refused(refused);
         if poisoned {
             // Nothing can be promised durable any more: what is queued is
-            // released so the bounds do not fill with it.
+            // released so the bounds do not fill with it; the drops are
+            // still counted (and written if the ledger takes them).
+            let refused = std::mem::take(&mut self.refused);
+            if let Err(e) = lock_state(&shared).record_refused(&refused) {
+                lock_state(&shared).note_error(&e);
+            }
             for lane in &mut self.carry {
                 let bytes: u64 = lane.metas.iter().map(|m| u64::from(m.len)).sum();
                 self.shared.counts.release(lane.metas.len() as u64, bytes);
@@ -310,24 +329,59 @@ impl Writer {
             error = Some(LogError::Poisoned);
         } else if retry_due {
             self.retry_at = None;
-            if let Err(e) = &refused_result {
-                error = Some(e.clone());
-                self.retry_at = Some(Instant::now() + RETRY_DELAY);
-            }
-            // The lanes are written in seq order, run by run: a kill
-            // between two writes leaves on disk a prefix of what this cycle
-            // took, never a record above one that is lost (the next start
-            // numbers from the highest seq on disk, so a lost lower one
-            // would be a gap nothing explains).
+            // Records and drops reach the disk in seq order. The lanes are
+            // written run by run, and a lane's unsynced writes are synced
+            // before the other lane is written; a drop goes to the ledger
+            // (synced) after every record below it is synced, and before
+            // any record above it is written. Whatever a kill or a power
+            // cut interrupts, the disk holds a prefix of what was
+            // appended, never a record or a drop above a seq that is lost
+            // (the next start numbers from the highest seq on disk, so a
+            // lost lower one would be a gap nothing explains).
             while error.is_none() {
                 let first = |l: Lane| self.carry[l.index()].metas.first().map(|m| m.seq);
-                let (lane, below) = match (first(Lane::Critical), first(Lane::Normal)) {
+                let (c, n) = (first(Lane::Critical), first(Lane::Normal));
+                let next_record = c.into_iter().chain(n).min();
+                let drops = self
+                    .refused
+                    .iter()
+                    .take_while(|(seq, _)| next_record.is_none_or(|r| *seq < r))
+                    .count();
+                if drops > 0 || lock_state(&shared).has_ledger_backlog() {
+                    if let Err(e) = self.sync_lane(Lane::Critical) {
+                        error = Some(e);
+                        break;
+                    }
+                    if let Err(e) = self.sync_lane(Lane::Normal) {
+                        error = Some(e);
+                        break;
+                    }
+                    // Counted even when the ledger cannot take them now:
+                    // they wait in its backlog, written before anything
+                    // else.
+                    let taken: Vec<_> = self.refused.drain(..drops).collect();
+                    if let Err(e) = lock_state(&shared).record_refused(&taken) {
+                        error = Some(e);
+                        self.retry_at = Some(Instant::now() + RETRY_DELAY);
+                        break;
+                    }
+                }
+                let next_drop = self.refused.first().map(|(seq, _)| *seq);
+                let (lane, other) = match (c, n) {
                     (None, None) => break,
                     (Some(_), None) => (Lane::Critical, None),
                     (None, Some(_)) => (Lane::Normal, None),
                     (Some(c), Some(n)) if c < n => (Lane::Critical, Some(n)),
                     (Some(c), Some(_)) => (Lane::Normal, Some(c)),
                 };
+                let below = other.into_iter().chain(next_drop).min();
+                // The other lane's unsynced records are all below this
+                // run: they are synced before the run is written (only one
+                // lane is ever unsynced).
+                if let Err(e) = self.sync_lane(lane.other()) {
+                    error = Some(e);
+                    break;
+                }
                 if let Err(e) =
                     self.write_lane(lane, below, &mut written, &mut created, &mut sealed)
                 {
@@ -383,7 +437,7 @@ impl Writer {
             let drop_oldest = config.full_policy == FullPolicy::DropOldest;
             let _ = state.enforce_bounds(
                 now_ms(),
-                config.max_age,
+                config.max_ages(),
                 config.max_events,
                 config.max_bytes,
                 drop_oldest,
@@ -408,13 +462,28 @@ impl Writer {
             state.reap();
             state.collect_keys();
             self.housekeeping_owed = false;
-            self.expires_at = expiry(&mut state, config.max_age);
+            self.expires_at = expiry(&mut state, config.max_ages());
         }
         drop(state);
         match error {
             Some(e) => Err(e),
-            None => refused_result,
+            None => Ok(()),
         }
+    }
+
+    /// Syncs `lane`'s current segment if it holds unsynced writes; a
+    /// failure poisons the log.
+    fn sync_lane(&mut self, lane: Lane) -> Result<(), LogError> {
+        if let Some(a) = self.active[lane.index()].as_mut() {
+            if a.dirty {
+                if let Err(e) = a.file.sync_data() {
+                    self.shared.counts.poisoned.store(true, Ordering::Release);
+                    return Err(e.into());
+                }
+                a.dirty = false;
+            }
+        }
+        Ok(())
     }
 
     fn sync(&mut self) -> Result<(), LogError> {

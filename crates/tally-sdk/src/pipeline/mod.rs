@@ -64,6 +64,8 @@ pub(crate) fn log_config(config: &Config) -> LogConfig {
             config.log_max_events,
             Duration::from_millis(config.log_max_age_ms),
         )
+        .critical_max_age(Duration::from_millis(config.log_critical_max_age_ms))
+        .full_policy(config.log_full_policy)
         .durability(config.durability);
     log_config.max_inflight_bytes = LOG_INFLIGHT_BYTES;
     if let Some(keys) = &config.key_provider {

@@ -7,10 +7,10 @@
 //!
 //! - Records are appended in `seq` order, the order the queue holds them.
 //! - A message that takes a `seq` and is not appended (consent withdrawn,
-//!   invalid once built, too large, a failed write) is recorded as a
-//!   counted drop with its [`DropReason`], to be reported to the collector;
-//!   the two drops the log counts itself (`log_full`, `writer_backlog`)
-//!   are only announced to the uploader.
+//!   invalid once built, too large, a failed write) is recorded with its
+//!   [`DropReason`] in the log's drop ledger, like the two drops the log
+//!   makes itself (`log_full`, `writer_backlog`): durable before any later
+//!   record, counted, and reported to the collector.
 //! - The durable watermark is published only after the log's flush
 //!   succeeded, and only grows.
 //! - When the thread ends, however it ends, the hand-off queue is closed:
@@ -58,9 +58,10 @@ pub(crate) struct Pipeline {
     /// A shutdown command was read: finish what was accepted, then stop.
     stopping: bool,
     identity: Identity,
-    /// The context template's members as JSON text (without braces),
-    /// spliced into every message: serialized once, not per message.
-    static_context: String,
+    /// The context template (app, device, OS, locale, time zone,
+    /// library): moved into each message as it is built and back once it
+    /// is serialized, so it is neither copied nor spliced as text.
+    context: Context,
     privacy: Privacy,
     rng: fastrand::Rng,
     last_appended: u64,
@@ -74,13 +75,7 @@ impl Pipeline {
     pub(crate) fn new(capture: Arc<Capture>) -> Self {
         let shared = Arc::clone(capture.shared());
         let identity = shared.lock_state().identity.clone();
-        let template = enrich::context_template(&shared.config.context.device_context());
-        let template_json = serde_json::to_string(&template).unwrap_or_default();
-        let static_context = template_json
-            .strip_prefix('{')
-            .and_then(|t| t.strip_suffix('}'))
-            .unwrap_or_default()
-            .to_owned();
+        let context = enrich::context_template(&shared.config.context.device_context());
         let privacy = Privacy::new(shared.config.privacy.clone());
         let last_appended = shared.durable_seq.load(Ordering::SeqCst);
         let now = shared.clock.mono_ms();
@@ -93,7 +88,7 @@ impl Pipeline {
             session_index: 0,
             stopping: false,
             identity,
-            static_context,
+            context,
             privacy,
             rng: fastrand::Rng::new(),
             last_appended,
@@ -286,7 +281,8 @@ impl Pipeline {
 
     /// Consent withdrawn: shreds the log. What was shredded was never
     /// sent; its numbers are recorded as dropped by consent, so if consent
-    /// returns the collector sees them explained, not missing.
+    /// returns the collector sees them explained, not missing; so are the
+    /// drop ledger's ranges not yet reported.
     fn purge(&mut self) -> Result<(), FlushError> {
         let log_error = |e: crate::log::LogError| FlushError::Log(e.to_string());
         let _ = self.flush(false);
@@ -299,6 +295,22 @@ impl Pipeline {
             .map(|r| r.seq)
             .collect();
         seqs.sort_unstable();
+        // The shredding takes the drop ledger with it: what it holds that
+        // is not yet reported moves to the state's own drops (saved before
+        // the log is purged), and its counts to the tracker's, so every
+        // drop stays explained and counted.
+        let ledger = self.shared.log.drop_ledger();
+        let log_dropped = self.shared.log.stats().dropped;
+        {
+            let mut state = self.shared.lock_state();
+            for range in &ledger {
+                let open = state.unreported_ledger(&range.reason, range.first_seq, range.last_seq);
+                for [from, to] in open {
+                    state.record_drops(&range.reason, from, to);
+                }
+            }
+            self.shared.save_state(&state);
+        }
         if let Err(e) = self.shared.log.purge() {
             self.shared
                 .metrics
@@ -306,8 +318,13 @@ impl Pipeline {
                 .fetch_add(1, Ordering::Relaxed);
             return Err(log_error(e));
         }
+        for (reason, n) in log_dropped {
+            bump(&self.shared.metrics.dropped, &reason, n);
+        }
         let reason = DropReason::ConsentDenied.as_str();
-        bump(&self.shared.metrics.dropped, reason, seqs.len() as u64);
+        if !seqs.is_empty() {
+            bump(&self.shared.metrics.dropped, reason, seqs.len() as u64);
+        }
         let mut state = self.shared.lock_state();
         for seq in seqs {
             state.record_drop(reason, seq);
@@ -316,11 +333,14 @@ impl Pipeline {
         Ok(())
     }
 
+    /// A message that took `seq` and will not be appended: the drop goes
+    /// to the log's drop ledger, which the writer makes durable before any
+    /// record appended after it (so a kill never leaves a record above an
+    /// unexplained seq), and which counts it.
     fn drop_seq(&mut self, seq: u64, reason: DropReason) {
-        bump(&self.shared.metrics.dropped, reason.as_str(), 1);
-        self.shared.lock_state().record_drop(reason.as_str(), seq);
-        self.state_dirty = true;
+        self.shared.log.record_drop(seq, reason.as_str());
         self.last_appended = self.last_appended.max(seq);
+        self.unflushed = true;
         self.drop_to_report();
     }
 
@@ -337,9 +357,15 @@ impl Pipeline {
             return;
         }
         let priority = captured.priority;
-        let msg = self.build(captured);
-        let json = self.with_static_context(msg.to_json());
-        if let Err(rejection) = validate(&msg, &json) {
+        let mut msg = self.build(captured);
+        let json = msg.to_json();
+        let valid = validate(&msg, &json);
+        // The template goes back for the next message.
+        if let Some(mut context) = msg.context.take() {
+            context.tally = None;
+            self.context = context;
+        }
+        if let Err(rejection) = valid {
             self.drop_seq(seq, DropReason::Invalid(rejection.reason));
             return;
         }
@@ -363,22 +389,6 @@ impl Pipeline {
                 self.drop_seq(seq, DropReason::PersistFailed);
             }
         }
-    }
-
-    /// Inserts the static context members before `"tally"`. The message's
-    /// context is its last member and holds only `tally` (whose members
-    /// are ids and numbers), so the last `"context":{"tally":` is it.
-    fn with_static_context(&self, mut json: String) -> String {
-        const MARK: &str = "\"context\":{\"tally\":";
-        if self.static_context.is_empty() {
-            return json;
-        }
-        if let Some(at) = json.rfind(MARK) {
-            let insert_at = at + "\"context\":{".len();
-            json.insert(insert_at, ',');
-            json.insert_str(insert_at, &self.static_context);
-        }
-        json
     }
 
     fn message_id(&mut self, ts_ms: i64) -> String {
@@ -465,7 +475,7 @@ impl Pipeline {
                 dedup_key: c.dedup_key.map(str::to_owned),
                 ..TallyContext::default()
             }),
-            ..Context::default()
+            ..std::mem::take(&mut self.context)
         };
         msg.context = Some(context);
         msg

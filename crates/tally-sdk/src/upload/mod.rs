@@ -329,11 +329,19 @@ impl Uploader {
         let request = self.request(records);
         let t_send = clock.wall_ms();
         let t0 = clock.mono_ms();
+        self.shared
+            .metrics
+            .sync_attempts
+            .fetch_add(1, Ordering::Relaxed);
         let result = self.transport.send(&request);
         let elapsed = clock.mono_ms().saturating_sub(t0);
         let t_recv = clock.wall_ms();
         match classify(result, records.len(), t_recv) {
             Outcome::Results(answer) => {
+                self.shared
+                    .metrics
+                    .sync_successes
+                    .fetch_add(1, Ordering::Relaxed);
                 self.on_results(records, &answer, t_send, t_recv);
                 self.budget.after_success(elapsed);
                 self.shared.metrics.record_latency(elapsed);

@@ -1195,10 +1195,13 @@ public func FfiConverterTypeBackgroundSync_lower(_ value: BackgroundSync) -> Rus
 /**
  * The health report: member for member the Rust SDK's `Health`, where
  * each is described. In short: `pending`/`pending_bytes`/
- * `oldest_pending_age_s` wait on the device; `tracked` and `refused` (by
- * code) were taken or refused at the call in this process; `accepted`,
+ * `oldest_pending_age_s` wait on the device; `tracked` were taken at the
+ * call in this process, `refused` (by code) refused at the call; `accepted`,
  * `duplicate`, `rejected` (by reason) are the collector's answers;
- * `dropped` (by reason) went by a device policy; `backoff_ms` and
+ * `dropped` (by reason) went by a device policy; `sync_attempts`,
+ * `sync_successes` and `sync_success_rate` say how well the link works
+ * (these, the answers, `refused`, `dropped` and `persistence_errors`
+ * count for the life of the install); `backoff_ms` and
  * `consecutive_failures` describe a failing link; `auth_failed` means the
  * write key was refused and sending stopped until `sync_now()`.
  */
@@ -1215,6 +1218,9 @@ public struct Health: Equatable, Hashable {
     public var dropped: [String: UInt64]
     public var corrupt: UInt64
     public var persistenceErrors: UInt64
+    public var syncAttempts: UInt64
+    public var syncSuccesses: UInt64
+    public var syncSuccessRate: Double?
     public var consecutiveFailures: UInt64
     public var backoffMs: UInt64
     public var lastSuccessMs: Int64?
@@ -1226,7 +1232,7 @@ public struct Health: Equatable, Hashable {
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
-    public init(installId: String, pending: UInt64, pendingBytes: UInt64, oldestPendingAgeS: Double, tracked: UInt64, refused: [String: UInt64], accepted: UInt64, duplicate: UInt64, rejected: [String: UInt64], dropped: [String: UInt64], corrupt: UInt64, persistenceErrors: UInt64, consecutiveFailures: UInt64, backoffMs: UInt64, lastSuccessMs: Int64?, syncLatencyP50Ms: UInt64?, syncLatencyP99Ms: UInt64?, clockOffsetMs: Int64?, consent: Consent, authFailed: Bool) {
+    public init(installId: String, pending: UInt64, pendingBytes: UInt64, oldestPendingAgeS: Double, tracked: UInt64, refused: [String: UInt64], accepted: UInt64, duplicate: UInt64, rejected: [String: UInt64], dropped: [String: UInt64], corrupt: UInt64, persistenceErrors: UInt64, syncAttempts: UInt64, syncSuccesses: UInt64, syncSuccessRate: Double?, consecutiveFailures: UInt64, backoffMs: UInt64, lastSuccessMs: Int64?, syncLatencyP50Ms: UInt64?, syncLatencyP99Ms: UInt64?, clockOffsetMs: Int64?, consent: Consent, authFailed: Bool) {
         self.installId = installId
         self.pending = pending
         self.pendingBytes = pendingBytes
@@ -1239,6 +1245,9 @@ public struct Health: Equatable, Hashable {
         self.dropped = dropped
         self.corrupt = corrupt
         self.persistenceErrors = persistenceErrors
+        self.syncAttempts = syncAttempts
+        self.syncSuccesses = syncSuccesses
+        self.syncSuccessRate = syncSuccessRate
         self.consecutiveFailures = consecutiveFailures
         self.backoffMs = backoffMs
         self.lastSuccessMs = lastSuccessMs
@@ -1277,6 +1286,9 @@ public struct FfiConverterTypeHealth: FfiConverterRustBuffer {
                 dropped: FfiConverterDictionaryStringUInt64.read(from: &buf), 
                 corrupt: FfiConverterUInt64.read(from: &buf), 
                 persistenceErrors: FfiConverterUInt64.read(from: &buf), 
+                syncAttempts: FfiConverterUInt64.read(from: &buf), 
+                syncSuccesses: FfiConverterUInt64.read(from: &buf), 
+                syncSuccessRate: FfiConverterOptionDouble.read(from: &buf), 
                 consecutiveFailures: FfiConverterUInt64.read(from: &buf), 
                 backoffMs: FfiConverterUInt64.read(from: &buf), 
                 lastSuccessMs: FfiConverterOptionInt64.read(from: &buf), 
@@ -1301,6 +1313,9 @@ public struct FfiConverterTypeHealth: FfiConverterRustBuffer {
         FfiConverterDictionaryStringUInt64.write(value.dropped, into: &buf)
         FfiConverterUInt64.write(value.corrupt, into: &buf)
         FfiConverterUInt64.write(value.persistenceErrors, into: &buf)
+        FfiConverterUInt64.write(value.syncAttempts, into: &buf)
+        FfiConverterUInt64.write(value.syncSuccesses, into: &buf)
+        FfiConverterOptionDouble.write(value.syncSuccessRate, into: &buf)
         FfiConverterUInt64.write(value.consecutiveFailures, into: &buf)
         FfiConverterUInt64.write(value.backoffMs, into: &buf)
         FfiConverterOptionInt64.write(value.lastSuccessMs, into: &buf)
@@ -2750,6 +2765,30 @@ fileprivate struct FfiConverterOptionInt64: FfiConverterRustBuffer {
         switch try readInt(&buf) as Int8 {
         case 0: return nil
         case 1: return try FfiConverterInt64.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterOptionDouble: FfiConverterRustBuffer {
+    typealias SwiftType = Double?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterDouble.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterDouble.read(from: &buf)
         default: throw UniffiInternalError.unexpectedOptionalTag
         }
     }

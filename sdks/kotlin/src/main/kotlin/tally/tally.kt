@@ -2181,10 +2181,13 @@ public object FfiConverterTypeBackgroundSync: FfiConverterRustBuffer<BackgroundS
 /**
  * The health report: member for member the Rust SDK's `Health`, where
  * each is described. In short: `pending`/`pending_bytes`/
- * `oldest_pending_age_s` wait on the device; `tracked` and `refused` (by
- * code) were taken or refused at the call in this process; `accepted`,
+ * `oldest_pending_age_s` wait on the device; `tracked` were taken at the
+ * call in this process, `refused` (by code) refused at the call; `accepted`,
  * `duplicate`, `rejected` (by reason) are the collector's answers;
- * `dropped` (by reason) went by a device policy; `backoff_ms` and
+ * `dropped` (by reason) went by a device policy; `sync_attempts`,
+ * `sync_successes` and `sync_success_rate` say how well the link works
+ * (these, the answers, `refused`, `dropped` and `persistence_errors`
+ * count for the life of the install); `backoff_ms` and
  * `consecutive_failures` describe a failing link; `auth_failed` means the
  * write key was refused and sending stopped until `sync_now()`.
  */
@@ -2212,6 +2215,12 @@ data class Health (
     var `corrupt`: kotlin.ULong
     , 
     var `persistenceErrors`: kotlin.ULong
+    , 
+    var `syncAttempts`: kotlin.ULong
+    , 
+    var `syncSuccesses`: kotlin.ULong
+    , 
+    var `syncSuccessRate`: kotlin.Double?
     , 
     var `consecutiveFailures`: kotlin.ULong
     , 
@@ -2258,6 +2267,9 @@ public object FfiConverterTypeHealth: FfiConverterRustBuffer<Health> {
             FfiConverterULong.read(buf),
             FfiConverterULong.read(buf),
             FfiConverterULong.read(buf),
+            FfiConverterOptionalDouble.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
             FfiConverterOptionalLong.read(buf),
             FfiConverterOptionalULong.read(buf),
             FfiConverterOptionalULong.read(buf),
@@ -2280,6 +2292,9 @@ public object FfiConverterTypeHealth: FfiConverterRustBuffer<Health> {
             FfiConverterMapStringULong.allocationSize(value.`dropped`) +
             FfiConverterULong.allocationSize(value.`corrupt`) +
             FfiConverterULong.allocationSize(value.`persistenceErrors`) +
+            FfiConverterULong.allocationSize(value.`syncAttempts`) +
+            FfiConverterULong.allocationSize(value.`syncSuccesses`) +
+            FfiConverterOptionalDouble.allocationSize(value.`syncSuccessRate`) +
             FfiConverterULong.allocationSize(value.`consecutiveFailures`) +
             FfiConverterULong.allocationSize(value.`backoffMs`) +
             FfiConverterOptionalLong.allocationSize(value.`lastSuccessMs`) +
@@ -2303,6 +2318,9 @@ public object FfiConverterTypeHealth: FfiConverterRustBuffer<Health> {
             FfiConverterMapStringULong.write(value.`dropped`, buf)
             FfiConverterULong.write(value.`corrupt`, buf)
             FfiConverterULong.write(value.`persistenceErrors`, buf)
+            FfiConverterULong.write(value.`syncAttempts`, buf)
+            FfiConverterULong.write(value.`syncSuccesses`, buf)
+            FfiConverterOptionalDouble.write(value.`syncSuccessRate`, buf)
             FfiConverterULong.write(value.`consecutiveFailures`, buf)
             FfiConverterULong.write(value.`backoffMs`, buf)
             FfiConverterOptionalLong.write(value.`lastSuccessMs`, buf)
@@ -3533,6 +3551,38 @@ public object FfiConverterOptionalLong: FfiConverterRustBuffer<kotlin.Long?> {
         } else {
             buf.put(1)
             FfiConverterLong.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterOptionalDouble: FfiConverterRustBuffer<kotlin.Double?> {
+    override fun read(buf: ByteBuffer): kotlin.Double? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterDouble.read(buf)
+    }
+
+    override fun allocationSize(value: kotlin.Double?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterDouble.allocationSize(value)
+        }
+    }
+
+    override fun write(value: kotlin.Double?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterDouble.write(value, buf)
         }
     }
 }
