@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use jsonschema::error::ValidationErrorKind;
-use jsonschema::{Draft, ValidationError, Validator};
+use jsonschema::{Draft, PatternOptions, ValidationError, Validator};
 use serde_json::Value;
 
 use crate::load::LoadError;
@@ -249,10 +249,16 @@ fn compile_event(spec: &EventSpec) -> Result<CompiledEvent, LoadError> {
 /// Builds one version's schema: draft 2020-12 unless `$schema` names
 /// another, formats asserted (a value that is not an `email` is a
 /// violation), unknown formats refused, no `$ref` outside the schema.
-/// On error: the JSON pointer into the schema and the message.
+/// Patterns run on the `regex` crate's engine, in time linear in the
+/// value: the values are a client's, sent with a public write key, and the
+/// default engine backtracks for a pattern with look-around or
+/// backreferences, up to a million steps per value (such patterns are
+/// refused instead). On error: the JSON pointer into the schema and the
+/// message.
 pub(crate) fn build_schema(schema: &Value) -> Result<Validator, (String, String)> {
     jsonschema::options()
         .with_draft(Draft::Draft202012)
+        .with_pattern_options(PatternOptions::regex())
         .should_validate_formats(true)
         .should_ignore_unknown_formats(false)
         .build(schema)

@@ -349,6 +349,29 @@ fn loading_errors_are_typed() {
         r#"events: [{name: A, versions: [{version: 1, properties: {"$ref": "https://example.com/s.json"}}]}]"#,
     );
     assert_eq!(err.code(), "schema-invalid");
+    // Patterns run in linear time: look-around (which needs a backtracking
+    // engine) is refused when the plan loads, and a pattern with nested
+    // repetition judges a long hostile value.
+    let err = compile(
+        r#"events: [{name: A, versions: [{version: 1, properties: {properties: {x: {pattern: "^(?=a)a$"}}}}]}]"#,
+    );
+    assert_eq!(err.code(), "schema-invalid");
+    let plan = CompiledPlan::compile(
+        Plan::parse(
+            r#"events: [{name: A, versions: [{version: 1, properties: {properties: {x: {pattern: "^(a+)+$"}}}}]}]"#,
+            tally_plan::Format::Yaml,
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let hostile = format!("{}!", "a".repeat(16 * 1024));
+    assert!(plan
+        .validate("A", None, &serde_json::json!({ "x": hostile }))
+        .is_violation());
+    assert_eq!(
+        plan.validate("A", None, &serde_json::json!({"x": "aaaa"})),
+        tally_plan::Verdict::Ok
+    );
     let err = CompiledPlan::load(Path::new("/nonexistent/plan.yaml")).unwrap_err();
     assert_eq!(err.code(), "io");
 }
