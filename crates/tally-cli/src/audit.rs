@@ -3,13 +3,16 @@
 
 use serde_json::Value;
 
-use crate::keys::AdminArgs;
+use crate::client::{cell, table, Collector};
 
 /// Arguments of `tally audit`.
 #[derive(Debug, clap::Args)]
 pub struct AuditArgs {
     #[command(flatten)]
-    admin: AdminArgs,
+    admin: Collector,
+    /// Print the API's JSON instead of a table
+    #[arg(long)]
+    json: bool,
     /// Rows at or after this time, RFC 3339
     #[arg(long)]
     from: Option<String>,
@@ -51,67 +54,35 @@ pub fn run(args: AuditArgs) -> anyhow::Result<()> {
     let answer = args
         .admin
         .call(&format!("/v1/audit?{}", query.join("&")), None)?;
-    if args.admin.json {
+    if args.json {
         println!("{}", serde_json::to_string_pretty(&answer)?);
         return Ok(());
     }
-    print!("{}", table(&answer));
+    print!("{}", entries_table(&answer));
     if let Some(next) = answer["next_before_id"].as_i64() {
         eprintln!("more rows: --before-id {next}");
     }
     Ok(())
 }
 
-fn text(v: &Value) -> String {
-    match v {
-        Value::Null => "-".to_owned(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
-
 /// One row per entry; `params` last, as JSON.
-fn table(answer: &Value) -> String {
-    let headers = [
-        "id", "at", "key", "role", "action", "client", "status", "outcome", "count", "params",
+fn entries_table(answer: &Value) -> String {
+    let keys = [
+        "id", "at", "key_id", "role", "action", "client", "status", "outcome", "count", "params",
     ];
     let rows: Vec<Vec<String>> = answer["entries"]
         .as_array()
         .map(Vec::as_slice)
         .unwrap_or_default()
         .iter()
-        .map(|e| {
-            [
-                "id", "at", "key_id", "role", "action", "client", "status", "outcome", "count",
-                "params",
-            ]
-            .iter()
-            .map(|k| text(&e[*k]))
-            .collect()
-        })
+        .map(|e| keys.iter().map(|k| cell(&e[*k])).collect())
         .collect();
-    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
-    for row in &rows {
-        for (w, c) in widths.iter_mut().zip(row) {
-            *w = (*w).max(c.chars().count());
-        }
-    }
-    let line = |cells: &[String]| {
-        let mut out = String::new();
-        for (i, (c, w)) in cells.iter().zip(&widths).enumerate() {
-            if i + 1 == cells.len() {
-                out.push_str(c);
-            } else {
-                out.push_str(&format!("{c:<w$}  "));
-            }
-        }
-        out.trim_end().to_owned() + "\n"
-    };
-    let mut out = line(&headers.map(str::to_owned));
-    for row in &rows {
-        out.push_str(&line(row));
-    }
-    out
+    table(
+        &[
+            "id", "at", "key", "role", "action", "client", "status", "outcome", "count", "params",
+        ],
+        &rows,
+    )
 }
 
 #[cfg(test)]
@@ -130,10 +101,11 @@ mod tests {
              "count": 10000, "params": {}}
         ], "next_before_id": null});
         assert_eq!(
-            table(&answer),
+            entries_table(&answer),
             "id  at                        key                  role   action              client     status  outcome  count  params\n\
-             7   2026-12-07T10:00:00.000Z  at_0123456789abcdef  admin  POST /v1/deletions  127.0.0.1  202     ok       1      {\"userId\":\"u-1\"}\n\
-             6   2026-12-07T09:59:55.000Z  -                    -      GET /v1/stats       192.0.2.7  401     denied   10000  {}\n"
+             --  ------------------------  -------------------  -----  ------------------  ---------  ------  -------  -----  ----------------\n\
+             7   2026-12-07T10:00:00.000Z  at_0123456789abcdef  admin  POST /v1/deletions  127.0.0.1     202  ok           1  {\"userId\":\"u-1\"}\n\
+             6   2026-12-07T09:59:55.000Z  -                    -      GET /v1/stats       192.0.2.7     401  denied   10000  {}\n"
         );
     }
 }

@@ -1,25 +1,81 @@
-//! What the commands that call a collector's HTTP API share: one GET of
-//! a JSON answer with a token (a failure says the status and the
-//! collector's own message), and plain-text tables of its rows.
+//! What the commands that call a collector's HTTP API share: the
+//! collector and admin-token flags, one request of a JSON answer with a
+//! token (a failure says the status and the collector's own message), and
+//! plain-text tables of its rows.
 
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use serde_json::Value;
 
-/// `GET url` with `Authorization: Bearer token`, the JSON answer; an
-/// answer other than 2xx is an error carrying the collector's message.
-pub fn get(url: &str, token: &str) -> anyhow::Result<Value> {
+/// The collector and the admin token, as every admin command takes them
+/// (`--endpoint`, `--admin-token`, or `TALLY_ENDPOINT`,
+/// `TALLY_ADMIN_TOKEN`).
+#[derive(Debug, clap::Args)]
+pub struct Collector {
+    /// Base URL of the collector
+    #[arg(
+        long,
+        global = true,
+        env = "TALLY_ENDPOINT",
+        value_name = "URL",
+        default_value = crate::args::DEFAULT_ENDPOINT
+    )]
+    pub endpoint: String,
+    /// Admin token of the collector
+    #[arg(
+        long,
+        global = true,
+        env = "TALLY_ADMIN_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub admin_token: Option<String>,
+}
+
+impl Collector {
+    /// The admin token, or an error that says how to give it.
+    pub fn token(&self) -> anyhow::Result<&str> {
+        self.admin_token
+            .as_deref()
+            .context("the admin token is needed: --admin-token or TALLY_ADMIN_TOKEN")
+    }
+
+    /// `path` (with its query) on the collector.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.endpoint.trim_end_matches('/'))
+    }
+
+    /// `GET path` with the admin token (see [`request`]).
+    pub fn get(&self, path: &str) -> anyhow::Result<Value> {
+        request(&self.url(path), self.token()?, None)
+    }
+
+    /// `GET path`, or `POST` of the JSON `body`, with the admin token.
+    pub fn call(&self, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+        request(&self.url(path), self.token()?, body)
+    }
+}
+
+/// `GET url`, or `POST` of the JSON `body`, with `Authorization: Bearer
+/// token`: the JSON answer. An answer other than 2xx is an error carrying
+/// the status and the collector's own message.
+pub fn request(url: &str, token: &str, body: Option<Value>) -> anyhow::Result<Value> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(120)))
         .build()
         .into();
-    let mut response = agent
-        .get(url)
-        .header("authorization", format!("Bearer {token}"))
-        .call()
-        .with_context(|| format!("cannot reach the collector at {url}"))?;
+    let auth = format!("Bearer {token}");
+    let response = match body {
+        Some(body) => agent
+            .post(url)
+            .header("authorization", &auth)
+            .header("content-type", "application/json")
+            .send(body.to_string()),
+        None => agent.get(url).header("authorization", &auth).call(),
+    };
+    let mut response = response.with_context(|| format!("cannot reach the collector at {url}"))?;
     let status = response.status();
     let text = response.body_mut().read_to_string()?;
     let body: Value = serde_json::from_str(&text)

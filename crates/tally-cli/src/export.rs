@@ -84,22 +84,8 @@ pub enum Format {
 /// Arguments of `tally export`.
 #[derive(Debug, clap::Args)]
 pub struct ExportArgs {
-    /// The collector's base URL
-    #[arg(
-        long,
-        env = "TALLY_ENDPOINT",
-        value_name = "URL",
-        default_value = crate::args::DEFAULT_ENDPOINT
-    )]
-    endpoint: String,
-    /// The collector's admin token
-    #[arg(
-        long,
-        env = "TALLY_ADMIN_TOKEN",
-        value_name = "TOKEN",
-        hide_env_values = true
-    )]
-    admin_token: String,
+    #[command(flatten)]
+    collector: crate::client::Collector,
     /// Output format
     #[arg(long, value_enum)]
     format: Format,
@@ -137,11 +123,12 @@ pub fn run(args: ExportArgs) -> anyhow::Result<()> {
         .timeout_recv_response(Some(Duration::from_secs(120)))
         .build()
         .into();
-    let url = format!("{}/v1/export", args.endpoint.trim_end_matches('/'));
+    let token = args.collector.token()?;
+    let url = args.collector.url("/v1/export");
     let mut request = agent
         .get(&url)
         .query("format", "ndjson")
-        .header("authorization", format!("Bearer {}", args.admin_token));
+        .header("authorization", format!("Bearer {token}"));
     if let Some(from) = &args.from {
         request = request.query("from", from);
     }

@@ -5,71 +5,10 @@
 
 use std::time::Duration;
 
-use anyhow::{bail, Context as _};
+use anyhow::Context as _;
 use serde_json::{json, Value};
 
-/// The collector and the admin token every admin command takes.
-#[derive(Debug, clap::Args)]
-pub struct AdminArgs {
-    /// Base URL of the collector
-    #[arg(
-        long,
-        global = true,
-        env = "TALLY_ENDPOINT",
-        value_name = "URL",
-        default_value = crate::args::DEFAULT_ENDPOINT
-    )]
-    pub endpoint: String,
-    /// Admin token of the collector
-    #[arg(long, global = true, env = "TALLY_ADMIN_TOKEN", hide_env_values = true)]
-    pub admin_token: Option<String>,
-    /// Print the API's JSON instead of a table
-    #[arg(long, global = true)]
-    pub json: bool,
-}
-
-impl AdminArgs {
-    fn token(&self) -> anyhow::Result<&str> {
-        self.admin_token
-            .as_deref()
-            .context("the admin token is needed: --admin-token or TALLY_ADMIN_TOKEN")
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.endpoint.trim_end_matches('/'))
-    }
-
-    /// Calls `path` with the admin token; a JSON `body` makes it a POST.
-    pub fn call(&self, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
-        let url = self.url(path);
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(60)))
-            .build()
-            .into();
-        let auth = format!("Bearer {}", self.token()?);
-        let response = match body {
-            Some(body) => agent
-                .post(&url)
-                .header("authorization", &auth)
-                .header("content-type", "application/json")
-                .send(body.to_string()),
-            None => agent.get(&url).header("authorization", &auth).call(),
-        };
-        let mut response =
-            response.with_context(|| format!("cannot reach the collector at {url}"))?;
-        let status = response.status();
-        let text = response.body_mut().read_to_string()?;
-        let body: Value = serde_json::from_str(&text).with_context(|| {
-            format!("the collector answered {status} with a body that is not JSON")
-        })?;
-        if !status.is_success() {
-            let message = body["message"].as_str().unwrap_or("no message");
-            bail!("the collector answered {status}: {message}");
-        }
-        Ok(body)
-    }
-}
+use crate::client::{cell, table, Collector};
 
 /// Arguments of `tally keys`.
 #[derive(Debug, clap::Args)]
@@ -77,7 +16,10 @@ pub struct KeysArgs {
     #[command(subcommand)]
     what: What,
     #[command(flatten)]
-    admin: AdminArgs,
+    admin: Collector,
+    /// Print the API's JSON instead of a table
+    #[arg(long, global = true)]
+    json: bool,
 }
 
 /// A kind of key.
@@ -151,7 +93,7 @@ pub fn run(args: KeysArgs) -> anyhow::Result<()> {
             Some(json!({})),
         )?,
     };
-    if admin.json {
+    if args.json {
         println!("{}", serde_json::to_string_pretty(&answer)?);
         return Ok(());
     }
@@ -166,8 +108,8 @@ pub fn run(args: KeysArgs) -> anyhow::Result<()> {
             println!("{secret}");
             eprintln!(
                 "key {} ({}): this secret is shown once; store it now",
-                text(&answer["id"]),
-                text(&answer["kind"])
+                cell(&answer["id"]),
+                cell(&answer["kind"])
             );
             if let Some(until) = answer["previous_expires_at"].as_str() {
                 eprintln!("the previous secret stays valid until {until}");
@@ -175,8 +117,8 @@ pub fn run(args: KeysArgs) -> anyhow::Result<()> {
         }
         What::Revoke { .. } => println!(
             "revoked {} at {}",
-            text(&answer["id"]),
-            text(&answer["revoked_at"])
+            cell(&answer["id"]),
+            cell(&answer["revoked_at"])
         ),
     }
     Ok(())
@@ -188,18 +130,9 @@ fn path_segment(id: &str) -> String {
     form_urlencoded::byte_serialize(id.as_bytes()).collect()
 }
 
-fn text(v: &Value) -> String {
-    match v {
-        Value::Null => "-".to_owned(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
-
 /// The key list as a table: one row per key, its live secrets counted.
 fn list_table(answer: &Value) -> String {
-    let headers = ["id", "kind", "origin", "state", "secrets", "name"];
-    let rows: Vec<[String; 6]> = answer["keys"]
+    let rows: Vec<Vec<String>> = answer["keys"]
         .as_array()
         .map(Vec::as_slice)
         .unwrap_or_default()
@@ -210,38 +143,17 @@ fn list_table(answer: &Value) -> String {
                 None => "active".to_owned(),
             };
             let secrets = k["secrets"].as_array().map_or(0, Vec::len);
-            [
-                text(&k["id"]),
-                text(&k["kind"]),
-                text(&k["origin"]),
+            vec![
+                cell(&k["id"]),
+                cell(&k["kind"]),
+                cell(&k["origin"]),
                 state,
                 secrets.to_string(),
-                text(&k["name"]),
+                cell(&k["name"]),
             ]
         })
         .collect();
-    let mut widths = headers.map(str::len);
-    for row in &rows {
-        for (w, c) in widths.iter_mut().zip(row) {
-            *w = (*w).max(c.chars().count());
-        }
-    }
-    let line = |cells: &[String]| {
-        let mut out = String::new();
-        for (i, (c, w)) in cells.iter().zip(widths).enumerate() {
-            if i + 1 == cells.len() {
-                out.push_str(c);
-            } else {
-                out.push_str(&format!("{c:<w$}  "));
-            }
-        }
-        out.trim_end().to_owned() + "\n"
-    };
-    let mut out = line(&headers.map(str::to_owned));
-    for row in &rows {
-        out.push_str(&line(row));
-    }
-    out
+    table(&["id", "kind", "origin", "state", "secrets", "name"], &rows)
 }
 
 #[cfg(test)]
@@ -261,8 +173,9 @@ mod tests {
         assert_eq!(
             list_table(&answer),
             "id                   kind   origin  state                             secrets  name\n\
-             wk_0123456789abcdef  write  config  active                            1        configured write key\n\
-             at_fedcba9876543210  admin  api     revoked 2026-12-07T11:00:00.000Z  0        ops\n"
+             -------------------  -----  ------  --------------------------------  -------  --------------------\n\
+             wk_0123456789abcdef  write  config  active                                  1  configured write key\n\
+             at_fedcba9876543210  admin  api     revoked 2026-12-07T11:00:00.000Z        0  ops\n"
         );
         assert_eq!(path_segment("wk_1/../x"), "wk_1%2F..%2Fx");
     }

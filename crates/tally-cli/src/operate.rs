@@ -5,25 +5,15 @@
 
 use std::time::Duration;
 
-use anyhow::Context as _;
 use serde_json::Value;
 
-use crate::client::{cell, get, rows_of, table};
+use crate::client::{cell, rows_of, table, Collector};
 
-/// The collector and the admin token, as every admin command takes them.
+/// The collector, and whether to print the API's JSON.
 #[derive(Debug, clap::Args)]
 pub struct AdminApi {
-    /// Base URL of the collector
-    #[arg(
-        long,
-        env = "TALLY_ENDPOINT",
-        value_name = "URL",
-        default_value = crate::args::DEFAULT_ENDPOINT
-    )]
-    endpoint: String,
-    /// Admin token of the collector
-    #[arg(long, env = "TALLY_ADMIN_TOKEN", hide_env_values = true)]
-    admin_token: Option<String>,
+    #[command(flatten)]
+    collector: Collector,
     /// Print the API's JSON instead of a table
     #[arg(long)]
     json: bool,
@@ -31,14 +21,7 @@ pub struct AdminApi {
 
 impl AdminApi {
     fn get(&self, path_and_query: &str) -> anyhow::Result<Value> {
-        let token = self
-            .admin_token
-            .as_deref()
-            .context("the admin token is needed: --admin-token or TALLY_ADMIN_TOKEN")?;
-        get(
-            &format!("{}{path_and_query}", self.endpoint.trim_end_matches('/')),
-            token,
-        )
+        self.collector.get(path_and_query)
     }
 }
 

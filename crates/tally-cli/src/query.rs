@@ -4,28 +4,17 @@
 
 use std::time::Duration;
 
-use anyhow::Context as _;
 use serde_json::Value;
 
-use crate::client::{cell, get, rows_of, table};
+use crate::client::{cell, rows_of, table, Collector};
 
 /// Arguments of `tally query`.
 #[derive(Debug, clap::Args)]
 pub struct QueryArgs {
     #[command(subcommand)]
     what: What,
-    /// Base URL of the collector
-    #[arg(
-        long,
-        global = true,
-        env = "TALLY_ENDPOINT",
-        value_name = "URL",
-        default_value = crate::args::DEFAULT_ENDPOINT
-    )]
-    endpoint: String,
-    /// Admin token of the collector
-    #[arg(long, global = true, env = "TALLY_ADMIN_TOKEN", hide_env_values = true)]
-    admin_token: Option<String>,
+    #[command(flatten)]
+    collector: Collector,
     /// Print the API's JSON instead of a table
     #[arg(long, global = true)]
     json: bool,
@@ -174,10 +163,7 @@ impl QueryString {
 }
 
 pub fn run(args: QueryArgs) -> anyhow::Result<()> {
-    let token = args
-        .admin_token
-        .clone()
-        .context("the admin token is needed: --admin-token or TALLY_ADMIN_TOKEN")?;
+    args.collector.token()?;
     let mut q = QueryString::default();
     q.add("from", args.from.as_ref());
     q.add("to", args.to.as_ref());
@@ -232,12 +218,9 @@ pub fn run(args: QueryArgs) -> anyhow::Result<()> {
             "top-events"
         }
     };
-    let url = format!(
-        "{}/v1/query/{path}?{}",
-        args.endpoint.trim_end_matches('/'),
-        q.0.join("&")
-    );
-    let answer = get(&url, &token)?;
+    let answer = args
+        .collector
+        .get(&format!("/v1/query/{path}?{}", q.0.join("&")))?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&answer)?);
         return Ok(());

@@ -212,9 +212,11 @@ fn idle_connections_are_shed_at_the_limit_and_closed_when_idle() {
     assert_eq!(status, 200);
     assert!(took < Duration::from_secs(1), "{took:?}");
     // Every idle socket is closed by the server: the first 250 or so at
-    // once to admit later ones, the rest after 2 s idle.
+    // once to admit later ones, the rest after 2 s idle (within 10 s of
+    // opening, so a loaded machine's late timer does not fail the test;
+    // without the idle timeout they would stay open for good).
     for (i, s) in idle.iter_mut().enumerate() {
-        let left = Duration::from_secs(4).saturating_sub(started.elapsed());
+        let left = Duration::from_secs(10).saturating_sub(started.elapsed());
         assert!(
             closed_within(s, left.max(Duration::from_millis(1))),
             "connection {i} still open after {:?}",
