@@ -39,21 +39,7 @@ pub(super) fn export_page(
     }
     .map_err(pg_error)?;
     rows.iter()
-        .map(|r| {
-            let ts_corrected = r.try_get(2)?;
-            Ok(ExportedEvent {
-                ts_corrected,
-                received_at: r.try_get(3)?,
-                raw: r.try_get(4)?,
-                cursor: ExportCursor {
-                    ts_corrected,
-                    tie: CursorTie::MessageId {
-                        source: r.try_get(0)?,
-                        id: r.try_get(1)?,
-                    },
-                },
-            })
-        })
+        .map(exported)
         .collect::<Result<_, ::postgres::Error>>()
         .map_err(pg_error)
 }
@@ -107,21 +93,25 @@ pub(super) fn person_page(
         )
         .map_err(pg_error)?;
     rows.iter()
-        .map(|r| {
-            let ts_corrected = r.try_get(2)?;
-            Ok(ExportedEvent {
-                ts_corrected,
-                received_at: r.try_get(3)?,
-                raw: r.try_get(4)?,
-                cursor: ExportCursor {
-                    ts_corrected,
-                    tie: CursorTie::MessageId {
-                        source: r.try_get(0)?,
-                        id: r.try_get(1)?,
-                    },
-                },
-            })
-        })
+        .map(exported)
         .collect::<Result<_, ::postgres::Error>>()
         .map_err(pg_error)
+}
+
+/// An exported event from a row of `source, message_id, ts_corrected,
+/// received_at, raw`.
+fn exported(r: &::postgres::Row) -> Result<ExportedEvent, ::postgres::Error> {
+    let ts_corrected = r.try_get(2)?;
+    Ok(ExportedEvent {
+        ts_corrected,
+        received_at: r.try_get(3)?,
+        raw: r.try_get(4)?,
+        cursor: ExportCursor {
+            ts_corrected,
+            tie: CursorTie::MessageId {
+                source: r.try_get(0)?,
+                id: r.try_get(1)?,
+            },
+        },
+    })
 }

@@ -56,18 +56,7 @@ pub(super) fn delete_user(
                 .and_then(|mut s| s.execute([alias]))
                 .map_err(db_error)?;
         }
-        conn.prepare_cached(
-            "UPDATE counters SET stored = stored - ?1, dead_letter_rows = dead_letter_rows - ?2, \
-             dead_letter_bytes = dead_letter_bytes - ?3 WHERE id = 0",
-        )
-        .and_then(|mut s| {
-            s.execute(params![
-                deleted,
-                letters.len() as i64,
-                letters.iter().sum::<i64>()
-            ])
-        })
-        .map_err(db_error)?;
+        lower_counters(conn, deleted, &letters)?;
         conn.prepare_cached(
             "INSERT INTO deletions (user_id, requested_at, status, deleted_events) \
              VALUES (?1, ?2, ?3, ?4)",
@@ -125,18 +114,7 @@ pub(super) fn delete_device(
         run(&sql.idents)?;
         run(&sql.tombstone)?;
         run(&sql.unlink)?;
-        conn.prepare_cached(
-            "UPDATE counters SET stored = stored - ?1, dead_letter_rows = dead_letter_rows - ?2, \
-             dead_letter_bytes = dead_letter_bytes - ?3 WHERE id = 0",
-        )
-        .and_then(|mut s| {
-            s.execute(params![
-                deleted,
-                letters.len() as i64,
-                letters.iter().sum::<i64>()
-            ])
-        })
-        .map_err(db_error)?;
+        lower_counters(conn, deleted, &letters)?;
         conn.prepare_cached(
             "INSERT INTO deletions (user_id, requested_at, status, deleted_events, kind) \
              VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -195,6 +173,24 @@ pub(super) fn deletions(
             })
         })
         .collect()
+}
+
+/// Lowers the totals by what a deletion removed: `deleted` events, and
+/// dead letters of the sizes in `letters`.
+fn lower_counters(conn: &Connection, deleted: i64, letters: &[i64]) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "UPDATE counters SET stored = stored - ?1, dead_letter_rows = dead_letter_rows - ?2, \
+         dead_letter_bytes = dead_letter_bytes - ?3 WHERE id = 0",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            deleted,
+            letters.len() as i64,
+            letters.iter().sum::<i64>()
+        ])
+    })
+    .map(|_| ())
+    .map_err(db_error)
 }
 
 fn tombstoned(conn: &Connection, user: &str) -> Result<bool, StoreError> {

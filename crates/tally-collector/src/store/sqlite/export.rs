@@ -35,19 +35,8 @@ pub(super) fn export_page(
              ORDER BY ts_corrected, row_id LIMIT ?4",
         )
         .and_then(|mut s| {
-            s.query_map(params![ts, row, to, limit], |r| {
-                let ts_corrected = r.get(1)?;
-                Ok(ExportedEvent {
-                    ts_corrected,
-                    received_at: r.get(2)?,
-                    raw: r.get(3)?,
-                    cursor: ExportCursor {
-                        ts_corrected,
-                        tie: CursorTie::Row(r.get(0)?),
-                    },
-                })
-            })?
-            .collect()
+            s.query_map(params![ts, row, to, limit], exported)?
+                .collect()
         })
         .map_err(db_error)
     })
@@ -94,20 +83,24 @@ pub(super) fn person_page(
     store.readers.with(|c| {
         c.prepare_cached(&sql)
             .and_then(|mut s| {
-                s.query_map(params![id, ts, row, limit, source], |r| {
-                    let ts_corrected = r.get(1)?;
-                    Ok(ExportedEvent {
-                        ts_corrected,
-                        received_at: r.get(2)?,
-                        raw: r.get(3)?,
-                        cursor: ExportCursor {
-                            ts_corrected,
-                            tie: CursorTie::Row(r.get(0)?),
-                        },
-                    })
-                })?
-                .collect()
+                s.query_map(params![id, ts, row, limit, source], exported)?
+                    .collect()
             })
             .map_err(db_error)
+    })
+}
+
+/// An exported event from a row of `row_id, ts_corrected, received_at,
+/// raw`.
+fn exported(r: &rusqlite::Row<'_>) -> rusqlite::Result<ExportedEvent> {
+    let ts_corrected = r.get(1)?;
+    Ok(ExportedEvent {
+        ts_corrected,
+        received_at: r.get(2)?,
+        raw: r.get(3)?,
+        cursor: ExportCursor {
+            ts_corrected,
+            tie: CursorTie::Row(r.get(0)?),
+        },
     })
 }
