@@ -66,6 +66,7 @@
 //! | `schema` | the migrations, applied at open by the shared runner (`store/migrations.rs`) |
 //! | `writer` | the group-commit writer, the background checkpointer, the reader pool |
 //! | `write` | one batch's write: refusals, dedup, identities, links, rollups, counters (what to write: `store/plan.rs`) |
+//! | `rows` | multi-row statements: a batch's rows bound 64 to a statement |
 //! | `installs` | completeness: seen and dropped seq ranges of an install, written and read |
 //! | `dead_letters` | what is kept of rejected messages, within its limits, and read back |
 //! | `deletion` | deletion requests: tombstone, the person's rows, the WAL erased |
@@ -81,6 +82,7 @@ mod export;
 mod health;
 mod installs;
 mod queries;
+mod rows;
 mod schema;
 mod write;
 mod writer;

@@ -13,7 +13,8 @@
 
 use super::dead_letters::write_dead_letter;
 use super::health::write_health;
-use super::installs::write_install;
+use super::installs::write_installs;
+use super::rows;
 use super::writer::{Known, WriterState, KNOWN_CAPACITY};
 use super::{db_error, SqliteStore};
 use crate::store::health::BatchHealth;
@@ -24,7 +25,7 @@ use crate::store::{
     owns, priority_str, tracked, DeadLetter, DeadLetterBudget, IngestStore, NewEvent, StoreError,
     WriteOutcome,
 };
-use rusqlite::{params, Connection, OptionalExtension, Statement};
+use rusqlite::{params, Connection, OptionalExtension, Statement, ToSql};
 use std::collections::HashMap;
 use tally_proto::RejectReason;
 
@@ -88,21 +89,36 @@ fn alias_of_identified_user(conn: &Connection, e: &NewEvent) -> Result<bool, Sto
     .map_err(db_error)
 }
 
-/// The stored owner of each install of `events` (`None`: not seen yet).
+/// The stored owner of each install of `events` (`None`: not seen yet),
+/// read 64 installs per statement (see [`super::rows`]).
 fn install_owners<'e>(
     conn: &Connection,
     events: &'e [NewEvent],
 ) -> Result<HashMap<&'e str, Option<String>>, StoreError> {
-    let mut owners = HashMap::new();
-    for install in events.iter().filter_map(|e| e.install_id.as_deref()) {
-        if owners.contains_key(install) {
-            continue;
+    let mut owners: HashMap<&str, Option<String>> = events
+        .iter()
+        .filter_map(|e| e.install_id.as_deref())
+        .map(|i| (i, None))
+        .collect();
+    let installs: Vec<[&dyn ToSql; 1]> = owners.keys().map(|i| [i as _]).collect();
+    let sql = format!(
+        "SELECT install_id, source FROM installs WHERE install_id IN ({})",
+        rows::placeholders(1)
+    );
+    let mut found: Vec<(String, String)> = Vec::new();
+    rows::for_chunks(&installs, |p| {
+        let mut statement = conn.prepare_cached(&sql)?;
+        let mut rows = statement.query(p)?;
+        while let Some(r) = rows.next()? {
+            found.push((r.get(0)?, r.get(1)?));
         }
-        let owner: Option<String> = conn
-            .prepare_cached("SELECT source FROM installs WHERE install_id = ?1")
-            .and_then(|mut s| s.query_row([install], |r| r.get(0)).optional())
-            .map_err(db_error)?;
-        owners.insert(install, owner);
+        Ok(())
+    })
+    .map_err(db_error)?;
+    for (install, source) in found {
+        if let Some(owner) = owners.get_mut(install.as_str()) {
+            *owner = Some(source);
+        }
     }
     Ok(owners)
 }
@@ -360,9 +376,7 @@ fn write_events(
         pass.rejected += 1;
     }
     write_links(conn, links(events, &pass.outcomes).values())?;
-    for (install, delta) in &install_deltas(events, &pass.outcomes, own_install) {
-        write_install(conn, install, delta)?;
-    }
+    write_installs(conn, &install_deltas(events, &pass.outcomes, own_install))?;
     write_activity(conn, known, &pass.activity)?;
     write_counters(conn, &pass)?;
     write_health(

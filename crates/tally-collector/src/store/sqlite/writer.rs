@@ -145,6 +145,11 @@ impl Writer {
         work: impl FnOnce(&mut WriterState) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let mut state = self.lock()?;
+        // The caller that opens the group has no one's rows to protect: it
+        // runs without a savepoint and a failure rolls back the whole
+        // transaction. A savepoint copies every existing page the batch
+        // first touches into its journal, which the first batch of a group
+        // (alone at light load) need not pay.
         if state.group.is_none() {
             state
                 .conn
@@ -155,6 +160,7 @@ impl Writer {
                 events: 0,
                 started: Instant::now(),
             });
+            return self.run_first(state, size, work);
         }
         let outcome = match state
             .conn
@@ -196,6 +202,60 @@ impl Writer {
             group.events += size;
         }
         let cell = Arc::clone(&group.commit);
+        self.finish(state, cell, outcome)
+    }
+
+    /// [`Writer::run`] for the caller that opened the group: its work runs
+    /// directly in the transaction, and a failure (or a panic) rolls the
+    /// transaction back and closes the group, which holds no other
+    /// caller's rows yet (they queue on the mutex this caller holds).
+    fn run_first<T>(
+        &self,
+        mut state: MutexGuard<'_, WriterState>,
+        size: usize,
+        work: impl FnOnce(&mut WriterState) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(&mut state)))
+            .unwrap_or_else(|_| {
+                Err(StoreError::Backend(
+                    "the SQLite writer panicked on a batch".into(),
+                ))
+            });
+        let value = match outcome {
+            Ok(v) => v,
+            Err(e) => {
+                state.group = None;
+                state.known.clear();
+                if !state.conn.is_autocommit() {
+                    let _ = state.conn.execute_batch("ROLLBACK");
+                }
+                return Err(e);
+            }
+        };
+        let Some(group) = state.group.as_mut() else {
+            return Err(StoreError::Backend(
+                "SQLite writer lost its transaction".into(),
+            ));
+        };
+        group.events += size;
+        let cell = Arc::clone(&group.commit);
+        self.finish(state, cell, Ok(value))
+    }
+
+    /// After a caller's work: commits the group if nobody is queued behind
+    /// it or it reached its bounds, else leaves it open and waits for the
+    /// caller that commits it.
+    fn finish<T>(
+        &self,
+        mut state: MutexGuard<'_, WriterState>,
+        cell: Arc<CommitCell>,
+        outcome: Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let Some(group) = state.group.as_ref() else {
+            return Err(StoreError::Backend(
+                "SQLite writer lost its transaction".into(),
+            ));
+        };
         let commit_now = self.queued.load(Ordering::SeqCst) == 0
             || group.events >= MAX_GROUP_EVENTS
             || group.started.elapsed() >= self.max_group_age;
