@@ -89,24 +89,30 @@ fn alias_of_identified_user(conn: &Connection, e: &NewEvent) -> Result<bool, Sto
     .map_err(db_error)
 }
 
-/// The stored owner of each install of `events` (`None`: not seen yet),
-/// read 64 installs per statement (see [`super::rows`]).
+/// The stored owner of each install of `events` (`None`: not seen yet):
+/// from what the writer knows, else read 64 installs per statement (see
+/// [`super::rows`]).
 fn install_owners<'e>(
     conn: &Connection,
+    known: &Known,
     events: &'e [NewEvent],
 ) -> Result<HashMap<&'e str, Option<String>>, StoreError> {
     let mut owners: HashMap<&str, Option<String>> = events
         .iter()
         .filter_map(|e| e.install_id.as_deref())
-        .map(|i| (i, None))
+        .map(|i| (i, known.owners.get(i).cloned()))
         .collect();
-    let installs: Vec<[&dyn ToSql; 1]> = owners.keys().map(|i| [i as _]).collect();
+    let unknown: Vec<[&dyn ToSql; 1]> = owners
+        .iter()
+        .filter(|(_, owner)| owner.is_none())
+        .map(|(i, _)| [i as _])
+        .collect();
     let sql = format!(
         "SELECT install_id, source FROM installs WHERE install_id IN ({})",
         rows::placeholders(1)
     );
     let mut found: Vec<(String, String)> = Vec::new();
-    rows::for_chunks(&installs, |p| {
+    rows::for_chunks(&unknown, |p| {
         let mut statement = conn.prepare_cached(&sql)?;
         let mut rows = statement.query(p)?;
         while let Some(r) = rows.next()? {
@@ -329,10 +335,10 @@ fn write_events(
         ..
     } = state;
     let conn = &*conn;
-    if known.idents.len() + known.slots.len() > KNOWN_CAPACITY {
+    if known.len() > KNOWN_CAPACITY {
         known.clear();
     }
-    let owners = install_owners(conn, events)?;
+    let owners = install_owners(conn, known, events)?;
     // An install's completeness is its own source's: another source's
     // events for it are stored, but neither mark its seqs seen nor
     // report its drops.
@@ -376,7 +382,20 @@ fn write_events(
         pass.rejected += 1;
     }
     write_links(conn, links(events, &pass.outcomes).values())?;
-    write_installs(conn, &install_deltas(events, &pass.outcomes, own_install))?;
+    let deltas = install_deltas(events, &pass.outcomes, own_install);
+    write_installs(conn, &deltas)?;
+    // Each install written is now its batch's source's (it was no one's,
+    // or already that source's); one another source owns keeps its owner.
+    for (install, delta) in &deltas {
+        known
+            .owners
+            .insert((*install).to_owned(), delta.source.to_owned());
+    }
+    for (install, owner) in &owners {
+        if let Some(owner) = owner.as_deref().filter(|o| !o.is_empty()) {
+            known.owners.insert((*install).to_owned(), owner.to_owned());
+        }
+    }
     write_activity(conn, known, &pass.activity)?;
     write_counters(conn, &pass)?;
     write_health(

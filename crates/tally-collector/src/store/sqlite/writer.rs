@@ -75,9 +75,11 @@ pub(super) struct WriterState {
 /// Most entries [`Known`] holds before it starts over: about 20 MB.
 pub(super) const KNOWN_CAPACITY: usize = 200_000;
 
-/// What the writer knows is stored, so a batch skips the identity lookup
-/// and the active-slot insert it would repeat: a device sends many
-/// batches per slot. Identity ids never change; an entry may be stale only
+/// What the writer knows is stored, so a batch skips the identity lookup,
+/// the install owner lookup and the active-slot insert it would repeat: a
+/// device sends many batches per slot. An install's owner, once a source,
+/// never changes (no statement rewrites or deletes an `installs` row with
+/// a source). Identity ids never change; an entry may be stale only
 /// if its transaction did not commit, so the writer forgets everything
 /// when a batch is rolled back or a commit fails, the slots when a
 /// deletion removes some, and each slot a retention chunk removes.
@@ -85,12 +87,20 @@ pub(super) const KNOWN_CAPACITY: usize = 200_000;
 pub(super) struct Known {
     pub(super) idents: HashMap<(String, String, String), i64>,
     pub(super) slots: HashSet<(i64, i64)>,
+    /// Installs and the source that owns each.
+    pub(super) owners: HashMap<String, String>,
 }
 
 impl Known {
     pub(super) fn clear(&mut self) {
         self.idents.clear();
         self.slots.clear();
+        self.owners.clear();
+    }
+
+    /// Entries held, against [`KNOWN_CAPACITY`].
+    pub(super) fn len(&self) -> usize {
+        self.idents.len() + self.slots.len() + self.owners.len()
     }
 }
 
