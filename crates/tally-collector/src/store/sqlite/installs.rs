@@ -93,7 +93,9 @@ pub(super) fn write_installs(
         Ok(())
     })
     .map_err(db_error)?;
-    let (mut gone, mut written): (Vec<(&str, i64)>, Vec<(&str, i64, i64)>) = Default::default();
+    // Ranges deleted (install, start), and written (install, start, end).
+    let mut gone: Vec<(&str, i64)> = Vec::new();
+    let mut written: Vec<(&str, i64, i64)> = Vec::new();
     for (install, delta) in deltas {
         let mut stored = old.remove(*install).unwrap_or_default();
         stored.sort_unstable();

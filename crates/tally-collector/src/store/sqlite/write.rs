@@ -1,5 +1,5 @@
-//! One batch's write on the SQLite writer connection, inside the caller's
-//! savepoint of the current group (see [`super::writer`]).
+//! One batch's write on the SQLite writer connection, in the current group
+//! (in the caller's savepoint if it joined the group; see [`super::writer`]).
 //!
 //! In order, for each event: the refusals only the store can decide
 //! (deleted person, another source's drop report, an alias of an
@@ -318,7 +318,7 @@ fn write_counters(conn: &Connection, pass: &Pass<'_>) -> Result<(), StoreError> 
     Ok(())
 }
 
-/// One batch, in the caller's savepoint: each event's outcome, then the
+/// One batch, in the current group: each event's outcome, then the
 /// batch's dead letters, identity links ([`links`]), completeness
 /// ([`install_deltas`]), rollups, counters and health.
 fn write_events(

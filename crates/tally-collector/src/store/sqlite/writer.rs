@@ -5,9 +5,11 @@
 //!
 //! SQLite allows one writer at a time, so the store keeps one writer
 //! connection behind a mutex ([`Writer`]) and merges concurrent calls into
-//! one transaction: the first caller opens the transaction, each caller
-//! runs its own work inside a `SAVEPOINT` (a failure, or a panic, rolls
-//! back that caller's rows alone), and the caller that finds nobody queued
+//! one transaction: the first caller opens the transaction and runs its
+//! work directly in it (a failure, or a panic, rolls the transaction back:
+//! no other caller's rows are in it yet), each caller that joins runs its
+//! own work inside a `SAVEPOINT` (a failure, or a panic, rolls back that
+//! caller's rows alone), and the caller that finds nobody queued
 //! behind it commits for the whole group. Every caller returns only after
 //! the commit that holds its rows, so `accepted` is never answered for
 //! uncommitted data. A group also commits once it holds
