@@ -538,6 +538,60 @@ fn install_completeness(store: &dyn Store) {
     );
 }
 
+/// Completeness of a batch carrying many installs (more than one
+/// multi-row chunk of the SQLite write), each of whose stored ranges
+/// grows, moves its start, or joins another.
+fn install_completeness_of_many_installs_per_batch(store: &dyn Store) {
+    const INSTALLS: usize = 150;
+    let batch = |seqs: &[u64], tag: &str| -> Vec<NewEvent> {
+        (0..INSTALLS)
+            .flat_map(|i| {
+                seqs.iter().map(move |&s| {
+                    on_install(
+                        track(&format!("{tag}-{i}-{s}"), "Open", &format!("anon-{i}"), 100),
+                        &format!("inst-{i}"),
+                        s,
+                    )
+                })
+            })
+            .collect()
+    };
+    // Stored: 1..=2 and 5..=6 of every install.
+    let first = batch(&[1, 2, 5, 6], "a");
+    assert!(store
+        .write_batch(&first, &[])
+        .unwrap()
+        .iter()
+        .all(|o| *o == A));
+    for i in 0..INSTALLS {
+        assert_eq!(
+            store.install(&format!("inst-{i}")).unwrap(),
+            Some(report(6, &[[3, 4]], &[])),
+            "inst-{i}"
+        );
+    }
+    // 4 moves the start of 5..=6, 8 opens a range, 10 extends nothing yet.
+    store.write_batch(&batch(&[4, 8, 10], "b"), &[]).unwrap();
+    for i in 0..INSTALLS {
+        assert_eq!(
+            store.install(&format!("inst-{i}")).unwrap(),
+            Some(report(10, &[[3, 3], [7, 7], [9, 9]], &[])),
+            "inst-{i}"
+        );
+    }
+    // 3, 7 and 9 join every range into one.
+    store.write_batch(&batch(&[3, 7, 9], "c"), &[]).unwrap();
+    for i in 0..INSTALLS {
+        assert_eq!(
+            store.install(&format!("inst-{i}")).unwrap(),
+            Some(report(10, &[], &[])),
+            "inst-{i}"
+        );
+    }
+    let total = (INSTALLS * 10) as u64;
+    assert_eq!(store.stats().unwrap(), stats(total, 0, 0, total));
+}
+
 fn deletion_and_tombstone(store: &dyn Store) {
     let batch = vec![
         track("a1", "Open", "anon-1", 100),
@@ -1429,6 +1483,11 @@ macro_rules! store_suite {
         fn install_completeness() {
             let (store, _guard) = $fresh();
             super::install_completeness(&*store);
+        }
+        #[test]
+        fn install_completeness_of_many_installs_per_batch() {
+            let (store, _guard) = $fresh();
+            super::install_completeness_of_many_installs_per_batch(&*store);
         }
         #[test]
         fn deletion_and_tombstone() {

@@ -5,8 +5,10 @@
 //! SQLite allows one writer at a time, so the store keeps one writer
 //! connection behind a mutex and merges concurrent [`IngestStore::write_batch`](crate::store::IngestStore::write_batch)
 //! calls into one transaction (group commit): the first caller opens the
-//! transaction, each caller runs its own batch inside a `SAVEPOINT` (a
-//! failure rolls back that batch alone), and the caller that finds nobody
+//! transaction and runs its batch directly in it, each caller that joins
+//! runs its own batch inside a `SAVEPOINT` (a failure rolls back that batch
+//! alone; the opener's failure rolls back the transaction, which holds no
+//! other batch yet), and the caller that finds nobody
 //! queued behind it commits for the whole group. Every caller returns only
 //! after the commit that holds its rows, so `accepted` is never answered
 //! for uncommitted data. A group is also committed once it holds
@@ -68,6 +70,7 @@
 //! | `schema` | the migrations, applied at open by the shared runner (`store/migrations.rs`) |
 //! | `writer` | the group-commit writer, the background checkpointer, the reader pool |
 //! | `write` | one batch's write: refusals, dedup, identities, links, rollups, counters (what to write: `store/plan.rs`) |
+//! | `rows` | multi-row statements: a batch's rows bound 64 to a statement |
 //! | `installs` | completeness: seen and dropped seq ranges of an install, written and read |
 //! | `dead_letters` | what is kept of rejected messages, within its limits, and read back |
 //! | `deletion` | deletion requests: tombstone, the person's rows, the WAL erased |
@@ -87,6 +90,7 @@ mod health;
 mod installs;
 mod keys;
 mod queries;
+mod rows;
 mod schema;
 mod write;
 mod writer;

@@ -1,5 +1,5 @@
-//! One batch's write on the SQLite writer connection, inside the caller's
-//! savepoint of the current group (see [`super::writer`]).
+//! One batch's write on the SQLite writer connection, in the current group
+//! (in the caller's savepoint if it joined the group; see [`super::writer`]).
 //!
 //! In order, for each event: the refusals only the store can decide
 //! (deleted person, another source's drop report, an alias of an
@@ -13,7 +13,8 @@
 
 use super::dead_letters::write_dead_letter;
 use super::health::write_health;
-use super::installs::write_install;
+use super::installs::write_installs;
+use super::rows;
 use super::writer::{Known, WriterState, KNOWN_CAPACITY};
 use super::{db_error, SqliteStore};
 use crate::store::health::BatchHealth;
@@ -24,7 +25,7 @@ use crate::store::{
     owns, priority_str, tracked, DeadLetter, DeadLetterBudget, IngestStore, NewEvent, StoreError,
     WriteOutcome,
 };
-use rusqlite::{params, Connection, OptionalExtension, Statement};
+use rusqlite::{params, Connection, OptionalExtension, Statement, ToSql};
 use std::collections::HashMap;
 use tally_proto::RejectReason;
 
@@ -88,21 +89,42 @@ fn alias_of_identified_user(conn: &Connection, e: &NewEvent) -> Result<bool, Sto
     .map_err(db_error)
 }
 
-/// The stored owner of each install of `events` (`None`: not seen yet).
+/// The stored owner of each install of `events` (`None`: not seen yet):
+/// from what the writer knows, else read 64 installs per statement (see
+/// [`super::rows`]).
 fn install_owners<'e>(
     conn: &Connection,
+    known: &Known,
     events: &'e [NewEvent],
 ) -> Result<HashMap<&'e str, Option<String>>, StoreError> {
-    let mut owners = HashMap::new();
-    for install in events.iter().filter_map(|e| e.install_id.as_deref()) {
-        if owners.contains_key(install) {
-            continue;
+    let mut owners: HashMap<&str, Option<String>> = events
+        .iter()
+        .filter_map(|e| e.install_id.as_deref())
+        .map(|i| (i, known.owners.get(i).cloned()))
+        .collect();
+    let unknown: Vec<[&dyn ToSql; 1]> = owners
+        .iter()
+        .filter(|(_, owner)| owner.is_none())
+        .map(|(i, _)| [i as _])
+        .collect();
+    let sql = format!(
+        "SELECT install_id, source FROM installs WHERE install_id IN ({})",
+        rows::placeholders(1)
+    );
+    let mut found: Vec<(String, String)> = Vec::new();
+    rows::for_chunks(&unknown, |p| {
+        let mut statement = conn.prepare_cached(&sql)?;
+        let mut rows = statement.query(p)?;
+        while let Some(r) = rows.next()? {
+            found.push((r.get(0)?, r.get(1)?));
         }
-        let owner: Option<String> = conn
-            .prepare_cached("SELECT source FROM installs WHERE install_id = ?1")
-            .and_then(|mut s| s.query_row([install], |r| r.get(0)).optional())
-            .map_err(db_error)?;
-        owners.insert(install, owner);
+        Ok(())
+    })
+    .map_err(db_error)?;
+    for (install, source) in found {
+        if let Some(owner) = owners.get_mut(install.as_str()) {
+            *owner = Some(source);
+        }
     }
     Ok(owners)
 }
@@ -296,7 +318,7 @@ fn write_counters(conn: &Connection, pass: &Pass<'_>) -> Result<(), StoreError> 
     Ok(())
 }
 
-/// One batch, in the caller's savepoint: each event's outcome, then the
+/// One batch, in the current group: each event's outcome, then the
 /// batch's dead letters, identity links ([`links`]), completeness
 /// ([`install_deltas`]), rollups, counters and health.
 fn write_events(
@@ -313,10 +335,10 @@ fn write_events(
         ..
     } = state;
     let conn = &*conn;
-    if known.idents.len() + known.slots.len() > KNOWN_CAPACITY {
+    if known.len() > KNOWN_CAPACITY {
         known.clear();
     }
-    let owners = install_owners(conn, events)?;
+    let owners = install_owners(conn, known, events)?;
     // An install's completeness is its own source's: another source's
     // events for it are stored, but neither mark its seqs seen nor
     // report its drops.
@@ -360,8 +382,19 @@ fn write_events(
         pass.rejected += 1;
     }
     write_links(conn, links(events, &pass.outcomes).values())?;
-    for (install, delta) in &install_deltas(events, &pass.outcomes, own_install) {
-        write_install(conn, install, delta)?;
+    let deltas = install_deltas(events, &pass.outcomes, own_install);
+    write_installs(conn, &deltas)?;
+    // Each install written is now its batch's source's (it was no one's,
+    // or already that source's); one another source owns keeps its owner.
+    for (install, delta) in &deltas {
+        known
+            .owners
+            .insert((*install).to_owned(), delta.source.to_owned());
+    }
+    for (install, owner) in &owners {
+        if let Some(owner) = owner.as_deref().filter(|o| !o.is_empty()) {
+            known.owners.insert((*install).to_owned(), owner.to_owned());
+        }
     }
     write_activity(conn, known, &pass.activity)?;
     write_counters(conn, &pass)?;

@@ -5,9 +5,11 @@
 //!
 //! SQLite allows one writer at a time, so the store keeps one writer
 //! connection behind a mutex ([`Writer`]) and merges concurrent calls into
-//! one transaction: the first caller opens the transaction, each caller
-//! runs its own work inside a `SAVEPOINT` (a failure, or a panic, rolls
-//! back that caller's rows alone), and the caller that finds nobody queued
+//! one transaction: the first caller opens the transaction and runs its
+//! work directly in it (a failure, or a panic, rolls the transaction back:
+//! no other caller's rows are in it yet), each caller that joins runs its
+//! own work inside a `SAVEPOINT` (a failure, or a panic, rolls back that
+//! caller's rows alone), and the caller that finds nobody queued
 //! behind it commits for the whole group. Every caller returns only after
 //! the commit that holds its rows, so `accepted` is never answered for
 //! uncommitted data. A group also commits once it holds
@@ -75,9 +77,11 @@ pub(super) struct WriterState {
 /// Most entries [`Known`] holds before it starts over: about 20 MB.
 pub(super) const KNOWN_CAPACITY: usize = 200_000;
 
-/// What the writer knows is stored, so a batch skips the identity lookup
-/// and the active-slot insert it would repeat: a device sends many
-/// batches per slot. Identity ids never change; an entry may be stale only
+/// What the writer knows is stored, so a batch skips the identity lookup,
+/// the install owner lookup and the active-slot insert it would repeat: a
+/// device sends many batches per slot. An install's owner, once a source,
+/// never changes (no statement rewrites or deletes an `installs` row with
+/// a source). Identity ids never change; an entry may be stale only
 /// if its transaction did not commit, so the writer forgets everything
 /// when a batch is rolled back or a commit fails, the slots when a
 /// deletion removes some, and each slot a retention chunk removes.
@@ -85,12 +89,20 @@ pub(super) const KNOWN_CAPACITY: usize = 200_000;
 pub(super) struct Known {
     pub(super) idents: HashMap<(String, String, String), i64>,
     pub(super) slots: HashSet<(i64, i64)>,
+    /// Installs and the source that owns each.
+    pub(super) owners: HashMap<String, String>,
 }
 
 impl Known {
     pub(super) fn clear(&mut self) {
         self.idents.clear();
         self.slots.clear();
+        self.owners.clear();
+    }
+
+    /// Entries held, against [`KNOWN_CAPACITY`].
+    pub(super) fn len(&self) -> usize {
+        self.idents.len() + self.slots.len() + self.owners.len()
     }
 }
 
@@ -145,6 +157,11 @@ impl Writer {
         work: impl FnOnce(&mut WriterState) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let mut state = self.lock()?;
+        // The caller that opens the group has no one's rows to protect: it
+        // runs without a savepoint and a failure rolls back the whole
+        // transaction. A savepoint copies every existing page the batch
+        // first touches into its journal, which the first batch of a group
+        // (alone at light load) need not pay.
         if state.group.is_none() {
             state
                 .conn
@@ -155,6 +172,7 @@ impl Writer {
                 events: 0,
                 started: Instant::now(),
             });
+            return self.run_first(state, size, work);
         }
         let outcome = match state
             .conn
@@ -196,6 +214,60 @@ impl Writer {
             group.events += size;
         }
         let cell = Arc::clone(&group.commit);
+        self.finish(state, cell, outcome)
+    }
+
+    /// [`Writer::run`] for the caller that opened the group: its work runs
+    /// directly in the transaction, and a failure (or a panic) rolls the
+    /// transaction back and closes the group, which holds no other
+    /// caller's rows yet (they queue on the mutex this caller holds).
+    fn run_first<T>(
+        &self,
+        mut state: MutexGuard<'_, WriterState>,
+        size: usize,
+        work: impl FnOnce(&mut WriterState) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(&mut state)))
+            .unwrap_or_else(|_| {
+                Err(StoreError::Backend(
+                    "the SQLite writer panicked on a batch".into(),
+                ))
+            });
+        let value = match outcome {
+            Ok(v) => v,
+            Err(e) => {
+                state.group = None;
+                state.known.clear();
+                if !state.conn.is_autocommit() {
+                    let _ = state.conn.execute_batch("ROLLBACK");
+                }
+                return Err(e);
+            }
+        };
+        let Some(group) = state.group.as_mut() else {
+            return Err(StoreError::Backend(
+                "SQLite writer lost its transaction".into(),
+            ));
+        };
+        group.events += size;
+        let cell = Arc::clone(&group.commit);
+        self.finish(state, cell, Ok(value))
+    }
+
+    /// After a caller's work: commits the group if nobody is queued behind
+    /// it or it reached its bounds, else leaves it open and waits for the
+    /// caller that commits it.
+    fn finish<T>(
+        &self,
+        mut state: MutexGuard<'_, WriterState>,
+        cell: Arc<CommitCell>,
+        outcome: Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let Some(group) = state.group.as_ref() else {
+            return Err(StoreError::Backend(
+                "SQLite writer lost its transaction".into(),
+            ));
+        };
         let commit_now = self.queued.load(Ordering::SeqCst) == 0
             || group.events >= MAX_GROUP_EVENTS
             || group.started.elapsed() >= self.max_group_age;
