@@ -51,7 +51,15 @@ pub(super) async fn export(
     let total = blocking(&state, move |s| s.count_stored(from, to)).await?;
     tracing::info!(events = total, "export started");
 
-    let pages = Pages::new(state.store.clone(), from, to);
+    let mut response = ndjson(Pages::new(state.store.clone(), from, to));
+    response
+        .headers_mut()
+        .insert(EVENTS_HEADER, HeaderValue::from(total));
+    Ok(response)
+}
+
+/// The streamed NDJSON answer of `pages`, never cached.
+fn ndjson(pages: Pages) -> Response {
     let mut response = Body::from_stream(pages.into_stream()).into_response();
     let h = response.headers_mut();
     h.insert(
@@ -59,8 +67,7 @@ pub(super) async fn export(
         HeaderValue::from_static("application/x-ndjson"),
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(EVENTS_HEADER, HeaderValue::from(total));
-    Ok(response)
+    response
 }
 
 #[derive(Deserialize)]
@@ -96,13 +103,10 @@ pub(super) async fn person(
         return Err(ApiError::BadRequest("the person id is empty"));
     }
     let source = q.source.filter(|s| !s.is_empty());
-    let pages = Pages::person(state.store.clone(), kind, person_id, source);
-    let mut response = Body::from_stream(pages.into_stream()).into_response();
-    let h = response.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/x-ndjson"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    Ok(response)
+    Ok(ndjson(Pages::person(
+        state.store.clone(),
+        kind,
+        person_id,
+        source,
+    )))
 }
