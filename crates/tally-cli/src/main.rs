@@ -59,6 +59,13 @@ enum Command {
     Completions(completions::CompletionsArgs),
     /// Print the man page (roff) to stdout.
     Man,
+    /// Print the collector's OpenAPI 3.1 document (what `GET /openapi.json`
+    /// serves) to stdout, to generate a client from.
+    Openapi {
+        /// Print the route reference of docs/http-api.md (Markdown) instead.
+        #[arg(long)]
+        reference: bool,
+    },
     /// Installs whose queues are not draining (from their health beacons),
     /// or one install's completeness.
     Installs(operate::InstallsArgs),
@@ -84,6 +91,15 @@ fn main() -> anyhow::Result<()> {
         Command::Backup(args) => backup::run(args),
         Command::Completions(args) => completions::completions(&args, Cli::command()),
         Command::Man => completions::man(Cli::command()),
+        Command::Openapi { reference } => {
+            use tally_collector::api::openapi;
+            if reference {
+                print!("{}", openapi::reference_markdown());
+            } else {
+                print!("{}", openapi::json());
+            }
+            Ok(())
+        }
         Command::Plan(cmd) => plan::run(cmd),
         Command::Installs(args) => operate::installs(args),
         Command::DeadLetters(args) => operate::dead_letters(args),

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::reason::RejectReason;
 
 /// What happened to one message.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
@@ -22,6 +23,7 @@ pub enum Status {
 }
 
 /// The answer for one message.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MessageResult {
     /// The `messageId`, when the message had a readable one.
@@ -64,6 +66,7 @@ impl MessageResult {
 }
 
 /// The 200 answer to a batch (or single message).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct BatchResponse {
     /// The collector's clock when it answered (RFC 3339); the SDK estimates
@@ -100,6 +103,7 @@ impl BatchResponse {
 
 /// The body of every error answer: `{"code", "message"}` (RudderStack's
 /// clients need both members).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
     /// A stable code (see [`ErrorCode`]).

@@ -114,15 +114,15 @@ impl<'de> Deserialize<'de> for Key<'de> {
 /// keep decoding at the speed of plain typed structs.
 macro_rules! json_object {
     (
-        $(#[$meta:meta])*
+        $(#[doc = $doc:literal])*
         pub struct $name:ident {
-            $( $(#[$fmeta:meta])* $field:ident : $ty:ty = $key:literal, )*
+            $( $(#[doc = $fdoc:literal])* $field:ident : $ty:ty = $key:literal, )*
         }
     ) => {
-        $(#[$meta])*
+        $(#[doc = $doc])*
         #[derive(Debug, Clone, Default, PartialEq)]
         pub struct $name {
-            $( $(#[$fmeta])* pub $field: Option<$ty>, )*
+            $( $(#[doc = $fdoc])* pub $field: Option<$ty>, )*
             /// Members this version does not know, kept verbatim.
             pub extra: $crate::json::Extra,
         }
@@ -167,10 +167,47 @@ macro_rules! json_object {
                 d.deserialize_map(ObjectVisitor)
             }
         }
+
+        // The schema says what the (de)serializer above reads and writes:
+        // every known member optional, under its wire name, with its doc
+        // comment; unknown members allowed (they are kept verbatim).
+        #[cfg(feature = "openapi")]
+        impl $crate::openapi::WireSchema for $name {
+            fn wire_schema() -> utoipa::openapi::schema::Schema {
+                $crate::openapi::wire_object(
+                    &[$($doc),*],
+                    vec![$( (
+                        $key,
+                        <$ty as $crate::openapi::WireSchema>::wire_schema(),
+                        &[$($fdoc),*][..],
+                    ), )*],
+                )
+            }
+        }
+
+        #[cfg(feature = "openapi")]
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                <$name as $crate::openapi::WireSchema>::wire_schema().into()
+            }
+        }
+
+        #[cfg(feature = "openapi")]
+        impl utoipa::ToSchema for $name {}
     };
 }
 
 pub(crate) use json_object;
+
+#[cfg(feature = "openapi")]
+/// Any JSON value, kept as its text.
+impl crate::openapi::WireSchema for RawJson {
+    fn wire_schema() -> utoipa::openapi::schema::Schema {
+        utoipa::openapi::schema::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::SchemaType::AnyValue)
+            .into()
+    }
+}
 
 /// The deepest nesting of objects and arrays in a JSON text (a bare scalar
 /// is 0). Linear, allocation-free; strings are skipped with their escapes.

@@ -21,6 +21,7 @@
 //! | [`digest`] | RFC 9530 `Content-Digest` |
 //! | [`drops`] | the SDK's `tally.dropped` report and the rules a collector believes it by; its reasons are [`DropReason`]s |
 //! | [`answer`] | per-message results and error bodies |
+//! | `openapi` | JSON Schemas of the wire types (feature `openapi`) |
 //! | [`clock`] | `ts_corrected = timestamp + (received_at − sentAt)` |
 //!
 //! ## A batch from one end to the other
@@ -64,6 +65,8 @@ pub mod encoding;
 mod json;
 pub mod limits;
 pub mod message;
+#[cfg(feature = "openapi")]
+pub mod openapi;
 pub mod reason;
 pub mod timestamp;
 pub mod validate;

@@ -355,6 +355,24 @@ impl Message {
     }
 }
 
+#[cfg(feature = "openapi")]
+impl crate::openapi::WireSchema for MessageType {
+    fn wire_schema() -> utoipa::openapi::schema::Schema {
+        crate::openapi::string()
+            .enum_values(Some(MessageType::KNOWN.iter().map(MessageType::as_str)))
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl crate::openapi::WireSchema for Priority {
+    fn wire_schema() -> utoipa::openapi::schema::Schema {
+        crate::openapi::string()
+            .enum_values(Some(["normal", "critical"]))
+            .into()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -283,6 +283,19 @@ impl Rejection {
     }
 }
 
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for RejectReason {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        crate::openapi::string()
+            .description(Some("Why a message was rejected: a stable code."))
+            .enum_values(Some(RejectReason::ALL.iter().map(|r| r.as_str())))
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for RejectReason {}
+
 #[cfg(test)]
 mod tests {
     use super::*;

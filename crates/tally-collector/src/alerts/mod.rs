@@ -200,7 +200,7 @@ impl AlertBoard {
 }
 
 /// One rule in `GET /v1/alerts`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct RuleView {
     /// Its name.
     pub name: &'static str,
@@ -219,7 +219,7 @@ pub struct RuleView {
 }
 
 /// The webhook in `GET /v1/alerts`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct WebhookView {
     /// Whether a URL is set.
     pub configured: bool,
@@ -234,7 +234,7 @@ pub struct WebhookView {
 }
 
 /// `GET /v1/alerts`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct AlertsView {
     /// Every rule.
     pub rules: Vec<RuleView>,

@@ -20,7 +20,7 @@ pub const REJECTION_RATE_HIGH: &str = "rejection_rate_high";
 pub const COMPLETENESS_GAPS_GROWING: &str = "completeness_gaps_growing";
 
 /// One rule's settings (`[alerts.<rule>]` in `tally.toml`).
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RuleSettings {
     /// The rule breaches when its value is above this.
@@ -55,7 +55,7 @@ pub fn defaults() -> [(&'static str, RuleSettings); 4] {
 }
 
 /// A rule's state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum AlertState {
     /// Not breaching.
@@ -105,7 +105,7 @@ pub struct Rule {
 }
 
 /// A state change, as POSTed to the webhook.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Transition {
     /// The rule.
     pub rule: &'static str,

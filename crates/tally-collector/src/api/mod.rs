@@ -33,6 +33,7 @@ pub mod dashboard;
 pub mod export;
 pub mod ingest;
 pub mod keys;
+pub mod openapi;
 pub mod ops;
 mod params;
 pub mod plan;
@@ -69,6 +70,16 @@ pub use routes::Access;
 /// How long browsers may cache a preflight answer: one day, the longest
 /// Firefox honours (Chromium caps at two hours anyway).
 const PREFLIGHT_MAX_AGE: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// `GET /openapi.json`: the API's OpenAPI document ([`openapi`]).
+async fn openapi_json() -> Response {
+    let mut response = Response::new(axum::body::Body::from(openapi::json()));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
 
 /// Shared state of every handler.
 #[derive(Clone)]

@@ -9,7 +9,9 @@ use axum::handler::Handler;
 use axum::routing::{get, post, MethodRouter};
 use tally_proto::MessageType;
 
-use super::{admin, audit, dashboard, export, ingest, keys, ops, plan, product, AppState};
+use super::{
+    admin, audit, dashboard, export, ingest, keys, openapi_json, ops, plan, product, AppState,
+};
 
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -146,6 +148,7 @@ pub(super) fn routes() -> Vec<Route> {
         get_route("/", Public, dashboard::index),
         get_route("/assets/{file}", Public, dashboard::asset),
         get_route("/metrics", Metrics, ops::metrics_text),
+        get_route("/openapi.json", Public, openapi_json),
         get_route("/v1/me", Read, admin::me),
         get_route("/v1/stats", Read, admin::stats),
         get_route("/v1/events/count", Read, admin::count_events),

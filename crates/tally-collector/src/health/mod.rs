@@ -65,7 +65,7 @@ impl Default for HealthState {
 }
 
 /// `ingest_lag_ms`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct LagPercentiles {
     /// Median.
     pub p50: Option<i64>,
@@ -76,7 +76,7 @@ pub struct LagPercentiles {
 }
 
 /// `sync_latency_ms`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct SyncPercentiles {
     /// Median of the beacons' medians.
     pub p50: Option<i64>,
@@ -85,7 +85,7 @@ pub struct SyncPercentiles {
 }
 
 /// `batches`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Batches {
     /// Ingest requests.
     pub total: u64,
@@ -96,7 +96,7 @@ pub struct Batches {
 }
 
 /// `dedup`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Dedup {
     /// Messages accepted.
     pub accepted: u64,
@@ -107,7 +107,7 @@ pub struct Dedup {
 }
 
 /// `rejections`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Rejections {
     /// Messages rejected.
     pub total: u64,
@@ -118,7 +118,7 @@ pub struct Rejections {
 }
 
 /// `window`: the hours the figures cover.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Window {
     /// Start of the first hour, RFC 3339.
     pub from: String,
@@ -127,7 +127,7 @@ pub struct Window {
 }
 
 /// The body of `GET /v1/health/pipeline`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct PipelineReport {
     /// The hours covered.
     pub window: Window,

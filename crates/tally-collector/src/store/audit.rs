@@ -5,7 +5,9 @@
 use super::StoreError;
 
 /// What became of an audited request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum AuditOutcome {
     /// Answered with success (2xx).
@@ -42,7 +44,7 @@ impl AuditOutcome {
 }
 
 /// One audit row to append.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct AuditRecord {
     /// When the request arrived (or the refusal window ended), Unix ms.
     pub at: i64,
@@ -66,7 +68,7 @@ pub struct AuditRecord {
 }
 
 /// An audit row as stored.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct AuditRow {
     /// Its position: ids grow with appends.
     pub id: i64,

@@ -36,7 +36,7 @@ impl DeadLetterQuery {
 }
 
 /// A dead letter as stored (read back for inspection).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct StoredDeadLetter {
     /// The row id: the cursor for the next page (`before`).
     pub id: i64,

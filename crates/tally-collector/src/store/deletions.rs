@@ -4,7 +4,7 @@
 use super::StoreError;
 
 /// The kind of id a deletion names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, utoipa::ToSchema)]
 pub enum PersonKind {
     /// A user id: the user's events and those stitched to them.
     #[serde(rename = "userId")]
@@ -50,7 +50,7 @@ impl PersonKind {
 }
 
 /// The result of a deletion request.
-#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, utoipa::ToSchema)]
 pub struct DeletionReport {
     /// Stored events removed.
     pub deleted_events: u64,
@@ -70,7 +70,7 @@ pub struct DeletionReport {
 }
 
 /// What became of a deletion request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 #[non_exhaustive]
 pub enum DeletionStatus {

@@ -126,7 +126,7 @@ impl Histogram {
 
 /// The latest health report of one install, from a `tally.health` beacon.
 /// Every member the beacon lacks, or has with another type, reads as 0.
-#[derive(Debug, Clone, PartialEq, Default, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, utoipa::ToSchema)]
 pub struct Beacon {
     /// The install.
     pub install_id: String,
@@ -328,7 +328,7 @@ pub struct HealthWindow {
 
 /// Completeness over every install (`1..=max_seq` minus seen minus
 /// dropped, as in [`super::InstallReport`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, utoipa::ToSchema)]
 pub struct Completeness {
     /// Installs the store has seen.
     pub installs: u64,
@@ -340,7 +340,7 @@ pub struct Completeness {
 
 /// The fleet's client queues, from the latest beacon of each install of
 /// the last [`FLEET_MAX_AGE_MS`].
-#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize, utoipa::ToSchema)]
 pub struct Fleet {
     /// Installs with a recent beacon.
     pub installs_reporting: u64,

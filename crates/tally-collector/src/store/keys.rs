@@ -29,7 +29,9 @@ use super::StoreError;
 pub type SecretDigest = [u8; 32];
 
 /// What a key may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum KeyKind {
     /// Send events (ingest only); one per source.
@@ -72,7 +74,7 @@ impl KeyKind {
 }
 
 /// Where a key was first made.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum KeyOrigin {
     /// Flags, the environment or `tally.toml` of a collector.

@@ -347,7 +347,7 @@ pub enum WriteOutcome {
 }
 
 /// Totals from the store (`GET /v1/stats`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, utoipa::ToSchema)]
 pub struct Stats {
     /// Messages ever accepted (identify and the other types included).
     pub accepted: u64,
@@ -451,7 +451,7 @@ impl DeadLetterBudget {
 }
 
 /// Dead-letter totals (`GET /v1/stats`, `GET /v1/dead-letters`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, utoipa::ToSchema)]
 pub struct DeadLetterTotals {
     /// Dead letters stored now.
     pub kept: u64,
@@ -464,7 +464,7 @@ pub struct DeadLetterTotals {
 }
 
 /// `GET /v1/events/count`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, utoipa::ToSchema)]
 pub struct EventCount {
     /// Events with that name in the window.
     pub count: u64,
@@ -474,7 +474,7 @@ pub struct EventCount {
 }
 
 /// Completeness of one install (`GET /v1/installs/{id}`).
-#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, utoipa::ToSchema)]
 pub struct InstallReport {
     /// Highest seq seen (stored or reported dropped).
     pub max_seq: u64,
@@ -755,7 +755,7 @@ pub struct ExportedEvent {
 }
 
 /// One stored event of an install (`GET /v1/installs/{id}/events`).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct InstallEvent {
     /// `context.tally.seq`.
     pub seq: u64,

@@ -51,7 +51,7 @@ pub struct Span {
 }
 
 /// Events and distinct people.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct CountPeople {
     /// Events.
     pub count: u64,
