@@ -2051,6 +2051,28 @@ mod postgres {
         use tally_collector::store::postgres::{CHECKOUT_TIMEOUT, MAX_CONNECTIONS};
         let db = TestDb::new();
         let store: Arc<dyn Store> = Arc::new(PostgresStore::connect(&db.url).unwrap());
+        // The pool opens its connections in the background: all of them,
+        // before the lock below (preparing statements would wait on it).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let open: i64 = db
+                .client()
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 \
+                     AND application_name = 'tally-collector' AND state = 'idle'",
+                    &[&db.name],
+                )
+                .unwrap()
+                .get(0);
+            if open as usize == MAX_CONNECTIONS {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{open} connections open"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         // Another session holds a lock every write needs: each write keeps
         // its connection busy until the lock goes.
         let mut admin = db.client();

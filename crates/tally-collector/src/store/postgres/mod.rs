@@ -233,7 +233,7 @@ impl PostgresStore {
     }
 
     /// A pooled connection (queries of `store::query`).
-    pub(crate) fn client(&self) -> Result<pool::Pooled<'_>, StoreError> {
+    pub(crate) fn client(&self) -> Result<pool::Pooled, StoreError> {
         self.pool.get()
     }
 
@@ -261,6 +261,9 @@ impl PostgresStore {
              SELECT (EXISTS (SELECT 1 FROM tombstones) OR EXISTS (SELECT 1 FROM tombstone_links))::text"
         );
         let mut attempt = 0;
+        // Idle connections found dead on their first use (after a server
+        // restart every idle one is): each is replaced, nothing was written.
+        let mut dead = 0;
         loop {
             attempt += 1;
             let mut conn = self.pool.get()?;
@@ -279,7 +282,9 @@ impl PostgresStore {
                         // dropping: nothing was written, so a fresh
                         // connection is tried.
                         conn.discard();
-                        if attempt < MAX_ATTEMPTS {
+                        dead += 1;
+                        if dead <= MAX_CONNECTIONS {
+                            attempt -= 1;
                             continue;
                         }
                     } else if conn.client.batch_execute("ROLLBACK").is_err() {

@@ -1,19 +1,24 @@
-//! A small blocking connection pool for the PostgreSQL store.
+//! The PostgreSQL store's connection pool: [`r2d2`] over a manager that
+//! opens a connection and prepares the store's statements on it
+//! ([`Prepared`]).
 //!
-//! Connections are opened on demand up to [`MAX_CONNECTIONS`], each with
-//! the store's statements prepared once ([`Prepared`]). A connection that
-//! the server closed (restart, `pg_terminate_backend`, network loss) is
-//! dropped when it is returned, so the pool reconnects by itself when the
-//! server comes back. A caller that finds every connection busy waits up
-//! to [`CHECKOUT_TIMEOUT`] and then gets [`StoreError::Unavailable`] (503):
-//! saturation is refused, never queued without bound.
+//! The pool keeps [`MAX_CONNECTIONS`] open, opening them in the
+//! background from the start (a collector starts while its database is
+//! still coming up) on threads of its own, one a connection, so a slow
+//! connection never holds up the opening of another. A
+//! connection the server closed (restart, `pg_terminate_backend`, network
+//! loss), or one the store gave up on ([`Pooled::discard`]), is dropped
+//! when it is returned, so the pool reconnects by itself when the server
+//! comes back. A caller that finds every connection busy, or the server
+//! unreachable, waits up to [`CHECKOUT_TIMEOUT`] and then gets
+//! [`StoreError::Unavailable`] (503): saturation is refused, never queued
+//! without bound.
 
 use super::pg_error;
 use super::statements::Prepared;
 use crate::store::StoreError;
 use ::postgres::{Client, Config, NoTls};
-use std::sync::{Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Connections per collector process. The HTTP layer bounds in-flight
 /// store calls itself; eight keep a 2-core database busy (writers wait on
@@ -33,6 +38,8 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub(crate) struct Conn {
     pub client: Client,
     pub prepared: Prepared,
+    /// Set by [`Pooled::discard`]: closed instead of reused.
+    discarded: bool,
 }
 
 impl std::fmt::Debug for Conn {
@@ -43,35 +50,75 @@ impl std::fmt::Debug for Conn {
     }
 }
 
-#[derive(Debug, Default)]
-struct Slots {
-    idle: Vec<Conn>,
-    /// Connections open now, idle or checked out.
-    open: usize,
+/// Opens connections for the pool.
+#[derive(Debug)]
+struct Manager {
+    config: Config,
+}
+
+impl r2d2::ManageConnection for Manager {
+    type Connection = Conn;
+    type Error = StoreError;
+
+    fn connect(&self) -> Result<Conn, StoreError> {
+        let mut client = self.config.connect(NoTls).map_err(pg_error)?;
+        let prepared = Prepared::new(&mut client)?;
+        Ok(Conn {
+            client,
+            prepared,
+            discarded: false,
+        })
+    }
+
+    /// Only called when a connection is checked out with testing on,
+    /// which this pool does not do (a round trip a checkout): a dropped
+    /// connection is noticed by [`Pool::get`], [`Self::has_broken`] and the
+    /// store's retry of a transaction that could not begin.
+    fn is_valid(&self, conn: &mut Conn) -> Result<(), StoreError> {
+        conn.client.simple_query("").map(|_| ()).map_err(pg_error)
+    }
+
+    fn has_broken(&self, conn: &mut Conn) -> bool {
+        conn.discarded || conn.client.is_closed()
+    }
+}
+
+/// Connection failures go to the log once each, without the URL.
+#[derive(Debug)]
+struct LogErrors;
+
+impl r2d2::HandleError<StoreError> for LogErrors {
+    fn handle_error(&self, error: StoreError) {
+        tracing::warn!(%error, "cannot open a PostgreSQL connection");
+    }
 }
 
 /// The pool.
+#[derive(Debug)]
 pub(crate) struct Pool {
     config: Config,
-    slots: Mutex<Slots>,
-    freed: Condvar,
-}
-
-impl std::fmt::Debug for Pool {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pool").field("slots", &self.slots).finish()
-    }
+    inner: r2d2::Pool<Manager>,
 }
 
 impl Pool {
     pub fn new(mut config: Config) -> Pool {
         config.connect_timeout(CONNECT_TIMEOUT);
         config.application_name("tally-collector");
-        Pool {
-            config,
-            slots: Mutex::new(Slots::default()),
-            freed: Condvar::new(),
-        }
+        let inner = r2d2::Pool::builder()
+            .max_size(MAX_CONNECTIONS as u32)
+            .thread_pool(std::sync::Arc::new(
+                scheduled_thread_pool::ScheduledThreadPool::builder()
+                    .num_threads(MAX_CONNECTIONS)
+                    .thread_name_pattern("tally-pg-pool-{}")
+                    .build(),
+            ))
+            .test_on_check_out(false)
+            .connection_timeout(CHECKOUT_TIMEOUT)
+            .error_handler(Box::new(LogErrors))
+            .build_unchecked(Manager {
+                config: config.clone(),
+            });
+        Pool { config, inner }
     }
 
     /// Opens a connection outside the pool (migrations run on it).
@@ -81,109 +128,50 @@ impl Pool {
 
     /// A connection: an idle one, a new one, or one freed within
     /// [`CHECKOUT_TIMEOUT`].
-    pub fn get(&self) -> Result<Pooled<'_>, StoreError> {
-        let deadline = Instant::now() + CHECKOUT_TIMEOUT;
-        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-        loop {
-            while let Some(conn) = slots.idle.pop() {
-                if conn.client.is_closed() {
-                    slots.open -= 1;
-                    continue;
-                }
-                return Ok(Pooled {
-                    pool: self,
-                    conn: Some(conn),
-                });
+    ///
+    /// An idle connection the client already knows closed is skipped (and
+    /// closed), as r2d2 checks connections only when they come back: after
+    /// a server restart every idle one is dead.
+    pub fn get(&self) -> Result<Pooled, StoreError> {
+        for _ in 0..=MAX_CONNECTIONS {
+            let conn = self.inner.get().map(Pooled).map_err(|e| {
+                StoreError::Unavailable(format!(
+                    "no PostgreSQL connection within {CHECKOUT_TIMEOUT:?} (all {MAX_CONNECTIONS} \
+                     busy, or the server unreachable): {e}"
+                ))
+            })?;
+            if !conn.client.is_closed() {
+                return Ok(conn);
             }
-            if slots.open < MAX_CONNECTIONS {
-                slots.open += 1;
-                drop(slots);
-                return match self.open() {
-                    Ok(conn) => Ok(Pooled {
-                        pool: self,
-                        conn: Some(conn),
-                    }),
-                    Err(e) => {
-                        self.release_slot();
-                        Err(e)
-                    }
-                };
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(StoreError::Unavailable(format!(
-                    "all {MAX_CONNECTIONS} PostgreSQL connections busy"
-                )));
-            }
-            slots = self
-                .freed
-                .wait_timeout(slots, deadline - now)
-                .map(|(guard, _)| guard)
-                .unwrap_or_else(|p| p.into_inner().0);
+            conn.discard();
         }
-    }
-
-    fn open(&self) -> Result<Conn, StoreError> {
-        let mut client = self.config.connect(NoTls).map_err(pg_error)?;
-        let prepared = Prepared::new(&mut client)?;
-        Ok(Conn { client, prepared })
-    }
-
-    fn release_slot(&self) {
-        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-        slots.open -= 1;
-        self.freed.notify_one();
-    }
-
-    fn put(&self, conn: Conn) {
-        if conn.client.is_closed() {
-            self.release_slot();
-            return;
-        }
-        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-        slots.idle.push(conn);
-        self.freed.notify_one();
+        Err(StoreError::Unavailable(
+            "every PostgreSQL connection was closed by the server".into(),
+        ))
     }
 }
 
 /// A checked-out connection; returned to the pool on drop.
 #[derive(Debug)]
-pub(crate) struct Pooled<'a> {
-    pool: &'a Pool,
-    conn: Option<Conn>,
-}
+pub(crate) struct Pooled(r2d2::PooledConnection<Manager>);
 
-impl Pooled<'_> {
+impl Pooled {
     /// Closes the connection instead of returning it (its state is
     /// unknown, e.g. a transaction that could not be rolled back).
     pub fn discard(mut self) {
-        if self.conn.take().is_some() {
-            self.pool.release_slot();
-        }
+        self.0.discarded = true;
     }
 }
 
-impl std::ops::Deref for Pooled<'_> {
+impl std::ops::Deref for Pooled {
     type Target = Conn;
     fn deref(&self) -> &Conn {
-        self.conn
-            .as_ref()
-            .unwrap_or_else(|| unreachable!("a Pooled holds its connection until drop"))
+        &self.0
     }
 }
 
-impl std::ops::DerefMut for Pooled<'_> {
+impl std::ops::DerefMut for Pooled {
     fn deref_mut(&mut self) -> &mut Conn {
-        self.conn
-            .as_mut()
-            .unwrap_or_else(|| unreachable!("a Pooled holds its connection until drop"))
-    }
-}
-
-impl Drop for Pooled<'_> {
-    fn drop(&mut self) {
-        if let Some(conn) = self.conn.take() {
-            self.pool.put(conn);
-        }
+        &mut self.0
     }
 }

@@ -99,7 +99,9 @@ fn write(
     shard: i32,
     flags: Flags,
 ) -> Result<Vec<WriteOutcome>, ::postgres::Error> {
-    let Conn { client, prepared } = conn;
+    let Conn {
+        client, prepared, ..
+    } = conn;
 
     // A batch that links identities re-resolves identities' persons: it
     // waits for the batches creating identities (and they for it), so no
