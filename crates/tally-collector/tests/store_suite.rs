@@ -314,7 +314,9 @@ fn fixture_reads_back(store: &dyn Store, from: usize) {
         Some((1, 0)),
         "{at}"
     );
-    let page = store.export_page(i64::MIN, i64::MAX, None, 10).unwrap();
+    let page = store
+        .export_page(i64::MIN, i64::MAX, None, None, 10)
+        .unwrap();
     assert_eq!(page.len(), 1, "{at}");
     assert_eq!(page[0].ts_corrected, TS, "{at}");
     assert!(page[0].raw.contains(r#""messageId":"fixture-1""#), "{at}");
@@ -920,7 +922,7 @@ fn retention_expires_in_chunks_and_keeps_the_counter_exact(store: &dyn Store) {
     // The identify expired but its link stays: anon-2's events are u1's.
     assert_eq!(store.count_events("Keep", None, None).unwrap(), count(2, 1));
     assert!(store
-        .export_page(i64::MIN, i64::MAX, None, 100)
+        .export_page(i64::MIN, i64::MAX, None, None, 100)
         .unwrap()
         .iter()
         .all(|e| e.ts_corrected >= 1_000 && !e.raw.contains("ident-old")));
@@ -969,7 +971,7 @@ fn retention_pass_applies_named_rules_and_the_default(store: &dyn Store) {
     assert_eq!(report.chunks, 9);
     assert_eq!(store.stats().unwrap(), stats(7, 0, 0, 3));
     let left: Vec<i64> = store
-        .export_page(i64::MIN, i64::MAX, None, 100)
+        .export_page(i64::MIN, i64::MAX, None, None, 100)
         .unwrap()
         .iter()
         .map(|e| (now - e.ts_corrected) / DAY_MS)
@@ -1356,7 +1358,9 @@ fn export_pages_follow_corrected_time(store: &dyn Store) {
     let mut pages = Vec::new();
     let mut cursor = None;
     loop {
-        let page = store.export_page(200, 900, cursor.as_ref(), 2).unwrap();
+        let page = store
+            .export_page(200, 900, None, cursor.as_ref(), 2)
+            .unwrap();
         if page.is_empty() {
             break;
         }
@@ -1367,7 +1371,9 @@ fn export_pages_follow_corrected_time(store: &dyn Store) {
         pages,
         [vec!["x-b", "x-c"], vec!["x-d", "x-f"], vec!["x-e"],]
     );
-    let all = store.export_page(i64::MIN, i64::MAX, None, 100).unwrap();
+    let all = store
+        .export_page(i64::MIN, i64::MAX, None, None, 100)
+        .unwrap();
     assert_eq!(ids(&all), ["x-a", "x-b", "x-c", "x-d", "x-f", "x-e", "x-g"]);
     let first = &all[0];
     assert_eq!(
@@ -1378,10 +1384,13 @@ fn export_pages_follow_corrected_time(store: &dyn Store) {
             r#"{"type":"track","messageId":"x-a","event":"Open"}"#
         )
     );
-    assert_eq!(store.count_stored(200, 900).unwrap(), 5);
-    assert_eq!(store.count_stored(i64::MIN, i64::MAX).unwrap(), 7);
-    assert_eq!(store.count_stored(901, 1_000).unwrap(), 0);
-    assert!(store.export_page(901, 1_000, None, 10).unwrap().is_empty());
+    assert_eq!(store.count_stored(200, 900, None).unwrap(), 5);
+    assert_eq!(store.count_stored(i64::MIN, i64::MAX, None).unwrap(), 7);
+    assert_eq!(store.count_stored(901, 1_000, None).unwrap(), 0);
+    assert!(store
+        .export_page(901, 1_000, None, None, 10)
+        .unwrap()
+        .is_empty());
 }
 
 fn install_events_in_seq_order_with_their_person(store: &dyn Store) {

@@ -62,14 +62,20 @@ macro_rules! admin_store_by_concern {
                 &self,
                 from: i64,
                 to: i64,
+                source: Option<&str>,
                 after: Option<&$crate::store::ExportCursor>,
                 limit: usize,
             ) -> Result<Vec<$crate::store::ExportedEvent>, $crate::store::StoreError> {
-                export::export_page(self, from, to, after, limit)
+                export::export_page(self, from, to, source, after, limit)
             }
 
-            fn count_stored(&self, from: i64, to: i64) -> Result<u64, $crate::store::StoreError> {
-                export::count_stored(self, from, to)
+            fn count_stored(
+                &self,
+                from: i64,
+                to: i64,
+                source: Option<&str>,
+            ) -> Result<u64, $crate::store::StoreError> {
+                export::count_stored(self, from, to, source)
             }
 
             fn person_page(

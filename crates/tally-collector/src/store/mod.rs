@@ -572,21 +572,25 @@ pub trait AdminStore {
     /// What the dead letters hold, and what was not kept of them.
     fn dead_letter_totals(&self) -> Result<DeadLetterTotals, StoreError>;
 
-    /// Stored events with `from <= ts_corrected < to`, ordered by corrected
-    /// time (ties in an order of the store's own), at most `limit`, after
-    /// `after` (the cursor of the previous page's last event). Pages are
-    /// read by a keyset cursor: each costs an index range scan, however
-    /// deep into the window it is.
+    /// Stored events with `from <= ts_corrected < to`, of `source` only if
+    /// given, ordered by corrected time (ties in an order of the store's
+    /// own), at most `limit`, after `after` (the cursor of the previous
+    /// page's last event). Pages are read by a keyset cursor: each costs an
+    /// index range scan, however deep into the window it is (with a
+    /// source, the other sources' events in the range are read and
+    /// skipped).
     fn export_page(
         &self,
         from: i64,
         to: i64,
+        source: Option<&str>,
         after: Option<&ExportCursor>,
         limit: usize,
     ) -> Result<Vec<ExportedEvent>, StoreError>;
 
-    /// Stored events with `from <= ts_corrected < to`.
-    fn count_stored(&self, from: i64, to: i64) -> Result<u64, StoreError>;
+    /// Stored events with `from <= ts_corrected < to`, of `source` only if
+    /// given.
+    fn count_stored(&self, from: i64, to: i64, source: Option<&str>) -> Result<u64, StoreError>;
 
     /// The stored events of one person, for an access request, in
     /// corrected-time order, at most `limit`, after `after`: for a user id
