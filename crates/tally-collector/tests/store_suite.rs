@@ -42,6 +42,10 @@ mod audit;
 #[path = "store_suite/erasure.rs"]
 mod erasure;
 
+#[macro_use]
+#[path = "store_suite/scoped.rs"]
+mod scoped;
+
 #[path = "support/test_db.rs"]
 mod test_db;
 
@@ -1320,6 +1324,7 @@ fn deletions_are_listed_newest_first(store: &dyn Store) {
         requested_at: at,
         status: DeletionStatus::Done,
         deleted_events: deleted,
+        source: None,
     };
     assert_eq!(
         store.deletions(10).unwrap(),
@@ -1599,6 +1604,7 @@ mod sqlite {
     keys_suite!(fresh);
     audit_suite!(fresh);
     erasure_suite!(fresh);
+    scoped_suite!(fresh);
 
     /// SQLite's writer is alone: a chunk also deletes the names it left
     /// without events, exactly (PostgreSQL keeps them: see its store).
@@ -1884,6 +1890,7 @@ mod postgres {
     keys_suite!(fresh);
     audit_suite!(fresh);
     erasure_suite!(fresh);
+    scoped_suite!(fresh);
 
     /// The collector's cache of persons sees a change made by a
     /// transaction that was still running when it last caught up, once

@@ -324,7 +324,7 @@ impl ScopedDeletionSql {
             reach,
             events: format!(
                 "DELETE FROM events AS e WHERE e.source = {source} AND ({events}) \
-                 RETURNING e.ts_corrected, e.ident, e.event"
+                 RETURNING ts_corrected, ident, event"
             ),
             dead_letters: format!(
                 "DELETE FROM dead_letters AS d WHERE d.source = {source} AND ({letters}) \
