@@ -89,7 +89,8 @@ struct PersonQuery {
 /// order. A user id (the default kind) gives what a deletion of it would
 /// remove; an anonymous id or install id the events carrying it without
 /// a user id; with `source`, only the events that source (write key id)
-/// sent. A person with no events is an empty body.
+/// sent, reached as a deletion within that source would reach them. A
+/// person with no events is an empty body.
 pub(super) async fn person(
     State(state): State<AppState>,
     Path(person_id): Path<String>,

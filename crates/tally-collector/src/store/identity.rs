@@ -235,6 +235,48 @@ pub(crate) fn refused_sql(u: &str, a: &str, i: &str, s: &str) -> String {
     )
 }
 
+/// SQL for whether the link aliased `l` (to user `user`) is backed by an
+/// event of `source`: an `identify` carrying the user id and the linked
+/// anonymous id or install, or an `alias` naming the linked id as its
+/// `previousId`.
+fn backed_by_source(user: &str, source: &str) -> String {
+    format!(
+        "EXISTS (SELECT 1 FROM events s WHERE s.source = {source} AND s.user_id = {user} \
+          AND ((s.kind = 'identify' AND ((l.kind = 'a' AND s.anonymous_id = l.id) \
+            OR (l.kind = 'i' AND s.install_id = l.id))) \
+           OR (s.kind = 'alias' AND l.kind = 'a' AND s.previous_id = l.id)))"
+    )
+}
+
+/// The `WHERE` predicate (events aliased `e`) of one person's events of
+/// one source, for an access request: what a deletion of that id scoped
+/// to that source reaches ([`ScopedDeletionSql`]; the links it follows
+/// read here as they stand, before any deletion).
+pub(crate) fn source_person_predicate(
+    kind: super::PersonKind,
+    param: &str,
+    source: &str,
+) -> String {
+    let linked = |k: &str| {
+        format!(
+            "(SELECT l.id FROM links l WHERE l.kind = '{k}' AND l.target = {param} AND {})",
+            backed_by_source(param, source)
+        )
+    };
+    let person = match kind {
+        super::PersonKind::User => format!(
+            "e.user_id = {param} OR (e.user_id IS NULL AND (e.anonymous_id IN {} \
+             OR (e.install_id IN {} AND NOT EXISTS (SELECT 1 FROM links a \
+              WHERE a.kind = 'a' AND a.id = e.anonymous_id AND a.target <> {param}))))",
+            linked("a"),
+            linked("i")
+        ),
+        super::PersonKind::Anonymous => format!("e.user_id IS NULL AND e.anonymous_id = {param}"),
+        super::PersonKind::Install => format!("e.user_id IS NULL AND e.install_id = {param}"),
+    };
+    format!("(e.source = {source} AND ({person}))")
+}
+
 /// The statements of a deletion scoped to one source (the source as
 /// parameter `source`, the id as `param`), run in this order in one
 /// transaction after the tombstone (for a user id) is written:
@@ -283,12 +325,9 @@ impl ScopedDeletionSql {
                 format!(
                     "INSERT INTO tombstone_links (kind, id, source, user_id) \
                      SELECT l.kind, l.id, {source}, l.target FROM links l \
-                     WHERE l.kind IN ('a', 'i') AND l.target = {param} AND EXISTS ( \
-                      SELECT 1 FROM events s WHERE s.source = {source} AND s.user_id = {param} \
-                      AND ((s.kind = 'identify' AND ((l.kind = 'a' AND s.anonymous_id = l.id) \
-                        OR (l.kind = 'i' AND s.install_id = l.id))) \
-                       OR (s.kind = 'alias' AND l.kind = 'a' AND s.previous_id = l.id))) \
-                     ON CONFLICT DO NOTHING"
+                     WHERE l.kind IN ('a', 'i') AND l.target = {param} AND {} \
+                     ON CONFLICT DO NOTHING",
+                    backed_by_source(param, source)
                 ),
                 format!(
                     "e.user_id = {param} OR (e.user_id IS NULL AND (e.anonymous_id IN {} \

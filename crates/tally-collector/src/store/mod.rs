@@ -615,8 +615,10 @@ pub trait AdminStore {
     /// corrected-time order, at most `limit`, after `after`: for a user id
     /// what a deletion of it would remove (its events and the anonymous
     /// events stitched to it directly), for an anonymous id or an install
-    /// id the events carrying it without a user id; with `source`, only
-    /// those that source sent. It scans the events table, like a deletion.
+    /// id the events carrying it without a user id; with `source`, what a
+    /// deletion within that source would remove (its own events, through
+    /// the links its own calls made). It scans the events table, like a
+    /// deletion.
     fn person_page(
         &self,
         kind: PersonKind,

@@ -165,6 +165,26 @@ pub(crate) fn queries_export_and_deletion_of_one_source(store: &dyn Store) {
         ["b-anon", "b-cross", "b-id", "b-user"]
     );
 
+    // An access request of u1 within a source reads what a deletion within
+    // it would remove: the links its own identify calls made. B's event
+    // under A's anonymous id is not reached from B (A's identify linked
+    // it), nor from A (B sent it).
+    let person = |source: &str| -> Vec<String> {
+        let mut ids: Vec<String> = store
+            .person_page(PersonKind::User, "u1", Some(source), None, 100)
+            .unwrap()
+            .iter()
+            .map(|e| {
+                let v: Value = serde_json::from_str(&e.raw).unwrap();
+                v["messageId"].as_str().unwrap().to_owned()
+            })
+            .collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(person(KEY_A), ["a-anon", "a-id", "a-reset", "a-user"]);
+    assert_eq!(person(KEY_B), ["b-anon", "b-id", "b-user"]);
+
     // Deleting u1 within source A: exactly A's 4 events of u1 and its dead
     // letter; B's 4 events and dead letter stay.
     let report = store

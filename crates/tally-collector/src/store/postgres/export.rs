@@ -90,12 +90,17 @@ pub(super) fn person_page(
             ))
         }
     };
+    let person = match source {
+        None => format!(
+            "{} AND $6::text IS NULL",
+            identity::person_predicate(kind, "$1::text")
+        ),
+        Some(_) => identity::source_person_predicate(kind, "$1::text", "$6::text"),
+    };
     let sql = format!(
         "SELECT e.source, e.message_id, e.ts_corrected, e.received_at, e.raw FROM events e \
-         WHERE {} AND ($6::text IS NULL OR e.source = $6::text) \
-         AND (e.ts_corrected, e.source, e.message_id) > ($2, $3, $4) \
-         ORDER BY e.ts_corrected, e.source, e.message_id LIMIT $5",
-        identity::person_predicate(kind, "$1::text")
+         WHERE {person} AND (e.ts_corrected, e.source, e.message_id) > ($2, $3, $4) \
+         ORDER BY e.ts_corrected, e.source, e.message_id LIMIT $5"
     );
     let mut conn = store.pool.get()?;
     let rows = conn

@@ -81,11 +81,14 @@ pub(super) fn person_page(
             ))
         }
     };
+    let person = match source {
+        None => format!("{} AND ?5 IS NULL", identity::person_predicate(kind, "?1")),
+        Some(_) => identity::source_person_predicate(kind, "?1", "?5"),
+    };
     let sql = format!(
         "SELECT e.row_id, e.ts_corrected, e.received_at, e.raw FROM events e \
-         WHERE {} AND (?5 IS NULL OR e.source = ?5) AND (e.ts_corrected, e.row_id) > (?2, ?3) \
-         ORDER BY e.ts_corrected, e.row_id LIMIT ?4",
-        identity::person_predicate(kind, "?1")
+         WHERE {person} AND (e.ts_corrected, e.row_id) > (?2, ?3) \
+         ORDER BY e.ts_corrected, e.row_id LIMIT ?4"
     );
     store.readers.with(|c| {
         c.prepare_cached(&sql)
