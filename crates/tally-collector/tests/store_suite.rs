@@ -1623,6 +1623,25 @@ mod sqlite {
         assert_eq!(names, ["Open", "Order Completed", "tally.health"]);
     }
 
+    /// Tombstones written before they named a source keep refusing every
+    /// source after the upgrade.
+    #[test]
+    fn tombstones_before_sources_refuse_every_source() {
+        let migrations = tally_collector::store::sqlite::MIGRATIONS.len();
+        let (_, dump) = super::fixtures("sqlite", migrations)
+            .into_iter()
+            .find(|(v, _)| *v == 9)
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tally.db");
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(&dump).unwrap();
+        conn.execute_batch(crate::scoped::TOMBSTONE_SQL).unwrap();
+        drop(conn);
+        let store = SqliteStore::open(&path).unwrap();
+        crate::scoped::old_tombstones_refuse_every_source(&store);
+    }
+
     #[test]
     fn every_released_schema_upgrades_and_its_data_reads_back() {
         let migrations = tally_collector::store::sqlite::MIGRATIONS.len();
@@ -1955,6 +1974,24 @@ mod postgres {
         assert_eq!(people(&*store), 3, "the merge is not committed yet");
         tx.commit().unwrap();
         assert_eq!(people(&*store), 2, "a1 and a2 are one person now");
+    }
+
+    /// Tombstones written before they named a source keep refusing every
+    /// source after the upgrade.
+    #[test]
+    fn tombstones_before_sources_refuse_every_source() {
+        let migrations = tally_collector::store::postgres::MIGRATIONS.len();
+        let (_, dump) = super::fixtures("postgres", migrations)
+            .into_iter()
+            .find(|(v, _)| *v == 11)
+            .unwrap();
+        let db = TestDb::new();
+        db.client().batch_execute(&dump).unwrap();
+        db.client()
+            .batch_execute(crate::scoped::TOMBSTONE_SQL)
+            .unwrap();
+        let store = PostgresStore::connect(&db.url).unwrap();
+        crate::scoped::old_tombstones_refuse_every_source(&store);
     }
 
     #[test]

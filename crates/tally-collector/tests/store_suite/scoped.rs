@@ -319,6 +319,29 @@ pub(crate) fn queries_export_and_deletion_of_one_source(store: &dyn Store) {
     assert_eq!(store.deletions(1).unwrap()[0].source, None);
 }
 
+/// What a store upgraded from the schema before sources were recorded in
+/// tombstones must do with the tombstone `TOMBSTONE_SQL` wrote there: it
+/// refuses the user's and the device's late events from every source.
+pub(crate) fn old_tombstones_refuse_every_source(store: &dyn Store) {
+    let late = vec![
+        from(KEY_A, by_user(track("old-a", "Open", "x", 10), "u-old")),
+        from(KEY_B, by_user(track("old-b", "Open", "x", 11), "u-old")),
+        from(KEY_B, track("old-anon", "Open", "anon-old", 12)),
+        from(
+            KEY_B,
+            by_user(track("old-other", "Open", "x", 13), "u-kept"),
+        ),
+    ];
+    assert_eq!(store.write_batch(&late, &[]).unwrap(), vec![X, X, X, A]);
+    assert!(store.is_deleted("u-old").unwrap());
+}
+
+/// A tombstone of `u-old` and its device link, as the schema before
+/// sources were recorded in tombstones holds them.
+pub(crate) const TOMBSTONE_SQL: &str = "INSERT INTO tombstones (user_id, requested_at) \
+    VALUES ('u-old', 1); INSERT INTO tombstone_links (kind, id, user_id) \
+    VALUES ('a', 'anon-old', 'u-old');";
+
 macro_rules! scoped_suite {
     ($fresh:path) => {
         #[test]
