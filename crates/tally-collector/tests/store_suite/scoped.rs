@@ -319,6 +319,159 @@ pub(crate) fn queries_export_and_deletion_of_one_source(store: &dyn Store) {
     assert_eq!(store.deletions(1).unwrap()[0].source, None);
 }
 
+/// `e` in session `session`, with `properties` in its stored text.
+fn detailed(mut e: NewEvent, session: &str, properties: &str) -> NewEvent {
+    e.session_id = Some(session.to_owned());
+    e.raw = format!(
+        r#"{{"type":"track","messageId":"{}","event":"{}","properties":{properties}}}"#,
+        e.message_id,
+        e.event.as_deref().unwrap_or("")
+    );
+    e
+}
+
+pub(crate) fn every_product_query_takes_a_source(store: &dyn Store) {
+    let batch = vec![
+        from(
+            KEY_A,
+            detailed(
+                on_install(track("q-a1", "Open", "anon-qa", 1_000), "inst-qa", 1),
+                "s-a",
+                "{}",
+            ),
+        ),
+        from(
+            KEY_A,
+            detailed(
+                on_install(track("q-a2", "Buy", "anon-qa", 2_000), "inst-qa", 2),
+                "s-a",
+                r#"{"plan":"pro"}"#,
+            ),
+        ),
+        from(
+            KEY_A,
+            detailed(
+                track("q-a3", "Buy", "anon-qa2", 3_000),
+                "s-a2",
+                r#"{"plan":"free"}"#,
+            ),
+        ),
+        from(
+            KEY_B,
+            detailed(
+                on_install(track("q-b1", "Open", "anon-qb", 1_500), "inst-qb", 1),
+                "s-b",
+                "{}",
+            ),
+        ),
+        from(
+            KEY_B,
+            detailed(
+                on_install(track("q-b2", "Buy", "anon-qb", 2_500), "inst-qb", 2),
+                "s-b",
+                r#"{"plan":"team"}"#,
+            ),
+        ),
+        from(
+            KEY_B,
+            detailed(
+                on_install(track("q-b3", "Open", "anon-qb", DAY + 100), "inst-qb", 3),
+                "s-b",
+                "{}",
+            ),
+        ),
+    ];
+    assert_eq!(store.write_batch(&batch, &[]).unwrap(), vec![A; 6]);
+    let sessions = |source| ask(store, ProductQuery::Sessions, "", source)["sessions"].clone();
+    assert_eq!(
+        (sessions(None), sessions(Some(KEY_A)), sessions(Some(KEY_B))),
+        (
+            serde_json::json!(3),
+            serde_json::json!(2),
+            serde_json::json!(1)
+        )
+    );
+    // Buy then Open within a day: only B's person did.
+    let funnel = |source| -> Vec<u64> {
+        ask(store, ProductQuery::Funnel, "steps=Buy,Open", source)["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["people"].as_u64().unwrap())
+            .collect()
+    };
+    assert_eq!(funnel(None), [3, 1]);
+    assert_eq!(funnel(Some(KEY_A)), [2, 0]);
+    assert_eq!(funnel(Some(KEY_B)), [1, 1]);
+    // One row shown, the rest folded: the shown value's parameter comes
+    // after the source's.
+    let breakdown = |source| -> Vec<(Value, u64, bool)> {
+        ask(
+            store,
+            ProductQuery::Breakdown,
+            "event=Buy&by=properties.plan&limit=1",
+            source,
+        )["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["value"].clone(),
+                    r["count"].as_u64().unwrap(),
+                    r["other"].as_bool().unwrap(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        breakdown(None),
+        [
+            (serde_json::json!("free"), 1, false),
+            (Value::Null, 2, true)
+        ]
+    );
+    assert_eq!(
+        breakdown(Some(KEY_A)),
+        [
+            (serde_json::json!("free"), 1, false),
+            (Value::Null, 1, true)
+        ]
+    );
+    assert_eq!(
+        breakdown(Some(KEY_B)),
+        [(serde_json::json!("team"), 1, false)]
+    );
+    // Cohorts of first Open: A's person never came back, B's did.
+    let retention = |source| {
+        let v = ask(store, ProductQuery::Retention, "days=1&event=Open", source);
+        (
+            v["cohorts"][0]["size"].clone(),
+            v["cohorts"][0]["returned"][1].clone(),
+        )
+    };
+    assert_eq!(
+        retention(Some(KEY_A)),
+        (serde_json::json!(1), serde_json::json!(0))
+    );
+    assert_eq!(
+        retention(Some(KEY_B)),
+        (serde_json::json!(1), serde_json::json!(1))
+    );
+    // Finality judges the source's own installs.
+    let installs = |source| {
+        ask(store, ProductQuery::Finality, "", source)["days"][0]["active_installs"].clone()
+    };
+    assert_eq!(
+        (installs(None), installs(Some(KEY_A)), installs(Some(KEY_B))),
+        (
+            serde_json::json!(2),
+            serde_json::json!(1),
+            serde_json::json!(1)
+        )
+    );
+}
+
 /// What a store upgraded from the schema before sources were recorded in
 /// tombstones must do with the tombstone `TOMBSTONE_SQL` wrote there: it
 /// refuses the user's and the device's late events from every source.
@@ -348,6 +501,12 @@ macro_rules! scoped_suite {
         fn queries_export_and_deletion_of_one_source() {
             let (store, _guard) = $fresh();
             crate::scoped::queries_export_and_deletion_of_one_source(&*store);
+        }
+
+        #[test]
+        fn every_product_query_takes_a_source() {
+            let (store, _guard) = $fresh();
+            crate::scoped::every_product_query_takes_a_source(&*store);
         }
     };
 }
