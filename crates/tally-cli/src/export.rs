@@ -99,6 +99,9 @@ pub struct ExportArgs {
     /// End of the window, RFC 3339, exclusive [default: now]
     #[arg(long, value_name = "RFC3339")]
     to: Option<String>,
+    /// Only the events this source sent (a write key id) [default: every source]
+    #[arg(long, value_name = "KEY_ID")]
+    source: Option<String>,
     /// Events per Parquet row group (bounds memory)
     #[arg(long, default_value_t = DEFAULT_ROW_GROUP_ROWS, value_name = "N")]
     row_group_rows: usize,
@@ -134,6 +137,9 @@ pub fn run(args: ExportArgs) -> anyhow::Result<()> {
     }
     if let Some(to) = &args.to {
         request = request.query("to", to);
+    }
+    if let Some(source) = &args.source {
+        request = request.query("source", source);
     }
     let response = request
         .call()

@@ -71,6 +71,9 @@ enum Command {
     Installs(operate::InstallsArgs),
     /// Rejected messages kept by the collector: by reason and time, paged.
     DeadLetters(operate::DeadLettersArgs),
+    /// Delete a person's data (by user id, anonymous id or install id),
+    /// of every source or of one.
+    Delete(operate::DeleteArgs),
     /// Tracking plans: lint one, diff two, generate typed tracking code.
     #[command(subcommand)]
     Plan(plan::PlanCommand),
@@ -103,5 +106,6 @@ fn main() -> anyhow::Result<()> {
         Command::Plan(cmd) => plan::run(cmd),
         Command::Installs(args) => operate::installs(args),
         Command::DeadLetters(args) => operate::dead_letters(args),
+        Command::Delete(args) => operate::delete(args),
     }
 }

@@ -1,7 +1,8 @@
-//! `tally installs` and `tally dead-letters`: the operator's questions
-//! "which devices are not draining their queue?" and "what was rejected,
-//! and why?" from the command line, through the collector's admin API
-//! (`GET /v1/installs`, `GET /v1/installs/{id}`, `GET /v1/dead-letters`).
+//! `tally installs`, `tally dead-letters` and `tally delete`: the
+//! operator's questions "which devices are not draining their queue?" and
+//! "what was rejected, and why?", and a person's deletion, from the
+//! command line, through the collector's admin API (`GET /v1/installs`,
+//! `GET /v1/installs/{id}`, `GET /v1/dead-letters`, `POST /v1/deletions`).
 
 use std::time::Duration;
 
@@ -65,6 +66,72 @@ pub struct DeadLettersArgs {
     all: bool,
     #[command(flatten)]
     api: AdminApi,
+}
+
+/// Arguments of `tally delete`: one id, and optionally a source.
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("person").required(true).multiple(false)))]
+pub struct DeleteArgs {
+    /// Delete a user: their events and those stitched to them
+    #[arg(long, value_name = "ID", group = "person")]
+    user_id: Option<String>,
+    /// Delete a person who never identified, by anonymous id
+    #[arg(long, value_name = "ID", group = "person")]
+    anonymous_id: Option<String>,
+    /// Delete a person who never identified, by install id
+    #[arg(long, value_name = "ID", group = "person")]
+    install_id: Option<String>,
+    /// Only this source's data (a write key id); only its late events are
+    /// refused [default: every source]
+    #[arg(long, value_name = "KEY_ID")]
+    source: Option<String>,
+    #[command(flatten)]
+    api: AdminApi,
+}
+
+/// `tally delete`: `POST /v1/deletions`, and what it removed.
+pub fn delete(args: DeleteArgs) -> anyhow::Result<()> {
+    let (name, id) = match (&args.user_id, &args.anonymous_id, &args.install_id) {
+        (Some(id), _, _) => ("userId", id),
+        (_, Some(id), _) => ("anonymousId", id),
+        (_, _, Some(id)) => ("installId", id),
+        _ => anyhow::bail!("one of --user-id, --anonymous-id, --install-id is needed"),
+    };
+    let mut body = serde_json::Map::new();
+    body.insert(name.to_owned(), Value::String(id.clone()));
+    if let Some(source) = &args.source {
+        body.insert("source".to_owned(), Value::String(source.clone()));
+    }
+    let report = args
+        .api
+        .collector
+        .call("/v1/deletions", Some(Value::Object(body)))?;
+    if args.api.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    let scope = match &args.source {
+        Some(source) => format!("source {source}"),
+        None => "every source".to_owned(),
+    };
+    println!(
+        "{name} {id} ({scope}): {} events and {} dead letters deleted",
+        cell(&report["deleted_events"]),
+        cell(&report["deleted_dead_letters"])
+    );
+    for (key, what) in [
+        ("aliased_user_ids", "aliased user ids (not deleted)"),
+        ("linked_user_ids", "linked user ids (not deleted)"),
+    ] {
+        let ids: Vec<String> = report[key]
+            .as_array()
+            .map(|a| a.iter().map(cell).collect())
+            .unwrap_or_default();
+        if !ids.is_empty() {
+            println!("{what}: {}", ids.join(", "));
+        }
+    }
+    Ok(())
 }
 
 /// `name=value` pairs of a query string, form-encoded.

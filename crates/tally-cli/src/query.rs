@@ -24,6 +24,9 @@ pub struct QueryArgs {
     /// End of the window, RFC 3339, exclusive [default: now]
     #[arg(long, global = true)]
     to: Option<String>,
+    /// Only the events this source sent (a write key id, wk_…) [default: every source]
+    #[arg(long, global = true)]
+    source: Option<String>,
 }
 
 /// Buckets of a series.
@@ -167,6 +170,7 @@ pub fn run(args: QueryArgs) -> anyhow::Result<()> {
     let mut q = QueryString::default();
     q.add("from", args.from.as_ref());
     q.add("to", args.to.as_ref());
+    q.add("source", args.source.as_ref());
     let path = match &args.what {
         What::Events {
             event,

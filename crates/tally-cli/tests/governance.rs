@@ -375,7 +375,7 @@ fn export_and_deletions(server: &Server, dir: &Path) {
     assert!((asked..=tally_collector::clock::now_ms()).contains(&at));
     assert_eq!(
         entries[0],
-        json!({"kind": "userId", "userId": "user-2", "requested_at": format_timestamp(at), "status": "done", "deleted_events": 2})
+        json!({"kind": "userId", "userId": "user-2", "requested_at": format_timestamp(at), "status": "done", "deleted_events": 2, "source": null})
     );
     let (status, body) = admin_get(&agent, &server.url("/v1/deletions?limit=0"));
     assert_eq!(status, 400, "{body}");

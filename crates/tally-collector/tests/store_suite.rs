@@ -42,6 +42,10 @@ mod audit;
 #[path = "store_suite/erasure.rs"]
 mod erasure;
 
+#[macro_use]
+#[path = "store_suite/scoped.rs"]
+mod scoped;
+
 #[path = "support/test_db.rs"]
 mod test_db;
 
@@ -314,7 +318,9 @@ fn fixture_reads_back(store: &dyn Store, from: usize) {
         Some((1, 0)),
         "{at}"
     );
-    let page = store.export_page(i64::MIN, i64::MAX, None, 10).unwrap();
+    let page = store
+        .export_page(i64::MIN, i64::MAX, None, None, 10)
+        .unwrap();
     assert_eq!(page.len(), 1, "{at}");
     assert_eq!(page[0].ts_corrected, TS, "{at}");
     assert!(page[0].raw.contains(r#""messageId":"fixture-1""#), "{at}");
@@ -920,7 +926,7 @@ fn retention_expires_in_chunks_and_keeps_the_counter_exact(store: &dyn Store) {
     // The identify expired but its link stays: anon-2's events are u1's.
     assert_eq!(store.count_events("Keep", None, None).unwrap(), count(2, 1));
     assert!(store
-        .export_page(i64::MIN, i64::MAX, None, 100)
+        .export_page(i64::MIN, i64::MAX, None, None, 100)
         .unwrap()
         .iter()
         .all(|e| e.ts_corrected >= 1_000 && !e.raw.contains("ident-old")));
@@ -969,7 +975,7 @@ fn retention_pass_applies_named_rules_and_the_default(store: &dyn Store) {
     assert_eq!(report.chunks, 9);
     assert_eq!(store.stats().unwrap(), stats(7, 0, 0, 3));
     let left: Vec<i64> = store
-        .export_page(i64::MIN, i64::MAX, None, 100)
+        .export_page(i64::MIN, i64::MAX, None, None, 100)
         .unwrap()
         .iter()
         .map(|e| (now - e.ts_corrected) / DAY_MS)
@@ -1318,6 +1324,7 @@ fn deletions_are_listed_newest_first(store: &dyn Store) {
         requested_at: at,
         status: DeletionStatus::Done,
         deleted_events: deleted,
+        source: None,
     };
     assert_eq!(
         store.deletions(10).unwrap(),
@@ -1356,7 +1363,9 @@ fn export_pages_follow_corrected_time(store: &dyn Store) {
     let mut pages = Vec::new();
     let mut cursor = None;
     loop {
-        let page = store.export_page(200, 900, cursor.as_ref(), 2).unwrap();
+        let page = store
+            .export_page(200, 900, None, cursor.as_ref(), 2)
+            .unwrap();
         if page.is_empty() {
             break;
         }
@@ -1367,7 +1376,9 @@ fn export_pages_follow_corrected_time(store: &dyn Store) {
         pages,
         [vec!["x-b", "x-c"], vec!["x-d", "x-f"], vec!["x-e"],]
     );
-    let all = store.export_page(i64::MIN, i64::MAX, None, 100).unwrap();
+    let all = store
+        .export_page(i64::MIN, i64::MAX, None, None, 100)
+        .unwrap();
     assert_eq!(ids(&all), ["x-a", "x-b", "x-c", "x-d", "x-f", "x-e", "x-g"]);
     let first = &all[0];
     assert_eq!(
@@ -1378,10 +1389,13 @@ fn export_pages_follow_corrected_time(store: &dyn Store) {
             r#"{"type":"track","messageId":"x-a","event":"Open"}"#
         )
     );
-    assert_eq!(store.count_stored(200, 900).unwrap(), 5);
-    assert_eq!(store.count_stored(i64::MIN, i64::MAX).unwrap(), 7);
-    assert_eq!(store.count_stored(901, 1_000).unwrap(), 0);
-    assert!(store.export_page(901, 1_000, None, 10).unwrap().is_empty());
+    assert_eq!(store.count_stored(200, 900, None).unwrap(), 5);
+    assert_eq!(store.count_stored(i64::MIN, i64::MAX, None).unwrap(), 7);
+    assert_eq!(store.count_stored(901, 1_000, None).unwrap(), 0);
+    assert!(store
+        .export_page(901, 1_000, None, None, 10)
+        .unwrap()
+        .is_empty());
 }
 
 fn install_events_in_seq_order_with_their_person(store: &dyn Store) {
@@ -1590,6 +1604,7 @@ mod sqlite {
     keys_suite!(fresh);
     audit_suite!(fresh);
     erasure_suite!(fresh);
+    scoped_suite!(fresh);
 
     /// SQLite's writer is alone: a chunk also deletes the names it left
     /// without events, exactly (PostgreSQL keeps them: see its store).
@@ -1606,6 +1621,25 @@ mod sqlite {
             .collect::<Result<_, _>>()
             .unwrap();
         assert_eq!(names, ["Open", "Order Completed", "tally.health"]);
+    }
+
+    /// Tombstones written before they named a source keep refusing every
+    /// source after the upgrade.
+    #[test]
+    fn tombstones_before_sources_refuse_every_source() {
+        let migrations = tally_collector::store::sqlite::MIGRATIONS.len();
+        let (_, dump) = super::fixtures("sqlite", migrations)
+            .into_iter()
+            .find(|(v, _)| *v == 9)
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tally.db");
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(&dump).unwrap();
+        conn.execute_batch(crate::scoped::TOMBSTONE_SQL).unwrap();
+        drop(conn);
+        let store = SqliteStore::open(&path).unwrap();
+        crate::scoped::old_tombstones_refuse_every_source(&store);
     }
 
     #[test]
@@ -1875,6 +1909,7 @@ mod postgres {
     keys_suite!(fresh);
     audit_suite!(fresh);
     erasure_suite!(fresh);
+    scoped_suite!(fresh);
 
     /// The collector's cache of persons sees a change made by a
     /// transaction that was still running when it last caught up, once
@@ -1939,6 +1974,24 @@ mod postgres {
         assert_eq!(people(&*store), 3, "the merge is not committed yet");
         tx.commit().unwrap();
         assert_eq!(people(&*store), 2, "a1 and a2 are one person now");
+    }
+
+    /// Tombstones written before they named a source keep refusing every
+    /// source after the upgrade.
+    #[test]
+    fn tombstones_before_sources_refuse_every_source() {
+        let migrations = tally_collector::store::postgres::MIGRATIONS.len();
+        let (_, dump) = super::fixtures("postgres", migrations)
+            .into_iter()
+            .find(|(v, _)| *v == 11)
+            .unwrap();
+        let db = TestDb::new();
+        db.client().batch_execute(&dump).unwrap();
+        db.client()
+            .batch_execute(crate::scoped::TOMBSTONE_SQL)
+            .unwrap();
+        let store = PostgresStore::connect(&db.url).unwrap();
+        crate::scoped::old_tombstones_refuse_every_source(&store);
     }
 
     #[test]

@@ -183,14 +183,20 @@ struct DeletionRequest {
     anonymous_id: Option<String>,
     #[serde(rename = "installId")]
     install_id: Option<String>,
+    /// A write key id: only that source's data, and only its late events
+    /// refused.
+    source: Option<String>,
 }
 
 /// `POST /v1/deletions` with one of `{"userId"}`, `{"anonymousId"}`,
-/// `{"installId"}` → 202 `{"deleted_events", "deleted_dead_letters",
-/// "aliased_user_ids"[, "linked_user_ids"]}`. A user id takes the user's
-/// events and those stitched to them; an anonymous id or install id (a
-/// person who never identified) the events carrying it without a user id.
-/// Each leaves a tombstone refusing that person's late events.
+/// `{"installId"}`, and optionally `"source"` → 202 `{"deleted_events",
+/// "deleted_dead_letters", "aliased_user_ids"[, "linked_user_ids"][,
+/// "source"]}`. A user id takes the user's events and those stitched to
+/// them; an anonymous id or install id (a person who never identified) the
+/// events carrying it without a user id. Each leaves a tombstone refusing
+/// that person's late events. With a source (a write key id), only that
+/// source's events and dead letters go, and only its late events are
+/// refused.
 pub(super) async fn delete_user(
     State(state): State<AppState>,
     request_body: Body,
@@ -202,7 +208,8 @@ pub(super) async fn delete_user(
         body::BODY_READ_TIMEOUT,
     )
     .await?;
-    let expected = "expected one of {\"userId\"}, {\"anonymousId\"}, {\"installId\"}";
+    let expected = "expected one of {\"userId\"}, {\"anonymousId\"}, {\"installId\"}, \
+                    and optionally \"source\"";
     let request: DeletionRequest =
         serde_json::from_slice(&bytes).map_err(|_| ApiError::BadRequest(expected))?;
     let (kind, id) = match (request.user_id, request.anonymous_id, request.install_id) {
@@ -214,15 +221,24 @@ pub(super) async fn delete_user(
     if id.is_empty() {
         return Err(ApiError::BadRequest("the id to delete is empty"));
     }
+    // An empty source would silently widen the deletion to every source.
+    if request.source.as_deref() == Some("") {
+        return Err(ApiError::BadRequest("source is empty"));
+    }
+    let source = request.source;
     let requested_at = clock::now_ms();
-    let note = AuditNote::of(kind.as_str(), id.as_str());
-    let report = blocking(&state, move |s| match kind {
-        PersonKind::User => s.delete_user(&id, requested_at),
-        _ => s.delete_device(kind, &id, requested_at),
+    let mut note = AuditNote::of(kind.as_str(), id.as_str());
+    if let Some(source) = &source {
+        note = note.with("source", source.as_str());
+    }
+    let scope = source.clone();
+    let report = blocking(&state, move |s| {
+        s.delete_person(kind, &id, scope.as_deref(), requested_at)
     })
     .await?;
     tracing::info!(
         kind = kind.as_str(),
+        source = source.as_deref().unwrap_or(""),
         deleted_events = report.deleted_events,
         deleted_dead_letters = report.deleted_dead_letters,
         aliased = report.aliased_user_ids.len(),
@@ -247,7 +263,8 @@ struct DeletionsQuery {
 
 /// `GET /v1/deletions[?limit=N]` → `{"deletions": [{"kind", "userId" |
 /// "anonymousId" | "installId", "requested_at", "status",
-/// "deleted_events"}]}`, newest first.
+/// "deleted_events", "source"}]}`, newest first; `source` is `null` for a
+/// deletion of every source.
 pub(super) async fn list_deletions(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
@@ -266,6 +283,7 @@ pub(super) async fn list_deletions(
                 "requested_at": tally_proto::format_timestamp(r.requested_at),
                 "status": r.status,
                 "deleted_events": r.deleted_events,
+                "source": r.source,
             });
             row[r.kind.as_str()] = serde_json::Value::String(r.user_id.clone());
             row

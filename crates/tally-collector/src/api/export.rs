@@ -1,9 +1,10 @@
 //! The data teams' path (admin token, checked by
-//! [`super::auth::admin_gate`]): `GET /v1/export?format=ndjson[&from&to]`,
-//! every stored event of the window streamed as NDJSON in pages (the
-//! format and the paging are [`crate::governance::export`]'s). The
-//! answer's `Tally-Export-Events` header counts the events of the window
-//! when the export started.
+//! [`super::auth::admin_gate`]): `GET /v1/export?format=ndjson[&from&to&source]`,
+//! every stored event of the window (of one source, if given) streamed as
+//! NDJSON in pages (the format and the paging are
+//! [`crate::governance::export`]'s). The answer's `Tally-Export-Events`
+//! header counts the events it streams, as they were when the export
+//! started.
 //!
 //! `GET /v1/people/{person_id}/export` (admin token) streams one person's
 //! events the same way, for an access request.
@@ -26,6 +27,7 @@ struct ExportQuery {
     format: Option<String>,
     from: Option<String>,
     to: Option<String>,
+    source: Option<String>,
 }
 
 /// `GET /v1/export`.
@@ -48,10 +50,15 @@ pub(super) async fn export(
     if from > to {
         return Err(ApiError::BadRequest("from is after to"));
     }
-    let total = blocking(&state, move |s| s.count_stored(from, to)).await?;
+    let source = q.source.filter(|s| !s.is_empty());
+    let counted = source.clone();
+    let total = blocking(&state, move |s| {
+        s.count_stored(from, to, counted.as_deref())
+    })
+    .await?;
     tracing::info!(events = total, "export started");
 
-    let mut response = ndjson(Pages::new(state.store.clone(), from, to));
+    let mut response = ndjson(Pages::new(state.store.clone(), from, to, source));
     response
         .headers_mut()
         .insert(EVENTS_HEADER, HeaderValue::from(total));
@@ -82,7 +89,8 @@ struct PersonQuery {
 /// order. A user id (the default kind) gives what a deletion of it would
 /// remove; an anonymous id or install id the events carrying it without
 /// a user id; with `source`, only the events that source (write key id)
-/// sent. A person with no events is an empty body.
+/// sent, reached as a deletion within that source would reach them. A
+/// person with no events is an empty body.
 pub(super) async fn person(
     State(state): State<AppState>,
     Path(person_id): Path<String>,

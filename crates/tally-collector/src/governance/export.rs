@@ -32,7 +32,11 @@
 //! defaults to now and `from` to the beginning (an export is for taking
 //! everything out, so unlike the query endpoints it has no 30-day default).
 //! The answer's `Tally-Export-Events` header counts the events in the
-//! window when the export started (the CLI's progress bar). The export is
+//! window when the export started (the CLI's progress bar).
+//!
+//! `source` (a write key id) restricts the export, and its header's
+//! count, to the events that source sent; absent or empty exports every
+//! source's, and an id no key has matches no event. The export is
 //! not a snapshot: events stored or expired while it runs may or may not
 //! be in it. A failure mid-stream aborts the response (the chunked body
 //! never ends cleanly), so a client cannot mistake a cut export for a
@@ -63,6 +67,8 @@ pub struct Pages {
     /// One person's events (an access request) instead of a window, of
     /// one source if given.
     person: Option<(PersonKind, String, Option<String>)>,
+    /// The window's events of this source only, if given.
+    source: Option<String>,
     from: i64,
     to: i64,
     cursor: Option<ExportCursor>,
@@ -80,11 +86,13 @@ impl std::fmt::Debug for Pages {
 }
 
 impl Pages {
-    /// The pages of the events of `store` with `from <= ts_corrected < to`.
-    pub fn new(store: Arc<dyn Store>, from: i64, to: i64) -> Pages {
+    /// The pages of the events of `store` with `from <= ts_corrected < to`,
+    /// of `source` only if given.
+    pub fn new(store: Arc<dyn Store>, from: i64, to: i64, source: Option<String>) -> Pages {
         Pages {
             store,
             person: None,
+            source,
             from,
             to,
             cursor: None,
@@ -103,7 +111,7 @@ impl Pages {
     ) -> Pages {
         Pages {
             person: Some((kind, id, source)),
-            ..Pages::new(store, i64::MIN, i64::MAX)
+            ..Pages::new(store, i64::MIN, i64::MAX, None)
         }
     }
 
@@ -125,9 +133,12 @@ impl Pages {
         let (from, to, cursor) = (self.from, self.to, self.cursor.take());
         let store = Arc::clone(&self.store);
         let person = self.person.clone();
+        let source = self.source.clone();
         let page = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
             let events = match &person {
-                None => store.export_page(from, to, cursor.as_ref(), PAGE_ROWS)?,
+                None => {
+                    store.export_page(from, to, source.as_deref(), cursor.as_ref(), PAGE_ROWS)?
+                }
                 Some((kind, id, source)) => {
                     store.person_page(*kind, id, source.as_deref(), cursor.as_ref(), PAGE_ROWS)?
                 }

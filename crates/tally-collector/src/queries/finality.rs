@@ -107,7 +107,8 @@ pub(super) fn finality_answer(store: &dyn Store, p: &Params) -> Result<Value, Qu
     let starts = time::day_starts(window.from, window.to, &tz).map_err(window_error)?;
     let first = starts.first().copied().unwrap_or(window.from);
 
-    let rows = on_store(store, |s| s.install_activity(first, QUANTUM_MS))?;
+    let source = p.source();
+    let rows = on_store(store, |s| s.install_activity(first, QUANTUM_MS, source))?;
     let mut by_install: FastMap<String, Vec<(i64, i64)>> = FastMap::new();
     for (install, bucket, received) in rows {
         by_install
@@ -124,10 +125,23 @@ pub(super) fn finality_answer(store: &dyn Store, p: &Params) -> Result<Value, Qu
         .enumerate()
         .map(|(i, (id, _))| (id.as_str(), i))
         .collect();
+    // Of one source: its installs' gaps and beacons (an install's beacon
+    // and completeness are its owner's).
+    let owned: Option<HashSet<String>> = match source {
+        Some(source) => Some(
+            on_store(store, |s| s.installs_of(source))?
+                .into_iter()
+                .collect(),
+        ),
+        None => None,
+    };
+    let ours = |id: &str| owned.as_ref().is_none_or(|o| o.contains(id));
     let gaps: HashSet<String> = on_store(store, |s| s.installs_with_gaps())?
         .into_iter()
+        .filter(|id| ours(id))
         .collect();
-    let beacons = on_store(store, |s| s.stalled_installs(-1.0, MAX_BEACONS))?;
+    let mut beacons = on_store(store, |s| s.stalled_installs(-1.0, MAX_BEACONS))?;
+    beacons.retain(|b| ours(&b.install_id));
 
     let synced_past = |id: &str, end: i64| -> bool {
         !gaps.contains(id)

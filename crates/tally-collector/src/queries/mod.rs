@@ -32,7 +32,7 @@ use serde_json::{json, Value};
 use tally_proto::parse_timestamp;
 
 use crate::clock;
-use crate::store::query::{cut, Span};
+use crate::store::query::{cut, SlotCut, Span};
 use crate::store::{Store, StoreError};
 use time::{Interval, WindowError, DAY_MS};
 
@@ -161,6 +161,13 @@ impl Params {
         Ok(Span { from, to })
     }
 
+    /// `source`: the write key id whose events alone are read; absent or
+    /// empty reads every source's. Any other text is taken as an id, so
+    /// one no key has matches no event.
+    fn source(&self) -> Option<&str> {
+        self.get("source")
+    }
+
     fn tz(&self) -> Result<(String, TimeZone), QueryError> {
         let name = self.get("tz").unwrap_or("UTC");
         let tz = TimeZone::get(name)
@@ -238,7 +245,8 @@ fn events_answer(store: &dyn Store, p: &Params) -> Result<Value, QueryError> {
     }
     let event = p.get("event").map(str::to_owned);
     let buckets = time::buckets(window, interval, &tz).map_err(window_error)?;
-    let rows = on_store(store, |s| s.event_idents(event.as_deref(), window))?;
+    let source = p.source();
+    let rows = on_store(store, |s| s.event_idents(event.as_deref(), window, source))?;
     let mut counts = vec![0u64; buckets.len()];
     let mut pairs: HashSet<(usize, i64)> = HashSet::new();
     for (ts, ident) in &rows {
@@ -311,7 +319,7 @@ fn active_answer(store: &dyn Store, p: &Params) -> Result<Value, QueryError> {
         &tz,
     )
     .map_err(window_error)?;
-    let active = on_store(store, |s| active_by_day(s, &all_days))?;
+    let active = on_store(store, |s| active_by_day(s, &all_days, p.source()))?;
     let mut series = Vec::with_capacity(days.len());
     // Sliding union of the last `days_back` days: person -> days seen.
     let mut seen: FastMap<u32, usize> = FastMap::new();
@@ -339,11 +347,30 @@ fn active_answer(store: &dyn Store, p: &Params) -> Result<Value, QueryError> {
 }
 
 /// The distinct people active in each of `days`: active slots for the
-/// whole slots of a day, its product events for the rest.
-fn active_by_day(store: &dyn Store, days: &[time::Bucket]) -> Result<Vec<Vec<u32>>, StoreError> {
-    let cuts: Vec<_> = days.iter().map(|d| cut(d.span)).collect();
+/// whole slots of a day, its product events for the rest. The slots hold
+/// every source's activity, so for one `source` the days are read from
+/// its product events whole.
+fn active_by_day(
+    store: &dyn Store,
+    days: &[time::Bucket],
+    source: Option<&str>,
+) -> Result<Vec<Vec<u32>>, StoreError> {
+    let cuts: Vec<_> = days
+        .iter()
+        .map(|d| match source {
+            None => cut(d.span),
+            Some(_) => SlotCut {
+                slots: (0, 0),
+                head: d.span,
+                tail: Span {
+                    from: d.span.to,
+                    to: d.span.to,
+                },
+            },
+        })
+        .collect();
     let mut pairs: Vec<(usize, i64)> = Vec::new();
-    if let (Some(first), Some(last)) = (cuts.first(), cuts.last()) {
+    if let (None, Some(first), Some(last)) = (source, cuts.first(), cuts.last()) {
         for (slot, ident) in store.slot_idents(first.slots.0, last.slots.1)? {
             let i = cuts.partition_point(|c| c.slots.1 <= slot);
             if cuts.get(i).is_some_and(|c| c.slots.0 <= slot) {
@@ -356,7 +383,7 @@ fn active_by_day(store: &dyn Store, days: &[time::Bucket]) -> Result<Vec<Vec<u32
             if raw.from < raw.to {
                 pairs.extend(
                     store
-                        .event_idents(None, raw)?
+                        .event_idents(None, raw, source)?
                         .into_iter()
                         .map(|(_, id)| (i, id)),
                 );
@@ -383,7 +410,7 @@ fn sessions_answer(store: &dyn Store, p: &Params) -> Result<Value, QueryError> {
     let (tz_name, tz) = p.tz()?;
     let interval = p.interval()?;
     let buckets = time::buckets(window, interval, &tz).map_err(window_error)?;
-    let spans = on_store(store, |s| s.session_spans(window))?;
+    let spans = on_store(store, |s| s.session_spans(window, p.source()))?;
     let mut per_bucket = vec![0u64; buckets.len()];
     let mut lengths: Vec<f64> = Vec::with_capacity(spans.len());
     for (first, last) in &spans {
@@ -427,7 +454,7 @@ fn funnel_answer(store: &dyn Store, p: &Params) -> Result<Value, QueryError> {
         let mut distinct = names.clone();
         distinct.sort();
         distinct.dedup();
-        let rows = s.step_idents(&distinct, window)?;
+        let rows = s.step_idents(&distinct, window, p.source())?;
         let persons = people::resolve(s, rows.iter().map(|r| r.0))?;
         let events = rows
             .into_iter()
@@ -467,9 +494,9 @@ fn retention_answer(store: &dyn Store, p: &Params) -> Result<Value, QueryError> 
     let starts = time::day_starts(window.from, window.to, &tz).map_err(window_error)?;
     let days_in_window = starts.len().saturating_sub(1);
     let (first, active) = on_store(store, |s| {
-        let active = s.activity(None, window)?;
+        let active = s.activity(None, window, p.source())?;
         let first = match event.as_deref() {
-            Some(name) => s.activity(Some(name), window)?,
+            Some(name) => s.activity(Some(name), window, p.source())?,
             None => active.clone(),
         };
         Ok((first, active))
@@ -528,7 +555,7 @@ fn breakdown_answer(store: &dyn Store, p: &Params) -> Result<Value, QueryError> 
     )?;
     let name = event.clone();
     let (shown, rest) = on_store(store, |s| {
-        let mut groups = s.breakdown_groups(&name, &path, window)?;
+        let mut groups = s.breakdown_groups(&name, &path, window, p.source())?;
         groups.sort_by(|a, b| {
             b.counts
                 .count
@@ -538,7 +565,7 @@ fn breakdown_answer(store: &dyn Store, p: &Params) -> Result<Value, QueryError> 
         let rest = if groups.len() > limit {
             let shown: Vec<Option<String>> =
                 groups[..limit].iter().map(|g| g.value.clone()).collect();
-            Some(s.breakdown_rest(&name, &path, window, &shown)?)
+            Some(s.breakdown_rest(&name, &path, window, p.source(), &shown)?)
         } else {
             None
         };
@@ -571,7 +598,7 @@ fn top_events_answer(store: &dyn Store, p: &Params) -> Result<Value, QueryError>
     )?;
     // Counted here, as the events view counts: each name's identities from
     // its index range, their persons resolved once for all names.
-    let groups = on_store(store, |s| s.name_idents(window))?;
+    let groups = on_store(store, |s| s.name_idents(window, p.source()))?;
     let persons = on_store(store, |s| {
         people::resolve(
             s,

@@ -17,21 +17,17 @@ macro_rules! admin_store_by_concern {
                 installs::install(self, install_id)
             }
 
-            fn delete_user(
-                &self,
-                user_id: &str,
-                requested_at: i64,
-            ) -> Result<$crate::store::DeletionReport, $crate::store::StoreError> {
-                deletion::delete_user(self, user_id, requested_at)
-            }
-
-            fn delete_device(
+            fn delete_person(
                 &self,
                 kind: $crate::store::PersonKind,
                 id: &str,
+                source: Option<&str>,
                 requested_at: i64,
             ) -> Result<$crate::store::DeletionReport, $crate::store::StoreError> {
-                deletion::delete_device(self, kind, id, requested_at)
+                match source {
+                    Some(source) => deletion::delete_scoped(self, kind, id, source, requested_at),
+                    None => deletion::delete_device(self, kind, id, requested_at),
+                }
             }
 
             fn is_deleted(&self, user_id: &str) -> Result<bool, $crate::store::StoreError> {
@@ -62,14 +58,20 @@ macro_rules! admin_store_by_concern {
                 &self,
                 from: i64,
                 to: i64,
+                source: Option<&str>,
                 after: Option<&$crate::store::ExportCursor>,
                 limit: usize,
             ) -> Result<Vec<$crate::store::ExportedEvent>, $crate::store::StoreError> {
-                export::export_page(self, from, to, after, limit)
+                export::export_page(self, from, to, source, after, limit)
             }
 
-            fn count_stored(&self, from: i64, to: i64) -> Result<u64, $crate::store::StoreError> {
-                export::count_stored(self, from, to)
+            fn count_stored(
+                &self,
+                from: i64,
+                to: i64,
+                source: Option<&str>,
+            ) -> Result<u64, $crate::store::StoreError> {
+                export::count_stored(self, from, to, source)
             }
 
             fn person_page(

@@ -67,6 +67,10 @@ pub struct DeletionReport {
     /// same person, delete them too.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub linked_user_ids: Vec<String>,
+    /// The source (write key id) the deletion was scoped to; none for
+    /// every source.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 /// What became of a deletion request.
@@ -112,4 +116,6 @@ pub struct DeletionRecord {
     pub status: DeletionStatus,
     /// Stored events it removed (0 when the user had none left).
     pub deleted_events: u64,
+    /// The source (write key id) it was scoped to; none for every source.
+    pub source: Option<String>,
 }

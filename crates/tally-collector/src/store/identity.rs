@@ -215,19 +215,162 @@ impl DeletionSql {
 }
 
 /// SQL (both stores) for whether the event with user id `u`, anonymous id
-/// `a` and install id `i` (SQL expressions) belongs to a deleted person:
-/// its own user id has a tombstone; or, without a user id, its anonymous id
-/// is in a tombstone, or its anonymous id has no link and its install is in
-/// a tombstone without a link of its own since (the person rule of the
-/// module doc, over the links a deletion moved into `tombstone_links`).
-pub(crate) fn refused_sql(u: &str, a: &str, i: &str) -> String {
+/// `a`, install id `i` and source `s` (SQL expressions) belongs to a
+/// deleted person: its own user id has a tombstone; or, without a user id,
+/// its anonymous id is in a tombstone, or its install is in a tombstone
+/// and neither its anonymous id nor its install has a link to anyone else
+/// since (the person rule of the module doc, over the links a deletion
+/// moved into `tombstone_links`). A tombstone counts when it names the
+/// event's source or every source (`''`).
+pub(crate) fn refused_sql(u: &str, a: &str, i: &str, s: &str) -> String {
     format!(
-        "CASE WHEN {u} IS NOT NULL THEN EXISTS (SELECT 1 FROM tombstones x WHERE x.user_id = {u}) \
-         ELSE EXISTS (SELECT 1 FROM tombstone_links tl WHERE tl.kind = 'a' AND tl.id = {a}) \
-          OR (NOT EXISTS (SELECT 1 FROM links l WHERE l.kind = 'a' AND l.id = {a}) \
-           AND EXISTS (SELECT 1 FROM tombstone_links tl WHERE tl.kind = 'i' AND tl.id = {i}) \
-           AND NOT EXISTS (SELECT 1 FROM links l WHERE l.kind = 'i' AND l.id = {i})) END"
+        "CASE WHEN {u} IS NOT NULL THEN EXISTS (SELECT 1 FROM tombstones x WHERE x.user_id = {u} \
+          AND x.source IN ('', {s})) \
+         ELSE EXISTS (SELECT 1 FROM tombstone_links tl WHERE tl.kind = 'a' AND tl.id = {a} \
+          AND tl.source IN ('', {s})) \
+          OR EXISTS (SELECT 1 FROM tombstone_links tl WHERE tl.kind = 'i' AND tl.id = {i} \
+           AND tl.source IN ('', {s}) \
+           AND NOT EXISTS (SELECT 1 FROM links l WHERE l.kind = 'a' AND l.id = {a} AND l.target <> tl.user_id) \
+           AND NOT EXISTS (SELECT 1 FROM links l WHERE l.kind = 'i' AND l.id = {i} AND l.target <> tl.user_id)) END"
     )
+}
+
+/// SQL for whether the link aliased `l` (to user `user`) is backed by an
+/// event of `source`: an `identify` carrying the user id and the linked
+/// anonymous id or install, or an `alias` naming the linked id as its
+/// `previousId`.
+fn backed_by_source(user: &str, source: &str) -> String {
+    format!(
+        "EXISTS (SELECT 1 FROM events s WHERE s.source = {source} AND s.user_id = {user} \
+          AND ((s.kind = 'identify' AND ((l.kind = 'a' AND s.anonymous_id = l.id) \
+            OR (l.kind = 'i' AND s.install_id = l.id))) \
+           OR (s.kind = 'alias' AND l.kind = 'a' AND s.previous_id = l.id)))"
+    )
+}
+
+/// The `WHERE` predicate (events aliased `e`) of one person's events of
+/// one source, for an access request: what a deletion of that id scoped
+/// to that source reaches ([`ScopedDeletionSql`]; the links it follows
+/// read here as they stand, before any deletion).
+pub(crate) fn source_person_predicate(
+    kind: super::PersonKind,
+    param: &str,
+    source: &str,
+) -> String {
+    let linked = |k: &str| {
+        format!(
+            "(SELECT l.id FROM links l WHERE l.kind = '{k}' AND l.target = {param} AND {})",
+            backed_by_source(param, source)
+        )
+    };
+    let person = match kind {
+        super::PersonKind::User => format!(
+            "e.user_id = {param} OR (e.user_id IS NULL AND (e.anonymous_id IN {} \
+             OR (e.install_id IN {} AND NOT EXISTS (SELECT 1 FROM links a \
+              WHERE a.kind = 'a' AND a.id = e.anonymous_id AND a.target <> {param}))))",
+            linked("a"),
+            linked("i")
+        ),
+        super::PersonKind::Anonymous => format!("e.user_id IS NULL AND e.anonymous_id = {param}"),
+        super::PersonKind::Install => format!("e.user_id IS NULL AND e.install_id = {param}"),
+    };
+    format!("(e.source = {source} AND ({person}))")
+}
+
+/// The statements of a deletion scoped to one source (the source as
+/// parameter `source`, the id as `param`), run in this order in one
+/// transaction after the tombstone (for a user id) is written:
+///
+/// 1. [`reach`](Self::reach): the device ids the deletion reaches within
+///    the source, recorded in the tombstone (`tombstone_links` rows naming
+///    the source): for a user id, the anonymous ids and installs linked to
+///    it by an `identify` or `alias` that source sent (the link as stored,
+///    by the conflict rule, and backed by one of the source's own
+///    events); for an anonymous id or install, itself;
+/// 2. [`events`](Self::events): the source's events of the person (its
+///    own user id; without a user id, an anonymous id reached, or an
+///    install reached whose anonymous id is linked to no one else),
+///    returning the corrected time, identity and name of each (the
+///    rollups they leave are settled after);
+/// 3. [`dead_letters`](Self::dead_letters): the source's dead letters
+///    carrying those ids, returning their sizes.
+///
+/// Links and identities are shared by every source's events and stay: a
+/// scoped deletion leaves the other sources' data, and how it counts,
+/// as it was.
+#[derive(Debug)]
+pub(crate) struct ScopedDeletionSql {
+    pub reach: String,
+    pub events: String,
+    pub dead_letters: String,
+}
+
+impl ScopedDeletionSql {
+    /// The statements for a deletion of `kind`; `raw_bytes` as for
+    /// [`DeletionSql::new`].
+    pub(crate) fn new(
+        kind: super::PersonKind,
+        param: &str,
+        source: &str,
+        raw_bytes: &str,
+    ) -> ScopedDeletionSql {
+        let reached = |k: &str, user: &str| {
+            format!(
+                "(SELECT tl.id FROM tombstone_links tl WHERE tl.kind = '{k}' AND tl.user_id = {user} \
+                 AND tl.source = {source})"
+            )
+        };
+        let (reach, events, letters) = match kind.link_kind() {
+            None => (
+                format!(
+                    "INSERT INTO tombstone_links (kind, id, source, user_id) \
+                     SELECT l.kind, l.id, {source}, l.target FROM links l \
+                     WHERE l.kind IN ('a', 'i') AND l.target = {param} AND {} \
+                     ON CONFLICT DO NOTHING",
+                    backed_by_source(param, source)
+                ),
+                format!(
+                    "e.user_id = {param} OR (e.user_id IS NULL AND (e.anonymous_id IN {} \
+                     OR (e.install_id IN {} AND NOT EXISTS (SELECT 1 FROM links a \
+                      WHERE a.kind = 'a' AND a.id = e.anonymous_id AND a.target <> {param}))))",
+                    reached("a", param),
+                    reached("i", param)
+                ),
+                format!(
+                    "d.user_id = {param} OR (d.user_id IS NULL AND (d.anonymous_id IN {} \
+                     OR d.install_id IN {}))",
+                    reached("a", param),
+                    reached("i", param)
+                ),
+            ),
+            Some(link) => {
+                let column = if link == "a" {
+                    "anonymous_id"
+                } else {
+                    "install_id"
+                };
+                (
+                    format!(
+                        "INSERT INTO tombstone_links (kind, id, source, user_id) \
+                         VALUES ('{link}', {param}, {source}, '') ON CONFLICT DO NOTHING"
+                    ),
+                    format!("e.user_id IS NULL AND e.{column} = {param}"),
+                    format!("d.user_id IS NULL AND d.{column} = {param}"),
+                )
+            }
+        };
+        ScopedDeletionSql {
+            reach,
+            events: format!(
+                "DELETE FROM events AS e WHERE e.source = {source} AND ({events}) \
+                 RETURNING ts_corrected, ident, event"
+            ),
+            dead_letters: format!(
+                "DELETE FROM dead_letters AS d WHERE d.source = {source} AND ({letters}) \
+                 RETURNING {raw_bytes}"
+            ),
+        }
+    }
 }
 
 /// `SELECT seq, kind, event, person` of one install's events with a seq

@@ -544,23 +544,42 @@ pub trait AdminStore {
         limit: usize,
     ) -> Result<Vec<InstallEvent>, StoreError>;
 
-    /// Deletes the user's events (their own and those stitched to them)
-    /// and writes a tombstone so later events for them are refused.
-    fn delete_user(&self, user_id: &str, requested_at: i64) -> Result<DeletionReport, StoreError>;
+    /// Deletes one person's data and writes a tombstone refusing their
+    /// later events, and records the request: for a user id, the user's
+    /// events (their own and those stitched to them); for an anonymous id
+    /// or an install, the events carrying it without a user id (a person
+    /// who never identified, or one device of one); with their dead
+    /// letters. Without a `source`, from every source, with the person's
+    /// identities and links (see the module docs). With a `source` (a
+    /// write key id), only that source's events and dead letters, the
+    /// reach computed within it, and a tombstone refusing only that
+    /// source's later events (see `identity::ScopedDeletionSql`).
+    fn delete_person(
+        &self,
+        kind: PersonKind,
+        id: &str,
+        source: Option<&str>,
+        requested_at: i64,
+    ) -> Result<DeletionReport, StoreError>;
 
-    /// Deletes the events of an anonymous id or an install that carry no
-    /// user id (a person who never identified, or one device of one), its
-    /// dead letters, identities and links, and writes a tombstone so that
-    /// device's later anonymous events are refused (see the module docs).
-    /// `kind` is [`PersonKind::Anonymous`] or [`PersonKind::Install`].
+    /// [`AdminStore::delete_person`] of a user id, every source.
+    fn delete_user(&self, user_id: &str, requested_at: i64) -> Result<DeletionReport, StoreError> {
+        self.delete_person(PersonKind::User, user_id, None, requested_at)
+    }
+
+    /// [`AdminStore::delete_person`] of an anonymous id or an install
+    /// ([`PersonKind::Anonymous`] or [`PersonKind::Install`]), every
+    /// source.
     fn delete_device(
         &self,
         kind: PersonKind,
         id: &str,
         requested_at: i64,
-    ) -> Result<DeletionReport, StoreError>;
+    ) -> Result<DeletionReport, StoreError> {
+        self.delete_person(kind, id, None, requested_at)
+    }
 
-    /// Whether `user_id` has a tombstone.
+    /// Whether `user_id` has a tombstone (of any source).
     fn is_deleted(&self, user_id: &str) -> Result<bool, StoreError>;
 
     /// The recorded deletion requests, newest first, at most `limit`.
@@ -572,28 +591,34 @@ pub trait AdminStore {
     /// What the dead letters hold, and what was not kept of them.
     fn dead_letter_totals(&self) -> Result<DeadLetterTotals, StoreError>;
 
-    /// Stored events with `from <= ts_corrected < to`, ordered by corrected
-    /// time (ties in an order of the store's own), at most `limit`, after
-    /// `after` (the cursor of the previous page's last event). Pages are
-    /// read by a keyset cursor: each costs an index range scan, however
-    /// deep into the window it is.
+    /// Stored events with `from <= ts_corrected < to`, of `source` only if
+    /// given, ordered by corrected time (ties in an order of the store's
+    /// own), at most `limit`, after `after` (the cursor of the previous
+    /// page's last event). Pages are read by a keyset cursor: each costs an
+    /// index range scan, however deep into the window it is (with a
+    /// source, the other sources' events in the range are read and
+    /// skipped).
     fn export_page(
         &self,
         from: i64,
         to: i64,
+        source: Option<&str>,
         after: Option<&ExportCursor>,
         limit: usize,
     ) -> Result<Vec<ExportedEvent>, StoreError>;
 
-    /// Stored events with `from <= ts_corrected < to`.
-    fn count_stored(&self, from: i64, to: i64) -> Result<u64, StoreError>;
+    /// Stored events with `from <= ts_corrected < to`, of `source` only if
+    /// given.
+    fn count_stored(&self, from: i64, to: i64, source: Option<&str>) -> Result<u64, StoreError>;
 
     /// The stored events of one person, for an access request, in
     /// corrected-time order, at most `limit`, after `after`: for a user id
     /// what a deletion of it would remove (its events and the anonymous
     /// events stitched to it directly), for an anonymous id or an install
-    /// id the events carrying it without a user id; with `source`, only
-    /// those that source sent. It scans the events table, like a deletion.
+    /// id the events carrying it without a user id; with `source`, what a
+    /// deletion within that source would remove (its own events, through
+    /// the links its own calls made). It scans the events table, like a
+    /// deletion.
     fn person_page(
         &self,
         kind: PersonKind,

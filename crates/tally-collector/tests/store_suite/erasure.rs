@@ -83,7 +83,7 @@ pub(crate) fn deletion_by_anonymous_id_and_install(store: &dyn Store) {
     assert_eq!(store.stats().unwrap(), stats(8, 0, 2, 6));
     assert_eq!(store.dead_letter_totals().unwrap().kept, 1);
     let left: Vec<String> = store
-        .export_page(i64::MIN, i64::MAX, None, 100)
+        .export_page(i64::MIN, i64::MAX, None, None, 100)
         .unwrap()
         .iter()
         .map(|e| e.raw.clone())

@@ -6,8 +6,9 @@
 //! event of a deleted user slips in between.
 
 use super::{pg_error, PostgresStore};
-use crate::store::identity;
+use crate::store::{identity, query};
 use crate::store::{DeletionRecord, DeletionReport, DeletionStatus, PersonKind, StoreError};
+use std::collections::HashSet;
 
 pub(super) fn delete_user(
     store: &PostgresStore,
@@ -62,6 +63,7 @@ pub(super) fn delete_user(
             deleted_dead_letters: letters.len() as u64,
             aliased_user_ids: aliased,
             linked_user_ids: Vec::new(),
+            source: None,
         })
     })
 }
@@ -118,6 +120,98 @@ pub(super) fn delete_device(
             deleted_dead_letters: letters.len() as u64,
             aliased_user_ids: Vec::new(),
             linked_user_ids: linked,
+            source: None,
+        })
+    })
+}
+
+/// A deletion scoped to `source`: that source's events and dead letters of
+/// the person, the reach computed within it, and a tombstone refusing that
+/// source's later events only (see `identity::ScopedDeletionSql`); the
+/// active slots the deleted events leave without a product event of
+/// their identity are deleted too. Under the deletion lock, exclusively,
+/// like an unscoped one.
+pub(super) fn delete_scoped(
+    store: &PostgresStore,
+    kind: PersonKind,
+    id: &str,
+    source: &str,
+    requested_at: i64,
+) -> Result<DeletionReport, StoreError> {
+    let sql = identity::ScopedDeletionSql::new(kind, "$1::text", "$2::text", "octet_length(raw)");
+    let report_sql = match kind.link_kind() {
+        None => identity::DeletionSql::new("$1", "0").aliased,
+        Some(link) => identity::DeviceDeletionSql::new(link, "$1", "0").linked,
+    };
+    let shard = store.shard();
+    store.transaction(false, |conn, _| {
+        let client = &mut conn.client;
+        if kind == PersonKind::User {
+            client.execute(
+                "INSERT INTO tombstones (user_id, source, requested_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT DO NOTHING",
+                &[&id, &source, &requested_at],
+            )?;
+        }
+        let named: Vec<String> = client
+            .query(&report_sql, &[&id])?
+            .iter()
+            .map(|r| r.try_get(0))
+            .collect::<Result<_, _>>()?;
+        client.execute(&sql.reach, &[&id, &source])?;
+        let mut expired = query::Expired::default();
+        let rows = client.query(&sql.events, &[&id, &source])?;
+        for row in &rows {
+            expired.add(row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+        }
+        let deleted = rows.len() as i64;
+        let letters: Vec<i32> = client
+            .query(&sql.dead_letters, &[&id, &source])?
+            .iter()
+            .map(|r| r.try_get(0))
+            .collect::<Result<_, _>>()?;
+        for slot in expired.slots.keys() {
+            let (from, to) = query::slot_span(*slot);
+            let survivors: HashSet<i64> = client
+                .query(query::SLOT_SURVIVORS_SQL, &[&from, &to])?
+                .iter()
+                .map(|r| r.try_get(0))
+                .collect::<Result<_, _>>()?;
+            for (slot, ident) in expired.emptied(*slot, &survivors) {
+                client.execute(
+                    "DELETE FROM active_slots WHERE slot = $1 AND ident = $2",
+                    &[&slot, &ident],
+                )?;
+            }
+        }
+        let letter_bytes: i64 = letters.iter().map(|&b| i64::from(b)).sum();
+        client.execute(
+            "UPDATE counters SET stored = stored - $1, dead_letter_rows = dead_letter_rows - $2, \
+             dead_letter_bytes = dead_letter_bytes - $3 WHERE shard = $4",
+            &[&deleted, &(letters.len() as i64), &letter_bytes, &shard],
+        )?;
+        client.execute(
+            "INSERT INTO deletions (user_id, requested_at, status, deleted_events, kind, source) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            &[
+                &id,
+                &requested_at,
+                &DeletionStatus::Done.as_str(),
+                &deleted,
+                &kind.as_str(),
+                &source,
+            ],
+        )?;
+        let (aliased_user_ids, linked_user_ids) = match kind {
+            PersonKind::User => (named, Vec::new()),
+            _ => (Vec::new(), named),
+        };
+        Ok(DeletionReport {
+            deleted_events: deleted as u64,
+            deleted_dead_letters: letters.len() as u64,
+            aliased_user_ids,
+            linked_user_ids,
+            source: Some(source.to_owned()),
         })
     })
 }
@@ -143,7 +237,7 @@ pub(super) fn deletions(
     let rows = conn
         .client
         .query(
-            "SELECT user_id, requested_at, status, deleted_events, kind FROM deletions \
+            "SELECT user_id, requested_at, status, deleted_events, kind, source FROM deletions \
              ORDER BY row_id DESC LIMIT $1",
             &[&limit],
         )
@@ -158,6 +252,8 @@ pub(super) fn deletions(
                 requested_at: r.try_get(1).map_err(pg_error)?,
                 status: DeletionStatus::from_stored(status)?,
                 deleted_events: r.try_get::<_, i64>(3).map_err(pg_error)?.max(0) as u64,
+                source: Some(r.try_get::<_, String>(5).map_err(pg_error)?)
+                    .filter(|s| !s.is_empty()),
             })
         })
         .collect()

@@ -10,6 +10,7 @@ pub(super) fn export_page(
     store: &PostgresStore,
     from: i64,
     to: i64,
+    source: Option<&str>,
     after: Option<&ExportCursor>,
     limit: usize,
 ) -> Result<Vec<ExportedEvent>, StoreError> {
@@ -19,17 +20,23 @@ pub(super) fn export_page(
         None => conn.client.query(
             "SELECT source, message_id, ts_corrected, received_at, raw FROM events \
              WHERE ts_corrected >= $1 AND ts_corrected < $2 \
+             AND ($4::text IS NULL OR source = $4::text) \
              ORDER BY ts_corrected, source, message_id LIMIT $3",
-            &[&from, &to, &limit],
+            &[&from, &to, &limit, &source],
         ),
         Some(ExportCursor {
             ts_corrected,
-            tie: CursorTie::MessageId { source, id },
+            tie:
+                CursorTie::MessageId {
+                    source: after_source,
+                    id,
+                },
         }) => conn.client.query(
             "SELECT source, message_id, ts_corrected, received_at, raw FROM events \
              WHERE (ts_corrected, source, message_id) > ($1, $2, $3) AND ts_corrected < $4 \
+             AND ($6::text IS NULL OR source = $6::text) \
              ORDER BY ts_corrected, source, message_id LIMIT $5",
-            &[ts_corrected, source, id, &to, &limit],
+            &[ts_corrected, after_source, id, &to, &limit, &source],
         ),
         Some(_) => {
             return Err(StoreError::Backend(
@@ -44,13 +51,19 @@ pub(super) fn export_page(
         .map_err(pg_error)
 }
 
-pub(super) fn count_stored(store: &PostgresStore, from: i64, to: i64) -> Result<u64, StoreError> {
+pub(super) fn count_stored(
+    store: &PostgresStore,
+    from: i64,
+    to: i64,
+    source: Option<&str>,
+) -> Result<u64, StoreError> {
     let mut conn = store.pool.get()?;
     let row = conn
         .client
         .query_one(
-            "SELECT count(*) FROM events WHERE ts_corrected >= $1 AND ts_corrected < $2",
-            &[&from, &to],
+            "SELECT count(*) FROM events WHERE ts_corrected >= $1 AND ts_corrected < $2 \
+             AND ($3::text IS NULL OR source = $3::text)",
+            &[&from, &to, &source],
         )
         .map_err(pg_error)?;
     Ok(row.try_get::<_, i64>(0).map_err(pg_error)?.max(0) as u64)
@@ -77,12 +90,17 @@ pub(super) fn person_page(
             ))
         }
     };
+    let person = match source {
+        None => format!(
+            "{} AND $6::text IS NULL",
+            identity::person_predicate(kind, "$1::text")
+        ),
+        Some(_) => identity::source_person_predicate(kind, "$1::text", "$6::text"),
+    };
     let sql = format!(
         "SELECT e.source, e.message_id, e.ts_corrected, e.received_at, e.raw FROM events e \
-         WHERE {} AND ($6::text IS NULL OR e.source = $6::text) \
-         AND (e.ts_corrected, e.source, e.message_id) > ($2, $3, $4) \
-         ORDER BY e.ts_corrected, e.source, e.message_id LIMIT $5",
-        identity::person_predicate(kind, "$1::text")
+         WHERE {person} AND (e.ts_corrected, e.source, e.message_id) > ($2, $3, $4) \
+         ORDER BY e.ts_corrected, e.source, e.message_id LIMIT $5"
     );
     let mut conn = store.pool.get()?;
     let rows = conn

@@ -9,8 +9,8 @@ use std::sync::{Arc, MutexGuard};
 use super::{pg_error, PostgresStore};
 use crate::store::query::{
     any_activity_sql, breakdown_rest_sql, breakdown_sql, event_activity_sql, event_idents_sql,
-    name_idents_sql, push_name_ident, sessions_sql, step_idents_sql, BreakdownGroup, CountPeople,
-    ProductQueries, Span, INSTALL_ACTIVITY_SQL, SLOT_IDENTS_SQL,
+    install_activity_sql, name_idents_sql, push_name_ident, sessions_sql, step_idents_sql,
+    BreakdownGroup, CountPeople, ProductQueries, Span, INSTALLS_OF_SQL, SLOT_IDENTS_SQL,
 };
 use crate::store::{health, identity};
 use crate::store::{EventCount, QueryStore, StoreError};
@@ -170,21 +170,48 @@ impl QueryStore for PostgresStore {
     }
 }
 
+/// `params` with the source appended when there is one.
+fn with_source<'a>(
+    mut params: Vec<&'a (dyn ToSql + Sync)>,
+    source: &'a Option<&'a str>,
+) -> Vec<&'a (dyn ToSql + Sync)> {
+    if let Some(s) = source {
+        params.push(s);
+    }
+    params
+}
+
 impl ProductQueries for PostgresStore {
-    fn session_spans(&self, win: Span) -> Result<Vec<(i64, i64)>, StoreError> {
-        self.rows(&sessions_sql(), &[&win.from, &win.to], |r| {
-            Ok((r.try_get(0)?, r.try_get(1)?))
-        })
+    fn session_spans(
+        &self,
+        win: Span,
+        source: Option<&str>,
+    ) -> Result<Vec<(i64, i64)>, StoreError> {
+        self.rows(
+            &sessions_sql(source.is_some()),
+            &with_source(vec![&win.from, &win.to], &source),
+            |r| Ok((r.try_get(0)?, r.try_get(1)?)),
+        )
     }
 
-    fn activity(&self, event: Option<&str>, win: Span) -> Result<Vec<(String, i64)>, StoreError> {
+    fn activity(
+        &self,
+        event: Option<&str>,
+        win: Span,
+        source: Option<&str>,
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        let row = |r: &Row| Ok((r.try_get(0)?, r.try_get(1)?));
         match event {
-            Some(name) => self.rows(&event_activity_sql(), &[&win.from, &win.to, &name], |r| {
-                Ok((r.try_get(0)?, r.try_get(1)?))
-            }),
-            None => self.rows(&any_activity_sql(win), &[], |r| {
-                Ok((r.try_get(0)?, r.try_get(1)?))
-            }),
+            Some(name) => self.rows(
+                &event_activity_sql(source.is_some()),
+                &with_source(vec![&win.from, &win.to, &name], &source),
+                row,
+            ),
+            None => self.rows(
+                &any_activity_sql(win, source.is_some()),
+                &with_source(Vec::new(), &source),
+                row,
+            ),
         }
     }
 
@@ -193,10 +220,11 @@ impl ProductQueries for PostgresStore {
         event: &str,
         path: &[String],
         win: Span,
+        source: Option<&str>,
     ) -> Result<Vec<BreakdownGroup>, StoreError> {
         self.rows(
-            &breakdown_sql(field),
-            &[&win.from, &win.to, &event, &path],
+            &breakdown_sql(field, source.is_some()),
+            &with_source(vec![&win.from, &win.to, &event, &path], &source),
             |r| {
                 Ok(BreakdownGroup {
                     value: r.try_get(0)?,
@@ -211,24 +239,39 @@ impl ProductQueries for PostgresStore {
         event: &str,
         path: &[String],
         win: Span,
+        source: Option<&str>,
         shown: &[Option<String>],
     ) -> Result<CountPeople, StoreError> {
         let values: Vec<&String> = shown.iter().flatten().collect();
-        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&win.from, &win.to, &event, &path];
+        let mut params = with_source(vec![&win.from, &win.to, &event, &path], &source);
         params.extend(values.iter().map(|v| *v as &(dyn ToSql + Sync)));
-        let text = breakdown_rest_sql(field, values.len(), shown.iter().any(Option::is_none));
+        let text = breakdown_rest_sql(
+            field,
+            values.len(),
+            shown.iter().any(Option::is_none),
+            source.is_some(),
+        );
         Ok(self
             .rows(&text, &params, |r| count_people(r, 0))?
             .pop()
             .unwrap_or_default())
     }
 
-    fn event_idents(&self, event: Option<&str>, win: Span) -> Result<Vec<(i64, i64)>, StoreError> {
-        let text = event_idents_sql(event.is_some());
+    fn event_idents(
+        &self,
+        event: Option<&str>,
+        win: Span,
+        source: Option<&str>,
+    ) -> Result<Vec<(i64, i64)>, StoreError> {
+        let text = event_idents_sql(event.is_some(), source.is_some());
         let row = |r: &Row| Ok((r.try_get(0)?, r.try_get::<_, Option<i64>>(1)?.unwrap_or(0)));
         match event {
-            Some(name) => self.rows(&text, &[&win.from, &win.to, &name], row),
-            None => self.rows(&text, &[&win.from, &win.to], row),
+            Some(name) => self.rows(
+                &text,
+                &with_source(vec![&win.from, &win.to, &name], &source),
+                row,
+            ),
+            None => self.rows(&text, &with_source(vec![&win.from, &win.to], &source), row),
         }
     }
 
@@ -242,16 +285,21 @@ impl ProductQueries for PostgresStore {
         &self,
         steps: &[String],
         win: Span,
+        source: Option<&str>,
     ) -> Result<Vec<(i64, i64, String)>, StoreError> {
         let mut params: Vec<&(dyn ToSql + Sync)> = vec![&win.from, &win.to];
         params.extend(steps.iter().map(|s| s as &(dyn ToSql + Sync)));
-        self.rows(&step_idents_sql(steps.len()), &params, |r| {
-            Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?))
-        })
+        self.rows(
+            &step_idents_sql(steps.len(), source.is_some()),
+            &with_source(params, &source),
+            |r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)),
+        )
     }
 
     /// From the collector's cache of persons, caught up first; past
-    /// [`MAX_CACHED_PERSONS`] identities, from the table.
+    /// [`MAX_CACHED_PERSONS`] identities, from the table. The cache maps
+    /// identities to persons, which do not depend on the source a query
+    /// asks for.
     fn persons(&self, idents: &[i64]) -> Result<Vec<(i64, Arc<str>)>, StoreError> {
         let cache = self.caught_up()?;
         if cache.disabled {
@@ -273,21 +321,36 @@ impl ProductQueries for PostgresStore {
         &self,
         from: i64,
         quantum_ms: i64,
+        source: Option<&str>,
     ) -> Result<Vec<(String, i64, i64)>, StoreError> {
-        self.rows(INSTALL_ACTIVITY_SQL, &[&from, &quantum_ms.max(1)], |r| {
-            Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?))
-        })
+        let quantum = quantum_ms.max(1);
+        self.rows(
+            &install_activity_sql(source.is_some()),
+            &with_source(vec![&from, &quantum], &source),
+            |r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)),
+        )
     }
 
     fn installs_with_gaps(&self) -> Result<Vec<String>, StoreError> {
         self.rows(health::GAPS_SQL, &[], |r| r.try_get(0))
     }
 
-    fn name_idents(&self, win: Span) -> Result<Vec<(String, Vec<i64>)>, StoreError> {
+    fn installs_of(&self, source: &str) -> Result<Vec<String>, StoreError> {
+        self.rows(INSTALLS_OF_SQL, &[&source], |r| r.try_get(0))
+    }
+
+    fn name_idents(
+        &self,
+        win: Span,
+        source: Option<&str>,
+    ) -> Result<Vec<(String, Vec<i64>)>, StoreError> {
         let mut conn = self.client()?;
         let rows = conn
             .client
-            .query(&name_idents_sql(), &[&win.from, &win.to])
+            .query(
+                &name_idents_sql(source.is_some()),
+                &with_source(vec![&win.from, &win.to], &source),
+            )
             .map_err(pg_error)?;
         let mut groups = Vec::new();
         for r in &rows {

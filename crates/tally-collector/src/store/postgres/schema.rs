@@ -29,6 +29,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0009_keys.sql"),
     include_str!("migrations/0010_audit.sql"),
     include_str!("migrations/0011_deletion_kinds.sql"),
+    include_str!("migrations/0012_scoped_deletions.sql"),
 ];
 
 /// The migration's transaction.

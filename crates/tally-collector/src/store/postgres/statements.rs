@@ -14,12 +14,12 @@ use ::postgres::{Client, Statement};
 
 /// The positions (from 1) of the events of a batch that belong to a
 /// deleted person (`identity::refused_sql`), given their user, anonymous
-/// and install ids as arrays.
+/// and install ids and their sources as arrays.
 pub(super) fn refused_sql() -> String {
     format!(
-        "SELECT t.n FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS t(u, a, i, n) \
-         WHERE {}",
-        identity::refused_sql("t.u", "t.a", "t.i")
+        "SELECT t.n FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) \
+         WITH ORDINALITY AS t(u, a, i, s, n) WHERE {}",
+        identity::refused_sql("t.u", "t.a", "t.i", "t.s")
     )
 }
 

@@ -197,8 +197,9 @@ impl Found {
                 events.iter().map(|e| e.anonymous_id.as_deref()).collect();
             let installs: Vec<Option<&str>> =
                 events.iter().map(|e| e.install_id.as_deref()).collect();
+            let sources: Vec<&str> = events.iter().map(|e| e.source.as_str()).collect();
             client
-                .query(&prepared.refused, &[&users, &anons, &installs])?
+                .query(&prepared.refused, &[&users, &anons, &installs, &sources])?
                 .iter()
                 .map(|r| r.try_get::<_, i64>(0).map(|n| (n - 1) as usize))
                 .collect::<Result<_, _>>()?

@@ -70,17 +70,30 @@ pub struct BreakdownGroup {
 }
 
 /// The queries the product API needs from a store. Every method blocks.
+///
+/// `source` restricts the events read to those one source (write key id)
+/// sent; `None` reads every source's. Identities and their persons are
+/// shared by all sources: a person is resolved the same way whichever
+/// source's events name them.
 pub trait ProductQueries {
     /// `(first, last)` corrected time of each session (by
     /// `context.tally.session_id`) over its product events in `window`.
-    fn session_spans(&self, window: Span) -> Result<Vec<(i64, i64)>, StoreError>;
+    fn session_spans(
+        &self,
+        window: Span,
+        source: Option<&str>,
+    ) -> Result<Vec<(i64, i64)>, StoreError>;
 
     /// `(person, time)` of activity in `window`: events of `event`, or any
-    /// product event when `None` (then a time may be the start of a
-    /// 15-minute slot in which the person was active). Repeated pairs may
-    /// be collapsed.
-    fn activity(&self, event: Option<&str>, window: Span)
-        -> Result<Vec<(String, i64)>, StoreError>;
+    /// product event when `None` (then, unless `source` is given, a time
+    /// may be the start of a 15-minute slot in which the person was
+    /// active). Repeated pairs may be collapsed.
+    fn activity(
+        &self,
+        event: Option<&str>,
+        window: Span,
+        source: Option<&str>,
+    ) -> Result<Vec<(String, i64)>, StoreError>;
 
     /// Groups of `event` in `window` by the JSON field at `path`.
     fn breakdown_groups(
@@ -88,6 +101,7 @@ pub trait ProductQueries {
         event: &str,
         path: &[String],
         window: Span,
+        source: Option<&str>,
     ) -> Result<Vec<BreakdownGroup>, StoreError>;
 
     /// Count and people of `event` in `window` whose field at `path` is
@@ -97,6 +111,7 @@ pub trait ProductQueries {
         event: &str,
         path: &[String],
         window: Span,
+        source: Option<&str>,
         shown: &[Option<String>],
     ) -> Result<CountPeople, StoreError>;
 
@@ -106,9 +121,12 @@ pub trait ProductQueries {
         &self,
         event: Option<&str>,
         window: Span,
+        source: Option<&str>,
     ) -> Result<Vec<(i64, i64)>, StoreError>;
 
-    /// `(slot, identity)` of the active slots `[first, end)`.
+    /// `(slot, identity)` of the active slots `[first, end)`, all sources
+    /// (the rollup does not record them: a query of one source reads its
+    /// events instead).
     fn slot_idents(&self, first: i64, end: i64) -> Result<Vec<(i64, i64)>, StoreError>;
 
     /// `(identity, time, event)` of the events named in `steps` in
@@ -117,6 +135,7 @@ pub trait ProductQueries {
         &self,
         steps: &[String],
         window: Span,
+        source: Option<&str>,
     ) -> Result<Vec<(i64, i64, String)>, StoreError>;
 
     /// The person of each of `idents` that has one.
@@ -126,7 +145,11 @@ pub trait ProductQueries {
     /// name (no identity reads as 0), in no particular order. One range of
     /// the covering index per name; people are resolved by the caller
     /// (top events), as for [`ProductQueries::event_idents`].
-    fn name_idents(&self, window: Span) -> Result<Vec<(String, Vec<i64>)>, StoreError>;
+    fn name_idents(
+        &self,
+        window: Span,
+        source: Option<&str>,
+    ) -> Result<Vec<(String, Vec<i64>)>, StoreError>;
 
     /// Activity of installs since `from` (Unix ms, corrected time, through
     /// now): per install and per `quantum_ms` bucket of corrected time
@@ -137,10 +160,14 @@ pub trait ProductQueries {
         &self,
         from: i64,
         quantum_ms: i64,
+        source: Option<&str>,
     ) -> Result<Vec<(String, i64, i64)>, StoreError>;
 
     /// The installs with a seq neither stored nor reported dropped.
     fn installs_with_gaps(&self) -> Result<Vec<String>, StoreError>;
+
+    /// The installs `source` owns (the first source that sent for them).
+    fn installs_of(&self, source: &str) -> Result<Vec<String>, StoreError>;
 
     /// Fills what the queries keep in memory, so the first query after a
     /// start does not pay for it; returns how many entries that took. A
@@ -279,17 +306,35 @@ pub(crate) const SLOT_SURVIVORS_SQL: &str = "SELECT DISTINCT e.ident FROM event_
     JOIN events e ON e.event = n.name AND e.ts_corrected >= $1 AND e.ts_corrected < $2 \
     WHERE substr(n.name, 1, 6) <> 'tally.' AND e.ident IS NOT NULL";
 
+/// The condition restricting events (aliased `e`) to one source, the
+/// parameter `param`, to append to a `WHERE` clause; nothing for every
+/// source, so an unscoped statement is the same as before sources could be
+/// asked for.
+pub(crate) fn source_cond(param: Option<&str>) -> String {
+    param.map_or_else(String::new, |p| format!(" AND e.source = {p}"))
+}
+
+/// The `n`th parameter (`$n`) when `scoped`.
+fn nth(scoped: bool, n: usize) -> Option<String> {
+    scoped.then(|| format!("${n}"))
+}
+
 /// A `FROM` clause over events of one name (`event_param`) or over all
 /// product events (`None`, one index range per name through
-/// `event_names`), each with `time` (a condition on `e.ts_corrected`), the
-/// person as `p.person`, and ending in a `WHERE` clause callers may
-/// extend with `AND`.
-pub(crate) fn events_from(event_param: Option<&str>, time: &str) -> String {
+/// `event_names`), each with `time` (a condition on `e.ts_corrected`), of
+/// the source `source_param` if given, the person as `p.person`, and
+/// ending in a `WHERE` clause callers may extend with `AND`.
+pub(crate) fn events_from(
+    event_param: Option<&str>,
+    time: &str,
+    source_param: Option<&str>,
+) -> String {
     const PERSON: &str = "LEFT JOIN idents p ON p.id = e.ident";
+    let source = source_cond(source_param);
     match event_param {
-        Some(param) => format!("events e {PERSON} WHERE e.event = {param} AND {time}"),
+        Some(param) => format!("events e {PERSON} WHERE e.event = {param} AND {time}{source}"),
         None => format!(
-            "event_names n JOIN events e ON e.event = n.name AND {time} {PERSON} \
+            "event_names n JOIN events e ON e.event = n.name AND {time}{source} {PERSON} \
              WHERE substr(n.name, 1, 6) <> 'tally.'"
         ),
     }
@@ -336,61 +381,83 @@ pub fn cut(span: Span) -> SlotCut {
     }
 }
 
-/// [`ProductQueries::activity`] of any product event: `(person, time)`.
-pub(crate) fn any_activity_sql(window: Span) -> String {
-    let c = cut(window);
-    let raw = |s: Span| {
+/// [`ProductQueries::activity`] of any product event: `(person, time)`;
+/// of one source (`$1`) when `scoped`, read from its events (the active
+/// slots hold every source's).
+pub(crate) fn any_activity_sql(window: Span, scoped: bool) -> String {
+    let raw = |s: Span, source: Option<&str>| {
         format!(
             "SELECT p.person, e.ts_corrected FROM {} AND p.person IS NOT NULL",
             events_from(
                 None,
-                &format!("e.ts_corrected >= {} AND e.ts_corrected < {}", s.from, s.to)
+                &format!("e.ts_corrected >= {} AND e.ts_corrected < {}", s.from, s.to),
+                source
             )
         )
     };
+    if scoped {
+        return format!(
+            "SELECT DISTINCT q.person, q.ts_corrected FROM ({}) q",
+            raw(window, Some("$1"))
+        );
+    }
+    let c = cut(window);
     format!(
         "SELECT DISTINCT p.person, a.slot * {SLOT_MS} FROM active_slots a \
          JOIN idents p ON p.id = a.ident \
          WHERE a.slot >= {} AND a.slot < {} AND p.person IS NOT NULL UNION ALL {} UNION ALL {}",
         c.slots.0,
         c.slots.1,
-        raw(c.head),
-        raw(c.tail)
+        raw(c.head, None),
+        raw(c.tail, None)
     )
 }
 
-/// [`ProductQueries::activity`] of one event (`$3`): `(person, time)`.
-pub(crate) fn event_activity_sql() -> String {
+/// [`ProductQueries::activity`] of one event (`$3`): `(person, time)`; of
+/// one source (`$4`) when `scoped`.
+pub(crate) fn event_activity_sql(scoped: bool) -> String {
     format!(
         "SELECT p.person, e.ts_corrected FROM {} AND p.person IS NOT NULL",
-        events_from(Some("$3"), WINDOW)
+        events_from(Some("$3"), WINDOW, nth(scoped, 4).as_deref())
     )
 }
 
-/// [`ProductQueries::session_spans`].
+/// [`ProductQueries::session_spans`]; of one source (`$3`) when `scoped`.
 ///
 /// Every row of the window is read for its session, so the scan is one
 /// range of the time index, with no join: neither the names' index ranges
 /// (which serve the covering reads) nor people (sessions count none). The
 /// product filter is the same as the names' (an unnamed message fails it).
-pub(crate) fn sessions_sql() -> String {
+pub(crate) fn sessions_sql(scoped: bool) -> String {
     format!(
         "SELECT MIN(e.ts_corrected), MAX(e.ts_corrected) FROM events e \
-         WHERE {WINDOW} AND substr(e.event, 1, 6) <> 'tally.' AND e.session_id IS NOT NULL \
-         GROUP BY e.session_id"
+         WHERE {WINDOW}{} AND substr(e.event, 1, 6) <> 'tally.' AND e.session_id IS NOT NULL \
+         GROUP BY e.session_id",
+        source_cond(nth(scoped, 3).as_deref())
     )
 }
 
-/// [`ProductQueries::install_activity`]: `$1` from, `$2` quantum (ms).
-pub(crate) const INSTALL_ACTIVITY_SQL: &str = "SELECT e.install_id, e.ts_corrected / $2, \
-    MIN(e.received_at) FROM events e WHERE e.ts_corrected >= $1 AND e.install_id IS NOT NULL \
-    GROUP BY 1, 2";
+/// [`ProductQueries::install_activity`]: `$1` from, `$2` quantum (ms);
+/// `$3` the source when `scoped`.
+pub(crate) fn install_activity_sql(scoped: bool) -> String {
+    format!(
+        "SELECT e.install_id, e.ts_corrected / $2, \
+         MIN(e.received_at) FROM events e WHERE e.ts_corrected >= $1 AND e.install_id IS NOT NULL{} \
+         GROUP BY 1, 2",
+        source_cond(nth(scoped, 3).as_deref())
+    )
+}
 
-/// [`ProductQueries::name_idents`]: `$1` from, `$2` to.
-pub(crate) fn name_idents_sql() -> String {
+/// [`ProductQueries::installs_of`]: `$1` the source.
+pub(crate) const INSTALLS_OF_SQL: &str = "SELECT install_id FROM installs WHERE source = $1";
+
+/// [`ProductQueries::name_idents`]: `$1` from, `$2` to; `$3` the source
+/// when `scoped`.
+pub(crate) fn name_idents_sql(scoped: bool) -> String {
     format!(
         "SELECT n.name, e.ident FROM event_names n JOIN events e ON e.event = n.name \
-         AND {WINDOW} WHERE substr(n.name, 1, 6) <> 'tally.'"
+         AND {WINDOW}{} WHERE substr(n.name, 1, 6) <> 'tally.'",
+        source_cond(nth(scoped, 3).as_deref())
     )
 }
 
@@ -399,20 +466,27 @@ pub(crate) fn name_idents_sql() -> String {
 pub(crate) type FieldSql = fn(path_param: &str) -> String;
 
 /// [`ProductQueries::breakdown_groups`]: `$1` from, `$2` to, `$3` the
-/// event, `$4` the path (store-specific form).
-pub(crate) fn breakdown_sql(field: FieldSql) -> String {
+/// event, `$4` the path (store-specific form); `$5` the source when
+/// `scoped`.
+pub(crate) fn breakdown_sql(field: FieldSql, scoped: bool) -> String {
     format!(
         "SELECT v, COUNT(*), COUNT(DISTINCT person) FROM (SELECT {} AS v, p.person AS person FROM {}) g \
          GROUP BY v",
         field("$4"),
-        events_from(Some("$3"), WINDOW)
+        events_from(Some("$3"), WINDOW, nth(scoped, 5).as_deref())
     )
 }
 
-/// [`ProductQueries::breakdown_rest`]: the values `$5...` excluded, and
-/// the missing value too when `none_shown`.
-pub(crate) fn breakdown_rest_sql(field: FieldSql, shown: usize, none_shown: bool) -> String {
-    let params: Vec<String> = (0..shown).map(|i| format!("${}", i + 5)).collect();
+/// [`ProductQueries::breakdown_rest`]: `$5` the source when `scoped`, then
+/// the values excluded, and the missing value too when `none_shown`.
+pub(crate) fn breakdown_rest_sql(
+    field: FieldSql,
+    shown: usize,
+    none_shown: bool,
+    scoped: bool,
+) -> String {
+    let first = 5 + usize::from(scoped);
+    let params: Vec<String> = (0..shown).map(|i| format!("${}", i + first)).collect();
     let mut keep = Vec::new();
     if !none_shown {
         keep.push("v IS NULL".to_owned());
@@ -426,20 +500,24 @@ pub(crate) fn breakdown_rest_sql(field: FieldSql, shown: usize, none_shown: bool
         "SELECT COUNT(*), COUNT(DISTINCT person) FROM (SELECT {} AS v, p.person AS person FROM {}) g \
          WHERE {}",
         field("$4"),
-        events_from(Some("$3"), WINDOW),
+        events_from(Some("$3"), WINDOW, nth(scoped, 5).as_deref()),
         keep.join(" OR ")
     )
 }
 
 /// [`ProductQueries::event_idents`]: `$1` from, `$2` to, `$3` the event
-/// when `named`. Reads the covering index only.
-pub(crate) fn event_idents_sql(named: bool) -> String {
+/// when `named`, then the source when `scoped`. Reads the covering index
+/// only when not scoped.
+pub(crate) fn event_idents_sql(named: bool, scoped: bool) -> String {
+    let source = source_cond(nth(scoped, 3 + usize::from(named)).as_deref());
     if named {
-        format!("SELECT e.ts_corrected, e.ident FROM events e WHERE e.event = $3 AND {WINDOW}")
+        format!(
+            "SELECT e.ts_corrected, e.ident FROM events e WHERE e.event = $3 AND {WINDOW}{source}"
+        )
     } else {
         format!(
             "SELECT e.ts_corrected, e.ident FROM event_names n JOIN events e ON e.event = n.name \
-             AND {WINDOW} WHERE substr(n.name, 1, 6) <> 'tally.'"
+             AND {WINDOW}{source} WHERE substr(n.name, 1, 6) <> 'tally.'"
         )
     }
 }
@@ -448,12 +526,14 @@ pub(crate) fn event_idents_sql(named: bool) -> String {
 pub(crate) const SLOT_IDENTS_SQL: &str =
     "SELECT a.slot, a.ident FROM active_slots a WHERE a.slot >= $1 AND a.slot < $2";
 
-/// [`ProductQueries::step_idents`] for `steps` names (`$3`...).
-pub(crate) fn step_idents_sql(steps: usize) -> String {
+/// [`ProductQueries::step_idents`] for `steps` names (`$3`...), then the
+/// source when `scoped`.
+pub(crate) fn step_idents_sql(steps: usize, scoped: bool) -> String {
     let params: Vec<String> = (0..steps).map(|i| format!("${}", i + 3)).collect();
     format!(
         "SELECT e.ident, e.ts_corrected, e.event FROM events e \
-         WHERE e.event IN ({}) AND {WINDOW} AND e.ident IS NOT NULL",
-        params.join(", ")
+         WHERE e.event IN ({}) AND {WINDOW}{} AND e.ident IS NOT NULL",
+        params.join(", "),
+        source_cond(nth(scoped, 3 + steps).as_deref())
     )
 }

@@ -11,6 +11,7 @@ pub(super) fn export_page(
     store: &SqliteStore,
     from: i64,
     to: i64,
+    source: Option<&str>,
     after: Option<&ExportCursor>,
     limit: usize,
 ) -> Result<Vec<ExportedEvent>, StoreError> {
@@ -32,22 +33,28 @@ pub(super) fn export_page(
         c.prepare_cached(
             "SELECT row_id, ts_corrected, received_at, raw FROM events \
              WHERE (ts_corrected, row_id) > (?1, ?2) AND ts_corrected < ?3 \
-             ORDER BY ts_corrected, row_id LIMIT ?4",
+             AND (?5 IS NULL OR source = ?5) ORDER BY ts_corrected, row_id LIMIT ?4",
         )
         .and_then(|mut s| {
-            s.query_map(params![ts, row, to, limit], exported)?
+            s.query_map(params![ts, row, to, limit, source], exported)?
                 .collect()
         })
         .map_err(db_error)
     })
 }
 
-pub(super) fn count_stored(store: &SqliteStore, from: i64, to: i64) -> Result<u64, StoreError> {
+pub(super) fn count_stored(
+    store: &SqliteStore,
+    from: i64,
+    to: i64,
+    source: Option<&str>,
+) -> Result<u64, StoreError> {
     store.readers.with(|c| {
         c.prepare_cached(
-            "SELECT count(*) FROM events WHERE ts_corrected >= ?1 AND ts_corrected < ?2",
+            "SELECT count(*) FROM events WHERE ts_corrected >= ?1 AND ts_corrected < ?2 \
+             AND (?3 IS NULL OR source = ?3)",
         )
-        .and_then(|mut s| s.query_row([from, to], |r| r.get::<_, i64>(0)))
+        .and_then(|mut s| s.query_row(params![from, to, source], |r| r.get::<_, i64>(0)))
         .map(|n| n.max(0) as u64)
         .map_err(db_error)
     })
@@ -74,11 +81,14 @@ pub(super) fn person_page(
             ))
         }
     };
+    let person = match source {
+        None => format!("{} AND ?5 IS NULL", identity::person_predicate(kind, "?1")),
+        Some(_) => identity::source_person_predicate(kind, "?1", "?5"),
+    };
     let sql = format!(
         "SELECT e.row_id, e.ts_corrected, e.received_at, e.raw FROM events e \
-         WHERE {} AND (?5 IS NULL OR e.source = ?5) AND (e.ts_corrected, e.row_id) > (?2, ?3) \
-         ORDER BY e.ts_corrected, e.row_id LIMIT ?4",
-        identity::person_predicate(kind, "?1")
+         WHERE {person} AND (e.ts_corrected, e.row_id) > (?2, ?3) \
+         ORDER BY e.ts_corrected, e.row_id LIMIT ?4"
     );
     store.readers.with(|c| {
         c.prepare_cached(&sql)

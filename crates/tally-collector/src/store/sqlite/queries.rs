@@ -4,8 +4,8 @@
 
 use crate::store::query::{
     any_activity_sql, breakdown_rest_sql, breakdown_sql, event_activity_sql, event_idents_sql,
-    name_idents_sql, push_name_ident, sessions_sql, step_idents_sql, BreakdownGroup, CountPeople,
-    ProductQueries, Span, INSTALL_ACTIVITY_SQL, SLOT_IDENTS_SQL,
+    install_activity_sql, name_idents_sql, push_name_ident, sessions_sql, step_idents_sql,
+    BreakdownGroup, CountPeople, ProductQueries, Span, INSTALLS_OF_SQL, SLOT_IDENTS_SQL,
 };
 use crate::store::{health, identity};
 use std::sync::Arc;
@@ -89,27 +89,51 @@ impl QueryStore for SqliteStore {
     }
 }
 
+/// `params` with the source appended when there is one.
+fn with_source(mut params: Vec<Value>, source: Option<&str>) -> Vec<Value> {
+    params.extend(source.map(|s| Value::Text(s.to_owned())));
+    params
+}
+
 impl ProductQueries for SqliteStore {
-    fn session_spans(&self, win: Span) -> Result<Vec<(i64, i64)>, StoreError> {
+    fn session_spans(
+        &self,
+        win: Span,
+        source: Option<&str>,
+    ) -> Result<Vec<(i64, i64)>, StoreError> {
         self.read(|c| {
-            rows(c, &sessions_sql(), window(win), |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
+            rows(
+                c,
+                &sessions_sql(source.is_some()),
+                with_source(window(win), source),
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
         })
     }
 
-    fn activity(&self, event: Option<&str>, win: Span) -> Result<Vec<(String, i64)>, StoreError> {
+    fn activity(
+        &self,
+        event: Option<&str>,
+        win: Span,
+        source: Option<&str>,
+    ) -> Result<Vec<(String, i64)>, StoreError> {
         self.read(|c| match event {
             Some(name) => {
                 let mut params = window(win);
                 params.push(Value::Text(name.to_owned()));
-                rows(c, &event_activity_sql(), params, |r| {
-                    Ok((r.get(0)?, r.get(1)?))
-                })
+                rows(
+                    c,
+                    &event_activity_sql(source.is_some()),
+                    with_source(params, source),
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
             }
-            None => rows(c, &any_activity_sql(win), Vec::new(), |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            }),
+            None => rows(
+                c,
+                &any_activity_sql(win, source.is_some()),
+                with_source(Vec::new(), source),
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            ),
         })
     }
 
@@ -118,12 +142,14 @@ impl ProductQueries for SqliteStore {
         event: &str,
         path: &[String],
         win: Span,
+        source: Option<&str>,
     ) -> Result<Vec<BreakdownGroup>, StoreError> {
         let mut params = window(win);
         params.push(Value::Text(event.to_owned()));
         params.push(Value::Text(json_path(path)));
+        let params = with_source(params, source);
         self.read(|c| {
-            rows(c, &breakdown_sql(field), params, |r| {
+            rows(c, &breakdown_sql(field, source.is_some()), params, |r| {
                 Ok(BreakdownGroup {
                     value: r.get(0)?,
                     counts: count_people(r, 1)?,
@@ -137,14 +163,21 @@ impl ProductQueries for SqliteStore {
         event: &str,
         path: &[String],
         win: Span,
+        source: Option<&str>,
         shown: &[Option<String>],
     ) -> Result<CountPeople, StoreError> {
         let mut params = window(win);
         params.push(Value::Text(event.to_owned()));
         params.push(Value::Text(json_path(path)));
+        let mut params = with_source(params, source);
         let values: Vec<&String> = shown.iter().flatten().collect();
         params.extend(values.iter().map(|v| Value::Text((*v).clone())));
-        let text = breakdown_rest_sql(field, values.len(), shown.iter().any(Option::is_none));
+        let text = breakdown_rest_sql(
+            field,
+            values.len(),
+            shown.iter().any(Option::is_none),
+            source.is_some(),
+        );
         self.read(|c| {
             Ok(rows(c, &text, params, |r| count_people(r, 0))?
                 .pop()
@@ -152,13 +185,22 @@ impl ProductQueries for SqliteStore {
         })
     }
 
-    fn event_idents(&self, event: Option<&str>, win: Span) -> Result<Vec<(i64, i64)>, StoreError> {
+    fn event_idents(
+        &self,
+        event: Option<&str>,
+        win: Span,
+        source: Option<&str>,
+    ) -> Result<Vec<(i64, i64)>, StoreError> {
         let mut params = window(win);
         params.extend(event.map(|e| Value::Text(e.to_owned())));
+        let params = with_source(params, source);
         self.read(|c| {
-            rows(c, &event_idents_sql(event.is_some()), params, |r| {
-                Ok((r.get(0)?, r.get::<_, Option<i64>>(1)?.unwrap_or(0)))
-            })
+            rows(
+                c,
+                &event_idents_sql(event.is_some(), source.is_some()),
+                params,
+                |r| Ok((r.get(0)?, r.get::<_, Option<i64>>(1)?.unwrap_or(0))),
+            )
         })
     }
 
@@ -177,13 +219,18 @@ impl ProductQueries for SqliteStore {
         &self,
         steps: &[String],
         win: Span,
+        source: Option<&str>,
     ) -> Result<Vec<(i64, i64, String)>, StoreError> {
         let mut params = window(win);
         params.extend(steps.iter().map(|s| Value::Text(s.clone())));
+        let params = with_source(params, source);
         self.read(|c| {
-            rows(c, &step_idents_sql(steps.len()), params, |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-            })
+            rows(
+                c,
+                &step_idents_sql(steps.len(), source.is_some()),
+                params,
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
         })
     }
 
@@ -211,10 +258,14 @@ impl ProductQueries for SqliteStore {
         &self,
         from: i64,
         quantum_ms: i64,
+        source: Option<&str>,
     ) -> Result<Vec<(String, i64, i64)>, StoreError> {
-        let params = vec![Value::Integer(from), Value::Integer(quantum_ms.max(1))];
+        let params = with_source(
+            vec![Value::Integer(from), Value::Integer(quantum_ms.max(1))],
+            source,
+        );
         self.read(|c| {
-            rows(c, INSTALL_ACTIVITY_SQL, params, |r| {
+            rows(c, &install_activity_sql(source.is_some()), params, |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?))
             })
         })
@@ -224,19 +275,39 @@ impl ProductQueries for SqliteStore {
         self.read(|c| rows(c, health::GAPS_SQL, Vec::new(), |r| r.get(0)))
     }
 
-    fn name_idents(&self, win: Span) -> Result<Vec<(String, Vec<i64>)>, StoreError> {
+    fn installs_of(&self, source: &str) -> Result<Vec<String>, StoreError> {
+        self.read(|c| {
+            rows(
+                c,
+                INSTALLS_OF_SQL,
+                vec![Value::Text(source.to_owned())],
+                |r| r.get(0),
+            )
+        })
+    }
+
+    fn name_idents(
+        &self,
+        win: Span,
+        source: Option<&str>,
+    ) -> Result<Vec<(String, Vec<i64>)>, StoreError> {
         self.read(|c| {
             let mut groups = Vec::new();
             // Millions of rows: the name is borrowed from the row, not
             // copied, unless it starts a group.
-            rows(c, &name_idents_sql(), window(win), |r| {
-                let name = r.get_ref(0)?.as_str().map_err(|e| {
-                    rusqlite::Error::FromSqlConversionFailure(0, Type::Text, e.into())
-                })?;
-                let ident: Option<i64> = r.get(1)?;
-                push_name_ident(&mut groups, name, ident.unwrap_or(0));
-                Ok(())
-            })?;
+            rows(
+                c,
+                &name_idents_sql(source.is_some()),
+                with_source(window(win), source),
+                |r| {
+                    let name = r.get_ref(0)?.as_str().map_err(|e| {
+                        rusqlite::Error::FromSqlConversionFailure(0, Type::Text, e.into())
+                    })?;
+                    let ident: Option<i64> = r.get(1)?;
+                    push_name_ident(&mut groups, name, ident.unwrap_or(0));
+                    Ok(())
+                },
+            )?;
             Ok(groups)
         })
     }

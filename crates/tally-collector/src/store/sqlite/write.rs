@@ -64,12 +64,13 @@ const UPSERT_LINK: &str =
 fn refused(conn: &Connection, e: &NewEvent) -> Result<bool, StoreError> {
     conn.prepare_cached(&format!(
         "SELECT {}",
-        identity::refused_sql("?1", "?2", "?3")
+        identity::refused_sql("?1", "?2", "?3", "?4")
     ))
     .and_then(|mut s| {
-        s.query_row(params![e.user_id, e.anonymous_id, e.install_id], |r| {
-            r.get(0)
-        })
+        s.query_row(
+            params![e.user_id, e.anonymous_id, e.install_id, e.source],
+            |r| r.get(0),
+        )
     })
     .map_err(db_error)
 }
