@@ -86,9 +86,18 @@ fn json_ok(schema: impl Into<RefOr<Schema>>) -> (u16, &'static str, RefOr<Schema
     (200, JSON, schema.into())
 }
 
+fn source() -> Parameter {
+    q(
+        "source",
+        string(),
+        "Only the events this source (write key id) sent; absent or empty: every source.",
+    )
+}
+
 /// A product query's parameters besides the window.
 fn query_params(path: &str) -> Vec<Parameter> {
     let mut params = from_to();
+    params.push(source());
     match path {
         "/v1/query/events" => params.extend([
             q(
@@ -318,6 +327,7 @@ pub(super) fn describe(path: &str, method: &str) -> Option<Spec> {
             query: {
                 let mut p = vec![q("format", one_of(&["ndjson"]), "The only format: NDJSON.")];
                 p.extend(from_to());
+                p.push(source());
                 p
             },
             errors: &[400, 503],
@@ -402,7 +412,7 @@ pub(super) fn describe(path: &str, method: &str) -> Option<Spec> {
             errors: &[400, 413, 503],
             ..spec(
                 id("delete_person"),
-                "Delete a person by exactly one of userId, anonymousId, installId",
+                "Delete a person by exactly one of userId, anonymousId, installId, in one source or all",
                 "governance",
                 (202, JSON, named_ref("DeletionReport")),
             )
@@ -420,6 +430,7 @@ pub(super) fn describe(path: &str, method: &str) -> Option<Spec> {
                         "requested_at": date_time(),
                         "status": one_of(&["done"]),
                         "deleted_events": integer_from(0),
+                        "source": nullable(string()),
                     })),
                 })),
             )

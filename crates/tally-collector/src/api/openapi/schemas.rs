@@ -152,18 +152,20 @@ pub(super) fn key_with_secret(rotated: bool) -> Schema {
         .into()
 }
 
-/// A deletion request: exactly one of the three ids, nothing else.
+/// A deletion request: exactly one of the three ids, and optionally the
+/// source (write key id) it is limited to; nothing else.
 pub(super) fn deletion_request() -> Schema {
+    let text = || {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .min_length(Some(1))
+    };
     let by = |name: &str| {
         ObjectBuilder::new()
             .schema_type(Type::Object)
-            .property(
-                name,
-                ObjectBuilder::new()
-                    .schema_type(Type::String)
-                    .min_length(Some(1)),
-            )
+            .property(name, text())
             .required(name)
+            .property("source", text())
             .additional_properties(Some(AdditionalProperties::<Schema>::FreeForm(false)))
     };
     OneOfBuilder::new()
