@@ -7,33 +7,31 @@ use std::time::Duration;
 /// `TALLY_ENDPOINT` says otherwise: where `tally serve` listens by default.
 pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:8080";
 
-/// A duration on the command line: a number and a unit, `ms`, `s`, `m`,
-/// `h` or `d` (`250ms`, `90s`, `10m`, `1.5h`, `7d`), or a bare number of
-/// seconds (`30`, `0.5`), so flags that took seconds keep their meaning.
+/// A duration on the command line, in jiff's friendly format (`250ms`,
+/// `90s`, `10m`, `1.5h`, `7d`, `1h30m`, `2 hours`; a day is 24 hours, a
+/// week 7 days), or a bare number of seconds (`30`, `0.5`), so flags that
+/// took seconds keep their meaning. Months and years (not a fixed length)
+/// and negative durations are refused.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let bad = || format!("{text:?} is not a duration like 90s, 10m, 2h or 7d");
-    if number.is_empty() {
-        return Err(bad());
+    let bad = || format!("{text:?} is not a duration like 90s, 10m, 1h30m, 2h or 7d");
+    let too_long = || format!("{text:?} is too long");
+    let bare = !text.is_empty() && text.chars().all(|c| c.is_ascii_digit() || c == '.');
+    if bare {
+        let seconds: f64 = text.parse().map_err(|_| bad())?;
+        return Duration::try_from_secs_f64(seconds).map_err(|_| too_long());
     }
-    let n: f64 = number.parse().map_err(|_| bad())?;
-    let seconds_per_unit = match unit {
-        "" | "s" => 1.0,
-        "ms" => 0.001,
-        "m" => 60.0,
-        "h" => 3_600.0,
-        "d" => 86_400.0,
-        _ => {
-            return Err(format!(
-                "{text:?}: the unit must be ms, s, m, h or d (or none, for seconds)"
-            ))
-        }
-    };
-    Duration::try_from_secs_f64(n * seconds_per_unit).map_err(|_| format!("{text:?} is too long"))
+    let span: jiff::Span = text.parse().map_err(|_| bad())?;
+    if span.is_negative() {
+        return Err(format!("{text:?} is negative"));
+    }
+    let seconds = span
+        .total((
+            jiff::Unit::Second,
+            jiff::SpanRelativeTo::days_are_24_hours(),
+        ))
+        .map_err(|_| format!("{text:?}: months and years have no fixed length; use days"))?;
+    Duration::try_from_secs_f64(seconds).map_err(|_| too_long())
 }
 
 /// A duration in whole seconds, for an API parameter that takes seconds.
@@ -67,15 +65,35 @@ mod tests {
     }
 
     #[test]
-    fn anything_else_is_refused_with_the_syntax() {
-        for text in ["", "s", "10 m", "10w", "1h30m", "-5s", "1e3", "..s"] {
-            let err = parse_duration(text).unwrap_err();
-            assert!(
-                err.contains("like 90s") || err.contains("the unit must be"),
-                "{text}: {err}"
-            );
+    fn combined_and_spelled_out_units() {
+        let cases = [
+            ("1h30m", Duration::from_secs(5_400)),
+            ("2 hours", Duration::from_secs(7_200)),
+            ("10 m", Duration::from_secs(600)),
+            ("1w", Duration::from_secs(604_800)),
+        ];
+        for (text, want) in cases {
+            assert_eq!(parse_duration(text), Ok(want), "{text}");
         }
-        assert!(parse_duration("99999999999999999999999d")
+    }
+
+    #[test]
+    fn anything_else_is_refused_with_the_reason() {
+        for (text, why) in [
+            ("", "like 90s"),
+            ("s", "like 90s"),
+            ("1e3", "like 90s"),
+            ("..s", "like 90s"),
+            ("..", "like 90s"),
+            ("10 parsecs", "like 90s"),
+            ("-5s", "negative"),
+            ("1mo", "no fixed length"),
+            ("2y", "no fixed length"),
+        ] {
+            let err = parse_duration(text).unwrap_err();
+            assert!(err.contains(why), "{text}: {err}");
+        }
+        assert!(parse_duration("99999999999999999999999")
             .unwrap_err()
             .contains("too long"));
     }
