@@ -469,7 +469,14 @@ fn report(max_seq: u64, missing: &[[u64; 2]], drops: &[(&str, u64)]) -> InstallR
         missing: missing.to_vec(),
         dropped: dropped_by_reason.values().sum(),
         dropped_by_reason,
+        dropped_ranges: Vec::new(),
     }
+}
+
+/// `r` with the seq ranges the device reported dropped, stored or not.
+fn with_ranges(mut r: InstallReport, dropped_ranges: &[[u64; 2]]) -> InstallReport {
+    r.dropped_ranges = dropped_ranges.to_vec();
+    r
 }
 
 fn install_completeness(store: &dyn Store) {
@@ -510,7 +517,10 @@ fn install_completeness(store: &dyn Store) {
         },
     ];
     store.write_batch(&[notice.clone()], &[]).unwrap();
-    let want = report(13, &[[4, 5]], &[("queue_full", 2), ("too_old", 2)]);
+    let want = with_ranges(
+        report(13, &[[4, 5]], &[("queue_full", 2), ("too_old", 2)]),
+        &[[8, 9], [12, 13]],
+    );
     assert_eq!(store.install("inst-1").unwrap(), Some(want.clone()));
     // The same notice again is a duplicate: drops are not counted twice.
     assert_eq!(store.write_batch(&[notice], &[]).unwrap(), vec![D]);
@@ -523,7 +533,10 @@ fn install_completeness(store: &dyn Store) {
     store.write_batch(&late, &[]).unwrap();
     assert_eq!(
         store.install("inst-1").unwrap(),
-        Some(report(14, &[], &[("queue_full", 2), ("too_old", 2)]))
+        Some(with_ranges(
+            report(14, &[], &[("queue_full", 2), ("too_old", 2)]),
+            &[[8, 9], [12, 13]]
+        ))
     );
     // Another install is separate.
     store
@@ -769,7 +782,7 @@ fn sources_are_apart(store: &dyn Store) {
     assert_eq!(store.write_batch(&[own], &[]).unwrap(), vec![A]);
     assert_eq!(
         store.install("inst-s").unwrap(),
-        Some(report(6, &[], &[("queue_full", 2)]))
+        Some(with_ranges(report(6, &[], &[("queue_full", 2)]), &[[4, 5]]))
     );
 }
 
@@ -2529,7 +2542,10 @@ mod health_suite {
         // stored seq is never also counted dropped.
         assert_eq!(
             store.install("i4").unwrap(),
-            Some(report(7, &[[4, 4]], &[("queue_full", 2), ("too_old", 2)]))
+            Some(with_ranges(
+                report(7, &[[4, 4]], &[("queue_full", 2), ("too_old", 2)]),
+                &[[2, 3], [5, 7]]
+            ))
         );
         assert_eq!(store.install("i1").unwrap().unwrap().missing, vec![[3, 3]]);
     }
