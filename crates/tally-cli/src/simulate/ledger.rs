@@ -37,6 +37,9 @@ pub struct Ledger {
     pub corrupt: u64,
     /// Install ids this device had (one per install).
     pub installs: Vec<String>,
+    /// Those of them whose app was uninstalled: what their logs still
+    /// held is counted dropped (`uninstalled`), never reported.
+    pub uninstalled: BTreeSet<String>,
     /// The highest seq each install's tracker accepted.
     pub max_seq: BTreeMap<String, u64>,
     /// What each install captured at each seq (the event name, or
@@ -177,6 +180,7 @@ impl Ledger {
         self.pending += other.pending;
         self.corrupt += other.corrupt;
         self.installs.extend(other.installs.iter().cloned());
+        self.uninstalled.extend(other.uninstalled.iter().cloned());
         for (k, v) in &other.max_seq {
             let max = self.max_seq.entry(k.clone()).or_default();
             *max = (*max).max(*v);

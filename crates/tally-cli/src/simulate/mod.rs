@@ -665,6 +665,7 @@ fn run_device(fleet: &Fleet, plan: &DevicePlan) -> anyhow::Result<Device> {
                 tracker.wait_until_synced(SHUTDOWN_TIMEOUT);
                 transport.set_calm(false);
                 let old_install = tracker.install_id().to_owned();
+                ledger.uninstalled.insert(old_install.clone());
                 let _ = tracker.shutdown(SHUTDOWN_TIMEOUT);
                 if read_log(&dir, &mut ledger, true)? > 0 {
                     // Its last sequence numbers left with the app: the
