@@ -551,6 +551,70 @@ fn install_completeness(store: &dyn Store) {
     );
 }
 
+/// A device that sent records, lost the answers and then dropped them
+/// from a full log reports seqs the store holds: the install report and
+/// the fleet's completeness count each of them once, as stored.
+fn a_drop_report_over_stored_seqs_counts_them_once(store: &dyn Store) {
+    let open = |install: &str, seq: u64| {
+        on_install(
+            track(&format!("{install}-{seq}"), "Open", "anon-d", 100),
+            install,
+            seq,
+        )
+    };
+    let notice = |install: &str, seq: u64, from: u64, to: u64| {
+        let mut n = on_install(
+            track(&format!("{install}-{seq}"), "tally.dropped", "anon-d", 100),
+            install,
+            seq,
+        );
+        n.drops = vec![DroppedRange {
+            from,
+            to,
+            reason: "log_full".into(),
+        }];
+        n
+    };
+    // i1 stored 1..=6 and 9; the device then reports 3..=8 dropped: 3..=6
+    // are stored, only 7 and 8 are dropped.
+    let mut batch: Vec<NewEvent> = [1, 2, 3, 4, 5, 6, 9]
+        .iter()
+        .map(|&s| open("i1", s))
+        .collect();
+    batch.push(notice("i1", 10, 3, 8));
+    // i2 stored 1 and 4, reports 1..=2 dropped: 1 is stored, 2 dropped,
+    // 3 missing.
+    batch.extend([open("i2", 1), open("i2", 4), notice("i2", 5, 1, 2)]);
+    store.write_batch(&batch, &[]).unwrap();
+
+    let i1 = store.install("i1").unwrap().unwrap();
+    assert_eq!(
+        i1,
+        with_ranges(report(10, &[], &[("log_full", 2)]), &[[3, 8]])
+    );
+    // Stored (8 events with the notice) + dropped is every seq, once; the
+    // overlap is the reported length less dropped.
+    assert_eq!(8 + i1.dropped, i1.max_seq);
+    assert_eq!(6 - i1.dropped, 4);
+    assert_eq!(
+        store.install("i2").unwrap(),
+        Some(with_ranges(
+            report(5, &[[3, 3]], &[("log_full", 1)]),
+            &[[1, 2]]
+        ))
+    );
+    let f = store.pipeline_health(0, 3_600_000, 0).unwrap();
+    assert_eq!(
+        (
+            f.completeness.installs,
+            f.completeness.installs_with_gaps,
+            f.completeness.missing
+        ),
+        (2, 1, 1)
+    );
+    assert_eq!(store.installs_with_gaps().unwrap(), vec!["i2".to_owned()]);
+}
+
 /// Completeness of a batch carrying many installs (more than one
 /// multi-row chunk of the SQLite write), each of whose stored ranges
 /// grows, moves its start, or joins another.
@@ -1496,6 +1560,11 @@ macro_rules! store_suite {
         fn install_completeness() {
             let (store, _guard) = $fresh();
             super::install_completeness(&*store);
+        }
+        #[test]
+        fn a_drop_report_over_stored_seqs_counts_them_once() {
+            let (store, _guard) = $fresh();
+            super::a_drop_report_over_stored_seqs_counts_them_once(&*store);
         }
         #[test]
         fn install_completeness_of_many_installs_per_batch() {
