@@ -21,6 +21,10 @@
 //!
 //! `counted` is the change of the collector's `accepted` total over the
 //! run, less the SDK's own `tally.dropped` and `tally.health` reports.
+//!
+//! These bounds take the device's drops as they come, stored seqs among
+//! them; the exact identity, where a stored seq is never also dropped, is
+//! [`super::identity`]'s.
 //! `in_doubt` counts calls of devices killed with SIGKILL after the call
 //! and before a flush confirmed it (see `child.rs`).
 //!
