@@ -475,7 +475,14 @@ fn report(max_seq: u64, missing: &[[u64; 2]], drops: &[(&str, u64)]) -> InstallR
         missing: missing.to_vec(),
         dropped: dropped_by_reason.values().sum(),
         dropped_by_reason,
+        dropped_ranges: Vec::new(),
     }
+}
+
+/// `r` with the seq ranges the device reported dropped, stored or not.
+fn with_ranges(mut r: InstallReport, dropped_ranges: &[[u64; 2]]) -> InstallReport {
+    r.dropped_ranges = dropped_ranges.to_vec();
+    r
 }
 
 fn install_completeness(store: &dyn Store) {
@@ -516,7 +523,10 @@ fn install_completeness(store: &dyn Store) {
         },
     ];
     store.write_batch(&[notice.clone()], &[]).unwrap();
-    let want = report(13, &[[4, 5]], &[("queue_full", 2), ("too_old", 2)]);
+    let want = with_ranges(
+        report(13, &[[4, 5]], &[("queue_full", 2), ("too_old", 2)]),
+        &[[8, 9], [12, 13]],
+    );
     assert_eq!(store.install("inst-1").unwrap(), Some(want.clone()));
     // The same notice again is a duplicate: drops are not counted twice.
     assert_eq!(store.write_batch(&[notice], &[]).unwrap(), vec![D]);
@@ -529,7 +539,10 @@ fn install_completeness(store: &dyn Store) {
     store.write_batch(&late, &[]).unwrap();
     assert_eq!(
         store.install("inst-1").unwrap(),
-        Some(report(14, &[], &[("queue_full", 2), ("too_old", 2)]))
+        Some(with_ranges(
+            report(14, &[], &[("queue_full", 2), ("too_old", 2)]),
+            &[[8, 9], [12, 13]]
+        ))
     );
     // Another install is separate.
     store
@@ -542,6 +555,70 @@ fn install_completeness(store: &dyn Store) {
         store.install("inst-2").unwrap(),
         Some(report(3, &[[1, 2]], &[]))
     );
+}
+
+/// A device that sent records, lost the answers and then dropped them
+/// from a full log reports seqs the store holds: the install report and
+/// the fleet's completeness count each of them once, as stored.
+fn a_drop_report_over_stored_seqs_counts_them_once(store: &dyn Store) {
+    let open = |install: &str, seq: u64| {
+        on_install(
+            track(&format!("{install}-{seq}"), "Open", "anon-d", 100),
+            install,
+            seq,
+        )
+    };
+    let notice = |install: &str, seq: u64, from: u64, to: u64| {
+        let mut n = on_install(
+            track(&format!("{install}-{seq}"), "tally.dropped", "anon-d", 100),
+            install,
+            seq,
+        );
+        n.drops = vec![DroppedRange {
+            from,
+            to,
+            reason: "log_full".into(),
+        }];
+        n
+    };
+    // i1 stored 1..=6 and 9; the device then reports 3..=8 dropped: 3..=6
+    // are stored, only 7 and 8 are dropped.
+    let mut batch: Vec<NewEvent> = [1, 2, 3, 4, 5, 6, 9]
+        .iter()
+        .map(|&s| open("i1", s))
+        .collect();
+    batch.push(notice("i1", 10, 3, 8));
+    // i2 stored 1 and 4, reports 1..=2 dropped: 1 is stored, 2 dropped,
+    // 3 missing.
+    batch.extend([open("i2", 1), open("i2", 4), notice("i2", 5, 1, 2)]);
+    store.write_batch(&batch, &[]).unwrap();
+
+    let i1 = store.install("i1").unwrap().unwrap();
+    assert_eq!(
+        i1,
+        with_ranges(report(10, &[], &[("log_full", 2)]), &[[3, 8]])
+    );
+    // Stored (8 events with the notice) + dropped is every seq, once; the
+    // overlap is the reported length less dropped.
+    assert_eq!(8 + i1.dropped, i1.max_seq);
+    assert_eq!(6 - i1.dropped, 4);
+    assert_eq!(
+        store.install("i2").unwrap(),
+        Some(with_ranges(
+            report(5, &[[3, 3]], &[("log_full", 1)]),
+            &[[1, 2]]
+        ))
+    );
+    let f = store.pipeline_health(0, 3_600_000, 0).unwrap();
+    assert_eq!(
+        (
+            f.completeness.installs,
+            f.completeness.installs_with_gaps,
+            f.completeness.missing
+        ),
+        (2, 1, 1)
+    );
+    assert_eq!(store.installs_with_gaps().unwrap(), vec!["i2".to_owned()]);
 }
 
 /// Completeness of a batch carrying many installs (more than one
@@ -775,7 +852,7 @@ fn sources_are_apart(store: &dyn Store) {
     assert_eq!(store.write_batch(&[own], &[]).unwrap(), vec![A]);
     assert_eq!(
         store.install("inst-s").unwrap(),
-        Some(report(6, &[], &[("queue_full", 2)]))
+        Some(with_ranges(report(6, &[], &[("queue_full", 2)]), &[[4, 5]]))
     );
 }
 
@@ -1497,6 +1574,11 @@ macro_rules! store_suite {
         fn install_completeness() {
             let (store, _guard) = $fresh();
             super::install_completeness(&*store);
+        }
+        #[test]
+        fn a_drop_report_over_stored_seqs_counts_them_once() {
+            let (store, _guard) = $fresh();
+            super::a_drop_report_over_stored_seqs_counts_them_once(&*store);
         }
         #[test]
         fn install_completeness_of_many_installs_per_batch() {
@@ -2604,7 +2686,10 @@ mod health_suite {
         // stored seq is never also counted dropped.
         assert_eq!(
             store.install("i4").unwrap(),
-            Some(report(7, &[[4, 4]], &[("queue_full", 2), ("too_old", 2)]))
+            Some(with_ranges(
+                report(7, &[[4, 4]], &[("queue_full", 2), ("too_old", 2)]),
+                &[[2, 3], [5, 7]]
+            ))
         );
         assert_eq!(store.install("i1").unwrap().unwrap().missing, vec![[3, 3]]);
     }

@@ -142,7 +142,7 @@ fn account(
                     *ledger.tracked_by_name.entry(name.to_owned()).or_default() += 1;
                 }
                 if *tap == 2 {
-                    ledger.business_duplicates += 1;
+                    ledger.business_duplicate(install, *seq);
                 }
                 ledger.capture(install, name, *seq);
             }

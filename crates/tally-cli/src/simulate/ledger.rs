@@ -21,6 +21,8 @@ pub struct Ledger {
     /// Purchases tracked twice with the same dedup key (a double tap): the
     /// collector must count each order once.
     pub business_duplicates: u64,
+    /// Per install, the seqs of those second taps (empty in storm mode).
+    pub second_taps: BTreeMap<String, BTreeSet<u64>>,
     /// Messages refused at the call, by reason.
     pub refused: BTreeMap<String, u64>,
     /// Dropped on the device by a policy, by reason.
@@ -35,6 +37,9 @@ pub struct Ledger {
     pub corrupt: u64,
     /// Install ids this device had (one per install).
     pub installs: Vec<String>,
+    /// Those of them whose app was uninstalled: what their logs still
+    /// held is counted dropped (`uninstalled`), never reported.
+    pub uninstalled: BTreeSet<String>,
     /// The highest seq each install's tracker accepted.
     pub max_seq: BTreeMap<String, u64>,
     /// What each install captured at each seq (the event name, or
@@ -70,6 +75,16 @@ impl Ledger {
             }
             Err(refusal) => self.refuse(refusal.code()),
         }
+    }
+
+    /// Records that the call `install_id` made at `seq` is the second tap
+    /// of an order: the collector must count that order once.
+    pub fn business_duplicate(&mut self, install_id: &str, seq: u64) {
+        self.business_duplicates += 1;
+        self.second_taps
+            .entry(install_id.to_owned())
+            .or_default()
+            .insert(seq);
     }
 
     /// Records a refusal at the call.
@@ -152,6 +167,12 @@ impl Ledger {
         self.tracked += other.tracked;
         add_all(&mut self.tracked_by_name, &other.tracked_by_name);
         self.business_duplicates += other.business_duplicates;
+        for (k, v) in &other.second_taps {
+            self.second_taps
+                .entry(k.clone())
+                .or_default()
+                .extend(v.iter().copied());
+        }
         add_all(&mut self.refused, &other.refused);
         add_all(&mut self.dropped, &other.dropped);
         add_all(&mut self.rejected, &other.rejected);
@@ -159,6 +180,7 @@ impl Ledger {
         self.pending += other.pending;
         self.corrupt += other.corrupt;
         self.installs.extend(other.installs.iter().cloned());
+        self.uninstalled.extend(other.uninstalled.iter().cloned());
         for (k, v) in &other.max_seq {
             let max = self.max_seq.entry(k.clone()).or_default();
             *max = (*max).max(*v);

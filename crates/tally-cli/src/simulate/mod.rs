@@ -34,6 +34,7 @@
 mod child;
 mod collector;
 mod faults;
+mod identity;
 mod ledger;
 mod observe;
 mod report;
@@ -644,8 +645,8 @@ fn run_device(fleet: &Fleet, plan: &DevicePlan) -> anyhow::Result<Device> {
         match step {
             Step::Track { .. } | Step::Screen(_) | Step::Identify => {
                 for call in perform(&tracker, &fleet.run_id, fleet.args.seed, plan, index, step) {
-                    if call.second_tap && call.result.is_ok() {
-                        ledger.business_duplicates += 1;
+                    if let (true, Ok(accepted)) = (call.second_tap, &call.result) {
+                        ledger.business_duplicate(&install_id, accepted.seq);
                     }
                     ledger.record(&install_id, call.name, &call.result);
                 }
@@ -664,6 +665,7 @@ fn run_device(fleet: &Fleet, plan: &DevicePlan) -> anyhow::Result<Device> {
                 tracker.wait_until_synced(SHUTDOWN_TIMEOUT);
                 transport.set_calm(false);
                 let old_install = tracker.install_id().to_owned();
+                ledger.uninstalled.insert(old_install.clone());
                 let _ = tracker.shutdown(SHUTDOWN_TIMEOUT);
                 if read_log(&dir, &mut ledger, true)? > 0 {
                     // Its last sequence numbers left with the app: the

@@ -41,7 +41,32 @@ pub struct Snapshot {
 pub struct InstallFigures {
     pub max_seq: u64,
     pub missing: u64,
+    /// Seqs reported dropped that the collector does not store.
     pub dropped: u64,
+    /// Every seq reported dropped, stored or not: inclusive ranges,
+    /// merged and ascending.
+    pub dropped_ranges: Vec<(u64, u64)>,
+}
+
+impl InstallFigures {
+    /// Seqs the device reported dropped although the collector stores
+    /// them (sent, answer lost, then dropped from a full log).
+    pub fn dropped_but_stored(&self) -> u64 {
+        let reported: u64 = self
+            .dropped_ranges
+            .iter()
+            .map(|&(from, to)| to.saturating_sub(from) + 1)
+            .sum();
+        reported.saturating_sub(self.dropped)
+    }
+
+    /// Whether the device reported `seq` dropped.
+    pub fn reported_dropped(&self, seq: u64) -> bool {
+        let i = self.dropped_ranges.partition_point(|&(_, to)| to < seq);
+        self.dropped_ranges
+            .get(i)
+            .is_some_and(|&(from, _)| from <= seq)
+    }
 }
 
 /// One stored event of an install, as `GET /v1/installs/{id}/events`
@@ -173,30 +198,34 @@ impl Client {
         ids.iter()
             .filter_map(|id| {
                 let v = self.get(&format!("/v1/installs/{}", encode(id))).ok()?;
-                let missing = v["missing"]
-                    .as_array()
-                    .map(|ranges| {
-                        ranges
-                            .iter()
-                            .map(|r| {
-                                let from = r[0].as_u64().unwrap_or(0);
-                                let to = r[1].as_u64().unwrap_or(0);
-                                to.saturating_sub(from) + 1
-                            })
-                            .sum()
-                    })
-                    .unwrap_or(0);
+                let missing = ranges(&v["missing"])
+                    .iter()
+                    .map(|&(from, to)| to.saturating_sub(from) + 1)
+                    .sum();
                 Some((
                     id.clone(),
                     InstallFigures {
                         max_seq: v["max_seq"].as_u64().unwrap_or(0),
                         missing,
                         dropped: v["dropped"].as_u64().unwrap_or(0),
+                        dropped_ranges: ranges(&v["dropped_ranges"]),
                     },
                 ))
             })
             .collect()
     }
+}
+
+/// A JSON list of `[from, to]` pairs; anything else reads as none.
+fn ranges(v: &Value) -> Vec<(u64, u64)> {
+    v.as_array()
+        .map(|ranges| {
+            ranges
+                .iter()
+                .map(|r| (r[0].as_u64().unwrap_or(0), r[1].as_u64().unwrap_or(0)))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 fn encode(s: &str) -> String {

@@ -21,6 +21,10 @@
 //!
 //! `counted` is the change of the collector's `accepted` total over the
 //! run, less the SDK's own `tally.dropped` and `tally.health` reports.
+//!
+//! These bounds take the device's drops as they come, stored seqs among
+//! them; the exact identity, where a stored seq is never also dropped, is
+//! [`super::identity`]'s.
 //! `in_doubt` counts calls of devices killed with SIGKILL after the call
 //! and before a flush confirmed it (see `child.rs`).
 //!
@@ -51,6 +55,7 @@ use tally_proto::DROPPED_EVENT;
 use tally_sdk::upload::HEALTH_EVENT;
 
 use super::faults::Traffic;
+use super::identity::Identity;
 use super::ledger::Ledger;
 use super::observe::{InstallFigures, Snapshot, StoredEvent};
 use super::storm::Profile;
@@ -341,7 +346,9 @@ pub fn build(i: Inputs<'_>) -> Report {
         }
     };
     let drained_devices_ok = i.storm.is_none_or(|p| p.drained_devices == i.devices);
+    let identity = Identity::of(l, counted, i.installs, i.install_events);
     let ok = unexplained == 0
+        && identity.holds()
         && double_counted == 0
         && names_ok
         && completeness_ok
@@ -387,6 +394,7 @@ pub fn build(i: Inputs<'_>) -> Report {
         "sdk_reports": internal,
         "checks": {
             "ok": ok,
+            "identity": identity.to_json(),
             "by_event": by_name,
             "completeness": {
                 "installs": i.installs.len(),
@@ -394,6 +402,7 @@ pub fn build(i: Inputs<'_>) -> Report {
                 "installs_behind_device": installs_behind,
                 "missing_seq": i.installs.values().map(|f| f.missing).sum::<u64>(),
                 "reported_dropped": i.installs.values().map(|f| f.dropped).sum::<u64>(),
+                "reported_dropped_but_stored": i.installs.values().map(|f| f.dropped_but_stored()).sum::<u64>(),
                 "ok": completeness_ok,
             },
             "order": order,
@@ -457,6 +466,8 @@ pub fn build(i: Inputs<'_>) -> Report {
             up = json["storm"]["profile"]["sdk_cpu_us_per_event_upload"].as_f64().unwrap_or(0.0),
         ));
     }
+    summary.push('\n');
+    summary.push_str(&identity.line());
     summary.push('\n');
     summary.push_str(if ok {
         "every accepted event is counted once or explained"

@@ -162,7 +162,8 @@ pub(super) async fn stalled_installs(
     Ok(Json(serde_json::json!({ "stalled_s": stalled, "installs": installs })).into_response())
 }
 
-/// `GET /v1/installs/{install_id}` → `{"max_seq", "missing", "dropped"}`;
+/// `GET /v1/installs/{install_id}` → `{"max_seq", "missing", "dropped",
+/// "dropped_by_reason", "dropped_ranges"}`;
 /// 404 for an install the store never saw.
 pub(super) async fn install(
     State(state): State<AppState>,

@@ -481,10 +481,16 @@ pub struct InstallReport {
     /// Seq ranges in `1..=max_seq` neither stored nor reported dropped,
     /// as inclusive `[from, to]` pairs, ascending.
     pub missing: Vec<[u64; 2]>,
-    /// Events the device reported dropped by policy.
+    /// Events the device reported dropped by policy that the store does
+    /// not hold: a seq both stored and reported dropped counts as stored.
     pub dropped: u64,
     /// The same, by reason.
     pub dropped_by_reason: std::collections::BTreeMap<String, u64>,
+    /// Every seq the device reported dropped, stored or not, merged into
+    /// inclusive `[from, to]` pairs, ascending. Seqs here that the store
+    /// also holds (sent, answer lost, then dropped from a full log) number
+    /// their total length minus `dropped`.
+    pub dropped_ranges: Vec<[u64; 2]>,
 }
 
 /// Why a store operation failed.

@@ -109,6 +109,10 @@ pub(crate) fn report(
         missing: missing(max_seq, seen, &dropped_ranges),
         dropped: dropped_by_reason.values().sum(),
         dropped_by_reason,
+        dropped_ranges: merge(&dropped_ranges, &[])
+            .into_iter()
+            .map(|(from, to)| [from, to])
+            .collect(),
     }
 }
 
@@ -209,9 +213,14 @@ mod tests {
         assert!(r.missing.is_empty(), "{:?}", r.missing);
         // Stored + dropped = every seq, once.
         assert_eq!(3 + 11 + r.dropped, 20);
+        // The reported ranges, merged, keep the stored seqs 2..=4: their
+        // length less `dropped` is what is both stored and dropped.
+        assert_eq!(r.dropped_ranges, vec![[1, 8], [20, 20]]);
+        assert_eq!(8 + 1 - r.dropped, 3);
         // A drop wholly stored counts nothing and leaves no zero entry.
         let r = report(3, &[(1, 3)], vec![(2, 3, "log_full".to_owned())]);
         assert_eq!((r.dropped, r.dropped_by_reason.len()), (0, 0));
+        assert_eq!(r.dropped_ranges, vec![[2, 3]]);
     }
 
     #[test]
