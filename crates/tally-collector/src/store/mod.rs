@@ -139,6 +139,7 @@ pub mod sqlite;
 
 pub use self::postgres::PostgresStore;
 pub use dead_letters::{DeadLetterQuery, StoredDeadLetter};
+pub use ranges::InstallReport;
 pub use deletions::{DeletionRecord, DeletionReport, DeletionStatus, PersonKind};
 pub use health::{
     Beacon, Completeness, Fleet, HealthTotals, HealthWindow, Histogram, PipelineFigures,
@@ -471,26 +472,6 @@ pub struct EventCount {
     /// Distinct people among them: the user if known (after stitching),
     /// else the install, else the anonymous id.
     pub users: u64,
-}
-
-/// Completeness of one install (`GET /v1/installs/{id}`).
-#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, utoipa::ToSchema)]
-pub struct InstallReport {
-    /// Highest seq seen (stored or reported dropped).
-    pub max_seq: u64,
-    /// Seq ranges in `1..=max_seq` neither stored nor reported dropped,
-    /// as inclusive `[from, to]` pairs, ascending.
-    pub missing: Vec<[u64; 2]>,
-    /// Events the device reported dropped by policy that the store does
-    /// not hold: a seq both stored and reported dropped counts as stored.
-    pub dropped: u64,
-    /// The same, by reason.
-    pub dropped_by_reason: std::collections::BTreeMap<String, u64>,
-    /// Every seq the device reported dropped, stored or not, merged into
-    /// inclusive `[from, to]` pairs, ascending. Seqs here that the store
-    /// also holds (sent, answer lost, then dropped from a full log) number
-    /// their total length minus `dropped`.
-    pub dropped_ranges: Vec<[u64; 2]>,
 }
 
 /// Why a store operation failed.
