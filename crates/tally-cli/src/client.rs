@@ -102,6 +102,10 @@ pub fn cell(v: &Value) -> String {
 }
 
 /// `rows` of `keys` under `headers`, columns padded; numbers right-aligned.
+///
+/// Kept by hand rather than a table crate: it is a screenful of code, its
+/// plain aligned columns (no box drawing) are what scripts cut and the
+/// docs show, and the table crates' rules span the padding too.
 pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
     for row in rows {
