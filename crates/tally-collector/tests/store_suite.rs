@@ -142,7 +142,10 @@ fn accepted_then_duplicate_across_batches(store: &dyn Store) {
     assert_eq!(store.write_batch(&[a, b.clone()], &[]).unwrap(), vec![A, A]);
     assert_eq!(store.write_batch(&[b, c], &[]).unwrap(), vec![D, A]);
     assert_eq!(store.stats().unwrap(), stats(3, 1, 0, 3));
-    assert_eq!(store.count_events("Open", None, None).unwrap(), count(3, 1));
+    assert_eq!(
+        store.count_events("Open", None, None, None).unwrap(),
+        count(3, 1)
+    );
 }
 
 fn duplicate_within_one_batch(store: &dyn Store) {
@@ -173,7 +176,7 @@ fn dedup_key_first_writer_wins(store: &dyn Store) {
     );
     // Only the first writer's row is stored: one person per order.
     assert_eq!(
-        store.count_events("Order", None, None).unwrap(),
+        store.count_events("Order", None, None, None).unwrap(),
         count(2, 2)
     );
     assert_eq!(store.stats().unwrap(), stats(2, 2, 0, 2));
@@ -308,7 +311,7 @@ fn fixture_reads_back(store: &dyn Store, from: usize) {
     let at = format!("upgraded from schema version {from}");
     assert_eq!(store.stats().unwrap(), stats(1, 0, 1, 1), "{at}");
     assert_eq!(
-        store.count_events("Open", None, None).unwrap(),
+        store.count_events("Open", None, None, None).unwrap(),
         count(1, 1),
         "{at}"
     );
@@ -348,7 +351,7 @@ fn fixture_reads_back(store: &dyn Store, from: usize) {
         "{at}"
     );
     assert_eq!(
-        store.count_events("Open", None, None).unwrap(),
+        store.count_events("Open", None, None, None).unwrap(),
         count(2, 1),
         "{at}"
     );
@@ -371,31 +374,39 @@ fn count_window_and_people_with_stitching(store: &dyn Store) {
     ];
     assert_eq!(store.write_batch(&batch1, &[]).unwrap(), vec![A; 5]);
     // anon-1, anon-2, u1.
-    assert_eq!(store.count_events("Open", None, None).unwrap(), count(4, 3));
+    assert_eq!(
+        store.count_events("Open", None, None, None).unwrap(),
+        count(4, 3)
+    );
     store
         .write_batch(&[identify("i1", "u1", Some("anon-1"), None, 500)], &[])
         .unwrap();
     // anon-1's earlier events now count for u1.
-    assert_eq!(store.count_events("Open", None, None).unwrap(), count(4, 2));
+    assert_eq!(
+        store.count_events("Open", None, None, None).unwrap(),
+        count(4, 2)
+    );
     // Window: from inclusive, to exclusive, on the corrected time.
     assert_eq!(
-        store.count_events("Open", Some(200), None).unwrap(),
+        store.count_events("Open", Some(200), None, None).unwrap(),
         count(3, 2)
     );
     assert_eq!(
-        store.count_events("Open", Some(200), Some(400)).unwrap(),
+        store
+            .count_events("Open", Some(200), Some(400), None)
+            .unwrap(),
         count(2, 2)
     );
     assert_eq!(
-        store.count_events("Open", None, Some(200)).unwrap(),
+        store.count_events("Open", None, Some(200), None).unwrap(),
         count(1, 1)
     );
     assert_eq!(
-        store.count_events("Close", None, None).unwrap(),
+        store.count_events("Close", None, None, None).unwrap(),
         count(1, 1)
     );
     assert_eq!(
-        store.count_events("Missing", None, None).unwrap(),
+        store.count_events("Missing", None, None, None).unwrap(),
         count(0, 0)
     );
 
@@ -403,21 +414,30 @@ fn count_window_and_people_with_stitching(store: &dyn Store) {
     store
         .write_batch(&[alias("al1", "anon-2", "u1", 600)], &[])
         .unwrap();
-    assert_eq!(store.count_events("Open", None, None).unwrap(), count(4, 1));
+    assert_eq!(
+        store.count_events("Open", None, None, None).unwrap(),
+        count(4, 1)
+    );
 
     // An alias of a user id that has events of its own is refused: two
     // identified users are never merged, so "old" stays a person.
     let old = by_user(track("e6", "Buy", "n", 700), "old");
     let new = by_user(track("e7", "Buy", "n", 710), "u2");
     store.write_batch(&[old, new], &[]).unwrap();
-    assert_eq!(store.count_events("Buy", None, None).unwrap(), count(2, 2));
+    assert_eq!(
+        store.count_events("Buy", None, None, None).unwrap(),
+        count(2, 2)
+    );
     assert_eq!(
         store
             .write_batch(&[alias("al2", "old", "u2", 720)], &[])
             .unwrap(),
         vec![WriteOutcome::Rejected(RejectReason::AliasOfIdentifiedUser)]
     );
-    assert_eq!(store.count_events("Buy", None, None).unwrap(), count(2, 2));
+    assert_eq!(
+        store.count_events("Buy", None, None, None).unwrap(),
+        count(2, 2)
+    );
     // An alias of a user id no event has carried yet is what an alias is
     // for: that id's later events count for u2.
     store
@@ -425,7 +445,10 @@ fn count_window_and_people_with_stitching(store: &dyn Store) {
         .unwrap();
     let by_temp = by_user(track("e20", "Buy", "n", 740), "temp");
     store.write_batch(&[by_temp], &[]).unwrap();
-    assert_eq!(store.count_events("Buy", None, None).unwrap(), count(3, 2));
+    assert_eq!(
+        store.count_events("Buy", None, None, None).unwrap(),
+        count(3, 2)
+    );
 
     // An install linked by identify: its anonymous events follow it.
     let on_phone = on_install(track("e8", "Play", "anon-9", 800), "inst-9", 1);
@@ -435,13 +458,19 @@ fn count_window_and_people_with_stitching(store: &dyn Store) {
         .unwrap();
     let by_u3 = by_user(track("e9", "Play", "anon-z", 910), "u3");
     store.write_batch(&[by_u3], &[]).unwrap();
-    assert_eq!(store.count_events("Play", None, None).unwrap(), count(2, 1));
+    assert_eq!(
+        store.count_events("Play", None, None, None).unwrap(),
+        count(2, 1)
+    );
 
     // Without links, the install is the person, before the anonymous id.
     let a = on_install(track("e10", "Tap", "anon-a", 1000), "inst-t", 1);
     let b = on_install(track("e11", "Tap", "anon-b", 1001), "inst-t", 2);
     store.write_batch(&[a, b], &[]).unwrap();
-    assert_eq!(store.count_events("Tap", None, None).unwrap(), count(2, 1));
+    assert_eq!(
+        store.count_events("Tap", None, None, None).unwrap(),
+        count(2, 1)
+    );
 }
 
 fn link_conflict_earliest_wins(store: &dyn Store) {
@@ -455,16 +484,25 @@ fn link_conflict_earliest_wins(store: &dyn Store) {
     store
         .write_batch(&[identify("i1", "u3", Some("anon-5"), None, 500)], &[])
         .unwrap();
-    assert_eq!(store.count_events("Open", None, None).unwrap(), count(2, 2));
+    assert_eq!(
+        store.count_events("Open", None, None, None).unwrap(),
+        count(2, 2)
+    );
     store
         .write_batch(&[identify("i2", "u4", Some("anon-5"), None, 400)], &[])
         .unwrap();
-    assert_eq!(store.count_events("Open", None, None).unwrap(), count(2, 1));
+    assert_eq!(
+        store.count_events("Open", None, None, None).unwrap(),
+        count(2, 1)
+    );
     // A later one does not move it back.
     store
         .write_batch(&[identify("i3", "u3", Some("anon-5"), None, 450)], &[])
         .unwrap();
-    assert_eq!(store.count_events("Open", None, None).unwrap(), count(2, 1));
+    assert_eq!(
+        store.count_events("Open", None, None, None).unwrap(),
+        count(2, 1)
+    );
 }
 
 fn report(max_seq: u64, missing: &[[u64; 2]], drops: &[(&str, u64)]) -> InstallReport {
@@ -706,7 +744,10 @@ fn deletion_and_tombstone(store: &dyn Store) {
     ];
     store.write_batch(&[], &letters).unwrap();
     assert_eq!(store.stats().unwrap(), stats(9, 0, 3, 9));
-    assert_eq!(store.count_events("Buy", None, None).unwrap(), count(2, 2));
+    assert_eq!(
+        store.count_events("Buy", None, None, None).unwrap(),
+        count(2, 2)
+    );
     assert!(!store.is_deleted("u1").unwrap());
 
     let report = store.delete_user("u1", 1_000).unwrap();
@@ -721,9 +762,15 @@ fn deletion_and_tombstone(store: &dyn Store) {
     assert!(store.is_deleted("u1").unwrap());
     assert!(!store.is_deleted("u2").unwrap());
     assert_eq!(store.stats().unwrap(), stats(9, 0, 3, 4));
-    assert_eq!(store.count_events("Open", None, None).unwrap(), count(2, 1));
+    assert_eq!(
+        store.count_events("Open", None, None, None).unwrap(),
+        count(2, 1)
+    );
     // The alias is gone with u1: pre-u1 is a person of its own again.
-    assert_eq!(store.count_events("Buy", None, None).unwrap(), count(2, 2));
+    assert_eq!(
+        store.count_events("Buy", None, None, None).unwrap(),
+        count(2, 2)
+    );
     let kept: Vec<Option<String>> = store
         .dead_letters(&DeadLetterQuery::newest(10))
         .unwrap()
@@ -908,7 +955,7 @@ fn concurrent_overlapping_writers(store: Arc<dyn Store>) {
         stats(accepted, duplicate, 0, accepted)
     );
     assert_eq!(
-        store.count_events("Load", None, None).unwrap(),
+        store.count_events("Load", None, None, None).unwrap(),
         count(accepted, 7)
     );
 }
@@ -957,11 +1004,11 @@ fn deletion_during_ingest_leaves_nothing_behind(store: Arc<dyn Store>) {
     // Whatever the interleaving: every event of the deleted user written
     // before the deletion was removed, every one after it refused.
     assert_eq!(
-        store.count_events("Doomed", None, None).unwrap(),
+        store.count_events("Doomed", None, None, None).unwrap(),
         count(0, 0)
     );
     assert_eq!(
-        store.count_events("Kept", None, None).unwrap(),
+        store.count_events("Kept", None, None, None).unwrap(),
         count(kept, 1)
     );
     assert_eq!(accepted, kept + deleted);
@@ -989,7 +1036,10 @@ fn retention_expires_in_chunks_and_keeps_the_counter_exact(store: &dyn Store) {
         .map(|_| store.expire_events(song, 5_000, 4).unwrap())
         .collect();
     assert_eq!(chunks, [4, 4, 2, 0]);
-    assert_eq!(store.count_events("Song", None, None).unwrap(), count(3, 1));
+    assert_eq!(
+        store.count_events("Song", None, None, None).unwrap(),
+        count(3, 1)
+    );
     assert_eq!(store.stats().unwrap(), stats(21, 0, 0, 11));
 
     // Everything else but Song and Keep, the identify (no name) included.
@@ -997,11 +1047,20 @@ fn retention_expires_in_chunks_and_keeps_the_counter_exact(store: &dyn Store) {
     let all = ExpiryScope::AllExcept(&except);
     assert_eq!(store.expire_events(all, 5_000, 100).unwrap(), 5);
     assert_eq!(store.expire_events(all, 5_000, 100).unwrap(), 0);
-    assert_eq!(store.count_events("Open", None, None).unwrap(), count(1, 1));
-    assert_eq!(store.count_events("Keep", None, None).unwrap(), count(2, 1));
+    assert_eq!(
+        store.count_events("Open", None, None, None).unwrap(),
+        count(1, 1)
+    );
+    assert_eq!(
+        store.count_events("Keep", None, None, None).unwrap(),
+        count(2, 1)
+    );
     assert_eq!(store.stats().unwrap(), stats(21, 0, 0, 6));
     // The identify expired but its link stays: anon-2's events are u1's.
-    assert_eq!(store.count_events("Keep", None, None).unwrap(), count(2, 1));
+    assert_eq!(
+        store.count_events("Keep", None, None, None).unwrap(),
+        count(2, 1)
+    );
     assert!(store
         .export_page(i64::MIN, i64::MAX, None, None, 100)
         .unwrap()
@@ -1111,9 +1170,12 @@ fn retention_during_ingest_keeps_the_counter_exact(store: Arc<dyn Store>) {
     }
     let new = (THREADS * BATCHES * BATCH) as u64;
     assert_eq!(expired, OLD as u64);
-    assert_eq!(store.count_events("Old", None, None).unwrap(), count(0, 0));
     assert_eq!(
-        store.count_events("New", None, None).unwrap(),
+        store.count_events("Old", None, None, None).unwrap(),
+        count(0, 0)
+    );
+    assert_eq!(
+        store.count_events("New", None, None, None).unwrap(),
         count(new, 1)
     );
     assert_eq!(store.stats().unwrap(), stats(OLD as u64 + new, 0, 0, new));
@@ -1373,7 +1435,7 @@ fn retention_keeps_a_slot_with_a_surviving_event(store: &dyn Store) {
     let report = retention::pass(store, &policy, now, &Metrics::new(), &Stop::default()).unwrap();
     assert_eq!(report.expired, 2);
     assert_eq!(
-        store.count_events("Song Played", None, None).unwrap(),
+        store.count_events("Song Played", None, None, None).unwrap(),
         count(0, 0)
     );
     assert_eq!(
@@ -1762,7 +1824,10 @@ mod sqlite {
             tally_collector::store::sqlite::MIGRATIONS.len()
         );
         assert_eq!(store.stats().unwrap(), stats(3, 0, 1, 3));
-        assert_eq!(store.count_events("Open", None, None).unwrap(), count(2, 1));
+        assert_eq!(
+            store.count_events("Open", None, None, None).unwrap(),
+            count(2, 1)
+        );
         assert_eq!(
             store.install("inst-1").unwrap(),
             Some(report(3, &[[2, 2]], &[]))
@@ -2329,7 +2394,7 @@ mod postgres {
         );
         // One install, no identify: the install is the one person.
         assert_eq!(
-            second.count_events("Load", None, None).unwrap(),
+            second.count_events("Load", None, None, None).unwrap(),
             count(accepted, 1)
         );
         let stored: i64 = db
@@ -2436,11 +2501,13 @@ mod postgres {
         assert_eq!(active_slots(&*store), implied_slots(&db));
         assert_eq!(dau(&*store, day0, 1), [1]);
         assert_eq!(
-            store.count_events("Song Played", None, None).unwrap(),
+            store.count_events("Song Played", None, None, None).unwrap(),
             count(0, 0)
         );
         assert_eq!(
-            store.count_events("Order Completed", None, None).unwrap(),
+            store
+                .count_events("Order Completed", None, None, None)
+                .unwrap(),
             count(1, 1)
         );
         assert_eq!(store.stats().unwrap(), stats(2, 0, 0, 1));

@@ -108,11 +108,13 @@ struct CountQuery {
     event: Option<String>,
     from: Option<String>,
     to: Option<String>,
+    source: Option<String>,
 }
 
-/// `GET /v1/events/count?event=NAME[&from=RFC3339&to=RFC3339]` →
-/// `{"count", "users"}`; `from` inclusive, `to` exclusive, on the
-/// corrected timestamp.
+/// `GET /v1/events/count?event=NAME[&from=RFC3339&to=RFC3339&source=KEY_ID]`
+/// → `{"count", "users"}`; `from` inclusive, `to` exclusive, on the
+/// corrected timestamp; `source` (absent or empty: every source) as the
+/// product queries take it.
 pub(super) async fn count_events(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
@@ -124,7 +126,11 @@ pub(super) async fn count_events(
         .ok_or(ApiError::BadRequest("the event parameter is required"))?;
     let from = timestamp_param(q.from, "from is not an RFC 3339 date-time")?;
     let to = timestamp_param(q.to, "to is not an RFC 3339 date-time")?;
-    let count = blocking(&state, move |s| s.count_events(&event, from, to)).await?;
+    let source = q.source.filter(|s| !s.is_empty());
+    let count = blocking(&state, move |s| {
+        s.count_events(&event, from, to, source.as_deref())
+    })
+    .await?;
     Ok(Json(count).into_response())
 }
 

@@ -111,12 +111,18 @@ pub(crate) const PERSON_USER_SQL: &str = "COALESCE( \
 /// parameters are `event`, `from` and `to` (`$n` placeholders work in both
 /// SQLite and PostgreSQL). The `CASE` keeps the three id spaces apart so a
 /// user id equal to some install id still counts as two people.
-pub(crate) fn count_sql(from_param: &str, to_param: &str, event_param: &str) -> String {
+pub(crate) fn count_sql(
+    from_param: &str,
+    to_param: &str,
+    event_param: &str,
+    source_param: &str,
+) -> String {
     format!(
         "SELECT COUNT(*), COUNT(DISTINCT CASE WHEN p.person_user IS NOT NULL THEN 'u:' || p.person_user \
          WHEN p.install_id IS NOT NULL THEN 'i:' || p.install_id ELSE 'a:' || p.anonymous_id END) \
          FROM (SELECT e.install_id, e.anonymous_id, {PERSON_USER_SQL} AS person_user FROM events e \
-         WHERE e.event = {event_param} AND e.ts_corrected >= {from_param} AND e.ts_corrected < {to_param}) p"
+         WHERE e.event = {event_param} AND e.ts_corrected >= {from_param} AND e.ts_corrected < {to_param} \
+         AND (CAST({source_param} AS TEXT) IS NULL OR e.source = {source_param})) p"
     )
 }
 

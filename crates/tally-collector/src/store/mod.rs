@@ -139,11 +139,11 @@ pub mod sqlite;
 
 pub use self::postgres::PostgresStore;
 pub use dead_letters::{DeadLetterQuery, StoredDeadLetter};
-pub use ranges::InstallReport;
 pub use deletions::{DeletionRecord, DeletionReport, DeletionStatus, PersonKind};
 pub use health::{
     Beacon, Completeness, Fleet, HealthTotals, HealthWindow, Histogram, PipelineFigures,
 };
+pub use ranges::InstallReport;
 pub use sqlite::{SqliteOptions, SqliteStore, Synchronous};
 
 use std::path::Path;
@@ -505,12 +505,14 @@ pub trait IngestStore {
 /// ([`query::ProductQueries`]).
 pub trait QueryStore: query::ProductQueries {
     /// Count and distinct people for one event name, `from <= ts_corrected
-    /// < to` (Unix ms), either bound optional.
+    /// < to` (Unix ms), either bound optional; with `source`, only the
+    /// events that write key id sent.
     fn count_events(
         &self,
         event: &str,
         from: Option<i64>,
         to: Option<i64>,
+        source: Option<&str>,
     ) -> Result<EventCount, StoreError>;
 }
 

@@ -126,6 +126,15 @@ pub(crate) fn queries_export_and_deletion_of_one_source(store: &dyn Store) {
     assert_eq!(opens(store, Some(KEY_B)), (3, 1));
     assert_eq!(opens(store, Some("wk_nobody")), (0, 0));
     assert_eq!(opens(store, Some("not a key id")), (0, 0));
+    // The event count answers alike, by source.
+    let counted = |source| {
+        let c = store.count_events("Open", None, None, source).unwrap();
+        (c.count, c.users)
+    };
+    assert_eq!(counted(None), (6, 2));
+    assert_eq!(counted(Some(KEY_A)), (3, 2));
+    assert_eq!(counted(Some(KEY_B)), (3, 1));
+    assert_eq!(counted(Some("wk_nobody")), (0, 0));
     // Empty is every source.
     let everyone = answer(
         store,

@@ -300,6 +300,7 @@ pub(super) fn describe(path: &str, method: &str) -> Option<Spec> {
             query: {
                 let mut p = vec![q_required("event", string(), "The event name.")];
                 p.extend(from_to());
+                p.push(source());
                 p
             },
             errors: &[400, 503],

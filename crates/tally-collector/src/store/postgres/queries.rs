@@ -153,14 +153,20 @@ impl QueryStore for PostgresStore {
         event: &str,
         from: Option<i64>,
         to: Option<i64>,
+        source: Option<&str>,
     ) -> Result<EventCount, StoreError> {
-        let sql = identity::count_sql("$2", "$3", "$1");
+        let sql = identity::count_sql("$2", "$3", "$1", "$4");
         let mut conn = self.pool.get()?;
         let row = conn
             .client
             .query_one(
                 &sql,
-                &[&event, &from.unwrap_or(i64::MIN), &to.unwrap_or(i64::MAX)],
+                &[
+                    &event,
+                    &from.unwrap_or(i64::MIN),
+                    &to.unwrap_or(i64::MAX),
+                    &source,
+                ],
             )
             .map_err(pg_error)?;
         Ok(EventCount {

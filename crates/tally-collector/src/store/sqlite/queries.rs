@@ -69,13 +69,19 @@ impl QueryStore for SqliteStore {
         event: &str,
         from: Option<i64>,
         to: Option<i64>,
+        source: Option<&str>,
     ) -> Result<EventCount, StoreError> {
-        let sql = identity::count_sql("?2", "?3", "?1");
+        let sql = identity::count_sql("?2", "?3", "?1", "?4");
         self.readers.with(|c| {
             c.prepare_cached(&sql)
                 .and_then(|mut s| {
                     s.query_row(
-                        params![event, from.unwrap_or(i64::MIN), to.unwrap_or(i64::MAX)],
+                        params![
+                            event,
+                            from.unwrap_or(i64::MIN),
+                            to.unwrap_or(i64::MAX),
+                            source
+                        ],
                         |r| {
                             Ok(EventCount {
                                 count: r.get::<_, i64>(0)? as u64,
