@@ -253,7 +253,15 @@ pub struct ScanSummary {
 /// Runs the recovery scan over a segment file's bytes without any key: for
 /// tools and the fuzz target. Never panics on any input.
 pub fn scan_bytes(bytes: &[u8]) -> ScanSummary {
-    let scan = scan(bytes, &|_| true);
+    scan_bytes_with_keys(bytes, &[])
+}
+
+/// The scan recovery runs over a segment file's bytes when the log's key
+/// ids are `keys` (empty: any key id): past a corrupt stretch it resumes at
+/// the next frame sealed with one of them, so the frames it finds can
+/// differ from [`scan_bytes`]'s, which resumes at any frame. Never panics.
+pub fn scan_bytes_with_keys(bytes: &[u8], keys: &[u32]) -> ScanSummary {
+    let scan = scan(bytes, &|k| keys.is_empty() || keys.contains(&k));
     ScanSummary {
         header_valid: check_header(bytes) == Header::Valid,
         records: scan.records.len(),
