@@ -177,26 +177,32 @@ pub fn installs(args: InstallsArgs) -> anyhow::Result<()> {
 }
 
 /// One install's completeness: its highest seq, the ranges never seen,
-/// and what the device reported dropped.
+/// what the device reported dropped that the store does not hold, and
+/// every seq it reported dropped (stored ones included: sent, the answer
+/// lost, then dropped from a full log).
 fn install_report(v: &Value) -> String {
-    let missing: Vec<String> = v["missing"]
-        .as_array()
-        .map(|ranges| {
-            ranges
-                .iter()
-                .map(|r| format!("{}-{}", cell(&r[0]), cell(&r[1])))
-                .collect()
-        })
-        .unwrap_or_default();
-    let missing = if missing.is_empty() {
-        "none".to_owned()
-    } else {
-        missing.join(", ")
+    let ranges = |key: &str| -> String {
+        let listed: Vec<String> = v[key]
+            .as_array()
+            .map(|ranges| {
+                ranges
+                    .iter()
+                    .map(|r| format!("{}-{}", cell(&r[0]), cell(&r[1])))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if listed.is_empty() {
+            "none".to_owned()
+        } else {
+            listed.join(", ")
+        }
     };
     format!(
-        "max_seq  {}\nmissing  {missing}\ndropped  {}\n",
+        "max_seq         {}\nmissing         {}\ndropped         {}\ndropped_ranges  {}\n",
         cell(&v["max_seq"]),
-        cell(&v["dropped"])
+        ranges("missing"),
+        cell(&v["dropped"]),
+        ranges("dropped_ranges"),
     )
 }
 
@@ -332,16 +338,18 @@ mod tests {
     }
 
     #[test]
-    fn an_install_report_names_its_missing_ranges() {
-        let v = json!({"max_seq": 9, "missing": [[2, 3], [7, 7]], "dropped": 1});
+    fn an_install_report_names_its_missing_and_dropped_ranges() {
+        let v = json!({"max_seq": 9, "missing": [[2, 3], [7, 7]], "dropped": 1,
+                       "dropped_ranges": [[4, 5]]});
         assert_eq!(
             install_report(&v),
-            "max_seq  9\nmissing  2-3, 7-7\ndropped  1\n"
+            "max_seq         9\nmissing         2-3, 7-7\ndropped         1\n\
+             dropped_ranges  4-5\n"
         );
-        let whole = json!({"max_seq": 4, "missing": [], "dropped": 0});
+        let whole = json!({"max_seq": 4, "missing": [], "dropped": 0, "dropped_ranges": []});
         assert_eq!(
             install_report(&whole),
-            "max_seq  4\nmissing  none\ndropped  0\n"
+            "max_seq         4\nmissing         none\ndropped         0\ndropped_ranges  none\n"
         );
     }
 }

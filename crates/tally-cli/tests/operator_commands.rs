@@ -99,7 +99,10 @@ fn installs_lists_the_stalled_queues_and_one_install() {
     assert_eq!(v["installs"].as_array().unwrap().len(), 3);
 
     let report = stdout(&tally(&server, &["installs", "phone-1"]));
-    assert_eq!(report, "max_seq  1\nmissing  none\ndropped  0\n");
+    assert_eq!(
+        report,
+        "max_seq         1\nmissing         none\ndropped         0\ndropped_ranges  none\n"
+    );
     let out = tally(&server, &["installs", "never-seen"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
