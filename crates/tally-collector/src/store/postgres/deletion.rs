@@ -42,21 +42,15 @@ pub(super) fn delete_user(
         for alias in &aliased {
             client.execute(&identity::repoint_sql("u", "$1"), &[alias])?;
         }
-        let letter_bytes: i64 = letters.iter().map(|&b| i64::from(b)).sum();
-        client.execute(
-            "UPDATE counters SET stored = stored - $1, dead_letter_rows = dead_letter_rows - $2, \
-             dead_letter_bytes = dead_letter_bytes - $3 WHERE shard = $4",
-            &[&deleted, &(letters.len() as i64), &letter_bytes, &shard],
-        )?;
-        client.execute(
-            "INSERT INTO deletions (user_id, requested_at, status, deleted_events) \
-             VALUES ($1, $2, $3, $4)",
-            &[
-                &user_id,
-                &requested_at,
-                &DeletionStatus::Done.as_str(),
-                &deleted,
-            ],
+        settle(
+            client,
+            shard,
+            user_id,
+            PersonKind::User,
+            "",
+            requested_at,
+            deleted,
+            &letters,
         )?;
         Ok(DeletionReport {
             deleted_events: deleted as u64,
@@ -98,23 +92,7 @@ pub(super) fn delete_device(
         client.execute(&sql.idents, &[&id])?;
         client.execute(&sql.tombstone, &[&id])?;
         client.execute(&sql.unlink, &[&id])?;
-        let letter_bytes: i64 = letters.iter().map(|&b| i64::from(b)).sum();
-        client.execute(
-            "UPDATE counters SET stored = stored - $1, dead_letter_rows = dead_letter_rows - $2, \
-             dead_letter_bytes = dead_letter_bytes - $3 WHERE shard = $4",
-            &[&deleted, &(letters.len() as i64), &letter_bytes, &shard],
-        )?;
-        client.execute(
-            "INSERT INTO deletions (user_id, requested_at, status, deleted_events, kind) \
-             VALUES ($1, $2, $3, $4, $5)",
-            &[
-                &id,
-                &requested_at,
-                &DeletionStatus::Done.as_str(),
-                &deleted,
-                &kind.as_str(),
-            ],
-        )?;
+        settle(client, shard, id, kind, "", requested_at, deleted, &letters)?;
         Ok(DeletionReport {
             deleted_events: deleted as u64,
             deleted_dead_letters: letters.len() as u64,
@@ -184,23 +162,15 @@ pub(super) fn delete_scoped(
                 )?;
             }
         }
-        let letter_bytes: i64 = letters.iter().map(|&b| i64::from(b)).sum();
-        client.execute(
-            "UPDATE counters SET stored = stored - $1, dead_letter_rows = dead_letter_rows - $2, \
-             dead_letter_bytes = dead_letter_bytes - $3 WHERE shard = $4",
-            &[&deleted, &(letters.len() as i64), &letter_bytes, &shard],
-        )?;
-        client.execute(
-            "INSERT INTO deletions (user_id, requested_at, status, deleted_events, kind, source) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
-            &[
-                &id,
-                &requested_at,
-                &DeletionStatus::Done.as_str(),
-                &deleted,
-                &kind.as_str(),
-                &source,
-            ],
+        settle(
+            client,
+            shard,
+            id,
+            kind,
+            source,
+            requested_at,
+            deleted,
+            &letters,
         )?;
         let (aliased_user_ids, linked_user_ids) = match kind {
             PersonKind::User => (named, Vec::new()),
@@ -257,4 +227,39 @@ pub(super) fn deletions(
             })
         })
         .collect()
+}
+
+/// Lowers this shard's totals by what a deletion removed (`deleted`
+/// events, and dead letters of the sizes in `letters`) and records the
+/// request: `id` of `kind`, in `source` (`''`: every source).
+#[allow(clippy::too_many_arguments)]
+fn settle(
+    client: &mut ::postgres::Client,
+    shard: i32,
+    id: &str,
+    kind: PersonKind,
+    source: &str,
+    requested_at: i64,
+    deleted: i64,
+    letters: &[i32],
+) -> Result<(), ::postgres::Error> {
+    let letter_bytes: i64 = letters.iter().map(|&b| i64::from(b)).sum();
+    client.execute(
+        "UPDATE counters SET stored = stored - $1, dead_letter_rows = dead_letter_rows - $2, \
+         dead_letter_bytes = dead_letter_bytes - $3 WHERE shard = $4",
+        &[&deleted, &(letters.len() as i64), &letter_bytes, &shard],
+    )?;
+    client.execute(
+        "INSERT INTO deletions (user_id, requested_at, status, deleted_events, kind, source) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+        &[
+            &id,
+            &requested_at,
+            &DeletionStatus::Done.as_str(),
+            &deleted,
+            &kind.as_str(),
+            &source,
+        ],
+    )?;
+    Ok(())
 }

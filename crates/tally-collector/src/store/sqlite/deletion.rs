@@ -57,20 +57,15 @@ pub(super) fn delete_user(
                 .and_then(|mut s| s.execute([alias]))
                 .map_err(db_error)?;
         }
-        lower_counters(conn, deleted, &letters)?;
-        conn.prepare_cached(
-            "INSERT INTO deletions (user_id, requested_at, status, deleted_events) \
-             VALUES (?1, ?2, ?3, ?4)",
-        )
-        .and_then(|mut s| {
-            s.execute(params![
-                user_id,
-                requested_at,
-                DeletionStatus::Done.as_str(),
-                deleted
-            ])
-        })
-        .map_err(db_error)?;
+        settle(
+            conn,
+            user_id,
+            PersonKind::User,
+            "",
+            requested_at,
+            deleted,
+            &letters,
+        )?;
         Ok(DeletionReport {
             deleted_events: deleted as u64,
             deleted_dead_letters: letters.len() as u64,
@@ -116,21 +111,7 @@ pub(super) fn delete_device(
         run(&sql.idents)?;
         run(&sql.tombstone)?;
         run(&sql.unlink)?;
-        lower_counters(conn, deleted, &letters)?;
-        conn.prepare_cached(
-            "INSERT INTO deletions (user_id, requested_at, status, deleted_events, kind) \
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-        )
-        .and_then(|mut s| {
-            s.execute(params![
-                id,
-                requested_at,
-                DeletionStatus::Done.as_str(),
-                deleted,
-                kind.as_str()
-            ])
-        })
-        .map_err(db_error)?;
+        settle(conn, id, kind, "", requested_at, deleted, &letters)?;
         Ok(DeletionReport {
             deleted_events: deleted as u64,
             deleted_dead_letters: letters.len() as u64,
@@ -197,22 +178,7 @@ pub(super) fn delete_scoped(
             .and_then(|mut s| s.query_map([id, source], |r| r.get(0))?.collect())
             .map_err(db_error)?;
         drop_emptied_slots(conn, &expired)?;
-        lower_counters(conn, deleted, &letters)?;
-        conn.prepare_cached(
-            "INSERT INTO deletions (user_id, requested_at, status, deleted_events, kind, source) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        )
-        .and_then(|mut s| {
-            s.execute(params![
-                id,
-                requested_at,
-                DeletionStatus::Done.as_str(),
-                deleted,
-                kind.as_str(),
-                source
-            ])
-        })
-        .map_err(db_error)?;
+        settle(conn, id, kind, source, requested_at, deleted, &letters)?;
         let (aliased_user_ids, linked_user_ids) = match kind {
             PersonKind::User => (named, Vec::new()),
             _ => (Vec::new(), named),
@@ -292,9 +258,18 @@ pub(super) fn deletions(
         .collect()
 }
 
-/// Lowers the totals by what a deletion removed: `deleted` events, and
-/// dead letters of the sizes in `letters`.
-fn lower_counters(conn: &Connection, deleted: i64, letters: &[i64]) -> Result<(), StoreError> {
+/// Lowers the totals by what a deletion removed (`deleted` events, and
+/// dead letters of the sizes in `letters`) and records the request: `id`
+/// of `kind`, in `source` (`''`: every source).
+fn settle(
+    conn: &Connection,
+    id: &str,
+    kind: PersonKind,
+    source: &str,
+    requested_at: i64,
+    deleted: i64,
+    letters: &[i64],
+) -> Result<(), StoreError> {
     conn.prepare_cached(
         "UPDATE counters SET stored = stored - ?1, dead_letter_rows = dead_letter_rows - ?2, \
          dead_letter_bytes = dead_letter_bytes - ?3 WHERE id = 0",
@@ -304,6 +279,21 @@ fn lower_counters(conn: &Connection, deleted: i64, letters: &[i64]) -> Result<()
             deleted,
             letters.len() as i64,
             letters.iter().sum::<i64>()
+        ])
+    })
+    .map_err(db_error)?;
+    conn.prepare_cached(
+        "INSERT INTO deletions (user_id, requested_at, status, deleted_events, kind, source) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            id,
+            requested_at,
+            DeletionStatus::Done.as_str(),
+            deleted,
+            kind.as_str(),
+            source
         ])
     })
     .map(|_| ())
