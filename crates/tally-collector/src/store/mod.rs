@@ -133,6 +133,7 @@ mod migrations;
 pub mod outbox;
 mod plan;
 pub mod postgres;
+pub mod quality;
 pub mod query;
 mod ranges;
 pub mod sqlite;
@@ -492,13 +493,24 @@ pub enum StoreError {
 
 /// Writing what ingest accepted ([`IngestStore::write_batch`]).
 pub trait IngestStore {
-    /// Writes events and dead letters of one request in one transaction
-    /// and returns one outcome per event, in order.
-    fn write_batch(
+    /// Writes events and dead letters of one request in one transaction,
+    /// counting the plan's `findings` of those it stores or dead-letters
+    /// ([`quality`]), and returns one outcome per event, in order.
+    fn write_judged(
         &self,
         events: &[NewEvent],
         dead_letters: &[DeadLetter],
+        findings: &[quality::QualityFinding],
     ) -> Result<Vec<WriteOutcome>, StoreError>;
+
+    /// [`IngestStore::write_judged`] of a batch without findings.
+    fn write_batch(
+        &self,
+        e: &[NewEvent],
+        d: &[DeadLetter],
+    ) -> Result<Vec<WriteOutcome>, StoreError> {
+        self.write_judged(e, d, &[])
+    }
 }
 
 /// Product answers: event counts, and the building blocks of the query API
@@ -702,6 +714,7 @@ pub trait Store:
     + RetentionStore
     + keys::KeyStore
     + audit::AuditStore
+    + quality::QualityStore
     + Send
     + Sync
     + 'static
@@ -716,6 +729,7 @@ impl<T> Store for T where
         + RetentionStore
         + keys::KeyStore
         + audit::AuditStore
+        + quality::QualityStore
         + Send
         + Sync
         + 'static
