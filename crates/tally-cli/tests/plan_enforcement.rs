@@ -187,13 +187,13 @@ fn enforce_judges_each_event_by_the_version_it_names(server: &Server) {
     quality_counts_what_the_store_took(server);
 }
 
+/// `(event, version, finding, rule, path, flagged, rejected, example ids)`.
+type QualityRow = (String, u64, String, String, String, u64, u64, Vec<String>);
+
 /// `tally quality --json` against the server: `(event, version, finding,
 /// rule, path, flagged, rejected, example ids)` of each row, findings
 /// then unplanned events.
-fn quality(
-    server: &Server,
-    extra: &[&str],
-) -> Vec<(String, u64, String, String, String, u64, u64, Vec<String>)> {
+fn quality(server: &Server, extra: &[&str]) -> Vec<QualityRow> {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_tally"))
         .args(["quality", "--json", "--endpoint", &server.base])
         .args(extra)

@@ -17,6 +17,7 @@
 //! | [`RetentionStore`] | retention | expired events and dead letters, in chunks |
 //! | [`keys::KeyStore`] | the key ring, the admin API | write keys and tokens: created, rotated, revoked, polled by version |
 //! | [`audit::AuditStore`] | the audit layer, retention | the audit log: appended, read in pages, expired |
+//! | [`quality::QualityStore`] | the quality API | the tracking plan's findings, counted by ingest |
 //!
 //! Each backend implements each role in the file of its concern
 //! (`sqlite/write.rs`, `postgres/expiry.rs`, ...).

@@ -168,12 +168,12 @@ pub struct QualityQuery {
 
 impl QualityQuery {
     /// `from` rounded down to its hour.
-    pub(crate) fn from_hour(&self) -> Option<i64> {
+    pub(crate) fn start_hour(&self) -> Option<i64> {
         self.from.map(|f| f.div_euclid(HOUR_MS) * HOUR_MS)
     }
 
     /// `to` rounded up to an hour.
-    pub(crate) fn to_hour(&self) -> Option<i64> {
+    pub(crate) fn end_hour(&self) -> Option<i64> {
         self.to
             .map(|t| t.div_euclid(HOUR_MS) * HOUR_MS + if t % HOUR_MS == 0 { 0 } else { HOUR_MS })
     }
@@ -238,12 +238,12 @@ mod tests {
             to: Some(2 * HOUR_MS + 1),
             ..QualityQuery::default()
         };
-        assert_eq!(q.from_hour(), Some(HOUR_MS));
-        assert_eq!(q.to_hour(), Some(3 * HOUR_MS));
+        assert_eq!(q.start_hour(), Some(HOUR_MS));
+        assert_eq!(q.end_hour(), Some(3 * HOUR_MS));
         let exact = QualityQuery {
             to: Some(2 * HOUR_MS),
             ..QualityQuery::default()
         };
-        assert_eq!(exact.to_hour(), Some(2 * HOUR_MS));
+        assert_eq!(exact.end_hour(), Some(2 * HOUR_MS));
     }
 }

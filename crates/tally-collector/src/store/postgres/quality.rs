@@ -80,7 +80,7 @@ impl QualityStore for PostgresStore {
         let counts = client
             .query(
                 quality::COUNTS_SQL,
-                &[&q.from_hour(), &q.to_hour(), &q.source, &q.event],
+                &[&q.start_hour(), &q.end_hour(), &q.source, &q.event],
             )
             .map_err(pg_error)?;
         let mut rows = Vec::with_capacity(counts.len());

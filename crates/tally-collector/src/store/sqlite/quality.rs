@@ -76,7 +76,7 @@ impl QualityStore for SqliteStore {
                 .prepare_cached(&sqlite_sql(quality::COUNTS_SQL))
                 .and_then(|mut s| {
                     s.query_map(
-                        params![q.from_hour(), q.to_hour(), q.source, q.event],
+                        params![q.start_hour(), q.end_hour(), q.source, q.event],
                         |r| {
                             let n = |i| r.get::<_, i64>(i).map(|v| v.max(0) as u64);
                             Ok(QualityRow {
