@@ -133,9 +133,10 @@ mod tests {
         });
         let out = report(&v);
         let lines: Vec<&str> = out.lines().collect();
-        assert!(lines[1].starts_with("Item Added"), "{out}");
-        assert!(
-            lines[1].contains("required") && lines[1].contains("/sku"),
+        assert_eq!(
+            lines[2],
+            "Item Added        1  plan_violation  required  /sku        2         1  \
+             1970-01-01T00:00:00.000Z",
             "{out}"
         );
         assert!(out.contains("Mystery"), "{out}");
