@@ -17,7 +17,14 @@
 //! Findings are counted in the transaction that stores the batch: one on
 //! an event only if the store accepted it (a duplicate, a retried batch
 //! included, is not counted again); one on a message rejected by the plan
-//! (`enforce`) with its dead letter.
+//! (`enforce`) with its dead letter, each time it is rejected (as the
+//! `rejected` total counts it: a rejected message is not stored, so a
+//! sender that sends it again is told again).
+//!
+//! Both tables are pruned with the health figures
+//! ([`HealthStore::prune_health`](super::HealthStore::prune_health), after
+//! [`super::health::HEALTH_RETENTION_MS`]): unplanned names are whatever a
+//! client sends, so the rows they make must not stay forever.
 
 use super::{StoreError, WriteOutcome};
 

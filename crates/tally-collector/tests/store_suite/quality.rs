@@ -160,6 +160,23 @@ pub(crate) fn findings_counted_once_with_bounded_examples(store: &dyn Store) {
         ..QualityQuery::default()
     };
     assert_eq!(store.quality(&other).unwrap(), []);
+
+    // Pruned with the health figures: the first hour's counts, and the
+    // examples received before the second hour, go.
+    // (The count returned includes the batches' health rows.)
+    assert!(store.prune_health(HOUR + 3_600_000).unwrap() >= 3);
+    assert_eq!(
+        summary(store.quality(&all).unwrap()),
+        [row(
+            "Item Added",
+            "plan_violation",
+            (5, 0),
+            (later, later + 4),
+            &["r4", "r3", "r2"]
+        )]
+    );
+    // The unplanned event seen only in the first hour is gone too.
+    assert_eq!(store.quality(&mystery).unwrap(), []);
 }
 
 macro_rules! quality_suite {
