@@ -665,7 +665,7 @@ pub trait HealthStore {
     ) -> Result<Vec<health::Beacon>, StoreError>;
 
     /// Deletes the health figures of the hours before `before` (Unix ms),
-    /// and beacons captured before it; returns the rows deleted. The
+    /// beacons and [`quality`] rows before it; returns the rows deleted. The
     /// health task calls it hourly with [`health::HEALTH_RETENTION_MS`],
     /// so each call deletes about one hour of rows.
     fn prune_health(&self, before: i64) -> Result<u64, StoreError>;
