@@ -3,6 +3,7 @@
 //! collectors' batches lock the rows they share in one order), and read
 //! back on a pooled connection.
 
+use super::statements::Prepared;
 use super::{pg_error, PostgresStore};
 use crate::store::quality::{
     self, QualityExample, QualityFinding, QualityQuery, QualityRow, QualityStore, MAX_EXAMPLES,
@@ -14,21 +15,20 @@ use ::postgres::Client;
 /// [`quality::counted`]) and keeps each as an example.
 pub(super) fn write_quality(
     client: &mut Client,
+    prepared: &Prepared,
     findings: &[QualityFinding],
     outcomes: &[WriteOutcome],
 ) -> Result<(), ::postgres::Error> {
-    let counted = quality::counted(findings, outcomes);
-    if counted.is_empty() {
-        return Ok(());
-    }
-    let upsert = client.prepare(quality::UPSERT_COUNT_SQL)?;
-    let insert = client.prepare(quality::INSERT_EXAMPLE_SQL)?;
-    let prune = client.prepare(quality::PRUNE_EXAMPLES_SQL)?;
-    for f in counted {
+    let (upsert, insert, prune) = (
+        &prepared.quality_count,
+        &prepared.quality_example,
+        &prepared.quality_prune,
+    );
+    for f in quality::counted(findings, outcomes) {
         let rejected = f.rejected();
         let version = i64::from(f.version);
         client.execute(
-            &upsert,
+            upsert,
             &[
                 &f.hour(),
                 &f.source,
@@ -43,7 +43,7 @@ pub(super) fn write_quality(
             ],
         )?;
         client.execute(
-            &insert,
+            insert,
             &[
                 &f.source,
                 &f.event,
@@ -58,7 +58,7 @@ pub(super) fn write_quality(
             ],
         )?;
         client.execute(
-            &prune,
+            prune,
             &[
                 &f.source,
                 &f.event,
