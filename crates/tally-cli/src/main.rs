@@ -14,6 +14,7 @@ mod inspect;
 mod keys;
 mod operate;
 mod plan;
+mod quality;
 mod query;
 mod serve;
 mod simulate;
@@ -74,6 +75,9 @@ enum Command {
     /// Delete a person's data (by user id, anonymous id or install id),
     /// of every source or of one.
     Delete(operate::DeleteArgs),
+    /// What the tracking plan found in the events, per event, rule and
+    /// path, with the newest examples (read token).
+    Quality(quality::QualityArgs),
     /// Tracking plans: lint one, diff two, generate typed tracking code.
     #[command(subcommand)]
     Plan(plan::PlanCommand),
@@ -104,6 +108,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Plan(cmd) => plan::run(cmd),
+        Command::Quality(args) => quality::run(args),
         Command::Installs(args) => operate::installs(args),
         Command::DeadLetters(args) => operate::dead_letters(args),
         Command::Delete(args) => operate::delete(args),

@@ -135,7 +135,7 @@ pub fn delete(args: DeleteArgs) -> anyhow::Result<()> {
 }
 
 /// `name=value` pairs of a query string, form-encoded.
-fn query_string(pairs: &[(&str, Option<String>)]) -> String {
+pub(crate) fn query_string(pairs: &[(&str, Option<String>)]) -> String {
     let encoded: Vec<String> = pairs
         .iter()
         .filter_map(|(name, value)| {

@@ -184,6 +184,119 @@ fn enforce_judges_each_event_by_the_version_it_names(server: &Server) {
         1
     );
     assert_eq!(findings(server, &["finding=\"unknown_version\""]), 1);
+    quality_counts_what_the_store_took(server);
+}
+
+/// `(event, version, finding, rule, path, flagged, rejected, example ids)`.
+type QualityRow = (String, u64, String, String, String, u64, u64, Vec<String>);
+
+/// `tally quality --json` against the server: `(event, version, finding,
+/// rule, path, flagged, rejected, example ids)` of each row, findings
+/// then unplanned events.
+fn quality(server: &Server, extra: &[&str]) -> Vec<QualityRow> {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tally"))
+        .args(["quality", "--json", "--endpoint", &server.base])
+        .args(extra)
+        .env("TALLY_ADMIN_TOKEN", ADMIN_TOKEN)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let s = |v: &Value| v.as_str().unwrap().to_owned();
+    ["findings", "unplanned"]
+        .iter()
+        .flat_map(|k| v[*k].as_array().unwrap().clone())
+        .map(|r| {
+            let ids = r["examples"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| s(&e["message_id"]))
+                .collect();
+            (
+                s(&r["event"]),
+                r["version"].as_u64().unwrap(),
+                s(&r["finding"]),
+                s(&r["rule"]),
+                s(&r["path"]),
+                r["flagged"].as_u64().unwrap(),
+                r["rejected"].as_u64().unwrap(),
+                ids,
+            )
+        })
+        .collect()
+}
+
+/// The store's quality counts after the batch above, through `tally
+/// quality`: a retry of the accepted events adds nothing (they are
+/// duplicates), and the filters select.
+fn quality_counts_what_the_store_took(server: &Server) {
+    let ids = |ids: &[&str]| ids.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    let row =
+        |event: &str, v: u64, finding: &str, rule: &str, path: &str, n: (u64, u64), ex: &[&str]| {
+            (
+                event.to_owned(),
+                v,
+                finding.to_owned(),
+                rule.to_owned(),
+                path.to_owned(),
+                n.0,
+                n.1,
+                ids(ex),
+            )
+        };
+    let expected = vec![
+        row(
+            "Order Completed",
+            1,
+            "plan_violation",
+            "minimum",
+            "/amount",
+            (0, 1),
+            &["o-4"],
+        ),
+        row(
+            "Order Completed",
+            2,
+            "plan_violation",
+            "required",
+            "/currency",
+            (0, 2),
+            &["o-3", "o-2"],
+        ),
+        row(
+            "Order Completed",
+            7,
+            "unknown_version",
+            "",
+            "",
+            (1, 0),
+            &["o-6"],
+        ),
+        row("Song Played", 0, "unplanned", "", "", (1, 0), &["s-1"]),
+    ];
+    assert_eq!(quality(server, &[]), expected);
+    let retry = post(
+        server,
+        vec![
+            json!({"type": "track", "messageId": "s-1", "anonymousId": "a", "event": "Song Played"}),
+            order("o-6", Some(7), json!({})),
+        ],
+    );
+    assert_eq!(
+        retry,
+        [
+            result("s-1", "duplicate", None),
+            result("o-6", "duplicate", None)
+        ]
+    );
+    assert_eq!(quality(server, &[]), expected);
+    assert_eq!(quality(server, &["--event", "Song Played"]), expected[3..]);
+    assert_eq!(quality(server, &["--source", "wk_nobody"]), []);
 }
 
 fn start(dir: &Path, plan: &Path, extra: &[&str]) -> Server {

@@ -1328,7 +1328,7 @@ async fn every_route_answers_every_credential_as_its_role_says() {
     // Every route, every method, six credentials each.
     let methods: usize = table.iter().map(|r| r.methods.len()).sum();
     assert_eq!(walked, methods * credentials.len());
-    assert_eq!(table.len(), 50);
+    assert_eq!(table.len(), 51);
     // Who may do what is a decision: changing it changes this list.
     let by_access = |access: Access| -> Vec<&str> {
         let mut paths: Vec<&str> = table
@@ -1364,6 +1364,7 @@ async fn every_route_answers_every_credential_as_its_role_says() {
             "/v1/export",
             "/v1/me",
             "/v1/plan",
+            "/v1/quality",
             "/v1/query/active",
             "/v1/query/breakdown",
             "/v1/query/events",

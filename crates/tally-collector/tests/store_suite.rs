@@ -46,6 +46,10 @@ mod erasure;
 #[path = "store_suite/scoped.rs"]
 mod scoped;
 
+#[macro_use]
+#[path = "store_suite/quality.rs"]
+mod quality;
+
 #[path = "support/test_db.rs"]
 mod test_db;
 
@@ -1749,6 +1753,7 @@ mod sqlite {
     audit_suite!(fresh);
     erasure_suite!(fresh);
     scoped_suite!(fresh);
+    quality_suite!(fresh);
 
     /// SQLite's writer is alone: a chunk also deletes the names it left
     /// without events, exactly (PostgreSQL keeps them: see its store).
@@ -2057,6 +2062,7 @@ mod postgres {
     audit_suite!(fresh);
     erasure_suite!(fresh);
     scoped_suite!(fresh);
+    quality_suite!(fresh);
 
     /// The collector's cache of persons sees a change made by a
     /// transaction that was still running when it last caught up, once

@@ -174,6 +174,7 @@ fn process(
         events: new_events,
         dead_letters,
         findings,
+        quality,
         source,
     } = prepare(
         headers,
@@ -191,7 +192,9 @@ fn process(
         Vec::new()
     } else {
         let commit_started = Instant::now();
-        let outcomes = state.store.write_batch(&new_events, &dead_letters)?;
+        let outcomes = state
+            .store
+            .write_judged(&new_events, &dead_letters, &quality)?;
         state.metrics.commit_latency(commit_started.elapsed());
         outcomes
     };

@@ -15,6 +15,7 @@
 //! | [`ingest`] | browser libraries | the write key in the path or the request | `GET /v1/projects/{writeKey}/settings`, `GET /sourceConfig/` |
 //! | [`product`], [`export`], [`admin`] | product and data teams, the dashboard | read token or admin token ([`auth::read_gate`]) | `GET /v1/query/{events,active,sessions,funnel,retention,breakdown,top-events}` (`docs/query-api.md`), `GET /v1/export` (NDJSON, streamed), `GET /v1/stats`, `/v1/events/count`, `/v1/me` |
 //! | [`admin`], [`export`] | operators | admin token ([`auth::admin_gate`]) | `GET /v1/installs/{id}`, `/v1/installs/{id}/events`, `/v1/dead-letters`, `/v1/health/pipeline`, `/v1/alerts`, `/v1/deletions`, `/v1/people/{id}/export` (one person's events, NDJSON); `POST /v1/deletions` (by `userId`, `anonymousId` or `installId`) |
+//! | [`quality`] | product and data teams | read token or admin token ([`auth::read_gate`]) | `GET /v1/quality` (the tracking plan's findings, counted by the store) |
 //! | [`keys`] | operators | admin token ([`auth::admin_gate`]) | `GET /v1/keys`, `POST /v1/keys`, `POST /v1/keys/{id}/rotate`, `POST /v1/keys/{id}/revoke` |
 //! | [`audit`] | operators | admin token ([`auth::admin_gate`]) | `GET /v1/audit`; and the audit layer on every read and admin path |
 //! | [`ops`] | load balancers, Prometheus | none; metrics or admin token ([`auth::metrics_gate`]) | `GET /healthz`; `GET /metrics` (open on a `--metrics-listen` listener of its own: [`metrics_app`]) |
@@ -38,6 +39,7 @@ pub mod ops;
 mod params;
 pub mod plan;
 pub mod product;
+pub mod quality;
 pub mod routes;
 
 use std::collections::HashMap;

@@ -10,7 +10,8 @@ use axum::routing::{get, post, MethodRouter};
 use tally_proto::MessageType;
 
 use super::{
-    admin, audit, dashboard, export, ingest, keys, openapi_json, ops, plan, product, AppState,
+    admin, audit, dashboard, export, ingest, keys, openapi_json, ops, plan, product, quality,
+    AppState,
 };
 
 /// Who may call a route.
@@ -178,6 +179,7 @@ pub(super) fn routes() -> Vec<Route> {
         get_route("/v1/health/pipeline", Admin, admin::pipeline),
         get_route("/v1/alerts", Admin, admin::alerts),
         get_route("/v1/plan", Read, plan::show),
+        get_route("/v1/quality", Read, quality::quality),
         post_route("/v1/plan/reload", Admin, plan::reload),
         route(
             "/v1/keys",

@@ -65,6 +65,7 @@ use tally_proto::{
 
 use crate::error::ApiError;
 use crate::plan::{Finding, Judgement, PlanCheck, Plans};
+use crate::store::quality::QualityFinding;
 use crate::store::{DeadLetter, NewEvent};
 use answer::Slot;
 
@@ -90,6 +91,9 @@ pub struct Prepared {
     /// What the tracking plan found (unplanned events, violations, ...),
     /// accepted or rejected, for the metrics.
     pub findings: Vec<Finding>,
+    /// The same findings as the store counts them, each tied to its event
+    /// or to its dead letter.
+    pub quality: Vec<QualityFinding>,
     /// The source (write key id) that sent the request.
     pub source: String,
 }
@@ -133,6 +137,7 @@ pub fn prepare(
         events: Vec::with_capacity(count),
         dead_letters: Vec::new(),
         findings: Vec::new(),
+        quality: Vec::new(),
         source: String::new(),
     };
     for decoded in body.messages {
@@ -151,9 +156,12 @@ pub fn prepare(
             Ok(checked) => {
                 match check.as_ref().map(|c| c.judge(&msg)) {
                     None | Some(Judgement::Accept(None)) => {}
-                    Some(Judgement::Accept(Some(finding))) => prepared.findings.push(finding),
+                    Some(Judgement::Accept(Some(finding))) => {
+                        let at = Some(prepared.events.len());
+                        prepared.judged(&source, &msg, at, received_at, finding);
+                    }
                     Some(Judgement::Reject(finding, detail)) => {
-                        prepared.findings.push(finding);
+                        prepared.judged(&source, &msg, None, received_at, finding);
                         let id = Message::non_empty(&msg.message_id);
                         prepared.dead_letters.push(events::dead_letter_with(
                             &source,
@@ -192,6 +200,31 @@ pub fn prepare(
 }
 
 impl Prepared {
+    /// Keeps what the plan found in `msg`, for the metrics and the store
+    /// (`event_index` is its event's, `None` when it is rejected).
+    fn judged(
+        &mut self,
+        source: &str,
+        msg: &Message,
+        event_index: Option<usize>,
+        received_at: i64,
+        finding: Finding,
+    ) {
+        self.quality.push(QualityFinding {
+            event_index,
+            source: source.to_owned(),
+            event: finding.name.clone(),
+            version: finding.version,
+            finding: finding.finding,
+            rule: finding.rule.clone(),
+            path: finding.path.clone(),
+            message_id: Message::non_empty(&msg.message_id).map(str::to_owned),
+            received_at,
+            detail: finding.detail.clone(),
+        });
+        self.findings.push(finding);
+    }
+
     fn reject(
         &mut self,
         source: &str,

@@ -165,6 +165,20 @@ pub struct Finding {
     pub finding: &'static str,
     /// Whether the event was rejected for it.
     pub rejected: bool,
+    /// The event's name as sent (an unplanned one too), for the quality
+    /// counts the store keeps.
+    pub name: String,
+    /// The version it was judged by (the one it names, else the plan's
+    /// latest; 0 for an unplanned event).
+    pub version: u32,
+    /// The schema keyword of the first violation (`required`, `type`,
+    /// ...); empty for the other findings.
+    pub rule: String,
+    /// Where in the properties the first violation is (a JSON pointer,
+    /// `/` for the object itself); empty for the other findings.
+    pub path: String,
+    /// The finding in words: the rule and where, never a value.
+    pub detail: String,
 }
 
 /// What to do with one message.
@@ -331,6 +345,31 @@ impl PlanCheck {
         let version = msg.tally().and_then(|t| t.event_version);
         let properties = msg.properties.as_ref().map_or("{}", |p| p.get());
         let verdict = self.plan.compiled.validate_json(name, version, properties);
+        let judged_version = version
+            .or_else(|| self.plan.compiled.event(name).map(|e| e.latest_version()))
+            .unwrap_or(0);
+        let (rule, path, detail) = match &verdict {
+            Verdict::Violation { first, count } => {
+                let more = match count {
+                    1 => String::new(),
+                    n => format!(" (and {} more)", n - 1),
+                };
+                let path = if first.path.is_empty() {
+                    "/".to_owned()
+                } else {
+                    first.path.clone()
+                };
+                // The rule and where: never the value, which is the
+                // event's content.
+                let detail = format!("{name} v{judged_version}: {} at {path}{more}", first.rule);
+                (first.rule.clone(), path, detail)
+            }
+            other => (
+                String::new(),
+                String::new(),
+                format!("{name} v{judged_version}: {}", other.code()),
+            ),
+        };
         let finding = |rejected| Finding {
             event: match verdict {
                 Verdict::Unplanned => None,
@@ -338,29 +377,16 @@ impl PlanCheck {
             },
             finding: verdict.code(),
             rejected,
+            name: name.to_owned(),
+            version: judged_version,
+            rule: rule.clone(),
+            path: path.clone(),
+            detail: detail.clone(),
         };
         match &verdict {
             Verdict::Ok => Judgement::Accept(None),
-            Verdict::Violation { first, count } if self.mode == Mode::Enforce => {
-                let version =
-                    version.or_else(|| self.plan.compiled.event(name).map(|e| e.latest_version()));
-                let more = match count {
-                    1 => String::new(),
-                    n => format!(" (and {} more)", n - 1),
-                };
-                let path = if first.path.is_empty() {
-                    "/"
-                } else {
-                    &first.path
-                };
-                // The rule and where: never the value, which is the event's
-                // content.
-                let detail = format!(
-                    "{name} v{}: {} at {path}{more}",
-                    version.unwrap_or(0),
-                    first.rule
-                );
-                Judgement::Reject(finding(true), detail)
+            Verdict::Violation { .. } if self.mode == Mode::Enforce => {
+                Judgement::Reject(finding(true), detail.clone())
             }
             _ => Judgement::Accept(Some(finding(false))),
         }
@@ -439,12 +465,22 @@ mod tests {
             event: Some("Item Added".to_owned()),
             finding: "unknown_version",
             rejected: false,
+            name: "Item Added".to_owned(),
+            version: 2,
+            rule: String::new(),
+            path: String::new(),
+            detail: "Item Added v2: unknown_version".to_owned(),
         };
         assert_eq!(before.judge(&v2), Judgement::Accept(Some(unknown)));
         let rejected = Finding {
             event: Some("Item Added".to_owned()),
             finding: "plan_violation",
             rejected: true,
+            name: "Item Added".to_owned(),
+            version: 2,
+            rule: "required".to_owned(),
+            path: "/qty".to_owned(),
+            detail: "Item Added v2: required at /qty".to_owned(),
         };
         assert_eq!(
             after.judge(&v2),

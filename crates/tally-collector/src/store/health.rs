@@ -448,12 +448,16 @@ pub(crate) const STALLED_SQL: &str = "SELECT install_id, at, received_at, pendin
     WHERE pending > 0 AND oldest_pending_age_s > $1 \
     ORDER BY oldest_pending_age_s DESC, install_id LIMIT $2";
 
-/// Statements of [`super::HealthStore::prune_health`], each with `$1` = before.
-pub(crate) const PRUNE_SQL: [&str; 4] = [
+/// Statements of [`super::HealthStore::prune_health`], each with `$1` = before:
+/// the health figures, and the data-quality counts and examples
+/// ([`super::quality`]), kept as long.
+pub(crate) const PRUNE_SQL: [&str; 6] = [
     "DELETE FROM health_hours WHERE hour < $1",
     "DELETE FROM health_rejections WHERE hour < $1",
     "DELETE FROM health_histograms WHERE hour < $1",
     "DELETE FROM install_health WHERE at < $1",
+    "DELETE FROM quality_counts WHERE hour < $1",
+    "DELETE FROM quality_examples WHERE received_at < $1",
 ];
 
 /// `sql` with SQLite's placeholders (`?n` for `$n`).

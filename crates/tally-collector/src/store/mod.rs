@@ -17,6 +17,7 @@
 //! | [`RetentionStore`] | retention | expired events and dead letters, in chunks |
 //! | [`keys::KeyStore`] | the key ring, the admin API | write keys and tokens: created, rotated, revoked, polled by version |
 //! | [`audit::AuditStore`] | the audit layer, retention | the audit log: appended, read in pages, expired |
+//! | [`quality::QualityStore`] | the quality API | the tracking plan's findings, counted by ingest |
 //!
 //! Each backend implements each role in the file of its concern
 //! (`sqlite/write.rs`, `postgres/expiry.rs`, ...).
@@ -133,6 +134,7 @@ mod migrations;
 pub mod outbox;
 mod plan;
 pub mod postgres;
+pub mod quality;
 pub mod query;
 mod ranges;
 pub mod sqlite;
@@ -492,13 +494,24 @@ pub enum StoreError {
 
 /// Writing what ingest accepted ([`IngestStore::write_batch`]).
 pub trait IngestStore {
-    /// Writes events and dead letters of one request in one transaction
-    /// and returns one outcome per event, in order.
-    fn write_batch(
+    /// Writes events and dead letters of one request in one transaction,
+    /// counting the plan's `findings` of those it stores or dead-letters
+    /// ([`quality`]), and returns one outcome per event, in order.
+    fn write_judged(
         &self,
         events: &[NewEvent],
         dead_letters: &[DeadLetter],
+        findings: &[quality::QualityFinding],
     ) -> Result<Vec<WriteOutcome>, StoreError>;
+
+    /// [`IngestStore::write_judged`] of a batch without findings.
+    fn write_batch(
+        &self,
+        e: &[NewEvent],
+        d: &[DeadLetter],
+    ) -> Result<Vec<WriteOutcome>, StoreError> {
+        self.write_judged(e, d, &[])
+    }
 }
 
 /// Product answers: event counts, and the building blocks of the query API
@@ -652,7 +665,7 @@ pub trait HealthStore {
     ) -> Result<Vec<health::Beacon>, StoreError>;
 
     /// Deletes the health figures of the hours before `before` (Unix ms),
-    /// and beacons captured before it; returns the rows deleted. The
+    /// beacons and [`quality`] rows before it; returns the rows deleted. The
     /// health task calls it hourly with [`health::HEALTH_RETENTION_MS`],
     /// so each call deletes about one hour of rows.
     fn prune_health(&self, before: i64) -> Result<u64, StoreError>;
@@ -702,6 +715,7 @@ pub trait Store:
     + RetentionStore
     + keys::KeyStore
     + audit::AuditStore
+    + quality::QualityStore
     + Send
     + Sync
     + 'static
@@ -716,6 +730,7 @@ impl<T> Store for T where
         + RetentionStore
         + keys::KeyStore
         + audit::AuditStore
+        + quality::QualityStore
         + Send
         + Sync
         + 'static

@@ -458,6 +458,24 @@ pub(super) fn describe(path: &str, method: &str) -> Option<Spec> {
             "governance",
             json_ok(plan_shown()),
         ),
+        ("GET", "/v1/quality") => Spec {
+            query: {
+                let mut p = from_to();
+                p.push(source());
+                p.push(q("event", string(), "Only events of this name."));
+                p
+            },
+            errors: &[400, 503],
+            ..spec(
+                id("quality"),
+                "What the tracking plan found, per event, rule and path, with examples",
+                "governance",
+                json_ok(object(members! {
+                    "findings": array(named_ref("QualityRow")),
+                    "unplanned": array(named_ref("QualityRow")),
+                })),
+            )
+        },
         ("POST", "/v1/plan/reload") => Spec {
             errors: &[400, 404],
             ..spec(

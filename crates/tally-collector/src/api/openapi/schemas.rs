@@ -23,6 +23,7 @@ pub(super) fn components() -> Vec<(String, RefOr<Schema>)> {
     named::<crate::store::InstallEvent>(&mut all);
     named::<crate::store::DeletionReport>(&mut all);
     named::<crate::store::StoredDeadLetter>(&mut all);
+    named::<crate::store::quality::QualityRow>(&mut all);
     named::<crate::store::health::Beacon>(&mut all);
     named::<crate::health::PipelineReport>(&mut all);
     named::<crate::alerts::AlertsView>(&mut all);

@@ -92,6 +92,7 @@ mod installs;
 mod keys;
 mod outbox;
 mod pool;
+mod quality;
 mod queries;
 mod schema;
 mod statements;

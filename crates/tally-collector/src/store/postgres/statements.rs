@@ -9,6 +9,7 @@
 
 use super::pg_error;
 use crate::store::identity;
+use crate::store::quality;
 use crate::store::StoreError;
 use ::postgres::{Client, Statement};
 
@@ -177,6 +178,9 @@ pub(crate) struct Prepared {
     pub(super) select_idents: Statement,
     pub(super) insert_idents: Statement,
     pub(super) add_activity: Statement,
+    pub(super) quality_count: Statement,
+    pub(super) quality_example: Statement,
+    pub(super) quality_prune: Statement,
 }
 
 impl Prepared {
@@ -204,6 +208,9 @@ impl Prepared {
                 identity::IDENT_PERSON_SQL
             ))?,
             add_activity: p(ADD_ACTIVITY_SQL)?,
+            quality_count: p(quality::UPSERT_COUNT_SQL)?,
+            quality_example: p(quality::INSERT_EXAMPLE_SQL)?,
+            quality_prune: p(quality::PRUNE_EXAMPLES_SQL)?,
         })
     }
 }

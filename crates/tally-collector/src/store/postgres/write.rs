@@ -8,16 +8,19 @@
 //! the identities, and one statement inserting events and dead letters
 //! and counting them (the unique constraints decide dedup across
 //! collectors). Then the links of accepted identify and alias calls,
-//! completeness, and health figures.
+//! completeness, health figures and the tracking plan's findings
+//! ([`super::quality`]).
 
 use super::health::write_health;
 use super::installs::write_installs;
 use super::pool::Conn;
+use super::quality::write_quality;
 use super::statements::{Prepared, DEAD_LETTER_TOTALS_SQL};
 use super::{PostgresStore, IDENT_LOCK};
 use crate::store::health::BatchHealth;
 use crate::store::identity::{self, Link};
 use crate::store::plan::{install_deltas, links, refusal};
+use crate::store::quality::QualityFinding;
 use crate::store::query;
 use crate::store::{
     priority_str, tracked, DeadLetter, DeadLetterBudget, DeadLetterLimits, IngestStore, NewEvent,
@@ -28,10 +31,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::convert::Infallible;
 
 impl IngestStore for PostgresStore {
-    fn write_batch(
+    fn write_judged(
         &self,
         events: &[NewEvent],
         dead_letters: &[DeadLetter],
+        findings: &[QualityFinding],
     ) -> Result<Vec<WriteOutcome>, StoreError> {
         let shard = self.shard();
         self.transaction(true, |conn, tombstones_exist| {
@@ -40,7 +44,9 @@ impl IngestStore for PostgresStore {
                 legacy_events: self.legacy_events,
                 dead_letters: self.dead_letter_limits,
             };
-            write(conn, events, dead_letters, shard, flags)
+            let outcomes = write(conn, events, dead_letters, shard, flags)?;
+            write_quality(&mut conn.client, &conn.prepared, findings, &outcomes)?;
+            Ok(outcomes)
         })
     }
 }

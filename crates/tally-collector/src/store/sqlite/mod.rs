@@ -89,6 +89,7 @@ mod export;
 mod health;
 mod installs;
 mod keys;
+mod quality;
 mod queries;
 mod rows;
 mod schema;

@@ -24,6 +24,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0008_audit.sql"),
     include_str!("migrations/0009_deletion_kinds.sql"),
     include_str!("migrations/0010_scoped_deletions.sql"),
+    include_str!("migrations/0011_quality.sql"),
 ];
 
 /// The migration's transaction on the writer connection.

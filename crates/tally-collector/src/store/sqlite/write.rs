@@ -8,18 +8,20 @@
 //! decides dedup within the source). Then, for the batch: dead letters,
 //! the links of its accepted identify and alias calls, completeness of
 //! its own installs, event names and active slots, counters and health
-//! figures, as [`crate::store::plan`] computes them. Everything is in
+//! figures, the tracking plan's findings ([`super::quality`]), as [`crate::store::plan`] computes them. Everything is in
 //! the same transaction as the rows, so the counters stay exact.
 
 use super::dead_letters::write_dead_letter;
 use super::health::write_health;
 use super::installs::write_installs;
+use super::quality::write_quality;
 use super::rows;
 use super::writer::{Known, WriterState, KNOWN_CAPACITY};
 use super::{db_error, SqliteStore};
 use crate::store::health::BatchHealth;
 use crate::store::identity::{self, Link};
 use crate::store::plan::{install_deltas, links, refusal};
+use crate::store::quality::QualityFinding;
 use crate::store::query;
 use crate::store::{
     owns, priority_str, tracked, DeadLetter, DeadLetterBudget, IngestStore, NewEvent, StoreError,
@@ -30,13 +32,16 @@ use std::collections::HashMap;
 use tally_proto::RejectReason;
 
 impl IngestStore for SqliteStore {
-    fn write_batch(
+    fn write_judged(
         &self,
         events: &[NewEvent],
         dead_letters: &[DeadLetter],
+        findings: &[QualityFinding],
     ) -> Result<Vec<WriteOutcome>, StoreError> {
         self.writer.run(events.len() + dead_letters.len(), |state| {
-            write_events(state, events, dead_letters)
+            let outcomes = write_events(state, events, dead_letters)?;
+            write_quality(&state.conn, findings, &outcomes)?;
+            Ok(outcomes)
         })
     }
 }
