@@ -83,13 +83,36 @@ impl r2d2::ManageConnection for Manager {
     }
 }
 
-/// Connection failures go to the log once each, without the URL.
-#[derive(Debug)]
-struct LogErrors;
+/// How often a failing server is logged: the pool retries each of its
+/// connections in the background, so an outage would otherwise log
+/// several lines a second.
+const LOG_EVERY_MS: i64 = 10_000;
+
+/// Connection failures go to the log (without the URL), at most one line
+/// each [`LOG_EVERY_MS`], saying how many failures it stands for.
+#[derive(Debug, Default)]
+struct LogErrors {
+    last_ms: std::sync::atomic::AtomicI64,
+    unlogged: std::sync::atomic::AtomicU64,
+}
 
 impl r2d2::HandleError<StoreError> for LogErrors {
     fn handle_error(&self, error: StoreError) {
-        tracing::warn!(%error, "cannot open a PostgreSQL connection");
+        use std::sync::atomic::Ordering;
+        let now = crate::clock::now_ms();
+        let last = self.last_ms.load(Ordering::Relaxed);
+        let due = now.saturating_sub(last) >= LOG_EVERY_MS;
+        if due
+            && self
+                .last_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            let failures = self.unlogged.swap(0, Ordering::Relaxed) + 1;
+            tracing::warn!(%error, failures, "cannot open a PostgreSQL connection");
+        } else {
+            self.unlogged.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -114,7 +137,7 @@ impl Pool {
             ))
             .test_on_check_out(false)
             .connection_timeout(CHECKOUT_TIMEOUT)
-            .error_handler(Box::new(LogErrors))
+            .error_handler(Box::new(LogErrors::default()))
             .build_unchecked(Manager {
                 config: config.clone(),
             });
@@ -173,5 +196,27 @@ impl std::ops::Deref for Pooled {
 impl std::ops::DerefMut for Pooled {
     fn deref_mut(&mut self) -> &mut Conn {
         &mut self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use r2d2::HandleError as _;
+    use std::sync::atomic::Ordering;
+
+    #[test]
+    fn an_outage_logs_one_line_per_interval_counting_the_rest() {
+        let log = LogErrors::default();
+        for _ in 0..5 {
+            log.handle_error(StoreError::Unavailable("refused".into()));
+        }
+        // The first failure was logged; four wait for the next line.
+        assert!(log.last_ms.load(Ordering::Relaxed) > 0);
+        assert_eq!(log.unlogged.load(Ordering::Relaxed), 4);
+        // Once the interval has passed, the next line counts all five.
+        log.last_ms.fetch_sub(LOG_EVERY_MS, Ordering::Relaxed);
+        log.handle_error(StoreError::Unavailable("refused".into()));
+        assert_eq!(log.unlogged.load(Ordering::Relaxed), 0);
     }
 }
