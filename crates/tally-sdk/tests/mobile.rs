@@ -167,8 +167,13 @@ fn low_power_holds_a_trickle_until_the_hold_ends() {
         .build()
         .unwrap();
     tracker.set_low_power(true);
+    // Offline while the trickle is written: the virtual clock ends a hold
+    // at once, so an uploader woken by the first event could otherwise
+    // send it before the other two are on disk.
+    tracker.set_network(false, false);
     track(&tracker, "Trickle", 3, Priority::Normal);
     tracker.flush().unwrap();
+    tracker.set_network(true, false);
     eventually("the held events sent", || collector.answered() == 3);
     assert_eq!(
         collector.requests.load(Ordering::SeqCst),
