@@ -136,6 +136,15 @@ fn access_errors(access: Access) -> &'static [u16] {
     }
 }
 
+/// Every error status of an operation: its own and its role's, ascending.
+fn error_statuses(own: &[u16], access: Access) -> Vec<u16> {
+    let mut errors: Vec<u16> = own.to_vec();
+    errors.extend(access_errors(access));
+    errors.sort_unstable();
+    errors.dedup();
+    errors
+}
+
 fn security(access: Access) -> Vec<SecurityRequirement> {
     let one = |name: &str| SecurityRequirement::new::<_, _, &str>(name, []);
     match access {
@@ -184,11 +193,7 @@ fn operation(route: &RouteInfo, spec: Spec) -> utoipa::openapi::path::Operation 
             .content(media, ContentBuilder::new().schema(Some(schema)).build())
             .build(),
     );
-    let mut errors: Vec<u16> = spec.errors.to_vec();
-    errors.extend(access_errors(route.access));
-    errors.sort_unstable();
-    errors.dedup();
-    for status in errors {
+    for status in error_statuses(spec.errors, route.access) {
         op = op.response(
             status.to_string(),
             RefOr::Ref(Ref::from_response_name(error_name(status))),
@@ -268,11 +273,10 @@ pub fn reference_markdown() -> String {
             let Some(spec) = describe(route.path, method) else {
                 continue;
             };
-            let mut errors: Vec<u16> = spec.errors.to_vec();
-            errors.extend(access_errors(route.access));
-            errors.sort_unstable();
-            errors.dedup();
-            let errors: Vec<String> = errors.iter().map(u16::to_string).collect();
+            let errors: Vec<String> = error_statuses(spec.errors, route.access)
+                .iter()
+                .map(u16::to_string)
+                .collect();
             let (status, media, _) = spec.ok;
             out.push_str(&format!(
                 "| {method} | `{}` | {} | {status} `{media}` | {} | {} |\n",
