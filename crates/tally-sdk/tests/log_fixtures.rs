@@ -1,5 +1,7 @@
-//! The on-disk format is frozen: files written by format version 1 live in
-//! `tests/fixtures/log/v1/` and must keep opening with exactly this content.
+//! The on-disk format is frozen: files written by each format version live
+//! in `tests/fixtures/log/v<N>/` and must keep opening with exactly this
+//! content (version 1: JSON payloads; version 2: the same events in two
+//! contexts, stored once per segment).
 //! If this test fails, the layout changed: bump the segment version and add
 //! a reader for the old one instead of editing the fixtures.
 //!
@@ -9,18 +11,30 @@
 #![allow(clippy::unwrap_used)] // tests unwrap: a failure is the assertion
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use std::time::Duration;
 
 use tally_proto::Priority;
-use tally_sdk::log::{Disposition, DroppedRange, Entry, Log, LogConfig};
+use tally_sdk::log::{Disposition, DroppedRange, Log, LogConfig};
 
 /// The fixture's key: fixed, so the fixture is reproducible and the fuzz
 /// target can seed its corpus with these files.
 const FIXTURE_KEY: [u8; 32] = [42; 32];
 
 fn fixture_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/log/v1")
+    fixture_dir_of(1)
+}
+
+fn fixture_dir_of(version: u16) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/log/v{version}"))
+}
+
+/// The context of seq's record in the version 2 fixture: the first ten in
+/// one, the rest in another.
+fn context(seq: u64) -> Arc<[u8]> {
+    let n = if seq <= 10 { 1 } else { 2 };
+    Arc::from(format!(r#"{{"context":"fixture-{n}"}}"#).into_bytes())
 }
 
 fn payload(seq: u64) -> Vec<u8> {
@@ -54,7 +68,7 @@ fn copy_dir(from: &Path, to: &Path) {
 #[test]
 #[ignore = "writes the fixture directory; run only when adding a format version"]
 fn write_fixtures() {
-    let dir = fixture_dir();
+    let dir = fixture_dir_of(tally_sdk::log::segment::VERSION);
     assert!(
         !dir.exists(),
         "fixtures for this version exist; never rewrite them"
@@ -67,13 +81,11 @@ fn write_fixtures() {
         Duration::from_secs(100 * 365 * 24 * 3600),
     );
     let log = Log::open(config).unwrap();
+    let contexts = [context(1), context(11)];
     for seq in 1..=20 {
-        log.append(Entry {
-            seq,
-            priority: priority(seq),
-            payload: payload(seq),
-        })
-        .unwrap();
+        let context = &contexts[usize::from(seq > 10)];
+        log.append_in(seq, priority(seq), &payload(seq), Some(context))
+            .unwrap();
     }
     log.flush().unwrap();
     let records = log.read_pending(usize::MAX, usize::MAX).unwrap();
@@ -94,8 +106,17 @@ fn write_fixtures() {
 
 #[test]
 fn version_1_files_open_with_exactly_their_content() {
+    files_open_with_exactly_their_content(1);
+}
+
+#[test]
+fn version_2_files_open_with_exactly_their_content_and_contexts() {
+    files_open_with_exactly_their_content(2);
+}
+
+fn files_open_with_exactly_their_content(version: u16) {
     let tmp = tempfile::tempdir().unwrap();
-    copy_dir(&fixture_dir(), tmp.path());
+    copy_dir(&fixture_dir_of(version), tmp.path());
     // An age bound of a century: the fixture's records must not expire.
     let config = LogConfig::new(tmp.path()).bounds(
         u64::MAX,
@@ -112,6 +133,8 @@ fn version_1_files_open_with_exactly_their_content() {
     for r in &records {
         assert_eq!(r.payload, payload(r.seq));
         assert_eq!(r.priority, priority(r.seq));
+        let expected = (version >= 2).then(|| context(r.seq));
+        assert_eq!(r.context, expected, "seq {}", r.seq);
     }
     let stats = log.stats();
     assert_eq!(stats.acknowledged, 2);
@@ -173,3 +196,32 @@ fn version_1_segment_header_and_first_frame_have_the_documented_layout() {
     assert_eq!(summary.corrupt, 0);
     assert_eq!(summary.valid_len, b.len());
 }
+
+#[test]
+fn version_2_stores_each_context_once_per_segment_before_its_records() {
+    let dir = fixture_dir_of(2);
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".seg"))
+        .collect();
+    names.sort();
+    let mut frames = Vec::new();
+    for name in &names {
+        let b = std::fs::read(dir.join(name)).unwrap();
+        assert_eq!(u16::from_le_bytes([b[8], b[9]]), 2, "version of {name}");
+        let summary = tally_sdk::log::segment::scan_bytes(&b);
+        assert_eq!((summary.corrupt, summary.valid_len), (0, b.len()), "{name}");
+        // The first frame of a segment is the context its first record
+        // names: kind 2 at offset 32 + 52.
+        assert_eq!(b[32 + 52], 2, "{name} starts with a context frame");
+        frames.push((summary.records, summary.contexts));
+    }
+    assert_eq!(frames, FRAMES_V2);
+}
+
+/// (records, context frames) per segment of the version 2 fixture: seqs
+/// 1–9 of the normal lane (the first context), the critical lane's 4–20 by
+/// 4 (both), then 10–17 of the normal lane (10 in the first context, the
+/// rest in the second) and 18–19.
+const FRAMES_V2: [(usize, usize); 4] = [(7, 1), (5, 2), (6, 2), (2, 1)];

@@ -238,12 +238,12 @@ fn a_segment_from_a_newer_format_is_not_opened() {
     let dir = populated();
     let seg = &segments(dir.path())[0];
     modify(seg, |b| {
-        b[8] = 2;
+        b[8] = 3;
         let crc = crc32c(&b[..28]);
         b[28..32].copy_from_slice(&crc.to_le_bytes());
     });
     match Log::open(config(dir.path())) {
-        Err(OpenError::UnsupportedVersion { version, .. }) => assert_eq!(version, 2),
+        Err(OpenError::UnsupportedVersion { version, .. }) => assert_eq!(version, 3),
         other => panic!("expected UnsupportedVersion, got {other:?}"),
     }
 }

@@ -13,13 +13,15 @@ use std::sync::Arc;
 use proptest::prelude::*;
 use tally_proto::Priority;
 use tally_sdk::log::fs::Faults;
-use tally_sdk::log::{Disposition, Durability, Entry, Log, LogConfig, MemFs};
+use tally_sdk::log::{Disposition, Durability, Log, LogConfig, MemFs};
 
 #[derive(Debug, Clone)]
 enum Op {
     Append {
         critical: bool,
         size: usize,
+        /// 0: no context; 1 or 2: one of two.
+        context: u8,
     },
     Flush,
     /// Acks the pending records whose position modulo `modulo` is `pick`.
@@ -37,7 +39,7 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        8 => (any::<bool>(), 0usize..300).prop_map(|(critical, size)| Op::Append { critical, size }),
+        8 => (any::<bool>(), 0usize..300, 0u8..3).prop_map(|(critical, size, context)| Op::Append { critical, size, context }),
         2 => Just(Op::Flush),
         2 => (1usize..4, 0usize..4).prop_map(|(modulo, pick)| Op::Ack { modulo, pick: pick % modulo }),
         1 => (0usize..120).prop_map(|torn| Op::Crash { torn }),
@@ -95,9 +97,20 @@ fn run(ops: Vec<Op>, segment_bytes: u64, synced: bool) -> Result<(), TestCaseErr
     };
     let mut next_seq = 1u64;
     let mut sizes = std::collections::BTreeMap::new();
+    // None, or one of two contexts (each record comes back with its own).
+    let contexts: [Option<Arc<[u8]>>; 3] = [
+        None,
+        Some(Arc::from(&b"context-one"[..])),
+        Some(Arc::from(&b"the second context, a little longer"[..])),
+    ];
+    let mut context_of = std::collections::BTreeMap::new();
     for op in ops {
         match op {
-            Op::Append { critical, size } => {
+            Op::Append {
+                critical,
+                size,
+                context,
+            } => {
                 let seq = next_seq;
                 next_seq += 1;
                 let priority = if critical {
@@ -105,13 +118,11 @@ fn run(ops: Vec<Op>, segment_bytes: u64, synced: bool) -> Result<(), TestCaseErr
                 } else {
                     Priority::Normal
                 };
-                log.append(Entry {
-                    seq,
-                    priority,
-                    payload: payload(seq, size),
-                })
-                .unwrap();
+                let context = contexts[usize::from(context)].as_ref();
+                log.append_in(seq, priority, &payload(seq, size), context)
+                    .unwrap();
                 sizes.insert(seq, size);
+                context_of.insert(seq, context.cloned());
                 model.pending.push((seq, critical));
             }
             Op::Flush => {
@@ -141,6 +152,7 @@ fn run(ops: Vec<Op>, segment_bytes: u64, synced: bool) -> Result<(), TestCaseErr
                     .collect();
                 for r in &records {
                     prop_assert_eq!(&r.payload, &payload(r.seq, sizes[&r.seq]));
+                    prop_assert_eq!(&r.context, &context_of[&r.seq]);
                 }
                 log.ack(&acks).unwrap();
                 model.pending.retain(|p| !acked.contains(&p.0));

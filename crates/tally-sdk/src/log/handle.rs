@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use super::crypto::Cipher;
 use super::index::{now_ms, Counts, State};
 use super::queue::{Queue, QueuedMeta, Shared};
-use super::record::{MAX_PAYLOAD_BYTES, OVERHEAD_BYTES};
+use super::record::{self, MAX_PAYLOAD_BYTES, MAX_PREFIX_BYTES, OVERHEAD_BYTES};
 use super::segment::Lane;
 use super::writer::Writer;
 use super::{
@@ -123,18 +123,28 @@ impl Log {
     /// when the writer is more than `max_inflight_bytes` behind. The writer
     /// seals it (so the caller's thread does no cryptography).
     pub fn append(&self, entry: Entry) -> Result<(), AppendError> {
-        let Entry {
-            seq,
-            priority,
-            payload,
-        } = entry;
+        self.append_in(entry.seq, entry.priority, &entry.payload, None)
+    }
+
+    /// [`Log::append`] of `payload` (copied) in `context`: bytes that many
+    /// records share (the app, the device, the identity), stored once per
+    /// segment rather than in every record, and returned with the record
+    /// by [`Log::read_pending`]. Passing the same `Arc` (or equal bytes)
+    /// again names the same context.
+    pub fn append_in(
+        &self,
+        seq: u64,
+        priority: tally_proto::Priority,
+        payload: &[u8],
+        context: Option<&Arc<[u8]>>,
+    ) -> Result<(), AppendError> {
         if self.shared.counts.poisoned.load(Ordering::Acquire) {
             return Err(AppendError::Poisoned);
         }
         if payload.len() > MAX_PAYLOAD_BYTES {
             return Err(AppendError::TooLarge(payload.len()));
         }
-        let len = payload.len() + OVERHEAD_BYTES;
+        let len = payload.len() + OVERHEAD_BYTES + MAX_PREFIX_BYTES;
         if self.over_bounds(len as u64) {
             match self.shared.config.full_policy {
                 FullPolicy::DropOldest => {}
@@ -188,13 +198,17 @@ impl Log {
                     .0;
             }
         }
+        let ctx = q.contexts.generation_of(context);
         let lane = &mut q.lanes[Lane::of(priority).index()];
-        lane.bytes.extend_from_slice(&payload);
+        let prefix = record::encode_prefix(ctx, &mut lane.bytes);
+        lane.bytes.extend_from_slice(payload);
+        let len = payload.len() + OVERHEAD_BYTES + prefix;
         lane.metas.push(QueuedMeta {
             seq,
             appended_at_ms,
             len: len as u32,
             key: 0,
+            ctx,
         });
         q.bytes += len;
         self.shared.counts.events.fetch_add(1, Ordering::AcqRel);
@@ -207,7 +221,6 @@ impl Log {
             self.shared.work.notify_one();
         }
         drop(q);
-        drop(payload);
         Ok(())
     }
 

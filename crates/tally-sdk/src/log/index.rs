@@ -17,11 +17,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use super::crypto::{Cipher, KeyId, KeyProvider};
 use super::fs::{FileHandle, Filesystem};
 use super::ledger::{self, Counters, Disposition, Entry};
-use super::record::{self, Parsed};
+use super::record::{self, FrameKind, Parsed};
 use super::segment::Lane;
 use super::{LogError, Record, RecordId, REASON_EXPIRED, REASON_LOG_FULL};
 
+mod contexts;
 mod recover;
+
+use contexts::SegContexts;
+pub(crate) use contexts::WrittenContext;
 
 /// Milliseconds since the Unix epoch (0 if the clock is before it).
 pub(crate) fn now_ms() -> u64 {
@@ -74,6 +78,11 @@ pub(crate) struct Seg {
     pub sealed: bool,
     /// Corrupt stretches found in it (they keep no record).
     pub corrupt: BTreeSet<u32>,
+    /// Its format version (the header's; the current one when the header
+    /// is corrupt).
+    pub version: u16,
+    /// Its context frames (format 2).
+    pub contexts: SegContexts,
     reader: Option<Box<dyn FileHandle>>,
 }
 
@@ -88,6 +97,8 @@ impl Seg {
             first_pending: 0,
             sealed,
             corrupt: BTreeSet::new(),
+            version: super::segment::VERSION,
+            contexts: SegContexts::default(),
             reader: None,
         }
     }
@@ -541,18 +552,27 @@ impl State {
                     let at = (m.offset - first.offset) as usize;
                     let bytes = buf.get(at..n.min(at + m.len as usize)).unwrap_or(&[]);
                     let cipher = self.cipher(m.key)?;
-                    let payload = match (record::parse(bytes), cipher) {
-                        (Parsed::Frame(f), Some(c)) if f.seq == m.seq => {
-                            f.open(&c).map(|p| (p, f.priority))
+                    let opened = match (record::parse(bytes), cipher) {
+                        (Parsed::Frame(f), Some(c))
+                            if f.seq == m.seq && matches!(f.kind, FrameKind::Record(_)) =>
+                        {
+                            f.open(&c).map(|p| (p, f.priority()))
                         }
                         _ => None,
                     };
+                    let payload = match opened {
+                        Some((plain, priority)) => self
+                            .payload_of(sid, plain)?
+                            .map(|(payload, context)| (payload, context, priority)),
+                        None => None,
+                    };
                     match payload {
-                        Some((payload, priority)) => out.push(Record {
+                        Some((payload, context, priority)) => out.push(Record {
                             id,
                             seq: m.seq,
                             priority,
                             payload,
+                            context,
                         }),
                         None => {
                             total -= m.len as usize;
@@ -633,8 +653,11 @@ impl State {
         }
         let Ok(ids) = self.keys.list() else { return };
         let retained = self.retained_key.load(Ordering::Acquire);
+        let contexts = self.context_keys();
         for id in ids {
-            let unused = id != retained && self.key_refs.get(&id).is_none_or(|&r| r == 0);
+            let unused = id != retained
+                && !contexts.contains(&id)
+                && self.key_refs.get(&id).is_none_or(|&r| r == 0);
             // Only keys older than the current one: a newer key may be the
             // one a rotation is switching to.
             if id < self.current_key && unused {

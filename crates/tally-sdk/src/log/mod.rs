@@ -2,9 +2,10 @@
 //!
 //! What the app handed to `track()` survives kills, crashes, power loss,
 //! full disks and corruption — or its loss is counted. The log sits between
-//! the tracker's pipeline (which [`Log::append`]s one message's JSON per
-//! event) and the uploader (which [`Log::read_pending`]s, sends, and
-//! [`Log::ack`]s).
+//! the tracker's pipeline (which [`Log::append_in`]s one compact record per
+//! event, in the context the event shares with others; see
+//! [`crate::stored`]) and the uploader (which [`Log::read_pending`]s,
+//! sends, and [`Log::ack`]s).
 //!
 //! ## Invariants
 //!
@@ -25,7 +26,12 @@
 //!    seq, priority and time are authenticated as associated data.
 //! 5. **Never panic on bytes.** Recovery reads any file content; what it
 //!    cannot trust it skips and counts.
-//! 6. **Poisoned after a failed fsync.** The page cache may have dropped the
+//! 6. **A context is stored before the records that name it.** Bytes many
+//!    records share ([`Log::append_in`]) are written once per segment, in
+//!    a context frame ahead of the first record that names it in the same
+//!    write, so whatever survives a crash has its context; a record whose
+//!    context cannot be read is counted corrupt, never given another.
+//! 7. **Poisoned after a failed fsync.** The page cache may have dropped the
 //!    data, so the log refuses writes from then on (as fjall does) and says
 //!    so in [`LogStats::poisoned`]. ENOSPC is different: it is reported,
 //!    the group is kept in memory and retried, and the writer recovers when
@@ -54,7 +60,7 @@
 //!
 //! | path in the log directory | what |
 //! |---|---|
-//! | `<id:016x>-c.seg`, `<id:016x>-n.seg` | segments of the critical / normal lane: a 32-byte header ([`segment`]) then frames ([`record`]) |
+//! | `<id:016x>-c.seg`, `<id:016x>-n.seg` | segments of the critical / normal lane: a 32-byte header ([`segment`]) then frames ([`record`]): records, and (format 2) the contexts they name |
 //! | `ledger` | acks, drops, corrupt stretches, counters ([`ledger`]) |
 //! | `keys/key-<id>` | 32-byte keys, 0600 ([`FileKeyProvider`], the default) |
 //!
@@ -93,7 +99,8 @@
 //! | `tests/log_model.rs` | proptest: append / flush / ack / crash / reopen / rotate against a model, on [`MemFs`] (a crash keeps only synced bytes plus a torn tail) |
 //! | `tests/log_crash.rs` | real processes killed with SIGKILL; `TALLY_LOG_CRASH_TRIALS=1000 cargo test -p tally-sdk --test log_crash` for 1,000 trials |
 //! | `tests/log_faults.rs` | failed fsync (poison), ENOSPC (retry), short writes, a power cut between any two syncs (a prefix of the seqs survives), no plaintext on disk |
-//! | `tests/log_fixtures.rs` | files written by format version 1 still open with exactly their content |
+//! | `tests/log_fixtures.rs` | files written by format versions 1 and 2 still open with exactly their content (and contexts) |
+//! | `tests/log_contexts.rs` | contexts stored once per segment, read back after reopen, across segments and key rotation; a lost context makes its records counted corrupt |
 //! | `fuzz/` | `cargo +nightly fuzz run segment_reader` (segment scan, ledger, full recovery) |
 //! | `benches/log_figures.rs` | throughput, `append` percentiles and peak RSS as one JSON line |
 
@@ -303,7 +310,7 @@ pub struct Entry {
     pub seq: u64,
     /// Its priority lane.
     pub priority: Priority,
-    /// One message's JSON.
+    /// The record's bytes (the SDK's compact record of one message).
     pub payload: Vec<u8>,
 }
 
@@ -333,6 +340,8 @@ pub struct Record {
     pub priority: Priority,
     /// The entry's payload.
     pub payload: Vec<u8>,
+    /// The context it was appended in ([`Log::append_in`]), if any.
+    pub context: Option<Arc<[u8]>>,
 }
 
 /// Health of the log, for the SDK's health report.

@@ -41,6 +41,38 @@ pub(crate) struct QueuedMeta {
     pub appended_at_ms: u64,
     pub len: u32,
     pub key: KeyId,
+    /// The generation of the record's context (0: none).
+    pub ctx: u32,
+}
+
+/// The contexts appends name (format 2, see [`super::record`]): each new
+/// one gets the next generation and goes to the writer, which stores it
+/// once per segment before the first record that names it.
+#[derive(Debug, Default)]
+pub(crate) struct Contexts {
+    /// The context of the last append that had one, and its generation:
+    /// the same `Arc` again is the same context.
+    pub last: Option<(Arc<[u8]>, u32)>,
+    /// The last generation given.
+    pub generation: u32,
+    /// Contexts not yet taken by the writer.
+    pub new: Vec<(u32, Arc<[u8]>)>,
+}
+
+impl Contexts {
+    /// The generation of `context`, given the next one if it is new.
+    pub(crate) fn generation_of(&mut self, context: Option<&Arc<[u8]>>) -> u32 {
+        let Some(context) = context else { return 0 };
+        match &self.last {
+            Some((c, gen)) if Arc::ptr_eq(c, context) || **c == **context => *gen,
+            _ => {
+                self.generation = self.generation.wrapping_add(1).max(1);
+                self.new.push((self.generation, Arc::clone(context)));
+                self.last = Some((Arc::clone(context), self.generation));
+                self.generation
+            }
+        }
+    }
 }
 
 /// The queue between `append` and the writer, and the writer's replies.
@@ -50,6 +82,8 @@ pub(crate) struct Queue {
     pub lanes: [LaneBuf; 2],
     /// The key new records are sealed with.
     pub cipher: Arc<Cipher>,
+    /// Contexts the appends named.
+    pub contexts: Contexts,
     pub bytes: usize,
     /// Appends refused (seq, reason), for the ledger.
     pub refused: Vec<(u64, &'static str)>,
@@ -75,6 +109,7 @@ impl Queue {
         Queue {
             lanes: Default::default(),
             cipher,
+            contexts: Contexts::default(),
             bytes: 0,
             refused: Vec::new(),
             flush_requested: 0,

@@ -10,13 +10,26 @@
 //! | 12 | 24 | nonce | XChaCha20 nonce |
 //! | 36 | 8 | seq | u64 LE, the event's per-install sequence number |
 //! | 44 | 8 | appended at | u64 LE, Unix milliseconds (for the age bound) |
-//! | 52 | 1 | priority | 0 normal, 1 critical |
-//! | 53 | n | ciphertext | the payload (one message's JSON), sealed |
+//! | 52 | 1 | kind | 0 normal record, 1 critical record, 2 context frame (format 2) |
+//! | 53 | n | ciphertext | the payload, sealed |
 //! | 53+n | 16 | tag | Poly1305 tag |
 //!
 //! Bytes 8..53 are the AEAD's associated data: seq, priority and time are
 //! authenticated with the payload, so a flipped bit there fails decryption
 //! even if someone recomputes the checksum.
+//!
+//! ## Format 2: contexts written once
+//!
+//! Most of what an event carries is the same from one event to the next
+//! (the app, device and OS, the identity, the session): format 2 stores it
+//! once per segment, in a **context frame** (kind 2), whose `seq` field
+//! holds the context's number (its *generation*, counted from 1 by each
+//! run of the log) and whose payload is the context's bytes. A record's
+//! plaintext starts with [`PREFIX_MARKER`] and the generation of the
+//! context it belongs to (LEB128; 0 for none), then the payload. The
+//! writer puts a context's frame in a segment before the first record
+//! that names it, so a crash that keeps a record keeps its context. In a
+//! format 1 segment the plaintext is the payload alone.
 
 use tally_proto::Priority;
 
@@ -47,10 +60,70 @@ pub(crate) fn priority_byte(p: Priority) -> u8 {
     }
 }
 
-fn priority_from(b: u8) -> Option<Priority> {
+/// The `kind` byte of a context frame.
+pub(crate) const KIND_CONTEXT: u8 = 2;
+
+/// The first byte of a format 2 record's plaintext: a message's JSON (all
+/// that format 1 stored) never starts with it.
+pub(crate) const PREFIX_MARKER: u8 = 0xF5;
+/// The longest prefix: the marker and a `u32` in LEB128.
+pub(crate) const MAX_PREFIX_BYTES: usize = 6;
+
+/// The prefix of a format 2 record whose context is generation `gen`
+/// (0: none); returns its length.
+pub(crate) fn encode_prefix(gen: u32, out: &mut Vec<u8>) -> usize {
+    let start = out.len();
+    out.push(PREFIX_MARKER);
+    let mut v = gen;
+    loop {
+        let byte = (v & 0x7f) as u8;
+        v >>= 7;
+        if v == 0 {
+            out.push(byte);
+            break;
+        }
+        out.push(byte | 0x80);
+    }
+    out.len() - start
+}
+
+/// The length of [`encode_prefix`]'s output for `gen`.
+#[cfg(test)]
+fn prefix_len(gen: u32) -> usize {
+    let bits = 32 - gen.leading_zeros() as usize;
+    1 + bits.div_ceil(7).max(1)
+}
+
+/// Splits a format 2 plaintext into its context generation and payload;
+/// `None` when the prefix is missing or malformed.
+pub(crate) fn split_prefix(plain: &[u8]) -> Option<(u32, usize)> {
+    if plain.first() != Some(&PREFIX_MARKER) {
+        return None;
+    }
+    let mut gen: u64 = 0;
+    for (i, &b) in plain.iter().enumerate().skip(1).take(MAX_PREFIX_BYTES - 1) {
+        gen |= u64::from(b & 0x7f) << (7 * (i - 1));
+        if b & 0x80 == 0 {
+            return u32::try_from(gen).ok().map(|g| (g, i + 1));
+        }
+    }
+    None
+}
+
+/// What a frame holds, from its `kind` byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FrameKind {
+    /// An event of this priority.
+    Record(Priority),
+    /// A context (format 2): `seq` is its generation.
+    Context,
+}
+
+fn kind_from(b: u8) -> Option<FrameKind> {
     match b {
-        0 => Some(Priority::Normal),
-        1 => Some(Priority::Critical),
+        0 => Some(FrameKind::Record(Priority::Normal)),
+        1 => Some(FrameKind::Record(Priority::Critical)),
+        KIND_CONTEXT => Some(FrameKind::Context),
         _ => None,
     }
 }
@@ -64,6 +137,38 @@ pub(crate) fn seal(
     priority: Priority,
     payload: &mut [u8],
 ) -> Option<([u8; HEADER_BYTES], [u8; TAG_BYTES])> {
+    seal_kind(
+        cipher,
+        seq,
+        appended_at_ms,
+        priority_byte(priority),
+        payload,
+    )
+}
+
+/// A whole context frame for generation `gen` holding `context`.
+pub(crate) fn context_frame(cipher: &Cipher, gen: u32, at_ms: u64, context: &[u8]) -> Vec<u8> {
+    let mut frame = vec![0u8; OVERHEAD_BYTES + context.len()];
+    let body = &mut frame[HEADER_BYTES..HEADER_BYTES + context.len()];
+    body.copy_from_slice(context);
+    match seal_kind(cipher, u64::from(gen), at_ms, KIND_CONTEXT, body) {
+        Some((head, tag)) => {
+            frame[..HEADER_BYTES].copy_from_slice(&head);
+            frame[HEADER_BYTES + context.len()..].copy_from_slice(&tag);
+        }
+        // Only beyond 256 GiB; zeroes read back as counted corruption.
+        None => frame.fill(0),
+    }
+    frame
+}
+
+fn seal_kind(
+    cipher: &Cipher,
+    seq: u64,
+    appended_at_ms: u64,
+    kind: u8,
+    payload: &mut [u8],
+) -> Option<([u8; HEADER_BYTES], [u8; TAG_BYTES])> {
     let mut head = [0u8; HEADER_BYTES];
     let length = (AAD_BYTES + payload.len() + TAG_BYTES) as u32;
     let nonce = cipher.next_nonce();
@@ -72,7 +177,7 @@ pub(crate) fn seal(
     head[12..36].copy_from_slice(&nonce);
     head[36..44].copy_from_slice(&seq.to_le_bytes());
     head[44..52].copy_from_slice(&appended_at_ms.to_le_bytes());
-    head[52] = priority_byte(priority);
+    head[52] = kind;
     let tag = cipher.seal(&nonce, &head[PREFIX_BYTES..], payload)?;
     let mut crc = crc32c::crc32c(&head[PREFIX_BYTES..]);
     crc = crc32c::crc32c_append(crc, payload);
@@ -87,7 +192,7 @@ pub(crate) struct Frame<'a> {
     pub key_id: KeyId,
     pub seq: u64,
     pub appended_at_ms: u64,
-    pub priority: Priority,
+    pub kind: FrameKind,
     /// The whole frame's size in bytes.
     pub len: usize,
     bytes: &'a [u8],
@@ -109,6 +214,16 @@ impl Frame<'_> {
                 &tag,
             )
             .then_some(payload)
+    }
+}
+
+impl Frame<'_> {
+    /// The record's priority (a context frame is in no lane of its own).
+    pub(crate) fn priority(&self) -> Priority {
+        match self.kind {
+            FrameKind::Record(p) => p,
+            FrameKind::Context => Priority::Normal,
+        }
     }
 }
 
@@ -145,7 +260,7 @@ pub(crate) fn parse(bytes: &[u8]) -> Parsed<'_> {
     if crc32c::crc32c(&bytes[PREFIX_BYTES..len]) != crc {
         return Parsed::BadChecksum { len };
     }
-    let Some(priority) = priority_from(bytes[52]) else {
+    let Some(kind) = kind_from(bytes[52]) else {
         return Parsed::BadChecksum { len };
     };
     let u64_at = |at: usize| {
@@ -157,8 +272,38 @@ pub(crate) fn parse(bytes: &[u8]) -> Parsed<'_> {
         key_id: u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]),
         seq: u64_at(36),
         appended_at_ms: u64_at(44),
-        priority,
+        kind,
         len,
         bytes: &bytes[..len],
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_round_trip_and_json_is_never_one() {
+        for gen in [0u32, 1, 127, 128, 16_383, 16_384, u32::MAX] {
+            let mut out = vec![];
+            let n = encode_prefix(gen, &mut out);
+            assert_eq!(n, prefix_len(gen), "{gen}");
+            assert!(n <= MAX_PREFIX_BYTES);
+            out.extend_from_slice(b"payload");
+            assert_eq!(split_prefix(&out), Some((gen, n)), "{gen}");
+        }
+        assert_eq!(prefix_len(0), 2);
+        assert_eq!(prefix_len(128), 3);
+        assert_eq!(split_prefix(br#"{"type":"track"}"#), None);
+        assert_eq!(
+            split_prefix(&[PREFIX_MARKER, 0x80, 0x80]),
+            None,
+            "cut short"
+        );
+        assert_eq!(
+            split_prefix(&[PREFIX_MARKER, 0xff, 0xff, 0xff, 0xff, 0x7f]),
+            None,
+            "over u32"
+        );
+    }
 }

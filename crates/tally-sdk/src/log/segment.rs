@@ -6,7 +6,7 @@
 //! | offset | size | field |
 //! |---|---|---|
 //! | 0 | 8 | magic `TALLYSEG` |
-//! | 8 | 2 | format version, u16 LE (1) |
+//! | 8 | 2 | format version, u16 LE (2; 1 is still read) |
 //! | 10 | 1 | lane: 0 normal, 1 critical |
 //! | 11 | 1 | reserved, 0 |
 //! | 12 | 8 | segment id, u64 LE |
@@ -21,8 +21,11 @@ use super::record::{self, Parsed};
 
 /// Magic bytes at the start of every segment.
 pub const MAGIC: &[u8; 8] = b"TALLYSEG";
-/// The format version this code writes and reads.
-pub const VERSION: u16 = 1;
+/// The format version this code writes: 2 stores contexts once (see
+/// [`super::record`]).
+pub const VERSION: u16 = 2;
+/// The oldest format version this code reads.
+pub const OLDEST_VERSION: u16 = 1;
 /// Size of the segment header.
 pub const HEADER_BYTES: usize = 32;
 /// File name suffix of segments.
@@ -111,8 +114,8 @@ pub(crate) fn header(id: u64, lane: Lane, created_at_ms: u64) -> [u8; HEADER_BYT
 /// What a segment's header says.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Header {
-    /// A valid header of this version.
-    Valid,
+    /// A valid header of a version this code reads.
+    Valid(u16),
     /// Shorter than a header: the file was created but its header never
     /// made it to disk.
     Torn,
@@ -132,7 +135,7 @@ pub(crate) fn check_header(bytes: &[u8]) -> Header {
         return Header::Corrupt;
     }
     match u16::from_le_bytes([bytes[8], bytes[9]]) {
-        VERSION => Header::Valid,
+        v @ OLDEST_VERSION..=VERSION => Header::Valid(v),
         v => Header::Newer(v),
     }
 }
@@ -152,6 +155,9 @@ pub(crate) struct Found {
 pub(crate) struct Scan {
     /// Records with a valid length and checksum, in file order.
     pub records: Vec<Found>,
+    /// Context frames (format 2) with a valid length and checksum; their
+    /// `seq` is the context's generation.
+    pub contexts: Vec<Found>,
     /// Offsets where a corrupt stretch starts (one per stretch skipped).
     pub corrupt: Vec<usize>,
     /// Where the good bytes end; anything after is a torn tail.
@@ -169,7 +175,11 @@ pub(crate) fn scan(bytes: &[u8], plausible_key: &dyn Fn(u32) -> bool) -> Scan {
     while pos < bytes.len() {
         match record::parse(&bytes[pos..]) {
             Parsed::Frame(f) => {
-                out.records.push(Found {
+                let found = match f.kind {
+                    record::FrameKind::Record(_) => &mut out.records,
+                    record::FrameKind::Context => &mut out.contexts,
+                };
+                found.push(Found {
                     offset: pos,
                     len: f.len,
                     key_id: f.key_id,
@@ -242,8 +252,10 @@ fn resync(bytes: &[u8], from: usize, plausible_key: &dyn Fn(u32) -> bool) -> Opt
 pub struct ScanSummary {
     /// The header is valid and of this version.
     pub header_valid: bool,
-    /// Frames with a valid length and checksum.
+    /// Record frames with a valid length and checksum.
     pub records: usize,
+    /// Context frames with a valid length and checksum.
+    pub contexts: usize,
     /// Corrupt stretches skipped.
     pub corrupt: usize,
     /// Where the good bytes end (a torn tail follows).
@@ -263,8 +275,9 @@ pub fn scan_bytes(bytes: &[u8]) -> ScanSummary {
 pub fn scan_bytes_with_keys(bytes: &[u8], keys: &[u32]) -> ScanSummary {
     let scan = scan(bytes, &|k| keys.is_empty() || keys.contains(&k));
     ScanSummary {
-        header_valid: check_header(bytes) == Header::Valid,
+        header_valid: matches!(check_header(bytes), Header::Valid(_)),
         records: scan.records.len(),
+        contexts: scan.contexts.len(),
         corrupt: scan.corrupt.len(),
         valid_len: scan.valid_len,
     }

@@ -2,14 +2,15 @@
 //! group to its lane's segment with one write, syncs per the durability
 //! mode (group commit), and indexes what it wrote.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::crypto::Cipher;
+use super::crypto::{Cipher, KeyId};
 use super::fs::FileHandle;
-use super::index::{now_ms, Seg, State, Written};
+use super::index::{now_ms, Seg, State, Written, WrittenContext};
 use super::queue::{lock_queue, lock_state, LaneBuf, QueuedMeta, Shared};
 use super::record::{self, HEADER_BYTES};
 use super::segment::{self, Lane};
@@ -38,6 +39,8 @@ struct Active {
     file: Box<dyn FileHandle>,
     len: u64,
     dirty: bool,
+    /// The context generations whose frame this segment holds.
+    contexts: Vec<u32>,
 }
 
 /// Groups of at least this many records are sealed by two threads: about
@@ -97,6 +100,17 @@ fn expiry(state: &mut State, max_age: [Duration; 2]) -> Option<Instant> {
     Instant::now().checked_add(Duration::from_millis(left))
 }
 
+/// A context frame to write: generation, key, frame length, context.
+type ContextFrame = (u32, KeyId, u32, Arc<[u8]>);
+
+/// What one `write_lane` produces, for the index.
+struct Out<'a> {
+    records: &'a mut Vec<Written>,
+    contexts: &'a mut Vec<WrittenContext>,
+    created: &'a mut Vec<Seg>,
+    sealed: &'a mut Vec<u64>,
+}
+
 pub(crate) struct Writer {
     shared: Arc<Shared>,
     active: [Option<Active>; 2],
@@ -115,6 +129,12 @@ pub(crate) struct Writer {
     /// record below it is on disk (see `cycle`). Kept across a purge: what
     /// was counted stays counted.
     refused: Vec<(u64, &'static str)>,
+    /// The contexts the carried records name, by generation (and the
+    /// newest, which later appends may still name).
+    contexts: BTreeMap<u32, Arc<[u8]>>,
+    /// The key context frames are sealed with: the one the records taken
+    /// with them were.
+    cipher: Option<Arc<Cipher>>,
 }
 
 impl Writer {
@@ -131,6 +151,8 @@ impl Writer {
             housekeeping_owed: false,
             expires_at,
             refused: Vec::new(),
+            contexts: BTreeMap::new(),
+            cipher: None,
         }
     }
 
@@ -206,6 +228,8 @@ impl Writer {
             self.housekeeping_owed |= std::mem::take(&mut q.acked);
             q.bytes = 0;
             let cipher = q.cipher.clone();
+            self.contexts.extend(q.contexts.new.drain(..));
+            self.cipher = Some(cipher.clone());
             let flush_gen = q.flush_requested;
             let flush_pending = q.flush_requested > q.flush_done;
             self.refused.append(&mut q.refused);
@@ -307,6 +331,7 @@ impl Writer {
         let config = &shared.config;
         let poisoned = self.shared.counts.poisoned.load(Ordering::Acquire);
         let mut written = Vec::new();
+        let mut written_contexts = Vec::new();
         let mut created = Vec::new();
         let mut sealed = Vec::new();
         let mut error = None;
@@ -382,9 +407,13 @@ impl Writer {
                     error = Some(e);
                     break;
                 }
-                if let Err(e) =
-                    self.write_lane(lane, below, &mut written, &mut created, &mut sealed)
-                {
+                let out = Out {
+                    records: &mut written,
+                    contexts: &mut written_contexts,
+                    created: &mut created,
+                    sealed: &mut sealed,
+                };
+                if let Err(e) = self.write_lane(lane, below, out) {
                     error = Some(e);
                     self.retry_at = Some(Instant::now() + RETRY_DELAY);
                 }
@@ -415,6 +444,7 @@ impl Writer {
         for seg in created {
             state.add_segment(seg);
         }
+        state.register_contexts(written_contexts);
         state.register(&written);
         for id in sealed {
             state.seal(id);
@@ -465,10 +495,57 @@ impl Writer {
             self.expires_at = expiry(&mut state, config.max_ages());
         }
         drop(state);
+        self.forget_contexts();
         match error {
             Some(e) => Err(e),
             None => Ok(()),
         }
+    }
+
+    /// Drops the contexts no carried record names any more (the newest is
+    /// kept: the next appends may name it again).
+    fn forget_contexts(&mut self) {
+        let newest = self.contexts.keys().next_back().copied().unwrap_or(0);
+        let oldest_named = self
+            .carry
+            .iter()
+            .flat_map(|l| l.metas.iter().map(|m| m.ctx))
+            .filter(|&g| g != 0)
+            .min()
+            .unwrap_or(newest);
+        self.contexts.retain(|&g, _| g >= oldest_named.min(newest));
+    }
+
+    /// The context frames `active` still lacks for `metas`, sealed back to
+    /// back, and what to index for each (generation, key, frame length,
+    /// context), in order from `active.len`. The key of a segment's
+    /// context frames is kept while any of its records is pending.
+    fn context_frames(
+        &self,
+        active: &Active,
+        metas: &[QueuedMeta],
+    ) -> (Vec<u8>, Vec<ContextFrame>) {
+        let mut bytes = Vec::new();
+        let mut frames: Vec<ContextFrame> = Vec::new();
+        let Some(cipher) = &self.cipher else {
+            return (bytes, frames);
+        };
+        for m in metas {
+            let have = active.contexts.contains(&m.ctx) || frames.iter().any(|f| f.0 == m.ctx);
+            if m.ctx == 0 || have {
+                continue;
+            }
+            // Every generation a carried record names is kept (see
+            // `forget_contexts`); a record naming one not here would read
+            // back as counted corruption.
+            let Some(context) = self.contexts.get(&m.ctx) else {
+                continue;
+            };
+            let frame = record::context_frame(cipher, m.ctx, now_ms(), context);
+            frames.push((m.ctx, cipher.id, frame.len() as u32, Arc::clone(context)));
+            bytes.extend_from_slice(&frame);
+        }
+        (bytes, frames)
     }
 
     /// Syncs `lane`'s current segment if it holds unsynced writes; a
@@ -527,6 +604,7 @@ impl Writer {
                 file,
                 len: segment::HEADER_BYTES as u64,
                 dirty: false,
+                contexts: Vec::new(),
             },
             Seg::new(id, lane, path, false),
         ))
@@ -534,14 +612,13 @@ impl Writer {
 
     /// Writes the lane's records from the first up to (not including) the
     /// first whose seq is `below` or more (at least one).
-    fn write_lane(
-        &mut self,
-        lane: Lane,
-        below: Option<u64>,
-        written: &mut Vec<Written>,
-        created: &mut Vec<Seg>,
-        sealed: &mut Vec<u64>,
-    ) -> Result<(), LogError> {
+    fn write_lane(&mut self, lane: Lane, below: Option<u64>, out: Out<'_>) -> Result<(), LogError> {
+        let Out {
+            records: written,
+            contexts: written_contexts,
+            created,
+            sealed,
+        } = out;
         let li = lane.index();
         let limit = self.shared.config.segment_bytes;
         let mut byte_pos = 0usize;
@@ -572,29 +649,55 @@ impl Writer {
                     Err(e) => break Err(e),
                 }
             }
-            let Some(active) = self.active[li].as_mut() else {
-                break Err(LogError::Closed);
-            };
+            let active_len = self.active[li].as_ref().map_or(0, |a| a.len);
             let metas = &self.carry[li].metas;
             let mut chunk = 0usize;
             let mut n = 0usize;
             while i + n < metas.len() {
                 let len = metas[i + n].len as usize;
-                if n > 0 && active.len + (chunk + len) as u64 > limit || stop(i + n, &metas[i + n])
+                if n > 0 && active_len + (chunk + len) as u64 > limit || stop(i + n, &metas[i + n])
                 {
                     break;
                 }
                 chunk += len;
                 n += 1;
             }
+            // The contexts these records name go first, in the same write:
+            // a crash that keeps a record keeps its context.
+            let (frames, contexts) = match self.active[li].as_ref() {
+                Some(a) => self.context_frames(a, &metas[i..i + n]),
+                None => break Err(LogError::Closed),
+            };
+            let Some(active) = self.active[li].as_mut() else {
+                break Err(LogError::Closed);
+            };
             let bytes = &self.carry[li].bytes[byte_pos..byte_pos + chunk];
-            if let Err(e) = active.file.append_all(bytes) {
+            let write = if frames.is_empty() {
+                active.file.append_all(bytes)
+            } else {
+                let mut both = frames;
+                both.extend_from_slice(bytes);
+                active.file.append_all(&both)
+            };
+            if let Err(e) = write {
                 if active.file.set_len(active.len).is_err() {
                     self.shared.counts.poisoned.store(true, Ordering::Release);
                 }
                 break Err(e.into());
             }
             let mut offset = active.len;
+            for (gen, key, len, context) in contexts {
+                active.contexts.push(gen);
+                written_contexts.push(WrittenContext {
+                    segment: active.id,
+                    offset: offset as u32,
+                    len,
+                    gen,
+                    key,
+                    context,
+                });
+                offset += u64::from(len);
+            }
             for m in &metas[i..i + n] {
                 written.push(Written {
                     segment: active.id,

@@ -109,7 +109,7 @@ impl State {
             found.disk_bytes += bytes.len() as u64;
             let mut seg = Seg::new(id, lane, path.clone(), true);
             match segment::check_header(&bytes) {
-                Header::Valid => {}
+                Header::Valid(version) => seg.version = version,
                 Header::Torn => {
                     // Created but never synced past its header: nothing in
                     // it was ever flushed.
@@ -153,6 +153,18 @@ impl State {
                     let mut f = fs.open(&path)?;
                     f.set_len(scan.valid_len as u64)?;
                     f.sync_data()?;
+                }
+            }
+            for c in &scan.contexts {
+                if let Ok(gen) = u32::try_from(c.seq) {
+                    seg.contexts.found(
+                        gen,
+                        super::contexts::ContextMeta {
+                            offset: c.offset as u32,
+                            len: c.len as u32,
+                            key: c.key_id,
+                        },
+                    );
                 }
             }
             for r in &scan.records {
