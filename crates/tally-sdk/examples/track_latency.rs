@@ -26,6 +26,7 @@
 use std::time::{Duration, Instant};
 
 use tally_sdk::log::{Log, LogConfig};
+use tally_sdk::stored::Expander;
 use tally_sdk::upload::batcher::{encode, envelope};
 use tally_sdk::upload::policy::MAX_BATCH_RECORDS;
 use tally_sdk::{Consent, Props, Tracker};
@@ -128,16 +129,29 @@ fn main() {
     let health = tracker.health();
     tracker.shutdown(Duration::from_secs(30)).unwrap();
 
-    // What the uploader would send: batches of the stored JSON, zstd.
+    // What is stored: the segment files (records, the contexts they
+    // share, headers); and what the uploader would send: batches of the
+    // messages expanded from the stored records, zstd.
+    let stored_bytes: u64 = std::fs::read_dir(dir.join("log"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".seg"))
+        .map(|e| e.metadata().map_or(0, |m| m.len()))
+        .sum();
     let log = Log::open(LogConfig::new(dir.join("log"))).unwrap();
-    let stored_bytes = log.stats().pending_bytes;
     let records = log.read_pending(usize::MAX, usize::MAX).unwrap();
+    let mut expander = Expander::default();
+    let messages: Vec<Vec<u8>> = records
+        .iter()
+        .map(|r| {
+            expander
+                .json(&r.payload, r.context.as_ref(), r.seq)
+                .unwrap()
+        })
+        .collect();
     let (mut json_bytes, mut wire_bytes) = (0usize, 0usize);
-    for chunk in records.chunks(MAX_BATCH_RECORDS) {
-        let json = envelope(
-            chunk.iter().map(|r| r.payload.as_slice()),
-            "2026-11-26T00:00:00.000Z",
-        );
+    for chunk in messages.chunks(MAX_BATCH_RECORDS) {
+        let json = envelope(chunk.iter().map(Vec::as_slice), "2026-11-26T00:00:00.000Z");
         json_bytes += json.len();
         wire_bytes += encode(&json).body.len();
     }

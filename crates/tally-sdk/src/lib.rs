@@ -47,6 +47,7 @@ pub mod mobile;
 pub mod pipeline;
 pub mod props;
 mod shared;
+pub mod stored;
 pub mod tracker;
 pub mod upload;
 

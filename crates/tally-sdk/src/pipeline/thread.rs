@@ -21,17 +21,16 @@ use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use tally_proto::limits::SCHEMA_VERSION;
-use tally_proto::{
-    format_timestamp, validate, Context, DropReason, Message, MessageType, Priority, RawJson,
-    TallyContext,
-};
+use serde_json::value::RawValue;
+use tally_proto::{validate, DropReason, Priority};
 
 use crate::capture::Capture;
 use crate::error::FlushError;
 use crate::health::bump;
-use crate::log::{AppendError, Entry};
+use crate::log::AppendError;
 use crate::shared::Shared;
+use crate::stored::check::{self, EpochFacts};
+use crate::stored::{self, Epoch};
 
 use super::enrich;
 use super::handoff::{self, Captured, Command, Kind, Record, Records, Waiting, POLL_MS};
@@ -58,10 +57,14 @@ pub(crate) struct Pipeline {
     /// A shutdown command was read: finish what was accepted, then stop.
     stopping: bool,
     identity: Identity,
-    /// The context template (app, device, OS, locale, time zone,
-    /// library): moved into each message as it is built and back once it
-    /// is serialized, so it is neither copied nor spliced as text.
-    context: Context,
+    /// What the records share (the context template, the identity, the
+    /// session), its bytes as the log stores them once per segment, and
+    /// what the validity check needs to know of it.
+    epoch: Epoch,
+    epoch_bytes: Arc<[u8]>,
+    facts: EpochFacts,
+    /// The compact record being encoded (its capacity is kept).
+    record: Vec<u8>,
     privacy: Privacy,
     rng: fastrand::Rng,
     last_appended: u64,
@@ -75,7 +78,11 @@ impl Pipeline {
     pub(crate) fn new(capture: Arc<Capture>) -> Self {
         let shared = Arc::clone(capture.shared());
         let identity = shared.lock_state().identity.clone();
-        let context = enrich::context_template(&shared.config.context.device_context());
+        let epoch = Epoch {
+            context: enrich::context_template(&shared.config.context.device_context()),
+            ..Epoch::default()
+        };
+        let facts = EpochFacts::of(&epoch, &[]);
         let privacy = Privacy::new(shared.config.privacy.clone());
         let last_appended = shared.durable_seq.load(Ordering::SeqCst);
         let now = shared.clock.mono_ms();
@@ -88,7 +95,10 @@ impl Pipeline {
             session_index: 0,
             stopping: false,
             identity,
-            context,
+            epoch,
+            epoch_bytes: Arc::from(Vec::new()),
+            facts,
+            record: Vec::with_capacity(256),
             privacy,
             rng: fastrand::Rng::new(),
             last_appended,
@@ -357,23 +367,80 @@ impl Pipeline {
             return;
         }
         let priority = captured.priority;
-        let mut msg = self.build(captured);
-        let json = msg.to_json();
-        let valid = validate(&msg, &json);
-        // The template goes back for the next message.
-        if let Some(mut context) = msg.context.take() {
-            context.tally = None;
-            self.context = context;
+        let mut random = [0u8; 10];
+        self.rng.fill(&mut random);
+        // The identity a call changes applies to its own message.
+        let (name, props, event_of_bag) = match captured.kind {
+            Kind::Track { event, props } => (event, props, Some(event)),
+            Kind::Screen { name, props } | Kind::Page { name, props } => (name, props, Some(name)),
+            Kind::Identify { traits, .. } => ("", traits, None),
+            Kind::Group { group_id, traits } => (group_id, traits, None),
+            Kind::Alias { .. } => ("", "{}", None),
+        };
+        let (kind, user_id, previous_id) = match captured.kind {
+            Kind::Track { .. } => (stored::Kind::Track, None, None),
+            Kind::Screen { .. } => (stored::Kind::Screen, None, None),
+            Kind::Page { .. } => (stored::Kind::Page, None, None),
+            Kind::Group { .. } => (stored::Kind::Group, None, None),
+            Kind::Identify { user_id, .. } => {
+                let user_id = self.privacy.user_id(user_id);
+                self.identity.identify(user_id.clone());
+                self.state_dirty = true;
+                (stored::Kind::Identify, Some(user_id), None)
+            }
+            Kind::Alias { user_id } => {
+                let user_id = self.privacy.user_id(user_id);
+                let previous = self.identity.alias(user_id.clone());
+                self.state_dirty = true;
+                (stored::Kind::Alias, Some(user_id), Some(previous))
+            }
+        };
+        self.refresh_epoch();
+        let filtered =
+            (props != "{}").then(|| self.privacy.filter_properties(event_of_bag, props).0);
+        // What `RawJson` keeps of valid JSON; invalid JSON is left out.
+        let bag = filtered
+            .as_deref()
+            .and_then(|f| serde_json::from_str::<&RawValue>(f).ok())
+            .map(RawValue::get);
+        // The SDK's own events (`tally.dropped`, `tally.health`) describe
+        // the install, not a person: no userId, so a deleted user's
+        // tombstone never swallows the report of that user's drops.
+        let internal = matches!(kind, stored::Kind::Track) && name.starts_with(INTERNAL_PREFIX);
+        let event = stored::Event {
+            kind,
+            ts_ms: captured.ts_ms,
+            random,
+            session_index: captured.session_index,
+            name,
+            user_id: user_id.as_deref(),
+            inherit_user: !internal,
+            previous_id: previous_id.as_deref(),
+            dedup_key: captured.dedup_key,
+            critical: priority == Priority::Critical,
+            bag,
+        };
+        if !check::certainly_valid(&event, &self.facts, seq) {
+            // The exact answer, on the message built whole.
+            let context = std::mem::take(&mut self.epoch.context);
+            let mut msg = stored::message_in(&event, &self.epoch, seq, context);
+            let valid = validate(&msg, &msg.to_json());
+            if let Some(mut context) = msg.context.take() {
+                context.tally = None;
+                self.epoch.context = context;
+            }
+            if let Err(rejection) = valid {
+                self.drop_seq(seq, DropReason::Invalid(rejection.reason));
+                return;
+            }
         }
-        if let Err(rejection) = valid {
-            self.drop_seq(seq, DropReason::Invalid(rejection.reason));
-            return;
-        }
-        match self.shared.log.append(Entry {
-            seq,
-            priority,
-            payload: json.into_bytes(),
-        }) {
+        self.record.clear();
+        stored::encode(&event, &mut self.record);
+        match self
+            .shared
+            .log
+            .append_in(seq, priority, &self.record, Some(&self.epoch_bytes))
+        {
             Ok(()) => {
                 self.last_appended = seq;
                 self.unflushed = true;
@@ -391,94 +458,26 @@ impl Pipeline {
         }
     }
 
-    fn message_id(&mut self, ts_ms: i64) -> String {
-        let mut random = [0u8; 10];
-        self.rng.fill(&mut random);
-        let ms = u64::try_from(ts_ms).unwrap_or(0);
-        uuid::Builder::from_unix_timestamp_millis(ms, &random)
-            .into_uuid()
-            .to_string()
-    }
-
-    fn raw(&self, event: Option<&str>, json: &str) -> Option<RawJson> {
-        if json == "{}" {
-            return None;
+    /// Makes the epoch the records are appended in match the identity and
+    /// session: a change makes a new one (which the log stores once per
+    /// segment).
+    fn refresh_epoch(&mut self) {
+        let e = &self.epoch;
+        let same = e.session_id == self.session_id
+            && e.anonymous_id == self.identity.anonymous_id
+            && e.user_id == self.identity.user_id
+            && e.install_id == self.identity.install_id;
+        if same && !self.epoch_bytes.is_empty() {
+            return;
         }
-        let (filtered, _) = self.privacy.filter_properties(event, json);
-        RawJson::from_text(&filtered).ok()
-    }
-
-    fn build(&mut self, c: Captured<'_>) -> Message {
-        let id = self.message_id(c.ts_ms);
-        let ts = format_timestamp(c.ts_ms);
-        let mut msg = match c.kind {
-            Kind::Track { event, props } => {
-                let properties = self.raw(Some(event), props);
-                Message {
-                    properties,
-                    ..Message::track(id, ts, event.to_owned())
-                }
-            }
-            Kind::Screen { name, props } => {
-                let properties = self.raw(Some(name), props);
-                Message {
-                    properties,
-                    ..Message::view(MessageType::Screen, id, ts, name.to_owned())
-                }
-            }
-            Kind::Page { name, props } => {
-                let properties = self.raw(Some(name), props);
-                Message {
-                    properties,
-                    ..Message::view(MessageType::Page, id, ts, name.to_owned())
-                }
-            }
-            Kind::Identify { user_id, traits } => {
-                let user_id = self.privacy.user_id(user_id);
-                self.identity.identify(user_id.clone());
-                self.state_dirty = true;
-                Message {
-                    traits: self.raw(None, traits),
-                    ..Message::identify(id, ts, user_id)
-                }
-            }
-            Kind::Alias { user_id } => {
-                let user_id = self.privacy.user_id(user_id);
-                let previous = self.identity.alias(user_id.clone());
-                self.state_dirty = true;
-                Message::alias(id, ts, previous, user_id)
-            }
-            Kind::Group { group_id, traits } => Message {
-                traits: self.raw(None, traits),
-                ..Message::group(id, ts, group_id.to_owned())
-            },
-        };
-        msg.anonymous_id = Some(self.identity.anonymous_id.clone());
-        // The SDK's own events (`tally.dropped`, `tally.health`) describe
-        // the install, not a person: no userId, so a deleted user's
-        // tombstone never swallows the report of that user's drops.
-        let internal = msg
-            .event
-            .as_deref()
-            .is_some_and(|e| e.starts_with(INTERNAL_PREFIX));
-        if msg.user_id.is_none() && !internal {
-            msg.user_id = self.identity.user_id.clone();
-        }
-        let context = Context {
-            tally: Some(TallyContext {
-                install_id: Some(self.identity.install_id.clone()),
-                seq: Some(c.seq),
-                session_id: Some(self.session_id.clone()),
-                session_index: Some(c.session_index),
-                schema: Some(SCHEMA_VERSION),
-                priority: (c.priority == Priority::Critical).then_some(Priority::Critical),
-                dedup_key: c.dedup_key.map(str::to_owned),
-                ..TallyContext::default()
-            }),
-            ..std::mem::take(&mut self.context)
-        };
-        msg.context = Some(context);
-        msg
+        self.epoch.session_id.clone_from(&self.session_id);
+        self.epoch
+            .anonymous_id
+            .clone_from(&self.identity.anonymous_id);
+        self.epoch.user_id.clone_from(&self.identity.user_id);
+        self.epoch.install_id.clone_from(&self.identity.install_id);
+        self.epoch_bytes = self.epoch.to_bytes();
+        self.facts = EpochFacts::of(&self.epoch, &self.epoch_bytes);
     }
 }
 

@@ -41,15 +41,15 @@ use std::sync::Arc;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
-use serde::Deserialize;
 use tally_proto::{
     device_offset, format_timestamp, parse_timestamp, BatchResponse, DropReason, Status,
 };
 
-use crate::log::{Disposition, Record};
+use crate::log::{Disposition, Record, REASON_CORRUPT};
 use crate::mobile::{Allowed, LOW_POWER_HOLD_MS};
 use crate::pipeline::privacy::Consent;
 use crate::shared::Shared;
+use crate::stored::Expander;
 
 use self::backoff::Backoff;
 use self::batcher::Budget;
@@ -301,10 +301,38 @@ impl Uploader {
             .into_iter()
             .filter(|r| r.seq <= durable && allowed.admits(r.priority))
             .collect();
+        let records = self.expand(records);
         if records.is_empty() {
             return Step::Idle;
         }
         self.deliver(&records, false)
+    }
+
+    /// Turns stored records into the messages' JSON (see
+    /// [`crate::stored`]), as many as the batch budget holds (at least
+    /// one). A record that cannot be expanded is dropped as corrupt,
+    /// counted in the log's ledger.
+    fn expand(&mut self, records: Vec<Record>) -> Vec<Record> {
+        let mut expander = Expander::default();
+        let mut out = Vec::with_capacity(records.len());
+        let mut corrupt = Vec::new();
+        let mut bytes = 0usize;
+        for mut r in records {
+            match expander.json(&r.payload, r.context.as_ref(), r.seq) {
+                Ok(json) => {
+                    if !out.is_empty() && bytes + json.len() + 1 > self.budget.bytes() {
+                        break;
+                    }
+                    bytes += json.len() + 1;
+                    r.payload = json;
+                    r.context = None;
+                    out.push(r);
+                }
+                Err(_) => corrupt.push((r, Disposition::Dropped(REASON_CORRUPT.to_owned()))),
+            }
+        }
+        self.ack(corrupt);
+        out
     }
 
     fn request(&self, records: &[Record]) -> Request {
@@ -511,11 +539,6 @@ impl Uploader {
     /// Drops every pending record of a deleted user (`deleted_user`), and
     /// makes the pipeline forget the user if it is the current one.
     fn purge_deleted(&self, users: &[String]) {
-        #[derive(Deserialize)]
-        struct UserOf {
-            #[serde(rename = "userId")]
-            user_id: Option<String>,
-        }
         // Later messages must not be about the deleted person either.
         self.emitter.forget(users.to_vec());
         let users: HashSet<&str> = users.iter().map(String::as_str).collect();
@@ -526,12 +549,14 @@ impl Uploader {
                 .fetch_add(1, Ordering::Relaxed);
             return;
         };
+        let mut expander = Expander::default();
         let doomed: Vec<(Record, Disposition)> = pending
             .into_iter()
             .filter(|r| {
-                serde_json::from_slice::<UserOf>(&r.payload)
+                expander
+                    .user_id(&r.payload, r.context.as_ref())
                     .ok()
-                    .and_then(|m| m.user_id)
+                    .flatten()
                     .is_some_and(|u| users.contains(u.as_str()))
             })
             .map(|r| {
