@@ -37,7 +37,7 @@ use tally_proto::{Priority, RejectReason};
 use crate::config::WhenFull;
 use crate::error::{FlushError, Refusal};
 use crate::health::bump;
-use crate::pipeline::handoff::{message_bytes, Captured, Command, Handoff, Kind, Waiting};
+use crate::pipeline::handoff::{Captured, Command, Handoff, Kind, Waiting};
 use crate::pipeline::privacy::Consent;
 use crate::pipeline::session::{SavedSession, Sessions};
 use crate::props::Props;
@@ -159,8 +159,8 @@ impl Capture {
             kind,
             priority: options.priority,
             dedup_key,
+            cost: 0,
         };
-        let cost = message_bytes(&captured);
         let budget = shared.config.queue_budget_bytes;
         let capacity = shared.config.channel_capacity;
         loop {
@@ -172,6 +172,8 @@ impl Capture {
             // Within the budget, and within half of it in the buffer not
             // yet taken: the pipeline's batch and this buffer together
             // never hold more than the budget.
+            captured.seq = capture.next_seq;
+            let cost = capture.handoff.cost(&captured);
             if self.queued_bytes.load(Ordering::Relaxed) + cost > budget
                 || capture.handoff.len() + cost > budget / 2
                 || self.queued_messages.load(Ordering::Relaxed) >= capacity
@@ -198,8 +200,7 @@ impl Capture {
                     }
                 },
             };
-            let seq = capture.next_seq;
-            captured.seq = seq;
+            let seq = captured.seq;
             captured.session_index = session_index;
             self.queued_bytes.fetch_add(cost, Ordering::Relaxed);
             self.queued_messages.fetch_add(1, Ordering::Relaxed);
@@ -312,7 +313,7 @@ impl Capture {
     /// bytes and its place no longer count against the budget.
     pub(crate) fn processed(&self, captured: &Captured<'_>) {
         self.queued_bytes
-            .fetch_sub(message_bytes(captured), Ordering::Relaxed);
+            .fetch_sub(captured.cost, Ordering::Relaxed);
         self.queued_messages.fetch_sub(1, Ordering::Relaxed);
     }
 }

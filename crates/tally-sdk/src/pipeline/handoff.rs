@@ -27,13 +27,17 @@
 //! (besides every time it finishes a batch), so a steady stream of calls
 //! makes no system calls at all.
 //!
-//! Record layout (integers little-endian):
+//! Record layout (integers are LEB128; `Δ` is the difference from the
+//! previous message record of the same buffer, or from 0 for its first):
 //!
 //! | record | bytes |
 //! |---|---|
-//! | message | kind `u8` (0–5) · priority `u8` · seq `u64` · capture time `i64` · three lengths `u32` (first string, second string, dedup key or `u32::MAX`) · the strings |
-//! | session | `16` · session index `u64` · id length `u32` · id: the session of the messages after it |
-//! | control | `17`: the next command of the side queue applies here |
+//! | message | tag `u8` (kind 0–5, `| 8` critical, `| 16` with a dedup key) · Δseq · Δcapture time (zigzag) · the strings' lengths (first, second, dedup key if any) · the strings |
+//! | session | `0x40` · session index · id length · id: the session of the messages after it |
+//! | control | `0x41`: the next command of the side queue applies here |
+//!
+//! A burst's records are thus 5 bytes plus their strings (seqs follow each
+//! other, times repeat): the budget holds as many events as it can.
 
 use std::collections::VecDeque;
 use std::sync::mpsc::SyncSender;
@@ -115,6 +119,8 @@ pub(crate) struct Captured<'a> {
     pub(crate) kind: Kind<'a>,
     pub(crate) priority: Priority,
     pub(crate) dedup_key: Option<&'a str>,
+    /// The bytes its hand-off record took (set when read back).
+    pub(crate) cost: usize,
 }
 
 /// A control command: travels in the hand-off queue in order with the
@@ -141,10 +147,28 @@ pub(crate) const POLL_MS: u64 = 5;
 /// back, so memory follows the burst down.
 const KEPT_CAPACITY: usize = 64 * 1024;
 
-const SESSION: u8 = 16;
-const CONTROL: u8 = 17;
-const NO_DEDUP: u32 = u32::MAX;
-const HEADER: usize = 1 + 1 + 8 + 8 + 4 * 3;
+const SESSION: u8 = 0x40;
+const CONTROL: u8 = 0x41;
+const KIND_MASK: u8 = 0x07;
+const CRITICAL: u8 = 0x08;
+const DEDUP: u8 = 0x10;
+
+fn varint_len(v: u64) -> usize {
+    let bits = 64 - v.leading_zeros() as usize;
+    bits.div_ceil(7).max(1)
+}
+
+fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        buf.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    buf.push(v as u8);
+}
+
+fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
 
 /// How the pipeline is waiting for records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -165,20 +189,13 @@ pub(crate) struct Handoff {
     controls: VecDeque<Command>,
     /// The session of the last message record.
     session: Option<Arc<str>>,
+    /// The seq and capture time of the buffer's last message record (the
+    /// next one is written as a difference from them).
+    prev_seq: u64,
+    prev_ts: i64,
     pub(crate) waiting: Waiting,
     /// The pipeline is gone, or shutting down: nothing more is taken.
     pub(crate) closed: bool,
-}
-
-/// The encoded size of a message record.
-pub(crate) fn message_bytes(c: &Captured<'_>) -> usize {
-    let (a, b) = c.kind.strings();
-    HEADER + a.len() + b.len() + c.dedup_key.map_or(0, str::len)
-}
-
-fn len32(s: &str) -> [u8; 4] {
-    // Every string is bounded far below 4 GiB by the message limits.
-    u32::try_from(s.len()).unwrap_or(u32::MAX).to_le_bytes()
 }
 
 impl Handoff {
@@ -187,6 +204,8 @@ impl Handoff {
             buf: Vec::new(),
             controls: VecDeque::new(),
             session: None,
+            prev_seq: 0,
+            prev_ts: 0,
             waiting: Waiting::No,
             closed: false,
         }
@@ -195,6 +214,22 @@ impl Handoff {
     /// Bytes waiting in the buffer.
     pub(crate) fn len(&self) -> usize {
         self.buf.len()
+    }
+
+    /// The bytes `c`'s message record takes if it is pushed next (what it
+    /// costs against the budget).
+    pub(crate) fn cost(&self, c: &Captured<'_>) -> usize {
+        let (a, b) = c.kind.strings();
+        let dedup = c
+            .dedup_key
+            .map_or(0, |d| varint_len(d.len() as u64) + d.len());
+        1 + varint_len(c.seq.wrapping_sub(self.prev_seq))
+            + varint_len(zigzag(c.ts_ms.wrapping_sub(self.prev_ts)))
+            + varint_len(a.len() as u64)
+            + varint_len(b.len() as u64)
+            + a.len()
+            + b.len()
+            + dedup
     }
 
     /// Appends a message record (and a session record first when its
@@ -207,29 +242,35 @@ impl Handoff {
             .is_some_and(|s| Arc::ptr_eq(s, session))
         {
             self.buf.push(SESSION);
-            self.buf.extend_from_slice(&c.session_index.to_le_bytes());
-            self.buf.extend_from_slice(&len32(session));
+            put_varint(&mut self.buf, c.session_index);
+            put_varint(&mut self.buf, session.len() as u64);
             self.buf.extend_from_slice(session.as_bytes());
             self.session = Some(Arc::clone(session));
         }
         let (a, b) = c.kind.strings();
-        self.buf.reserve(message_bytes(c));
-        self.buf.push(c.kind.tag());
-        self.buf.push(match c.priority {
-            Priority::Critical => 1,
-            _ => 0,
-        });
-        self.buf.extend_from_slice(&c.seq.to_le_bytes());
-        self.buf.extend_from_slice(&c.ts_ms.to_le_bytes());
-        self.buf.extend_from_slice(&len32(a));
-        self.buf.extend_from_slice(&len32(b));
-        self.buf
-            .extend_from_slice(&c.dedup_key.map_or(NO_DEDUP.to_le_bytes(), len32));
+        self.buf.reserve(self.cost(c));
+        let mut tag = c.kind.tag();
+        if c.priority == Priority::Critical {
+            tag |= CRITICAL;
+        }
+        if c.dedup_key.is_some() {
+            tag |= DEDUP;
+        }
+        self.buf.push(tag);
+        put_varint(&mut self.buf, c.seq.wrapping_sub(self.prev_seq));
+        put_varint(&mut self.buf, zigzag(c.ts_ms.wrapping_sub(self.prev_ts)));
+        put_varint(&mut self.buf, a.len() as u64);
+        put_varint(&mut self.buf, b.len() as u64);
+        if let Some(d) = c.dedup_key {
+            put_varint(&mut self.buf, d.len() as u64);
+        }
         self.buf.extend_from_slice(a.as_bytes());
         self.buf.extend_from_slice(b.as_bytes());
         if let Some(d) = c.dedup_key {
             self.buf.extend_from_slice(d.as_bytes());
         }
+        self.prev_seq = c.seq;
+        self.prev_ts = c.ts_ms;
         let wake = match self.waiting {
             Waiting::Idle => true,
             Waiting::Polling => self.buf.len() >= WAKE_BYTES,
@@ -273,6 +314,10 @@ impl Handoff {
             return false;
         }
         std::mem::swap(&mut self.buf, batch);
+        // The next record is the first of a new buffer: its differences
+        // are from 0.
+        self.prev_seq = 0;
+        self.prev_ts = 0;
         controls.append(&mut self.controls);
         true
     }
@@ -298,11 +343,17 @@ pub(crate) enum Record<'a> {
 #[derive(Debug)]
 pub(crate) struct Records<'a> {
     rest: &'a [u8],
+    prev_seq: u64,
+    prev_ts: i64,
 }
 
 impl<'a> Records<'a> {
     pub(crate) fn new(batch: &'a [u8]) -> Self {
-        Self { rest: batch }
+        Self {
+            rest: batch,
+            prev_seq: 0,
+            prev_ts: 0,
+        }
     }
 
     fn bytes(&mut self, n: usize) -> Option<&'a [u8]> {
@@ -314,24 +365,33 @@ impl<'a> Records<'a> {
         Some(head)
     }
 
-    fn u32(&mut self) -> Option<u32> {
-        Some(u32::from_le_bytes(self.bytes(4)?.try_into().ok()?))
+    fn varint(&mut self) -> Option<u64> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = *self.bytes(1)?.first()?;
+            v |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Some(v);
+            }
+        }
+        None
     }
 
-    fn u64(&mut self) -> Option<u64> {
-        Some(u64::from_le_bytes(self.bytes(8)?.try_into().ok()?))
+    fn len(&mut self) -> Option<usize> {
+        usize::try_from(self.varint()?).ok()
     }
 
-    fn str(&mut self, len: u32) -> Option<&'a str> {
-        std::str::from_utf8(self.bytes(len as usize)?).ok()
+    fn str(&mut self, len: usize) -> Option<&'a str> {
+        std::str::from_utf8(self.bytes(len)?).ok()
     }
 
     fn record(&mut self) -> Option<Record<'a>> {
+        let start = self.rest.len();
         let tag = *self.bytes(1)?.first()?;
         match tag {
             SESSION => {
-                let index = self.u64()?;
-                let len = self.u32()?;
+                let index = self.varint()?;
+                let len = self.len()?;
                 Some(Record::Session {
                     id: self.str(len)?,
                     index,
@@ -339,26 +399,36 @@ impl<'a> Records<'a> {
             }
             CONTROL => Some(Record::Control),
             _ => {
-                let priority = match self.bytes(1)?.first()? {
-                    1 => Priority::Critical,
-                    _ => Priority::Normal,
-                };
-                let seq = self.u64()?;
-                let ts_ms = self.u64()? as i64;
-                let (a_len, b_len, d_len) = (self.u32()?, self.u32()?, self.u32()?);
-                let (a, b) = (self.str(a_len)?, self.str(b_len)?);
-                let dedup_key = if d_len == NO_DEDUP {
-                    None
+                let priority = if tag & CRITICAL != 0 {
+                    Priority::Critical
                 } else {
-                    Some(self.str(d_len)?)
+                    Priority::Normal
                 };
+                let seq = self.prev_seq.wrapping_add(self.varint()?);
+                let zz = self.varint()?;
+                let delta = ((zz >> 1) as i64) ^ -((zz & 1) as i64);
+                let ts_ms = self.prev_ts.wrapping_add(delta);
+                let (a_len, b_len) = (self.len()?, self.len()?);
+                let d_len = if tag & DEDUP != 0 {
+                    Some(self.len()?)
+                } else {
+                    None
+                };
+                let (a, b) = (self.str(a_len)?, self.str(b_len)?);
+                let dedup_key = match d_len {
+                    Some(n) => Some(self.str(n)?),
+                    None => None,
+                };
+                self.prev_seq = seq;
+                self.prev_ts = ts_ms;
                 Some(Record::Message(Captured {
                     seq,
                     ts_ms,
                     session_index: 0,
-                    kind: Kind::from_tag(tag, a, b)?,
+                    kind: Kind::from_tag(tag & KIND_MASK, a, b)?,
                     priority,
                     dedup_key,
+                    cost: start - self.rest.len(),
                 }))
             }
         }
@@ -399,6 +469,7 @@ mod tests {
                 Priority::Normal
             },
             dedup_key,
+            cost: 0,
         }
     }
 
@@ -463,8 +534,11 @@ mod tests {
             ]
         );
         let strings = 15 + 14 + 4 + 2 + 10 + 3 + 14 + 3;
-        let sessions = 2 * (1 + 8 + 4) + "session-one".len() + "session-two".len();
-        assert_eq!(batch.len(), sessions + 1 + 4 * HEADER + strings);
+        let sessions = 2 * (1 + 1 + 1) + "session-one".len() + "session-two".len();
+        // Tag, Δseq, Δtime, two lengths (and the dedup key's): the first
+        // time is a difference from 0 (6 bytes), the rest from the last.
+        let headers = (1 + 1 + 6 + 2) + (1 + 1 + 1 + 2 + 1) + (1 + 1 + 1 + 2) * 2;
+        assert_eq!(batch.len(), sessions + 1 + headers + strings);
     }
 
     #[test]
