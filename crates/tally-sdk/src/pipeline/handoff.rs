@@ -31,7 +31,7 @@
 //!
 //! | record | bytes |
 //! |---|---|
-//! | message | kind `u8` (0–5) · priority `u8` · seq `u64` · capture time `i64` · three lengths `u32` (first string, second string, dedup key or `u32::MAX`) · the strings |
+//! | message | kind `u8` (0–5) · flags `u8` (bit 0: critical, bit 1: an event version follows) · seq `u64` · capture time `i64` · three lengths `u32` (first string, second string, dedup key or `u32::MAX`) · the strings · the event version `u32` if flagged |
 //! | session | `16` · session index `u64` · id length `u32` · id: the session of the messages after it |
 //! | control | `17`: the next command of the side queue applies here |
 
@@ -115,6 +115,8 @@ pub(crate) struct Captured<'a> {
     pub(crate) kind: Kind<'a>,
     pub(crate) priority: Priority,
     pub(crate) dedup_key: Option<&'a str>,
+    /// The version of the event in the app's tracking plan.
+    pub(crate) event_version: Option<u32>,
 }
 
 /// A control command: travels in the hand-off queue in order with the
@@ -145,6 +147,9 @@ const SESSION: u8 = 16;
 const CONTROL: u8 = 17;
 const NO_DEDUP: u32 = u32::MAX;
 const HEADER: usize = 1 + 1 + 8 + 8 + 4 * 3;
+/// Flag bits of a message record's second byte.
+const CRITICAL: u8 = 1;
+const HAS_VERSION: u8 = 2;
 
 /// How the pipeline is waiting for records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -173,7 +178,7 @@ pub(crate) struct Handoff {
 /// The encoded size of a message record.
 pub(crate) fn message_bytes(c: &Captured<'_>) -> usize {
     let (a, b) = c.kind.strings();
-    HEADER + a.len() + b.len() + c.dedup_key.map_or(0, str::len)
+    HEADER + a.len() + b.len() + c.dedup_key.map_or(0, str::len) + c.event_version.map_or(0, |_| 4)
 }
 
 fn len32(s: &str) -> [u8; 4] {
@@ -215,10 +220,12 @@ impl Handoff {
         let (a, b) = c.kind.strings();
         self.buf.reserve(message_bytes(c));
         self.buf.push(c.kind.tag());
-        self.buf.push(match c.priority {
-            Priority::Critical => 1,
+        let critical = match c.priority {
+            Priority::Critical => CRITICAL,
             _ => 0,
-        });
+        };
+        self.buf
+            .push(critical | c.event_version.map_or(0, |_| HAS_VERSION));
         self.buf.extend_from_slice(&c.seq.to_le_bytes());
         self.buf.extend_from_slice(&c.ts_ms.to_le_bytes());
         self.buf.extend_from_slice(&len32(a));
@@ -229,6 +236,9 @@ impl Handoff {
         self.buf.extend_from_slice(b.as_bytes());
         if let Some(d) = c.dedup_key {
             self.buf.extend_from_slice(d.as_bytes());
+        }
+        if let Some(v) = c.event_version {
+            self.buf.extend_from_slice(&v.to_le_bytes());
         }
         let wake = match self.waiting {
             Waiting::Idle => true,
@@ -339,9 +349,10 @@ impl<'a> Records<'a> {
             }
             CONTROL => Some(Record::Control),
             _ => {
-                let priority = match self.bytes(1)?.first()? {
-                    1 => Priority::Critical,
-                    _ => Priority::Normal,
+                let flags = *self.bytes(1)?.first()?;
+                let priority = match flags & CRITICAL {
+                    0 => Priority::Normal,
+                    _ => Priority::Critical,
                 };
                 let seq = self.u64()?;
                 let ts_ms = self.u64()? as i64;
@@ -352,6 +363,10 @@ impl<'a> Records<'a> {
                 } else {
                     Some(self.str(d_len)?)
                 };
+                let event_version = match flags & HAS_VERSION {
+                    0 => None,
+                    _ => Some(self.u32()?),
+                };
                 Some(Record::Message(Captured {
                     seq,
                     ts_ms,
@@ -359,6 +374,7 @@ impl<'a> Records<'a> {
                     kind: Kind::from_tag(tag, a, b)?,
                     priority,
                     dedup_key,
+                    event_version,
                 }))
             }
         }
@@ -388,6 +404,15 @@ mod tests {
     use super::*;
 
     fn captured<'a>(seq: u64, kind: Kind<'a>, dedup_key: Option<&'a str>) -> Captured<'a> {
+        captured_version(seq, kind, dedup_key, None)
+    }
+
+    fn captured_version<'a>(
+        seq: u64,
+        kind: Kind<'a>,
+        dedup_key: Option<&'a str>,
+        event_version: Option<u32>,
+    ) -> Captured<'a> {
         Captured {
             seq,
             ts_ms: 1_700_000_000_000 + seq as i64,
@@ -399,6 +424,7 @@ mod tests {
                 Priority::Normal
             },
             dedup_key,
+            event_version,
         }
     }
 
@@ -425,7 +451,11 @@ mod tests {
         for (i, kind) in kinds.into_iter().enumerate() {
             let session = if i < 2 { &s1 } else { &s2 };
             let dedup = (i == 1).then_some("checkout-7");
-            h.push_message(&captured(i as u64 + 1, kind, dedup), session);
+            let version = (i == 0 || i == 1).then_some(i as u32 + 7);
+            h.push_message(
+                &captured_version(i as u64 + 1, kind, dedup, version),
+                session,
+            );
             if i == 1 {
                 h.push_control(Command::Reset);
             }
@@ -440,12 +470,13 @@ mod tests {
                 Record::Session { id, index } => format!("session {id} {index}"),
                 Record::Control => "control".to_owned(),
                 Record::Message(c) => format!(
-                    "{} {} {:?} {:?} {:?} {}",
+                    "{} {} {:?} {:?} {:?} {:?} {}",
                     c.seq,
                     c.ts_ms - 1_700_000_000_000,
                     c.priority,
                     c.kind,
                     c.dedup_key,
+                    c.event_version,
                     c.session_index
                 ),
             })
@@ -454,17 +485,18 @@ mod tests {
             seen,
             [
                 "session session-one 3",
-                r#"1 1 Normal Track { event: "Order Completed", props: "{\"total\":42.5}" } None 0"#,
-                r#"2 2 Critical Screen { name: "Home", props: "{}" } Some("checkout-7") 0"#,
+                r#"1 1 Normal Track { event: "Order Completed", props: "{\"total\":42.5}" } None Some(7) 0"#,
+                r#"2 2 Critical Screen { name: "Home", props: "{}" } Some("checkout-7") Some(8) 0"#,
                 "control",
                 "session session-two 3",
-                r#"3 3 Normal Identify { user_id: "u-1", traits: "{\"plan\":\"pro\"}" } None 0"#,
-                r#"4 4 Critical Alias { user_id: "u-2" } None 0"#,
+                r#"3 3 Normal Identify { user_id: "u-1", traits: "{\"plan\":\"pro\"}" } None None 0"#,
+                r#"4 4 Critical Alias { user_id: "u-2" } None None 0"#,
             ]
         );
         let strings = 15 + 14 + 4 + 2 + 10 + 3 + 14 + 3;
         let sessions = 2 * (1 + 8 + 4) + "session-one".len() + "session-two".len();
-        assert_eq!(batch.len(), sessions + 1 + 4 * HEADER + strings);
+        let versions = 2 * 4;
+        assert_eq!(batch.len(), sessions + 1 + 4 * HEADER + strings + versions);
     }
 
     #[test]

@@ -473,6 +473,7 @@ impl Pipeline {
                 schema: Some(SCHEMA_VERSION),
                 priority: (c.priority == Priority::Critical).then_some(Priority::Critical),
                 dedup_key: c.dedup_key.map(str::to_owned),
+                event_version: c.event_version,
                 ..TallyContext::default()
             }),
             ..std::mem::take(&mut self.context)
