@@ -1,7 +1,8 @@
-//! The SDK's errors: why a message was refused at the call
-//! ([`Refusal`], and [`PlanRefusal`] for the tracking plan's checks), why the tracker could not be built ([`BuildError`]), why
-//! a flush did not complete ([`FlushError`]) and why a shutdown did not
-//! finish cleanly ([`ShutdownError`]).
+//! The SDK's errors: why a message was refused at the call ([`Refusal`],
+//! and [`PlanRefusal`] for the tracking plan's checks), why the tracker
+//! could not be built ([`BuildError`]), why a flush did not complete
+//! ([`FlushError`]) and why a shutdown did not finish cleanly
+//! ([`ShutdownError`]).
 //!
 //! They sit below every thread's module (the capture path, the pipeline,
 //! the uploader and the API all name them) and name nothing of those in
@@ -59,7 +60,7 @@ pub enum Refusal {
 pub enum PlanRefusal {
     /// The properties break the schema of the version the event names
     /// (the latest version when it names none).
-    #[error("{event} v{version}: {rule} at {}{}", display_path(path), more(*count))]
+    #[error("{event} v{version}: {rule} at {}{}", display_path(.path), more(*.count))]
     Violation {
         /// The event name.
         event: String,

@@ -416,10 +416,12 @@ impl Tracker {
     #[inline]
     fn plan_check(&self, name: &str, props: &Props, options: &TrackOptions) -> Result<(), Refusal> {
         #[cfg(feature = "plan")]
-        if let Some(plan) = &self.plan {
-            return plan
-                .judge(name, options.event_version, props.as_json())
-                .map_err(|r| Refusal::Plan(Box::new(r)));
+        {
+            if let Some(plan) = &self.plan {
+                return plan
+                    .judge(name, options.event_version, props.as_json())
+                    .map_err(|r| Refusal::Plan(Box::new(r)));
+            }
         }
         let _ = (name, props, options);
         Ok(())
