@@ -27,8 +27,8 @@
 
 use std::sync::Arc;
 
-pub use tally_plan::{CompiledPlan, LoadError, Plan};
 use tally_plan::Verdict;
+pub use tally_plan::{CompiledPlan, LoadError, Plan};
 
 use crate::error::PlanRefusal;
 

@@ -54,7 +54,9 @@ fn as_vector(result: Result<u64, Refusal>) -> Value {
                 path,
                 count,
                 ..
-            } => json!({"code": "plan_violation", "version": version, "rule": rule, "path": path, "count": count}),
+            } => {
+                json!({"code": "plan_violation", "version": version, "rule": rule, "path": path, "count": count})
+            }
             PlanRefusal::UnknownVersion { version, .. } => {
                 json!({"code": "unknown_version", "version": version})
             }
@@ -133,7 +135,11 @@ fn each_vector_gets_its_verdict_at_the_call() {
         next += t.screen("Probe", Props::new()).unwrap().seq;
     }
     assert_eq!(counted, refused);
-    assert_eq!(next, accepted + trackers.len() as u64, "a refusal took a seq");
+    assert_eq!(
+        next,
+        accepted + trackers.len() as u64,
+        "a refusal took a seq"
+    );
 }
 
 #[test]
@@ -151,7 +157,11 @@ fn a_refused_event_is_not_stored_and_names_no_value() {
         ..TrackOptions::default()
     };
     let refusal = t
-        .track_with("Order Completed", order().with("currency", "JPY"), v2.clone())
+        .track_with(
+            "Order Completed",
+            order().with("currency", "JPY"),
+            v2.clone(),
+        )
         .unwrap_err();
     assert_eq!(
         refusal,

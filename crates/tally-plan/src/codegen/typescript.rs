@@ -85,7 +85,9 @@ pub(super) fn render(header: &str, events: &[Event]) -> Result<String, CodegenEr
         );
         let options = match event.priority {
             Priority::Critical => {
-                format!("{{ ...options, priority: \"critical\", eventVersion: {constant}_VERSION }}")
+                format!(
+                    "{{ ...options, priority: \"critical\", eventVersion: {constant}_VERSION }}"
+                )
             }
             Priority::Normal => format!("{{ ...options, eventVersion: {constant}_VERSION }}"),
         };
