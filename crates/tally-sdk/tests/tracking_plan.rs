@@ -11,6 +11,8 @@
 
 #[path = "support/collector.rs"]
 mod collector;
+// Exactly as generated: rustfmt leaves it alone.
+#[rustfmt::skip]
 #[path = "../../tally-plan/tests/fixtures/codegen/tracking.rs"]
 mod tracking;
 
