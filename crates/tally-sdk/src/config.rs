@@ -111,10 +111,6 @@ pub struct Config {
     /// Whether a plain `http://` endpoint on a host other than loopback is
     /// accepted (default: refused when the tracker is built).
     pub allow_insecure_http: bool,
-    /// The tracking plan track events are judged by at the call (feature
-    /// `plan`; `None`: not judged).
-    #[cfg(feature = "plan")]
-    pub plan: Option<crate::plan::PlanCheck>,
 }
 
 impl Config {
@@ -149,8 +145,6 @@ impl Config {
                 max_delay: log::DEFAULT_BUFFERED_DELAY,
             },
             allow_insecure_http: false,
-            #[cfg(feature = "plan")]
-            plan: None,
         }
     }
 }

@@ -72,6 +72,9 @@ const SYNC_POLL: Duration = Duration::from_millis(10);
 #[derive(Debug)]
 pub struct TrackerBuilder {
     config: Config,
+    /// The tracking plan track events are judged by at the call.
+    #[cfg(feature = "plan")]
+    plan: Option<crate::plan::PlanCheck>,
 }
 
 impl TrackerBuilder {
@@ -278,13 +281,19 @@ impl TrackerBuilder {
     /// counted in `health().refused`. See [`crate::plan`].
     #[cfg(feature = "plan")]
     pub fn tracking_plan(mut self, check: crate::plan::PlanCheck) -> Self {
-        self.config.plan = Some(check);
+        self.plan = Some(check);
         self
     }
 
     /// Opens the data directory and starts the pipeline and uploader.
     pub fn build(self) -> Result<Tracker, BuildError> {
-        Tracker::start(self.config)
+        #[allow(unused_mut)]
+        let mut tracker = Tracker::start(self.config)?;
+        #[cfg(feature = "plan")]
+        {
+            tracker.plan = self.plan;
+        }
+        Ok(tracker)
     }
 }
 
@@ -322,12 +331,12 @@ impl Tracker {
     ) -> TrackerBuilder {
         TrackerBuilder {
             config: Config::new(write_key.into(), endpoint.into(), data_dir.into()),
+            #[cfg(feature = "plan")]
+            plan: None,
         }
     }
 
-    fn start(#[allow(unused_mut)] mut config: Config) -> Result<Self, BuildError> {
-        #[cfg(feature = "plan")]
-        let plan = config.plan.take();
+    fn start(config: Config) -> Result<Self, BuildError> {
         if !config.allow_insecure_http {
             if let Some(host) = crate::upload::transport::insecure_http_host(&config.endpoint) {
                 return Err(BuildError::InsecureEndpoint(host));
@@ -386,7 +395,7 @@ impl Tracker {
             capture,
             threads: Mutex::new(threads),
             #[cfg(feature = "plan")]
-            plan,
+            plan: None,
         })
     }
 
