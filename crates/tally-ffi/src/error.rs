@@ -155,7 +155,7 @@ mod tests {
             Refusal::UnknownSession,
         ];
         for refusal in refusals {
-            assert_eq!(TallyError::from(refusal).code(), refusal.code());
+            assert_eq!(TallyError::from(refusal.clone()).code(), refusal.code());
         }
     }
 }

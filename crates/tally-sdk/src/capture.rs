@@ -66,6 +66,10 @@ pub struct TrackOptions {
     pub priority: Priority,
     /// Business idempotency key (an order id).
     pub dedup_key: Option<String>,
+    /// The version of the event in the tracking plan the app was built
+    /// against (`context.tally.event_version`): the collector judges the
+    /// event by that version. `tally plan codegen` sets it.
+    pub event_version: Option<u32>,
 }
 
 /// The caller-side capture state, under one lock.
@@ -159,6 +163,7 @@ impl Capture {
             kind,
             priority: options.priority,
             dedup_key,
+            event_version: options.event_version,
             cost: 0,
         };
         let budget = shared.config.queue_budget_bytes;
@@ -326,7 +331,7 @@ impl Emitter for Capture {
         };
         let options = TrackOptions {
             priority,
-            dedup_key: None,
+            ..TrackOptions::default()
         };
         self.accept(kind, options, None).ok().map(|a| a.seq)
     }

@@ -1,7 +1,8 @@
-//! The SDK's errors: why a message was refused at the call
-//! ([`Refusal`]), why the tracker could not be built ([`BuildError`]), why
-//! a flush did not complete ([`FlushError`]) and why a shutdown did not
-//! finish cleanly ([`ShutdownError`]).
+//! The SDK's errors: why a message was refused at the call ([`Refusal`],
+//! and [`PlanRefusal`] for the tracking plan's checks), why the tracker
+//! could not be built ([`BuildError`]), why a flush did not complete
+//! ([`FlushError`]) and why a shutdown did not finish cleanly
+//! ([`ShutdownError`]).
 //!
 //! They sit below every thread's module (the capture path, the pipeline,
 //! the uploader and the API all name them) and name nothing of those in
@@ -15,7 +16,7 @@ use crate::install_state::StateError;
 
 /// Why a message was refused at the call. A refused message takes no
 /// sequence number and is counted in `health().refused`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Refusal {
     /// The message breaks a rule the collector would reject it for.
@@ -44,6 +45,81 @@ pub enum Refusal {
     /// after the timeout). See [`crate::pipeline::session`].
     #[error("unknown or ended session")]
     UnknownSession,
+    /// The event breaks the tracking plan the tracker was given (the
+    /// `plan` feature's `TrackerBuilder::tracking_plan`, for development
+    /// builds): the rule and where, never the value.
+    #[error("tracking plan: {0}")]
+    Plan(Box<PlanRefusal>),
+}
+
+/// Why the tracking plan refused an event at the call: what the
+/// collector's dead letter would say of it in `enforce` mode, and never a
+/// property's value (the event's content).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PlanRefusal {
+    /// The properties break the schema of the version the event names
+    /// (the latest version when it names none).
+    #[error("{event} v{version}: {rule} at {}{}", display_path(.path), more(*.count))]
+    Violation {
+        /// The event name.
+        event: String,
+        /// The version it was judged by.
+        version: u32,
+        /// The JSON Schema keyword that failed first (`required`, `type`,
+        /// `enum`, `maximum`, `format`, `additionalProperties`, ...).
+        rule: String,
+        /// JSON pointer into the properties to the failing value: the
+        /// missing property for `required`, the unexpected one for
+        /// `additionalProperties`; `""` is the properties object itself.
+        path: String,
+        /// How many violations there are in all (1 or more).
+        count: usize,
+    },
+    /// The plan has no event of that name, and the tracker refuses
+    /// unplanned events.
+    #[error("{event}: not in the tracking plan")]
+    Unplanned {
+        /// The event name.
+        event: String,
+    },
+    /// The event names a version the plan does not have: the code that
+    /// tracked it was generated from another plan than the one loaded.
+    #[error("{event}: version {version} is not in the tracking plan")]
+    UnknownVersion {
+        /// The event name.
+        event: String,
+        /// The version it named.
+        version: u32,
+    },
+}
+
+fn display_path(path: &str) -> &str {
+    if path.is_empty() {
+        "/"
+    } else {
+        path
+    }
+}
+
+fn more(count: usize) -> String {
+    match count {
+        0 | 1 => String::new(),
+        n => format!(" (and {} more)", n - 1),
+    }
+}
+
+impl PlanRefusal {
+    /// The code counted in `health().refused`: `plan_violation` (the
+    /// collector's reject reason for the same event), `unplanned` or
+    /// `unknown_version` (the collector's finding).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Violation { .. } => "plan_violation",
+            Self::Unplanned { .. } => "unplanned",
+            Self::UnknownVersion { .. } => "unknown_version",
+        }
+    }
 }
 
 impl Refusal {
@@ -57,6 +133,7 @@ impl Refusal {
             Self::ConsentPending => "consent_pending",
             Self::ShutDown => "shut_down",
             Self::UnknownSession => "unknown_session",
+            Self::Plan(p) => p.code(),
         }
     }
 }

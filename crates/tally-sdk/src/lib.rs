@@ -33,6 +33,7 @@
 //! | [`health`] | the health report |
 //! | [`mobile`] | network, low power, background syncs, no idle wake-ups |
 //! | [`props`] | properties built as JSON text |
+//! | `plan` | the tracking plan judged at the call (feature `plan`, development builds) |
 //! | [`config`] | options and their defaults |
 //! | [`clock`] | real and virtual time, and the wake-up signal the threads wait on |
 
@@ -45,6 +46,8 @@ mod install_state;
 pub mod log;
 pub mod mobile;
 pub mod pipeline;
+#[cfg(feature = "plan")]
+pub mod plan;
 pub mod props;
 mod shared;
 pub mod stored;
@@ -61,8 +64,8 @@ pub use pipeline::privacy::{Consent, KeyScope};
 pub use props::{Props, PropsError};
 pub use tally_proto::Priority;
 pub use tracker::{
-    Accepted, BuildError, FlushError, Refusal, ShutdownError, TrackOptions, TrackResult, Tracker,
-    TrackerBuilder,
+    Accepted, BuildError, FlushError, PlanRefusal, Refusal, ShutdownError, TrackOptions,
+    TrackResult, Tracker, TrackerBuilder,
 };
 pub use upload::transport::{HttpTransport, Method, Request, Response, Transport, TransportError};
 

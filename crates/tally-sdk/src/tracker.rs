@@ -60,7 +60,7 @@ use crate::upload::transport::{HttpTransport, Transport};
 use crate::upload::Uploader;
 
 pub use crate::capture::{Accepted, TrackOptions, TrackResult};
-pub use crate::error::{BuildError, FlushError, Refusal, ShutdownError};
+pub use crate::error::{BuildError, FlushError, PlanRefusal, Refusal, ShutdownError};
 
 mod mobile;
 
@@ -72,6 +72,9 @@ const SYNC_POLL: Duration = Duration::from_millis(10);
 #[derive(Debug)]
 pub struct TrackerBuilder {
     config: Config,
+    /// The tracking plan track events are judged by at the call.
+    #[cfg(feature = "plan")]
+    plan: Option<crate::plan::PlanCheck>,
 }
 
 impl TrackerBuilder {
@@ -272,9 +275,25 @@ impl TrackerBuilder {
         self
     }
 
+    /// Judge every track event against a tracking plan at the call
+    /// (feature `plan`, for development builds): an event that breaks it
+    /// is refused with [`Refusal::Plan`] before it takes a `seq`, and
+    /// counted in `health().refused`. See [`crate::plan`].
+    #[cfg(feature = "plan")]
+    pub fn tracking_plan(mut self, check: crate::plan::PlanCheck) -> Self {
+        self.plan = Some(check);
+        self
+    }
+
     /// Opens the data directory and starts the pipeline and uploader.
     pub fn build(self) -> Result<Tracker, BuildError> {
-        Tracker::start(self.config)
+        #[allow(unused_mut)]
+        let mut tracker = Tracker::start(self.config)?;
+        #[cfg(feature = "plan")]
+        {
+            tracker.plan = self.plan;
+        }
+        Ok(tracker)
     }
 }
 
@@ -298,6 +317,8 @@ pub struct Tracker {
     shared: Arc<Shared>,
     capture: Arc<Capture>,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    #[cfg(feature = "plan")]
+    plan: Option<crate::plan::PlanCheck>,
 }
 
 impl Tracker {
@@ -310,6 +331,8 @@ impl Tracker {
     ) -> TrackerBuilder {
         TrackerBuilder {
             config: Config::new(write_key.into(), endpoint.into(), data_dir.into()),
+            #[cfg(feature = "plan")]
+            plan: None,
         }
     }
 
@@ -371,6 +394,8 @@ impl Tracker {
             shared,
             capture,
             threads: Mutex::new(threads),
+            #[cfg(feature = "plan")]
+            plan: None,
         })
     }
 
@@ -393,6 +418,22 @@ impl Tracker {
             return Err(Refusal::Invalid(*reason));
         }
         self.props_check(props)
+    }
+
+    /// The tracking plan's judgement of a track event (feature `plan`);
+    /// without a plan, nothing.
+    #[inline]
+    fn plan_check(&self, name: &str, props: &Props, options: &TrackOptions) -> Result<(), Refusal> {
+        #[cfg(feature = "plan")]
+        {
+            if let Some(plan) = &self.plan {
+                return plan
+                    .judge(name, options.event_version, props.as_json())
+                    .map_err(|r| Refusal::Plan(Box::new(r)));
+            }
+        }
+        let _ = (name, props, options);
+        Ok(())
     }
 
     fn name_checks(name: &str) -> [(bool, RejectReason); 3] {
@@ -443,9 +484,11 @@ impl Tracker {
         self.track_with(name, props, TrackOptions::default())
     }
 
-    /// Tracks with a priority or a dedup key.
+    /// Tracks with a priority, a dedup key or the event's plan version.
     pub fn track_with(&self, name: &str, props: Props, options: TrackOptions) -> TrackResult {
-        let check = self.checked(&props, &Self::name_checks(name));
+        let check = self
+            .checked(&props, &Self::name_checks(name))
+            .and_then(|()| self.plan_check(name, &props, &options));
         let kind = Kind::Track {
             event: name,
             props: props.as_json(),
@@ -464,7 +507,10 @@ impl Tracker {
         props: Props,
         options: TrackOptions,
     ) -> TrackResult {
-        if let Err(refusal) = self.checked(&props, &Self::name_checks(name)) {
+        let check = self
+            .checked(&props, &Self::name_checks(name))
+            .and_then(|()| self.plan_check(name, &props, &options));
+        if let Err(refusal) = check {
             return self.capture.refuse(refusal);
         }
         let kind = Kind::Track {

@@ -162,7 +162,7 @@ fn a_record_whose_context_is_lost_is_counted_corrupt_never_given_another() {
 }
 
 #[test]
-fn a_rotated_key_is_kept_while_a_context_sealed_under_it_is_needed() {
+fn after_a_key_rotation_the_context_is_stored_again_and_the_old_key_goes() {
     let dir = tempfile::tempdir().unwrap();
     let a = ctx("a");
     let log = Log::open(LogConfig::new(dir.path())).unwrap();
@@ -171,24 +171,24 @@ fn a_rotated_key_is_kept_while_a_context_sealed_under_it_is_needed() {
             .unwrap();
     }
     log.flush().unwrap();
-    log.rotate_key().unwrap();
-    for seq in 4..=6 {
-        log.append_in(seq, Priority::Normal, &payload(seq), Some(&a))
-            .unwrap();
-    }
-    log.flush().unwrap();
-    // Every record sealed under key 1 is acknowledged: only the context
-    // frame, in the same segment as records 4..=6, still needs it.
     let first: Vec<_> = log
         .read_pending(3, usize::MAX)
         .unwrap()
         .into_iter()
         .map(|r| (r.id, Disposition::Delivered))
         .collect();
+    log.rotate_key().unwrap();
+    // Acknowledged after the rotation: the records sealed under key 1 are
+    // gone, and the segment is still the writer's.
     log.ack(&first).unwrap();
+    for seq in 4..=6 {
+        log.append_in(seq, Priority::Normal, &payload(seq), Some(&a))
+            .unwrap();
+    }
     log.close().unwrap();
-    assert!(dir.path().join("keys/key-1").exists(), "key 1 kept");
-    assert_eq!(frames(dir.path()), [(6, 1)]);
+    // The context again under key 2, in the same segment as 4..=6.
+    assert_eq!(frames(dir.path()), [(6, 2)]);
+    assert!(!dir.path().join("keys/key-1").exists(), "key 1 deleted");
 
     let log = Log::open(LogConfig::new(dir.path())).unwrap();
     let records = log.read_pending(usize::MAX, usize::MAX).unwrap();

@@ -32,7 +32,7 @@ fn track(tracker: &Tracker, name: &str, n: u64, priority: Priority) {
     for i in 0..n {
         let options = TrackOptions {
             priority,
-            dedup_key: None,
+            ..TrackOptions::default()
         };
         tracker
             .track_with(name, Props::new().with("i", i), options)

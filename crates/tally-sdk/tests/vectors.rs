@@ -222,7 +222,7 @@ fn drop_report_scenarios() {
                         Some("critical") => Priority::Critical,
                         _ => Priority::Normal,
                     },
-                    dedup_key: None,
+                    ..TrackOptions::default()
                 };
                 for _ in 0..step["count"].as_u64().unwrap() {
                     tracker

@@ -16,6 +16,7 @@ export function sizes() {
   const files = {
     "tally.min.mjs": join(pkg, "dist/tally.min.mjs"),
     "tally.iife.js": join(pkg, "dist/tally.iife.js"),
+    "plan.min.mjs (development builds only)": join(pkg, "dist/plan.min.mjs"),
     "analytics-next umd/index.js": segment,
   };
   return Object.fromEntries(

@@ -51,6 +51,8 @@ export interface Item {
   ts: number;
   lane: Lane;
   dedup?: string | undefined;
+  /** The event's plan version. */
+  v?: number | undefined;
   /** Bytes held in memory, against the queue budget. */
   cost: number;
   done?: ((d: Durable) => void) | undefined;
@@ -233,12 +235,14 @@ export class Log {
     if (item.k === "group") m.groupId = item.a;
     m.timestamp = formatTimestamp(item.ts);
     const seq = state.next++;
-    const tally: Record<string, unknown> = {
-      install_id: state.install, seq, session_id: s.id, session_index: s.index, schema: SCHEMA_VERSION,
+    m.context = {
+      ...this.#cfg.context,
+      tally: {
+        install_id: state.install, seq, session_id: s.id, session_index: s.index, schema: SCHEMA_VERSION,
+        // Members left undefined are left out of the JSON.
+        priority: item.lane === 0 ? "critical" : undefined, dedup_key: item.dedup, event_version: item.v,
+      },
     };
-    if (item.lane === 0) tally.priority = "critical";
-    if (item.dedup !== undefined) tally.dedup_key = item.dedup;
-    m.context = { ...this.#cfg.context, tally };
     let json = JSON.stringify(m);
     let bag = 0;
     if (item.p !== undefined && item.p !== "{}") {

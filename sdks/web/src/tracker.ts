@@ -39,7 +39,7 @@ import { jsonDepth, utf8Len, uuid4 } from "./util";
 /** The library's name and version in `context.library`. */
 export const LIBRARY = { name: "tally-web", version: "0.1.0" };
 
-export type { Consent, Durable, KeyScope };
+export type { Consent, Durable, Kind, KeyScope };
 
 /** Options of Tracker.open. Only writeKey and endpoint are required. */
 export interface Options {
@@ -72,6 +72,8 @@ export interface Options {
   app?: { name?: string; version?: string; build?: string; namespace?: string };
   /** Name of the IndexedDB database (default "tally"): one install per name, origin and profile. */
   name?: string;
+  /** Development builds: judge track calls against the tracking plan (`planCheck` of `@tally/web/plan`). */
+  plan?: PlanCheck | undefined;
 }
 
 /** Options of one call. */
@@ -80,10 +82,21 @@ export interface CallOptions {
   priority?: "normal" | "critical";
   /** A business idempotency key (an order id): counted once across every device. */
   dedupKey?: string;
+  /** The event's version in the tracking plan the app was built against (`context.tally.event_version`); generated code sets it. */
+  eventVersion?: number;
 }
 
-/** What a call did: accepted (its seq comes once stored) or refused with a reason. */
-export type TrackResult = { ok: true; durable: Promise<Durable> } | { ok: false; reason: string };
+/** Why the tracking plan refused a track call: the rule and where, never the value. */
+export type PlanRefusal =
+  | { reason: "plan_violation"; event: string; version: number; rule: string; path: string; count: number }
+  | { reason: "unknown_version"; event: string; version: number }
+  | { reason: "unplanned"; event: string };
+
+/** Judges a call (its kind, name, properties as JSON text, options): null when the plan accepts it. */
+export type PlanCheck = (kind: Kind, event: string, props: string | undefined, options: CallOptions | undefined) => PlanRefusal | null;
+
+/** What a call did: accepted (its seq comes once stored) or refused with a reason (and the plan's, when the plan refused it). */
+export type TrackResult = { ok: true; durable: Promise<Durable> } | { ok: false; reason: string; plan?: PlanRefusal | undefined };
 
 /** Why flush() or sync() could not do what was asked. */
 export class TallyError extends Error {
@@ -309,12 +322,14 @@ export class Tracker {
     if (dedup !== undefined && (typeof dedup !== "string" || utf8Len(dedup) > MAX_ID_BYTES)) {
       return this.#refuse("id_too_long");
     }
+    const plan = this.#opts.plan?.(k, a, p, o);
+    if (plan) return Object.assign(this.#refuse(plan.reason), plan);
     const cost = CALL_OVERHEAD_BYTES + a.length + (p?.length ?? 0);
     if (this.#queued + cost > (this.#opts.queueBudgetBytes ?? DEFAULT_QUEUE_BUDGET_BYTES)) return this.#refuse("queue_full");
     let resolve: (d: Durable) => void = () => undefined;
     const durable = new Promise<Durable>((r) => (resolve = r));
     const lane: Lane = o?.priority === "critical" ? 0 : 1;
-    this.#push({ k, a, p, ts: Date.now(), lane, dedup, cost, done: resolve });
+    this.#push({ k, a, p, ts: Date.now(), lane, dedup, v: o?.eventVersion, cost, done: resolve });
     this.#tracked++;
     return { ok: true, durable };
   }

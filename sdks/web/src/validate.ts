@@ -46,7 +46,7 @@ export function validate(m: unknown, raw: string, bagBytes = 0): string | null {
     const { install_id, session_id, dedup_key, priority } = tally;
     if (
       [install_id, session_id, dedup_key].some((v) => v != null && typeof v !== "string") ||
-      ![tally.seq, tally.session_index, tally.schema].every(uint) ||
+      ![tally.seq, tally.session_index, tally.schema, tally.event_version].every(uint) ||
       (priority != null && priority !== "normal" && priority !== "critical")
     )
       return "malformed_message";

@@ -586,6 +586,7 @@ pub(crate) fn perform(
                 Some(n) => TrackOptions {
                     priority: Priority::Critical,
                     dedup_key: Some(format!("order-{run_id}-{}-{}-{n}", plan.user, plan.index)),
+                    ..TrackOptions::default()
                 },
                 None => TrackOptions::default(),
             };

@@ -1,6 +1,7 @@
 //! Rust: a module with one struct per event (required properties as
 //! fields, optional ones as `Option`, string enums as enums) and one
-//! `track_<event>(tracker, event)` over `tally_sdk::Tracker::track_with`.
+//! `track_<event>(tracker, event)` over `tally_sdk::Tracker::track_with`,
+//! which sends the event's plan version (`TrackOptions::event_version`).
 
 use std::fmt::Write;
 
@@ -62,7 +63,7 @@ pub(super) fn render(header: &str, events: &[Event]) -> Result<String, CodegenEr
         "//!\n\
          //! Each event is a struct: a missing required property or a value\n\
          //! outside an enum does not compile. `track_<event>` sends it with\n\
-         //! the planned priority.\n\n\
+         //! the planned priority and its plan version.\n\n\
          #![allow(dead_code, missing_docs, clippy::all)]\n\n",
     );
     if !events.is_empty() {
@@ -118,9 +119,9 @@ pub(super) fn render(header: &str, events: &[Event]) -> Result<String, CodegenEr
         let _ = writeln!(
             out,
             "}}\n\nimpl {ty} {{\n    /// The event name.\n    pub const NAME: &'static str = {};\n    \
-             /// The plan version these properties follow. Not sent yet: the SDK\n    \
-             /// has no place for it in `context.tally`, so the collector judges\n    \
-             /// the event by the latest version.\n    pub const VERSION: u32 = {};\n\n    \
+             /// The plan version these properties follow, sent in\n    \
+             /// `context.tally.event_version`: the collector judges the event by it.\n    \
+             pub const VERSION: u32 = {};\n\n    \
              /// The properties, as tracked.\n    pub fn props(&self) -> Props {{",
             literal(&event.name),
             event.version
@@ -150,12 +151,13 @@ pub(super) fn render(header: &str, events: &[Event]) -> Result<String, CodegenEr
             );
         }
         out.push_str("        props\n    }\n}\n");
-        let options = match event.priority {
-            Priority::Critical => {
-                "TrackOptions {\n            priority: tally_sdk::Priority::Critical,\n            ..TrackOptions::default()\n        }"
-            }
-            Priority::Normal => "TrackOptions::default()",
+        let priority = match event.priority {
+            Priority::Critical => "\n            priority: tally_sdk::Priority::Critical,",
+            Priority::Normal => "",
         };
+        let options = format!(
+            "TrackOptions {{{priority}\n            event_version: Some({ty}::VERSION),\n            ..TrackOptions::default()\n        }}"
+        );
         let _ = writeln!(
             out,
             "\n/// Tracks `{}` ({}).\npub fn {fn_name}(tracker: &Tracker, event: {ty}) -> TrackResult {{\n    \

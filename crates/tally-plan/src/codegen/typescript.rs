@@ -1,6 +1,6 @@
 //! TypeScript: a props type and a `track<Event>(tracker, props, options)`
-//! function per event over `@tally/web`'s `Tracker.track`; string enums
-//! become union types.
+//! function per event over `@tally/web`'s `Tracker.track`, which sends the
+//! event's plan version (`eventVersion`); string enums become union types.
 
 use std::fmt::Write;
 
@@ -42,7 +42,7 @@ pub(super) fn render(header: &str, events: &[Event]) -> Result<String, CodegenEr
     out.push_str(
         "//\n// Each event has a props type: a missing required property or a value\n\
          // outside an enum does not compile. `track<Event>` sends it with the\n\
-         // planned priority.\n",
+         // planned priority and its plan version.\n",
     );
     if !events.is_empty() {
         out.push_str("\nimport type { CallOptions, Tracker, TrackResult } from \"@tally/web\";\n");
@@ -79,13 +79,17 @@ pub(super) fn render(header: &str, events: &[Event]) -> Result<String, CodegenEr
         let constant = naming::snake(&event.name).to_uppercase();
         let _ = writeln!(
             out,
-            "}};\n\n/** The plan version `{ty}Props` follows (not sent yet: the SDK has no place for it). */\n\
+            "}};\n\n/** The plan version `{ty}Props` follows, sent in `context.tally.event_version`. */\n\
              export const {constant}_VERSION = {};",
             event.version
         );
         let options = match event.priority {
-            Priority::Critical => "{ ...options, priority: \"critical\" }",
-            Priority::Normal => "options",
+            Priority::Critical => {
+                format!(
+                    "{{ ...options, priority: \"critical\", eventVersion: {constant}_VERSION }}"
+                )
+            }
+            Priority::Normal => format!("{{ ...options, eventVersion: {constant}_VERSION }}"),
         };
         let _ = writeln!(
             out,

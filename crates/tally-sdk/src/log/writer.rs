@@ -39,8 +39,9 @@ struct Active {
     file: Box<dyn FileHandle>,
     len: u64,
     dirty: bool,
-    /// The context generations whose frame this segment holds.
-    contexts: Vec<u32>,
+    /// The context generations whose frame this segment holds, with the
+    /// key each frame was sealed with.
+    contexts: Vec<(u32, KeyId)>,
 }
 
 /// Groups of at least this many records are sealed by two threads: about
@@ -516,10 +517,11 @@ impl Writer {
         self.contexts.retain(|&g, _| g >= oldest_named.min(newest));
     }
 
-    /// The context frames `active` still lacks for `metas`, sealed back to
-    /// back, and what to index for each (generation, key, frame length,
-    /// context), in order from `active.len`. The key of a segment's
-    /// context frames is kept while any of its records is pending.
+    /// The context frames `active` still lacks for `metas` under the
+    /// current key, sealed back to back, and what to index for each
+    /// (generation, key, frame length, context), in order from
+    /// `active.len`. The key of a segment's context frames is kept while
+    /// any of its records is pending.
     fn context_frames(
         &self,
         active: &Active,
@@ -531,7 +533,11 @@ impl Writer {
             return (bytes, frames);
         };
         for m in metas {
-            let have = active.contexts.contains(&m.ctx) || frames.iter().any(|f| f.0 == m.ctx);
+            // After a key rotation a context is stored again under the new
+            // key, so the old key can go with the last record sealed
+            // under it.
+            let have = active.contexts.contains(&(m.ctx, cipher.id))
+                || frames.iter().any(|f| f.0 == m.ctx);
             if m.ctx == 0 || have {
                 continue;
             }
@@ -687,7 +693,7 @@ impl Writer {
             }
             let mut offset = active.len;
             for (gen, key, len, context) in contexts {
-                active.contexts.push(gen);
+                active.contexts.push((gen, key));
                 written_contexts.push(WrittenContext {
                     segment: active.id,
                     offset: offset as u32,

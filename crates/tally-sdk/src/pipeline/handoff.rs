@@ -32,7 +32,7 @@
 //!
 //! | record | bytes |
 //! |---|---|
-//! | message | tag `u8` (kind 0–5, `| 8` critical, `| 16` with a dedup key) · Δseq · Δcapture time (zigzag) · the strings' lengths (first, second, dedup key if any) · the strings |
+//! | message | tag `u8` (kind 0–5, `| 8` critical, `| 16` with a dedup key, `| 32` with an event version) · Δseq · Δcapture time (zigzag) · the event version if any · the strings' lengths (first, second, dedup key if any) · the strings |
 //! | session | `0x40` · session index · id length · id: the session of the messages after it |
 //! | control | `0x41`: the next command of the side queue applies here |
 //!
@@ -119,6 +119,8 @@ pub(crate) struct Captured<'a> {
     pub(crate) kind: Kind<'a>,
     pub(crate) priority: Priority,
     pub(crate) dedup_key: Option<&'a str>,
+    /// The version of the event in the app's tracking plan.
+    pub(crate) event_version: Option<u32>,
     /// The bytes its hand-off record took (set when read back).
     pub(crate) cost: usize,
 }
@@ -152,6 +154,7 @@ const CONTROL: u8 = 0x41;
 const KIND_MASK: u8 = 0x07;
 const CRITICAL: u8 = 0x08;
 const DEDUP: u8 = 0x10;
+const VERSION: u8 = 0x20;
 
 fn varint_len(v: u64) -> usize {
     let bits = 64 - v.leading_zeros() as usize;
@@ -223,7 +226,9 @@ impl Handoff {
         let dedup = c
             .dedup_key
             .map_or(0, |d| varint_len(d.len() as u64) + d.len());
-        1 + varint_len(c.seq.wrapping_sub(self.prev_seq))
+        let version = c.event_version.map_or(0, |v| varint_len(u64::from(v)));
+        1 + version
+            + varint_len(c.seq.wrapping_sub(self.prev_seq))
             + varint_len(zigzag(c.ts_ms.wrapping_sub(self.prev_ts)))
             + varint_len(a.len() as u64)
             + varint_len(b.len() as u64)
@@ -256,9 +261,15 @@ impl Handoff {
         if c.dedup_key.is_some() {
             tag |= DEDUP;
         }
+        if c.event_version.is_some() {
+            tag |= VERSION;
+        }
         self.buf.push(tag);
         put_varint(&mut self.buf, c.seq.wrapping_sub(self.prev_seq));
         put_varint(&mut self.buf, zigzag(c.ts_ms.wrapping_sub(self.prev_ts)));
+        if let Some(v) = c.event_version {
+            put_varint(&mut self.buf, u64::from(v));
+        }
         put_varint(&mut self.buf, a.len() as u64);
         put_varint(&mut self.buf, b.len() as u64);
         if let Some(d) = c.dedup_key {
@@ -408,6 +419,11 @@ impl<'a> Records<'a> {
                 let zz = self.varint()?;
                 let delta = ((zz >> 1) as i64) ^ -((zz & 1) as i64);
                 let ts_ms = self.prev_ts.wrapping_add(delta);
+                let event_version = if tag & VERSION != 0 {
+                    Some(u32::try_from(self.varint()?).ok()?)
+                } else {
+                    None
+                };
                 let (a_len, b_len) = (self.len()?, self.len()?);
                 let d_len = if tag & DEDUP != 0 {
                     Some(self.len()?)
@@ -428,6 +444,7 @@ impl<'a> Records<'a> {
                     kind: Kind::from_tag(tag & KIND_MASK, a, b)?,
                     priority,
                     dedup_key,
+                    event_version,
                     cost: start - self.rest.len(),
                 }))
             }
@@ -458,6 +475,15 @@ mod tests {
     use super::*;
 
     fn captured<'a>(seq: u64, kind: Kind<'a>, dedup_key: Option<&'a str>) -> Captured<'a> {
+        captured_version(seq, kind, dedup_key, None)
+    }
+
+    fn captured_version<'a>(
+        seq: u64,
+        kind: Kind<'a>,
+        dedup_key: Option<&'a str>,
+        event_version: Option<u32>,
+    ) -> Captured<'a> {
         Captured {
             seq,
             ts_ms: 1_700_000_000_000 + seq as i64,
@@ -469,6 +495,7 @@ mod tests {
                 Priority::Normal
             },
             dedup_key,
+            event_version,
             cost: 0,
         }
     }
@@ -496,7 +523,11 @@ mod tests {
         for (i, kind) in kinds.into_iter().enumerate() {
             let session = if i < 2 { &s1 } else { &s2 };
             let dedup = (i == 1).then_some("checkout-7");
-            h.push_message(&captured(i as u64 + 1, kind, dedup), session);
+            let version = (i == 0 || i == 1).then_some(i as u32 + 7);
+            h.push_message(
+                &captured_version(i as u64 + 1, kind, dedup, version),
+                session,
+            );
             if i == 1 {
                 h.push_control(Command::Reset);
             }
@@ -511,12 +542,13 @@ mod tests {
                 Record::Session { id, index } => format!("session {id} {index}"),
                 Record::Control => "control".to_owned(),
                 Record::Message(c) => format!(
-                    "{} {} {:?} {:?} {:?} {}",
+                    "{} {} {:?} {:?} {:?} {:?} {}",
                     c.seq,
                     c.ts_ms - 1_700_000_000_000,
                     c.priority,
                     c.kind,
                     c.dedup_key,
+                    c.event_version,
                     c.session_index
                 ),
             })
@@ -525,20 +557,55 @@ mod tests {
             seen,
             [
                 "session session-one 3",
-                r#"1 1 Normal Track { event: "Order Completed", props: "{\"total\":42.5}" } None 0"#,
-                r#"2 2 Critical Screen { name: "Home", props: "{}" } Some("checkout-7") 0"#,
+                r#"1 1 Normal Track { event: "Order Completed", props: "{\"total\":42.5}" } None Some(7) 0"#,
+                r#"2 2 Critical Screen { name: "Home", props: "{}" } Some("checkout-7") Some(8) 0"#,
                 "control",
                 "session session-two 3",
-                r#"3 3 Normal Identify { user_id: "u-1", traits: "{\"plan\":\"pro\"}" } None 0"#,
-                r#"4 4 Critical Alias { user_id: "u-2" } None 0"#,
+                r#"3 3 Normal Identify { user_id: "u-1", traits: "{\"plan\":\"pro\"}" } None None 0"#,
+                r#"4 4 Critical Alias { user_id: "u-2" } None None 0"#,
             ]
         );
         let strings = 15 + 14 + 4 + 2 + 10 + 3 + 14 + 3;
         let sessions = 2 * (1 + 1 + 1) + "session-one".len() + "session-two".len();
         // Tag, Δseq, Δtime, two lengths (and the dedup key's): the first
         // time is a difference from 0 (6 bytes), the rest from the last.
-        let headers = (1 + 1 + 6 + 2) + (1 + 1 + 1 + 2 + 1) + (1 + 1 + 1 + 2) * 2;
+        // The first two carry a version (one byte each).
+        let headers = (1 + 1 + 6 + 1 + 2) + (1 + 1 + 1 + 1 + 2 + 1) + (1 + 1 + 1 + 2) * 2;
         assert_eq!(batch.len(), sessions + 1 + headers + strings);
+    }
+
+    #[test]
+    fn a_record_costs_what_it_takes_and_reads_back_at_that_cost() {
+        let s: Arc<str> = Arc::from("s");
+        let mut h = Handoff::new();
+        let mut costs = Vec::new();
+        for (seq, version, dedup) in [
+            (1, Some(300), Some("d")),
+            (2, None, None),
+            (500, Some(u32::MAX), Some("")),
+            (501, Some(1), None),
+        ] {
+            let kind = Kind::Track {
+                event: "e",
+                props: r#"{"k":1}"#,
+            };
+            let c = captured_version(seq, kind, dedup, version);
+            let cost = h.cost(&c);
+            // The first push also writes the session record.
+            let before = h.len() + if seq == 1 { 3 + 1 } else { 0 };
+            h.push_message(&c, &s);
+            assert_eq!(h.len() - before, cost, "seq {seq}");
+            costs.push(cost);
+        }
+        let (mut batch, mut controls) = (Vec::new(), VecDeque::new());
+        h.take(&mut batch, &mut controls);
+        let read: Vec<usize> = Records::new(&batch)
+            .filter_map(|r| match r {
+                Record::Message(c) => Some(c.cost),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(read, costs);
     }
 
     #[test]

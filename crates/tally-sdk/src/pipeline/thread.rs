@@ -419,6 +419,7 @@ impl Pipeline {
             dedup_key: captured.dedup_key,
             critical: priority == Priority::Critical,
             bag,
+            event_version: captured.event_version,
         };
         if !check::certainly_valid(&event, &self.facts, seq) {
             // The exact answer, on the message built whole.

@@ -18,10 +18,11 @@
 //! |---|---|
 //! | 1 | format, `0xC1` (a message's JSON, all that older versions stored, starts with `{`) |
 //! | 1 | kind: 0 track, 1 screen, 2 page, 3 identify, 4 alias, 5 group |
-//! | 1 | flags: 1 explicit userId · 2 userId from the epoch · 4 dedup key · 8 critical · 16 previousId · 32 properties or traits |
+//! | 1 | flags: 1 explicit userId · 2 userId from the epoch · 4 dedup key · 8 critical · 16 previousId · 32 properties or traits · 64 event version |
 //! | LEB128 | capture time, Unix ms, zigzag |
 //! | 10 | the random bits of the UUIDv7 messageId (its time is the capture time) |
 //! | LEB128 | session index |
+//! | LEB128? | the event's version in the tracking plan, when its flag is set |
 //! | string | event, screen or page name, or groupId (empty for identify and alias) |
 //! | string? | userId, previousId, dedup key, properties or traits, each when its flag is set, in that order |
 //!
@@ -152,6 +153,8 @@ pub struct Event<'a> {
     /// Properties (track, screen, page) or traits (identify, group), as
     /// JSON text.
     pub bag: Option<&'a str>,
+    /// The event's version in the app's tracking plan.
+    pub event_version: Option<u32>,
 }
 
 const F_USER: u8 = 1;
@@ -160,6 +163,7 @@ const F_DEDUP: u8 = 4;
 const F_CRITICAL: u8 = 8;
 const F_PREVIOUS: u8 = 16;
 const F_BAG: u8 = 32;
+const F_VERSION: u8 = 64;
 
 /// Why a stored record could not be expanded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -195,6 +199,7 @@ pub fn encode(e: &Event<'_>, out: &mut Vec<u8>) {
         (e.critical, F_CRITICAL),
         (e.previous_id.is_some(), F_PREVIOUS),
         (e.bag.is_some(), F_BAG),
+        (e.event_version.is_some(), F_VERSION),
     ]
     .into_iter()
     .filter(|(on, _)| *on)
@@ -205,6 +210,9 @@ pub fn encode(e: &Event<'_>, out: &mut Vec<u8>) {
     put_varint(((e.ts_ms << 1) ^ (e.ts_ms >> 63)) as u64, out);
     out.extend_from_slice(&e.random);
     put_varint(e.session_index, out);
+    if let Some(v) = e.event_version {
+        put_varint(u64::from(v), out);
+    }
     put_str(e.name, out);
     for s in [e.user_id, e.previous_id, e.dedup_key, e.bag]
         .into_iter()
@@ -267,7 +275,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event<'_>, DecodeError> {
     }
     let kind = Kind::from_code(r.byte()?).ok_or(DecodeError::Record)?;
     let flags = r.byte()?;
-    if flags & !(F_USER | F_INHERIT | F_DEDUP | F_CRITICAL | F_PREVIOUS | F_BAG) != 0 {
+    if flags & !(F_USER | F_INHERIT | F_DEDUP | F_CRITICAL | F_PREVIOUS | F_BAG | F_VERSION) != 0 {
         return Err(DecodeError::Record);
     }
     let zz = r.varint()?;
@@ -275,6 +283,11 @@ pub fn decode(bytes: &[u8]) -> Result<Event<'_>, DecodeError> {
     let mut random = [0u8; 10];
     random.copy_from_slice(r.bytes(10)?);
     let session_index = r.varint()?;
+    let event_version = if flags & F_VERSION != 0 {
+        Some(u32::try_from(r.varint()?).map_err(|_| DecodeError::Record)?)
+    } else {
+        None
+    };
     let name = r.str()?;
     let user_id = r.str_if(flags, F_USER)?;
     let previous_id = r.str_if(flags, F_PREVIOUS)?;
@@ -295,6 +308,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event<'_>, DecodeError> {
         dedup_key,
         critical: flags & F_CRITICAL != 0,
         bag,
+        event_version,
     })
 }
 
@@ -360,6 +374,7 @@ pub(crate) fn message_in(e: &Event<'_>, epoch: &Epoch, seq: u64, context: Contex
             schema: Some(SCHEMA_VERSION),
             priority: e.critical.then_some(Priority::Critical),
             dedup_key: e.dedup_key.map(str::to_owned),
+            event_version: e.event_version,
             ..TallyContext::default()
         }),
         ..context

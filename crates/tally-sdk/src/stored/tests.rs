@@ -39,6 +39,7 @@ fn track<'a>(name: &'a str, bag: Option<&'a str>) -> Event<'a> {
         dedup_key: None,
         critical: false,
         bag,
+        event_version: None,
     }
 }
 
@@ -48,12 +49,13 @@ fn a_track_expands_to_the_exact_message_json() {
     let e = Event {
         dedup_key: Some("order-9"),
         critical: true,
+        event_version: Some(2),
         ..track("Order Completed", Some(bag))
     };
     let mut record = Vec::new();
     encode(&e, &mut record);
     // 3 header bytes, 6 of time, 10 random, 1 session index, then strings.
-    assert_eq!(record.len(), 3 + 6 + 10 + 1 + 16 + 8 + 21);
+    assert_eq!(record.len(), 3 + 6 + 10 + 1 + 1 + 16 + 8 + 21);
     let context = epoch().to_bytes();
     let json = Expander::default()
         .json(&record, Some(&context), 42)
@@ -66,7 +68,7 @@ fn a_track_expands_to_the_exact_message_json() {
             r#""event":"Order Completed","properties":{"plan":"pro","n":1},"context":{"#,
             r#""app":{"name":"shop"},"library":{"name":"tally-sdk","version":"1.0.0"},"#,
             r#""locale":"en-GB","tally":{"install_id":"i-1","seq":42,"session_id":"s-1","#,
-            r#""session_index":3,"schema":1,"priority":"critical","dedup_key":"order-9"}}}"#
+            r#""session_index":3,"schema":1,"priority":"critical","dedup_key":"order-9","event_version":2}}}"#
         )
     );
 }
@@ -191,6 +193,7 @@ proptest! {
         session in text(),
         seq in 0u64..3,
         critical in any::<bool>(),
+        version in proptest::option::of(any::<u32>()),
     ) {
         let e = Event {
             kind: Kind::from_code(kind).unwrap(),
@@ -204,6 +207,7 @@ proptest! {
             dedup_key: dedup.as_deref(),
             critical,
             bag: bag.as_deref(),
+            event_version: version,
         };
         let mut record = Vec::new();
         encode(&e, &mut record);

@@ -22,6 +22,8 @@ pub struct Collector {
     pub refuse_next: Mutex<Option<u64>>,
     /// (event, critical) of every message answered, in order.
     pub messages: Mutex<Vec<(String, bool)>>,
+    /// Every message answered, as sent, in order.
+    pub sent: Mutex<Vec<serde_json::Value>>,
 }
 
 impl Collector {
@@ -91,6 +93,7 @@ impl Collector {
             let critical = m["context"]["tally"]["priority"] == "critical";
             messages.push((m["event"].as_str().unwrap_or("").to_owned(), critical));
             results.push(serde_json::json!({"id": m["messageId"], "status": "accepted"}));
+            self.sent.lock().unwrap().push(m.clone());
         }
         serde_json::json!({
             "server_time": tally_proto::format_timestamp(0),

@@ -6,7 +6,8 @@
 //! writer numbers them, and every open starts a new segment); a record
 //! whose context frame is missing, corrupt or sealed under a lost key is
 //! never returned with another context: it is counted corrupt; the key of
-//! a context frame is kept while its segment has a pending record.
+//! the frame a generation is read from (the segment's last for it) is kept
+//! while its segment has a pending record.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -33,7 +34,9 @@ pub(crate) struct SegContexts {
 
 impl SegContexts {
     /// Notes a context frame found on disk (its context is read on first
-    /// use).
+    /// use). A later frame of the same generation (stored again after a
+    /// key rotation) replaces the earlier: the same bytes, under the
+    /// newer key.
     pub(crate) fn found(&mut self, gen: u32, meta: ContextMeta) {
         self.frames.insert(gen, meta);
     }
@@ -118,7 +121,8 @@ impl State {
         Ok(Some(context))
     }
 
-    /// Keys that context frames of segments with pending records need.
+    /// Keys that the context frames of segments with pending records need
+    /// (for each generation, its last frame's).
     pub(crate) fn context_keys(&self) -> BTreeSet<KeyId> {
         self.segs
             .values()
