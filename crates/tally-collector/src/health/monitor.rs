@@ -14,9 +14,9 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use crate::alerts::outbox::{self, SharedWebhook};
-use crate::alerts::rules::Transition;
 use crate::alerts::rules::{
-    COMPLETENESS_GAPS_GROWING, DEDUP_RATE_HIGH, REJECTION_RATE_HIGH, STALE_CLIENT_QUEUES,
+    Reading, Transition, COMPLETENESS_GAPS_GROWING, DEDUP_RATE_HIGH, PLAN_VIOLATION_RATE_HIGH,
+    REJECTION_RATE_HIGH, STALE_CLIENT_QUEUES,
 };
 use crate::alerts::webhook::Webhook;
 use crate::clock;
@@ -69,6 +69,48 @@ fn rates(base: &HealthTotals, now: &HealthTotals) -> WindowRates {
         dedup: ratio(duplicate, accepted + duplicate),
         rejection: ratio(rejected, accepted + duplicate + rejected),
     }
+}
+
+/// Each rule's reading: its value, and the count behind it, from the
+/// figures now and the baseline sample a window before. The violation
+/// rate divides the plan violations (flagged or rejected) by the messages
+/// accepted or rejected (duplicates are neither judged again nor counted
+/// again).
+fn readings(base: &Sample, figures: &PipelineFigures) -> [(&'static str, Reading); 5] {
+    let (then, now) = (&base.totals, &figures.totals);
+    let d = |a: u64, b: u64| b.saturating_sub(a);
+    let rates = rates(then, now);
+    let fleet = &figures.fleet;
+    let rejected = d(then.rejected, now.rejected);
+    let violations = d(then.plan_violations, now.plan_violations);
+    let judged = d(then.accepted, now.accepted) + rejected;
+    let missing = figures.completeness.missing as f64 - base.missing as f64;
+    let reading = |value, count| Reading { value, count };
+    [
+        (
+            STALE_CLIENT_QUEUES,
+            reading(
+                ratio(
+                    fleet.installs_oldest_pending_over_24h,
+                    fleet.installs_reporting,
+                ),
+                fleet.installs_oldest_pending_over_24h,
+            ),
+        ),
+        (
+            DEDUP_RATE_HIGH,
+            reading(rates.dedup, d(then.duplicate, now.duplicate)),
+        ),
+        (REJECTION_RATE_HIGH, reading(rates.rejection, rejected)),
+        (
+            COMPLETENESS_GAPS_GROWING,
+            reading(Some(missing), missing.max(0.0) as u64),
+        ),
+        (
+            PLAN_VIOLATION_RATE_HIGH,
+            reading(ratio(violations, judged), violations),
+        ),
+    ]
 }
 
 /// What the health task works on: the store, the health state it shares
@@ -199,22 +241,7 @@ async fn run(state: Monitored, stop: Arc<Notify>) {
         let warm = now.saturating_sub(base.at) >= samples.window_ms;
         let rates = rates(&base.totals, &figures.totals);
         state.metrics.set_pipeline(&figures, &rates);
-        let fleet = &figures.fleet;
-        let values = [
-            (
-                STALE_CLIENT_QUEUES,
-                ratio(
-                    fleet.installs_oldest_pending_over_24h,
-                    fleet.installs_reporting,
-                ),
-            ),
-            (DEDUP_RATE_HIGH, rates.dedup),
-            (REJECTION_RATE_HIGH, rates.rejection),
-            (
-                COMPLETENESS_GAPS_GROWING,
-                Some(figures.completeness.missing as f64 - base.missing as f64),
-            ),
-        ];
+        let values = readings(&base, &figures);
         let changes = state.health.alerts.evaluate(&values, now);
         for change in &changes {
             state.metrics.alert_state(change.rule, change.state.level());
