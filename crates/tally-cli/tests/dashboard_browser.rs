@@ -887,7 +887,7 @@ fn order(id: &str, properties: Value) -> Value {
 fn time_cell(browser: &Browser, ms: &Value) -> (String, String) {
     let local = browser.execute(
         "return new Date(arguments[0]).toLocaleString();",
-        &[ms.clone()],
+        std::slice::from_ref(ms),
     );
     (js_string(ms), local.as_str().unwrap().to_owned())
 }

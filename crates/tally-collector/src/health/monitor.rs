@@ -403,4 +403,57 @@ mod tests {
         assert_eq!(r.rejection, Some(0.0));
         assert_eq!(r.batch_success, None);
     }
+
+    #[test]
+    fn the_violation_rate_divides_by_what_was_accepted_or_rejected() {
+        let base = Sample {
+            at: 0,
+            totals: HealthTotals {
+                accepted: 100,
+                duplicate: 7,
+                rejected: 4,
+                plan_violations: 9,
+                ..HealthTotals::default()
+            },
+            missing: 0,
+        };
+        // 10 accepted, 5 duplicates and 2 rejected since; 3 violations.
+        let figures = PipelineFigures {
+            totals: HealthTotals {
+                accepted: 110,
+                duplicate: 12,
+                rejected: 6,
+                plan_violations: 12,
+                ..HealthTotals::default()
+            },
+            ..PipelineFigures::default()
+        };
+        let read = readings(&base, &figures);
+        let (name, plan) = read[4];
+        assert_eq!(name, PLAN_VIOLATION_RATE_HIGH);
+        assert_eq!(
+            plan,
+            Reading {
+                value: Some(3.0 / 12.0),
+                count: 3
+            }
+        );
+        assert_eq!(read[1].1.count, 5, "duplicates");
+        assert_eq!(read[2].1.count, 2, "rejections");
+        // Nothing received: nothing to divide by.
+        let idle = readings(
+            &base,
+            &PipelineFigures {
+                totals: base.totals,
+                ..PipelineFigures::default()
+            },
+        );
+        assert_eq!(
+            idle[4].1,
+            Reading {
+                value: None,
+                count: 0
+            }
+        );
+    }
 }
