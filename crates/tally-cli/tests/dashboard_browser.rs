@@ -839,6 +839,313 @@ fn the_dashboard_shows_what_the_query_api_answers() {
     }
 }
 
+/// A write key whose source the quality test's plan enforces.
+const ENFORCE_KEY: &str = "test-enforce-key-0123";
+
+/// The quality test's plan: an order needs an id and an amount of at
+/// least 0.
+const QUALITY_PLAN: &str = "events:
+  - name: Order Completed
+    versions:
+      - version: 1
+        properties:
+          type: object
+          required: [order_id, amount]
+          properties:
+            order_id: { type: string }
+            amount: { type: number, minimum: 0 }
+";
+
+/// A track event with a message id, posted with `key`; the answer's
+/// statuses.
+fn post_track(agent: &ureq::Agent, server: &Server, key: &str, messages: &[Value]) -> Vec<String> {
+    let body = json!({"batch": messages, "sentAt": format_timestamp(now_ms())});
+    let (status, answer) = read(
+        agent
+            .post(server.url("/v1/batch"))
+            .header("authorization", format!("Bearer {key}"))
+            .header("content-type", "application/json")
+            .send(body.to_string().as_bytes())
+            .unwrap(),
+    );
+    assert_eq!(status, 200, "{answer}");
+    answer["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["status"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn order(id: &str, properties: Value) -> Value {
+    json!({"type": "track", "messageId": id, "anonymousId": "quality-a",
+           "event": "Order Completed", "properties": properties})
+}
+
+/// A time cell as the page shows one: the API's Unix ms, and the
+/// browser's own rendering of it.
+fn time_cell(browser: &Browser, ms: &Value) -> (String, String) {
+    let local = browser.execute(
+        "return new Date(arguments[0]).toLocaleString();",
+        std::slice::from_ref(ms),
+    );
+    (js_string(ms), local.as_str().unwrap().to_owned())
+}
+
+fn same(text: &str) -> (String, String) {
+    (text.to_owned(), text.to_owned())
+}
+
+/// The data-quality view, signed in with a read token: a plan in `warn`
+/// for one source and `enforce` for another, a violation flagged by the
+/// first, one rejected by the second, another rule broken, an unplanned
+/// event and a valid one; the view shows exactly the rows of
+/// `GET /v1/quality` for the page's range, and follows the range.
+#[test]
+fn the_quality_view_shows_what_the_plan_found() {
+    let Some(browser) = Browser::launch(WIDTH, HEIGHT, BROWSER_TZ) else {
+        return;
+    };
+    let dir = temp_dir("dashboard-quality");
+    let plan = dir.path().join("plan.yaml");
+    std::fs::write(&plan, QUALITY_PLAN).unwrap();
+    let warned = tally_collector::ingest::auth::source_id(WRITE_KEY);
+    let enforced = tally_collector::ingest::auth::source_id(ENFORCE_KEY);
+    let config = dir.path().join("tally.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[plan]\nfile = {:?}\nmode = \"warn\"\n[plan.sources]\n{enforced:?} = \"enforce\"\n",
+            plan.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let server = Server::start_with_config(
+        &dir.path().join("data"),
+        &config,
+        &["--read-token", READ_TOKEN, "--write-key", ENFORCE_KEY],
+    );
+    let agent = agent();
+    let unplanned = json!({"type": "track", "messageId": "q-3", "anonymousId": "quality-a",
+                           "event": "Song Played"});
+    let warn = [
+        order("q-1", json!({"order_id": "a"})),
+        order("q-2", json!({"order_id": "b", "amount": -1})),
+        unplanned,
+        order("q-4", json!({"order_id": "c", "amount": 5})),
+    ];
+    assert_eq!(
+        post_track(&agent, &server, WRITE_KEY, &warn),
+        ["accepted"; 4]
+    );
+    let enforce = [order("q-5", json!({"order_id": "d"}))];
+    assert_eq!(
+        post_track(&agent, &server, ENFORCE_KEY, &enforce),
+        ["rejected"]
+    );
+
+    let mut s = Session {
+        browser: &browser,
+        agent,
+        server: &server,
+        shots: PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .parent()
+            .unwrap()
+            .join("dashboard-screenshots"),
+        saved: Vec::new(),
+    };
+    browser.goto(&server.url("/"));
+    browser.wait_for(
+        "the login form",
+        "return !document.querySelector('#login-view').hidden;",
+        VIEW_TIMEOUT,
+    );
+    let token = browser.find("#token");
+    browser.type_text(&token, READ_TOKEN);
+    browser.click_css("#login-submit");
+    browser.wait_for(
+        "the totals",
+        "return document.querySelector('#totals').dataset.state === 'ready';",
+        VIEW_TIMEOUT,
+    );
+    assert!(
+        browser.displayed("#tabs [data-view=quality]"),
+        "a read token sees data quality"
+    );
+    assert_eq!(s.open("quality"), "ready");
+    let paths = s.paths("quality");
+    assert_eq!(paths.len(), 1, "{paths:?}");
+    assert!(paths[0].starts_with("/v1/quality?from="), "{}", paths[0]);
+    let (status, answer) = s.api(&paths[0]);
+    assert_eq!(status, 200, "{answer}");
+
+    // What the API answers for the view's request: the fixture exactly.
+    let key = |r: &Value| {
+        [
+            "event", "version", "finding", "rule", "path", "flagged", "rejected",
+        ]
+        .map(|k| js_string(&r[k]))
+    };
+    let rows = |k: &str| answer[k].as_array().unwrap().clone();
+    let owned = |v: [&str; 7]| v.map(str::to_owned);
+    let keys: Vec<_> = rows("findings").iter().map(key).collect();
+    assert_eq!(
+        keys,
+        [
+            owned([
+                "Order Completed",
+                "1",
+                "plan_violation",
+                "minimum",
+                "/amount",
+                "1",
+                "0"
+            ]),
+            owned([
+                "Order Completed",
+                "1",
+                "plan_violation",
+                "required",
+                "/amount",
+                "1",
+                "1"
+            ]),
+        ]
+    );
+    let keys: Vec<_> = rows("unplanned").iter().map(key).collect();
+    assert_eq!(
+        keys,
+        [owned(["Song Played", "0", "unplanned", "", "", "1", "0"])]
+    );
+
+    // The cards and the chart.
+    s.assert_int("#quality-flagged", &json!(2));
+    s.assert_int("#quality-rejected", &json!(1));
+    s.assert_int("#quality-unplanned-events", &json!(1));
+    let bars = browser.execute(
+        "return document.querySelectorAll('#quality-chart .bar-row').length;",
+        &[],
+    );
+    assert_eq!(bars, 2, "one bar per finding");
+
+    // The findings table: one row per finding, cell by cell.
+    let findings = rows("findings");
+    let expected: Vec<Vec<(String, String)>> = findings
+        .iter()
+        .map(|r| {
+            vec![
+                same("Order Completed"),
+                same("1"),
+                same("plan_violation"),
+                same(r["rule"].as_str().unwrap()),
+                same("/amount"),
+                same(&js_string(&r["flagged"])),
+                same(&js_string(&r["rejected"])),
+                time_cell(&browser, &r["last_seen"]),
+            ]
+        })
+        .collect();
+    assert_eq!(s.table("#quality-findings"), expected);
+    let song = &rows("unplanned")[0];
+    assert_eq!(
+        s.table("#quality-unplanned"),
+        [vec![
+            same("Song Played"),
+            same("1"),
+            time_cell(&browser, &song["first_seen"]),
+            time_cell(&browser, &song["last_seen"]),
+        ]]
+    );
+
+    // The newest examples of each finding, in the findings' order, newest
+    // first: the rejected order came after the flagged one.
+    let example = |finding: &str,
+                   row: &Value,
+                   i: usize,
+                   id: &str,
+                   source: &str,
+                   outcome: &str,
+                   detail: &str| {
+        let e = &row["examples"][i];
+        assert_eq!(e["message_id"], id, "{row}");
+        vec![
+            same(finding),
+            time_cell(&browser, &e["received_at"]),
+            same(source),
+            same(id),
+            same(outcome),
+            same(detail),
+        ]
+    };
+    let minimum = "Order Completed v1 · minimum at /amount";
+    let required = "Order Completed v1 · required at /amount";
+    assert_eq!(
+        s.table("#quality-examples"),
+        [
+            example(
+                minimum,
+                &findings[0],
+                0,
+                "q-2",
+                &warned,
+                "flagged",
+                "Order Completed v1: minimum at /amount"
+            ),
+            example(
+                required,
+                &findings[1],
+                0,
+                "q-5",
+                &enforced,
+                "rejected",
+                "Order Completed v1: required at /amount"
+            ),
+            example(
+                required,
+                &findings[1],
+                1,
+                "q-1",
+                &warned,
+                "flagged",
+                "Order Completed v1: required at /amount"
+            ),
+            example(
+                "Song Played · unplanned",
+                song,
+                0,
+                "q-3",
+                &warned,
+                "flagged",
+                "Song Played v0: unplanned"
+            ),
+        ]
+    );
+    s.shot("08-quality");
+
+    // The range: the last 24 hours asks for exactly that.
+    let state = s.reload("quality", || browser.click_css("#range option[value='1']"));
+    assert_eq!(state, "ready");
+    let path = &s.paths("quality")[0];
+    let span = browser.execute(
+        "const q = new URLSearchParams(arguments[0].split('?')[1]);
+         return Date.parse(q.get('to')) - Date.parse(q.get('from'));",
+        &[json!(path)],
+    );
+    assert_eq!(span, DAY, "{path}");
+    assert_eq!(s.api(path).1, answer, "the fixture is within the last day");
+    assert_eq!(s.table("#quality-examples").len(), 4);
+
+    let violations: Vec<String> = browser
+        .console()
+        .into_iter()
+        .filter(|line| line.contains("Content Security Policy"))
+        .collect();
+    assert!(violations.is_empty(), "{violations:?}");
+    for path in &s.saved {
+        println!("screenshot: {path:?}");
+    }
+}
+
 /// Files a deletion request for `user`; the events it deleted.
 fn delete_user(agent: &ureq::Agent, server: &Server, user: &str) -> u64 {
     let (status, answer) = read(

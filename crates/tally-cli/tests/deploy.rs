@@ -139,6 +139,8 @@ fn every_commented_key_is_a_valid_setting() {
     );
     assert_eq!(rule("rejection_rate_high").threshold, 0.01);
     assert_eq!(rule("completeness_gaps_growing").threshold, 0.0);
+    let violations = rule("plan_violation_rate_high");
+    assert_eq!((violations.threshold, violations.min_count), (0.05, 10));
     // Every top-level key of the reference in docs/operating.md, in its
     // order: a setting added there and not here fails.
     let top: Vec<&str> = all
@@ -157,6 +159,7 @@ fn every_commented_key_is_a_valid_setting() {
             "[alerts.dedup_rate_high]",
             "[alerts.rejection_rate_high]",
             "[alerts.completeness_gaps_growing]",
+            "[alerts.plan_violation_rate_high]",
             "[retention]",
             "[retention.events]",
             "[dead_letters]",

@@ -298,7 +298,7 @@ fn dedup_alert_goes_pending_firing_ok_and_reaches_a_failing_webhook() {
         json!(0.1),
         "{before:#}"
     );
-    assert_eq!(before["rules"].as_array().unwrap().len(), 4);
+    assert_eq!(before["rules"].as_array().unwrap().len(), 5);
     assert_eq!(before["webhook"]["configured"], true);
 
     // The rates are measured from the health task's first evaluation: a
@@ -399,7 +399,22 @@ fn the_prometheus_rules_use_only_exported_metrics() {
     let rules: Value = serde_json::from_str(&document).unwrap();
     let dir = temp_dir("rules");
     let config = dir.path().join("tally.toml");
-    std::fs::write(&config, "[alerts]\ninterval_s = 0.1\n").unwrap();
+    // A plan that lacks the batch's event: its finding (unplanned) is
+    // counted, so the findings series exists too.
+    let plan = dir.path().join("plan.yaml");
+    std::fs::write(
+        &plan,
+        "events: [{name: Order Completed, versions: [{version: 1}]}]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "[alerts]\ninterval_s = 0.1\n[plan]\nfile = {:?}\n",
+            plan.to_str().unwrap()
+        ),
+    )
+    .unwrap();
     let server = Server::start_with_config(&dir.path().join("data"), &config, &[]);
     let agent = agent();
     // One request of each outcome, so every labelled series exists.
@@ -439,5 +454,5 @@ fn the_prometheus_rules_use_only_exported_metrics() {
             }
         }
     }
-    assert!(checked >= 8, "{checked}");
+    assert!(checked >= 10, "{checked}");
 }

@@ -29,7 +29,7 @@
 //! | `--metrics-token` | `TALLY_METRICS_TOKEN` | `metrics_token` | none: `/metrics` takes the admin token |
 //! | `--metrics-listen` | `TALLY_METRICS_LISTEN` | `metrics_listen` | none: `/metrics` only on `listen`, with a token |
 //! | `--alert-webhook` | `TALLY_ALERT_WEBHOOK` | `alert_webhook` | none: alerts are only shown |
-//! | — | — | `[alerts]` `interval_s`, `window_s`, and per rule `[alerts.<rule>]` `threshold`, `for_s` | see [`crate::alerts`] |
+//! | — | — | `[alerts]` `interval_s`, `window_s`, and per rule `[alerts.<rule>]` `threshold`, `for_s`, `min_count` | see [`crate::alerts`] |
 //! | — | — | `[retention]` table | events are kept; dead letters 30 days (see [`crate::governance::retention`]) |
 //! | — | — | `[dead_letters]` `max_rows`, `max_bytes`, `max_message_bytes` | 100,000 rows, 256 MiB, 32 KiB (see [`DeadLetterLimits`]) |
 //! | `--plan`, `--plan-mode` | `TALLY_PLAN`, `TALLY_PLAN_MODE` | `[plan]` `file`, `mode`, and `[plan.sources]` a mode per source id | none: no plan; mode `warn` (see [`crate::plan`]) |
@@ -151,6 +151,8 @@ pub struct AlertSettings {
     pub rejection_rate_high: Option<RuleSettings>,
     /// `[alerts.completeness_gaps_growing]`.
     pub completeness_gaps_growing: Option<RuleSettings>,
+    /// `[alerts.plan_violation_rate_high]`.
+    pub plan_violation_rate_high: Option<RuleSettings>,
 }
 
 impl AlertSettings {
@@ -175,6 +177,7 @@ impl AlertSettings {
                 rules::DEDUP_RATE_HIGH => self.dedup_rate_high,
                 rules::REJECTION_RATE_HIGH => self.rejection_rate_high,
                 rules::COMPLETENESS_GAPS_GROWING => self.completeness_gaps_growing,
+                rules::PLAN_VIOLATION_RATE_HIGH => self.plan_violation_rate_high,
                 _ => None,
             };
             if let Some(given) = given {
@@ -828,7 +831,8 @@ mod tests {
             &file,
             "write_keys = [\"k\"]\nalert_webhook = \"http://127.0.0.1:9/hook\"\n\
              [alerts]\ninterval_s = 0.25\nwindow_s = 60\n\
-             [alerts.dedup_rate_high]\nthreshold = 0.2\nfor_s = 30\n",
+             [alerts.dedup_rate_high]\nthreshold = 0.2\nfor_s = 30\n\
+             [alerts.plan_violation_rate_high]\nthreshold = 0.1\nmin_count = 50\n",
         )
         .unwrap();
         let config = Settings::from_file(&file).unwrap().resolve().unwrap();
@@ -841,13 +845,24 @@ mod tests {
         let dedup = RuleSettings {
             threshold: 0.2,
             for_s: 30.0,
+            min_count: 0,
         };
         let stale = RuleSettings {
             threshold: 0.05,
             for_s: 0.0,
+            min_count: 0,
+        };
+        let violations = RuleSettings {
+            threshold: 0.1,
+            for_s: 0.0,
+            min_count: 50,
         };
         assert_eq!(config.alerts.rules[1], (rules::DEDUP_RATE_HIGH, dedup));
         assert_eq!(config.alerts.rules[0], (rules::STALE_CLIENT_QUEUES, stale));
+        assert_eq!(
+            config.alerts.rules[4],
+            (rules::PLAN_VIOLATION_RATE_HIGH, violations)
+        );
         assert!(!format!("{config:?}").contains("9/hook"));
         std::fs::write(&file, "write_keys = [\"k\"]\n[alerts]\ninterval_s = 0\n").unwrap();
         assert!(matches!(

@@ -1,6 +1,8 @@
 //! The health task in process, over a real SQLite store: the stale-queue,
 //! rejection and completeness rules take the values the fixture implies
-//! and fire; `GET /v1/alerts` shows them; the gauges follow. Over one
+//! and fire; `GET /v1/alerts` shows them; the gauges follow. The
+//! plan-violation rule, on SQLite and on PostgreSQL, stays ok below its
+//! minimum count, fires above it, and resolves once the window passed. Over one
 //! PostgreSQL store shared by two collectors, a webhook receiver on
 //! 127.0.0.1 gets each state change exactly once, also when the sending
 //! collector dies in the middle of its retries.
@@ -21,6 +23,7 @@ use tally_collector::api::{app, AppState};
 use tally_collector::clock::now_ms;
 use tally_collector::health::monitor;
 use tally_collector::ingest::auth::Keys;
+use tally_collector::store::quality::QualityFinding;
 use tally_collector::store::{self, DeadLetter, NewEvent, PostgresStore, Store, WriteOutcome};
 use tally_proto::{MessageType, Priority, RejectReason};
 use tower::ServiceExt as _;
@@ -100,6 +103,7 @@ async fn stale_queues_rejections_and_growing_gaps_fire() {
     config.rules[0].1 = RuleSettings {
         threshold: 0.05,
         for_s: 0.3,
+        min_count: 0,
     };
     let state = AppState::new(
         store.clone(),
@@ -196,6 +200,161 @@ async fn stale_queues_rejections_and_growing_gaps_fire() {
             "missing {line:?} in\n{text}"
         );
     }
+}
+
+/// The plan-violation rule over a store: evaluated every 50 ms over a 2 s
+/// window, breaching above 5 % with at least 3 violations.
+fn violation_collector(store: Arc<dyn Store>) -> AppState {
+    let mut config = AlertConfig {
+        interval: Duration::from_millis(50),
+        window: Duration::from_secs(2),
+        ..AlertConfig::default()
+    };
+    let (name, settings) = &mut config.rules[4];
+    assert_eq!(*name, rules::PLAN_VIOLATION_RATE_HIGH);
+    *settings = RuleSettings {
+        threshold: 0.05,
+        for_s: 0.0,
+        min_count: 3,
+    };
+    AppState::new(store, Keys::new(["k".to_owned()], Some(ADMIN.to_owned()))).with_alerts(config)
+}
+
+/// A finding of a plan violation: on event `at` of the batch, or on a
+/// rejected message (`None`).
+fn violation(at: Option<usize>, id: &str) -> QualityFinding {
+    QualityFinding {
+        event_index: at,
+        source: "wk_alerts".to_owned(),
+        event: "Order Completed".to_owned(),
+        version: 1,
+        finding: "plan_violation",
+        rule: "required".to_owned(),
+        path: "/currency".to_owned(),
+        message_id: Some(id.to_owned()),
+        received_at: now_ms(),
+        detail: "Order Completed v1: required at /currency".to_owned(),
+    }
+}
+
+/// Writes `events` accepted events named `prefix-N` (the first
+/// `flagged` of them with a violation) and `refused` messages rejected
+/// for one.
+async fn judged_batch(state: &AppState, prefix: &str, events: u64, flagged: usize, refused: u64) {
+    let batch: Vec<NewEvent> = (0..events)
+        .map(|i| {
+            event(
+                &format!("{prefix}-{i}"),
+                "Order Completed",
+                prefix,
+                i + 1,
+                "{}",
+            )
+        })
+        .collect();
+    let mut findings: Vec<QualityFinding> = (0..flagged)
+        .map(|i| violation(Some(i), &format!("{prefix}-{i}")))
+        .collect();
+    let mut dead = Vec::new();
+    for i in 0..refused {
+        let id = format!("{prefix}-bad-{i}");
+        findings.push(violation(None, &id));
+        dead.push(DeadLetter {
+            message_id: Some(id),
+            reason: RejectReason::PlanViolation,
+            detail: "Order Completed v1: required at /currency".into(),
+            ..rejected()
+        });
+    }
+    let store = Arc::clone(&state.store);
+    let outcomes =
+        tokio::task::spawn_blocking(move || store.write_judged(&batch, &dead, &findings))
+            .await
+            .unwrap()
+            .unwrap();
+    assert_eq!(outcomes, vec![WriteOutcome::Accepted; events as usize]);
+}
+
+/// `(state, value, count)` of the violation rule in `GET /v1/alerts`.
+type Shown = (String, Value, Value);
+
+/// Waits until the violation rule, as `GET /v1/alerts` shows it, reads
+/// `(state, value, count)`; the states it showed on the way.
+async fn rule_reads(state: &AppState, expected: (&str, Value, Value)) -> Vec<String> {
+    let expected: Shown = (expected.0.to_owned(), expected.1, expected.2);
+    let mut states = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let all = alerts(state).await;
+        let r = rule(&all, rules::PLAN_VIOLATION_RATE_HIGH);
+        let shown: Shown = (
+            r["state"].as_str().unwrap().to_owned(),
+            r["value"].clone(),
+            r["count"].clone(),
+        );
+        if states.last() != Some(&shown.0) {
+            states.push(shown.0.clone());
+        }
+        if shown == expected {
+            assert_eq!(r["min_count"], 3);
+            assert_eq!(r["threshold"], 0.05);
+            return states;
+        }
+        assert!(Instant::now() < deadline, "{expected:?}: {all:#}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Ok under the minimum count, firing over it, ok once the window has
+/// passed, with the exact value and count the store's totals give.
+async fn violation_rule_fires_and_resolves(state: &AppState) {
+    monitor::spawn(state.clone());
+    // The first evaluation: nothing received, nothing to divide by.
+    rule_reads(state, ("ok", Value::Null, 0.into())).await;
+
+    // 2 flagged of 10: 20 %, but under the minimum count of 3.
+    judged_batch(state, "a", 10, 2, 0).await;
+    assert_eq!(
+        rule_reads(state, ("ok", 0.2.into(), 2.into())).await,
+        ["ok"]
+    );
+    // The window passes: nothing in it.
+    rule_reads(state, ("ok", Value::Null, 0.into())).await;
+
+    // 2 flagged of 10 accepted, and 1 rejected: 3 of 11.
+    judged_batch(state, "b", 10, 2, 1).await;
+    let firing = rule_reads(state, ("firing", (3.0 / 11.0).into(), 3.into())).await;
+    assert_eq!(firing, ["ok", "firing"]);
+    let text = state.metrics.encode();
+    let gauge = "tally_alert_state{rule=\"plan_violation_rate_high\"} 2";
+    assert!(text.lines().any(|l| l == gauge), "{text}");
+    // Resolved once the batch left the window.
+    let resolved = rule_reads(state, ("ok", Value::Null, 0.into())).await;
+    assert_eq!(resolved, ["firing", "ok"]);
+    let all = alerts(state).await;
+    assert_eq!(
+        rule(&all, rules::PLAN_VIOLATION_RATE_HIGH)["since"],
+        Value::Null
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_violation_rate_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = violation_collector(store::open(dir.path(), None).unwrap());
+    violation_rule_fires_and_resolves(&state).await;
+}
+
+#[test]
+fn plan_violation_rate_on_postgres() {
+    on_runtime(|db| async move {
+        let store: Arc<dyn Store> = Arc::new(tokio::task::block_in_place(|| {
+            PostgresStore::connect(&db.url).unwrap()
+        }));
+        let state = violation_collector(store);
+        violation_rule_fires_and_resolves(&state).await;
+        vec![state]
+    });
 }
 
 /// What the webhook receiver got: `(rule, state, status answered)`.

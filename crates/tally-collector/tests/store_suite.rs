@@ -2701,6 +2701,7 @@ mod health_suite {
             accepted: 9,
             duplicate: 1,
             rejected: 2,
+            plan_violations: 0,
         };
         let first_hour = store.pipeline_health(H + 10, H + 20, now).unwrap();
         let mut want = PipelineFigures {

@@ -24,7 +24,15 @@
 //! segments would then not measure deletion. The stored `events` counter
 //! must end exactly at what was sent plus the backlog minus what the job
 //! deleted.
+//!
+//! With `--plan FILE`, three times `--events` more are sent at full load
+//! in six segments, alternately from a source the plan is not checked for
+//! and from one it is enforced for ([`super::plan`]); the figure is the
+//! rate with enforcement over the rate without it, beside the plan's
+//! check alone on one thread (events judged a second) and the messages it
+//! rejected.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -37,6 +45,7 @@ use tally_proto::EncodedBatch;
 use super::load::{
     agent, get_json, load, ms, server_metrics, time_split, workload, ADMIN_TOKEN, WRITE_KEY,
 };
+use super::plan::{bench_plans, enforced_check, plan_phases, plan_workloads, PLAN_WRITE_KEY};
 use super::retention::retention_phases;
 use super::StoreKind;
 
@@ -69,6 +78,11 @@ pub struct CollectorArgs {
     /// does); only to measure what secure delete costs
     #[arg(long)]
     no_secure_delete: bool,
+    /// Also measure full load with this tracking plan enforced, against
+    /// full load without it (a plan that covers the bench's events measures
+    /// the check; see docs/tracking-plan.md)
+    #[arg(long, value_name = "FILE")]
+    plan: Option<PathBuf>,
 }
 
 pub(super) fn collector(args: CollectorArgs) -> anyhow::Result<()> {
@@ -97,10 +111,15 @@ pub(super) fn collector(args: CollectorArgs) -> anyhow::Result<()> {
         }
         _ => store::open(&data_dir, database_url.as_deref()).context("cannot open the store")?,
     };
+    let plans = args.plan.as_deref().map(bench_plans).transpose()?;
     let state = AppState::new(
         store.clone(),
-        Keys::new([WRITE_KEY.to_owned()], Some(ADMIN_TOKEN.to_owned())),
-    );
+        Keys::new(
+            [WRITE_KEY.to_owned(), PLAN_WRITE_KEY.to_owned()],
+            Some(ADMIN_TOKEN.to_owned()),
+        ),
+    )
+    .with_plans(plans.clone());
     let metrics = state.metrics.clone();
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -140,8 +159,15 @@ pub(super) fn collector(args: CollectorArgs) -> anyhow::Result<()> {
     );
     let (full, rest) = work.batches.split_at(full_batches);
     let (half, retention_work) = rest.split_at(half_batches);
+    let plan_work = match &args.plan {
+        Some(_) => plan_workloads(full_batches / 2, args.batch, args.duplicate_percent)?,
+        None => Vec::new(),
+    };
+    let plan_unique: u64 = plan_work.iter().map(|w| w.unique).sum();
+    let plan_repeated: u64 = plan_work.iter().map(|w| w.duplicates).sum();
 
-    let baseline = baseline(full, args.store)?;
+    let check = plans.as_deref().and_then(enforced_check);
+    let baseline = baseline(full, args.store, check.as_ref())?;
     let agent = agent();
     let before = server_metrics(&agent, &base)?;
     let full_run = load(&base, full, args.batch, args.connections, None)?;
@@ -161,6 +187,15 @@ pub(super) fn collector(args: CollectorArgs) -> anyhow::Result<()> {
         )?)
     } else {
         None
+    };
+    let plan = match &args.plan {
+        Some(file) => Some(plan_phases(
+            &base,
+            file,
+            &plan_work,
+            (args.batch, args.connections),
+        )?),
+        None => None,
     };
 
     let stats = get_json(&agent, &format!("{base}/v1/stats"))?;
@@ -231,10 +266,23 @@ pub(super) fn collector(args: CollectorArgs) -> anyhow::Result<()> {
             r.ratio(),
         );
     }
+    if let Some(p) = &plan {
+        println!(
+            "plan: full load {:.0} events/s without the check, {:.0} enforcing {} \
+             ({} of {} messages rejected): ratio {:.3}; the check alone {:.0} events/s on one thread",
+            p.without,
+            p.with_plan,
+            p.file.display(),
+            p.rejected,
+            p.checked,
+            p.ratio(),
+            baseline.judge_rate.unwrap_or_default(),
+        );
+    }
+    let (unique, repeated) = (work.unique + plan_unique, work.duplicates + plan_repeated);
     println!(
-        "exactness: accepted {accepted} (sent unique {} + backlog {backlog}), duplicate {duplicate} \
-         (sent repeated {}), stored {stored} (expired {expired})",
-        work.unique, work.duplicates
+        "exactness: accepted {accepted} (sent unique {unique} + backlog {backlog}), duplicate {duplicate} \
+         (sent repeated {repeated}), stored {stored} (expired {expired})"
     );
     println!(
         "{}",
@@ -250,8 +298,8 @@ pub(super) fn collector(args: CollectorArgs) -> anyhow::Result<()> {
             "baseline_store_events_per_s": baseline.store_rate.map(f64::round),
             "accepted": accepted,
             "duplicate": duplicate,
-            "sent_unique": work.unique,
-            "sent_repeated": work.duplicates,
+            "sent_unique": unique,
+            "sent_repeated": repeated,
             "retention": retention.as_ref().map(|r| serde_json::json!({
                 "backlog": r.backlog,
                 "events_per_s_without_job": r.without.round(),
@@ -259,9 +307,26 @@ pub(super) fn collector(args: CollectorArgs) -> anyhow::Result<()> {
                 "expired": r.expired,
                 "ratio": (r.ratio() * 1000.0).round() / 1000.0,
             })),
+            "plan": plan.as_ref().map(|p| serde_json::json!({
+                "file": p.file.display().to_string(),
+                "events_per_s_without_plan": p.without.round(),
+                "events_per_s_with_plan": p.with_plan.round(),
+                "ratio": (p.ratio() * 1000.0).round() / 1000.0,
+                "checked": p.checked,
+                "rejected": p.rejected,
+                "baseline_check_events_per_s": baseline.judge_rate.map(f64::round),
+            })),
         })
     );
-    if accepted != work.unique + backlog || duplicate != work.duplicates {
+    let rejected = plan.as_ref().map_or(0, |p| p.rejected);
+    if rejected > 0 {
+        // A rejected message is not stored, and its resent copy is
+        // rejected again rather than a duplicate: the totals cannot be
+        // compared message for message.
+        println!("exactness not checked: the plan rejected {rejected} messages");
+        return Ok(());
+    }
+    if accepted != unique + backlog || duplicate != repeated {
         bail!("the store's totals do not match what was sent");
     }
     if retention.is_some() && stored != work.unique + backlog - expired {
@@ -273,13 +338,20 @@ pub(super) fn collector(args: CollectorArgs) -> anyhow::Result<()> {
 struct Baseline {
     decode_rate: f64,
     store_rate: Option<f64>,
+    /// Messages the plan's check judged a second (`--plan`).
+    judge_rate: Option<f64>,
 }
 
 /// The same batches through the collector's own stages on one thread,
 /// without HTTP: decompress, decode, validate, build events (the CPU
 /// cost of the ingest path), then, for SQLite, `write_batch` on a fresh
-/// store of its own (the store's cost alone).
-fn baseline(batches: &[EncodedBatch], kind: StoreKind) -> anyhow::Result<Baseline> {
+/// store of its own (the store's cost alone), and with `check` the
+/// plan's judgement of each message alone.
+fn baseline(
+    batches: &[EncodedBatch],
+    kind: StoreKind,
+    check: Option<&tally_collector::plan::PlanCheck>,
+) -> anyhow::Result<Baseline> {
     use tally_collector::{
         clock,
         ingest::{clock as times, events},
@@ -292,6 +364,7 @@ fn baseline(batches: &[EncodedBatch], kind: StoreKind) -> anyhow::Result<Baselin
         StoreKind::Postgres => None,
     };
     let (mut decode_time, mut store_time, mut messages) = (Duration::ZERO, Duration::ZERO, 0usize);
+    let mut judge_time = Duration::ZERO;
     for batch in batches {
         let t = Instant::now();
         let json = tally_proto::decompress(&batch.body, batch.encoding, &limits)?;
@@ -316,6 +389,15 @@ fn baseline(batches: &[EncodedBatch], kind: StoreKind) -> anyhow::Result<Baselin
         }
         decode_time += t.elapsed();
         messages += body.messages.len();
+        if let Some(check) = check {
+            let t = Instant::now();
+            for m in &body.messages {
+                if let Ok(msg) = &m.parsed {
+                    std::hint::black_box(check.judge(msg));
+                }
+            }
+            judge_time += t.elapsed();
+        }
         if let Some(store) = &store {
             let t = Instant::now();
             store.write_batch(&new_events, &[])?;
@@ -327,5 +409,6 @@ fn baseline(batches: &[EncodedBatch], kind: StoreKind) -> anyhow::Result<Baselin
     Ok(Baseline {
         decode_rate: messages as f64 / decode_time.as_secs_f64(),
         store_rate: (kind == StoreKind::Sqlite).then(|| messages as f64 / store_time.as_secs_f64()),
+        judge_rate: check.map(|_| messages as f64 / judge_time.as_secs_f64()),
     })
 }

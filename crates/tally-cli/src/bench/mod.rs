@@ -3,11 +3,12 @@
 //!
 //! | module | command |
 //! |---|---|
-//! | [`collector`] | `tally bench collector`: ingest over loopback, full and half load, optionally beside the retention job ([`retention`]) |
+//! | [`collector`] | `tally bench collector`: ingest over loopback, full and half load, optionally beside the retention job ([`retention`]) or with a tracking plan enforced ([`plan`]) |
 //! | [`seed`] | `tally bench seed` and `tally bench queries`: a realistic product history, then the product queries timed on it |
 
 mod collector;
 mod load;
+mod plan;
 mod retention;
 mod seed;
 

@@ -9,6 +9,12 @@
 //! | `dedup_rate_high` | duplicates / (accepted + duplicates) over the rate window | 0.10 |
 //! | `rejection_rate_high` | rejected / received over the rate window | 0.01 |
 //! | `completeness_gaps_growing` | missing seqs now − one rate window ago | 0 |
+//! | `plan_violation_rate_high` | tracking-plan violations (flagged + rejected) / (accepted + rejected) over the rate window, with at least 10 violations | 0.05 |
+//!
+//! Each rule may also ask for a minimum count behind its value
+//! (`min_count`: the duplicates, the rejections, the violations, the stale
+//! installs, the missing seqs grown) before it breaches; only the
+//! violation rule has one by default.
 //!
 //! Rates come from the store's cumulative totals sampled at each
 //! evaluation (as Prometheus' `increase` does), so they cover every
@@ -51,7 +57,8 @@
 //!
 //! Settings (`tally.toml`): `[alerts]` `interval_s` (evaluation and gauge
 //! refresh, default 15), `window_s` (rate window, default 3600), and a
-//! table per rule: `[alerts.dedup_rate_high]` `threshold`, `for_s`.
+//! table per rule: `[alerts.dedup_rate_high]` `threshold`, `for_s`,
+//! `min_count`.
 //! The webhook URL: `--alert-webhook` / `TALLY_ALERT_WEBHOOK` / `alert_webhook`.
 //! `docs/alerts.rules.yml` has the same rules for Prometheus.
 
@@ -65,7 +72,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use rules::{Rule, RuleSettings, Transition};
+use rules::{Reading, Rule, RuleSettings, Transition};
 use webhook::WebhookStatus;
 
 /// Default evaluation interval: gauges and alerts are at most this stale,
@@ -124,17 +131,19 @@ impl AlertBoard {
         }
     }
 
-    /// Takes each rule's value (by name) at `now`; returns the changes.
-    pub fn evaluate(&self, values: &[(&str, Option<f64>)], now: i64) -> Vec<Transition> {
+    /// Takes each rule's reading (by name) at `now`; returns the changes.
+    /// A rule without a reading reads nothing (no value).
+    pub fn evaluate(&self, readings: &[(&str, Reading)], now: i64) -> Vec<Transition> {
         let mut rules = self.rules.lock().unwrap_or_else(|p| p.into_inner());
         rules
             .iter_mut()
             .filter_map(|rule| {
-                let value = values
+                let reading = readings
                     .iter()
                     .find(|(name, _)| *name == rule.name)
-                    .and_then(|(_, v)| *v);
-                rule.observe(value, now)
+                    .map(|(_, r)| *r)
+                    .unwrap_or_default();
+                rule.observe(reading, now)
             })
             .collect()
     }
@@ -176,8 +185,10 @@ impl AlertBoard {
                 expr: rules::expression(r.name),
                 threshold: r.settings.threshold,
                 for_s: r.settings.for_s,
+                min_count: r.settings.min_count,
                 state: r.state.as_str(),
                 value: r.value,
+                count: r.count,
                 since: r.since.map(tally_proto::format_timestamp),
             })
             .collect();
@@ -210,10 +221,16 @@ pub struct RuleView {
     pub threshold: f64,
     /// Fires after breaching this long.
     pub for_s: f64,
+    /// Breaches only when the count behind the value is at least this.
+    pub min_count: u64,
     /// `ok`, `pending` or `firing`.
     pub state: &'static str,
     /// Last value (`null` before the first evaluation or with nothing to count).
     pub value: Option<f64>,
+    /// The count behind the last value (the rule's numerator: duplicates,
+    /// rejections, violations, stale installs, missing seqs grown; `null`
+    /// before the first evaluation).
+    pub count: Option<u64>,
     /// When the current state began (`null` while ok).
     pub since: Option<String>,
 }

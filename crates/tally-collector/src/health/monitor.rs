@@ -14,9 +14,9 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use crate::alerts::outbox::{self, SharedWebhook};
-use crate::alerts::rules::Transition;
 use crate::alerts::rules::{
-    COMPLETENESS_GAPS_GROWING, DEDUP_RATE_HIGH, REJECTION_RATE_HIGH, STALE_CLIENT_QUEUES,
+    Reading, Transition, COMPLETENESS_GAPS_GROWING, DEDUP_RATE_HIGH, PLAN_VIOLATION_RATE_HIGH,
+    REJECTION_RATE_HIGH, STALE_CLIENT_QUEUES,
 };
 use crate::alerts::webhook::Webhook;
 use crate::clock;
@@ -69,6 +69,48 @@ fn rates(base: &HealthTotals, now: &HealthTotals) -> WindowRates {
         dedup: ratio(duplicate, accepted + duplicate),
         rejection: ratio(rejected, accepted + duplicate + rejected),
     }
+}
+
+/// Each rule's reading: its value, and the count behind it, from the
+/// figures now and the baseline sample a window before. The violation
+/// rate divides the plan violations (flagged or rejected) by the messages
+/// accepted or rejected (duplicates are neither judged again nor counted
+/// again).
+fn readings(base: &Sample, figures: &PipelineFigures) -> [(&'static str, Reading); 5] {
+    let (then, now) = (&base.totals, &figures.totals);
+    let d = |a: u64, b: u64| b.saturating_sub(a);
+    let rates = rates(then, now);
+    let fleet = &figures.fleet;
+    let rejected = d(then.rejected, now.rejected);
+    let violations = d(then.plan_violations, now.plan_violations);
+    let judged = d(then.accepted, now.accepted) + rejected;
+    let missing = figures.completeness.missing as f64 - base.missing as f64;
+    let reading = |value, count| Reading { value, count };
+    [
+        (
+            STALE_CLIENT_QUEUES,
+            reading(
+                ratio(
+                    fleet.installs_oldest_pending_over_24h,
+                    fleet.installs_reporting,
+                ),
+                fleet.installs_oldest_pending_over_24h,
+            ),
+        ),
+        (
+            DEDUP_RATE_HIGH,
+            reading(rates.dedup, d(then.duplicate, now.duplicate)),
+        ),
+        (REJECTION_RATE_HIGH, reading(rates.rejection, rejected)),
+        (
+            COMPLETENESS_GAPS_GROWING,
+            reading(Some(missing), missing.max(0.0) as u64),
+        ),
+        (
+            PLAN_VIOLATION_RATE_HIGH,
+            reading(ratio(violations, judged), violations),
+        ),
+    ]
 }
 
 /// What the health task works on: the store, the health state it shares
@@ -199,22 +241,7 @@ async fn run(state: Monitored, stop: Arc<Notify>) {
         let warm = now.saturating_sub(base.at) >= samples.window_ms;
         let rates = rates(&base.totals, &figures.totals);
         state.metrics.set_pipeline(&figures, &rates);
-        let fleet = &figures.fleet;
-        let values = [
-            (
-                STALE_CLIENT_QUEUES,
-                ratio(
-                    fleet.installs_oldest_pending_over_24h,
-                    fleet.installs_reporting,
-                ),
-            ),
-            (DEDUP_RATE_HIGH, rates.dedup),
-            (REJECTION_RATE_HIGH, rates.rejection),
-            (
-                COMPLETENESS_GAPS_GROWING,
-                Some(figures.completeness.missing as f64 - base.missing as f64),
-            ),
-        ];
+        let values = readings(&base, &figures);
         let changes = state.health.alerts.evaluate(&values, now);
         for change in &changes {
             state.metrics.alert_state(change.rule, change.state.level());
@@ -375,5 +402,58 @@ mod tests {
         assert_eq!(r.dedup, Some(0.5));
         assert_eq!(r.rejection, Some(0.0));
         assert_eq!(r.batch_success, None);
+    }
+
+    #[test]
+    fn the_violation_rate_divides_by_what_was_accepted_or_rejected() {
+        let base = Sample {
+            at: 0,
+            totals: HealthTotals {
+                accepted: 100,
+                duplicate: 7,
+                rejected: 4,
+                plan_violations: 9,
+                ..HealthTotals::default()
+            },
+            missing: 0,
+        };
+        // 10 accepted, 5 duplicates and 2 rejected since; 3 violations.
+        let figures = PipelineFigures {
+            totals: HealthTotals {
+                accepted: 110,
+                duplicate: 12,
+                rejected: 6,
+                plan_violations: 12,
+                ..HealthTotals::default()
+            },
+            ..PipelineFigures::default()
+        };
+        let read = readings(&base, &figures);
+        let (name, plan) = read[4];
+        assert_eq!(name, PLAN_VIOLATION_RATE_HIGH);
+        assert_eq!(
+            plan,
+            Reading {
+                value: Some(3.0 / 12.0),
+                count: 3
+            }
+        );
+        assert_eq!(read[1].1.count, 5, "duplicates");
+        assert_eq!(read[2].1.count, 2, "rejections");
+        // Nothing received: nothing to divide by.
+        let idle = readings(
+            &base,
+            &PipelineFigures {
+                totals: base.totals,
+                ..PipelineFigures::default()
+            },
+        );
+        assert_eq!(
+            idle[4].1,
+            Reading {
+                value: None,
+                count: 0
+            }
+        );
     }
 }

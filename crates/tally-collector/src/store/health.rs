@@ -297,6 +297,10 @@ pub struct HealthTotals {
     pub duplicate: u64,
     /// Messages rejected.
     pub rejected: u64,
+    /// Track events that broke their version's schema in the tracking
+    /// plan, accepted and flagged (`warn`) or rejected (`enforce`); see
+    /// [`super::quality`].
+    pub plan_violations: u64,
 }
 
 /// The figures of the hours `from..to` (hour starts, Unix ms).
@@ -383,8 +387,8 @@ pub fn window_hours(from: i64, to: i64) -> (i64, i64) {
 
 pub(crate) const TOTALS_SQL: &str = "SELECT CAST(coalesce(sum(batches), 0) AS BIGINT), \
     CAST(coalesce(sum(batches_ok), 0) AS BIGINT), CAST(coalesce(sum(accepted), 0) AS BIGINT), \
-    CAST(coalesce(sum(duplicate), 0) AS BIGINT), CAST(coalesce(sum(rejected), 0) AS BIGINT) \
-    FROM counters";
+    CAST(coalesce(sum(duplicate), 0) AS BIGINT), CAST(coalesce(sum(rejected), 0) AS BIGINT), \
+    CAST(coalesce(sum(plan_violations), 0) AS BIGINT) FROM counters";
 
 pub(crate) const WINDOW_SQL: &str = "SELECT CAST(coalesce(sum(batches), 0) AS BIGINT), \
     CAST(coalesce(sum(batches_ok), 0) AS BIGINT), CAST(coalesce(sum(accepted), 0) AS BIGINT), \

@@ -21,6 +21,12 @@
 //! `rejected` total counts it: a rejected message is not stored, so a
 //! sender that sends it again is told again).
 //!
+//! The violations among them (`plan_violation`, flagged or rejected) are
+//! also added to the `plan_violations` counter of the batch's counter row
+//! (each backend's `write_quality`), which is never pruned: the cumulative total the
+//! alert on the violation rate takes deltas of, beside `accepted` and
+//! `rejected` ([`super::HealthTotals`]).
+//!
 //! Both tables are pruned with the health figures
 //! ([`HealthStore::prune_health`](super::HealthStore::prune_health), after
 //! [`super::health::HEALTH_RETENTION_MS`]): unplanned names are whatever a
@@ -33,6 +39,9 @@ pub const MAX_EXAMPLES: i64 = 3;
 
 /// An hour, in ms.
 const HOUR_MS: i64 = 3_600_000;
+
+/// The finding of an event that breaks its version's schema.
+pub const PLAN_VIOLATION: &str = "plan_violation";
 
 /// What the plan found in one message of a batch, for the store to count.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,6 +115,15 @@ pub(crate) fn counted<'f>(
             ))
     });
     counted
+}
+
+/// The plan violations among the findings a batch counts (see
+/// [`counted`]): what it adds to the `plan_violations` counter.
+pub(crate) fn violations(counted: &[&QualityFinding]) -> i64 {
+    counted
+        .iter()
+        .filter(|f| f.finding == PLAN_VIOLATION)
+        .count() as i64
 }
 
 /// Adds one finding: `$1` hour, `$2` source, `$3` event, `$4` version,

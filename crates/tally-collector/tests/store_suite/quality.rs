@@ -3,7 +3,8 @@
 //! store accepted it, so a retried batch counts nothing twice; a rejected
 //! message's with its dead letter), unplanned events under the name they
 //! were sent with, by hour so a window selects them, and the newest
-//! examples of each key, at most three.
+//! examples of each key, at most three. The plan violations among them
+//! add up in a cumulative total that pruning leaves alone.
 
 use super::*;
 use tally_collector::store::quality::{QualityFinding, QualityQuery, QualityRow};
@@ -56,6 +57,15 @@ fn summary(rows: Vec<QualityRow>) -> Vec<Summary> {
         .collect()
 }
 
+/// The store's cumulative plan violations (flagged and rejected).
+fn violations(store: &dyn Store) -> u64 {
+    store
+        .pipeline_health(HOUR, HOUR + 1, HOUR)
+        .unwrap()
+        .totals
+        .plan_violations
+}
+
 fn row(e: &str, f: &str, n: (u64, u64), seen: (i64, i64), ids: &[&str]) -> Summary {
     let ids = ids.iter().map(|s| (*s).to_owned()).collect();
     (e.to_owned(), f.to_owned(), n.0, n.1, seen.0, seen.1, ids)
@@ -80,6 +90,8 @@ pub(crate) fn findings_counted_once_with_bounded_examples(store: &dyn Store) {
     // The same accepted events again (a retry): duplicates, not counted.
     let retry = store.write_judged(&events, &[], &findings[..3]).unwrap();
     assert_eq!(retry, [D, D, D]);
+    // Two flagged and one rejected; the unplanned event is no violation.
+    assert_eq!(violations(store), 3);
     let all = QualityQuery::default();
     assert_eq!(
         summary(store.quality(&all).unwrap()),
@@ -126,6 +138,7 @@ pub(crate) fn findings_counted_once_with_bounded_examples(store: &dyn Store) {
         })
         .collect();
     assert_eq!(store.write_judged(&events, &[], &findings).unwrap(), [A; 5]);
+    assert_eq!(violations(store), 8);
     assert_eq!(
         summary(store.quality(&all).unwrap())[0],
         row(
@@ -177,6 +190,8 @@ pub(crate) fn findings_counted_once_with_bounded_examples(store: &dyn Store) {
     );
     // The unplanned event seen only in the first hour is gone too.
     assert_eq!(store.quality(&mystery).unwrap(), []);
+    // The cumulative total is not pruned.
+    assert_eq!(violations(store), 8);
 }
 
 macro_rules! quality_suite {

@@ -9,7 +9,7 @@
 
 (() => {
   const TOKEN_KEY = 'tally.adminToken';
-  const VIEWS = ['events', 'active', 'funnel', 'retention', 'breakdown', 'health'];
+  const VIEWS = ['events', 'active', 'funnel', 'retention', 'breakdown', 'quality', 'health'];
   const MIN_STEPS = 2;
   const MAX_STEPS = 10;
   // Deletion requests the health view lists (the API's newest first).
@@ -256,6 +256,7 @@
     $('#funnel-steps').replaceChildren();
     $('#alerts-webhook').textContent = '';
     $('#health-window').textContent = '';
+    $('#quality-window').textContent = '';
     $('#deletions-note').hidden = true;
     showLogin(message);
   }
@@ -617,6 +618,23 @@
     ]));
   }
 
+  // ---- data quality ---------------------------------------------------------------------------------
+
+  /** What the tracking plan found in the range (drawn by quality.js). */
+  async function loadQuality(section, current) {
+    const w = window_();
+    const path = query('/v1/quality', { from: w.from, to: w.to });
+    showQuery(section, [path]);
+    const answer = await api(path);
+    if (!current()) return;
+    // Counts are kept by the hour of receipt: the API rounds the range out.
+    const hour = 3600000;
+    const from = Math.floor(Date.parse(w.from) / hour) * hour;
+    const to = Math.ceil(Date.parse(w.to) / hour) * hour;
+    $('#quality-window').textContent = `Counts cover what arrived from ${new Date(from).toLocaleString()} to ${new Date(to).toLocaleString()} (whole hours of receipt); examples, the range itself.`;
+    Quality.draw(answer, { table, card });
+  }
+
   // ---- pipeline health -----------------------------------------------------------------------------
 
   /** A card whose value is `value` shown as `text`; `level` ok|warn|bad. */
@@ -810,6 +828,7 @@
     funnel: loadFunnel,
     retention: loadRetention,
     breakdown: loadBreakdown,
+    quality: loadQuality,
     health: loadHealth,
   };
 

@@ -9,7 +9,7 @@
 //! `sessionStorage` (gone when the tab closes) and sends it as
 //! `Authorization: Bearer` on every data call, so every number it shows
 //! comes from an admin-protected endpoint (`/v1/stats`, `/v1/query/*`,
-//! `/v1/health/pipeline`, `/v1/alerts`, `/v1/deletions`). Every answer here carries a
+//! `/v1/quality`, `/v1/health/pipeline`, `/v1/alerts`, `/v1/deletions`). Every answer here carries a
 //! Content-Security-Policy that allows scripts, styles, images and
 //! requests from this origin only and forbids inline script and style
 //! attributes, so an injected string can never run; the page builds its DOM
@@ -27,6 +27,7 @@
 //! |---|---|
 //! | `index.html` | the layout: login form, tabs, one section per view |
 //! | `charts.js` | SVG line and bar charts, tooltips, number formats |
+//! | `quality.js` | the data-quality view: the tracking plan's findings, unplanned events, examples |
 //! | `app.js` | login, the API client, the views |
 //! | `style.css` | layout and colours (light and dark) |
 //! | `icon.svg` | the favicon |
@@ -58,7 +59,7 @@ struct Asset {
     body: &'static [u8],
 }
 
-const ASSETS: [Asset; 4] = [
+const ASSETS: [Asset; 5] = [
     Asset {
         name: "app.js",
         content_type: "text/javascript; charset=utf-8",
@@ -68,6 +69,11 @@ const ASSETS: [Asset; 4] = [
         name: "charts.js",
         content_type: "text/javascript; charset=utf-8",
         body: include_bytes!("charts.js"),
+    },
+    Asset {
+        name: "quality.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("quality.js"),
     },
     Asset {
         name: "style.css",
@@ -301,7 +307,7 @@ mod tests {
             .split(|c: char| c.is_whitespace())
             .find(|w| w.starts_with("on") && w.contains('='));
         assert_eq!(handler, None, "inline event handler");
-        for script in ["app.js", "charts.js"] {
+        for script in ["app.js", "charts.js", "quality.js"] {
             let body = ASSETS.iter().find(|a| a.name == script).unwrap().body;
             let source = std::str::from_utf8(body).unwrap();
             for forbidden in [

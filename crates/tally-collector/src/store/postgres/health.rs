@@ -210,13 +210,15 @@ fn read_pipeline_health(
             u(r.try_get(4)?),
         ])
     };
-    let t = five(&tx.query_one(health::TOTALS_SQL, &[])?)?;
+    let totals = tx.query_one(health::TOTALS_SQL, &[])?;
+    let t = five(&totals)?;
     figures.totals = health::HealthTotals {
         batches: t[0],
         batches_ok: t[1],
         accepted: t[2],
         duplicate: t[3],
         rejected: t[4],
+        plan_violations: u(totals.try_get(5)?),
     };
     let window = &mut figures.window;
     [

@@ -12,10 +12,12 @@ use crate::store::{StoreError, WriteOutcome};
 use ::postgres::Client;
 
 /// Counts the findings the store keeps of one batch (see
-/// [`quality::counted`]) and keeps each as an example.
+/// [`quality::counted`]), keeps each as an example, and adds its plan
+/// violations to the counters of `shard` (the batch's).
 pub(super) fn write_quality(
     client: &mut Client,
     prepared: &Prepared,
+    shard: i32,
     findings: &[QualityFinding],
     outcomes: &[WriteOutcome],
 ) -> Result<(), ::postgres::Error> {
@@ -24,7 +26,12 @@ pub(super) fn write_quality(
         &prepared.quality_example,
         &prepared.quality_prune,
     );
-    for f in quality::counted(findings, outcomes) {
+    let counted = quality::counted(findings, outcomes);
+    let violations = quality::violations(&counted);
+    if violations > 0 {
+        client.execute(&prepared.add_violations, &[&shard, &violations])?;
+    }
+    for f in counted {
         let rejected = f.rejected();
         let version = i64::from(f.version);
         client.execute(

@@ -31,6 +31,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0011_deletion_kinds.sql"),
     include_str!("migrations/0012_scoped_deletions.sql"),
     include_str!("migrations/0013_quality.sql"),
+    include_str!("migrations/0014_plan_violations.sql"),
 ];
 
 /// The migration's transaction.

@@ -50,6 +50,11 @@ pub(super) const INSERT_EVENTS_SQL: &str =
     dead_letters_truncated = dead_letters_truncated + ($35::int8[])[4] FROM n WHERE shard = $22) \
     SELECT source, message_id FROM ins";
 
+/// Adds `$2` plan violations to shard `$1`'s counters (the row the batch
+/// already holds; see [`crate::store::quality`]).
+pub(super) const ADD_VIOLATIONS_SQL: &str =
+    "UPDATE counters SET plan_violations = plan_violations + $2 WHERE shard = $1";
+
 /// The dead-letter counters summed over the shards.
 pub(super) const DEAD_LETTER_TOTALS_SQL: &str = "SELECT coalesce(sum(dead_letter_rows), 0)::int8, \
     coalesce(sum(dead_letter_bytes), 0)::int8, coalesce(sum(dead_letters_not_kept), 0)::int8, \
@@ -181,6 +186,7 @@ pub(crate) struct Prepared {
     pub(super) quality_count: Statement,
     pub(super) quality_example: Statement,
     pub(super) quality_prune: Statement,
+    pub(super) add_violations: Statement,
 }
 
 impl Prepared {
@@ -211,6 +217,7 @@ impl Prepared {
             quality_count: p(quality::UPSERT_COUNT_SQL)?,
             quality_example: p(quality::INSERT_EXAMPLE_SQL)?,
             quality_prune: p(quality::PRUNE_EXAMPLES_SQL)?,
+            add_violations: p(ADD_VIOLATIONS_SQL)?,
         })
     }
 }

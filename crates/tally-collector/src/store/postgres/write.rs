@@ -45,7 +45,7 @@ impl IngestStore for PostgresStore {
                 dead_letters: self.dead_letter_limits,
             };
             let outcomes = write(conn, events, dead_letters, shard, flags)?;
-            write_quality(&mut conn.client, &conn.prepared, findings, &outcomes)?;
+            write_quality(&mut conn.client, &conn.prepared, shard, findings, &outcomes)?;
             Ok(outcomes)
         })
     }

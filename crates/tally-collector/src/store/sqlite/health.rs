@@ -196,9 +196,9 @@ fn read_pipeline_health(
     let five = |r: &rusqlite::Row<'_>| -> rusqlite::Result<[i64; 5]> {
         Ok([r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?])
     };
-    let t = c
+    let (t, violations) = c
         .prepare_cached(&health::sqlite_sql(health::TOTALS_SQL))
-        .and_then(|mut s| s.query_row([], five))
+        .and_then(|mut s| s.query_row([], |r| Ok((five(r)?, r.get::<_, i64>(5)?))))
         .map_err(db_error)?;
     figures.totals = health::HealthTotals {
         batches: u(t[0]),
@@ -206,6 +206,7 @@ fn read_pipeline_health(
         accepted: u(t[2]),
         duplicate: u(t[3]),
         rejected: u(t[4]),
+        plan_violations: u(violations),
     };
     let w = c
         .prepare_cached(&health::sqlite_sql(health::WINDOW_SQL))

@@ -11,13 +11,23 @@ use crate::store::{StoreError, WriteOutcome};
 use rusqlite::{params, Connection};
 
 /// Counts the findings the store keeps of one batch (see
-/// [`quality::counted`]) and keeps each as an example.
+/// [`quality::counted`]), keeps each as an example, and adds its plan
+/// violations to the counters.
 pub(super) fn write_quality(
     conn: &Connection,
     findings: &[QualityFinding],
     outcomes: &[WriteOutcome],
 ) -> Result<(), StoreError> {
-    for f in quality::counted(findings, outcomes) {
+    let counted = quality::counted(findings, outcomes);
+    let violations = quality::violations(&counted);
+    if violations > 0 {
+        conn.prepare_cached(
+            "UPDATE counters SET plan_violations = plan_violations + ?1 WHERE id = 0",
+        )
+        .and_then(|mut s| s.execute([violations]))
+        .map_err(db_error)?;
+    }
+    for f in counted {
         let rejected = f.rejected();
         let version = i64::from(f.version);
         conn.prepare_cached(&sqlite_sql(quality::UPSERT_COUNT_SQL))

@@ -25,6 +25,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0009_deletion_kinds.sql"),
     include_str!("migrations/0010_scoped_deletions.sql"),
     include_str!("migrations/0011_quality.sql"),
+    include_str!("migrations/0012_plan_violations.sql"),
 ];
 
 /// The migration's transaction on the writer connection.
