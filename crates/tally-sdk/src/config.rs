@@ -12,20 +12,23 @@ use crate::pipeline::session::DEFAULT_SESSION_TIMEOUT_MS;
 use crate::upload::transport::Transport;
 
 /// Default capacity of the hand-off queue between `track()` and the
-/// pipeline thread, in messages: a count cap behind the byte budget below,
-/// which is what governs refusals for messages of ordinary size.
-pub const DEFAULT_CHANNEL_CAPACITY: usize = 32 * 1024;
+/// pipeline thread, in messages: a count cap far behind the byte budget
+/// below, which is what governs refusals. 256 Ki: a 5 MiB budget holds
+/// about 87,000 events of 3 short string properties (≈ 60 bytes each), and
+/// the cap must not refuse what the budget admits (at 32 Ki it refused
+/// 8–15 % of a 100,000-event burst the budget had room for).
+pub const DEFAULT_CHANNEL_CAPACITY: usize = 256 * 1024;
 
 /// Default byte budget of the hand-off queue: the bytes of the records
-/// waiting for the pipeline (see [`crate::pipeline::handoff`]: 30 bytes
-/// of header plus the name, properties and dedup key, as written), half
+/// waiting for the pipeline (see [`crate::pipeline::handoff`]: about 5
+/// bytes of header plus the name, properties and dedup key), half
 /// of it at most in the buffer the pipeline has not taken yet. A
 /// `track()` that would pass it is refused as `queue_full` (or waits,
 /// under [`WhenFull::Block`]); the refusal takes no `seq` and is counted
 /// in `health().refused`.
 ///
-/// 5 MiB: the buffer callers fill holds up to 2.5 MiB, about 30,000
-/// events of 3 short string properties (≈ 86 bytes each), while the
+/// 5 MiB: the buffer callers fill holds up to 2.5 MiB, about 43,000
+/// events of 3 short string properties (≈ 60 bytes each), while the
 /// pipeline works through a batch as large. A burst that long is absorbed
 /// while the pipeline drains it, and the SDK's peak RSS stays under 16 MB
 /// whatever the burst (while one lasts, both buffers stay allocated and
