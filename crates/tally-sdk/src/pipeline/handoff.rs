@@ -46,6 +46,7 @@ use std::sync::Arc;
 use tally_proto::Priority;
 
 use crate::error::FlushError;
+use crate::stored::{put_varint, unzigzag, zigzag};
 
 /// What a message is, as captured on the caller's thread (borrowed from
 /// the call, or from the hand-off batch on the pipeline's).
@@ -161,18 +162,6 @@ fn varint_len(v: u64) -> usize {
     bits.div_ceil(7).max(1)
 }
 
-fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        buf.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    buf.push(v as u8);
-}
-
-fn zigzag(v: i64) -> u64 {
-    ((v << 1) ^ (v >> 63)) as u64
-}
-
 /// How the pipeline is waiting for records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Waiting {
@@ -247,8 +236,8 @@ impl Handoff {
             .is_some_and(|s| Arc::ptr_eq(s, session))
         {
             self.buf.push(SESSION);
-            put_varint(&mut self.buf, c.session_index);
-            put_varint(&mut self.buf, session.len() as u64);
+            put_varint(c.session_index, &mut self.buf);
+            put_varint(session.len() as u64, &mut self.buf);
             self.buf.extend_from_slice(session.as_bytes());
             self.session = Some(Arc::clone(session));
         }
@@ -265,15 +254,15 @@ impl Handoff {
             tag |= VERSION;
         }
         self.buf.push(tag);
-        put_varint(&mut self.buf, c.seq.wrapping_sub(self.prev_seq));
-        put_varint(&mut self.buf, zigzag(c.ts_ms.wrapping_sub(self.prev_ts)));
+        put_varint(c.seq.wrapping_sub(self.prev_seq), &mut self.buf);
+        put_varint(zigzag(c.ts_ms.wrapping_sub(self.prev_ts)), &mut self.buf);
         if let Some(v) = c.event_version {
-            put_varint(&mut self.buf, u64::from(v));
+            put_varint(u64::from(v), &mut self.buf);
         }
-        put_varint(&mut self.buf, a.len() as u64);
-        put_varint(&mut self.buf, b.len() as u64);
+        put_varint(a.len() as u64, &mut self.buf);
+        put_varint(b.len() as u64, &mut self.buf);
         if let Some(d) = c.dedup_key {
-            put_varint(&mut self.buf, d.len() as u64);
+            put_varint(d.len() as u64, &mut self.buf);
         }
         self.buf.extend_from_slice(a.as_bytes());
         self.buf.extend_from_slice(b.as_bytes());
@@ -416,8 +405,7 @@ impl<'a> Records<'a> {
                     Priority::Normal
                 };
                 let seq = self.prev_seq.wrapping_add(self.varint()?);
-                let zz = self.varint()?;
-                let delta = ((zz >> 1) as i64) ^ -((zz & 1) as i64);
+                let delta = unzigzag(self.varint()?);
                 let ts_ms = self.prev_ts.wrapping_add(delta);
                 let event_version = if tag & VERSION != 0 {
                     Some(u32::try_from(self.varint()?).ok()?)

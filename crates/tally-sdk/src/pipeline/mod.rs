@@ -45,7 +45,7 @@ use crate::log::{Log, LogConfig};
 pub const GROUP_COMMIT_MS: u64 = 200;
 
 /// Prefix of the SDK's own event names.
-pub const INTERNAL_PREFIX: &str = "tally.";
+pub const INTERNAL_PREFIX: &str = crate::stored::INTERNAL_PREFIX;
 
 /// Bytes the tracker's log may hold appended but not yet written: the
 /// log's writer seals and writes far faster than this one pipeline thread

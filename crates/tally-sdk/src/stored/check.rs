@@ -72,9 +72,7 @@ pub(crate) fn certainly_valid(e: &Event<'_>, facts: &EpochFacts, seq: u64) -> bo
     let required = match e.kind {
         // The SDK's own events (a drop report is checked for its shape)
         // take the exact path.
-        Kind::Track => {
-            !e.name.is_empty() && !e.name.starts_with(super::super::pipeline::INTERNAL_PREFIX)
-        }
+        Kind::Track => !e.name.is_empty() && !e.name.starts_with(super::INTERNAL_PREFIX),
         Kind::Group => !e.name.is_empty(),
         Kind::Alias => e.previous_id.is_some_and(|p| !p.is_empty()),
         Kind::Identify => e.user_id.is_some_and(|u| !u.is_empty()),

@@ -48,6 +48,9 @@ pub(crate) mod check;
 /// The first byte of a compact record.
 pub const FORMAT: u8 = 0xC1;
 
+/// Prefix of the SDK's own event names (`tally.dropped`, `tally.health`).
+pub const INTERNAL_PREFIX: &str = "tally.";
+
 /// What a message shares with the ones around it: the context template
 /// (without `context.tally`), the identity and the session. Serialized as
 /// JSON, it is the log record's context.
@@ -177,12 +180,23 @@ pub enum DecodeError {
     Context,
 }
 
-fn put_varint(mut v: u64, out: &mut Vec<u8>) {
+/// Appends `v` in LEB128.
+pub(crate) fn put_varint(mut v: u64, out: &mut Vec<u8>) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
         v >>= 7;
     }
     out.push(v as u8);
+}
+
+/// A signed number as an unsigned one small when it is near zero.
+pub(crate) fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+/// The inverse of [`zigzag`].
+pub(crate) fn unzigzag(v: u64) -> i64 {
+    ((v >> 1) as i64) ^ -((v & 1) as i64)
 }
 
 fn put_str(s: &str, out: &mut Vec<u8>) {
@@ -207,7 +221,7 @@ pub fn encode(e: &Event<'_>, out: &mut Vec<u8>) {
     out.push(FORMAT);
     out.push(e.kind.code());
     out.push(flags);
-    put_varint(((e.ts_ms << 1) ^ (e.ts_ms >> 63)) as u64, out);
+    put_varint(zigzag(e.ts_ms), out);
     out.extend_from_slice(&e.random);
     put_varint(e.session_index, out);
     if let Some(v) = e.event_version {
@@ -278,8 +292,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event<'_>, DecodeError> {
     if flags & !(F_USER | F_INHERIT | F_DEDUP | F_CRITICAL | F_PREVIOUS | F_BAG | F_VERSION) != 0 {
         return Err(DecodeError::Record);
     }
-    let zz = r.varint()?;
-    let ts_ms = ((zz >> 1) as i64) ^ -((zz & 1) as i64);
+    let ts_ms = unzigzag(r.varint()?);
     let mut random = [0u8; 10];
     random.copy_from_slice(r.bytes(10)?);
     let session_index = r.varint()?;
