@@ -20,6 +20,11 @@
 //! `events_per_s_persisted` is `stored / persisted_s`, from the first
 //! `track()` to `flush()` returning after the last. `stored_bytes_per_event`
 //! is the log's pending bytes as stored (sealed frames) per stored event.
+//! CPU per stored event over the same span: `caller_cpu_us_per_event` (the
+//! tracking threads: building the properties and `track()`),
+//! `persist_cpu_us_per_event` (every other thread: the pipeline, the log's
+//! writer and sealers, the uploader) and `cpu_us_per_event`, the whole
+//! process.
 
 #![allow(clippy::unwrap_used)]
 
@@ -51,6 +56,21 @@ fn thread_minor_faults() -> u64 {
         .and_then(|(_, rest)| rest.split_whitespace().nth(7))
         .and_then(|f| f.parse().ok())
         .unwrap_or(0)
+}
+
+/// CPU time of `clock` (the process's or the calling thread's), in ns:
+/// the process clock counts threads that ended too (the log's sealers),
+/// which no per-thread file under /proc still shows.
+#[allow(unsafe_code)]
+fn cpu_ns(clock: libc::clockid_t) -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec for the call's duration.
+    let rc = unsafe { libc::clock_gettime(clock, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime");
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 fn percentile(sorted: &[u64], q: f64) -> f64 {
@@ -90,13 +110,15 @@ fn main() {
         }
         t.elapsed().as_nanos() as u64 / 1_000
     };
+    let process_cpu_start = cpu_ns(libc::CLOCK_PROCESS_CPUTIME_ID);
     let loop_start = Instant::now();
-    let per_thread: Vec<(Vec<u64>, u64, u64)> = std::thread::scope(|scope| {
+    let per_thread: Vec<(Vec<u64>, u64, u64, u64)> = std::thread::scope(|scope| {
         let tracker = &tracker;
         let handles: Vec<_> = (0..threads)
             .map(|t| {
                 scope.spawn(move || {
                     let faults_before = thread_minor_faults();
+                    let cpu_before = cpu_ns(libc::CLOCK_THREAD_CPUTIME_ID);
                     let mine = events / threads + u64::from(t < events % threads);
                     let mut ns = Vec::with_capacity(mine as usize);
                     let mut refused = 0u64;
@@ -112,7 +134,8 @@ fn main() {
                             refused += 1;
                         }
                     }
-                    (ns, refused, thread_minor_faults() - faults_before)
+                    let cpu = cpu_ns(libc::CLOCK_THREAD_CPUTIME_ID) - cpu_before;
+                    (ns, refused, thread_minor_faults() - faults_before, cpu)
                 })
             })
             .collect();
@@ -120,11 +143,13 @@ fn main() {
     });
     let caller_faults = per_thread.first().map_or(0, |p| p.2);
     let refused: u64 = per_thread.iter().map(|p| p.1).sum();
+    let caller_cpu_ns: u64 = per_thread.iter().map(|p| p.3).sum();
     let mut ns: Vec<u64> = per_thread.into_iter().flat_map(|p| p.0).collect();
     let caller_loop_s = loop_start.elapsed().as_secs_f64();
     let slow_calls = ns.iter().filter(|&&n| n > 1_000).count();
     tracker.flush().unwrap();
     let persisted_s = loop_start.elapsed().as_secs_f64();
+    let process_cpu_ns = cpu_ns(libc::CLOCK_PROCESS_CPUTIME_ID) - process_cpu_start;
     let rss = vm_hwm_mb();
     let health = tracker.health();
     tracker.shutdown(Duration::from_secs(30)).unwrap();
@@ -179,6 +204,11 @@ fn main() {
             "caller_minor_faults": caller_faults,
             "calls_over_1us": slow_calls,
             "persisted_s": persisted_s,
+            "caller_cpu_us_per_event": caller_cpu_ns as f64 / 1_000.0 / stored.max(1) as f64,
+            "persist_cpu_us_per_event": process_cpu_ns.saturating_sub(caller_cpu_ns) as f64
+                / 1_000.0
+                / stored.max(1) as f64,
+            "cpu_us_per_event": process_cpu_ns as f64 / 1_000.0 / stored.max(1) as f64,
             "events_per_s_persisted": stored as f64 / persisted_s,
             "peak_rss_mb": rss,
             "stored_bytes_per_event": stored_bytes as f64 / stored.max(1) as f64,
