@@ -47,10 +47,13 @@ impl Default for Props {
 }
 
 impl Props {
-    /// An empty object.
+    /// An empty object, with room for a few properties: one allocation
+    /// where growing from two bytes would take five.
     pub fn new() -> Self {
+        let mut json = String::with_capacity(64);
+        json.push_str("{}");
         Self {
-            json: String::from("{}"),
+            json,
             count: 0,
             depth: 1,
         }
@@ -65,23 +68,37 @@ impl Props {
     }
 
     /// Adds `key: value`. Keys are not deduplicated: add each key once.
+    ///
+    /// Serialized straight into the object's text, so building a few
+    /// properties allocates only as the text grows.
     pub fn insert<V: Serialize + ?Sized>(
         &mut self,
         key: &str,
         value: &V,
     ) -> Result<(), PropsError> {
-        let value = serde_json::to_string(value).map_err(PropsError::Unserializable)?;
-        let key = serde_json::to_string(key).map_err(PropsError::Unserializable)?;
+        // Without the closing brace, to restore on failure.
         self.json.pop();
+        let open = self.json.len();
         if self.count > 0 {
             self.json.push(',');
         }
-        self.json.push_str(&key);
-        self.json.push(':');
-        self.json.push_str(&value);
+        let mut text = Text(&mut self.json);
+        let written = serde_json::to_writer(&mut text, key).and_then(|()| {
+            text.0.push(':');
+            let at = text.0.len();
+            serde_json::to_writer(&mut text, value).map(|()| at)
+        });
+        let at = match written {
+            Ok(at) => at,
+            Err(e) => {
+                self.json.truncate(open);
+                self.json.push('}');
+                return Err(PropsError::Unserializable(e));
+            }
+        };
+        self.depth = self.depth.max(1 + json_depth(&self.json[at..]));
         self.json.push('}');
         self.count += 1;
-        self.depth = self.depth.max(1 + json_depth(&value));
         Ok(())
     }
 
@@ -145,6 +162,25 @@ impl TryFrom<serde_json::Value> for Props {
     }
 }
 
+/// Appends what serde_json writes to a `String`. serde_json writes whole
+/// UTF-8 sequences (it splits strings only at ASCII escapes), so each piece
+/// is valid on its own; a piece that were not would fail the write, never
+/// corrupt the text.
+struct Text<'a>(&'a mut String);
+
+impl std::io::Write for Text<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let piece = std::str::from_utf8(buf)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+        self.0.push_str(piece);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -162,6 +198,23 @@ mod tests {
         assert_eq!(p.depth(), 3);
         let parsed: serde_json::Value = serde_json::from_str(p.as_json()).unwrap();
         assert_eq!(parsed["say \"hi\""], "a\nb");
+    }
+
+    #[test]
+    fn a_value_that_fails_to_serialize_leaves_the_object_as_it_was() {
+        let mut p = Props::new().with("a", 1);
+        let bad: std::collections::HashMap<Vec<u8>, u8> = [(vec![1u8], 1u8)].into();
+        assert!(matches!(
+            p.insert("bad", &bad),
+            Err(PropsError::Unserializable(_))
+        ));
+        p.insert("é", "naïve ☃ \u{1F600}").unwrap();
+        assert_eq!(p.as_json(), "{\"a\":1,\"é\":\"naïve ☃ \u{1F600}\"}");
+        assert_eq!((p.len(), p.depth()), (2, 1));
+        let empty = Props::new();
+        let mut q = empty.clone();
+        assert!(q.insert("bad", &bad).is_err());
+        assert_eq!(q, empty);
     }
 
     #[test]

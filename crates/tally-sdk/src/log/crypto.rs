@@ -14,8 +14,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use chacha20::cipher::consts::U10;
-use chacha20poly1305::aead::AeadInPlace;
-use chacha20poly1305::{KeyInit, XChaCha20Poly1305, XNonce};
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305};
 use zeroize::{Zeroize, Zeroizing};
 
@@ -239,10 +237,14 @@ impl KeyProvider for MemKeyProvider {
 /// shares the 16-byte prefix, so the subkey is derived once and sealing
 /// runs plain ChaCha20-Poly1305 under it: the same bytes as
 /// XChaCha20-Poly1305, one ChaCha block less per record. Opening takes any
-/// nonce, so it uses XChaCha20-Poly1305 itself.
+/// nonce: it derives the subkey of the record's prefix and keeps the last
+/// one, since the records of one run share theirs (a read of thousands of
+/// records derives one or two).
 pub(crate) struct Cipher {
     pub(crate) id: KeyId,
-    open: XChaCha20Poly1305,
+    key: Key,
+    /// The subkey of the last prefix a record was opened under.
+    opened: Mutex<Option<([u8; 16], Wiped<LessSafeKey>)>>,
     /// This run's subkey (HChaCha20 of the key and a random prefix). ring
     /// does not wipe its key schedule on drop, so it lives in a slot that
     /// is zeroed when the cipher is dropped.
@@ -261,15 +263,12 @@ impl Cipher {
     pub(crate) fn new(id: KeyId, key: &Key) -> Result<Cipher, KeyError> {
         let mut nonce_prefix = [0u8; 16];
         getrandom::fill(&mut nonce_prefix).map_err(|e| KeyError::Random(e.to_string()))?;
-        let mut subkey = chacha20::hchacha::<U10>(key.as_bytes().into(), (&nonce_prefix).into());
-        let seal = UnboundKey::new(&CHACHA20_POLY1305, subkey.as_slice())
-            .map(|key| Wiped::new(LessSafeKey::new(key)))
-            .map_err(|_| KeyError::Random("ChaCha20-Poly1305 refused a 32-byte key".into()));
-        subkey.as_mut_slice().zeroize();
-        let seal = seal?;
+        let seal = subkey(key, &nonce_prefix)
+            .ok_or_else(|| KeyError::Random("ChaCha20-Poly1305 refused a 32-byte key".into()))?;
         Ok(Cipher {
             id,
-            open: XChaCha20Poly1305::new(key.as_bytes().into()),
+            key: key.clone(),
+            opened: Mutex::new(None),
             seal,
             nonce_prefix,
             counter: AtomicU64::new(0),
@@ -314,15 +313,43 @@ impl Cipher {
         buf: &mut [u8],
         tag: &[u8; TAG_BYTES],
     ) -> bool {
-        self.open
-            .decrypt_in_place_detached(XNonce::from_slice(nonce), aad, buf, tag.into())
-            .is_ok()
+        let mut prefix = [0u8; 16];
+        prefix.copy_from_slice(&nonce[..16]);
+        let mut inner = [0u8; 12];
+        inner[4..].copy_from_slice(&nonce[16..]);
+        let mut opened = self.opened.lock().unwrap_or_else(|p| p.into_inner());
+        if opened.as_ref().is_none_or(|(p, _)| *p != prefix) {
+            *opened = subkey(&self.key, &prefix).map(|k| (prefix, k));
+        }
+        let Some((_, key)) = opened.as_ref() else {
+            return false;
+        };
+        key.open_in_place_separate_tag(
+            Nonce::assume_unique_for_key(inner),
+            Aad::from(aad),
+            (*tag).into(),
+            buf,
+            0..,
+        )
+        .is_ok()
     }
+}
+
+/// The ChaCha20-Poly1305 key XChaCha20 uses under `prefix` (the first 16
+/// bytes of its nonce): HChaCha20 of the key and the prefix, in a slot
+/// zeroed on drop. `None` only if ring refused a 32-byte key.
+fn subkey(key: &Key, prefix: &[u8; 16]) -> Option<Wiped<LessSafeKey>> {
+    let mut bytes = chacha20::hchacha::<U10>(key.as_bytes().into(), prefix.into());
+    let unbound = UnboundKey::new(&CHACHA20_POLY1305, bytes.as_slice());
+    bytes.as_mut_slice().zeroize();
+    unbound.ok().map(|k| Wiped::new(LessSafeKey::new(k)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chacha20poly1305::aead::AeadInPlace;
+    use chacha20poly1305::{KeyInit, XChaCha20Poly1305, XNonce};
 
     #[test]
     fn sealing_under_the_subkey_is_xchacha20_poly1305() {
@@ -347,5 +374,44 @@ mod tests {
         }
         // A nonce with another prefix is refused, never sealed wrongly.
         assert_eq!(cipher.seal(&[0; NONCE_BYTES], b"", &mut [1, 2, 3]), None);
+    }
+
+    #[test]
+    fn records_of_other_runs_open_under_their_own_prefix() {
+        let key = Key::from_bytes([4; KEY_BYTES]);
+        let (a, b) = (Cipher::new(1, &key), Cipher::new(1, &key));
+        let (a, b) = (
+            a.unwrap_or_else(|e| panic!("{e}")),
+            b.unwrap_or_else(|e| panic!("{e}")),
+        );
+        let reader = Cipher::new(1, &key).unwrap_or_else(|e| panic!("{e}"));
+        let sealed: Vec<_> = [&a, &b, &a, &a, &b]
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let nonce = c.next_nonce();
+                let mut text = vec![i as u8; 40 + i];
+                let tag = c.seal(&nonce, b"h", &mut text);
+                (nonce, text, tag.unwrap_or_default(), i)
+            })
+            .collect();
+        // Alternating prefixes: each open derives its own subkey or reuses
+        // the last one, and every record opens to its plaintext.
+        for (nonce, text, tag, i) in &sealed {
+            let mut buf = text.clone();
+            assert!(reader.open(nonce, b"h", &mut buf, tag), "record {i}");
+            assert_eq!(buf, vec![*i as u8; 40 + i]);
+        }
+        // A wrong tag, header or key is refused, and the next good record
+        // still opens.
+        let (nonce, text, tag, _) = &sealed[0];
+        let mut bad_tag = *tag;
+        bad_tag[0] ^= 1;
+        assert!(!reader.open(nonce, b"h", &mut text.clone(), &bad_tag));
+        assert!(!reader.open(nonce, b"x", &mut text.clone(), tag));
+        let other = Cipher::new(1, &Key::from_bytes([5; KEY_BYTES]));
+        let other = other.unwrap_or_else(|e| panic!("{e}"));
+        assert!(!other.open(nonce, b"h", &mut text.clone(), tag));
+        assert!(reader.open(nonce, b"h", &mut text.clone(), tag));
     }
 }

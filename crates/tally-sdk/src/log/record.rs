@@ -128,62 +128,50 @@ fn kind_from(b: u8) -> Option<FrameKind> {
     }
 }
 
-/// Seals `payload` in place; returns the frame's header (with checksum)
-/// and tag. The frame is `header | payload | tag`.
+/// Seals a record frame in place: `frame` is `header | payload | tag`
+/// with the payload in place; the header (with its checksum) and the tag
+/// are written around it. False only when the AEAD refuses (beyond 256
+/// GiB, which the payload bound rules out): the frame is then zeroed,
+/// which recovery and reads count as corrupt.
 pub(crate) fn seal(
     cipher: &Cipher,
     seq: u64,
     appended_at_ms: u64,
     priority: Priority,
-    payload: &mut [u8],
-) -> Option<([u8; HEADER_BYTES], [u8; TAG_BYTES])> {
-    seal_kind(
-        cipher,
-        seq,
-        appended_at_ms,
-        priority_byte(priority),
-        payload,
-    )
+    frame: &mut [u8],
+) -> bool {
+    seal_kind(cipher, seq, appended_at_ms, priority_byte(priority), frame)
 }
 
 /// A whole context frame for generation `gen` holding `context`.
 pub(crate) fn context_frame(cipher: &Cipher, gen: u32, at_ms: u64, context: &[u8]) -> Vec<u8> {
     let mut frame = vec![0u8; OVERHEAD_BYTES + context.len()];
-    let body = &mut frame[HEADER_BYTES..HEADER_BYTES + context.len()];
-    body.copy_from_slice(context);
-    match seal_kind(cipher, u64::from(gen), at_ms, KIND_CONTEXT, body) {
-        Some((head, tag)) => {
-            frame[..HEADER_BYTES].copy_from_slice(&head);
-            frame[HEADER_BYTES + context.len()..].copy_from_slice(&tag);
-        }
-        // Only beyond 256 GiB; zeroes read back as counted corruption.
-        None => frame.fill(0),
-    }
+    frame[HEADER_BYTES..HEADER_BYTES + context.len()].copy_from_slice(context);
+    seal_kind(cipher, u64::from(gen), at_ms, KIND_CONTEXT, &mut frame);
     frame
 }
 
-fn seal_kind(
-    cipher: &Cipher,
-    seq: u64,
-    appended_at_ms: u64,
-    kind: u8,
-    payload: &mut [u8],
-) -> Option<([u8; HEADER_BYTES], [u8; TAG_BYTES])> {
-    let mut head = [0u8; HEADER_BYTES];
-    let length = (AAD_BYTES + payload.len() + TAG_BYTES) as u32;
+fn seal_kind(cipher: &Cipher, seq: u64, appended_at_ms: u64, kind: u8, frame: &mut [u8]) -> bool {
+    let plen = frame.len() - OVERHEAD_BYTES;
+    let length = (AAD_BYTES + plen + TAG_BYTES) as u32;
     let nonce = cipher.next_nonce();
+    let (head, rest) = frame.split_at_mut(HEADER_BYTES);
     head[0..4].copy_from_slice(&length.to_le_bytes());
     head[8..12].copy_from_slice(&cipher.id.to_le_bytes());
     head[12..36].copy_from_slice(&nonce);
     head[36..44].copy_from_slice(&seq.to_le_bytes());
     head[44..52].copy_from_slice(&appended_at_ms.to_le_bytes());
     head[52] = kind;
-    let tag = cipher.seal(&nonce, &head[PREFIX_BYTES..], payload)?;
-    let mut crc = crc32c::crc32c(&head[PREFIX_BYTES..]);
-    crc = crc32c::crc32c_append(crc, payload);
-    crc = crc32c::crc32c_append(crc, &tag);
-    head[4..8].copy_from_slice(&crc.to_le_bytes());
-    Some((head, tag))
+    let (payload, tag_out) = rest.split_at_mut(plen);
+    let Some(tag) = cipher.seal(&nonce, &head[PREFIX_BYTES..], payload) else {
+        frame.fill(0);
+        return false;
+    };
+    tag_out.copy_from_slice(&tag);
+    // One pass over the contiguous frame after the checksum field.
+    let crc = crc32c::crc32c(&frame[PREFIX_BYTES..]);
+    frame[4..8].copy_from_slice(&crc.to_le_bytes());
+    true
 }
 
 /// A frame whose length and checksum are valid (not yet decrypted).

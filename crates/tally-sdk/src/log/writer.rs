@@ -67,20 +67,7 @@ fn seal_run(
         let plen = len - record::OVERHEAD_BYTES;
         let frame = &mut out[o..o + len];
         frame[HEADER_BYTES..HEADER_BYTES + plen].copy_from_slice(&plain[p..p + plen]);
-        let sealed = record::seal(
-            cipher,
-            m.seq,
-            m.appended_at_ms,
-            priority,
-            &mut frame[HEADER_BYTES..HEADER_BYTES + plen],
-        );
-        match sealed {
-            Some((head, tag)) => {
-                frame[..HEADER_BYTES].copy_from_slice(&head);
-                frame[HEADER_BYTES + plen..].copy_from_slice(&tag);
-            }
-            None => frame.fill(0),
-        }
+        record::seal(cipher, m.seq, m.appended_at_ms, priority, frame);
         p += plen;
         o += len;
     }

@@ -21,6 +21,7 @@ use std::collections::HashMap;
 use std::fmt;
 
 use hmac::{Hmac, Mac};
+use memchr::memmem::Finder;
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -93,8 +94,14 @@ impl fmt::Debug for PrivacyConfig {
 #[derive(Debug, Clone)]
 pub struct Privacy {
     config: PrivacyConfig,
-    sensitive: Vec<String>,
+    /// One searcher per sensitive fragment (normalised), built once: this
+    /// stage looks for them in every event's properties.
+    sensitive: Vec<Finder<'static>>,
 }
+
+/// Normalised text up to this long is built on the stack: the properties of
+/// nearly every event, so the check allocates nothing.
+const STACK_NORMALISED: usize = 1024;
 
 /// What filtering changed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -112,6 +119,7 @@ impl Privacy {
             .iter()
             .map(|s| (*s).to_owned())
             .chain(config.extra_sensitive_keys.iter().map(|k| normalise(k)))
+            .map(|s| Finder::new(s.as_bytes()).into_owned())
             .collect();
         Self { config, sensitive }
     }
@@ -136,14 +144,21 @@ impl Privacy {
         }
     }
 
+    /// Whether `key`, normalised, contains a sensitive fragment.
     fn is_sensitive(&self, key: &str) -> bool {
-        let key = normalise(key);
-        self.sensitive.iter().any(|s| key.contains(s.as_str()))
+        self.mentions_sensitive(key)
     }
 
-    fn mentions_sensitive(&self, raw: &str) -> bool {
-        let text = normalise(raw);
-        self.sensitive.iter().any(|s| text.contains(s.as_str()))
+    /// Whether `text`, normalised, contains a sensitive fragment anywhere:
+    /// the quick test that lets most events' properties through untouched.
+    fn mentions_sensitive(&self, text: &str) -> bool {
+        let found = |normalised: &[u8]| self.sensitive.iter().any(|f| f.find(normalised).is_some());
+        if text.len() <= STACK_NORMALISED && text.is_ascii() {
+            let mut buf = [0u8; STACK_NORMALISED];
+            let n = normalise_ascii_into(text.as_bytes(), &mut buf);
+            return found(&buf[..n]);
+        }
+        found(normalise(text).as_bytes())
     }
 
     /// Filters the properties of event `event` (`None`: traits, or a
@@ -235,6 +250,19 @@ impl Privacy {
             _ => 0,
         }
     }
+}
+
+/// [`normalise`] for ASCII text, into `out` (at least as long as `text`);
+/// returns the normalised length.
+fn normalise_ascii_into(text: &[u8], out: &mut [u8]) -> usize {
+    let mut n = 0;
+    for &b in text {
+        if !matches!(b, b'_' | b'-' | b'.' | b' ') {
+            out[n] = b.to_ascii_lowercase();
+            n += 1;
+        }
+    }
+    n
 }
 
 fn normalise(key: &str) -> String {
