@@ -30,6 +30,8 @@
 
 use std::time::{Duration, Instant};
 
+use rustix::time::ClockId;
+
 use tally_sdk::log::{Log, LogConfig};
 use tally_sdk::stored::Expander;
 use tally_sdk::upload::batcher::{encode, envelope};
@@ -61,16 +63,9 @@ fn thread_minor_faults() -> u64 {
 /// CPU time of `clock` (the process's or the calling thread's), in ns:
 /// the process clock counts threads that ended too (the log's sealers),
 /// which no per-thread file under /proc still shows.
-#[allow(unsafe_code)]
-fn cpu_ns(clock: libc::clockid_t) -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec for the call's duration.
-    let rc = unsafe { libc::clock_gettime(clock, &mut ts) };
-    assert_eq!(rc, 0, "clock_gettime");
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+fn cpu_ns(clock: ClockId) -> u64 {
+    let t = rustix::time::clock_gettime(clock);
+    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
 }
 
 fn percentile(sorted: &[u64], q: f64) -> f64 {
@@ -110,7 +105,7 @@ fn main() {
         }
         t.elapsed().as_nanos() as u64 / 1_000
     };
-    let process_cpu_start = cpu_ns(libc::CLOCK_PROCESS_CPUTIME_ID);
+    let process_cpu_start = cpu_ns(ClockId::ProcessCPUTime);
     let loop_start = Instant::now();
     let per_thread: Vec<(Vec<u64>, u64, u64, u64)> = std::thread::scope(|scope| {
         let tracker = &tracker;
@@ -118,7 +113,7 @@ fn main() {
             .map(|t| {
                 scope.spawn(move || {
                     let faults_before = thread_minor_faults();
-                    let cpu_before = cpu_ns(libc::CLOCK_THREAD_CPUTIME_ID);
+                    let cpu_before = cpu_ns(ClockId::ThreadCPUTime);
                     let mine = events / threads + u64::from(t < events % threads);
                     let mut ns = Vec::with_capacity(mine as usize);
                     let mut refused = 0u64;
@@ -134,7 +129,7 @@ fn main() {
                             refused += 1;
                         }
                     }
-                    let cpu = cpu_ns(libc::CLOCK_THREAD_CPUTIME_ID) - cpu_before;
+                    let cpu = cpu_ns(ClockId::ThreadCPUTime) - cpu_before;
                     (ns, refused, thread_minor_faults() - faults_before, cpu)
                 })
             })
@@ -149,7 +144,7 @@ fn main() {
     let slow_calls = ns.iter().filter(|&&n| n > 1_000).count();
     tracker.flush().unwrap();
     let persisted_s = loop_start.elapsed().as_secs_f64();
-    let process_cpu_ns = cpu_ns(libc::CLOCK_PROCESS_CPUTIME_ID) - process_cpu_start;
+    let process_cpu_ns = cpu_ns(ClockId::ProcessCPUTime) - process_cpu_start;
     let rss = vm_hwm_mb();
     let health = tracker.health();
     tracker.shutdown(Duration::from_secs(30)).unwrap();
