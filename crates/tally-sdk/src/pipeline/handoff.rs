@@ -32,12 +32,13 @@
 //!
 //! | record | bytes |
 //! |---|---|
-//! | message | tag `u8` (kind 0–5, `| 8` critical, `| 16` with a dedup key, `| 32` with an event version) · Δseq · Δcapture time (zigzag) · the event version if any · the strings' lengths (first, second, dedup key if any) · the strings |
+//! | message | tag `u8` (kind 0–5, `| 8` critical, `| 16` with a dedup key, `| 32` with an event version, `| 128` first string as the previous message's) · Δseq · Δcapture time (zigzag) · the event version if any · the strings' lengths (first unless repeated, second, dedup key if any) · the strings |
 //! | session | `0x40` · session index · id length · id: the session of the messages after it |
 //! | control | `0x41`: the next command of the side queue applies here |
 //!
-//! A burst's records are thus 5 bytes plus their strings (seqs follow each
-//! other, times repeat): the budget holds as many events as it can.
+//! A burst's records are thus 4 bytes plus their properties (seqs follow
+//! each other, times and event names repeat): the budget holds as many
+//! events as it can.
 
 use std::collections::VecDeque;
 use std::sync::mpsc::SyncSender;
@@ -156,6 +157,9 @@ const KIND_MASK: u8 = 0x07;
 const CRITICAL: u8 = 0x08;
 const DEDUP: u8 = 0x10;
 const VERSION: u8 = 0x20;
+/// The first string (the event or screen name) is the previous message
+/// record's: neither its length nor its bytes are written again.
+const SAME_FIRST: u8 = 0x80;
 
 fn varint_len(v: u64) -> usize {
     let bits = 64 - v.leading_zeros() as usize;
@@ -185,6 +189,8 @@ pub(crate) struct Handoff {
     /// next one is written as a difference from them).
     prev_seq: u64,
     prev_ts: i64,
+    /// Where the previous message record's first string is in `buf`.
+    prev_first: Option<(usize, usize)>,
     pub(crate) waiting: Waiting,
     /// The pipeline is gone, or shutting down: nothing more is taken.
     pub(crate) closed: bool,
@@ -198,6 +204,7 @@ impl Handoff {
             session: None,
             prev_seq: 0,
             prev_ts: 0,
+            prev_first: None,
             waiting: Waiting::No,
             closed: false,
         }
@@ -216,14 +223,24 @@ impl Handoff {
             .dedup_key
             .map_or(0, |d| varint_len(d.len() as u64) + d.len());
         let version = c.event_version.map_or(0, |v| varint_len(u64::from(v)));
+        let first = if self.repeats_first(a) {
+            0
+        } else {
+            varint_len(a.len() as u64) + a.len()
+        };
         1 + version
             + varint_len(c.seq.wrapping_sub(self.prev_seq))
             + varint_len(zigzag(c.ts_ms.wrapping_sub(self.prev_ts)))
-            + varint_len(a.len() as u64)
+            + first
             + varint_len(b.len() as u64)
-            + a.len()
             + b.len()
             + dedup
+    }
+
+    /// Whether `first` is the previous message record's first string.
+    fn repeats_first(&self, first: &str) -> bool {
+        self.prev_first
+            .is_some_and(|(at, len)| self.buf.get(at..at + len) == Some(first.as_bytes()))
     }
 
     /// Appends a message record (and a session record first when its
@@ -243,7 +260,11 @@ impl Handoff {
         }
         let (a, b) = c.kind.strings();
         self.buf.reserve(self.cost(c));
+        let same_first = self.repeats_first(a);
         let mut tag = c.kind.tag();
+        if same_first {
+            tag |= SAME_FIRST;
+        }
         if c.priority == Priority::Critical {
             tag |= CRITICAL;
         }
@@ -259,12 +280,17 @@ impl Handoff {
         if let Some(v) = c.event_version {
             put_varint(u64::from(v), &mut self.buf);
         }
-        put_varint(a.len() as u64, &mut self.buf);
+        if !same_first {
+            put_varint(a.len() as u64, &mut self.buf);
+        }
         put_varint(b.len() as u64, &mut self.buf);
         if let Some(d) = c.dedup_key {
             put_varint(d.len() as u64, &mut self.buf);
         }
-        self.buf.extend_from_slice(a.as_bytes());
+        if !same_first {
+            self.prev_first = Some((self.buf.len(), a.len()));
+            self.buf.extend_from_slice(a.as_bytes());
+        }
         self.buf.extend_from_slice(b.as_bytes());
         if let Some(d) = c.dedup_key {
             self.buf.extend_from_slice(d.as_bytes());
@@ -318,6 +344,7 @@ impl Handoff {
         // are from 0.
         self.prev_seq = 0;
         self.prev_ts = 0;
+        self.prev_first = None;
         controls.append(&mut self.controls);
         true
     }
@@ -345,6 +372,7 @@ pub(crate) struct Records<'a> {
     rest: &'a [u8],
     prev_seq: u64,
     prev_ts: i64,
+    prev_first: &'a str,
 }
 
 impl<'a> Records<'a> {
@@ -353,6 +381,7 @@ impl<'a> Records<'a> {
             rest: batch,
             prev_seq: 0,
             prev_ts: 0,
+            prev_first: "",
         }
     }
 
@@ -412,13 +441,20 @@ impl<'a> Records<'a> {
                 } else {
                     None
                 };
-                let (a_len, b_len) = (self.len()?, self.len()?);
+                let same_first = tag & SAME_FIRST != 0;
+                let a_len = if same_first { None } else { Some(self.len()?) };
+                let b_len = self.len()?;
                 let d_len = if tag & DEDUP != 0 {
                     Some(self.len()?)
                 } else {
                     None
                 };
-                let (a, b) = (self.str(a_len)?, self.str(b_len)?);
+                let a = match a_len {
+                    Some(n) => self.str(n)?,
+                    None => self.prev_first,
+                };
+                let b = self.str(b_len)?;
+                self.prev_first = a;
                 let dedup_key = match d_len {
                     Some(n) => Some(self.str(n)?),
                     None => None,
@@ -594,6 +630,75 @@ mod tests {
             })
             .collect();
         assert_eq!(read, costs);
+    }
+
+    #[test]
+    fn a_repeated_name_is_written_once_per_run_and_once_per_buffer() {
+        let s: Arc<str> = Arc::from("s");
+        let mut h = Handoff::new();
+        let names = [
+            "Song Played",
+            "Song Played",
+            "Song Skipped",
+            "Song Skipped",
+            "Song Played",
+        ];
+        let mut costs = Vec::new();
+        for (i, name) in names.iter().enumerate() {
+            let c = captured(
+                i as u64 + 1,
+                Kind::Track {
+                    event: name,
+                    props: "{}",
+                },
+                None,
+            );
+            costs.push(h.cost(&c));
+            h.push_message(&c, &s);
+        }
+        // A name's length (one byte) and bytes are written only when it
+        // differs from the previous record's.
+        let full = |name: &str| 1 + 1 + 1 + (1 + name.len()) + (1 + 2);
+        assert_eq!(
+            costs,
+            [
+                full("Song Played") + 5,
+                full("Song Played") - 12,
+                full("Song Skipped"),
+                full("Song Skipped") - 13,
+                full("Song Played"),
+            ]
+        );
+        let (mut batch, mut controls) = (Vec::new(), VecDeque::new());
+        h.take(&mut batch, &mut controls);
+        // The next buffer starts over: its first record carries the name.
+        let c = captured(
+            6,
+            Kind::Track {
+                event: "Song Played",
+                props: "{}",
+            },
+            None,
+        );
+        assert_eq!(h.cost(&c), full("Song Played") + 5);
+        h.push_message(&c, &s);
+        let mut second = Vec::new();
+        h.take(&mut second, &mut controls);
+        let read: Vec<(u64, String, usize)> = Records::new(&batch)
+            .chain(Records::new(&second))
+            .filter_map(|r| match r {
+                Record::Message(c) => Some((c.seq, c.kind.strings().0.to_owned(), c.cost)),
+                _ => None,
+            })
+            .collect();
+        let mut expected: Vec<(u64, String, usize)> = names
+            .iter()
+            .zip(&costs)
+            .enumerate()
+            .map(|(i, (n, c))| (i as u64 + 1, (*n).to_owned(), *c))
+            .collect();
+        expected.push((6, "Song Played".to_owned(), full("Song Played") + 5));
+        assert_eq!(read, expected);
     }
 
     #[test]
