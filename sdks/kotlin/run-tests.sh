@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Runs the Kotlin binding's tests on the JVM, through JNA, against the
-# built library and a real `tally serve`. Installs what is missing: the
+# built library and a real `tally serve`, with the Kotlin that `tally plan
+# codegen` generates for the fixture plan compiled in (its reviewed copy,
+# which crates/tally-plan's tests keep current); one test calls kotlinc
+# again on wrong calls of it. Installs what is missing: the
 # Kotlin compiler from the npm package `kotlin-compiler` (under target/,
 # nothing outside the clone) and JNA from Debian's `libjna-java`.
 #
@@ -34,7 +37,8 @@ fi
 out=target/sdk-kotlin-tests
 mkdir -p "$out"
 jar="$out/tally-kotlin-tests.jar"
-sources=(sdks/kotlin/src/main/kotlin/tally/tally.kt sdks/kotlin/src/test/kotlin/tally/*.kt)
+sources=(sdks/kotlin/src/main/kotlin/tally/tally.kt sdks/kotlin/src/test/kotlin/tally/*.kt
+  crates/tally-plan/tests/fixtures/codegen/Tracking.kt)
 # Recompile only when a source changed.
 if [ ! -f "$jar" ] || [ -n "$(find "${sources[@]}" -newer "$jar")" ]; then
   "$kotlinc" -nowarn -classpath "$jna" -include-runtime -d "$jar" "${sources[@]}"
@@ -42,4 +46,5 @@ fi
 [ "${1:-}" = --compile-only ] && exit 0
 [ -x "target/$profile/tally" ] || cargo build --locked "${flag[@]}" -p tally-cli
 export TALLY_BIN="$PWD/target/$profile/tally"
+export KOTLINC="$PWD/$kotlinc"
 exec java -Djna.library.path="$PWD/target/$profile" -cp "$jar:$jna" tally.TrackerTestKt "$@"

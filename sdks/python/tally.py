@@ -1876,12 +1876,50 @@ class _UniffiFfiConverterOptionalTypePriority(_UniffiConverterRustBuffer):
         else:
             raise InternalError("Unexpected flag byte for optional type")
 
+class _UniffiFfiConverterUInt32(_UniffiConverterPrimitiveInt):
+    CLASS_NAME = "u32"
+    VALUE_MIN = 0
+    VALUE_MAX = 2**32
+
+    @staticmethod
+    def read(buf):
+        return buf.read_u32()
+
+    @staticmethod
+    def write(value, buf):
+        buf.write_u32(value)
+
+class _UniffiFfiConverterOptionalUInt32(_UniffiConverterRustBuffer):
+    @classmethod
+    def check_lower(cls, value):
+        if value is not None:
+            _UniffiFfiConverterUInt32.check_lower(value)
+
+    @classmethod
+    def write(cls, value, buf):
+        if value is None:
+            buf.write_u8(0)
+            return
+
+        buf.write_u8(1)
+        _UniffiFfiConverterUInt32.write(value, buf)
+
+    @classmethod
+    def read(cls, buf):
+        flag = buf.read_u8()
+        if flag == 0:
+            return None
+        elif flag == 1:
+            return _UniffiFfiConverterUInt32.read(buf)
+        else:
+            raise InternalError("Unexpected flag byte for optional type")
+
 @dataclass
 class TrackOptions:
     """
     Options of one tracked message.
 """
-    def __init__(self, *, priority:typing.Optional[Priority] = _DEFAULT, dedup_key:typing.Optional[str] = _DEFAULT):
+    def __init__(self, *, priority:typing.Optional[Priority] = _DEFAULT, dedup_key:typing.Optional[str] = _DEFAULT, event_version:typing.Optional[int] = _DEFAULT):
         if priority is _DEFAULT:
             self.priority = None
         else:
@@ -1890,16 +1928,22 @@ class TrackOptions:
             self.dedup_key = None
         else:
             self.dedup_key = dedup_key
+        if event_version is _DEFAULT:
+            self.event_version = None
+        else:
+            self.event_version = event_version
         
         
 
     
     def __str__(self):
-        return "TrackOptions(priority={}, dedup_key={})".format(self.priority, self.dedup_key)
+        return "TrackOptions(priority={}, dedup_key={}, event_version={})".format(self.priority, self.dedup_key, self.event_version)
     def __eq__(self, other):
         if self.priority != other.priority:
             return False
         if self.dedup_key != other.dedup_key:
+            return False
+        if self.event_version != other.event_version:
             return False
         return True
 
@@ -1909,17 +1953,20 @@ class _UniffiFfiConverterTypeTrackOptions(_UniffiConverterRustBuffer):
         return TrackOptions(
             priority=_UniffiFfiConverterOptionalTypePriority.read(buf),
             dedup_key=_UniffiFfiConverterOptionalString.read(buf),
+            event_version=_UniffiFfiConverterOptionalUInt32.read(buf),
         )
 
     @staticmethod
     def check_lower(value):
         _UniffiFfiConverterOptionalTypePriority.check_lower(value.priority)
         _UniffiFfiConverterOptionalString.check_lower(value.dedup_key)
+        _UniffiFfiConverterOptionalUInt32.check_lower(value.event_version)
 
     @staticmethod
     def write(value, buf):
         _UniffiFfiConverterOptionalTypePriority.write(value.priority, buf)
         _UniffiFfiConverterOptionalString.write(value.dedup_key, buf)
+        _UniffiFfiConverterOptionalUInt32.write(value.event_version, buf)
 
 
 
@@ -3270,19 +3317,6 @@ class _UniffiFfiConverterTypeTallyTracker:
     @classmethod
     def write(cls, value: TallyTracker, buf: _UniffiRustBuffer):
         buf.write_u64(cls.lower(value))
-
-class _UniffiFfiConverterUInt32(_UniffiConverterPrimitiveInt):
-    CLASS_NAME = "u32"
-    VALUE_MIN = 0
-    VALUE_MAX = 2**32
-
-    @staticmethod
-    def read(buf):
-        return buf.read_u32()
-
-    @staticmethod
-    def write(value, buf):
-        buf.write_u32(value)
 
 class _UniffiFfiConverterBytes(_UniffiConverterRustBuffer):
     @staticmethod

@@ -3,7 +3,8 @@
 //! track event is rejected as `plan_violation` with the version, rule and
 //! path in its dead letter; an event naming an older version is judged by
 //! it; `warn` accepts and counts; a changed file is in force without a
-//! restart, and one that does not load leaves the previous plan.
+//! restart, and one that does not load leaves the previous plan. Tally's
+//! own `tally.` events are never counted as unplanned.
 
 #![allow(clippy::unwrap_used)]
 
@@ -50,6 +51,14 @@ fn order(id: &str, version: Option<u32>, properties: Value) -> Value {
     }
     json!({"type": "track", "messageId": id, "anonymousId": "a", "event": "Order Completed",
         "properties": properties, "context": {"tally": tally}})
+}
+
+/// One of the SDK's own events (`tally.health`, `tally.dropped`), from an
+/// install of its own.
+fn internal(id: &str, event: &str, seq: u64, properties: Value) -> Value {
+    json!({"type": "track", "messageId": id, "anonymousId": "a", "event": event,
+        "properties": properties,
+        "context": {"tally": {"install_id": "sdk-install", "seq": seq}}})
 }
 
 fn post(server: &Server, messages: Vec<Value>) -> Vec<(String, String, Option<String>)> {
@@ -142,6 +151,14 @@ fn enforce_judges_each_event_by_the_version_it_names(server: &Server) {
             json!({"type": "track", "messageId": "s-1", "anonymousId": "a", "event": "Song Played"}),
             // A version the plan does not have: accepted and counted.
             order("o-6", Some(7), json!({})),
+            // Tally's own events: accepted, and not the plan's to count.
+            internal("t-1", "tally.health", 1, json!({"pending": 0})),
+            internal(
+                "t-2",
+                "tally.dropped",
+                4,
+                json!({"reason": "queue_full", "ranges": [[2, 3]]}),
+            ),
         ],
     );
     assert_eq!(
@@ -154,6 +171,8 @@ fn enforce_judges_each_event_by_the_version_it_names(server: &Server) {
             result("o-5", "accepted", None),
             result("s-1", "accepted", None),
             result("o-6", "accepted", None),
+            result("t-1", "accepted", None),
+            result("t-2", "accepted", None),
         ]
     );
     assert_eq!(
@@ -184,6 +203,9 @@ fn enforce_judges_each_event_by_the_version_it_names(server: &Server) {
         1
     );
     assert_eq!(findings(server, &["finding=\"unknown_version\""]), 1);
+    // Every finding of the batch: 3 rejected, 1 unplanned (`Song Played`
+    // alone), 1 unknown version; the two `tally.` events add none.
+    assert_eq!(findings(server, &[]), 5);
     quality_counts_what_the_store_took(server);
 }
 

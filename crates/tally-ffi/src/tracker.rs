@@ -161,7 +161,7 @@ impl TallyTracker {
         SdkTrackOptions {
             priority: options.priority.unwrap_or(default).into(),
             dedup_key: options.dedup_key,
-            ..SdkTrackOptions::default()
+            event_version: options.event_version,
         }
     }
 }

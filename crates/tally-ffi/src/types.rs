@@ -182,6 +182,13 @@ pub struct TrackOptions {
     /// event per key across every device.
     #[uniffi(default = None)]
     pub dedup_key: Option<String>,
+    /// The event's version in the tracking plan the app was built against
+    /// (`context.tally.event_version`): the collector judges the event by
+    /// it. `None` names none (judged by the plan's latest). The generated
+    /// tracking code sets it. Sent as it is, as by the Rust SDK: a version
+    /// the plan lacks (0 among them) is counted as `unknown_version`.
+    #[uniffi(default = None)]
+    pub event_version: Option<u32>,
 }
 
 /// Everything a tracker is built from. Only the write key, the endpoint

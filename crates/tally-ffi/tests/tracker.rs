@@ -83,8 +83,8 @@ fn bad_arguments_are_typed_errors_with_the_sdk_codes() {
                 "E".into(),
                 None,
                 Some(TrackOptions {
-                    priority: None,
                     dedup_key: Some(long),
+                    ..TrackOptions::default()
                 }),
             ),
             "id_too_long",

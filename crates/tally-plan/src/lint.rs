@@ -217,7 +217,7 @@ fn check_name(plan: &Plan, event: &EventSpec, report: &mut dyn FnMut(&'static st
         );
         return;
     }
-    if name.starts_with("tally.") {
+    if naming::is_reserved(name) {
         report(
             "event-name-reserved",
             "names starting with `tally.` are Tally's own".into(),

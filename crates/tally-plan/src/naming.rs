@@ -3,6 +3,22 @@
 
 use crate::model::Case;
 
+/// The namespace of Tally's own events (`tally.dropped`, `tally.health`):
+/// a plan cannot name them (lint `event-name-reserved`), and the collector
+/// never counts them as unplanned.
+pub const RESERVED_PREFIX: &str = "tally.";
+
+/// Whether `name` is in Tally's own namespace ([`RESERVED_PREFIX`]).
+///
+/// ```
+/// use tally_plan::naming::is_reserved;
+/// assert!(is_reserved("tally.health"));
+/// assert!(!is_reserved("Tally Opened"));
+/// ```
+pub fn is_reserved(name: &str) -> bool {
+    name.starts_with(RESERVED_PREFIX)
+}
+
 /// Whether `name` is written in `case`.
 ///
 /// ```

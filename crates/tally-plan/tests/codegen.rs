@@ -74,3 +74,30 @@ fn names_that_become_one_identifier_are_refused() {
         r#"unknown language "cobol": rust, typescript, kotlin or swift"#
     );
 }
+
+#[test]
+fn swift_keywords_among_event_names_are_escaped_where_the_version_is_named() {
+    let plan = Plan::parse(
+        "events: [{name: Default, versions: [{version: 1}, {version: 2}]}]",
+        Format::Yaml,
+    )
+    .unwrap();
+    let swift = generate(&plan, Lang::Swift).unwrap();
+    assert!(
+        swift.contains("    public static let `default`: UInt32 = 2\n"),
+        "{swift}"
+    );
+    assert!(
+        swift.contains("eventVersion: TallyPlanVersions.`default`))"),
+        "{swift}"
+    );
+    let kotlin = generate(&plan, Lang::Kotlin).unwrap();
+    assert!(
+        kotlin.contains("const val DEFAULT_VERSION: UInt = 2u\n"),
+        "{kotlin}"
+    );
+    assert!(
+        kotlin.contains("eventVersion = DEFAULT_VERSION))"),
+        "{kotlin}"
+    );
+}

@@ -98,6 +98,14 @@ class Server:
         page = self.admin_get(f"/v1/installs/{install_id}/events?limit=10000")
         return [e["seq"] for e in page]
 
+    def exported(self):
+        """Every stored message, as `GET /v1/export` gives it back (the
+        message as received, one JSON object a line)."""
+        request = urllib.request.Request(
+            self.base + "/v1/export", headers={"authorization": f"Bearer {ADMIN_TOKEN}"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return [json.loads(line) for line in response.read().splitlines() if line.strip()]
+
     def stop(self):
         if self.proc.poll() is None:
             self.proc.kill()

@@ -3,7 +3,7 @@
 //!
 //! | metric | type | what |
 //! |---|---|---|
-//! | `tally_plan_findings_total{source,event,finding,action}` | counter | track events the plan found something in: `finding` is `unplanned` (then `event` is empty: names a client makes up are not labels), `unknown_version`, `deprecated` or `plan_violation`; `action` is `accepted` or `rejected` |
+//! | `tally_plan_findings_total{source,event,finding,action}` | counter | track events the plan found something in: `finding` is `unplanned` (then `event` is empty: names a client makes up are not labels; the SDKs' own `tally.` events are never judged), `unknown_version`, `deprecated` or `plan_violation`; `action` is `accepted` or `rejected` |
 //! | `tally_plan_reloads_total{outcome}` | counter | changed plan files put in force (`ok`) or left out because they do not load (`failed`) |
 
 use prometheus_client::encoding::EncodeLabelSet;

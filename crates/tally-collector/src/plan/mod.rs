@@ -11,7 +11,10 @@
 //! `unknown_version` (the event names a version the loaded plan lacks: an
 //! app built against a newer plan; rejecting it would lose data the next
 //! plan accepts) and `deprecated`. Only track events are judged: the plan
-//! names events.
+//! names events. Tally's own events (`tally.dropped`, `tally.health`: the
+//! reserved `tally.` namespace, which no plan can name) are not judged
+//! either: the envelope's rules validate them as before, and they are
+//! never counted as unplanned.
 //!
 //! An event is judged by the version it names (`context.tally.
 //! event_version`), so a device that stayed offline since an older app
@@ -37,7 +40,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
-use tally_plan::{CompiledPlan, Format, Plan, Verdict};
+use tally_plan::{naming, CompiledPlan, Format, Plan, Verdict};
 use tally_proto::{Message, MessageType};
 
 /// What [`Plans`] remembers of a file it could not read.
@@ -342,6 +345,9 @@ impl PlanCheck {
         let Some(name) = Message::non_empty(&msg.event) else {
             return Judgement::Accept(None);
         };
+        if naming::is_reserved(name) {
+            return Judgement::Accept(None);
+        }
         let version = msg.tally().and_then(|t| t.event_version);
         let properties = msg.properties.as_ref().map_or("{}", |p| p.get());
         let verdict = self.plan.compiled.validate_json(name, version, properties);
@@ -522,6 +528,19 @@ mod tests {
         assert_eq!(finding.finding, "plan_violation");
         let good = message(r#"{"type":"track","event":"Item Added","properties":{"sku":"x"}}"#);
         assert_eq!(check.judge(&good), Judgement::Accept(None));
+        // Tally's own events are not the plan's: no finding, not even
+        // `unplanned`; a name merely like them is unplanned.
+        for own in ["tally.health", "tally.dropped"] {
+            let msg = message(&format!(
+                r#"{{"type":"track","event":"{own}","properties":{{}}}}"#
+            ));
+            assert_eq!(check.judge(&msg), Judgement::Accept(None), "{own}");
+        }
+        let lookalike = message(r#"{"type":"track","event":"tally_health"}"#);
+        let Judgement::Accept(Some(finding)) = check.judge(&lookalike) else {
+            panic!("unplanned")
+        };
+        assert_eq!((finding.finding, finding.event), ("unplanned", None));
         assert_eq!("enforce".parse::<Mode>().unwrap(), Mode::Enforce);
         assert!("strict".parse::<Mode>().is_err());
     }

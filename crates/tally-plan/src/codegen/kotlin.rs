@@ -1,7 +1,8 @@
 //! Kotlin: one `TallyTracker.track<Event>(...)` extension function per
 //! event over the UniFFI binding's `track(name, props, options)`, with
 //! required properties as parameters, optional ones defaulting to `null`,
-//! and string enums as enum classes.
+//! and string enums as enum classes. Each sends the event's plan version
+//! (`TrackOptions(eventVersion = ...)`, a `UInt` as the binding has it).
 
 use std::fmt::Write;
 
@@ -114,8 +115,8 @@ pub(super) fn render(header: &str, events: &[Event]) -> Result<String, CodegenEr
         let constant = naming::snake(&event.name).to_uppercase();
         let _ = writeln!(
             out,
-            "\n/** The plan version `track{ty}` follows (not sent yet: the SDK has no place for it). */\n\
-             const val {constant}_VERSION: Int = {}",
+            "\n/** The plan version `track{ty}` follows, sent in `context.tally.event_version`. */\n\
+             const val {constant}_VERSION: UInt = {}u",
             event.version
         );
         let _ = write!(
@@ -162,7 +163,7 @@ pub(super) fn render(header: &str, events: &[Event]) -> Result<String, CodegenEr
         };
         let _ = writeln!(
             out,
-            "    return track({}, props, TrackOptions(priority = {priority}, dedupKey = dedupKey))\n}}",
+            "    return track({}, props, TrackOptions(priority = {priority}, dedupKey = dedupKey, eventVersion = {constant}_VERSION))\n}}",
             kotlin_literal(&event.name)
         );
     }

@@ -1,7 +1,8 @@
 //! Swift: one `TallyTracker.track<Event>(...)` method per event, in an
 //! extension over the UniFFI binding's `track(name:props:options:)`, with
 //! required properties as parameters, optional ones defaulting to `nil`,
-//! and string enums as `String` raw-value enums.
+//! and string enums as `String` raw-value enums. Each sends the event's
+//! plan version (`TrackOptions(eventVersion:)`, from `TallyPlanVersions`).
 
 use std::fmt::Write;
 
@@ -136,12 +137,12 @@ pub(super) fn render(header: &str, events: &[Event]) -> Result<String, CodegenEr
             }
         }
     }
-    out.push_str("\n/// The plan version each generated method follows (not sent yet: the SDK has no place for it).\npublic enum TallyPlanVersions {\n");
+    out.push_str("\n/// The plan version each generated method follows, sent in `context.tally.event_version`.\npublic enum TallyPlanVersions {\n");
     for event in events {
         let _ = writeln!(
             out,
             "    public static let {}: UInt32 = {}",
-            naming::camel(&event.name),
+            ident(naming::camel(&event.name)),
             event.version
         );
     }
@@ -196,8 +197,9 @@ pub(super) fn render(header: &str, events: &[Event]) -> Result<String, CodegenEr
         };
         let _ = writeln!(
             out,
-            "        return try track(name: {}, props: props, options: TrackOptions(priority: {priority}, dedupKey: dedupKey))\n    }}",
-            literal(&event.name)
+            "        return try track(name: {}, props: props, options: TrackOptions(priority: {priority}, dedupKey: dedupKey, eventVersion: TallyPlanVersions.{}))\n    }}",
+            literal(&event.name),
+            ident(naming::camel(&event.name))
         );
     }
     out.push_str("}\n");

@@ -1590,6 +1590,14 @@ public struct TrackOptions: Equatable, Hashable {
      * event per key across every device.
      */
     public var dedupKey: String?
+    /**
+     * The event's version in the tracking plan the app was built against
+     * (`context.tally.event_version`): the collector judges the event by
+     * it. `None` names none (judged by the plan's latest). The generated
+     * tracking code sets it. Sent as it is, as by the Rust SDK: a version
+     * the plan lacks (0 among them) is counted as `unknown_version`.
+     */
+    public var eventVersion: UInt32?
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
@@ -1601,9 +1609,17 @@ public struct TrackOptions: Equatable, Hashable {
         /**
          * Business idempotency key (an order id): the collector stores one
          * event per key across every device.
-         */dedupKey: String? = nil) {
+         */dedupKey: String? = nil, 
+        /**
+         * The event's version in the tracking plan the app was built against
+         * (`context.tally.event_version`): the collector judges the event by
+         * it. `None` names none (judged by the plan's latest). The generated
+         * tracking code sets it. Sent as it is, as by the Rust SDK: a version
+         * the plan lacks (0 among them) is counted as `unknown_version`.
+         */eventVersion: UInt32? = nil) {
         self.priority = priority
         self.dedupKey = dedupKey
+        self.eventVersion = eventVersion
     }
 
     
@@ -1623,13 +1639,15 @@ public struct FfiConverterTypeTrackOptions: FfiConverterRustBuffer {
         return
             try TrackOptions(
                 priority: FfiConverterOptionTypePriority.read(from: &buf), 
-                dedupKey: FfiConverterOptionString.read(from: &buf)
+                dedupKey: FfiConverterOptionString.read(from: &buf), 
+                eventVersion: FfiConverterOptionUInt32.read(from: &buf)
         )
     }
 
     public static func write(_ value: TrackOptions, into buf: inout [UInt8]) {
         FfiConverterOptionTypePriority.write(value.priority, into: &buf)
         FfiConverterOptionString.write(value.dedupKey, into: &buf)
+        FfiConverterOptionUInt32.write(value.eventVersion, into: &buf)
     }
 }
 
@@ -2720,6 +2738,30 @@ public func FfiConverterCallbackInterfaceKeyStore_lift(_ handle: UInt64) throws 
 #endif
 public func FfiConverterCallbackInterfaceKeyStore_lower(_ v: KeyStore) -> UInt64 {
     return FfiConverterCallbackInterfaceKeyStore.lower(v)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterOptionUInt32: FfiConverterRustBuffer {
+    typealias SwiftType = UInt32?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterUInt32.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterUInt32.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
 }
 
 #if swift(>=5.8)

@@ -2524,6 +2524,15 @@ data class TrackOptions (
      * event per key across every device.
      */
     var `dedupKey`: kotlin.String? = null 
+    , 
+    /**
+     * The event's version in the tracking plan the app was built against
+     * (`context.tally.event_version`): the collector judges the event by
+     * it. `None` names none (judged by the plan's latest). The generated
+     * tracking code sets it. Sent as it is, as by the Rust SDK: a version
+     * the plan lacks (0 among them) is counted as `unknown_version`.
+     */
+    var `eventVersion`: kotlin.UInt? = null 
     
 ){
     
@@ -2542,17 +2551,20 @@ public object FfiConverterTypeTrackOptions: FfiConverterRustBuffer<TrackOptions>
         return TrackOptions(
             FfiConverterOptionalTypePriority.read(buf),
             FfiConverterOptionalString.read(buf),
+            FfiConverterOptionalUInt.read(buf),
         )
     }
 
     override fun allocationSize(value: TrackOptions) = (
             FfiConverterOptionalTypePriority.allocationSize(value.`priority`) +
-            FfiConverterOptionalString.allocationSize(value.`dedupKey`)
+            FfiConverterOptionalString.allocationSize(value.`dedupKey`) +
+            FfiConverterOptionalUInt.allocationSize(value.`eventVersion`)
     )
 
     override fun write(value: TrackOptions, buf: ByteBuffer) {
             FfiConverterOptionalTypePriority.write(value.`priority`, buf)
             FfiConverterOptionalString.write(value.`dedupKey`, buf)
+            FfiConverterOptionalUInt.write(value.`eventVersion`, buf)
     }
 }
 
@@ -3490,6 +3502,38 @@ internal object uniffiCallbackInterfaceKeyStore {
  * @suppress
  */
 public object FfiConverterTypeKeyStore: FfiConverterCallbackInterface<KeyStore>()
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterOptionalUInt: FfiConverterRustBuffer<kotlin.UInt?> {
+    override fun read(buf: ByteBuffer): kotlin.UInt? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterUInt.read(buf)
+    }
+
+    override fun allocationSize(value: kotlin.UInt?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterUInt.allocationSize(value)
+        }
+    }
+
+    override fun write(value: kotlin.UInt?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterUInt.write(value, buf)
+        }
+    }
+}
 
 
 

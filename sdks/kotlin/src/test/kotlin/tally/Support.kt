@@ -71,6 +71,9 @@ class Server(dataDir: File, port: Int = 0) : AutoCloseable {
         Regex("\"seq\":(\\d+)").findAll(adminGet("/v1/installs/$installId/events?limit=10000"))
             .map { it.groupValues[1].toLong() }.toList()
 
+    /** Every stored message, one JSON object a line, as `GET /v1/export` gives it back. */
+    fun exported(): List<String> = adminGet("/v1/export").lines().filter { it.isNotBlank() }
+
     override fun close() {
         process.destroyForcibly()
         process.waitFor()

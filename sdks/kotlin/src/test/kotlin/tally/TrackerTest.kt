@@ -164,6 +164,8 @@ fun main(args: Array<String>) {
         "a key store implemented in Kotlin holds the keys" to ::aKeyStoreImplementedInKotlinHoldsTheKeys,
         "a JVM killed mid-burst resumes with every flushed event once" to ::aJvmKilledMidBurstResumesWithEveryFlushedEventOnce,
         "the network and a background sync as an app wires them" to ::theNetworkAndABackgroundSyncAsAnAppWiresThem,
+        "the event version reaches the collector" to ::theEventVersionReachesTheCollector,
+        "wrong calls of the generated code do not compile" to ::wrongCallsOfTheGeneratedCodeDoNotCompile,
     )
     kotlin.system.exitProcess(runTests(tests, args.firstOrNull()))
 }
