@@ -7,32 +7,18 @@
 
 #[path = "../../tally-sdk/tests/support/collector.rs"]
 mod collector;
+mod support;
 
 use std::collections::HashMap;
 
 use collector::Collector;
 use serde_json::Value;
-use tally_ffi::{Consent, Priority, PropValue, TallyConfig, TallyTracker, TrackOptions};
+use tally_ffi::{Priority, PropValue, TallyConfig, TallyTracker, TrackOptions};
 
 fn config(endpoint: &str, dir: &std::path::Path) -> TallyConfig {
     TallyConfig {
-        write_key: "k".into(),
-        endpoint: endpoint.into(),
-        data_dir: dir.display().to_string(),
-        consent: Some(Consent::Granted),
-        store_nothing_while_pending: false,
-        max_log_bytes: None,
-        max_log_events: None,
-        max_log_age_ms: None,
-        queue_budget_bytes: None,
-        queue_full_wait_ms: None,
-        session_timeout_ms: None,
         critical_events: vec!["Order Completed".into()],
-        health_beacon_ms: None,
-        auto_upload: false,
-        trusted_ca_pem: None,
-        metered_policy: None,
-        durability: None,
+        ..support::config(endpoint, dir)
     }
 }
 

@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
@@ -17,23 +19,9 @@ const NOWHERE: &str = "http://127.0.0.1:9";
 
 fn config(dir: &std::path::Path) -> TallyConfig {
     TallyConfig {
-        write_key: "k".into(),
-        endpoint: NOWHERE.into(),
-        data_dir: dir.display().to_string(),
-        consent: Some(Consent::Granted),
-        store_nothing_while_pending: false,
-        max_log_bytes: None,
-        max_log_events: None,
-        max_log_age_ms: None,
-        queue_budget_bytes: None,
-        queue_full_wait_ms: None,
-        session_timeout_ms: None,
-        critical_events: vec![],
-        health_beacon_ms: None,
-        auto_upload: false,
-        trusted_ca_pem: None,
         metered_policy: Some(MeteredPolicy::SendAll),
         durability: Some(Durability::Synced),
+        ..support::config(NOWHERE, dir)
     }
 }
 
