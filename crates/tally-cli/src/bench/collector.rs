@@ -14,6 +14,8 @@
 //! the store's totals must equal exactly what was sent: unique messages
 //! accepted, repeats counted as duplicates. The server's own histograms
 //! tell where the time went (store commit vs the rest of the request).
+//! On SQLite, the database file's bytes per stored event (indexes
+//! included) and each B-tree's share are printed last ([`super::disk`]).
 //!
 //! With `--retention-backlog N`, the store first receives N events whose
 //! corrected time is 400 days old, then three times `--events` more are
@@ -46,6 +48,7 @@ use super::load::{
     agent, get_json, load, ms, server_metrics, time_split, workload, ADMIN_TOKEN, WRITE_KEY,
 };
 use super::plan::{bench_plans, enforced_check, plan_phases, plan_workloads, PLAN_WRITE_KEY};
+use super::disk::DiskUse;
 use super::retention::retention_phases;
 use super::StoreKind;
 
@@ -208,9 +211,13 @@ pub(super) fn collector(args: CollectorArgs) -> anyhow::Result<()> {
     // cannot be dropped on a tokio thread).
     runtime.shutdown_timeout(Duration::from_secs(5));
     drop(store);
-    if args.store == StoreKind::Sqlite {
+    let disk = if args.store == StoreKind::Sqlite {
+        let disk = DiskUse::of(&data_dir.join(store::SQLITE_FILE_NAME));
         let _ = std::fs::remove_dir_all(&data_dir);
-    }
+        Some(disk?)
+    } else {
+        None
+    };
 
     let (batch_s, commit_s, requests) = time_split(&before, &after_full);
     println!(
@@ -251,6 +258,9 @@ pub(super) fn collector(args: CollectorArgs) -> anyhow::Result<()> {
             ))
             .unwrap_or_default(),
     );
+    if let Some(disk) = &disk {
+        println!("on disk: {}", disk.per_event(stored));
+    }
     let (backlog, expired) = retention
         .as_ref()
         .map_or((0, 0), |r| (r.backlog, r.expired));
@@ -300,6 +310,7 @@ pub(super) fn collector(args: CollectorArgs) -> anyhow::Result<()> {
             "duplicate": duplicate,
             "sent_unique": unique,
             "sent_repeated": repeated,
+            "bytes_per_event": disk.as_ref().map(|d| (d.file as f64 / stored.max(1) as f64).round()),
             "retention": retention.as_ref().map(|r| serde_json::json!({
                 "backlog": r.backlog,
                 "events_per_s_without_job": r.without.round(),

@@ -3,10 +3,11 @@
 //!
 //! | module | command |
 //! |---|---|
-//! | [`collector`] | `tally bench collector`: ingest over loopback, full and half load, optionally beside the retention job ([`retention`]) or with a tracking plan enforced ([`plan`]) |
+//! | [`collector`] | `tally bench collector`: ingest over loopback, full and half load, optionally beside the retention job ([`retention`]) or with a tracking plan enforced ([`plan`]); on SQLite, the bytes on disk per stored event ([`disk`]) |
 //! | [`seed`] | `tally bench seed` and `tally bench queries`: a realistic product history, then the product queries timed on it |
 
 mod collector;
+mod disk;
 mod load;
 mod plan;
 mod retention;
