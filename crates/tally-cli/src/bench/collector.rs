@@ -44,11 +44,11 @@ use tally_collector::ingest::auth::{source_id, Keys};
 use tally_collector::{server, store};
 use tally_proto::EncodedBatch;
 
+use super::disk::DiskUse;
 use super::load::{
     agent, get_json, load, ms, server_metrics, time_split, workload, ADMIN_TOKEN, WRITE_KEY,
 };
 use super::plan::{bench_plans, enforced_check, plan_phases, plan_workloads, PLAN_WRITE_KEY};
-use super::disk::DiskUse;
 use super::retention::retention_phases;
 use super::StoreKind;
 
