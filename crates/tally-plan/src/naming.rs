@@ -6,7 +6,7 @@ use crate::model::Case;
 /// The namespace of Tally's own events (`tally.dropped`, `tally.health`):
 /// a plan cannot name them (lint `event-name-reserved`), and the collector
 /// never counts them as unplanned.
-pub const RESERVED_PREFIX: &str = "tally.";
+pub const RESERVED_PREFIX: &str = tally_proto::INTERNAL_EVENT_PREFIX;
 
 /// Whether `name` is in Tally's own namespace ([`RESERVED_PREFIX`]).
 ///
@@ -16,7 +16,7 @@ pub const RESERVED_PREFIX: &str = "tally.";
 /// assert!(!is_reserved("Tally Opened"));
 /// ```
 pub fn is_reserved(name: &str) -> bool {
-    name.starts_with(RESERVED_PREFIX)
+    tally_proto::is_internal_event(name)
 }
 
 /// Whether `name` is written in `case`.

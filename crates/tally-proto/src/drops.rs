@@ -19,6 +19,16 @@ use crate::message::{Message, MessageType};
 use crate::reason::RejectReason;
 use crate::reason::Rejection;
 
+/// The namespace of the SDKs' own events (`tally.dropped`, `tally.health`):
+/// they describe an install, not a person, a tracking plan cannot name
+/// them, and the collector never counts them as unplanned.
+pub const INTERNAL_EVENT_PREFIX: &str = "tally.";
+
+/// Whether `name` is one of the SDKs' own events ([`INTERNAL_EVENT_PREFIX`]).
+pub fn is_internal_event(name: &str) -> bool {
+    name.starts_with(INTERNAL_EVENT_PREFIX)
+}
+
 /// The event name of a drop report.
 pub const DROPPED_EVENT: &str = "tally.dropped";
 

@@ -78,7 +78,7 @@ pub use batch::{
 };
 pub use clock::{correct, device_offset, Correction};
 pub use digest::{content_digest, verify_digest, DigestError};
-pub use drops::{DropReport, DROPPED_EVENT};
+pub use drops::{is_internal_event, DropReport, DROPPED_EVENT, INTERNAL_EVENT_PREFIX};
 pub use encoding::{ContentEncoding, EncodingError};
 pub use json::{json_depth, Extra, RawJson};
 pub use limits::DecodeLimits;

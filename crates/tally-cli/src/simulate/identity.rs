@@ -102,7 +102,7 @@ impl Identity {
                 .get(install)
                 .into_iter()
                 .flatten()
-                .filter(|e| !e.label.starts_with("tally."))
+                .filter(|e| !tally_proto::is_internal_event(&e.label))
                 .map(|e| e.seq)
                 .collect();
             let figures = installs.get(install).unwrap_or(&no_figures);

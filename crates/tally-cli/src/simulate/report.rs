@@ -51,7 +51,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tally_proto::DROPPED_EVENT;
+use tally_proto::{is_internal_event, DROPPED_EVENT};
 use tally_sdk::upload::HEALTH_EVENT;
 
 use super::faults::Traffic;
@@ -117,10 +117,6 @@ fn exact(l: &Ledger) -> bool {
     l.dropped_total() == 0 && l.pending == 0 && l.rejected_total() == 0 && l.in_doubt == 0
 }
 
-fn is_internal(label: &str) -> bool {
-    label.starts_with("tally.")
-}
-
 /// The order check: per install, the event stored at each seq is the one
 /// captured at that seq, and no seq is stored twice.
 fn order_check(l: &Ledger, events: &BTreeMap<String, Vec<StoredEvent>>) -> (Value, bool) {
@@ -133,7 +129,7 @@ fn order_check(l: &Ledger, events: &BTreeMap<String, Vec<StoredEvent>>) -> (Valu
         let captured = l.captures.get(install);
         let mut interrupted = l.interrupted.get(install).cloned().unwrap_or_default();
         let mut last: Option<u64> = None;
-        for e in stored.iter().filter(|e| !is_internal(&e.label)) {
+        for e in stored.iter().filter(|e| !is_internal_event(&e.label)) {
             checked += 1;
             if last == Some(e.seq) {
                 repeated += 1;
@@ -201,7 +197,7 @@ fn attribution_check(
                 .get(install)
                 .into_iter()
                 .flatten()
-                .filter(|e| !is_internal(&e.label))
+                .filter(|e| !is_internal_event(&e.label))
                 .collect();
             let identified = stored.iter().any(|e| e.label == super::ledger::IDENTIFY);
             for e in stored {

@@ -130,16 +130,16 @@ fn kind_from(b: u8) -> Option<FrameKind> {
 
 /// Seals a record frame in place: `frame` is `header | payload | tag`
 /// with the payload in place; the header (with its checksum) and the tag
-/// are written around it. False only when the AEAD refuses (beyond 256
-/// GiB, which the payload bound rules out): the frame is then zeroed,
-/// which recovery and reads count as corrupt.
+/// are written around it. Should the AEAD refuse (only beyond 256 GiB,
+/// which the payload bound rules out), the frame is zeroed instead, which
+/// recovery and reads count as corrupt.
 pub(crate) fn seal(
     cipher: &Cipher,
     seq: u64,
     appended_at_ms: u64,
     priority: Priority,
     frame: &mut [u8],
-) -> bool {
+) {
     seal_kind(cipher, seq, appended_at_ms, priority_byte(priority), frame)
 }
 
@@ -151,7 +151,7 @@ pub(crate) fn context_frame(cipher: &Cipher, gen: u32, at_ms: u64, context: &[u8
     frame
 }
 
-fn seal_kind(cipher: &Cipher, seq: u64, appended_at_ms: u64, kind: u8, frame: &mut [u8]) -> bool {
+fn seal_kind(cipher: &Cipher, seq: u64, appended_at_ms: u64, kind: u8, frame: &mut [u8]) {
     let plen = frame.len() - OVERHEAD_BYTES;
     let length = (AAD_BYTES + plen + TAG_BYTES) as u32;
     let nonce = cipher.next_nonce();
@@ -165,13 +165,12 @@ fn seal_kind(cipher: &Cipher, seq: u64, appended_at_ms: u64, kind: u8, frame: &m
     let (payload, tag_out) = rest.split_at_mut(plen);
     let Some(tag) = cipher.seal(&nonce, &head[PREFIX_BYTES..], payload) else {
         frame.fill(0);
-        return false;
+        return;
     };
     tag_out.copy_from_slice(&tag);
     // One pass over the contiguous frame after the checksum field.
     let crc = crc32c::crc32c(&frame[PREFIX_BYTES..]);
     frame[4..8].copy_from_slice(&crc.to_le_bytes());
-    true
 }
 
 /// A frame whose length and checksum are valid (not yet decrypted).

@@ -47,7 +47,7 @@ use std::sync::Arc;
 use tally_proto::Priority;
 
 use crate::error::FlushError;
-use crate::stored::{put_varint, unzigzag, zigzag};
+use crate::stored::{put_varint, take_varint, unzigzag, zigzag};
 
 /// What a message is, as captured on the caller's thread (borrowed from
 /// the call, or from the hand-off batch on the pipeline's).
@@ -395,15 +395,7 @@ impl<'a> Records<'a> {
     }
 
     fn varint(&mut self) -> Option<u64> {
-        let mut v = 0u64;
-        for shift in (0..64).step_by(7) {
-            let b = *self.bytes(1)?.first()?;
-            v |= u64::from(b & 0x7f) << shift;
-            if b & 0x80 == 0 {
-                return Some(v);
-            }
-        }
-        None
+        take_varint(&mut self.rest)
     }
 
     fn len(&mut self) -> Option<usize> {

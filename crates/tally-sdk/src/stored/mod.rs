@@ -49,7 +49,7 @@ pub(crate) mod check;
 pub const FORMAT: u8 = 0xC1;
 
 /// Prefix of the SDK's own event names (`tally.dropped`, `tally.health`).
-pub const INTERNAL_PREFIX: &str = "tally.";
+pub const INTERNAL_PREFIX: &str = tally_proto::INTERNAL_EVENT_PREFIX;
 
 /// What a message shares with the ones around it: the context template
 /// (without `context.tally`), the identity and the session. Serialized as
@@ -189,6 +189,21 @@ pub(crate) fn put_varint(mut v: u64, out: &mut Vec<u8>) {
     out.push(v as u8);
 }
 
+/// Reads a LEB128 number from the front of `rest`, advancing it; `None`
+/// when `rest` ends first or the number passes 64 bits.
+pub(crate) fn take_varint(rest: &mut &[u8]) -> Option<u64> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let (&b, tail) = rest.split_first()?;
+        *rest = tail;
+        v |= u64::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            return Some(v);
+        }
+    }
+    None
+}
+
 /// A signed number as an unsigned one small when it is near zero.
 pub(crate) fn zigzag(v: i64) -> u64 {
     ((v << 1) ^ (v >> 63)) as u64
@@ -257,15 +272,7 @@ impl<'a> Reader<'a> {
     }
 
     fn varint(&mut self) -> Result<u64, DecodeError> {
-        let mut v = 0u64;
-        for shift in (0..64).step_by(7) {
-            let b = self.byte()?;
-            v |= u64::from(b & 0x7f) << shift;
-            if b & 0x80 == 0 {
-                return Ok(v);
-            }
-        }
-        Err(DecodeError::Record)
+        take_varint(&mut self.rest).ok_or(DecodeError::Record)
     }
 
     fn str(&mut self) -> Result<&'a str, DecodeError> {

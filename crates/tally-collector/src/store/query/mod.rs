@@ -192,7 +192,7 @@ pub(crate) fn push_name_ident(groups: &mut Vec<(String, Vec<i64>)>, name: &str, 
 
 /// Whether a name is one of the SDK's internal events.
 pub fn is_internal(name: &str) -> bool {
-    name.starts_with("tally.")
+    tally_proto::is_internal_event(name)
 }
 
 /// The slot holding `ts`.
